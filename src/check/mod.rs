@@ -1,0 +1,133 @@
+//! Checks: one way each to observe a target.
+//!
+//! A run gives [`Outcome::Ok`], [`Outcome::Failing`] (the target is broken)
+//! or [`Outcome::Unknown`] (medic could not see). Keeping the last two apart
+//! is the heart of the safety model: unknown never triggers remediation.
+//!
+//! [`CheckSpec`] is the closed set of kinds rule files may name, each with
+//! its parameters; [`build`] turns one into a runnable [`Check`] or says that
+//! this build cannot run that kind yet.
+
+pub mod alert;
+pub mod dns;
+pub mod http;
+pub mod kubernetes;
+pub mod postgres;
+pub mod promql;
+pub mod redis;
+pub mod scrape;
+pub mod tcp;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// The result of one check run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The target looks healthy.
+    Ok,
+    /// The target is broken; the detail says how.
+    Failing(String),
+    /// medic could not observe; the detail says why. Never triggers action.
+    Unknown(String),
+}
+
+impl Outcome {
+    /// `ok`, `failing` or `unknown` (metric label, timeline kind).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failing(_) => "failing",
+            Outcome::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// One way to observe a target. Implementations must honour cancellation
+/// by being cancel-safe (the scheduler drops the future on timeout).
+#[async_trait::async_trait]
+pub trait Check: Send + Sync {
+    /// Observes once.
+    async fn run(&self) -> Outcome;
+}
+
+/// A check as written in a rule file: `check: { KIND: PARAMS }`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CheckSpec {
+    Tcp(tcp::TcpParams),
+    Http(http::HttpParams),
+    Redis(redis::RedisParams),
+    Promql(promql::PromqlParams),
+    Scrape(scrape::ScrapeParams),
+    Postgres(postgres::PostgresParams),
+    Kubernetes(kubernetes::KubernetesParams),
+    Dns(dns::DnsParams),
+    Alert(alert::AlertParams),
+}
+
+impl CheckSpec {
+    /// Every kind a rule file may name.
+    pub const KINDS: &'static [&'static str] = &[
+        "tcp",
+        "http",
+        "redis",
+        "promql",
+        "scrape",
+        "postgres",
+        "kubernetes",
+        "dns",
+        "alert",
+    ];
+
+    /// The kind's name as written in rule files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckSpec::Tcp(_) => "tcp",
+            CheckSpec::Http(_) => "http",
+            CheckSpec::Redis(_) => "redis",
+            CheckSpec::Promql(_) => "promql",
+            CheckSpec::Scrape(_) => "scrape",
+            CheckSpec::Postgres(_) => "postgres",
+            CheckSpec::Kubernetes(_) => "kubernetes",
+            CheckSpec::Dns(_) => "dns",
+            CheckSpec::Alert(_) => "alert",
+        }
+    }
+
+    /// The config target this check observes, if it names one.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            CheckSpec::Tcp(p) => p.target.as_deref(),
+            CheckSpec::Http(p) => p.target.as_deref(),
+            CheckSpec::Redis(p) => Some(&p.target),
+            CheckSpec::Promql(p) => p.source.as_deref(),
+            CheckSpec::Scrape(p) => p.target.as_deref(),
+            CheckSpec::Postgres(p) => Some(&p.target),
+            CheckSpec::Kubernetes(p) => Some(&p.target),
+            CheckSpec::Dns(_) | CheckSpec::Alert(_) => None,
+        }
+    }
+}
+
+/// Why a check could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("check kind {0:?} is not implemented in this build of medic")]
+    NotImplemented(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Builds a runnable check from its spec and the config's targets.
+pub fn build(spec: &CheckSpec, config: &Config) -> Result<Arc<dyn Check>, BuildError> {
+    match spec {
+        CheckSpec::Tcp(p) => Ok(Arc::new(tcp::TcpCheck::build(p, config)?)),
+        CheckSpec::Http(p) => Ok(Arc::new(http::HttpCheck::build(p, config)?)),
+        CheckSpec::Redis(p) => Ok(Arc::new(redis::RedisCheck::build(p, config)?)),
+        other => Err(BuildError::NotImplemented(other.kind())),
+    }
+}

@@ -1,0 +1,344 @@
+//! The daemon config: `medic.yaml` plus `MEDIC_`-prefixed environment
+//! overrides (`MEDIC_MODE=enforce`, `MEDIC_STORE__SQLITE__PATH=/var/lib/medic/state.db`).
+//!
+//! Three phases: parse (serde, unknown fields rejected), validate (pure,
+//! collects every problem), build (elsewhere: does the I/O).
+
+pub mod load;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::duration::Dur;
+use crate::rules::model::Mode;
+use crate::secret::SecretRef;
+
+pub use load::{load, load_str};
+
+/// The whole daemon config.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Global mode; scenarios and steps may override it. Default: dry-run.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Rule files or directories of rule files (`*.yaml`, `*.yml`),
+    /// relative to the config file. Default: `rules`.
+    #[serde(default = "default_rules")]
+    pub rules: Vec<PathBuf>,
+    /// Where durable state lives.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Everything medic watches or acts on, by name.
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// Where pages go, by name.
+    #[serde(default = "default_notifiers")]
+    pub notifiers: BTreeMap<String, NotifierConfig>,
+    /// Escalation policies, by name; scenarios name one.
+    #[serde(default = "default_escalation")]
+    pub escalation: BTreeMap<String, EscalationPolicy>,
+    /// Global bounds.
+    #[serde(default)]
+    pub limits: GlobalLimits,
+    /// How long a running action may finish after SIGTERM.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: Dur,
+    /// The directory relative paths are resolved against (the config
+    /// file's directory); set by the loader, not by users.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+fn default_rules() -> Vec<PathBuf> {
+    vec![PathBuf::from("rules")]
+}
+
+fn default_grace() -> Dur {
+    Dur::secs(30)
+}
+
+fn default_notifiers() -> BTreeMap<String, NotifierConfig> {
+    BTreeMap::from([("log".to_string(), NotifierConfig::Log(LogNotifier {}))])
+}
+
+fn default_escalation() -> BTreeMap<String, EscalationPolicy> {
+    BTreeMap::from([(
+        "default".to_string(),
+        EscalationPolicy {
+            levels: vec![EscalationLevel {
+                after: Dur::secs(0),
+                notify: vec!["log".to_string()],
+            }],
+        },
+    )])
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::default(),
+            rules: default_rules(),
+            store: StoreConfig::default(),
+            targets: BTreeMap::new(),
+            notifiers: default_notifiers(),
+            escalation: default_escalation(),
+            limits: GlobalLimits::default(),
+            shutdown_grace: default_grace(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+impl Config {
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve_path(&self, p: &std::path::Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// Which store backend.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum StoreConfig {
+    /// An embedded SQLite file, created on start.
+    Sqlite { path: PathBuf },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Sqlite {
+            path: PathBuf::from("medic.db"),
+        }
+    }
+}
+
+/// A target: `NAME: { KIND: { ...connection details... } }`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum TargetConfig {
+    Tcp(TcpTarget),
+    Http(HttpTarget),
+    Redis(RedisTarget),
+    Postgres(PostgresTarget),
+    Prometheus(PrometheusTarget),
+    Kubernetes(KubernetesTarget),
+    Route53(Route53Target),
+}
+
+impl TargetConfig {
+    /// Every kind a target may have.
+    pub const KINDS: &'static [&'static str] = &[
+        "tcp",
+        "http",
+        "redis",
+        "postgres",
+        "prometheus",
+        "kubernetes",
+        "route53",
+    ];
+
+    /// The kind's name as written in config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TargetConfig::Tcp(_) => "tcp",
+            TargetConfig::Http(_) => "http",
+            TargetConfig::Redis(_) => "redis",
+            TargetConfig::Postgres(_) => "postgres",
+            TargetConfig::Prometheus(_) => "prometheus",
+            TargetConfig::Kubernetes(_) => "kubernetes",
+            TargetConfig::Route53(_) => "route53",
+        }
+    }
+
+    /// `host:port`, for kinds that have one (tcp checks can use them).
+    pub fn address(&self) -> Option<String> {
+        match self {
+            TargetConfig::Tcp(t) => Some(t.address.clone()),
+            TargetConfig::Redis(t) => Some(t.address.clone()),
+            TargetConfig::Postgres(t) => Some(format!("{}:{}", t.host, t.port)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpTarget {
+    /// `host:port`.
+    pub address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTarget {
+    pub url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTarget {
+    /// `host:port`.
+    pub address: String,
+    /// ACL user name (Redis 6+).
+    pub username: Option<String>,
+    pub password: Option<SecretRef>,
+    #[serde(default)]
+    pub db: i64,
+    /// Connect over TLS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS options for targets that support it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Skip certificate verification (self-signed test setups only).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTarget {
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    #[serde(default = "default_pg_user")]
+    pub user: String,
+    pub password: Option<SecretRef>,
+    #[serde(default = "default_pg_db")]
+    pub dbname: String,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_pg_user() -> String {
+    "postgres".into()
+}
+fn default_pg_db() -> String {
+    "postgres".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusTarget {
+    pub url: String,
+    pub bearer_token: Option<SecretRef>,
+    pub basic_auth: Option<BasicAuth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: SecretRef,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: String,
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Path to a kubeconfig; default: in-cluster config, then `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53Target {
+    pub hosted_zone_id: String,
+    /// The record name, e.g. `app.example.com.`.
+    pub record: String,
+    #[serde(default = "default_record_type")]
+    pub record_type: String,
+    pub primary: Vec<String>,
+    pub secondary: Vec<String>,
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// Override the endpoint (tests, other regions' endpoints).
+    pub endpoint_url: Option<String>,
+}
+
+fn default_record_type() -> String {
+    "A".into()
+}
+fn default_ttl() -> u32 {
+    60
+}
+
+/// A notifier: `NAME: { KIND: { ... } }`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum NotifierConfig {
+    /// Pages are written to medic's log at ERROR level.
+    Log(LogNotifier),
+}
+
+impl NotifierConfig {
+    /// Every kind a notifier may have.
+    pub const KINDS: &'static [&'static str] = &["log"];
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogNotifier {}
+
+/// Who is paged, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationPolicy {
+    pub levels: Vec<EscalationLevel>,
+}
+
+/// One level: after `after` without acknowledgement, page `notify`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationLevel {
+    pub after: Dur,
+    /// Notifier names.
+    pub notify: Vec<String>,
+}
+
+/// Global bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalLimits {
+    /// Checks running at once.
+    #[serde(default = "default_checks")]
+    pub concurrent_checks: usize,
+    /// Actions running at once.
+    #[serde(default = "default_actions")]
+    pub actions_in_flight: usize,
+}
+
+fn default_checks() -> usize {
+    256
+}
+fn default_actions() -> usize {
+    4
+}
+
+impl Default for GlobalLimits {
+    fn default() -> Self {
+        GlobalLimits {
+            concurrent_checks: default_checks(),
+            actions_in_flight: default_actions(),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! medic: a daemon that keeps production systems alive.
+//!
+//! It watches targets, matches symptoms against one rule file per scenario,
+//! runs bounded and verified remediation and pages humans on escalation timers.
+//! Data flows one way (see `DESIGN.md` in the shared folder):
+//!
+//! ```text
+//! check ──> engine::symptom ──> engine (scenario matcher) ──> incident
+//!                                          │
+//!                         remedy::plan (guards → action → verify)
+//!                                          │
+//!                                page (escalation → notifiers)
+//! ```
+//!
+//! Modules, and what each owns:
+//! - [`clock`]: wall-clock time that follows tokio's (pausable) clock in tests.
+//! - [`duration`]: human durations (`90s`, `5m`, `1h30m`) in config and rules.
+//! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
+//! - [`diag`]: diagnostics that point at `path:line:col`.
+//! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
+//! - [`rules`]: scenario rule files: model, loading with positions, validation.
+//! - [`check`]: one file per check kind; the [`check::Check`] trait.
+//! - [`remedy`]: one file per action kind; the [`remedy::Action`] trait; the plan executor.
+//! - [`page`]: notifiers and escalation.
+//! - [`engine`]: symptom state machines, scenario matching, incident life cycle.
+//! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
+//! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
+//! - [`logging`]: tracing set-up (text on a terminal, JSON on request).
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod diag;
+pub mod duration;
+pub mod engine;
+pub mod logging;
+pub mod page;
+pub mod remedy;
+pub mod rules;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,11 @@
+//! Scenario rule files: one YAML file per scenario.
+//!
+//! Loading keeps positions so every problem is reported as
+//! `path:line:col: message`, and validation collects every problem rather
+//! than stopping at the first.
+
+pub mod load;
+pub mod model;
+
+pub use load::{load_paths, load_str};
+pub use model::{Scenario, Step, Symptom, When};

@@ -1,0 +1,164 @@
+//! The validated form of a scenario rule file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::CheckSpec;
+use crate::duration::Dur;
+use crate::remedy::ActionSpec;
+
+/// Whether actions really run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Actions run.
+    Enforce,
+    /// Every decision is evaluated and written on the timeline as
+    /// "would run ..."; nothing is executed. The safe default.
+    #[default]
+    DryRun,
+}
+
+/// How bad an incident of a scenario is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    High,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    /// The name as written in rule files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// One scenario: one rule file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Unique name across all rule files.
+    pub name: String,
+    pub summary: String,
+    pub severity: Severity,
+    /// Recovery time objective.
+    pub rto: Dur,
+    /// Recovery point objective, where the scenario can lose data.
+    pub rpo: Option<Dur>,
+    /// Link to the runbook section this scenario automates.
+    pub runbook: Option<String>,
+    /// Overrides the global mode for this scenario.
+    pub mode: Option<Mode>,
+    /// In file order.
+    pub symptoms: Vec<Symptom>,
+    pub when: When,
+    /// Ordered: the next step runs only when the previous one fails.
+    pub plan: Vec<Step>,
+    /// Name of an escalation policy in the config.
+    pub escalation: String,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+impl Scenario {
+    /// The symptom with this name.
+    pub fn symptom(&self, name: &str) -> Option<&Symptom> {
+        self.symptoms.iter().find(|s| s.name == name)
+    }
+}
+
+/// A named check with timing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Symptom {
+    pub name: String,
+    pub check: CheckSpec,
+    /// How often the check runs.
+    pub every: Dur,
+    /// How long one run may take before it counts as unknown.
+    pub timeout: Dur,
+    /// How long it must fail before it fires.
+    pub for_: Dur,
+    /// How long it must be ok before it clears.
+    pub clear_for: Dur,
+}
+
+/// When a scenario triggers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Any of these symptoms firing.
+    Any(Vec<String>),
+    /// All of these symptoms firing.
+    All(Vec<String>),
+}
+
+impl When {
+    /// The symptom names it refers to.
+    pub fn symptoms(&self) -> &[String] {
+        match self {
+            When::Any(v) | When::All(v) => v,
+        }
+    }
+}
+
+/// One step of a remediation plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// Unique within the scenario; defaults to `{index}-{action kind}`.
+    pub name: String,
+    pub action: ActionSpec,
+    pub verify: Verify,
+    pub limit: Limit,
+    /// How long the action itself may run.
+    pub timeout: Dur,
+    pub approval: Approval,
+    /// Overrides the scenario's mode for this step.
+    pub mode: Option<Mode>,
+}
+
+/// When a step counts as having worked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verify {
+    /// Symptoms that must all clear. Defaults to the scenario's `when` list.
+    pub clears: Vec<String>,
+    /// Deadline after the action finished.
+    pub within: Dur,
+}
+
+/// Attempt budget of a step, per scenario, step and instance. Kept in the
+/// store's ledger, so restarts reset nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// At most this many attempts...
+    pub attempts: u32,
+    /// ...in any window this long.
+    pub per: Dur,
+    /// Minimum time between two attempts.
+    pub cooldown: Dur,
+}
+
+impl Default for Limit {
+    fn default() -> Self {
+        Limit {
+            attempts: 3,
+            per: Dur::secs(3600),
+            cooldown: Dur::secs(0),
+        }
+    }
+}
+
+/// Whether a human must approve a step first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Approval {
+    #[default]
+    None,
+    Required,
+}

@@ -1,0 +1,295 @@
+//! Durable state: incidents, their timelines and the action ledger.
+//!
+//! Everything medic decides is written here *before* it is acted on, so a
+//! restart resumes open incidents (none duplicated, none forgotten) and every
+//! limit (attempts per window, cooldowns) survives restarts: limits are
+//! computed from the ledger, not kept in memory.
+//!
+//! One small async trait, [`Store`], with an embedded SQLite backend
+//! ([`sqlite::SqliteStore`]). Implementations must never block the async
+//! runtime's worker threads.
+
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// Primary key of an incident.
+pub type IncidentId = i64;
+/// Primary key of a ledger entry.
+pub type AttemptId = i64;
+
+/// Where an incident is in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    /// Detected; the plan has not started (or waits for a guard).
+    Open,
+    /// The plan is running.
+    Remediating,
+    /// The plan is exhausted or refused: humans are paged.
+    Escalated,
+    /// A human has taken it.
+    Acknowledged,
+    /// Its symptoms cleared. Final.
+    Resolved,
+}
+
+impl IncidentState {
+    /// The name stored and shown (`open`, `remediating`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Remediating => "remediating",
+            IncidentState::Escalated => "escalated",
+            IncidentState::Acknowledged => "acknowledged",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+
+    /// Parses [`IncidentState::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "open" => IncidentState::Open,
+            "remediating" => IncidentState::Remediating,
+            "escalated" => IncidentState::Escalated,
+            "acknowledged" => IncidentState::Acknowledged,
+            "resolved" => IncidentState::Resolved,
+            _ => return None,
+        })
+    }
+
+    /// Everything but `Resolved`.
+    pub fn is_open(self) -> bool {
+        self != IncidentState::Resolved
+    }
+}
+
+/// One occurrence of a scenario on one instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: IncidentId,
+    /// The scenario's name (its rule file's `scenario:`).
+    pub scenario: String,
+    /// Which occurrence: empty for a scenario-wide incident, or a canonical
+    /// label set for per-series symptoms.
+    pub instance: String,
+    pub state: IncidentState,
+    /// The scenario's severity when the incident opened.
+    pub severity: String,
+    /// One line for humans.
+    pub summary: String,
+    pub opened_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// What opening an incident needs.
+#[derive(Clone, Debug)]
+pub struct NewIncident {
+    pub scenario: String,
+    pub instance: String,
+    pub severity: String,
+    pub summary: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One line of an incident's timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    /// A short, stable category: `symptom`, `state`, `step`, `action`,
+    /// `verify`, `guard`, `page`, `note`.
+    pub kind: String,
+    /// What happened, for humans.
+    pub message: String,
+    /// The inputs that led to it (observations, parameters, outputs).
+    pub data: serde_json::Value,
+}
+
+impl TimelineEntry {
+    /// An entry without structured data.
+    pub fn new(at: DateTime<Utc>, kind: &str, message: impl Into<String>) -> Self {
+        TimelineEntry {
+            at,
+            kind: kind.to_string(),
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    /// Attaches structured inputs.
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The action ran and its verification held.
+    Succeeded,
+    /// The action failed, or ran but its verification did not hold.
+    Failed,
+    /// The action did not finish within its timeout.
+    TimedOut,
+    /// A guard refused to run it (limit, cooldown, precondition).
+    Refused,
+    /// dry-run: reported, not executed.
+    DryRun,
+    /// Found in flight after a restart; its effect could not be verified.
+    Abandoned,
+}
+
+impl AttemptOutcome {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Refused => "refused",
+            AttemptOutcome::DryRun => "dry_run",
+            AttemptOutcome::Abandoned => "abandoned",
+        }
+    }
+
+    /// Parses [`AttemptOutcome::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "succeeded" => AttemptOutcome::Succeeded,
+            "failed" => AttemptOutcome::Failed,
+            "timed_out" => AttemptOutcome::TimedOut,
+            "refused" => AttemptOutcome::Refused,
+            "dry_run" => AttemptOutcome::DryRun,
+            "abandoned" => AttemptOutcome::Abandoned,
+            _ => return None,
+        })
+    }
+
+    /// Whether this attempt used up budget (it really executed something).
+    pub fn counts_against_limit(self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::Succeeded
+                | AttemptOutcome::Failed
+                | AttemptOutcome::TimedOut
+                | AttemptOutcome::Abandoned
+        )
+    }
+}
+
+/// A ledger entry about to start.
+#[derive(Clone, Debug)]
+pub struct NewAttempt {
+    pub incident_id: IncidentId,
+    pub scenario: String,
+    pub instance: String,
+    /// The step's name (limits are kept per scenario, step and instance).
+    pub step: String,
+    pub step_index: u32,
+    /// The action kind, e.g. `exec`.
+    pub action: String,
+    /// Unique per attempt: `{incident}:{step_index}:{n}`. An attempt found
+    /// in flight after a restart is verified, never blindly run again.
+    pub key: String,
+    pub started_at: DateTime<Utc>,
+    /// The inputs the action ran with (secrets never included).
+    pub inputs: serde_json::Value,
+}
+
+/// A ledger entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub incident_id: IncidentId,
+    pub scenario: String,
+    pub instance: String,
+    pub step: String,
+    pub step_index: u32,
+    pub action: String,
+    pub key: String,
+    pub started_at: DateTime<Utc>,
+    /// `None` while in flight.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `None` while in flight.
+    pub outcome: Option<AttemptOutcome>,
+    /// Why it ended so (exit status, refusal reason, verification result).
+    pub reason: String,
+    pub inputs: serde_json::Value,
+}
+
+/// Store failures. The variant names double as metric labels.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store backend: {0}")]
+    Backend(String),
+    #[error("incident {0} not found")]
+    NotFound(IncidentId),
+    #[error("corrupt store row: {0}")]
+    Corrupt(String),
+}
+
+/// Durable state. Every method is async and must not block the runtime.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Opens an incident for `(scenario, instance)`, or returns the one
+    /// already open (never two at once). The bool is true if it was created.
+    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError>;
+
+    /// Every incident not yet resolved, oldest first.
+    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError>;
+
+    /// One incident.
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError>;
+
+    /// The newest `limit` incidents, newest first.
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError>;
+
+    /// Moves an incident to `state` (setting `resolved_at` on `Resolved`).
+    async fn set_state(
+        &self,
+        id: IncidentId,
+        state: IncidentState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Appends one timeline entry.
+    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError>;
+
+    /// The whole timeline, in the order written.
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError>;
+
+    /// Records an attempt as started; returns its id.
+    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError>;
+
+    /// Records how an attempt ended.
+    async fn finish_attempt(
+        &self,
+        id: AttemptId,
+        outcome: AttemptOutcome,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Attempts of one step on one instance started at or after `since`,
+    /// oldest first, across incidents (the basis of attempt limits and
+    /// cooldowns).
+    async fn attempts_since(
+        &self,
+        scenario: &str,
+        step: &str,
+        instance: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Every attempt of one incident, oldest first.
+    async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Flushes anything buffered; called on shutdown.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
