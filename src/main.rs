@@ -1,1 +1,143 @@
-fn main() {}
+//! The `medic` binary: parse arguments, set up logging, call the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use medic::clock::Clock;
+use medic::logging::{self, LogFormat};
+use tokio_util::sync::CancellationToken;
+
+/// medic keeps production systems alive: it watches, remediates within
+/// bounds, and pages humans for what it cannot fix.
+#[derive(Parser, Debug)]
+#[command(name = "medic", version, about)]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+    },
+    /// Validate the config and rule files without contacting any target.
+    Check {
+        /// The config file.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+        /// Rule files or directories; default: the config's `rules`.
+        paths: Vec<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("medic {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config, paths } => match check_placeholder(&config, &paths) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(diags) => {
+                for d in &diags.0 {
+                    eprintln!("{d}");
+                }
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            logging::init(cli.log_format);
+            run(config)
+        }
+    }
+}
+
+fn run(config_path: PathBuf) -> ExitCode {
+    let loaded = medic::config::load(&config_path).and_then(|config| {
+        let paths: Vec<PathBuf> = config
+            .rules
+            .iter()
+            .map(|p| config.resolve_path(p))
+            .collect();
+        medic::rules::load_paths(&paths, &config).map(|rules| (config, rules))
+    });
+    let (config, scenarios) = match loaded {
+        Ok(x) => x,
+        Err(diags) => {
+            for d in &diags.0 {
+                eprintln!("{d}");
+            }
+            tracing::error!(
+                problems = diags.0.len(),
+                "invalid config or rules; not starting"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        medic::daemon::run(config, scenarios, Clock::system(), shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "medic failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if n == 0 {
+            tracing::info!("signal received: shutting down gracefully (again to force)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    }
+}
+
+// Replaced by medic::rules::check once the rule loader lands.
+fn check_placeholder(
+    _c: &std::path::Path,
+    _p: &[PathBuf],
+) -> Result<String, medic::diag::Diagnostics> {
+    Err(medic::diag::Diagnostics(vec![]))
+}

@@ -21,16 +21,210 @@ pub struct HttpParams {
     pub body: Option<String>,
 }
 
-/// Runtime form.
-pub struct HttpCheck {}
+use std::time::Duration;
+
+use regex::Regex;
+use tokio::time::Instant;
+
+use super::{BuildError, Check, Outcome};
+use crate::config::{Config, TargetConfig};
+
+/// A runnable `http` check.
+#[derive(Debug)]
+pub struct HttpCheck {
+    url: String,
+    client: reqwest::Client,
+    status: Vec<u16>,
+    max_latency: Option<Duration>,
+    body: Option<Regex>,
+}
+
 impl HttpCheck {
-    pub fn build(_p: &HttpParams, _c: &crate::config::Config) -> Result<Self, super::BuildError> {
-        todo!()
+    pub fn build(p: &HttpParams, config: &Config) -> Result<Self, BuildError> {
+        let url = match (&p.url, &p.target) {
+            (Some(u), None) => u.clone(),
+            (None, Some(t)) => match config.targets.get(t) {
+                Some(TargetConfig::Http(h)) => h.url.clone(),
+                _ => {
+                    return Err(BuildError::Invalid(format!(
+                        "target {t:?} is not an http target"
+                    )));
+                }
+            },
+            _ => {
+                return Err(BuildError::Invalid(
+                    "http needs exactly one of `url` or `target`".into(),
+                ));
+            }
+        };
+        let body = p
+            .body
+            .as_deref()
+            .map(Regex::new)
+            .transpose()
+            .map_err(|e| BuildError::Invalid(format!("body: {e}")))?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BuildError::Invalid(format!("http client: {e}")))?;
+        Ok(HttpCheck {
+            url,
+            client,
+            status: p.status.clone(),
+            max_latency: p.max_latency.map(|d| d.get()),
+            body,
+        })
+    }
+
+    fn status_ok(&self, code: u16) -> bool {
+        if self.status.is_empty() {
+            (200..300).contains(&code)
+        } else {
+            self.status.contains(&code)
+        }
     }
 }
+
 #[async_trait::async_trait]
-impl super::Check for HttpCheck {
-    async fn run(&self) -> super::Outcome {
-        todo!()
+impl Check for HttpCheck {
+    async fn run(&self) -> Outcome {
+        let start = Instant::now();
+        let resp = match self.client.get(&self.url).send().await {
+            Ok(r) => r,
+            Err(e) => return classify(&self.url, &e),
+        };
+        let code = resp.status().as_u16();
+        if !self.status_ok(code) {
+            return Outcome::Failing(format!("{}: status {code}", self.url));
+        }
+        if let Some(re) = &self.body {
+            match resp.text().await {
+                Ok(text) if re.is_match(&text) => {}
+                Ok(_) => {
+                    return Outcome::Failing(format!(
+                        "{}: body does not match /{}/",
+                        self.url,
+                        re.as_str()
+                    ));
+                }
+                Err(e) => return Outcome::Failing(format!("{}: reading body: {e}", self.url)),
+            }
+        }
+        let took = start.elapsed();
+        if let Some(max) = self.max_latency
+            && took > max
+        {
+            return Outcome::Failing(format!(
+                "{}: answered in {} ms, limit {} ms",
+                self.url,
+                took.as_millis(),
+                max.as_millis()
+            ));
+        }
+        Outcome::Ok
+    }
+}
+
+fn classify(url: &str, e: &reqwest::Error) -> Outcome {
+    if e.is_timeout() {
+        return Outcome::Unknown(format!("{url}: timed out"));
+    }
+    // Walk to the io::Error underneath, if any: refused/reset means broken.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return super::tcp::classify_io(url, io);
+        }
+        src = s.source();
+    }
+    Outcome::Unknown(format!("{url}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-route HTTP server answering every request with `status` and `body` after `delay`.
+    async fn serve(status: u16, body: &'static str, delay: Duration) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}/health")
+    }
+
+    fn check(
+        url: &str,
+        status: Vec<u16>,
+        max_latency: Option<&str>,
+        body: Option<&str>,
+    ) -> HttpCheck {
+        HttpCheck::build(
+            &HttpParams {
+                target: None,
+                url: Some(url.into()),
+                status,
+                max_latency: max_latency.map(|s| s.parse().unwrap()),
+                body: body.map(String::from),
+            },
+            &Config::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn status_body_and_latency() {
+        let ok = serve(200, "status: healthy", Duration::ZERO).await;
+        assert_eq!(
+            check(&ok, vec![], None, Some("healthy")).run().await,
+            Outcome::Ok
+        );
+        assert_eq!(
+            check(&ok, vec![], None, Some("^ready$")).run().await,
+            Outcome::Failing(format!("{ok}: body does not match /^ready$/"))
+        );
+        assert_eq!(
+            check(&ok, vec![204], None, None).run().await,
+            Outcome::Failing(format!("{ok}: status 200"))
+        );
+        let bad = serve(503, "", Duration::ZERO).await;
+        assert_eq!(
+            check(&bad, vec![], None, None).run().await,
+            Outcome::Failing(format!("{bad}: status 503"))
+        );
+        let slow = serve(200, "", Duration::from_millis(300)).await;
+        let o = check(&slow, vec![], Some("100ms"), None).run().await;
+        assert!(
+            matches!(&o, Outcome::Failing(d) if d.contains("limit 100 ms")),
+            "{o:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_is_failing() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", l.local_addr().unwrap());
+        drop(l);
+        let o = check(&url, vec![], None, None).run().await;
+        assert!(
+            matches!(&o, Outcome::Failing(d) if d.contains("connection refused")),
+            "{o:?}"
+        );
     }
 }

@@ -22,16 +22,137 @@ fn yes() -> bool {
     true
 }
 
-/// Runtime form.
-pub struct RedisCheck {}
-impl RedisCheck {
-    pub fn build(_p: &RedisParams, _c: &crate::config::Config) -> Result<Self, super::BuildError> {
-        todo!()
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
+};
+use tokio::sync::Mutex;
+
+use super::{BuildError, Check, Outcome};
+use crate::config::{Config, TargetConfig};
+
+/// A runnable `redis` check. It keeps one connection open between runs, so
+/// a run costs one round-trip; a broken connection is re-opened at once.
+pub struct RedisCheck {
+    address: String,
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    params: RedisParams,
+}
+
+impl std::fmt::Debug for RedisCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCheck")
+            .field("address", &self.address)
+            .finish()
     }
 }
+
+impl RedisCheck {
+    pub fn build(p: &RedisParams, config: &Config) -> Result<Self, BuildError> {
+        if p.role.is_some() || p.roundtrip {
+            return Err(BuildError::NotImplemented("redis (role, roundtrip)"));
+        }
+        let Some(TargetConfig::Redis(t)) = config.targets.get(&p.target) else {
+            return Err(BuildError::Invalid(format!(
+                "target {:?} is not a redis target",
+                p.target
+            )));
+        };
+        let (host, port) = t
+            .address
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| BuildError::Invalid(format!("bad redis address {:?}", t.address)))?;
+        let addr = match &t.tls {
+            Some(tls) => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: tls.insecure,
+                tls_params: None,
+            },
+            None => ConnectionAddr::Tcp(host, port),
+        };
+        let mut settings = redis::RedisConnectionInfo::default().set_db(t.db);
+        if let Some(u) = &t.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(pw) = &t.password {
+            let pw = pw
+                .resolve()
+                .map_err(|e| BuildError::Invalid(format!("target {:?} password: {e}", p.target)))?;
+            settings = settings.set_password(pw.expose());
+        }
+        let info: ConnectionInfo = addr
+            .into_connection_info()
+            .map_err(|e| BuildError::Invalid(e.to_string()))?
+            .set_redis_settings(settings);
+        let client = redis::Client::open(info)
+            .map_err(|e| BuildError::Invalid(format!("redis client: {e}")))?;
+        Ok(RedisCheck {
+            address: t.address.clone(),
+            client,
+            conn: Mutex::new(None),
+            params: p.clone(),
+        })
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        // No response timeout here: the scheduler's per-check timeout bounds
+        // the whole run and turns a hang into `unknown`.
+        self.client
+            .get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new())
+            .await
+    }
+
+    fn classify(&self, e: &RedisError) -> Outcome {
+        let a = &self.address;
+        if e.is_timeout() {
+            Outcome::Unknown(format!("{a}: timed out"))
+        } else if e.is_connection_refusal() {
+            Outcome::Failing(format!("{a}: connection refused"))
+        } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
+            // A credentials problem is medic's blindness, not Redis being down.
+            Outcome::Unknown(format!("{a}: authentication failed ({e})"))
+        } else if e.is_io_error() {
+            Outcome::Failing(format!("{a}: {e}"))
+        } else {
+            Outcome::Failing(format!("{a}: {e}"))
+        }
+    }
+}
+
 #[async_trait::async_trait]
-impl super::Check for RedisCheck {
-    async fn run(&self) -> super::Outcome {
-        todo!()
+impl Check for RedisCheck {
+    async fn run(&self) -> Outcome {
+        if !self.params.ping {
+            return Outcome::Ok;
+        }
+        let mut guard = self.conn.lock().await;
+        // Try the held connection first; if it broke, re-open once and judge
+        // by the fresh one (a dead held socket says little on its own).
+        for fresh in [false, true] {
+            let conn = match guard.as_mut() {
+                Some(c) if !fresh => c,
+                _ => match self.connect().await {
+                    Ok(c) => guard.insert(c),
+                    Err(e) => return self.classify(&e),
+                },
+            };
+            match redis::cmd("PING").query_async::<String>(conn).await {
+                Ok(pong) if pong == "PONG" => return Outcome::Ok,
+                Ok(other) => {
+                    return Outcome::Failing(format!("{}: PING answered {other:?}", self.address));
+                }
+                Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+                    *guard = None;
+                    if fresh {
+                        return self.classify(&e);
+                    }
+                }
+                Err(e) => return self.classify(&e),
+            }
+        }
+        unreachable!("the second pass always returns")
     }
 }

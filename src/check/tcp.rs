@@ -12,16 +12,90 @@ pub struct TcpParams {
     pub address: Option<String>,
 }
 
-/// Runtime form.
-pub struct TcpCheck {}
+use std::io::ErrorKind;
+
+use tokio::net::TcpStream;
+
+use super::{BuildError, Check, Outcome};
+use crate::config::Config;
+
+/// A runnable `tcp` check.
+#[derive(Debug)]
+pub struct TcpCheck {
+    address: String,
+}
+
 impl TcpCheck {
-    pub fn build(_p: &TcpParams, _c: &crate::config::Config) -> Result<Self, super::BuildError> {
-        todo!()
+    pub fn build(p: &TcpParams, config: &Config) -> Result<Self, BuildError> {
+        let address = match (&p.address, &p.target) {
+            (Some(a), None) => a.clone(),
+            (None, Some(t)) => config
+                .targets
+                .get(t)
+                .and_then(|t| t.address())
+                .ok_or_else(|| BuildError::Invalid(format!("target {t:?} has no address")))?,
+            _ => {
+                return Err(BuildError::Invalid(
+                    "tcp needs exactly one of `address` or `target`".into(),
+                ));
+            }
+        };
+        Ok(TcpCheck { address })
     }
 }
+
 #[async_trait::async_trait]
-impl super::Check for TcpCheck {
-    async fn run(&self) -> super::Outcome {
-        todo!()
+impl Check for TcpCheck {
+    async fn run(&self) -> Outcome {
+        match TcpStream::connect(&self.address).await {
+            Ok(_) => Outcome::Ok,
+            Err(e) => classify_io(&self.address, &e),
+        }
+    }
+}
+
+/// A refused or reset connection is evidence that the target is broken;
+/// anything else (no route, name resolution) may be medic's own view.
+pub(crate) fn classify_io(address: &str, e: &std::io::Error) -> Outcome {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => Outcome::Failing(format!("{address}: connection refused")),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
+            Outcome::Failing(format!("{address}: connection reset ({e})"))
+        }
+        _ => Outcome::Unknown(format!("{address}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(address: String) -> TcpCheck {
+        TcpCheck::build(
+            &TcpParams {
+                target: None,
+                address: Some(address),
+            },
+            &Config::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn open_port_is_ok_closed_port_is_failing() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        assert_eq!(check(addr.clone()).run().await, Outcome::Ok);
+        drop(l);
+        assert_eq!(
+            check(addr.clone()).run().await,
+            Outcome::Failing(format!("{addr}: connection refused"))
+        );
+    }
+
+    #[tokio::test]
+    async fn unresolvable_name_is_unknown() {
+        let o = check("no-such-host.invalid:80".into()).run().await;
+        assert_eq!(o.label(), "unknown", "{o:?}");
     }
 }

@@ -74,6 +74,8 @@ pub struct ActionContext {
     pub key: String,
     /// Cancelled when the daemon must stop now (grace period over).
     pub cancel: CancellationToken,
+    /// How long the action may run; it must stop (and clean up) by then.
+    pub timeout: std::time::Duration,
 }
 
 /// What an action reports.

@@ -9,11 +9,13 @@
 //! ([`sqlite::SqliteStore`]). Implementations must never block the async
 //! runtime's worker threads.
 
+pub mod memory;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 /// Primary key of an incident.

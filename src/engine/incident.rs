@@ -1,0 +1,181 @@
+//! One incident's task: run (or resume) the plan, escalate when it is
+//! exhausted, keep escalating until the incident is resolved.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{ScenarioRuntime, Shared};
+use crate::remedy::plan::{self, PlanContext, PlanOutcome, SymptomView};
+use crate::store::{Incident, IncidentState, StoreError, TimelineEntry};
+
+/// Drives one incident until its symptoms are quiet (then resolves it and
+/// returns true) or medic stops (returns false). `token` is cancelled in
+/// both cases; `shared.stop` tells them apart.
+pub async fn drive(
+    rt: Arc<ScenarioRuntime>,
+    incident: Incident,
+    symptoms: HashMap<String, watch::Receiver<SymptomView>>,
+    shared: Shared,
+    token: CancellationToken,
+    resumed: bool,
+) -> bool {
+    let id = incident.id;
+    let result = async {
+        drive_inner(&rt, &incident, symptoms, &shared, token.clone(), resumed).await?;
+        // Wait until quiet (or shutdown), then resolve.
+        token.cancelled().await;
+        if shared.stop.is_cancelled() {
+            return Ok(false);
+        }
+        resolve(&rt, &incident, &shared).await?;
+        Ok::<_, StoreError>(true)
+    }
+    .await;
+    match result {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            // The store is where every decision is written first; without it
+            // medic must not act. An operator must look.
+            tracing::error!(incident = id, error = %e, "incident task stopped: store failure");
+            false
+        }
+    }
+}
+
+/// Writes the resolution with the measured time to recovery against the
+/// RTO, and tells everyone who was paged.
+async fn resolve(
+    rt: &ScenarioRuntime,
+    incident: &Incident,
+    shared: &Shared,
+) -> Result<(), StoreError> {
+    let sc = &rt.scenario;
+    let now = shared.clock.now();
+    let took = (now - incident.opened_at).to_std().unwrap_or_default();
+    let met = took <= sc.rto.get();
+    let msg = format!(
+        "resolved: all symptoms clear; recovered in {} ({} RTO {})",
+        humantime::format_duration(std::time::Duration::from_millis(took.as_millis() as u64)),
+        if met { "within" } else { "MISSED" },
+        sc.rto
+    );
+    shared
+        .store
+        .set_state(incident.id, IncidentState::Resolved, now)
+        .await?;
+    shared
+        .store
+        .append(
+            incident.id,
+            TimelineEntry::new(now, "state", msg.clone()).with_data(json!({
+                "time_to_recovery_ms": took.as_millis() as u64,
+                "rto_ms": sc.rto.get().as_millis() as u64,
+                "rto_met": met,
+            })),
+        )
+        .await?;
+    tracing::info!(incident = incident.id, scenario = %sc.name, "{msg}");
+    shared.pager.resolved(incident, &msg).await
+}
+
+async fn drive_inner(
+    rt: &ScenarioRuntime,
+    incident: &Incident,
+    symptoms: HashMap<String, watch::Receiver<SymptomView>>,
+    shared: &Shared,
+    token: CancellationToken,
+    resumed: bool,
+) -> Result<(), StoreError> {
+    let store = &shared.store;
+    let sc = &rt.scenario;
+    let escalation_since = match incident.state {
+        IncidentState::Open | IncidentState::Remediating => {
+            store
+                .set_state(incident.id, IncidentState::Remediating, shared.clock.now())
+                .await?;
+            if !resumed || incident.state == IncidentState::Open {
+                store
+                    .append(
+                        incident.id,
+                        TimelineEntry::new(
+                            shared.clock.now(),
+                            "state",
+                            format!(
+                                "remediating: plan of {} step(s), mode {:?}",
+                                rt.steps.len(),
+                                rt.mode
+                            ),
+                        ),
+                    )
+                    .await?;
+            }
+            let ctx = PlanContext {
+                incident: incident.id,
+                scenario: sc.name.clone(),
+                instance: incident.instance.clone(),
+                steps: rt.steps.clone(),
+                mode: rt.mode,
+                when: sc.when.symptoms().to_vec(),
+                symptoms,
+                store: store.clone(),
+                clock: shared.clock.clone(),
+                actions: shared.actions.clone(),
+                stop: token.clone(),
+                shutdown: shared.stop.clone(),
+                kill: shared.kill.clone(),
+            };
+            match plan::execute(&ctx).await? {
+                PlanOutcome::Recovered { step } => {
+                    store
+                        .append(
+                            incident.id,
+                            TimelineEntry::new(
+                                shared.clock.now(),
+                                "state",
+                                format!("remediated by step {step}; resolves once every symptom is clear"),
+                            ),
+                        )
+                        .await?;
+                    return Ok(());
+                }
+                PlanOutcome::Stopped => return Ok(()),
+                PlanOutcome::Exhausted { reason } => {
+                    if token.is_cancelled() {
+                        return Ok(());
+                    }
+                    let now = shared.clock.now();
+                    store
+                        .set_state(incident.id, IncidentState::Escalated, now)
+                        .await?;
+                    store
+                        .append(
+                            incident.id,
+                            TimelineEntry::new(now, "escalate", format!("escalated: {reason}"))
+                                .with_data(json!({ "policy": sc.escalation, "reason": reason })),
+                        )
+                        .await?;
+                    tracing::warn!(incident = incident.id, scenario = %sc.name, "escalated: {reason}");
+                    (now, reason)
+                }
+            }
+        }
+        IncidentState::Escalated => {
+            let timeline = store.timeline(incident.id).await?;
+            let last = timeline.iter().rev().find(|e| e.kind == "escalate");
+            let since = last.map_or(incident.updated_at, |e| e.at);
+            let reason = last.map_or_else(String::new, |e| e.message.clone());
+            (since, reason)
+        }
+        IncidentState::Acknowledged | IncidentState::Resolved => return Ok(()),
+    };
+    let (since, reason) = escalation_since;
+    let message = format!("{} — medic could not fix it: {reason}", sc.summary);
+    shared
+        .pager
+        .escalate(incident, &sc.escalation, since, &message, token)
+        .await
+}

@@ -1,0 +1,208 @@
+//! An in-memory store: for tests and for `medic test`'s simulated runs.
+//! Same semantics as the SQLite store, nothing durable.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+#[derive(Default)]
+struct Inner {
+    incidents: Vec<Incident>,
+    timelines: Vec<(IncidentId, TimelineEntry)>,
+    attempts: Vec<Attempt>,
+}
+
+/// A store that lives in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the data half-written
+        // in a way later readers could misread, so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
+        let mut g = self.lock();
+        if let Some(i) = g
+            .incidents
+            .iter()
+            .find(|i| i.state.is_open() && i.scenario == new.scenario && i.instance == new.instance)
+        {
+            return Ok((i.clone(), false));
+        }
+        let inc = Incident {
+            id: g.incidents.len() as i64 + 1,
+            scenario: new.scenario,
+            instance: new.instance,
+            state: IncidentState::Open,
+            severity: new.severity,
+            summary: new.summary,
+            opened_at: new.at,
+            updated_at: new.at,
+            resolved_at: None,
+        };
+        g.incidents.push(inc.clone());
+        Ok((inc, true))
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        Ok(self
+            .lock()
+            .incidents
+            .iter()
+            .filter(|i| i.state.is_open())
+            .cloned()
+            .collect())
+    }
+
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        Ok(self.lock().incidents.iter().find(|i| i.id == id).cloned())
+    }
+
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        Ok(self
+            .lock()
+            .incidents
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn set_state(
+        &self,
+        id: IncidentId,
+        state: IncidentState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let inc = g
+            .incidents
+            .iter_mut()
+            .find(|i| i.id == id)
+            .ok_or(StoreError::NotFound(id))?;
+        if inc.state == IncidentState::Resolved {
+            return Ok(()); // resolution is final
+        }
+        inc.state = state;
+        inc.updated_at = at;
+        if state == IncidentState::Resolved {
+            inc.resolved_at = Some(at);
+        }
+        Ok(())
+    }
+
+    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if !g.incidents.iter().any(|i| i.id == id) {
+            return Err(StoreError::NotFound(id));
+        }
+        g.timelines.push((id, entry));
+        Ok(())
+    }
+
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+        Ok(self
+            .lock()
+            .timelines
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
+        let mut g = self.lock();
+        if g.attempts.iter().any(|a| a.key == new.key) {
+            return Err(StoreError::Backend(format!(
+                "duplicate attempt key {}",
+                new.key
+            )));
+        }
+        let id = g.attempts.len() as i64 + 1;
+        g.attempts.push(Attempt {
+            id,
+            incident_id: new.incident_id,
+            scenario: new.scenario,
+            instance: new.instance,
+            step: new.step,
+            step_index: new.step_index,
+            action: new.action,
+            key: new.key,
+            started_at: new.started_at,
+            ended_at: None,
+            outcome: None,
+            reason: String::new(),
+            inputs: new.inputs,
+        });
+        Ok(id)
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: AttemptId,
+        outcome: AttemptOutcome,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let a = g
+            .attempts
+            .iter_mut()
+            .find(|a| a.id == id)
+            .ok_or_else(|| StoreError::Backend(format!("attempt {id} not found")))?;
+        a.outcome = Some(outcome);
+        a.reason = reason.to_string();
+        a.ended_at = Some(at);
+        Ok(())
+    }
+
+    async fn attempts_since(
+        &self,
+        scenario: &str,
+        step: &str,
+        instance: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        Ok(self
+            .lock()
+            .attempts
+            .iter()
+            .filter(|a| {
+                a.scenario == scenario
+                    && a.step == step
+                    && a.instance == instance
+                    && a.started_at >= since
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
+        Ok(self
+            .lock()
+            .attempts
+            .iter()
+            .filter(|a| a.incident_id == id)
+            .cloned()
+            .collect())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
