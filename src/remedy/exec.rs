@@ -278,24 +278,29 @@ mod tests {
 
     #[tokio::test]
     async fn secret_env_is_passed_but_never_shown() {
-        // SAFETY of the test: a unique variable name, set before any thread reads it.
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("pw");
+        std::fs::write(&secret_file, "s3cr3t-value\n").unwrap();
+        let seen = dir.path().join("seen");
         let params = ExecParams {
-            args: vec!["sh".into(), "-c".into(), "test \"$PW\" = from-file".into()],
+            args: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("printf %s \"$PW\" > {}", seen.display()),
+            ],
             env: BTreeMap::from([(
                 "PW".to_string(),
-                EnvValue::Secret(crate::secret::SecretRef::File({
-                    let dir = tempfile::tempdir().unwrap().keep();
-                    let p = dir.join("pw");
-                    std::fs::write(&p, "from-file\n").unwrap();
-                    p
-                })),
+                EnvValue::Secret(crate::secret::SecretRef::File(secret_file)),
             )]),
             cwd: None,
         };
         let a = ExecAction::build(&params).unwrap();
-        assert!(!a.inputs().to_string().contains("from-file"));
         let r = a.run(&ctx(Duration::from_secs(5))).await;
         assert!(r.ok, "{r:?}");
+        assert_eq!(std::fs::read_to_string(&seen).unwrap(), "s3cr3t-value");
+        let shown = format!("{} {} {:?}", a.inputs(), a.describe(), r);
+        assert!(!shown.contains("s3cr3t"), "secret leaked: {shown}");
+        assert!(shown.contains("<secret file:"), "{shown}");
     }
 
     #[test]
