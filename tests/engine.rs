@@ -44,6 +44,7 @@ struct Fake {
     runs: Arc<AtomicUsize>,
     heals: Option<Scripted>,
     ok: bool,
+    takes: Duration,
 }
 
 #[async_trait::async_trait]
@@ -56,7 +57,7 @@ impl Action for Fake {
     }
     async fn run(&self, _ctx: &ActionContext) -> ActionResult {
         self.runs.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(self.takes).await;
         if let Some(c) = &self.heals {
             c.set(Outcome::Ok);
         }
@@ -130,11 +131,32 @@ struct Harness {
 }
 
 fn start(sc: Scenario, check: Scripted, heals: bool, ok: bool, store: Arc<MemoryStore>) -> Harness {
+    start_with(
+        sc,
+        check,
+        heals,
+        ok,
+        store,
+        Duration::from_millis(200),
+        Clock::tokio(base()),
+    )
+}
+
+fn start_with(
+    sc: Scenario,
+    check: Scripted,
+    heals: bool,
+    ok: bool,
+    store: Arc<MemoryStore>,
+    takes: Duration,
+    clock: Clock,
+) -> Harness {
     let runs = Arc::new(AtomicUsize::new(0));
     let action = Arc::new(Fake {
         runs: runs.clone(),
         heals: heals.then(|| check.clone()),
         ok,
+        takes,
     });
     let mode = sc.mode.unwrap_or(Mode::Enforce);
     let rt = Arc::new(ScenarioRuntime {
@@ -150,9 +172,10 @@ fn start(sc: Scenario, check: Scripted, heals: bool, ok: bool, store: Arc<Memory
     let config = Config::default();
     let st: Arc<dyn Store> = store.clone();
     let sd = shutdown.clone();
-    let handle = tokio::spawn(async move {
-        medic::daemon::run_with(&config, vec![rt], st, Clock::tokio(base()), sd).await
-    });
+    let handle =
+        tokio::spawn(
+            async move { medic::daemon::run_with(&config, vec![rt], st, clock, sd).await },
+        );
     Harness {
         store,
         check,
@@ -367,4 +390,52 @@ async fn resolved_incident_then_new_failure_opens_a_new_one() {
     let incs = store.recent_incidents(10).await.unwrap();
     assert_eq!(incs.len(), 2);
     assert!(incs.iter().all(|i| i.state == IncidentState::Resolved));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_the_running_action_finish_and_restart_verifies_instead_of_rerunning() {
+    let clock = Clock::tokio(base());
+    let store = Arc::new(MemoryStore::new());
+    let sc = scenario(Limit::default(), None);
+    let h = start_with(
+        sc.clone(),
+        Scripted::new(failing()),
+        false,
+        true,
+        store.clone(),
+        Duration::from_secs(5),
+        clock.clone(),
+    );
+    while h.runs.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SIGTERM while the 5 s action runs: it finishes within the grace period.
+    let (store, check, runs) = h.stop().await;
+    assert_eq!(runs, 1);
+    let inc = store.open_incidents().await.unwrap()[0].clone();
+    let ledger = store.incident_attempts(inc.id).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        ledger[0].outcome, None,
+        "left in flight for the next run to verify"
+    );
+
+    // The target recovered meanwhile; the restarted medic verifies, not re-runs.
+    check.set(Outcome::Ok);
+    let h = start_with(sc, check, false, true, store, Duration::from_secs(5), clock);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (store, _, runs) = h.stop().await;
+    assert_eq!(runs, 0, "an in-flight attempt is never blindly run again");
+    let ledger = store.incident_attempts(inc.id).await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].outcome, Some(AttemptOutcome::Succeeded));
+    assert!(
+        ledger[0].reason.starts_with("verified after restart"),
+        "{}",
+        ledger[0].reason
+    );
+    assert_eq!(
+        store.incident(inc.id).await.unwrap().unwrap().state,
+        IncidentState::Resolved
+    );
 }

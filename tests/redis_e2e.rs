@@ -72,7 +72,9 @@ fn redis_killed_is_restarted_verified_and_resolved() {
     std::thread::sleep(Duration::from_millis(800));
     redis.kill();
     wait_until(Duration::from_secs(30), "the incident to resolve", || {
-        block_on(incidents(&db)).iter().any(|i| i.state == IncidentState::Resolved)
+        block_on(incidents(&db))
+            .iter()
+            .any(|i| i.state == IncidentState::Resolved)
     });
     assert!(redis_ping(port), "redis answers PING again");
     assert!(medic.stop().success(), "graceful exit 0 on SIGTERM");
@@ -82,13 +84,26 @@ fn redis_killed_is_restarted_verified_and_resolved() {
         let store = SqliteStore::open(&db).await.unwrap();
         let incs = store.recent_incidents(10).await.unwrap();
         assert_eq!(incs.len(), 1, "exactly one incident");
-        let tl: Vec<String> = store.timeline(incs[0].id).await.unwrap().into_iter().map(|e| e.message).collect();
-        let find = |p: &str| tl.iter().position(|m| m.starts_with(p)).unwrap_or_else(|| panic!("no {p:?} in {tl:#?}"));
+        let tl: Vec<String> = store
+            .timeline(incs[0].id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        let find = |p: &str| {
+            tl.iter()
+                .position(|m| m.starts_with(p))
+                .unwrap_or_else(|| panic!("no {p:?} in {tl:#?}"))
+        };
         let opened = find("opened: redis_down firing");
         let running = find("step restart-redis: running exec");
         let verified = find("step restart-redis: verified: redis_down cleared");
         let resolved = find("resolved: all symptoms clear");
-        assert!(opened < running && running < verified && verified < resolved, "{tl:#?}");
+        assert!(
+            opened < running && running < verified && verified < resolved,
+            "{tl:#?}"
+        );
         let ledger = store.incident_attempts(incs[0].id).await.unwrap();
         assert_eq!(ledger.len(), 1, "{ledger:#?}");
         assert_eq!(ledger[0].outcome, Some(AttemptOutcome::Succeeded));
@@ -109,9 +124,13 @@ fn failing_restart_stops_at_limit_escalates_and_survives_medic_restart() {
     let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
     redis.kill();
     wait_until(Duration::from_secs(30), "escalation", || {
-        block_on(incidents(&db)).iter().any(|i| i.state == IncidentState::Escalated)
+        block_on(incidents(&db))
+            .iter()
+            .any(|i| i.state == IncidentState::Escalated)
     });
-    wait_until(Duration::from_secs(10), "the page in the log", || medic.log_text().contains("PAGE:"));
+    wait_until(Duration::from_secs(10), "the page in the log", || {
+        medic.log_text().contains("PAGE:")
+    });
     assert!(medic.stop().success());
 
     let (id, attempts_before) = block_on(async {
@@ -119,10 +138,22 @@ fn failing_restart_stops_at_limit_escalates_and_survives_medic_restart() {
         let incs = store.open_incidents().await.unwrap();
         assert_eq!(incs.len(), 1);
         let ledger = store.incident_attempts(incs[0].id).await.unwrap();
-        let ran: Vec<_> = ledger.iter().filter(|a| a.outcome == Some(AttemptOutcome::Failed)).collect();
+        let ran: Vec<_> = ledger
+            .iter()
+            .filter(|a| a.outcome == Some(AttemptOutcome::Failed))
+            .collect();
         assert_eq!(ran.len(), 2, "exactly `attempts` runs: {ledger:#?}");
-        assert!(ran[0].reason.contains("exit status 1: cannot restart redis"), "{}", ran[0].reason);
-        let refused = ledger.iter().filter(|a| a.outcome == Some(AttemptOutcome::Refused)).count();
+        assert!(
+            ran[0]
+                .reason
+                .contains("exit status 1: cannot restart redis"),
+            "{}",
+            ran[0].reason
+        );
+        let refused = ledger
+            .iter()
+            .filter(|a| a.outcome == Some(AttemptOutcome::Refused))
+            .count();
         assert_eq!(refused, 1, "the limit refusal is in the ledger");
         (incs[0].id, ledger.len())
     });
@@ -138,9 +169,29 @@ fn failing_restart_stops_at_limit_escalates_and_survives_medic_restart() {
         assert_eq!(incs[0].id, id);
         assert_eq!(incs[0].state, IncidentState::Escalated);
         let ledger = store.incident_attempts(id).await.unwrap();
-        assert_eq!(ledger.len(), attempts_before, "no further attempt after restart: {ledger:#?}");
-        let tl: Vec<String> = store.timeline(id).await.unwrap().into_iter().map(|e| e.message).collect();
-        assert!(tl.iter().any(|m| m.starts_with("medic restarted; resuming this escalated incident")), "{tl:#?}");
-        assert_eq!(tl.iter().filter(|m| m.starts_with("paged level 1 via log")).count(), 1, "{tl:#?}");
+        assert_eq!(
+            ledger.len(),
+            attempts_before,
+            "no further attempt after restart: {ledger:#?}"
+        );
+        let tl: Vec<String> = store
+            .timeline(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert!(
+            tl.iter()
+                .any(|m| m.starts_with("medic restarted; resuming this escalated incident")),
+            "{tl:#?}"
+        );
+        assert_eq!(
+            tl.iter()
+                .filter(|m| m.starts_with("paged level 1 via log"))
+                .count(),
+            1,
+            "{tl:#?}"
+        );
     });
 }

@@ -122,6 +122,20 @@ impl RedisCheck {
     }
 }
 
+async fn ping(conn: &mut MultiplexedConnection) -> Result<String, RedisError> {
+    redis::cmd("PING").query_async::<String>(conn).await
+}
+
+impl RedisCheck {
+    fn judge(&self, pong: String) -> Outcome {
+        if pong == "PONG" {
+            Outcome::Ok
+        } else {
+            Outcome::Failing(format!("{}: PING answered {pong:?}", self.address))
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Check for RedisCheck {
     async fn run(&self) -> Outcome {
@@ -131,28 +145,25 @@ impl Check for RedisCheck {
         let mut guard = self.conn.lock().await;
         // Try the held connection first; if it broke, re-open once and judge
         // by the fresh one (a dead held socket says little on its own).
-        for fresh in [false, true] {
-            let conn = match guard.as_mut() {
-                Some(c) if !fresh => c,
-                _ => match self.connect().await {
-                    Ok(c) => guard.insert(c),
-                    Err(e) => return self.classify(&e),
-                },
-            };
-            match redis::cmd("PING").query_async::<String>(conn).await {
-                Ok(pong) if pong == "PONG" => return Outcome::Ok,
-                Ok(other) => {
-                    return Outcome::Failing(format!("{}: PING answered {other:?}", self.address));
+        if let Some(conn) = guard.as_mut() {
+            match ping(conn).await {
+                Ok(o) => return self.judge(o),
+                Err(e) if !(e.is_io_error() || e.is_unrecoverable_error()) => {
+                    return self.classify(&e);
                 }
-                Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
-                    *guard = None;
-                    if fresh {
-                        return self.classify(&e);
-                    }
-                }
-                Err(e) => return self.classify(&e),
+                Err(_) => *guard = None,
             }
         }
-        unreachable!("the second pass always returns")
+        let conn = match self.connect().await {
+            Ok(c) => guard.insert(c),
+            Err(e) => return self.classify(&e),
+        };
+        match ping(conn).await {
+            Ok(o) => self.judge(o),
+            Err(e) => {
+                *guard = None;
+                self.classify(&e)
+            }
+        }
     }
 }

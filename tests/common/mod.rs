@@ -14,21 +14,30 @@ use nix::unistd::Pid;
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Sends PING over a raw socket; true on +PONG.
 pub fn redis_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -41,10 +50,20 @@ pub fn redis_ping(port: u16) -> bool {
 
 /// The argv that starts a throwaway redis-server on `port`.
 pub fn redis_argv(port: u16) -> Vec<String> {
-    ["redis-server", "--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "redis-server",
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// A redis-server the test owns.
@@ -62,8 +81,15 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (the README's test command installs it)");
-        let r = Redis { port, child: Some(child) };
-        wait_until(Duration::from_secs(10), "redis-server to answer PING", || redis_ping(port));
+        let r = Redis {
+            port,
+            child: Some(child),
+        };
+        wait_until(
+            Duration::from_secs(10),
+            "redis-server to answer PING",
+            || redis_ping(port),
+        );
         r
     }
 
@@ -99,7 +125,11 @@ pub struct Medic {
 
 impl Medic {
     pub fn start(config: &Path, log: &Path) -> Medic {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_medic"))
             .args(["run", "--config"])
             .arg(config)
@@ -113,7 +143,9 @@ impl Medic {
             child: Some(child),
             log: log.to_path_buf(),
         };
-        wait_until(Duration::from_secs(20), "medic to start", || m.log_text().contains("medic running"));
+        wait_until(Duration::from_secs(20), "medic to start", || {
+            m.log_text().contains("medic running")
+        });
         m
     }
 
