@@ -1,0 +1,165 @@
+//! The `redis` check against real redis-server instances on ephemeral
+//! ports: plain, password-protected (secret by reference) and TLS.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use medic::check::redis::{RedisCheck, RedisParams};
+use medic::check::{Check, Outcome};
+use medic::config::{Config, RedisTarget, TargetConfig, TlsConfig};
+use medic::secret::SecretRef;
+
+fn check_for(target: RedisTarget) -> RedisCheck {
+    let mut config = Config::default();
+    config
+        .targets
+        .insert("cache".into(), TargetConfig::Redis(target));
+    RedisCheck::build(
+        &RedisParams {
+            target: "cache".into(),
+            ping: true,
+            role: None,
+            roundtrip: false,
+        },
+        &config,
+    )
+    .unwrap()
+}
+
+fn plain(port: u16) -> RedisTarget {
+    RedisTarget {
+        address: format!("127.0.0.1:{port}"),
+        username: None,
+        password: None,
+        db: 0,
+        tls: None,
+    }
+}
+
+#[tokio::test]
+async fn ping_ok_then_refused_after_kill_then_ok_after_restart() {
+    let port = free_port();
+    let mut redis = Redis::start(port);
+    let check = check_for(plain(port));
+    assert_eq!(check.run().await, Outcome::Ok);
+    redis.kill();
+    // The held connection is dead; the check re-opens and judges by that.
+    assert_eq!(
+        check.run().await,
+        Outcome::Failing(format!("127.0.0.1:{port}: connection refused"))
+    );
+    let _redis = Redis::start(port);
+    assert_eq!(check.run().await, Outcome::Ok);
+}
+
+/// Starts redis-server with extra arguments; returns the child (killed on drop by the caller).
+fn spawn_redis(args: &[&str]) -> std::process::Child {
+    Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+struct Reaped(std::process::Child);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn password_from_a_secret_file_and_wrong_password_is_unknown() {
+    let port = free_port();
+    let _r = Reaped(spawn_redis(&[
+        "--port",
+        &port.to_string(),
+        "--requirepass",
+        "s3cret",
+    ]));
+    wait_until(Duration::from_secs(10), "redis to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let bad = dir.path().join("bad");
+    std::fs::write(&good, "s3cret\n").unwrap();
+    std::fs::write(&bad, "nope\n").unwrap();
+    let mut t = plain(port);
+    t.password = Some(SecretRef::File(good));
+    assert_eq!(check_for(t.clone()).run().await, Outcome::Ok);
+    t.password = Some(SecretRef::File(bad));
+    let o = check_for(t).run().await;
+    assert_eq!(o.label(), "unknown", "{o:?}");
+    assert!(
+        !format!("{o:?}").contains("nope"),
+        "the secret must not leak: {o:?}"
+    );
+    // No password at all against a protected server: NOAUTH is an answer
+    // from a live server that medic cannot use, i.e. blindness, not an outage.
+    let o = check_for(plain(port)).run().await;
+    assert_ne!(o, Outcome::Ok);
+}
+
+fn make_cert(dir: &Path) {
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl must be able to make a self-signed certificate");
+}
+
+#[tokio::test]
+async fn tls_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    make_cert(dir.path());
+    let port = free_port();
+    let cert = dir.path().join("cert.pem").display().to_string();
+    let key = dir.path().join("key.pem").display().to_string();
+    let _r = Reaped(spawn_redis(&[
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &cert,
+        "--tls-auth-clients",
+        "no",
+    ]));
+    wait_until(Duration::from_secs(10), "redis TLS port", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut t = plain(port);
+    t.tls = Some(TlsConfig { insecure: true });
+    assert_eq!(check_for(t).run().await, Outcome::Ok);
+    // Plain text against a TLS port is not a healthy answer.
+    assert_ne!(check_for(plain(port)).run().await, Outcome::Ok);
+}
