@@ -96,7 +96,12 @@ impl Store for MemoryStore {
             .find(|i| i.id == id)
             .ok_or(StoreError::NotFound(id))?;
         if inc.state == IncidentState::Resolved {
-            return Ok(()); // resolution is final
+            // Resolution is final (as in the SQLite store).
+            return if state == IncidentState::Resolved {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!("incident {id} is resolved")))
+            };
         }
         inc.state = state;
         inc.updated_at = at;
@@ -164,7 +169,7 @@ impl Store for MemoryStore {
             .attempts
             .iter_mut()
             .find(|a| a.id == id)
-            .ok_or_else(|| StoreError::Backend(format!("attempt {id} not found")))?;
+            .ok_or(StoreError::AttemptNotFound(id))?;
         a.outcome = Some(outcome);
         a.reason = reason.to_string();
         a.ended_at = Some(at);

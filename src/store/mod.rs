@@ -234,6 +234,12 @@ pub enum StoreError {
     NotFound(IncidentId),
     #[error("corrupt store row: {0}")]
     Corrupt(String),
+    /// The request contradicts what is stored: a resolved incident is
+    /// final, an attempt key is used once, an attempt ends once.
+    #[error("store conflict: {0}")]
+    Conflict(String),
+    #[error("attempt {0} not found")]
+    AttemptNotFound(AttemptId),
 }
 
 /// Durable state. Every method is async and must not block the runtime.
@@ -253,6 +259,9 @@ pub trait Store: Send + Sync {
     async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError>;
 
     /// Moves an incident to `state` (setting `resolved_at` on `Resolved`).
+    /// Resolving is final: resolving again is a no-op that keeps the first
+    /// `resolved_at`; any other state on a resolved incident is
+    /// [`StoreError::Conflict`]. An unknown id is [`StoreError::NotFound`].
     async fn set_state(
         &self,
         id: IncidentId,

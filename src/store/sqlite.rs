@@ -1,75 +1,1078 @@
 //! The embedded SQLite store.
+//!
+//! # Thread model
+//!
+//! One dedicated thread (`medic-store`) owns the only connection; async
+//! callers send it requests over a bounded channel and await a oneshot
+//! reply, so no runtime worker ever waits on SQLite. Chosen over
+//! `spawn_blocking` plus a `Mutex<Connection>` because SQLite has one writer
+//! anyway: a mutex would only park blocking-pool threads behind each other,
+//! whereas the thread can *group-commit*. It drains every queued request into
+//! one `BEGIN IMMEDIATE` transaction, runs each under its own savepoint (a
+//! failing request rolls back alone), commits once and only then replies.
+//! Under load many writes share one fsync; every reply still means "on
+//! disk" (`synchronous=FULL`), so "written before it is acted on" holds.
+//!
+//! # Schema
+//!
+//! Versioned with `PRAGMA user_version`: [`MIGRATIONS`] is append-only and
+//! migration *n* (1-based) brings the file to version *n* in one transaction.
+//! A file newer than this binary is refused, never downgraded.
+//!
+//! Timestamps are RFC 3339 text in UTC with exactly nine fractional digits
+//! (`2024-05-01T12:00:00.123456789Z`): they round-trip exactly, sort
+//! correctly as text and stay readable in the `sqlite3` shell. JSON columns
+//! are text.
 
-use std::path::Path;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 
-/// A SQLite file, created on open. I/O runs off the async worker threads.
-pub struct SqliteStore {}
+/// The schema version this binary writes (the number of [`MIGRATIONS`]).
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Schema migrations, oldest first. Append only: never edit a shipped one.
+/// Later versions add budgets, the notification outbox and leadership.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: incidents, timelines and the action ledger.
+    "
+    CREATE TABLE incidents (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        scenario    TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        severity    TEXT NOT NULL,
+        summary     TEXT NOT NULL,
+        opened_at   TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        resolved_at TEXT
+    );
+    -- At most one unresolved incident per key, whatever the code does.
+    CREATE UNIQUE INDEX incidents_one_open
+        ON incidents (scenario, instance) WHERE state != 'resolved';
+    CREATE INDEX incidents_opened ON incidents (opened_at, id);
+
+    CREATE TABLE timeline (
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        seq         INTEGER NOT NULL,
+        at          TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        data        TEXT NOT NULL,
+        PRIMARY KEY (incident_id, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE attempts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        scenario    TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        step        TEXT NOT NULL,
+        step_index  INTEGER NOT NULL,
+        action      TEXT NOT NULL,
+        key         TEXT NOT NULL UNIQUE,
+        started_at  TEXT NOT NULL,
+        ended_at    TEXT,
+        outcome     TEXT,
+        reason      TEXT NOT NULL DEFAULT '',
+        inputs      TEXT NOT NULL
+    );
+    -- attempts_since: limits and cooldowns per scenario, step and instance.
+    CREATE INDEX attempts_window ON attempts (scenario, step, instance, started_at);
+    CREATE INDEX attempts_incident ON attempts (incident_id, started_at);
+    ",
+];
+
+/// How long a write waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests queued before callers wait (back-pressure).
+const QUEUE_DEPTH: usize = 1024;
+/// Most requests sharing one transaction (and one fsync).
+const MAX_BATCH: usize = 256;
+
+/// A SQLite file, created on open. I/O runs on a dedicated thread (see the
+/// module docs); dropping the store lets that thread finish what is queued
+/// and close the connection.
+///
+/// `updated_at` of an incident is its last state change or timeline entry.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Msg>,
+}
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`: WAL journal,
+    /// `synchronous=FULL`, foreign keys on, pending migrations applied.
+    /// The parent directory must exist.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let _ = path;
-        todo!("sqlite store")
+        Self::start(Some(path.to_path_buf())).await
+    }
+
+    /// A private in-memory store (tests, `medic rules test`).
+    pub async fn open_in_memory() -> Result<Self, StoreError> {
+        Self::start(None).await
+    }
+
+    async fn start(path: Option<PathBuf>) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("medic-store".into())
+            .spawn(move || match open_connection(path.as_deref()) {
+                Ok(conn) => {
+                    let _ = ready_tx.send(Ok(()));
+                    serve(conn, rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("spawn store thread: {e}")))?;
+        ready_rx
+            .await
+            .map_err(|_| StoreError::Backend("store thread died while opening".into()))??;
+        Ok(SqliteStore { tx })
+    }
+
+    /// Finishes queued requests and closes the connection, waiting until it
+    /// is closed: after [`Store::flush`] and `close`, the store is one file.
+    pub async fn close(self) -> Result<(), StoreError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Close(done_tx))
+            .await
+            .map_err(|_| stopped())?;
+        done_rx.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on the store thread inside the current batch transaction,
+    /// under its own savepoint: an `Err` rolls back what `f` wrote.
+    async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.request(f, false).await
+    }
+
+    /// Runs `f` on the store thread outside any transaction.
+    async fn call_alone<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.request(f, true).await
+    }
+
+    async fn request<R, F>(&self, f: F, alone: bool) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let req: Box<dyn Request> = Box::new(Call {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        let msg = if alone {
+            Msg::Alone(req)
+        } else {
+            Msg::Batched(req)
+        };
+        self.tx.send(msg).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 
+fn stopped() -> StoreError {
+    StoreError::Backend("store thread stopped".into())
+}
+
+// ---------------------------------------------------------------------------
+// The store thread.
+
+enum Msg {
+    /// Runs inside the batch transaction, under its own savepoint.
+    Batched(Box<dyn Request>),
+    /// Runs alone, outside any transaction (a WAL checkpoint cannot run
+    /// inside one).
+    Alone(Box<dyn Request>),
+    /// Closes the connection and ends the thread.
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// A queued call: run once, then replied to once the fate of the
+/// transaction it ran in is known.
+trait Request: Send {
+    /// Runs against the connection; true if it succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Sends the result; `failed` says why the transaction did not commit
+    /// (in which case nothing this request wrote was kept).
+    fn reply(self: Box<Self>, failed: Option<&str>);
+}
+
+struct Call<F, R> {
+    f: Option<F>,
+    result: Option<Result<R, StoreError>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+}
+
+impl<F, R> Request for Call<F, R>
+where
+    R: Send,
+    F: FnOnce(&Connection) -> Result<R, StoreError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Backend("store request panicked".into())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn reply(self: Box<Self>, failed: Option<&str>) {
+        let result = match (self.result, failed) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(why)) => Err(StoreError::Backend(why.to_string())),
+            (Some(Ok(value)), None) => Ok(value),
+            (None, None) => Err(StoreError::Backend("store request was not run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+fn serve(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+    let mut next = None;
+    loop {
+        let msg = match next.take() {
+            Some(msg) => msg,
+            None => match rx.blocking_recv() {
+                Some(msg) => msg,
+                None => return, // every sender dropped: the connection closes on drop
+            },
+        };
+        match msg {
+            Msg::Batched(first) => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Msg::Batched(req)) => batch.push(req),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                run_batch(&conn, batch);
+            }
+            Msg::Alone(mut req) => {
+                req.run(&conn);
+                req.reply(None);
+            }
+            Msg::Close(done) => {
+                let result = conn
+                    .close()
+                    .map_err(|(_, e)| StoreError::Backend(format!("close: {e}")));
+                let _ = done.send(result);
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `batch` in one transaction, each request under its own savepoint,
+/// commits once, then replies to all.
+fn run_batch(conn: &Connection, batch: Vec<Box<dyn Request>>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let why = format!("begin transaction: {e}");
+        for req in batch {
+            req.reply(Some(&why));
+        }
+        return;
+    }
+    let mut ran = Vec::with_capacity(batch.len());
+    let mut failed: Option<String> = None;
+    let mut pending = batch.into_iter();
+    for mut req in pending.by_ref() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT request") {
+            failed = Some(format!("savepoint: {e}"));
+            ran.push(req);
+            break;
+        }
+        let ok = req.run(conn);
+        ran.push(req);
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (disk full, I/O error).
+            failed = Some("transaction rolled back by SQLite after an error".into());
+            break;
+        }
+        let end = if ok {
+            "RELEASE request"
+        } else {
+            "ROLLBACK TO request; RELEASE request"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            failed = Some(format!("end savepoint: {e}"));
+            break;
+        }
+    }
+    if failed.is_none()
+        && let Err(e) = conn.execute_batch("COMMIT")
+    {
+        failed = Some(format!("commit: {e}"));
+    }
+    if failed.is_some() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let failed = failed.as_deref();
+    for req in ran {
+        req.reply(failed);
+    }
+    // Requests after an aborted one never ran: nothing of theirs was written.
+    for req in pending {
+        req.reply(Some(failed.unwrap_or("transaction aborted")));
+    }
+}
+
+fn open_connection(path: Option<&Path>) -> Result<Connection, StoreError> {
+    let what = match path {
+        Some(p) => p.display().to_string(),
+        None => ":memory:".to_string(),
+    };
+    let err = |e: rusqlite::Error| StoreError::Backend(format!("open {what}: {e}"));
+    let mut conn = match path {
+        Some(p) => Connection::open(p),
+        None => Connection::open_in_memory(),
+    }
+    .map_err(err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    if path.is_some() {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "open {what}: journal_mode is {mode}, WAL was refused"
+            )));
+        }
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    migrate(&mut conn).map_err(|e| match e {
+        StoreError::Backend(m) => StoreError::Backend(format!("open {what}: {m}")),
+        other => other,
+    })?;
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], one transaction per migration.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current = user_version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "schema version {current} is newer than this medic understands \
+             ({SCHEMA_VERSION}); refusing to open"
+        )));
+    }
+    for (done, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = done as u32 + 1;
+        let err = |e: rusqlite::Error| {
+            StoreError::Backend(format!("migration to schema version {version}: {e}"))
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        // Another process may have migrated while we waited for the lock.
+        if user_version(&tx)? >= version {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> Result<u32, StoreError> {
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql("read schema version"))?;
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("schema version {v} is negative")))
+}
+
+// ---------------------------------------------------------------------------
+// Conversions.
+
+/// Maps a SQLite error to `Backend`, naming the operation. rusqlite's
+/// messages never include bound parameters, so neither do ours.
+fn sql(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Backend(format!("{op}: {e}"))
+}
+
+/// The stored form of a timestamp (see the module docs).
+fn ts(at: &DateTime<Utc>) -> Result<String, StoreError> {
+    if !(0..=9999).contains(&at.year()) {
+        return Err(StoreError::Backend(
+            "timestamp outside the years 0000-9999 cannot be stored".into(),
+        ));
+    }
+    Ok(at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
+}
+
+fn json(value: &serde_json::Value) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encode JSON: {e}")))
+}
+
+/// A stored string quoted for an error message, cut short.
+fn shown(s: &str) -> String {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}...", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
+/// Reads one row's columns, turning anything unexpected into `Corrupt`
+/// that names the row and the column.
+struct Cols<'a, 'r> {
+    row: &'a Row<'r>,
+    what: String,
+}
+
+impl Cols<'_, '_> {
+    fn get<T: FromSql>(&self, col: &str) -> Result<T, StoreError> {
+        self.row.get(col).map_err(|e| match e {
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => {
+                StoreError::Corrupt(format!("{}: column {col}: {e}", self.what))
+            }
+            other => StoreError::Backend(format!("read {}: {other}", self.what)),
+        })
+    }
+
+    fn time(&self, col: &str) -> Result<DateTime<Utc>, StoreError> {
+        let s: String = self.get(col)?;
+        self.parse_time(col, &s)
+    }
+
+    fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.get::<Option<String>>(col)? {
+            Some(s) => self.parse_time(col, &s).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn parse_time(&self, col: &str, s: &str) -> Result<DateTime<Utc>, StoreError> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "{}: {col} {} is not an RFC 3339 timestamp",
+                    self.what,
+                    shown(s)
+                ))
+            })
+    }
+
+    fn json(&self, col: &str) -> Result<serde_json::Value, StoreError> {
+        let s: String = self.get(col)?;
+        // serde_json's message holds a position, never the text.
+        serde_json::from_str(&s).map_err(|e| {
+            StoreError::Corrupt(format!("{}: {col} is not valid JSON ({e})", self.what))
+        })
+    }
+}
+
+const INCIDENT_COLS: &str =
+    "id, scenario, instance, state, severity, summary, opened_at, updated_at, resolved_at";
+
+fn incident_row(row: &Row) -> Result<Incident, StoreError> {
+    let id: i64 = row.get("id").map_err(sql("read incident"))?;
+    let c = Cols {
+        row,
+        what: format!("incident {id}"),
+    };
+    let state: String = c.get("state")?;
+    Ok(Incident {
+        id,
+        scenario: c.get("scenario")?,
+        instance: c.get("instance")?,
+        state: IncidentState::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!("incident {id}: unknown state {}", shown(&state)))
+        })?,
+        severity: c.get("severity")?,
+        summary: c.get("summary")?,
+        opened_at: c.time("opened_at")?,
+        updated_at: c.time("updated_at")?,
+        resolved_at: c.opt_time("resolved_at")?,
+    })
+}
+
+fn timeline_row(incident: IncidentId, row: &Row) -> Result<TimelineEntry, StoreError> {
+    let seq: i64 = row.get("seq").map_err(sql("read timeline"))?;
+    let c = Cols {
+        row,
+        what: format!("incident {incident} timeline entry {seq}"),
+    };
+    Ok(TimelineEntry {
+        at: c.time("at")?,
+        kind: c.get("kind")?,
+        message: c.get("message")?,
+        data: c.json("data")?,
+    })
+}
+
+const ATTEMPT_COLS: &str = "id, incident_id, scenario, instance, step, step_index, action, key, \
+                            started_at, ended_at, outcome, reason, inputs";
+
+fn attempt_row(row: &Row) -> Result<Attempt, StoreError> {
+    let id: i64 = row.get("id").map_err(sql("read attempt"))?;
+    let c = Cols {
+        row,
+        what: format!("attempt {id}"),
+    };
+    let step_index: i64 = c.get("step_index")?;
+    let outcome = match c.get::<Option<String>>("outcome")? {
+        None => None,
+        Some(s) => Some(AttemptOutcome::parse(&s).ok_or_else(|| {
+            StoreError::Corrupt(format!("attempt {id}: unknown outcome {}", shown(&s)))
+        })?),
+    };
+    Ok(Attempt {
+        id,
+        incident_id: c.get("incident_id")?,
+        scenario: c.get("scenario")?,
+        instance: c.get("instance")?,
+        step: c.get("step")?,
+        step_index: u32::try_from(step_index).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "attempt {id}: step_index {step_index} out of range"
+            ))
+        })?,
+        action: c.get("action")?,
+        key: c.get("key")?,
+        started_at: c.time("started_at")?,
+        ended_at: c.opt_time("ended_at")?,
+        outcome,
+        reason: c.get("reason")?,
+        inputs: c.json("inputs")?,
+    })
+}
+
+/// Runs a query and converts every row with `convert`.
+fn query_all<T>(
+    conn: &Connection,
+    op: &'static str,
+    sql_text: &str,
+    params: impl rusqlite::Params,
+    convert: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql_text).map_err(sql(op))?;
+    let mut rows = stmt.query(params).map_err(sql(op))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql(op))? {
+        out.push(convert(row)?);
+    }
+    Ok(out)
+}
+
+fn incident_exists(conn: &Connection, id: IncidentId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM incidents WHERE id = ?1")
+        .and_then(|mut s| s.exists([id]))
+        .map_err(sql("find incident"))
+}
+
+// ---------------------------------------------------------------------------
+// The trait.
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn open_incident(&self, _new: NewIncident) -> Result<(Incident, bool), StoreError> {
-        todo!()
+    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
+        let at = ts(&new.at)?;
+        self.call(move |conn| {
+            let existing = query_all(
+                conn,
+                "find open incident",
+                &format!(
+                    "SELECT {INCIDENT_COLS} FROM incidents \
+                     WHERE scenario = ?1 AND instance = ?2 AND state != 'resolved'"
+                ),
+                params![new.scenario, new.instance],
+                incident_row,
+            )?;
+            if let Some(incident) = existing.into_iter().next() {
+                return Ok((incident, false));
+            }
+            conn.prepare_cached(
+                "INSERT INTO incidents \
+                 (scenario, instance, state, severity, summary, opened_at, updated_at) \
+                 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    new.scenario,
+                    new.instance,
+                    new.severity,
+                    new.summary,
+                    at
+                ])
+            })
+            .map_err(sql("insert incident"))?;
+            let incident = Incident {
+                id: conn.last_insert_rowid(),
+                scenario: new.scenario,
+                instance: new.instance,
+                state: IncidentState::Open,
+                severity: new.severity,
+                summary: new.summary,
+                opened_at: new.at,
+                updated_at: new.at,
+                resolved_at: None,
+            };
+            Ok((incident, true))
+        })
+        .await
     }
+
     async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        todo!()
+        self.call(|conn| {
+            query_all(
+                conn,
+                "list open incidents",
+                &format!(
+                    "SELECT {INCIDENT_COLS} FROM incidents \
+                     WHERE state != 'resolved' ORDER BY opened_at, id"
+                ),
+                [],
+                incident_row,
+            )
+        })
+        .await
     }
-    async fn incident(&self, _id: IncidentId) -> Result<Option<Incident>, StoreError> {
-        todo!()
+
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        self.call(move |conn| {
+            let found = query_all(
+                conn,
+                "read incident",
+                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
+                [id],
+                incident_row,
+            )?;
+            Ok(found.into_iter().next())
+        })
+        .await
     }
-    async fn recent_incidents(&self, _limit: usize) -> Result<Vec<Incident>, StoreError> {
-        todo!()
+
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list recent incidents",
+                &format!(
+                    "SELECT {INCIDENT_COLS} FROM incidents \
+                     ORDER BY opened_at DESC, id DESC LIMIT ?1"
+                ),
+                [limit],
+                incident_row,
+            )
+        })
+        .await
     }
+
     async fn set_state(
         &self,
-        _id: IncidentId,
-        _state: IncidentState,
-        _at: DateTime<Utc>,
+        id: IncidentId,
+        state: IncidentState,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        todo!()
+        let at = ts(&at)?;
+        self.call(move |conn| {
+            let current: Option<String> = conn
+                .prepare_cached("SELECT state FROM incidents WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(sql("read incident state"))?;
+            let current = current.ok_or(StoreError::NotFound(id))?;
+            let current = IncidentState::parse(&current).ok_or_else(|| {
+                StoreError::Corrupt(format!("incident {id}: unknown state {}", shown(&current)))
+            })?;
+            if current == IncidentState::Resolved {
+                return if state == IncidentState::Resolved {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict(format!(
+                        "incident {id} is resolved; it cannot become {}",
+                        state.as_str()
+                    )))
+                };
+            }
+            conn.prepare_cached(
+                "UPDATE incidents SET state = ?2, updated_at = ?3, \
+                 resolved_at = CASE WHEN ?2 = 'resolved' THEN ?3 END WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, state.as_str(), at]))
+            .map_err(sql("update incident state"))?;
+            Ok(())
+        })
+        .await
     }
-    async fn append(&self, _id: IncidentId, _entry: TimelineEntry) -> Result<(), StoreError> {
-        todo!()
+
+    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
+        let at = ts(&entry.at)?;
+        let data = json(&entry.data)?;
+        self.call(move |conn| {
+            let touched = conn
+                .prepare_cached(
+                    "UPDATE incidents SET updated_at = max(updated_at, ?2) WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id, at]))
+                .map_err(sql("touch incident"))?;
+            if touched == 0 {
+                return Err(StoreError::NotFound(id));
+            }
+            conn.prepare_cached(
+                "INSERT INTO timeline (incident_id, seq, at, kind, message, data) \
+                 SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 \
+                 FROM timeline WHERE incident_id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, at, entry.kind, entry.message, data]))
+            .map_err(sql("append timeline entry"))?;
+            Ok(())
+        })
+        .await
     }
-    async fn timeline(&self, _id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
-        todo!()
+
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.call(move |conn| {
+            let entries = query_all(
+                conn,
+                "read timeline",
+                "SELECT seq, at, kind, message, data FROM timeline \
+                 WHERE incident_id = ?1 ORDER BY seq",
+                [id],
+                |row| timeline_row(id, row),
+            )?;
+            if entries.is_empty() && !incident_exists(conn, id)? {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(entries)
+        })
+        .await
     }
-    async fn begin_attempt(&self, _new: NewAttempt) -> Result<AttemptId, StoreError> {
-        todo!()
+
+    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
+        let started_at = ts(&new.started_at)?;
+        let inputs = json(&new.inputs)?;
+        self.call(move |conn| {
+            if !incident_exists(conn, new.incident_id)? {
+                return Err(StoreError::NotFound(new.incident_id));
+            }
+            let used: Option<AttemptId> = conn
+                .prepare_cached("SELECT id FROM attempts WHERE key = ?1")
+                .and_then(|mut s| s.query_row([&new.key], |r| r.get(0)).optional())
+                .map_err(sql("find attempt key"))?;
+            if let Some(other) = used {
+                return Err(StoreError::Conflict(format!(
+                    "attempt key already used by attempt {other}"
+                )));
+            }
+            conn.prepare_cached(
+                "INSERT INTO attempts (incident_id, scenario, instance, step, step_index, \
+                 action, key, started_at, inputs) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    new.incident_id,
+                    new.scenario,
+                    new.instance,
+                    new.step,
+                    new.step_index,
+                    new.action,
+                    new.key,
+                    started_at,
+                    inputs
+                ])
+            })
+            .map_err(sql("insert attempt"))?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await
     }
+
+    /// Ends an attempt once. Finishing it again with the same outcome is a
+    /// no-op (a retry after a lost reply); a different outcome is
+    /// `Conflict`: the ledger is an audit record, never rewritten.
     async fn finish_attempt(
         &self,
-        _id: AttemptId,
-        _outcome: AttemptOutcome,
-        _reason: &str,
-        _at: DateTime<Utc>,
+        id: AttemptId,
+        outcome: AttemptOutcome,
+        reason: &str,
+        at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        todo!()
+        let at = ts(&at)?;
+        let reason = reason.to_string();
+        self.call(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE attempts SET ended_at = ?2, outcome = ?3, reason = ?4 \
+                     WHERE id = ?1 AND ended_at IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), reason]))
+                .map_err(sql("finish attempt"))?;
+            if changed == 1 {
+                return Ok(());
+            }
+            let previous: Option<Option<String>> = conn
+                .prepare_cached("SELECT outcome FROM attempts WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(sql("read attempt"))?;
+            match previous {
+                None => Err(StoreError::AttemptNotFound(id)),
+                Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
+                Some(prev) => Err(StoreError::Conflict(format!(
+                    "attempt {id} already ended as {}",
+                    shown(prev.as_deref().unwrap_or("(none)"))
+                ))),
+            }
+        })
+        .await
     }
+
     async fn attempts_since(
         &self,
-        _scenario: &str,
-        _step: &str,
-        _instance: &str,
-        _since: DateTime<Utc>,
+        scenario: &str,
+        step: &str,
+        instance: &str,
+        since: DateTime<Utc>,
     ) -> Result<Vec<Attempt>, StoreError> {
-        todo!()
+        let since = ts(&since)?;
+        let (scenario, step, instance) =
+            (scenario.to_string(), step.to_string(), instance.to_string());
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list attempts",
+                &format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts \
+                     WHERE scenario = ?1 AND step = ?2 AND instance = ?3 AND started_at >= ?4 \
+                     ORDER BY started_at, id"
+                ),
+                params![scenario, step, instance, since],
+                attempt_row,
+            )
+        })
+        .await
     }
-    async fn incident_attempts(&self, _id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
-        todo!()
+
+    async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
+        self.call(move |conn| {
+            let attempts = query_all(
+                conn,
+                "list incident attempts",
+                &format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts \
+                     WHERE incident_id = ?1 ORDER BY started_at, id"
+                ),
+                [id],
+                attempt_row,
+            )?;
+            if attempts.is_empty() && !incident_exists(conn, id)? {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(attempts)
+        })
+        .await
     }
+
+    /// Every write is already durable when its call returns; this folds
+    /// the WAL back into the main file and truncates it, so that after
+    /// [`SqliteStore::close`] the store is a single file. A checkpoint kept
+    /// from finishing by another reader is logged, not an error: nothing
+    /// is lost.
     async fn flush(&self) -> Result<(), StoreError> {
-        todo!()
+        let (busy, _, _) = self
+            .call_alone(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql("checkpoint"))
+            })
+            .await?;
+        if busy != 0 {
+            tracing::warn!("store checkpoint incomplete: another connection is reading");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    /// A request for `run_batch`, and where its reply lands.
+    fn request<R: Send + 'static>(
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> (Box<dyn Request>, oneshot::Receiver<Result<R, StoreError>>) {
+        let (reply, rx) = oneshot::channel();
+        let req = Box::new(Call {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        (req, rx)
+    }
+
+    fn insert_note(n: i64) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send {
+        move |conn| {
+            conn.execute("INSERT INTO notes (n) VALUES (?1)", [n])
+                .map_err(sql("insert"))?;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failing_request_rolls_back_alone_in_a_batch() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE notes (n INTEGER)")
+            .unwrap();
+        let (a, ra) = request(insert_note(1));
+        let (b, rb) = request(|conn| {
+            insert_note(2)(conn)?;
+            Err::<(), _>(StoreError::Conflict("refused after writing".into()))
+        });
+        let (c, rc) = request(insert_note(3));
+        run_batch(&conn, vec![a, b, c]);
+        assert!(ra.blocking_recv().unwrap().is_ok());
+        assert!(matches!(
+            rb.blocking_recv().unwrap(),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(rc.blocking_recv().unwrap().is_ok());
+        let kept: Vec<i64> = conn
+            .prepare("SELECT n FROM notes ORDER BY n")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            kept,
+            vec![1, 3],
+            "the failed request's write must not survive"
+        );
+        assert!(conn.is_autocommit(), "the batch transaction must be closed");
+    }
+
+    #[test]
+    fn batch_that_cannot_begin_fails_every_request() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE notes (n INTEGER); BEGIN")
+            .unwrap();
+        let (a, ra) = request(insert_note(1));
+        run_batch(&conn, vec![a]);
+        let err = ra.blocking_recv().unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Backend(m) if m.contains("begin")));
+    }
+
+    #[tokio::test]
+    async fn panicking_request_is_an_error_and_the_store_lives_on() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let r: Result<(), _> = store.call(|_| panic!("bug in a request")).await;
+        assert!(matches!(r, Err(StoreError::Backend(m)) if m.contains("panicked")));
+        assert!(store.open_incidents().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn connection_is_durable_and_strict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("medic.db"))
+            .await
+            .unwrap();
+        let (journal, sync, fk, busy) = store
+            .call_alone(|conn| {
+                let q = |p: &str| -> rusqlite::Result<String> {
+                    conn.pragma_query_value(None, p, |r| {
+                        r.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+                            rusqlite::types::Value::Integer(i) => i.to_string(),
+                            rusqlite::types::Value::Text(s) => s,
+                            other => format!("{other:?}"),
+                        })
+                    })
+                };
+                Ok((
+                    q("journal_mode").map_err(sql("pragma"))?,
+                    q("synchronous").map_err(sql("pragma"))?,
+                    q("foreign_keys").map_err(sql("pragma"))?,
+                    q("busy_timeout").map_err(sql("pragma"))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        assert_eq!(sync, "2", "synchronous must be FULL");
+        assert_eq!(fk, "1");
+        assert_eq!(busy, "5000");
+    }
+
+    #[test]
+    fn timestamps_round_trip_exactly_and_sort_as_text() {
+        let times = [
+            t(0),
+            t(1),
+            t(999),
+            t(1000),
+            t(86_400_000),
+            DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap(),
+            DateTime::from_timestamp(0, 0).unwrap(),
+        ];
+        let mut stored: Vec<String> = times.iter().map(|at| ts(at).unwrap()).collect();
+        for (at, s) in times.iter().zip(&stored) {
+            let back = DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+            assert_eq!(&back, at, "{s}");
+        }
+        let mut by_time = times.to_vec();
+        by_time.sort();
+        stored.sort();
+        let expected: Vec<String> = by_time.iter().map(|at| ts(at).unwrap()).collect();
+        assert_eq!(stored, expected);
+    }
+
+    #[test]
+    fn timestamps_beyond_year_9999_are_refused() {
+        let far = DateTime::from_timestamp(253_402_300_800, 0).unwrap(); // 10000-01-01
+        assert!(ts(&far).is_err());
+    }
+
+    #[test]
+    fn shown_cuts_long_values() {
+        assert_eq!(shown("opne"), "\"opne\"");
+        assert!(shown(&"x".repeat(100)).ends_with("..."));
+        assert!(shown(&"é".repeat(100)).len() < 100);
     }
 }
