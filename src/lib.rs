@@ -24,6 +24,7 @@
 //! - [`page`]: notifiers and escalation.
 //! - [`engine`]: symptom state machines, scenario matching, incident life cycle.
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
+//! - [`server`]: the HTTP surface (health, readiness, webhooks, API).
 //! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
 //! - [`logging`]: tracing set-up (text on a terminal, JSON on request).
 #![forbid(unsafe_code)]
@@ -40,4 +41,5 @@ pub mod page;
 pub mod remedy;
 pub mod rules;
 pub mod secret;
+pub mod server;
 pub mod store;

@@ -1,0 +1,90 @@
+//! medic's HTTP surface (axum), bound to 127.0.0.1 unless configured
+//! otherwise: `/healthz`, `/readyz`, and the routes later modules add
+//! (webhooks, API, metrics). Each feature adds one sub-router in its own file
+//! and one line in [`router`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::store::Store;
+
+/// What `/readyz` reports besides store reachability.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    /// Rules loaded and scenarios running.
+    pub rules_loaded: bool,
+    /// Scenarios running / refused.
+    pub scenarios: usize,
+    pub refused: usize,
+    /// `leader` or `follower` (a single replica is always the leader).
+    pub role: String,
+    /// The last failed reload, if the newest one failed.
+    pub reload_error: Option<String>,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    pub readiness: watch::Receiver<Readiness>,
+}
+
+/// Every route medic serves.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Alive: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: rules loaded and the store reachable. 503 otherwise, with why.
+async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    let r = st.readiness.borrow().clone();
+    let store = match tokio::time::timeout(Duration::from_secs(2), st.store.recent_incidents(1)).await {
+        Ok(Ok(_)) => "ok".to_string(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "timed out".to_string(),
+    };
+    let ready = r.rules_loaded && store == "ok";
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "ready": ready, "store": store, "status": r })))
+}
+
+/// Binds `listen` (so a port clash fails start-up loudly) and serves until
+/// `shutdown`. Returns the bound address (port 0 picks a free one).
+pub async fn serve(
+    listen: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let handle = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+    tracing::info!(%addr, "http server listening");
+    Ok((addr, handle))
+}
