@@ -32,6 +32,10 @@
 //! escalation: default                    # required: a policy in the config
 //! ```
 //!
+//! Plan steps run in order: the next one only when the one before failed
+//! (its action failed, or its `verify` symptoms did not clear in time); when
+//! the plan runs out, the escalation policy takes over.
+//!
 //! Check kinds and their parameters are [`CheckSpec`]'s; action kinds are
 //! [`ActionSpec`]'s. Shorthands: `{promql: EXPR}` is `{promql: {query: EXPR}}`
 //! and `{alert: NAME}` is `{alert: {matchers: {alertname: NAME}}}`. A key
