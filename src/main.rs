@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             println!("medic {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config, paths } => match check_placeholder(&config, &paths) {
+        Command::Check { config, paths } => match medic::rules::check(Some(&config), &paths) {
             Ok(summary) => {
                 println!("{summary}");
                 ExitCode::SUCCESS
@@ -134,10 +134,3 @@ async fn watch_signals(shutdown: CancellationToken) {
     }
 }
 
-// Replaced by medic::rules::check once the rule loader lands.
-fn check_placeholder(
-    _c: &std::path::Path,
-    _p: &[PathBuf],
-) -> Result<String, medic::diag::Diagnostics> {
-    Err(medic::diag::Diagnostics(vec![]))
-}

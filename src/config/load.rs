@@ -1,18 +1,787 @@
 //! Loading the daemon config (file + `MEDIC_` environment), with positions.
+//!
+//! The `config` crate merges the YAML file with environment overrides:
+//! `MEDIC_` prefix, `__` between levels, keys lower-cased, values parsed as
+//! booleans and numbers where they look like them, and `MEDIC_RULES` split
+//! on commas (`MEDIC_MODE=enforce`, `MEDIC_STORE__SQLITE__PATH=/x.db`,
+//! `MEDIC_RULES=rules,extra-rules`). Only variables whose first level is a
+//! config field are taken, so the CLI's own (`MEDIC_CONFIG`, `MEDIC_LOG`)
+//! are left alone.
+//!
+//! The merged tree is then rebuilt as a `marked_yaml` node that keeps the
+//! file's positions, and deserialized section by section so that every
+//! problem is reported: at `path:line:col` when it comes from the file, or
+//! under the variable's name when it comes from the environment.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use super::Config;
-use crate::diag::Diagnostics;
+use config::{Environment, File, FileFormat, Value, ValueKind};
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
+use marked_yaml::{Node, Span};
+use serde::de::DeserializeOwned;
+
+use super::{Config, EscalationPolicy, GlobalLimits, NotifierConfig, StoreConfig, TargetConfig};
+use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
+use crate::duration::Dur;
+use crate::rules::model::Mode;
+use crate::rules::yaml::{self, Pos, describe, key_pos, unknown_field};
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "MEDIC_";
+/// What the `config` crate names values that came from the environment.
+const ENV_ORIGIN: &str = "the environment";
 
 /// Loads `path` and applies `MEDIC_`-prefixed environment overrides.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
-    let _ = path;
-    todo!("config loading")
+    load_with_env(path, process_env())
+}
+
+/// Loads `path` with `env` standing in for the process environment (tests).
+pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Config, Diagnostics> {
+    finish(load_checked(path, env))
 }
 
 /// Parses config text (no environment overrides); `origin` names it in errors.
+/// Relative paths in it resolve against `origin`'s directory.
 pub fn load_str(origin: &str, text: &str) -> Result<Config, Diagnostics> {
-    let _ = (origin, text);
-    todo!("config loading")
+    load_str_with_env(origin, text, HashMap::new())
+}
+
+/// Parses config text with `env` as the environment.
+pub fn load_str_with_env(
+    origin: &str,
+    text: &str,
+    env: HashMap<String, String>,
+) -> Result<Config, Diagnostics> {
+    finish(load_str_checked(origin, text, env))
+}
+
+/// The process environment's `MEDIC_` variables (non-Unicode ones skipped).
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| has_prefix(k))
+        .collect()
+}
+
+fn finish((config, diags): (Option<Config>, Vec<Diagnostic>)) -> Result<Config, Diagnostics> {
+    match config {
+        Some(c) if diags.is_empty() => Ok(c),
+        _ => Err(Diagnostics(diags)),
+    }
+}
+
+/// Loads and validates; the config is `Some` when it parsed, even if
+/// validation found problems (so rules can still be checked against it).
+pub(crate) fn load_checked(
+    path: &Path,
+    env: HashMap<String, String>,
+) -> (Option<Config>, Vec<Diagnostic>) {
+    let origin = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => load_str_checked(&origin, &text, env),
+            Err(_) => (None, vec![Diagnostic::new(origin, 0, 0, "not valid UTF-8")]),
+        },
+        Err(e) => (
+            None,
+            vec![Diagnostic::new(origin, 0, 0, format!("cannot read: {e}"))],
+        ),
+    }
+}
+
+pub(crate) fn load_str_checked(
+    origin: &str,
+    text: &str,
+    env: HashMap<String, String>,
+) -> (Option<Config>, Vec<Diagnostic>) {
+    let file = match yaml::parse(origin, text) {
+        Ok(n) => n,
+        Err(d) => return (None, vec![d]),
+    };
+    let fields = yaml::field_names::<Config>();
+    let mut cx = Cx {
+        origin,
+        env: Vec::new(),
+        out: Vec::new(),
+    };
+    if let Some(m) = file.as_mapping() {
+        for k in m.keys() {
+            if !fields.contains(&k.as_str()) {
+                cx.out.push(yaml::diag(
+                    origin,
+                    key_pos(k),
+                    unknown_field("field", k.as_str(), fields),
+                ));
+            }
+        }
+    }
+
+    let mut overrides = config::Map::new();
+    for (name, value) in env {
+        if !has_prefix(&name) {
+            continue;
+        }
+        let dotted = name[ENV_PREFIX.len()..].to_lowercase().replace("__", ".");
+        let top = dotted.split('.').next().unwrap_or_default();
+        if fields.contains(&top) {
+            cx.env.push((dotted, name.clone()));
+            overrides.insert(name, value);
+        }
+    }
+    cx.env.sort();
+
+    let built = config::Config::builder()
+        .add_source(File::from_str(text, FileFormat::Yaml))
+        .add_source(
+            Environment::with_prefix(ENV_PREFIX.trim_end_matches('_'))
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("rules")
+                .source(Some(overrides)),
+        )
+        .build();
+    let merged = match built {
+        Ok(c) => to_node(&c.cache, Some(&file), &|k| fields.contains(&k)),
+        Err(e) => {
+            cx.out.push(Diagnostic::new(origin, 0, 0, e.to_string()));
+            return (None, cx.out);
+        }
+    };
+
+    cx.sections(&merged);
+    if !cx.out.is_empty() {
+        return (None, sorted(cx.out));
+    }
+    let mut config = match marked_yaml::from_node::<Config>(&merged) {
+        Ok(c) => c,
+        Err(e) => {
+            let d = cx.at_error("", &merged, &e);
+            cx.out.push(d);
+            return (None, cx.out);
+        }
+    };
+    config.base_dir = match Path::new(origin).parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    cx.validate(&config, &merged);
+    (Some(config), sorted(cx.out))
+}
+
+fn has_prefix(name: &str) -> bool {
+    name.len() > ENV_PREFIX.len()
+        && name.is_char_boundary(ENV_PREFIX.len())
+        && name[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
+}
+
+/// File diagnostics in position order; environment ones after them.
+fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by_key(|d| (d.line == 0, d.line, d.col));
+    diags
+}
+
+/// Rebuilds a merged `config` value as a marked node: file values keep
+/// their node (position, quoting), environment values get a blank span.
+/// File keys come first in file order, then added keys by name, so errors
+/// are reported in a stable order.
+fn to_node(v: &Value, file: Option<&Node>, keep: &dyn Fn(&str) -> bool) -> Node {
+    let from_env = v.origin() == Some(ENV_ORIGIN);
+    match &v.kind {
+        ValueKind::Table(t) => {
+            let fm = file.and_then(Node::as_mapping);
+            let span = fm.map_or_else(Span::new_blank, |m| *m.span());
+            let mut out = MarkedMappingNode::new_empty(span);
+            let present = |v: &&Value| !matches!(v.kind, ValueKind::Nil);
+            if let Some(fm) = fm {
+                for (k, fv) in fm.iter() {
+                    if let Some(cv) = t.get(k.as_str()).filter(present)
+                        && keep(k.as_str())
+                    {
+                        out.insert(k.clone(), to_node(cv, Some(fv), &|_| true));
+                    }
+                }
+            }
+            let mut added: Vec<(&String, &Value)> = t
+                .iter()
+                .filter(|(k, v)| {
+                    keep(k) && present(v) && fm.is_none_or(|m| !m.contains_key(k.as_str()))
+                })
+                .collect();
+            added.sort_by(|a, b| a.0.cmp(b.0));
+            for (k, cv) in added {
+                let key = MarkedScalarNode::new(Span::new_blank(), k.clone());
+                out.insert(key, to_node(cv, None, &|_| true));
+            }
+            Node::Mapping(out)
+        }
+        ValueKind::Array(items) => {
+            let fs = file.and_then(Node::as_sequence);
+            let span = fs.map_or_else(Span::new_blank, |s| *s.span());
+            let nodes: Vec<Node> = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| to_node(item, fs.and_then(|s| s.get(i)), &|_| true))
+                .collect();
+            Node::Sequence(MarkedSequenceNode::new(span, nodes))
+        }
+        kind => {
+            if !from_env && let Some(Node::Scalar(s)) = file {
+                return Node::Scalar(s.clone());
+            }
+            let text = match kind {
+                ValueKind::Nil => String::new(),
+                ValueKind::Boolean(b) => b.to_string(),
+                ValueKind::I64(i) => i.to_string(),
+                ValueKind::I128(i) => i.to_string(),
+                ValueKind::U64(i) => i.to_string(),
+                ValueKind::U128(i) => i.to_string(),
+                ValueKind::Float(f) => f.to_string(),
+                ValueKind::String(s) => s.clone(),
+                ValueKind::Table(_) | ValueKind::Array(_) => String::new(),
+            };
+            Node::Scalar(MarkedScalarNode::new(Span::new_blank(), text))
+        }
+    }
+}
+
+struct Cx<'a> {
+    origin: &'a str,
+    /// Environment overrides taken: (dotted lower-case key, variable name).
+    env: Vec<(String, String)>,
+    out: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    /// A diagnostic for the value at `path` of the merged tree: at its
+    /// position in the file, or under the environment variable that set it.
+    fn at_path(&self, root: &Node, path: &str, on_key: bool, msg: String) -> Diagnostic {
+        if let Some(p) = find(root, path, on_key) {
+            return Diagnostic::new(self.origin, p.0, p.1, msg);
+        }
+        let var = self
+            .env
+            .iter()
+            .find(|(k, _)| k == path)
+            .or_else(|| {
+                self.env
+                    .iter()
+                    .find(|(k, _)| k.starts_with(&format!("{path}.")))
+            })
+            .or_else(|| {
+                self.env
+                    .iter()
+                    .find(|(k, _)| path.starts_with(&format!("{k}.")))
+            });
+        match var {
+            Some((_, name)) => Diagnostic::new(name.clone(), 0, 0, msg),
+            None => Diagnostic::new(self.origin, 0, 0, msg),
+        }
+    }
+
+    /// A serde error from deserializing the node at `prefix`.
+    fn at_error(&self, prefix: &str, root: &Node, e: &marked_yaml::FromNodeError) -> Diagnostic {
+        let rel = e.path().unwrap_or_default();
+        let path = join(prefix, rel);
+        let msg = yaml::serde_message(e);
+        let on_key = msg.starts_with("unknown field");
+        self.at_path(root, &path, on_key, msg)
+    }
+
+    fn section<T: DeserializeOwned>(&mut self, root: &Node, path: &str, node: &Node) {
+        if let Err(e) = marked_yaml::from_node::<T>(node) {
+            let mut d = self.at_error(path, root, &e);
+            if path == "mode" {
+                d.message = d.message.replace("unknown value", "unknown mode");
+            }
+            self.out.push(d);
+        }
+    }
+
+    /// `NAME: { KIND: {...} }` entries of a map section, each on its own.
+    fn named_kinds(
+        &mut self,
+        root: &Node,
+        section: &str,
+        node: &Node,
+        kinds: &[&str],
+        what: &str,
+        check: impl Fn(&mut Self, &str, &Node),
+    ) {
+        let Some(m) = node.as_mapping() else {
+            let msg = format!(
+                "expected a mapping of names to {what}s, found {}",
+                describe(node)
+            );
+            let d = self.at_path(root, section, false, msg);
+            self.out.push(d);
+            return;
+        };
+        for (name, entry) in m.iter() {
+            let path = format!("{section}.{}", name.as_str());
+            let kind = match entry.as_mapping().map(|em| em.iter().collect::<Vec<_>>()) {
+                Some(v) if v.len() == 1 => v[0].0,
+                _ => {
+                    let msg = format!(
+                        "a {what} is `{{ KIND: {{...}} }}` with KIND one of: {}",
+                        kinds.join(", ")
+                    );
+                    let d = self.at_path(root, &path, false, msg);
+                    self.out.push(d);
+                    continue;
+                }
+            };
+            if !kinds.contains(&kind.as_str()) {
+                let msg = unknown_field(&format!("{what} kind"), kind.as_str(), kinds);
+                let d = self.at_path(root, &format!("{path}.{}", kind.as_str()), true, msg);
+                self.out.push(d);
+                continue;
+            }
+            check(self, &path, entry);
+        }
+    }
+
+    fn sections(&mut self, root: &Node) {
+        let Some(m) = root.as_mapping() else { return };
+        for (k, v) in m.iter() {
+            let key = k.as_str();
+            match key {
+                "mode" => self.section::<Mode>(root, key, v),
+                "rules" => self.section::<Vec<PathBuf>>(root, key, v),
+                "store" => self.section::<StoreConfig>(root, key, v),
+                "limits" => self.section::<GlobalLimits>(root, key, v),
+                "shutdown_grace" => self.section::<Dur>(root, key, v),
+                "targets" => self.named_kinds(
+                    root,
+                    key,
+                    v,
+                    TargetConfig::KINDS,
+                    "target",
+                    |cx, path, entry| cx.section::<TargetConfig>(root, path, entry),
+                ),
+                "notifiers" => self.named_kinds(
+                    root,
+                    key,
+                    v,
+                    NotifierConfig::KINDS,
+                    "notifier",
+                    |cx, path, entry| cx.section::<NotifierConfig>(root, path, entry),
+                ),
+                "escalation" => match v.as_mapping() {
+                    Some(pm) => {
+                        for (name, policy) in pm.iter() {
+                            let path = format!("escalation.{}", name.as_str());
+                            self.section::<EscalationPolicy>(root, &path, policy);
+                        }
+                    }
+                    None => {
+                        let msg = format!(
+                            "expected a mapping of names to escalation policies, found {}",
+                            describe(v)
+                        );
+                        let d = self.at_path(root, key, false, msg);
+                        self.out.push(d);
+                    }
+                },
+                // Unknown top-level keys were reported from the file already;
+                // a field added to Config but not here is caught by the final
+                // whole-config pass.
+                _ => {}
+            }
+        }
+    }
+
+    fn err(&mut self, root: &Node, path: &str, msg: impl Into<String>) {
+        let d = self.at_path(root, path, false, msg.into());
+        self.out.push(d);
+    }
+
+    /// Checks what serde cannot: references between sections, bounds.
+    fn validate(&mut self, config: &Config, root: &Node) {
+        if config.rules.is_empty() {
+            self.err(root, "rules", "name at least one rule file or directory");
+        }
+        if config.limits.concurrent_checks == 0 {
+            self.err(
+                root,
+                "limits.concurrent_checks",
+                "concurrent_checks must be at least 1",
+            );
+        }
+        if config.limits.actions_in_flight == 0 {
+            self.err(
+                root,
+                "limits.actions_in_flight",
+                "actions_in_flight must be at least 1",
+            );
+        }
+        let StoreConfig::Sqlite { path } = &config.store;
+        if path.as_os_str().is_empty() {
+            self.err(
+                root,
+                "store.sqlite.path",
+                "the store path must not be empty",
+            );
+        }
+        for (name, target) in &config.targets {
+            self.validate_target(root, name, target);
+        }
+        let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
+        for (name, policy) in &config.escalation {
+            let at = format!("escalation.{name}");
+            if policy.levels.is_empty() {
+                self.err(
+                    root,
+                    &format!("{at}.levels"),
+                    "an escalation policy needs at least one level",
+                );
+            }
+            let mut previous: Option<Dur> = None;
+            for (i, level) in policy.levels.iter().enumerate() {
+                let lp = format!("{at}.levels[{i}]");
+                if let Some(prev) = previous
+                    && level.after < prev
+                {
+                    self.err(
+                        root,
+                        &format!("{lp}.after"),
+                        format!(
+                            "levels must be in order: {} comes after {prev}",
+                            level.after
+                        ),
+                    );
+                }
+                previous = Some(level.after);
+                if level.notify.is_empty() {
+                    self.err(
+                        root,
+                        &format!("{lp}.notify"),
+                        "a level needs at least one notifier",
+                    );
+                }
+                for (j, n) in level.notify.iter().enumerate() {
+                    if !config.notifiers.contains_key(n) {
+                        let mut msg = format!("unknown notifier {n:?}");
+                        match did_you_mean(n, notifiers.iter().copied()) {
+                            Some(hint) => msg = format!("{msg} ({hint})"),
+                            None => msg = format!("{msg} (defined: {})", notifiers.join(", ")),
+                        }
+                        self.err(root, &format!("{lp}.notify[{j}]"), msg);
+                    }
+                }
+            }
+        }
+    }
+
+    fn validate_target(&mut self, root: &Node, name: &str, target: &TargetConfig) {
+        let at = format!("targets.{name}.{}", target.kind());
+        let host_port = |cx: &mut Self, field: &str, v: &str| {
+            let ok = v
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                cx.err(
+                    root,
+                    &format!("{at}.{field}"),
+                    format!("{field} {v:?} must be HOST:PORT"),
+                );
+            }
+        };
+        let url = |cx: &mut Self, field: &str, v: &str| {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                cx.err(
+                    root,
+                    &format!("{at}.{field}"),
+                    format!("{field} {v:?} must start with http:// or https://"),
+                );
+            }
+        };
+        match target {
+            TargetConfig::Tcp(t) => host_port(self, "address", &t.address),
+            TargetConfig::Redis(t) => host_port(self, "address", &t.address),
+            TargetConfig::Http(t) => url(self, "url", &t.url),
+            TargetConfig::Prometheus(t) => url(self, "url", &t.url),
+            TargetConfig::Postgres(t) => {
+                if t.host.trim().is_empty() {
+                    self.err(root, &format!("{at}.host"), "host must not be empty");
+                }
+                if t.port == 0 {
+                    self.err(root, &format!("{at}.port"), "port must not be 0");
+                }
+            }
+            TargetConfig::Kubernetes(t) => {
+                const KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
+                if !KINDS.contains(&t.kind.as_str()) {
+                    self.err(
+                        root,
+                        &format!("{at}.kind"),
+                        unknown_field("workload kind", &t.kind, KINDS),
+                    );
+                }
+                if t.name.trim().is_empty() {
+                    self.err(root, &format!("{at}.name"), "name must not be empty");
+                }
+            }
+            TargetConfig::Route53(t) => {
+                if !(1..=60).contains(&t.ttl) {
+                    self.err(
+                        root,
+                        &format!("{at}.ttl"),
+                        "ttl must be between 1 and 60 seconds so failover takes effect quickly",
+                    );
+                }
+                if t.primary.is_empty() {
+                    self.err(
+                        root,
+                        &format!("{at}.primary"),
+                        "primary needs at least one value",
+                    );
+                }
+                if t.secondary.is_empty() {
+                    self.err(
+                        root,
+                        &format!("{at}.secondary"),
+                        "secondary needs at least one value",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn join(prefix: &str, rel: &str) -> String {
+    match (prefix.is_empty(), rel.is_empty()) {
+        (true, _) => rel.to_string(),
+        (_, true) => prefix.to_string(),
+        _ if rel.starts_with('[') => format!("{prefix}{rel}"),
+        _ => format!("{prefix}.{rel}"),
+    }
+}
+
+/// The file position of the node at `path` (`a.b[2].c`) in the merged tree,
+/// or of its key when `on_key`; `None` when that node came from the
+/// environment. A path that does not go all the way down stops at the
+/// deepest node it reached.
+fn find(root: &Node, path: &str, on_key: bool) -> Option<Pos> {
+    let mut node = root;
+    let mut at = yaml::pos(root);
+    let segments = path
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| {
+            let (key, rest) = s.split_at(s.find('[').unwrap_or(s.len()));
+            let key = (!key.is_empty()).then_some(Seg::Key(key));
+            let idx = rest
+                .split(['[', ']'])
+                .filter(|i| !i.is_empty())
+                .map(|i| Seg::Index(i.parse().unwrap_or(usize::MAX)));
+            key.into_iter().chain(idx)
+        })
+        .collect::<Vec<_>>();
+    let last = segments.len();
+    for (i, seg) in segments.into_iter().enumerate() {
+        match (seg, node) {
+            (Seg::Key(k), Node::Mapping(m)) => {
+                let Some((key, value)) = m.iter().find(|(key, _)| key.as_str() == k) else {
+                    break;
+                };
+                node = value;
+                at = if on_key && i + 1 == last {
+                    key_pos(key)
+                } else {
+                    yaml::pos(value)
+                };
+            }
+            (Seg::Index(i), Node::Sequence(s)) => {
+                let Some(item) = s.get(i) else { break };
+                node = item;
+                at = yaml::pos(item);
+            }
+            _ => break,
+        }
+    }
+    (at != (0, 0)).then_some(at)
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+mode: dry-run
+targets:
+  cache:
+    redis: { address: 127.0.0.1:6379 }
+  db:
+    postgres: { host: 127.0.0.1, password: { env: PGPASSWORD } }
+notifiers:
+  log: { log: {} }
+escalation:
+  default:
+    levels:
+      - { after: 0m, notify: [log] }
+";
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn errors(text: &str, e: &[(&str, &str)]) -> Vec<String> {
+        load_str_with_env("medic.yaml", text, env(e))
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn loads_and_defaults() {
+        let c = load_str("etc/medic/medic.yaml", GOOD).unwrap();
+        assert_eq!(c.mode, Mode::DryRun);
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.rules, vec![PathBuf::from("rules")]);
+        assert_eq!(c.base_dir, PathBuf::from("etc/medic"));
+        assert_eq!(c.shutdown_grace, Dur::secs(30));
+        assert_eq!(
+            load_str("medic.yaml", "").unwrap().base_dir,
+            PathBuf::from(".")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let c = load_str_with_env(
+            "medic.yaml",
+            GOOD,
+            env(&[
+                ("MEDIC_MODE", "enforce"),
+                ("MEDIC_STORE__SQLITE__PATH", "/x.db"),
+                ("MEDIC_TARGETS__CACHE__REDIS__DB", "2"),
+                ("MEDIC_RULES", "rules,more"),
+                ("MEDIC_CONFIG", "elsewhere.yaml"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(
+            c.store,
+            StoreConfig::Sqlite {
+                path: PathBuf::from("/x.db")
+            }
+        );
+        let TargetConfig::Redis(r) = &c.targets["cache"] else {
+            panic!("not redis")
+        };
+        assert_eq!(r.db, 2);
+        assert_eq!(c.rules, vec![PathBuf::from("rules"), PathBuf::from("more")]);
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        assert_eq!(
+            errors(GOOD, &[("MEDIC_MODE", "enforcing")]),
+            ["MEDIC_MODE: unknown mode \"enforcing\" (did you mean \"enforce\"?)"]
+        );
+        assert_eq!(
+            errors(GOOD, &[("MEDIC_STORE__SQLITE__PTH", "/x.db")]),
+            ["MEDIC_STORE__SQLITE__PTH: unknown field \"pth\" (did you mean \"path\"?)"]
+        );
+        assert_eq!(
+            errors(
+                GOOD,
+                &[("MEDIC_TARGETS__DB__POSTGRES__PASSWORD", "hunter2")]
+            ),
+            [format!(
+                "MEDIC_TARGETS__DB__POSTGRES__PASSWORD: {}",
+                crate::secret::PLAIN_SECRET
+            )]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let text = "\
+mdoe: enforce
+targets:
+  cache:
+    rediss: { address: 127.0.0.1:6379 }
+  db:
+    postgres: { host: 127.0.0.1, password: hunter2 }
+  web:
+    http: { url: 127.0.0.1:8000 }
+escalation:
+  default:
+    levels:
+      - { after: 15m, notify: [log] }
+      - { after: 0m, notify: [logs, pager] }
+";
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "medic.yaml:1:1: unknown field \"mdoe\" (did you mean \"mode\"?)",
+                "medic.yaml:4:5: unknown target kind \"rediss\" (did you mean \"redis\"?)",
+                format!("medic.yaml:6:44: {}", crate::secret::PLAIN_SECRET).as_str(),
+            ]
+        );
+        let text = text.replace("mdoe", "mode").replace("rediss", "redis");
+        let text = text.replace("hunter2", "{ file: /run/secrets/pg }");
+        assert_eq!(
+            errors(&text, &[]),
+            [
+                "medic.yaml:8:18: url \"127.0.0.1:8000\" must start with http:// or https://",
+                "medic.yaml:13:18: levels must be in order: 0s comes after 15m",
+                "medic.yaml:13:31: unknown notifier \"logs\" (did you mean \"log\"?)",
+                "medic.yaml:13:37: unknown notifier \"pager\" (defined: log)",
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors_point_at_the_value() {
+        assert_eq!(
+            errors("limits: { concurrent_checks: lots }\n", &[]),
+            ["medic.yaml:1:30: expected a whole number (invalid digit found in string)"]
+        );
+        assert_eq!(
+            errors("shutdown_grace: 30\n", &[]),
+            [
+                "medic.yaml:1:17: duration \"30\" has no unit (write e.g. \"30s\", \"30m\" or \"30ms\")"
+            ]
+        );
+        assert_eq!(
+            errors("targets:\n  db:\n    postgres: { prot: 5432 }\n", &[]),
+            ["medic.yaml:3:17: unknown field \"prot\" (did you mean \"port\"?)"]
+        );
+        assert_eq!(
+            errors("targets:\n  db: postgres\n", &[]),
+            [
+                "medic.yaml:2:7: a target is `{ KIND: {...} }` with KIND one of: tcp, http, redis, postgres, prometheus, kubernetes, route53"
+            ]
+        );
+        assert_eq!(
+            errors("targets:\n  db:\n    postgres: { port: 5432 }\n", &[]),
+            ["medic.yaml:3:15: missing field \"host\""]
+        );
+    }
+
+    #[test]
+    fn syntax_error_stops_early() {
+        assert_eq!(
+            errors("mode: [\n", &[]),
+            ["medic.yaml:2:1: while parsing a node, did not find expected node content"]
+        );
+    }
 }

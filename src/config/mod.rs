@@ -15,7 +15,7 @@ use crate::duration::Dur;
 use crate::rules::model::Mode;
 use crate::secret::SecretRef;
 
-pub use load::{load, load_str};
+pub use load::{load, load_str, load_str_with_env, load_with_env};
 
 /// The whole daemon config.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -93,9 +93,13 @@ impl Default for Config {
 }
 
 impl Config {
-    /// A path from the config, resolved against the config file's directory.
+    /// A path from the config, resolved against the config file's directory
+    /// (left as written when that is the current directory).
     pub fn resolve_path(&self, p: &std::path::Path) -> PathBuf {
-        if p.is_absolute() {
+        if p.is_absolute()
+            || self.base_dir.as_os_str().is_empty()
+            || self.base_dir == std::path::Path::new(".")
+        {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
@@ -157,14 +161,58 @@ impl TargetConfig {
         }
     }
 
-    /// `host:port`, for kinds that have one (tcp checks can use them).
+    /// `host:port`, for kinds that have one (tcp checks can use them). For
+    /// URL targets it is the URL's host and port (default 80 or 443).
     pub fn address(&self) -> Option<String> {
         match self {
             TargetConfig::Tcp(t) => Some(t.address.clone()),
             TargetConfig::Redis(t) => Some(t.address.clone()),
             TargetConfig::Postgres(t) => Some(format!("{}:{}", t.host, t.port)),
-            _ => None,
+            TargetConfig::Http(t) => url_address(&t.url),
+            TargetConfig::Prometheus(t) => url_address(&t.url),
+            TargetConfig::Kubernetes(_) | TargetConfig::Route53(_) => None,
         }
+    }
+}
+
+/// `host:port` of an `http(s)://` URL.
+fn url_address(url: &str) -> Option<String> {
+    let (rest, default_port) = if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else {
+        (url.strip_prefix("https://")?, 443)
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    // No port, or an IPv6 literal without one (`[::1]`).
+    let (host, port) = if host_port.ends_with(']') || !host_port.contains(':') {
+        (host_port, default_port)
+    } else {
+        let (h, p) = host_port.rsplit_once(':')?;
+        (h, p.parse::<u16>().ok()?)
+    };
+    (!host.is_empty()).then(|| format!("{host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_targets_have_addresses() {
+        let http = |url: &str| TargetConfig::Http(HttpTarget { url: url.into() }).address();
+        assert_eq!(
+            http("http://127.0.0.1:8000/health").as_deref(),
+            Some("127.0.0.1:8000")
+        );
+        assert_eq!(
+            http("https://u:p@example.com/x").as_deref(),
+            Some("example.com:443")
+        );
+        assert_eq!(http("http://[::1]/").as_deref(), Some("[::1]:80"));
+        assert_eq!(http("http://[::1]:9090").as_deref(), Some("[::1]:9090"));
+        assert_eq!(http("ftp://x"), None);
+        assert_eq!(http("http://:80"), None);
     }
 }
 

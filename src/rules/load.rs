@@ -1,21 +1,1704 @@
 //! Parsing and validating rule files.
+//!
+//! One YAML file per scenario:
+//!
+//! ```yaml
+//! scenario: redis-cache-failure          # required; unique across files
+//! summary: Redis cache unreachable       # required
+//! severity: high                         # required: critical | high | warning | info
+//! rto: 5m                                # required: recovery time objective
+//! rpo: 1h                                # optional: recovery point objective
+//! runbook: reference/disaster-recovery-plan.md#3-redis-cache-failure   # optional
+//! mode: dry-run                          # optional: enforce | dry-run (overrides config)
+//! symptoms:                              # required, at least one
+//!   redis_down:                          # name: letters, digits, "-", "_", "."
+//!     check: { redis: { target: cache } }   # exactly one kind key (see below)
+//!     every: 1s                          # default 10s; how often the check runs
+//!     timeout: 1s                        # default min(every, 10s); at most `every`
+//!     for: 3s                            # default 0s; failing this long to fire
+//!     clear_for: 5s                      # default 0s; ok this long to clear
+//!   cache_errors:
+//!     check: { promql: 'sum(rate(app_cache_errors_total[1m])) > 5' }
+//! when: { any: [redis_down, cache_errors] }   # or { all: [...] }; not empty
+//! plan:                                  # optional; may be empty
+//!   - name: restart-redis                # default "{1-based index}-{action}"
+//!     action: exec                       # the action's parameters sit beside it
+//!     args: ["docker-compose", "restart", "redis"]
+//!     timeout: 30s                       # default 60s
+//!     verify: { clears: redis_down, within: 60s }  # default: the `when` symptoms, 5m
+//!     limit: { attempts: 2, per: 1h, cooldown: 2m } # default 3 per 1h, no cooldown
+//!     approval: required                 # default none
+//!     mode: dry-run                      # optional: overrides the scenario's
+//! escalation: default                    # required: a policy in the config
+//! ```
+//!
+//! Plan steps run in order: the next one only when the one before failed
+//! (its action failed, or its `verify` symptoms did not clear in time); when
+//! the plan runs out, the escalation policy takes over.
+//!
+//! Check kinds and their parameters are [`CheckSpec`]'s; action kinds are
+//! [`ActionSpec`]'s. Shorthands: `{promql: EXPR}` is `{promql: {query: EXPR}}`
+//! and `{alert: NAME}` is `{alert: {matchers: {alertname: NAME}}}`. A key
+//! whose value is YAML null (`~`, or nothing) counts as absent.
+//!
+//! Validation collects every problem in every file, each at the exact
+//! `line:col` of the offending key (unknown fields) or value (bad values).
+//! Besides the shapes above it checks what a typo would break at 3 a.m.:
+//! targets exist in the config and have the right kind, symptom names in
+//! `when` and `verify.clears` exist, step and scenario names are unique,
+//! regular expressions compile, SQL checks are read-only, quarantines are
+//! bounded by `max_rows`.
 
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
-use super::model::Scenario;
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{Node, Span};
+use serde::de::DeserializeOwned;
+
+use super::model::{Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Verify, When};
+use super::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
+use crate::check::CheckSpec;
 use crate::config::Config;
-use crate::diag::Diagnostics;
+use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
+use crate::duration::Dur;
+use crate::remedy::ActionSpec;
+
+const SCENARIO_FIELDS: &[&str] = &[
+    "scenario",
+    "summary",
+    "severity",
+    "rto",
+    "rpo",
+    "runbook",
+    "mode",
+    "symptoms",
+    "when",
+    "plan",
+    "escalation",
+];
+const SYMPTOM_FIELDS: &[&str] = &["check", "every", "timeout", "for", "clear_for"];
+const STEP_FIELDS: &[&str] = &[
+    "name", "action", "timeout", "verify", "limit", "approval", "mode",
+];
+const VERIFY_FIELDS: &[&str] = &["clears", "within"];
+const LIMIT_FIELDS: &[&str] = &["attempts", "per", "cooldown"];
+/// Target kinds with an address (see `TargetConfig::address`).
+const TCP_KINDS: &[&str] = &["tcp", "redis", "postgres", "http", "prometheus"];
+
+/// How often a symptom's check runs when `every` is not given.
+pub const DEFAULT_EVERY: Dur = Dur::secs(10);
+/// The longest default check timeout (the default is `min(every, this)`).
+pub const MAX_DEFAULT_TIMEOUT: Dur = Dur::secs(10);
+/// How long a step's action may run when `timeout` is not given.
+pub const DEFAULT_STEP_TIMEOUT: Dur = Dur::secs(60);
+/// How long a step's symptoms have to clear when `verify.within` is not given.
+pub const DEFAULT_VERIFY_WITHIN: Dur = Dur::secs(300);
 
 /// Loads every rule file named by `paths` (files, or directories of
 /// `*.yaml`/`*.yml`), validated against `config`. Either every scenario, or
 /// every problem found in any of them.
+///
+/// Directories are read in file-name order and not recursed into, so a
+/// `tests/` folder of rule tests beside the rules is left alone.
 pub fn load_paths(paths: &[PathBuf], config: &Config) -> Result<Vec<Scenario>, Diagnostics> {
-    let _ = (paths, config);
-    todo!("rule loading")
+    let (scenarios, diags) = load_paths_checked(paths, Some(config));
+    if diags.is_empty() {
+        Ok(scenarios)
+    } else {
+        Err(Diagnostics(diags))
+    }
 }
 
 /// Parses and validates one rule file's text; `path` names it in errors.
 pub fn load_str(path: &str, text: &str, config: &Config) -> Result<Scenario, Diagnostics> {
-    let _ = (path, text, config);
-    todo!("rule loading")
+    let loaded = load_one(path, text, Some(config));
+    match loaded.scenario {
+        Some(s) if loaded.diags.is_empty() => Ok(s),
+        _ => Err(Diagnostics(loaded.diags)),
+    }
+}
+
+/// Like [`load_paths`], but returns what loaded alongside every problem.
+/// Without a config (it failed to load), references to targets and
+/// escalation policies are not checked, so its errors are not repeated
+/// as a cascade of rule errors.
+pub(crate) fn load_paths_checked(
+    paths: &[PathBuf],
+    config: Option<&Config>,
+) -> (Vec<Scenario>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        collect_files(p, &mut files, &mut diags);
+    }
+    let mut scenarios = Vec::new();
+    let mut seen: HashMap<String, (String, Pos)> = HashMap::new();
+    for file in files {
+        let origin = file.display().to_string();
+        let text = match fs::read(&file) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(_) => {
+                    diags.push(diag(&origin, (0, 0), "not valid UTF-8"));
+                    continue;
+                }
+            },
+            Err(e) => {
+                diags.push(diag(&origin, (0, 0), format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let mut loaded = load_one(&origin, &text, config);
+        if let Some((name, at)) = &loaded.name {
+            if let Some((first, (l, c))) = seen.get(name) {
+                loaded.diags.push(diag(
+                    &origin,
+                    *at,
+                    format!("scenario {name:?} is already defined at {first}:{l}:{c}"),
+                ));
+                loaded.diags.sort_by_key(|d| (d.line, d.col));
+            } else {
+                seen.insert(name.clone(), (origin.clone(), *at));
+            }
+        }
+        diags.append(&mut loaded.diags);
+        scenarios.extend(loaded.scenario);
+    }
+    (scenarios, diags)
+}
+
+fn collect_files(p: &Path, files: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+    let origin = p.display().to_string();
+    let meta = match fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) => {
+            diags.push(diag(&origin, (0, 0), format!("cannot read: {e}")));
+            return;
+        }
+    };
+    if !meta.is_dir() {
+        files.push(p.to_path_buf());
+        return;
+    }
+    let entries = match fs::read_dir(p) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(diag(&origin, (0, 0), format!("cannot read: {e}")));
+            return;
+        }
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    if found.is_empty() {
+        diags.push(diag(&origin, (0, 0), "no rule files (*.yaml, *.yml) here"));
+    }
+    found.sort();
+    files.append(&mut found);
+}
+
+/// One file's outcome: the scenario if it is valid, its name (for the
+/// cross-file uniqueness check, even when the rest is broken) and problems.
+struct Loaded {
+    scenario: Option<Scenario>,
+    name: Option<(String, Pos)>,
+    diags: Vec<Diagnostic>,
+}
+
+fn load_one(origin: &str, text: &str, config: Option<&Config>) -> Loaded {
+    let root = match yaml::parse(origin, text) {
+        Ok(n) => n,
+        Err(d) => {
+            return Loaded {
+                scenario: None,
+                name: None,
+                diags: vec![d],
+            };
+        }
+    };
+    let mut cx = Cx {
+        origin,
+        config,
+        out: Vec::new(),
+    };
+    let (scenario, name) = cx.scenario(&root);
+    let mut diags = cx.out;
+    diags.sort_by_key(|d| (d.line, d.col));
+    Loaded {
+        scenario: scenario.filter(|_| diags.is_empty()),
+        name,
+        diags,
+    }
+}
+
+/// Validation context for one file: where problems go.
+struct Cx<'a> {
+    origin: &'a str,
+    /// `None`: the config did not load; skip reference checks.
+    config: Option<&'a Config>,
+    out: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn err(&mut self, at: Pos, msg: impl Into<String>) {
+        self.out.push(diag(self.origin, at, msg));
+    }
+
+    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n MarkedMappingNode> {
+        match node {
+            Node::Mapping(m) => Some(m),
+            other => {
+                self.err(
+                    pos(other),
+                    format!("expected {what}, found {}", describe(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn unknown_keys(&mut self, m: &MarkedMappingNode, allowed: &[&str]) {
+        for k in m.keys() {
+            if !allowed.contains(&k.as_str()) {
+                self.err(key_pos(k), unknown_field("field", k.as_str(), allowed));
+            }
+        }
+    }
+
+    /// A present, non-null value.
+    fn optional<'n>(&self, m: &'n MarkedMappingNode, key: &str) -> Option<&'n Node> {
+        m.get(key).filter(|v| !is_null(v))
+    }
+
+    /// A required value; reports it missing (at the mapping, or at the key
+    /// when it is there without a value).
+    fn required<'n>(&mut self, m: &'n MarkedMappingNode, key: &str) -> Option<&'n Node> {
+        match m.get(key) {
+            Some(v) if !is_null(v) => Some(v),
+            Some(_) => {
+                let at = m
+                    .keys()
+                    .find(|k| k.as_str() == key)
+                    .map_or_else(|| yaml::mapping_pos(m), key_pos);
+                self.err(at, format!("{key:?} needs a value"));
+                None
+            }
+            None => {
+                self.err(yaml::mapping_pos(m), format!("missing field {key:?}"));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node) -> Option<String> {
+        match node {
+            Node::Scalar(s) => Some(s.as_str().to_string()),
+            other => {
+                self.err(
+                    pos(other),
+                    format!("expected a string, found {}", describe(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, node: &Node, what: &str) -> Option<String> {
+        let s = self.string(node)?;
+        if valid_name(&s) {
+            Some(s)
+        } else {
+            self.err(
+                pos(node),
+                format!("invalid {what} name {s:?}: use letters, digits, \"-\", \"_\" and \".\""),
+            );
+            None
+        }
+    }
+
+    fn dur(&mut self, node: &Node) -> Option<Dur> {
+        match node {
+            Node::Scalar(s) => match s.as_str().parse::<Dur>() {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.err(pos(node), e);
+                    None
+                }
+            },
+            other => {
+                self.err(
+                    pos(other),
+                    format!(
+                        "expected a duration such as \"30s\", found {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration longer than zero.
+    fn positive_dur(&mut self, node: &Node, key: &str) -> Option<Dur> {
+        let d = self.dur(node)?;
+        if d.get().is_zero() {
+            self.err(pos(node), format!("{key} must be longer than 0s"));
+            return None;
+        }
+        Some(d)
+    }
+
+    fn choice<T: Copy>(&mut self, node: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
+        let s = self.string(node)?;
+        if let Some((_, v)) = options.iter().find(|(n, _)| *n == s) {
+            return Some(*v);
+        }
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        self.err(pos(node), unknown_field(what, &s, &names));
+        None
+    }
+
+    fn mode(&mut self, node: &Node) -> Option<Mode> {
+        self.choice(
+            node,
+            "mode",
+            &[("enforce", Mode::Enforce), ("dry-run", Mode::DryRun)],
+        )
+    }
+
+    /// A symptom name or a list of them, each with its position.
+    fn names(&mut self, node: &Node) -> Option<Vec<(String, Pos)>> {
+        match node {
+            Node::Scalar(s) => Some(vec![(s.as_str().to_string(), pos(node))]),
+            Node::Sequence(items) => {
+                let mut v = Vec::new();
+                for item in items.iter() {
+                    v.push((self.string(item)?, pos(item)));
+                }
+                Some(v)
+            }
+            Node::Mapping(_) => {
+                self.err(
+                    pos(node),
+                    "expected a symptom name or a list of symptom names, found a mapping",
+                );
+                None
+            }
+        }
+    }
+
+    /// Symptom references must name symptoms of this scenario, once each.
+    fn resolve(&mut self, refs: &[(String, Pos)], defined: &[String]) -> bool {
+        let mut ok = true;
+        let mut seen = HashSet::new();
+        for (name, at) in refs {
+            if !defined.contains(name) {
+                let mut msg = format!("undefined symptom {name:?}");
+                if let Some(hint) = did_you_mean(name, defined.iter().map(String::as_str)) {
+                    msg = format!("{msg} ({hint})");
+                }
+                self.err(*at, msg);
+                ok = false;
+            } else if !seen.insert(name.as_str()) {
+                self.err(*at, format!("symptom {name:?} is listed twice"));
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    fn scenario(&mut self, root: &Node) -> (Option<Scenario>, Option<(String, Pos)>) {
+        let Some(m) = self.mapping(root, "a mapping") else {
+            return (None, None);
+        };
+        self.unknown_keys(m, SCENARIO_FIELDS);
+
+        let name_node = self.required(m, "scenario");
+        let name = name_node.and_then(|n| self.name(n, "scenario"));
+        let named = name.clone().zip(name_node.map(pos));
+        let summary = self.required(m, "summary").and_then(|n| self.string(n));
+        let severity = self.required(m, "severity").and_then(|n| {
+            self.choice(
+                n,
+                "severity",
+                &[
+                    ("critical", Severity::Critical),
+                    ("high", Severity::High),
+                    ("warning", Severity::Warning),
+                    ("info", Severity::Info),
+                ],
+            )
+        });
+        let rto = self
+            .required(m, "rto")
+            .and_then(|n| self.positive_dur(n, "rto"));
+        let rpo = match self.optional(m, "rpo") {
+            Some(n) => self.dur(n).map(Some),
+            None => Some(None),
+        };
+        let runbook = match self.optional(m, "runbook") {
+            Some(n) => self.string(n).map(Some),
+            None => Some(None),
+        };
+        let mode = match self.optional(m, "mode") {
+            Some(n) => self.mode(n).map(Some),
+            None => Some(None),
+        };
+
+        let (symptoms, symptom_names) = self.symptoms(m);
+        let when = self.when(m, &symptom_names);
+        let plan = self.plan(m, &symptom_names, when.as_ref());
+        let escalation = self
+            .required(m, "escalation")
+            .and_then(|n| Some((self.string(n)?, pos(n))))
+            .and_then(|(policy, at)| {
+                if let Some(cfg) = self.config
+                    && !cfg.escalation.contains_key(&policy)
+                {
+                    let known: Vec<&str> = cfg.escalation.keys().map(String::as_str).collect();
+                    self.err(at, unknown_field("escalation policy", &policy, &known));
+                    return None;
+                }
+                Some(policy)
+            });
+
+        let scenario = (|| {
+            Some(Scenario {
+                name: name?,
+                summary: summary?,
+                severity: severity?,
+                rto: rto?,
+                rpo: rpo?,
+                runbook: runbook?,
+                mode: mode?,
+                symptoms: symptoms?,
+                when: when?,
+                plan: plan?,
+                escalation: escalation?,
+                path: PathBuf::from(self.origin),
+            })
+        })();
+        (scenario, named)
+    }
+
+    /// The symptoms, and every name written (valid or not, so references
+    /// to a broken symptom do not cascade into "undefined symptom").
+    fn symptoms(&mut self, m: &MarkedMappingNode) -> (Option<Vec<Symptom>>, Vec<String>) {
+        let Some(node) = self.required(m, "symptoms") else {
+            return (None, Vec::new());
+        };
+        let Some(sm) = self.mapping(node, "a mapping of symptom names to symptoms") else {
+            return (None, Vec::new());
+        };
+        let names: Vec<String> = sm.keys().map(|k| k.as_str().to_string()).collect();
+        if sm.is_empty() {
+            self.err(pos(node), "a scenario needs at least one symptom");
+            return (None, names);
+        }
+        let mut out = Some(Vec::new());
+        for (k, v) in sm.iter() {
+            let s = self.symptom(k, v);
+            out = out.zip(s).map(|(mut all, s)| {
+                all.push(s);
+                all
+            });
+        }
+        (out, names)
+    }
+
+    fn symptom(&mut self, key: &MarkedScalarNode, node: &Node) -> Option<Symptom> {
+        let name = if valid_name(key.as_str()) {
+            Some(key.as_str().to_string())
+        } else {
+            self.err(
+                key_pos(key),
+                format!(
+                    "invalid symptom name {:?}: use letters, digits, \"-\", \"_\" and \".\"",
+                    key.as_str()
+                ),
+            );
+            None
+        };
+        let m = self.mapping(node, "a symptom: a mapping with `check:`")?;
+        self.unknown_keys(m, SYMPTOM_FIELDS);
+        let check = self.required(m, "check").and_then(|n| self.check(n));
+        let every = match self.optional(m, "every") {
+            Some(n) => self.positive_dur(n, "every"),
+            None => Some(DEFAULT_EVERY),
+        };
+        let timeout = match self.optional(m, "timeout") {
+            Some(n) => {
+                let t = self.positive_dur(n, "timeout");
+                match (t, every) {
+                    (Some(t), Some(e)) if t > e => {
+                        self.err(
+                            pos(n),
+                            format!("timeout ({t}) must not be longer than every ({e})"),
+                        );
+                        None
+                    }
+                    _ => t,
+                }
+            }
+            None => every.map(|e| e.min(MAX_DEFAULT_TIMEOUT)),
+        };
+        let for_ = match self.optional(m, "for") {
+            Some(n) => self.dur(n),
+            None => Some(Dur::default()),
+        };
+        let clear_for = match self.optional(m, "clear_for") {
+            Some(n) => self.dur(n),
+            None => Some(Dur::default()),
+        };
+        Some(Symptom {
+            name: name?,
+            check: check?,
+            every: every?,
+            timeout: timeout?,
+            for_: for_?,
+            clear_for: clear_for?,
+        })
+    }
+
+    fn when(&mut self, m: &MarkedMappingNode, defined: &[String]) -> Option<When> {
+        let node = self.required(m, "when")?;
+        let wm = self.mapping(node, "`{ any: [SYMPTOM, ...] }` or `{ all: [...] }`")?;
+        self.unknown_keys(wm, &["any", "all"]);
+        let mut found = wm
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "any" | "all"));
+        let Some((k, list)) = found.next() else {
+            self.err(
+                pos(node),
+                "`when` needs `any:` or `all:` with symptom names",
+            );
+            return None;
+        };
+        if let Some((k2, _)) = found.next() {
+            self.err(
+                key_pos(k2),
+                "`when` takes either `any:` or `all:`, not both",
+            );
+            return None;
+        }
+        let refs = if is_null(list) {
+            Vec::new()
+        } else {
+            self.names(list)?
+        };
+        if refs.is_empty() {
+            self.err(pos(list), "`when` needs at least one symptom");
+            return None;
+        }
+        if !self.resolve(&refs, defined) {
+            return None;
+        }
+        let names = refs.into_iter().map(|(n, _)| n).collect();
+        Some(if k.as_str() == "any" {
+            When::Any(names)
+        } else {
+            When::All(names)
+        })
+    }
+
+    fn plan(
+        &mut self,
+        m: &MarkedMappingNode,
+        defined: &[String],
+        when: Option<&When>,
+    ) -> Option<Vec<Step>> {
+        let Some(node) = self.optional(m, "plan") else {
+            return Some(Vec::new());
+        };
+        let Node::Sequence(items) = node else {
+            self.err(
+                pos(node),
+                format!("expected a list of steps, found {}", describe(node)),
+            );
+            return None;
+        };
+        let mut steps = Some(Vec::new());
+        let mut names: HashMap<String, Pos> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let (step, name) = self.step(i, item, defined, when);
+            if let Some((name, at)) = name {
+                if let Some((l, c)) = names.get(&name) {
+                    self.err(at, format!("step name {name:?} is already used at {l}:{c}"));
+                    steps = None;
+                } else {
+                    names.insert(name, at);
+                }
+            }
+            steps = steps.zip(step).map(|(mut all, s)| {
+                all.push(s);
+                all
+            });
+        }
+        steps
+    }
+
+    /// One step, and its name with where it is written (or the step's start,
+    /// for default names), known even when the rest of the step is broken.
+    fn step(
+        &mut self,
+        index: usize,
+        node: &Node,
+        defined: &[String],
+        when: Option<&When>,
+    ) -> (Option<Step>, Option<(String, Pos)>) {
+        let Some(m) = self.mapping(node, "a step: a mapping with `action:`") else {
+            return (None, None);
+        };
+        let action_node = self.required(m, "action");
+        let kind = action_node.and_then(|n| {
+            let kind = self.string(n)?;
+            if ActionSpec::KINDS.contains(&kind.as_str()) {
+                Some(kind)
+            } else {
+                self.err(pos(n), unknown_field("action", &kind, ActionSpec::KINDS));
+                None
+            }
+        });
+        // The action's parameters: every key that is not a step field. The
+        // block starts where the step does, for "missing field" errors.
+        let (line, col) = yaml::mapping_pos(m);
+        let start = marked_yaml::Marker::new(0, 0, line, col);
+        let mut params = MarkedMappingNode::new_empty(Span::new_start(start));
+        for (k, v) in m.iter() {
+            if !STEP_FIELDS.contains(&k.as_str()) {
+                params.insert(k.clone(), v.clone());
+            }
+        }
+        let params = Node::Mapping(params);
+        let action = match &kind {
+            Some(kind) => self.action(kind, &params),
+            None => {
+                // Still flag fields no action or step has.
+                for k in m.keys() {
+                    if !STEP_FIELDS.contains(&k.as_str()) && !any_action_field(k.as_str()) {
+                        self.err(key_pos(k), unknown_field("field", k.as_str(), STEP_FIELDS));
+                    }
+                }
+                None
+            }
+        };
+
+        let name = match self.optional(m, "name") {
+            Some(n) => self.name(n, "step").map(|s| (s, pos(n))),
+            None => kind
+                .as_ref()
+                .map(|k| (format!("{}-{k}", index + 1), pos(node))),
+        };
+        let timeout = match self.optional(m, "timeout") {
+            Some(n) => self.positive_dur(n, "timeout"),
+            None => Some(DEFAULT_STEP_TIMEOUT),
+        };
+        let verify = self.verify(m, defined, when);
+        let limit = self.limit(m);
+        let approval = match self.optional(m, "approval") {
+            Some(n) => self.choice(
+                n,
+                "approval",
+                &[("none", Approval::None), ("required", Approval::Required)],
+            ),
+            None => Some(Approval::None),
+        };
+        let mode = match self.optional(m, "mode") {
+            Some(n) => self.mode(n).map(Some),
+            None => Some(None),
+        };
+        let step = (|| {
+            Some(Step {
+                name: name.clone()?.0,
+                action: action?,
+                verify: verify?,
+                limit: limit?,
+                timeout: timeout?,
+                approval: approval?,
+                mode: mode?,
+            })
+        })();
+        (step, name)
+    }
+
+    fn verify(
+        &mut self,
+        m: &MarkedMappingNode,
+        defined: &[String],
+        when: Option<&When>,
+    ) -> Option<Verify> {
+        let default_clears = || when.map(|w| w.symptoms().to_vec());
+        let Some(node) = self.optional(m, "verify") else {
+            return Some(Verify {
+                clears: default_clears()?,
+                within: DEFAULT_VERIFY_WITHIN,
+            });
+        };
+        let vm = self.mapping(node, "`{ clears: SYMPTOM, within: DURATION }`")?;
+        self.unknown_keys(vm, VERIFY_FIELDS);
+        let clears = match self.optional(vm, "clears") {
+            Some(n) => {
+                let refs = self.names(n);
+                match refs {
+                    Some(refs) if refs.is_empty() => {
+                        self.err(pos(n), "`clears` needs at least one symptom");
+                        None
+                    }
+                    Some(refs) => self
+                        .resolve(&refs, defined)
+                        .then(|| refs.into_iter().map(|(n, _)| n).collect()),
+                    None => None,
+                }
+            }
+            None => default_clears(),
+        };
+        let within = match self.optional(vm, "within") {
+            Some(n) => self.positive_dur(n, "within"),
+            None => Some(DEFAULT_VERIFY_WITHIN),
+        };
+        Some(Verify {
+            clears: clears?,
+            within: within?,
+        })
+    }
+
+    fn limit(&mut self, m: &MarkedMappingNode) -> Option<Limit> {
+        let default = Limit::default();
+        let Some(node) = self.optional(m, "limit") else {
+            return Some(default);
+        };
+        let lm = self.mapping(node, "`{ attempts: N, per: DURATION, cooldown: DURATION }`")?;
+        self.unknown_keys(lm, LIMIT_FIELDS);
+        let attempts = match self.optional(lm, "attempts") {
+            Some(n) => {
+                let v = self.string(n)?;
+                match v.parse::<u32>() {
+                    Ok(0) => {
+                        self.err(pos(n), "attempts must be at least 1");
+                        None
+                    }
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.err(pos(n), format!("expected a whole number, found {v:?}"));
+                        None
+                    }
+                }
+            }
+            None => Some(default.attempts),
+        };
+        let per = match self.optional(lm, "per") {
+            Some(n) => self.positive_dur(n, "per"),
+            None => Some(default.per),
+        };
+        let cooldown = match self.optional(lm, "cooldown") {
+            Some(n) => self.dur(n),
+            None => Some(default.cooldown),
+        };
+        Some(Limit {
+            attempts: attempts?,
+            per: per?,
+            cooldown: cooldown?,
+        })
+    }
+
+    /// Deserializes a kind's parameters, reporting problems where they are.
+    fn params<T: DeserializeOwned>(&mut self, node: &Node, also: &[&str]) -> Option<T> {
+        yaml::params(self.origin, node, also, &mut self.out)
+    }
+
+    fn check(&mut self, node: &Node) -> Option<CheckSpec> {
+        let m = self.mapping(
+            node,
+            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert",
+        )?;
+        let mut entries = m.iter();
+        let Some((k, v)) = entries.next() else {
+            self.err(
+                pos(node),
+                format!(
+                    "a check needs a kind: one of {}",
+                    CheckSpec::KINDS.join(", ")
+                ),
+            );
+            return None;
+        };
+        if let Some((k2, _)) = entries.next() {
+            self.err(
+                key_pos(k2),
+                format!(
+                    "a check has exactly one kind; found {:?} and {:?}",
+                    k.as_str(),
+                    k2.as_str()
+                ),
+            );
+            return None;
+        }
+        let kind = k.as_str();
+        if !CheckSpec::KINDS.contains(&kind) {
+            self.err(key_pos(k), unknown_field("check", kind, CheckSpec::KINDS));
+            return None;
+        }
+        let params = shorthand(kind, v);
+        let p = &params;
+        let spec = match kind {
+            "tcp" => CheckSpec::Tcp(self.params(p, &[])?),
+            "http" => CheckSpec::Http(self.params(p, &[])?),
+            "redis" => CheckSpec::Redis(self.params(p, &[])?),
+            "promql" => CheckSpec::Promql(self.params(p, &[])?),
+            "scrape" => CheckSpec::Scrape(self.params(p, &[])?),
+            "postgres" => CheckSpec::Postgres(self.params(p, &[])?),
+            "kubernetes" => CheckSpec::Kubernetes(self.params(p, &[])?),
+            "dns" => CheckSpec::Dns(self.params(p, &[])?),
+            "alert" => CheckSpec::Alert(self.params(p, &[])?),
+            _ => return None,
+        };
+        let before = self.out.len();
+        self.check_semantics(&spec, p);
+        (self.out.len() == before).then_some(spec)
+    }
+
+    fn action(&mut self, kind: &str, p: &Node) -> Option<ActionSpec> {
+        let also = STEP_FIELDS;
+        let spec = match kind {
+            "exec" => ActionSpec::Exec(self.params(p, also)?),
+            "systemd-restart" => ActionSpec::SystemdRestart(self.params(p, also)?),
+            "k8s.rollout-restart" => ActionSpec::K8sRolloutRestart(self.params(p, also)?),
+            "k8s.rollout-undo" => ActionSpec::K8sRolloutUndo(self.params(p, also)?),
+            "k8s.set-env" => ActionSpec::K8sSetEnv(self.params(p, also)?),
+            "k8s.scale" => ActionSpec::K8sScale(self.params(p, also)?),
+            "redis.flush" => ActionSpec::RedisFlush(self.params(p, also)?),
+            "postgres.promote-replica" => ActionSpec::PostgresPromoteReplica(self.params(p, also)?),
+            "postgres.quarantine" => ActionSpec::PostgresQuarantine(self.params(p, also)?),
+            "route53.failover" => ActionSpec::Route53Failover(self.params(p, also)?),
+            _ => return None,
+        };
+        let before = self.out.len();
+        self.action_semantics(&spec, p);
+        (self.out.len() == before).then_some(spec)
+    }
+
+    /// Checks a `target`-like field against the config's targets.
+    fn target(&mut self, p: &Node, field: &str, name: &str, kinds: &[&str], user: &str) {
+        self.target_at(field_pos(p, field), name, kinds, user);
+    }
+
+    fn target_at(&mut self, at: Pos, name: &str, kinds: &[&str], user: &str) {
+        let Some(cfg) = self.config else { return };
+        match cfg.targets.get(name) {
+            None if cfg.targets.is_empty() => self.err(
+                at,
+                format!("unknown target {name:?} (the config defines no targets)"),
+            ),
+            None => {
+                let known: Vec<&str> = cfg.targets.keys().map(String::as_str).collect();
+                self.err(at, unknown_field("target", name, &known));
+            }
+            Some(t) if !kinds.contains(&t.kind()) => self.err(
+                at,
+                format!(
+                    "target {name:?} is a {} target, but {user} needs {}",
+                    t.kind(),
+                    a_kind(kinds)
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn non_empty(&mut self, p: &Node, field: &str, value: &str) {
+        if value.trim().is_empty() {
+            self.err(field_pos(p, field), format!("{field:?} must not be empty"));
+        }
+    }
+
+    fn check_semantics(&mut self, spec: &CheckSpec, p: &Node) {
+        match spec {
+            CheckSpec::Tcp(t) => match (&t.target, &t.address) {
+                (Some(name), None) => self.target(p, "target", name, TCP_KINDS, "a tcp check"),
+                (None, Some(addr)) => {
+                    if !is_host_port(addr) {
+                        self.err(
+                            field_pos(p, "address"),
+                            format!("address {addr:?} must be HOST:PORT"),
+                        );
+                    }
+                }
+                (None, None) => self.err(pos(p), "a tcp check needs `target` or `address`"),
+                (Some(_), Some(_)) => self.err(
+                    field_pos(p, "address"),
+                    "a tcp check takes `target` or `address`, not both",
+                ),
+            },
+            CheckSpec::Http(h) => {
+                match (&h.target, &h.url) {
+                    (Some(name), None) => {
+                        self.target(p, "target", name, &["http"], "an http check")
+                    }
+                    (None, Some(url)) => self.url(p, "url", url),
+                    (None, None) => self.err(pos(p), "an http check needs `target` or `url`"),
+                    (Some(_), Some(_)) => self.err(
+                        field_pos(p, "url"),
+                        "an http check takes `target` or `url`, not both",
+                    ),
+                }
+                for (i, code) in h.status.iter().enumerate() {
+                    if !(100..=599).contains(code) {
+                        self.err(
+                            item_pos(p, "status", i),
+                            format!("{code} is not an HTTP status code (100-599)"),
+                        );
+                    }
+                }
+                if let Some(d) = h.max_latency
+                    && d.get().is_zero()
+                {
+                    self.err(
+                        field_pos(p, "max_latency"),
+                        "max_latency must be longer than 0s",
+                    );
+                }
+                if let Some(body) = &h.body
+                    && let Err(e) = regex::Regex::new(body)
+                {
+                    self.err(
+                        field_pos(p, "body"),
+                        format!("invalid regular expression: {}", regex_message(&e)),
+                    );
+                }
+            }
+            CheckSpec::Redis(r) => {
+                self.target(p, "target", &r.target, &["redis"], "a redis check");
+                if let Some(role) = &r.role
+                    && !matches!(role.as_str(), "master" | "slave")
+                {
+                    self.err(
+                        field_pos(p, "role"),
+                        unknown_field("role", role, &["master", "slave"]),
+                    );
+                }
+                if !r.ping && r.role.is_none() && !r.roundtrip {
+                    self.err(
+                        pos(p),
+                        "a redis check must test something: ping, role or roundtrip",
+                    );
+                }
+            }
+            CheckSpec::Promql(q) => {
+                self.non_empty(p, "query", &q.query);
+                match &q.source {
+                    Some(src) => self.target(p, "source", src, &["prometheus"], "a promql check"),
+                    None => self.default_prometheus(pos(p)),
+                }
+            }
+            CheckSpec::Scrape(s) => {
+                match (&s.target, &s.url) {
+                    (Some(name), None) => {
+                        self.target(p, "target", name, &["http", "prometheus"], "a scrape check")
+                    }
+                    (None, Some(url)) => self.url(p, "url", url),
+                    (None, None) => self.err(pos(p), "a scrape check needs `target` or `url`"),
+                    (Some(_), Some(_)) => self.err(
+                        field_pos(p, "url"),
+                        "a scrape check takes `target` or `url`, not both",
+                    ),
+                }
+                self.non_empty(p, "metric", &s.metric);
+                if s.above.is_none() && s.below.is_none() {
+                    self.err(pos(p), "a scrape check needs `above` or `below`");
+                }
+            }
+            CheckSpec::Postgres(q) => {
+                self.target(p, "target", &q.target, &["postgres"], "a postgres check");
+                if let Some(role) = &q.role
+                    && !matches!(role.as_str(), "primary" | "replica")
+                {
+                    self.err(
+                        field_pos(p, "role"),
+                        unknown_field("role", role, &["primary", "replica"]),
+                    );
+                }
+                let bounds = q.above.is_some() || q.below.is_some();
+                match &q.sql {
+                    Some(sql) => {
+                        if !is_read_only(sql) {
+                            self.err(
+                                field_pos(p, "sql"),
+                                "sql checks must be read-only: start with SELECT or WITH",
+                            );
+                        }
+                        if !bounds {
+                            self.err(field_pos(p, "sql"), "an sql check needs `above` or `below`");
+                        }
+                    }
+                    None if bounds => self.err(
+                        field_pos(p, if q.above.is_some() { "above" } else { "below" }),
+                        "`above` and `below` apply to `sql`, which is missing",
+                    ),
+                    None => {}
+                }
+                let tests = q.ready
+                    || q.role.is_some()
+                    || q.max_lag_bytes.is_some()
+                    || q.max_lag_seconds.is_some()
+                    || q.sql.is_some();
+                if !tests {
+                    self.err(
+                        pos(p),
+                        "a postgres check must test something: ready, role, max_lag_bytes, max_lag_seconds or sql",
+                    );
+                }
+            }
+            CheckSpec::Kubernetes(k) => {
+                self.target(
+                    p,
+                    "target",
+                    &k.target,
+                    &["kubernetes"],
+                    "a kubernetes check",
+                );
+                if !k.available && !k.crashloop && k.max_restarts.is_none() {
+                    self.err(
+                        pos(p),
+                        "a kubernetes check must test something: available, crashloop or max_restarts",
+                    );
+                }
+                if k.window.is_some() && k.max_restarts.is_none() {
+                    self.err(
+                        field_pos(p, "window"),
+                        "`window` applies to `max_restarts`, which is missing",
+                    );
+                }
+            }
+            CheckSpec::Dns(d) => {
+                self.non_empty(p, "name", &d.name);
+                for (i, a) in d.expect.iter().enumerate() {
+                    if a.parse::<IpAddr>().is_err() {
+                        self.err(
+                            item_pos(p, "expect", i),
+                            format!("{a:?} is not an IP address"),
+                        );
+                    }
+                }
+            }
+            CheckSpec::Alert(a) => {
+                if a.matchers.is_empty() {
+                    self.err(
+                        field_pos(p, "matchers"),
+                        "an alert check needs at least one matcher",
+                    );
+                }
+            }
+        }
+    }
+
+    fn default_prometheus(&mut self, at: Pos) {
+        let Some(cfg) = self.config else { return };
+        let proms: Vec<&str> = cfg
+            .targets
+            .iter()
+            .filter(|(_, t)| t.kind() == "prometheus")
+            .map(|(n, _)| n.as_str())
+            .collect();
+        match proms.len() {
+            1 => {}
+            0 => self.err(
+                at,
+                "a promql check needs a prometheus target in the config (none is defined)",
+            ),
+            _ => self.err(
+                at,
+                format!(
+                    "several prometheus targets ({}): name one with `source:`",
+                    proms.join(", ")
+                ),
+            ),
+        }
+    }
+
+    fn url(&mut self, p: &Node, field: &str, url: &str) {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            self.err(
+                field_pos(p, field),
+                format!("{field} {url:?} must start with http:// or https://"),
+            );
+        }
+    }
+
+    fn action_semantics(&mut self, spec: &ActionSpec, p: &Node) {
+        const K8S: &[&str] = &["kubernetes"];
+        match spec {
+            ActionSpec::Exec(e) => match e.args.first() {
+                None => self.err(
+                    field_pos(p, "args"),
+                    "exec needs a program: args: [PROGRAM, ARG...]",
+                ),
+                Some(prog) if prog.trim().is_empty() => self.err(
+                    item_pos(p, "args", 0),
+                    "the program (first of args) must not be empty",
+                ),
+                Some(_) => {}
+            },
+            ActionSpec::SystemdRestart(s) => self.non_empty(p, "unit", &s.unit),
+            ActionSpec::K8sRolloutRestart(k) => {
+                self.target(p, "target", &k.target, K8S, "k8s.rollout-restart")
+            }
+            ActionSpec::K8sRolloutUndo(k) => {
+                self.target(p, "target", &k.target, K8S, "k8s.rollout-undo")
+            }
+            ActionSpec::K8sSetEnv(k) => {
+                self.target(p, "target", &k.target, K8S, "k8s.set-env");
+                if k.env.is_empty() {
+                    self.err(
+                        field_pos(p, "env"),
+                        "k8s.set-env needs at least one variable",
+                    );
+                }
+            }
+            ActionSpec::K8sScale(k) => self.target(p, "target", &k.target, K8S, "k8s.scale"),
+            ActionSpec::RedisFlush(r) => {
+                self.target(p, "target", &r.target, &["redis"], "redis.flush");
+                if let Some(pat) = &r.pattern {
+                    self.non_empty(p, "pattern", pat);
+                }
+            }
+            ActionSpec::PostgresPromoteReplica(r) => {
+                const PG: &[&str] = &["postgres"];
+                let user = "postgres.promote-replica";
+                self.target(p, "primary", &r.primary, PG, user);
+                if r.replicas.is_empty() {
+                    self.err(
+                        field_pos(p, "replicas"),
+                        "name at least one replica to promote",
+                    );
+                }
+                let mut seen = HashSet::new();
+                for (i, name) in r.replicas.iter().enumerate() {
+                    let at = item_pos(p, "replicas", i);
+                    if *name == r.primary {
+                        self.err(at, format!("{name:?} is the primary, not a replica"));
+                    } else if !seen.insert(name) {
+                        self.err(at, format!("replica {name:?} is listed twice"));
+                    } else {
+                        self.target_at(at, name, PG, user);
+                    }
+                }
+                if let Some(0) = r.max_lag_bytes {
+                    // 0 would refuse every candidate: surely a mistake.
+                    self.err(
+                        field_pos(p, "max_lag_bytes"),
+                        "max_lag_bytes must be at least 1",
+                    );
+                }
+            }
+            ActionSpec::PostgresQuarantine(q) => {
+                self.target(p, "target", &q.target, &["postgres"], "postgres.quarantine");
+                if !is_table_name(&q.table) {
+                    self.err(
+                        field_pos(p, "table"),
+                        format!("{:?} is not a table name (NAME or SCHEMA.NAME)", q.table),
+                    );
+                }
+                if let Some(into) = &q.into
+                    && !is_table_name(into)
+                {
+                    self.err(
+                        field_pos(p, "into"),
+                        format!("{into:?} is not a table name (NAME or SCHEMA.NAME)"),
+                    );
+                }
+                self.non_empty(p, "where", &q.where_);
+                match q.max_rows {
+                    None => self.err(
+                        pos(p),
+                        "postgres.quarantine needs `max_rows`: the most rows it may move",
+                    ),
+                    Some(0) => self.err(field_pos(p, "max_rows"), "max_rows must be at least 1"),
+                    Some(_) => {}
+                }
+            }
+            ActionSpec::Route53Failover(r) => {
+                self.target(p, "target", &r.target, &["route53"], "route53.failover");
+                if let Some(d) = r.within
+                    && d.get().is_zero()
+                {
+                    self.err(field_pos(p, "within"), "within must be longer than 0s");
+                }
+            }
+        }
+    }
+}
+
+/// `{promql: EXPR}` and `{alert: NAME}` shorthands; null means no params.
+fn shorthand(kind: &str, v: &Node) -> Node {
+    let scalar = |n: &str| MarkedScalarNode::new(*v.span(), n.to_string());
+    match (kind, v) {
+        (_, v) if is_null(v) => Node::Mapping(MarkedMappingNode::new_empty(*v.span())),
+        ("promql", Node::Scalar(_)) => {
+            let mut m = MarkedMappingNode::new_empty(*v.span());
+            m.insert(scalar("query"), v.clone());
+            Node::Mapping(m)
+        }
+        ("alert", Node::Scalar(_)) => {
+            let mut matchers = MarkedMappingNode::new_empty(*v.span());
+            matchers.insert(scalar("alertname"), v.clone());
+            let mut m = MarkedMappingNode::new_empty(*v.span());
+            m.insert(scalar("matchers"), Node::Mapping(matchers));
+            Node::Mapping(m)
+        }
+        _ => v.clone(),
+    }
+}
+
+/// Whether some action kind has this field (to flag true typos only when
+/// the action itself is unknown).
+fn any_action_field(field: &str) -> bool {
+    use crate::remedy::{exec, k8s, postgres, redis_flush, route53, systemd};
+    let all: [&[&str]; 10] = [
+        yaml::field_names::<exec::ExecParams>(),
+        yaml::field_names::<systemd::SystemdRestartParams>(),
+        yaml::field_names::<k8s::RolloutRestartParams>(),
+        yaml::field_names::<k8s::RolloutUndoParams>(),
+        yaml::field_names::<k8s::SetEnvParams>(),
+        yaml::field_names::<k8s::ScaleParams>(),
+        yaml::field_names::<redis_flush::RedisFlushParams>(),
+        yaml::field_names::<postgres::PromoteReplicaParams>(),
+        yaml::field_names::<postgres::QuarantineParams>(),
+        yaml::field_names::<route53::FailoverParams>(),
+    ];
+    all.iter().any(|fields| fields.contains(&field))
+}
+
+/// Where a parameter's value is, or the parameter block when it is absent.
+fn field_pos(p: &Node, field: &str) -> Pos {
+    p.as_mapping()
+        .and_then(|m| m.get(field))
+        .map_or_else(|| pos(p), pos)
+}
+
+/// Where item `i` of a list parameter is.
+fn item_pos(p: &Node, field: &str, i: usize) -> Pos {
+    p.as_mapping()
+        .and_then(|m| m.get(field))
+        .and_then(|l| l.as_sequence().and_then(|s| s.get(i)))
+        .map_or_else(|| field_pos(p, field), pos)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_table_name(s: &str) -> bool {
+    let ident = |p: &str| {
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| ident(p))
+}
+
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// A first guard against writes; the check also runs in a read-only
+/// transaction at run time.
+fn is_read_only(sql: &str) -> bool {
+    let first = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with")
+}
+
+/// The one-line gist of a regex error (its Display is a multi-line diagram).
+fn regex_message(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or_else(|| text.lines().next().unwrap_or("invalid"))
+        .to_string()
+}
+
+/// "a redis target", "a tcp, redis or postgres target".
+fn a_kind(kinds: &[&str]) -> String {
+    let list = match kinds {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    };
+    let article = if list.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {list} target")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{alert::AlertParams, promql::PromqlParams};
+
+    const CONFIG: &str = "\
+targets:
+  cache: { redis: { address: 127.0.0.1:6379 } }
+  db: { postgres: { host: 127.0.0.1 } }
+  prom: { prometheus: { url: http://127.0.0.1:9090 } }
+  backend: { kubernetes: { kind: Deployment, name: backend } }
+";
+
+    fn config() -> Config {
+        crate::config::load_str("medic.yaml", CONFIG).unwrap()
+    }
+
+    fn ok(text: &str) -> Scenario {
+        load_str("r.yaml", text, &config()).unwrap_or_else(|d| panic!("{d}"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        errors_with(text, &config())
+    }
+
+    fn errors_with(text: &str, config: &Config) -> Vec<String> {
+        load_str("r.yaml", text, config)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// A valid file with `{}` standing for extra lines of the first step.
+    const MINIMAL: &str = "\
+scenario: s
+summary: S
+severity: info
+rto: 5m
+symptoms:
+  down:
+    check: { redis: { target: cache } }
+when: { any: [down] }
+plan:
+  - action: exec
+    args: [true]
+escalation: default
+";
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let s = ok(MINIMAL);
+        let sym = &s.symptoms[0];
+        assert_eq!(
+            (sym.every, sym.timeout, sym.for_, sym.clear_for),
+            (Dur::secs(10), Dur::secs(10), Dur::secs(0), Dur::secs(0))
+        );
+        let step = &s.plan[0];
+        assert_eq!(step.name, "1-exec");
+        assert_eq!(step.timeout, Dur::secs(60));
+        assert_eq!(
+            step.verify,
+            Verify {
+                clears: vec!["down".into()],
+                within: Dur::secs(300)
+            }
+        );
+        assert_eq!(step.limit, Limit::default());
+        assert_eq!(step.approval, Approval::None);
+        assert_eq!(
+            (s.mode, step.mode, s.rpo, s.runbook.as_deref()),
+            (None, None, None, None)
+        );
+        assert_eq!(s.path, PathBuf::from("r.yaml"));
+    }
+
+    #[test]
+    fn timeout_defaults_to_the_interval_when_shorter() {
+        let s = ok(&MINIMAL.replace(
+            "check: { redis: { target: cache } }",
+            "check: { redis: { target: cache } }\n    every: 1s",
+        ));
+        assert_eq!(s.symptoms[0].timeout, Dur::secs(1));
+    }
+
+    #[test]
+    fn shorthands_expand() {
+        let text = MINIMAL.replace(
+            "    check: { redis: { target: cache } }",
+            "    check: { promql: 'up == 0' }\n  fired:\n    check: { alert: RedisDown }",
+        );
+        let s = ok(&text);
+        assert_eq!(
+            s.symptoms[0].check,
+            CheckSpec::Promql(PromqlParams {
+                query: "up == 0".into(),
+                source: None
+            })
+        );
+        assert_eq!(
+            s.symptoms[1].check,
+            CheckSpec::Alert(AlertParams {
+                matchers: [("alertname".to_string(), "RedisDown".to_string())].into()
+            })
+        );
+    }
+
+    #[test]
+    fn empty_plan_is_allowed_empty_when_is_not() {
+        let s = ok(&MINIMAL
+            .replace("  - action: exec\n    args: [true]\n", "")
+            .replace("plan:\n", "plan: []\n"));
+        assert!(s.plan.is_empty());
+        let no_plan = MINIMAL.replace("plan:\n  - action: exec\n    args: [true]\n", "");
+        assert!(ok(&no_plan).plan.is_empty());
+        assert_eq!(
+            errors(&MINIMAL.replace("{ any: [down] }", "{ any: [] }")),
+            ["r.yaml:8:14: `when` needs at least one symptom"]
+        );
+        assert_eq!(
+            errors(&MINIMAL.replace("{ any: [down] }", "{}")),
+            ["r.yaml:8:7: `when` needs `any:` or `all:` with symptom names"]
+        );
+    }
+
+    #[test]
+    fn every_problem_in_a_file_is_reported_in_order() {
+        let text = "\
+scenario: s
+summary: S
+severity: severe
+rto: 5 parsecs
+symptoms:
+  down:
+    check: { redis: { target: db, pnig: true } }
+    evry: 1s
+  slow:
+    check: { promql: { query: x, source: cache } }
+when: { all: [down, sloow] }
+plan:
+  - action: restart
+    args: [x]
+  - name: again
+    action: exec
+    args: []
+    verify: { clears: [slow, gone] }
+  - name: again
+    action: k8s.rollout-restart
+    target: cache
+escalation: pager
+";
+        assert_eq!(
+            errors(text),
+            [
+                "r.yaml:3:11: unknown severity \"severe\" (expected one of: critical, high, warning, info)",
+                "r.yaml:4:6: invalid duration \"5 parsecs\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)",
+                "r.yaml:7:31: target \"db\" is a postgres target, but a redis check needs a redis target",
+                "r.yaml:7:35: unknown field \"pnig\" (did you mean \"ping\"?)",
+                "r.yaml:8:5: unknown field \"evry\" (did you mean \"every\"?)",
+                "r.yaml:10:42: target \"cache\" is a redis target, but a promql check needs a prometheus target",
+                "r.yaml:11:21: undefined symptom \"sloow\" (did you mean \"slow\"?)",
+                "r.yaml:13:13: unknown action \"restart\" (expected one of: exec, systemd-restart, k8s.rollout-restart, k8s.rollout-undo, k8s.set-env, k8s.scale, redis.flush, postgres.promote-replica, postgres.quarantine, route53.failover)",
+                "r.yaml:17:11: exec needs a program: args: [PROGRAM, ARG...]",
+                "r.yaml:18:30: undefined symptom \"gone\"",
+                "r.yaml:19:11: step name \"again\" is already used at 15:11",
+                "r.yaml:21:13: target \"cache\" is a redis target, but k8s.rollout-restart needs a kubernetes target",
+                "r.yaml:22:13: unknown escalation policy \"pager\" (expected one of: default)",
+            ]
+        );
+    }
+
+    #[test]
+    fn default_step_names_must_be_unique_too() {
+        let text = MINIMAL.replace(
+            "    args: [true]\n",
+            "    args: [true]\n  - name: 1-exec\n    action: exec\n    args: [false]\n",
+        );
+        assert_eq!(
+            errors(&text),
+            ["r.yaml:12:11: step name \"1-exec\" is already used at 10:5"]
+        );
+    }
+
+    #[test]
+    fn targets_are_checked_against_the_config() {
+        let e = |check: &str| errors(&MINIMAL.replace("{ redis: { target: cache } }", check));
+        assert_eq!(
+            e("{ redis: { target: cahce } }"),
+            ["r.yaml:7:31: unknown target \"cahce\" (did you mean \"cache\"?)"]
+        );
+        assert_eq!(
+            e("{ tcp: { target: backend } }"),
+            [
+                "r.yaml:7:29: target \"backend\" is a kubernetes target, but a tcp check needs a tcp, redis, postgres, http or prometheus target"
+            ]
+        );
+        assert!(
+            ok(&MINIMAL.replace("redis: { target: cache }", "tcp: { target: db }"))
+                .plan
+                .len()
+                == 1
+        );
+        let none = crate::config::load_str("medic.yaml", "").unwrap();
+        assert_eq!(
+            errors_with(MINIMAL, &none),
+            ["r.yaml:7:31: unknown target \"cache\" (the config defines no targets)"]
+        );
+    }
+
+    #[test]
+    fn promql_needs_exactly_one_default_source() {
+        let text = MINIMAL.replace("{ redis: { target: cache } }", "{ promql: 'up == 0' }");
+        let two = crate::config::load_str(
+            "medic.yaml",
+            &format!("{CONFIG}  prom2: {{ prometheus: {{ url: http://127.0.0.1:9091 }} }}\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            errors_with(&text, &two),
+            ["r.yaml:7:22: several prometheus targets (prom, prom2): name one with `source:`"]
+        );
+        let none = crate::config::load_str("medic.yaml", "").unwrap();
+        assert_eq!(
+            errors_with(&text, &none),
+            [
+                "r.yaml:7:22: a promql check needs a prometheus target in the config (none is defined)"
+            ]
+        );
+    }
+
+    #[test]
+    fn kind_specific_rules() {
+        let e = |check: &str| errors(&MINIMAL.replace("{ redis: { target: cache } }", check));
+        assert_eq!(
+            e("{ postgres: { target: db, sql: 'DELETE FROM x', above: 0 } }"),
+            ["r.yaml:7:43: sql checks must be read-only: start with SELECT or WITH"]
+        );
+        assert_eq!(
+            e("{ postgres: { target: db, sql: 'SELECT 1' } }"),
+            ["r.yaml:7:43: an sql check needs `above` or `below`"]
+        );
+        assert_eq!(
+            e("{ http: { url: 'http://x', body: '(' } }"),
+            ["r.yaml:7:45: invalid regular expression: unclosed group"]
+        );
+        assert_eq!(
+            e("{ tcp: { address: localhost } }"),
+            ["r.yaml:7:30: address \"localhost\" must be HOST:PORT"]
+        );
+        assert_eq!(
+            e("{ dns: { name: x, expect: [1.2.3.4, nope] } }"),
+            ["r.yaml:7:48: \"nope\" is not an IP address"]
+        );
+        assert_eq!(
+            e("{ redis: { target: cache, ping: yes } }"),
+            ["r.yaml:7:44: expected true or false"]
+        );
+        let step =
+            |extra: &str| errors(&MINIMAL.replace("  - action: exec\n    args: [true]\n", extra));
+        assert_eq!(
+            step("  - action: postgres.quarantine\n    target: db\n    table: t\n    where: x\n"),
+            ["r.yaml:10:5: postgres.quarantine needs `max_rows`: the most rows it may move"]
+        );
+        assert_eq!(
+            step("  - action: exec\n"),
+            ["r.yaml:10:5: missing field \"args\""]
+        );
+        assert_eq!(
+            step("  - action: k8s.scale\n    target: backend\n    replicas: -1\n"),
+            ["r.yaml:12:15: expected a whole number (invalid digit found in string)"]
+        );
+    }
+
+    #[test]
+    fn null_values_count_as_absent() {
+        let s = ok(&MINIMAL.replace("rto: 5m\n", "rto: 5m\nrpo: ~\nmode:\n"));
+        assert_eq!((s.rpo, s.mode), (None, None));
+        assert_eq!(
+            errors(&MINIMAL.replace("rto: 5m", "rto: ~")),
+            ["r.yaml:4:1: \"rto\" needs a value"]
+        );
+    }
+
+    #[test]
+    fn odd_documents_do_not_panic() {
+        for text in [
+            "",
+            "[]",
+            "- a\n",
+            "42\n",
+            "~\n",
+            "scenario: [1]\nsymptoms: 5\nwhen: x\nplan: {}\n",
+            "symptoms: { a: 1, b: [1], c: { check: 1 } }\nwhen: { any: { a: b } }\n",
+            "symptoms: { a: { check: { redis: [1] } } }\nplan: [1, [2], { action: {} }]\n",
+            "plan: [{ action: exec, args: [[1]], env: 5, verify: 1, limit: [1] }]\n",
+            "plan: [{ action: k8s.scale, target: backend, replicas: 99999999999999999999 }]\n",
+            "rto: 99999999999999999999999h\nsymptoms: { a: { check: { http: { status: [-1] } } } }\n",
+            "\u{0}: \u{feff}\n",
+        ] {
+            assert!(load_str("r.yaml", text, &config()).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn loads_directories_in_name_order_and_refuses_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("b.yaml"),
+            MINIMAL.replace("scenario: s", "scenario: b"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("a.yml"),
+            MINIMAL.replace("scenario: s", "scenario: a"),
+        )
+        .unwrap();
+        std::fs::write(d.join("notes.txt"), "not a rule").unwrap();
+        std::fs::create_dir(d.join("tests")).unwrap();
+        std::fs::write(d.join("tests/t.yaml"), "garbage: [").unwrap();
+        let names: Vec<String> = load_paths(&[d.to_path_buf()], &config())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+
+        std::fs::write(
+            d.join("c.yaml"),
+            MINIMAL.replace("scenario: s", "scenario: a"),
+        )
+        .unwrap();
+        let errs = load_paths(&[d.to_path_buf()], &config())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            errs,
+            format!(
+                "{c}:1:11: scenario \"a\" is already defined at {a}:1:11",
+                c = d.join("c.yaml").display(),
+                a = d.join("a.yml").display()
+            )
+        );
+
+        let empty = tempfile::tempdir().unwrap();
+        let errs = load_paths(&[empty.path().to_path_buf()], &config()).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            format!(
+                "{}: no rule files (*.yaml, *.yml) here",
+                empty.path().display()
+            )
+        );
+    }
 }

@@ -4,8 +4,11 @@
 //! `path:line:col: message`, and validation collects every problem rather
 //! than stopping at the first.
 
+pub mod check;
 pub mod load;
 pub mod model;
+pub(crate) mod yaml;
 
+pub use check::{CheckSummary, check, check_with_env};
 pub use load::{load_paths, load_str};
 pub use model::{Scenario, Step, Symptom, When};

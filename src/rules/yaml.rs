@@ -1,0 +1,450 @@
+//! YAML that keeps positions, shared by the config and rule loaders.
+//!
+//! `marked_yaml` gives every node its `line:col`; this module adds what a
+//! loader facing hand-written files needs on top: one document per file,
+//! a nesting limit (deep trees would overflow the stack when dropped or
+//! deserialized), no panics escaping from the parser, and serde errors turned
+//! into [`Diagnostic`]s that point at the offending key or value.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{LoadError, LoaderOptions, Node, Span};
+use serde::de::DeserializeOwned;
+
+use crate::diag::{Diagnostic, did_you_mean};
+
+/// Deeper nesting is refused: no real config or rule file comes close.
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// The YAML parser recurses once per nesting level, so block nesting is
+/// bounded from the text before parsing (flow nesting it bounds itself, at
+/// 255): no line may start deeper than this many columns plus compact
+/// indicators (`- - - x`).
+const MAX_INDENT: usize = 200;
+
+/// A `line:col` (1-based; `(0, 0)` when unknown).
+pub(crate) type Pos = (usize, usize);
+
+/// The start of a span.
+pub(crate) fn span_pos(span: &Span) -> Pos {
+    span.start().map_or((0, 0), |m| (m.line(), m.column()))
+}
+
+/// Where a node starts.
+pub(crate) fn pos(node: &Node) -> Pos {
+    match node {
+        Node::Mapping(m) => mapping_pos(m),
+        other => span_pos(other.span()),
+    }
+}
+
+/// Where a mapping starts: its `{`, or its first key (the parser marks a
+/// block mapping at its first `:`).
+pub(crate) fn mapping_pos(m: &MarkedMappingNode) -> Pos {
+    let start = span_pos(m.span());
+    match m.keys().next().map(key_pos) {
+        Some(k) if k != (0, 0) && (start == (0, 0) || k < start) => k,
+        _ => start,
+    }
+}
+
+/// Where a mapping key starts.
+pub(crate) fn key_pos(key: &MarkedScalarNode) -> Pos {
+    span_pos(key.span())
+}
+
+/// A diagnostic at `pos` in `origin`.
+pub(crate) fn diag(origin: &str, pos: Pos, msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::new(origin, pos.0, pos.1, msg)
+}
+
+/// A plain (unquoted) `~`, `null` or empty scalar: YAML's "nothing".
+pub(crate) fn is_null(node: &Node) -> bool {
+    match node {
+        Node::Scalar(s) => {
+            s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+        }
+        _ => false,
+    }
+}
+
+/// What kind of node this is, for "expected X, found Y" messages.
+pub(crate) fn describe(node: &Node) -> &'static str {
+    match node {
+        Node::Scalar(_) if is_null(node) => "nothing",
+        Node::Scalar(_) => "a scalar",
+        Node::Mapping(_) => "a mapping",
+        Node::Sequence(_) => "a list",
+    }
+}
+
+/// Parses one YAML document whose top level is a mapping.
+///
+/// Scalars keep their quoting: a quoted `"5"` is a string, not a number.
+pub(crate) fn parse(origin: &str, text: &str) -> Result<Node, Diagnostic> {
+    if let Some(line) = second_document(text) {
+        return Err(diag(
+            origin,
+            (line, 1),
+            "only one YAML document per file is supported",
+        ));
+    }
+    if let Some(line) = too_indented(text) {
+        return Err(diag(
+            origin,
+            (line, 1),
+            format!("indentation is deeper than {MAX_INDENT} levels"),
+        ));
+    }
+    let options = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
+    // marked_yaml asserts on parser states it does not expect; an input
+    // that trips one is a bad input, not a reason to bring medic down.
+    let parsed = catch_unwind(AssertUnwindSafe(|| {
+        marked_yaml::parse_yaml_with_options(0, text, options)
+    }));
+    let node = match parsed {
+        Ok(Ok(node)) => node,
+        Ok(Err(e)) => return Err(load_error(origin, e)),
+        Err(_) => return Err(diag(origin, (0, 0), "cannot parse this YAML")),
+    };
+    if let Some(p) = too_deep(&node) {
+        dismantle(node);
+        return Err(diag(
+            origin,
+            p,
+            format!("nesting is deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    Ok(node)
+}
+
+fn load_error(origin: &str, e: LoadError) -> Diagnostic {
+    let at = |m: &marked_yaml::Marker| (m.line(), m.column());
+    match e {
+        LoadError::TopLevelMustBeMapping(m) | LoadError::TopLevelMustBeSequence(m) => {
+            diag(origin, at(&m), "expected a mapping (`key: value` lines)")
+        }
+        LoadError::UnexpectedAnchor(m) => {
+            diag(origin, at(&m), "YAML anchors and aliases are not supported")
+        }
+        LoadError::MappingKeyMustBeScalar(m) => {
+            diag(origin, at(&m), "mapping keys must be plain strings")
+        }
+        LoadError::UnexpectedTag(m) => diag(
+            origin,
+            at(&m),
+            "YAML tags (such as `!!str`) are not supported",
+        ),
+        LoadError::ScanError(m, e) => diag(origin, at(&m), e.info().to_string()),
+        LoadError::DuplicateKey(d) => {
+            let (l, c) = key_pos(&d.prev_key);
+            diag(
+                origin,
+                key_pos(&d.key),
+                format!(
+                    "duplicate key {:?} (first defined at {l}:{c})",
+                    d.key.as_str()
+                ),
+            )
+        }
+    }
+}
+
+/// The line of a document marker that starts a second document, if any.
+/// Markers must start at column 1, so a line scan is exact enough.
+fn second_document(text: &str) -> Option<usize> {
+    let marker = |line: &str, m: &str| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+    };
+    let (mut content, mut started, mut ended) = (false, false, false);
+    for (i, line) in text.lines().enumerate() {
+        let blank = {
+            let t = line.trim_start();
+            t.is_empty() || t.starts_with('#')
+        };
+        if marker(line, "---") {
+            if content || started || ended {
+                return Some(i + 1);
+            }
+            started = true;
+            let rest = line[3..].trim_start();
+            content = !rest.is_empty() && !rest.starts_with('#');
+        } else if marker(line, "...") {
+            ended = true;
+        } else if !blank {
+            if ended {
+                return Some(i + 1);
+            }
+            if started || !line.starts_with('%') {
+                content = true;
+            }
+        }
+    }
+    None
+}
+
+/// The first line that starts deeper than [`MAX_INDENT`].
+fn too_indented(text: &str) -> Option<usize> {
+    for (i, line) in text.lines().enumerate() {
+        let mut rest = line.trim_start_matches([' ', '\t']);
+        let mut depth = line.len() - rest.len();
+        while let Some(r) = ["-", "?", ":"].iter().find_map(|ind| {
+            rest.strip_prefix(ind)
+                .filter(|r| r.starts_with([' ', '\t']))
+        }) {
+            let trimmed = r.trim_start_matches([' ', '\t']);
+            depth += 1 + (r.len() - trimmed.len());
+            rest = trimmed;
+        }
+        if depth > MAX_INDENT {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// Where the tree first gets deeper than [`MAX_DEPTH`], without recursing.
+fn too_deep(root: &Node) -> Option<Pos> {
+    let mut stack = vec![(root, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Some(pos(node));
+        }
+        match node {
+            Node::Scalar(_) => {}
+            Node::Mapping(m) => stack.extend(m.values().map(|v| (v, depth + 1))),
+            Node::Sequence(s) => stack.extend(s.iter().map(|v| (v, depth + 1))),
+        }
+    }
+    None
+}
+
+/// Drops a tree of any depth without recursing.
+fn dismantle(root: Node) {
+    let mut stack = vec![root];
+    while let Some(mut node) = stack.pop() {
+        match &mut node {
+            Node::Scalar(_) => {}
+            Node::Mapping(m) => {
+                let keys: Vec<MarkedScalarNode> = m.keys().cloned().collect();
+                for k in keys {
+                    if let Some(v) = m.remove(&k) {
+                        stack.push(v);
+                    }
+                }
+            }
+            Node::Sequence(s) => stack.append(s),
+        }
+    }
+}
+
+/// The field names a `deny_unknown_fields` struct accepts, learnt from serde
+/// itself (it lists them when it meets an unknown one), so they cannot drift.
+pub(crate) fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    let probe: MarkedMappingNode = [("\u{0}", "")].into_iter().collect();
+    match marked_yaml::from_node::<T>(&Node::Mapping(probe)) {
+        Err(e) => match e.into_inner() {
+            marked_yaml::Error::UnknownFieldError(_, fields, _) => fields,
+            _ => &[],
+        },
+        Ok(_) => &[],
+    }
+}
+
+/// `unknown field "x" (did you mean "y"?)`, or the list of allowed fields.
+pub(crate) fn unknown_field(what: &str, got: &str, allowed: &[&str]) -> String {
+    match did_you_mean(got, allowed.iter().copied()) {
+        Some(hint) => format!("unknown {what} {got:?} ({hint})"),
+        None if allowed.is_empty() => format!("unknown {what} {got:?}"),
+        None => format!(
+            "unknown {what} {got:?} (expected one of: {})",
+            allowed.join(", ")
+        ),
+    }
+}
+
+/// Deserializes `node` into a param struct, reporting every unknown key
+/// (with a suggestion from the struct's fields plus `also_allowed`) and the
+/// first other problem, each at its exact position. Keys whose value is YAML
+/// null count as absent.
+pub(crate) fn params<T: DeserializeOwned>(
+    origin: &str,
+    node: &Node,
+    also_allowed: &[&str],
+    out: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let fields = field_names::<T>();
+    let start = pos(node);
+    let cleaned;
+    let node = match node {
+        Node::Mapping(m) => {
+            let mut keep = MarkedMappingNode::new_empty(*m.span());
+            for (k, v) in m.iter() {
+                if !fields.contains(&k.as_str()) {
+                    let mut allowed: Vec<&str> = fields.to_vec();
+                    allowed.extend_from_slice(also_allowed);
+                    out.push(diag(
+                        origin,
+                        key_pos(k),
+                        unknown_field("field", k.as_str(), &allowed),
+                    ));
+                } else if !is_null(v) {
+                    keep.insert(k.clone(), v.clone());
+                }
+            }
+            // Unknown keys are reported and dropped: the rest is still checked.
+            cleaned = Node::Mapping(keep);
+            &cleaned
+        }
+        other => other,
+    };
+    match marked_yaml::from_node::<T>(node) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let at = e.start_mark().map_or((0, 0), |m| (m.line(), m.column()));
+            // A struct's own span starts at its first `:`; prefer its start.
+            let at = if at == (0, 0) || at == span_pos(node.span()) {
+                start
+            } else {
+                at
+            };
+            out.push(diag(origin, at, serde_message(&e)));
+            None
+        }
+    }
+}
+
+/// A serde error from `marked_yaml`, worded for people.
+pub(crate) fn serde_message(e: &marked_yaml::Error) -> String {
+    use marked_yaml::Error as E;
+    match e {
+        E::NotBoolean(_) => "expected true or false".into(),
+        E::IntegerParseFailure(e, _) => format!("expected a whole number ({e})"),
+        E::FloatParseFailure(e, _) => format!("expected a number ({e})"),
+        E::UnknownFieldError(f, allowed, _) => unknown_field("field", f, allowed),
+        E::Other(msg, _) => tidy(msg),
+    }
+}
+
+/// Rewords serde's stock messages (backticks, "variant") for rule authors.
+pub(crate) fn tidy(msg: &str) -> String {
+    let quoted: Vec<&str> = msg.split('`').skip(1).step_by(2).collect();
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        return format!("missing field {:?}", rest.trim_end_matches('`'));
+    }
+    if msg.starts_with("unknown variant `")
+        && let Some((got, allowed)) = quoted.split_first()
+    {
+        return unknown_field("value", got, allowed);
+    }
+    if msg.starts_with("unknown field `")
+        && let Some((got, allowed)) = quoted.split_first()
+    {
+        return unknown_field("field", got, allowed);
+    }
+    if msg.starts_with("data did not match any variant of untagged enum EnvValue") {
+        return "expected a string or a secret reference: {env: NAME} or {file: PATH}".into();
+    }
+    msg.replace('`', "\"")
+        .replace("expected a sequence", "expected a list")
+        .replace("invalid type: map,", "invalid type: mapping,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse("t.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        assert_eq!(
+            err("a: b: c\n"),
+            "t.yaml:1:5: mapping values are not allowed in this context"
+        );
+        assert_eq!(
+            err("- a\n"),
+            "t.yaml:1:1: expected a mapping (`key: value` lines)"
+        );
+        assert_eq!(
+            err("a: 1\nb: 2\na: 3\n"),
+            "t.yaml:3:1: duplicate key \"a\" (first defined at 1:1)"
+        );
+        assert_eq!(
+            err("a: &x 1\n"),
+            "t.yaml:1:7: YAML anchors and aliases are not supported"
+        );
+    }
+
+    #[test]
+    fn second_document_is_refused() {
+        // marked_yaml would silently drop it.
+        assert_eq!(
+            err("a: 1\n---\nb: 2\n"),
+            "t.yaml:2:1: only one YAML document per file is supported"
+        );
+        assert_eq!(
+            err("a: 1\n...\nb: 2\n"),
+            "t.yaml:3:1: only one YAML document per file is supported"
+        );
+        assert!(parse("t", "%YAML 1.2\n---\na: 1\n...\n").is_ok());
+        assert!(parse("t", "# c\n--- # c\na: 1\n").is_ok());
+        assert!(parse("t", "a: |\n  ---\n  x\n").is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflow() {
+        // Regression: 100k nested sequences used to be a stack overflow risk.
+        let text = format!("a:\n{}x\n", "- ".repeat(100_000));
+        assert_eq!(
+            err(&text),
+            "t.yaml:2:1: indentation is deeper than 200 levels"
+        );
+        let text = format!("a:\n{}x\n", " ".repeat(100_000));
+        assert_eq!(
+            err(&text),
+            "t.yaml:2:1: indentation is deeper than 200 levels"
+        );
+        let text = format!("a:\n{}x\n", "- ".repeat(40));
+        assert_eq!(err(&text), "t.yaml:2:63: nesting is deeper than 32 levels");
+        let flow = format!("a: {}\n", "[".repeat(100_000));
+        assert!(parse("t", &flow).is_err());
+        let flow = format!("a: {}{}\n", "[".repeat(200), "]".repeat(200));
+        assert!(err(&flow).ends_with("nesting is deeper than 32 levels"));
+    }
+
+    #[test]
+    fn empty_text_is_an_empty_mapping() {
+        let n = parse("t", "").unwrap();
+        assert!(n.as_mapping().is_some_and(|m| m.is_empty()));
+        let n = parse("t", "# nothing\n").unwrap();
+        assert!(n.as_mapping().is_some_and(|m| m.is_empty()));
+    }
+
+    #[test]
+    fn field_names_come_from_serde() {
+        assert_eq!(
+            field_names::<crate::check::tcp::TcpParams>(),
+            &["target", "address"]
+        );
+    }
+
+    #[test]
+    fn tidies_serde_messages() {
+        assert_eq!(tidy("missing field `args`"), "missing field \"args\"");
+        assert_eq!(
+            tidy("unknown variant `enforcing`, expected `enforce` or `dry-run`"),
+            "unknown value \"enforcing\" (did you mean \"enforce\"?)"
+        );
+        assert_eq!(
+            tidy("invalid type: string \"x\", expected a sequence"),
+            "invalid type: string \"x\", expected a list"
+        );
+    }
+}
