@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +22,7 @@ use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
 use crate::page::Pager;
 use crate::remedy::{self, plan::PlannedStep};
 use crate::rules::model::Scenario;
+use crate::server::{self, AppState, Readiness};
 use crate::store::{SqliteStore, Store};
 
 /// A scenario medic will not run, and why.
@@ -106,7 +107,7 @@ pub async fn run(
     for r in &refused {
         tracing::error!(scenario = %r.scenario, "scenario refused, not running: {}", r.reason);
     }
-    run_with(&config, runtimes, store, clock, shutdown).await
+    run_with(&config, runtimes, refused.len(), store, clock, shutdown).await
 }
 
 /// Runs already-built scenarios against `store` until `shutdown`. Tests
@@ -114,6 +115,7 @@ pub async fn run(
 pub async fn run_with(
     config: &Config,
     runtimes: Vec<Arc<ScenarioRuntime>>,
+    refused: usize,
     store: Arc<dyn Store>,
     clock: Clock,
     shutdown: CancellationToken,
@@ -123,6 +125,30 @@ pub async fn run_with(
         mode = ?config.mode,
         "medic starting"
     );
+
+    let readiness = Readiness {
+        rules_loaded: true,
+        scenarios: runtimes.len(),
+        refused,
+        role: "leader".into(),
+        reload_error: None,
+    };
+    let (_ready_tx, ready_rx) = watch::channel(readiness);
+    let server_stop = CancellationToken::new();
+    let server = match &config.http {
+        Some(http) => {
+            let app = server::router(AppState {
+                store: store.clone(),
+                clock: clock.clone(),
+                readiness: ready_rx,
+            });
+            let (_, handle) = server::serve(http.listen, app, server_stop.clone())
+                .await
+                .with_context(|| format!("listening on {}", http.listen))?;
+            Some(handle)
+        }
+        None => None,
+    };
 
     let tasks = TaskTracker::new();
     let checks_stop = CancellationToken::new();
@@ -180,6 +206,10 @@ pub async fn run_with(
         tracing::warn!("grace period over: aborting running actions");
         kill.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+    }
+    server_stop.cancel();
+    if let Some(h) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
     }
     store.flush().await?;
     tracing::info!("medic stopped");

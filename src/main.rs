@@ -133,4 +133,3 @@ async fn watch_signals(shutdown: CancellationToken) {
         }
     }
 }
-

@@ -174,7 +174,7 @@ fn start_with(
     let sd = shutdown.clone();
     let handle =
         tokio::spawn(
-            async move { medic::daemon::run_with(&config, vec![rt], st, clock, sd).await },
+            async move { medic::daemon::run_with(&config, vec![rt], 0, st, clock, sd).await },
         );
     Harness {
         store,

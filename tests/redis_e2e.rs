@@ -33,7 +33,7 @@ fn write_setup(dir: &Path, port: u16, plan: &str) -> std::path::PathBuf {
              \x20 redis_down:\n\
              \x20   check: {{ redis: {{ target: cache, ping: true }} }}\n\
              \x20   every: 200ms\n\
-             \x20   timeout: 1s\n\
+             \x20   timeout: 200ms\n\
              \x20   for: 600ms\n\
              \x20   clear_for: 400ms\n\
              when: {{ any: [redis_down] }}\n\

@@ -114,9 +114,9 @@ impl RedisCheck {
         } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
             // A credentials problem is medic's blindness, not Redis being down.
             Outcome::Unknown(format!("{a}: authentication failed ({e})"))
-        } else if e.is_io_error() {
-            Outcome::Failing(format!("{a}: {e}"))
         } else {
+            // I/O errors on a fresh connection (reset, EOF) and error replies
+            // (LOADING, MASTERDOWN...) come from a broken server.
             Outcome::Failing(format!("{a}: {e}"))
         }
     }

@@ -354,6 +354,7 @@ impl Cx<'_> {
                 "store" => self.section::<StoreConfig>(root, key, v),
                 "limits" => self.section::<GlobalLimits>(root, key, v),
                 "shutdown_grace" => self.section::<Dur>(root, key, v),
+                "http" => self.section::<super::HttpConfig>(root, key, v),
                 "targets" => self.named_kinds(
                     root,
                     key,

@@ -46,6 +46,10 @@ pub struct Config {
     /// How long a running action may finish after SIGTERM.
     #[serde(default = "default_grace")]
     pub shutdown_grace: Dur,
+    /// medic's own HTTP server (health, readiness, webhooks, API); off
+    /// when absent.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -87,6 +91,7 @@ impl Default for Config {
             escalation: default_escalation(),
             limits: GlobalLimits::default(),
             shutdown_grace: default_grace(),
+            http: None,
             base_dir: PathBuf::from("."),
         }
     }
@@ -389,4 +394,13 @@ impl Default for GlobalLimits {
             actions_in_flight: default_actions(),
         }
     }
+}
+
+/// medic's own HTTP server.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on. Keep it on 127.0.0.1 unless something outside
+    /// the host must reach it (Slack, Alertmanager, Kubernetes probes).
+    pub listen: std::net::SocketAddr,
 }

@@ -257,7 +257,11 @@ impl Engine {
                 }
                 u = rx.recv() => match u {
                     Some(u) => self.handle(u).await?,
-                    None => break,
+                    // No checks at all (every scenario refused): idle until told to stop.
+                    None => {
+                        self.shared.stop.cancelled().await;
+                        break;
+                    }
                 },
             }
         }
@@ -295,17 +299,18 @@ impl Engine {
                 .await?;
             }
             self.evaluate(k).await?;
-        } else if seen != before && seen == Seen::Unknown {
-            if let Some(open) = self.open.get(&k) {
-                let id = open.incident.id;
-                self.note(
-                    id,
-                    "symptom",
-                    format!("symptom {name}: cannot observe ({detail})"),
-                    json!({ "symptom": name }),
-                )
-                .await?;
-            }
+        } else if seen != before
+            && seen == Seen::Unknown
+            && let Some(open) = self.open.get(&k)
+        {
+            let id = open.incident.id;
+            self.note(
+                id,
+                "symptom",
+                format!("symptom {name}: cannot observe ({detail})"),
+                json!({ "symptom": name }),
+            )
+            .await?;
         }
         Ok(())
     }

@@ -58,14 +58,22 @@ async fn healthz() -> &'static str {
 /// Ready: rules loaded and the store reachable. 503 otherwise, with why.
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     let r = st.readiness.borrow().clone();
-    let store = match tokio::time::timeout(Duration::from_secs(2), st.store.recent_incidents(1)).await {
-        Ok(Ok(_)) => "ok".to_string(),
-        Ok(Err(e)) => format!("error: {e}"),
-        Err(_) => "timed out".to_string(),
-    };
+    let store =
+        match tokio::time::timeout(Duration::from_secs(2), st.store.recent_incidents(1)).await {
+            Ok(Ok(_)) => "ok".to_string(),
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => "timed out".to_string(),
+        };
     let ready = r.rules_loaded && store == "ok";
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "ready": ready, "store": store, "status": r })))
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({ "ready": ready, "store": store, "status": r })),
+    )
 }
 
 /// Binds `listen` (so a port clash fails start-up loudly) and serves until
