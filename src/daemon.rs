@@ -23,7 +23,7 @@ use crate::page::Pager;
 use crate::remedy::{self, plan::PlannedStep};
 use crate::rules::model::Scenario;
 use crate::server::{self, AppState, Readiness};
-use crate::store::{SqliteStore, Store};
+use crate::store::{PostgresStore, SqliteStore, Store};
 
 /// A scenario medic will not run, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let store = SqliteStore::open(&path)
                 .await
                 .with_context(|| format!("opening the store {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreConfig::Postgres(target) => {
+            let store = PostgresStore::open(target).await.with_context(|| {
+                format!(
+                    "opening the PostgreSQL store at {}:{}",
+                    target.host, target.port
+                )
+            })?;
             Ok(Arc::new(store))
         }
     }

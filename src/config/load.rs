@@ -419,8 +419,9 @@ impl Cx<'_> {
                 "actions_in_flight must be at least 1",
             );
         }
-        let StoreConfig::Sqlite { path } = &config.store;
-        if path.as_os_str().is_empty() {
+        if let StoreConfig::Sqlite { path } = &config.store
+            && path.as_os_str().is_empty()
+        {
             self.err(
                 root,
                 "store.sqlite.path",

@@ -118,6 +118,9 @@ impl Config {
 pub enum StoreConfig {
     /// An embedded SQLite file, created on start.
     Sqlite { path: PathBuf },
+    /// A PostgreSQL database shared by several medic replicas (the tables
+    /// are created on start). Leadership comes from an advisory lock.
+    Postgres(PostgresTarget),
 }
 
 impl Default for StoreConfig {

@@ -121,9 +121,11 @@ impl Store for MemoryStore {
     }
 
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
-        Ok(self
-            .lock()
-            .timelines
+        let g = self.lock();
+        if !g.incidents.iter().any(|i| i.id == id) {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(g.timelines
             .iter()
             .filter(|(i, _)| *i == id)
             .map(|(_, e)| e.clone())
@@ -132,10 +134,13 @@ impl Store for MemoryStore {
 
     async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
         let mut g = self.lock();
-        if g.attempts.iter().any(|a| a.key == new.key) {
-            return Err(StoreError::Backend(format!(
-                "duplicate attempt key {}",
-                new.key
+        if !g.incidents.iter().any(|i| i.id == new.incident_id) {
+            return Err(StoreError::NotFound(new.incident_id));
+        }
+        if let Some(other) = g.attempts.iter().find(|a| a.key == new.key) {
+            return Err(StoreError::Conflict(format!(
+                "attempt key already used by attempt {}",
+                other.id
             )));
         }
         let id = g.attempts.len() as i64 + 1;
@@ -170,6 +175,17 @@ impl Store for MemoryStore {
             .iter_mut()
             .find(|a| a.id == id)
             .ok_or(StoreError::AttemptNotFound(id))?;
+        if let Some(prev) = a.outcome {
+            // The ledger is an audit record: ended once, never rewritten.
+            return if prev == outcome {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "attempt {id} already ended as {}",
+                    prev.as_str()
+                )))
+            };
+        }
         a.outcome = Some(outcome);
         a.reason = reason.to_string();
         a.ended_at = Some(at);

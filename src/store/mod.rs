@@ -10,12 +10,14 @@
 //! runtime's worker threads.
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Primary key of an incident.

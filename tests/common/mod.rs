@@ -3,6 +3,8 @@
 //! killed *and waited on* (no zombies) when the test ends.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

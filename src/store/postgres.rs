@@ -1,0 +1,508 @@
+//! The PostgreSQL store: the same semantics as the SQLite store, shared by
+//! several medic replicas (issue: high availability).
+//!
+//! tokio-postgres is async all the way down, so nothing blocks the runtime.
+//! One connection, re-opened on demand when it drops. Atomicity comes from
+//! the database itself: the partial unique index allows one unresolved
+//! incident per key; ledger keys are unique; the timeline orders by a
+//! sequence, so concurrent appenders never collide.
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::*;
+use crate::config::PostgresTarget;
+
+/// Schema migrations, oldest first; append only. Applied under an advisory
+/// lock so replicas starting together migrate once.
+const MIGRATIONS: &[&str] = &[
+    // 1: incidents, timelines and the action ledger.
+    "
+    CREATE TABLE IF NOT EXISTS medic_incidents (
+        id          BIGSERIAL PRIMARY KEY,
+        scenario    TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        severity    TEXT NOT NULL,
+        summary     TEXT NOT NULL,
+        opened_at   TIMESTAMPTZ NOT NULL,
+        updated_at  TIMESTAMPTZ NOT NULL,
+        resolved_at TIMESTAMPTZ
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS medic_incidents_one_open
+        ON medic_incidents (scenario, instance) WHERE state <> 'resolved';
+    CREATE INDEX IF NOT EXISTS medic_incidents_opened ON medic_incidents (opened_at, id);
+    CREATE TABLE IF NOT EXISTS medic_timeline (
+        seq         BIGSERIAL PRIMARY KEY,
+        incident_id BIGINT NOT NULL REFERENCES medic_incidents (id),
+        at          TIMESTAMPTZ NOT NULL,
+        kind        TEXT NOT NULL,
+        message     TEXT NOT NULL,
+        data        JSONB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS medic_timeline_incident ON medic_timeline (incident_id, seq);
+    CREATE TABLE IF NOT EXISTS medic_attempts (
+        id          BIGSERIAL PRIMARY KEY,
+        incident_id BIGINT NOT NULL REFERENCES medic_incidents (id),
+        scenario    TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        step        TEXT NOT NULL,
+        step_index  INTEGER NOT NULL,
+        action      TEXT NOT NULL,
+        key         TEXT NOT NULL UNIQUE,
+        started_at  TIMESTAMPTZ NOT NULL,
+        ended_at    TIMESTAMPTZ,
+        outcome     TEXT,
+        reason      TEXT NOT NULL DEFAULT '',
+        inputs      JSONB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS medic_attempts_window
+        ON medic_attempts (scenario, step, instance, started_at);
+    CREATE INDEX IF NOT EXISTS medic_attempts_incident ON medic_attempts (incident_id, started_at);
+    ",
+];
+
+/// Advisory lock key serialising migrations across replicas ("medicmig").
+const MIGRATION_LOCK: i64 = 0x6d65_6469_636d_6967;
+
+/// A store in a PostgreSQL database.
+pub struct PostgresStore {
+    config: tokio_postgres::Config,
+    client: Mutex<Option<std::sync::Arc<Client>>>,
+}
+
+fn db(op: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
+    // The server's message names the problem, never parameter values.
+    move |e| match e.as_db_error() {
+        Some(d) => StoreError::Backend(format!("{op}: {} ({})", d.message(), d.code().code())),
+        None => StoreError::Backend(format!("{op}: {e}")),
+    }
+}
+
+impl PostgresStore {
+    /// Connects (the password resolved from its reference now) and brings the
+    /// schema up to date.
+    pub async fn open(target: &PostgresTarget) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&target.host)
+            .port(target.port)
+            .user(&target.user)
+            .dbname(&target.dbname)
+            .application_name("medic")
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(pw) = &target.password {
+            let pw = pw
+                .resolve()
+                .map_err(|e| StoreError::Backend(format!("store password: {e}")))?;
+            config.password(pw.expose());
+        }
+        let store = PostgresStore {
+            config,
+            client: Mutex::new(None),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The live connection, re-opened if it dropped.
+    async fn client(&self) -> Result<std::sync::Arc<Client>, StoreError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let (client, conn) = self.config.connect(NoTls).await.map_err(db("connect"))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!(error = %e, "store connection closed");
+            }
+        });
+        let client = std::sync::Arc::new(client);
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db("lock"))?;
+        let result = async {
+            c.batch_execute("CREATE TABLE IF NOT EXISTS medic_schema (version INTEGER NOT NULL)")
+                .await
+                .map_err(db("schema table"))?;
+            let version: i32 = c
+                .query_opt("SELECT version FROM medic_schema", &[])
+                .await
+                .map_err(db("schema version"))?
+                .map_or(0, |r| r.get(0));
+            if version as usize > MIGRATIONS.len() {
+                return Err(StoreError::Backend(format!(
+                    "the store's schema version {version} is newer than this medic ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                c.batch_execute(&format!(
+                    "BEGIN; {m}; DELETE FROM medic_schema; INSERT INTO medic_schema VALUES ({}); COMMIT;",
+                    i + 1
+                ))
+                .await
+                .map_err(db("migrate"))?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = c
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await;
+        result
+    }
+}
+
+const INCIDENT_COLS: &str =
+    "id, scenario, instance, state, severity, summary, opened_at, updated_at, resolved_at";
+const ATTEMPT_COLS: &str = "id, incident_id, scenario, instance, step, step_index, action, key, \
+     started_at, ended_at, outcome, reason, inputs";
+
+fn incident_row(r: &Row) -> Result<Incident, StoreError> {
+    let state: String = r.get("state");
+    let id: i64 = r.get("id");
+    Ok(Incident {
+        id,
+        state: IncidentState::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!("incident {id}: unknown state {state:.40?}"))
+        })?,
+        scenario: r.get("scenario"),
+        instance: r.get("instance"),
+        severity: r.get("severity"),
+        summary: r.get("summary"),
+        opened_at: r.get("opened_at"),
+        updated_at: r.get("updated_at"),
+        resolved_at: r.get("resolved_at"),
+    })
+}
+
+fn attempt_row(r: &Row) -> Result<Attempt, StoreError> {
+    let id: i64 = r.get("id");
+    let outcome: Option<String> = r.get("outcome");
+    let outcome = match outcome {
+        None => None,
+        Some(o) => Some(AttemptOutcome::parse(&o).ok_or_else(|| {
+            StoreError::Corrupt(format!("attempt {id}: unknown outcome {o:.40?}"))
+        })?),
+    };
+    let step_index: i32 = r.get("step_index");
+    Ok(Attempt {
+        id,
+        incident_id: r.get("incident_id"),
+        scenario: r.get("scenario"),
+        instance: r.get("instance"),
+        step: r.get("step"),
+        step_index: u32::try_from(step_index)
+            .map_err(|_| StoreError::Corrupt(format!("attempt {id}: negative step_index")))?,
+        action: r.get("action"),
+        key: r.get("key"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+        outcome,
+        reason: r.get("reason"),
+        inputs: r.get("inputs"),
+    })
+}
+
+async fn exists(c: &Client, id: IncidentId) -> Result<bool, StoreError> {
+    Ok(
+        c.query_opt("SELECT 1 FROM medic_incidents WHERE id = $1", &[&id])
+            .await
+            .map_err(db("find incident"))?
+            .is_some(),
+    )
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
+        let c = self.client().await?;
+        // Insert-or-find, retried: the unique index decides between racing replicas.
+        for _ in 0..5 {
+            let inserted = c
+                .query_opt(
+                    &format!(
+                        "INSERT INTO medic_incidents \
+                         (scenario, instance, state, severity, summary, opened_at, updated_at) \
+                         VALUES ($1, $2, 'open', $3, $4, $5, $5) \
+                         ON CONFLICT (scenario, instance) WHERE state <> 'resolved' DO NOTHING \
+                         RETURNING {INCIDENT_COLS}"
+                    ),
+                    &[
+                        &new.scenario,
+                        &new.instance,
+                        &new.severity,
+                        &new.summary,
+                        &new.at,
+                    ],
+                )
+                .await
+                .map_err(db("insert incident"))?;
+            if let Some(r) = inserted {
+                return Ok((incident_row(&r)?, true));
+            }
+            let existing = c
+                .query_opt(
+                    &format!(
+                        "SELECT {INCIDENT_COLS} FROM medic_incidents \
+                         WHERE scenario = $1 AND instance = $2 AND state <> 'resolved'"
+                    ),
+                    &[&new.scenario, &new.instance],
+                )
+                .await
+                .map_err(db("find open incident"))?;
+            if let Some(r) = existing {
+                return Ok((incident_row(&r)?, false));
+            }
+            // Resolved in between: try again.
+        }
+        Err(StoreError::Conflict(
+            "open_incident kept racing with resolution".into(),
+        ))
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!(
+                "SELECT {INCIDENT_COLS} FROM medic_incidents WHERE state <> 'resolved' ORDER BY opened_at, id"
+            ),
+            &[],
+        )
+        .await
+        .map_err(db("list open incidents"))?
+        .iter()
+        .map(incident_row)
+        .collect()
+    }
+
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!("SELECT {INCIDENT_COLS} FROM medic_incidents WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(db("read incident"))?
+        .as_ref()
+        .map(incident_row)
+        .transpose()
+    }
+
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        let c = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        c.query(
+            &format!(
+                "SELECT {INCIDENT_COLS} FROM medic_incidents ORDER BY opened_at DESC, id DESC LIMIT $1"
+            ),
+            &[&limit],
+        )
+        .await
+        .map_err(db("list recent incidents"))?
+        .iter()
+        .map(incident_row)
+        .collect()
+    }
+
+    async fn set_state(
+        &self,
+        id: IncidentId,
+        state: IncidentState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let changed = c
+            .execute(
+                "UPDATE medic_incidents SET state = $2::text, updated_at = $3::timestamptz, \
+                 resolved_at = CASE WHEN $2::text = 'resolved' THEN $3::timestamptz END \
+                 WHERE id = $1 AND state <> 'resolved'",
+                &[&id, &state.as_str(), &at],
+            )
+            .await
+            .map_err(db("update incident state"))?;
+        if changed == 1 {
+            return Ok(());
+        }
+        match c
+            .query_opt("SELECT state FROM medic_incidents WHERE id = $1", &[&id])
+            .await
+            .map_err(db("read incident state"))?
+        {
+            None => Err(StoreError::NotFound(id)),
+            Some(_) if state == IncidentState::Resolved => Ok(()),
+            Some(_) => Err(StoreError::Conflict(format!(
+                "incident {id} is resolved; it cannot become {}",
+                state.as_str()
+            ))),
+        }
+    }
+
+    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let touched = c
+            .execute(
+                "UPDATE medic_incidents SET updated_at = GREATEST(updated_at, $2) WHERE id = $1",
+                &[&id, &entry.at],
+            )
+            .await
+            .map_err(db("touch incident"))?;
+        if touched == 0 {
+            return Err(StoreError::NotFound(id));
+        }
+        c.execute(
+            "INSERT INTO medic_timeline (incident_id, at, kind, message, data) VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &entry.at, &entry.kind, &entry.message, &entry.data],
+        )
+        .await
+        .map_err(db("append timeline entry"))?;
+        Ok(())
+    }
+
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT at, kind, message, data FROM medic_timeline WHERE incident_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await
+            .map_err(db("read timeline"))?;
+        if rows.is_empty() && !exists(&c, id).await? {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(rows
+            .iter()
+            .map(|r| TimelineEntry {
+                at: r.get("at"),
+                kind: r.get("kind"),
+                message: r.get("message"),
+                data: r.get("data"),
+            })
+            .collect())
+    }
+
+    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
+        let c = self.client().await?;
+        let step_index = i32::try_from(new.step_index)
+            .map_err(|_| StoreError::Backend("step index out of range".into()))?;
+        let r = c
+            .query_one(
+                "INSERT INTO medic_attempts (incident_id, scenario, instance, step, step_index, \
+                 action, key, started_at, inputs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                &[
+                    &new.incident_id,
+                    &new.scenario,
+                    &new.instance,
+                    &new.step,
+                    &step_index,
+                    &new.action,
+                    &new.key,
+                    &new.started_at,
+                    &new.inputs,
+                ],
+            )
+            .await;
+        match r {
+            Ok(row) => Ok(row.get(0)),
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                Err(StoreError::NotFound(new.incident_id))
+            }
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                Err(StoreError::Conflict("attempt key already used".into()))
+            }
+            Err(e) => Err(db("insert attempt")(e)),
+        }
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: AttemptId,
+        outcome: AttemptOutcome,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let changed = c
+            .execute(
+                "UPDATE medic_attempts SET ended_at = $2, outcome = $3, reason = $4 \
+                 WHERE id = $1 AND ended_at IS NULL",
+                &[&id, &at, &outcome.as_str(), &reason],
+            )
+            .await
+            .map_err(db("finish attempt"))?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let prev = c
+            .query_opt("SELECT outcome FROM medic_attempts WHERE id = $1", &[&id])
+            .await
+            .map_err(db("read attempt"))?;
+        match prev {
+            None => Err(StoreError::AttemptNotFound(id)),
+            Some(r) => {
+                let prev: Option<String> = r.get(0);
+                if prev.as_deref() == Some(outcome.as_str()) {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict(format!(
+                        "attempt {id} already ended as {:.40}",
+                        prev.as_deref().unwrap_or("(none)")
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn attempts_since(
+        &self,
+        scenario: &str,
+        step: &str,
+        instance: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!(
+                "SELECT {ATTEMPT_COLS} FROM medic_attempts \
+                 WHERE scenario = $1 AND step = $2 AND instance = $3 AND started_at >= $4 \
+                 ORDER BY started_at, id"
+            ),
+            &[&scenario, &step, &instance, &since],
+        )
+        .await
+        .map_err(db("list attempts"))?
+        .iter()
+        .map(attempt_row)
+        .collect()
+    }
+
+    async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE incident_id = $1 ORDER BY started_at, id"),
+                &[&id],
+            )
+            .await
+            .map_err(db("list incident attempts"))?;
+        if rows.is_empty() && !exists(&c, id).await? {
+            return Err(StoreError::NotFound(id));
+        }
+        rows.iter().map(attempt_row).collect()
+    }
+
+    /// Every write is committed when its call returns; nothing to flush.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

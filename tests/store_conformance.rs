@@ -1,0 +1,236 @@
+//! One conformance suite for every store backend: in-memory, SQLite, and
+//! PostgreSQL (a private server started by the test on an ephemeral port).
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use medic::store::*;
+use serde_json::json;
+
+fn t(s: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+        + Duration::seconds(s)
+}
+
+fn new_incident(scenario: &str, instance: &str, at: i64) -> NewIncident {
+    NewIncident {
+        scenario: scenario.into(),
+        instance: instance.into(),
+        severity: "high".into(),
+        summary: "cache down".into(),
+        at: t(at),
+    }
+}
+
+fn attempt(incident: IncidentId, key: &str, at: i64) -> NewAttempt {
+    NewAttempt {
+        incident_id: incident,
+        scenario: "redis".into(),
+        instance: String::new(),
+        step: "restart".into(),
+        step_index: 0,
+        action: "exec".into(),
+        key: key.into(),
+        started_at: t(at),
+        inputs: json!({ "args": ["true"] }),
+    }
+}
+
+/// The behaviour every backend must share.
+async fn conformance(store: Arc<dyn Store>) {
+    // One open incident per (scenario, instance), even under concurrency.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.open_incident(new_incident("redis", "", 0)).await.unwrap()
+        }));
+    }
+    let mut created = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let (inc, new) = task.await.unwrap();
+        created += usize::from(new);
+        ids.insert(inc.id);
+    }
+    assert_eq!((created, ids.len()), (1, 1), "exactly one incident opened");
+    let id = *ids.iter().next().unwrap();
+    let (other, new) = store
+        .open_incident(new_incident("redis", "{pod=\"a\"}", 1))
+        .await
+        .unwrap();
+    assert!(
+        new && other.id != id,
+        "another instance is another incident"
+    );
+
+    // Timeline order and updated_at.
+    for i in 0..5 {
+        store
+            .append(
+                id,
+                TimelineEntry::new(t(10 + i), "note", format!("entry {i}"))
+                    .with_data(json!({ "i": i })),
+            )
+            .await
+            .unwrap();
+    }
+    let tl = store.timeline(id).await.unwrap();
+    assert_eq!(
+        tl.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        ["entry 0", "entry 1", "entry 2", "entry 3", "entry 4"]
+    );
+    assert_eq!(tl[3].data, json!({ "i": 3 }));
+    assert_eq!(tl[0].at, t(10));
+
+    // State changes; resolution is final.
+    store
+        .set_state(id, IncidentState::Escalated, t(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.incident(id).await.unwrap().unwrap().state,
+        IncidentState::Escalated
+    );
+    store
+        .set_state(id, IncidentState::Resolved, t(30))
+        .await
+        .unwrap();
+    let inc = store.incident(id).await.unwrap().unwrap();
+    assert_eq!(
+        (inc.state, inc.resolved_at),
+        (IncidentState::Resolved, Some(t(30)))
+    );
+    store
+        .set_state(id, IncidentState::Resolved, t(40))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.incident(id).await.unwrap().unwrap().resolved_at,
+        Some(t(30)),
+        "resolving twice keeps the first time"
+    );
+    assert!(matches!(
+        store.set_state(id, IncidentState::Open, t(41)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .open_incidents()
+            .await
+            .unwrap()
+            .iter()
+            .all(|i| i.id != id)
+    );
+
+    // A resolved incident does not block a new one for the same key.
+    let (again, new) = store
+        .open_incident(new_incident("redis", "", 50))
+        .await
+        .unwrap();
+    assert!(new && again.id != id);
+
+    // Ledger: begin/finish, keys used once, windows.
+    let a1 = store
+        .begin_attempt(attempt(again.id, "k1", 100))
+        .await
+        .unwrap();
+    let a2 = store
+        .begin_attempt(attempt(again.id, "k2", 200))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.begin_attempt(attempt(again.id, "k1", 300)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .finish_attempt(a1, AttemptOutcome::Failed, "exit status 1", t(101))
+        .await
+        .unwrap();
+    store
+        .finish_attempt(a1, AttemptOutcome::Failed, "exit status 1", t(102))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .finish_attempt(a1, AttemptOutcome::Succeeded, "x", t(103))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let window = store
+        .attempts_since("redis", "restart", "", t(150))
+        .await
+        .unwrap();
+    assert_eq!(window.iter().map(|a| a.id).collect::<Vec<_>>(), [a2]);
+    let all = store.incident_attempts(again.id).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (all[0].outcome, all[0].ended_at, all[0].reason.as_str()),
+        (Some(AttemptOutcome::Failed), Some(t(101)), "exit status 1")
+    );
+    assert_eq!((all[1].outcome, all[1].ended_at), (None, None), "in flight");
+    assert_eq!(all[0].inputs, json!({ "args": ["true"] }));
+
+    // Unknown ids.
+    assert!(matches!(
+        store.set_state(999_999, IncidentState::Open, t(0)).await,
+        Err(StoreError::NotFound(999_999))
+    ));
+    assert!(matches!(
+        store
+            .append(999_999, TimelineEntry::new(t(0), "x", "y"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.timeline(999_999).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.begin_attempt(attempt(999_999, "k9", 0)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .finish_attempt(999_999, AttemptOutcome::Failed, "", t(0))
+            .await,
+        Err(StoreError::AttemptNotFound(_))
+    ));
+    assert!(store.incident(999_999).await.unwrap().is_none());
+
+    // Recent first.
+    let recent = store.recent_incidents(2).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [again.id, other.id]
+    );
+    store.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_conforms() {
+    conformance(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(Arc::new(
+        SqliteStore::open(&dir.path().join("s.db")).await.unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_store_conforms() {
+    let pg = common::pg::Postgres::start();
+    let store = PostgresStore::open(&pg.target("postgres")).await.unwrap();
+    conformance(Arc::new(store)).await;
+    // Re-opening migrates nothing and keeps the data.
+    let again = PostgresStore::open(&pg.target("postgres")).await.unwrap();
+    assert_eq!(again.recent_incidents(10).await.unwrap().len(), 3);
+}
