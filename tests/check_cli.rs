@@ -152,8 +152,12 @@ fn environment_switches_to_enforce() {
     let c = config::load_with_env(&root().join("medic.yaml"), env).unwrap();
     assert_eq!(c.mode, medic::rules::model::Mode::Enforce);
     assert_eq!(c.base_dir, root());
-    let config::StoreConfig::Sqlite { path } = c.store;
-    assert_eq!(path, Path::new("/var/lib/medic/medic.db"));
+    assert_eq!(
+        c.store,
+        config::StoreConfig::Sqlite {
+            path: "/var/lib/medic/medic.db".into()
+        }
+    );
 }
 
 #[test]
