@@ -3,7 +3,7 @@
 //! however mangled, makes the loaders panic.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use medic::config::{self, Config, TargetConfig};
 use medic::rules::{self, check_with_env};
