@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the integration tests start privately on ephemeral ports.
 declare -A pkg_for=(
   [redis-server]=redis-server
+  [systemd-analyze]=systemd
+  [kubectl]=kubernetes-client
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
