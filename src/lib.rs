@@ -26,6 +26,7 @@
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
 //! - [`server`]: the HTTP surface (health, readiness, webhooks, API).
 //! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
+//! - [`ruletest`]: `medic test`, rule unit tests on a simulated clock.
 //! - [`reload`]: live reload of config and rules (SIGHUP, `POST /-/reload`).
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`logging`]: tracing set-up (text on a terminal, JSON on request).
@@ -44,6 +45,7 @@ pub mod page;
 pub mod reload;
 pub mod remedy;
 pub mod rules;
+pub mod ruletest;
 pub mod secret;
 pub mod server;
 pub mod store;

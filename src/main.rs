@@ -36,6 +36,16 @@ enum Command {
         /// Rule files or directories; default: the config's `rules`.
         paths: Vec<PathBuf>,
     },
+    /// Run rule unit tests on a simulated clock (nothing real runs).
+    Test {
+        /// The config (targets, escalation policies) for test files that
+        /// do not name their own.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+        /// Test files or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Print the version.
     Version,
 }
@@ -59,6 +69,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Test { config, paths } => {
+            let reports = medic::ruletest::run_paths(&paths, &config);
+            let (_, failed) = medic::ruletest::print(&reports, &mut std::io::stdout().lock());
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Run { config } => {
             logging::init(cli.log_format);
             run(config)
