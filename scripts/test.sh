@@ -26,4 +26,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --bins
 ./target/debug/medic check --config medic.yaml rules/
+./target/debug/medic test --config medic.yaml rules/tests/
 cargo test --all-targets

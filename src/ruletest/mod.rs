@@ -204,8 +204,8 @@ fn resolve<'a>(
     match found.as_slice() {
         [one] => Ok(*one),
         [] => {
-            let hint =
-                did_you_mean(name, all.iter().copied()).map_or_else(String::new, |h| format!(" ({h})"));
+            let hint = did_you_mean(name, all.iter().copied())
+                .map_or_else(String::new, |h| format!(" ({h})"));
             Err(d(format!("no {what} {name:?} in the rule files{hint}")))
         }
         many => {
@@ -231,7 +231,9 @@ struct ScriptedCheck {
 #[async_trait::async_trait]
 impl Check for ScriptedCheck {
     async fn run(&self) -> Outcome {
-        let i = (Instant::now().saturating_duration_since(self.start).as_nanos()
+        let i = (Instant::now()
+            .saturating_duration_since(self.start)
+            .as_nanos()
             / self.interval.as_nanos().max(1)) as usize;
         let v = self
             .values
@@ -514,7 +516,14 @@ async fn simulate(
         // moves past it (it only moves when every task is idle).
         tokio::time::sleep_until(start + e.time + Duration::from_millis(1)).await;
         if daemon.is_finished() {
-            failures.push(failure(file, case, e.at, e.time, "medic stopped early (store failure)", String::new()));
+            failures.push(failure(
+                file,
+                case,
+                e.at,
+                e.time,
+                "medic stopped early (store failure)",
+                String::new(),
+            ));
             break;
         }
         let seen = snapshot(&store).await;
@@ -596,7 +605,13 @@ fn compare_incident(
         let got: Vec<String> = g
             .steps
             .iter()
-            .map(|(s, o, r)| format!("{s}: {o} ({r})"))
+            .map(|(s, o, r)| {
+                if r.is_empty() {
+                    format!("{s}: {o}")
+                } else {
+                    format!("{s}: {o} ({r})")
+                }
+            })
             .collect();
         let ok = steps.len() == g.steps.len()
             && steps.iter().zip(&g.steps).all(|(w, g)| step_matches(w, g));
@@ -641,16 +656,20 @@ fn compare_incident(
     }
 }
 
+fn outcome_name(o: Option<crate::store::AttemptOutcome>) -> &'static str {
+    o.map_or("in_flight", |o| o.as_str())
+}
+
 fn step_text(s: &ExpStep) -> String {
     match &s.reason {
-        Some(r) => format!("{}: {} ({r})", s.step, s.outcome.as_str()),
-        None => format!("{}: {}", s.step, s.outcome.as_str()),
+        Some(r) => format!("{}: {} ({r})", s.step, outcome_name(s.outcome)),
+        None => format!("{}: {}", s.step, outcome_name(s.outcome)),
     }
 }
 
 fn step_matches(w: &ExpStep, g: &(String, String, String)) -> bool {
     w.step == g.0
-        && w.outcome.as_str() == g.1
+        && outcome_name(w.outcome) == g.1
         && w.reason.as_ref().is_none_or(|r| g.2.contains(r.as_str()))
 }
 

@@ -99,7 +99,8 @@ pub struct ExpIncident {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpStep {
     pub step: String,
-    pub outcome: AttemptOutcome,
+    /// `None`: `in_flight` (started, not finished).
+    pub outcome: Option<AttemptOutcome>,
     pub reason: Option<String>,
 }
 
@@ -446,7 +447,13 @@ impl Cx<'_> {
                         unknown_field(
                             "state",
                             &s,
-                            &["open", "remediating", "escalated", "acknowledged", "resolved"],
+                            &[
+                                "open",
+                                "remediating",
+                                "escalated",
+                                "acknowledged",
+                                "resolved",
+                            ],
                         ),
                     );
                     None
@@ -493,12 +500,16 @@ impl Cx<'_> {
                     Node::Scalar(s) => match s.as_str().split_once(": ") {
                         Some((k, t)) => (k.trim().to_string(), t.to_string(), item),
                         None => {
-                            self.err(pos(item), "expected `STEP: OUTCOME` or `STEP: OUTCOME (REASON)`");
+                            self.err(
+                                pos(item),
+                                "expected `STEP: OUTCOME` or `STEP: OUTCOME (REASON)`",
+                            );
                             return None;
                         }
                     },
                     _ => {
-                        let m = self.mapping(item, "`STEP: OUTCOME` or `STEP: OUTCOME (REASON)`")?;
+                        let m =
+                            self.mapping(item, "`STEP: OUTCOME` or `STEP: OUTCOME (REASON)`")?;
                         let mut it = m.iter();
                         let (k, v) = it.next()?;
                         if let Some((k2, _)) = it.next() {
@@ -511,7 +522,10 @@ impl Cx<'_> {
                 let (word, reason) = match text.split_once('(') {
                     Some((w, r)) => {
                         let Some(r) = r.trim_end().strip_suffix(')') else {
-                            self.err(pos(v), "a reason is written in parentheses: `refused (approval required)`");
+                            self.err(
+                                pos(v),
+                                "a reason is written in parentheses: `refused (approval required)`",
+                            );
                             return None;
                         };
                         (w.trim(), Some(r.trim().to_string()))
@@ -519,14 +533,23 @@ impl Cx<'_> {
                     None => (text.trim(), None),
                 };
                 let outcome = match AttemptOutcome::parse(word) {
-                    Some(o) => o,
+                    Some(o) => Some(o),
+                    None if word == "in_flight" => None,
                     None => {
                         self.err(
                             pos(v),
                             unknown_field(
                                 "outcome",
                                 word,
-                                &["succeeded", "failed", "timed_out", "refused", "dry_run", "abandoned"],
+                                &[
+                                    "succeeded",
+                                    "failed",
+                                    "timed_out",
+                                    "refused",
+                                    "dry_run",
+                                    "abandoned",
+                                    "in_flight",
+                                ],
                             ),
                         );
                         return None;
@@ -623,7 +646,7 @@ mod tests {
         assert_eq!(t.expect[0].time, Duration::from_secs(5), "sorted by time");
         let inc = &t.expect[1].incidents[0];
         let steps = &inc.steps.as_ref().unwrap().1;
-        assert_eq!(steps[1].outcome, AttemptOutcome::Refused);
+        assert_eq!(steps[1].outcome, Some(AttemptOutcome::Refused));
         assert_eq!(steps[1].reason.as_deref(), Some("approval required"));
         assert_eq!(
             inc.pages.as_ref().unwrap().1,
@@ -637,13 +660,15 @@ mod tests {
     #[test]
     fn every_problem_has_a_position() {
         assert_eq!(
-            errs("rule_files: [a.yaml]\ntests:\n  - checks: { down: fial x3 }\n    expect: [{ at: 5, incidents: [{ scenario: x, state: gone, steps: [{ s: winning }], pages: [level one via log] }] }]\n    colour: red\n"),
+            errs(
+                "rule_files: [a.yaml]\ntests:\n  - checks: { down: fial x3 }\n    expect: [{ at: 5, incidents: [{ scenario: x, state: gone, steps: [{ s: winning }], pages: [level one via log] }] }]\n    colour: red\n"
+            ),
             vec![
-                "t.yaml:3:22: unknown outcome \"fial\" in series (expected ok, fail or unknown, each optionally followed by xN)",
-                "t.yaml:4:19: duration \"5\" has no unit (write e.g. \"5s\", \"5m\" or \"5ms\")",
-                "t.yaml:4:61: unknown state \"gone\" (expected one of: open, remediating, escalated, acknowledged, resolved)",
-                "t.yaml:4:78: unknown outcome \"winning\" (expected one of: succeeded, failed, timed_out, refused, dry_run, abandoned)",
-                "t.yaml:4:98: \"one\" is not a level (1, 2, ...)",
+                "t.yaml:3:21: unknown outcome \"fial\" in series (expected ok, fail or unknown, each optionally followed by xN)",
+                "t.yaml:4:20: duration \"5\" has no unit (write e.g. \"5s\", \"5m\" or \"5ms\")",
+                "t.yaml:4:57: unknown state \"gone\" (expected one of: open, remediating, escalated, acknowledged, resolved)",
+                "t.yaml:4:76: unknown outcome \"winning\" (expected one of: succeeded, failed, timed_out, refused, dry_run, abandoned, in_flight)",
+                "t.yaml:4:96: \"one\" is not a level (1, 2, ...)",
                 "t.yaml:5:5: unknown field \"colour\" (expected one of: name, interval, mode, checks, actions, expect)",
             ]
         );

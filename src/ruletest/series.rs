@@ -33,6 +33,9 @@ pub fn parse(text: &str) -> Result<Vec<Value>, String> {
     let mut out: Vec<Value> = Vec::new();
     let mut last_was_value = false;
     for word in text.split_whitespace() {
+        if word == "x" {
+            return Err("\"x\" needs a count, as in \"fail x5\"".into());
+        }
         let (head, rep) = match word.find('x') {
             // `x5` alone repeats the value before it; `failx5` inline.
             Some(i) if word[i + 1..].chars().all(|c| c.is_ascii_digit()) && i + 1 < word.len() => {
@@ -55,7 +58,9 @@ pub fn parse(text: &str) -> Result<Vec<Value>, String> {
                 return Err(format!("{word:?}: a repeat count must be at least 1"));
             }
             let Some(&v) = out.last().filter(|_| last_was_value) else {
-                return Err(format!("{word:?} repeats nothing: write it after an outcome, as in \"fail x5\""));
+                return Err(format!(
+                    "{word:?} repeats nothing: write it after an outcome, as in \"fail x5\""
+                ));
             };
             if out.len() + n - 1 > MAX_VALUES {
                 return Err(format!("the series is longer than {MAX_VALUES} values"));
@@ -87,6 +92,7 @@ mod tests {
     fn rejects_bad_words() {
         assert!(parse("fial x3").unwrap_err().contains("\"fial\""));
         assert!(parse("x3").unwrap_err().contains("repeats nothing"));
+        assert!(parse("fail x").unwrap_err().contains("needs a count"));
         assert!(parse("ok x3 x2").unwrap_err().contains("repeats nothing"));
         assert!(parse("ok x0").unwrap_err().contains("at least 1"));
         assert!(parse("ok x99999999999999999999999").is_err());
