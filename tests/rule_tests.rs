@@ -171,3 +171,40 @@ fn broken_rule_files_fail_the_test_file() {
         "{out}"
     );
 }
+
+/// The README's tutorial, as written: its rule checks, its test passes, and
+/// the failure it shows is the failure a wrong expectation prints.
+#[test]
+fn readme_tutorial_runs_as_written() {
+    let readme = std::fs::read_to_string(shipped("README.md")).unwrap();
+    let block = |start: &str, fence: &str| {
+        let from = readme
+            .find(&format!("```{fence}\n{start}"))
+            .expect("tutorial block");
+        let text = &readme[from + 4 + fence.len()..];
+        text[..text.find("```").unwrap()].to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules/tests")).unwrap();
+    write(
+        &dir.path().join("rules"),
+        "worker-failure.yaml",
+        &block("scenario: worker-failure", "yaml"),
+    );
+    let test = block("rule_files: [../worker-failure.yaml]", "yaml")
+        .replace("../../medic.yaml", &shipped("medic.yaml"));
+    let path = write(
+        &dir.path().join("rules/tests"),
+        "worker-failure.yaml",
+        &test,
+    );
+    let (code, out) = medic_test(&[&path]);
+    assert_eq!(code, 0, "{out}");
+    let wrong = test.replace("- restart-worker: succeeded", "- restart-worker: failed");
+    std::fs::write(&path, wrong).unwrap();
+    let (code, out) = medic_test(&[&path]);
+    assert_eq!(code, 1);
+    let shown = block("rules/tests/worker-failure.yaml: 0 passed", "")
+        .replace("rules/tests/worker-failure.yaml", &path);
+    assert_eq!(out, shown);
+}
