@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the integration tests start privately on ephemeral ports.
 declare -A pkg_for=(
   [redis-server]=redis-server
+  [systemd-analyze]=systemd
+  [kubectl]=kubernetes-client
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -24,4 +26,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build --bins
 ./target/debug/medic check --config medic.yaml rules/
+./target/debug/medic test --config medic.yaml rules/tests/
 cargo test --all-targets

@@ -6,11 +6,13 @@
 //! tasks stop at their next safe point; a running action may finish within
 //! the grace period, after which it is aborted; the store is flushed last.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,8 +20,12 @@ use tokio_util::task::TaskTracker;
 use crate::check::{self, Check, Outcome};
 use crate::clock::Clock;
 use crate::config::{Config, StoreConfig};
+use crate::diag::Diagnostics;
+use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
-use crate::page::Pager;
+use crate::notify;
+use crate::page::{Notifier, Pager};
+use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequests, ReloadStats};
 use crate::remedy::{self, plan::PlannedStep};
 use crate::rules::model::Scenario;
 use crate::server::{self, AppState, Readiness};
@@ -111,12 +117,81 @@ pub async fn run(
     clock: Clock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
     let (runtimes, refused) = build_runtimes(&config, scenarios);
-    for r in &refused {
+    start(
+        Loaded {
+            config,
+            runtimes,
+            refused,
+        },
+        clock,
+        shutdown,
+        RunOptions::default(),
+    )
+    .await
+}
+
+/// A loaded and built set of config and scenarios.
+pub struct Loaded {
+    pub config: Config,
+    pub runtimes: Vec<Arc<ScenarioRuntime>>,
+    pub refused: Vec<Refusal>,
+}
+
+/// Loads (or reloads) the config and rules; problems as `path:line:col`.
+pub type Loader = Arc<dyn Fn() -> Result<Loaded, Diagnostics> + Send + Sync>;
+
+/// The loader of `medic run --config PATH`: the config file (with `MEDIC_`
+/// environment overrides) and every rule file it names, built.
+pub fn file_loader(config_path: PathBuf) -> Loader {
+    Arc::new(move || {
+        let config = crate::config::load(&config_path)?;
+        let paths: Vec<PathBuf> = config
+            .rules
+            .iter()
+            .map(|p| config.resolve_path(p))
+            .collect();
+        let scenarios = crate::rules::load_paths(&paths, &config)?;
+        let (runtimes, refused) = build_runtimes(&config, scenarios);
+        Ok(Loaded {
+            config,
+            runtimes,
+            refused,
+        })
+    })
+}
+
+/// Optional parts of a run.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Live reload: how to load, and where requests arrive (SIGHUP and
+    /// `POST /-/reload` send to the handle).
+    pub reload: Option<(Loader, ReloadHandle, ReloadRequests)>,
+    /// Page these instead of the configured notifiers (`medic test`).
+    pub notifiers: Option<HashMap<String, Arc<dyn Notifier>>>,
+}
+
+/// Opens the store and runs `loaded` until `shutdown`.
+pub async fn start(
+    loaded: Loaded,
+    clock: Clock,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> anyhow::Result<()> {
+    let store = open_store(&loaded.config).await?;
+    for r in &loaded.refused {
         tracing::error!(scenario = %r.scenario, "scenario refused, not running: {}", r.reason);
     }
-    run_with(&config, runtimes, refused.len(), store, clock, shutdown).await
+    run_with_options(
+        &loaded.config,
+        loaded.runtimes,
+        loaded.refused.len(),
+        store,
+        clock,
+        shutdown,
+        options,
+    )
+    .await
 }
 
 /// Runs already-built scenarios against `store` until `shutdown`. Tests
@@ -129,20 +204,51 @@ pub async fn run_with(
     clock: Clock,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_options(
+        config,
+        runtimes,
+        refused,
+        store,
+        clock,
+        shutdown,
+        RunOptions::default(),
+    )
+    .await
+}
+
+/// [`run_with`], with live reload and notifier overrides.
+pub async fn run_with_options(
+    config: &Config,
+    runtimes: Vec<Arc<ScenarioRuntime>>,
+    refused: usize,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    shutdown: CancellationToken,
+    options: RunOptions,
+) -> anyhow::Result<()> {
     tracing::info!(
         scenarios = runtimes.len(),
         mode = ?config.mode,
         "medic starting"
     );
 
+    let (loader, reload_handle, mut reload_rx) = match options.reload {
+        Some((l, h, rx)) => (Some(l), Some(h), rx),
+        None => (None, None, crate::reload::channel().1),
+    };
     let readiness = Readiness {
         rules_loaded: true,
         scenarios: runtimes.len(),
         refused,
         role: "leader".into(),
         reload_error: None,
+        reloads: ReloadStats {
+            last_ok: true,
+            last_success_unix: clock.now().timestamp(),
+            ..ReloadStats::default()
+        },
     };
-    let (_ready_tx, ready_rx) = watch::channel(readiness);
+    let (ready_tx, ready_rx) = watch::channel(readiness);
     let server_stop = CancellationToken::new();
     let server = match &config.http {
         Some(http) => {
@@ -150,6 +256,7 @@ pub async fn run_with(
                 store: store.clone(),
                 clock: clock.clone(),
                 readiness: ready_rx,
+                reload: reload_handle,
             });
             let (_, handle) = server::serve(http.listen, app, server_stop.clone())
                 .await
@@ -160,55 +267,93 @@ pub async fn run_with(
     };
 
     let tasks = TaskTracker::new();
-    let checks_stop = CancellationToken::new();
+    let checks_root = CancellationToken::new();
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
+    let pager = |config: &Config| {
+        let p = match &options.notifiers {
+            Some(n) => Pager::with_notifiers(config, n.clone(), store.clone(), clock.clone()),
+            None => Pager::new(config, store.clone(), clock.clone()),
+        };
+        Arc::new(p)
+    };
     let shared = Shared {
         store: store.clone(),
         clock: clock.clone(),
-        pager: Arc::new(Pager::new(config, store.clone(), clock.clone())),
+        pager: pager(config),
         actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
         stop: stop.clone(),
         kill: kill.clone(),
         tasks: tasks.clone(),
     };
+    let engine_names: Vec<String> = runtimes.iter().map(|r| r.scenario.name.clone()).collect();
     let mut engine = Engine::new(runtimes, shared);
     engine.resume().await?;
 
-    let (tx, rx) = mpsc::channel(4096);
-    let permits = Arc::new(Semaphore::new(config.limits.concurrent_checks.max(1)));
-    for (slot, rt, j) in engine.schedule() {
-        let s = &rt.scenario.symptoms[j];
-        tasks.spawn(check_loop(
-            slot,
-            rt.checks[j].clone(),
-            s.every.get(),
-            s.timeout.get(),
-            tx.clone(),
-            permits.clone(),
-            checks_stop.clone(),
-        ));
-    }
+    let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
+    let mut checks = start_checks(config, engine.schedule(), &tx, &tasks, &checks_root);
     drop(tx);
-    let engine_task = tasks.spawn(engine.run(rx));
+    let (control_tx, control_rx) = mpsc::channel(1);
+    let mut engine_task = tasks.spawn(engine.run_controlled(rx, control_rx));
     tracing::info!("medic running");
+    let mut running: Vec<String> = engine_names;
+    notify::ready(&format!("running {} scenarios", running.len()));
+    if let Some(period) = notify::watchdog_period() {
+        tasks.spawn(notify::watchdog(period, store.clone(), stop.clone()));
+    }
 
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        r = engine_task => {
-            // The engine only stops early on a store failure.
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "engine stopped: store failure"),
-                Err(e) => tracing::error!(error = %e, "engine task failed"),
+    let mut grace = config.shutdown_grace;
+    let mut current = config.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = &mut engine_task => {
+                // The engine only stops early on a store failure.
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "engine stopped: store failure"),
+                    Err(e) => tracing::error!(error = %e, "engine task failed"),
+                }
+                break;
+            }
+            Some(req) = reload_rx.recv() => {
+                let Some(loader) = &loader else { continue };
+                tracing::info!(source = %req.source, "reloading config and rules");
+                notify::reloading();
+                let outcome = reload(loader, &current, &running, &ready_tx, &control_tx, &pager).await;
+                let outcome = match outcome {
+                    Ok((outcome, new)) => {
+                        if let Some((config, reloaded)) = new {
+                            // The engine already reads the new channel: the
+                            // old loops' outcomes go nowhere; stop them.
+                            checks.cancel();
+                            checks = start_checks(&config, reloaded.schedule, &reloaded.updates, &tasks, &checks_root);
+                            grace = config.shutdown_grace;
+                            running = reloaded.kept.into_iter().chain(reloaded.added).collect();
+                            current = config;
+                        }
+                        outcome
+                    }
+                    Err(()) => break,
+                };
+                let n = running.len();
+                notify::ready(&if outcome.ok {
+                    format!("running {n} scenarios")
+                } else {
+                    format!("running {n} scenarios; the last reload FAILED (old rules kept)")
+                });
+                if let Some(reply) = req.reply {
+                    let _ = reply.send(outcome);
+                }
             }
         }
     }
-    tracing::info!(grace = %config.shutdown_grace, "shutting down: no new checks or actions");
-    checks_stop.cancel();
+    notify::stopping();
+    tracing::info!(grace = %grace, "shutting down: no new checks or actions");
+    checks_root.cancel();
     stop.cancel();
     tasks.close();
-    if tokio::time::timeout(config.shutdown_grace.get(), tasks.wait())
+    if tokio::time::timeout(grace.get(), tasks.wait())
         .await
         .is_err()
     {
@@ -223,6 +368,153 @@ pub async fn run_with(
     store.flush().await?;
     tracing::info!("medic stopped");
     Ok(())
+}
+
+/// Starts one check loop per scheduled symptom, under a child of `root`
+/// (returned, to stop exactly these loops).
+fn start_checks(
+    config: &Config,
+    schedule: Vec<(usize, Arc<ScenarioRuntime>, usize)>,
+    tx: &mpsc::Sender<Update>,
+    tasks: &TaskTracker,
+    root: &CancellationToken,
+) -> CancellationToken {
+    let stop = root.child_token();
+    let permits = Arc::new(Semaphore::new(config.limits.concurrent_checks.max(1)));
+    for (slot, rt, j) in schedule {
+        let s = &rt.scenario.symptoms[j];
+        tasks.spawn(check_loop(
+            slot,
+            rt.checks[j].clone(),
+            s.every.get(),
+            s.timeout.get(),
+            tx.clone(),
+            permits.clone(),
+            stop.clone(),
+        ));
+    }
+    stop
+}
+
+/// One reload: load and validate off the runtime's threads, then swap the
+/// engine's scenarios. `Err(())` when the engine is gone (medic stops).
+async fn reload(
+    loader: &Loader,
+    current: &Config,
+    running: &[String],
+    ready: &watch::Sender<Readiness>,
+    control: &mpsc::Sender<Control>,
+    pager: impl Fn(&Config) -> Arc<Pager>,
+) -> Result<(ReloadOutcome, Option<(Config, Reloaded)>), ()> {
+    let load = loader.clone();
+    let loaded = match tokio::task::spawn_blocking(move || load()).await {
+        Ok(r) => r,
+        Err(e) => Err(Diagnostics(vec![crate::diag::Diagnostic::new(
+            "reload",
+            0,
+            0,
+            format!("loading failed: {e}"),
+        )])),
+    };
+    let reject = |errors: Vec<String>| {
+        for e in &errors {
+            tracing::error!("reload rejected: {e}");
+        }
+        tracing::error!(
+            problems = errors.len(),
+            "reload rejected: the old config and rules keep running"
+        );
+        let mut refused = 0;
+        ready.send_modify(|r| {
+            r.reload_error = Some(errors.join("\n"));
+            r.reloads.failed += 1;
+            r.reloads.last_ok = false;
+            refused = r.refused;
+        });
+        ReloadOutcome::rejected(running.len(), refused, errors)
+    };
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(diags) => {
+            let errors = diags.0.iter().map(|d| d.to_string()).collect();
+            return Ok((reject(errors), None));
+        }
+    };
+    // A running scenario that would be refused would silently stop being
+    // watched: that is a broken set, not a smaller one.
+    let problems: Vec<String> = loaded
+        .refused
+        .iter()
+        .filter(|r| running.contains(&r.scenario))
+        .map(|r| {
+            format!(
+                "scenario {} is running but would be refused: {}",
+                r.scenario, r.reason
+            )
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Ok((reject(problems), None));
+    }
+    for r in &loaded.refused {
+        tracing::error!(scenario = %r.scenario, "scenario refused, not running: {}", r.reason);
+    }
+    let needs_restart = needs_restart(current, &loaded.config);
+    for what in &needs_restart {
+        tracing::warn!("reload: {what} changed; it takes effect only after a restart");
+    }
+    let (tx, rx) = oneshot::channel();
+    let request = Control::Reload {
+        scenarios: loaded.runtimes,
+        pager: pager(&loaded.config),
+        reply: tx,
+    };
+    if control.send(request).await.is_err() {
+        return Err(());
+    }
+    let reloaded = rx.await.map_err(|_| ())?;
+    let outcome = ReloadOutcome {
+        ok: true,
+        scenarios: reloaded.kept.len() + reloaded.added.len(),
+        refused: loaded.refused.len(),
+        added: reloaded.added.clone(),
+        removed: reloaded.removed.clone(),
+        closed: reloaded.closed.clone(),
+        errors: Vec::new(),
+        needs_restart,
+    };
+    tracing::info!(
+        scenarios = outcome.scenarios,
+        added = ?outcome.added,
+        removed = ?outcome.removed,
+        closed = ?outcome.closed,
+        "reload done: new rules running"
+    );
+    let now = crate::clock::Clock::system().now().timestamp();
+    ready.send_modify(|r| {
+        r.scenarios = outcome.scenarios;
+        r.refused = outcome.refused;
+        r.reload_error = None;
+        r.reloads.succeeded += 1;
+        r.reloads.last_ok = true;
+        r.reloads.last_success_unix = now;
+    });
+    Ok((outcome, Some((loaded.config, reloaded))))
+}
+
+/// Config sections a reload cannot apply to a running daemon.
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut v = Vec::new();
+    if old.store != new.store {
+        v.push("store".to_string());
+    }
+    if old.http != new.http {
+        v.push("http".to_string());
+    }
+    if old.limits.actions_in_flight != new.limits.actions_in_flight {
+        v.push("limits.actions_in_flight".to_string());
+    }
+    v
 }
 
 /// Runs one symptom's check on its own schedule. A slow or hanging check

@@ -26,6 +26,9 @@
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
 //! - [`server`]: the HTTP surface (health, readiness, webhooks, API).
 //! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
+//! - [`ruletest`]: `medic test`, rule unit tests on a simulated clock.
+//! - [`reload`]: live reload of config and rules (SIGHUP, `POST /-/reload`).
+//! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`logging`]: tracing set-up (text on a terminal, JSON on request).
 #![forbid(unsafe_code)]
 
@@ -37,9 +40,12 @@ pub mod diag;
 pub mod duration;
 pub mod engine;
 pub mod logging;
+pub mod notify;
 pub mod page;
+pub mod reload;
 pub mod remedy;
 pub mod rules;
+pub mod ruletest;
 pub mod secret;
 pub mod server;
 pub mod store;

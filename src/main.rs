@@ -36,6 +36,16 @@ enum Command {
         /// Rule files or directories; default: the config's `rules`.
         paths: Vec<PathBuf>,
     },
+    /// Run rule unit tests on a simulated clock (nothing real runs).
+    Test {
+        /// The config (targets, escalation policies) for test files that
+        /// do not name their own.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+        /// Test files or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Print the version.
     Version,
 }
@@ -59,6 +69,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Test { config, paths } => {
+            let reports = medic::ruletest::run_paths(&paths, &config);
+            let (_, failed) = medic::ruletest::print(&reports, &mut std::io::stdout().lock());
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Run { config } => {
             logging::init(cli.log_format);
             run(config)
@@ -67,16 +86,9 @@ fn main() -> ExitCode {
 }
 
 fn run(config_path: PathBuf) -> ExitCode {
-    let loaded = medic::config::load(&config_path).and_then(|config| {
-        let paths: Vec<PathBuf> = config
-            .rules
-            .iter()
-            .map(|p| config.resolve_path(p))
-            .collect();
-        medic::rules::load_paths(&paths, &config).map(|rules| (config, rules))
-    });
-    let (config, scenarios) = match loaded {
-        Ok(x) => x,
+    let loader = medic::daemon::file_loader(config_path);
+    let loaded = match loader() {
+        Ok(l) => l,
         Err(diags) => {
             for d in &diags.0 {
                 eprintln!("{d}");
@@ -97,8 +109,13 @@ fn run(config_path: PathBuf) -> ExitCode {
     };
     let result = rt.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone()));
-        medic::daemon::run(config, scenarios, Clock::system(), shutdown).await
+        let (handle, requests) = medic::reload::channel();
+        tokio::spawn(watch_signals(shutdown.clone(), handle.clone()));
+        let options = medic::daemon::RunOptions {
+            reload: Some((loader, handle, requests)),
+            ..Default::default()
+        };
+        medic::daemon::start(loaded, Clock::system(), shutdown, options).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,20 +126,28 @@ fn run(config_path: PathBuf) -> ExitCode {
     }
 }
 
-/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once. SIGHUP:
+/// reload config and rules.
+async fn watch_signals(shutdown: CancellationToken, reload: medic::reload::ReloadHandle) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    for n in 0.. {
+    let mut n = 0;
+    loop {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config and rules");
+                reload.request("SIGHUP");
+                continue;
+            }
         }
         if n == 0 {
             tracing::info!("signal received: shutting down gracefully (again to force)");
@@ -131,5 +156,6 @@ async fn watch_signals(shutdown: CancellationToken) {
             tracing::warn!("second signal: exiting now");
             std::process::exit(130);
         }
+        n += 1;
     }
 }

@@ -9,6 +9,7 @@
 //! of incidents; the incident is where they meet.
 
 pub mod incident;
+pub mod reload;
 pub mod symptom;
 
 use std::collections::HashMap;
@@ -130,7 +131,15 @@ struct OpenIncident {
     /// writes the resolution. One writer per incident keeps its timeline
     /// in causal order.
     token: CancellationToken,
+    /// The incident task's own "medic is stopping": cancelled with medic,
+    /// or alone when a reload removes its scenario (the task then stops at
+    /// a safe point without resolving, and the reload closes the incident).
+    halt: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
     resolving: bool,
+    /// Views of symptoms a reload removed from the scenario, kept alive
+    /// (marked unknown) for the incident task that still watches them.
+    retired: Vec<watch::Sender<SymptomView>>,
 }
 
 /// The engine. Build it with [`Engine::new`], resume with [`Engine::resume`],
@@ -146,14 +155,22 @@ pub struct Engine {
     details: Vec<Outcome>,
     open: HashMap<usize, OpenIncident>,
     shared: Shared,
-    /// Incident tasks report (scenario index, incident id) here once resolved.
-    done_tx: mpsc::UnboundedSender<(usize, IncidentId)>,
-    done_rx: mpsc::UnboundedReceiver<(usize, IncidentId)>,
+    /// Incident tasks report their incident's id here once resolved.
+    done_tx: mpsc::UnboundedSender<IncidentId>,
+    done_rx: mpsc::UnboundedReceiver<IncidentId>,
 }
 
-impl Engine {
-    /// Lays out every symptom of every scenario in one table.
-    pub fn new(scenarios: Vec<Arc<ScenarioRuntime>>, shared: Shared) -> Self {
+/// Where every symptom of `scenarios` sits in the flat table.
+struct Layout {
+    timings: Vec<Timing>,
+    /// Slot → (scenario index, symptom index).
+    owner: Vec<(usize, usize)>,
+    /// Scenario index → slot of each of its symptoms, by name.
+    slots: Vec<HashMap<String, usize>>,
+}
+
+impl Layout {
+    fn new(scenarios: &[Arc<ScenarioRuntime>]) -> Self {
         let mut timings = Vec::new();
         let mut owner = Vec::new();
         let mut slots = Vec::new();
@@ -169,6 +186,22 @@ impl Engine {
             }
             slots.push(by_name);
         }
+        Layout {
+            timings,
+            owner,
+            slots,
+        }
+    }
+}
+
+impl Engine {
+    /// Lays out every symptom of every scenario in one table.
+    pub fn new(scenarios: Vec<Arc<ScenarioRuntime>>, shared: Shared) -> Self {
+        let Layout {
+            timings,
+            owner,
+            slots,
+        } = Layout::new(&scenarios);
         let n = timings.len();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Engine {
@@ -197,8 +230,16 @@ impl Engine {
     /// forgotten. Their trigger symptoms start as firing, so they resolve
     /// only once medic *sees* them clear.
     pub async fn resume(&mut self) -> Result<(), StoreError> {
+        self.resume_except(&[]).await
+    }
+
+    /// [`Engine::resume`], skipping incidents already tracked and `skip`.
+    async fn resume_except(&mut self, skip: &[IncidentId]) -> Result<(), StoreError> {
         let open = self.shared.store.open_incidents().await?;
         for inc in open {
+            if skip.contains(&inc.id) || self.open.values().any(|o| o.incident.id == inc.id) {
+                continue;
+            }
             let Some(k) = self
                 .scenarios
                 .iter()
@@ -228,32 +269,42 @@ impl Engine {
             )
             .await?;
             tracing::info!(incident = inc.id, scenario = %inc.scenario, state = inc.state.as_str(), "resumed incident");
-            let token = self.shared.stop.child_token();
-            self.spawn_incident(k, inc.clone(), token.clone(), true);
-            self.open.insert(
-                k,
-                OpenIncident {
-                    incident: inc,
-                    token,
-                    resolving: false,
-                },
-            );
+            let open = self.spawn_incident(k, inc, true);
+            self.open.insert(k, open);
         }
         Ok(())
     }
 
     /// Consumes check outcomes until `stop` or the channel closes.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Update>) -> Result<(), StoreError> {
+    pub async fn run(self, rx: mpsc::Receiver<Update>) -> Result<(), StoreError> {
+        self.run_controlled(rx, mpsc::channel(1).1).await
+    }
+
+    /// [`Engine::run`], also taking control requests (reloads) between
+    /// two updates.
+    pub async fn run_controlled(
+        mut self,
+        mut rx: mpsc::Receiver<Update>,
+        mut control: mpsc::Receiver<reload::Control>,
+    ) -> Result<(), StoreError> {
         loop {
             tokio::select! {
                 biased;
                 _ = self.shared.stop.cancelled() => break,
-                Some((k, id)) = self.done_rx.recv() => {
-                    if self.open.get(&k).is_some_and(|o| o.incident.id == id) {
+                Some(id) = self.done_rx.recv() => {
+                    let k = self.open.iter().find(|(_, o)| o.incident.id == id).map(|(k, _)| *k);
+                    if let Some(k) = k {
                         self.open.remove(&k);
+                        // It may have fired again while the old one was closing.
+                        self.evaluate(k).await?;
                     }
-                    // It may have fired again while the old one was closing.
-                    self.evaluate(k).await?;
+                }
+                Some(c) = control.recv() => {
+                    // Updates already queued belong to the old table: the
+                    // reload hands back a fresh channel for the new one.
+                    if let Some(new_rx) = self.control(c).await? {
+                        rx = new_rx;
+                    }
                 }
                 u = rx.recv() => match u {
                     Some(u) => self.handle(u).await?,
@@ -396,33 +447,37 @@ impl Engine {
         tracing::warn!(incident = inc.id, scenario = %sc.name, "{msg}");
         self.note(inc.id, "state", msg, json!({ "symptoms": observed }))
             .await?;
-        let token = self.shared.stop.child_token();
-        self.spawn_incident(k, inc.clone(), token.clone(), !created);
-        self.open.insert(
-            k,
-            OpenIncident {
-                incident: inc,
-                token,
-                resolving: false,
-            },
-        );
+        let open = self.spawn_incident(k, inc, !created);
+        self.open.insert(k, open);
         Ok(())
     }
 
-    fn spawn_incident(&self, k: usize, inc: Incident, token: CancellationToken, resumed: bool) {
+    fn spawn_incident(&self, k: usize, inc: Incident, resumed: bool) -> OpenIncident {
         let rt = self.scenarios[k].clone();
         let symptoms = self.slots[k]
             .iter()
             .map(|(n, &slot)| (n.clone(), self.symptoms.watch(slot)))
             .collect();
-        let shared = self.shared.clone();
+        let halt = self.shared.stop.child_token();
+        let token = halt.child_token();
+        let mut shared = self.shared.clone();
+        shared.stop = halt.clone();
         let done = self.done_tx.clone();
-        self.shared.tasks.spawn(async move {
+        let (incident, t) = (inc.clone(), token.clone());
+        let task = self.shared.tasks.spawn(async move {
             let id = inc.id;
-            if incident::drive(rt, inc, symptoms, shared, token, resumed).await {
-                let _ = done.send((k, id));
+            if incident::drive(rt, inc, symptoms, shared, t, resumed).await {
+                let _ = done.send(id);
             }
         });
+        OpenIncident {
+            incident,
+            token,
+            halt,
+            task,
+            resolving: false,
+            retired: Vec::new(),
+        }
     }
 
     async fn note(

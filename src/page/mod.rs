@@ -82,8 +82,19 @@ pub struct Pager {
 
 impl Pager {
     pub fn new(config: &Config, store: Arc<dyn Store>, clock: Clock) -> Self {
+        Self::with_notifiers(config, build_notifiers(config), store, clock)
+    }
+
+    /// A pager that pages `notifiers` instead of the configured ones
+    /// (`medic test` records pages instead of sending them).
+    pub fn with_notifiers(
+        config: &Config,
+        notifiers: HashMap<String, Arc<dyn Notifier>>,
+        store: Arc<dyn Store>,
+        clock: Clock,
+    ) -> Self {
         Pager {
-            notifiers: build_notifiers(config),
+            notifiers,
             policies: config.escalation.clone(),
             store,
             clock,

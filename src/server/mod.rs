@@ -3,6 +3,8 @@
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
 //! and one line in [`router`].
 
+pub mod reload;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::reload::{ReloadHandle, ReloadStats};
 use crate::store::Store;
 
 /// What `/readyz` reports besides store reachability.
@@ -32,6 +35,8 @@ pub struct Readiness {
     pub role: String,
     /// The last failed reload, if the newest one failed.
     pub reload_error: Option<String>,
+    /// Reload counters (also exported as metrics).
+    pub reloads: ReloadStats,
 }
 
 /// Shared state of every handler.
@@ -40,6 +45,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Clock,
     pub readiness: watch::Receiver<Readiness>,
+    /// Queues reloads (`POST /-/reload`); `None` when reload is off.
+    pub reload: Option<ReloadHandle>,
 }
 
 /// Every route medic serves.
@@ -47,6 +54,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(reload::router())
         .with_state(state)
 }
 

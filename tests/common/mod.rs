@@ -127,6 +127,11 @@ pub struct Medic {
 
 impl Medic {
     pub fn start(config: &Path, log: &Path) -> Medic {
+        Self::start_with_env(config, log, &[])
+    }
+
+    /// [`Medic::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, String)]) -> Medic {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -136,6 +141,7 @@ impl Medic {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -149,6 +155,17 @@ impl Medic {
             m.log_text().contains("medic running")
         });
         m
+    }
+
+    /// Sends `sig` (SIGHUP to reload).
+    pub fn signal(&self, sig: Signal) {
+        let c = self.child.as_ref().expect("running");
+        kill(Pid::from_raw(c.id() as i32), sig).unwrap();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log_text(&self) -> String {

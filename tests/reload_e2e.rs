@@ -1,0 +1,220 @@
+//! Acceptance: live reload against the real medic binary (SIGHUP and
+//! `POST /-/reload`), with real TCP ports as the watched targets.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use medic::store::{Incident, IncidentState, SqliteStore, Store};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+fn rule(name: &str, port: u16, summary: &str) -> String {
+    format!(
+        "scenario: {name}\n\
+         summary: {summary}\n\
+         severity: high\n\
+         rto: 5m\n\
+         symptoms:\n\
+         \x20 closed:\n\
+         \x20   check: {{ tcp: {{ address: \"127.0.0.1:{port}\" }} }}\n\
+         \x20   every: 200ms\n\
+         \x20   timeout: 200ms\n\
+         \x20   for: 400ms\n\
+         \x20   clear_for: 400ms\n\
+         when: {{ any: [closed] }}\n\
+         plan:\n\
+         \x20 - name: poke\n\
+         \x20   action: exec\n\
+         \x20   args: [\"true\"]\n\
+         \x20   verify: {{ within: 500ms }}\n\
+         \x20   limit: {{ attempts: 1, per: 1h }}\n\
+         escalation: default\n"
+    )
+}
+
+fn setup(dir: &Path, http: u16) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("medic.yaml"),
+        format!(
+            "mode: enforce\n\
+             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
+             rules: [rules]\n\
+             shutdown_grace: 5s\n\
+             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
+        ),
+    )
+    .unwrap();
+    dir.join("medic.yaml")
+}
+
+async fn incidents(db: &Path) -> Vec<Incident> {
+    let store = SqliteStore::open(db).await.unwrap();
+    let mut v = store.recent_incidents(100).await.unwrap();
+    v.reverse();
+    v
+}
+
+async fn timeline(db: &Path, id: i64) -> Vec<String> {
+    let store = SqliteStore::open(db).await.unwrap();
+    store
+        .timeline(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.kind, e.message))
+        .collect()
+}
+
+fn get(url: &str) -> (u16, Value) {
+    block_on(async {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    })
+}
+
+fn post(url: &str) -> (u16, Value) {
+    block_on(async {
+        let r = reqwest::Client::new().post(url).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    })
+}
+
+fn open_of(db: &Path, scenario: &str) -> Vec<Incident> {
+    block_on(incidents(db))
+        .into_iter()
+        .filter(|i| i.scenario == scenario && i.state.is_open())
+        .collect()
+}
+
+#[test]
+fn broken_reload_keeps_old_rules_and_good_reload_keeps_open_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, port_a, port_b) = (free_port(), free_port(), free_port());
+    let config = setup(dir.path(), http);
+    let db = dir.path().join("state/medic.db");
+    let rules = dir.path().join("rules");
+    std::fs::write(
+        rules.join("a.yaml"),
+        rule("port-a", port_a, "Port A closed"),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+
+    let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
+    // Nothing listens on port A: an incident opens, its step fails
+    // verification, it escalates.
+    wait_until(Duration::from_secs(20), "port-a to escalate", || {
+        open_of(&db, "port-a")
+            .iter()
+            .any(|i| i.state == IncidentState::Escalated)
+    });
+    let incident = open_of(&db, "port-a")[0].id;
+
+    // A broken file: SIGHUP is rejected as a whole, with path:line:col.
+    let broken = rules.join("b.yaml");
+    std::fs::write(
+        &broken,
+        rule("port-b", port_b, "Port B closed").replace("action: exec", "action: exce"),
+    )
+    .unwrap();
+    medic.signal(Signal::SIGHUP);
+    wait_until(Duration::from_secs(10), "the reload to be rejected", || {
+        medic.log_text().contains("reload rejected: the old config")
+    });
+    let want = format!(
+        "{}:15:13: unknown action \"exce\" (did you mean \"exec\"?)",
+        broken.display()
+    );
+    assert!(medic.log_text().contains(&want), "{}", medic.log_text());
+    let (code, ready) = get(&format!("{base}/readyz"));
+    assert_eq!(code, 200, "the old rules still run: still ready: {ready}");
+    assert_eq!(ready["status"]["scenarios"], 1);
+    assert_eq!(ready["status"]["reload_error"], want.as_str());
+    assert_eq!(ready["status"]["reloads"]["failed"], 1);
+    assert_eq!(ready["status"]["reloads"]["last_ok"], false);
+
+    // The same through HTTP: 422 and every problem.
+    let (code, out) = post(&format!("{base}/-/reload"));
+    assert_eq!(code, 422, "{out}");
+    assert_eq!(out["ok"], false);
+    assert_eq!(out["errors"][0], want.as_str());
+    assert_eq!(
+        open_of(&db, "port-a")[0].id,
+        incident,
+        "old incident untouched"
+    );
+
+    // A good set: port-a changed, port-b added (its port answers).
+    let listener_b = TcpListener::bind(("127.0.0.1", port_b)).unwrap();
+    std::fs::write(&broken, rule("port-b", port_b, "Port B closed")).unwrap();
+    std::fs::write(
+        rules.join("a.yaml"),
+        rule("port-a", port_a, "Port A closed (edited)"),
+    )
+    .unwrap();
+    let (code, out) = post(&format!("{base}/-/reload"));
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["ok"], true);
+    assert_eq!(out["added"], serde_json::json!(["port-b"]));
+    assert_eq!(out["scenarios"], 2);
+    let (_, ready) = get(&format!("{base}/readyz"));
+    assert_eq!(ready["status"]["reload_error"], Value::Null);
+    assert_eq!(ready["status"]["reloads"]["succeeded"], 1);
+    assert_eq!(ready["status"]["scenarios"], 2);
+
+    // The open incident carried on: port A answering now resolves *it*.
+    let listener_a = TcpListener::bind(("127.0.0.1", port_a)).unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "port-a's incident to resolve",
+        || open_of(&db, "port-a").is_empty(),
+    );
+    let all = block_on(incidents(&db));
+    let a: Vec<_> = all.iter().filter(|i| i.scenario == "port-a").collect();
+    assert_eq!(a.len(), 1, "not dropped and reopened: {all:#?}");
+    assert_eq!(a[0].id, incident);
+    let tl = block_on(timeline(&db, incident));
+    assert!(
+        tl.iter()
+            .any(|m| m.starts_with("note: rules reloaded: this incident carries on")),
+        "{tl:#?}"
+    );
+    assert!(
+        tl.iter()
+            .any(|m| m.starts_with("state: resolved: all symptoms clear")),
+        "{tl:#?}"
+    );
+
+    // port-b fails, then its scenario is removed: its incident is closed
+    // with a note.
+    drop(listener_b);
+    wait_until(
+        Duration::from_secs(20),
+        "port-b to open an incident",
+        || !open_of(&db, "port-b").is_empty(),
+    );
+    let b = open_of(&db, "port-b")[0].id;
+    std::fs::remove_file(&broken).unwrap();
+    medic.signal(Signal::SIGHUP);
+    wait_until(
+        Duration::from_secs(20),
+        "port-b's incident to close",
+        || open_of(&db, "port-b").is_empty(),
+    );
+    let tl = block_on(timeline(&db, b));
+    assert!(
+        tl.iter()
+            .any(|m| m == "state: closed: scenario port-b was removed from the rules by a reload"),
+        "{tl:#?}"
+    );
+    let (_, ready) = get(&format!("{base}/readyz"));
+    assert_eq!(ready["status"]["scenarios"], 1);
+
+    assert!(medic.stop().success(), "graceful exit 0 on SIGTERM");
+    drop(listener_a);
+}
