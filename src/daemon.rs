@@ -159,6 +159,7 @@ pub async fn run_with(
         clock: clock.clone(),
         pager: Arc::new(Pager::new(config, store.clone(), clock.clone())),
         actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
+        bounds: Arc::new(remedy::bounds::Bounds::new(config)),
         stop: stop.clone(),
         kill: kill.clone(),
         tasks: tasks.clone(),

@@ -29,7 +29,7 @@ use redis::{
 use tokio::sync::Mutex;
 
 use super::{BuildError, Check, Outcome};
-use crate::config::{Config, TargetConfig};
+use crate::config::{Config, RedisTarget, TargetConfig};
 
 /// A runnable `redis` check. It keeps one connection open between runs, so
 /// a run costs one round-trip; a broken connection is re-opened at once.
@@ -48,6 +48,40 @@ impl std::fmt::Debug for RedisCheck {
     }
 }
 
+/// A client for the redis target `name` (address, TLS, user, password, db);
+/// the password is resolved here, once.
+pub fn client_for(name: &str, t: &RedisTarget) -> Result<redis::Client, BuildError> {
+    let (host, port) = t
+        .address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| BuildError::Invalid(format!("bad redis address {:?}", t.address)))?;
+    let addr = match &t.tls {
+        Some(tls) => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: tls.insecure,
+            tls_params: None,
+        },
+        None => ConnectionAddr::Tcp(host, port),
+    };
+    let mut settings = redis::RedisConnectionInfo::default().set_db(t.db);
+    if let Some(u) = &t.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(pw) = &t.password {
+        let pw = pw
+            .resolve()
+            .map_err(|e| BuildError::Invalid(format!("target {name:?} password: {e}")))?;
+        settings = settings.set_password(pw.expose());
+    }
+    let info: ConnectionInfo = addr
+        .into_connection_info()
+        .map_err(|e| BuildError::Invalid(e.to_string()))?
+        .set_redis_settings(settings);
+    redis::Client::open(info).map_err(|e| BuildError::Invalid(format!("redis client: {e}")))
+}
+
 impl RedisCheck {
     pub fn build(p: &RedisParams, config: &Config) -> Result<Self, BuildError> {
         if p.role.is_some() || p.roundtrip {
@@ -59,36 +93,7 @@ impl RedisCheck {
                 p.target
             )));
         };
-        let (host, port) = t
-            .address
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| BuildError::Invalid(format!("bad redis address {:?}", t.address)))?;
-        let addr = match &t.tls {
-            Some(tls) => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: tls.insecure,
-                tls_params: None,
-            },
-            None => ConnectionAddr::Tcp(host, port),
-        };
-        let mut settings = redis::RedisConnectionInfo::default().set_db(t.db);
-        if let Some(u) = &t.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(pw) = &t.password {
-            let pw = pw
-                .resolve()
-                .map_err(|e| BuildError::Invalid(format!("target {:?} password: {e}", p.target)))?;
-            settings = settings.set_password(pw.expose());
-        }
-        let info: ConnectionInfo = addr
-            .into_connection_info()
-            .map_err(|e| BuildError::Invalid(e.to_string()))?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| BuildError::Invalid(format!("redis client: {e}")))?;
+        let client = client_for(&p.target, t)?;
         Ok(RedisCheck {
             address: t.address.clone(),
             client,

@@ -50,6 +50,10 @@ pub struct Config {
     /// when absent.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Maintenance windows: they block actions (not observation) on a
+    /// scenario or a target while they last.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -92,6 +96,7 @@ impl Default for Config {
             limits: GlobalLimits::default(),
             shutdown_grace: default_grace(),
             http: None,
+            maintenance: Vec::new(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -378,6 +383,55 @@ pub struct GlobalLimits {
     /// Actions running at once.
     #[serde(default = "default_actions")]
     pub actions_in_flight: usize,
+    /// When most of a scenario's targets fail at once, the cause is more
+    /// likely the network or medic's own view: act on none, escalate.
+    #[serde(default)]
+    pub blast_radius: BlastRadius,
+}
+
+/// The blast-radius bound of [`GlobalLimits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlastRadius {
+    /// Act on none when more than this share (in percent) of a
+    /// scenario's targets fail at once. Default 50.
+    #[serde(default = "default_blast_percent")]
+    pub percent: u32,
+    /// The bound applies to scenarios watching at least this many targets
+    /// (with one target, "all of them failing" is just the incident).
+    #[serde(default = "default_blast_min")]
+    pub min_targets: usize,
+}
+
+fn default_blast_percent() -> u32 {
+    50
+}
+fn default_blast_min() -> usize {
+    2
+}
+
+impl Default for BlastRadius {
+    fn default() -> Self {
+        BlastRadius {
+            percent: default_blast_percent(),
+            min_targets: default_blast_min(),
+        }
+    }
+}
+
+/// A maintenance window: actions of `scenario`, or actions on `target`
+/// (at least one of them), are blocked from `start` until `end`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    pub scenario: Option<String>,
+    pub target: Option<String>,
+    /// RFC 3339, e.g. `2026-03-01T22:00:00Z`.
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub end: chrono::DateTime<chrono::Utc>,
+    /// Shown on the timeline.
+    #[serde(default)]
+    pub reason: String,
 }
 
 fn default_checks() -> usize {
@@ -392,6 +446,7 @@ impl Default for GlobalLimits {
         GlobalLimits {
             concurrent_checks: default_checks(),
             actions_in_flight: default_actions(),
+            blast_radius: BlastRadius::default(),
         }
     }
 }
