@@ -210,6 +210,10 @@ pub struct Gate {
     /// within the step's timeout, instead of giving up on the step.
     #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde_opt")]
     pub wait: Option<std::time::Duration>,
+    /// A finding that does not refuse the step by itself (one promotion
+    /// candidate of several refused); a later gate decides.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub advisory: bool,
 }
 
 /// Shows an optional wait as "1s 500ms" on timelines.
@@ -232,6 +236,7 @@ impl Gate {
             passed: true,
             detail: detail.into(),
             wait: None,
+            advisory: false,
         }
     }
 
@@ -241,6 +246,7 @@ impl Gate {
             passed: false,
             detail: detail.into(),
             wait: None,
+            advisory: false,
         }
     }
 
@@ -264,7 +270,7 @@ pub struct Preflight {
 impl Preflight {
     /// The first gate that refused, if any.
     pub fn refusal(&self) -> Option<&Gate> {
-        self.gates.iter().find(|g| !g.passed)
+        self.gates.iter().find(|g| !g.passed && !g.advisory)
     }
 
     /// Adds a gate; returns whether it passed (for early returns).

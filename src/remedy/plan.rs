@@ -302,6 +302,7 @@ impl PlanContext {
         for g in &pre.gates {
             let verdict = match (g.passed, g.wait.is_some(), dry) {
                 (true, _, _) => "passed",
+                _ if g.advisory => "rejected",
                 (false, true, _) => "not yet",
                 (false, false, true) => "would refuse",
                 (false, false, false) => "refused",

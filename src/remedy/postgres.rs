@@ -549,7 +549,12 @@ impl Action for PromoteReplica {
                     }
                 }
             };
-            pre.gate(gate);
+            // One candidate refused does not refuse the step: the ranking
+            // below does, when none is left.
+            pre.gate(Gate {
+                advisory: !gate.passed,
+                ..gate
+            });
         }
         // Gate 5: the ranking. Refusals of single candidates are reported
         // above; the step is refused only when none is left.
@@ -558,8 +563,6 @@ impl Action for PromoteReplica {
                 .then(b.1.cmp(&a.1))
                 .then(a.0.name.cmp(&b.0.name))
         });
-        pre.gates
-            .retain(|g| g.passed || !g.name.starts_with("candidate "));
         let rejected: Vec<String> = self
             .candidates
             .iter()
@@ -809,7 +812,7 @@ impl Quarantine {
         let cols: Vec<String> = tx
             .query(
                 "SELECT quote_ident(attname) FROM pg_attribute
-                 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+                 WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
                  ORDER BY attnum",
                 &[&src],
             )
