@@ -562,11 +562,14 @@ impl Cx<'_> {
                 }
             }
             TargetConfig::Route53(t) => {
-                if !(1..=60).contains(&t.ttl) {
+                if !(1..=t.max_ttl.max(1)).contains(&t.ttl) {
                     self.err(
                         root,
                         &format!("{at}.ttl"),
-                        "ttl must be between 1 and 60 seconds so failover takes effect quickly",
+                        format!(
+                            "ttl must be between 1 and {} seconds (max_ttl) so failover takes effect quickly",
+                            t.max_ttl
+                        ),
                     );
                 }
                 if t.primary.is_empty() {

@@ -329,8 +329,33 @@ pub struct Route53Target {
     pub secondary: Vec<String>,
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// The longest TTL medic accepts on the managed record (default 60):
+    /// with a longer one, resolvers keep the old address for too long and a
+    /// failover does not take effect; medic refuses to fail such a record
+    /// over. Raise it deliberately.
+    #[serde(default = "default_ttl")]
+    pub max_ttl: u32,
     /// Override the endpoint (tests, other regions' endpoints).
     pub endpoint_url: Option<String>,
+    /// The region the SDK signs for (Route 53 is global; default us-east-1).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Static credentials; default: the AWS SDK's chain (environment,
+    /// profile, web identity, instance metadata).
+    pub credentials: Option<AwsCredentials>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// An access key, by secret reference.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredentials {
+    pub access_key_id: SecretRef,
+    pub secret_access_key: SecretRef,
+    pub session_token: Option<SecretRef>,
 }
 
 fn default_record_type() -> String {

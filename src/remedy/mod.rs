@@ -328,6 +328,6 @@ pub fn build(spec: &ActionSpec, config: &Config) -> Result<Arc<dyn Action>, Buil
         ActionSpec::K8sRolloutUndo(p) => Arc::new(k8s::RolloutUndo::build(p, config)?),
         ActionSpec::K8sSetEnv(p) => Arc::new(k8s::SetEnv::build(p, config)?),
         ActionSpec::K8sScale(p) => Arc::new(k8s::Scale::build(p, config)?),
-        other => return Err(BuildError::NotImplemented(other.kind())),
+        ActionSpec::Route53Failover(p) => Arc::new(route53::Failover::build(p, config)?),
     })
 }
