@@ -1714,6 +1714,55 @@ escalation: pager
     }
 
     #[test]
+    fn then_continue_chains_verify_by_the_action_and_cannot_end_the_plan() {
+        let text = MINIMAL.replace(
+            "    args: [true]\n",
+            "    args: [true]\n    then: continue\n  - action: exec\n    args: [false]\nmax_acting: 3\n",
+        );
+        let s = ok(&text);
+        assert_eq!(s.plan[0].then, Then::Continue);
+        assert!(
+            s.plan[0].verify.clears.is_empty(),
+            "the action verifies itself"
+        );
+        assert_eq!(s.plan[1].then, Then::Stop);
+        assert_eq!(s.plan[1].verify.clears, ["down"]);
+        assert_eq!(s.max_acting, 3);
+        assert_eq!(ok(MINIMAL).max_acting, 1);
+        assert_eq!(
+            errors(&MINIMAL.replace(
+                "    args: [true]\n",
+                "    args: [true]\n    then: continue\n"
+            )),
+            ["r.yaml:12:11: the last step cannot say `then: continue`: there is no next step"]
+        );
+        assert_eq!(
+            errors(&MINIMAL.replace("    args: [true]\n", "    args: [true]\n    then: go\n")),
+            ["r.yaml:12:11: unknown then \"go\" (expected one of: stop, continue)"]
+        );
+    }
+
+    #[test]
+    fn a_promotion_needs_a_symptom_watching_its_primary() {
+        let cfg = crate::config::load_str(
+            "medic.yaml",
+            &format!("{CONFIG}  db2: {{ postgres: {{ host: 127.0.0.1, port: 5433 }} }}\n"),
+        )
+        .unwrap();
+        let step = "  - action: postgres.promote-replica\n    primary: db\n    replicas: [db2]\n";
+        let text = MINIMAL.replace("  - action: exec\n    args: [true]\n", step);
+        assert_eq!(
+            errors_with(&text, &cfg),
+            [
+                "r.yaml:11:14: no symptom of this scenario checks the primary \"db\": its unreachable-for gate counts that symptom's failed checks"
+            ]
+        );
+        let watched = text.replace("{ redis: { target: cache } }", "{ tcp: { target: db } }");
+        let s = load_str("r.yaml", &watched, &cfg).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(s.plan.len(), 1);
+    }
+
+    #[test]
     fn null_values_count_as_absent() {
         let s = ok(&MINIMAL.replace("rto: 5m\n", "rto: 5m\nrpo: ~\nmode:\n"));
         assert_eq!((s.rpo, s.mode), (None, None));
