@@ -235,6 +235,9 @@ async fn check_loop(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
+            // A held connection dropped: look now; the next tick comes a
+            // full interval later.
+            _ = check.lost() => ticker.reset(),
         }
         let _permit = tokio::select! {
             _ = stop.cancelled() => return,

@@ -38,6 +38,11 @@ pub struct RedisCheck {
     client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
     params: RedisParams,
+    /// An idle TCP connection to the server, opened after a run that saw
+    /// it healthy: Redis never writes to it, so the moment it reads EOF
+    /// (or fails) the server is gone and [`Check::lost`] fires, without
+    /// waiting for the next poll.
+    sentinel: Mutex<Option<tokio::net::TcpStream>>,
 }
 
 impl std::fmt::Debug for RedisCheck {
@@ -99,6 +104,7 @@ impl RedisCheck {
             client,
             conn: Mutex::new(None),
             params: p.clone(),
+            sentinel: Mutex::new(None),
         })
     }
 
@@ -141,9 +147,49 @@ impl RedisCheck {
     }
 }
 
+impl RedisCheck {
+    /// Opens the sentinel connection if there is none (after a healthy run).
+    async fn arm(&self) {
+        let mut g = self.sentinel.lock().await;
+        if g.is_none() {
+            *g = tokio::net::TcpStream::connect(&self.address).await.ok();
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Check for RedisCheck {
+    async fn lost(&self) {
+        let mut g = self.sentinel.lock().await;
+        let Some(s) = g.as_mut() else {
+            return std::future::pending().await;
+        };
+        let mut buf = [0u8; 256];
+        loop {
+            if s.readable().await.is_err() {
+                break;
+            }
+            match s.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        *g = None;
+    }
+
     async fn run(&self) -> Outcome {
+        let out = self.ping_once().await;
+        if out == Outcome::Ok {
+            self.arm().await;
+        }
+        out
+    }
+}
+
+impl RedisCheck {
+    async fn ping_once(&self) -> Outcome {
         if !self.params.ping {
             return Outcome::Ok;
         }
