@@ -15,11 +15,20 @@ missing=()
 for cmd in "${!pkg_for[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_for[$cmd]}")
 done
+# PostgreSQL's server binaries live outside PATH (/usr/lib/postgresql/N/bin).
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Python packages: moto_server stands in for Route 53 in the DNS failover tests.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing: moto[server]"
+  python3 -m pip install --quiet 'moto[server]' ||
+    python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
 
 cargo fmt --all -- --check

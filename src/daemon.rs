@@ -282,6 +282,7 @@ pub async fn run_with_options(
         clock: clock.clone(),
         pager: pager(config),
         actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
+        bounds: Arc::new(remedy::bounds::Bounds::new(config)),
         stop: stop.clone(),
         kill: kill.clone(),
         tasks: tasks.clone(),
@@ -535,6 +536,9 @@ async fn check_loop(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
+            // A held connection dropped: look now; the next tick comes a
+            // full interval later.
+            _ = check.lost() => ticker.reset(),
         }
         let _permit = tokio::select! {
             _ = stop.cancelled() => return,

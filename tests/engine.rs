@@ -15,7 +15,9 @@ use medic::engine::ScenarioRuntime;
 use medic::remedy::exec::ExecParams;
 use medic::remedy::plan::PlannedStep;
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec};
-use medic::rules::model::{Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Verify, When};
+use medic::rules::model::{
+    Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
+};
 use medic::store::{AttemptOutcome, IncidentState, MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -110,7 +112,9 @@ fn scenario(limit: Limit, mode: Option<Mode>) -> Scenario {
             timeout: Dur::secs(30),
             approval: Approval::None,
             mode: None,
+            then: Then::Stop,
         }],
+        max_acting: 1,
         escalation: "default".into(),
         path: "rules/redis.yaml".into(),
     }

@@ -163,3 +163,32 @@ async fn tls_with_a_self_signed_certificate() {
     // Plain text against a TLS port is not a healthy answer.
     assert_ne!(check_for(plain(port)).run().await, Outcome::Ok);
 }
+
+#[tokio::test]
+async fn a_dropped_held_connection_is_noticed_at_once() {
+    let port = free_port();
+    let mut redis = Redis::start(port);
+    let check = check_for(plain(port));
+    // Nothing seen yet: nothing to lose.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), check.lost())
+            .await
+            .is_err()
+    );
+    assert_eq!(check.run().await, Outcome::Ok);
+    // Healthy and idle: lost() waits.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), check.lost())
+            .await
+            .is_err(),
+        "lost() fired while redis was up"
+    );
+    redis.kill();
+    tokio::time::timeout(Duration::from_secs(2), check.lost())
+        .await
+        .expect("the kill was not noticed");
+    assert_eq!(
+        check.run().await,
+        Outcome::Failing(format!("127.0.0.1:{port}: connection refused"))
+    );
+}

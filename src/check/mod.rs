@@ -53,6 +53,14 @@ impl Outcome {
 pub trait Check: Send + Sync {
     /// Observes once.
     async fn run(&self) -> Outcome;
+
+    /// Resolves when the check learns between runs that its target may
+    /// have changed (a held connection dropped): the scheduler then runs it
+    /// at once instead of waiting for the next tick. Must be cancel-safe.
+    /// The default never resolves.
+    async fn lost(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// A check as written in a rule file: `check: { KIND: PARAMS }`.

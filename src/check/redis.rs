@@ -29,7 +29,7 @@ use redis::{
 use tokio::sync::Mutex;
 
 use super::{BuildError, Check, Outcome};
-use crate::config::{Config, TargetConfig};
+use crate::config::{Config, RedisTarget, TargetConfig};
 
 /// A runnable `redis` check. It keeps one connection open between runs, so
 /// a run costs one round-trip; a broken connection is re-opened at once.
@@ -38,6 +38,11 @@ pub struct RedisCheck {
     client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
     params: RedisParams,
+    /// An idle TCP connection to the server, opened after a run that saw
+    /// it healthy: Redis never writes to it, so the moment it reads EOF
+    /// (or fails) the server is gone and [`Check::lost`] fires, without
+    /// waiting for the next poll.
+    sentinel: Mutex<Option<tokio::net::TcpStream>>,
 }
 
 impl std::fmt::Debug for RedisCheck {
@@ -46,6 +51,40 @@ impl std::fmt::Debug for RedisCheck {
             .field("address", &self.address)
             .finish()
     }
+}
+
+/// A client for the redis target `name` (address, TLS, user, password, db);
+/// the password is resolved here, once.
+pub fn client_for(name: &str, t: &RedisTarget) -> Result<redis::Client, BuildError> {
+    let (host, port) = t
+        .address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| BuildError::Invalid(format!("bad redis address {:?}", t.address)))?;
+    let addr = match &t.tls {
+        Some(tls) => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: tls.insecure,
+            tls_params: None,
+        },
+        None => ConnectionAddr::Tcp(host, port),
+    };
+    let mut settings = redis::RedisConnectionInfo::default().set_db(t.db);
+    if let Some(u) = &t.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(pw) = &t.password {
+        let pw = pw
+            .resolve()
+            .map_err(|e| BuildError::Invalid(format!("target {name:?} password: {e}")))?;
+        settings = settings.set_password(pw.expose());
+    }
+    let info: ConnectionInfo = addr
+        .into_connection_info()
+        .map_err(|e| BuildError::Invalid(e.to_string()))?
+        .set_redis_settings(settings);
+    redis::Client::open(info).map_err(|e| BuildError::Invalid(format!("redis client: {e}")))
 }
 
 impl RedisCheck {
@@ -59,41 +98,13 @@ impl RedisCheck {
                 p.target
             )));
         };
-        let (host, port) = t
-            .address
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-            .ok_or_else(|| BuildError::Invalid(format!("bad redis address {:?}", t.address)))?;
-        let addr = match &t.tls {
-            Some(tls) => ConnectionAddr::TcpTls {
-                host,
-                port,
-                insecure: tls.insecure,
-                tls_params: None,
-            },
-            None => ConnectionAddr::Tcp(host, port),
-        };
-        let mut settings = redis::RedisConnectionInfo::default().set_db(t.db);
-        if let Some(u) = &t.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(pw) = &t.password {
-            let pw = pw
-                .resolve()
-                .map_err(|e| BuildError::Invalid(format!("target {:?} password: {e}", p.target)))?;
-            settings = settings.set_password(pw.expose());
-        }
-        let info: ConnectionInfo = addr
-            .into_connection_info()
-            .map_err(|e| BuildError::Invalid(e.to_string()))?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info)
-            .map_err(|e| BuildError::Invalid(format!("redis client: {e}")))?;
+        let client = client_for(&p.target, t)?;
         Ok(RedisCheck {
             address: t.address.clone(),
             client,
             conn: Mutex::new(None),
             params: p.clone(),
+            sentinel: Mutex::new(None),
         })
     }
 
@@ -136,9 +147,49 @@ impl RedisCheck {
     }
 }
 
+impl RedisCheck {
+    /// Opens the sentinel connection if there is none (after a healthy run).
+    async fn arm(&self) {
+        let mut g = self.sentinel.lock().await;
+        if g.is_none() {
+            *g = tokio::net::TcpStream::connect(&self.address).await.ok();
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Check for RedisCheck {
+    async fn lost(&self) {
+        let mut g = self.sentinel.lock().await;
+        let Some(s) = g.as_mut() else {
+            return std::future::pending().await;
+        };
+        let mut buf = [0u8; 256];
+        loop {
+            if s.readable().await.is_err() {
+                break;
+            }
+            match s.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+        *g = None;
+    }
+
     async fn run(&self) -> Outcome {
+        let out = self.ping_once().await;
+        if out == Outcome::Ok {
+            self.arm().await;
+        }
+        out
+    }
+}
+
+impl RedisCheck {
+    async fn ping_once(&self) -> Outcome {
         if !self.params.ping {
             return Outcome::Ok;
         }

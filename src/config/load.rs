@@ -355,6 +355,7 @@ impl Cx<'_> {
                 "limits" => self.section::<GlobalLimits>(root, key, v),
                 "shutdown_grace" => self.section::<Dur>(root, key, v),
                 "http" => self.section::<super::HttpConfig>(root, key, v),
+                "maintenance" => self.section::<Vec<super::MaintenanceWindow>>(root, key, v),
                 "targets" => self.named_kinds(
                     root,
                     key,
@@ -418,6 +419,40 @@ impl Cx<'_> {
                 "limits.actions_in_flight",
                 "actions_in_flight must be at least 1",
             );
+        }
+        if !(1..=100).contains(&config.limits.blast_radius.percent) {
+            self.err(
+                root,
+                "limits.blast_radius.percent",
+                "percent must be between 1 and 100",
+            );
+        }
+        for (i, w) in config.maintenance.iter().enumerate() {
+            let at = format!("maintenance[{i}]");
+            if w.scenario.is_none() && w.target.is_none() {
+                self.err(
+                    root,
+                    &at,
+                    "a maintenance window needs `scenario` or `target`",
+                );
+            }
+            if w.end <= w.start {
+                self.err(
+                    root,
+                    &format!("{at}.end"),
+                    "a maintenance window must end after it starts",
+                );
+            }
+            if let Some(t) = &w.target
+                && !config.targets.contains_key(t)
+            {
+                let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+                let mut msg = format!("unknown target {t:?}");
+                if let Some(hint) = did_you_mean(t, known.iter().copied()) {
+                    msg = format!("{msg} ({hint})");
+                }
+                self.err(root, &format!("{at}.target"), msg);
+            }
         }
         if let StoreConfig::Sqlite { path } = &config.store
             && path.as_os_str().is_empty()
@@ -528,11 +563,14 @@ impl Cx<'_> {
                 }
             }
             TargetConfig::Route53(t) => {
-                if !(1..=60).contains(&t.ttl) {
+                if !(1..=t.max_ttl.max(1)).contains(&t.ttl) {
                     self.err(
                         root,
                         &format!("{at}.ttl"),
-                        "ttl must be between 1 and 60 seconds so failover takes effect quickly",
+                        format!(
+                            "ttl must be between 1 and {} seconds (max_ttl) so failover takes effect quickly",
+                            t.max_ttl
+                        ),
                     );
                 }
                 if t.primary.is_empty() {

@@ -50,6 +50,10 @@ pub struct Config {
     /// when absent.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Maintenance windows: they block actions (not observation) on a
+    /// scenario or a target while they last.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -92,6 +96,7 @@ impl Default for Config {
             limits: GlobalLimits::default(),
             shutdown_grace: default_grace(),
             http: None,
+            maintenance: Vec::new(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -327,8 +332,33 @@ pub struct Route53Target {
     pub secondary: Vec<String>,
     #[serde(default = "default_ttl")]
     pub ttl: u32,
+    /// The longest TTL medic accepts on the managed record (default 60):
+    /// with a longer one, resolvers keep the old address for too long and a
+    /// failover does not take effect; medic refuses to fail such a record
+    /// over. Raise it deliberately.
+    #[serde(default = "default_ttl")]
+    pub max_ttl: u32,
     /// Override the endpoint (tests, other regions' endpoints).
     pub endpoint_url: Option<String>,
+    /// The region the SDK signs for (Route 53 is global; default us-east-1).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Static credentials; default: the AWS SDK's chain (environment,
+    /// profile, web identity, instance metadata).
+    pub credentials: Option<AwsCredentials>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// An access key, by secret reference.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredentials {
+    pub access_key_id: SecretRef,
+    pub secret_access_key: SecretRef,
+    pub session_token: Option<SecretRef>,
 }
 
 fn default_record_type() -> String {
@@ -381,6 +411,55 @@ pub struct GlobalLimits {
     /// Actions running at once.
     #[serde(default = "default_actions")]
     pub actions_in_flight: usize,
+    /// When most of a scenario's targets fail at once, the cause is more
+    /// likely the network or medic's own view: act on none, escalate.
+    #[serde(default)]
+    pub blast_radius: BlastRadius,
+}
+
+/// The blast-radius bound of [`GlobalLimits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlastRadius {
+    /// Act on none when more than this share (in percent) of a
+    /// scenario's targets fail at once. Default 50.
+    #[serde(default = "default_blast_percent")]
+    pub percent: u32,
+    /// The bound applies to scenarios watching at least this many targets
+    /// (with one target, "all of them failing" is just the incident).
+    #[serde(default = "default_blast_min")]
+    pub min_targets: usize,
+}
+
+fn default_blast_percent() -> u32 {
+    50
+}
+fn default_blast_min() -> usize {
+    2
+}
+
+impl Default for BlastRadius {
+    fn default() -> Self {
+        BlastRadius {
+            percent: default_blast_percent(),
+            min_targets: default_blast_min(),
+        }
+    }
+}
+
+/// A maintenance window: actions of `scenario`, or actions on `target`
+/// (at least one of them), are blocked from `start` until `end`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    pub scenario: Option<String>,
+    pub target: Option<String>,
+    /// RFC 3339, e.g. `2026-03-01T22:00:00Z`.
+    pub start: chrono::DateTime<chrono::Utc>,
+    pub end: chrono::DateTime<chrono::Utc>,
+    /// Shown on the timeline.
+    #[serde(default)]
+    pub reason: String,
 }
 
 fn default_checks() -> usize {
@@ -395,6 +474,7 @@ impl Default for GlobalLimits {
         GlobalLimits {
             concurrent_checks: default_checks(),
             actions_in_flight: default_actions(),
+            blast_radius: BlastRadius::default(),
         }
     }
 }

@@ -121,9 +121,19 @@ async fn drive_inner(
                 mode: rt.mode,
                 when: sc.when.symptoms().to_vec(),
                 symptoms,
+                observed: sc
+                    .symptoms
+                    .iter()
+                    .map(|s| {
+                        let target = s.check.target().map(str::to_string);
+                        (s.name.clone(), (target, s.check.kind()))
+                    })
+                    .collect(),
+                max_acting: sc.max_acting,
                 store: store.clone(),
                 clock: shared.clock.clone(),
                 actions: shared.actions.clone(),
+                bounds: shared.bounds.clone(),
                 stop: token.clone(),
                 shutdown: shared.stop.clone(),
                 kill: shared.kill.clone(),

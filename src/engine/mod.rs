@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::check::{Check, Outcome};
 use crate::clock::Clock;
 use crate::page::Pager;
+use crate::remedy::bounds::{Bounds, Health};
 use crate::remedy::plan::{PlannedStep, SymptomView};
 use crate::rules::model::{Mode, Scenario, When};
 use crate::store::{Incident, IncidentId, NewIncident, Store, StoreError, TimelineEntry};
@@ -52,6 +53,10 @@ pub struct Symptoms {
     states: Vec<SymptomState>,
     timings: Vec<Timing>,
     views: Vec<watch::Sender<SymptomView>>,
+    /// Per slot: how many consecutive observations were the same as the
+    /// last one, and when the first of them was made (what actions such as
+    /// a promotion need: "unreachable for N checks over T").
+    streaks: Vec<(u32, Instant)>,
 }
 
 impl Symptoms {
@@ -62,8 +67,9 @@ impl Symptoms {
             states: vec![SymptomState::new(now); n],
             timings,
             views: (0..n)
-                .map(|_| watch::channel((Phase::Ok, Seen::Nothing)).0)
+                .map(|_| watch::channel(SymptomView::new(Phase::Ok, Seen::Nothing)).0)
                 .collect(),
+            streaks: vec![(0, now); n],
         }
     }
 
@@ -82,8 +88,20 @@ impl Symptoms {
     #[inline]
     pub fn observe(&mut self, slot: usize, seen: Seen, at: Instant) -> Option<Transition> {
         let state = &mut self.states[slot];
+        let before = state.seen;
         let tr = state.update(seen, at, self.timings[slot]);
-        let view = (state.phase, seen);
+        let streak = &mut self.streaks[slot];
+        if before == seen && streak.0 > 0 {
+            streak.0 = streak.0.saturating_add(1);
+        } else {
+            *streak = (1, at);
+        }
+        let view = SymptomView {
+            phase: state.phase,
+            seen,
+            streak: streak.0,
+            streak_since: Some(streak.1),
+        };
         self.views[slot].send_if_modified(|v| {
             let changed = *v != view;
             *v = view;
@@ -105,7 +123,8 @@ impl Symptoms {
     /// Marks a slot firing (an incident was open when medic stopped).
     pub fn presume_firing(&mut self, slot: usize, now: Instant) {
         self.states[slot] = SymptomState::presumed_firing(now);
-        self.views[slot].send_replace((Phase::Firing, Seen::Nothing));
+        self.streaks[slot] = (0, now);
+        self.views[slot].send_replace(SymptomView::new(Phase::Firing, Seen::Nothing));
     }
 }
 
@@ -117,6 +136,8 @@ pub struct Shared {
     pub pager: Arc<Pager>,
     /// Global bound on actions in flight.
     pub actions: Arc<Semaphore>,
+    /// Maintenance windows, blast radius, admission of acting incidents.
+    pub bounds: Arc<Bounds>,
     /// Stop at a safe point (shutdown requested).
     pub stop: CancellationToken,
     /// Abort running actions (shutdown grace period over).
@@ -389,6 +410,15 @@ impl Engine {
             When::All(_) => !phases.is_empty() && phases.iter().all(|(_, p)| firing(p)),
         };
         let quiet = phases.iter().all(|(_, p)| *p == Phase::Ok);
+        // One instance per scenario for now: with per-series instances this
+        // reports how many of them fail.
+        self.shared.bounds.set_health(
+            &self.scenarios[k].scenario.name,
+            Health {
+                failing: usize::from(triggered),
+                total: 1,
+            },
+        );
         if triggered && !self.open.contains_key(&k) {
             self.open_incident(k, &phases).await?;
         } else if quiet

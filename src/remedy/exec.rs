@@ -50,6 +50,11 @@ impl ExecAction {
                 "exec needs a non-empty args list".into(),
             ));
         }
+        if let Some((k, _)) = p.env.iter().find(|(_, v)| matches!(v, EnvValue::Kube(_))) {
+            return Err(BuildError::Invalid(format!(
+                "exec env {k}: secret_key_ref is for k8s.set-env; use {{env: NAME}} or {{file: PATH}}"
+            )));
+        }
         Ok(ExecAction { params: p.clone() })
     }
 }
@@ -86,6 +91,7 @@ impl Action for ExecAction {
                 let shown = match v {
                     EnvValue::Plain(s) => s.clone(),
                     EnvValue::Secret(r) => format!("<secret {}>", secret_ref_name(r)),
+                    EnvValue::Kube(_) => "<secret_key_ref>".to_string(),
                 };
                 (k.as_str(), shown)
             })
@@ -115,6 +121,12 @@ impl Action for ExecAction {
                     }
                     Err(e) => return failed(format!("env {k}: {e}"), json!({})),
                 },
+                EnvValue::Kube(_) => {
+                    return failed(
+                        format!("env {k}: secret_key_ref is for k8s.set-env"),
+                        json!({}),
+                    );
+                }
             }
         }
         let mut child = match cmd.spawn() {
@@ -206,7 +218,6 @@ async fn stop_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_util::sync::CancellationToken;
 
     fn action(args: &[&str]) -> ExecAction {
         ExecAction::build(&ExecParams {
@@ -218,11 +229,7 @@ mod tests {
     }
 
     fn ctx(timeout: Duration) -> ActionContext {
-        ActionContext {
-            key: "t".into(),
-            cancel: CancellationToken::new(),
-            timeout,
-        }
+        ActionContext::new("t", timeout)
     }
 
     #[tokio::test]

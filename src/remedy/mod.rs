@@ -6,6 +6,7 @@
 //! ([`plan`]) wraps every attempt in guards (limits, cooldown, mode),
 //! records it in the ledger, then verifies it.
 
+pub mod bounds;
 pub mod exec;
 pub mod k8s;
 pub mod plan;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::store::Store;
 
 /// An action as written in a plan step (its parameters sit beside `action:`).
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +52,23 @@ impl ActionSpec {
         "route53.failover",
     ];
 
+    /// The config targets it acts on (maintenance windows name them).
+    pub fn targets(&self) -> Vec<String> {
+        match self {
+            ActionSpec::Exec(_) | ActionSpec::SystemdRestart(_) => Vec::new(),
+            ActionSpec::K8sRolloutRestart(p) => vec![p.target.clone()],
+            ActionSpec::K8sRolloutUndo(p) => vec![p.target.clone()],
+            ActionSpec::K8sSetEnv(p) => vec![p.target.clone()],
+            ActionSpec::K8sScale(p) => vec![p.target.clone()],
+            ActionSpec::RedisFlush(p) => vec![p.target.clone()],
+            ActionSpec::PostgresPromoteReplica(p) => std::iter::once(p.primary.clone())
+                .chain(p.replicas.iter().map(|r| r.target().to_string()))
+                .collect(),
+            ActionSpec::PostgresQuarantine(p) => vec![p.target.clone()],
+            ActionSpec::Route53Failover(p) => vec![p.target.clone()],
+        }
+    }
+
     /// The kind's name as written in rule files.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -67,15 +86,84 @@ impl ActionSpec {
     }
 }
 
+/// What the engine saw of one symptom of the scenario, with the target its
+/// check observes: how actions such as a promotion learn "the primary has
+/// been unreachable for N checks over T" without probing it themselves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub symptom: String,
+    /// The config target the symptom's check observes, if it names one.
+    pub target: Option<String>,
+    /// The check's kind (`postgres`, `redis`, ...).
+    pub check: &'static str,
+    pub view: plan::SymptomView,
+}
+
+impl Observation {
+    /// For ledgers and timelines: the view with its streak's age.
+    pub fn to_json(&self) -> serde_json::Value {
+        let age = self.view.streak_since.map(|t| {
+            tokio::time::Instant::now()
+                .saturating_duration_since(t)
+                .as_secs_f64()
+        });
+        serde_json::json!({
+            "symptom": self.symptom,
+            "target": self.target,
+            "check": self.check,
+            "phase": self.view.phase,
+            "seen": self.view.seen,
+            "streak": self.view.streak,
+            "streak_secs": age,
+        })
+    }
+}
+
 /// What an action needs to know about the attempt it runs in.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ActionContext {
-    /// Unique per attempt; actions that talk to APIs pass it on where they can.
+    /// Unique per attempt (its idempotency key); actions that talk to APIs
+    /// pass it on where they can.
     pub key: String,
     /// Cancelled when the daemon must stop now (grace period over).
     pub cancel: CancellationToken,
     /// How long the action may run; it must stop (and clean up) by then.
     pub timeout: std::time::Duration,
+    /// What the engine saw of the scenario's symptoms when the step began.
+    pub observations: Vec<Observation>,
+    /// The ledger, for guards that span incidents and scenarios (one
+    /// failover per cluster per cooldown). `None` in unit tests.
+    pub ledger: Option<Arc<dyn Store>>,
+    /// Wall-clock time when the step began.
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// What preflight decided (e.g. the chosen candidate), for `run`.
+    pub preflight: serde_json::Value,
+}
+
+impl std::fmt::Debug for ActionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionContext")
+            .field("key", &self.key)
+            .field("timeout", &self.timeout)
+            .field("observations", &self.observations)
+            .field("preflight", &self.preflight)
+            .finish()
+    }
+}
+
+impl ActionContext {
+    /// A context with nothing observed and no ledger (tests, `medic` tools).
+    pub fn new(key: impl Into<String>, timeout: std::time::Duration) -> Self {
+        ActionContext {
+            key: key.into(),
+            cancel: CancellationToken::new(),
+            timeout,
+            observations: Vec::new(),
+            ledger: None,
+            now: chrono::Utc::now(),
+            preflight: serde_json::Value::Null,
+        }
+    }
 }
 
 /// What an action reports.
@@ -89,6 +177,110 @@ pub struct ActionResult {
     pub data: serde_json::Value,
 }
 
+impl ActionResult {
+    /// A success.
+    pub fn ok(detail: impl Into<String>, data: serde_json::Value) -> Self {
+        ActionResult {
+            ok: true,
+            detail: detail.into(),
+            data,
+        }
+    }
+
+    /// A failure.
+    pub fn failed(detail: impl Into<String>, data: serde_json::Value) -> Self {
+        ActionResult {
+            ok: false,
+            detail: detail.into(),
+            data,
+        }
+    }
+}
+
+/// One precondition (safety check) and what medic found.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Gate {
+    /// Short and stable, e.g. `primary-unreachable`, `role-is-master`.
+    pub name: String,
+    pub passed: bool,
+    /// What was seen, for humans ("role is slave", "lag 2.0 MiB > 1 MiB").
+    pub detail: String,
+    /// A refusal that is only "not yet" (e.g. the primary has not been
+    /// unreachable long enough): the executor re-evaluates after this long,
+    /// within the step's timeout, instead of giving up on the step.
+    #[serde(skip_serializing_if = "Option::is_none", with = "humantime_serde_opt")]
+    pub wait: Option<std::time::Duration>,
+    /// A finding that does not refuse the step by itself (one promotion
+    /// candidate of several refused); a later gate decides.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub advisory: bool,
+}
+
+/// Shows an optional wait as "1s 500ms" on timelines.
+mod humantime_serde_opt {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl Gate {
+    pub fn pass(name: &str, detail: impl Into<String>) -> Self {
+        Gate {
+            name: name.to_string(),
+            passed: true,
+            detail: detail.into(),
+            wait: None,
+            advisory: false,
+        }
+    }
+
+    pub fn fail(name: &str, detail: impl Into<String>) -> Self {
+        Gate {
+            name: name.to_string(),
+            passed: false,
+            detail: detail.into(),
+            wait: None,
+            advisory: false,
+        }
+    }
+
+    /// A refusal for now: re-check after `wait`.
+    pub fn not_yet(name: &str, detail: impl Into<String>, wait: std::time::Duration) -> Self {
+        Gate {
+            wait: Some(wait),
+            ..Gate::fail(name, detail)
+        }
+    }
+}
+
+/// The preconditions of one attempt: every gate in the order evaluated,
+/// and what they decided for `run` (in [`ActionContext::preflight`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Preflight {
+    pub gates: Vec<Gate>,
+    pub data: serde_json::Value,
+}
+
+impl Preflight {
+    /// The first gate that refused, if any.
+    pub fn refusal(&self) -> Option<&Gate> {
+        self.gates.iter().find(|g| !g.passed && !g.advisory)
+    }
+
+    /// Adds a gate; returns whether it passed (for early returns).
+    pub fn gate(&mut self, g: Gate) -> bool {
+        let passed = g.passed;
+        self.gates.push(g);
+        passed
+    }
+}
+
 /// An executor of one action kind.
 #[async_trait::async_trait]
 pub trait Action: Send + Sync {
@@ -96,8 +288,21 @@ pub trait Action: Send + Sync {
     fn describe(&self) -> String;
     /// Its inputs for the ledger (never secrets).
     fn inputs(&self) -> serde_json::Value;
-    /// Runs it once. The executor enforces the step's timeout around this.
+    /// Its preconditions: read-only safety checks that may refuse, each
+    /// reported as a [`Gate`]. Evaluated before every attempt, and in
+    /// dry-run too. The default has none.
+    async fn preflight(&self, _ctx: &ActionContext) -> Preflight {
+        Preflight::default()
+    }
+    /// Runs it once, after its preflight passed. The executor enforces the
+    /// step's timeout around this.
     async fn run(&self, ctx: &ActionContext) -> ActionResult;
+    /// After a restart found an attempt of this action in flight: whether
+    /// its effect is in place (`Some(ok)`), without running it again.
+    /// `None`: the action cannot tell; the step's symptoms decide.
+    async fn reconcile(&self, _ctx: &ActionContext) -> Option<ActionResult> {
+        None
+    }
 }
 
 /// Why an action could not be built.
@@ -110,9 +315,19 @@ pub enum BuildError {
 }
 
 /// Builds a runnable action from its spec and the config's targets.
-pub fn build(spec: &ActionSpec, _config: &Config) -> Result<Arc<dyn Action>, BuildError> {
-    match spec {
-        ActionSpec::Exec(p) => Ok(Arc::new(exec::ExecAction::build(p)?)),
-        other => Err(BuildError::NotImplemented(other.kind())),
-    }
+pub fn build(spec: &ActionSpec, config: &Config) -> Result<Arc<dyn Action>, BuildError> {
+    Ok(match spec {
+        ActionSpec::Exec(p) => Arc::new(exec::ExecAction::build(p)?),
+        ActionSpec::SystemdRestart(p) => Arc::new(systemd::SystemdRestart::build(p)?),
+        ActionSpec::RedisFlush(p) => Arc::new(redis_flush::RedisFlush::build(p, config)?),
+        ActionSpec::PostgresPromoteReplica(p) => {
+            Arc::new(postgres::PromoteReplica::build(p, config)?)
+        }
+        ActionSpec::PostgresQuarantine(p) => Arc::new(postgres::Quarantine::build(p, config)?),
+        ActionSpec::K8sRolloutRestart(p) => Arc::new(k8s::RolloutRestart::build(p, config)?),
+        ActionSpec::K8sRolloutUndo(p) => Arc::new(k8s::RolloutUndo::build(p, config)?),
+        ActionSpec::K8sSetEnv(p) => Arc::new(k8s::SetEnv::build(p, config)?),
+        ActionSpec::K8sScale(p) => Arc::new(k8s::Scale::build(p, config)?),
+        ActionSpec::Route53Failover(p) => Arc::new(route53::Failover::build(p, config)?),
+    })
 }

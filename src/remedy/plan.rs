@@ -1,13 +1,25 @@
 //! The plan executor: runs an incident's remediation plan, step by step.
 //!
-//! For every step: guards (visibility, mode, approval, attempt budget,
-//! cooldown), then the action under its timeout, then verification (the
-//! step's symptoms must clear within its deadline). A failed step is
-//! retried while its budget allows, then the next step runs; when the plan
-//! is exhausted the caller escalates. Every decision lands on the incident's
-//! timeline and every attempt (refusals and dry-runs too) in the ledger,
-//! *before* the action runs, so a crash leaves an attempt "in flight" that is
-//! verified on restart rather than blindly run again.
+//! For every attempt of a step: guards (visibility, maintenance window,
+//! blast radius, mode, approval, attempt budget, cooldown, incidents of the
+//! scenario acting at once, actions in flight), then the action's own
+//! preconditions ([`super::Action::preflight`], every gate on the timeline),
+//! then the action under its timeout, then verification (the step's
+//! symptoms must clear within its deadline, or, for a step with no
+//! `verify.clears`, the action's own check). A failed step is retried while
+//! its budget allows. What comes next follows the step's `then`: after a
+//! `then: stop` step that worked the plan is done and after one that failed
+//! the next step runs; after a `then: continue` step that worked the next
+//! step runs and after one that failed the plan ends (no follow-up runs
+//! after a failed promotion). When the plan ends without a fix, the caller
+//! escalates.
+//!
+//! Every decision lands on the incident's timeline and every attempt
+//! (refusals and dry-runs too) in the ledger with its inputs (parameters,
+//! what medic saw, every gate), *before* the action runs, so a crash leaves
+//! an attempt "in flight" that is verified on restart rather than blindly
+//! run again. dry-run evaluates and reports every guard and precondition of
+//! every step and executes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,16 +30,39 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Action, ActionContext, ActionResult};
+use super::bounds::Bounds;
+use super::{Action, ActionContext, ActionResult, Gate, Observation, Preflight};
 use crate::clock::Clock;
 use crate::engine::symptom::{Phase, Seen};
-use crate::rules::model::{Approval, Mode, Step};
+use crate::rules::model::{Approval, Mode, Step, Then};
 use crate::store::{
-    Attempt, AttemptOutcome, IncidentId, NewAttempt, Store, StoreError, TimelineEntry,
+    Attempt, AttemptId, AttemptOutcome, IncidentId, NewAttempt, Store, StoreError, TimelineEntry,
 };
 
-/// What the executor can see of one symptom: its phase and last observation.
-pub type SymptomView = (Phase, Seen);
+/// What the executor can see of one symptom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SymptomView {
+    pub phase: Phase,
+    /// The last observation (without its detail).
+    pub seen: Seen,
+    /// How many consecutive observations were `seen`, the last included
+    /// (0 before any).
+    pub streak: u32,
+    /// When the first of them was made.
+    pub streak_since: Option<Instant>,
+}
+
+impl SymptomView {
+    /// A view with no streak (nothing observed since medic started).
+    pub fn new(phase: Phase, seen: Seen) -> Self {
+        SymptomView {
+            phase,
+            seen,
+            streak: 0,
+            streak_since: None,
+        }
+    }
+}
 
 /// A plan step ready to run.
 #[derive(Clone)]
@@ -48,10 +83,17 @@ pub struct PlanContext {
     pub when: Vec<String>,
     /// Live views of the scenario's symptoms, by name.
     pub symptoms: HashMap<String, watch::Receiver<SymptomView>>,
+    /// Per symptom: the config target its check observes and the check's
+    /// kind, so actions can read what medic saw of their targets.
+    pub observed: HashMap<String, (Option<String>, &'static str)>,
+    /// How many incidents of this scenario may act at once.
+    pub max_acting: u32,
     pub store: Arc<dyn Store>,
     pub clock: Clock,
     /// Global bound on actions in flight.
     pub actions: Arc<Semaphore>,
+    /// Maintenance windows, blast radius, admission.
+    pub bounds: Arc<Bounds>,
     /// Stop at the next safe point (incident resolved, daemon stopping).
     pub stop: CancellationToken,
     /// The daemon is stopping: an attempt being verified stays in flight in
@@ -102,7 +144,25 @@ impl PlanContext {
         self.symptoms
             .get(name)
             .map(|rx| *rx.borrow())
-            .unwrap_or((Phase::Ok, Seen::Nothing))
+            .unwrap_or(SymptomView::new(Phase::Ok, Seen::Nothing))
+    }
+
+    /// What medic sees now of every symptom of the scenario, by name.
+    fn observations(&self) -> Vec<Observation> {
+        let mut names: Vec<&String> = self.symptoms.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let (target, check) = self.observed.get(n).cloned().unwrap_or((None, ""));
+                Observation {
+                    symptom: n.clone(),
+                    target,
+                    check,
+                    view: self.view(n),
+                }
+            })
+            .collect()
     }
 
     fn visibility_now(&self) -> Result<(), Visibility> {
@@ -110,14 +170,14 @@ impl PlanContext {
             .when
             .iter()
             .map(|n| (n, self.view(n)))
-            .filter(|(_, (phase, _))| phase.is_active())
+            .filter(|(_, v)| v.phase.is_active())
             .collect();
         if active.is_empty() {
             return Err(Visibility::Healthy);
         }
         let blind: Vec<String> = active
             .iter()
-            .filter(|(_, (_, seen))| *seen != Seen::Failing)
+            .filter(|(_, v)| v.seen != Seen::Failing)
             .map(|(n, _)| (*n).clone())
             .collect();
         if blind.is_empty() {
@@ -158,7 +218,7 @@ impl PlanContext {
         loop {
             let pending: Vec<String> = names
                 .iter()
-                .filter(|n| self.view(n).0 != Phase::Ok)
+                .filter(|n| self.view(n).phase != Phase::Ok)
                 .cloned()
                 .collect();
             if pending.is_empty() {
@@ -176,12 +236,25 @@ impl PlanContext {
         }
     }
 
+    fn key(&self, idx: usize, n: usize) -> String {
+        format!("{}:{}:{}", self.incident, idx, n)
+    }
+
+    /// Writes an attempt to the ledger with everything that led to it.
     async fn ledger(
         &self,
         idx: usize,
         ps: &PlannedStep,
         n: usize,
-    ) -> Result<crate::store::AttemptId, StoreError> {
+        extra: serde_json::Value,
+    ) -> Result<AttemptId, StoreError> {
+        let mut inputs = json!({
+            "params": ps.action.inputs(),
+            "observed": self.observations().iter().map(Observation::to_json).collect::<Vec<_>>(),
+        });
+        if let (Some(obj), serde_json::Value::Object(more)) = (inputs.as_object_mut(), extra) {
+            obj.extend(more);
+        }
         self.store
             .begin_attempt(NewAttempt {
                 incident_id: self.incident,
@@ -190,9 +263,9 @@ impl PlanContext {
                 step: ps.step.name.clone(),
                 step_index: idx as u32,
                 action: ps.step.action.kind().to_string(),
-                key: format!("{}:{}:{}", self.incident, idx, n),
+                key: self.key(idx, n),
                 started_at: self.clock.now(),
-                inputs: ps.action.inputs(),
+                inputs,
             })
             .await
     }
@@ -205,8 +278,9 @@ impl PlanContext {
         n: usize,
         outcome: AttemptOutcome,
         reason: String,
+        extra: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let id = self.ledger(idx, ps, n).await?;
+        let id = self.ledger(idx, ps, n, extra.clone()).await?;
         self.store
             .finish_attempt(id, outcome, &reason, self.clock.now())
             .await?;
@@ -215,12 +289,63 @@ impl PlanContext {
         } else {
             "guard"
         };
-        self.note(
-            kind,
-            format!("step {}: {}", ps.step.name, reason),
-            json!({ "step": ps.step.name, "outcome": outcome.as_str(), "inputs": ps.action.inputs() }),
-        )
-        .await
+        let mut data = json!({ "step": ps.step.name, "outcome": outcome.as_str(), "inputs": ps.action.inputs() });
+        if let (Some(obj), serde_json::Value::Object(more)) = (data.as_object_mut(), extra) {
+            obj.extend(more);
+        }
+        self.note(kind, format!("step {}: {}", ps.step.name, reason), data)
+            .await
+    }
+
+    /// Puts every gate of a preflight on the timeline.
+    async fn note_gates(&self, step: &str, pre: &Preflight, dry: bool) -> Result<(), StoreError> {
+        for g in &pre.gates {
+            let verdict = match (g.passed, g.wait.is_some(), dry) {
+                (true, _, _) => "passed",
+                _ if g.advisory => "rejected",
+                (false, true, _) => "not yet",
+                (false, false, true) => "would refuse",
+                (false, false, false) => "refused",
+            };
+            self.note(
+                "gate",
+                format!("step {step}: gate {} {verdict}: {}", g.name, g.detail),
+                json!({ "step": step, "gate": g }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The action's context for one attempt.
+    fn action_context(&self, key: String, step: &Step) -> ActionContext {
+        ActionContext {
+            key,
+            cancel: self.kill.clone(),
+            timeout: step.timeout.get(),
+            observations: self.observations(),
+            ledger: Some(self.store.clone()),
+            now: self.clock.now(),
+            preflight: serde_json::Value::Null,
+        }
+    }
+
+    /// Runs the action's preflight, bounded by the step's timeout.
+    async fn preflight(&self, ps: &PlannedStep, actx: &ActionContext) -> Preflight {
+        let limit = ps.step.timeout.get();
+        match tokio::time::timeout(limit, ps.action.preflight(actx)).await {
+            Ok(p) => p,
+            Err(_) => Preflight {
+                gates: vec![Gate::fail(
+                    "preflight",
+                    format!(
+                        "the preconditions could not be checked within {}",
+                        humantime::format_duration(limit)
+                    ),
+                )],
+                data: serde_json::Value::Null,
+            },
+        }
     }
 }
 
@@ -243,26 +368,80 @@ pub async fn execute(ctx: &PlanContext) -> Result<PlanOutcome, StoreError> {
     let history = ctx.store.incident_attempts(ctx.incident).await?;
     let mut start = 0;
     let mut n = history.len();
-    // Resume: steps before the last one tried are done with; an attempt left
-    // in flight by a crash is verified, never blindly run again.
+    // Resume: steps before the last one tried are done with; a chained step
+    // that worked hands over to its follow-up; an attempt left in flight by
+    // a crash is verified, never blindly run again.
     if let Some(last) = history.iter().max_by_key(|a| (a.step_index, a.id)) {
         start = last.step_index as usize;
+        if last.outcome == Some(AttemptOutcome::Succeeded) && then_of(ctx, start) == Then::Continue
+        {
+            start += 1;
+        }
     }
     for a in history.iter().filter(|a| a.outcome.is_none()) {
-        if let Some(out) = resume_in_flight(ctx, a).await? {
-            return Ok(out);
+        match resume_in_flight(ctx, a).await? {
+            Resumed::Worked(idx) if then_of(ctx, idx) == Then::Continue => start = idx + 1,
+            Resumed::Worked(idx) => {
+                return Ok(PlanOutcome::Recovered {
+                    step: ctx.steps[idx].step.name.clone(),
+                });
+            }
+            Resumed::Stopped => return Ok(PlanOutcome::Stopped),
+            Resumed::NotVerified => {}
         }
     }
     let mut reasons = Vec::new();
-    for (idx, ps) in ctx.steps.iter().enumerate().skip(start) {
-        match run_step(ctx, idx, ps, &mut n).await? {
-            StepEnd::Recovered => {
+    let mut idx = start;
+    while let Some(ps) = ctx.steps.get(idx) {
+        let end = run_step(ctx, idx, ps, &mut n).await?;
+        match end {
+            StepEnd::Worked if ps.step.then == Then::Continue => {
+                let next = &ctx.steps.get(idx + 1).map_or("", |s| s.step.name.as_str());
+                ctx.note(
+                    "step",
+                    format!("step {} worked; continuing with step {next}", ps.step.name),
+                    json!({ "step": ps.step.name, "then": "continue" }),
+                )
+                .await?;
+                idx += 1;
+            }
+            StepEnd::Worked => {
                 return Ok(PlanOutcome::Recovered {
                     step: ps.step.name.clone(),
                 });
             }
             StepEnd::Stopped => return Ok(PlanOutcome::Stopped),
-            StepEnd::Next(reason) => reasons.push(format!("{}: {}", ps.step.name, reason)),
+            StepEnd::Escalate(reason) => return Ok(PlanOutcome::Exhausted { reason }),
+            // dry-run reports every step, chained or not.
+            StepEnd::DryRun(reason) => {
+                reasons.push(format!("{}: {}", ps.step.name, reason));
+                idx += 1;
+            }
+            StepEnd::Failed(reason) if ps.step.then == Then::Continue => {
+                let skipped: Vec<&str> = ctx.steps[idx + 1..]
+                    .iter()
+                    .map(|s| s.step.name.as_str())
+                    .collect();
+                let msg = format!(
+                    "step {} did not work, so its follow-up steps ({}) do not run",
+                    ps.step.name,
+                    skipped.join(", ")
+                );
+                ctx.note(
+                    "step",
+                    msg.clone(),
+                    json!({ "step": ps.step.name, "skipped": skipped, "reason": reason }),
+                )
+                .await?;
+                reasons.push(format!("{}: {}", ps.step.name, reason));
+                return Ok(PlanOutcome::Exhausted {
+                    reason: format!("plan ended ({}); {msg}", reasons.join("; ")),
+                });
+            }
+            StepEnd::Failed(reason) => {
+                reasons.push(format!("{}: {}", ps.step.name, reason));
+                idx += 1;
+            }
         }
     }
     let reason = if ctx.steps.is_empty() {
@@ -273,11 +452,20 @@ pub async fn execute(ctx: &PlanContext) -> Result<PlanOutcome, StoreError> {
     Ok(PlanOutcome::Exhausted { reason })
 }
 
-async fn resume_in_flight(
-    ctx: &PlanContext,
-    a: &Attempt,
-) -> Result<Option<PlanOutcome>, StoreError> {
-    let Some(ps) = ctx.steps.get(a.step_index as usize) else {
+fn then_of(ctx: &PlanContext, idx: usize) -> Then {
+    ctx.steps.get(idx).map_or(Then::Stop, |s| s.step.then)
+}
+
+enum Resumed {
+    /// The attempt of step `idx` turned out to have worked.
+    Worked(usize),
+    NotVerified,
+    Stopped,
+}
+
+async fn resume_in_flight(ctx: &PlanContext, a: &Attempt) -> Result<Resumed, StoreError> {
+    let idx = a.step_index as usize;
+    let Some(ps) = ctx.steps.get(idx) else {
         ctx.store
             .finish_attempt(
                 a.id,
@@ -286,7 +474,7 @@ async fn resume_in_flight(
                 ctx.clock.now(),
             )
             .await?;
-        return Ok(None);
+        return Ok(Resumed::NotVerified);
     };
     ctx.note(
         "verify",
@@ -298,13 +486,31 @@ async fn resume_in_flight(
     )
     .await?;
     let clears = &ps.step.verify.clears;
-    match ctx.verify(clears, ps.step.verify.within.get()).await {
-        Ok(took) => {
-            let reason = format!(
+    let verdict = if clears.is_empty() {
+        // The action verifies itself: ask it whether its effect is there.
+        let actx = ctx.action_context(a.key.clone(), &ps.step);
+        match ps.action.reconcile(&actx).await {
+            Some(r) if r.ok => Ok(format!("verified after restart: {}", r.detail)),
+            Some(r) => Err(format!("in flight at restart; {}", r.detail)),
+            None => Err(
+                "in flight at restart; the action cannot tell whether it took effect".to_string(),
+            ),
+        }
+    } else {
+        match ctx.verify(clears, ps.step.verify.within.get()).await {
+            Ok(took) => Ok(format!(
                 "verified after restart: {} cleared in {:.1}s",
                 clears.join(", "),
                 took.as_secs_f64()
-            );
+            )),
+            Err(pending) => Err(format!(
+                "in flight at restart; {} still not ok",
+                pending.join(", ")
+            )),
+        }
+    };
+    match verdict {
+        Ok(reason) => {
             ctx.store
                 .finish_attempt(a.id, AttemptOutcome::Succeeded, &reason, ctx.clock.now())
                 .await?;
@@ -314,12 +520,9 @@ async fn resume_in_flight(
                 json!({}),
             )
             .await?;
-            Ok(Some(PlanOutcome::Recovered {
-                step: ps.step.name.clone(),
-            }))
+            Ok(Resumed::Worked(idx))
         }
-        Err(pending) => {
-            let reason = format!("in flight at restart; {} still not ok", pending.join(", "));
+        Err(reason) => {
             ctx.store
                 .finish_attempt(a.id, AttemptOutcome::Abandoned, &reason, ctx.clock.now())
                 .await?;
@@ -330,18 +533,64 @@ async fn resume_in_flight(
             )
             .await?;
             Ok(if ctx.stop.is_cancelled() {
-                Some(PlanOutcome::Stopped)
+                Resumed::Stopped
             } else {
-                None
+                Resumed::NotVerified
             })
         }
     }
 }
 
 enum StepEnd {
-    Recovered,
+    /// The step's verification held.
+    Worked,
     Stopped,
-    Next(String),
+    /// The step did not work (failed, refused, budget spent).
+    Failed(String),
+    /// dry-run: reported, not executed.
+    DryRun(String),
+    /// A bound says: act on nothing, page humans now.
+    Escalate(String),
+}
+
+/// The attempt budget of a step: attempts that executed something within
+/// the window, oldest first. Counted from the ledger: restarts reset nothing.
+async fn budget(ctx: &PlanContext, step: &Step) -> Result<Vec<Attempt>, StoreError> {
+    let now = ctx.clock.now();
+    let window = chrono::Duration::from_std(step.limit.per.get()).unwrap_or(chrono::Duration::MAX);
+    let since = now
+        .checked_sub_signed(window)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    Ok(ctx
+        .store
+        .attempts_since(&ctx.scenario, &step.name, &ctx.instance, since)
+        .await?
+        .into_iter()
+        .filter(|a| a.outcome.is_some_and(|o| o.counts_against_limit()))
+        .collect())
+}
+
+/// How many other incidents of this scenario have an attempt in flight.
+async fn acting(ctx: &PlanContext) -> Result<usize, StoreError> {
+    let mut ids: Vec<IncidentId> = ctx
+        .store
+        .attempts_in_flight()
+        .await?
+        .into_iter()
+        .filter(|a| a.scenario == ctx.scenario && a.incident_id != ctx.incident)
+        .map(|a| a.incident_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids.len())
+}
+
+/// Sleeps `d` unless stopped first; false when stopped.
+async fn pause(ctx: &PlanContext, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = ctx.stop.cancelled() => false,
+    }
 }
 
 async fn run_step(
@@ -352,6 +601,12 @@ async fn run_step(
 ) -> Result<StepEnd, StoreError> {
     let step = &ps.step;
     let mut last_failure = String::from("not attempted");
+    let targets = step.action.targets();
+    let mut noted_window = false;
+    let mut noted_acting = false;
+    let mut noted_not_yet = false;
+    // "Not yet" gates are re-evaluated until this deadline.
+    let mut not_yet_deadline: Option<Instant> = None;
     loop {
         if ctx.stop.is_cancelled() {
             return Ok(StepEnd::Stopped);
@@ -377,90 +632,206 @@ async fn run_step(
                     names.join(", ")
                 );
                 *n += 1;
-                ctx.record_without_running(idx, ps, *n, AttemptOutcome::Refused, reason.clone())
-                    .await?;
-                return Ok(StepEnd::Next(reason));
+                ctx.record_without_running(
+                    idx,
+                    ps,
+                    *n,
+                    AttemptOutcome::Refused,
+                    reason.clone(),
+                    json!({}),
+                )
+                .await?;
+                return Ok(StepEnd::Failed(reason));
             }
         }
         let mode = step.mode.unwrap_or(ctx.mode);
-        if mode == Mode::DryRun {
-            let reason = format!("dry-run: would run {}", ps.action.describe());
-            *n += 1;
-            ctx.record_without_running(idx, ps, *n, AttemptOutcome::DryRun, reason.clone())
+        let dry = mode == Mode::DryRun;
+        // Maintenance windows block actions, not observation: wait them out.
+        let now = ctx.clock.now();
+        if let Some(w) = ctx.bounds.maintenance(&ctx.scenario, &targets, now) {
+            let end = w.end;
+            if dry {
+                let reason = format!(
+                    "dry-run: would wait for the maintenance window ({}) until {}",
+                    w.reason,
+                    end.to_rfc3339()
+                );
+                *n += 1;
+                ctx.record_without_running(
+                    idx,
+                    ps,
+                    *n,
+                    AttemptOutcome::DryRun,
+                    reason.clone(),
+                    json!({}),
+                )
                 .await?;
-            return Ok(StepEnd::Next(reason));
+                return Ok(StepEnd::DryRun(reason));
+            }
+            if !noted_window {
+                noted_window = true;
+                ctx.note(
+                    "guard",
+                    format!(
+                        "step {}: blocked by a maintenance window ({}) until {}; observation goes on",
+                        step.name,
+                        w.reason,
+                        end.to_rfc3339()
+                    ),
+                    json!({ "window": { "scenario": w.scenario, "target": w.target, "start": w.start, "end": end, "reason": w.reason } }),
+                )
+                .await?;
+            }
+            let wait = (end - now).to_std().unwrap_or_default();
+            if !pause(ctx, wait.min(Duration::from_secs(60))).await {
+                return Ok(StepEnd::Stopped);
+            }
+            continue;
+        }
+        // Blast radius: most targets failing at once is more likely the
+        // network or medic's own view: act on none, page humans.
+        if let Some(why) = ctx.bounds.blast_radius(&ctx.scenario) {
+            let reason = format!("refused: {why}");
+            *n += 1;
+            let outcome = if dry {
+                AttemptOutcome::DryRun
+            } else {
+                AttemptOutcome::Refused
+            };
+            ctx.record_without_running(idx, ps, *n, outcome, reason.clone(), json!({}))
+                .await?;
+            return Ok(if dry {
+                StepEnd::DryRun(reason)
+            } else {
+                StepEnd::Escalate(reason)
+            });
+        }
+        let past = budget(ctx, step).await?;
+        if dry {
+            return dry_run(ctx, idx, ps, n, &past).await;
         }
         if step.approval == Approval::Required {
             let reason = "refused: approval required, and no approval has been given".to_string();
             *n += 1;
-            ctx.record_without_running(idx, ps, *n, AttemptOutcome::Refused, reason.clone())
-                .await?;
-            return Ok(StepEnd::Next(reason));
+            ctx.record_without_running(
+                idx,
+                ps,
+                *n,
+                AttemptOutcome::Refused,
+                reason.clone(),
+                json!({}),
+            )
+            .await?;
+            return Ok(StepEnd::Failed(reason));
         }
-        // Budget: counted from the ledger, so restarts reset nothing.
-        let now = ctx.clock.now();
-        let window =
-            chrono::Duration::from_std(step.limit.per.get()).unwrap_or(chrono::Duration::MAX);
-        let since = now
-            .checked_sub_signed(window)
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-        let past: Vec<Attempt> = ctx
-            .store
-            .attempts_since(&ctx.scenario, &step.name, &ctx.instance, since)
-            .await?
-            .into_iter()
-            .filter(|a| a.outcome.is_some_and(|o| o.counts_against_limit()))
-            .collect();
         if past.len() as u32 >= step.limit.attempts {
             let reason = format!(
                 "refused: limit of {} attempts per {} reached (last failure: {})",
                 step.limit.attempts, step.limit.per, last_failure
             );
             *n += 1;
-            ctx.record_without_running(idx, ps, *n, AttemptOutcome::Refused, reason.clone())
-                .await?;
-            return Ok(StepEnd::Next(reason));
+            ctx.record_without_running(
+                idx,
+                ps,
+                *n,
+                AttemptOutcome::Refused,
+                reason.clone(),
+                json!({}),
+            )
+            .await?;
+            return Ok(StepEnd::Failed(reason));
         }
-        if let Some(last) = past.last() {
-            let cooldown = chrono::Duration::from_std(step.limit.cooldown.get())
-                .unwrap_or(chrono::Duration::MAX);
-            let ready_at = last.ended_at.unwrap_or(last.started_at) + cooldown;
-            if ready_at > now {
-                let wait = (ready_at - now).to_std().unwrap_or_default();
+        if let Some(ready_at) = cooldown_until(step, &past)
+            && ready_at > now
+        {
+            let wait = (ready_at - now).to_std().unwrap_or_default();
+            ctx.note(
+                "guard",
+                format!(
+                    "step {}: cooling down until {}",
+                    step.name,
+                    ready_at.to_rfc3339()
+                ),
+                json!({ "cooldown": step.limit.cooldown.to_string() }),
+            )
+            .await?;
+            if !pause(ctx, wait).await {
+                return Ok(StepEnd::Stopped);
+            }
+            continue;
+        }
+        // Global bound on actions running at once.
+        let _permit = tokio::select! {
+            p = ctx.actions.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(StepEnd::Stopped),
+            },
+            _ = ctx.stop.cancelled() => return Ok(StepEnd::Stopped),
+        };
+        // Incidents of this scenario acting at once: checked and the attempt
+        // written under the scenario's admission lock.
+        let admission = ctx.bounds.admission(&ctx.scenario);
+        let admitted = admission.lock().await;
+        let others = acting(ctx).await?;
+        if others >= ctx.max_acting as usize {
+            drop(admitted);
+            if !noted_acting {
+                noted_acting = true;
                 ctx.note(
                     "guard",
                     format!(
-                        "step {}: cooling down until {}",
-                        step.name,
-                        ready_at.to_rfc3339()
+                        "step {}: waiting: {others} other incident(s) of this scenario are acting (at most {} at once)",
+                        step.name, ctx.max_acting
                     ),
-                    json!({ "cooldown": step.limit.cooldown.to_string() }),
+                    json!({ "acting": others, "max_acting": ctx.max_acting }),
                 )
                 .await?;
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
-                    _ = ctx.stop.cancelled() => return Ok(StepEnd::Stopped),
+            }
+            drop(_permit);
+            if !pause(ctx, Duration::from_secs(1)).await {
+                return Ok(StepEnd::Stopped);
+            }
+            continue;
+        }
+        // The action's own preconditions.
+        *n += 1;
+        let key = ctx.key(idx, *n);
+        let mut actx = ctx.action_context(key.clone(), step);
+        let pre = ctx.preflight(ps, &actx).await;
+        let not_yet = pre.refusal().is_some_and(|g| g.wait.is_some());
+        if !(not_yet && noted_not_yet) {
+            ctx.note_gates(&step.name, &pre, false).await?;
+        }
+        noted_not_yet |= not_yet;
+        let gates = json!({ "gates": pre.gates, "preflight": pre.data });
+        if let Some(g) = pre.refusal() {
+            if let Some(wait) = g.wait {
+                let deadline =
+                    *not_yet_deadline.get_or_insert_with(|| Instant::now() + step.timeout.get());
+                if Instant::now() + wait <= deadline {
+                    *n -= 1;
+                    drop(admitted);
+                    drop(_permit);
+                    if !pause(ctx, wait).await {
+                        return Ok(StepEnd::Stopped);
+                    }
+                    continue;
                 }
             }
+            let reason = format!("refused: {}: {}", g.name, g.detail);
+            ctx.record_without_running(idx, ps, *n, AttemptOutcome::Refused, reason.clone(), gates)
+                .await?;
+            return Ok(StepEnd::Failed(reason));
         }
-        // Run.
-        let _permit = tokio::select! {
-            p = ctx.actions.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = ctx.stop.cancelled() => return Ok(StepEnd::Stopped),
-        };
-        *n += 1;
-        let id = ctx.ledger(idx, ps, *n).await?;
+        let id = ctx.ledger(idx, ps, *n, gates).await?;
+        drop(admitted);
         ctx.note(
             "action",
             format!("step {}: running {}", step.name, ps.action.describe()),
-            json!({ "step": step.name, "attempt": past.len() + 1, "inputs": ps.action.inputs() }),
+            json!({ "step": step.name, "attempt": past.len() + 1, "key": key, "inputs": ps.action.inputs() }),
         )
         .await?;
-        let actx = ActionContext {
-            key: format!("{}:{}:{}", ctx.incident, idx, n),
-            cancel: ctx.kill.clone(),
-            timeout: step.timeout.get(),
-        };
+        actx.preflight = pre.data.clone();
         // The action enforces its own timeout; this outer bound is a backstop.
         let backstop = step.timeout.get() + Duration::from_secs(10);
         let result = match tokio::time::timeout(backstop, ps.action.run(&actx)).await {
@@ -493,6 +864,21 @@ async fn run_step(
             last_failure = result.detail;
             continue;
         }
+        if step.verify.clears.is_empty() {
+            // The action verified its own effect (e.g. a promotion checks
+            // pg_is_in_recovery() = false and a new timeline).
+            let reason = format!("verified by the action: {}", result.detail);
+            ctx.store
+                .finish_attempt(id, AttemptOutcome::Succeeded, &reason, ctx.clock.now())
+                .await?;
+            ctx.note(
+                "verify",
+                format!("step {}: {reason}", step.name),
+                result.data.clone(),
+            )
+            .await?;
+            return Ok(StepEnd::Worked);
+        }
         ctx.note(
             "action",
             format!(
@@ -520,7 +906,7 @@ async fn run_step(
                     .await?;
                 ctx.note("verify", format!("step {}: {reason}", step.name), json!({}))
                     .await?;
-                return Ok(StepEnd::Recovered);
+                return Ok(StepEnd::Worked);
             }
             Err(_) if ctx.shutdown.is_cancelled() => return Ok(StepEnd::Stopped),
             Err(pending) => {
@@ -541,4 +927,97 @@ async fn run_step(
             }
         }
     }
+}
+
+/// When the step's cooldown after its last attempt ends, if it has one.
+fn cooldown_until(step: &Step, past: &[Attempt]) -> Option<chrono::DateTime<chrono::Utc>> {
+    let last = past.last()?;
+    let cooldown =
+        chrono::Duration::from_std(step.limit.cooldown.get()).unwrap_or(chrono::Duration::MAX);
+    Some(last.ended_at.unwrap_or(last.started_at) + cooldown)
+}
+
+/// dry-run: evaluates every guard and precondition, reports them, runs
+/// nothing.
+async fn dry_run(
+    ctx: &PlanContext,
+    idx: usize,
+    ps: &PlannedStep,
+    n: &mut usize,
+    past: &[Attempt],
+) -> Result<StepEnd, StoreError> {
+    let step = &ps.step;
+    let now = ctx.clock.now();
+    let mut guards = Vec::new();
+    guards.push(if step.approval == Approval::Required {
+        Gate::fail("approval", "approval required")
+    } else {
+        Gate::pass("approval", "not required")
+    });
+    guards.push(if past.len() as u32 >= step.limit.attempts {
+        Gate::fail(
+            "limit",
+            format!(
+                "{} of {} attempts per {} used",
+                past.len(),
+                step.limit.attempts,
+                step.limit.per
+            ),
+        )
+    } else {
+        Gate::pass(
+            "limit",
+            format!(
+                "{} of {} attempts per {} used",
+                past.len(),
+                step.limit.attempts,
+                step.limit.per
+            ),
+        )
+    });
+    if let Some(ready_at) = cooldown_until(step, past)
+        && ready_at > now
+    {
+        guards.push(Gate::fail(
+            "cooldown",
+            format!("cooling down until {}", ready_at.to_rfc3339()),
+        ));
+    }
+    let others = acting(ctx).await?;
+    guards.push(if others >= ctx.max_acting as usize {
+        Gate::fail(
+            "acting",
+            format!("{others} other incident(s) of this scenario are acting"),
+        )
+    } else {
+        Gate::pass("acting", format!("{others} other incident(s) acting"))
+    });
+    *n += 1;
+    let actx = ctx.action_context(ctx.key(idx, *n), step);
+    let pre = ctx.preflight(ps, &actx).await;
+    let mut all = Preflight {
+        gates: guards,
+        data: pre.data.clone(),
+    };
+    all.gates.extend(pre.gates);
+    ctx.note_gates(&step.name, &all, true).await?;
+    let reason = match all.refusal() {
+        None => format!("dry-run: would run {}", ps.action.describe()),
+        Some(g) => format!(
+            "dry-run: would refuse {} ({}: {})",
+            ps.action.describe(),
+            g.name,
+            g.detail
+        ),
+    };
+    ctx.record_without_running(
+        idx,
+        ps,
+        *n,
+        AttemptOutcome::DryRun,
+        reason.clone(),
+        json!({ "gates": all.gates, "preflight": all.data }),
+    )
+    .await?;
+    Ok(StepEnd::DryRun(reason))
 }

@@ -1,8 +1,87 @@
 //! PostgreSQL actions: replica promotion and data quarantine.
+//!
+//! `postgres.promote-replica` keeps the promotion safety rules (DESIGN.md):
+//! its preflight gates are, in order,
+//! 1. `cooldown`: one failover per cluster (primary) per cooldown, counted
+//!    from the ledger across scenarios, in-flight promotions included;
+//! 2. `primary-unreachable`: what the engine saw: a symptom checking the
+//!    primary has seen it *failing* (not unknown) for at least N consecutive
+//!    checks over at least T. Too early is "not yet": re-checked, not refused;
+//! 3. `no-other-primary`: no reachable node answers `pg_is_in_recovery() =
+//!    false`, unless a `fence` is configured: it runs before the promotion,
+//!    and the promotion goes ahead only if the old primary no longer answers
+//!    as primary afterwards;
+//! 4. one `candidate NAME` gate per replica: reachable, in recovery,
+//!    streaming (it has received WAL from a primary), priority above 0, and
+//!    lag within `max_lag_bytes`. Lag is measured against the most advanced
+//!    WAL position medic can see: the received LSN of every reachable
+//!    replica (and the primary's, were it reachable). WAL the dead primary
+//!    never shipped to anyone cannot be measured by anyone;
+//! 5. `candidate-chosen`: eligible candidates ranked by received LSN, then
+//!    priority (higher first), then name.
+//!
+//! Then `run` fences (if configured), calls `pg_promote(true, timeout)` on
+//! the chosen candidate, and verifies `pg_is_in_recovery() = false` and a
+//! new timeline: only then does the step count as worked (its follow-ups,
+//! `then: continue`, repoint the clients).
+//!
+//! `postgres.quarantine` moves the rows a condition selects into a
+//! quarantine table, in one transaction with the source table locked against
+//! writes: count (refusing more than `max_rows`), copy, delete exactly the
+//! copied rows, check the counts, commit. Nothing is deleted that was not
+//! first copied; a mismatch rolls everything back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::json;
+use tokio_postgres::{Client, NoTls};
 
+use super::exec::{ExecAction, ExecParams};
+use super::{Action, ActionContext, ActionResult, BuildError, Gate, Preflight};
+use crate::config::{Config, PostgresTarget, TargetConfig};
 use crate::duration::Dur;
+use crate::engine::symptom::Seen;
+use crate::store::AttemptOutcome;
+
+/// Default `max_lag_bytes`: the runbook's RPO, 1 MiB.
+pub const DEFAULT_MAX_LAG_BYTES: u64 = 1024 * 1024;
+/// Default `unreachable_checks`.
+pub const DEFAULT_UNREACHABLE_CHECKS: u32 = 3;
+/// Default `unreachable_for`.
+pub const DEFAULT_UNREACHABLE_FOR: Dur = Dur::secs(5);
+/// Default `cooldown`: one failover per cluster per hour.
+pub const DEFAULT_COOLDOWN: Dur = Dur::secs(3600);
+/// The longest wait for one node to answer during the gates.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A replica that may be promoted: a target name, or `{ target, priority }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Candidate {
+    Name(String),
+    Ranked {
+        target: String,
+        /// Higher is preferred; 0 = never promote this one. Default 1.
+        priority: u32,
+    },
+}
+
+impl Candidate {
+    pub fn target(&self) -> &str {
+        match self {
+            Candidate::Name(n) | Candidate::Ranked { target: n, .. } => n,
+        }
+    }
+
+    pub fn priority(&self) -> u32 {
+        match self {
+            Candidate::Name(_) => 1,
+            Candidate::Ranked { priority, .. } => *priority,
+        }
+    }
+}
 
 /// `postgres.promote-replica` under the promotion safety rules.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -11,7 +90,7 @@ pub struct PromoteReplicaParams {
     /// The primary (a config target of kind `postgres`).
     pub primary: String,
     /// Candidate replicas (config targets of kind `postgres`).
-    pub replicas: Vec<String>,
+    pub replicas: Vec<Candidate>,
     /// Refuse candidates lagging more than this (default 1 MiB).
     pub max_lag_bytes: Option<u64>,
     /// The primary must have been unreachable for this many checks...
@@ -20,6 +99,9 @@ pub struct PromoteReplicaParams {
     pub unreachable_for: Option<Dur>,
     /// One failover per cluster per cooldown.
     pub cooldown: Option<Dur>,
+    /// A command that makes sure the old primary cannot accept writes
+    /// (stop it, cut it off, or mark it a standby) before the promotion.
+    pub fence: Option<ExecParams>,
 }
 
 /// `postgres.quarantine`: copy then delete affected rows, in one transaction.
@@ -36,4 +118,870 @@ pub struct QuarantineParams {
     pub into: Option<String>,
     /// Refuse when more rows than this match.
     pub max_rows: Option<u64>,
+}
+
+/// Connection details of one node, the password resolved when connecting.
+#[derive(Clone, Debug)]
+struct Node {
+    name: String,
+    target: PostgresTarget,
+}
+
+fn node(config: &Config, name: &str) -> Result<Node, BuildError> {
+    match config.targets.get(name) {
+        Some(TargetConfig::Postgres(t)) => Ok(Node {
+            name: name.to_string(),
+            target: t.clone(),
+        }),
+        _ => Err(BuildError::Invalid(format!(
+            "target {name:?} is not a postgres target"
+        ))),
+    }
+}
+
+/// Connects to one node; the connection task ends with the client.
+async fn connect(n: &Node, timeout: Duration) -> Result<Client, String> {
+    let t = &n.target;
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&t.host)
+        .port(t.port)
+        .user(&t.user)
+        .dbname(&t.dbname)
+        .application_name("medic")
+        .connect_timeout(timeout);
+    if let Some(pw) = &t.password {
+        let pw = pw
+            .resolve()
+            .map_err(|e| format!("{}: password: {e}", n.name))?;
+        cfg.password(pw.expose());
+    }
+    let (client, conn) = tokio::time::timeout(timeout, cfg.connect(NoTls))
+        .await
+        .map_err(|_| {
+            format!(
+                "{}: no answer within {}",
+                n.name,
+                humantime::format_duration(timeout)
+            )
+        })?
+        .map_err(|e| format!("{}: {}", n.name, pg_error(&e)))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The server's message when there is one (the Display of a db error is
+/// just "db error").
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// `16/B374D848` → a byte position.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// A byte position → `16/B374D848`.
+pub fn format_lsn(v: u64) -> String {
+    format!("{:X}/{:X}", v >> 32, v & 0xFFFF_FFFF)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// What one node answered.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+struct NodeState {
+    in_recovery: bool,
+    /// Last WAL received by streaming (replicas), or written (a primary).
+    received: Option<u64>,
+    replayed: Option<u64>,
+    timeline: Option<u32>,
+    /// `primary_conninfo` is set: a streaming replica.
+    streaming: bool,
+}
+
+const PROBE_SQL: &str = "\
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()::text
+            ELSE pg_current_wal_lsn()::text END,
+       pg_last_wal_replay_lsn()::text,
+       CASE WHEN pg_is_in_recovery()
+            THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1),
+                          (SELECT timeline_id FROM pg_control_checkpoint()))::bigint
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,
+       current_setting('primary_conninfo') <> ''";
+
+async fn probe(n: &Node, timeout: Duration) -> Result<NodeState, String> {
+    let client = connect(n, timeout).await?;
+    let row = tokio::time::timeout(timeout, client.query_one(PROBE_SQL, &[]))
+        .await
+        .map_err(|_| {
+            format!(
+                "{}: no answer within {}",
+                n.name,
+                humantime::format_duration(timeout)
+            )
+        })?
+        .map_err(|e| format!("{}: {}", n.name, pg_error(&e)))?;
+    let lsn = |i: usize| {
+        row.get::<_, Option<String>>(i)
+            .as_deref()
+            .and_then(parse_lsn)
+    };
+    Ok(NodeState {
+        in_recovery: row.get(0),
+        received: lsn(1),
+        replayed: lsn(2),
+        timeline: row.get::<_, Option<i64>>(3).map(|t| t as u32),
+        streaming: row.get(4),
+    })
+}
+
+/// A runnable `postgres.promote-replica`.
+pub struct PromoteReplica {
+    params: PromoteReplicaParams,
+    primary: Node,
+    candidates: Vec<(Node, u32)>,
+    fence: Option<ExecAction>,
+}
+
+impl PromoteReplica {
+    pub fn build(p: &PromoteReplicaParams, config: &Config) -> Result<Self, BuildError> {
+        let primary = node(config, &p.primary)?;
+        let candidates = p
+            .replicas
+            .iter()
+            .map(|c| Ok((node(config, c.target())?, c.priority())))
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        if candidates.is_empty() {
+            return Err(BuildError::Invalid(
+                "postgres.promote-replica needs at least one replica".into(),
+            ));
+        }
+        let fence = p.fence.as_ref().map(ExecAction::build).transpose()?;
+        Ok(PromoteReplica {
+            params: p.clone(),
+            primary,
+            candidates,
+            fence,
+        })
+    }
+
+    fn max_lag(&self) -> u64 {
+        self.params.max_lag_bytes.unwrap_or(DEFAULT_MAX_LAG_BYTES)
+    }
+
+    fn probe_timeout(ctx: &ActionContext) -> Duration {
+        ctx.timeout.min(PROBE_TIMEOUT)
+    }
+
+    /// Gate 1: one failover per cluster per cooldown.
+    async fn cooldown_gate(&self, ctx: &ActionContext) -> Gate {
+        let cooldown = self.params.cooldown.unwrap_or(DEFAULT_COOLDOWN);
+        let Some(ledger) = &ctx.ledger else {
+            return Gate::pass("cooldown", "no ledger (not run by the executor)");
+        };
+        let window = chrono::Duration::from_std(cooldown.get()).unwrap_or(chrono::Duration::MAX);
+        let since = ctx
+            .now
+            .checked_sub_signed(window)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let past = match ledger
+            .action_attempts_since("postgres.promote-replica", since)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return Gate::fail("cooldown", format!("cannot read the ledger: {e}")),
+        };
+        let same_cluster = past.iter().filter(|a| {
+            a.key != ctx.key
+                && a.inputs["params"]["primary"].as_str() == Some(self.params.primary.as_str())
+                && matches!(a.outcome, None | Some(AttemptOutcome::Succeeded))
+        });
+        match same_cluster.last() {
+            Some(a) => Gate::fail(
+                "cooldown",
+                format!(
+                    "a failover of cluster {:?} {} at {} (attempt {}); one per {cooldown}",
+                    self.params.primary,
+                    if a.outcome.is_none() {
+                        "is in flight since"
+                    } else {
+                        "succeeded"
+                    },
+                    a.started_at.to_rfc3339(),
+                    a.key
+                ),
+            ),
+            None => Gate::pass(
+                "cooldown",
+                format!(
+                    "no failover of cluster {:?} in the last {cooldown}",
+                    self.params.primary
+                ),
+            ),
+        }
+    }
+
+    /// Gate 2: what the engine saw of the primary.
+    fn unreachable_gate(&self, ctx: &ActionContext) -> Gate {
+        let need_n = self
+            .params
+            .unreachable_checks
+            .unwrap_or(DEFAULT_UNREACHABLE_CHECKS);
+        let need_t = self
+            .params
+            .unreachable_for
+            .unwrap_or(DEFAULT_UNREACHABLE_FOR)
+            .get();
+        let watching: Vec<_> = ctx
+            .observations
+            .iter()
+            .filter(|o| o.target.as_deref() == Some(self.params.primary.as_str()))
+            .collect();
+        if watching.is_empty() {
+            return Gate::fail(
+                "primary-unreachable",
+                format!(
+                    "no symptom of this scenario checks the primary {:?}",
+                    self.params.primary
+                ),
+            );
+        }
+        // The symptom with the longest failing streak speaks for the primary.
+        let now = tokio::time::Instant::now();
+        let best = watching
+            .iter()
+            .filter(|o| o.view.seen == Seen::Failing)
+            .max_by_key(|o| o.view.streak);
+        let Some(o) = best else {
+            let seen: Vec<String> = watching
+                .iter()
+                .map(|o| format!("{} last seen {:?}", o.symptom, o.view.seen))
+                .collect();
+            let blind = watching.iter().any(|o| o.view.seen == Seen::Unknown);
+            let mut detail = format!("the primary is not seen failing ({})", seen.join(", "));
+            if blind {
+                detail.push_str("; unknown is not unreachable");
+            }
+            return Gate::fail("primary-unreachable", detail);
+        };
+        let age = o
+            .view
+            .streak_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let detail = format!(
+            "symptom {} saw {:?} fail {} consecutive checks over {:.1}s (need {need_n} over {})",
+            o.symptom,
+            self.params.primary,
+            o.view.streak,
+            age.as_secs_f64(),
+            humantime::format_duration(need_t)
+        );
+        if o.view.streak >= need_n && age >= need_t {
+            Gate::pass("primary-unreachable", detail)
+        } else {
+            let wait = need_t.saturating_sub(age).max(Duration::from_millis(200));
+            Gate::not_yet("primary-unreachable", detail, wait)
+        }
+    }
+
+    async fn probe_all(
+        &self,
+        ctx: &ActionContext,
+    ) -> (Result<NodeState, String>, Vec<Result<NodeState, String>>) {
+        let t = Self::probe_timeout(ctx);
+        let primary = probe(&self.primary, t);
+        let replicas =
+            futures_util::future::join_all(self.candidates.iter().map(|(n, _)| probe(n, t)));
+        tokio::join!(primary, replicas)
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for PromoteReplica {
+    fn describe(&self) -> String {
+        let names: Vec<&str> = self
+            .candidates
+            .iter()
+            .map(|(n, _)| n.name.as_str())
+            .collect();
+        format!(
+            "postgres.promote-replica of the best of [{}] (primary {}{})",
+            names.join(", "),
+            self.params.primary,
+            if self.fence.is_some() {
+                ", fenced first"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn inputs(&self) -> serde_json::Value {
+        json!({
+            "primary": self.params.primary,
+            "replicas": self.candidates.iter().map(|(n, p)| json!({ "target": n.name, "priority": p })).collect::<Vec<_>>(),
+            "max_lag_bytes": self.max_lag(),
+            "unreachable_checks": self.params.unreachable_checks.unwrap_or(DEFAULT_UNREACHABLE_CHECKS),
+            "unreachable_for": self.params.unreachable_for.unwrap_or(DEFAULT_UNREACHABLE_FOR).to_string(),
+            "cooldown": self.params.cooldown.unwrap_or(DEFAULT_COOLDOWN).to_string(),
+            "fence": self.fence.as_ref().map(|f| f.inputs()),
+        })
+    }
+
+    async fn preflight(&self, ctx: &ActionContext) -> Preflight {
+        let mut pre = Preflight::default();
+        if !pre.gate(self.cooldown_gate(ctx).await) {
+            return pre;
+        }
+        if !pre.gate(self.unreachable_gate(ctx)) {
+            return pre;
+        }
+        let (primary, replicas) = self.probe_all(ctx).await;
+        let mut seen = BTreeMap::new();
+        seen.insert(
+            self.primary.name.clone(),
+            match &primary {
+                Ok(s) => json!(s),
+                Err(e) => json!({ "unreachable": e }),
+            },
+        );
+        // Gate 3: nobody else answers as primary.
+        let mut as_primary: Vec<&str> = Vec::new();
+        for ((n, _), r) in self.candidates.iter().zip(&replicas) {
+            seen.insert(
+                n.name.clone(),
+                match r {
+                    Ok(s) => json!(s),
+                    Err(e) => json!({ "unreachable": e }),
+                },
+            );
+            if matches!(r, Ok(s) if !s.in_recovery) {
+                as_primary.push(&n.name);
+            }
+        }
+        let old_is_primary = matches!(&primary, Ok(s) if !s.in_recovery);
+        let gate = if !as_primary.is_empty() {
+            Gate::fail(
+                "no-other-primary",
+                format!(
+                    "{} already answer(s) as primary (pg_is_in_recovery() = false)",
+                    as_primary.join(", ")
+                ),
+            )
+        } else if old_is_primary && self.fence.is_none() {
+            Gate::fail(
+                "no-other-primary",
+                format!(
+                    "the old primary {:?} still answers as primary; without a fence medic does not promote beside it",
+                    self.primary.name
+                ),
+            )
+        } else if old_is_primary {
+            Gate::pass(
+                "no-other-primary",
+                format!(
+                    "the old primary {:?} still answers as primary: the fence must stop it first (checked again after fencing)",
+                    self.primary.name
+                ),
+            )
+        } else {
+            Gate::pass(
+                "no-other-primary",
+                format!(
+                    "no reachable node answers as primary ({} {})",
+                    self.primary.name,
+                    match &primary {
+                        Ok(_) => "is in recovery".to_string(),
+                        Err(e) => format!("is unreachable: {e}"),
+                    }
+                ),
+            )
+        };
+        pre.data = json!({ "nodes": seen });
+        if !pre.gate(gate) {
+            return pre;
+        }
+        // Gate 4: each candidate.
+        let reference = replicas
+            .iter()
+            .filter_map(|r| r.as_ref().ok().and_then(|s| s.received))
+            .chain(primary.as_ref().ok().and_then(|s| s.received))
+            .max();
+        let mut eligible = Vec::new();
+        for ((n, prio), r) in self.candidates.iter().zip(&replicas) {
+            let name = format!("candidate {}", n.name);
+            let gate = match r {
+                Err(e) => Gate::fail(&name, format!("unreachable: {e}")),
+                Ok(s) if !s.in_recovery => Gate::fail(&name, "not in recovery"),
+                Ok(s) if !s.streaming => {
+                    Gate::fail(&name, "not a streaming replica (primary_conninfo is empty)")
+                }
+                Ok(NodeState { received: None, .. }) => {
+                    Gate::fail(&name, "has received no WAL by streaming")
+                }
+                Ok(_) if *prio == 0 => Gate::fail(&name, "priority 0: never promoted"),
+                Ok(s) => {
+                    let received = s.received.unwrap_or(0);
+                    let lag = reference.unwrap_or(received).saturating_sub(received);
+                    let detail = format!(
+                        "in recovery, streaming, received {}, lag {} (max {}), priority {prio}",
+                        format_lsn(received),
+                        mib(lag),
+                        mib(self.max_lag())
+                    );
+                    if lag > self.max_lag() {
+                        Gate::fail(
+                            &name,
+                            format!("lags {} behind the most advanced node: {detail}", mib(lag)),
+                        )
+                    } else {
+                        eligible.push((n, *prio, received, s.timeline));
+                        Gate::pass(&name, detail)
+                    }
+                }
+            };
+            // One candidate refused does not refuse the step: the ranking
+            // below does, when none is left.
+            pre.gate(Gate {
+                advisory: !gate.passed,
+                ..gate
+            });
+        }
+        // Gate 5: the ranking. Refusals of single candidates are reported
+        // above; the step is refused only when none is left.
+        eligible.sort_by(|a, b| {
+            b.2.cmp(&a.2)
+                .then(b.1.cmp(&a.1))
+                .then(a.0.name.cmp(&b.0.name))
+        });
+        let rejected: Vec<String> = self
+            .candidates
+            .iter()
+            .zip(&replicas)
+            .filter(|((n, _), _)| !eligible.iter().any(|e| e.0.name == n.name))
+            .map(|((n, _), _)| n.name.clone())
+            .collect();
+        match eligible.first() {
+            Some((n, prio, received, timeline)) => {
+                let ranking: Vec<&str> = eligible.iter().map(|e| e.0.name.as_str()).collect();
+                pre.gate(Gate::pass(
+                    "candidate-chosen",
+                    format!(
+                        "{} (received {}, priority {prio}); ranking by received LSN, priority, name: {}",
+                        n.name,
+                        format_lsn(*received),
+                        ranking.join(" > ")
+                    ),
+                ));
+                pre.data["candidate"] = json!(n.name);
+                pre.data["timeline_before"] = json!(timeline);
+                pre.data["fence_old_primary"] = json!(old_is_primary);
+            }
+            None => {
+                pre.gate(Gate::fail(
+                    "candidate-chosen",
+                    format!("no eligible candidate ({} refused)", rejected.join(", ")),
+                ));
+            }
+        }
+        pre.data["refused_candidates"] = json!(rejected);
+        pre
+    }
+
+    async fn run(&self, ctx: &ActionContext) -> ActionResult {
+        let started = tokio::time::Instant::now();
+        let Some(chosen) = ctx.preflight["candidate"].as_str() else {
+            return ActionResult::failed("no candidate chosen by the preflight", json!({}));
+        };
+        let Some((node, _)) = self.candidates.iter().find(|(n, _)| n.name == chosen) else {
+            return ActionResult::failed(format!("unknown candidate {chosen:?}"), json!({}));
+        };
+        let mut data = json!({ "candidate": chosen });
+        let t = Self::probe_timeout(ctx);
+        // Fence first: the old primary must not accept writes any more.
+        if let Some(fence) = &self.fence {
+            let r = fence.run(ctx).await;
+            data["fence"] = json!({ "ok": r.ok, "detail": r.detail, "output": r.data });
+            if !r.ok {
+                return ActionResult::failed(
+                    format!("fence failed ({}); not promoting", r.detail),
+                    data,
+                );
+            }
+            if let Ok(s) = probe(&self.primary, t).await
+                && !s.in_recovery
+            {
+                return ActionResult::failed(
+                    format!(
+                        "the old primary {:?} still answers as primary after fencing; not promoting",
+                        self.primary.name
+                    ),
+                    data,
+                );
+            }
+        }
+        let client = match connect(node, t).await {
+            Ok(c) => c,
+            Err(e) => return ActionResult::failed(e, data),
+        };
+        let before = ctx.preflight["timeline_before"].as_u64().map(|v| v as u32);
+        // pg_promote's wait is whole seconds, at least 1, within our timeout.
+        let wait_s = ctx.timeout.as_secs().clamp(1, 60) as i32;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&wait_s];
+        let promoted = tokio::select! {
+            r = client.query_one("SELECT pg_promote(true, $1)", &params) => r,
+            _ = ctx.cancel.cancelled() => return ActionResult::failed("aborted: medic is stopping", data),
+        };
+        match promoted {
+            Ok(row) if row.get::<_, bool>(0) => {}
+            Ok(_) => {
+                return ActionResult::failed(
+                    format!("pg_promote on {chosen} did not finish within {wait_s}s"),
+                    data,
+                );
+            }
+            Err(e) => {
+                return ActionResult::failed(
+                    format!("pg_promote on {chosen}: {}", pg_error(&e)),
+                    data,
+                );
+            }
+        }
+        // Verify: out of recovery, on a new timeline.
+        let after = match probe(node, t).await {
+            Ok(s) => s,
+            Err(e) => return ActionResult::failed(format!("after pg_promote: {e}"), data),
+        };
+        data["timeline_before"] = json!(before);
+        data["timeline_after"] = json!(after.timeline);
+        data["took_ms"] = json!(started.elapsed().as_millis() as u64);
+        if after.in_recovery {
+            return ActionResult::failed(
+                format!("{chosen} is still in recovery after pg_promote"),
+                data,
+            );
+        }
+        match (before, after.timeline) {
+            (Some(b), Some(a)) if a > b => ActionResult::ok(
+                format!("{chosen} promoted: pg_is_in_recovery() = false, timeline {b} → {a}"),
+                data,
+            ),
+            (b, a) => ActionResult::failed(
+                format!(
+                    "{chosen} is out of recovery but its timeline did not advance ({b:?} → {a:?})"
+                ),
+                data,
+            ),
+        }
+    }
+
+    async fn reconcile(&self, ctx: &ActionContext) -> Option<ActionResult> {
+        let t = Self::probe_timeout(ctx);
+        let states =
+            futures_util::future::join_all(self.candidates.iter().map(|(n, _)| probe(n, t))).await;
+        let promoted: Vec<&str> = self
+            .candidates
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| matches!(s, Ok(s) if !s.in_recovery))
+            .map(|((n, _), _)| n.name.as_str())
+            .collect();
+        match promoted.as_slice() {
+            [one] => Some(ActionResult::ok(
+                format!("{one} answers as primary"),
+                json!({ "candidate": one }),
+            )),
+            [] if states.iter().all(|s| s.is_ok()) => {
+                Some(ActionResult::failed("no candidate was promoted", json!({})))
+            }
+            [] => None,
+            many => Some(ActionResult::failed(
+                format!("several candidates answer as primary: {}", many.join(", ")),
+                json!({}),
+            )),
+        }
+    }
+}
+
+/// A table name as validated by the rule loader (NAME or SCHEMA.NAME),
+/// quoted for SQL.
+fn quote_table(name: &str) -> String {
+    name.split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A runnable `postgres.quarantine`.
+pub struct Quarantine {
+    params: QuarantineParams,
+    node: Node,
+    into: String,
+    max_rows: u64,
+}
+
+impl Quarantine {
+    pub fn build(p: &QuarantineParams, config: &Config) -> Result<Self, BuildError> {
+        let node = node(config, &p.target)?;
+        let Some(max_rows) = p.max_rows else {
+            return Err(BuildError::Invalid(
+                "postgres.quarantine needs max_rows".into(),
+            ));
+        };
+        Ok(Quarantine {
+            into: p
+                .into
+                .clone()
+                .unwrap_or_else(|| format!("{}_quarantine", p.table)),
+            params: p.clone(),
+            node,
+            max_rows,
+        })
+    }
+
+    fn count_sql(&self) -> String {
+        format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            quote_table(&self.params.table),
+            self.params.where_
+        )
+    }
+
+    async fn quarantine(&self, ctx: &ActionContext) -> Result<ActionResult, String> {
+        let mut client = connect(&self.node, ctx.timeout).await?;
+        let src = quote_table(&self.params.table);
+        let dst = quote_table(&self.into);
+        let err = |what: &'static str| {
+            move |e: tokio_postgres::Error| format!("{what}: {}", pg_error(&e))
+        };
+        let tx = client.transaction().await.map_err(err("BEGIN"))?;
+        // Writers wait; readers go on. Rows cannot change between count,
+        // copy and delete.
+        tx.batch_execute(&format!("LOCK TABLE {src} IN SHARE ROW EXCLUSIVE MODE"))
+            .await
+            .map_err(err("LOCK"))?;
+        let total_before: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {src}"), &[])
+            .await
+            .map_err(err("count"))?
+            .get(0);
+        let matching: i64 = tx
+            .query_one(&self.count_sql(), &[])
+            .await
+            .map_err(err("count matching rows"))?
+            .get(0);
+        let matching = matching.max(0) as u64;
+        if matching > self.max_rows {
+            return Ok(ActionResult::failed(
+                format!(
+                    "{matching} rows match, more than max_rows {}: corruption that wide goes to a human",
+                    self.max_rows
+                ),
+                json!({ "matching": matching }),
+            ));
+        }
+        if matching == 0 {
+            return Ok(ActionResult::ok(
+                "no rows match; nothing moved",
+                json!({ "moved": 0 }),
+            ));
+        }
+        // The quarantine table: the source's columns, plus when and by which
+        // attempt each row was moved.
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {dst} (LIKE {src});
+             ALTER TABLE {dst} ADD COLUMN IF NOT EXISTS medic_quarantined_at timestamptz;
+             ALTER TABLE {dst} ADD COLUMN IF NOT EXISTS medic_attempt text;"
+        ))
+        .await
+        .map_err(err("create the quarantine table"))?;
+        let q_before: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {dst}"), &[])
+            .await
+            .map_err(err("count quarantine"))?
+            .get(0);
+        let cols: Vec<String> = tx
+            .query(
+                "SELECT quote_ident(attname) FROM pg_attribute
+                 WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
+                 ORDER BY attnum",
+                &[&src],
+            )
+            .await
+            .map_err(err("list columns"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let cols = cols.join(", ");
+        let copied = tx
+            .execute(
+                &format!(
+                    "INSERT INTO {dst} ({cols}, medic_quarantined_at, medic_attempt)
+                     SELECT {cols}, now(), $1 FROM {src} WHERE {}",
+                    self.params.where_
+                ),
+                &[&ctx.key],
+            )
+            .await
+            .map_err(err("copy"))?;
+        // Delete exactly the rows that were copied: those matching the
+        // condition (the table is locked, now() is the transaction's).
+        let deleted = tx
+            .execute(
+                &format!("DELETE FROM {src} WHERE {}", self.params.where_),
+                &[],
+            )
+            .await
+            .map_err(err("delete"))?;
+        let total_after: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {src}"), &[])
+            .await
+            .map_err(err("count"))?
+            .get(0);
+        let q_after: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM {dst}"), &[])
+            .await
+            .map_err(err("count quarantine"))?
+            .get(0);
+        let data = json!({
+            "matching": matching, "copied": copied, "deleted": deleted,
+            "source_before": total_before, "source_after": total_after,
+            "quarantine_before": q_before, "quarantine_after": q_after,
+            "into": self.into,
+        });
+        let consistent = copied == matching
+            && deleted == copied
+            && total_before + q_before == total_after + q_after;
+        if !consistent {
+            // Dropping the transaction rolls it back.
+            return Ok(ActionResult::failed(
+                format!(
+                    "counts do not add up (matching {matching}, copied {copied}, deleted {deleted}); rolled back"
+                ),
+                data,
+            ));
+        }
+        tx.commit().await.map_err(err("COMMIT"))?;
+        Ok(ActionResult::ok(
+            format!(
+                "moved {deleted} rows from {} to {} ({} → {} rows; source + quarantine unchanged at {})",
+                self.params.table,
+                self.into,
+                total_before,
+                total_after,
+                total_after + q_after
+            ),
+            data,
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for Quarantine {
+    fn describe(&self) -> String {
+        format!(
+            "postgres.quarantine of rows of {} where {} into {} (at most {})",
+            self.params.table, self.params.where_, self.into, self.max_rows
+        )
+    }
+
+    fn inputs(&self) -> serde_json::Value {
+        json!({
+            "target": self.params.target,
+            "table": self.params.table,
+            "where": self.params.where_,
+            "into": self.into,
+            "max_rows": self.max_rows,
+        })
+    }
+
+    async fn preflight(&self, ctx: &ActionContext) -> Preflight {
+        let mut pre = Preflight::default();
+        let mut client = match connect(&self.node, ctx.timeout.min(PROBE_TIMEOUT)).await {
+            Ok(c) => c,
+            Err(e) => {
+                pre.gate(Gate::fail("reachable", e));
+                return pre;
+            }
+        };
+        // Preconditions only read: a read-only transaction makes sure.
+        let count = async {
+            let tx = client.build_transaction().read_only(true).start().await?;
+            tx.query_one(&self.count_sql(), &[]).await
+        };
+        match count.await {
+            Ok(row) => {
+                let n = row.get::<_, i64>(0).max(0) as u64;
+                pre.data = json!({ "matching": n });
+                if n > self.max_rows {
+                    pre.gate(Gate::fail(
+                        "max-rows",
+                        format!("{n} rows match, more than max_rows {}: corruption that wide goes to a human", self.max_rows),
+                    ));
+                } else {
+                    pre.gate(Gate::pass(
+                        "max-rows",
+                        format!("{n} rows match (max {})", self.max_rows),
+                    ));
+                }
+            }
+            Err(e) => {
+                pre.gate(Gate::fail(
+                    "max-rows",
+                    format!("counting failed: {}", pg_error(&e)),
+                ));
+            }
+        }
+        pre
+    }
+
+    async fn run(&self, ctx: &ActionContext) -> ActionResult {
+        tokio::select! {
+            r = tokio::time::timeout(ctx.timeout, self.quarantine(ctx)) => match r {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => ActionResult::failed(e, json!({})),
+                Err(_) => ActionResult::failed(
+                    format!("timed out after {}; rolled back", humantime::format_duration(ctx.timeout)),
+                    json!({ "timed_out": true }),
+                ),
+            },
+            _ = ctx.cancel.cancelled() => ActionResult::failed("aborted: medic is stopping; rolled back", json!({})),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_round_trip() {
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(format_lsn(parse_lsn("0/3000060").unwrap()), "0/3000060");
+        assert_eq!(parse_lsn("nonsense"), None);
+        assert_eq!(parse_lsn("G/1"), None);
+    }
+
+    #[test]
+    fn tables_are_quoted() {
+        assert_eq!(quote_table("appointments"), "\"appointments\"");
+        assert_eq!(quote_table("app.Appointments"), "\"app\".\"Appointments\"");
+    }
+
+    #[test]
+    fn candidates_default_to_priority_one() {
+        let c: Vec<Candidate> =
+            serde_json::from_str(r#"["a", {"target": "b", "priority": 0}]"#).unwrap();
+        assert_eq!((c[0].target(), c[0].priority()), ("a", 1));
+        assert_eq!((c[1].target(), c[1].priority()), ("b", 0));
+    }
 }

@@ -1,9 +1,112 @@
 //! `systemd-restart`: `systemctl restart UNIT`.
+//!
+//! The same bounded process handling as `exec` (own process group, timeout,
+//! captured output, always reaped), with the unit as its only input. Its
+//! verification is the step's symptoms, as for any restart.
 
 use serde::Deserialize;
+use serde_json::json;
+
+use super::exec::{ExecAction, ExecParams};
+use super::{Action, ActionContext, ActionResult, BuildError};
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemdRestartParams {
     pub unit: String,
+}
+
+/// A runnable `systemd-restart`.
+#[derive(Debug)]
+pub struct SystemdRestart {
+    unit: String,
+    exec: ExecAction,
+}
+
+impl SystemdRestart {
+    pub fn build(p: &SystemdRestartParams) -> Result<Self, BuildError> {
+        Self::with_program(p, "systemctl")
+    }
+
+    /// With another `systemctl` (tests use a stand-in that records argv).
+    pub fn with_program(p: &SystemdRestartParams, program: &str) -> Result<Self, BuildError> {
+        if p.unit.trim().is_empty() || p.unit.starts_with('-') {
+            return Err(BuildError::Invalid(format!(
+                "systemd-restart: {:?} is not a unit name",
+                p.unit
+            )));
+        }
+        let exec = ExecAction::build(&ExecParams {
+            args: vec![program.into(), "restart".into(), p.unit.clone()],
+            env: Default::default(),
+            cwd: None,
+        })?;
+        Ok(SystemdRestart {
+            unit: p.unit.clone(),
+            exec,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Action for SystemdRestart {
+    fn describe(&self) -> String {
+        format!("systemctl restart {}", self.unit)
+    }
+
+    fn inputs(&self) -> serde_json::Value {
+        json!({ "unit": self.unit })
+    }
+
+    async fn run(&self, ctx: &ActionContext) -> ActionResult {
+        self.exec.run(ctx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn runs_systemctl_restart_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("systemctl");
+        let log = dir.path().join("argv");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho \"$@\" > {}\n", log.display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let a = SystemdRestart::with_program(
+            &SystemdRestartParams {
+                unit: "prometheus.service".into(),
+            },
+            fake.to_str().unwrap(),
+        )
+        .unwrap();
+        let r = a
+            .run(&ActionContext::new("t", Duration::from_secs(5)))
+            .await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "restart prometheus.service\n"
+        );
+        assert_eq!(a.describe(), "systemctl restart prometheus.service");
+    }
+
+    #[test]
+    fn option_like_units_are_refused() {
+        let e = SystemdRestart::build(&SystemdRestartParams {
+            unit: "--now".into(),
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "systemd-restart: \"--now\" is not a unit name"
+        );
+    }
 }

@@ -29,12 +29,21 @@
 //!     limit: { attempts: 2, per: 1h, cooldown: 2m } # default 3 per 1h, no cooldown
 //!     approval: required                 # default none
 //!     mode: dry-run                      # optional: overrides the scenario's
+//!     then: stop                         # default stop; or continue (see below)
+//! max_acting: 1                          # default 1: incidents of this scenario acting at once
 //! escalation: default                    # required: a policy in the config
 //! ```
 //!
-//! Plan steps run in order: the next one only when the one before failed
-//! (its action failed, or its `verify` symptoms did not clear in time); when
-//! the plan runs out, the escalation policy takes over.
+//! Plan steps run in order. A step *fails* when its action fails, a guard
+//! refuses it, or its `verify` symptoms do not clear in time; it *works*
+//! when they do. After a `then: stop` step (the default) that worked, the
+//! plan is done; after one that failed, the next step runs as a fallback.
+//! After a `then: continue` step that worked, the next step runs (a chain:
+//! promote → repoint → restart); after one that failed, the plan ends, so
+//! no follow-up runs after a failed promotion. A `then: continue` step
+//! verifies by its action's own check unless it has `verify.clears`; it
+//! cannot be the last step. When the plan runs out, the escalation policy
+//! takes over.
 //!
 //! Check kinds and their parameters are [`CheckSpec`]'s; action kinds are
 //! [`ActionSpec`]'s. Shorthands: `{promql: EXPR}` is `{promql: {query: EXPR}}`
@@ -58,7 +67,7 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 use serde::de::DeserializeOwned;
 
-use super::model::{Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Verify, When};
+use super::model::{Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When};
 use super::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::check::CheckSpec;
 use crate::config::Config;
@@ -77,11 +86,12 @@ const SCENARIO_FIELDS: &[&str] = &[
     "symptoms",
     "when",
     "plan",
+    "max_acting",
     "escalation",
 ];
 const SYMPTOM_FIELDS: &[&str] = &["check", "every", "timeout", "for", "clear_for"];
 const STEP_FIELDS: &[&str] = &[
-    "name", "action", "timeout", "verify", "limit", "approval", "mode",
+    "name", "action", "timeout", "verify", "limit", "approval", "mode", "then",
 ];
 const VERIFY_FIELDS: &[&str] = &["clears", "within"];
 const LIMIT_FIELDS: &[&str] = &["attempts", "per", "cooldown"];
@@ -452,7 +462,16 @@ impl Cx<'_> {
 
         let (symptoms, symptom_names) = self.symptoms(m);
         let when = self.when(m, &symptom_names);
-        let plan = self.plan(m, &symptom_names, when.as_ref());
+        let observed: Option<Vec<String>> = symptoms.as_ref().map(|ss| {
+            ss.iter()
+                .filter_map(|s| s.check.target().map(str::to_string))
+                .collect()
+        });
+        let plan = self.plan(m, &symptom_names, when.as_ref(), observed.as_deref());
+        let max_acting = match self.optional(m, "max_acting") {
+            Some(n) => self.count(n, "max_acting"),
+            None => Some(1),
+        };
         let escalation = self
             .required(m, "escalation")
             .and_then(|n| Some((self.string(n)?, pos(n))))
@@ -479,6 +498,7 @@ impl Cx<'_> {
                 symptoms: symptoms?,
                 when: when?,
                 plan: plan?,
+                max_acting: max_acting?,
                 escalation: escalation?,
                 path: PathBuf::from(self.origin),
             })
@@ -606,11 +626,30 @@ impl Cx<'_> {
         })
     }
 
+    /// A whole number of at least 1.
+    fn count(&mut self, n: &Node, key: &str) -> Option<u32> {
+        let v = self.string(n)?;
+        match v.parse::<u32>() {
+            Ok(0) => {
+                self.err(pos(n), format!("{key} must be at least 1"));
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(pos(n), format!("expected a whole number, found {v:?}"));
+                None
+            }
+        }
+    }
+
+    /// `observed`: the targets the scenario's symptoms check (`None` when
+    /// the symptoms are broken, to avoid cascading errors).
     fn plan(
         &mut self,
         m: &MarkedMappingNode,
         defined: &[String],
         when: Option<&When>,
+        observed: Option<&[String]>,
     ) -> Option<Vec<Step>> {
         let Some(node) = self.optional(m, "plan") else {
             return Some(Vec::new());
@@ -633,6 +672,31 @@ impl Cx<'_> {
                 } else {
                     names.insert(name, at);
                 }
+            }
+            if let (Some(s), Some(observed)) = (&step, observed)
+                && let ActionSpec::PostgresPromoteReplica(r) = &s.action
+                && !observed.contains(&r.primary)
+            {
+                // The "unreachable for N checks over T" gate counts what a
+                // symptom of this scenario saw of the primary.
+                self.err(
+                    field_pos(item, "primary"),
+                    format!(
+                        "no symptom of this scenario checks the primary {:?}: its unreachable-for gate counts that symptom's failed checks",
+                        r.primary
+                    ),
+                );
+                steps = None;
+            }
+            if i + 1 == items.len()
+                && let Some(s) = &step
+                && s.then == Then::Continue
+            {
+                self.err(
+                    field_pos(item, "then"),
+                    "the last step cannot say `then: continue`: there is no next step",
+                );
+                steps = None;
             }
             steps = steps.zip(step).map(|(mut all, s)| {
                 all.push(s);
@@ -698,7 +762,15 @@ impl Cx<'_> {
             Some(n) => self.positive_dur(n, "timeout"),
             None => Some(DEFAULT_STEP_TIMEOUT),
         };
-        let verify = self.verify(m, defined, when);
+        let then = match self.optional(m, "then") {
+            Some(n) => self.choice(
+                n,
+                "then",
+                &[("stop", Then::Stop), ("continue", Then::Continue)],
+            ),
+            None => Some(Then::Stop),
+        };
+        let verify = self.verify(m, defined, when, then);
         let limit = self.limit(m);
         let approval = match self.optional(m, "approval") {
             Some(n) => self.choice(
@@ -721,6 +793,7 @@ impl Cx<'_> {
                 timeout: timeout?,
                 approval: approval?,
                 mode: mode?,
+                then: then?,
             })
         })();
         (step, name)
@@ -731,8 +804,13 @@ impl Cx<'_> {
         m: &MarkedMappingNode,
         defined: &[String],
         when: Option<&When>,
+        then: Option<Then>,
     ) -> Option<Verify> {
-        let default_clears = || when.map(|w| w.symptoms().to_vec());
+        // A chained step verifies by its action's own check by default.
+        let default_clears = || match then {
+            Some(Then::Continue) => Some(Vec::new()),
+            _ => when.map(|w| w.symptoms().to_vec()),
+        };
         let Some(node) = self.optional(m, "verify") else {
             return Some(Verify {
                 clears: default_clears()?,
@@ -1177,7 +1255,8 @@ impl Cx<'_> {
                     );
                 }
                 let mut seen = HashSet::new();
-                for (i, name) in r.replicas.iter().enumerate() {
+                for (i, c) in r.replicas.iter().enumerate() {
+                    let name = c.target();
                     let at = item_pos(p, "replicas", i);
                     if *name == r.primary {
                         self.err(at, format!("{name:?} is the primary, not a replica"));
@@ -1186,6 +1265,20 @@ impl Cx<'_> {
                     } else {
                         self.target_at(at, name, PG, user);
                     }
+                }
+                if let Some(fence) = &r.fence
+                    && fence.args.first().is_none_or(|a| a.trim().is_empty())
+                {
+                    self.err(
+                        field_pos(p, "fence"),
+                        "a fence needs a program: fence: { args: [PROGRAM, ARG...] }",
+                    );
+                }
+                if let Some(0) = r.unreachable_checks {
+                    self.err(
+                        field_pos(p, "unreachable_checks"),
+                        "unreachable_checks must be at least 1",
+                    );
                 }
                 if let Some(0) = r.max_lag_bytes {
                     // 0 would refuse every candidate: surely a mistake.
@@ -1618,6 +1711,55 @@ escalation: pager
             step("  - action: k8s.scale\n    target: backend\n    replicas: -1\n"),
             ["r.yaml:12:15: expected a whole number (invalid digit found in string)"]
         );
+    }
+
+    #[test]
+    fn then_continue_chains_verify_by_the_action_and_cannot_end_the_plan() {
+        let text = MINIMAL.replace(
+            "    args: [true]\n",
+            "    args: [true]\n    then: continue\n  - action: exec\n    args: [false]\nmax_acting: 3\n",
+        );
+        let s = ok(&text);
+        assert_eq!(s.plan[0].then, Then::Continue);
+        assert!(
+            s.plan[0].verify.clears.is_empty(),
+            "the action verifies itself"
+        );
+        assert_eq!(s.plan[1].then, Then::Stop);
+        assert_eq!(s.plan[1].verify.clears, ["down"]);
+        assert_eq!(s.max_acting, 3);
+        assert_eq!(ok(MINIMAL).max_acting, 1);
+        assert_eq!(
+            errors(&MINIMAL.replace(
+                "    args: [true]\n",
+                "    args: [true]\n    then: continue\n"
+            )),
+            ["r.yaml:12:11: the last step cannot say `then: continue`: there is no next step"]
+        );
+        assert_eq!(
+            errors(&MINIMAL.replace("    args: [true]\n", "    args: [true]\n    then: go\n")),
+            ["r.yaml:12:11: unknown then \"go\" (expected one of: stop, continue)"]
+        );
+    }
+
+    #[test]
+    fn a_promotion_needs_a_symptom_watching_its_primary() {
+        let cfg = crate::config::load_str(
+            "medic.yaml",
+            &format!("{CONFIG}  db2: {{ postgres: {{ host: 127.0.0.1, port: 5433 }} }}\n"),
+        )
+        .unwrap();
+        let step = "  - action: postgres.promote-replica\n    primary: db\n    replicas: [db2]\n";
+        let text = MINIMAL.replace("  - action: exec\n    args: [true]\n", step);
+        assert_eq!(
+            errors_with(&text, &cfg),
+            [
+                "r.yaml:11:14: no symptom of this scenario checks the primary \"db\": its unreachable-for gate counts that symptom's failed checks"
+            ]
+        );
+        let watched = text.replace("{ redis: { target: cache } }", "{ tcp: { target: db } }");
+        let s = load_str("r.yaml", &watched, &cfg).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(s.plan.len(), 1);
     }
 
     #[test]

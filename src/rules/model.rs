@@ -60,8 +60,13 @@ pub struct Scenario {
     /// In file order.
     pub symptoms: Vec<Symptom>,
     pub when: When,
-    /// Ordered: the next step runs only when the previous one fails.
+    /// Ordered. After a step that failed, the next step runs (a fallback);
+    /// after one that worked, the plan is done, unless the step says
+    /// `then: continue` (see [`Then`]).
     pub plan: Vec<Step>,
+    /// How many incidents of this scenario may run an action at once
+    /// (counted from the ledger's attempts in flight). Default 1.
+    pub max_acting: u32,
     /// Name of an escalation policy in the config.
     pub escalation: String,
     /// The file it came from.
@@ -121,12 +126,44 @@ pub struct Step {
     pub approval: Approval,
     /// Overrides the scenario's mode for this step.
     pub mode: Option<Mode>,
+    /// What follows this step when it worked.
+    pub then: Then,
+}
+
+/// What the plan does after a step that worked.
+///
+/// A chain such as promote → repoint → restart is written as steps with
+/// `then: continue`: each follow-up runs only after the step before it
+/// *worked*, and when a chained step fails, its follow-ups do not run (a
+/// failed promotion must not repoint clients); the incident escalates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Then {
+    /// The plan is done: the incident is remediated. A failure of this step
+    /// lets the next step run as a fallback.
+    #[default]
+    Stop,
+    /// Run the next step. A failure of this step ends the plan.
+    Continue,
+}
+
+impl Then {
+    /// The name as written in rule files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Then::Stop => "stop",
+            Then::Continue => "continue",
+        }
+    }
 }
 
 /// When a step counts as having worked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verify {
-    /// Symptoms that must all clear. Defaults to the scenario's `when` list.
+    /// Symptoms that must all clear. Defaults to the scenario's `when` list
+    /// (for `then: stop` steps). Empty: the action's own verification is
+    /// the step's (the default of `then: continue` steps, e.g. a promotion
+    /// checks `pg_is_in_recovery() = false` and a new timeline itself).
     pub clears: Vec<String>,
     /// Deadline after the action finished.
     pub within: Dur,

@@ -213,6 +213,30 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    async fn action_attempts_since(
+        &self,
+        action: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        Ok(self
+            .lock()
+            .attempts
+            .iter()
+            .filter(|a| a.action == action && a.started_at >= since)
+            .cloned()
+            .collect())
+    }
+
+    async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError> {
+        Ok(self
+            .lock()
+            .attempts
+            .iter()
+            .filter(|a| a.outcome.is_none())
+            .cloned()
+            .collect())
+    }
+
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
         Ok(self
             .lock()

@@ -300,6 +300,19 @@ pub trait Store: Send + Sync {
         since: DateTime<Utc>,
     ) -> Result<Vec<Attempt>, StoreError>;
 
+    /// Attempts of one action kind (e.g. `postgres.promote-replica`)
+    /// started at or after `since`, oldest first, across scenarios: the basis
+    /// of guards that span scenarios (one failover per cluster per cooldown).
+    async fn action_attempts_since(
+        &self,
+        action: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Every attempt still in flight (no outcome yet), oldest first: the
+    /// basis of "how many incidents of a scenario act at once".
+    async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError>;
+
     /// Every attempt of one incident, oldest first.
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError>;
 

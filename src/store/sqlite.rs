@@ -882,6 +882,44 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn action_attempts_since(
+        &self,
+        action: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let since = ts(&since)?;
+        let action = action.to_string();
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list attempts of an action",
+                &format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts \
+                     WHERE action = ?1 AND started_at >= ?2 ORDER BY started_at, id"
+                ),
+                params![action, since],
+                attempt_row,
+            )
+        })
+        .await
+    }
+
+    async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError> {
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list attempts in flight",
+                &format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts \
+                     WHERE outcome IS NULL ORDER BY started_at, id"
+                ),
+                [],
+                attempt_row,
+            )
+        })
+        .await
+    }
+
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
         self.call(move |conn| {
             let attempts = query_all(
