@@ -139,6 +139,7 @@ pub fn build(
         CheckSpec::Postgres(p) => Ok(Arc::new(postgres::PostgresCheck::build(
             p, timeout, config,
         )?)),
+        CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
         other => Err(BuildError::NotImplemented(other.kind())),
     }
 }
