@@ -140,6 +140,9 @@ pub fn build(
             p, timeout, config,
         )?)),
         CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
+        CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
+            p, timeout, config,
+        )?)),
         other => Err(BuildError::NotImplemented(other.kind())),
     }
 }

@@ -3,6 +3,7 @@
 //! killed *and waited on* (no zombies) when the test ends.
 #![allow(dead_code)]
 
+pub mod fake_kube;
 pub mod pg;
 
 use std::io::{Read, Write};
@@ -127,6 +128,11 @@ pub struct Medic {
 
 impl Medic {
     pub fn start(config: &Path, log: &Path) -> Medic {
+        Medic::start_with_env(config, log, &[])
+    }
+
+    /// [`Medic::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Medic {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -136,6 +142,7 @@ impl Medic {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
