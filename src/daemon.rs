@@ -51,7 +51,7 @@ pub fn build_runtimes(
         let mut problems = Vec::new();
         let mut checks: Vec<Arc<dyn Check>> = Vec::new();
         for s in &sc.symptoms {
-            match check::build(&s.check, config) {
+            match check::build(&s.check, s.timeout.get(), config) {
                 Ok(c) => checks.push(c),
                 Err(e) => problems.push(format!("symptom {}: {e}", s.name)),
             }

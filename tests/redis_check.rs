@@ -14,20 +14,186 @@ use medic::config::{Config, RedisTarget, TargetConfig, TlsConfig};
 use medic::secret::SecretRef;
 
 fn check_for(target: RedisTarget) -> RedisCheck {
-    let mut config = Config::default();
-    config
-        .targets
-        .insert("cache".into(), TargetConfig::Redis(target));
-    RedisCheck::build(
-        &RedisParams {
+    check_with(
+        target,
+        RedisParams {
             target: "cache".into(),
             ping: true,
             role: None,
             roundtrip: false,
         },
-        &config,
     )
-    .unwrap()
+}
+
+fn check_with(target: RedisTarget, params: RedisParams) -> RedisCheck {
+    let mut config = Config::default();
+    config
+        .targets
+        .insert("cache".into(), TargetConfig::Redis(target));
+    RedisCheck::build(&params, &config).unwrap()
+}
+
+fn role(r: &str) -> RedisParams {
+    RedisParams {
+        target: "cache".into(),
+        ping: false,
+        role: Some(r.into()),
+        roundtrip: false,
+    }
+}
+
+fn roundtrip() -> RedisParams {
+    RedisParams {
+        target: "cache".into(),
+        ping: true,
+        role: None,
+        roundtrip: true,
+    }
+}
+
+/// Sends one command over a raw socket and returns the first reply line.
+fn raw(port: u16, cmd: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+/// A MONITOR connection: every command the server receives, as text.
+struct Monitor {
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Monitor {
+    fn start(port: u16) -> Monitor {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"MONITOR\r\n").unwrap();
+        let mut reader = std::io::BufReader::new(s);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).unwrap();
+        assert_eq!(ok, "+OK\r\n");
+        Monitor { reader }
+    }
+
+    /// The next `n` commands, without MONITOR's timestamp and client.
+    fn next(&mut self, n: usize) -> Vec<String> {
+        use std::io::BufRead;
+        (0..n)
+            .map(|_| {
+                let mut line = String::new();
+                self.reader.read_line(&mut line).unwrap();
+                // +1700000000.123456 [0 127.0.0.1:5555] "SET" "k" ...
+                line.split_once("] ")
+                    .map(|(_, c)| c.trim_end().to_string())
+                    .unwrap_or(line)
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn role_of_master_and_replica() {
+    let (mp, rp) = (free_port(), free_port());
+    let _m = Redis::start(mp);
+    let _r = Reaped(spawn_redis(&[
+        "--port",
+        &rp.to_string(),
+        "--replicaof",
+        "127.0.0.1",
+        &mp.to_string(),
+    ]));
+    wait_until(Duration::from_secs(10), "the replica to sync", || {
+        std::net::TcpStream::connect(("127.0.0.1", rp)).is_ok() && raw(rp, "ROLE").starts_with('*')
+    });
+    assert_eq!(
+        check_with(plain(mp), role("master")).run().await,
+        Outcome::Ok
+    );
+    assert_eq!(
+        check_with(plain(rp), role("slave")).run().await,
+        Outcome::Ok
+    );
+    assert_eq!(
+        check_with(plain(mp), role("slave")).run().await,
+        Outcome::Failing(format!("127.0.0.1:{mp}: role is master, expected slave"))
+    );
+    assert_eq!(
+        check_with(plain(rp), role("master")).run().await,
+        Outcome::Failing(format!("127.0.0.1:{rp}: role is slave, expected master"))
+    );
+    // The runbook's round-trip writes: a read-only replica fails it.
+    let o = check_with(plain(rp), roundtrip()).run().await;
+    assert!(
+        matches!(&o, Outcome::Failing(d) if d.contains("READONLY")),
+        "{o:?}"
+    );
+}
+
+#[tokio::test]
+async fn roundtrip_sets_gets_and_deletes_its_own_key_with_a_ttl() {
+    let port = free_port();
+    let _redis = Redis::start(port);
+    let check = check_with(plain(port), roundtrip());
+    let key = check.roundtrip_key().to_string();
+    assert!(key.starts_with("medic:roundtrip:"), "{key}");
+    let mut monitor = Monitor::start(port);
+    assert_eq!(check.run().await, Outcome::Ok);
+    assert_eq!(check.run().await, Outcome::Ok);
+    let seen = monitor.next(8);
+    assert_eq!(
+        seen,
+        [
+            "\"PING\"".to_string(),
+            format!("\"SET\" \"{key}\" \"0\" \"PX\" \"60000\""),
+            format!("\"GET\" \"{key}\""),
+            format!("\"DEL\" \"{key}\""),
+            "\"PING\"".to_string(),
+            format!("\"SET\" \"{key}\" \"1\" \"PX\" \"60000\""),
+            format!("\"GET\" \"{key}\""),
+            format!("\"DEL\" \"{key}\""),
+        ]
+    );
+    assert_eq!(raw(port, &format!("EXISTS {key}")), ":0", "nothing left");
+    // Another check (another medic) owns another key.
+    assert_ne!(check_with(plain(port), roundtrip()).roundtrip_key(), key);
+}
+
+#[tokio::test]
+async fn roundtrip_denied_by_acl_is_unknown_and_oom_is_failing() {
+    let port = free_port();
+    let _redis = Redis::start(port);
+    assert_eq!(
+        raw(port, "ACL SETUSER watcher on >pw ~* +ping +info"),
+        "+OK"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "pw").unwrap();
+    let watcher = RedisTarget {
+        username: Some("watcher".into()),
+        password: Some(SecretRef::File(dir.path().join("pw"))),
+        ..plain(port)
+    };
+    assert_eq!(
+        check_with(watcher.clone(), role("master")).run().await,
+        Outcome::Ok
+    );
+    let o = check_with(watcher, roundtrip()).run().await;
+    assert!(
+        matches!(&o, Outcome::Unknown(d) if d.contains("NOPERM")),
+        "{o:?}"
+    );
+    // A full cache refuses writes: broken.
+    assert_eq!(raw(port, "CONFIG SET maxmemory 1"), "+OK");
+    let o = check_with(plain(port), roundtrip()).run().await;
+    assert!(
+        matches!(&o, Outcome::Failing(d) if d.contains("OOM")),
+        "{o:?}"
+    );
 }
 
 fn plain(port: u16) -> RedisTarget {
@@ -105,7 +271,10 @@ async fn password_from_a_secret_file_and_wrong_password_is_unknown() {
     // No password at all against a protected server: NOAUTH is an answer
     // from a live server that medic cannot use, i.e. blindness, not an outage.
     let o = check_for(plain(port)).run().await;
-    assert_ne!(o, Outcome::Ok);
+    assert!(
+        matches!(&o, Outcome::Unknown(d) if d.contains("NOAUTH")),
+        "{o:?}"
+    );
 }
 
 fn make_cert(dir: &Path) {

@@ -16,7 +16,9 @@ use medic::reload::ReloadHandle;
 use medic::remedy::exec::ExecParams;
 use medic::remedy::plan::PlannedStep;
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec};
-use medic::rules::model::{Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Verify, When};
+use medic::rules::model::{
+    Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
+};
 use medic::store::{AttemptOutcome, IncidentState, MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -108,7 +110,9 @@ fn scenario(name: &str, address: &str) -> Scenario {
             timeout: Dur::secs(60),
             approval: Approval::None,
             mode: None,
+            then: Then::Stop,
         }],
+        max_acting: 1,
         escalation: "default".into(),
         path: format!("rules/{name}.yaml").into(),
     }

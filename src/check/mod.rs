@@ -19,6 +19,7 @@ pub mod scrape;
 pub mod tcp;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -131,11 +132,25 @@ pub enum BuildError {
 }
 
 /// Builds a runnable check from its spec and the config's targets.
-pub fn build(spec: &CheckSpec, config: &Config) -> Result<Arc<dyn Check>, BuildError> {
+/// `timeout` is the symptom's: the scheduler drops a run after it, and
+/// checks that can (PostgreSQL's `statement_timeout`, connect timeouts)
+/// pass it on so the far side stops working when medic stops waiting.
+pub fn build(
+    spec: &CheckSpec,
+    timeout: Duration,
+    config: &Config,
+) -> Result<Arc<dyn Check>, BuildError> {
     match spec {
         CheckSpec::Tcp(p) => Ok(Arc::new(tcp::TcpCheck::build(p, config)?)),
         CheckSpec::Http(p) => Ok(Arc::new(http::HttpCheck::build(p, config)?)),
         CheckSpec::Redis(p) => Ok(Arc::new(redis::RedisCheck::build(p, config)?)),
+        CheckSpec::Postgres(p) => Ok(Arc::new(postgres::PostgresCheck::build(
+            p, timeout, config,
+        )?)),
+        CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
+        CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
+            p, timeout, config,
+        )?)),
         other => Err(BuildError::NotImplemented(other.kind())),
     }
 }

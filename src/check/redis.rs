@@ -1,4 +1,17 @@
-//! `redis`: PING (and, later, role and a SET/GET/DEL round-trip).
+//! `redis`: PING, role from INFO replication, and the runbook's
+//! SET/GET/DEL round-trip on a medic-owned key.
+//!
+//! | seen | outcome |
+//! | --- | --- |
+//! | PONG, expected role, round-trip read back what it wrote | ok |
+//! | connection refused or reset, error replies (LOADING, MASTERDOWN, READONLY on the round-trip, OOM) | failing |
+//! | another role than expected (`master` / `slave`) | failing |
+//! | the round-trip reads back something else, or DEL finds no key | failing |
+//! | timeout, authentication failure, NOAUTH, NOPERM (medic's ACL) | unknown |
+//!
+//! The round-trip key is `medic:roundtrip:{nonce}` (one nonce per check,
+//! random per process) with a 60 s TTL, so a run cut short leaves nothing
+//! behind for long; the value changes on every run.
 
 use serde::Deserialize;
 
@@ -13,7 +26,8 @@ pub struct RedisParams {
     pub ping: bool,
     /// Expected role from INFO replication (`master` or `slave`).
     pub role: Option<String>,
-    /// The runbook's SET/GET/DEL round-trip on a medic-owned key.
+    /// The runbook's SET/GET/DEL round-trip on a medic-owned key with a
+    /// TTL (fails on a replica: it is read-only).
     #[serde(default)]
     pub roundtrip: bool,
 }
@@ -21,6 +35,8 @@ pub struct RedisParams {
 fn yes() -> bool {
     true
 }
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -31,13 +47,20 @@ use tokio::sync::Mutex;
 use super::{BuildError, Check, Outcome};
 use crate::config::{Config, RedisTarget, TargetConfig};
 
+/// How long a round-trip key lives if its DEL never runs.
+const ROUNDTRIP_TTL_MS: u64 = 60_000;
+
 /// A runnable `redis` check. It keeps one connection open between runs, so
-/// a run costs one round-trip; a broken connection is re-opened at once.
+/// a run costs one round-trip per test; a broken connection is re-opened at
+/// once and the run judged on the fresh one.
 pub struct RedisCheck {
     address: String,
     client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
     params: RedisParams,
+    /// `medic:roundtrip:{nonce}`.
+    key: String,
+    runs: AtomicU64,
     /// An idle TCP connection to the server, opened after a run that saw
     /// it healthy: Redis never writes to it, so the moment it reads EOF
     /// (or fails) the server is gone and [`Check::lost`] fires, without
@@ -51,6 +74,20 @@ impl std::fmt::Debug for RedisCheck {
             .field("address", &self.address)
             .finish()
     }
+}
+
+/// A random-enough 64-bit nonce without a random-number crate: std's
+/// `RandomState` is seeded from the OS per process (and varies per call).
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
 }
 
 /// A client for the redis target `name` (address, TLS, user, password, db);
@@ -89,9 +126,6 @@ pub fn client_for(name: &str, t: &RedisTarget) -> Result<redis::Client, BuildErr
 
 impl RedisCheck {
     pub fn build(p: &RedisParams, config: &Config) -> Result<Self, BuildError> {
-        if p.role.is_some() || p.roundtrip {
-            return Err(BuildError::NotImplemented("redis (role, roundtrip)"));
-        }
         let Some(TargetConfig::Redis(t)) = config.targets.get(&p.target) else {
             return Err(BuildError::Invalid(format!(
                 "target {:?} is not a redis target",
@@ -104,8 +138,15 @@ impl RedisCheck {
             client,
             conn: Mutex::new(None),
             params: p.clone(),
+            key: format!("medic:roundtrip:{:016x}", nonce()),
+            runs: AtomicU64::new(0),
             sentinel: Mutex::new(None),
         })
+    }
+
+    /// The round-trip key this check owns.
+    pub fn roundtrip_key(&self) -> &str {
+        &self.key
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
@@ -122,29 +163,98 @@ impl RedisCheck {
             Outcome::Unknown(format!("{a}: timed out"))
         } else if e.is_connection_refusal() {
             Outcome::Failing(format!("{a}: connection refused"))
-        } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
-            // A credentials problem is medic's blindness, not Redis being down.
-            Outcome::Unknown(format!("{a}: authentication failed ({e})"))
+        } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+        {
+            // Credentials or ACLs: medic's blindness, not Redis being down.
+            Outcome::Unknown(format!("{a}: not allowed ({})", describe(e)))
         } else {
             // I/O errors on a fresh connection (reset, EOF) and error replies
-            // (LOADING, MASTERDOWN...) come from a broken server.
-            Outcome::Failing(format!("{a}: {e}"))
+            // (LOADING, MASTERDOWN, READONLY, OOM...) come from a broken server.
+            Outcome::Failing(format!("{a}: {}", describe(e)))
         }
+    }
+
+    /// Runs every requested test on `conn`. `Ok` carries the judgement;
+    /// `Err` a Redis error still to classify.
+    async fn probe(&self, conn: &mut MultiplexedConnection) -> Result<Outcome, RedisError> {
+        let a = &self.address;
+        let p = &self.params;
+        if p.ping {
+            let pong = redis::cmd("PING").query_async::<String>(conn).await?;
+            if pong != "PONG" {
+                return Ok(Outcome::Failing(format!("{a}: PING answered {pong:?}")));
+            }
+        }
+        if let Some(want) = &p.role {
+            let info = redis::cmd("INFO")
+                .arg("replication")
+                .query_async::<String>(conn)
+                .await?;
+            match info_field(&info, "role") {
+                Some(role) if role == want => {}
+                Some(role) => {
+                    return Ok(Outcome::Failing(format!(
+                        "{a}: role is {role}, expected {want}"
+                    )));
+                }
+                None => {
+                    return Ok(Outcome::Unknown(format!(
+                        "{a}: INFO replication has no role"
+                    )));
+                }
+            }
+        }
+        if p.roundtrip {
+            let value = format!("{}", self.runs.fetch_add(1, Ordering::Relaxed));
+            redis::cmd("SET")
+                .arg(&self.key)
+                .arg(&value)
+                .arg("PX")
+                .arg(ROUNDTRIP_TTL_MS)
+                .query_async::<()>(conn)
+                .await?;
+            let got = redis::cmd("GET")
+                .arg(&self.key)
+                .query_async::<Option<String>>(conn)
+                .await?;
+            let deleted = redis::cmd("DEL")
+                .arg(&self.key)
+                .query_async::<i64>(conn)
+                .await?;
+            if got.as_deref() != Some(value.as_str()) {
+                return Ok(Outcome::Failing(format!(
+                    "{a}: round-trip: GET {} returned {got:?} after SET {value:?}",
+                    self.key
+                )));
+            }
+            if deleted != 1 {
+                return Ok(Outcome::Failing(format!(
+                    "{a}: round-trip: DEL {} removed {deleted} keys, expected 1",
+                    self.key
+                )));
+            }
+        }
+        Ok(Outcome::Ok)
     }
 }
 
-async fn ping(conn: &mut MultiplexedConnection) -> Result<String, RedisError> {
-    redis::cmd("PING").query_async::<String>(conn).await
+/// An error as Redis wrote it (`READONLY You can't write...`) when it is an
+/// error reply, else redis-rs's description.
+fn describe(e: &RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        _ => e.to_string(),
+    }
 }
 
-impl RedisCheck {
-    fn judge(&self, pong: String) -> Outcome {
-        if pong == "PONG" {
-            Outcome::Ok
-        } else {
-            Outcome::Failing(format!("{}: PING answered {pong:?}", self.address))
-        }
-    }
+/// The value of `name:` in an INFO section.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
 }
 
 impl RedisCheck {
@@ -180,7 +290,7 @@ impl Check for RedisCheck {
     }
 
     async fn run(&self) -> Outcome {
-        let out = self.ping_once().await;
+        let out = self.run_once().await;
         if out == Outcome::Ok {
             self.arm().await;
         }
@@ -189,16 +299,13 @@ impl Check for RedisCheck {
 }
 
 impl RedisCheck {
-    async fn ping_once(&self) -> Outcome {
-        if !self.params.ping {
-            return Outcome::Ok;
-        }
+    async fn run_once(&self) -> Outcome {
         let mut guard = self.conn.lock().await;
         // Try the held connection first; if it broke, re-open once and judge
         // by the fresh one (a dead held socket says little on its own).
         if let Some(conn) = guard.as_mut() {
-            match ping(conn).await {
-                Ok(o) => return self.judge(o),
+            match self.probe(conn).await {
+                Ok(o) => return o,
                 Err(e) if !(e.is_io_error() || e.is_unrecoverable_error()) => {
                     return self.classify(&e);
                 }
@@ -209,12 +316,33 @@ impl RedisCheck {
             Ok(c) => guard.insert(c),
             Err(e) => return self.classify(&e),
         };
-        match ping(conn).await {
-            Ok(o) => self.judge(o),
+        match self.probe(conn).await {
+            Ok(o) => o,
             Err(e) => {
-                *guard = None;
+                if e.is_io_error() || e.is_unrecoverable_error() {
+                    *guard = None;
+                }
                 self.classify(&e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields() {
+        let info = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n";
+        assert_eq!(info_field(info, "role"), Some("slave"));
+        assert_eq!(info_field(info, "master_host"), Some("127.0.0.1"));
+        assert_eq!(info_field(info, "master"), None, "whole names only");
+        assert_eq!(info_field("", "role"), None);
+    }
+
+    #[test]
+    fn nonces_differ() {
+        assert_ne!(nonce(), nonce());
     }
 }

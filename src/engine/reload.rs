@@ -16,6 +16,7 @@
 //!
 //! New incidents use the new rules, pager and escalation policies.
 
+use crate::remedy::plan::SymptomView;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -119,7 +120,7 @@ impl Engine {
                     details[ns] = self.details[os].clone();
                     fresh[ns] = false;
                 } else {
-                    symptoms.views[ns].send_replace((Phase::Ok, Seen::Nothing));
+                    symptoms.views[ns].send_replace(SymptomView::new(Phase::Ok, Seen::Nothing));
                 }
             }
         }
@@ -143,9 +144,9 @@ impl Engine {
                         if !moved[os] {
                             let sender = std::mem::replace(
                                 &mut self.symptoms.views[os],
-                                tokio::sync::watch::channel((Phase::Ok, Seen::Nothing)).0,
+                                tokio::sync::watch::channel(SymptomView::new(Phase::Ok, Seen::Nothing)).0,
                             );
-                            sender.send_modify(|v| v.1 = Seen::Unknown);
+                            sender.send_modify(|v| v.seen = Seen::Unknown);
                             tracing::info!(incident = o.incident.id, symptom = %name, "symptom removed by reload");
                             o.retired.push(sender);
                         }
@@ -155,7 +156,7 @@ impl Engine {
                             && fresh[ns]
                         {
                             symptoms.states[ns] = SymptomState::presumed_firing(now);
-                            symptoms.views[ns].send_replace((Phase::Firing, Seen::Nothing));
+                            symptoms.views[ns].send_replace(SymptomView::new(Phase::Firing, Seen::Nothing));
                         }
                     }
                     if old.scenario != scenarios[k2].scenario {

@@ -1154,6 +1154,14 @@ impl Cx<'_> {
             }
             CheckSpec::Dns(d) => {
                 self.non_empty(p, "name", &d.name);
+                if let Some(server) = &d.server
+                    && crate::check::dns::parse_server(server).is_none()
+                {
+                    self.err(
+                        field_pos(p, "server"),
+                        format!("server {server:?} must be IP or IP:PORT"),
+                    );
+                }
                 for (i, a) in d.expect.iter().enumerate() {
                     if a.parse::<IpAddr>().is_err() {
                         self.err(
@@ -1692,6 +1700,10 @@ escalation: pager
         assert_eq!(
             e("{ dns: { name: x, expect: [1.2.3.4, nope] } }"),
             ["r.yaml:7:48: \"nope\" is not an IP address"]
+        );
+        assert_eq!(
+            e("{ dns: { name: x, server: dns.example } }"),
+            ["r.yaml:7:38: server \"dns.example\" must be IP or IP:PORT"]
         );
         assert_eq!(
             e("{ redis: { target: cache, ping: yes } }"),

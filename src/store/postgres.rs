@@ -486,6 +486,35 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn action_attempts_since(&self, action: &str, since: DateTime<Utc>) -> Result<Vec<Attempt>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!(
+                "SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE action = $1 AND started_at >= $2 \
+                 ORDER BY started_at, id"
+            ),
+            &[&action, &since],
+        )
+        .await
+        .map_err(db("list action attempts"))?
+        .iter()
+        .map(attempt_row)
+        .collect()
+    }
+
+    async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE ended_at IS NULL ORDER BY started_at, id"),
+            &[],
+        )
+        .await
+        .map_err(db("list attempts in flight"))?
+        .iter()
+        .map(attempt_row)
+        .collect()
+    }
+
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
         let c = self.client().await?;
         let rows = c

@@ -3,7 +3,9 @@
 //! killed *and waited on* (no zombies) when the test ends.
 #![allow(dead_code)]
 
+pub mod fake_kube;
 pub mod pg;
+pub mod pgpair;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -207,4 +209,21 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+/// Async [`wait_until`]: polls `cond` every 50 ms until it holds or
+/// `limit` passes (for conditions that await, inside a tokio test).
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

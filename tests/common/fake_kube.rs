@@ -1,0 +1,166 @@
+//! A fake Kubernetes API server on 127.0.0.1 (no cluster runs here): it
+//! serves the JSON the test puts at each path, records every request
+//! (method, path with query, Authorization header, body), and writes a
+//! kubeconfig pointing at itself with a bearer token.
+//!
+//! Paths without a response answer 404 with the API's own `Status` shape,
+//! as a real API server does for a missing object.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// The bearer token in the kubeconfig [`FakeKube::kubeconfig`] writes.
+pub const TOKEN: &str = "t0ken-for-tests";
+
+/// One request the fake API server received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, as sent.
+    pub uri: String,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Path (no query) -> status and JSON body.
+    responses: HashMap<String, (u16, Value)>,
+    seen: Vec<Seen>,
+}
+
+/// A running fake API server; stops when dropped.
+pub struct FakeKube {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    stop: CancellationToken,
+}
+
+impl FakeKube {
+    pub async fn start() -> FakeKube {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await;
+        });
+        FakeKube { addr, inner, stop }
+    }
+
+    /// Serves `body` with status 200 at `path`.
+    pub fn put(&self, path: &str, body: Value) {
+        self.respond(path, 200, body);
+    }
+
+    /// Serves `body` with `status` at `path`.
+    pub fn respond(&self, path: &str, status: u16, body: Value) {
+        self.inner
+            .lock()
+            .unwrap()
+            .responses
+            .insert(path.to_string(), (status, body));
+    }
+
+    /// Answers `path` with an API `Status` error (403, 500...).
+    pub fn fail(&self, path: &str, code: u16, reason: &str, message: &str) {
+        self.respond(path, code, status(code, reason, message));
+    }
+
+    /// Every request so far, then forgets them.
+    pub fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut self.inner.lock().unwrap().seen)
+    }
+
+    /// Writes a kubeconfig for this server (bearer [`TOKEN`], namespace
+    /// `namespace`) into `dir` and returns its path.
+    pub fn kubeconfig(&self, dir: &Path, namespace: &str) -> PathBuf {
+        let path = dir.join("kubeconfig.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\n\
+                 kind: Config\n\
+                 clusters:\n\
+                 - name: fake\n  cluster:\n    server: http://{}\n\
+                 contexts:\n\
+                 - name: fake\n  context:\n    cluster: fake\n    user: medic\n    namespace: {namespace}\n\
+                 current-context: fake\n\
+                 users:\n\
+                 - name: medic\n  user:\n    token: {TOKEN}\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Stops serving; later requests are refused.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The API's error object.
+pub fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code
+    })
+}
+
+async fn handle(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut g = inner.lock().unwrap();
+    g.seen.push(Seen {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
+    let (code, body) = g.responses.get(uri.path()).cloned().unwrap_or_else(|| {
+        (
+            404,
+            status(404, "NotFound", &format!("{} not found", uri.path())),
+        )
+    });
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
