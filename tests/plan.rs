@@ -508,16 +508,27 @@ async fn most_targets_failing_at_once_acts_on_none_and_escalates() {
 async fn only_max_acting_incidents_of_a_scenario_act_at_once() {
     let mut r = setup(&Config::default(), Mode::Enforce).await;
     // Another incident of the scenario has an attempt in flight.
+    let (other_incident, _) = r
+        .store
+        .open_incident(NewIncident {
+            scenario: "sc".into(),
+            instance: "web-2".into(),
+            severity: "high".into(),
+            summary: "other".into(),
+            at: base(),
+        })
+        .await
+        .unwrap();
     let other = r
         .store
         .begin_attempt(NewAttempt {
-            incident_id: 99,
+            incident_id: other_incident.id,
             scenario: "sc".into(),
             instance: "web-2".into(),
             step: "restart".into(),
             step_index: 0,
             action: "exec".into(),
-            key: "99:0:1".into(),
+            key: format!("{}:0:1", other_incident.id),
             started_at: base(),
             inputs: serde_json::Value::Null,
         })

@@ -144,7 +144,11 @@ impl Engine {
                         if !moved[os] {
                             let sender = std::mem::replace(
                                 &mut self.symptoms.views[os],
-                                tokio::sync::watch::channel(SymptomView::new(Phase::Ok, Seen::Nothing)).0,
+                                tokio::sync::watch::channel(SymptomView::new(
+                                    Phase::Ok,
+                                    Seen::Nothing,
+                                ))
+                                .0,
                             );
                             sender.send_modify(|v| v.seen = Seen::Unknown);
                             tracing::info!(incident = o.incident.id, symptom = %name, "symptom removed by reload");
@@ -156,7 +160,8 @@ impl Engine {
                             && fresh[ns]
                         {
                             symptoms.states[ns] = SymptomState::presumed_firing(now);
-                            symptoms.views[ns].send_replace(SymptomView::new(Phase::Firing, Seen::Nothing));
+                            symptoms.views[ns]
+                                .send_replace(SymptomView::new(Phase::Firing, Seen::Nothing));
                         }
                     }
                     if old.scenario != scenarios[k2].scenario {

@@ -486,7 +486,11 @@ impl Store for PostgresStore {
         .collect()
     }
 
-    async fn action_attempts_since(&self, action: &str, since: DateTime<Utc>) -> Result<Vec<Attempt>, StoreError> {
+    async fn action_attempts_since(
+        &self,
+        action: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
         let c = self.client().await?;
         c.query(
             &format!(
