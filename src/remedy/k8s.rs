@@ -400,7 +400,8 @@ impl RolloutUndo {
                     })
                 })
         });
-        let (mut max, mut prev): (Option<(u64, &Value)>, Option<(u64, &Value)>) = (None, None);
+        let mut max: Option<(u64, &Value)> = None;
+        let mut prev: Option<(u64, &Value)> = None;
         for rs in owned {
             let Some(v) = revision(rs) else { continue };
             match max {

@@ -300,12 +300,12 @@ impl PromoteReplica {
             Ok(p) => p,
             Err(e) => return Gate::fail("cooldown", format!("cannot read the ledger: {e}")),
         };
-        let same_cluster = past.iter().filter(|a| {
+        let mut same_cluster = past.iter().filter(|a| {
             a.key != ctx.key
                 && a.inputs["params"]["primary"].as_str() == Some(self.params.primary.as_str())
                 && matches!(a.outcome, None | Some(AttemptOutcome::Succeeded))
         });
-        match same_cluster.last() {
+        match same_cluster.next_back() {
             Some(a) => Gate::fail(
                 "cooldown",
                 format!(
