@@ -140,6 +140,23 @@ impl PlanContext {
             .await
     }
 
+    /// Ends an attempt in the ledger and says why on the timeline (kind
+    /// `verify`): the one way a verified, failed or abandoned attempt ends.
+    async fn conclude(
+        &self,
+        attempt: crate::store::AttemptId,
+        outcome: AttemptOutcome,
+        step: &str,
+        reason: &str,
+        data: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.store
+            .finish_attempt(attempt, outcome, reason, self.clock.now())
+            .await?;
+        self.note("verify", format!("step {step}: {reason}"), data)
+            .await
+    }
+
     fn view(&self, name: &str) -> SymptomView {
         self.symptoms
             .get(name)
@@ -511,24 +528,22 @@ async fn resume_in_flight(ctx: &PlanContext, a: &Attempt) -> Result<Resumed, Sto
     };
     match verdict {
         Ok(reason) => {
-            ctx.store
-                .finish_attempt(a.id, AttemptOutcome::Succeeded, &reason, ctx.clock.now())
-                .await?;
-            ctx.note(
-                "verify",
-                format!("step {}: {reason}", ps.step.name),
+            ctx.conclude(
+                a.id,
+                AttemptOutcome::Succeeded,
+                &ps.step.name,
+                &reason,
                 json!({}),
             )
             .await?;
             Ok(Resumed::Worked(idx))
         }
         Err(reason) => {
-            ctx.store
-                .finish_attempt(a.id, AttemptOutcome::Abandoned, &reason, ctx.clock.now())
-                .await?;
-            ctx.note(
-                "verify",
-                format!("step {}: {reason}", ps.step.name),
+            ctx.conclude(
+                a.id,
+                AttemptOutcome::Abandoned,
+                &ps.step.name,
+                &reason,
                 json!({}),
             )
             .await?;
@@ -868,12 +883,11 @@ async fn run_step(
             // The action verified its own effect (e.g. a promotion checks
             // pg_is_in_recovery() = false and a new timeline).
             let reason = format!("verified by the action: {}", result.detail);
-            ctx.store
-                .finish_attempt(id, AttemptOutcome::Succeeded, &reason, ctx.clock.now())
-                .await?;
-            ctx.note(
-                "verify",
-                format!("step {}: {reason}", step.name),
+            ctx.conclude(
+                id,
+                AttemptOutcome::Succeeded,
+                &step.name,
+                &reason,
                 result.data.clone(),
             )
             .await?;
@@ -901,11 +915,14 @@ async fn run_step(
                     step.verify.clears.join(", "),
                     took.as_secs_f64()
                 );
-                ctx.store
-                    .finish_attempt(id, AttemptOutcome::Succeeded, &reason, ctx.clock.now())
-                    .await?;
-                ctx.note("verify", format!("step {}: {reason}", step.name), json!({}))
-                    .await?;
+                ctx.conclude(
+                    id,
+                    AttemptOutcome::Succeeded,
+                    &step.name,
+                    &reason,
+                    json!({}),
+                )
+                .await?;
                 return Ok(StepEnd::Worked);
             }
             Err(_) if ctx.shutdown.is_cancelled() => return Ok(StepEnd::Stopped),
@@ -915,10 +932,7 @@ async fn run_step(
                     pending.join(", "),
                     step.verify.within
                 );
-                ctx.store
-                    .finish_attempt(id, AttemptOutcome::Failed, &reason, ctx.clock.now())
-                    .await?;
-                ctx.note("verify", format!("step {}: {reason}", step.name), json!({}))
+                ctx.conclude(id, AttemptOutcome::Failed, &step.name, &reason, json!({}))
                     .await?;
                 if ctx.stop.is_cancelled() {
                     return Ok(StepEnd::Stopped);
