@@ -2,12 +2,15 @@
 //! checks and actions, the real engine, plan executor, pager and an
 //! in-memory store. Hours of simulated time run in milliseconds.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use medic::check::{Check, CheckSpec, Outcome};
+use common::scripted::Scripted;
+use medic::check::{CheckSpec, Outcome};
 use medic::clock::Clock;
 use medic::config::Config;
 use medic::duration::Dur;
@@ -20,26 +23,6 @@ use medic::rules::model::{
 };
 use medic::store::{AttemptOutcome, IncidentState, MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
-
-/// A check whose outcome the test sets.
-#[derive(Clone)]
-struct Scripted(Arc<Mutex<Outcome>>);
-
-impl Scripted {
-    fn new(o: Outcome) -> Self {
-        Scripted(Arc::new(Mutex::new(o)))
-    }
-    fn set(&self, o: Outcome) {
-        *self.0.lock().unwrap() = o;
-    }
-}
-
-#[async_trait::async_trait]
-impl Check for Scripted {
-    async fn run(&self) -> Outcome {
-        self.0.lock().unwrap().clone()
-    }
-}
 
 /// An action that counts its runs and, when `heals`, makes the check ok.
 struct Fake {

@@ -1,12 +1,15 @@
 //! Live reload in process, on tokio's paused clock: the real engine, plan
 //! executor and pager, scripted checks and actions, an in-memory store.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use medic::check::{Check, CheckSpec, Outcome};
+use common::scripted::Scripted;
+use medic::check::{CheckSpec, Outcome};
 use medic::clock::Clock;
 use medic::config::Config;
 use medic::daemon::{Loaded, Loader, RunOptions};
@@ -21,25 +24,6 @@ use medic::rules::model::{
 };
 use medic::store::{AttemptOutcome, IncidentState, MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
-
-#[derive(Clone)]
-struct Scripted(Arc<Mutex<Outcome>>);
-
-impl Scripted {
-    fn new(o: Outcome) -> Self {
-        Scripted(Arc::new(Mutex::new(o)))
-    }
-    fn set(&self, o: Outcome) {
-        *self.0.lock().unwrap() = o;
-    }
-}
-
-#[async_trait::async_trait]
-impl Check for Scripted {
-    async fn run(&self) -> Outcome {
-        self.0.lock().unwrap().clone()
-    }
-}
 
 /// Counts runs; takes `takes`; never heals anything.
 struct Slow {

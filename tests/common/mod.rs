@@ -6,6 +6,7 @@
 pub mod fake_kube;
 pub mod pg;
 pub mod pgpair;
+pub mod scripted;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
