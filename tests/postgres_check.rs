@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::pgpair::{PASSWORD_ROLE, Pg, PgNode, wait_caught_up};
+use common::pg::{PASSWORD_ROLE, Pg, PgNode, wait_caught_up};
 use common::*;
 use medic::check::postgres::{PostgresCheck, PostgresParams};
 use medic::check::{Check, CheckSpec, Outcome};

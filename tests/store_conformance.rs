@@ -227,10 +227,17 @@ async fn sqlite_store_conforms() {
 
 #[tokio::test]
 async fn postgres_store_conforms() {
-    let pg = common::pg::Postgres::start();
-    let store = PostgresStore::open(&pg.target("postgres")).await.unwrap();
+    let pg = common::pg::Pg::primary();
+    let target = medic::config::PostgresTarget {
+        host: "127.0.0.1".into(),
+        port: pg.primary.port,
+        user: "postgres".into(),
+        password: None,
+        dbname: "postgres".into(),
+    };
+    let store = PostgresStore::open(&target).await.unwrap();
     conformance(Arc::new(store)).await;
     // Re-opening migrates nothing and keeps the data.
-    let again = PostgresStore::open(&pg.target("postgres")).await.unwrap();
+    let again = PostgresStore::open(&target).await.unwrap();
     assert_eq!(again.recent_incidents(10).await.unwrap().len(), 3);
 }

@@ -5,7 +5,6 @@
 
 pub mod fake_kube;
 pub mod pg;
-pub mod pgpair;
 pub mod scripted;
 
 use std::io::{Read, Write};
