@@ -18,6 +18,7 @@ pub mod redis;
 pub mod scrape;
 pub mod tcp;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,12 +49,78 @@ impl Outcome {
     }
 }
 
+/// A series' labels, sorted by name: what keys a per-series symptom
+/// instance (and its incident), and what `${labels.NAME}` reads in a plan.
+pub type Labels = BTreeMap<String, String>;
+
+/// One series a per-series check found failing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Series {
+    pub labels: Labels,
+    /// The sample's value.
+    pub value: f64,
+    /// Why it counts as failing, for humans.
+    pub detail: String,
+}
+
+/// What one run of a check saw: one outcome for the whole target, or (for
+/// checks over many series: `promql`, `scrape`, `alert`) every series that
+/// is failing now. A series not listed is ok; `Whole(Unknown)` from a
+/// per-series check means every instance is unknown (medic is blind).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observation {
+    Whole(Outcome),
+    Series(Vec<Series>),
+}
+
+impl Observation {
+    /// The observation folded into one outcome: failing if any series is.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Observation::Whole(o) => o.clone(),
+            Observation::Series(s) if s.is_empty() => Outcome::Ok,
+            Observation::Series(s) => Outcome::Failing(
+                s.iter()
+                    .map(|s| s.detail.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        }
+    }
+}
+
+/// Canonical text of a label set (`{a="1",b="2"}`; empty for none): the
+/// incident instance of a per-series symptom.
+pub fn labels_key(labels: &Labels) -> String {
+    if labels.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
 /// One way to observe a target. Implementations must honour cancellation
 /// by being cancel-safe (the scheduler drops the future on timeout).
 #[async_trait::async_trait]
 pub trait Check: Send + Sync {
     /// Observes once.
     async fn run(&self) -> Outcome;
+
+    /// Observes once, per series. Checks over many series override this
+    /// (and [`Check::per_series`]); the default wraps [`Check::run`].
+    async fn observe(&self) -> Observation {
+        Observation::Whole(self.run().await)
+    }
+
+    /// Whether [`Check::observe`] reports series (one symptom instance and
+    /// one incident per label set) rather than one outcome.
+    fn per_series(&self) -> bool {
+        false
+    }
 
     /// Resolves when the check learns between runs that its target may
     /// have changed (a held connection dropped): the scheduler then runs it
@@ -152,5 +219,34 @@ pub fn build(
             p, timeout, config,
         )?)),
         other => Err(BuildError::NotImplemented(other.kind())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_key_is_canonical_and_quoted() {
+        let l: Labels = [("job", "api"), ("deployment", "a\"b")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(labels_key(&l), r#"{deployment="a\"b",job="api"}"#);
+        assert_eq!(labels_key(&Labels::new()), "");
+    }
+
+    #[test]
+    fn series_fold_into_one_outcome() {
+        assert_eq!(Observation::Series(vec![]).outcome(), Outcome::Ok);
+        let s = Series {
+            labels: Labels::new(),
+            value: 2.0,
+            detail: "x = 2".into(),
+        };
+        assert_eq!(
+            Observation::Series(vec![s.clone(), s]).outcome(),
+            Outcome::Failing("x = 2; x = 2".into())
+        );
     }
 }

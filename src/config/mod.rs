@@ -486,4 +486,8 @@ pub struct HttpConfig {
     /// Address to listen on. Keep it on 127.0.0.1 unless something outside
     /// the host must reach it (Slack, Alertmanager, Kubernetes probes).
     pub listen: std::net::SocketAddr,
+    /// Bearer token that mutating API calls (acknowledge, approve, reject,
+    /// escalate, resolve) must present. Without it those calls are refused.
+    #[serde(default)]
+    pub api_token: Option<SecretRef>,
 }
