@@ -296,6 +296,7 @@ pub async fn run_with_options(
     drop(tx);
     let (control_tx, control_rx) = mpsc::channel(1);
     let mut engine_task = tasks.spawn(engine.run_controlled(rx, control_rx));
+    crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
     tracing::info!("medic running");
     let mut running: Vec<String> = engine_names;
     notify::ready(&format!("running {} scenarios", running.len()));
@@ -511,6 +512,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.http != new.http {
         v.push("http".to_string());
+    }
+    if old.jobs != new.jobs {
+        v.push("jobs".to_string());
     }
     if old.limits.actions_in_flight != new.limits.actions_in_flight {
         v.push("limits.actions_in_flight".to_string());
