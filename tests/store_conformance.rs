@@ -234,7 +234,10 @@ async fn job_runs(store: &dyn Store) {
     }
     let events = store.job_events(a).await.unwrap();
     assert_eq!(
-        events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        events
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
         ["e0", "e1", "e2"]
     );
     assert_eq!(events[2].data, json!({"i": 2}));

@@ -40,7 +40,10 @@ impl BackupCheck {
             .get(&p.job)
             .and_then(|j| j.verify.as_ref())
             .ok_or_else(|| {
-                BuildError::Invalid(format!("{:?} is not a backup.verify job in the config", p.job))
+                BuildError::Invalid(format!(
+                    "{:?} is not a backup.verify job in the config",
+                    p.job
+                ))
             })?;
         Ok(BackupCheck {
             job: p.job.clone(),

@@ -538,7 +538,10 @@ impl Cx<'_> {
             Some(other) => cx.err(
                 root,
                 at,
-                format!("target {t:?} is a {} target; a postgres one is needed", other.kind()),
+                format!(
+                    "target {t:?} is a {} target; a postgres one is needed",
+                    other.kind()
+                ),
             ),
             None => {
                 let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
@@ -586,7 +589,11 @@ impl Cx<'_> {
                 if let Some(s3) = &b.s3
                     && s3.bucket.is_empty()
                 {
-                    self.err(root, &format!("{at}.s3.bucket"), "the bucket must not be empty");
+                    self.err(
+                        root,
+                        &format!("{at}.s3.bucket"),
+                        "the bucket must not be empty",
+                    );
                 }
             }
             if let Some(v) = &job.verify {
@@ -599,7 +606,11 @@ impl Cx<'_> {
                     postgres_target(self, &format!("{at}.target"), t);
                 }
                 for (i, t) in r.count.iter().enumerate() {
-                    if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+                    if t.is_empty()
+                        || !t
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                    {
                         self.err(
                             root,
                             &format!("{at}.count[{i}]"),
@@ -620,7 +631,11 @@ impl Cx<'_> {
                 self.err(root, &at, msg);
             }
             if d.inject.is_empty() {
-                self.err(root, &format!("{at}.inject"), "name the command that injects the failure");
+                self.err(
+                    root,
+                    &format!("{at}.inject"),
+                    "name the command that injects the failure",
+                );
             }
         }
     }

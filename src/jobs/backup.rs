@@ -104,9 +104,10 @@ pub async fn run_program(
             .to_string();
         Err(format!(
             "{} failed ({}): {tail}",
-            program
-                .file_name()
-                .map_or_else(|| program.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            program.file_name().map_or_else(
+                || program.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            ),
             out.status
         ))
     }
@@ -222,7 +223,11 @@ impl super::Job for BackupJob {
                         if !d.is_empty() {
                             cx.event(
                                 "retention",
-                                format!("deleted {} copies older than the retention from {}", d.len(), st.describe()),
+                                format!(
+                                    "deleted {} copies older than the retention from {}",
+                                    d.len(),
+                                    st.describe()
+                                ),
                                 json!({ "deleted": d }),
                             )
                             .await;
@@ -230,8 +235,12 @@ impl super::Job for BackupJob {
                         deleted.extend(d);
                     }
                     Err(e) => {
-                        cx.event("retention", format!("retention on {}: {e}", st.describe()), Value::Null)
-                            .await;
+                        cx.event(
+                            "retention",
+                            format!("retention on {}: {e}", st.describe()),
+                            Value::Null,
+                        )
+                        .await;
                     }
                 }
             }
@@ -321,8 +330,12 @@ impl BackupJob {
                     st.put(name, &from).await?;
                 }
             }
-            cx.event("store", format!("stored {name} in {}", st.describe()), Value::Null)
-                .await;
+            cx.event(
+                "store",
+                format!("stored {name} in {}", st.describe()),
+                Value::Null,
+            )
+            .await;
             stored.push(st.describe());
         }
         Ok(json!({

@@ -213,7 +213,7 @@ pub async fn run_once(
         .into_iter()
         .next()
         .filter(|r| r.id == run)
-        .ok_or_else(|| StoreError::JobRunNotFound(run))?)
+        .ok_or(StoreError::JobRunNotFound(run))?)
 }
 
 /// Runs one job on its schedule until `stop` (see the module docs for the

@@ -14,7 +14,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_postgres::{Client, NoTls};
 
-use super::backup::{archive_entries, conn_args, postgres_target, recorded_copies, run_program, scratch_dir, storages};
+use super::backup::{
+    archive_entries, conn_args, postgres_target, recorded_copies, run_program, scratch_dir,
+    storages,
+};
 use super::storage::Storage;
 use super::{JobContext, JobError, Report};
 use crate::config::{Config, PostgresTarget, RestoreTestJobConfig};
@@ -37,7 +40,9 @@ impl RestoreTestJob {
             .jobs
             .get(&r.backup)
             .and_then(|j| j.backup.as_ref())
-            .ok_or_else(|| JobError::Invalid(format!("{:?} is not a postgres.backup job", r.backup)))?;
+            .ok_or_else(|| {
+                JobError::Invalid(format!("{:?} is not a postgres.backup job", r.backup))
+            })?;
         let target = postgres_target(config, r.target.as_deref().unwrap_or(&b.target))?;
         Ok(RestoreTestJob {
             backup: r.backup.clone(),
@@ -83,7 +88,8 @@ pub async fn count_rows(c: &Client, tables: &[String]) -> Result<BTreeMap<String
 }
 
 fn pg_err(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string())
 }
 
 #[async_trait::async_trait]
@@ -93,9 +99,15 @@ impl super::Job for RestoreTestJob {
     }
 
     async fn run(&self, cx: &JobContext) -> Report {
-        let scratch_db = format!("medic_restore_test_{}", cx.clock.now().format("%Y%m%d%H%M%S"));
+        let scratch_db = format!(
+            "medic_restore_test_{}",
+            cx.clock.now().format("%Y%m%d%H%M%S")
+        );
         if scratch_db == self.target.dbname {
-            return Report::failed("the scratch database would be the target's own database", json!({}));
+            return Report::failed(
+                "the scratch database would be the target's own database",
+                json!({}),
+            );
         }
         let work = match scratch_dir("restore") {
             Ok(d) => d,
@@ -108,12 +120,28 @@ impl super::Job for RestoreTestJob {
         let r = self.restore(cx, &admin, &scratch_db, &work).await;
         // Always dropped, whatever happened.
         let drop = admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{scratch_db}\" WITH (FORCE)"))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{scratch_db}\" WITH (FORCE)"
+            ))
             .await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         match drop {
-            Ok(()) => cx.event("cleanup", format!("dropped the scratch database {scratch_db}"), Value::Null).await,
-            Err(e) => cx.event("cleanup", format!("could not drop {scratch_db}: {}", pg_err(&e)), Value::Null).await,
+            Ok(()) => {
+                cx.event(
+                    "cleanup",
+                    format!("dropped the scratch database {scratch_db}"),
+                    Value::Null,
+                )
+                .await
+            }
+            Err(e) => {
+                cx.event(
+                    "cleanup",
+                    format!("could not drop {scratch_db}: {}", pg_err(&e)),
+                    Value::Null,
+                )
+                .await
+            }
         }
         r.unwrap_or_else(|(e, data)| Report::failed(e, data))
     }
@@ -128,7 +156,9 @@ impl RestoreTestJob {
         work: &std::path::Path,
     ) -> Result<Report, (String, Value)> {
         let fail = |e: String| (e, json!({ "database": scratch_db }));
-        let recorded = recorded_copies(&*cx.store, &self.backup).await.map_err(fail)?;
+        let recorded = recorded_copies(&*cx.store, &self.backup)
+            .await
+            .map_err(fail)?;
         // The newest copy a succeeded backup run recorded, from the first
         // storage holding it (the directory before S3).
         let mut found = None;
@@ -140,30 +170,48 @@ impl RestoreTestJob {
             }
         }
         let Some((st, copy)) = found else {
-            return Err(fail(format!("no good backup of {} to restore", self.backup)));
+            return Err(fail(format!(
+                "no good backup of {} to restore",
+                self.backup
+            )));
         };
         let started = tokio::time::Instant::now();
         let path = st.fetch(&copy.name, work).await.map_err(fail)?;
         let (sha, _) = super::storage::sha256_file(&path).await.map_err(fail)?;
         if sha != recorded[&copy.name].0 {
-            return Err(fail(format!("{}: sha256 differs from the recorded one", copy.name)));
+            return Err(fail(format!(
+                "{}: sha256 differs from the recorded one",
+                copy.name
+            )));
         }
-        archive_entries(self.bin.as_deref(), &path).await.map_err(fail)?;
+        archive_entries(self.bin.as_deref(), &path)
+            .await
+            .map_err(fail)?;
         admin
             .batch_execute(&format!("CREATE DATABASE \"{scratch_db}\""))
             .await
             .map_err(|e| fail(format!("create {scratch_db}: {}", pg_err(&e))))?;
         cx.event(
             "restore",
-            format!("restoring {} from {} into {scratch_db}", copy.name, st.describe()),
+            format!(
+                "restoring {} from {} into {scratch_db}",
+                copy.name,
+                st.describe()
+            ),
             json!({ "file": copy.name, "database": scratch_db }),
         )
         .await;
         let mut args = conn_args(&self.target, scratch_db);
-        args.extend(["--no-owner".into(), "--no-privileges".into(), "--exit-on-error".into()]);
+        args.extend([
+            "--no-owner".into(),
+            "--no-privileges".into(),
+            "--exit-on-error".into(),
+        ]);
         args.push(path.display().to_string());
         let pg_restore = super::pg_program(self.bin.as_deref(), "pg_restore");
-        run_program(&pg_restore, &args, &self.target).await.map_err(fail)?;
+        run_program(&pg_restore, &args, &self.target)
+            .await
+            .map_err(fail)?;
         let db = connect(&self.target, scratch_db).await.map_err(fail)?;
         let counts = count_rows(&db, &self.count).await.map_err(fail)?;
         let mut integrity = BTreeMap::new();
@@ -195,8 +243,12 @@ impl RestoreTestJob {
             humantime::format_duration(self.rto),
             if within { "within" } else { "MISSED" }
         );
-        cx.event("rto", verdict.clone(), json!({ "restore_ms": took.as_millis() as u64, "rto_secs": self.rto.as_secs() }))
-            .await;
+        cx.event(
+            "rto",
+            verdict.clone(),
+            json!({ "restore_ms": took.as_millis() as u64, "rto_secs": self.rto.as_secs() }),
+        )
+        .await;
         let data = json!({
             "file": copy.name,
             "database": scratch_db,
@@ -208,11 +260,17 @@ impl RestoreTestJob {
             "problems": problems,
         });
         if !problems.is_empty() {
-            return Ok(Report::failed(format!("integrity checks failed: {}", problems.join("; ")), data));
+            return Ok(Report::failed(
+                format!("integrity checks failed: {}", problems.join("; ")),
+                data,
+            ));
         }
         if !within {
             return Ok(Report::failed(verdict, data));
         }
-        Ok(Report::ok(format!("{} restored and intact; {verdict}", copy.name), data))
+        Ok(Report::ok(
+            format!("{} restored and intact; {verdict}", copy.name),
+            data,
+        ))
     }
 }

@@ -9,7 +9,9 @@ use chrono_tz::Tz;
 /// Why a schedule is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("invalid cron expression {expr:?}: {why} (five fields `MIN HOUR DOM MON DOW`, or six with seconds first)")]
+    #[error(
+        "invalid cron expression {expr:?}: {why} (five fields `MIN HOUR DOM MON DOW`, or six with seconds first)"
+    )]
     Cron { expr: String, why: String },
     #[error("unknown time zone {0:?} (an IANA name such as UTC or Europe/Paris)")]
     TimeZone(String),

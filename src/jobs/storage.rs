@@ -24,7 +24,10 @@ pub fn copy_name(job: &str, at: DateTime<Utc>) -> String {
 /// When a copy of `job` named `name` was taken, if the name is one of
 /// its copies.
 pub fn copy_time(job: &str, name: &str) -> Option<DateTime<Utc>> {
-    let stamp = name.strip_prefix(job)?.strip_prefix('-')?.strip_suffix(".dump")?;
+    let stamp = name
+        .strip_prefix(job)?
+        .strip_prefix('-')?
+        .strip_suffix(".dump")?;
     NaiveDateTime::parse_from_str(stamp, STAMP)
         .ok()
         .map(|t| t.and_utc())
@@ -42,7 +45,7 @@ pub struct StoredCopy {
 pub enum Storage {
     Local(PathBuf),
     S3 {
-        config: S3Config,
+        config: Box<S3Config>,
         client: OnceCell<Client>,
     },
 }
@@ -57,7 +60,7 @@ impl Storage {
     /// An S3 bucket (the client is built on first use).
     pub fn s3(config: S3Config) -> Self {
         Storage::S3 {
-            config,
+            config: Box::new(config),
             client: OnceCell::new(),
         }
     }

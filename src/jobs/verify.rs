@@ -61,7 +61,9 @@ impl VerifyJob {
             .jobs
             .get(&v.backup)
             .and_then(|j| j.backup.as_ref())
-            .ok_or_else(|| JobError::Invalid(format!("{:?} is not a postgres.backup job", v.backup)))?;
+            .ok_or_else(|| {
+                JobError::Invalid(format!("{:?} is not a postgres.backup job", v.backup))
+            })?;
         Ok(VerifyJob {
             name: name.to_string(),
             backup: v.backup.clone(),
@@ -104,7 +106,10 @@ impl super::Job for VerifyJob {
                 problems.push(format!("no backup of {} in {}", self.backup, st.describe()));
                 continue;
             };
-            if newest_overall.as_ref().is_none_or(|(t, _)| newest.taken_at > *t) {
+            if newest_overall
+                .as_ref()
+                .is_none_or(|(t, _)| newest.taken_at > *t)
+            {
                 newest_overall = Some((newest.taken_at, newest.name.clone()));
             }
             let age = now - newest.taken_at;
@@ -121,7 +126,11 @@ impl super::Job for VerifyJob {
                 Ok(entries) => {
                     cx.event(
                         "verify",
-                        format!("{} in {} is intact ({entries} entries)", newest.name, st.describe()),
+                        format!(
+                            "{} in {} is intact ({entries} entries)",
+                            newest.name,
+                            st.describe()
+                        ),
                         json!({ "file": newest.name, "entries": entries }),
                     )
                     .await;
@@ -149,7 +158,10 @@ impl super::Job for VerifyJob {
         let data = json!({ "checked": checked, "problems": problems, "state": self.state.display().to_string() });
         if problems.is_empty() {
             Report::ok(
-                format!("the newest backup {} is fresh and intact", state.newest.unwrap_or_default()),
+                format!(
+                    "the newest backup {} is fresh and intact",
+                    state.newest.unwrap_or_default()
+                ),
                 data,
             )
         } else {
@@ -173,10 +185,14 @@ impl VerifyJob {
         let path = st.fetch(name, scratch).await?;
         let (sha, size) = super::storage::sha256_file(&path).await?;
         if size != *want_size {
-            return Err(format!("size {size} bytes, the backup recorded {want_size}"));
+            return Err(format!(
+                "size {size} bytes, the backup recorded {want_size}"
+            ));
         }
         if &sha != want_sha {
-            return Err(format!("sha256 {sha} differs from the recorded {want_sha}: the file changed"));
+            return Err(format!(
+                "sha256 {sha} differs from the recorded {want_sha}: the file changed"
+            ));
         }
         archive_entries(self.bin.as_deref(), &path).await
     }

@@ -1192,7 +1192,11 @@ impl Cx<'_> {
                                 format!(
                                     "unknown job {:?} (backup.verify jobs in the config: {})",
                                     b.job,
-                                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                                    if known.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        known.join(", ")
+                                    }
                                 ),
                             );
                         }

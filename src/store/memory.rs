@@ -269,11 +269,7 @@ impl Store for MemoryStore {
         Ok(id)
     }
 
-    async fn append_job_event(
-        &self,
-        id: JobRunId,
-        entry: TimelineEntry,
-    ) -> Result<(), StoreError> {
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
         let mut g = self.lock();
         if !g.job_runs.iter().any(|r| r.id == id) {
             return Err(StoreError::JobRunNotFound(id));
@@ -314,8 +310,13 @@ impl Store for MemoryStore {
 
     async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
         let g = self.lock();
-        let mut runs: Vec<JobRun> = g.job_runs.iter().filter(|r| r.job == job).cloned().collect();
-        runs.sort_by(|a, b| (b.started_at, b.id).cmp(&(a.started_at, a.id)));
+        let mut runs: Vec<JobRun> = g
+            .job_runs
+            .iter()
+            .filter(|r| r.job == job)
+            .cloned()
+            .collect();
+        runs.sort_by_key(|r| std::cmp::Reverse((r.started_at, r.id)));
         runs.truncate(limit);
         Ok(runs)
     }
@@ -325,8 +326,7 @@ impl Store for MemoryStore {
         if !g.job_runs.iter().any(|r| r.id == id) {
             return Err(StoreError::JobRunNotFound(id));
         }
-        Ok(g
-            .job_events
+        Ok(g.job_events
             .iter()
             .filter(|(r, _)| *r == id)
             .map(|(_, e)| e.clone())

@@ -392,8 +392,7 @@ pub trait Store: Send + Sync {
     async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError>;
 
     /// Appends one entry to a job run's timeline.
-    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry)
-    -> Result<(), StoreError>;
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError>;
 
     /// Records how a job run ended, once (again with the same outcome is a
     /// no-op; another outcome is [`StoreError::Conflict`]).

@@ -272,11 +272,12 @@ fn job_run_row(r: &Row) -> Result<JobRun, StoreError> {
 }
 
 async fn job_run_exists(c: &Client, id: JobRunId) -> Result<bool, StoreError> {
-    Ok(c
-        .query_opt("SELECT 1 FROM medic_job_runs WHERE id = $1", &[&id])
-        .await
-        .map_err(db("find job run"))?
-        .is_some())
+    Ok(
+        c.query_opt("SELECT 1 FROM medic_job_runs WHERE id = $1", &[&id])
+            .await
+            .map_err(db("find job run"))?
+            .is_some(),
+    )
 }
 
 #[async_trait::async_trait]
@@ -609,11 +610,7 @@ impl Store for PostgresStore {
         Ok(row.get(0))
     }
 
-    async fn append_job_event(
-        &self,
-        id: JobRunId,
-        entry: TimelineEntry,
-    ) -> Result<(), StoreError> {
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
         let c = self.client().await?;
         let r = c
             .execute(

@@ -1039,11 +1039,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_job_event(
-        &self,
-        id: JobRunId,
-        entry: TimelineEntry,
-    ) -> Result<(), StoreError> {
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
         let at = ts(&entry.at)?;
         let data = json(&entry.data)?;
         self.call(move |conn| {
