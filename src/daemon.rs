@@ -169,6 +169,9 @@ pub struct RunOptions {
     pub reload: Option<(Loader, ReloadHandle, ReloadRequests)>,
     /// Page these instead of the configured notifiers (`medic test`).
     pub notifiers: Option<HashMap<String, Arc<dyn Notifier>>>,
+    /// Do not schedule the config's jobs (`medic test`, `medic drill`:
+    /// a simulated week must not take real backups).
+    pub no_jobs: bool,
 }
 
 /// Opens the store and runs `loaded` until `shutdown`.
@@ -296,7 +299,9 @@ pub async fn run_with_options(
     drop(tx);
     let (control_tx, control_rx) = mpsc::channel(1);
     let mut engine_task = tasks.spawn(engine.run_controlled(rx, control_rx));
-    crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
+    if !options.no_jobs {
+        crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
+    }
     tracing::info!("medic running");
     let mut running: Vec<String> = engine_names;
     notify::ready(&format!("running {} scenarios", running.len()));
