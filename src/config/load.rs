@@ -21,7 +21,10 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode
 use marked_yaml::{Node, Span};
 use serde::de::DeserializeOwned;
 
-use super::{Config, EscalationPolicy, GlobalLimits, NotifierConfig, StoreConfig, TargetConfig};
+use super::{
+    Config, EscalationPolicy, GlobalLimits, LeadershipConfig, NotifierConfig, StoreConfig,
+    TargetConfig,
+};
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
 use crate::rules::model::Mode;
@@ -373,6 +376,7 @@ impl Cx<'_> {
                         self.out.push(d);
                     }
                 },
+                "leadership" => self.section::<LeadershipConfig>(root, key, v),
                 "targets" => self.named_kinds(
                     root,
                     key,
@@ -422,6 +426,37 @@ impl Cx<'_> {
     fn validate(&mut self, config: &Config, root: &Node) {
         if config.rules.is_empty() {
             self.err(root, "rules", "name at least one rule file or directory");
+        }
+        match &config.leadership {
+            Some(LeadershipConfig::Postgres(l)) => {
+                if !matches!(config.store, StoreConfig::Postgres(_)) {
+                    self.err(
+                        root,
+                        "leadership.postgres",
+                        "an advisory lock needs the PostgreSQL store (store: {postgres: ...})",
+                    );
+                }
+                if l.lease_duration.get() < std::time::Duration::from_secs(1) {
+                    self.err(
+                        root,
+                        "leadership.postgres.lease_duration",
+                        "lease_duration must be at least 1s",
+                    );
+                }
+            }
+            Some(LeadershipConfig::Kubernetes(l)) => {
+                if l.lease_duration.get() < std::time::Duration::from_secs(1) {
+                    self.err(
+                        root,
+                        "leadership.kubernetes.lease_duration",
+                        "lease_duration must be at least 1s",
+                    );
+                }
+                if l.name.is_empty() {
+                    self.err(root, "leadership.kubernetes.name", "name must not be empty");
+                }
+            }
+            _ => {}
         }
         if config.limits.concurrent_checks == 0 {
             self.err(
