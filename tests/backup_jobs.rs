@@ -253,7 +253,7 @@ async fn corrupted_backup_is_caught_by_verify_and_pages() {
             .await
         })
     };
-    common::eventually(Duration::from_secs(20), "a page", || {
+    common::eventually(Duration::from_secs(60), "a page", || {
         let n = pages.0.lock().unwrap().len();
         async move { n > 0 }
     })
