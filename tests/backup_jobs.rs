@@ -168,6 +168,29 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
         r.data["duration_ms"],
         r.data["restore_ms"]
     );
+    // The runs and their timelines over HTTP.
+    let (_tx, readiness) = tokio::sync::watch::channel(medic::server::Readiness::default());
+    let app = medic::server::router(medic::server::AppState {
+        store: store.clone(),
+        clock: clock.clone(),
+        readiness,
+        reload: None,
+    });
+    let stop = CancellationToken::new();
+    let (addr, server) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
+        .await
+        .unwrap();
+    let url = format!("http://{addr}/api/v1/jobs/db-backup/runs");
+    let body: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(body[0]["run"]["id"], json!(b.id));
+    assert_eq!(body[0]["run"]["data"]["sha256"], b.data["sha256"]);
+    assert_eq!(body[0]["timeline"][1]["kind"], json!("dump"));
+    let bad = reqwest::get(format!("{url}?limit=0")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("limit must be"));
+    stop.cancel();
+    server.await.unwrap();
+
     // The scratch database is gone; production untouched.
     assert_eq!(
         pg.primary
