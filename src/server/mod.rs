@@ -3,6 +3,7 @@
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
 //! and one line in [`router`].
 
+pub mod jobs;
 pub mod reload;
 
 use std::net::SocketAddr;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(reload::router())
+        .merge(jobs::router())
         .with_state(state)
 }
 
