@@ -10,6 +10,7 @@
 
 pub mod alert;
 pub mod dns;
+pub mod exposition;
 pub mod http;
 pub mod kubernetes;
 pub mod postgres;
@@ -215,6 +216,7 @@ pub fn build(
             p, timeout, config,
         )?)),
         CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
+        CheckSpec::Scrape(p) => Ok(Arc::new(scrape::ScrapeCheck::build(p, timeout, config)?)),
         CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
             p, timeout, config,
         )?)),

@@ -1086,6 +1086,11 @@ impl Cx<'_> {
                     ),
                 }
                 self.non_empty(p, "metric", &s.metric);
+                if !s.metric.trim().is_empty()
+                    && let Err(e) = crate::check::exposition::Selector::parse(&s.metric)
+                {
+                    self.err(field_pos(p, "metric"), format!("metric selector: {e}"));
+                }
                 if s.above.is_none() && s.below.is_none() {
                     self.err(pos(p), "a scrape check needs `above` or `below`");
                 }
