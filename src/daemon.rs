@@ -287,6 +287,7 @@ pub async fn run_with_options(
         kill: kill.clone(),
         tasks: tasks.clone(),
     };
+    attach_store(&runtimes, &store);
     let engine_names: Vec<String> = runtimes.iter().map(|r| r.scenario.name.clone()).collect();
     let mut engine = Engine::new(runtimes, shared);
     engine.resume().await?;
@@ -321,7 +322,7 @@ pub async fn run_with_options(
                 let Some(loader) = &loader else { continue };
                 tracing::info!(source = %req.source, "reloading config and rules");
                 notify::reloading();
-                let outcome = reload(loader, &current, &running, &ready_tx, &control_tx, &pager).await;
+                let outcome = reload(loader, &current, &running, &ready_tx, &control_tx, &pager, &store).await;
                 let outcome = match outcome {
                     Ok((outcome, new)) => {
                         if let Some((config, reloaded)) = new {
@@ -406,6 +407,7 @@ async fn reload(
     ready: &watch::Sender<Readiness>,
     control: &mpsc::Sender<Control>,
     pager: impl Fn(&Config) -> Arc<Pager>,
+    store: &Arc<dyn Store>,
 ) -> Result<(ReloadOutcome, Option<(Config, Reloaded)>), ()> {
     let load = loader.clone();
     let loaded = match tokio::task::spawn_blocking(move || load()).await {
@@ -464,6 +466,7 @@ async fn reload(
     for what in &needs_restart {
         tracing::warn!("reload: {what} changed; it takes effect only after a restart");
     }
+    attach_store(&loaded.runtimes, store);
     let (tx, rx) = oneshot::channel();
     let request = Control::Reload {
         scenarios: loaded.runtimes,
@@ -501,6 +504,15 @@ async fn reload(
         r.reloads.last_success_unix = now;
     });
     Ok((outcome, Some((loaded.config, reloaded))))
+}
+
+/// Gives every check the store (the `alert` check reads alerts from it).
+fn attach_store(runtimes: &[Arc<ScenarioRuntime>], store: &Arc<dyn Store>) {
+    for rt in runtimes {
+        for c in &rt.checks {
+            c.attach_store(store);
+        }
+    }
 }
 
 /// Config sections a reload cannot apply to a running daemon.

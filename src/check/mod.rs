@@ -130,6 +130,11 @@ pub trait Check: Send + Sync {
     async fn lost(&self) {
         std::future::pending::<()>().await
     }
+
+    /// Hands the check medic's store once it is open, for checks that read
+    /// what medic itself records (`alert`: the alerts Alertmanager pushed).
+    /// The default ignores it.
+    fn attach_store(&self, _store: &Arc<dyn crate::store::Store>) {}
 }
 
 /// A check as written in a rule file: `check: { KIND: PARAMS }`.
@@ -217,6 +222,7 @@ pub fn build(
         )?)),
         CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
         CheckSpec::Scrape(p) => Ok(Arc::new(scrape::ScrapeCheck::build(p, timeout, config)?)),
+        CheckSpec::Alert(p) => Ok(Arc::new(alert::AlertCheck::build(p, config)?)),
         CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
             p, timeout, config,
         )?)),

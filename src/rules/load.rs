@@ -1183,6 +1183,14 @@ impl Cx<'_> {
                         "an alert check needs at least one matcher",
                     );
                 }
+                if let Some(cfg) = self.config
+                    && cfg.http.is_none()
+                {
+                    self.err(
+                        pos(p),
+                        "an alert check needs medic's HTTP server (`http.listen` in the config): Alertmanager pushes alerts to it",
+                    );
+                }
             }
         }
     }
@@ -1458,6 +1466,7 @@ mod tests {
     use crate::check::{alert::AlertParams, promql::PromqlParams};
 
     const CONFIG: &str = "\
+http: { listen: 127.0.0.1:0 }
 targets:
   cache: { redis: { address: 127.0.0.1:6379 } }
   db: { postgres: { host: 127.0.0.1 } }
