@@ -530,6 +530,20 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     v
 }
 
+/// When a check's first run comes, after start: checks with intervals up to
+/// a second run at once (they exist to notice fast); slower ones are spread
+/// evenly over their first interval (at most the first 15 s, so an hourly
+/// check still reports soon after start) by slot, so 10,000 checks at 10 s
+/// do not all fire in the same millisecond at start-up and every tick after.
+fn first_run_offset(slot: usize, every: Duration) -> Duration {
+    if every <= Duration::from_secs(1) {
+        return Duration::ZERO;
+    }
+    // Golden-ratio sequence: neighbouring slots land far apart.
+    let frac = (slot as f64 * 0.618_033_988_749_895).fract();
+    every.min(Duration::from_secs(15)).mul_f64(frac)
+}
+
 /// Runs one symptom's check on its own schedule. A slow or hanging check
 /// only delays itself: each run is bounded by the symptom's timeout, which
 /// turns a hang into `unknown`.
@@ -542,7 +556,9 @@ async fn check_loop(
     permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(1)));
+    let every = every.max(Duration::from_millis(1));
+    let mut ticker =
+        tokio::time::interval_at(Instant::now() + first_run_offset(slot, every), every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -32,6 +32,8 @@ const MAX_BODY: usize = 64 << 20;
 pub struct ScrapeCheck {
     url: String,
     client: reqwest::Client,
+    /// Bounds each fetch (the symptom's timeout).
+    timeout: Duration,
     auth: Option<Auth>,
     selector: Selector,
     above: Option<f64>,
@@ -87,13 +89,10 @@ impl ScrapeCheck {
             return Err(invalid("scrape needs `above` or `below`".into()));
         }
         let selector = Selector::parse(&p.metric).map_err(|e| invalid(format!("metric: {e}")))?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| invalid(format!("http client: {e}")))?;
         Ok(ScrapeCheck {
             url,
-            client,
+            client: shared_client()?,
+            timeout,
             auth,
             selector,
             above: p.above,
@@ -106,6 +105,7 @@ impl ScrapeCheck {
         let mut req = self
             .client
             .get(&self.url)
+            .timeout(self.timeout)
             .header("accept", "text/plain;version=0.0.4;q=1.0,*/*;q=0.1");
         req = match &self.auth {
             Some(Auth::Bearer(t)) => req.bearer_auth(t.expose()),
@@ -179,6 +179,19 @@ impl ScrapeCheck {
         }
         Ok(failing)
     }
+}
+
+/// The one HTTP client every `scrape` check shares (a clone is a handle;
+/// a client per check costs its own TLS roots and connection pool).
+fn shared_client() -> Result<reqwest::Client, BuildError> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let built = reqwest::Client::builder()
+        .build()
+        .map_err(|e| BuildError::Invalid(format!("http client: {e}")))?;
+    Ok(CLIENT.get_or_init(|| built).clone())
 }
 
 /// Why a request failed, with the underlying cause (reqwest's own message
