@@ -308,3 +308,89 @@ fn firing_alerts_survive_a_restart_of_the_daemon() {
     });
     assert_eq!(ok, Outcome::Ok);
 }
+
+/// One webhook body with `n` distinct firing alerts starting at `seq`.
+fn payload(seq: usize, n: usize) -> Vec<u8> {
+    let alerts: Vec<Value> = (seq..seq + n)
+        .map(|i| {
+            serde_json::json!({
+                "status": "firing",
+                "labels": { "alertname": "HighLatency", "instance": format!("app-{i}"), "severity": "warning" },
+                "annotations": { "summary": "p99 above 500ms" },
+                "startsAt": "2026-03-01T00:00:00.123456789Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph?g0.expr=x",
+                "fingerprint": "0000000000000000"
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "medic", "groupKey": "{}:{}",
+        "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093", "alerts": alerts
+    }))
+    .unwrap()
+}
+
+/// Intake at a fixed offered load (open loop: requests leave on schedule,
+/// whatever the answers' latency) against a file-backed SQLite store
+/// (`synchronous=FULL`). Prints alerts/s achieved and response-time
+/// percentiles. Run:
+/// `cargo test --release --test alertmanager -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn intake_throughput_and_latency() {
+    for (per_request, requests_per_s) in [(1usize, 1000u64), (10, 100), (1, 2000)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("m.db")).await.unwrap());
+        let srv = Server::start(store.clone()).await;
+        let client = reqwest::Client::new();
+        let secs = 10u64;
+        let total = (requests_per_s * secs) as usize;
+        let bodies: Vec<Vec<u8>> = (0..total)
+            .map(|i| payload(i * per_request, per_request))
+            .collect();
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / requests_per_s));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let start = std::time::Instant::now();
+        let mut tasks = Vec::with_capacity(total);
+        for body in bodies {
+            tick.tick().await;
+            let (c, url) = (client.clone(), srv.url.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let code = c
+                    .post(url)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                (code, t.elapsed())
+            }));
+        }
+        let mut lat = Vec::with_capacity(total);
+        for t in tasks {
+            let (code, d) = t.await.unwrap();
+            assert_eq!(code, 200);
+            lat.push(d);
+        }
+        let wall = start.elapsed();
+        lat.sort();
+        let p =
+            |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        let recorded = store.firing_alerts().await.unwrap().len();
+        assert_eq!(recorded, total * per_request, "every alert recorded");
+        println!(
+            "{per_request} alert(s)/request at {requests_per_s} req/s: {:.0} alerts/s over {:.1} s; \
+             response p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            recorded as f64 / wall.as_secs_f64(),
+            wall.as_secs_f64(),
+            p(0.50),
+            p(0.99),
+            lat.last().unwrap().as_secs_f64() * 1e3
+        );
+    }
+}
