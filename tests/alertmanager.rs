@@ -204,6 +204,11 @@ async fn malformed_bodies_get_400_with_the_reason_and_record_nothing() {
     // A good delivery after the bad ones goes through.
     assert_eq!(srv.post(firing).await.0, 200);
     assert_eq!(store.firing_alerts().await.unwrap().len(), 1);
+    // A group beyond axum's default 2 MB body limit is taken whole.
+    let big = payload(0, 10_000);
+    assert!(big.len() > 2 << 20, "{} bytes", big.len());
+    assert_eq!(srv.post(big).await.0, 200);
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 10_001);
 }
 
 fn rule() -> &'static str {

@@ -27,9 +27,17 @@ use crate::store::{AlertRecord, AlertStatus};
 /// The path Alertmanager's `webhook_configs.url` points at.
 pub const PATH: &str = "/api/v1/alerts/alertmanager";
 
+/// The largest delivery accepted (axum's default is 2 MB; a group of a few
+/// thousand alerts with long annotations is larger, and a 413 would not be
+/// retried by Alertmanager).
+const MAX_BODY: usize = 32 << 20;
+
 /// The receiver's route.
 pub fn router() -> Router<AppState> {
-    Router::new().route(PATH, post(receive))
+    Router::new().route(
+        PATH,
+        post(receive).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)),
+    )
 }
 
 /// The webhook body, version 4. Fields medic does not use are not listed
