@@ -175,6 +175,7 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
         clock: clock.clone(),
         readiness,
         reload: None,
+        scenarios: tokio::sync::watch::channel(Vec::new()).1,
     });
     let stop = CancellationToken::new();
     let (addr, server) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())

@@ -3,6 +3,7 @@
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
 //! and one line in [`router`].
 
+pub mod alertmanager;
 pub mod jobs;
 pub mod reload;
 
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(reload::router())
         .merge(jobs::router())
+        .merge(alertmanager::router())
         .with_state(state)
 }
 
