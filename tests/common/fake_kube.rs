@@ -247,16 +247,21 @@ fn stateful(g: &mut Inner, method: &Method, path: &str, body: &[u8]) -> Option<R
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            if objects.contains_key(&n) {
-                json_answer(
+            match objects.entry(n) {
+                std::collections::hash_map::Entry::Occupied(e) => json_answer(
                     409,
-                    status(409, "AlreadyExists", &format!("\"{n}\" already exists")),
-                )
-            } else {
-                o["metadata"]["resourceVersion"] = Value::String(next.to_string());
-                objects.insert(n, o.clone());
-                g.version = next;
-                json_answer(201, o)
+                    status(
+                        409,
+                        "AlreadyExists",
+                        &format!("\"{}\" already exists", e.key()),
+                    ),
+                ),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    o["metadata"]["resourceVersion"] = Value::String(next.to_string());
+                    e.insert(o.clone());
+                    g.version = next;
+                    json_answer(201, o)
+                }
             }
         }
         ("PUT", Some(n)) => {
