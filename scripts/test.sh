@@ -10,6 +10,9 @@ declare -A pkg_for=(
   [redis-server]=redis-server
   [systemd-analyze]=systemd
   [kubectl]=kubernetes-client
+  # The status page is tested in headless Chromium over WebDriver.
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

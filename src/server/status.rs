@@ -60,7 +60,7 @@ th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top
 th{background:#eee}.meta{color:#555}.over{color:#b00;font-weight:bold}.ok{color:#070}\
 .bar{display:inline-block;width:10em;height:.8em;background:#ddd;vertical-align:middle}\
 .bar span{display:block;height:100%;background:#4a4}.bar span.over{background:#c33}\
-code{font-size:.9em}";
+code{font-size:.9em}td code{display:block;max-width:40em;word-break:break-all}";
 
 async fn page(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let now = st.clock.now();
