@@ -170,6 +170,9 @@ pub struct RunOptions {
     pub reload: Option<(Loader, ReloadHandle, ReloadRequests)>,
     /// Page these instead of the configured notifiers (`medic test`).
     pub notifiers: Option<HashMap<String, Arc<dyn Notifier>>>,
+    /// Do not schedule the config's jobs (`medic test`, `medic drill`:
+    /// a simulated week must not take real backups).
+    pub no_jobs: bool,
 }
 
 /// Opens the store and runs `loaded` until `shutdown`.
@@ -313,9 +316,9 @@ pub async fn run_with_options(
                     }
                 }
                 if let (Role::Leader(n), None) = (role, &term) {
-                    let fenced: Arc<dyn Store> = Arc::new(Fenced::new(store.clone(), n));
+                    let fenced = Arc::new(Fenced::new(store.clone(), n));
                     let p = pager(&current, fenced.clone(), &clock);
-                    match TermRun::start(&current, n, running.clone(), fenced, clock.clone(), p, &stop).await {
+                    match TermRun::start(&current, running.clone(), fenced, clock.clone(), p, &stop, !options.no_jobs).await {
                         Ok(t) => term = Some(t),
                         Err(e) => tracing::error!(term = n, error = %e, "cannot take over: resuming from the store failed"),
                     }
@@ -428,19 +431,21 @@ impl TermRun {
     /// budgets, escalation timers) and starts the engine and its checks.
     async fn start(
         config: &Config,
-        term: u64,
         runtimes: Vec<Arc<ScenarioRuntime>>,
-        store: Arc<dyn Store>,
+        store: Arc<Fenced>,
         clock: Clock,
         pager: Arc<Pager>,
         root: &CancellationToken,
+        jobs: bool,
     ) -> Result<Self, StoreError> {
+        let term = store.term();
+        let store: Arc<dyn Store> = store;
         let tasks = TaskTracker::new();
         let stop = root.child_token();
         let kill = CancellationToken::new();
         let shared = Shared {
             store: store.clone(),
-            clock,
+            clock: clock.clone(),
             pager,
             actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
             bounds: Arc::new(remedy::bounds::Bounds::new(config)),
@@ -456,6 +461,10 @@ impl TermRun {
         drop(tx);
         let (control, control_rx) = mpsc::channel(1);
         let engine = tasks.spawn(engine.run_controlled(rx, control_rx));
+        // Scheduled jobs (backups, restore tests) run on the leader only.
+        if jobs {
+            crate::jobs::start(config, store.clone(), clock, &tasks, stop.clone());
+        }
         tracing::info!(term, "leading: engine running");
         Ok(TermRun {
             term,
@@ -663,6 +672,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.http != new.http {
         v.push("http".to_string());
+    }
+    if old.jobs != new.jobs {
+        v.push("jobs".to_string());
     }
     if old.limits.actions_in_flight != new.limits.actions_in_flight {
         v.push("limits.actions_in_flight".to_string());

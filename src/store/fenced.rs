@@ -170,6 +170,37 @@ impl Store for Fenced {
         self.inner.flush().await
     }
 
+    // Scheduled jobs' runs are not incident or ledger writes; they pass
+    // through (jobs run only while this term leads).
+    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
+        self.inner.begin_job_run(new).await
+    }
+
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
+        self.inner.append_job_event(id, entry).await
+    }
+
+    async fn finish_job_run(
+        &self,
+        id: JobRunId,
+        outcome: JobOutcome,
+        summary: &str,
+        data: serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .finish_job_run(id, outcome, summary, data, at)
+            .await
+    }
+
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
+        self.inner.job_runs(job, limit).await
+    }
+
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.inner.job_events(id).await
+    }
+
     async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
         self.inner.claim_term(holder, at).await
     }
