@@ -290,6 +290,7 @@ pub async fn run_with_options(
     };
     let mut running: Vec<Arc<ScenarioRuntime>> = runtimes;
     let mut term: Option<TermRun> = None;
+    let jobs = !options.no_jobs;
     tracing::info!(leadership = ?config.leadership(), "medic running; waiting for leadership");
     notify::ready(&format!("running {} scenarios (follower)", running.len()));
     if let Some(period) = notify::watchdog_period() {
@@ -316,9 +317,9 @@ pub async fn run_with_options(
                     }
                 }
                 if let (Role::Leader(n), None) = (role, &term) {
-                    let fenced = Arc::new(Fenced::new(store.clone(), n));
+                    let fenced: Arc<dyn Store> = Arc::new(Fenced::new(store.clone(), n));
                     let p = pager(&current, fenced.clone(), &clock);
-                    match TermRun::start(&current, running.clone(), fenced, clock.clone(), p, &stop, !options.no_jobs).await {
+                    match TermRun::start(&current, n, running.clone(), fenced, clock.clone(), p, &stop, jobs).await {
                         Ok(t) => term = Some(t),
                         Err(e) => tracing::error!(term = n, error = %e, "cannot take over: resuming from the store failed"),
                     }
@@ -428,24 +429,29 @@ struct TermRun {
 
 impl TermRun {
     /// Resumes what the store holds (open incidents, in-flight attempts,
-    /// budgets, escalation timers) and starts the engine and its checks.
+    /// budgets, escalation timers) and starts the engine and its checks
+    /// (and, with `jobs`, the scheduled DR jobs).
+    #[allow(clippy::too_many_arguments)]
     async fn start(
         config: &Config,
+        term: u64,
         runtimes: Vec<Arc<ScenarioRuntime>>,
-        store: Arc<Fenced>,
+        store: Arc<dyn Store>,
         clock: Clock,
         pager: Arc<Pager>,
         root: &CancellationToken,
         jobs: bool,
     ) -> Result<Self, StoreError> {
-        let term = store.term();
-        let store: Arc<dyn Store> = store;
         let tasks = TaskTracker::new();
         let stop = root.child_token();
         let kill = CancellationToken::new();
+        // Scheduled DR jobs run on the leader only: one backup per slot.
+        if jobs {
+            crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
+        }
         let shared = Shared {
             store: store.clone(),
-            clock: clock.clone(),
+            clock,
             pager,
             actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
             bounds: Arc::new(remedy::bounds::Bounds::new(config)),
@@ -453,6 +459,7 @@ impl TermRun {
             kill: kill.clone(),
             tasks: tasks.clone(),
         };
+        attach_store(&runtimes, &store);
         let mut engine = Engine::new(runtimes, shared);
         engine.resume().await?;
         let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
@@ -461,10 +468,6 @@ impl TermRun {
         drop(tx);
         let (control, control_rx) = mpsc::channel(1);
         let engine = tasks.spawn(engine.run_controlled(rx, control_rx));
-        // Scheduled jobs (backups, restore tests) run on the leader only.
-        if jobs {
-            crate::jobs::start(config, store.clone(), clock, &tasks, stop.clone());
-        }
         tracing::info!(term, "leading: engine running");
         Ok(TermRun {
             term,
@@ -515,8 +518,11 @@ fn start_checks(
         tasks.spawn(check_loop(
             (slot, rt.scenario.name.clone(), s.name.clone()),
             rt.checks[j].clone(),
-            s.every.get(),
-            s.timeout.get(),
+            Cadence {
+                every: s.every.get(),
+                timeout: s.timeout.get(),
+                spread: config.limits.spread_first_checks,
+            },
             tx.clone(),
             permits.clone(),
             stop.clone(),
@@ -595,6 +601,7 @@ async fn reload(
     let runtimes = loaded.runtimes.clone();
     let (reloaded, added, removed, closed) = match control {
         Some((control, store)) => {
+            attach_store(&loaded.runtimes, &store);
             let (tx, rx) = oneshot::channel();
             let request = Control::Reload {
                 scenarios: loaded.runtimes,
@@ -663,6 +670,14 @@ type ReloadResult = (
     ReloadOutcome,
     Option<(Config, Option<Reloaded>, Vec<Arc<ScenarioRuntime>>)>,
 );
+/// Gives every check the store (the `alert` check reads alerts from it).
+fn attach_store(runtimes: &[Arc<ScenarioRuntime>], store: &Arc<dyn Store>) {
+    for rt in runtimes {
+        for c in &rt.checks {
+            c.attach_store(store);
+        }
+    }
+}
 
 /// Config sections a reload cannot apply to a running daemon.
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
@@ -680,6 +695,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         v.push("limits.actions_in_flight".to_string());
     }
     v
+}
+
+/// When and how long one symptom's check runs.
+struct Cadence {
+    every: Duration,
+    /// Each run is dropped after this (and counts as unknown).
+    timeout: Duration,
+    /// Whether the first run is spread (see [`first_run_offset`]).
+    spread: bool,
 }
 
 /// When a check's first run comes, after start: checks with intervals up to
@@ -702,15 +726,22 @@ fn first_run_offset(slot: usize, every: Duration) -> Duration {
 async fn check_loop(
     (slot, scenario, symptom): (usize, String, String),
     check: Arc<dyn Check>,
-    every: Duration,
-    timeout: Duration,
+    Cadence {
+        every,
+        timeout,
+        spread,
+    }: Cadence,
     tx: mpsc::Sender<Update>,
     permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
     let every = every.max(Duration::from_millis(1));
-    let mut ticker =
-        tokio::time::interval_at(Instant::now() + first_run_offset(slot, every), every);
+    let first = if spread {
+        first_run_offset(slot, every)
+    } else {
+        Duration::ZERO
+    };
+    let mut ticker = tokio::time::interval_at(Instant::now() + first, every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {

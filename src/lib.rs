@@ -39,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod diag;
+pub mod drill;
 pub mod duration;
 pub mod engine;
 pub mod jobs;

@@ -209,7 +209,163 @@ async fn conformance(store: Arc<dyn Store>) {
         [again.id, other.id]
     );
     job_runs(&*store).await;
+    alerts(store.as_ref()).await;
     store.flush().await.unwrap();
+}
+fn alert(name: &str, status: AlertStatus, starts: i64) -> AlertRecord {
+    AlertRecord {
+        fingerprint: format!("fp-{name}"),
+        starts_at: t(starts),
+        status,
+        labels: [("alertname".to_string(), name.to_string())].into(),
+        annotations: [("summary".to_string(), format!("{name} is on fire"))].into(),
+        ends_at: (status == AlertStatus::Resolved).then(|| t(starts + 100)),
+        generator_url: "http://prometheus:9090/graph".into(),
+        received_at: t(starts + 1),
+    }
+}
+
+/// Alertmanager intake: idempotent, resolved ends a firing, never revived.
+async fn alerts(store: &dyn Store) {
+    use AlertStatus::*;
+    let names = |v: Vec<AlertRecord>| -> Vec<(String, DateTime<Utc>)> {
+        v.into_iter()
+            .map(|a| (a.labels["alertname"].clone(), a.starts_at))
+            .collect()
+    };
+    assert!(store.firing_alerts().await.unwrap().is_empty());
+    let fire = alert("Fire", Firing, 0);
+    // An HA pair delivers the same group twice; one payload may repeat too.
+    store
+        .record_alerts(&[fire.clone(), alert("Smoke", Firing, 5)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[fire.clone(), fire.clone()])
+        .await
+        .unwrap();
+    let firing = store.firing_alerts().await.unwrap();
+    assert_eq!(firing.len(), 2);
+    assert_eq!(firing[0], fire, "round-trips exactly");
+    // Resolved ends it; a late duplicate firing does not revive it.
+    store
+        .record_alerts(&[alert("Fire", Resolved, 0)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(std::slice::from_ref(&fire))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.firing_alerts().await.unwrap()),
+        [("Smoke".to_string(), t(5))]
+    );
+    // It fires again later: a new firing (new startsAt).
+    store
+        .record_alerts(&[alert("Fire", Firing, 50)])
+        .await
+        .unwrap();
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 2);
+    // A resolved for a later firing ends earlier ones too, and a firing
+    // older than a recorded resolution is recorded resolved, whatever the
+    // order inside one delivery.
+    store
+        .record_alerts(&[alert("Smoke", Resolved, 60), alert("Smoke", Firing, 30)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[alert("Fire", Firing, -10)])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.firing_alerts().await.unwrap()),
+        [("Fire".to_string(), t(50))]
+    );
+    // Nothing, and a resolved alert medic never saw firing, are fine.
+    store.record_alerts(&[]).await.unwrap();
+    store
+        .record_alerts(&[alert("Ghost", Resolved, 0)])
+        .await
+        .unwrap();
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 1);
+}
+
+/// Scheduled jobs' runs: begun, timed, finished once, newest first.
+async fn job_runs(store: &dyn Store) {
+    let new = |job: &str, at: i64| NewJobRun {
+        job: job.into(),
+        kind: "postgres.backup".into(),
+        scheduled_for: t(at),
+        started_at: t(at + 1),
+    };
+    let a = store.begin_job_run(new("nightly", 100)).await.unwrap();
+    let b = store.begin_job_run(new("nightly", 200)).await.unwrap();
+    let other = store.begin_job_run(new("weekly", 150)).await.unwrap();
+    for i in 0..3 {
+        store
+            .append_job_event(
+                a,
+                TimelineEntry::new(t(101 + i), "step", format!("e{i}")).with_data(json!({"i": i})),
+            )
+            .await
+            .unwrap();
+    }
+    let events = store.job_events(a).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        ["e0", "e1", "e2"]
+    );
+    assert_eq!(events[2].data, json!({"i": 2}));
+    assert!(store.job_events(b).await.unwrap().is_empty());
+
+    let runs = store.job_runs("nightly", 10).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [b, a]);
+    assert_eq!((runs[0].outcome, runs[0].ended_at), (None, None));
+    assert_eq!(runs[0].scheduled_for, t(200));
+
+    let data = json!({"file": "x.dump", "size": 12, "sha256": "ab"});
+    store
+        .finish_job_run(a, JobOutcome::Succeeded, "ok", data.clone(), t(120))
+        .await
+        .unwrap();
+    // Again with the same outcome: a no-op; another outcome: refused.
+    store
+        .finish_job_run(a, JobOutcome::Succeeded, "ok", data.clone(), t(121))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .finish_job_run(a, JobOutcome::Failed, "no", json!(null), t(122))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let run = &store.job_runs("nightly", 10).await.unwrap()[1];
+    assert_eq!(run.outcome, Some(JobOutcome::Succeeded));
+    assert_eq!(run.ended_at, Some(t(120)));
+    assert_eq!((run.summary.as_str(), &run.data), ("ok", &data));
+    assert_eq!(store.job_runs("nightly", 1).await.unwrap().len(), 1);
+    assert_eq!(store.job_runs("weekly", 10).await.unwrap()[0].id, other);
+    assert!(store.job_runs("none", 10).await.unwrap().is_empty());
+
+    assert!(matches!(
+        store
+            .append_job_event(999_999, TimelineEntry::new(t(0), "x", "y"))
+            .await,
+        Err(StoreError::JobRunNotFound(_))
+    ));
+    assert!(matches!(
+        store.job_events(999_999).await,
+        Err(StoreError::JobRunNotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .finish_job_run(999_999, JobOutcome::Failed, "", json!(null), t(0))
+            .await,
+        Err(StoreError::JobRunNotFound(_))
+    ));
 }
 
 /// Leadership terms and fencing: a deposed term's writes are refused, the
@@ -299,84 +455,6 @@ async fn fencing(store: Arc<dyn Store>) {
     terms.sort();
     assert_eq!(terms, (4..12).collect::<Vec<u64>>());
     assert_eq!(store.current_term().await.unwrap().unwrap().term, 11);
-}
-
-/// Scheduled jobs' runs: begun, timed, finished once, newest first.
-async fn job_runs(store: &dyn Store) {
-    let new = |job: &str, at: i64| NewJobRun {
-        job: job.into(),
-        kind: "postgres.backup".into(),
-        scheduled_for: t(at),
-        started_at: t(at + 1),
-    };
-    let a = store.begin_job_run(new("nightly", 100)).await.unwrap();
-    let b = store.begin_job_run(new("nightly", 200)).await.unwrap();
-    let other = store.begin_job_run(new("weekly", 150)).await.unwrap();
-    for i in 0..3 {
-        store
-            .append_job_event(
-                a,
-                TimelineEntry::new(t(101 + i), "step", format!("e{i}")).with_data(json!({"i": i})),
-            )
-            .await
-            .unwrap();
-    }
-    let events = store.job_events(a).await.unwrap();
-    assert_eq!(
-        events
-            .iter()
-            .map(|e| e.message.as_str())
-            .collect::<Vec<_>>(),
-        ["e0", "e1", "e2"]
-    );
-    assert_eq!(events[2].data, json!({"i": 2}));
-    assert!(store.job_events(b).await.unwrap().is_empty());
-
-    let runs = store.job_runs("nightly", 10).await.unwrap();
-    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [b, a]);
-    assert_eq!((runs[0].outcome, runs[0].ended_at), (None, None));
-    assert_eq!(runs[0].scheduled_for, t(200));
-
-    let data = json!({"file": "x.dump", "size": 12, "sha256": "ab"});
-    store
-        .finish_job_run(a, JobOutcome::Succeeded, "ok", data.clone(), t(120))
-        .await
-        .unwrap();
-    // Again with the same outcome: a no-op; another outcome: refused.
-    store
-        .finish_job_run(a, JobOutcome::Succeeded, "ok", data.clone(), t(121))
-        .await
-        .unwrap();
-    assert!(matches!(
-        store
-            .finish_job_run(a, JobOutcome::Failed, "no", json!(null), t(122))
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    let run = &store.job_runs("nightly", 10).await.unwrap()[1];
-    assert_eq!(run.outcome, Some(JobOutcome::Succeeded));
-    assert_eq!(run.ended_at, Some(t(120)));
-    assert_eq!((run.summary.as_str(), &run.data), ("ok", &data));
-    assert_eq!(store.job_runs("nightly", 1).await.unwrap().len(), 1);
-    assert_eq!(store.job_runs("weekly", 10).await.unwrap()[0].id, other);
-    assert!(store.job_runs("none", 10).await.unwrap().is_empty());
-
-    assert!(matches!(
-        store
-            .append_job_event(999_999, TimelineEntry::new(t(0), "x", "y"))
-            .await,
-        Err(StoreError::JobRunNotFound(_))
-    ));
-    assert!(matches!(
-        store.job_events(999_999).await,
-        Err(StoreError::JobRunNotFound(_))
-    ));
-    assert!(matches!(
-        store
-            .finish_job_run(999_999, JobOutcome::Failed, "", json!(null), t(0))
-            .await,
-        Err(StoreError::JobRunNotFound(_))
-    ));
 }
 
 #[tokio::test]

@@ -849,6 +849,54 @@ escalation:
     }
 
     #[test]
+    fn jobs_and_drills_are_validated_where_they_are_written() {
+        let text = format!(
+            "{GOOD}jobs:
+  nightly:
+    schedule: '0 2 * *'
+    postgres.backup: {{ target: cache }}
+  weekly:
+    schedule: '0 3 * * SUN'
+    timezone: Mars/Olympus
+    backup.verify: {{ backup: nope }}
+  both:
+    schedule: '0 3 * * *'
+    backup.verify: {{ backup: nightly }}
+    postgres.restore-test: {{ backup: nightly }}
+drills:
+  cahce: {{ drill: allowed, inject: [] }}
+"
+        );
+        let errs = errors(&text, &[]);
+        let expect = [
+            "a job needs exactly one kind",
+            "jobs.both",
+            "invalid cron expression \"0 2 * *\"",
+            "target \"cache\" is a redis target; a postgres one is needed",
+            "a backup needs `directory`, `s3` or both",
+            "unknown time zone \"Mars/Olympus\"",
+            "unknown job \"nope\"",
+            "unknown target \"cahce\" (did you mean \"cache\"?)",
+            "name the command that injects the failure",
+        ];
+        let all = errs.join("\n");
+        for e in expect.iter().filter(|e| !e.starts_with("jobs.")) {
+            assert!(all.contains(e), "missing {e:?} in:\n{all}");
+        }
+        // Each problem points into the file, at its job.
+        assert!(
+            errs.iter()
+                .all(|e| e.starts_with("medic.yaml:") && !e.starts_with("medic.yaml:0:")),
+            "{all}"
+        );
+        assert!(all.contains("medic.yaml:19:15: unknown time zone"), "{all}");
+        assert!(
+            all.contains("medic.yaml:15:15: invalid cron expression \"0 2 * *\": 4 fields"),
+            "{all}"
+        );
+    }
+
+    #[test]
     fn loads_and_defaults() {
         let c = load_str("etc/medic/medic.yaml", GOOD).unwrap();
         assert_eq!(c.mode, Mode::DryRun);

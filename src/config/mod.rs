@@ -28,6 +28,11 @@ pub struct Config {
     /// relative to the config file. Default: `rules`.
     #[serde(default = "default_rules")]
     pub rules: Vec<PathBuf>,
+    /// Prometheus alerting rule files (or directories of them), relative
+    /// to the config file: their alerts can be symptoms
+    /// (`from_prometheus_rule: NAME`). `medic check` validates them.
+    #[serde(default)]
+    pub prometheus_rules: Vec<PathBuf>,
     /// Where durable state lives.
     #[serde(default)]
     pub store: StoreConfig,
@@ -101,6 +106,7 @@ impl Default for Config {
         Config {
             mode: Mode::default(),
             rules: default_rules(),
+            prometheus_rules: Vec::new(),
             store: StoreConfig::default(),
             targets: BTreeMap::new(),
             notifiers: default_notifiers(),
@@ -499,6 +505,16 @@ pub struct GlobalLimits {
     /// likely the network or medic's own view: act on none, escalate.
     #[serde(default)]
     pub blast_radius: BlastRadius,
+    /// Spread the first runs of checks slower than 1 s over their first
+    /// interval (at most 15 s) instead of running them all at start-up,
+    /// so thousands of checks do not fire in the same millisecond.
+    /// Default true; `medic test` turns it off (series start at 0).
+    #[serde(default = "default_true")]
+    pub spread_first_checks: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The blast-radius bound of [`GlobalLimits`].
@@ -559,6 +575,7 @@ impl Default for GlobalLimits {
             concurrent_checks: default_checks(),
             actions_in_flight: default_actions(),
             blast_radius: BlastRadius::default(),
+            spread_first_checks: true,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
 //! and one line in [`router`].
 
+pub mod alertmanager;
 pub mod incidents;
+pub mod jobs;
 pub mod metrics;
 pub mod reload;
 pub mod status;
@@ -63,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(reload::router())
+        .merge(jobs::router())
+        .merge(alertmanager::router())
         .merge(metrics::router())
         .merge(incidents::router())
         .merge(status::router())

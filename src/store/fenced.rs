@@ -170,9 +170,24 @@ impl Store for Fenced {
         self.inner.flush().await
     }
 
-    // Scheduled jobs' runs are not incident or ledger writes; they pass
-    // through (jobs run only while this term leads).
+    /// A deposed leader starts no job run (a backup per slot, not two).
+    /// Checked before the insert, not atomically with it: a job that slips
+    /// through the gap writes a run record, never an incident or attempt.
     async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
+        if let Some(newer) = self
+            .inner
+            .current_term()
+            .await?
+            .map(|t| t.term)
+            .filter(|&t| t > self.term)
+        {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::fenced_write();
+            return Err(StoreError::Fenced {
+                term: self.term,
+                newer,
+            });
+        }
         self.inner.begin_job_run(new).await
     }
 
@@ -199,6 +214,16 @@ impl Store for Fenced {
 
     async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
         self.inner.job_events(id).await
+    }
+
+    /// Alert intake is not leadership work: every replica records what
+    /// Alertmanager sends it.
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        self.inner.record_alerts(alerts).await
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.inner.firing_alerts().await
     }
 
     async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {

@@ -95,6 +95,24 @@ const MIGRATIONS: &[&str] = &[
         since  TIMESTAMPTZ NOT NULL
     );
     ",
+    // 4: alerts pushed by Alertmanager (one row per firing of an alert).
+    // starts_at is RFC 3339 text with nine fractional digits: Alertmanager
+    // sends nanoseconds, TIMESTAMPTZ keeps microseconds, and the key must
+    // be exact.
+    "
+    CREATE TABLE IF NOT EXISTS medic_alerts (
+        fingerprint   TEXT NOT NULL,
+        starts_at     TEXT COLLATE \"C\" NOT NULL,
+        status        TEXT NOT NULL,
+        labels        JSONB NOT NULL,
+        annotations   JSONB NOT NULL,
+        ends_at       TIMESTAMPTZ,
+        generator_url TEXT NOT NULL,
+        received_at   TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (fingerprint, starts_at)
+    );
+    CREATE INDEX IF NOT EXISTS medic_alerts_firing ON medic_alerts (status, starts_at);
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -487,79 +505,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
-        let c = self.client().await?;
-        let r = c
-            .query_one(
-                "INSERT INTO medic_leader (id, term, holder, since) VALUES (1, 1, $1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET term = medic_leader.term + 1, \
-                 holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING term",
-                &[&holder, &at],
-            )
-            .await
-            .map_err(db("claim term"))?;
-        let term: i64 = r.get(0);
-        Ok(Term {
-            term: term as u64,
-            holder: holder.to_string(),
-            since: at,
-        })
-    }
-
-    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
-        let c = self.client().await?;
-        Ok(c.query_opt(
-            "SELECT term, holder, since FROM medic_leader WHERE id = 1",
-            &[],
-        )
-        .await
-        .map_err(db("read term"))?
-        .map(|r| Term {
-            term: r.get::<_, i64>(0) as u64,
-            holder: r.get(1),
-            since: r.get(2),
-        }))
-    }
-
-    /// Runs on a connection of its own, in a transaction that first takes
-    /// a share lock on the term row: a concurrent [`Store::claim_term`]
-    /// waits until this write commits, and a write after it sees the new
-    /// term. Fenced writes of one process are serialised.
-    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
-        let mut guard = self.fence.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, conn) = self.config.connect(NoTls).await.map_err(db("connect"))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::warn!(error = %e, "store connection closed");
-                }
-            });
-            // A replica paused inside a fenced write would hold the share
-            // lock on the term row and keep the next leader from claiming
-            // its term: the server ends such a transaction.
-            client
-                .batch_execute("SET idle_in_transaction_session_timeout = 5000")
-                .await
-                .map_err(db("session settings"))?;
-            *guard = Some(client);
-        }
-        let Some(client) = guard.as_mut() else {
-            return Err(StoreError::Backend("no connection".into()));
-        };
-        let tx = client.transaction().await.map_err(db("begin"))?;
-        let newest: Option<i64> = tx
-            .query_opt("SELECT term FROM medic_leader WHERE id = 1 FOR SHARE", &[])
-            .await
-            .map_err(db("read term"))?
-            .map(|r| r.get(0));
-        if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
-            return Err(StoreError::Fenced { term, newer });
-        }
-        let written = apply(&tx, write).await?;
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(written)
-    }
-
     async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
         let c = self.client().await?;
         let row = c
@@ -669,6 +614,183 @@ impl Store for PostgresStore {
             })
             .collect())
     }
+    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "INSERT INTO medic_leader (id, term, holder, since) VALUES (1, 1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET term = medic_leader.term + 1, \
+                 holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING term",
+                &[&holder, &at],
+            )
+            .await
+            .map_err(db("claim term"))?;
+        let term: i64 = r.get(0);
+        Ok(Term {
+            term: term as u64,
+            holder: holder.to_string(),
+            since: at,
+        })
+    }
+
+    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT term, holder, since FROM medic_leader WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(db("read term"))?
+        .map(|r| Term {
+            term: r.get::<_, i64>(0) as u64,
+            holder: r.get(1),
+            since: r.get(2),
+        }))
+    }
+
+    /// Runs on a connection of its own, in a transaction that first takes
+    /// a share lock on the term row: a concurrent [`Store::claim_term`]
+    /// waits until this write commits, and a write after it sees the new
+    /// term. Fenced writes of one process are serialised.
+    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
+        let mut guard = self.fence.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, conn) = self.config.connect(NoTls).await.map_err(db("connect"))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!(error = %e, "store connection closed");
+                }
+            });
+            // A replica paused inside a fenced write would hold the share
+            // lock on the term row and keep the next leader from claiming
+            // its term: the server ends such a transaction.
+            client
+                .batch_execute("SET idle_in_transaction_session_timeout = 5000")
+                .await
+                .map_err(db("session settings"))?;
+            *guard = Some(client);
+        }
+        let Some(client) = guard.as_mut() else {
+            return Err(StoreError::Backend("no connection".into()));
+        };
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        let newest: Option<i64> = tx
+            .query_opt("SELECT term FROM medic_leader WHERE id = 1 FOR SHARE", &[])
+            .await
+            .map_err(db("read term"))?
+            .map(|r| r.get(0));
+        if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
+            return Err(StoreError::Fenced { term, newer });
+        }
+        let written = apply(&tx, write).await?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(written)
+    }
+
+    /// One statement (the connection is shared, so no multi-statement
+    /// transaction): atomic, and no row is touched twice.
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let input: Vec<serde_json::Value> = alerts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "fingerprint": a.fingerprint,
+                    "starts_at": key_time(&a.starts_at),
+                    "status": a.status.as_str(),
+                    "labels": a.labels,
+                    "annotations": a.annotations,
+                    "ends_at": a.ends_at,
+                    "generator_url": a.generator_url,
+                    "received_at": a.received_at,
+                })
+            })
+            .collect();
+        let input = serde_json::Value::Array(input);
+        let c = self.client().await?;
+        c.execute(
+            "WITH input AS (
+                SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+                    fingerprint TEXT, starts_at TEXT, status TEXT, labels JSONB,
+                    annotations JSONB, ends_at TIMESTAMPTZ, generator_url TEXT,
+                    received_at TIMESTAMPTZ)
+            ), resolved AS (
+                SELECT DISTINCT ON (fingerprint) fingerprint, starts_at, ends_at FROM (
+                    SELECT fingerprint, starts_at, ends_at FROM input WHERE status = 'resolved'
+                    UNION ALL
+                    SELECT fingerprint, starts_at, ends_at FROM medic_alerts
+                    WHERE status = 'resolved'
+                      AND fingerprint IN (SELECT fingerprint FROM input)
+                ) r ORDER BY fingerprint, starts_at DESC
+            ), ended AS (
+                UPDATE medic_alerts a SET status = 'resolved', ends_at = r.ends_at
+                FROM resolved r
+                WHERE a.fingerprint = r.fingerprint AND a.starts_at <= r.starts_at
+                  AND a.status = 'firing'
+                RETURNING 1
+            )
+            INSERT INTO medic_alerts (fingerprint, starts_at, status, labels, annotations,
+                                      ends_at, generator_url, received_at)
+            SELECT DISTINCT ON (i.fingerprint, i.starts_at)
+                i.fingerprint, i.starts_at,
+                CASE WHEN r.starts_at IS NOT NULL AND i.starts_at <= r.starts_at
+                     THEN 'resolved' ELSE i.status END,
+                i.labels, i.annotations, i.ends_at, i.generator_url, i.received_at
+            FROM input i LEFT JOIN resolved r ON r.fingerprint = i.fingerprint
+            ORDER BY i.fingerprint, i.starts_at, (i.status = 'resolved') DESC
+            ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+            &[&input],
+        )
+        .await
+        .map_err(db("record alerts"))?;
+        Ok(())
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+             generator_url, received_at FROM medic_alerts WHERE status = 'firing' \
+             ORDER BY starts_at, fingerprint",
+            &[],
+        )
+        .await
+        .map_err(db("list firing alerts"))?
+        .iter()
+        .map(alert_row)
+        .collect()
+    }
+}
+
+/// The stored form of an alert's `starts_at` (exact, sorts as text).
+fn key_time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+}
+
+fn alert_row(r: &Row) -> Result<AlertRecord, StoreError> {
+    let fingerprint: String = r.get("fingerprint");
+    let what = format!("alert {fingerprint:.40?}");
+    let starts_at: String = r.get("starts_at");
+    let status: String = r.get("status");
+    let map = |col: &str| -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        serde_json::from_value(r.get::<_, serde_json::Value>(col))
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {col} is not a string map ({e})")))
+    };
+    Ok(AlertRecord {
+        starts_at: DateTime::parse_from_rfc3339(&starts_at)
+            .map_err(|_| StoreError::Corrupt(format!("{what}: starts_at {starts_at:.40?}")))?
+            .with_timezone(&Utc),
+        status: AlertStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("{what}: unknown status {status:.40?}")))?,
+        labels: map("labels")?,
+        annotations: map("annotations")?,
+        ends_at: r.get("ends_at"),
+        generator_url: r.get("generator_url"),
+        received_at: r.get("received_at"),
+        fingerprint,
+    })
 }
 
 /// Runs one write on `c` (a connection or a transaction).
