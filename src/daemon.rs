@@ -169,6 +169,9 @@ pub struct RunOptions {
     pub reload: Option<(Loader, ReloadHandle, ReloadRequests)>,
     /// Page these instead of the configured notifiers (`medic test`).
     pub notifiers: Option<HashMap<String, Arc<dyn Notifier>>>,
+    /// Do not schedule the config's jobs (`medic test`, `medic drill`:
+    /// a simulated week must not take real backups).
+    pub no_jobs: bool,
 }
 
 /// Opens the store and runs `loaded` until `shutdown`.
@@ -297,6 +300,9 @@ pub async fn run_with_options(
     drop(tx);
     let (control_tx, control_rx) = mpsc::channel(1);
     let mut engine_task = tasks.spawn(engine.run_controlled(rx, control_rx));
+    if !options.no_jobs {
+        crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
+    }
     tracing::info!("medic running");
     let mut running: Vec<String> = engine_names;
     notify::ready(&format!("running {} scenarios", running.len()));
@@ -523,6 +529,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.http != new.http {
         v.push("http".to_string());
+    }
+    if old.jobs != new.jobs {
+        v.push("jobs".to_string());
     }
     if old.limits.actions_in_flight != new.limits.actions_in_flight {
         v.push("limits.actions_in_flight".to_string());
