@@ -35,11 +35,13 @@ struct Server {
 impl Server {
     async fn start(store: Arc<dyn Store>) -> Server {
         let (_tx, readiness) = tokio::sync::watch::channel(Readiness::default());
+        let (_tx, scenarios) = tokio::sync::watch::channel(Vec::new());
         let app = server::router(AppState {
             store,
             clock: Clock::system(),
             readiness,
             reload: None,
+            scenarios,
         });
         let stop = CancellationToken::new();
         let (addr, _) = server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
