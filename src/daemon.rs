@@ -256,6 +256,7 @@ pub async fn run_with_options(
     crate::metrics::reloads(&readiness.reloads);
     crate::metrics::leadership(None);
     let (ready_tx, ready_rx) = watch::channel(readiness);
+    attach_store(&runtimes, &store);
     let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
     let server_stop = CancellationToken::new();
     let server = match &config.http {
@@ -540,6 +541,7 @@ async fn reload(
     ready: &watch::Sender<Readiness>,
     control: Option<(&mpsc::Sender<Control>, Arc<dyn Store>)>,
     pager: impl Fn(&Config, Arc<dyn Store>) -> Arc<Pager>,
+    store: &Arc<dyn Store>,
 ) -> Result<ReloadResult, ()> {
     let load = loader.clone();
     let loaded = match tokio::task::spawn_blocking(move || load()).await {

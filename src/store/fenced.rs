@@ -237,4 +237,14 @@ impl Store for Fenced {
     async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
         self.inner.fenced(term, write).await
     }
+
+    /// Alertmanager intake is not an action: it passes through unfenced
+    /// (any replica may receive a delivery).
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        self.inner.record_alerts(alerts).await
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.inner.firing_alerts().await
+    }
 }
