@@ -362,7 +362,7 @@ pub async fn run_with_options(
                 notify::reloading();
                 let control = term.as_ref().map(|t| (&t.control, t.store.clone()));
                 let names: Vec<String> = running.iter().map(|r| r.scenario.name.clone()).collect();
-                let outcome = reload(loader, &current, &names, &ready_tx, control, |c, s| pager(c, s, &clock)).await;
+                let outcome = reload(loader, &current, &names, &ready_tx, control, |c, s| pager(c, s, &clock), &store).await;
                 let outcome = match outcome {
                     Ok((outcome, new)) => {
                         if let Some((config, reloaded, runtimes)) = new {
@@ -600,6 +600,7 @@ async fn reload(
     for what in &needs_restart {
         tracing::warn!("reload: {what} changed; it takes effect only after a restart");
     }
+    attach_store(&loaded.runtimes, store);
     let runtimes = loaded.runtimes.clone();
     let (reloaded, added, removed, closed) = match control {
         Some((control, store)) => {

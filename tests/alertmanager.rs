@@ -35,7 +35,6 @@ struct Server {
 impl Server {
     async fn start(store: Arc<dyn Store>) -> Server {
         let (_tx, readiness) = tokio::sync::watch::channel(Readiness::default());
-        let (_tx, scenarios) = tokio::sync::watch::channel(Vec::new());
         let app = server::router(AppState {
             store,
             clock: Clock::system(),
