@@ -26,7 +26,10 @@
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
 //! - [`jobs`]: scheduled disaster-recovery jobs (backups, verification, restore tests).
 //! - [`drill`]: `medic drill`, injected failures with measured detection and recovery.
-//! - [`server`]: the HTTP surface (health, readiness, webhooks, API).
+//! - [`lead`]: leadership (advisory lock, Kubernetes Lease, single) and fencing terms.
+//! - [`metrics`]: medic's own Prometheus metrics, served on `/metrics`.
+//! - [`server`]: the HTTP surface (health, readiness, metrics, incidents API, status page, webhooks).
+//! - [`ops`]: operator tools: the API client behind the CLI and `medic report`.
 //! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
 //! - [`ruletest`]: `medic test`, rule unit tests on a simulated clock.
 //! - [`reload`]: live reload of config and rules (SIGHUP, `POST /-/reload`).
