@@ -249,7 +249,17 @@ pub async fn run_with_options(
         },
     };
     let (ready_tx, ready_rx) = watch::channel(readiness);
+    // One pager for the daemon's life: reloads reconfigure it, and its
+    // dispatcher is the only sender of pages.
+    let the_pager = Arc::new(match &options.notifiers {
+        Some(n) => Pager::with_notifiers(config, n.clone(), store.clone(), clock.clone()),
+        None => Pager::new(config, store.clone(), clock.clone()),
+    });
     let server_stop = CancellationToken::new();
+    let api_token = match config.http.as_ref().and_then(|h| h.api_token.as_ref()) {
+        Some(t) => Some(Arc::new(t.resolve().context("reading http.api_token")?)),
+        None => None,
+    };
     let server = match &config.http {
         Some(http) => {
             let app = server::router(AppState {
@@ -257,6 +267,8 @@ pub async fn run_with_options(
                 clock: clock.clone(),
                 readiness: ready_rx,
                 reload: reload_handle,
+                pager: Some(the_pager.clone()),
+                api_token,
             });
             let (_, handle) = server::serve(http.listen, app, server_stop.clone())
                 .await
@@ -271,16 +283,15 @@ pub async fn run_with_options(
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
     let pager = |config: &Config| {
-        let p = match &options.notifiers {
-            Some(n) => Pager::with_notifiers(config, n.clone(), store.clone(), clock.clone()),
-            None => Pager::new(config, store.clone(), clock.clone()),
-        };
-        Arc::new(p)
+        the_pager.reconfigure(config);
+        the_pager.clone()
     };
+    let pager_stop = CancellationToken::new();
+    let dispatcher = tokio::spawn(the_pager.clone().run(pager_stop.clone()));
     let shared = Shared {
         store: store.clone(),
         clock: clock.clone(),
-        pager: pager(config),
+        pager: the_pager.clone(),
         actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
         bounds: Arc::new(remedy::bounds::Bounds::new(config)),
         stop: stop.clone(),
@@ -362,6 +373,10 @@ pub async fn run_with_options(
         kill.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
     }
+    // Notices enqueued while stopping (resolutions) go out first, briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(2), the_pager.idle()).await;
+    pager_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), dispatcher).await;
     server_stop.cancel();
     if let Some(h) = server {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;

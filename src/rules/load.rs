@@ -28,6 +28,8 @@
 //!     verify: { clears: redis_down, within: 60s }  # default: the `when` symptoms, 5m
 //!     limit: { attempts: 2, per: 1h, cooldown: 2m } # default 3 per 1h, no cooldown
 //!     approval: required                 # default none
+//!     approval_timeout: 30m              # default 30m; then on_timeout:
+//!     on_timeout: escalate               # default escalate; or reject (next step)
 //!     mode: dry-run                      # optional: overrides the scenario's
 //!     then: stop                         # default stop; or continue (see below)
 //! max_acting: 1                          # default 1: incidents of this scenario acting at once
@@ -67,7 +69,10 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 use serde::de::DeserializeOwned;
 
-use super::model::{Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When};
+use super::model::{
+    Approval, ApprovalPolicy, Limit, Mode, OnTimeout, Scenario, Severity, Step, Symptom, Then,
+    Verify, When,
+};
 use super::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::check::CheckSpec;
 use crate::config::Config;
@@ -91,7 +96,16 @@ const SCENARIO_FIELDS: &[&str] = &[
 ];
 const SYMPTOM_FIELDS: &[&str] = &["check", "every", "timeout", "for", "clear_for"];
 const STEP_FIELDS: &[&str] = &[
-    "name", "action", "timeout", "verify", "limit", "approval", "mode", "then",
+    "name",
+    "action",
+    "timeout",
+    "verify",
+    "limit",
+    "approval",
+    "approval_timeout",
+    "on_timeout",
+    "mode",
+    "then",
 ];
 const VERIFY_FIELDS: &[&str] = &["clears", "within"];
 const LIMIT_FIELDS: &[&str] = &["attempts", "per", "cooldown"];
@@ -772,14 +786,48 @@ impl Cx<'_> {
         };
         let verify = self.verify(m, defined, when, then);
         let limit = self.limit(m);
-        let approval = match self.optional(m, "approval") {
+        let mut approval = match self.optional(m, "approval") {
             Some(n) => self.choice(
                 n,
                 "approval",
-                &[("none", Approval::None), ("required", Approval::Required)],
+                &[
+                    ("none", Approval::None),
+                    ("required", Approval::Required(ApprovalPolicy::default())),
+                ],
             ),
             None => Some(Approval::None),
         };
+        for field in ["approval_timeout", "on_timeout"] {
+            let Some(n) = self.optional(m, field) else {
+                continue;
+            };
+            match &mut approval {
+                Some(Approval::Required(policy)) if field == "approval_timeout" => {
+                    match self.positive_dur(n, field) {
+                        Some(d) => policy.timeout = d,
+                        None => approval = None,
+                    }
+                }
+                Some(Approval::Required(policy)) => {
+                    match self.choice(
+                        n,
+                        field,
+                        &[
+                            ("reject", OnTimeout::Reject),
+                            ("escalate", OnTimeout::Escalate),
+                        ],
+                    ) {
+                        Some(t) => policy.on_timeout = t,
+                        None => approval = None,
+                    }
+                }
+                Some(Approval::None) => {
+                    self.err(pos(n), format!("{field} needs `approval: required`"));
+                    approval = None;
+                }
+                None => {}
+            }
+        }
         let mode = match self.optional(m, "mode") {
             Some(n) => self.mode(n).map(Some),
             None => Some(None),

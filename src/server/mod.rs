@@ -3,7 +3,9 @@
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
 //! and one line in [`router`].
 
+pub mod incidents;
 pub mod reload;
+pub mod slack;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +22,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::page::Pager;
 use crate::reload::{ReloadHandle, ReloadStats};
+use crate::secret::Secret;
 use crate::store::Store;
 
 /// What `/readyz` reports besides store reachability.
@@ -47,6 +51,10 @@ pub struct AppState {
     pub readiness: watch::Receiver<Readiness>,
     /// Queues reloads (`POST /-/reload`); `None` when reload is off.
     pub reload: Option<ReloadHandle>,
+    /// Takes human decisions (incident API, Slack buttons); `None`: refused.
+    pub pager: Option<Arc<Pager>>,
+    /// `http.api_token`, resolved: mutating API calls must present it.
+    pub api_token: Option<Arc<Secret>>,
 }
 
 /// Every route medic serves.
@@ -55,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(reload::router())
+        .merge(incidents::router())
+        .merge(slack::router())
         .with_state(state)
 }
 
