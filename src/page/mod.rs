@@ -448,17 +448,18 @@ impl Pager {
     }
 
     /// Notifiers that were paged about `id` (pages sent or on their way).
-    async fn paged(&self, id: IncidentId) -> Result<BTreeSet<String>, StoreError> {
-        Ok(self
-            .store
-            .outbox_of(id)
-            .await?
-            .into_iter()
-            .filter(|e| {
-                e.kind == "page" && matches!(e.state, OutboxState::Sent | OutboxState::Pending)
-            })
-            .map(|e| e.notifier)
-            .collect())
+    /// In the order first paged.
+    async fn paged(&self, id: IncidentId) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for e in self.store.outbox_of(id).await? {
+            if e.kind == "page"
+                && matches!(e.state, OutboxState::Sent | OutboxState::Pending)
+                && !out.contains(&e.notifier)
+            {
+                out.push(e.notifier);
+            }
+        }
+        Ok(out)
     }
 
     /// Tells everyone paged about `id` that it changed (messages updated in
