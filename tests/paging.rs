@@ -230,7 +230,7 @@ async fn ack_at_20_minutes_stops_level_3_and_resolution_reaches_everyone_paged()
         ],
         "no CTO page after the acknowledgement; nothing after the resolution"
     );
-    let log = r.log.lock().unwrap();
+    let log = r.log.lock().unwrap().clone();
     // Level names reach the notifiers; the status update carries the
     // timeline since the escalation started (the acknowledgement).
     assert_eq!(log[1].4.level_name.as_deref(), Some("technical lead"));
@@ -250,7 +250,6 @@ async fn ack_at_20_minutes_stops_level_3_and_resolution_reaches_everyone_paged()
             .starts_with("status update 1: App down is acknowledged")
     );
     assert!(log[6].4.text.contains("MISSED RTO 15m"));
-    drop(log);
     // The level 3 timer was cancelled by the acknowledgement.
     let outbox = r.store.outbox_of(inc.id).await.unwrap();
     let l3 = outbox
