@@ -458,6 +458,10 @@ impl Pager {
                     json!({ "step": step, "request": request, "awaiting": true, "timeout": policy.timeout.to_string() }),
                 )
                 .await?;
+                // Updates first (to whoever was paged before), then the
+                // chain: its first page already shows the buttons.
+                self.changed(id, "approval", &format!("step {step} awaits approval"))
+                    .await?;
                 if let Some(inc) = self.store.incident(id).await? {
                     if !matches!(
                         inc.state,
@@ -473,8 +477,6 @@ impl Pager {
                     let inc = self.store.incident(id).await?.unwrap_or(inc);
                     self.escalate(&inc, &policy, now, true).await?;
                 }
-                self.changed(id, "approval", &format!("step {step} awaits approval"))
-                    .await?;
                 (request, now)
             }
         };

@@ -33,7 +33,10 @@ impl Req {
             "chat.postMessage" if self.body["thread_ts"].is_string() => {
                 "chat.postMessage(thread)".into()
             }
-            "pagerduty" => format!("pagerduty:{}", self.body["event_action"].as_str().unwrap_or("?")),
+            "pagerduty" => format!(
+                "pagerduty:{}",
+                self.body["event_action"].as_str().unwrap_or("?")
+            ),
             w => w.to_string(),
         }
     }
@@ -116,7 +119,13 @@ impl Fakes {
         self.0.lock().unwrap().reqs.clear();
     }
 
-    fn record(&self, what: &str, headers: &HeaderMap, query: String, body: Value) -> Option<Response> {
+    fn record(
+        &self,
+        what: &str,
+        headers: &HeaderMap,
+        query: String,
+        body: Value,
+    ) -> Option<Response> {
         let mut g = self.0.lock().unwrap();
         g.reqs.push(Req {
             what: what.into(),
@@ -173,7 +182,8 @@ async fn slack(
             g.next_ts += 1;
             let ts = format!("1700000000.{:06}", g.next_ts);
             let thread = body["thread_ts"].as_str().map(String::from);
-            g.messages.push((ts.clone(), thread, body["metadata"].clone()));
+            g.messages
+                .push((ts.clone(), thread, body["metadata"].clone()));
             json!({ "ok": true, "channel": body["channel"], "ts": ts })
         }
         "chat.update" => json!({ "ok": true, "channel": body["channel"], "ts": body["ts"] }),
@@ -198,7 +208,11 @@ async fn slack(
             json!({ "ok": true, "messages": ms })
         }
         "usergroups.users.list" => {
-            let users = g.groups.get(&param("usergroup")).cloned().unwrap_or_default();
+            let users = g
+                .groups
+                .get(&param("usergroup"))
+                .cloned()
+                .unwrap_or_default();
             json!({ "ok": true, "users": users })
         }
         _ => json!({ "ok": false, "error": "unknown_method" }),
