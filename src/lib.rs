@@ -24,6 +24,8 @@
 //! - [`page`]: notifiers and escalation.
 //! - [`engine`]: symptom state machines, scenario matching, incident life cycle.
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
+//! - [`jobs`]: scheduled disaster-recovery jobs (backups, verification, restore tests).
+//! - [`drill`]: `medic drill`, injected failures with measured detection and recovery.
 //! - [`server`]: the HTTP surface (health, readiness, webhooks, API).
 //! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
 //! - [`ruletest`]: `medic test`, rule unit tests on a simulated clock.
@@ -39,6 +41,7 @@ pub mod daemon;
 pub mod diag;
 pub mod duration;
 pub mod engine;
+pub mod jobs;
 pub mod logging;
 pub mod notify;
 pub mod page;

@@ -9,6 +9,7 @@
 //! this build cannot run that kind yet.
 
 pub mod alert;
+pub mod backup;
 pub mod dns;
 pub mod http;
 pub mod kubernetes;
@@ -143,6 +144,7 @@ pub enum CheckSpec {
     Kubernetes(kubernetes::KubernetesParams),
     Dns(dns::DnsParams),
     Alert(alert::AlertParams),
+    Backup(backup::BackupParams),
 }
 
 impl CheckSpec {
@@ -157,6 +159,7 @@ impl CheckSpec {
         "kubernetes",
         "dns",
         "alert",
+        "backup",
     ];
 
     /// The kind's name as written in rule files.
@@ -171,6 +174,7 @@ impl CheckSpec {
             CheckSpec::Kubernetes(_) => "kubernetes",
             CheckSpec::Dns(_) => "dns",
             CheckSpec::Alert(_) => "alert",
+            CheckSpec::Backup(_) => "backup",
         }
     }
 
@@ -184,7 +188,7 @@ impl CheckSpec {
             CheckSpec::Scrape(p) => p.target.as_deref(),
             CheckSpec::Postgres(p) => Some(&p.target),
             CheckSpec::Kubernetes(p) => Some(&p.target),
-            CheckSpec::Dns(_) | CheckSpec::Alert(_) => None,
+            CheckSpec::Dns(_) | CheckSpec::Alert(_) | CheckSpec::Backup(_) => None,
         }
     }
 }
@@ -218,6 +222,7 @@ pub fn build(
         CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
             p, timeout, config,
         )?)),
+        CheckSpec::Backup(p) => Ok(Arc::new(backup::BackupCheck::build(p, config)?)),
         other => Err(BuildError::NotImplemented(other.kind())),
     }
 }

@@ -940,7 +940,7 @@ impl Cx<'_> {
     fn check(&mut self, node: &Node) -> Option<CheckSpec> {
         let m = self.mapping(
             node,
-            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert",
+            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert, backup",
         )?;
         let mut entries = m.iter();
         let Some((k, v)) = entries.next() else {
@@ -981,6 +981,7 @@ impl Cx<'_> {
             "kubernetes" => CheckSpec::Kubernetes(self.params(p, &[])?),
             "dns" => CheckSpec::Dns(self.params(p, &[])?),
             "alert" => CheckSpec::Alert(self.params(p, &[])?),
+            "backup" => CheckSpec::Backup(self.params(p, &[])?),
             _ => return None,
         };
         let before = self.out.len();
@@ -1216,6 +1217,37 @@ impl Cx<'_> {
                             item_pos(p, "expect", i),
                             format!("{a:?} is not an IP address"),
                         );
+                    }
+                }
+            }
+            CheckSpec::Backup(b) => {
+                if let Some(cfg) = self.config {
+                    match cfg.jobs.get(&b.job) {
+                        Some(j) if j.verify.is_some() => {}
+                        Some(_) => self.err(
+                            field_pos(p, "job"),
+                            format!("job {:?} is not a backup.verify job", b.job),
+                        ),
+                        None => {
+                            let known: Vec<&str> = cfg
+                                .jobs
+                                .iter()
+                                .filter(|(_, j)| j.verify.is_some())
+                                .map(|(n, _)| n.as_str())
+                                .collect();
+                            self.err(
+                                field_pos(p, "job"),
+                                format!(
+                                    "unknown job {:?} (backup.verify jobs in the config: {})",
+                                    b.job,
+                                    if known.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        known.join(", ")
+                                    }
+                                ),
+                            );
+                        }
                     }
                 }
             }
