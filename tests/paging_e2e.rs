@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::fake_paging::Fakes;
 use medic::clock::Clock;
 use medic::server::slack::sign;
-use medic::store::{IncidentState, MemoryStore, Store};
+use medic::store::{IncidentState, MemoryStore, OutboxState, Store};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -600,4 +600,131 @@ fn the_fixture_signing_vectors_verify() {
             .is_err()
         );
     }
+}
+
+/// PagerDuty: 500 and 429 are retried (the 429 after its Retry-After),
+/// with the same dedup_key; a 400 is never retried. Slack: a 429 is
+/// retried after Retry-After. Webhooks carry the outbox key as
+/// Idempotency-Key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_follow_status_codes_and_retry_after() {
+    let (fakes, base) = Fakes::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+notifiers:
+  pd:
+    pagerduty: {{ routing_key: {{ file: {pd} }}, url: "{base}/v2/enqueue" }}
+  pd-bad:
+    pagerduty: {{ routing_key: {{ file: {pd} }}, url: "{base}/v2/enqueue" }}
+  chat:
+    slack: {{ token: {{ file: {slack} }}, channel: C1, api_url: "{base}/api" }}
+  hook:
+    webhook: {{ url: "{base}/hook" }}
+escalation:
+  default:
+    levels:
+      - {{ after: 0s, notify: [pd, chat, hook] }}
+      - {{ after: 6s, notify: [pd-bad] }}
+"#,
+        pd = secret_file(dir.path(), "pd", "R0UTINGKEY"),
+        slack = secret_file(dir.path(), "slack", "xoxb-test"),
+    );
+    let config = medic::config::load_str("medic.yaml", &config).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let pager = Arc::new(medic::page::Pager::new(
+        &config,
+        store.clone(),
+        Clock::system(),
+    ));
+    let stop = CancellationToken::new();
+    tokio::spawn(pager.clone().run(stop.clone()));
+    fakes.script("pagerduty", &[(500, None), (429, Some(2))]);
+    fakes.script("chat.postMessage", &[(429, Some(1))]);
+    let (inc, _) = store
+        .open_incident(medic::store::NewIncident {
+            scenario: "x".into(),
+            instance: String::new(),
+            severity: "warning".into(),
+            summary: "X down".into(),
+            at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    store
+        .set_state(inc.id, IncidentState::Escalated, chrono::Utc::now())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    pager
+        .escalate(&inc, "default", chrono::Utc::now(), true)
+        .await
+        .unwrap();
+    // The second level's PagerDuty answers 400: after the first level's
+    // three tries (500, 429, 202).
+    let f = fakes.clone();
+    common::eventually(Duration::from_secs(20), "three PagerDuty tries", || {
+        let f = f.clone();
+        async move {
+            f.requests()
+                .iter()
+                .filter(|r| r.what == "pagerduty")
+                .count()
+                >= 3
+        }
+    })
+    .await;
+    fakes.script("pagerduty", &[(400, None)]);
+    let s = store.clone();
+    common::eventually(Duration::from_secs(20), "every page settled", || {
+        let s = s.clone();
+        async move {
+            let o = s.outbox_of(1).await.unwrap();
+            o.iter().filter(|e| e.kind == "page").count() == 4
+                && o.iter().all(|e| e.state != OutboxState::Pending)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reqs = fakes.requests();
+    let pd: Vec<_> = reqs.iter().filter(|r| r.what == "pagerduty").collect();
+    assert_eq!(pd.len(), 4, "500, 429, 202, then one 400 never retried");
+    assert!(
+        pd.iter()
+            .all(|r| r.body["dedup_key"] == format!("medic-{}-x", inc.id))
+    );
+    assert_eq!(pd[0].body["payload"]["severity"], "warning");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 2 respected"
+    );
+    let posts = reqs
+        .iter()
+        .filter(|r| r.what == "chat.postMessage" && r.body["thread_ts"].is_null())
+        .count();
+    assert_eq!(posts, 2, "one 429, then the message (once)");
+    let hook = reqs.iter().find(|r| r.what == "hook").unwrap();
+    assert_eq!(
+        hook.headers["idempotency-key"],
+        format!("{}:page:e0:r0:l1:hook", inc.id)
+    );
+    assert_eq!(hook.body["kind"], "page");
+    let outbox = store.outbox_of(inc.id).await.unwrap();
+    let bad = outbox.iter().find(|e| e.notifier == "pd-bad").unwrap();
+    assert_eq!(bad.state, OutboxState::Failed);
+    assert_eq!(bad.attempts, 1);
+    assert!(bad.detail.contains("HTTP 400"), "{}", bad.detail);
+    let good = outbox
+        .iter()
+        .find(|e| e.notifier == "pd" && e.kind == "page")
+        .unwrap();
+    assert_eq!((good.state, good.attempts), (OutboxState::Sent, 3));
+    let timeline = store.timeline(inc.id).await.unwrap();
+    assert!(
+        timeline.iter().any(|e| e
+            .message
+            .starts_with("paging level 2 via pd-bad failed: PagerDuty: HTTP 400")),
+        "{timeline:#?}"
+    );
+    stop.cancel();
 }

@@ -436,6 +436,17 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
     let Some((view, timeline)) = view(p, id).await? else {
         return mark(p, e, OutboxState::Failed, "incident not found").await;
     };
+    if kind == NoticeKind::Resolution
+        && !p
+            .store
+            .outbox_of(id)
+            .await?
+            .iter()
+            .any(|o| o.kind == "page" && o.notifier == e.notifier && o.state == OutboxState::Sent)
+    {
+        // Its page never went out (resolved first): nothing to resolve.
+        return mark(p, e, OutboxState::Cancelled, "never paged").await;
+    }
     if kind == NoticeKind::Page
         && matches!(
             view.incident.state,
