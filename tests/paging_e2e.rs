@@ -728,3 +728,85 @@ escalation:
     );
     stop.cancel();
 }
+
+/// Benchmark (run with `--ignored --nocapture`): 200 concurrent, correctly
+/// signed button clicks on one incident; the time until each is answered
+/// (the decision itself runs after the answer). Three rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_slack_interaction_ack_latency_under_200_concurrent_clicks() {
+    let m = start().await;
+    let id = m.incident_id().await;
+    m.wait_requests(3).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    let mut all = Vec::new();
+    // Round 0 opens the connections (Slack keeps them alive too); rounds
+    // 1-3 are measured.
+    for round in 0..4 {
+        let now = chrono::Utc::now().timestamp();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let body = click_body(&format!("U{round}X{i:04}"), "acknowledge", &id.to_string());
+            let sig = sign(SECRET, &now.to_string(), body.as_bytes());
+            let (client, url) = (client.clone(), m.url.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let r = client
+                    .post(format!("{url}/slack/interactions"))
+                    .header("x-slack-request-timestamp", now.to_string())
+                    .header("x-slack-signature", sig)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                t.elapsed()
+            }));
+        }
+        for t in tasks {
+            let took = t.await.unwrap();
+            if round > 0 {
+                all.push(took);
+            }
+        }
+    }
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    println!(
+        "slack interaction ack latency, 3 rounds x 200 concurrent clicks: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        all.last().unwrap().as_secs_f64() * 1e3
+    );
+    // The same clicks one at a time: the cost of one answer.
+    let mut one = Vec::new();
+    for i in 0..100 {
+        let now = chrono::Utc::now().timestamp();
+        let body = click_body(&format!("U9S{i:04}"), "acknowledge", &id.to_string());
+        let sig = sign(SECRET, &now.to_string(), body.as_bytes());
+        let t = std::time::Instant::now();
+        let r = client
+            .post(format!("{}/slack/interactions", m.url))
+            .header("x-slack-request-timestamp", now.to_string())
+            .header("x-slack-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        one.push(t.elapsed());
+    }
+    one.sort();
+    println!(
+        "one click at a time: p50 {:.2} ms, p99 {:.2} ms",
+        one[50].as_secs_f64() * 1e3,
+        one[99].as_secs_f64() * 1e3
+    );
+    // Exactly one acknowledgement was recorded, by the first clicker.
+    let timeline = m.store.timeline(id).await.unwrap();
+    assert_eq!(timeline.iter().filter(|e| e.kind == "decision").count(), 1);
+    m.stop().await;
+}

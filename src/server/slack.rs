@@ -15,7 +15,7 @@
 //! pager.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,6 +26,7 @@ use axum::{Extension, Router};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
 
 use super::AppState;
 use crate::page::{Decision, DecisionKind, Pager};
@@ -98,11 +99,56 @@ impl Seen {
     }
 }
 
+/// Clicks waiting to be decided, one at a time, off the request path: the
+/// answer to Slack never waits for the store or for Slack's API, and a
+/// burst of clicks does not starve the answers.
+type Queue = mpsc::Sender<(Arc<Pager>, crate::config::SlackApp, Click)>;
+
+/// What the route keeps between requests.
+#[derive(Default)]
+struct Interactions {
+    seen: Seen,
+    queue: OnceLock<Queue>,
+    /// The signing secret, read once (per reload) instead of per request.
+    secret: Mutex<Option<(crate::secret::SecretRef, Arc<crate::secret::Secret>)>>,
+}
+
+impl Interactions {
+    fn queue(&self) -> &Queue {
+        self.queue.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<(Arc<Pager>, crate::config::SlackApp, Click)>(4096);
+            tokio::spawn(async move {
+                while let Some((pager, app, click)) = rx.recv().await {
+                    if let Err(e) = act(&pager, &app, click).await {
+                        tracing::warn!(error = %e, "slack interaction: could not answer the clicker");
+                    }
+                }
+            });
+            tx
+        })
+    }
+
+    fn secret(
+        &self,
+        r: &crate::secret::SecretRef,
+    ) -> Result<Arc<crate::secret::Secret>, crate::secret::SecretError> {
+        let mut g = self.secret.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, s)) = g.as_ref()
+            && known == r
+        {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(r.resolve()?);
+        *g = Some((r.clone(), s.clone()));
+        Ok(s)
+    }
+}
+
 /// The interactions route.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/slack/interactions", post(interactions))
-        .layer(Extension(Arc::new(Seen::default())))
+        .layer(Extension(Arc::new(Interactions::default())))
 }
 
 fn refuse(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -176,7 +222,7 @@ fn parse(body: &[u8]) -> Result<Click, String> {
 
 async fn interactions(
     State(st): State<AppState>,
-    Extension(seen): Extension<Arc<Seen>>,
+    Extension(ix): Extension<Arc<Interactions>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -189,7 +235,7 @@ async fn interactions(
             "Slack interactivity is not configured (config `slack:`)",
         );
     };
-    let secret = match app.signing_secret.resolve() {
+    let secret = match ix.secret(&app.signing_secret) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("slack.signing_secret: {e}");
@@ -211,7 +257,7 @@ async fn interactions(
     ) {
         return refuse(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    if !seen.first(signature.unwrap_or_default(), now) {
+    if !ix.seen.first(signature.unwrap_or_default(), now) {
         return refuse(
             StatusCode::UNAUTHORIZED,
             SignatureError::Replayed.to_string(),
@@ -221,11 +267,12 @@ async fn interactions(
         Ok(c) => c,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
     };
-    tokio::spawn(async move {
-        if let Err(e) = act(&pager, &app, click).await {
-            tracing::warn!(error = %e, "slack interaction: could not answer the clicker");
-        }
-    });
+    if ix.queue().try_send((pager, app, click)).is_err() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many clicks waiting; try again in a moment",
+        );
+    }
     StatusCode::OK.into_response()
 }
 
