@@ -810,3 +810,100 @@ async fn bench_slack_interaction_ack_latency_under_200_concurrent_clicks() {
     assert_eq!(timeline.iter().filter(|e| e.kind == "decision").count(), 1);
     m.stop().await;
 }
+
+/// A crash right after Slack took a post but before medic stored its ts:
+/// the retried page finds the message (and its thread reply) by their
+/// metadata and posts neither again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_reply_was_lost_is_found_not_posted_again() {
+    let (fakes, base) = Fakes::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "notifiers:\n  chat:\n    slack: {{ token: {{ file: {} }}, channel: C1, api_url: \"{base}/api\" }}\n\
+         escalation:\n  default:\n    levels:\n      - {{ after: 0s, notify: [chat] }}\n",
+        secret_file(dir.path(), "slack", "xoxb-test"),
+    );
+    let config = medic::config::load_str("medic.yaml", &config).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let (inc, _) = store
+        .open_incident(medic::store::NewIncident {
+            scenario: "x".into(),
+            instance: String::new(),
+            severity: "high".into(),
+            summary: "X down".into(),
+            at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    // What the crashed run left: the page entry, one attempt started...
+    let (page, _) = store
+        .outbox_enqueue(medic::store::NewOutbox {
+            incident_id: inc.id,
+            key: format!("{}:page:e0:r0:l1:chat", inc.id),
+            notifier: "chat".into(),
+            kind: "page".into(),
+            due_at: chrono::Utc::now(),
+            payload: json!({ "level": 1, "round": 0, "seq": 0, "text": "level 1 paged" }),
+        })
+        .await
+        .unwrap();
+    store
+        .outbox_mark(
+            page.id,
+            medic::store::OutboxMark {
+                state: OutboxState::Pending,
+                attempts: 1,
+                due_at: page.due_at,
+                detail: "sending".into(),
+                at: chrono::Utc::now(),
+            },
+        )
+        .await
+        .unwrap();
+    // ...and what Slack got before the crash: the message and its reply.
+    let c = reqwest::Client::new();
+    let top: Value = c
+        .post(format!("{base}/api/chat.postMessage"))
+        .bearer_auth("xoxb-test")
+        .json(&json!({ "channel": "C1", "text": "x", "metadata": { "event_type": "medic_incident", "event_payload": { "incident": inc.id } } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    c.post(format!("{base}/api/chat.postMessage"))
+        .bearer_auth("xoxb-test")
+        .json(&json!({ "channel": "C1", "thread_ts": top["ts"], "text": "x", "metadata": { "event_type": "medic_notice", "event_payload": { "key": page.key } } }))
+        .send()
+        .await
+        .unwrap();
+    fakes.clear();
+    let pager = Arc::new(medic::page::Pager::new(
+        &config,
+        store.clone(),
+        Clock::system(),
+    ));
+    let stop = CancellationToken::new();
+    tokio::spawn(pager.clone().run(stop.clone()));
+    let s = store.clone();
+    common::eventually(Duration::from_secs(10), "the page settled", || {
+        let s = s.clone();
+        async move { s.outbox_pending().await.unwrap().is_empty() }
+    })
+    .await;
+    assert_eq!(
+        fakes.shorts(),
+        [
+            "conversations.history",
+            "chat.update",
+            "conversations.replies"
+        ],
+        "found, updated in place, reply already there: nothing posted"
+    );
+    let refs = store.page_refs(inc.id).await.unwrap();
+    assert_eq!(refs["chat"]["ts"], top["ts"]);
+    let entry = &store.outbox_of(inc.id).await.unwrap()[0];
+    assert_eq!((entry.state, entry.attempts), (OutboxState::Sent, 2));
+    stop.cancel();
+}
