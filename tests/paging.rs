@@ -352,3 +352,38 @@ async fn a_stale_acknowledgement_reopens_and_escalate_now_pages_at_once() {
     assert_eq!(r.seen().iter().filter(|x| x.1 == "cto").count(), 1);
     r.stop.cancel();
 }
+
+/// A human's Resolve on an incident no task is driving here: it is
+/// resolved, with who did it, and everyone paged hears it; clicking again
+/// changes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_human_resolve_reaches_everyone_paged() {
+    let (r, _) = rig(RUNBOOK);
+    let inc = r.escalated_incident().await;
+    r.until_minute(16).await;
+    let o = r.decide(inc.id, DecisionKind::Resolve, "dana").await;
+    assert_eq!(o.message, "resolved by dana via api");
+    r.until_minute(17).await;
+    let inc2 = r.store.incident(inc.id).await.unwrap().unwrap();
+    assert_eq!(inc2.state, IncidentState::Resolved);
+    let seen = r.seen();
+    assert_eq!(
+        seen[2..],
+        [
+            row(16, "oncall", NoticeKind::Resolution, 0),
+            row(16, "lead", NoticeKind::Resolution, 0)
+        ]
+    );
+    let again = r.decide(inc.id, DecisionKind::Resolve, "erin").await;
+    assert!(
+        !again.first && again.message.starts_with("already resolved by dana"),
+        "{again:?}"
+    );
+    r.until_minute(40).await;
+    assert_eq!(
+        r.seen().len(),
+        4,
+        "no CTO page, no status update once resolved"
+    );
+    r.stop.cancel();
+}

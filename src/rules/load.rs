@@ -1561,6 +1561,35 @@ targets:
             .collect()
     }
 
+    #[test]
+    fn approval_timeout_and_on_timeout_go_with_approval_required() {
+        let step = |extra: &str| {
+            MINIMAL.replace("    args: [true]\n", &format!("    args: [true]\n{extra}"))
+        };
+        let s = ok(&step("    approval: required\n"));
+        assert_eq!(
+            s.plan[0].approval,
+            Approval::Required(ApprovalPolicy::default())
+        );
+        let s = ok(&step(
+            "    approval: required\n    approval_timeout: 10m\n    on_timeout: reject\n",
+        ));
+        assert_eq!(
+            s.plan[0].approval,
+            Approval::Required(ApprovalPolicy {
+                timeout: Dur::secs(600),
+                on_timeout: OnTimeout::Reject
+            })
+        );
+        assert_eq!(
+            errors(&step("    approval_timeout: 10m\n")),
+            ["r.yaml:12:23: approval_timeout needs `approval: required`"]
+        );
+        let e = errors(&step("    approval: required\n    on_timeout: ignore\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.yaml:13:17: "), "{e:?}");
+    }
+
     /// A valid file with `{}` standing for extra lines of the first step.
     const MINIMAL: &str = "\
 scenario: s
