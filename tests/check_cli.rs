@@ -15,6 +15,10 @@ const SHIPPED_RULES: &[(&str, &str)] = &[
         include_str!("../rules/application-service-failure.yaml"),
     ),
     (
+        "rules/backup-failure.yaml",
+        include_str!("../rules/backup-failure.yaml"),
+    ),
+    (
         "rules/complete-infrastructure-failure.yaml",
         include_str!("../rules/complete-infrastructure-failure.yaml"),
     ),
@@ -79,7 +83,7 @@ fn shipped_config_and_rules_check_clean() {
     let summary = check_with_env(Some(&root().join("medic.yaml")), &[], no_env()).unwrap();
     assert_eq!(
         summary.to_string(),
-        "ok: 6 scenarios, 15 symptoms, 14 steps in 6 files"
+        "ok: 7 scenarios, 16 symptoms, 14 steps in 7 files"
     );
 }
 
@@ -210,7 +214,7 @@ fn wrong_target_kind() {
     assert_eq!(
         rule_errors(&RULE.replace("target: cache", "target: db")),
         [
-            "rules/cache.yaml:7:31: target \"db\" is a postgres target, but a redis check needs a redis target"
+            "rules/cache.yaml:7:29: target \"db\" is a postgres target, but a redis check needs a redis target"
         ]
     );
 }
@@ -257,7 +261,7 @@ escalation: pager
         [
             "rules/cache.yaml:3:11: unknown severity \"hihg\" (did you mean \"high\"?)",
             "rules/cache.yaml:4:6: duration \"5\" has no unit (write e.g. \"5s\", \"5m\" or \"5ms\")",
-            "rules/cache.yaml:7:31: target \"db\" is a postgres target, but a redis check needs a redis target",
+            "rules/cache.yaml:7:29: target \"db\" is a postgres target, but a redis check needs a redis target",
             "rules/cache.yaml:7:35: unknown field \"png\" (did you mean \"ping\"?)",
             "rules/cache.yaml:10:14: unknown check \"htp\" (did you mean \"http\"?)",
             "rules/cache.yaml:11:27: undefined symptom \"sloow\" (did you mean \"slow\"?)",
@@ -354,4 +358,23 @@ fn garbage_never_panics() {
         let _ = rules::load_str("garbage.yaml", text, &config);
         let _ = config::load_str("garbage.yaml", text);
     }
+}
+
+#[test]
+fn backup_checks_name_a_verify_job_of_the_config() {
+    let rule = |job: &str| {
+        format!(
+            "scenario: b\nsummary: s\nseverity: high\nrto: 1h\nsymptoms:\n  stale:\n    check: {{ backup: {{ job: {job} }} }}\n    every: 5m\nwhen: {{ any: [stale] }}\nplan: []\nescalation: default\n"
+        )
+    };
+    assert_eq!(
+        rule_errors(&rule("nope")),
+        [
+            "rules/cache.yaml:7:29: unknown job \"nope\" (backup.verify jobs in the config: backup-verify)"
+        ]
+    );
+    assert_eq!(
+        rule_errors(&rule("db-backup")),
+        ["rules/cache.yaml:7:29: job \"db-backup\" is not a backup.verify job"]
+    );
 }

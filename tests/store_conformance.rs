@@ -291,6 +291,95 @@ async fn job_runs(store: &dyn Store) {
     ));
 }
 
+/// Leadership terms and fencing: a deposed term's writes are refused, the
+/// store untouched; terms only grow, even when claimed concurrently.
+async fn fencing(store: Arc<dyn Store>) {
+    assert_eq!(store.current_term().await.unwrap(), None);
+    let one = store.claim_term("a", t(0)).await.unwrap();
+    let two = store.claim_term("b", t(1)).await.unwrap();
+    assert_eq!((one.term, two.term), (1, 2));
+    assert_eq!(store.current_term().await.unwrap(), Some(two.clone()));
+
+    let old = Fenced::new(store.clone(), 1);
+    let new = Fenced::new(store.clone(), 2);
+    let before = store.open_incidents().await.unwrap().len();
+    assert!(matches!(
+        old.open_incident(new_incident("fenced", "", 2)).await,
+        Err(StoreError::Fenced { term: 1, newer: 2 })
+    ));
+    assert_eq!(store.open_incidents().await.unwrap().len(), before);
+
+    // The current term writes everything.
+    let (inc, created) = new
+        .open_incident(new_incident("fenced", "", 3))
+        .await
+        .unwrap();
+    assert!(created);
+    new.set_state(inc.id, IncidentState::Remediating, t(4))
+        .await
+        .unwrap();
+    new.append(inc.id, TimelineEntry::new(t(4), "note", "leader 2"))
+        .await
+        .unwrap();
+    let mut a = attempt(inc.id, "fence:0:1", 5);
+    a.scenario = "fenced".into();
+    let first = new.begin_attempt(a.clone()).await.unwrap();
+
+    // A third term deposes the second: none of its writes land.
+    let three = store.claim_term("c", t(6)).await.unwrap();
+    assert_eq!(three.term, 3);
+    let fenced =
+        |r: Result<(), StoreError>| matches!(r, Err(StoreError::Fenced { term: 2, newer: 3 }));
+    assert!(fenced(
+        new.finish_attempt(first, AttemptOutcome::Succeeded, "ok", t(7))
+            .await
+    ));
+    assert!(fenced(
+        new.set_state(inc.id, IncidentState::Resolved, t(7)).await
+    ));
+    assert!(fenced(
+        new.append(inc.id, TimelineEntry::new(t(7), "note", "stale"))
+            .await
+    ));
+    a.key = "fence:0:2".into();
+    assert!(matches!(
+        new.begin_attempt(a).await,
+        Err(StoreError::Fenced { term: 2, newer: 3 })
+    ));
+    assert_eq!(new.refused(), 4);
+    let attempts = store.incident_attempts(inc.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, None, "still in flight");
+    let inc2 = store.incident(inc.id).await.unwrap().unwrap();
+    assert_eq!(inc2.state, IncidentState::Remediating);
+    let timeline = store.timeline(inc.id).await.unwrap();
+    assert_eq!(timeline.len(), 1);
+    // Reads through a deposed term still work.
+    assert_eq!(new.incident_attempts(inc.id).await.unwrap().len(), 1);
+
+    // The new term finishes what the old one left in flight.
+    Fenced::new(store.clone(), 3)
+        .finish_attempt(first, AttemptOutcome::Abandoned, "leader changed", t(8))
+        .await
+        .unwrap();
+
+    // Concurrent claims get distinct, growing terms.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.claim_term(&format!("r{i}"), t(9)).await.unwrap().term
+        }));
+    }
+    let mut terms = Vec::new();
+    for task in tasks {
+        terms.push(task.await.unwrap());
+    }
+    terms.sort();
+    assert_eq!(terms, (4..12).collect::<Vec<u64>>());
+    assert_eq!(store.current_term().await.unwrap().unwrap().term, 11);
+}
+
 fn entry(incident: IncidentId, key: &str, notifier: &str, due: i64) -> NewOutbox {
     NewOutbox {
         incident_id: incident,
@@ -412,6 +501,20 @@ async fn memory_store_conforms() {
 }
 
 #[tokio::test]
+async fn memory_store_fences() {
+    fencing(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    fencing(Arc::new(
+        SqliteStore::open(&dir.path().join("s.db")).await.unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test]
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     conformance(Arc::new(
@@ -435,4 +538,5 @@ async fn postgres_store_conforms() {
     // Re-opening migrates nothing and keeps the data.
     let again = PostgresStore::open(&target).await.unwrap();
     assert_eq!(again.recent_incidents(10).await.unwrap().len(), 3);
+    fencing(Arc::new(again)).await;
 }

@@ -353,6 +353,7 @@ impl Engine {
         };
         self.details[u.slot] = u.outcome;
         if let Some(tr) = tr {
+            crate::metrics::symptom_state(&self.scenarios[k].scenario.name, &name, tr.to.as_str());
             tracing::info!(
                 scenario = %self.scenarios[k].scenario.name,
                 symptom = %name,

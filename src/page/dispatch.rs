@@ -542,6 +542,7 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         attempts,
         ..e.clone()
     };
+    let started = std::time::Instant::now();
     let result = match tokio::time::timeout(SEND_TIMEOUT, notifier.send(&notice)).await {
         Ok(r) => r,
         Err(_) => Err(NotifyError::Retry {
@@ -549,6 +550,7 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
             after: None,
         }),
     };
+    crate::metrics::notification(&e.notifier, result.is_ok(), started.elapsed());
     match result {
         Ok(d) => {
             if let Some(r) = d.reference {

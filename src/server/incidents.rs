@@ -95,8 +95,11 @@ async fn decide(
             );
         }
     };
-    let Some(pager) = &st.pager else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the pager is not running");
+    let Some(pager) = st.pager.borrow().clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica is not the leader (or is starting): ask the leader",
+        );
     };
     let d = Decision {
         kind,

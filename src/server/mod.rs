@@ -4,6 +4,7 @@
 //! and one line in [`router`].
 
 pub mod incidents;
+pub mod jobs;
 pub mod reload;
 pub mod slack;
 
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::engine::ScenarioRuntime;
 use crate::page::Pager;
 use crate::reload::{ReloadHandle, ReloadStats};
 use crate::secret::Secret;
@@ -37,6 +39,8 @@ pub struct Readiness {
     pub refused: usize,
     /// `leader` or `follower` (a single replica is always the leader).
     pub role: String,
+    /// The leadership term held, when leading.
+    pub term: Option<u64>,
     /// The last failed reload, if the newest one failed.
     pub reload_error: Option<String>,
     /// Reload counters (also exported as metrics).
@@ -51,8 +55,11 @@ pub struct AppState {
     pub readiness: watch::Receiver<Readiness>,
     /// Queues reloads (`POST /-/reload`); `None` when reload is off.
     pub reload: Option<ReloadHandle>,
-    /// Takes human decisions (incident API, Slack buttons); `None`: refused.
-    pub pager: Option<Arc<Pager>>,
+    /// The scenarios loaded now (rules, limits, RTOs).
+    pub scenarios: watch::Receiver<Vec<Arc<ScenarioRuntime>>>,
+    /// The leader's pager (decisions from the incident API and Slack);
+    /// `None` on a follower or before leadership: such calls get 503.
+    pub pager: watch::Receiver<Option<Arc<Pager>>>,
     /// `http.api_token`, resolved: mutating API calls must present it.
     pub api_token: Option<Arc<Secret>>,
 }
@@ -63,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(reload::router())
+        .merge(jobs::router())
         .merge(incidents::router())
         .merge(slack::router())
         .with_state(state)

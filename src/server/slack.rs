@@ -226,8 +226,11 @@ async fn interactions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(pager) = st.pager.clone() else {
-        return refuse(StatusCode::NOT_FOUND, "the pager is not running");
+    let Some(pager) = st.pager.borrow().clone() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica is not the leader (or is starting)",
+        );
     };
     let Some(app) = pager.slack_app() else {
         return refuse(
