@@ -485,6 +485,7 @@ impl TermRun {
             kill: kill.clone(),
             tasks: tasks.clone(),
         };
+        attach_store(&runtimes, &store);
         let mut engine = Engine::new(runtimes, shared);
         engine.resume().await?;
         let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
@@ -627,6 +628,7 @@ async fn reload(
     let runtimes = loaded.runtimes.clone();
     let (reloaded, added, removed, closed) = match control {
         Some((control, store)) => {
+            attach_store(&loaded.runtimes, &store);
             let (tx, rx) = oneshot::channel();
             let request = Control::Reload {
                 scenarios: loaded.runtimes,
@@ -695,6 +697,14 @@ type ReloadResult = (
     ReloadOutcome,
     Option<(Config, Option<Reloaded>, Vec<Arc<ScenarioRuntime>>)>,
 );
+/// Gives every check the store (the `alert` check reads alerts from it).
+fn attach_store(runtimes: &[Arc<ScenarioRuntime>], store: &Arc<dyn Store>) {
+    for rt in runtimes {
+        for c in &rt.checks {
+            c.attach_store(store);
+        }
+    }
+}
 
 /// Config sections a reload cannot apply to a running daemon.
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {

@@ -214,7 +214,7 @@ fn wrong_target_kind() {
     assert_eq!(
         rule_errors(&RULE.replace("target: cache", "target: db")),
         [
-            "rules/cache.yaml:7:29: target \"db\" is a postgres target, but a redis check needs a redis target"
+            "rules/cache.yaml:7:31: target \"db\" is a postgres target, but a redis check needs a redis target"
         ]
     );
 }
@@ -261,7 +261,7 @@ escalation: pager
         [
             "rules/cache.yaml:3:11: unknown severity \"hihg\" (did you mean \"high\"?)",
             "rules/cache.yaml:4:6: duration \"5\" has no unit (write e.g. \"5s\", \"5m\" or \"5ms\")",
-            "rules/cache.yaml:7:29: target \"db\" is a postgres target, but a redis check needs a redis target",
+            "rules/cache.yaml:7:31: target \"db\" is a postgres target, but a redis check needs a redis target",
             "rules/cache.yaml:7:35: unknown field \"png\" (did you mean \"ping\"?)",
             "rules/cache.yaml:10:14: unknown check \"htp\" (did you mean \"http\"?)",
             "rules/cache.yaml:11:27: undefined symptom \"sloow\" (did you mean \"slow\"?)",

@@ -209,8 +209,86 @@ async fn conformance(store: Arc<dyn Store>) {
         [again.id, other.id]
     );
     job_runs(&*store).await;
+    alerts(store.as_ref()).await;
     outbox(&*store, other.id).await;
     store.flush().await.unwrap();
+}
+fn alert(name: &str, status: AlertStatus, starts: i64) -> AlertRecord {
+    AlertRecord {
+        fingerprint: format!("fp-{name}"),
+        starts_at: t(starts),
+        status,
+        labels: [("alertname".to_string(), name.to_string())].into(),
+        annotations: [("summary".to_string(), format!("{name} is on fire"))].into(),
+        ends_at: (status == AlertStatus::Resolved).then(|| t(starts + 100)),
+        generator_url: "http://prometheus:9090/graph".into(),
+        received_at: t(starts + 1),
+    }
+}
+
+/// Alertmanager intake: idempotent, resolved ends a firing, never revived.
+async fn alerts(store: &dyn Store) {
+    use AlertStatus::*;
+    let names = |v: Vec<AlertRecord>| -> Vec<(String, DateTime<Utc>)> {
+        v.into_iter()
+            .map(|a| (a.labels["alertname"].clone(), a.starts_at))
+            .collect()
+    };
+    assert!(store.firing_alerts().await.unwrap().is_empty());
+    let fire = alert("Fire", Firing, 0);
+    // An HA pair delivers the same group twice; one payload may repeat too.
+    store
+        .record_alerts(&[fire.clone(), alert("Smoke", Firing, 5)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[fire.clone(), fire.clone()])
+        .await
+        .unwrap();
+    let firing = store.firing_alerts().await.unwrap();
+    assert_eq!(firing.len(), 2);
+    assert_eq!(firing[0], fire, "round-trips exactly");
+    // Resolved ends it; a late duplicate firing does not revive it.
+    store
+        .record_alerts(&[alert("Fire", Resolved, 0)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(std::slice::from_ref(&fire))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.firing_alerts().await.unwrap()),
+        [("Smoke".to_string(), t(5))]
+    );
+    // It fires again later: a new firing (new startsAt).
+    store
+        .record_alerts(&[alert("Fire", Firing, 50)])
+        .await
+        .unwrap();
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 2);
+    // A resolved for a later firing ends earlier ones too, and a firing
+    // older than a recorded resolution is recorded resolved, whatever the
+    // order inside one delivery.
+    store
+        .record_alerts(&[alert("Smoke", Resolved, 60), alert("Smoke", Firing, 30)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[alert("Fire", Firing, -10)])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.firing_alerts().await.unwrap()),
+        [("Fire".to_string(), t(50))]
+    );
+    // Nothing, and a resolved alert medic never saw firing, are fine.
+    store.record_alerts(&[]).await.unwrap();
+    store
+        .record_alerts(&[alert("Ghost", Resolved, 0)])
+        .await
+        .unwrap();
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 1);
 }
 
 /// Scheduled jobs' runs: begun, timed, finished once, newest first.

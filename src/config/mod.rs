@@ -28,6 +28,11 @@ pub struct Config {
     /// relative to the config file. Default: `rules`.
     #[serde(default = "default_rules")]
     pub rules: Vec<PathBuf>,
+    /// Prometheus alerting rule files (or directories of them), relative
+    /// to the config file: their alerts can be symptoms
+    /// (`from_prometheus_rule: NAME`). `medic check` validates them.
+    #[serde(default)]
+    pub prometheus_rules: Vec<PathBuf>,
     /// Where durable state lives.
     #[serde(default)]
     pub store: StoreConfig,
@@ -108,6 +113,7 @@ impl Default for Config {
         Config {
             mode: Mode::default(),
             rules: default_rules(),
+            prometheus_rules: Vec::new(),
             store: StoreConfig::default(),
             targets: BTreeMap::new(),
             notifiers: default_notifiers(),

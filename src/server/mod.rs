@@ -3,6 +3,7 @@
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
 //! and one line in [`router`].
 
+pub mod alertmanager;
 pub mod incidents;
 pub mod jobs;
 pub mod reload;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(reload::router())
         .merge(jobs::router())
+        .merge(alertmanager::router())
         .merge(incidents::router())
         .merge(slack::router())
         .with_state(state)

@@ -216,6 +216,16 @@ impl Store for Fenced {
         self.inner.job_events(id).await
     }
 
+    /// Alert intake is not leadership work: every replica records what
+    /// Alertmanager sends it.
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        self.inner.record_alerts(alerts).await
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.inner.firing_alerts().await
+    }
+
     async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
         self.inner.claim_term(holder, at).await
     }

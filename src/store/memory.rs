@@ -12,6 +12,7 @@ struct Inner {
     incidents: Vec<Incident>,
     timelines: Vec<(IncidentId, TimelineEntry)>,
     attempts: Vec<Attempt>,
+    alerts: Vec<AlertRecord>,
     job_runs: Vec<JobRun>,
     job_events: Vec<(JobRunId, TimelineEntry)>,
     term: Option<Term>,
@@ -267,6 +268,51 @@ impl Store for MemoryStore {
             return Err(StoreError::Fenced { term, newer });
         }
         apply(&mut g, write)
+    }
+
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        for a in alerts {
+            let known = g
+                .alerts
+                .iter()
+                .position(|b| b.fingerprint == a.fingerprint && b.starts_at == a.starts_at);
+            if a.status == AlertStatus::Resolved {
+                for b in g.alerts.iter_mut().filter(|b| {
+                    b.fingerprint == a.fingerprint
+                        && b.starts_at <= a.starts_at
+                        && b.status == AlertStatus::Firing
+                }) {
+                    b.status = AlertStatus::Resolved;
+                    b.ends_at = a.ends_at;
+                }
+            }
+            if known.is_none() {
+                let mut a = a.clone();
+                // A later firing of this alert has resolved: so has this one.
+                if g.alerts.iter().any(|b| {
+                    b.fingerprint == a.fingerprint
+                        && b.status == AlertStatus::Resolved
+                        && b.starts_at >= a.starts_at
+                }) {
+                    a.status = AlertStatus::Resolved;
+                }
+                g.alerts.push(a);
+            }
+        }
+        Ok(())
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let mut v: Vec<AlertRecord> = self
+            .lock()
+            .alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.starts_at, &a.fingerprint).cmp(&(b.starts_at, &b.fingerprint)));
+        Ok(v)
     }
 
     async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {

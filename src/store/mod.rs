@@ -297,6 +297,51 @@ pub struct JobRun {
     pub data: serde_json::Value,
 }
 
+/// Whether an alert pushed by Alertmanager is firing or has resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    /// The name stored and shown (`firing`, `resolved`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    /// Parses [`AlertStatus::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "firing" => Some(AlertStatus::Firing),
+            "resolved" => Some(AlertStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// One alert as Alertmanager delivered it. `(fingerprint, starts_at)`
+/// identifies one firing of one alert: a duplicate delivery (an HA pair
+/// sends every group twice) writes nothing new.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Alertmanager's fingerprint of the label set (16 hex digits).
+    pub fingerprint: String,
+    pub starts_at: DateTime<Utc>,
+    pub status: AlertStatus,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// When it ended (resolved), or Alertmanager's expected end.
+    pub ends_at: Option<DateTime<Utc>>,
+    pub generator_url: String,
+    /// When medic first recorded it.
+    pub received_at: DateTime<Utc>,
+}
+
 /// Where an outbox entry is: waiting (due or not), or done one way or another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -582,6 +627,17 @@ pub trait Store: Send + Sync {
 
     /// Applies `write` only if no term newer than `term` was claimed, atomically ([`StoreError::Fenced`] otherwise).
     async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError>;
+
+    /// Records Alertmanager alerts, all or none, durably before it returns.
+    /// A known `(fingerprint, starts_at)` is not recorded twice; a resolved
+    /// alert ends that firing and any earlier one of the same fingerprint,
+    /// and a resolved alert never fires again (a late duplicate cannot
+    /// revive it).
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError>;
+
+    /// Every alert firing now (recorded firing, not yet resolved), oldest
+    /// first.
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
 
     /// Enqueues an outbox entry, or returns the one with the same key (true
     /// when created). An unknown incident is [`StoreError::NotFound`].

@@ -95,7 +95,25 @@ const MIGRATIONS: &[&str] = &[
         since  TIMESTAMPTZ NOT NULL
     );
     ",
-    // 4: the paging outbox and page references (see the SQLite store).
+    // 4: alerts pushed by Alertmanager (one row per firing of an alert).
+    // starts_at is RFC 3339 text with nine fractional digits: Alertmanager
+    // sends nanoseconds, TIMESTAMPTZ keeps microseconds, and the key must
+    // be exact.
+    "
+    CREATE TABLE IF NOT EXISTS medic_alerts (
+        fingerprint   TEXT NOT NULL,
+        starts_at     TEXT COLLATE \"C\" NOT NULL,
+        status        TEXT NOT NULL,
+        labels        JSONB NOT NULL,
+        annotations   JSONB NOT NULL,
+        ends_at       TIMESTAMPTZ,
+        generator_url TEXT NOT NULL,
+        received_at   TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (fingerprint, starts_at)
+    );
+    CREATE INDEX IF NOT EXISTS medic_alerts_firing ON medic_alerts (status, starts_at);
+    ",
+    // 5: the paging outbox and page references (see the SQLite store).
     "
     CREATE TABLE IF NOT EXISTS medic_outbox (
         id          BIGSERIAL PRIMARY KEY,
@@ -850,6 +868,111 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(db("commit"))?;
         Ok(written)
     }
+
+    /// One statement (the connection is shared, so no multi-statement
+    /// transaction): atomic, and no row is touched twice.
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let input: Vec<serde_json::Value> = alerts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "fingerprint": a.fingerprint,
+                    "starts_at": key_time(&a.starts_at),
+                    "status": a.status.as_str(),
+                    "labels": a.labels,
+                    "annotations": a.annotations,
+                    "ends_at": a.ends_at,
+                    "generator_url": a.generator_url,
+                    "received_at": a.received_at,
+                })
+            })
+            .collect();
+        let input = serde_json::Value::Array(input);
+        let c = self.client().await?;
+        c.execute(
+            "WITH input AS (
+                SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+                    fingerprint TEXT, starts_at TEXT, status TEXT, labels JSONB,
+                    annotations JSONB, ends_at TIMESTAMPTZ, generator_url TEXT,
+                    received_at TIMESTAMPTZ)
+            ), resolved AS (
+                SELECT DISTINCT ON (fingerprint) fingerprint, starts_at, ends_at FROM (
+                    SELECT fingerprint, starts_at, ends_at FROM input WHERE status = 'resolved'
+                    UNION ALL
+                    SELECT fingerprint, starts_at, ends_at FROM medic_alerts
+                    WHERE status = 'resolved'
+                      AND fingerprint IN (SELECT fingerprint FROM input)
+                ) r ORDER BY fingerprint, starts_at DESC
+            ), ended AS (
+                UPDATE medic_alerts a SET status = 'resolved', ends_at = r.ends_at
+                FROM resolved r
+                WHERE a.fingerprint = r.fingerprint AND a.starts_at <= r.starts_at
+                  AND a.status = 'firing'
+                RETURNING 1
+            )
+            INSERT INTO medic_alerts (fingerprint, starts_at, status, labels, annotations,
+                                      ends_at, generator_url, received_at)
+            SELECT DISTINCT ON (i.fingerprint, i.starts_at)
+                i.fingerprint, i.starts_at,
+                CASE WHEN r.starts_at IS NOT NULL AND i.starts_at <= r.starts_at
+                     THEN 'resolved' ELSE i.status END,
+                i.labels, i.annotations, i.ends_at, i.generator_url, i.received_at
+            FROM input i LEFT JOIN resolved r ON r.fingerprint = i.fingerprint
+            ORDER BY i.fingerprint, i.starts_at, (i.status = 'resolved') DESC
+            ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+            &[&input],
+        )
+        .await
+        .map_err(db("record alerts"))?;
+        Ok(())
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+             generator_url, received_at FROM medic_alerts WHERE status = 'firing' \
+             ORDER BY starts_at, fingerprint",
+            &[],
+        )
+        .await
+        .map_err(db("list firing alerts"))?
+        .iter()
+        .map(alert_row)
+        .collect()
+    }
+}
+
+/// The stored form of an alert's `starts_at` (exact, sorts as text).
+fn key_time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+}
+
+fn alert_row(r: &Row) -> Result<AlertRecord, StoreError> {
+    let fingerprint: String = r.get("fingerprint");
+    let what = format!("alert {fingerprint:.40?}");
+    let starts_at: String = r.get("starts_at");
+    let status: String = r.get("status");
+    let map = |col: &str| -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        serde_json::from_value(r.get::<_, serde_json::Value>(col))
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {col} is not a string map ({e})")))
+    };
+    Ok(AlertRecord {
+        starts_at: DateTime::parse_from_rfc3339(&starts_at)
+            .map_err(|_| StoreError::Corrupt(format!("{what}: starts_at {starts_at:.40?}")))?
+            .with_timezone(&Utc),
+        status: AlertStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("{what}: unknown status {status:.40?}")))?,
+        labels: map("labels")?,
+        annotations: map("annotations")?,
+        ends_at: r.get("ends_at"),
+        generator_url: r.get("generator_url"),
+        received_at: r.get("received_at"),
+        fingerprint,
+    })
 }
 
 /// Runs one write on `c` (a connection or a transaction).

@@ -123,7 +123,22 @@ pub const MIGRATIONS: &[&str] = &[
         since  TEXT NOT NULL
     );
     ",
-    // 4: the paging outbox (timers, pages, notifications written before
+    // 4: alerts pushed by Alertmanager (one row per firing of an alert).
+    "
+    CREATE TABLE alerts (
+        fingerprint   TEXT NOT NULL,
+        starts_at     TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        labels        TEXT NOT NULL,
+        annotations   TEXT NOT NULL,
+        ends_at       TEXT,
+        generator_url TEXT NOT NULL,
+        received_at   TEXT NOT NULL,
+        PRIMARY KEY (fingerprint, starts_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX alerts_firing ON alerts (status, starts_at);
+    ",
+    // 5: the paging outbox (timers, pages, notifications written before
     // they are sent) and what notifiers need to find their messages again.
     "
     CREATE TABLE outbox (
@@ -1271,6 +1286,111 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        struct Row {
+            fingerprint: String,
+            starts_at: String,
+            status: &'static str,
+            labels: String,
+            annotations: String,
+            ends_at: Option<String>,
+            generator_url: String,
+            received_at: String,
+        }
+        let rows = alerts
+            .iter()
+            .map(|a| {
+                Ok(Row {
+                    fingerprint: a.fingerprint.clone(),
+                    starts_at: ts(&a.starts_at)?,
+                    status: a.status.as_str(),
+                    labels: json(&serde_json::to_value(&a.labels).unwrap_or_default())?,
+                    annotations: json(&serde_json::to_value(&a.annotations).unwrap_or_default())?,
+                    ends_at: a.ends_at.as_ref().map(ts).transpose()?,
+                    generator_url: a.generator_url.clone(),
+                    received_at: ts(&a.received_at)?,
+                })
+            })
+            .collect::<Result<Vec<Row>, StoreError>>()?;
+        // One request: one savepoint, so the whole delivery or none of it.
+        self.call(move |conn| {
+            for r in &rows {
+                if r.status == "resolved" {
+                    conn.prepare_cached(
+                        "UPDATE alerts SET status = 'resolved', ends_at = ?3 \
+                         WHERE fingerprint = ?1 AND starts_at <= ?2 AND status = 'firing'",
+                    )
+                    .and_then(|mut s| s.execute(params![r.fingerprint, r.starts_at, r.ends_at]))
+                    .map_err(sql("resolve alert"))?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, \
+                     ends_at, generator_url, received_at) \
+                     SELECT ?1, ?2, CASE WHEN EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 \
+                     AND status = 'resolved' AND starts_at >= ?2) THEN 'resolved' ELSE ?3 END, \
+                     ?4, ?5, ?6, ?7, ?8 WHERE true \
+                     ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        r.fingerprint,
+                        r.starts_at,
+                        r.status,
+                        r.labels,
+                        r.annotations,
+                        r.ends_at,
+                        r.generator_url,
+                        r.received_at
+                    ])
+                })
+                .map_err(sql("record alert"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.call(|conn| {
+            query_all(
+                conn,
+                "list firing alerts",
+                "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+                 generator_url, received_at FROM alerts WHERE status = 'firing' \
+                 ORDER BY starts_at, fingerprint",
+                [],
+                alert_row,
+            )
+        })
+        .await
+    }
+}
+
+fn alert_row(row: &Row) -> Result<AlertRecord, StoreError> {
+    let fingerprint: String = row.get("fingerprint").map_err(sql("read alert"))?;
+    let c = Cols {
+        row,
+        what: format!("alert {}", shown(&fingerprint)),
+    };
+    let status: String = c.get("status")?;
+    let map = |col: &str| -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        serde_json::from_value(c.json(col)?).map_err(|e| {
+            StoreError::Corrupt(format!("{}: {col} is not a string map ({e})", c.what))
+        })
+    };
+    Ok(AlertRecord {
+        starts_at: c.time("starts_at")?,
+        status: AlertStatus::parse(&status).ok_or_else(|| {
+            StoreError::Corrupt(format!("{}: unknown status {}", c.what, shown(&status)))
+        })?,
+        labels: map("labels")?,
+        annotations: map("annotations")?,
+        ends_at: c.opt_time("ends_at")?,
+        generator_url: c.get("generator_url")?,
+        received_at: c.time("received_at")?,
+        fingerprint,
+    })
 }
 
 /// Runs one write on the store thread.
