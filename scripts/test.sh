@@ -11,6 +11,9 @@ declare -A pkg_for=(
   [systemd-analyze]=systemd
   [kubectl]=kubernetes-client
   [prometheus-redis-exporter]=prometheus-redis-exporter
+  # The status page is tested in headless Chromium over WebDriver.
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

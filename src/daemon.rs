@@ -256,6 +256,7 @@ pub async fn run_with_options(
     crate::metrics::reloads(&readiness.reloads);
     crate::metrics::leadership(None);
     let (ready_tx, ready_rx) = watch::channel(readiness);
+    attach_store(&runtimes, &store);
     let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
     // The leader's pager, for decisions arriving over HTTP.
     let (pager_tx, pager_rx) = watch::channel::<Option<Arc<Pager>>>(None);
@@ -381,7 +382,7 @@ pub async fn run_with_options(
                         p.clone()
                     }
                     None => pager(c, s, &clock),
-                })
+                }, &store)
                 .await;
                 let outcome = match outcome {
                     Ok((outcome, new)) => {
@@ -567,6 +568,7 @@ async fn reload(
     ready: &watch::Sender<Readiness>,
     control: Option<(&mpsc::Sender<Control>, Arc<dyn Store>)>,
     pager: impl Fn(&Config, Arc<dyn Store>) -> Arc<Pager>,
+    store: &Arc<dyn Store>,
 ) -> Result<ReloadResult, ()> {
     let load = loader.clone();
     let loaded = match tokio::task::spawn_blocking(move || load()).await {
@@ -626,9 +628,10 @@ async fn reload(
         tracing::warn!("reload: {what} changed; it takes effect only after a restart");
     }
     let runtimes = loaded.runtimes.clone();
+    // Checks read through the unfenced store (alerts any replica recorded).
+    attach_store(&loaded.runtimes, store);
     let (reloaded, added, removed, closed) = match control {
         Some((control, store)) => {
-            attach_store(&loaded.runtimes, &store);
             let (tx, rx) = oneshot::channel();
             let request = Control::Reload {
                 scenarios: loaded.runtimes,

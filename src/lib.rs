@@ -47,6 +47,7 @@ pub mod lead;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod page;
 pub mod reload;
 pub mod remedy;

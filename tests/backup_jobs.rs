@@ -170,12 +170,13 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
     );
     // The runs and their timelines over HTTP.
     let (_tx, readiness) = tokio::sync::watch::channel(medic::server::Readiness::default());
+    let (_stx, scenarios) = tokio::sync::watch::channel(Vec::new());
     let app = medic::server::router(medic::server::AppState {
         store: store.clone(),
         clock: clock.clone(),
         readiness,
         reload: None,
-        scenarios: tokio::sync::watch::channel(Vec::new()).1,
+        scenarios,
         pager: tokio::sync::watch::channel(None).1,
         api_token: None,
     });

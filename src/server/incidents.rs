@@ -1,127 +1,131 @@
-//! The mutating incidents API:
-//! `POST /api/v1/incidents/{id}/{acknowledge|approve|reject|escalate|resolve}`
-//! with a JSON body `{"by": "name", "step": "STEP" (optional), "note": "..."}`
-//! and `Authorization: Bearer TOKEN` (config `http.api_token`, compared in
-//! constant time). 401 without the right token; 400 for a malformed body
-//! or id; 404 for an unknown incident or action; 409 for a step that is not
-//! awaiting approval. Each decision is written on the incident's timeline
-//! with who made it; repeating one changes nothing (`"first": false`).
+//! The read-only incidents API (JSON):
+//! - `GET /api/v1/incidents[?limit=N]`: open incidents and the `N` most
+//!   recent ones (default 50, at most 1000);
+//! - `GET /api/v1/incidents/{id}`: one incident with its timeline, its
+//!   attempts and its scenario's RTO.
+//!
+//! Malformed input answers 400 and an unknown incident 404, each with the
+//! reason as `{"error": ...}`; a store failure is 503.
+
+use std::collections::HashMap;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::post;
-use serde::Deserialize;
+use axum::routing::get;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::page::{DecideError, Decision, DecisionKind};
+use crate::store::{IncidentId, StoreError};
 
-/// The decision routes.
+/// Recent incidents listed by default.
+const DEFAULT_LIMIT: usize = 50;
+/// Most incidents one request may list.
+const MAX_LIMIT: usize = 1000;
+
+/// The incidents routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/incidents/{id}/{action}", post(decide))
+    Router::new()
+        .route("/api/v1/incidents", get(list))
+        .route("/api/v1/incidents/{id}", get(show))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Body {
-    by: String,
-    #[serde(default)]
-    step: Option<String>,
-    #[serde(default)]
-    note: String,
+/// An error answer: `code` with `{"error": why}`.
+pub fn error(code: StatusCode, why: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": why.into() }))).into_response()
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(json!({ "ok": false, "error": msg.into() }))).into_response()
-}
-
-/// Whether `headers` carry `Authorization: Bearer {token}`.
-pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
-}
-
-async fn decide(
-    State(st): State<AppState>,
-    Path((id, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(token) = &st.api_token else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "mutating API calls are disabled: set http.api_token in the config",
-        );
-    };
-    if !authorized(&headers, token.expose()) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-        );
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound(id) => {
+            error(StatusCode::NOT_FOUND, format!("incident {id} not found"))
+        }
+        e => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
     }
-    let Some(kind) = DecisionKind::parse(&action) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown action {action:?}; one of: {}",
-                DecisionKind::ALL.join(", ")
-            ),
-        );
-    };
-    let Ok(id) = id.parse::<i64>() else {
+}
+
+/// Parses an incident id from a path segment: a positive integer; the
+/// reason when it is not.
+pub fn parse_id(raw: &str) -> Result<IncidentId, String> {
+    match raw.parse::<IncidentId>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(format!(
+            "incident id {:?} is not a positive integer",
+            raw.chars().take(40).collect::<String>()
+        )),
+    }
+}
+
+async fn list(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    if let Some(k) = q.keys().find(|k| k.as_str() != "limit") {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("incident id {id:?} is not a number"),
+            format!(
+                "unknown query parameter {:?} (known: limit)",
+                k.chars().take(40).collect::<String>()
+            ),
         );
-    };
-    let body: Body = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
+    }
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "body: {e}; expected {{\"by\": \"name\", \"step\": \"STEP\" (optional), \"note\": \"...\"}}"
-                ),
+                format!("limit must be an integer from 1 to {MAX_LIMIT}"),
             );
         }
     };
-    let Some(pager) = st.pager.borrow().clone() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this replica is not the leader (or is starting): ask the leader",
-        );
+    let open = match st.store.open_incidents().await {
+        Ok(o) => o,
+        Err(e) => return store_error(e),
     };
-    let d = Decision {
-        kind,
-        by: body.by,
-        step: body.step.filter(|s| !s.is_empty()),
-        note: body.note,
-        via: "api".into(),
+    let recent = match st.store.recent_incidents(limit).await {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
     };
-    match pager.decide(id, d).await {
-        Ok(o) => (
-            StatusCode::OK,
-            Json(json!({ "ok": true, "first": o.first, "message": o.message })),
-        )
-            .into_response(),
-        Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(DecideError::BadRequest(m)) if m.contains("not awaiting") => {
-            error(StatusCode::CONFLICT, m)
-        }
-        Err(DecideError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
-        Err(e @ DecideError::Store(_)) => {
-            tracing::error!(incident = id, error = %e, "decision failed: store");
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
-    }
+    Json(json!({ "open": open, "recent": recent })).into_response()
+}
+
+async fn show(State(st): State<AppState>, Path(raw): Path<String>) -> Response {
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let incident = match st.store.incident(id).await {
+        Ok(Some(i)) => i,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("incident {id} not found")),
+        Err(e) => return store_error(e),
+    };
+    let timeline = match st.store.timeline(id).await {
+        Ok(t) => t,
+        Err(e) => return store_error(e),
+    };
+    let attempts = match st.store.incident_attempts(id).await {
+        Ok(a) => a,
+        Err(e) => return store_error(e),
+    };
+    let (rto, rpo, runbook) = st
+        .scenarios
+        .borrow()
+        .iter()
+        .find(|r| r.scenario.name == incident.scenario)
+        .map(|r| {
+            (
+                Some(r.scenario.rto.to_string()),
+                r.scenario.rpo.map(|d| d.to_string()),
+                r.scenario.runbook.clone(),
+            )
+        })
+        .unwrap_or_default();
+    Json(json!({
+        "incident": incident,
+        "rto": rto,
+        "rpo": rpo,
+        "runbook": runbook,
+        "timeline": timeline,
+        "attempts": attempts,
+    }))
+    .into_response()
 }
