@@ -258,6 +258,12 @@ pub async fn run_with_options(
     let (ready_tx, ready_rx) = watch::channel(readiness);
     attach_store(&runtimes, &store);
     let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
+    // The leader's pager, for decisions arriving over HTTP.
+    let (pager_tx, pager_rx) = watch::channel::<Option<Arc<Pager>>>(None);
+    let api_token = match config.http.as_ref().and_then(|h| h.api_token.as_ref()) {
+        Some(t) => Some(Arc::new(t.resolve().context("reading http.api_token")?)),
+        None => None,
+    };
     let server_stop = CancellationToken::new();
     let server = match &config.http {
         Some(http) => {
@@ -267,6 +273,8 @@ pub async fn run_with_options(
                 readiness: ready_rx,
                 reload: reload_handle,
                 scenarios: scenarios_rx,
+                pager: pager_rx,
+                api_token,
             });
             let (_, handle) = server::serve(http.listen, app, server_stop.clone())
                 .await
@@ -314,6 +322,7 @@ pub async fn run_with_options(
                     // Deposed (or a new term): stop acting now, mid-action
                     // if need be; the next leader verifies what was in flight.
                     if let Some(t) = term.take() {
+                        pager_tx.send_replace(None);
                         t.stop(Duration::ZERO).await;
                     }
                 }
@@ -321,7 +330,10 @@ pub async fn run_with_options(
                     let fenced: Arc<dyn Store> = Arc::new(Fenced::new(store.clone(), n));
                     let p = pager(&current, fenced.clone(), &clock);
                     match TermRun::start(&current, n, running.clone(), fenced, clock.clone(), p, &stop, jobs).await {
-                        Ok(t) => term = Some(t),
+                        Ok(t) => {
+                            pager_tx.send_replace(Some(t.pager.clone()));
+                            term = Some(t);
+                        }
                         Err(e) => tracing::error!(term = n, error = %e, "cannot take over: resuming from the store failed"),
                     }
                 }
@@ -337,6 +349,7 @@ pub async fn run_with_options(
             r = async { (&mut term.as_mut().expect("guarded").engine).await }, if term.is_some() => {
                 let t = term.take().expect("guarded");
                 let n = t.term;
+                pager_tx.send_replace(None);
                 t.stop(Duration::ZERO).await;
                 crate::metrics::leadership(None);
                 ready_tx.send_modify(|r| {
@@ -362,7 +375,15 @@ pub async fn run_with_options(
                 notify::reloading();
                 let control = term.as_ref().map(|t| (&t.control, t.store.clone()));
                 let names: Vec<String> = running.iter().map(|r| r.scenario.name.clone()).collect();
-                let outcome = reload(loader, &current, &names, &ready_tx, control, |c, s| pager(c, s, &clock), &store).await;
+                let term_pager = term.as_ref().map(|t| t.pager.clone());
+                let outcome = reload(loader, &current, &names, &ready_tx, control, |c, s| match &term_pager {
+                    Some(p) => {
+                        p.reconfigure(c);
+                        p.clone()
+                    }
+                    None => pager(c, s, &clock),
+                }, &store)
+                .await;
                 let outcome = match outcome {
                     Ok((outcome, new)) => {
                         if let Some((config, reloaded, runtimes)) = new {
@@ -397,6 +418,7 @@ pub async fn run_with_options(
     notify::stopping();
     tracing::info!(grace = %grace, "shutting down: no new checks or actions");
     if let Some(t) = term.take() {
+        pager_tx.send_replace(None);
         t.stop(grace.get()).await;
     }
     // Leadership last: no other replica acts before this one stopped.
@@ -418,6 +440,8 @@ pub async fn run_with_options(
 /// all writing through the term's fenced store.
 struct TermRun {
     term: u64,
+    /// The term's pager: its dispatcher runs with the term.
+    pager: Arc<Pager>,
     store: Arc<dyn Store>,
     engine: tokio::task::JoinHandle<Result<(), StoreError>>,
     control: mpsc::Sender<Control>,
@@ -450,10 +474,12 @@ impl TermRun {
         if jobs {
             crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
         }
+        // The outbox dispatcher: the only sender of pages, on the leader.
+        tasks.spawn(pager.clone().run(stop.clone()));
         let shared = Shared {
             store: store.clone(),
             clock,
-            pager,
+            pager: pager.clone(),
             actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
             bounds: Arc::new(remedy::bounds::Bounds::new(config)),
             stop: stop.clone(),
@@ -471,6 +497,7 @@ impl TermRun {
         tracing::info!(term, "leading: engine running");
         Ok(TermRun {
             term,
+            pager,
             store,
             engine,
             control,

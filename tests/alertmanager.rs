@@ -41,6 +41,8 @@ impl Server {
             readiness,
             reload: None,
             scenarios: tokio::sync::watch::channel(Vec::new()).1,
+            pager: tokio::sync::watch::channel(None).1,
+            api_token: None,
         });
         let stop = CancellationToken::new();
         let (addr, _) = server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())

@@ -19,7 +19,7 @@ use medic::clock::Clock;
 use medic::config::Config;
 use medic::jobs::schedule::Schedule;
 use medic::jobs::{self, Job, JobContext, Report, Scheduled};
-use medic::page::{Notifier, NotifyError, Page};
+use medic::page::{Delivered, Notice, Notifier, NotifyError};
 use medic::store::{JobOutcome, JobRun, MemoryStore, NewJobRun, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -176,6 +176,8 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
         readiness,
         reload: None,
         scenarios: tokio::sync::watch::channel(Vec::new()).1,
+        pager: tokio::sync::watch::channel(None).1,
+        api_token: None,
     });
     let stop = CancellationToken::new();
     let (addr, server) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
@@ -202,13 +204,13 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
 
 /// Records every page it is given.
 #[derive(Default)]
-struct Pages(std::sync::Mutex<Vec<Page>>);
+struct Pages(std::sync::Mutex<Vec<Notice>>);
 
 #[async_trait::async_trait]
 impl Notifier for Pages {
-    async fn send(&self, page: &Page) -> Result<(), NotifyError> {
+    async fn send(&self, page: &Notice) -> Result<Delivered, NotifyError> {
         self.0.lock().unwrap().push(page.clone());
-        Ok(())
+        Ok(Delivered::default())
     }
 }
 
@@ -285,9 +287,9 @@ async fn corrupted_backup_is_caught_by_verify_and_pages() {
     shutdown.cancel();
     daemon.await.unwrap().unwrap();
     let page = pages.0.lock().unwrap()[0].clone();
-    assert_eq!(page.scenario, "backup-failure");
+    assert_eq!(page.view.incident.scenario, "backup-failure");
     // The incident's timeline says what verification found.
-    let timeline = store.timeline(page.incident_id).await.unwrap();
+    let timeline = store.timeline(page.view.incident.id).await.unwrap();
     assert!(
         timeline
             .iter()

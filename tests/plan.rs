@@ -154,6 +154,7 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         streak_since: Some(tokio::time::Instant::now()),
     });
     let ctx = PlanContext {
+        pager: None,
         incident: inc.id,
         scenario: "sc".into(),
         instance: String::new(),

@@ -210,6 +210,7 @@ async fn conformance(store: Arc<dyn Store>) {
     );
     job_runs(&*store).await;
     alerts(store.as_ref()).await;
+    outbox(&*store, other.id).await;
     store.flush().await.unwrap();
 }
 fn alert(name: &str, status: AlertStatus, starts: i64) -> AlertRecord {
@@ -455,6 +456,121 @@ async fn fencing(store: Arc<dyn Store>) {
     terms.sort();
     assert_eq!(terms, (4..12).collect::<Vec<u64>>());
     assert_eq!(store.current_term().await.unwrap().unwrap().term, 11);
+}
+
+fn entry(incident: IncidentId, key: &str, notifier: &str, due: i64) -> NewOutbox {
+    NewOutbox {
+        incident_id: incident,
+        key: key.into(),
+        notifier: notifier.into(),
+        kind: "page".into(),
+        due_at: t(due),
+        payload: json!({ "level": 1 }),
+    }
+}
+
+fn mark(state: OutboxState, attempts: u32, due: i64, detail: &str) -> OutboxMark {
+    OutboxMark {
+        state,
+        attempts,
+        due_at: t(due),
+        detail: detail.into(),
+        at: t(due),
+    }
+}
+
+/// The paging outbox: idempotent enqueue by key, pending by due time,
+/// marks that end once, page references.
+async fn outbox(store: &dyn Store, id: IncidentId) {
+    let (late, created) = store
+        .outbox_enqueue(entry(id, "o:late", "slack", 100))
+        .await
+        .unwrap();
+    assert!(created && late.state == OutboxState::Pending && late.attempts == 0);
+    let (early, _) = store
+        .outbox_enqueue(entry(id, "o:early", "pd", 50))
+        .await
+        .unwrap();
+    // The same key again is the stored entry, not a second one.
+    let (same, created) = store
+        .outbox_enqueue(entry(id, "o:late", "other", 1))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(
+        (same.id, same.notifier.as_str(), same.due_at),
+        (late.id, "slack", t(100))
+    );
+    assert!(matches!(
+        store.outbox_enqueue(entry(999_999, "o:x", "pd", 0)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let pending = store.outbox_pending().await.unwrap();
+    let keys: Vec<&str> = pending.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["o:early", "o:late"], "by due time");
+    assert_eq!(pending[0].payload, json!({ "level": 1 }));
+
+    // A retry: still pending, later, one attempt used.
+    store
+        .outbox_mark(early.id, mark(OutboxState::Pending, 1, 200, "HTTP 503"))
+        .await
+        .unwrap();
+    let keys: Vec<String> = store
+        .outbox_pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}:{}:{}", e.key, e.attempts, e.detail))
+        .collect();
+    assert_eq!(keys, ["o:late:0:", "o:early:1:HTTP 503"]);
+    // Sent once; again with the same state is a no-op; another is a conflict.
+    store
+        .outbox_mark(early.id, mark(OutboxState::Sent, 2, 201, "ok"))
+        .await
+        .unwrap();
+    store
+        .outbox_mark(early.id, mark(OutboxState::Sent, 3, 202, "again"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .outbox_mark(early.id, mark(OutboxState::Failed, 3, 202, "x"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .outbox_mark(
+            late.id,
+            mark(OutboxState::Cancelled, 0, 100, "acknowledged"),
+        )
+        .await
+        .unwrap();
+    assert!(store.outbox_pending().await.unwrap().is_empty());
+    let all = store.outbox_of(id).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].key, "o:late");
+    assert_eq!(all[0].state, OutboxState::Cancelled);
+    assert_eq!(all[1].state, OutboxState::Sent);
+    assert_eq!((all[1].attempts, all[1].detail.as_str()), (2, "ok"));
+    assert_eq!(all[1].done_at, Some(t(201)));
+
+    // Page references: one per notifier, replaced.
+    assert!(store.page_refs(id).await.unwrap().is_empty());
+    store
+        .set_page_ref(id, "slack", json!({ "ts": "1.1" }))
+        .await
+        .unwrap();
+    store
+        .set_page_ref(id, "slack", json!({ "ts": "1.2", "channel": "C1" }))
+        .await
+        .unwrap();
+    let refs = store.page_refs(id).await.unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs["slack"], json!({ "ts": "1.2", "channel": "C1" }));
+    assert!(matches!(
+        store.set_page_ref(999_999, "slack", json!({})).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[tokio::test]

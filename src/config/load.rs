@@ -358,6 +358,7 @@ impl Cx<'_> {
                 "limits" => self.section::<GlobalLimits>(root, key, v),
                 "shutdown_grace" => self.section::<Dur>(root, key, v),
                 "http" => self.section::<super::HttpConfig>(root, key, v),
+                "slack" => self.section::<super::SlackApp>(root, key, v),
                 "maintenance" => self.section::<Vec<super::MaintenanceWindow>>(root, key, v),
                 "jobs" | "drills" => match v.as_mapping() {
                     Some(m) => {
@@ -519,6 +520,7 @@ impl Cx<'_> {
             self.validate_target(root, name, target);
         }
         self.validate_jobs(config, root);
+        self.validate_notifiers(config, root);
         let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
         for (name, policy) in &config.escalation {
             let at = format!("escalation.{name}");
@@ -671,6 +673,77 @@ impl Cx<'_> {
                     &format!("{at}.inject"),
                     "name the command that injects the failure",
                 );
+            }
+        }
+    }
+
+    fn validate_notifiers(&mut self, config: &Config, root: &Node) {
+        let url = |cx: &mut Self, at: String, v: &str| {
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                cx.err(
+                    root,
+                    &at,
+                    format!("{v:?} must start with http:// or https://"),
+                );
+            }
+        };
+        for (name, n) in &config.notifiers {
+            match n {
+                NotifierConfig::Log(_) => {}
+                NotifierConfig::Slack(s) => {
+                    let at = format!("notifiers.{name}.slack");
+                    url(self, format!("{at}.api_url"), &s.api_url);
+                    if s.channel.trim().is_empty() {
+                        self.err(root, &format!("{at}.channel"), "channel must not be empty");
+                    }
+                }
+                NotifierConfig::PagerDuty(p) => {
+                    url(self, format!("notifiers.{name}.pagerduty.url"), &p.url);
+                }
+                NotifierConfig::Webhook(w) => {
+                    url(self, format!("notifiers.{name}.webhook.url"), &w.url);
+                }
+            }
+        }
+        if let Some(app) = &config.slack {
+            if config.http.is_none() {
+                self.err(
+                    root,
+                    "slack",
+                    "Slack buttons need medic's HTTP server: add `http: { listen: ... }`",
+                );
+            }
+            if app.approvers.is_empty() && app.approver_groups.is_empty() {
+                self.err(
+                    root,
+                    "slack.approvers",
+                    "name at least one approver (user ID) or approver group, or nobody may approve",
+                );
+            }
+            let has_slack = config
+                .notifiers
+                .values()
+                .any(|n| matches!(n, NotifierConfig::Slack(_)));
+            if !app.approver_groups.is_empty() && !has_slack {
+                self.err(
+                    root,
+                    "slack.approver_groups",
+                    "approver groups are resolved through a Slack notifier's token; define one",
+                );
+            }
+        }
+        for (name, policy) in &config.escalation {
+            for (field, d) in [
+                ("ack_timeout", policy.ack_timeout),
+                ("status_every", policy.status_every),
+            ] {
+                if d.is_some_and(|d| d.get().is_zero()) {
+                    self.err(
+                        root,
+                        &format!("escalation.{name}.{field}"),
+                        format!("{field} must be longer than 0s"),
+                    );
+                }
             }
         }
     }

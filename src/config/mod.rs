@@ -45,6 +45,9 @@ pub struct Config {
     /// Escalation policies, by name; scenarios name one.
     #[serde(default = "default_escalation")]
     pub escalation: BTreeMap<String, EscalationPolicy>,
+    /// Slack interactivity (the buttons of Slack pages); off when absent.
+    #[serde(default)]
+    pub slack: Option<SlackApp>,
     /// Global bounds.
     #[serde(default)]
     pub limits: GlobalLimits,
@@ -96,7 +99,11 @@ fn default_escalation() -> BTreeMap<String, EscalationPolicy> {
             levels: vec![EscalationLevel {
                 after: Dur::secs(0),
                 notify: vec!["log".to_string()],
+                name: None,
             }],
+            repeat: 0,
+            ack_timeout: None,
+            status_every: None,
         },
     )])
 }
@@ -111,6 +118,7 @@ impl Default for Config {
             targets: BTreeMap::new(),
             notifiers: default_notifiers(),
             escalation: default_escalation(),
+            slack: None,
             limits: GlobalLimits::default(),
             shutdown_grace: default_grace(),
             http: None,
@@ -464,22 +472,88 @@ fn default_ttl() -> u32 {
 pub enum NotifierConfig {
     /// Pages are written to medic's log at ERROR level.
     Log(LogNotifier),
+    /// One Block Kit message per incident in a Slack channel, updated in
+    /// place, with action buttons; timeline entries in its thread.
+    Slack(SlackNotifier),
+    /// PagerDuty Events API v2: trigger, acknowledge, resolve.
+    PagerDuty(PagerDutyNotifier),
+    /// A JSON POST per notification (status pages, chat tools).
+    Webhook(WebhookNotifier),
 }
 
 impl NotifierConfig {
     /// Every kind a notifier may have.
-    pub const KINDS: &'static [&'static str] = &["log"];
+    pub const KINDS: &'static [&'static str] = &["log", "slack", "pagerduty", "webhook"];
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogNotifier {}
 
+/// A Slack channel, posted to by a bot.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackNotifier {
+    /// The bot token (`xoxb-...`), scopes `chat:write` (and
+    /// `usergroups:read` when approvers are user groups).
+    pub token: SecretRef,
+    /// Channel ID (`C0123ABCD`).
+    pub channel: String,
+    /// Users (`U...`) or groups (`S...`) mentioned in the thread when this
+    /// notifier's level is paged.
+    #[serde(default)]
+    pub mention: Vec<String>,
+    /// The Web API's base URL (tests point it at a local fake).
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".into()
+}
+
+/// A PagerDuty service integration (Events API v2).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyNotifier {
+    /// The integration's routing key.
+    pub routing_key: SecretRef,
+    /// The events endpoint (tests point it at a local fake).
+    #[serde(default = "default_pagerduty_url")]
+    pub url: String,
+}
+
+fn default_pagerduty_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
+}
+
+/// A generic JSON webhook.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookNotifier {
+    pub url: String,
+    /// Sent as `Authorization: Bearer ...` when set.
+    #[serde(default)]
+    pub bearer_token: Option<SecretRef>,
+}
+
 /// Who is paged, and when.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EscalationPolicy {
     pub levels: Vec<EscalationLevel>,
+    /// After the last level, run the chain again this many times, then
+    /// stop (and say so). Default 0.
+    #[serde(default)]
+    pub repeat: u32,
+    /// An acknowledgement older than this, on an incident still open,
+    /// reopens it: escalation resumes at the level after the last paged.
+    #[serde(default)]
+    pub ack_timeout: Option<Dur>,
+    /// Status updates to everyone paged, every this long while the
+    /// incident is open (the runbook: 30m). Default: none.
+    #[serde(default)]
+    pub status_every: Option<Dur>,
 }
 
 /// One level: after `after` without acknowledgement, page `notify`.
@@ -489,6 +563,25 @@ pub struct EscalationLevel {
     pub after: Dur,
     /// Notifier names.
     pub notify: Vec<String>,
+    /// Who this level is, for humans (`technical lead`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The Slack app's interactivity (buttons): how medic checks that a click
+/// comes from Slack, and who may decide.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackApp {
+    /// The app's signing secret (Basic Information → App Credentials).
+    pub signing_secret: SecretRef,
+    /// Slack user IDs allowed to Approve, Reject and Resolve.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Slack user group IDs (`S...`) whose members may too (resolved with
+    /// `usergroups.users.list` through the first Slack notifier's token).
+    #[serde(default)]
+    pub approver_groups: Vec<String>,
 }
 
 /// Global bounds.

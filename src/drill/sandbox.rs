@@ -398,7 +398,7 @@ fn adapt(
     }
     for st in &mut plan {
         keep_known(&mut st.verify.clears);
-        if st.approval == Approval::Required {
+        if st.approval.required() {
             st.approval = Approval::None;
             notes.push(format!(
                 "step {} needs approval: running the drill gives it (if the step runs)",

@@ -24,6 +24,8 @@ pub async fn drive(
     resumed: bool,
 ) -> bool {
     let id = incident.id;
+    shared.pager.register(&rt.scenario);
+    shared.pager.attach(id, token.clone());
     let result = async {
         drive_inner(&rt, &incident, symptoms, &shared, token.clone(), resumed).await?;
         // Wait until quiet (or shutdown), then resolve.
@@ -35,6 +37,7 @@ pub async fn drive(
         Ok::<_, StoreError>(true)
     }
     .await;
+    shared.pager.detach(id);
     match result {
         Ok(resolved) => resolved,
         Err(e) => {
@@ -57,9 +60,19 @@ async fn resolve(
     let now = shared.clock.now();
     let took = (now - incident.opened_at).to_std().unwrap_or_default();
     let met = took <= sc.rto.get();
+    // A human's Resolve, or the symptoms clearing.
+    let by = shared
+        .store
+        .timeline(incident.id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == "decision" && e.data["decision"] == "resolve")
+        .map(|e| e.message);
     let msg = format!(
-        "resolved: all symptoms clear; recovered in {} ({} RTO {})",
-        humantime::format_duration(std::time::Duration::from_millis(took.as_millis() as u64)),
+        "resolved: {}; recovered in {} ({} RTO {})",
+        by.as_deref().unwrap_or("all symptoms clear"),
+        humantime::format_duration(std::time::Duration::from_secs(took.as_secs())),
         if met { "within" } else { "MISSED" },
         sc.rto
     );
@@ -92,11 +105,29 @@ async fn drive_inner(
 ) -> Result<(), StoreError> {
     let store = &shared.store;
     let sc = &rt.scenario;
-    let escalation_since = match incident.state {
+    // A resumed incident whose plan had not ended (it may wait for an
+    // approval, escalated or acknowledged meanwhile) runs its plan again.
+    let plan_done = resumed
+        && store.timeline(incident.id).await?.iter().any(|e| {
+            (e.kind == "escalate" && e.data["reason"].is_string())
+                || (e.kind == "state" && e.message.starts_with("remediated by step"))
+        });
+    let state = match incident.state {
+        IncidentState::Escalated | IncidentState::Acknowledged if !plan_done => {
+            IncidentState::Remediating
+        }
+        s => s,
+    };
+    match state {
         IncidentState::Open | IncidentState::Remediating => {
-            store
-                .set_state(incident.id, IncidentState::Remediating, shared.clock.now())
-                .await?;
+            if matches!(
+                incident.state,
+                IncidentState::Open | IncidentState::Remediating
+            ) {
+                store
+                    .set_state(incident.id, IncidentState::Remediating, shared.clock.now())
+                    .await?;
+            }
             if !resumed || incident.state == IncidentState::Open {
                 store
                     .append(
@@ -135,6 +166,7 @@ async fn drive_inner(
                 actions: shared.actions.clone(),
                 bounds: shared.bounds.clone(),
                 stop: token.clone(),
+                pager: Some(shared.pager.clone()),
                 shutdown: shared.stop.clone(),
                 kill: shared.kill.clone(),
             };
@@ -150,14 +182,33 @@ async fn drive_inner(
                             ),
                         )
                         .await?;
-                    return Ok(());
+                    Ok(())
                 }
-                PlanOutcome::Stopped => return Ok(()),
+                PlanOutcome::Stopped => Ok(()),
                 PlanOutcome::Exhausted { reason } => {
                     if token.is_cancelled() {
                         return Ok(());
                     }
                     let now = shared.clock.now();
+                    let acked = store
+                        .incident(incident.id)
+                        .await?
+                        .is_some_and(|i| i.state == IncidentState::Acknowledged);
+                    if acked {
+                        // A human has it: tell them, page nobody new.
+                        store
+                            .append(
+                                incident.id,
+                                TimelineEntry::new(now, "escalate", format!("plan gave up: {reason}; acknowledged, so nobody new is paged"))
+                                    .with_data(json!({ "policy": sc.escalation, "reason": reason })),
+                            )
+                            .await?;
+                        shared
+                            .pager
+                            .changed(incident.id, "escalate", &format!("plan gave up: {reason}"))
+                            .await?;
+                        return Ok(());
+                    }
                     store
                         .set_state(incident.id, IncidentState::Escalated, now)
                         .await?;
@@ -169,23 +220,24 @@ async fn drive_inner(
                         )
                         .await?;
                     tracing::warn!(incident = incident.id, scenario = %sc.name, "escalated: {reason}");
-                    (now, reason)
+                    shared
+                        .pager
+                        .escalate(incident, &sc.escalation, now, true)
+                        .await
                 }
             }
         }
         IncidentState::Escalated => {
+            // Resumed: the chain lives in the outbox; start it only if the
+            // crash came before it was written.
             let timeline = store.timeline(incident.id).await?;
             let last = timeline.iter().rev().find(|e| e.kind == "escalate");
             let since = last.map_or(incident.updated_at, |e| e.at);
-            let reason = last.map_or_else(String::new, |e| e.message.clone());
-            (since, reason)
+            shared
+                .pager
+                .escalate(incident, &sc.escalation, since, false)
+                .await
         }
-        IncidentState::Acknowledged | IncidentState::Resolved => return Ok(()),
-    };
-    let (since, reason) = escalation_since;
-    let message = format!("{} — medic could not fix it: {reason}", sc.summary);
-    shared
-        .pager
-        .escalate(incident, &sc.escalation, since, &message, token)
-        .await
+        IncidentState::Acknowledged | IncidentState::Resolved => Ok(()),
+    }
 }

@@ -1,32 +1,38 @@
-//! The `log` notifier: pages written to medic's own log at ERROR level
-//! (an operator must act), as structured fields.
+//! The `log` notifier: notices written to medic's own log, pages at ERROR
+//! level (an operator must act), as structured fields.
 
-use super::{Notifier, NotifyError, Page, PageKind};
+use super::{Delivered, Notice, NoticeKind, Notifier, NotifyError};
 
-/// Writes pages to the log.
+/// Writes notices to the log.
 pub struct LogNotifier;
 
 #[async_trait::async_trait]
 impl Notifier for LogNotifier {
-    async fn send(&self, page: &Page) -> Result<(), NotifyError> {
-        match page.kind {
-            PageKind::Escalation => tracing::error!(
-                incident = page.incident_id,
-                scenario = %page.scenario,
-                severity = %page.severity,
-                level = page.level,
-                "PAGE: {}: {}",
-                page.summary,
-                page.message
+    async fn send(&self, n: &Notice) -> Result<Delivered, NotifyError> {
+        let inc = &n.view.incident;
+        match n.kind {
+            NoticeKind::Page => tracing::error!(
+                incident = inc.id,
+                scenario = %inc.scenario,
+                severity = %inc.severity,
+                level = n.level,
+                "PAGE: {}",
+                n.text
             ),
-            PageKind::Resolution => tracing::warn!(
-                incident = page.incident_id,
-                scenario = %page.scenario,
-                "RESOLVED: {}: {}",
-                page.summary,
-                page.message
+            NoticeKind::Resolution => tracing::warn!(
+                incident = inc.id,
+                scenario = %inc.scenario,
+                "RESOLVED: {}",
+                n.text
+            ),
+            NoticeKind::Update | NoticeKind::Status => tracing::warn!(
+                incident = inc.id,
+                scenario = %inc.scenario,
+                entries = n.entries.len(),
+                "{}",
+                n.text
             ),
         }
-        Ok(())
+        Ok(Delivered::default())
     }
 }

@@ -1,88 +1,247 @@
-//! Paging humans: notifiers and escalation policies.
+//! Paging humans: escalation policies, notifiers and human decisions.
 //!
-//! Escalation starts when an incident's plan is exhausted (or refused). Each
-//! level of the scenario's policy pages its notifiers after its delay, unless
-//! the incident was resolved or acknowledged meanwhile. Every page sent is on
-//! the incident's timeline (kind `page`, with the level and notifier), which
-//! is also how a restarted medic knows which levels were already paged and
-//! who must hear about the resolution.
+//! Everything the pager will do is first written to the store's *outbox*
+//! ([`crate::store::NewOutbox`]) under a deterministic key, then done by one
+//! dispatcher task ([`Pager::run`]): escalation timers, pages, status
+//! updates, state-change updates and resolution notices. A kill -9 at any
+//! point loses nothing (the entry is still pending after the restart) and
+//! sends nothing twice (keys are unique; an entry whose delivery may have
+//! reached the receiver is delivered idempotently: Slack looks its message
+//! up before posting, PagerDuty reuses the incident's `dedup_key`, webhooks
+//! carry an `Idempotency-Key`).
+//!
+//! Escalation: when an incident escalates, the timer of level 1 is
+//! enqueued. A level fires only if the incident is still unacknowledged and
+//! unresolved; firing pages the level's notifiers and enqueues the next
+//! level's timer (after the last level, the chain repeats `repeat` times,
+//! then stops and says so). An acknowledgement stops the chain; with
+//! `ack_timeout` a stale acknowledgement reopens the incident and the chain
+//! resumes. Status updates every `status_every` carry the timeline since
+//! the previous one; the resolution notice reaches every notifier paged,
+//! with the time to recovery against the scenario's RTO.
+//!
+//! Every page delivered is on the incident's timeline (kind `page`, with the
+//! level and notifier), as are decisions (kind `decision`, with who made
+//! them).
 
+pub mod decision;
+mod dispatch;
 pub mod log;
+pub mod pagerduty;
+pub mod slack;
+pub mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::{Config, EscalationPolicy, NotifierConfig};
-use crate::store::{Incident, Store, StoreError, TimelineEntry};
+use crate::config::{Config, EscalationPolicy, NotifierConfig, SlackApp};
+use crate::rules::model::Scenario;
+use crate::store::{
+    Incident, IncidentId, IncidentState, NewOutbox, OutboxState, Store, StoreError, TimelineEntry,
+};
 
-/// What a page is about.
+pub use decision::{DecideError, Decision, DecisionKind, DecisionOutcome};
+
+/// What a notice is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PageKind {
-    /// medic could not fix it: a human must act.
-    Escalation,
-    /// It is over.
+pub enum NoticeKind {
+    /// An escalation level pages: medic needs a human.
+    Page,
+    /// The incident changed (acknowledged, a step awaits approval, a
+    /// decision): messages are updated in place.
+    Update,
+    /// The periodic status update, with the timeline since the last one.
+    Status,
+    /// It is over, with the time to recovery against the RTO.
     Resolution,
 }
 
-/// One message to humans about one incident.
-#[derive(Clone, Debug, Serialize)]
-pub struct Page {
-    pub kind: PageKind,
-    pub incident_id: i64,
-    pub scenario: String,
-    pub severity: String,
-    /// 1-based escalation level (0 for a resolution notice).
-    pub level: usize,
-    pub summary: String,
-    /// Why now: what medic saw and did.
-    pub message: String,
+impl NoticeKind {
+    /// The outbox kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Page => "page",
+            NoticeKind::Update => "update",
+            NoticeKind::Status => "status",
+            NoticeKind::Resolution => "resolution",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "page" => NoticeKind::Page,
+            "update" => NoticeKind::Update,
+            "status" => NoticeKind::Status,
+            "resolution" => NoticeKind::Resolution,
+            _ => return None,
+        })
+    }
 }
 
-/// Why a page was not delivered.
+/// What a notifier renders: the incident as medic knows it now.
+#[derive(Clone, Debug, Serialize)]
+pub struct View {
+    pub incident: Incident,
+    /// The scenario's recovery time objective.
+    pub rto: Option<Duration>,
+    /// Config targets the scenario watches.
+    pub targets: Vec<String>,
+    /// What medic observed (newest last).
+    pub observed: Vec<String>,
+    /// What medic did (newest last).
+    pub done: Vec<String>,
+    /// What happens next, if anything is scheduled.
+    pub next: Option<String>,
+    /// The step waiting for a human's approval.
+    pub awaiting: Option<String>,
+    /// Who acted, first actor of each decision (`acknowledged by <@U1>`).
+    pub decisions: Vec<String>,
+    pub now: DateTime<Utc>,
+}
+
+/// One message to deliver, built from an outbox entry.
+#[derive(Clone, Debug)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    /// The outbox key: an idempotency key receivers may use.
+    pub key: String,
+    /// 1-based escalation level (0 when not a page).
+    pub level: usize,
+    /// Who the level is (`technical lead`), when configured.
+    pub level_name: Option<String>,
+    /// What this notice says, for humans.
+    pub text: String,
+    /// Timeline entries it carries (Slack posts them to the thread).
+    pub entries: Vec<TimelineEntry>,
+    pub view: View,
+    /// What this notifier stored for the incident (a Slack message ts).
+    pub reference: Option<serde_json::Value>,
+    /// An earlier delivery attempt may have reached the receiver (medic
+    /// crashed or lost the reply): look before posting again.
+    pub maybe_sent: bool,
+    /// What changed (updates), see [`Notice::event`].
+    pub event: String,
+}
+
+impl Notice {
+    /// What changed, for updates (`acknowledge`, `approval`, `reopen`...).
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+}
+
+/// What a delivery returned.
+#[derive(Clone, Debug, Default)]
+pub struct Delivered {
+    /// Stored for the next notices of the incident (see [`Notice::reference`]).
+    pub reference: Option<serde_json::Value>,
+    pub detail: String,
+}
+
+/// Why a notice was not delivered. The variant names double as metric labels.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    /// Worth trying again (HTTP 429, 5xx, network), at the earliest after
+    /// `after` when the receiver said so (Retry-After).
+    #[error("{reason}")]
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Trying again would fail the same way (HTTP 400, bad token).
     #[error("{0}")]
-    Failed(String),
+    Permanent(String),
 }
 
-/// Delivers pages somewhere humans look.
+/// Delivers notices somewhere humans look.
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
-    async fn send(&self, page: &Page) -> Result<(), NotifyError>;
+    async fn send(&self, notice: &Notice) -> Result<Delivered, NotifyError>;
 }
 
-/// Builds the configured notifiers.
-pub fn build_notifiers(config: &Config) -> HashMap<String, Arc<dyn Notifier>> {
-    config
-        .notifiers
-        .iter()
-        .map(|(name, n)| {
-            let built: Arc<dyn Notifier> = match n {
-                NotifierConfig::Log(_) => Arc::new(log::LogNotifier),
-            };
-            (name.clone(), built)
-        })
-        .collect()
+/// Facts about a scenario the pager needs for its incidents.
+#[derive(Clone, Debug)]
+struct ScenarioInfo {
+    rto: Duration,
+    policy: String,
+    targets: Vec<String>,
 }
 
-/// Runs escalation policies and sends resolution notices.
-pub struct Pager {
+/// The configured notifiers, and the Slack ones by name (for buttons).
+struct Built {
     notifiers: HashMap<String, Arc<dyn Notifier>>,
+    slack: Vec<Arc<slack::SlackNotifier>>,
+}
+
+/// Builds the configured notifiers. A secret that cannot be read makes that
+/// notifier fail every delivery, loudly, instead of stopping medic.
+fn build(config: &Config) -> Built {
+    let mut notifiers: HashMap<String, Arc<dyn Notifier>> = HashMap::new();
+    let mut slack = Vec::new();
+    for (name, n) in &config.notifiers {
+        let built: Arc<dyn Notifier> = match n {
+            NotifierConfig::Log(_) => Arc::new(log::LogNotifier),
+            NotifierConfig::Slack(c) => {
+                let s = Arc::new(slack::SlackNotifier::new(name, c));
+                slack.push(s.clone());
+                s
+            }
+            NotifierConfig::PagerDuty(c) => Arc::new(pagerduty::PagerDutyNotifier::new(name, c)),
+            NotifierConfig::Webhook(c) => Arc::new(webhook::WebhookNotifier::new(name, c)),
+        };
+        notifiers.insert(name.clone(), built);
+    }
+    Built { notifiers, slack }
+}
+
+/// Builds the configured notifiers (by name).
+pub fn build_notifiers(config: &Config) -> HashMap<String, Arc<dyn Notifier>> {
+    build(config).notifiers
+}
+
+/// What reloads replace.
+struct Settings {
+    notifiers: HashMap<String, Arc<dyn Notifier>>,
+    slack: Vec<Arc<slack::SlackNotifier>>,
     policies: BTreeMap<String, EscalationPolicy>,
+    app: Option<SlackApp>,
+}
+
+/// Runs escalation policies, delivers notices and takes human decisions.
+/// One per daemon; [`Pager::run`] is its dispatcher.
+pub struct Pager {
     store: Arc<dyn Store>,
     clock: Clock,
+    settings: RwLock<Settings>,
+    scenarios: Mutex<HashMap<String, ScenarioInfo>>,
+    /// Notifiers were injected (`medic test`): reloads keep them.
+    injected: bool,
+    /// Wakes the dispatcher (something was enqueued).
+    wake: Notify,
+    /// Bumped on every decision: approval waits re-read the timeline.
+    decided: watch::Sender<u64>,
+    /// Incident tasks running here, by incident: cancelling one stops its
+    /// plan at a safe point and resolves it (a human's Resolve).
+    live: Mutex<HashMap<IncidentId, CancellationToken>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Pager {
     pub fn new(config: &Config, store: Arc<dyn Store>, clock: Clock) -> Self {
-        Self::with_notifiers(config, build_notifiers(config), store, clock)
+        let b = build(config);
+        Self::assemble(config, b.notifiers, b.slack, store, clock, false)
     }
 
     /// A pager that pages `notifiers` instead of the configured ones
@@ -93,26 +252,153 @@ impl Pager {
         store: Arc<dyn Store>,
         clock: Clock,
     ) -> Self {
+        Self::assemble(config, notifiers, Vec::new(), store, clock, true)
+    }
+
+    fn assemble(
+        config: &Config,
+        notifiers: HashMap<String, Arc<dyn Notifier>>,
+        slack: Vec<Arc<slack::SlackNotifier>>,
+        store: Arc<dyn Store>,
+        clock: Clock,
+        injected: bool,
+    ) -> Self {
         Pager {
-            notifiers,
-            policies: config.escalation.clone(),
+            injected,
             store,
             clock,
+            settings: RwLock::new(Settings {
+                notifiers,
+                slack,
+                policies: config.escalation.clone(),
+                app: config.slack.clone(),
+            }),
+            scenarios: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            decided: watch::channel(0).0,
+            live: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Pages `policy`'s levels, measured from `since`, until `cancel`
-    /// (resolved or acknowledged). Levels already on the timeline are not
-    /// paged again.
+    /// Takes a reloaded config's notifiers and policies (entries already in
+    /// the outbox are delivered with the new ones).
+    pub fn reconfigure(&self, config: &Config) {
+        let mut s = self.settings.write().unwrap_or_else(|p| p.into_inner());
+        if !self.injected {
+            let b = build(config);
+            s.notifiers = b.notifiers;
+            s.slack = b.slack;
+        }
+        s.policies = config.escalation.clone();
+        s.app = config.slack.clone();
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    fn settings(&self) -> std::sync::RwLockReadGuard<'_, Settings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Slack app settings (signing secret, approvers), if configured.
+    pub fn slack_app(&self) -> Option<SlackApp> {
+        self.settings().app.clone()
+    }
+
+    /// The first Slack notifier (user group look-ups).
+    pub fn slack_client(&self) -> Option<Arc<slack::SlackNotifier>> {
+        self.settings().slack.first().cloned()
+    }
+
+    fn policy(&self, name: &str) -> Option<EscalationPolicy> {
+        self.settings().policies.get(name).cloned()
+    }
+
+    /// Remembers what the pager needs of `scenario` for its incidents.
+    pub fn register(&self, scenario: &Scenario) {
+        let targets = scenario
+            .symptoms
+            .iter()
+            .filter_map(|s| s.check.target().map(str::to_string))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        lock(&self.scenarios).insert(
+            scenario.name.clone(),
+            ScenarioInfo {
+                rto: scenario.rto.get(),
+                policy: scenario.escalation.clone(),
+                targets,
+            },
+        );
+    }
+
+    fn info(&self, scenario: &str) -> Option<ScenarioInfo> {
+        lock(&self.scenarios).get(scenario).cloned()
+    }
+
+    /// An incident task runs here: `token` resolves it (a human's Resolve).
+    pub fn attach(&self, id: IncidentId, token: CancellationToken) {
+        lock(&self.live).insert(id, token);
+    }
+
+    /// The incident task ended.
+    pub fn detach(&self, id: IncidentId) {
+        lock(&self.live).remove(&id);
+    }
+
+    /// A receiver that changes on every decision (approval waits).
+    pub fn decisions(&self) -> watch::Receiver<u64> {
+        self.decided.subscribe()
+    }
+
+    async fn enqueue(
+        &self,
+        id: IncidentId,
+        key: String,
+        notifier: &str,
+        kind: &str,
+        due_at: DateTime<Utc>,
+        payload: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let (_, created) = self
+            .store
+            .outbox_enqueue(NewOutbox {
+                incident_id: id,
+                key,
+                notifier: notifier.to_string(),
+                kind: kind.to_string(),
+                due_at,
+                payload,
+            })
+            .await?;
+        Ok(created)
+    }
+
+    /// The escalation epoch: bumped each time a stopped chain restarts
+    /// (stale acknowledgement, Escalate now on a finished chain).
+    async fn epoch(&self, id: IncidentId) -> Result<u64, StoreError> {
+        Ok(self
+            .store
+            .timeline(id)
+            .await?
+            .iter()
+            .filter(|e| e.kind == "reopen")
+            .count() as u64)
+    }
+
+    /// Starts `policy`'s chain for `incident`, measured from `since`. While
+    /// a chain runs, escalating again changes nothing; after a chain stopped
+    /// (acknowledged, approved, ended), a `fresh` escalation (the plan gave
+    /// up anew) reopens it at the level after the last one paged. An
+    /// incident that is not escalated pages nobody.
     pub async fn escalate(
         &self,
         incident: &Incident,
         policy: &str,
         since: DateTime<Utc>,
-        message: &str,
-        cancel: CancellationToken,
+        fresh: bool,
     ) -> Result<(), StoreError> {
-        let Some(policy) = self.policies.get(policy) else {
+        let Some(p) = self.policy(policy) else {
             tracing::error!(
                 incident = incident.id,
                 policy,
@@ -120,101 +406,195 @@ impl Pager {
             );
             return Ok(());
         };
-        let already = self.paged_levels(incident.id).await?;
-        for (i, level) in policy.levels.iter().enumerate() {
-            let n = i + 1;
-            if already.contains(&n) {
-                continue;
+        let current = self.store.incident(incident.id).await?;
+        if current.is_some_and(|i| i.state != IncidentState::Escalated) {
+            return Ok(());
+        }
+        let outbox = self.store.outbox_of(incident.id).await?;
+        let timers = outbox.iter().filter(|e| e.kind == "timer");
+        if timers.clone().any(|e| e.state == OutboxState::Pending) {
+            return Ok(());
+        }
+        if timers.count() > 0 {
+            if fresh {
+                dispatch::reopen(self, incident.id, policy, "the plan gave up again").await?;
             }
-            let due = since
-                + chrono::Duration::from_std(level.after.get()).unwrap_or(chrono::Duration::MAX);
-            let wait = (due - self.clock.now()).to_std().unwrap_or_default();
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(wait) => {}
-            }
-            let page = Page {
-                kind: PageKind::Escalation,
-                incident_id: incident.id,
-                scenario: incident.scenario.clone(),
-                severity: incident.severity.clone(),
-                level: n,
-                summary: incident.summary.clone(),
-                message: message.to_string(),
-            };
-            for name in &level.notify {
-                self.deliver(incident.id, name, &page).await?;
+            return Ok(());
+        }
+        let first = p.levels.first().map_or(Duration::ZERO, |l| l.after.get());
+        self.enqueue(
+            incident.id,
+            format!("{}:timer:e0:r0:l1", incident.id),
+            "",
+            "timer",
+            since + chrono::Duration::from_std(first).unwrap_or(chrono::Duration::MAX),
+            json!({ "policy": policy, "epoch": 0, "round": 0, "level": 1, "base": since }),
+        )
+        .await?;
+        if let Some(every) = p.status_every {
+            let due = since + chrono::Duration::from_std(every.get()).unwrap_or_default();
+            self.enqueue(
+                incident.id,
+                format!("{}:status-timer:1", incident.id),
+                "",
+                "status-timer",
+                due,
+                json!({ "n": 1, "since": since }),
+            )
+            .await?;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Notifiers that were paged about `id` (pages sent or on their way).
+    /// In the order first paged.
+    async fn paged(&self, id: IncidentId) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for e in self.store.outbox_of(id).await? {
+            if e.kind == "page"
+                && matches!(e.state, OutboxState::Sent | OutboxState::Pending)
+                && !out.contains(&e.notifier)
+            {
+                out.push(e.notifier);
             }
         }
+        Ok(out)
+    }
+
+    /// Tells everyone paged about `id` that it changed (messages updated in
+    /// place; PagerDuty hears acknowledgements), carrying `text`. `event`
+    /// names the change (`acknowledge`, `approval`, `reopen`, `decision`).
+    pub async fn changed(&self, id: IncidentId, event: &str, text: &str) -> Result<(), StoreError> {
+        let seq = self.store.timeline(id).await?.len();
+        let now = self.clock.now();
+        for n in self.paged(id).await? {
+            self.enqueue(
+                id,
+                format!("{id}:update:{seq}:{n}"),
+                &n,
+                "update",
+                now,
+                json!({ "text": text, "seq": seq, "event": event }),
+            )
+            .await?;
+        }
+        self.wake.notify_one();
         Ok(())
     }
 
     /// Tells everyone who was paged about `incident` that it is over.
+    /// Escalation timers still pending are cancelled when they come due.
     pub async fn resolved(&self, incident: &Incident, message: &str) -> Result<(), StoreError> {
-        let paged: BTreeSet<String> = self
-            .store
-            .timeline(incident.id)
-            .await?
-            .into_iter()
-            .filter(|e| e.kind == "page" && e.data["page"] == "escalation")
-            .filter_map(|e| e.data["notifier"].as_str().map(String::from))
-            .collect();
-        let page = Page {
-            kind: PageKind::Resolution,
-            incident_id: incident.id,
-            scenario: incident.scenario.clone(),
-            severity: incident.severity.clone(),
-            level: 0,
-            summary: incident.summary.clone(),
-            message: message.to_string(),
-        };
-        for name in &paged {
-            self.deliver(incident.id, name, &page).await?;
+        let now = self.clock.now();
+        for n in self.paged(incident.id).await? {
+            self.enqueue(
+                incident.id,
+                format!("{}:resolution:{n}", incident.id),
+                &n,
+                "resolution",
+                now,
+                json!({ "text": message }),
+            )
+            .await?;
         }
+        self.wake.notify_one();
         Ok(())
     }
 
-    async fn paged_levels(&self, id: i64) -> Result<BTreeSet<usize>, StoreError> {
-        Ok(self
-            .store
-            .timeline(id)
-            .await?
-            .into_iter()
-            .filter(|e| e.kind == "page" && e.data["page"] == "escalation")
-            .filter_map(|e| e.data["level"].as_u64().map(|l| l as usize))
-            .collect())
+    /// Resolves once nothing is due in the outbox (shutdown lets pending
+    /// notices out first).
+    pub async fn idle(&self) {
+        loop {
+            let now = self.clock.now();
+            match self.store.outbox_pending().await {
+                Ok(p) if p.iter().all(|e| e.due_at > now) => return,
+                Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
     }
 
-    async fn deliver(&self, id: i64, name: &str, page: &Page) -> Result<(), StoreError> {
-        let Some(n) = self.notifiers.get(name) else {
-            tracing::error!(incident = id, notifier = name, "notifier missing");
-            return Ok(());
-        };
-        let started = std::time::Instant::now();
-        let sent = n.send(page).await;
-        crate::metrics::notification(name, sent.is_ok(), started.elapsed());
-        let (msg, ok) = match sent {
-            Ok(()) => (format!("paged level {} via {name}", page.level), true),
-            Err(e) => (
-                format!("paging level {} via {name} failed: {e}", page.level),
-                false,
-            ),
-        };
-        let msg = if page.kind == PageKind::Resolution {
-            format!("resolution notice via {name}")
-        } else {
-            msg
-        };
+    /// Runs the dispatcher until `stop`: delivers every due outbox entry,
+    /// oldest first, and sleeps until the next one comes due.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        dispatch::run(&self, stop).await
+    }
+
+    async fn note(
+        &self,
+        id: IncidentId,
+        kind: &str,
+        msg: String,
+        data: serde_json::Value,
+    ) -> Result<(), StoreError> {
         self.store
             .append(
                 id,
-                TimelineEntry::new(self.clock.now(), "page", msg).with_data(json!({
-                    "page": page.kind,
-                    "level": page.level,
-                    "notifier": name,
-                    "delivered": ok,
-                })),
+                TimelineEntry::new(self.clock.now(), kind, msg).with_data(data),
             )
             .await
     }
+}
+
+/// Every notifier's HTTP client: bounded, no redirects to elsewhere.
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
+/// `Retry-After` in seconds, if the receiver sent one.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Sorts an HTTP outcome: 2xx is fine; 429, 5xx and network errors are
+/// worth retrying (after Retry-After, if given); any other status is not.
+pub(crate) async fn checked(
+    what: &str,
+    r: Result<reqwest::Response, reqwest::Error>,
+) -> Result<reqwest::Response, NotifyError> {
+    let resp = match r {
+        Ok(resp) => resp,
+        Err(e) => {
+            return Err(NotifyError::Retry {
+                reason: format!("{what}: {e}"),
+                after: None,
+            });
+        }
+    };
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let after = retry_after(resp.headers());
+    let body: String = resp
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    let reason = format!("{what}: HTTP {status}: {body}");
+    if status.as_u16() == 429 || status.is_server_error() {
+        Err(NotifyError::Retry { reason, after })
+    } else {
+        Err(NotifyError::Permanent(reason))
+    }
+}
+
+/// `1h 5m` for humans.
+pub fn human(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }

@@ -34,7 +34,8 @@ use super::bounds::Bounds;
 use super::{Action, ActionContext, ActionResult, Gate, Observation, Preflight};
 use crate::clock::Clock;
 use crate::engine::symptom::{Phase, Seen};
-use crate::rules::model::{Approval, Mode, Step, Then};
+use crate::page;
+use crate::rules::model::{Approval, Mode, OnTimeout, Step, Then};
 use crate::store::{
     Attempt, AttemptId, AttemptOutcome, IncidentId, NewAttempt, Store, StoreError, TimelineEntry,
 };
@@ -96,6 +97,9 @@ pub struct PlanContext {
     pub bounds: Arc<Bounds>,
     /// Stop at the next safe point (incident resolved, daemon stopping).
     pub stop: CancellationToken,
+    /// Where approvals are asked for and decided (`approval: required`);
+    /// without one, such steps are refused.
+    pub pager: Option<Arc<crate::page::Pager>>,
     /// The daemon is stopping: an attempt being verified stays in flight in
     /// the ledger, to be verified after the restart.
     pub shutdown: CancellationToken,
@@ -620,6 +624,8 @@ async fn run_step(
     let mut noted_window = false;
     let mut noted_acting = false;
     let mut noted_not_yet = false;
+    // Who approved this step (approval: required), once approved.
+    let mut approved: Option<String> = None;
     // "Not yet" gates are re-evaluated until this deadline.
     let mut not_yet_deadline: Option<Instant> = None;
     loop {
@@ -725,8 +731,42 @@ async fn run_step(
         if dry {
             return dry_run(ctx, idx, ps, n, &past).await;
         }
-        if step.approval == Approval::Required {
-            let reason = "refused: approval required, and no approval has been given".to_string();
+        if let Approval::Required(policy) = step.approval
+            && approved.is_none()
+        {
+            let decision = match &ctx.pager {
+                Some(pager) => {
+                    pager
+                        .approval(ctx.incident, &step.name, policy, &ctx.stop)
+                        .await?
+                }
+                None => page::decision::Approval::Rejected(String::new()),
+            };
+            let (reason, end): (String, fn(String) -> StepEnd) = match decision {
+                page::decision::Approval::Approved(by) => {
+                    approved = Some(by);
+                    continue;
+                }
+                page::decision::Approval::Stopped => return Ok(StepEnd::Stopped),
+                page::decision::Approval::Rejected(by) if by.is_empty() => (
+                    "refused: approval required, and no approval interface is running".into(),
+                    StepEnd::Failed,
+                ),
+                page::decision::Approval::Rejected(by) => (
+                    format!("refused: approval required; rejected by {by}"),
+                    StepEnd::Failed,
+                ),
+                page::decision::Approval::TimedOut => {
+                    let reason = format!(
+                        "refused: approval required; nobody approved within {}",
+                        policy.timeout
+                    );
+                    match policy.on_timeout {
+                        OnTimeout::Reject => (reason, StepEnd::Failed),
+                        OnTimeout::Escalate => (reason, StepEnd::Escalate),
+                    }
+                }
+            };
             *n += 1;
             ctx.record_without_running(
                 idx,
@@ -737,7 +777,7 @@ async fn run_step(
                 json!({}),
             )
             .await?;
-            return Ok(StepEnd::Failed(reason));
+            return Ok(end(reason));
         }
         if past.len() as u32 >= step.limit.attempts {
             let reason = format!(
@@ -963,7 +1003,7 @@ async fn dry_run(
     let step = &ps.step;
     let now = ctx.clock.now();
     let mut guards = Vec::new();
-    guards.push(if step.approval == Approval::Required {
+    guards.push(if step.approval.required() {
         Gate::fail("approval", "approval required")
     } else {
         Gate::pass("approval", "not required")

@@ -28,6 +28,8 @@
 //!     verify: { clears: redis_down, within: 60s }  # default: the `when` symptoms, 5m
 //!     limit: { attempts: 2, per: 1h, cooldown: 2m } # default 3 per 1h, no cooldown
 //!     approval: required                 # default none
+//!     approval_timeout: 30m              # default 30m; then on_timeout:
+//!     on_timeout: escalate               # default escalate; or reject (next step)
 //!     mode: dry-run                      # optional: overrides the scenario's
 //!     then: stop                         # default stop; or continue (see below)
 //! max_acting: 1                          # default 1: incidents of this scenario acting at once
@@ -67,7 +69,10 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 use serde::de::DeserializeOwned;
 
-use super::model::{Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When};
+use super::model::{
+    Approval, ApprovalPolicy, Limit, Mode, OnTimeout, Scenario, Severity, Step, Symptom, Then,
+    Verify, When,
+};
 use super::prometheus::{self, PromRules};
 use super::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::check::CheckSpec;
@@ -100,7 +105,16 @@ const SYMPTOM_FIELDS: &[&str] = &[
 ];
 const FROM_RULE_FIELDS: &[&str] = &["alert", "group", "as", "source"];
 const STEP_FIELDS: &[&str] = &[
-    "name", "action", "timeout", "verify", "limit", "approval", "mode", "then",
+    "name",
+    "action",
+    "timeout",
+    "verify",
+    "limit",
+    "approval",
+    "approval_timeout",
+    "on_timeout",
+    "mode",
+    "then",
 ];
 const VERIFY_FIELDS: &[&str] = &["clears", "within"];
 const LIMIT_FIELDS: &[&str] = &["attempts", "per", "cooldown"];
@@ -820,14 +834,48 @@ impl Cx<'_> {
         };
         let verify = self.verify(m, defined, when, then);
         let limit = self.limit(m);
-        let approval = match self.optional(m, "approval") {
+        let mut approval = match self.optional(m, "approval") {
             Some(n) => self.choice(
                 n,
                 "approval",
-                &[("none", Approval::None), ("required", Approval::Required)],
+                &[
+                    ("none", Approval::None),
+                    ("required", Approval::Required(ApprovalPolicy::default())),
+                ],
             ),
             None => Some(Approval::None),
         };
+        for field in ["approval_timeout", "on_timeout"] {
+            let Some(n) = self.optional(m, field) else {
+                continue;
+            };
+            match &mut approval {
+                Some(Approval::Required(policy)) if field == "approval_timeout" => {
+                    match self.positive_dur(n, field) {
+                        Some(d) => policy.timeout = d,
+                        None => approval = None,
+                    }
+                }
+                Some(Approval::Required(policy)) => {
+                    match self.choice(
+                        n,
+                        field,
+                        &[
+                            ("reject", OnTimeout::Reject),
+                            ("escalate", OnTimeout::Escalate),
+                        ],
+                    ) {
+                        Some(t) => policy.on_timeout = t,
+                        None => approval = None,
+                    }
+                }
+                Some(Approval::None) => {
+                    self.err(pos(n), format!("{field} needs `approval: required`"));
+                    approval = None;
+                }
+                None => {}
+            }
+        }
         let mode = match self.optional(m, "mode") {
             Some(n) => self.mode(n).map(Some),
             None => Some(None),
@@ -1662,6 +1710,35 @@ targets:
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn approval_timeout_and_on_timeout_go_with_approval_required() {
+        let step = |extra: &str| {
+            MINIMAL.replace("    args: [true]\n", &format!("    args: [true]\n{extra}"))
+        };
+        let s = ok(&step("    approval: required\n"));
+        assert_eq!(
+            s.plan[0].approval,
+            Approval::Required(ApprovalPolicy::default())
+        );
+        let s = ok(&step(
+            "    approval: required\n    approval_timeout: 10m\n    on_timeout: reject\n",
+        ));
+        assert_eq!(
+            s.plan[0].approval,
+            Approval::Required(ApprovalPolicy {
+                timeout: Dur::secs(600),
+                on_timeout: OnTimeout::Reject
+            })
+        );
+        assert_eq!(
+            errors(&step("    approval_timeout: 10m\n")),
+            ["r.yaml:12:23: approval_timeout needs `approval: required`"]
+        );
+        let e = errors(&step("    approval: required\n    on_timeout: ignore\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.yaml:13:17: "), "{e:?}");
     }
 
     /// A valid file with `{}` standing for extra lines of the first step.

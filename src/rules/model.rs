@@ -197,5 +197,43 @@ impl Default for Limit {
 pub enum Approval {
     #[default]
     None,
-    Required,
+    /// The incident waits (saying so on its timeline, with Approve / Reject
+    /// on its page) until a human decides or the wait times out.
+    Required(ApprovalPolicy),
+}
+
+impl Approval {
+    /// Whether a human must approve.
+    pub fn required(&self) -> bool {
+        matches!(self, Approval::Required(_))
+    }
+}
+
+/// How long an approval is waited for, and what then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalPolicy {
+    /// `approval_timeout`, default 30m.
+    pub timeout: Dur,
+    /// `on_timeout`, default `escalate`.
+    pub on_timeout: OnTimeout,
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        ApprovalPolicy {
+            timeout: Dur::secs(1800),
+            on_timeout: OnTimeout::Escalate,
+        }
+    }
+}
+
+/// What an approval that nobody gave within its timeout means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// As a rejection: the step does not run; the next step may (fallback).
+    Reject,
+    /// The plan ends and the incident escalates.
+    #[default]
+    Escalate,
 }

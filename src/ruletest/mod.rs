@@ -30,7 +30,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::engine::ScenarioRuntime;
-use crate::page::{Notifier, NotifyError, Page};
+use crate::page::{Delivered, Notice, Notifier, NotifyError};
 use crate::remedy::plan::PlannedStep;
 use crate::remedy::{Action, ActionContext, ActionResult};
 use crate::rules::model::Scenario;
@@ -311,8 +311,8 @@ struct Recorder;
 
 #[async_trait::async_trait]
 impl Notifier for Recorder {
-    async fn send(&self, _page: &Page) -> Result<(), NotifyError> {
-        Ok(())
+    async fn send(&self, _notice: &Notice) -> Result<Delivered, NotifyError> {
+        Ok(Delivered::default())
     }
 }
 

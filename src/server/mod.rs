@@ -4,10 +4,12 @@
 //! and one line in [`router`].
 
 pub mod alertmanager;
+pub mod decisions;
 pub mod incidents;
 pub mod jobs;
 pub mod metrics;
 pub mod reload;
+pub mod slack;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -26,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::engine::ScenarioRuntime;
+use crate::page::Pager;
 use crate::reload::{ReloadHandle, ReloadStats};
+use crate::secret::Secret;
 use crate::store::Store;
 
 /// What `/readyz` reports besides store reachability.
@@ -57,6 +61,11 @@ pub struct AppState {
     pub reload: Option<ReloadHandle>,
     /// The scenarios loaded now (rules, limits, RTOs).
     pub scenarios: watch::Receiver<Vec<Arc<ScenarioRuntime>>>,
+    /// The leader's pager (decisions from the incident API and Slack);
+    /// `None` on a follower or before leadership: such calls get 503.
+    pub pager: watch::Receiver<Option<Arc<Pager>>>,
+    /// `http.api_token`, resolved: mutating API calls must present it.
+    pub api_token: Option<Arc<Secret>>,
 }
 
 /// Every route medic serves.
@@ -70,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics::router())
         .merge(incidents::router())
         .merge(status::router())
+        .merge(decisions::router())
+        .merge(slack::router())
         .with_state(state)
 }
 

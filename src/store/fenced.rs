@@ -237,4 +237,38 @@ impl Store for Fenced {
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
         self.inner.firing_alerts().await
     }
+
+    // The paging outbox: the dispatcher runs per leadership term and stops
+    // with it; these writes are not fenced (yet).
+    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+        self.inner.outbox_enqueue(new).await
+    }
+
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_pending().await
+    }
+
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_of(id).await
+    }
+
+    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+        self.inner.outbox_mark(id, mark).await
+    }
+
+    async fn set_page_ref(
+        &self,
+        id: IncidentId,
+        notifier: &str,
+        reference: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.inner.set_page_ref(id, notifier, reference).await
+    }
+
+    async fn page_refs(
+        &self,
+        id: IncidentId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
+        self.inner.page_refs(id).await
+    }
 }

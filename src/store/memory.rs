@@ -16,6 +16,8 @@ struct Inner {
     job_runs: Vec<JobRun>,
     job_events: Vec<(JobRunId, TimelineEntry)>,
     term: Option<Term>,
+    outbox: Vec<OutboxEntry>,
+    refs: std::collections::BTreeMap<(IncidentId, String), serde_json::Value>,
 }
 
 /// A store that lives in memory.
@@ -311,6 +313,107 @@ impl Store for MemoryStore {
             .collect();
         v.sort_by(|a, b| (a.starts_at, &a.fingerprint).cmp(&(b.starts_at, &b.fingerprint)));
         Ok(v)
+    }
+
+    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+        let mut g = self.lock();
+        if !g.incidents.iter().any(|i| i.id == new.incident_id) {
+            return Err(StoreError::NotFound(new.incident_id));
+        }
+        if let Some(e) = g.outbox.iter().find(|e| e.key == new.key) {
+            return Ok((e.clone(), false));
+        }
+        let e = OutboxEntry {
+            id: g.outbox.len() as i64 + 1,
+            incident_id: new.incident_id,
+            key: new.key,
+            notifier: new.notifier,
+            kind: new.kind,
+            due_at: new.due_at,
+            payload: new.payload,
+            state: OutboxState::Pending,
+            attempts: 0,
+            detail: String::new(),
+            done_at: None,
+        };
+        g.outbox.push(e.clone());
+        Ok((e, true))
+    }
+
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut v: Vec<OutboxEntry> = self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|e| e.state == OutboxState::Pending)
+            .cloned()
+            .collect();
+        v.sort_by_key(|e| (e.due_at, e.id));
+        Ok(v)
+    }
+
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .lock()
+            .outbox
+            .iter()
+            .filter(|e| e.incident_id == id)
+            .cloned()
+            .collect())
+    }
+
+    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let e = g
+            .outbox
+            .iter_mut()
+            .find(|e| e.id == id)
+            .ok_or_else(|| StoreError::Conflict(format!("outbox entry {id} not found")))?;
+        if e.state != OutboxState::Pending {
+            return if e.state == mark.state {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "outbox entry {id} already {}",
+                    e.state.as_str()
+                )))
+            };
+        }
+        e.state = mark.state;
+        e.attempts = mark.attempts;
+        e.due_at = mark.due_at;
+        e.detail = mark.detail;
+        if mark.state != OutboxState::Pending {
+            e.done_at = Some(mark.at);
+        }
+        Ok(())
+    }
+
+    async fn set_page_ref(
+        &self,
+        id: IncidentId,
+        notifier: &str,
+        reference: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if !g.incidents.iter().any(|i| i.id == id) {
+            return Err(StoreError::NotFound(id));
+        }
+        g.refs.insert((id, notifier.to_string()), reference);
+        Ok(())
+    }
+
+    async fn page_refs(
+        &self,
+        id: IncidentId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
+        Ok(self
+            .lock()
+            .refs
+            .iter()
+            .filter(|((i, _), _)| *i == id)
+            .map(|((_, n), v)| (n.clone(), v.clone()))
+            .collect())
     }
 }
 

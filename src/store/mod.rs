@@ -342,6 +342,92 @@ pub struct AlertRecord {
     pub received_at: DateTime<Utc>,
 }
 
+/// Where an outbox entry is: waiting (due or not), or done one way or another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting for `due_at` (or for a retry).
+    Pending,
+    /// Delivered (or, for a timer, fired).
+    Sent,
+    /// Given up on, with why in `detail`.
+    Failed,
+    /// No longer needed (a timer of an acknowledged or resolved incident).
+    Cancelled,
+}
+
+impl OutboxState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+            OutboxState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`OutboxState::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => OutboxState::Pending,
+            "sent" => OutboxState::Sent,
+            "failed" => OutboxState::Failed,
+            "cancelled" => OutboxState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// Something the pager will do later: an escalation timer, a page, a
+/// notification. Written *before* it is sent (the outbox), so a restart
+/// neither loses nor repeats it.
+#[derive(Clone, Debug)]
+pub struct NewOutbox {
+    pub incident_id: IncidentId,
+    /// Unique and deterministic (e.g. `7:page:e0:r0:l2:slack`): enqueueing
+    /// the same key again is a no-op that returns the stored entry.
+    pub key: String,
+    /// The notifier that delivers it; empty for timers.
+    pub notifier: String,
+    /// `timer`, `status-timer`, `ack-timer`, `page`, `update`, `status`,
+    /// `resolution`.
+    pub kind: String,
+    pub due_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+}
+
+/// One outbox entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub incident_id: IncidentId,
+    pub key: String,
+    pub notifier: String,
+    pub kind: String,
+    pub due_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+    pub state: OutboxState,
+    /// Delivery attempts started. Above 0, an earlier attempt may have
+    /// reached the receiver before a crash: notifiers look before re-posting.
+    pub attempts: u32,
+    /// The last error, or what delivery returned.
+    pub detail: String,
+    /// When it left `Pending`.
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+/// A change to an outbox entry.
+#[derive(Clone, Debug)]
+pub struct OutboxMark {
+    pub state: OutboxState,
+    pub attempts: u32,
+    /// The next try, for an entry left `Pending`.
+    pub due_at: DateTime<Utc>,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
 /// Store failures. The variant names double as metric labels.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -552,4 +638,32 @@ pub trait Store: Send + Sync {
     /// Every alert firing now (recorded firing, not yet resolved), oldest
     /// first.
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// Enqueues an outbox entry, or returns the one with the same key (true
+    /// when created). An unknown incident is [`StoreError::NotFound`].
+    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError>;
+
+    /// Every pending outbox entry, by `due_at` then id.
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Every outbox entry of one incident, in the order enqueued.
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Updates a pending entry. A done entry changes no more: marking it
+    /// again with its state is a no-op, with another is [`StoreError::Conflict`].
+    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError>;
+
+    /// Stores what a notifier needs to find its message again (a Slack `ts`).
+    async fn set_page_ref(
+        &self,
+        id: IncidentId,
+        notifier: &str,
+        reference: serde_json::Value,
+    ) -> Result<(), StoreError>;
+
+    /// Every stored page reference of one incident, by notifier.
+    async fn page_refs(
+        &self,
+        id: IncidentId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError>;
 }

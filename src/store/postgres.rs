@@ -113,6 +113,30 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX IF NOT EXISTS medic_alerts_firing ON medic_alerts (status, starts_at);
     ",
+    // 5: the paging outbox and page references (see the SQLite store).
+    "
+    CREATE TABLE IF NOT EXISTS medic_outbox (
+        id          BIGSERIAL PRIMARY KEY,
+        incident_id BIGINT NOT NULL REFERENCES medic_incidents (id),
+        key         TEXT NOT NULL UNIQUE,
+        notifier    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        due_at      TIMESTAMPTZ NOT NULL,
+        payload     JSONB NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        detail      TEXT NOT NULL DEFAULT '',
+        done_at     TIMESTAMPTZ
+    );
+    CREATE INDEX IF NOT EXISTS medic_outbox_pending ON medic_outbox (due_at, id) WHERE state = 'pending';
+    CREATE INDEX IF NOT EXISTS medic_outbox_incident ON medic_outbox (incident_id, id);
+    CREATE TABLE IF NOT EXISTS medic_page_refs (
+        incident_id BIGINT NOT NULL REFERENCES medic_incidents (id),
+        notifier    TEXT NOT NULL,
+        reference   JSONB NOT NULL,
+        PRIMARY KEY (incident_id, notifier)
+    );
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -264,6 +288,30 @@ fn attempt_row(r: &Row) -> Result<Attempt, StoreError> {
         outcome,
         reason: r.get("reason"),
         inputs: r.get("inputs"),
+    })
+}
+
+const OUTBOX_COLS: &str =
+    "id, incident_id, key, notifier, kind, due_at, payload, state, attempts, detail, done_at";
+
+fn outbox_row(r: &Row) -> Result<OutboxEntry, StoreError> {
+    let id: i64 = r.get("id");
+    let state: String = r.get("state");
+    let attempts: i32 = r.get("attempts");
+    Ok(OutboxEntry {
+        id,
+        incident_id: r.get("incident_id"),
+        key: r.get("key"),
+        notifier: r.get("notifier"),
+        kind: r.get("kind"),
+        due_at: r.get("due_at"),
+        payload: r.get("payload"),
+        state: OutboxState::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!("outbox entry {id}: unknown state {state:.40?}"))
+        })?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        detail: r.get("detail"),
+        done_at: r.get("done_at"),
     })
 }
 
@@ -498,6 +546,147 @@ impl Store for PostgresStore {
             return Err(StoreError::NotFound(id));
         }
         rows.iter().map(attempt_row).collect()
+    }
+
+    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+        let c = self.client().await?;
+        let inserted = c
+            .query_opt(
+                &format!(
+                    "INSERT INTO medic_outbox (incident_id, key, notifier, kind, due_at, payload, state) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (key) DO NOTHING \
+                     RETURNING {OUTBOX_COLS}"
+                ),
+                &[
+                    &new.incident_id,
+                    &new.key,
+                    &new.notifier,
+                    &new.kind,
+                    &new.due_at,
+                    &new.payload,
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(Some(row)) => Ok((outbox_row(&row)?, true)),
+            Ok(None) => {
+                let row = c
+                    .query_one(
+                        &format!("SELECT {OUTBOX_COLS} FROM medic_outbox WHERE key = $1"),
+                        &[&new.key],
+                    )
+                    .await
+                    .map_err(db("find outbox key"))?;
+                Ok((outbox_row(&row)?, false))
+            }
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                Err(StoreError::NotFound(new.incident_id))
+            }
+            Err(e) => Err(db("insert outbox")(e)),
+        }
+    }
+
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!(
+                "SELECT {OUTBOX_COLS} FROM medic_outbox WHERE state = 'pending' ORDER BY due_at, id"
+            ),
+            &[],
+        )
+        .await
+        .map_err(db("list pending outbox"))?
+        .iter()
+        .map(outbox_row)
+        .collect()
+    }
+
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {OUTBOX_COLS} FROM medic_outbox WHERE incident_id = $1 ORDER BY id"),
+            &[&id],
+        )
+        .await
+        .map_err(db("list incident outbox"))?
+        .iter()
+        .map(outbox_row)
+        .collect()
+    }
+
+    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let attempts = i32::try_from(mark.attempts).unwrap_or(i32::MAX);
+        let done = (mark.state != OutboxState::Pending).then_some(mark.at);
+        let changed = c
+            .execute(
+                "UPDATE medic_outbox SET state = $2, attempts = $3, due_at = $4, detail = $5, \
+                 done_at = $6 WHERE id = $1 AND state = 'pending'",
+                &[
+                    &id,
+                    &mark.state.as_str(),
+                    &attempts,
+                    &mark.due_at,
+                    &mark.detail,
+                    &done,
+                ],
+            )
+            .await
+            .map_err(db("mark outbox"))?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let prev = c
+            .query_opt("SELECT state FROM medic_outbox WHERE id = $1", &[&id])
+            .await
+            .map_err(db("read outbox"))?
+            .map(|r| r.get::<_, String>(0));
+        match prev {
+            None => Err(StoreError::Conflict(format!("outbox entry {id} not found"))),
+            Some(p) if p == mark.state.as_str() => Ok(()),
+            Some(p) => Err(StoreError::Conflict(format!(
+                "outbox entry {id} already {p:.40}"
+            ))),
+        }
+    }
+
+    async fn set_page_ref(
+        &self,
+        id: IncidentId,
+        notifier: &str,
+        reference: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .execute(
+                "INSERT INTO medic_page_refs (incident_id, notifier, reference) VALUES ($1, $2, $3) \
+                 ON CONFLICT (incident_id, notifier) DO UPDATE SET reference = EXCLUDED.reference",
+                &[&id, &notifier, &reference],
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                Err(StoreError::NotFound(id))
+            }
+            Err(e) => Err(db("store page reference")(e)),
+        }
+    }
+
+    async fn page_refs(
+        &self,
+        id: IncidentId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT notifier, reference FROM medic_page_refs WHERE incident_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db("list page references"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
     }
 
     /// Every write is committed when its call returns; nothing to flush.

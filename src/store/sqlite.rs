@@ -138,6 +138,31 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX alerts_firing ON alerts (status, starts_at);
     ",
+    // 5: the paging outbox (timers, pages, notifications written before
+    // they are sent) and what notifiers need to find their messages again.
+    "
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        key         TEXT NOT NULL UNIQUE,
+        notifier    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        due_at      TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        detail      TEXT NOT NULL DEFAULT '',
+        done_at     TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (due_at, id) WHERE state = 'pending';
+    CREATE INDEX outbox_incident ON outbox (incident_id, id);
+    CREATE TABLE page_refs (
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        notifier    TEXT NOT NULL,
+        reference   TEXT NOT NULL,
+        PRIMARY KEY (incident_id, notifier)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// How long a write waits for another connection's lock before failing.
@@ -625,6 +650,48 @@ fn attempt_row(row: &Row) -> Result<Attempt, StoreError> {
     })
 }
 
+const OUTBOX_COLS: &str =
+    "id, incident_id, key, notifier, kind, due_at, payload, state, attempts, detail, done_at";
+
+fn outbox_row(row: &Row) -> Result<OutboxEntry, StoreError> {
+    let id: i64 = row.get("id").map_err(sql("read outbox"))?;
+    let c = Cols {
+        row,
+        what: format!("outbox entry {id}"),
+    };
+    let state: String = c.get("state")?;
+    let attempts: i64 = c.get("attempts")?;
+    Ok(OutboxEntry {
+        id,
+        incident_id: c.get("incident_id")?,
+        key: c.get("key")?,
+        notifier: c.get("notifier")?,
+        kind: c.get("kind")?,
+        due_at: c.time("due_at")?,
+        payload: c.json("payload")?,
+        state: OutboxState::parse(&state).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "outbox entry {id}: unknown state {}",
+                shown(&state)
+            ))
+        })?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        detail: c.get("detail")?,
+        done_at: c.opt_time("done_at")?,
+    })
+}
+
+fn outbox_by_key(conn: &Connection, key: &str) -> Result<Option<OutboxEntry>, StoreError> {
+    Ok(query_all(
+        conn,
+        "find outbox key",
+        &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE key = ?1"),
+        [key],
+        outbox_row,
+    )?
+    .pop())
+}
+
 /// Runs a query and converts every row with `convert`.
 fn query_all<T>(
     conn: &Connection,
@@ -879,6 +946,152 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound(id));
             }
             Ok(attempts)
+        })
+        .await
+    }
+
+    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+        let due = ts(&new.due_at)?;
+        let payload = json(&new.payload)?;
+        self.call(move |conn| {
+            if let Some(e) = outbox_by_key(conn, &new.key)? {
+                return Ok((e, false));
+            }
+            if !incident_exists(conn, new.incident_id)? {
+                return Err(StoreError::NotFound(new.incident_id));
+            }
+            conn.prepare_cached(
+                "INSERT INTO outbox (incident_id, key, notifier, kind, due_at, payload, state) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    new.incident_id,
+                    new.key,
+                    new.notifier,
+                    new.kind,
+                    due,
+                    payload
+                ])
+            })
+            .map_err(sql("insert outbox"))?;
+            let e = outbox_by_key(conn, &new.key)?
+                .ok_or_else(|| StoreError::Backend("outbox entry vanished".into()))?;
+            Ok((e, true))
+        })
+        .await
+    }
+
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.call(|conn| {
+            query_all(
+                conn,
+                "list pending outbox",
+                &format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY due_at, id"
+                ),
+                [],
+                outbox_row,
+            )
+        })
+        .await
+    }
+
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list incident outbox",
+                &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = ?1 ORDER BY id"),
+                [id],
+                outbox_row,
+            )
+        })
+        .await
+    }
+
+    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+        let due = ts(&mark.due_at)?;
+        let at = ts(&mark.at)?;
+        self.call(move |conn| {
+            let done = (mark.state != OutboxState::Pending).then_some(at);
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = ?2, attempts = ?3, due_at = ?4, detail = ?5, \
+                     done_at = ?6 WHERE id = ?1 AND state = 'pending'",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id,
+                        mark.state.as_str(),
+                        mark.attempts,
+                        due,
+                        mark.detail,
+                        done
+                    ])
+                })
+                .map_err(sql("mark outbox"))?;
+            if changed == 1 {
+                return Ok(());
+            }
+            let prev: Option<String> = conn
+                .prepare_cached("SELECT state FROM outbox WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(sql("read outbox"))?;
+            match prev {
+                None => Err(StoreError::Conflict(format!("outbox entry {id} not found"))),
+                Some(p) if p == mark.state.as_str() => Ok(()),
+                Some(p) => Err(StoreError::Conflict(format!(
+                    "outbox entry {id} already {}",
+                    shown(&p)
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn set_page_ref(
+        &self,
+        id: IncidentId,
+        notifier: &str,
+        reference: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let reference = json(&reference)?;
+        let notifier = notifier.to_string();
+        self.call(move |conn| {
+            if !incident_exists(conn, id)? {
+                return Err(StoreError::NotFound(id));
+            }
+            conn.prepare_cached(
+                "INSERT INTO page_refs (incident_id, notifier, reference) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (incident_id, notifier) DO UPDATE SET reference = excluded.reference",
+            )
+            .and_then(|mut s| s.execute(params![id, notifier, reference]))
+            .map_err(sql("store page reference"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn page_refs(
+        &self,
+        id: IncidentId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
+        self.call(move |conn| {
+            let rows = query_all(
+                conn,
+                "list page references",
+                "SELECT notifier, reference FROM page_refs WHERE incident_id = ?1",
+                [id],
+                |row| {
+                    let c = Cols {
+                        row,
+                        what: format!("incident {id} page reference"),
+                    };
+                    Ok((c.get::<String>("notifier")?, c.json("reference")?))
+                },
+            )?;
+            Ok(rows.into_iter().collect())
         })
         .await
     }

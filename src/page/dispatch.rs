@@ -1,0 +1,650 @@
+//! The outbox dispatcher: fires escalation, status and acknowledgement
+//! timers and delivers notices, one entry at a time, oldest due first.
+//!
+//! Per entry: the attempt is counted in the store *before* the notifier is
+//! called (so a crash leaves `attempts > 0`: the notifier looks before it
+//! posts again), then the outcome is written. Failures worth retrying are
+//! rescheduled in the store with a capped, jittered exponential backoff (or
+//! the receiver's Retry-After, if longer): a restart keeps the schedule.
+
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::decision;
+use super::{Notice, NoticeKind, NotifyError, Pager, View, human};
+use crate::store::{IncidentId, IncidentState, OutboxEntry, OutboxMark, OutboxState, StoreError};
+
+/// Delivery attempts before a notice is given up on.
+const MAX_ATTEMPTS: u32 = 12;
+/// First retry delay; doubles per attempt up to [`BACKOFF_CAP`].
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// One delivery may take this long.
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest sleep with nothing due (enqueues wake the dispatcher anyway).
+const IDLE: Duration = Duration::from_secs(3600);
+
+/// Capped exponential backoff with jitter: a random delay in the upper half
+/// of `min(cap, base * 2^(attempts-1))`, so retries of many entries spread.
+pub fn backoff(attempts: u32, key: &str) -> Duration {
+    let exp = BACKOFF_BASE
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(20))
+        .min(BACKOFF_CAP);
+    let r = std::collections::hash_map::RandomState::new().hash_one((key, attempts));
+    let half = exp / 2;
+    half + Duration::from_millis(r % (half.as_millis() as u64 + 1))
+}
+
+pub(super) async fn run(p: &Pager, stop: CancellationToken) {
+    loop {
+        let wait = match drain(p, &stop).await {
+            Ok(Some(next)) => (next - p.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .min(IDLE),
+            Ok(None) => IDLE,
+            Err(e) => {
+                tracing::error!(error = %e, "pager: store failure; retrying in 5s");
+                Duration::from_secs(5)
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = p.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Processes every due entry; returns when the next one is due.
+async fn drain(p: &Pager, stop: &CancellationToken) -> Result<Option<DateTime<Utc>>, StoreError> {
+    loop {
+        let pending = p.store.outbox_pending().await?;
+        let now = p.clock.now();
+        let due: Vec<OutboxEntry> = pending
+            .iter()
+            .filter(|e| e.due_at <= now)
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return Ok(pending.first().map(|e| e.due_at));
+        }
+        for e in due {
+            if stop.is_cancelled() {
+                return Ok(None);
+            }
+            process(p, e).await?;
+        }
+    }
+}
+
+async fn mark(
+    p: &Pager,
+    e: &OutboxEntry,
+    state: OutboxState,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let now = p.clock.now();
+    p.store
+        .outbox_mark(
+            e.id,
+            OutboxMark {
+                state,
+                attempts: e.attempts,
+                due_at: e.due_at,
+                detail: detail.to_string(),
+                at: now,
+            },
+        )
+        .await
+}
+
+async fn process(p: &Pager, e: OutboxEntry) -> Result<(), StoreError> {
+    match e.kind.as_str() {
+        "timer" => fire_level(p, &e).await,
+        "status-timer" => fire_status(p, &e).await,
+        "ack-timer" => fire_ack(p, &e).await,
+        k => match NoticeKind::parse(k) {
+            Some(kind) => deliver(p, &e, kind).await,
+            None => {
+                mark(
+                    p,
+                    &e,
+                    OutboxState::Failed,
+                    &format!("unknown outbox kind {k:?}"),
+                )
+                .await
+            }
+        },
+    }
+}
+
+fn text(e: &OutboxEntry, field: &str) -> String {
+    e.payload[field].as_str().unwrap_or_default().to_string()
+}
+
+fn num(e: &OutboxEntry, field: &str) -> u64 {
+    e.payload[field].as_u64().unwrap_or_default()
+}
+
+fn time(e: &OutboxEntry, field: &str) -> Option<DateTime<Utc>> {
+    e.payload[field]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// One escalation level comes due.
+async fn fire_level(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
+    let id = e.incident_id;
+    let Some(inc) = p.store.incident(id).await? else {
+        return mark(p, e, OutboxState::Failed, "incident not found").await;
+    };
+    if inc.state != IncidentState::Escalated {
+        let why = format!("not paged: the incident is {}", inc.state.as_str());
+        return mark(p, e, OutboxState::Cancelled, &why).await;
+    }
+    let epoch = p.epoch(id).await?;
+    if num(e, "epoch") != epoch {
+        return mark(
+            p,
+            e,
+            OutboxState::Cancelled,
+            "superseded by a reopened chain",
+        )
+        .await;
+    }
+    let policy_name = text(e, "policy");
+    let Some(policy) = p.policy(&policy_name) else {
+        let why = format!("escalation policy {policy_name:?} is not configured");
+        tracing::error!(incident = id, "{why}");
+        return mark(p, e, OutboxState::Failed, &why).await;
+    };
+    let (round, level) = (num(e, "round") as u32, num(e, "level") as usize);
+    let Some(def) = policy.levels.get(level.wrapping_sub(1)) else {
+        return mark(p, e, OutboxState::Failed, "no such level").await;
+    };
+    let timeline = p.store.timeline(id).await?;
+    let reason = timeline
+        .iter()
+        .rev()
+        .find(|t| t.kind == "escalate" || t.kind == "approval" || t.kind == "reopen")
+        .map_or_else(String::new, |t| t.message.clone());
+    let who = def.name.clone().unwrap_or_else(|| format!("level {level}"));
+    let now = p.clock.now();
+    for n in &def.notify {
+        p.enqueue(
+            id,
+            format!("{id}:page:e{epoch}:r{round}:l{level}:{n}"),
+            n,
+            "page",
+            now,
+            json!({
+                "level": level,
+                "round": round,
+                "name": def.name,
+                "seq": timeline.len(),
+                "text": format!("{who} paged: {} ({reason})", inc.summary),
+            }),
+        )
+        .await?;
+    }
+    let base = time(e, "base").unwrap_or(e.due_at);
+    let next = if let Some(nd) = policy.levels.get(level) {
+        Some((round, level + 1, base, base + chrono(nd.after.get())))
+    } else if round < policy.repeat {
+        // The next round starts one gap later: the gap between the last two
+        // levels (or the only level's delay), at least a minute.
+        let n = policy.levels.len();
+        let last = policy.levels[n - 1].after.get();
+        let prev = if n > 1 {
+            policy.levels[n - 2].after.get()
+        } else {
+            Duration::ZERO
+        };
+        let gap = last.saturating_sub(prev).max(Duration::from_secs(60));
+        let nb = e.due_at + chrono(gap);
+        Some((round + 1, 1, nb, nb + chrono(policy.levels[0].after.get())))
+    } else {
+        None
+    };
+    match next {
+        Some((r, l, b, due)) => {
+            p.enqueue(
+                id,
+                format!("{id}:timer:e{epoch}:r{r}:l{l}"),
+                "",
+                "timer",
+                due,
+                json!({ "policy": policy_name, "epoch": epoch, "round": r, "level": l, "base": b }),
+            )
+            .await?;
+        }
+        None => {
+            let msg = format!(
+                "escalation ended: all {} level(s) paged{}, nobody acknowledged; no further pages (status updates go on)",
+                policy.levels.len(),
+                if policy.repeat > 0 {
+                    format!(" {} time(s)", policy.repeat + 1)
+                } else {
+                    String::new()
+                }
+            );
+            p.note(
+                id,
+                "escalate",
+                msg,
+                json!({ "ended": true, "rounds": policy.repeat + 1 }),
+            )
+            .await?;
+        }
+    }
+    mark(p, e, OutboxState::Sent, &format!("level {level} paged")).await
+}
+
+/// A status update comes due.
+async fn fire_status(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
+    let id = e.incident_id;
+    let Some(inc) = p.store.incident(id).await? else {
+        return mark(p, e, OutboxState::Failed, "incident not found").await;
+    };
+    if inc.state == IncidentState::Resolved {
+        return mark(p, e, OutboxState::Cancelled, "resolved").await;
+    }
+    let n = num(e, "n");
+    let since = time(e, "since").unwrap_or(inc.opened_at);
+    for notifier in p.paged(id).await? {
+        p.enqueue(
+            id,
+            format!("{id}:status:{n}:{notifier}"),
+            &notifier,
+            "status",
+            e.due_at,
+            json!({ "n": n, "since": since, "until": e.due_at }),
+        )
+        .await?;
+    }
+    let policy = p.info(&inc.scenario).map(|i| i.policy);
+    let every = policy
+        .and_then(|name| p.policy(&name))
+        .and_then(|pol| pol.status_every);
+    if let Some(every) = every {
+        p.enqueue(
+            id,
+            format!("{id}:status-timer:{}", n + 1),
+            "",
+            "status-timer",
+            e.due_at + chrono(every.get()),
+            json!({ "n": n + 1, "since": e.due_at }),
+        )
+        .await?;
+    }
+    mark(p, e, OutboxState::Sent, "status update sent").await
+}
+
+/// An acknowledgement's timeout comes due.
+async fn fire_ack(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
+    let id = e.incident_id;
+    let Some(inc) = p.store.incident(id).await? else {
+        return mark(p, e, OutboxState::Failed, "incident not found").await;
+    };
+    let acks = decision::count(&p.store.timeline(id).await?, "acknowledge");
+    if inc.state != IncidentState::Acknowledged || acks != num(e, "ack") as usize {
+        return mark(p, e, OutboxState::Cancelled, "no longer acknowledged").await;
+    }
+    let policy = p
+        .info(&inc.scenario)
+        .map_or_else(|| "default".into(), |i| i.policy);
+    p.store
+        .set_state(id, IncidentState::Escalated, p.clock.now())
+        .await?;
+    let by = text(e, "by");
+    reopen(
+        p,
+        id,
+        &policy,
+        &format!(
+            "the acknowledgement by {by} is older than its timeout and the incident is still open"
+        ),
+    )
+    .await?;
+    mark(p, e, OutboxState::Sent, "reopened").await?;
+    p.changed(
+        id,
+        "reopen",
+        "acknowledgement timed out: escalation resumes",
+    )
+    .await
+}
+
+/// Restarts a stopped chain at the level after the last one paged (the
+/// last level again if all were), now.
+pub(super) async fn reopen(
+    p: &Pager,
+    id: IncidentId,
+    policy_name: &str,
+    why: &str,
+) -> Result<(), StoreError> {
+    let Some(policy) = p.policy(policy_name) else {
+        return Ok(());
+    };
+    if policy.levels.is_empty() {
+        return Ok(());
+    }
+    let epoch = p.epoch(id).await? + 1;
+    let last = p
+        .store
+        .outbox_of(id)
+        .await?
+        .iter()
+        .filter(|e| e.kind == "page")
+        .map(|e| num(e, "level") as usize)
+        .max()
+        .unwrap_or(0);
+    let level = (last + 1).min(policy.levels.len());
+    let now = p.clock.now();
+    p.note(
+        id,
+        "reopen",
+        format!("{why}; escalation resumes at level {level}"),
+        json!({ "epoch": epoch, "level": level }),
+    )
+    .await?;
+    let base = now - chrono(policy.levels[level - 1].after.get());
+    p.enqueue(
+        id,
+        format!("{id}:timer:e{epoch}:r0:l{level}"),
+        "",
+        "timer",
+        now,
+        json!({ "policy": policy_name, "epoch": epoch, "round": 0, "level": level, "base": base }),
+    )
+    .await?;
+    p.wake.notify_one();
+    Ok(())
+}
+
+/// What the incident looks like now, for rendering.
+async fn view(
+    p: &Pager,
+    id: IncidentId,
+) -> Result<Option<(View, Vec<crate::store::TimelineEntry>)>, StoreError> {
+    let Some(incident) = p.store.incident(id).await? else {
+        return Ok(None);
+    };
+    let timeline = p.store.timeline(id).await?;
+    let info = p.info(&incident.scenario);
+    let last = |kinds: &[&str], n: usize| -> Vec<String> {
+        let v: Vec<String> = timeline
+            .iter()
+            .filter(|e| kinds.contains(&e.kind.as_str()))
+            .map(|e| e.message.clone())
+            .collect();
+        v[v.len().saturating_sub(n)..].to_vec()
+    };
+    let next = p
+        .store
+        .outbox_pending()
+        .await?
+        .into_iter()
+        .find(|e| e.incident_id == id && e.kind == "timer")
+        .map(|e| {
+            format!(
+                "level {} is paged at {} unless acknowledged",
+                num(&e, "level"),
+                e.due_at.format("%H:%M UTC")
+            )
+        });
+    let awaiting = decision::awaiting(&timeline).map(|(step, _)| step);
+    let next = match (&awaiting, next) {
+        (Some(step), _) => Some(format!("step {step} runs once approved")),
+        (None, n) => n,
+    };
+    let v = View {
+        rto: info.as_ref().map(|i| i.rto),
+        targets: info.map(|i| i.targets).unwrap_or_default(),
+        observed: last(&["symptom"], 3),
+        done: last(
+            &["step", "action", "verify", "guard", "escalate", "reopen"],
+            4,
+        ),
+        next,
+        awaiting,
+        decisions: decision::firsts(&timeline),
+        now: p.clock.now(),
+        incident,
+    };
+    Ok(Some((v, timeline)))
+}
+
+async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), StoreError> {
+    let id = e.incident_id;
+    let notifier = p.settings().notifiers.get(&e.notifier).cloned();
+    let Some(notifier) = notifier else {
+        let why = format!("notifier {:?} is not configured", e.notifier);
+        tracing::error!(incident = id, "{why}");
+        return fail(p, e, kind, &why).await;
+    };
+    let Some((view, timeline)) = view(p, id).await? else {
+        return mark(p, e, OutboxState::Failed, "incident not found").await;
+    };
+    if kind == NoticeKind::Resolution
+        && !p
+            .store
+            .outbox_of(id)
+            .await?
+            .iter()
+            .any(|o| o.kind == "page" && o.notifier == e.notifier && o.state == OutboxState::Sent)
+    {
+        // Its page never went out (resolved first): nothing to resolve.
+        return mark(p, e, OutboxState::Cancelled, "never paged").await;
+    }
+    if kind == NoticeKind::Page
+        && matches!(
+            view.incident.state,
+            IncidentState::Acknowledged | IncidentState::Resolved
+        )
+    {
+        let why = format!(
+            "not paged: the incident is {}",
+            view.incident.state.as_str()
+        );
+        return mark(p, e, OutboxState::Cancelled, &why).await;
+    }
+    // What goes to the thread: timeline entries since this notifier's
+    // previous notice (pages and updates), or since the last status update.
+    let entries = match kind {
+        NoticeKind::Status => {
+            let since = time(e, "since").unwrap_or(view.incident.opened_at);
+            let until = time(e, "until").unwrap_or(e.due_at);
+            timeline
+                .iter()
+                .filter(|t| t.at > since && t.at <= until && t.kind != "page")
+                .cloned()
+                .collect()
+        }
+        NoticeKind::Page | NoticeKind::Update => {
+            let seq = num(e, "seq") as usize;
+            let prev = p
+                .store
+                .outbox_of(id)
+                .await?
+                .iter()
+                .filter(|o| o.notifier == e.notifier && o.id < e.id)
+                .filter(|o| o.kind == "page" || o.kind == "update")
+                .map(|o| num(o, "seq") as usize)
+                .max();
+            // A first page carries the whole story so far.
+            let from = prev.unwrap_or(0).min(seq);
+            timeline[from..seq.min(timeline.len())]
+                .iter()
+                .filter(|t| t.kind != "page")
+                .cloned()
+                .collect()
+        }
+        NoticeKind::Resolution => Vec::new(),
+    };
+    let status_text = || {
+        format!(
+            "status update {}: {} is {} ({} open); {} timeline entr{} since the last update",
+            num(e, "n"),
+            view.incident.summary,
+            view.incident.state.as_str(),
+            human(
+                (view.now - view.incident.opened_at)
+                    .to_std()
+                    .unwrap_or_default()
+            ),
+            entries.len(),
+            if entries.len() == 1 { "y" } else { "ies" }
+        )
+    };
+    let body = match kind {
+        NoticeKind::Status => status_text(),
+        _ => text(e, "text"),
+    };
+    let reference = p.store.page_refs(id).await?.remove(&e.notifier);
+    let notice = Notice {
+        kind,
+        key: e.key.clone(),
+        level: num(e, "level") as usize,
+        level_name: e.payload["name"].as_str().map(String::from),
+        text: body,
+        entries,
+        view,
+        reference,
+        maybe_sent: e.attempts > 0,
+        event: text(e, "event"),
+    };
+    // Counted before sending: a crash from here on leaves attempts > 0.
+    let attempts = e.attempts + 1;
+    p.store
+        .outbox_mark(
+            e.id,
+            OutboxMark {
+                state: OutboxState::Pending,
+                attempts,
+                due_at: e.due_at,
+                detail: "sending".into(),
+                at: p.clock.now(),
+            },
+        )
+        .await?;
+    let e = OutboxEntry {
+        attempts,
+        ..e.clone()
+    };
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(SEND_TIMEOUT, notifier.send(&notice)).await {
+        Ok(r) => r,
+        Err(_) => Err(NotifyError::Retry {
+            reason: format!("no answer within {}", human(SEND_TIMEOUT)),
+            after: None,
+        }),
+    };
+    crate::metrics::notification(&e.notifier, result.is_ok(), started.elapsed());
+    match result {
+        Ok(d) => {
+            if let Some(r) = d.reference {
+                p.store.set_page_ref(id, &e.notifier, r).await?;
+            }
+            page_entry(p, &e, kind, notice.level, true, &d.detail).await?;
+            mark(p, &e, OutboxState::Sent, &d.detail).await
+        }
+        Err(NotifyError::Retry { reason, after }) if attempts < MAX_ATTEMPTS => {
+            let wait = backoff(attempts, &e.key).max(after.unwrap_or_default());
+            tracing::warn!(incident = id, notifier = %e.notifier, attempts, retry_in = %human(wait), "delivery failed, will retry: {reason}");
+            p.store
+                .outbox_mark(
+                    e.id,
+                    OutboxMark {
+                        state: OutboxState::Pending,
+                        attempts,
+                        due_at: p.clock.now() + chrono(wait),
+                        detail: reason,
+                        at: p.clock.now(),
+                    },
+                )
+                .await
+        }
+        Err(err) => {
+            tracing::error!(incident = id, notifier = %e.notifier, attempts, "delivery failed for good: {err}");
+            fail(p, &e, kind, &format!("{err} (after {attempts} attempt(s))")).await
+        }
+    }
+}
+
+async fn fail(p: &Pager, e: &OutboxEntry, kind: NoticeKind, why: &str) -> Result<(), StoreError> {
+    page_entry(p, e, kind, num(e, "level") as usize, false, why).await?;
+    mark(p, e, OutboxState::Failed, why).await
+}
+
+/// Pages and resolution notices go on the timeline (kind `page`).
+async fn page_entry(
+    p: &Pager,
+    e: &OutboxEntry,
+    kind: NoticeKind,
+    level: usize,
+    ok: bool,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let n = &e.notifier;
+    let (page, msg) = match (kind, ok) {
+        (NoticeKind::Page, true) => ("escalation", format!("paged level {level} via {n}")),
+        (NoticeKind::Page, false) => (
+            "escalation",
+            format!("paging level {level} via {n} failed: {detail}"),
+        ),
+        (NoticeKind::Resolution, true) => ("resolution", format!("resolution notice via {n}")),
+        (NoticeKind::Resolution, false) => (
+            "resolution",
+            format!("resolution notice via {n} failed: {detail}"),
+        ),
+        (_, true) => return Ok(()),
+        (_, false) => {
+            return p
+                .note(
+                    e.incident_id,
+                    "note",
+                    format!("{} via {n} failed: {detail}", kind.as_str()),
+                    json!({ "notifier": n, "key": e.key }),
+                )
+                .await;
+        }
+    };
+    p.note(
+        e.incident_id,
+        "page",
+        msg,
+        json!({ "page": page, "level": level, "notifier": n, "delivered": ok, "key": e.key }),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered_within_bounds() {
+        for attempts in 1..30 {
+            let d = backoff(attempts, "k");
+            let exp = BACKOFF_BASE
+                .saturating_mul(1u32 << (attempts - 1).min(20))
+                .min(BACKOFF_CAP);
+            assert!(
+                d >= exp / 2 && d <= exp,
+                "attempt {attempts}: {d:?} vs {exp:?}"
+            );
+        }
+        assert!(backoff(40, "k") <= BACKOFF_CAP);
+    }
+}

@@ -1,0 +1,391 @@
+//! The Slack notifier: one Block Kit message per incident and channel,
+//! updated in place (`chat.update`) on every change, with the timeline in
+//! its thread and the buttons Acknowledge, Approve / Reject (with a confirm
+//! dialog, while a step awaits approval), Escalate now and Resolve.
+//!
+//! Plain `reqwest` against the Web API (see the README for why not
+//! slack-morphism). The incident message carries Slack message metadata
+//! (`medic_incident`, the incident id) and every thread reply the outbox
+//! key (`medic_notice`): after a crash that may have hidden a post's reply,
+//! medic looks the message up (`conversations.history` /
+//! `conversations.replies`) before posting again, so nothing is posted
+//! twice. HTTP 429 (and `ratelimited`) is retried after Retry-After.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::{
+    Delivered, Notice, NoticeKind, Notifier, NotifyError, View, checked, http_client, human,
+};
+use crate::config::SlackNotifier as Config;
+use crate::secret::Secret;
+use crate::store::IncidentState;
+
+/// Metadata event type of incident messages.
+const INCIDENT_EVENT: &str = "medic_incident";
+/// Metadata event type of thread replies.
+const NOTICE_EVENT: &str = "medic_notice";
+
+/// Posts to one channel.
+pub struct SlackNotifier {
+    name: String,
+    channel: String,
+    mention: Vec<String>,
+    api: String,
+    token: Result<Secret, String>,
+    client: reqwest::Client,
+    /// Messages posted by this process whose ts may not be stored yet.
+    posted: Mutex<HashMap<i64, String>>,
+}
+
+/// Slack's `<@U1>` / `<!subteam^S1>` for a user or group id.
+fn mention(id: &str) -> String {
+    if id.starts_with('S') {
+        format!("<!subteam^{id}>")
+    } else {
+        format!("<@{id}>")
+    }
+}
+
+fn plain(text: &str) -> Value {
+    json!({ "type": "plain_text", "text": text, "emoji": true })
+}
+
+fn mrkdwn(text: &str) -> Value {
+    json!({ "type": "mrkdwn", "text": text })
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The RTO clock: how much of the objective is used (or by how much it
+/// was missed).
+fn rto_clock(v: &View) -> String {
+    let end = v.incident.resolved_at.unwrap_or(v.now);
+    let took = (end - v.incident.opened_at).to_std().unwrap_or_default();
+    match v.rto {
+        None => format!("{} since detection", human(took)),
+        Some(rto) if took <= rto => format!("{} of {} used", human(took), human(rto)),
+        Some(rto) => format!("RTO {} MISSED by {}", human(rto), human(took - rto)),
+    }
+}
+
+/// The incident message: blocks and the notification fallback text.
+pub fn render(v: &View) -> (Vec<Value>, String) {
+    let inc = &v.incident;
+    let icon = match inc.state {
+        IncidentState::Resolved => "✅",
+        IncidentState::Acknowledged => "👀",
+        _ if inc.severity == "critical" => "🔴",
+        _ => "🟠",
+    };
+    let title = cut(&format!("{icon} {}", inc.summary), 150);
+    let lines = |v: &[String]| {
+        if v.is_empty() {
+            "—".to_string()
+        } else {
+            v.iter()
+                .map(|l| format!("• {}", cut(l, 280)))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let mut blocks = vec![
+        json!({ "type": "header", "text": plain(&title) }),
+        json!({ "type": "section", "fields": [
+            mrkdwn(&format!("*Severity*\n{}", inc.severity)),
+            mrkdwn(&format!("*Scenario*\n{}", inc.scenario)),
+            mrkdwn(&format!("*Target*\n{}", if v.targets.is_empty() { "—".into() } else { v.targets.join(", ") })),
+            mrkdwn(&format!("*State*\n{}", inc.state.as_str())),
+            mrkdwn(&format!("*RTO clock*\n{}", rto_clock(v))),
+            mrkdwn(&format!("*Incident*\n#{} opened {}", inc.id, inc.opened_at.format("%Y-%m-%d %H:%M UTC"))),
+        ]}),
+        json!({ "type": "section", "text": mrkdwn(&format!("*Observed*\n{}", lines(&v.observed))) }),
+        json!({ "type": "section", "text": mrkdwn(&format!("*Done*\n{}", lines(&v.done))) }),
+    ];
+    if let Some(next) = &v.next {
+        blocks
+            .push(json!({ "type": "section", "text": mrkdwn(&format!("*About to do*\n{next}")) }));
+    }
+    if !v.decisions.is_empty() {
+        let who = v
+            .decisions
+            .iter()
+            .rev()
+            .take(5)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" · ");
+        blocks.push(json!({ "type": "context", "elements": [mrkdwn(&cut(&who, 2000))] }));
+    }
+    if inc.state != IncidentState::Resolved {
+        let id = inc.id.to_string();
+        let mut buttons = Vec::new();
+        if inc.state != IncidentState::Acknowledged {
+            buttons.push(json!({ "type": "button", "action_id": "acknowledge", "value": id, "text": plain("Acknowledge"), "style": "primary" }));
+        }
+        if let Some(step) = &v.awaiting {
+            let value = format!("{id}:{step}");
+            let confirm = |verb: &str| {
+                json!({
+                    "title": plain(&format!("{verb} step {}?", cut(step, 60))),
+                    "text": mrkdwn(&format!("medic will {} *{step}* on incident #{id} ({}).", if verb == "Approve" { "run" } else { "not run" }, inc.scenario)),
+                    "confirm": plain(verb),
+                    "deny": plain("Cancel"),
+                })
+            };
+            buttons.push(json!({ "type": "button", "action_id": "approve", "value": value, "text": plain(&format!("Approve {}", cut(step, 30))), "style": "primary", "confirm": confirm("Approve") }));
+            buttons.push(json!({ "type": "button", "action_id": "reject", "value": value, "text": plain("Reject"), "style": "danger", "confirm": confirm("Reject") }));
+        }
+        buttons.push(json!({ "type": "button", "action_id": "escalate", "value": id, "text": plain("Escalate now") }));
+        buttons.push(json!({ "type": "button", "action_id": "resolve", "value": id, "text": plain("Resolve") }));
+        blocks.push(
+            json!({ "type": "actions", "block_id": format!("medic:{id}"), "elements": buttons }),
+        );
+    }
+    let text = format!(
+        "[{}] {} — {} (incident #{})",
+        inc.severity,
+        inc.summary,
+        inc.state.as_str(),
+        inc.id
+    );
+    (blocks, text)
+}
+
+impl SlackNotifier {
+    pub fn new(name: &str, c: &Config) -> Self {
+        SlackNotifier {
+            name: name.to_string(),
+            channel: c.channel.clone(),
+            mention: c.mention.clone(),
+            api: c.api_url.trim_end_matches('/').to_string(),
+            token: c.token.resolve().map_err(|e| e.to_string()),
+            client: http_client(),
+            posted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn token(&self) -> Result<&str, NotifyError> {
+        self.token
+            .as_ref()
+            .map(|t| t.expose())
+            .map_err(|e| NotifyError::Permanent(format!("{}: token: {e}", self.name)))
+    }
+
+    /// One Web API call; Slack's `ok: false` errors sorted into retry or not.
+    async fn call(
+        &self,
+        method: &str,
+        body: Option<&Value>,
+        query: &[(&str, String)],
+    ) -> Result<Value, NotifyError> {
+        let url = format!("{}/{method}", self.api);
+        let req = match body {
+            Some(b) => self.client.post(&url).json(b),
+            None => {
+                let q = serde_urlencoded::to_string(query).unwrap_or_default();
+                self.client.get(format!("{url}?{q}"))
+            }
+        };
+        let r = req.bearer_auth(self.token()?).send().await;
+        let resp = checked(&format!("Slack {method}"), r).await?;
+        let v: Value = resp.json().await.map_err(|e| NotifyError::Retry {
+            reason: format!("Slack {method}: bad answer: {e}"),
+            after: None,
+        })?;
+        if v["ok"] == true {
+            return Ok(v);
+        }
+        let err = v["error"].as_str().unwrap_or("unknown error").to_string();
+        let reason = format!("Slack {method}: {err}");
+        match err.as_str() {
+            "ratelimited"
+            | "internal_error"
+            | "fatal_error"
+            | "service_unavailable"
+            | "request_timeout" => Err(NotifyError::Retry {
+                reason,
+                after: None,
+            }),
+            _ => Err(NotifyError::Permanent(reason)),
+        }
+    }
+
+    /// The incident message posted before a crash hid its reply, if any.
+    async fn find_message(&self, n: &Notice) -> Result<Option<String>, NotifyError> {
+        let oldest = n.view.incident.opened_at.timestamp() - 1;
+        let v = self
+            .call(
+                "conversations.history",
+                None,
+                &[
+                    ("channel", self.channel.clone()),
+                    ("oldest", oldest.to_string()),
+                    ("include_all_metadata", "true".into()),
+                    ("limit", "200".into()),
+                ],
+            )
+            .await?;
+        let id = n.view.incident.id;
+        Ok(v["messages"].as_array().and_then(|ms| {
+            ms.iter()
+                .find(|m| {
+                    m["metadata"]["event_type"] == INCIDENT_EVENT
+                        && m["metadata"]["event_payload"]["incident"] == id
+                })
+                .and_then(|m| m["ts"].as_str().map(String::from))
+        }))
+    }
+
+    /// Whether this notice's thread reply is already there (after a crash).
+    async fn replied(&self, ts: &str, key: &str) -> Result<bool, NotifyError> {
+        let v = self
+            .call(
+                "conversations.replies",
+                None,
+                &[
+                    ("channel", self.channel.clone()),
+                    ("ts", ts.to_string()),
+                    ("include_all_metadata", "true".into()),
+                    ("limit", "200".into()),
+                ],
+            )
+            .await?;
+        Ok(v["messages"].as_array().is_some_and(|ms| {
+            ms.iter().any(|m| {
+                m["metadata"]["event_type"] == NOTICE_EVENT
+                    && m["metadata"]["event_payload"]["key"] == key
+            })
+        }))
+    }
+
+    /// What goes to the thread for a notice.
+    fn thread_text(&self, n: &Notice) -> String {
+        let mut out = n.text.clone();
+        if matches!(n.kind, NoticeKind::Page | NoticeKind::Resolution) && !self.mention.is_empty() {
+            let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
+            out = format!("{} {out}", who.join(" "));
+        }
+        for e in n.entries.iter().take(40) {
+            out.push_str(&format!(
+                "\n• {} {}: {}",
+                e.at.format("%H:%M:%S"),
+                e.kind,
+                cut(&e.message, 300)
+            ));
+        }
+        if n.entries.len() > 40 {
+            out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
+        }
+        cut(&out, 3900)
+    }
+
+    /// Members of a user group (`usergroups.users.list`).
+    pub async fn group_members(&self, group: &str) -> Result<Vec<String>, NotifyError> {
+        let v = self
+            .call(
+                "usergroups.users.list",
+                None,
+                &[("usergroup", group.to_string())],
+            )
+            .await?;
+        Ok(v["users"]
+            .as_array()
+            .map(|us| {
+                us.iter()
+                    .filter_map(|u| u.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// A message only `user` sees (refusals, "already done by").
+    pub async fn ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), NotifyError> {
+        self.call(
+            "chat.postEphemeral",
+            Some(&json!({ "channel": channel, "user": user, "text": text })),
+            &[],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for SlackNotifier {
+    async fn send(&self, n: &Notice) -> Result<Delivered, NotifyError> {
+        let id = n.view.incident.id;
+        let (blocks, text) = render(&n.view);
+        let known = n
+            .reference
+            .as_ref()
+            .and_then(|r| r["ts"].as_str().map(String::from))
+            .or_else(|| super::lock(&self.posted).get(&id).cloned());
+        let found = match (&known, n.maybe_sent) {
+            (None, true) => self.find_message(n).await?,
+            _ => None,
+        };
+        let (ts, fresh) = match known.or(found) {
+            Some(ts) => (ts, false),
+            None => {
+                let v = self
+                    .call(
+                        "chat.postMessage",
+                        Some(&json!({
+                            "channel": self.channel,
+                            "text": text,
+                            "blocks": blocks,
+                            "metadata": { "event_type": INCIDENT_EVENT, "event_payload": { "incident": id } },
+                        })),
+                        &[],
+                    )
+                    .await?;
+                let ts = v["ts"].as_str().unwrap_or_default().to_string();
+                super::lock(&self.posted).insert(id, ts.clone());
+                (ts, true)
+            }
+        };
+        if !fresh {
+            self.call(
+                "chat.update",
+                Some(&json!({ "channel": self.channel, "ts": ts, "text": text, "blocks": blocks })),
+                &[],
+            )
+            .await?;
+        }
+        let already = n.maybe_sent && !fresh && self.replied(&ts, &n.key).await?;
+        if !already {
+            self.call(
+                "chat.postMessage",
+                Some(&json!({
+                    "channel": self.channel,
+                    "thread_ts": ts,
+                    "text": self.thread_text(n),
+                    "metadata": { "event_type": NOTICE_EVENT, "event_payload": { "key": n.key } },
+                })),
+                &[],
+            )
+            .await?;
+        }
+        Ok(Delivered {
+            reference: Some(json!({ "channel": self.channel, "ts": ts })),
+            detail: format!("message {ts}"),
+        })
+    }
+}

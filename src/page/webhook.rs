@@ -1,0 +1,65 @@
+//! The webhook notifier: one JSON POST per notice, for status pages and chat
+//! tools without a dedicated integration. Same durability as every
+//! notifier (the outbox); each request carries `Idempotency-Key` (the
+//! outbox key), so a receiver can drop the copy a crash may cause.
+
+use serde_json::json;
+
+use super::{Delivered, Notice, Notifier, NotifyError, checked, http_client};
+use crate::config::WebhookNotifier as Config;
+use crate::secret::Secret;
+
+/// POSTs notices to one URL.
+pub struct WebhookNotifier {
+    name: String,
+    url: String,
+    token: Option<Result<Secret, String>>,
+    client: reqwest::Client,
+}
+
+impl WebhookNotifier {
+    pub fn new(name: &str, c: &Config) -> Self {
+        WebhookNotifier {
+            name: name.to_string(),
+            url: c.url.clone(),
+            token: c
+                .bearer_token
+                .as_ref()
+                .map(|t| t.resolve().map_err(|e| e.to_string())),
+            client: http_client(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for WebhookNotifier {
+    async fn send(&self, n: &Notice) -> Result<Delivered, NotifyError> {
+        let body = json!({
+            "kind": n.kind,
+            "key": n.key,
+            "event": n.event(),
+            "level": n.level,
+            "level_name": n.level_name,
+            "text": n.text,
+            "incident": n.view.incident,
+            "view": n.view,
+            "entries": n.entries,
+        });
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("Idempotency-Key", &n.key)
+            .json(&body);
+        if let Some(t) = &self.token {
+            let t = t
+                .as_ref()
+                .map_err(|e| NotifyError::Permanent(format!("{}: bearer token: {e}", self.name)))?;
+            req = req.bearer_auth(t.expose());
+        }
+        let resp = checked("webhook", req.send().await).await?;
+        Ok(Delivered {
+            reference: None,
+            detail: format!("HTTP {}", resp.status().as_u16()),
+        })
+    }
+}

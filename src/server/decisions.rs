@@ -1,0 +1,127 @@
+//! The mutating incidents API:
+//! `POST /api/v1/incidents/{id}/{acknowledge|approve|reject|escalate|resolve}`
+//! with a JSON body `{"by": "name", "step": "STEP" (optional), "note": "..."}`
+//! and `Authorization: Bearer TOKEN` (config `http.api_token`, compared in
+//! constant time). 401 without the right token; 400 for a malformed body
+//! or id; 404 for an unknown incident or action; 409 for a step that is not
+//! awaiting approval. Each decision is written on the incident's timeline
+//! with who made it; repeating one changes nothing (`"first": false`).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::page::{DecideError, Decision, DecisionKind};
+
+/// The decision routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/incidents/{id}/{action}", post(decide))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    by: String,
+    #[serde(default)]
+    step: Option<String>,
+    #[serde(default)]
+    note: String,
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(json!({ "ok": false, "error": msg.into() }))).into_response()
+}
+
+/// Whether `headers` carry `Authorization: Bearer {token}`.
+pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
+}
+
+async fn decide(
+    State(st): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(token) = &st.api_token else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "mutating API calls are disabled: set http.api_token in the config",
+        );
+    };
+    if !authorized(&headers, token.expose()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+        );
+    }
+    let Some(kind) = DecisionKind::parse(&action) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown action {action:?}; one of: {}",
+                DecisionKind::ALL.join(", ")
+            ),
+        );
+    };
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("incident id {id:?} is not a number"),
+        );
+    };
+    let body: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body: {e}; expected {{\"by\": \"name\", \"step\": \"STEP\" (optional), \"note\": \"...\"}}"
+                ),
+            );
+        }
+    };
+    let Some(pager) = st.pager.borrow().clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica is not the leader (or is starting): ask the leader",
+        );
+    };
+    let d = Decision {
+        kind,
+        by: body.by,
+        step: body.step.filter(|s| !s.is_empty()),
+        note: body.note,
+        via: "api".into(),
+    };
+    match pager.decide(id, d).await {
+        Ok(o) => (
+            StatusCode::OK,
+            Json(json!({ "ok": true, "first": o.first, "message": o.message })),
+        )
+            .into_response(),
+        Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(DecideError::BadRequest(m)) if m.contains("not awaiting") => {
+            error(StatusCode::CONFLICT, m)
+        }
+        Err(DecideError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
+        Err(e @ DecideError::Store(_)) => {
+            tracing::error!(incident = id, error = %e, "decision failed: store");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! `POST /slack/interactions`: Slack's button clicks on incident messages.
+//!
+//! Every request is verified first: `X-Slack-Signature` must be
+//! `v0=hex(HMAC-SHA256(signing secret, "v0:{X-Slack-Request-Timestamp}:{raw body}"))`
+//! (constant-time comparison), the timestamp within 300 s of now, and the
+//! signature not seen before (a replay within the window is refused too).
+//! Anything else is 401 and changes nothing. A malformed payload or an
+//! unknown action id is 400, saying what is wrong.
+//!
+//! A valid click is answered at once (Slack wants an answer within 3 s)
+//! and decided asynchronously: only configured approvers (user IDs, or
+//! members of user groups) may Approve, Reject or Resolve; others get an
+//! ephemeral refusal. A repeated click changes nothing and tells the
+//! clicker who acted first. The incident message itself is updated by the
+//! pager.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Router};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+use super::AppState;
+use crate::page::{Decision, DecisionKind, Pager};
+
+/// How far a request's timestamp may be from now.
+pub const WINDOW_SECS: i64 = 300;
+
+/// Why a request was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing header {0}")]
+    Missing(&'static str),
+    #[error("X-Slack-Request-Timestamp {0:?} is not a number")]
+    BadTimestamp(String),
+    #[error("request timestamp is {0} s away from now (window: 300 s): expired or replayed")]
+    Expired(i64),
+    #[error("signature does not match")]
+    Mismatch,
+    #[error("signature already used (replayed request)")]
+    Replayed,
+}
+
+/// `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.
+pub fn sign(secret: &str, ts: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(b"v0:");
+    mac.update(ts.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Verifies a request's signature and timestamp against `now` (unix s).
+pub fn verify(
+    secret: &str,
+    ts: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), SignatureError> {
+    let ts = ts.ok_or(SignatureError::Missing("X-Slack-Request-Timestamp"))?;
+    let signature = signature.ok_or(SignatureError::Missing("X-Slack-Signature"))?;
+    let t: i64 = ts
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp(ts.chars().take(20).collect()))?;
+    let skew = now.saturating_sub(t);
+    if skew.abs() > WINDOW_SECS {
+        return Err(SignatureError::Expired(skew));
+    }
+    let want = sign(secret, ts, body);
+    if bool::from(want.as_bytes().ct_eq(signature.trim().as_bytes())) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// Signatures seen within the window (replay protection).
+#[derive(Default)]
+struct Seen(Mutex<HashMap<String, i64>>);
+
+impl Seen {
+    /// True the first time `sig` is seen; forgets entries past the window.
+    fn first(&self, sig: &str, now: i64) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|_, at| now - *at <= WINDOW_SECS * 2);
+        g.insert(sig.to_string(), now).is_none()
+    }
+}
+
+/// Clicks waiting to be decided, one at a time, off the request path: the
+/// answer to Slack never waits for the store or for Slack's API, and a
+/// burst of clicks does not starve the answers.
+type Queue = mpsc::Sender<(Arc<Pager>, crate::config::SlackApp, Click)>;
+
+/// What the route keeps between requests.
+#[derive(Default)]
+struct Interactions {
+    seen: Seen,
+    queue: OnceLock<Queue>,
+    /// The signing secret, read once (per reload) instead of per request.
+    secret: Mutex<Option<(crate::secret::SecretRef, Arc<crate::secret::Secret>)>>,
+}
+
+impl Interactions {
+    fn queue(&self) -> &Queue {
+        self.queue.get_or_init(|| {
+            let (tx, mut rx) = mpsc::channel::<(Arc<Pager>, crate::config::SlackApp, Click)>(4096);
+            tokio::spawn(async move {
+                while let Some((pager, app, click)) = rx.recv().await {
+                    if let Err(e) = act(&pager, &app, click).await {
+                        tracing::warn!(error = %e, "slack interaction: could not answer the clicker");
+                    }
+                }
+            });
+            tx
+        })
+    }
+
+    fn secret(
+        &self,
+        r: &crate::secret::SecretRef,
+    ) -> Result<Arc<crate::secret::Secret>, crate::secret::SecretError> {
+        let mut g = self.secret.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, s)) = g.as_ref()
+            && known == r
+        {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(r.resolve()?);
+        *g = Some((r.clone(), s.clone()));
+        Ok(s)
+    }
+}
+
+/// The interactions route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/slack/interactions", post(interactions))
+        .layer(Extension(Arc::new(Interactions::default())))
+}
+
+fn refuse(code: StatusCode, msg: impl Into<String>) -> Response {
+    let msg = msg.into();
+    tracing::warn!(status = code.as_u16(), "slack interaction refused: {msg}");
+    (code, format!("{msg}\n")).into_response()
+}
+
+/// One click, parsed.
+struct Click {
+    kind: DecisionKind,
+    incident: i64,
+    step: Option<String>,
+    user: String,
+    channel: String,
+}
+
+fn parse(body: &[u8]) -> Result<Click, String> {
+    let form: HashMap<String, String> =
+        serde_urlencoded::from_bytes(body).map_err(|e| format!("body is not a form: {e}"))?;
+    let payload = form.get("payload").ok_or("body has no `payload` field")?;
+    let v: serde_json::Value =
+        serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    if v["type"] != "block_actions" {
+        return Err(format!(
+            "payload type {} is not handled (only block_actions)",
+            v["type"]
+        ));
+    }
+    let user = v["user"]["id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or("payload has no user.id")?
+        .to_string();
+    let channel = v["channel"]["id"]
+        .as_str()
+        .or(v["container"]["channel_id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let action = v["actions"]
+        .as_array()
+        .and_then(|a| a.first())
+        .ok_or("payload has no actions")?;
+    let id = action["action_id"].as_str().unwrap_or_default();
+    let kind = DecisionKind::parse(id).ok_or_else(|| {
+        format!(
+            "unknown action id {:?} (known: {})",
+            id.chars().take(40).collect::<String>(),
+            DecisionKind::ALL.join(", ")
+        )
+    })?;
+    let value = action["value"].as_str().unwrap_or_default();
+    let (inc, step) = match value.split_once(':') {
+        Some((i, s)) => (i, Some(s.to_string())),
+        None => (value, None),
+    };
+    let incident = inc
+        .parse::<i64>()
+        .map_err(|_| format!("action value {value:?} does not name an incident"))?;
+    if matches!(kind, DecisionKind::Approve | DecisionKind::Reject) && step.is_none() {
+        return Err(format!("action {id} needs a step in its value (`ID:STEP`)"));
+    }
+    Ok(Click {
+        kind,
+        incident,
+        step,
+        user,
+        channel,
+    })
+}
+
+async fn interactions(
+    State(st): State<AppState>,
+    Extension(ix): Extension<Arc<Interactions>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(pager) = st.pager.borrow().clone() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica is not the leader (or is starting)",
+        );
+    };
+    let Some(app) = pager.slack_app() else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "Slack interactivity is not configured (config `slack:`)",
+        );
+    };
+    let secret = match ix.secret(&app.signing_secret) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("slack.signing_secret: {e}");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "signing secret unavailable",
+            );
+        }
+    };
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let now = st.clock.now().timestamp();
+    let signature = header("x-slack-signature");
+    if let Err(e) = verify(
+        secret.expose(),
+        header("x-slack-request-timestamp"),
+        signature,
+        &body,
+        now,
+    ) {
+        return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    if !ix.seen.first(signature.unwrap_or_default(), now) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            SignatureError::Replayed.to_string(),
+        );
+    }
+    let click = match parse(&body) {
+        Ok(c) => c,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
+    };
+    if ix.queue().try_send((pager, app, click)).is_err() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many clicks waiting; try again in a moment",
+        );
+    }
+    StatusCode::OK.into_response()
+}
+
+/// Whether `user` may approve, reject or resolve.
+async fn approver(pager: &Pager, app: &crate::config::SlackApp, user: &str) -> bool {
+    if app.approvers.iter().any(|u| u == user) {
+        return true;
+    }
+    let Some(client) = pager.slack_client() else {
+        return false;
+    };
+    for g in &app.approver_groups {
+        match client.group_members(g).await {
+            Ok(members) if members.iter().any(|m| m == user) => return true,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(group = %g, error = %e, "cannot list the user group's members")
+            }
+        }
+    }
+    false
+}
+
+async fn act(
+    pager: &Pager,
+    app: &crate::config::SlackApp,
+    click: Click,
+) -> Result<(), crate::page::NotifyError> {
+    let reply = |text: String| {
+        let client = pager.slack_client();
+        let (channel, user) = (click.channel.clone(), click.user.clone());
+        async move {
+            match client {
+                Some(c) if !channel.is_empty() => c.ephemeral(&channel, &user, &text).await,
+                _ => Ok(()),
+            }
+        }
+    };
+    if click.kind.needs_approver() && !approver(pager, app, &click.user).await {
+        tracing::warn!(user = %click.user, action = click.kind.as_str(), incident = click.incident, "refused: not an approver");
+        return reply(format!(
+            "Sorry <@{}>, only approvers may {} incidents. Nothing was changed.",
+            click.user,
+            click.kind.as_str()
+        ))
+        .await;
+    }
+    let d = Decision {
+        kind: click.kind,
+        by: format!("<@{}>", click.user),
+        step: click.step.clone(),
+        note: String::new(),
+        via: "slack".into(),
+    };
+    match pager.decide(click.incident, d).await {
+        Ok(o) if o.first => Ok(()),
+        Ok(o) => reply(format!("Nothing changed: {}.", o.message)).await,
+        Err(e) => reply(format!("Nothing changed: {e}.")).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_within_the_window_only() {
+        let sig = sign("s3cret", "1000", b"a=b");
+        assert_eq!(
+            verify("s3cret", Some("1000"), Some(&sig), b"a=b", 1000),
+            Ok(())
+        );
+        assert_eq!(
+            verify("s3cret", Some("1000"), Some(&sig), b"a=b", 1300),
+            Ok(())
+        );
+        assert_eq!(
+            verify("s3cret", Some("1000"), Some(&sig), b"a=b", 1301),
+            Err(SignatureError::Expired(301))
+        );
+        assert_eq!(
+            verify("other", Some("1000"), Some(&sig), b"a=b", 1000),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify("s3cret", Some("1000"), Some(&sig), b"a=c", 1000),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify("s3cret", None, Some(&sig), b"a=b", 1000),
+            Err(SignatureError::Missing("X-Slack-Request-Timestamp"))
+        );
+        assert!(matches!(
+            verify("s3cret", Some("soon"), Some(&sig), b"a=b", 1000),
+            Err(SignatureError::BadTimestamp(_))
+        ));
+    }
+
+    #[test]
+    fn replays_are_seen() {
+        let s = Seen::default();
+        assert!(s.first("v0=aa", 10));
+        assert!(!s.first("v0=aa", 11));
+        assert!(s.first("v0=bb", 11));
+    }
+}

@@ -1,0 +1,241 @@
+//! Local fakes of the Slack Web API (`/api/METHOD`), the PagerDuty Events
+//! API v2 (`/v2/enqueue`) and a webhook receiver (`/hook`), in one HTTP
+//! server on 127.0.0.1 with its own thread and runtime (so it answers
+//! whatever clock the test runs on). Every request is recorded; answers can
+//! be scripted (HTTP 429 with Retry-After, 5xx, 400) per path.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+/// One recorded request.
+#[derive(Clone, Debug)]
+pub struct Req {
+    /// `chat.postMessage`, `pagerduty`, `hook`...
+    pub what: String,
+    pub body: Value,
+    pub query: String,
+    pub headers: HashMap<String, String>,
+}
+
+impl Req {
+    /// A short form for asserting sequences: `chat.postMessage`,
+    /// `chat.postMessage(thread)`, `pagerduty:trigger`.
+    pub fn short(&self) -> String {
+        match self.what.as_str() {
+            "chat.postMessage" if self.body["thread_ts"].is_string() => {
+                "chat.postMessage(thread)".into()
+            }
+            "pagerduty" => format!(
+                "pagerduty:{}",
+                self.body["event_action"].as_str().unwrap_or("?")
+            ),
+            w => w.to_string(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    reqs: Vec<Req>,
+    /// Slack messages: (ts, thread_ts, metadata).
+    messages: Vec<(String, Option<String>, Value)>,
+    next_ts: u64,
+    /// Scripted answers by `what`: (status, Retry-After).
+    script: HashMap<String, VecDeque<(u16, Option<u64>)>>,
+    /// usergroups.users.list answers.
+    groups: HashMap<String, Vec<String>>,
+}
+
+/// The fakes. Clones share state.
+#[derive(Clone, Default)]
+pub struct Fakes(Arc<Mutex<Inner>>);
+
+impl Fakes {
+    /// Starts the server; returns the fakes and their base URL.
+    pub fn start() -> (Fakes, String) {
+        let fakes = Fakes::default();
+        let f = fakes.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = Router::new()
+                    .route("/api/{method}", post(slack).get(slack))
+                    .route("/v2/enqueue", post(pagerduty))
+                    .route("/hook", post(hook))
+                    .route("/healthz", get(|| async { "ok" }))
+                    .with_state(f);
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        (fakes, format!("http://{addr}"))
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Req> {
+        self.0.lock().unwrap().reqs.clone()
+    }
+
+    /// [`Req::short`] of every request so far.
+    pub fn shorts(&self) -> Vec<String> {
+        self.requests().iter().map(Req::short).collect()
+    }
+
+    /// The next answers to `what` (`chat.postMessage`, `pagerduty`, `hook`).
+    pub fn script(&self, what: &str, answers: &[(u16, Option<u64>)]) {
+        self.0
+            .lock()
+            .unwrap()
+            .script
+            .entry(what.into())
+            .or_default()
+            .extend(answers.iter().copied());
+    }
+
+    /// Members of a Slack user group.
+    pub fn group(&self, id: &str, members: &[&str]) {
+        self.0
+            .lock()
+            .unwrap()
+            .groups
+            .insert(id.into(), members.iter().map(|m| m.to_string()).collect());
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap().reqs.clear();
+    }
+
+    fn record(
+        &self,
+        what: &str,
+        headers: &HeaderMap,
+        query: String,
+        body: Value,
+    ) -> Option<Response> {
+        let mut g = self.0.lock().unwrap();
+        g.reqs.push(Req {
+            what: what.into(),
+            body,
+            query,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                .collect(),
+        });
+        let (status, after) = g.script.get_mut(what)?.pop_front()?;
+        let mut resp = (
+            StatusCode::from_u16(status).unwrap(),
+            axum::Json(json!({ "status": "invalid event", "message": "scripted", "errors": ["scripted failure"] })),
+        )
+            .into_response();
+        if let Some(s) = after {
+            resp.headers_mut()
+                .insert("retry-after", s.to_string().parse().unwrap());
+        }
+        Some(resp)
+    }
+}
+
+fn parse_body(body: &Bytes) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+async fn slack(
+    State(f): State<Fakes>,
+    Path(method): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = parse_body(&body);
+    let query = q.unwrap_or_default();
+    if let Some(r) = f.record(&method, &headers, query.clone(), body.clone()) {
+        return r;
+    }
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer xoxb-test") {
+        return axum::Json(json!({ "ok": false, "error": "invalid_auth" })).into_response();
+    }
+    let mut g = f.0.lock().unwrap();
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let v = match method.as_str() {
+        "chat.postMessage" => {
+            g.next_ts += 1;
+            let ts = format!("1700000000.{:06}", g.next_ts);
+            let thread = body["thread_ts"].as_str().map(String::from);
+            g.messages
+                .push((ts.clone(), thread, body["metadata"].clone()));
+            json!({ "ok": true, "channel": body["channel"], "ts": ts })
+        }
+        "chat.update" => json!({ "ok": true, "channel": body["channel"], "ts": body["ts"] }),
+        "chat.postEphemeral" => json!({ "ok": true, "message_ts": "1700000000.999999" }),
+        "conversations.history" => {
+            let ms: Vec<Value> = g
+                .messages
+                .iter()
+                .filter(|(_, t, _)| t.is_none())
+                .map(|(ts, _, m)| json!({ "ts": ts, "metadata": m }))
+                .collect();
+            json!({ "ok": true, "messages": ms })
+        }
+        "conversations.replies" => {
+            let parent = param("ts");
+            let ms: Vec<Value> = g
+                .messages
+                .iter()
+                .filter(|(ts, t, _)| *ts == parent || t.as_deref() == Some(parent.as_str()))
+                .map(|(ts, _, m)| json!({ "ts": ts, "metadata": m }))
+                .collect();
+            json!({ "ok": true, "messages": ms })
+        }
+        "usergroups.users.list" => {
+            let users = g
+                .groups
+                .get(&param("usergroup"))
+                .cloned()
+                .unwrap_or_default();
+            json!({ "ok": true, "users": users })
+        }
+        _ => json!({ "ok": false, "error": "unknown_method" }),
+    };
+    axum::Json(v).into_response()
+}
+
+async fn pagerduty(State(f): State<Fakes>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = parse_body(&body);
+    if let Some(r) = f.record("pagerduty", &headers, String::new(), body.clone()) {
+        return r;
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "status": "success", "message": "Event processed", "dedup_key": body["dedup_key"] })),
+    )
+        .into_response()
+}
+
+async fn hook(State(f): State<Fakes>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = parse_body(&body);
+    if let Some(r) = f.record("hook", &headers, String::new(), body) {
+        return r;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

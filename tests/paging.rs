@@ -1,0 +1,389 @@
+//! Paging: escalation timers on tokio's paused clock (hours in
+//! milliseconds), with recording notifiers; then the HTTP surface (Slack
+//! interactions, the incidents API) against local fakes of Slack and
+//! PagerDuty that record every request.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use medic::clock::Clock;
+use medic::config::Config;
+use medic::page::{
+    Decision, DecisionKind, Delivered, Notice, NoticeKind, Notifier, NotifyError, Pager,
+};
+use medic::rules::model::Scenario;
+use medic::store::{Incident, IncidentState, MemoryStore, NewIncident, OutboxState, Store};
+use tokio_util::sync::CancellationToken;
+
+fn base() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// What a recording notifier got: minute (since `base`), notifier, kind, level.
+type Log = Arc<Mutex<Vec<(i64, String, NoticeKind, usize, Notice)>>>;
+
+struct Rec {
+    name: String,
+    log: Log,
+    clock: Clock,
+}
+
+#[async_trait::async_trait]
+impl Notifier for Rec {
+    async fn send(&self, n: &Notice) -> Result<Delivered, NotifyError> {
+        let min = (self.clock.now() - base()).num_minutes();
+        self.log
+            .lock()
+            .unwrap()
+            .push((min, self.name.clone(), n.kind, n.level, n.clone()));
+        Ok(Delivered::default())
+    }
+}
+
+fn config(policy: &str) -> Config {
+    let text = format!(
+        "notifiers: {{ oncall: {{ log: {{}} }}, lead: {{ log: {{}} }}, cto: {{ log: {{}} }} }}\n\
+         escalation:\n  default:\n{policy}"
+    );
+    medic::config::load_str("medic.yaml", &text).unwrap()
+}
+
+fn scenario(config: &Config) -> Scenario {
+    medic::rules::load_str(
+        "rules/app.yaml",
+        "scenario: app-down\nsummary: App down\nseverity: critical\nrto: 15m\n\
+         symptoms:\n  app_down:\n    check: { tcp: { address: \"127.0.0.1:1\" } }\n\
+         when: { any: [app_down] }\nescalation: default\n",
+        config,
+    )
+    .unwrap()
+}
+
+struct Rig {
+    store: Arc<MemoryStore>,
+    pager: Arc<Pager>,
+    log: Log,
+    clock: Clock,
+    stop: CancellationToken,
+}
+
+fn rig(policy: &str) -> (Rig, Scenario) {
+    let config = config(policy);
+    let sc = scenario(&config);
+    let clock = Clock::tokio(base());
+    let log: Log = Arc::default();
+    let notifiers: HashMap<String, Arc<dyn Notifier>> = ["oncall", "lead", "cto"]
+        .iter()
+        .map(|n| {
+            let r: Arc<dyn Notifier> = Arc::new(Rec {
+                name: n.to_string(),
+                log: log.clone(),
+                clock: clock.clone(),
+            });
+            (n.to_string(), r)
+        })
+        .collect();
+    let store = Arc::new(MemoryStore::new());
+    let pager = Arc::new(Pager::with_notifiers(
+        &config,
+        notifiers,
+        store.clone(),
+        clock.clone(),
+    ));
+    pager.register(&sc);
+    let stop = CancellationToken::new();
+    tokio::spawn(pager.clone().run(stop.clone()));
+    (
+        Rig {
+            store,
+            pager,
+            log,
+            clock,
+            stop,
+        },
+        sc,
+    )
+}
+
+impl Rig {
+    async fn escalated_incident(&self) -> Incident {
+        let (inc, _) = self
+            .store
+            .open_incident(NewIncident {
+                scenario: "app-down".into(),
+                instance: String::new(),
+                severity: "critical".into(),
+                summary: "App down".into(),
+                at: self.clock.now(),
+            })
+            .await
+            .unwrap();
+        self.store
+            .set_state(inc.id, IncidentState::Escalated, self.clock.now())
+            .await
+            .unwrap();
+        self.pager
+            .escalate(&inc, "default", self.clock.now(), true)
+            .await
+            .unwrap();
+        inc
+    }
+
+    /// (minute, notifier, kind, level) of every notice so far.
+    fn seen(&self) -> Vec<(i64, String, NoticeKind, usize)> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, n, k, l, _)| (*m, n.clone(), *k, *l))
+            .collect()
+    }
+
+    async fn until_minute(&self, m: i64) {
+        let target = base() + chrono::Duration::minutes(m);
+        let left = (target - self.clock.now()).to_std().unwrap_or_default();
+        tokio::time::sleep(left).await;
+        // Let the dispatcher finish what came due.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn decide(&self, id: i64, kind: DecisionKind, by: &str) -> medic::page::DecisionOutcome {
+        self.pager
+            .decide(
+                id,
+                Decision {
+                    kind,
+                    by: by.into(),
+                    step: None,
+                    note: String::new(),
+                    via: "api".into(),
+                },
+            )
+            .await
+            .unwrap()
+    }
+}
+
+fn row(m: i64, n: &str, k: NoticeKind, l: usize) -> (i64, String, NoticeKind, usize) {
+    (m, n.to_string(), k, l)
+}
+
+const RUNBOOK: &str = "    status_every: 30m\n    levels:\n      - { after: 0m, notify: [oncall], name: primary on-call }\n      - { after: 15m, notify: [lead], name: technical lead }\n      - { after: 30m, notify: [cto], name: CTO }\n";
+
+/// The acceptance scenario: levels at 0, 15 and 30 min; an acknowledgement
+/// at 20 min stops level 3; status updates go on every 30 min with the
+/// timeline since the last; the resolution reaches everyone paged.
+#[tokio::test(start_paused = true)]
+async fn ack_at_20_minutes_stops_level_3_and_resolution_reaches_everyone_paged() {
+    let (r, _) = rig(RUNBOOK);
+    let inc = r.escalated_incident().await;
+    r.until_minute(14).await;
+    assert_eq!(r.seen(), [row(0, "oncall", NoticeKind::Page, 1)]);
+    r.until_minute(15).await;
+    assert_eq!(r.seen().len(), 2, "{:?}", r.seen());
+    assert_eq!(r.seen()[1], row(15, "lead", NoticeKind::Page, 2));
+
+    r.until_minute(20).await;
+    let o = r.decide(inc.id, DecisionKind::Acknowledge, "alice").await;
+    assert!(o.first, "{o:?}");
+    assert_eq!(o.message, "acknowledged by alice via api; escalation stops");
+    // A second acknowledgement changes nothing and names the first.
+    let again = r.decide(inc.id, DecisionKind::Acknowledge, "bob").await;
+    assert!(!again.first);
+    assert!(
+        again.message.starts_with("already acknowledged by alice"),
+        "{again:?}"
+    );
+
+    r.until_minute(59).await;
+    let resolved_at = r.clock.now();
+    r.store
+        .set_state(inc.id, IncidentState::Resolved, resolved_at)
+        .await
+        .unwrap();
+    r.pager
+        .resolved(
+            &inc,
+            "resolved: all symptoms clear; recovered in 59m (MISSED RTO 15m)",
+        )
+        .await
+        .unwrap();
+    r.until_minute(90).await;
+    assert_eq!(
+        r.seen(),
+        [
+            row(0, "oncall", NoticeKind::Page, 1),
+            row(15, "lead", NoticeKind::Page, 2),
+            row(20, "oncall", NoticeKind::Update, 0),
+            row(20, "lead", NoticeKind::Update, 0),
+            row(30, "oncall", NoticeKind::Status, 0),
+            row(30, "lead", NoticeKind::Status, 0),
+            row(59, "oncall", NoticeKind::Resolution, 0),
+            row(59, "lead", NoticeKind::Resolution, 0),
+        ],
+        "no CTO page after the acknowledgement; nothing after the resolution"
+    );
+    let log = r.log.lock().unwrap().clone();
+    // Level names reach the notifiers; the status update carries the
+    // timeline since the escalation started (the acknowledgement).
+    assert_eq!(log[1].4.level_name.as_deref(), Some("technical lead"));
+    assert!(log[1].4.text.starts_with("technical lead paged: App down"));
+    let status = &log[4].4;
+    assert!(
+        status
+            .entries
+            .iter()
+            .any(|e| e.message.starts_with("acknowledged by alice")),
+        "{:?}",
+        status.entries
+    );
+    assert!(
+        status
+            .text
+            .starts_with("status update 1: App down is acknowledged")
+    );
+    assert!(log[6].4.text.contains("MISSED RTO 15m"));
+    // The level 3 timer was cancelled by the acknowledgement.
+    let outbox = r.store.outbox_of(inc.id).await.unwrap();
+    let l3 = outbox
+        .iter()
+        .find(|e| e.key.ends_with(":timer:e0:r0:l3"))
+        .unwrap();
+    assert_eq!(l3.state, OutboxState::Cancelled);
+    let timeline = r.store.timeline(inc.id).await.unwrap();
+    let decisions: Vec<&str> = timeline
+        .iter()
+        .filter(|e| e.kind == "decision")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(
+        decisions,
+        ["acknowledged by alice via api; escalation stops"]
+    );
+    r.stop.cancel();
+}
+
+/// After the last level the chain repeats `repeat` times, then stops and
+/// says so on the timeline.
+#[tokio::test(start_paused = true)]
+async fn the_chain_repeats_then_stops_and_says_so() {
+    let (r, _) = rig(
+        "    repeat: 1\n    levels:\n      - { after: 0m, notify: [oncall] }\n      - { after: 5m, notify: [lead] }\n",
+    );
+    let inc = r.escalated_incident().await;
+    r.until_minute(120).await;
+    assert_eq!(
+        r.seen(),
+        [
+            row(0, "oncall", NoticeKind::Page, 1),
+            row(5, "lead", NoticeKind::Page, 2),
+            row(10, "oncall", NoticeKind::Page, 1),
+            row(15, "lead", NoticeKind::Page, 2),
+        ]
+    );
+    let timeline = r.store.timeline(inc.id).await.unwrap();
+    let ended: Vec<&str> = timeline
+        .iter()
+        .filter(|e| e.kind == "escalate")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            "escalation ended: all 2 level(s) paged 2 time(s), nobody acknowledged; no further pages (status updates go on)"
+        ]
+    );
+    assert!(r.store.outbox_pending().await.unwrap().is_empty());
+    r.stop.cancel();
+}
+
+/// An acknowledgement older than `ack_timeout` on an open incident reopens
+/// it: the chain resumes at the next level; "Escalate now" pages the next
+/// level at once.
+#[tokio::test(start_paused = true)]
+async fn a_stale_acknowledgement_reopens_and_escalate_now_pages_at_once() {
+    let (r, _) = rig(
+        "    ack_timeout: 10m\n    levels:\n      - { after: 0m, notify: [oncall] }\n      - { after: 30m, notify: [lead] }\n      - { after: 60m, notify: [cto] }\n",
+    );
+    let inc = r.escalated_incident().await;
+    r.until_minute(2).await;
+    r.decide(inc.id, DecisionKind::Acknowledge, "alice").await;
+    r.until_minute(11).await;
+    assert!(!r.seen().iter().any(|x| x.1 == "lead"), "{:?}", r.seen());
+    r.until_minute(12).await;
+    let st = r.store.incident(inc.id).await.unwrap().unwrap().state;
+    assert_eq!(st, IncidentState::Escalated, "reopened");
+    assert!(
+        r.seen().contains(&row(12, "lead", NoticeKind::Page, 2)),
+        "{:?}",
+        r.seen()
+    );
+    let timeline = r.store.timeline(inc.id).await.unwrap();
+    let reopen = timeline.iter().find(|e| e.kind == "reopen").unwrap();
+    assert_eq!(
+        reopen.message,
+        "the acknowledgement by alice is older than its timeout and the incident is still open; escalation resumes at level 2"
+    );
+    r.until_minute(13).await;
+    let o = r.decide(inc.id, DecisionKind::Escalate, "bob").await;
+    assert!(o.first);
+    // A second click right away changes nothing.
+    let again = r.decide(inc.id, DecisionKind::Escalate, "carol").await;
+    assert!(!again.first, "{again:?}");
+    assert!(
+        again
+            .message
+            .starts_with("already escalated a moment ago by bob"),
+        "{again:?}"
+    );
+    r.until_minute(14).await;
+    assert!(
+        r.seen().contains(&row(13, "cto", NoticeKind::Page, 3)),
+        "{:?}",
+        r.seen()
+    );
+    assert_eq!(r.seen().iter().filter(|x| x.1 == "cto").count(), 1);
+    r.stop.cancel();
+}
+
+/// A human's Resolve on an incident no task is driving here: it is
+/// resolved, with who did it, and everyone paged hears it; clicking again
+/// changes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_human_resolve_reaches_everyone_paged() {
+    let (r, _) = rig(RUNBOOK);
+    let inc = r.escalated_incident().await;
+    r.until_minute(16).await;
+    let o = r.decide(inc.id, DecisionKind::Resolve, "dana").await;
+    assert_eq!(o.message, "resolved by dana via api");
+    r.until_minute(17).await;
+    let inc2 = r.store.incident(inc.id).await.unwrap().unwrap();
+    assert_eq!(inc2.state, IncidentState::Resolved);
+    let seen = r.seen();
+    assert_eq!(
+        seen[2..],
+        [
+            row(16, "oncall", NoticeKind::Resolution, 0),
+            row(16, "lead", NoticeKind::Resolution, 0)
+        ]
+    );
+    let again = r.decide(inc.id, DecisionKind::Resolve, "erin").await;
+    assert!(
+        !again.first && again.message.starts_with("already resolved by dana"),
+        "{again:?}"
+    );
+    r.until_minute(40).await;
+    assert_eq!(
+        r.seen().len(),
+        4,
+        "no CTO page, no status update once resolved"
+    );
+    r.stop.cancel();
+}
