@@ -10,6 +10,8 @@ declare -A pkg_for=(
   [redis-server]=redis-server
   [systemd-analyze]=systemd
   [kubectl]=kubernetes-client
+  [prometheus]=prometheus
+  [prometheus-redis-exporter]=prometheus-redis-exporter
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

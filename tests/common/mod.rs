@@ -5,6 +5,7 @@
 
 pub mod fake_kube;
 pub mod pg;
+pub mod prom;
 pub mod scripted;
 
 use std::io::{Read, Write};
