@@ -79,7 +79,7 @@ fn shipped_config_and_rules_check_clean() {
     let summary = check_with_env(Some(&root().join("medic.yaml")), &[], no_env()).unwrap();
     assert_eq!(
         summary.to_string(),
-        "ok: 6 scenarios, 15 symptoms, 14 steps in 6 files"
+        "ok: 6 scenarios, 16 symptoms, 14 steps in 6 files"
     );
 }
 

@@ -68,6 +68,7 @@ fn scenario(args: &[&str], mode: Mode, every: Dur, for_: Dur, clear_for: Dur) ->
             approval: Approval::None,
             mode: None,
             then: Then::Stop,
+            only_if: vec![],
         }],
         max_acting: 4,
         escalation: "default".into(),

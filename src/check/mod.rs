@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod promql;
 pub mod redis;
 pub mod scrape;
+pub mod source;
 pub mod tcp;
 
 use std::collections::BTreeMap;
@@ -176,6 +177,7 @@ pub enum CheckSpec {
     Kubernetes(kubernetes::KubernetesParams),
     Dns(dns::DnsParams),
     Alert(alert::AlertParams),
+    Source(source::SourceParams),
 }
 
 impl CheckSpec {
@@ -190,6 +192,7 @@ impl CheckSpec {
         "kubernetes",
         "dns",
         "alert",
+        "source",
     ];
 
     /// The kind's name as written in rule files.
@@ -204,6 +207,7 @@ impl CheckSpec {
             CheckSpec::Kubernetes(_) => "kubernetes",
             CheckSpec::Dns(_) => "dns",
             CheckSpec::Alert(_) => "alert",
+            CheckSpec::Source(_) => "source",
         }
     }
 
@@ -217,6 +221,7 @@ impl CheckSpec {
             CheckSpec::Scrape(p) => p.target.as_deref(),
             CheckSpec::Postgres(p) => Some(&p.target),
             CheckSpec::Kubernetes(p) => Some(&p.target),
+            CheckSpec::Source(p) => Some(&p.target),
             CheckSpec::Dns(_) | CheckSpec::Alert(_) => None,
         }
     }
@@ -249,6 +254,7 @@ pub fn build(
         )?)),
         CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
         CheckSpec::Promql(p) => Ok(Arc::new(promql::PromqlCheck::build(p, timeout, config)?)),
+        CheckSpec::Source(p) => Ok(Arc::new(source::SourceCheck::build(p, timeout, config)?)),
         CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
             p, timeout, config,
         )?)),

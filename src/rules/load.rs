@@ -91,7 +91,7 @@ const SCENARIO_FIELDS: &[&str] = &[
 ];
 const SYMPTOM_FIELDS: &[&str] = &["check", "every", "timeout", "for", "clear_for"];
 const STEP_FIELDS: &[&str] = &[
-    "name", "action", "timeout", "verify", "limit", "approval", "mode", "then",
+    "name", "action", "timeout", "verify", "limit", "approval", "mode", "then", "only_if",
 ];
 const VERIFY_FIELDS: &[&str] = &["clears", "within"];
 const LIMIT_FIELDS: &[&str] = &["attempts", "per", "cooldown"];
@@ -771,6 +771,19 @@ impl Cx<'_> {
             None => Some(Then::Stop),
         };
         let verify = self.verify(m, defined, when, then);
+        let only_if = match self.optional(m, "only_if") {
+            Some(n) => match self.names(n) {
+                Some(refs) if refs.is_empty() => {
+                    self.err(pos(n), "`only_if` needs at least one symptom");
+                    None
+                }
+                Some(refs) => self
+                    .resolve(&refs, defined)
+                    .then(|| refs.into_iter().map(|(n, _)| n).collect()),
+                None => None,
+            },
+            None => Some(Vec::new()),
+        };
         let limit = self.limit(m);
         let approval = match self.optional(m, "approval") {
             Some(n) => self.choice(
@@ -794,6 +807,7 @@ impl Cx<'_> {
                 approval: approval?,
                 mode: mode?,
                 then: then?,
+                only_if: only_if?,
             })
         })();
         (step, name)
@@ -892,7 +906,7 @@ impl Cx<'_> {
     fn check(&mut self, node: &Node) -> Option<CheckSpec> {
         let m = self.mapping(
             node,
-            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert",
+            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert, source",
         )?;
         let mut entries = m.iter();
         let Some((k, v)) = entries.next() else {
@@ -933,6 +947,7 @@ impl Cx<'_> {
             "kubernetes" => CheckSpec::Kubernetes(self.params(p, &[])?),
             "dns" => CheckSpec::Dns(self.params(p, &[])?),
             "alert" => CheckSpec::Alert(self.params(p, &[])?),
+            "source" => CheckSpec::Source(self.params(p, &[])?),
             _ => return None,
         };
         let before = self.out.len();
@@ -1171,6 +1186,13 @@ impl Cx<'_> {
                     }
                 }
             }
+            CheckSpec::Source(src) => self.target(
+                p,
+                "target",
+                &src.target,
+                &["prometheus", "kubernetes"],
+                "a source check",
+            ),
             CheckSpec::Alert(a) => {
                 if a.matchers.is_empty() {
                     self.err(
@@ -1342,6 +1364,11 @@ fn shorthand(kind: &str, v: &Node) -> Node {
         ("promql", Node::Scalar(_)) => {
             let mut m = MarkedMappingNode::new_empty(*v.span());
             m.insert(scalar("query"), v.clone());
+            Node::Mapping(m)
+        }
+        ("source", Node::Scalar(_)) => {
+            let mut m = MarkedMappingNode::new_empty(*v.span());
+            m.insert(scalar("target"), v.clone());
             Node::Mapping(m)
         }
         ("alert", Node::Scalar(_)) => {
