@@ -26,7 +26,8 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Python packages: moto_server stands in for Route 53 in the DNS failover tests.
+# Python packages: moto_server stands in for Route 53 in the DNS failover tests
+# and for S3 in the backup tests.
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "installing: moto[server]"
   python3 -m pip install --quiet 'moto[server]' ||

@@ -169,6 +169,9 @@ pub struct RunOptions {
     pub reload: Option<(Loader, ReloadHandle, ReloadRequests)>,
     /// Page these instead of the configured notifiers (`medic test`).
     pub notifiers: Option<HashMap<String, Arc<dyn Notifier>>>,
+    /// Do not schedule the config's jobs (`medic test`, `medic drill`:
+    /// a simulated week must not take real backups).
+    pub no_jobs: bool,
 }
 
 /// Opens the store and runs `loaded` until `shutdown`.
@@ -296,6 +299,9 @@ pub async fn run_with_options(
     drop(tx);
     let (control_tx, control_rx) = mpsc::channel(1);
     let mut engine_task = tasks.spawn(engine.run_controlled(rx, control_rx));
+    if !options.no_jobs {
+        crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
+    }
     tracing::info!("medic running");
     let mut running: Vec<String> = engine_names;
     notify::ready(&format!("running {} scenarios", running.len()));
@@ -512,10 +518,27 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.http != new.http {
         v.push("http".to_string());
     }
+    if old.jobs != new.jobs {
+        v.push("jobs".to_string());
+    }
     if old.limits.actions_in_flight != new.limits.actions_in_flight {
         v.push("limits.actions_in_flight".to_string());
     }
     v
+}
+
+/// When a check's first run comes, after start: checks with intervals up to
+/// a second run at once (they exist to notice fast); slower ones are spread
+/// evenly over their first interval (at most the first 15 s, so an hourly
+/// check still reports soon after start) by slot, so 10,000 checks at 10 s
+/// do not all fire in the same millisecond at start-up and every tick after.
+fn first_run_offset(slot: usize, every: Duration) -> Duration {
+    if every <= Duration::from_secs(1) {
+        return Duration::ZERO;
+    }
+    // Golden-ratio sequence: neighbouring slots land far apart.
+    let frac = (slot as f64 * 0.618_033_988_749_895).fract();
+    every.min(Duration::from_secs(15)).mul_f64(frac)
 }
 
 /// Runs one symptom's check on its own schedule. A slow or hanging check
@@ -530,7 +553,9 @@ async fn check_loop(
     permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(every.max(Duration::from_millis(1)));
+    let every = every.max(Duration::from_millis(1));
+    let mut ticker =
+        tokio::time::interval_at(Instant::now() + first_run_offset(slot, every), every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {

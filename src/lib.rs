@@ -24,9 +24,12 @@
 //! - [`page`]: notifiers and escalation.
 //! - [`engine`]: symptom state machines, scenario matching, incident life cycle.
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
+//! - [`jobs`]: scheduled disaster-recovery jobs (backups, verification, restore tests).
+//! - [`drill`]: `medic drill`, injected failures with measured detection and recovery.
 //! - [`server`]: the HTTP surface (health, readiness, webhooks, API).
 //! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
 //! - [`ruletest`]: `medic test`, rule unit tests on a simulated clock.
+//! - [`probe`]: `medic probe`, one symptom's check run once, its outcome shown.
 //! - [`reload`]: live reload of config and rules (SIGHUP, `POST /-/reload`).
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`logging`]: tracing set-up (text on a terminal, JSON on request).
@@ -39,9 +42,11 @@ pub mod daemon;
 pub mod diag;
 pub mod duration;
 pub mod engine;
+pub mod jobs;
 pub mod logging;
 pub mod notify;
 pub mod page;
+pub mod probe;
 pub mod reload;
 pub mod remedy;
 pub mod rules;

@@ -208,7 +208,86 @@ async fn conformance(store: Arc<dyn Store>) {
         recent.iter().map(|i| i.id).collect::<Vec<_>>(),
         [again.id, other.id]
     );
+    job_runs(&*store).await;
     store.flush().await.unwrap();
+}
+
+/// Scheduled jobs' runs: begun, timed, finished once, newest first.
+async fn job_runs(store: &dyn Store) {
+    let new = |job: &str, at: i64| NewJobRun {
+        job: job.into(),
+        kind: "postgres.backup".into(),
+        scheduled_for: t(at),
+        started_at: t(at + 1),
+    };
+    let a = store.begin_job_run(new("nightly", 100)).await.unwrap();
+    let b = store.begin_job_run(new("nightly", 200)).await.unwrap();
+    let other = store.begin_job_run(new("weekly", 150)).await.unwrap();
+    for i in 0..3 {
+        store
+            .append_job_event(
+                a,
+                TimelineEntry::new(t(101 + i), "step", format!("e{i}")).with_data(json!({"i": i})),
+            )
+            .await
+            .unwrap();
+    }
+    let events = store.job_events(a).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        ["e0", "e1", "e2"]
+    );
+    assert_eq!(events[2].data, json!({"i": 2}));
+    assert!(store.job_events(b).await.unwrap().is_empty());
+
+    let runs = store.job_runs("nightly", 10).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), [b, a]);
+    assert_eq!((runs[0].outcome, runs[0].ended_at), (None, None));
+    assert_eq!(runs[0].scheduled_for, t(200));
+
+    let data = json!({"file": "x.dump", "size": 12, "sha256": "ab"});
+    store
+        .finish_job_run(a, JobOutcome::Succeeded, "ok", data.clone(), t(120))
+        .await
+        .unwrap();
+    // Again with the same outcome: a no-op; another outcome: refused.
+    store
+        .finish_job_run(a, JobOutcome::Succeeded, "ok", data.clone(), t(121))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .finish_job_run(a, JobOutcome::Failed, "no", json!(null), t(122))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let run = &store.job_runs("nightly", 10).await.unwrap()[1];
+    assert_eq!(run.outcome, Some(JobOutcome::Succeeded));
+    assert_eq!(run.ended_at, Some(t(120)));
+    assert_eq!((run.summary.as_str(), &run.data), ("ok", &data));
+    assert_eq!(store.job_runs("nightly", 1).await.unwrap().len(), 1);
+    assert_eq!(store.job_runs("weekly", 10).await.unwrap()[0].id, other);
+    assert!(store.job_runs("none", 10).await.unwrap().is_empty());
+
+    assert!(matches!(
+        store
+            .append_job_event(999_999, TimelineEntry::new(t(0), "x", "y"))
+            .await,
+        Err(StoreError::JobRunNotFound(_))
+    ));
+    assert!(matches!(
+        store.job_events(999_999).await,
+        Err(StoreError::JobRunNotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .finish_job_run(999_999, JobOutcome::Failed, "", json!(null), t(0))
+            .await,
+        Err(StoreError::JobRunNotFound(_))
+    ));
 }
 
 #[tokio::test]

@@ -63,13 +63,9 @@ impl HttpCheck {
             .map(Regex::new)
             .transpose()
             .map_err(|e| BuildError::Invalid(format!("body: {e}")))?;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BuildError::Invalid(format!("http client: {e}")))?;
         Ok(HttpCheck {
             url,
-            client,
+            client: shared_client()?,
             status: p.status.clone(),
             max_latency: p.max_latency.map(|d| d.get()),
             body,
@@ -83,6 +79,21 @@ impl HttpCheck {
             self.status.contains(&code)
         }
     }
+}
+
+/// The one HTTP client every `http` check shares (a clone is a handle).
+/// A client per check cost each its own TLS roots and connection pool:
+/// 10,000 checks took 561 MB before, 33 MB after (README, Performance).
+fn shared_client() -> Result<reqwest::Client, BuildError> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let built = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| BuildError::Invalid(format!("http client: {e}")))?;
+    Ok(CLIENT.get_or_init(|| built).clone())
 }
 
 #[async_trait::async_trait]

@@ -9,6 +9,7 @@
 //! this build cannot run that kind yet.
 
 pub mod alert;
+pub mod backup;
 pub mod dns;
 pub mod http;
 pub mod kubernetes;
@@ -178,6 +179,7 @@ pub enum CheckSpec {
     Dns(dns::DnsParams),
     Alert(alert::AlertParams),
     Source(source::SourceParams),
+    Backup(backup::BackupParams),
 }
 
 impl CheckSpec {
@@ -193,6 +195,7 @@ impl CheckSpec {
         "dns",
         "alert",
         "source",
+        "backup",
     ];
 
     /// The kind's name as written in rule files.
@@ -208,6 +211,7 @@ impl CheckSpec {
             CheckSpec::Dns(_) => "dns",
             CheckSpec::Alert(_) => "alert",
             CheckSpec::Source(_) => "source",
+            CheckSpec::Backup(_) => "backup",
         }
     }
 
@@ -222,7 +226,7 @@ impl CheckSpec {
             CheckSpec::Postgres(p) => Some(&p.target),
             CheckSpec::Kubernetes(p) => Some(&p.target),
             CheckSpec::Source(p) => Some(&p.target),
-            CheckSpec::Dns(_) | CheckSpec::Alert(_) => None,
+            CheckSpec::Dns(_) | CheckSpec::Alert(_) | CheckSpec::Backup(_) => None,
         }
     }
 }
@@ -258,6 +262,7 @@ pub fn build(
         CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
             p, timeout, config,
         )?)),
+        CheckSpec::Backup(p) => Ok(Arc::new(backup::BackupCheck::build(p, config)?)),
         other => Err(BuildError::NotImplemented(other.kind())),
     }
 }

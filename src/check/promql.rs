@@ -93,23 +93,38 @@ impl PrometheusClient {
         path: &str,
         params: &[(&str, &str)],
         timeout: Duration,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, GetError> {
         let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params)
-            .map_err(|e| format!("url: {e}"))?;
+            .map_err(|e| GetError::Setup(format!("url: {e}")))?;
         let mut req = self.client.get(url).timeout(timeout);
         if let Some(token) = &self.target.bearer_token {
-            let t = token.resolve().map_err(|e| format!("bearer_token: {e}"))?;
+            let t = token
+                .resolve()
+                .map_err(|e| GetError::Setup(format!("bearer_token: {e}")))?;
             req = req.bearer_auth(t.expose());
         }
         if let Some(auth) = &self.target.basic_auth {
             let p = auth
                 .password
                 .resolve()
-                .map_err(|e| format!("basic_auth password: {e}"))?;
+                .map_err(|e| GetError::Setup(format!("basic_auth password: {e}")))?;
             req = req.basic_auth(&auth.username, Some(p.expose()));
         }
-        req.send().await.map_err(|e| describe_error(&e))
+        req.send()
+            .await
+            .map_err(|e| GetError::Unreachable(describe_error(&e)))
     }
+}
+
+/// Why a request to Prometheus was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetError {
+    /// medic's side: a credential it cannot read, a bad URL.
+    #[error("{0}")]
+    Setup(String),
+    /// No answer: refused, timed out, reset.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
 }
 
 /// reqwest's error with its causes (the useful part is in the chain).
@@ -283,7 +298,7 @@ impl Check for PromqlCheck {
             Ok(r) => r,
             Err(e) => {
                 return Observation::Whole(Outcome::Unknown(format!(
-                    "prometheus {} at {} unreachable: {e}",
+                    "prometheus {} at {} {e}",
                     self.prom.name, self.prom.base
                 )));
             }

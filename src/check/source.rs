@@ -105,10 +105,7 @@ impl Check for SourceCheck {
                         p.base,
                         humantime::format_duration(self.within)
                     )),
-                    Ok(Err(e)) => blind(format!(
-                        "prometheus {} at {} unreachable: {e}",
-                        self.name, p.base
-                    )),
+                    Ok(Err(e)) => blind(format!("prometheus {} at {} {e}", self.name, p.base)),
                     Ok(Ok(r)) if r.status().is_success() => Outcome::Ok,
                     Ok(Ok(r)) => {
                         let status = r.status().as_u16();

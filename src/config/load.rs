@@ -356,6 +356,23 @@ impl Cx<'_> {
                 "shutdown_grace" => self.section::<Dur>(root, key, v),
                 "http" => self.section::<super::HttpConfig>(root, key, v),
                 "maintenance" => self.section::<Vec<super::MaintenanceWindow>>(root, key, v),
+                "jobs" | "drills" => match v.as_mapping() {
+                    Some(m) => {
+                        for (name, entry) in m.iter() {
+                            let path = format!("{key}.{}", name.as_str());
+                            if key == "jobs" {
+                                self.section::<super::JobConfig>(root, &path, entry);
+                            } else {
+                                self.section::<super::DrillConfig>(root, &path, entry);
+                            }
+                        }
+                    }
+                    None => {
+                        let msg = format!("expected a mapping of names, found {}", describe(v));
+                        let d = self.at_path(root, key, false, msg);
+                        self.out.push(d);
+                    }
+                },
                 "targets" => self.named_kinds(
                     root,
                     key,
@@ -466,6 +483,7 @@ impl Cx<'_> {
         for (name, target) in &config.targets {
             self.validate_target(root, name, target);
         }
+        self.validate_jobs(config, root);
         let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
         for (name, policy) in &config.escalation {
             let at = format!("escalation.{name}");
@@ -509,6 +527,115 @@ impl Cx<'_> {
                         self.err(root, &format!("{lp}.notify[{j}]"), msg);
                     }
                 }
+            }
+        }
+    }
+
+    /// Jobs and drills: schedules parse, references resolve.
+    fn validate_jobs(&mut self, config: &Config, root: &Node) {
+        let postgres_target = |cx: &mut Self, at: &str, t: &str| match config.targets.get(t) {
+            Some(TargetConfig::Postgres(_)) => {}
+            Some(other) => cx.err(
+                root,
+                at,
+                format!(
+                    "target {t:?} is a {} target; a postgres one is needed",
+                    other.kind()
+                ),
+            ),
+            None => {
+                let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+                let mut msg = format!("unknown target {t:?}");
+                if let Some(hint) = did_you_mean(t, known.iter().copied()) {
+                    msg = format!("{msg} ({hint})");
+                }
+                cx.err(root, at, msg);
+            }
+        };
+        let backup_job = |cx: &mut Self, at: &str, b: &str| match config.jobs.get(b) {
+            Some(j) if j.backup.is_some() => {}
+            Some(_) => cx.err(root, at, format!("job {b:?} is not a postgres.backup job")),
+            None => cx.err(root, at, format!("unknown job {b:?}")),
+        };
+        for (name, job) in &config.jobs {
+            let at = format!("jobs.{name}");
+            if let Err(e) = crate::jobs::schedule::Schedule::parse(&job.schedule, &job.timezone) {
+                let field = if matches!(e, crate::jobs::schedule::ScheduleError::TimeZone(_)) {
+                    "timezone"
+                } else {
+                    "schedule"
+                };
+                self.err(root, &format!("{at}.{field}"), e.to_string());
+            }
+            if job.kind().is_none() {
+                self.err(
+                    root,
+                    &at,
+                    format!(
+                        "a job needs exactly one kind: {}",
+                        super::JobConfig::KINDS.join(", ")
+                    ),
+                );
+            }
+            if let Some(b) = &job.backup {
+                let at = format!("{at}.postgres.backup");
+                postgres_target(self, &format!("{at}.target"), &b.target);
+                if b.directory.is_none() && b.s3.is_none() {
+                    self.err(root, &at, "a backup needs `directory`, `s3` or both");
+                }
+                if b.compress > 9 {
+                    self.err(root, &format!("{at}.compress"), "compress must be 0 to 9");
+                }
+                if let Some(s3) = &b.s3
+                    && s3.bucket.is_empty()
+                {
+                    self.err(
+                        root,
+                        &format!("{at}.s3.bucket"),
+                        "the bucket must not be empty",
+                    );
+                }
+            }
+            if let Some(v) = &job.verify {
+                backup_job(self, &format!("{at}.backup.verify.backup"), &v.backup);
+            }
+            if let Some(r) = &job.restore_test {
+                let at = format!("{at}.postgres.restore-test");
+                backup_job(self, &format!("{at}.backup"), &r.backup);
+                if let Some(t) = &r.target {
+                    postgres_target(self, &format!("{at}.target"), t);
+                }
+                for (i, t) in r.count.iter().enumerate() {
+                    if t.is_empty()
+                        || !t
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                    {
+                        self.err(
+                            root,
+                            &format!("{at}.count[{i}]"),
+                            format!("{t:?} is not a table name"),
+                        );
+                    }
+                }
+            }
+        }
+        for (name, d) in &config.drills {
+            let at = format!("drills.{name}");
+            if !config.targets.contains_key(name) {
+                let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+                let mut msg = format!("unknown target {name:?}");
+                if let Some(hint) = did_you_mean(name, known.iter().copied()) {
+                    msg = format!("{msg} ({hint})");
+                }
+                self.err(root, &at, msg);
+            }
+            if d.inject.is_empty() {
+                self.err(
+                    root,
+                    &format!("{at}.inject"),
+                    "name the command that injects the failure",
+                );
             }
         }
     }

@@ -54,6 +54,14 @@ pub struct Config {
     /// scenario or a target while they last.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceWindow>,
+    /// Scheduled disaster-recovery jobs (backups, backup verification,
+    /// restore tests), by name.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobConfig>,
+    /// Targets `medic drill` may break on purpose, by target name, with the
+    /// command that injects the failure.
+    #[serde(default)]
+    pub drills: BTreeMap<String, DrillConfig>,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -97,6 +105,8 @@ impl Default for Config {
             shutdown_grace: default_grace(),
             http: None,
             maintenance: Vec::new(),
+            jobs: BTreeMap::new(),
+            drills: BTreeMap::new(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -490,4 +500,203 @@ pub struct HttpConfig {
     /// escalate, resolve) must present. Without it those calls are refused.
     #[serde(default)]
     pub api_token: Option<SecretRef>,
+}
+
+/// A scheduled job: `NAME: { schedule: CRON, timezone: TZ, KIND: {...} }`
+/// with exactly one KIND (`postgres.backup`, `backup.verify`,
+/// `postgres.restore-test`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// A cron expression: five fields (`0 2 * * *`: daily at 02:00) or six
+    /// with seconds first (`0 0 2 * * *`).
+    pub schedule: String,
+    /// The IANA time zone the schedule is read in. Default `UTC`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Overrides the global mode: in dry-run a job is not run, its slots
+    /// are written on its timeline as "would run".
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Longest a run may take; it is then stopped and fails.
+    #[serde(default = "default_job_timeout")]
+    pub timeout: Dur,
+    #[serde(rename = "postgres.backup")]
+    pub backup: Option<BackupJobConfig>,
+    #[serde(rename = "backup.verify")]
+    pub verify: Option<VerifyJobConfig>,
+    #[serde(rename = "postgres.restore-test")]
+    pub restore_test: Option<RestoreTestJobConfig>,
+}
+
+impl JobConfig {
+    /// The kinds a job may have.
+    pub const KINDS: &'static [&'static str] =
+        &["postgres.backup", "backup.verify", "postgres.restore-test"];
+
+    /// The kind set, if exactly one is.
+    pub fn kind(&self) -> Option<&'static str> {
+        match (
+            self.backup.is_some(),
+            self.verify.is_some(),
+            self.restore_test.is_some(),
+        ) {
+            (true, false, false) => Some("postgres.backup"),
+            (false, true, false) => Some("backup.verify"),
+            (false, false, true) => Some("postgres.restore-test"),
+            _ => None,
+        }
+    }
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_job_timeout() -> Dur {
+    Dur::secs(4 * 3600)
+}
+
+/// `postgres.backup`: `pg_dump --format=custom` of a target, to a local
+/// directory and/or S3, with retention.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupJobConfig {
+    /// The PostgreSQL target to dump.
+    pub target: String,
+    /// The directory holding `pg_dump`/`pg_restore`; default: the newest
+    /// `/usr/lib/postgresql/*/bin`, else `PATH`.
+    pub pg_bin: Option<PathBuf>,
+    /// Where copies go: a local directory, S3, or both (at least one).
+    pub directory: Option<PathBuf>,
+    pub s3: Option<S3Config>,
+    /// Copies older than this are deleted, except the newest good one.
+    /// Default 30d (the runbook).
+    #[serde(default = "default_retention")]
+    pub retention: Dur,
+    /// pg_dump's compression level (0-9). Default 6.
+    #[serde(default = "default_compress")]
+    pub compress: u8,
+}
+
+fn default_retention() -> Dur {
+    Dur::secs(30 * 86_400)
+}
+fn default_compress() -> u8 {
+    6
+}
+
+/// An S3-compatible bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix, e.g. `postgres/`.
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Another endpoint than AWS (MinIO, moto in tests); path-style URLs.
+    pub endpoint_url: Option<String>,
+    /// Static credentials; default: the AWS SDK's chain.
+    pub credentials: Option<AwsCredentials>,
+}
+
+/// `backup.verify`: the newest copy of a backup job exists, is younger
+/// than the RPO and is intact (checksum, `pg_restore --list`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyJobConfig {
+    /// The `postgres.backup` job whose copies to check.
+    pub backup: String,
+    /// The newest copy must be younger than this. Default 24h (runbook).
+    #[serde(default = "default_rpo")]
+    pub rpo: Dur,
+    /// Where the result is written for `backup` checks; default
+    /// `medic-backup-NAME.json` beside the config.
+    pub state: Option<PathBuf>,
+}
+
+fn default_rpo() -> Dur {
+    Dur::secs(24 * 3600)
+}
+
+/// `postgres.restore-test`: restore the newest copy into a scratch
+/// database (created and dropped by the job), run integrity queries,
+/// measure the restore time against the objective.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreTestJobConfig {
+    /// The `postgres.backup` job whose newest copy to restore.
+    pub backup: String,
+    /// The server to restore on; default: the backup job's target. The
+    /// scratch database is `medic_restore_test_TIMESTAMP`, never the
+    /// target's own database.
+    pub target: Option<String>,
+    /// The recovery time objective of restoring from a backup. Default 2h.
+    #[serde(default = "default_restore_rto")]
+    pub rto: Dur,
+    /// Tables whose rows are counted (the runbook's step 4).
+    #[serde(default = "default_count_tables")]
+    pub count: Vec<String>,
+    /// Read-only integrity queries that must return 0 (the data-corruption
+    /// checks), by name.
+    #[serde(default = "default_integrity")]
+    pub integrity: BTreeMap<String, String>,
+}
+
+fn default_restore_rto() -> Dur {
+    Dur::secs(2 * 3600)
+}
+fn default_count_tables() -> Vec<String> {
+    ["patients", "appointments", "prescriptions", "audit_logs"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_integrity() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "orphaned_appointments".to_string(),
+            "SELECT count(*) FROM appointments WHERE patient_id NOT IN (SELECT id FROM patients)"
+                .to_string(),
+        ),
+        (
+            "invalid_appointment_status".to_string(),
+            "SELECT count(*) FROM appointments WHERE status NOT IN \
+             ('scheduled', 'confirmed', 'cancelled', 'completed')"
+                .to_string(),
+        ),
+        (
+            "future_prescriptions".to_string(),
+            "SELECT count(*) FROM prescriptions WHERE created_at > NOW()".to_string(),
+        ),
+    ])
+}
+
+/// Whether `medic drill` may break a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillPermission {
+    Allowed,
+    Forbidden,
+}
+
+/// A drill target: `TARGET: { drill: allowed, inject: [CMD, ARGS...] }`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// Only `allowed` targets are ever broken on purpose.
+    pub drill: DrillPermission,
+    /// The command that injects the failure (kill a process, stop a
+    /// service, block a port), run without a shell.
+    pub inject: Vec<String>,
+    /// Which scenarios this target's drill exercises; default: any.
+    #[serde(default)]
+    pub scenarios: Vec<String>,
+    /// How long the drill waits for detection and recovery. Default 10m.
+    #[serde(default = "default_drill_wait")]
+    pub wait: Dur,
+}
+
+fn default_drill_wait() -> Dur {
+    Dur::secs(600)
 }

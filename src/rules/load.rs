@@ -906,7 +906,7 @@ impl Cx<'_> {
     fn check(&mut self, node: &Node) -> Option<CheckSpec> {
         let m = self.mapping(
             node,
-            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert, source",
+            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert, backup, source",
         )?;
         let mut entries = m.iter();
         let Some((k, v)) = entries.next() else {
@@ -948,6 +948,7 @@ impl Cx<'_> {
             "dns" => CheckSpec::Dns(self.params(p, &[])?),
             "alert" => CheckSpec::Alert(self.params(p, &[])?),
             "source" => CheckSpec::Source(self.params(p, &[])?),
+            "backup" => CheckSpec::Backup(self.params(p, &[])?),
             _ => return None,
         };
         let before = self.out.len();
@@ -1193,6 +1194,37 @@ impl Cx<'_> {
                 &["prometheus", "kubernetes"],
                 "a source check",
             ),
+            CheckSpec::Backup(b) => {
+                if let Some(cfg) = self.config {
+                    match cfg.jobs.get(&b.job) {
+                        Some(j) if j.verify.is_some() => {}
+                        Some(_) => self.err(
+                            field_pos(p, "job"),
+                            format!("job {:?} is not a backup.verify job", b.job),
+                        ),
+                        None => {
+                            let known: Vec<&str> = cfg
+                                .jobs
+                                .iter()
+                                .filter(|(_, j)| j.verify.is_some())
+                                .map(|(n, _)| n.as_str())
+                                .collect();
+                            self.err(
+                                field_pos(p, "job"),
+                                format!(
+                                    "unknown job {:?} (backup.verify jobs in the config: {})",
+                                    b.job,
+                                    if known.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        known.join(", ")
+                                    }
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
             CheckSpec::Alert(a) => {
                 if a.matchers.is_empty() {
                     self.err(

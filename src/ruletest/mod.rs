@@ -496,6 +496,7 @@ async fn simulate(
         tokio::spawn(async move {
             let options = crate::daemon::RunOptions {
                 notifiers: Some(notifiers),
+                no_jobs: true,
                 ..Default::default()
             };
             crate::daemon::run_with_options(

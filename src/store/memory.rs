@@ -12,6 +12,8 @@ struct Inner {
     incidents: Vec<Incident>,
     timelines: Vec<(IncidentId, TimelineEntry)>,
     attempts: Vec<Attempt>,
+    job_runs: Vec<JobRun>,
+    job_events: Vec<(JobRunId, TimelineEntry)>,
 }
 
 /// A store that lives in memory.
@@ -249,5 +251,85 @@ impl Store for MemoryStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
+        let mut g = self.lock();
+        let id = g.job_runs.len() as i64 + 1;
+        g.job_runs.push(JobRun {
+            id,
+            job: new.job,
+            kind: new.kind,
+            scheduled_for: new.scheduled_for,
+            started_at: new.started_at,
+            ended_at: None,
+            outcome: None,
+            summary: String::new(),
+            data: serde_json::Value::Null,
+        });
+        Ok(id)
+    }
+
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if !g.job_runs.iter().any(|r| r.id == id) {
+            return Err(StoreError::JobRunNotFound(id));
+        }
+        g.job_events.push((id, entry));
+        Ok(())
+    }
+
+    async fn finish_job_run(
+        &self,
+        id: JobRunId,
+        outcome: JobOutcome,
+        summary: &str,
+        data: serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let run = g
+            .job_runs
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or(StoreError::JobRunNotFound(id))?;
+        match run.outcome {
+            None => {
+                run.outcome = Some(outcome);
+                run.ended_at = Some(at);
+                run.summary = summary.to_string();
+                run.data = data;
+                Ok(())
+            }
+            Some(prev) if prev == outcome => Ok(()),
+            Some(prev) => Err(StoreError::Conflict(format!(
+                "job run {id} already ended as {}",
+                prev.as_str()
+            ))),
+        }
+    }
+
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
+        let g = self.lock();
+        let mut runs: Vec<JobRun> = g
+            .job_runs
+            .iter()
+            .filter(|r| r.job == job)
+            .cloned()
+            .collect();
+        runs.sort_by_key(|r| std::cmp::Reverse((r.started_at, r.id)));
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
+        let g = self.lock();
+        if !g.job_runs.iter().any(|r| r.id == id) {
+            return Err(StoreError::JobRunNotFound(id));
+        }
+        Ok(g.job_events
+            .iter()
+            .filter(|(r, _)| *r == id)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }

@@ -227,6 +227,74 @@ pub struct Attempt {
     pub inputs: serde_json::Value,
 }
 
+/// Primary key of a scheduled job's run.
+pub type JobRunId = i64;
+
+/// How a scheduled job's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    /// It did its work and verified it.
+    Succeeded,
+    /// It failed (or its verification did not hold).
+    Failed,
+    /// Found unfinished at start-up (medic stopped while it ran).
+    Abandoned,
+}
+
+impl JobOutcome {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Abandoned => "abandoned",
+        }
+    }
+
+    /// Parses [`JobOutcome::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "succeeded" => JobOutcome::Succeeded,
+            "failed" => JobOutcome::Failed,
+            "abandoned" => JobOutcome::Abandoned,
+            _ => return None,
+        })
+    }
+}
+
+/// A job run about to start.
+#[derive(Clone, Debug)]
+pub struct NewJobRun {
+    /// The job's name in config (`jobs:`).
+    pub job: String,
+    /// Its kind, e.g. `postgres.backup`.
+    pub kind: String,
+    /// The schedule slot it runs for (a late start-up run names the slot
+    /// it catches up on).
+    pub scheduled_for: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// One run of a scheduled job (`postgres.backup`, `backup.verify`, ...):
+/// like an incident, it has a timeline ([`Store::job_events`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRun {
+    pub id: JobRunId,
+    pub job: String,
+    pub kind: String,
+    pub scheduled_for: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    /// `None` while running.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `None` while running.
+    pub outcome: Option<JobOutcome>,
+    /// One line for humans.
+    pub summary: String,
+    /// What it produced (backup file, size, sha256, measured durations).
+    pub data: serde_json::Value,
+}
+
 /// Store failures. The variant names double as metric labels.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -242,6 +310,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("attempt {0} not found")]
     AttemptNotFound(AttemptId),
+    #[error("job run {0} not found")]
+    JobRunNotFound(JobRunId),
 }
 
 /// Durable state. Every method is async and must not block the runtime.
@@ -318,4 +388,26 @@ pub trait Store: Send + Sync {
 
     /// Flushes anything buffered; called on shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Records a scheduled job's run as started; returns its id.
+    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError>;
+
+    /// Appends one entry to a job run's timeline.
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError>;
+
+    /// Records how a job run ended, once (again with the same outcome is a
+    /// no-op; another outcome is [`StoreError::Conflict`]).
+    async fn finish_job_run(
+        &self,
+        id: JobRunId,
+        outcome: JobOutcome,
+        summary: &str,
+        data: serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The newest `limit` runs of one job, newest first.
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError>;
+
+    /// A job run's timeline, in the order written.
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError>;
 }

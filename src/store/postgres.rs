@@ -62,6 +62,30 @@ const MIGRATIONS: &[&str] = &[
         ON medic_attempts (scenario, step, instance, started_at);
     CREATE INDEX IF NOT EXISTS medic_attempts_incident ON medic_attempts (incident_id, started_at);
     ",
+    // 2: scheduled disaster-recovery jobs: one row per run, with a timeline.
+    "
+    CREATE TABLE IF NOT EXISTS medic_job_runs (
+        id            BIGSERIAL PRIMARY KEY,
+        job           TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        scheduled_for TIMESTAMPTZ NOT NULL,
+        started_at    TIMESTAMPTZ NOT NULL,
+        ended_at      TIMESTAMPTZ,
+        outcome       TEXT,
+        summary       TEXT NOT NULL DEFAULT '',
+        data          JSONB NOT NULL DEFAULT 'null'
+    );
+    CREATE INDEX IF NOT EXISTS medic_job_runs_job ON medic_job_runs (job, started_at, id);
+    CREATE TABLE IF NOT EXISTS medic_job_events (
+        seq     BIGSERIAL PRIMARY KEY,
+        run_id  BIGINT NOT NULL REFERENCES medic_job_runs (id),
+        at      TIMESTAMPTZ NOT NULL,
+        kind    TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data    JSONB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS medic_job_events_run ON medic_job_events (run_id, seq);
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -218,6 +242,40 @@ async fn exists(c: &Client, id: IncidentId) -> Result<bool, StoreError> {
         c.query_opt("SELECT 1 FROM medic_incidents WHERE id = $1", &[&id])
             .await
             .map_err(db("find incident"))?
+            .is_some(),
+    )
+}
+
+const JOB_RUN_COLS: &str =
+    "id, job, kind, scheduled_for, started_at, ended_at, outcome, summary, data";
+
+fn job_run_row(r: &Row) -> Result<JobRun, StoreError> {
+    let id: i64 = r.get("id");
+    let outcome: Option<String> = r.get("outcome");
+    let outcome = match outcome {
+        None => None,
+        Some(o) => Some(JobOutcome::parse(&o).ok_or_else(|| {
+            StoreError::Corrupt(format!("job run {id}: unknown outcome {o:.40?}"))
+        })?),
+    };
+    Ok(JobRun {
+        id,
+        job: r.get("job"),
+        kind: r.get("kind"),
+        scheduled_for: r.get("scheduled_for"),
+        started_at: r.get("started_at"),
+        ended_at: r.get("ended_at"),
+        outcome,
+        summary: r.get("summary"),
+        data: r.get("data"),
+    })
+}
+
+async fn job_run_exists(c: &Client, id: JobRunId) -> Result<bool, StoreError> {
+    Ok(
+        c.query_opt("SELECT 1 FROM medic_job_runs WHERE id = $1", &[&id])
+            .await
+            .map_err(db("find job run"))?
             .is_some(),
     )
 }
@@ -537,5 +595,115 @@ impl Store for PostgresStore {
     /// Every write is committed when its call returns; nothing to flush.
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "INSERT INTO medic_job_runs (job, kind, scheduled_for, started_at) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+                &[&new.job, &new.kind, &new.scheduled_for, &new.started_at],
+            )
+            .await
+            .map_err(db("insert job run"))?;
+        Ok(row.get(0))
+    }
+
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .execute(
+                "INSERT INTO medic_job_events (run_id, at, kind, message, data) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &entry.at, &entry.kind, &entry.message, &entry.data],
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                Err(StoreError::JobRunNotFound(id))
+            }
+            Err(e) => Err(db("append job event")(e)),
+        }
+    }
+
+    async fn finish_job_run(
+        &self,
+        id: JobRunId,
+        outcome: JobOutcome,
+        summary: &str,
+        data: serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let c = self.client().await?;
+        let changed = c
+            .execute(
+                "UPDATE medic_job_runs SET ended_at = $2, outcome = $3, summary = $4, data = $5 \
+                 WHERE id = $1 AND outcome IS NULL",
+                &[&id, &at, &outcome.as_str(), &summary, &data],
+            )
+            .await
+            .map_err(db("finish job run"))?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let prev = c
+            .query_opt("SELECT outcome FROM medic_job_runs WHERE id = $1", &[&id])
+            .await
+            .map_err(db("read job run"))?;
+        match prev {
+            None => Err(StoreError::JobRunNotFound(id)),
+            Some(r) => {
+                let prev: Option<String> = r.get(0);
+                if prev.as_deref() == Some(outcome.as_str()) {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict(format!(
+                        "job run {id} already ended as {:.40}",
+                        prev.as_deref().unwrap_or("(none)")
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
+        let c = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {JOB_RUN_COLS} FROM medic_job_runs WHERE job = $1 \
+                     ORDER BY started_at DESC, id DESC LIMIT $2"
+                ),
+                &[&job, &limit],
+            )
+            .await
+            .map_err(db("list job runs"))?;
+        rows.iter().map(job_run_row).collect()
+    }
+
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT at, kind, message, data FROM medic_job_events WHERE run_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await
+            .map_err(db("read job events"))?;
+        if rows.is_empty() && !job_run_exists(&c, id).await? {
+            return Err(StoreError::JobRunNotFound(id));
+        }
+        Ok(rows
+            .iter()
+            .map(|r| TimelineEntry {
+                at: r.get("at"),
+                kind: r.get("kind"),
+                message: r.get("message"),
+                data: r.get("data"),
+            })
+            .collect())
     }
 }

@@ -88,6 +88,32 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX attempts_window ON attempts (scenario, step, instance, started_at);
     CREATE INDEX attempts_incident ON attempts (incident_id, started_at);
     ",
+    // 2: scheduled disaster-recovery jobs (backups, verification, restore
+    // tests): one row per run, with a timeline like an incident's.
+    "
+    CREATE TABLE job_runs (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        job           TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        scheduled_for TEXT NOT NULL,
+        started_at    TEXT NOT NULL,
+        ended_at      TEXT,
+        outcome       TEXT,
+        summary       TEXT NOT NULL DEFAULT '',
+        data          TEXT NOT NULL DEFAULT 'null'
+    );
+    CREATE INDEX job_runs_job ON job_runs (job, started_at, id);
+
+    CREATE TABLE job_events (
+        run_id  INTEGER NOT NULL REFERENCES job_runs (id),
+        seq     INTEGER NOT NULL,
+        at      TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        message TEXT NOT NULL,
+        data    TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// How long a write waits for another connection's lock before failing.
@@ -598,6 +624,40 @@ fn incident_exists(conn: &Connection, id: IncidentId) -> Result<bool, StoreError
         .map_err(sql("find incident"))
 }
 
+const JOB_RUN_COLS: &str =
+    "id, job, kind, scheduled_for, started_at, ended_at, outcome, summary, data";
+
+fn job_run_row(row: &Row) -> Result<JobRun, StoreError> {
+    let id: i64 = row.get("id").map_err(sql("read job run"))?;
+    let c = Cols {
+        row,
+        what: format!("job run {id}"),
+    };
+    let outcome = match c.get::<Option<String>>("outcome")? {
+        None => None,
+        Some(s) => Some(JobOutcome::parse(&s).ok_or_else(|| {
+            StoreError::Corrupt(format!("job run {id}: unknown outcome {}", shown(&s)))
+        })?),
+    };
+    Ok(JobRun {
+        id,
+        job: c.get("job")?,
+        kind: c.get("kind")?,
+        scheduled_for: c.time("scheduled_for")?,
+        started_at: c.time("started_at")?,
+        ended_at: c.opt_time("ended_at")?,
+        outcome,
+        summary: c.get("summary")?,
+        data: c.json("data")?,
+    })
+}
+
+fn job_run_exists(conn: &Connection, id: JobRunId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM job_runs WHERE id = ?1")
+        .and_then(|mut s| s.exists([id]))
+        .map_err(sql("find job run"))
+}
+
 // ---------------------------------------------------------------------------
 // The trait.
 
@@ -962,6 +1022,114 @@ impl Store for SqliteStore {
             tracing::warn!("store checkpoint incomplete: another connection is reading");
         }
         Ok(())
+    }
+
+    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
+        let scheduled_for = ts(&new.scheduled_for)?;
+        let started_at = ts(&new.started_at)?;
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO job_runs (job, kind, scheduled_for, started_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![new.job, new.kind, scheduled_for, started_at]))
+            .map_err(sql("insert job run"))?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
+        let at = ts(&entry.at)?;
+        let data = json(&entry.data)?;
+        self.call(move |conn| {
+            if !job_run_exists(conn, id)? {
+                return Err(StoreError::JobRunNotFound(id));
+            }
+            conn.prepare_cached(
+                "INSERT INTO job_events (run_id, seq, at, kind, message, data) \
+                 SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 \
+                 FROM job_events WHERE run_id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, at, entry.kind, entry.message, data]))
+            .map_err(sql("append job event"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_job_run(
+        &self,
+        id: JobRunId,
+        outcome: JobOutcome,
+        summary: &str,
+        data: serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at = ts(&at)?;
+        let data = json(&data)?;
+        let summary = summary.to_string();
+        self.call(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE job_runs SET ended_at = ?2, outcome = ?3, summary = ?4, data = ?5 \
+                     WHERE id = ?1 AND outcome IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), summary, data]))
+                .map_err(sql("finish job run"))?;
+            if changed == 1 {
+                return Ok(());
+            }
+            let previous: Option<Option<String>> = conn
+                .prepare_cached("SELECT outcome FROM job_runs WHERE id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+                .map_err(sql("read job run"))?;
+            match previous {
+                None => Err(StoreError::JobRunNotFound(id)),
+                Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
+                Some(prev) => Err(StoreError::Conflict(format!(
+                    "job run {id} already ended as {}",
+                    shown(prev.as_deref().unwrap_or("(none)"))
+                ))),
+            }
+        })
+        .await
+    }
+
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
+        let job = job.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list job runs",
+                &format!(
+                    "SELECT {JOB_RUN_COLS} FROM job_runs WHERE job = ?1 \
+                     ORDER BY started_at DESC, id DESC LIMIT ?2"
+                ),
+                params![job, limit],
+                job_run_row,
+            )
+        })
+        .await
+    }
+
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.call(move |conn| {
+            let entries = query_all(
+                conn,
+                "read job events",
+                "SELECT seq, at, kind, message, data FROM job_events \
+                 WHERE run_id = ?1 ORDER BY seq",
+                [id],
+                |row| timeline_row(id, row),
+            )?;
+            if entries.is_empty() && !job_run_exists(conn, id)? {
+                return Err(StoreError::JobRunNotFound(id));
+            }
+            Ok(entries)
+        })
+        .await
     }
 }
 

@@ -1,0 +1,89 @@
+//! `backup`: the newest database backup is fresh and intact, as the last
+//! `backup.verify` job run found it (it writes a state file this reads).
+//!
+//! | seen | outcome |
+//! | --- | --- |
+//! | the last verification found no problem, and the newest copy is younger than the RPO now | ok |
+//! | the last verification found a problem (missing, broken, checksum) | failing |
+//! | the newest copy has grown older than the RPO since | failing |
+//! | no verification has run yet, the state file cannot be read | unknown |
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::{BuildError, Check, Outcome};
+use crate::config::Config;
+use crate::jobs::verify::{VerifyState, human, state_path};
+
+/// `check: { backup: { job: weekly-backup-verify } }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupParams {
+    /// The `backup.verify` job whose result to read.
+    pub job: String,
+}
+
+/// A runnable `backup` check.
+#[derive(Debug)]
+pub struct BackupCheck {
+    job: String,
+    state: PathBuf,
+}
+
+impl BackupCheck {
+    /// Finds the verify job's state file in the config.
+    pub fn build(p: &BackupParams, config: &Config) -> Result<Self, BuildError> {
+        let v = config
+            .jobs
+            .get(&p.job)
+            .and_then(|j| j.verify.as_ref())
+            .ok_or_else(|| {
+                BuildError::Invalid(format!(
+                    "{:?} is not a backup.verify job in the config",
+                    p.job
+                ))
+            })?;
+        Ok(BackupCheck {
+            job: p.job.clone(),
+            state: state_path(config, &p.job, v),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Check for BackupCheck {
+    async fn run(&self) -> Outcome {
+        let text = match tokio::fs::read(&self.state).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Outcome::Unknown(format!("the {} job has not run yet", self.job));
+            }
+            Err(e) => return Outcome::Unknown(format!("read {}: {e}", self.state.display())),
+        };
+        let state: VerifyState = match serde_json::from_slice(&text) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Unknown(format!("{}: {e}", self.state.display())),
+        };
+        if !state.problems.is_empty() {
+            return Outcome::Failing(format!(
+                "backup verification at {}: {}",
+                state.checked_at.format("%Y-%m-%d %H:%M UTC"),
+                state.problems.join("; ")
+            ));
+        }
+        if let Some(t) = state.newest_taken_at {
+            let age = Utc::now() - t;
+            if age.num_seconds() > state.rpo_secs as i64 {
+                return Outcome::Failing(format!(
+                    "the newest backup {} is {} old, older than the RPO {}",
+                    state.newest.unwrap_or_default(),
+                    human(age),
+                    human(chrono::Duration::seconds(state.rpo_secs as i64))
+                ));
+            }
+        }
+        Outcome::Ok
+    }
+}

@@ -1,0 +1,222 @@
+//! `backup.verify`: the newest copy of a backup job exists in every place
+//! it is stored, is younger than the RPO, has the size and sha256 its
+//! backup run recorded, and `pg_restore --list` reads it.
+//!
+//! The result is written to a small JSON state file that the `backup`
+//! check reads ([`crate::check::backup`]): a stale or broken backup then
+//! becomes a symptom like any other, opens a `backup-failure` incident and
+//! pages. The check also re-evaluates the newest copy's age on every run,
+//! so a backup that stops between two weekly verifications still shows.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::backup::{archive_entries, recorded_copies, scratch_dir, storages};
+use super::storage::Storage;
+use super::{JobContext, JobError, Report};
+use crate::config::{Config, VerifyJobConfig};
+
+/// What the last verification found, as the `backup` check reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyState {
+    /// The verify job.
+    pub job: String,
+    /// The backup job it checks.
+    pub backup: String,
+    pub checked_at: DateTime<Utc>,
+    /// The RPO the newest copy is held to, in seconds.
+    pub rpo_secs: u64,
+    /// When the newest copy found was taken (none found: `None`).
+    pub newest_taken_at: Option<DateTime<Utc>>,
+    pub newest: Option<String>,
+    /// Empty when the backup is fine.
+    pub problems: Vec<String>,
+}
+
+/// Where verify job `name` writes its state.
+pub fn state_path(config: &Config, name: &str, v: &VerifyJobConfig) -> PathBuf {
+    match &v.state {
+        Some(p) => config.resolve_path(p),
+        None => config.resolve_path(Path::new(&format!("medic-backup-{name}.json"))),
+    }
+}
+
+/// A built `backup.verify` job.
+pub struct VerifyJob {
+    name: String,
+    backup: String,
+    rpo: chrono::Duration,
+    storages: Vec<Storage>,
+    bin: Option<PathBuf>,
+    state: PathBuf,
+}
+
+impl VerifyJob {
+    /// Builds job `name` from its config.
+    pub fn build(name: &str, v: &VerifyJobConfig, config: &Config) -> Result<Self, JobError> {
+        let b = config
+            .jobs
+            .get(&v.backup)
+            .and_then(|j| j.backup.as_ref())
+            .ok_or_else(|| {
+                JobError::Invalid(format!("{:?} is not a postgres.backup job", v.backup))
+            })?;
+        Ok(VerifyJob {
+            name: name.to_string(),
+            backup: v.backup.clone(),
+            rpo: chrono::Duration::from_std(v.rpo.get()).unwrap_or(chrono::Duration::MAX),
+            storages: storages(config, b),
+            bin: super::pg_bin(b.pg_bin.as_deref()),
+            state: state_path(config, name, v),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Job for VerifyJob {
+    fn kind(&self) -> &'static str {
+        "backup.verify"
+    }
+
+    async fn run(&self, cx: &JobContext) -> Report {
+        let now = cx.clock.now();
+        let mut problems = Vec::new();
+        let mut newest_overall: Option<(DateTime<Utc>, String)> = None;
+        let recorded = match recorded_copies(&*cx.store, &self.backup).await {
+            Ok(r) => r,
+            Err(e) => return Report::failed(e, json!({})),
+        };
+        let scratch = match scratch_dir("verify") {
+            Ok(d) => d,
+            Err(e) => return Report::failed(e, json!({})),
+        };
+        let mut checked = Vec::new();
+        for st in &self.storages {
+            let copies = match st.list(&self.backup).await {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("{}: {e}", st.describe()));
+                    continue;
+                }
+            };
+            let Some(newest) = copies.last() else {
+                problems.push(format!("no backup of {} in {}", self.backup, st.describe()));
+                continue;
+            };
+            if newest_overall
+                .as_ref()
+                .is_none_or(|(t, _)| newest.taken_at > *t)
+            {
+                newest_overall = Some((newest.taken_at, newest.name.clone()));
+            }
+            let age = now - newest.taken_at;
+            if age > self.rpo {
+                problems.push(format!(
+                    "the newest backup {} in {} is {} old, older than the RPO {}",
+                    newest.name,
+                    st.describe(),
+                    human(age),
+                    human(self.rpo)
+                ));
+            }
+            match self.intact(st, &newest.name, &recorded, &scratch).await {
+                Ok(entries) => {
+                    cx.event(
+                        "verify",
+                        format!(
+                            "{} in {} is intact ({entries} entries)",
+                            newest.name,
+                            st.describe()
+                        ),
+                        json!({ "file": newest.name, "entries": entries }),
+                    )
+                    .await;
+                    checked.push(json!({ "storage": st.describe(), "file": newest.name, "entries": entries }));
+                }
+                Err(e) => problems.push(format!("{} in {}: {e}", newest.name, st.describe())),
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(&scratch).await;
+        let state = VerifyState {
+            job: self.name.clone(),
+            backup: self.backup.clone(),
+            checked_at: now,
+            rpo_secs: self.rpo.num_seconds().max(0) as u64,
+            newest_taken_at: newest_overall.as_ref().map(|(t, _)| *t),
+            newest: newest_overall.map(|(_, n)| n),
+            problems: problems.clone(),
+        };
+        if let Err(e) = write_state(&self.state, &state).await {
+            problems.push(e);
+        }
+        for p in &problems {
+            cx.event("problem", p.clone(), json!({})).await;
+        }
+        let data = json!({ "checked": checked, "problems": problems, "state": self.state.display().to_string() });
+        if problems.is_empty() {
+            Report::ok(
+                format!(
+                    "the newest backup {} is fresh and intact",
+                    state.newest.unwrap_or_default()
+                ),
+                data,
+            )
+        } else {
+            Report::failed(problems.join("; "), data)
+        }
+    }
+}
+
+impl VerifyJob {
+    /// Size and sha256 as recorded, and readable by pg_restore.
+    async fn intact(
+        &self,
+        st: &Storage,
+        name: &str,
+        recorded: &std::collections::BTreeMap<String, (String, u64)>,
+        scratch: &Path,
+    ) -> Result<usize, String> {
+        let Some((want_sha, want_size)) = recorded.get(name) else {
+            return Err("no succeeded backup run recorded this copy (unknown checksum)".into());
+        };
+        let path = st.fetch(name, scratch).await?;
+        let (sha, size) = super::storage::sha256_file(&path).await?;
+        if size != *want_size {
+            return Err(format!(
+                "size {size} bytes, the backup recorded {want_size}"
+            ));
+        }
+        if &sha != want_sha {
+            return Err(format!(
+                "sha256 {sha} differs from the recorded {want_sha}: the file changed"
+            ));
+        }
+        archive_entries(self.bin.as_deref(), &path).await
+    }
+}
+
+/// Writes the state atomically (temp file, then rename).
+async fn write_state(path: &Path, state: &VerifyState) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(state).map_err(|e| format!("encode state: {e}"))?;
+    tokio::fs::write(&tmp, text)
+        .await
+        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// `26h`, `3d 2h`: a chrono duration for humans.
+pub fn human(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
