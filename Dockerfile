@@ -13,9 +13,10 @@ RUN cargo build --release --locked --bin medic \
     && strip target/release/medic
 
 FROM debian:bookworm-slim
-# CA roots for TLS to targets and APIs; nothing else.
+# CA roots for TLS to targets and APIs; pg_dump and pg_restore for the
+# backup jobs (PostgreSQL 15 client: dumps servers up to 15).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates postgresql-client \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 65532 medic \
     && useradd --system --uid 65532 --gid 65532 --home-dir /var/lib/medic --shell /usr/sbin/nologin medic \
@@ -26,6 +27,9 @@ COPY rules /etc/medic/rules
 USER 65532:65532
 WORKDIR /var/lib/medic
 ENV MEDIC_STORE__SQLITE__PATH=/var/lib/medic/medic.db
+# The root filesystem is read-only in Kubernetes: backup jobs' scratch files
+# (downloads, restore tests) go to the state volume.
+ENV TMPDIR=/var/lib/medic
 EXPOSE 7460
 ENTRYPOINT ["/usr/local/bin/medic"]
 CMD ["run", "--config", "/etc/medic/medic.yaml", "--log-format", "json"]

@@ -23,13 +23,14 @@ use crate::config::{Config, StoreConfig};
 use crate::diag::Diagnostics;
 use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
+use crate::lead::{self, Role};
 use crate::notify;
 use crate::page::{Notifier, Pager};
 use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequests, ReloadStats};
 use crate::remedy::{self, plan::PlannedStep};
 use crate::rules::model::Scenario;
 use crate::server::{self, AppState, Readiness};
-use crate::store::{PostgresStore, SqliteStore, Store};
+use crate::store::{Fenced, PostgresStore, SqliteStore, Store, StoreError};
 
 /// A scenario medic will not run, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,7 +244,8 @@ pub async fn run_with_options(
         rules_loaded: true,
         scenarios: runtimes.len(),
         refused,
-        role: "leader".into(),
+        role: Role::Follower.as_str().into(),
+        term: None,
         reload_error: None,
         reloads: ReloadStats {
             last_ok: true,
@@ -251,7 +253,10 @@ pub async fn run_with_options(
             ..ReloadStats::default()
         },
     };
+    crate::metrics::reloads(&readiness.reloads);
+    crate::metrics::leadership(None);
     let (ready_tx, ready_rx) = watch::channel(readiness);
+    let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
     let server_stop = CancellationToken::new();
     let server = match &config.http {
         Some(http) => {
@@ -260,6 +265,7 @@ pub async fn run_with_options(
                 clock: clock.clone(),
                 readiness: ready_rx,
                 reload: reload_handle,
+                scenarios: scenarios_rx,
             });
             let (_, handle) = server::serve(http.listen, app, server_stop.clone())
                 .await
@@ -270,41 +276,23 @@ pub async fn run_with_options(
     };
 
     let tasks = TaskTracker::new();
-    let checks_root = CancellationToken::new();
     let stop = CancellationToken::new();
-    let kill = CancellationToken::new();
-    let pager = |config: &Config| {
-        let p = match &options.notifiers {
-            Some(n) => Pager::with_notifiers(config, n.clone(), store.clone(), clock.clone()),
-            None => Pager::new(config, store.clone(), clock.clone()),
+    let lead_stop = CancellationToken::new();
+    let (mut role_rx, lead_task) =
+        lead::start(config, store.clone(), clock.clone(), lead_stop.clone()).await?;
+    let notifiers = options.notifiers.clone();
+    let pager = move |config: &Config, store: Arc<dyn Store>, clock: &Clock| {
+        let p = match &notifiers {
+            Some(n) => Pager::with_notifiers(config, n.clone(), store, clock.clone()),
+            None => Pager::new(config, store, clock.clone()),
         };
         Arc::new(p)
     };
-    let shared = Shared {
-        store: store.clone(),
-        clock: clock.clone(),
-        pager: pager(config),
-        actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
-        bounds: Arc::new(remedy::bounds::Bounds::new(config)),
-        stop: stop.clone(),
-        kill: kill.clone(),
-        tasks: tasks.clone(),
-    };
-    let engine_names: Vec<String> = runtimes.iter().map(|r| r.scenario.name.clone()).collect();
-    let mut engine = Engine::new(runtimes, shared);
-    engine.resume().await?;
-
-    let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
-    let mut checks = start_checks(config, engine.schedule(), &tx, &tasks, &checks_root);
-    drop(tx);
-    let (control_tx, control_rx) = mpsc::channel(1);
-    let mut engine_task = tasks.spawn(engine.run_controlled(rx, control_rx));
-    if !options.no_jobs {
-        crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
-    }
-    tracing::info!("medic running");
-    let mut running: Vec<String> = engine_names;
-    notify::ready(&format!("running {} scenarios", running.len()));
+    let mut running: Vec<Arc<ScenarioRuntime>> = runtimes;
+    let mut term: Option<TermRun> = None;
+    let jobs = !options.no_jobs;
+    tracing::info!(leadership = ?config.leadership(), "medic running; waiting for leadership");
+    notify::ready(&format!("running {} scenarios (follower)", running.len()));
     if let Some(period) = notify::watchdog_period() {
         tasks.spawn(notify::watchdog(period, store.clone(), stop.clone()));
     }
@@ -314,10 +302,54 @@ pub async fn run_with_options(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = &mut engine_task => {
-                // The engine only stops early on a store failure.
+            changed = role_rx.changed() => {
+                if changed.is_err() {
+                    tracing::error!("leader election stopped");
+                    break;
+                }
+                let role = *role_rx.borrow_and_update();
+                let held = term.as_ref().map(|t| t.term);
+                if held.is_some() && held != role.term() {
+                    // Deposed (or a new term): stop acting now, mid-action
+                    // if need be; the next leader verifies what was in flight.
+                    if let Some(t) = term.take() {
+                        t.stop(Duration::ZERO).await;
+                    }
+                }
+                if let (Role::Leader(n), None) = (role, &term) {
+                    let fenced: Arc<dyn Store> = Arc::new(Fenced::new(store.clone(), n));
+                    let p = pager(&current, fenced.clone(), &clock);
+                    match TermRun::start(&current, n, running.clone(), fenced, clock.clone(), p, &stop, jobs).await {
+                        Ok(t) => term = Some(t),
+                        Err(e) => tracing::error!(term = n, error = %e, "cannot take over: resuming from the store failed"),
+                    }
+                }
+                let role = if term.is_some() { role } else { Role::Follower };
+                tracing::info!(role = role.as_str(), term = ?role.term(), "leadership changed");
+                crate::metrics::leadership(role.term());
+                ready_tx.send_modify(|r| {
+                    r.role = role.as_str().into();
+                    r.term = role.term();
+                });
+                notify::ready(&format!("running {} scenarios ({})", running.len(), role.as_str()));
+            }
+            r = async { (&mut term.as_mut().expect("guarded").engine).await }, if term.is_some() => {
+                let t = term.take().expect("guarded");
+                let n = t.term;
+                t.stop(Duration::ZERO).await;
+                crate::metrics::leadership(None);
+                ready_tx.send_modify(|r| {
+                    r.role = Role::Follower.as_str().into();
+                    r.term = None;
+                });
                 match r {
+                    // Only a newer leader: keep following until the election says otherwise.
+                    Ok(Err(StoreError::Fenced { newer, .. })) => {
+                        tracing::warn!(term = n, newer, "deposed: a newer leader exists; acting on nothing");
+                        continue;
+                    }
                     Ok(Ok(())) => {}
+                    // The engine only stops early on a store failure.
                     Ok(Err(e)) => tracing::error!(error = %e, "engine stopped: store failure"),
                     Err(e) => tracing::error!(error = %e, "engine task failed"),
                 }
@@ -327,22 +359,28 @@ pub async fn run_with_options(
                 let Some(loader) = &loader else { continue };
                 tracing::info!(source = %req.source, "reloading config and rules");
                 notify::reloading();
-                let outcome = reload(loader, &current, &running, &ready_tx, &control_tx, &pager).await;
+                let control = term.as_ref().map(|t| (&t.control, t.store.clone()));
+                let names: Vec<String> = running.iter().map(|r| r.scenario.name.clone()).collect();
+                let outcome = reload(loader, &current, &names, &ready_tx, control, |c, s| pager(c, s, &clock)).await;
                 let outcome = match outcome {
                     Ok((outcome, new)) => {
-                        if let Some((config, reloaded)) = new {
-                            // The engine already reads the new channel: the
-                            // old loops' outcomes go nowhere; stop them.
-                            checks.cancel();
-                            checks = start_checks(&config, reloaded.schedule, &reloaded.updates, &tasks, &checks_root);
+                        if let Some((config, reloaded, runtimes)) = new {
+                            if let (Some(t), Some(reloaded)) = (term.as_mut(), reloaded) {
+                                // The engine already reads the new channel: the
+                                // old loops' outcomes go nowhere; stop them.
+                                t.checks.cancel();
+                                t.checks = start_checks(&config, reloaded.schedule, &reloaded.updates, &t.tasks, &t.checks_root);
+                            }
                             grace = config.shutdown_grace;
-                            running = reloaded.kept.into_iter().chain(reloaded.added).collect();
+                            running = runtimes;
+                            scenarios_tx.send_replace(running.clone());
                             current = config;
                         }
                         outcome
                     }
                     Err(()) => break,
                 };
+                crate::metrics::reloads(&ready_tx.borrow().reloads);
                 let n = running.len();
                 notify::ready(&if outcome.ok {
                     format!("running {n} scenarios")
@@ -357,17 +395,15 @@ pub async fn run_with_options(
     }
     notify::stopping();
     tracing::info!(grace = %grace, "shutting down: no new checks or actions");
-    checks_root.cancel();
+    if let Some(t) = term.take() {
+        t.stop(grace.get()).await;
+    }
+    // Leadership last: no other replica acts before this one stopped.
+    lead_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), lead_task).await;
     stop.cancel();
     tasks.close();
-    if tokio::time::timeout(grace.get(), tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period over: aborting running actions");
-        kill.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     server_stop.cancel();
     if let Some(h) = server {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
@@ -375,6 +411,95 @@ pub async fn run_with_options(
     store.flush().await?;
     tracing::info!("medic stopped");
     Ok(())
+}
+
+/// One leadership term: the engine, its incident tasks and its check loops,
+/// all writing through the term's fenced store.
+struct TermRun {
+    term: u64,
+    store: Arc<dyn Store>,
+    engine: tokio::task::JoinHandle<Result<(), StoreError>>,
+    control: mpsc::Sender<Control>,
+    tasks: TaskTracker,
+    checks_root: CancellationToken,
+    checks: CancellationToken,
+    stop: CancellationToken,
+    kill: CancellationToken,
+}
+
+impl TermRun {
+    /// Resumes what the store holds (open incidents, in-flight attempts,
+    /// budgets, escalation timers) and starts the engine and its checks
+    /// (and, with `jobs`, the scheduled DR jobs).
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        config: &Config,
+        term: u64,
+        runtimes: Vec<Arc<ScenarioRuntime>>,
+        store: Arc<dyn Store>,
+        clock: Clock,
+        pager: Arc<Pager>,
+        root: &CancellationToken,
+        jobs: bool,
+    ) -> Result<Self, StoreError> {
+        let tasks = TaskTracker::new();
+        let stop = root.child_token();
+        let kill = CancellationToken::new();
+        // Scheduled DR jobs run on the leader only: one backup per slot.
+        if jobs {
+            crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
+        }
+        let shared = Shared {
+            store: store.clone(),
+            clock,
+            pager,
+            actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
+            bounds: Arc::new(remedy::bounds::Bounds::new(config)),
+            stop: stop.clone(),
+            kill: kill.clone(),
+            tasks: tasks.clone(),
+        };
+        attach_store(&runtimes, &store);
+        let mut engine = Engine::new(runtimes, shared);
+        engine.resume().await?;
+        let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
+        let checks_root = CancellationToken::new();
+        let checks = start_checks(config, engine.schedule(), &tx, &tasks, &checks_root);
+        drop(tx);
+        let (control, control_rx) = mpsc::channel(1);
+        let engine = tasks.spawn(engine.run_controlled(rx, control_rx));
+        tracing::info!(term, "leading: engine running");
+        Ok(TermRun {
+            term,
+            store,
+            engine,
+            control,
+            tasks,
+            checks_root,
+            checks,
+            stop,
+            kill,
+        })
+    }
+
+    /// Stops checks, then the engine and incidents at a safe point; after
+    /// `grace`, running actions are aborted.
+    async fn stop(self, grace: Duration) {
+        self.checks_root.cancel();
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            if !grace.is_zero() {
+                tracing::warn!("grace period over: aborting running actions");
+            }
+            self.kill.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+        }
+        tracing::info!(term = self.term, "term ended");
+    }
 }
 
 /// Starts one check loop per scheduled symptom, under a child of `root`
@@ -391,10 +516,13 @@ fn start_checks(
     for (slot, rt, j) in schedule {
         let s = &rt.scenario.symptoms[j];
         tasks.spawn(check_loop(
-            slot,
+            (slot, rt.scenario.name.clone(), s.name.clone()),
             rt.checks[j].clone(),
-            s.every.get(),
-            s.timeout.get(),
+            Cadence {
+                every: s.every.get(),
+                timeout: s.timeout.get(),
+                spread: config.limits.spread_first_checks,
+            },
             tx.clone(),
             permits.clone(),
             stop.clone(),
@@ -410,9 +538,9 @@ async fn reload(
     current: &Config,
     running: &[String],
     ready: &watch::Sender<Readiness>,
-    control: &mpsc::Sender<Control>,
-    pager: impl Fn(&Config) -> Arc<Pager>,
-) -> Result<(ReloadOutcome, Option<(Config, Reloaded)>), ()> {
+    control: Option<(&mpsc::Sender<Control>, Arc<dyn Store>)>,
+    pager: impl Fn(&Config, Arc<dyn Store>) -> Arc<Pager>,
+) -> Result<ReloadResult, ()> {
     let load = loader.clone();
     let loaded = match tokio::task::spawn_blocking(move || load()).await {
         Ok(r) => r,
@@ -470,23 +598,50 @@ async fn reload(
     for what in &needs_restart {
         tracing::warn!("reload: {what} changed; it takes effect only after a restart");
     }
-    let (tx, rx) = oneshot::channel();
-    let request = Control::Reload {
-        scenarios: loaded.runtimes,
-        pager: pager(&loaded.config),
-        reply: tx,
+    let runtimes = loaded.runtimes.clone();
+    let (reloaded, added, removed, closed) = match control {
+        Some((control, store)) => {
+            attach_store(&loaded.runtimes, &store);
+            let (tx, rx) = oneshot::channel();
+            let request = Control::Reload {
+                scenarios: loaded.runtimes,
+                pager: pager(&loaded.config, store),
+                reply: tx,
+            };
+            if control.send(request).await.is_err() {
+                return Err(());
+            }
+            let reloaded = rx.await.map_err(|_| ())?;
+            let (a, r, c) = (
+                reloaded.added.clone(),
+                reloaded.removed.clone(),
+                reloaded.closed.clone(),
+            );
+            (Some(reloaded), a, r, c)
+        }
+        // A follower: nothing runs; the next term starts with these.
+        None => {
+            let names: Vec<String> = runtimes.iter().map(|r| r.scenario.name.clone()).collect();
+            let added = names
+                .iter()
+                .filter(|n| !running.contains(n))
+                .cloned()
+                .collect();
+            let removed = running
+                .iter()
+                .filter(|n| !names.contains(n))
+                .cloned()
+                .collect();
+            (None, added, removed, Vec::new())
+        }
     };
-    if control.send(request).await.is_err() {
-        return Err(());
-    }
-    let reloaded = rx.await.map_err(|_| ())?;
     let outcome = ReloadOutcome {
         ok: true,
-        scenarios: reloaded.kept.len() + reloaded.added.len(),
+        scenarios: runtimes.len(),
         refused: loaded.refused.len(),
-        added: reloaded.added.clone(),
-        removed: reloaded.removed.clone(),
-        closed: reloaded.closed.clone(),
+        added,
+        removed,
+        closed,
         errors: Vec::new(),
         needs_restart,
     };
@@ -506,7 +661,22 @@ async fn reload(
         r.reloads.last_ok = true;
         r.reloads.last_success_unix = now;
     });
-    Ok((outcome, Some((loaded.config, reloaded))))
+    Ok((outcome, Some((loaded.config, reloaded, runtimes))))
+}
+
+/// A reload's outcome and, when it was applied, the new config, what the
+/// engine changed (when leading) and the scenarios now running.
+type ReloadResult = (
+    ReloadOutcome,
+    Option<(Config, Option<Reloaded>, Vec<Arc<ScenarioRuntime>>)>,
+);
+/// Gives every check the store (the `alert` check reads alerts from it).
+fn attach_store(runtimes: &[Arc<ScenarioRuntime>], store: &Arc<dyn Store>) {
+    for rt in runtimes {
+        for c in &rt.checks {
+            c.attach_store(store);
+        }
+    }
 }
 
 /// Config sections a reload cannot apply to a running daemon.
@@ -527,6 +697,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     v
 }
 
+/// When and how long one symptom's check runs.
+struct Cadence {
+    every: Duration,
+    /// Each run is dropped after this (and counts as unknown).
+    timeout: Duration,
+    /// Whether the first run is spread (see [`first_run_offset`]).
+    spread: bool,
+}
+
 /// When a check's first run comes, after start: checks with intervals up to
 /// a second run at once (they exist to notice fast); slower ones are spread
 /// evenly over their first interval (at most the first 15 s, so an hourly
@@ -545,17 +724,24 @@ fn first_run_offset(slot: usize, every: Duration) -> Duration {
 /// only delays itself: each run is bounded by the symptom's timeout, which
 /// turns a hang into `unknown`.
 async fn check_loop(
-    slot: usize,
+    (slot, scenario, symptom): (usize, String, String),
     check: Arc<dyn Check>,
-    every: Duration,
-    timeout: Duration,
+    Cadence {
+        every,
+        timeout,
+        spread,
+    }: Cadence,
     tx: mpsc::Sender<Update>,
     permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
     let every = every.max(Duration::from_millis(1));
-    let mut ticker =
-        tokio::time::interval_at(Instant::now() + first_run_offset(slot, every), every);
+    let first = if spread {
+        first_run_offset(slot, every)
+    } else {
+        Duration::ZERO
+    };
+    let mut ticker = tokio::time::interval_at(Instant::now() + first, every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -569,12 +755,19 @@ async fn check_loop(
             _ = stop.cancelled() => return,
             p = permits.acquire() => match p { Ok(p) => p, Err(_) => return },
         };
+        let started = std::time::Instant::now();
         let observation = tokio::select! {
             _ = stop.cancelled() => return,
             r = tokio::time::timeout(timeout, check.observe()) => r.unwrap_or_else(|_| {
                 Observation::Whole(Outcome::Unknown(format!("timed out after {}", humantime::format_duration(timeout))))
             }),
         };
+        let kind = match &observation {
+            Observation::Whole(o) => o.label(),
+            Observation::Series(s) if s.is_empty() => "ok",
+            Observation::Series(_) => "failing",
+        };
+        crate::metrics::check(&scenario, &symptom, kind, started.elapsed());
         let update = Update {
             slot,
             observation,

@@ -60,6 +60,29 @@ enum Command {
         /// The symptom: NAME, or SCENARIO/NAME when several scenarios have one.
         name: String,
     },
+    /// A disaster-recovery drill: break something on purpose, let medic
+    /// detect and remediate it, report detection and recovery times and
+    /// data loss against the scenario's RTO and RPO.
+    Drill {
+        /// The scenario (a rule file's `scenario:`).
+        scenario: String,
+        /// Drill against private throwaway services medic starts itself
+        /// (redis-server, PostgreSQL primary + replica): safe anywhere.
+        #[arg(long, conflicts_with = "target")]
+        sandbox: bool,
+        /// The target to break; the config must mark it `drill: allowed`.
+        #[arg(long, required_unless_present = "sandbox")]
+        target: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// The config file (not used by --sandbox).
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+        /// Where the shipped rule files are (--sandbox).
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+    },
     /// Print the version.
     Version,
 }
@@ -93,6 +116,14 @@ fn main() -> ExitCode {
             }
         }
         Command::Probe { config, json, name } => probe(&config, &name, json),
+        Command::Drill {
+            scenario,
+            sandbox,
+            target,
+            yes,
+            config,
+            rules,
+        } => drill(&scenario, sandbox, target, yes, config, rules),
         Command::Run { config } => {
             logging::init(cli.log_format);
             run(config)
@@ -163,6 +194,75 @@ fn run(config_path: PathBuf) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "medic failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn drill(
+    scenario: &str,
+    sandbox: bool,
+    target: Option<String>,
+    yes: bool,
+    config_path: PathBuf,
+    rules: PathBuf,
+) -> ExitCode {
+    use medic::drill::{self, DrillError};
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<drill::DrillReport, DrillError> = rt.block_on(async {
+        let mut out = std::io::stdout();
+        if sandbox {
+            return drill::sandbox::run(scenario, &rules, &mut out).await;
+        }
+        let target = target.unwrap_or_default();
+        let config = medic::config::load(&config_path).map_err(|d| {
+            DrillError::Refused(d.0.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"))
+        })?;
+        let paths: Vec<PathBuf> = config.rules.iter().map(|p| config.resolve_path(p)).collect();
+        let scenarios = medic::rules::load_paths(&paths, &config).map_err(|d| {
+            DrillError::Refused(d.0.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"))
+        })?;
+        let store = medic::daemon::open_store(&config)
+            .await
+            .map_err(|e| DrillError::Failed(format!("{e:#}")))?;
+        let (d, inject) = drill::prepare_real(&config, scenarios, scenario, &target, store)?;
+        println!(
+            "drill: {scenario} on target {target}: medic will run `{}` (a REAL failure), then detect and remediate it",
+            inject.join(" ")
+        );
+        for n in &d.notes {
+            println!("note: {n}");
+        }
+        if !yes {
+            use std::io::BufRead;
+            print!("type the target's name ({target}) to go on: ");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            if line.trim() != target {
+                return Err(DrillError::Refused("not confirmed; nothing was done".into()));
+            }
+        }
+        d.run(drill::command_injection(inject), None, &mut out).await
+    });
+    match result {
+        Ok(report) => {
+            println!("\n{report}");
+            if report.rto_met() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("drill: {e}");
             ExitCode::FAILURE
         }
     }

@@ -168,6 +168,30 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
         r.data["duration_ms"],
         r.data["restore_ms"]
     );
+    // The runs and their timelines over HTTP.
+    let (_tx, readiness) = tokio::sync::watch::channel(medic::server::Readiness::default());
+    let app = medic::server::router(medic::server::AppState {
+        store: store.clone(),
+        clock: clock.clone(),
+        readiness,
+        reload: None,
+        scenarios: tokio::sync::watch::channel(Vec::new()).1,
+    });
+    let stop = CancellationToken::new();
+    let (addr, server) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
+        .await
+        .unwrap();
+    let url = format!("http://{addr}/api/v1/jobs/db-backup/runs");
+    let body: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(body[0]["run"]["id"], json!(b.id));
+    assert_eq!(body[0]["run"]["data"]["sha256"], b.data["sha256"]);
+    assert_eq!(body[0]["timeline"][1]["kind"], json!("dump"));
+    let bad = reqwest::get(format!("{url}?limit=0")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("limit must be"));
+    stop.cancel();
+    server.await.unwrap();
+
     // The scratch database is gone; production untouched.
     assert_eq!(
         pg.primary
@@ -253,7 +277,7 @@ async fn corrupted_backup_is_caught_by_verify_and_pages() {
             .await
         })
     };
-    common::eventually(Duration::from_secs(20), "a page", || {
+    common::eventually(Duration::from_secs(60), "a page", || {
         let n = pages.0.lock().unwrap().len();
         async move { n > 0 }
     })
@@ -381,6 +405,9 @@ jobs:
   backup-verify:
     schedule: '0 3 * * SUN'
     backup.verify: {{ backup: db-backup }}
+  restore-test:
+    schedule: '0 4 1 * *'
+    postgres.restore-test: {{ backup: db-backup }}
 ",
             port = pg.primary.port,
             moto = moto.port,
@@ -410,6 +437,60 @@ jobs:
 
     let v = run(&config, &store, &Clock::system(), "backup-verify").await;
     assert_eq!(v.outcome, Some(JobOutcome::Succeeded), "{}", v.summary);
+    // Restored from the S3 copy (downloaded, checksummed).
+    let r = run(&config, &store, &Clock::system(), "restore-test").await;
+    assert_eq!(r.outcome, Some(JobOutcome::Succeeded), "{}", r.summary);
+    assert_eq!(r.data["file"], c.data["file"]);
+    assert_eq!(r.data["counts"]["patients"], json!(500));
+}
+
+#[tokio::test]
+async fn restore_test_fails_on_corrupt_data_and_on_a_missed_rto() {
+    let pg = Pg::primary();
+    pg.primary.psql(SEED);
+    // Corruption that made it into the backup.
+    pg.primary
+        .psql("INSERT INTO appointments (patient_id, status) VALUES (999999, 'scheduled')");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = local_config(pg.primary.port, dir.path());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = Clock::system();
+    let b = run(&config, &store, &clock, "db-backup").await;
+    assert_eq!(b.outcome, Some(JobOutcome::Succeeded), "{}", b.summary);
+    // A scratch database an earlier, crashed run left behind.
+    pg.primary
+        .psql("CREATE DATABASE medic_restore_test_19990101000000");
+    let r = run(&config, &store, &clock, "restore-test").await;
+    assert_eq!(r.outcome, Some(JobOutcome::Failed));
+    assert_eq!(
+        r.summary,
+        "integrity checks failed: orphaned_appointments: 1"
+    );
+    assert_eq!(r.data["integrity"]["orphaned_appointments"], json!(1));
+
+    // An objective no restore can meet: measured, and the run fails.
+    pg.primary
+        .psql("DELETE FROM appointments WHERE patient_id = 999999");
+    let b = run(&config, &store, &clock, "db-backup").await;
+    assert_eq!(b.outcome, Some(JobOutcome::Succeeded), "{}", b.summary);
+    config
+        .jobs
+        .get_mut("restore-test")
+        .unwrap()
+        .restore_test
+        .as_mut()
+        .unwrap()
+        .rto = medic::duration::Dur(Duration::from_millis(1));
+    let r = run(&config, &store, &clock, "restore-test").await;
+    assert_eq!(r.outcome, Some(JobOutcome::Failed));
+    assert!(r.summary.contains("objective 1ms: MISSED"), "{}", r.summary);
+    assert_eq!(r.data["within_rto"], json!(false));
+    // Every scratch database was dropped.
+    assert_eq!(
+        pg.primary
+            .psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'medic_restore_test_%'"),
+        "0"
+    );
 }
 
 // ---------------------------------------------------------------------------

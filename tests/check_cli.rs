@@ -15,6 +15,10 @@ const SHIPPED_RULES: &[(&str, &str)] = &[
         include_str!("../rules/application-service-failure.yaml"),
     ),
     (
+        "rules/backup-failure.yaml",
+        include_str!("../rules/backup-failure.yaml"),
+    ),
+    (
         "rules/complete-infrastructure-failure.yaml",
         include_str!("../rules/complete-infrastructure-failure.yaml"),
     ),
@@ -79,7 +83,7 @@ fn shipped_config_and_rules_check_clean() {
     let summary = check_with_env(Some(&root().join("medic.yaml")), &[], no_env()).unwrap();
     assert_eq!(
         summary.to_string(),
-        "ok: 6 scenarios, 16 symptoms, 14 steps in 6 files"
+        "ok: 7 scenarios, 17 symptoms, 14 steps in 7 files"
     );
 }
 
@@ -354,4 +358,23 @@ fn garbage_never_panics() {
         let _ = rules::load_str("garbage.yaml", text, &config);
         let _ = config::load_str("garbage.yaml", text);
     }
+}
+
+#[test]
+fn backup_checks_name_a_verify_job_of_the_config() {
+    let rule = |job: &str| {
+        format!(
+            "scenario: b\nsummary: s\nseverity: high\nrto: 1h\nsymptoms:\n  stale:\n    check: {{ backup: {{ job: {job} }} }}\n    every: 5m\nwhen: {{ any: [stale] }}\nplan: []\nescalation: default\n"
+        )
+    };
+    assert_eq!(
+        rule_errors(&rule("nope")),
+        [
+            "rules/cache.yaml:7:29: unknown job \"nope\" (backup.verify jobs in the config: backup-verify)"
+        ]
+    );
+    assert_eq!(
+        rule_errors(&rule("db-backup")),
+        ["rules/cache.yaml:7:29: job \"db-backup\" is not a backup.verify job"]
+    );
 }

@@ -209,7 +209,85 @@ async fn conformance(store: Arc<dyn Store>) {
         [again.id, other.id]
     );
     job_runs(&*store).await;
+    alerts(store.as_ref()).await;
     store.flush().await.unwrap();
+}
+fn alert(name: &str, status: AlertStatus, starts: i64) -> AlertRecord {
+    AlertRecord {
+        fingerprint: format!("fp-{name}"),
+        starts_at: t(starts),
+        status,
+        labels: [("alertname".to_string(), name.to_string())].into(),
+        annotations: [("summary".to_string(), format!("{name} is on fire"))].into(),
+        ends_at: (status == AlertStatus::Resolved).then(|| t(starts + 100)),
+        generator_url: "http://prometheus:9090/graph".into(),
+        received_at: t(starts + 1),
+    }
+}
+
+/// Alertmanager intake: idempotent, resolved ends a firing, never revived.
+async fn alerts(store: &dyn Store) {
+    use AlertStatus::*;
+    let names = |v: Vec<AlertRecord>| -> Vec<(String, DateTime<Utc>)> {
+        v.into_iter()
+            .map(|a| (a.labels["alertname"].clone(), a.starts_at))
+            .collect()
+    };
+    assert!(store.firing_alerts().await.unwrap().is_empty());
+    let fire = alert("Fire", Firing, 0);
+    // An HA pair delivers the same group twice; one payload may repeat too.
+    store
+        .record_alerts(&[fire.clone(), alert("Smoke", Firing, 5)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[fire.clone(), fire.clone()])
+        .await
+        .unwrap();
+    let firing = store.firing_alerts().await.unwrap();
+    assert_eq!(firing.len(), 2);
+    assert_eq!(firing[0], fire, "round-trips exactly");
+    // Resolved ends it; a late duplicate firing does not revive it.
+    store
+        .record_alerts(&[alert("Fire", Resolved, 0)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(std::slice::from_ref(&fire))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.firing_alerts().await.unwrap()),
+        [("Smoke".to_string(), t(5))]
+    );
+    // It fires again later: a new firing (new startsAt).
+    store
+        .record_alerts(&[alert("Fire", Firing, 50)])
+        .await
+        .unwrap();
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 2);
+    // A resolved for a later firing ends earlier ones too, and a firing
+    // older than a recorded resolution is recorded resolved, whatever the
+    // order inside one delivery.
+    store
+        .record_alerts(&[alert("Smoke", Resolved, 60), alert("Smoke", Firing, 30)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[alert("Fire", Firing, -10)])
+        .await
+        .unwrap();
+    assert_eq!(
+        names(store.firing_alerts().await.unwrap()),
+        [("Fire".to_string(), t(50))]
+    );
+    // Nothing, and a resolved alert medic never saw firing, are fine.
+    store.record_alerts(&[]).await.unwrap();
+    store
+        .record_alerts(&[alert("Ghost", Resolved, 0)])
+        .await
+        .unwrap();
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 1);
 }
 
 /// Scheduled jobs' runs: begun, timed, finished once, newest first.
@@ -290,9 +368,112 @@ async fn job_runs(store: &dyn Store) {
     ));
 }
 
+/// Leadership terms and fencing: a deposed term's writes are refused, the
+/// store untouched; terms only grow, even when claimed concurrently.
+async fn fencing(store: Arc<dyn Store>) {
+    assert_eq!(store.current_term().await.unwrap(), None);
+    let one = store.claim_term("a", t(0)).await.unwrap();
+    let two = store.claim_term("b", t(1)).await.unwrap();
+    assert_eq!((one.term, two.term), (1, 2));
+    assert_eq!(store.current_term().await.unwrap(), Some(two.clone()));
+
+    let old = Fenced::new(store.clone(), 1);
+    let new = Fenced::new(store.clone(), 2);
+    let before = store.open_incidents().await.unwrap().len();
+    assert!(matches!(
+        old.open_incident(new_incident("fenced", "", 2)).await,
+        Err(StoreError::Fenced { term: 1, newer: 2 })
+    ));
+    assert_eq!(store.open_incidents().await.unwrap().len(), before);
+
+    // The current term writes everything.
+    let (inc, created) = new
+        .open_incident(new_incident("fenced", "", 3))
+        .await
+        .unwrap();
+    assert!(created);
+    new.set_state(inc.id, IncidentState::Remediating, t(4))
+        .await
+        .unwrap();
+    new.append(inc.id, TimelineEntry::new(t(4), "note", "leader 2"))
+        .await
+        .unwrap();
+    let mut a = attempt(inc.id, "fence:0:1", 5);
+    a.scenario = "fenced".into();
+    let first = new.begin_attempt(a.clone()).await.unwrap();
+
+    // A third term deposes the second: none of its writes land.
+    let three = store.claim_term("c", t(6)).await.unwrap();
+    assert_eq!(three.term, 3);
+    let fenced =
+        |r: Result<(), StoreError>| matches!(r, Err(StoreError::Fenced { term: 2, newer: 3 }));
+    assert!(fenced(
+        new.finish_attempt(first, AttemptOutcome::Succeeded, "ok", t(7))
+            .await
+    ));
+    assert!(fenced(
+        new.set_state(inc.id, IncidentState::Resolved, t(7)).await
+    ));
+    assert!(fenced(
+        new.append(inc.id, TimelineEntry::new(t(7), "note", "stale"))
+            .await
+    ));
+    a.key = "fence:0:2".into();
+    assert!(matches!(
+        new.begin_attempt(a).await,
+        Err(StoreError::Fenced { term: 2, newer: 3 })
+    ));
+    assert_eq!(new.refused(), 4);
+    let attempts = store.incident_attempts(inc.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, None, "still in flight");
+    let inc2 = store.incident(inc.id).await.unwrap().unwrap();
+    assert_eq!(inc2.state, IncidentState::Remediating);
+    let timeline = store.timeline(inc.id).await.unwrap();
+    assert_eq!(timeline.len(), 1);
+    // Reads through a deposed term still work.
+    assert_eq!(new.incident_attempts(inc.id).await.unwrap().len(), 1);
+
+    // The new term finishes what the old one left in flight.
+    Fenced::new(store.clone(), 3)
+        .finish_attempt(first, AttemptOutcome::Abandoned, "leader changed", t(8))
+        .await
+        .unwrap();
+
+    // Concurrent claims get distinct, growing terms.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.claim_term(&format!("r{i}"), t(9)).await.unwrap().term
+        }));
+    }
+    let mut terms = Vec::new();
+    for task in tasks {
+        terms.push(task.await.unwrap());
+    }
+    terms.sort();
+    assert_eq!(terms, (4..12).collect::<Vec<u64>>());
+    assert_eq!(store.current_term().await.unwrap().unwrap().term, 11);
+}
+
 #[tokio::test]
 async fn memory_store_conforms() {
     conformance(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn memory_store_fences() {
+    fencing(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    fencing(Arc::new(
+        SqliteStore::open(&dir.path().join("s.db")).await.unwrap(),
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -319,4 +500,5 @@ async fn postgres_store_conforms() {
     // Re-opening migrates nothing and keeps the data.
     let again = PostgresStore::open(&target).await.unwrap();
     assert_eq!(again.recent_incidents(10).await.unwrap().len(), 3);
+    fencing(Arc::new(again)).await;
 }

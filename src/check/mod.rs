@@ -11,6 +11,7 @@
 pub mod alert;
 pub mod backup;
 pub mod dns;
+pub mod exposition;
 pub mod http;
 pub mod kubernetes;
 pub mod postgres;
@@ -164,6 +165,11 @@ pub trait Check: Send + Sync {
     async fn lost(&self) {
         std::future::pending::<()>().await
     }
+
+    /// Hands the check medic's store once it is open, for checks that read
+    /// what medic itself records (`alert`: the alerts Alertmanager pushed).
+    /// The default ignores it.
+    fn attach_store(&self, _store: &Arc<dyn crate::store::Store>) {}
 }
 
 /// A check as written in a rule file: `check: { KIND: PARAMS }`.
@@ -259,11 +265,12 @@ pub fn build(
         CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
         CheckSpec::Promql(p) => Ok(Arc::new(promql::PromqlCheck::build(p, timeout, config)?)),
         CheckSpec::Source(p) => Ok(Arc::new(source::SourceCheck::build(p, timeout, config)?)),
+        CheckSpec::Scrape(p) => Ok(Arc::new(scrape::ScrapeCheck::build(p, timeout, config)?)),
+        CheckSpec::Alert(p) => Ok(Arc::new(alert::AlertCheck::build(p, config)?)),
         CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
             p, timeout, config,
         )?)),
         CheckSpec::Backup(p) => Ok(Arc::new(backup::BackupCheck::build(p, config)?)),
-        other => Err(BuildError::NotImplemented(other.kind())),
     }
 }
 

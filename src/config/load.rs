@@ -21,7 +21,10 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode
 use marked_yaml::{Node, Span};
 use serde::de::DeserializeOwned;
 
-use super::{Config, EscalationPolicy, GlobalLimits, NotifierConfig, StoreConfig, TargetConfig};
+use super::{
+    Config, EscalationPolicy, GlobalLimits, LeadershipConfig, NotifierConfig, StoreConfig,
+    TargetConfig,
+};
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
 use crate::rules::model::Mode;
@@ -373,6 +376,7 @@ impl Cx<'_> {
                         self.out.push(d);
                     }
                 },
+                "leadership" => self.section::<LeadershipConfig>(root, key, v),
                 "targets" => self.named_kinds(
                     root,
                     key,
@@ -422,6 +426,37 @@ impl Cx<'_> {
     fn validate(&mut self, config: &Config, root: &Node) {
         if config.rules.is_empty() {
             self.err(root, "rules", "name at least one rule file or directory");
+        }
+        match &config.leadership {
+            Some(LeadershipConfig::Postgres(l)) => {
+                if !matches!(config.store, StoreConfig::Postgres(_)) {
+                    self.err(
+                        root,
+                        "leadership.postgres",
+                        "an advisory lock needs the PostgreSQL store (store: {postgres: ...})",
+                    );
+                }
+                if l.lease_duration.get() < std::time::Duration::from_secs(1) {
+                    self.err(
+                        root,
+                        "leadership.postgres.lease_duration",
+                        "lease_duration must be at least 1s",
+                    );
+                }
+            }
+            Some(LeadershipConfig::Kubernetes(l)) => {
+                if l.lease_duration.get() < std::time::Duration::from_secs(1) {
+                    self.err(
+                        root,
+                        "leadership.kubernetes.lease_duration",
+                        "lease_duration must be at least 1s",
+                    );
+                }
+                if l.name.is_empty() {
+                    self.err(root, "leadership.kubernetes.name", "name must not be empty");
+                }
+            }
+            _ => {}
         }
         if config.limits.concurrent_checks == 0 {
             self.err(
@@ -811,6 +846,54 @@ escalation:
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn jobs_and_drills_are_validated_where_they_are_written() {
+        let text = format!(
+            "{GOOD}jobs:
+  nightly:
+    schedule: '0 2 * *'
+    postgres.backup: {{ target: cache }}
+  weekly:
+    schedule: '0 3 * * SUN'
+    timezone: Mars/Olympus
+    backup.verify: {{ backup: nope }}
+  both:
+    schedule: '0 3 * * *'
+    backup.verify: {{ backup: nightly }}
+    postgres.restore-test: {{ backup: nightly }}
+drills:
+  cahce: {{ drill: allowed, inject: [] }}
+"
+        );
+        let errs = errors(&text, &[]);
+        let expect = [
+            "a job needs exactly one kind",
+            "jobs.both",
+            "invalid cron expression \"0 2 * *\"",
+            "target \"cache\" is a redis target; a postgres one is needed",
+            "a backup needs `directory`, `s3` or both",
+            "unknown time zone \"Mars/Olympus\"",
+            "unknown job \"nope\"",
+            "unknown target \"cahce\" (did you mean \"cache\"?)",
+            "name the command that injects the failure",
+        ];
+        let all = errs.join("\n");
+        for e in expect.iter().filter(|e| !e.starts_with("jobs.")) {
+            assert!(all.contains(e), "missing {e:?} in:\n{all}");
+        }
+        // Each problem points into the file, at its job.
+        assert!(
+            errs.iter()
+                .all(|e| e.starts_with("medic.yaml:") && !e.starts_with("medic.yaml:0:")),
+            "{all}"
+        );
+        assert!(all.contains("medic.yaml:19:15: unknown time zone"), "{all}");
+        assert!(
+            all.contains("medic.yaml:15:15: invalid cron expression \"0 2 * *\": 4 fields"),
+            "{all}"
+        );
     }
 
     #[test]

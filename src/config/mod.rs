@@ -28,6 +28,11 @@ pub struct Config {
     /// relative to the config file. Default: `rules`.
     #[serde(default = "default_rules")]
     pub rules: Vec<PathBuf>,
+    /// Prometheus alerting rule files (or directories of them), relative
+    /// to the config file: their alerts can be symptoms
+    /// (`from_prometheus_rule: NAME`). `medic check` validates them.
+    #[serde(default)]
+    pub prometheus_rules: Vec<PathBuf>,
     /// Where durable state lives.
     #[serde(default)]
     pub store: StoreConfig,
@@ -62,6 +67,10 @@ pub struct Config {
     /// command that injects the failure.
     #[serde(default)]
     pub drills: BTreeMap<String, DrillConfig>,
+    /// Which replica acts (see [`crate::lead`]). Default: an advisory lock
+    /// with a PostgreSQL store, `single` with SQLite.
+    #[serde(default)]
+    pub leadership: Option<LeadershipConfig>,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -97,6 +106,7 @@ impl Default for Config {
         Config {
             mode: Mode::default(),
             rules: default_rules(),
+            prometheus_rules: Vec::new(),
             store: StoreConfig::default(),
             targets: BTreeMap::new(),
             notifiers: default_notifiers(),
@@ -107,6 +117,7 @@ impl Default for Config {
             maintenance: Vec::new(),
             jobs: BTreeMap::new(),
             drills: BTreeMap::new(),
+            leadership: None,
             base_dir: PathBuf::from("."),
         }
     }
@@ -142,6 +153,75 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig::Sqlite {
             path: PathBuf::from("medic.db"),
+        }
+    }
+}
+
+/// How replicas elect the one that acts.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum LeadershipConfig {
+    /// Always the leader: one replica (the SQLite store).
+    Single,
+    /// A PostgreSQL advisory lock in the store's database.
+    Postgres(PostgresLeadership),
+    /// A `coordination.k8s.io/v1` Lease.
+    Kubernetes(KubernetesLeadership),
+}
+
+/// `leadership: {postgres: {...}}`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresLeadership {
+    /// How long a paused or cut-off leader keeps the lock before the
+    /// server drops its session (and another replica takes over).
+    #[serde(default = "default_lease")]
+    pub lease_duration: Dur,
+}
+
+impl Default for PostgresLeadership {
+    fn default() -> Self {
+        PostgresLeadership {
+            lease_duration: default_lease(),
+        }
+    }
+}
+
+/// `leadership: {kubernetes: {...}}`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesLeadership {
+    /// The Lease's namespace; default: the client's (the pod's) namespace.
+    pub namespace: Option<String>,
+    /// The Lease's name.
+    #[serde(default = "default_lease_name")]
+    pub name: String,
+    /// `leaseDurationSeconds`: a holder that has not renewed for this long
+    /// loses the lease.
+    #[serde(default = "default_lease")]
+    pub lease_duration: Dur,
+    /// A kubeconfig file; default: in-cluster config, else `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+fn default_lease() -> Dur {
+    Dur::secs(15)
+}
+
+fn default_lease_name() -> String {
+    "medic".to_string()
+}
+
+impl Config {
+    /// The leadership mode in effect: the configured one, else an advisory
+    /// lock with a PostgreSQL store and `single` with SQLite.
+    pub fn leadership(&self) -> LeadershipConfig {
+        match (&self.leadership, &self.store) {
+            (Some(l), _) => l.clone(),
+            (None, StoreConfig::Postgres(_)) => {
+                LeadershipConfig::Postgres(PostgresLeadership::default())
+            }
+            (None, StoreConfig::Sqlite { .. }) => LeadershipConfig::Single,
         }
     }
 }
@@ -425,6 +505,16 @@ pub struct GlobalLimits {
     /// likely the network or medic's own view: act on none, escalate.
     #[serde(default)]
     pub blast_radius: BlastRadius,
+    /// Spread the first runs of checks slower than 1 s over their first
+    /// interval (at most 15 s) instead of running them all at start-up,
+    /// so thousands of checks do not fire in the same millisecond.
+    /// Default true; `medic test` turns it off (series start at 0).
+    #[serde(default = "default_true")]
+    pub spread_first_checks: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The blast-radius bound of [`GlobalLimits`].
@@ -485,6 +575,7 @@ impl Default for GlobalLimits {
             concurrent_checks: default_checks(),
             actions_in_flight: default_actions(),
             blast_radius: BlastRadius::default(),
+            spread_first_checks: true,
         }
     }
 }

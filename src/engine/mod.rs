@@ -511,6 +511,7 @@ impl Engine {
         };
         let open = self.open.get(&(k, inst.to_string())).map(|o| o.incident.id);
         if let Some(tr) = tr {
+            crate::metrics::symptom_state(&self.scenarios[k].scenario.name, &name, tr.to.as_str());
             tracing::info!(
                 scenario = %self.scenarios[k].scenario.name,
                 symptom = %name,

@@ -207,12 +207,13 @@ pub async fn run_once(
         JobOutcome::Succeeded => tracing::info!(job = name, "{}", report.summary),
         _ => tracing::error!(job = name, "job failed: {}", report.summary),
     }
+    // Newest first: this run is the first one unless the wall clock went
+    // back meanwhile.
     Ok(store
-        .job_runs(name, 1)
+        .job_runs(name, 100)
         .await?
         .into_iter()
-        .next()
-        .filter(|r| r.id == run)
+        .find(|r| r.id == run)
         .ok_or(StoreError::JobRunNotFound(run))?)
 }
 

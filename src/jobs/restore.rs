@@ -117,6 +117,30 @@ impl super::Job for RestoreTestJob {
             Ok(c) => c,
             Err(e) => return Report::failed(e, json!({})),
         };
+        // Scratch databases a crashed run left behind (ours by name).
+        if let Ok(rows) = admin
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'medic\\_restore\\_test\\_%'",
+                &[],
+            )
+            .await
+        {
+            for r in rows {
+                let name: String = r.get(0);
+                if admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .is_ok()
+                {
+                    cx.event(
+                        "cleanup",
+                        format!("dropped {name}, left by an earlier run"),
+                        Value::Null,
+                    )
+                    .await;
+                }
+            }
+        }
         let r = self.restore(cx, &admin, &scratch_db, &work).await;
         // Always dropped, whatever happened.
         let drop = admin

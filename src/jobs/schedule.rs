@@ -28,6 +28,12 @@ impl Schedule {
     /// Parses `expr` (5 or 6 fields) in the IANA zone `tz`.
     pub fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
         let fields = expr.split_whitespace().count();
+        if !(5..=7).contains(&fields) {
+            return Err(ScheduleError::Cron {
+                expr: expr.to_string(),
+                why: format!("{fields} fields"),
+            });
+        }
         let full = if fields == 5 {
             format!("0 {expr}")
         } else {
@@ -35,7 +41,11 @@ impl Schedule {
         };
         let cron = cron::Schedule::from_str(&full).map_err(|e| ScheduleError::Cron {
             expr: expr.to_string(),
-            why: e.to_string(),
+            why: e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         })?;
         let tz = tz
             .parse::<Tz>()

@@ -156,6 +156,26 @@ impl Storage {
                     .send()
                     .await
                     .map_err(|e| format!("upload to {}: {}", self.describe(), err_text(&e)))?;
+                // Read back: the object is there, whole.
+                let want = tokio::fs::metadata(from)
+                    .await
+                    .map_err(|e| format!("read {}: {e}", from.display()))?
+                    .len();
+                let head = self
+                    .client()
+                    .await?
+                    .head_object()
+                    .bucket(&config.bucket)
+                    .key(self.key(name))
+                    .send()
+                    .await
+                    .map_err(|e| format!("read back {name}: {}", err_text(&e)))?;
+                let got = head.content_length().unwrap_or(-1);
+                if got != want as i64 {
+                    return Err(format!(
+                        "uploaded {name} reads back as {got} bytes, not {want}"
+                    ));
+                }
                 Ok(())
             }
         }

@@ -190,7 +190,10 @@ impl Pager {
             tracing::error!(incident = id, notifier = name, "notifier missing");
             return Ok(());
         };
-        let (msg, ok) = match n.send(page).await {
+        let started = std::time::Instant::now();
+        let sent = n.send(page).await;
+        crate::metrics::notification(name, sent.is_ok(), started.elapsed());
+        let (msg, ok) = match sent {
             Ok(()) => (format!("paged level {} via {name}", page.level), true),
             Err(e) => (
                 format!("paging level {} via {name} failed: {e}", page.level),

@@ -68,6 +68,7 @@ use marked_yaml::{Node, Span};
 use serde::de::DeserializeOwned;
 
 use super::model::{Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When};
+use super::prometheus::{self, PromRules};
 use super::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::check::CheckSpec;
 use crate::config::Config;
@@ -89,7 +90,15 @@ const SCENARIO_FIELDS: &[&str] = &[
     "max_acting",
     "escalation",
 ];
-const SYMPTOM_FIELDS: &[&str] = &["check", "every", "timeout", "for", "clear_for"];
+const SYMPTOM_FIELDS: &[&str] = &[
+    "check",
+    "from_prometheus_rule",
+    "every",
+    "timeout",
+    "for",
+    "clear_for",
+];
+const FROM_RULE_FIELDS: &[&str] = &["alert", "group", "as", "source"];
 const STEP_FIELDS: &[&str] = &[
     "name", "action", "timeout", "verify", "limit", "approval", "mode", "then", "only_if",
 ];
@@ -124,7 +133,10 @@ pub fn load_paths(paths: &[PathBuf], config: &Config) -> Result<Vec<Scenario>, D
 
 /// Parses and validates one rule file's text; `path` names it in errors.
 pub fn load_str(path: &str, text: &str, config: &Config) -> Result<Scenario, Diagnostics> {
-    let loaded = load_one(path, text, Some(config));
+    let (prom, mut diags) = prometheus_rules(config);
+    let loaded = load_one(path, text, Some(config), Some(&prom));
+    diags.extend(loaded.diags);
+    let loaded = Loaded { diags, ..loaded };
     match loaded.scenario {
         Some(s) if loaded.diags.is_empty() => Ok(s),
         _ => Err(Diagnostics(loaded.diags)),
@@ -139,7 +151,13 @@ pub(crate) fn load_paths_checked(
     paths: &[PathBuf],
     config: Option<&Config>,
 ) -> (Vec<Scenario>, Vec<Diagnostic>) {
-    let mut diags = Vec::new();
+    let (prom, mut diags) = match config {
+        Some(c) => {
+            let (p, d) = prometheus_rules(c);
+            (Some(p), d)
+        }
+        None => (None, Vec::new()),
+    };
     let mut files = Vec::new();
     for p in paths {
         collect_files(p, &mut files, &mut diags);
@@ -161,7 +179,7 @@ pub(crate) fn load_paths_checked(
                 continue;
             }
         };
-        let mut loaded = load_one(&origin, &text, config);
+        let mut loaded = load_one(&origin, &text, config, prom.as_ref());
         if let Some((name, at)) = &loaded.name {
             if let Some((first, (l, c))) = seen.get(name) {
                 loaded.diags.push(diag(
@@ -178,6 +196,16 @@ pub(crate) fn load_paths_checked(
         scenarios.extend(loaded.scenario);
     }
     (scenarios, diags)
+}
+
+/// The config's Prometheus rule files (`prometheus_rules`), validated.
+fn prometheus_rules(config: &Config) -> (PromRules, Vec<Diagnostic>) {
+    let paths: Vec<PathBuf> = config
+        .prometheus_rules
+        .iter()
+        .map(|p| config.resolve_path(p))
+        .collect();
+    prometheus::load_paths(&paths)
 }
 
 fn collect_files(p: &Path, files: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
@@ -220,7 +248,7 @@ struct Loaded {
     diags: Vec<Diagnostic>,
 }
 
-fn load_one(origin: &str, text: &str, config: Option<&Config>) -> Loaded {
+fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&PromRules>) -> Loaded {
     let root = match yaml::parse(origin, text) {
         Ok(n) => n,
         Err(d) => {
@@ -234,6 +262,7 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>) -> Loaded {
     let mut cx = Cx {
         origin,
         config,
+        prom,
         out: Vec::new(),
     };
     let (scenario, name) = cx.scenario(&root);
@@ -251,6 +280,8 @@ struct Cx<'a> {
     origin: &'a str,
     /// `None`: the config did not load; skip reference checks.
     config: Option<&'a Config>,
+    /// The config's Prometheus alerting rules (`None` without a config).
+    prom: Option<&'a PromRules>,
     out: Vec<Diagnostic>,
 }
 
@@ -546,7 +577,24 @@ impl Cx<'_> {
         };
         let m = self.mapping(node, "a symptom: a mapping with `check:`")?;
         self.unknown_keys(m, SYMPTOM_FIELDS);
-        let check = self.required(m, "check").and_then(|n| self.check(n));
+        let (check, rule_for) = match (
+            self.optional(m, "check"),
+            self.optional(m, "from_prometheus_rule"),
+        ) {
+            (Some(c), None) => (self.check(c), None),
+            (None, Some(f)) => match self.prometheus_rule_check(f) {
+                Some((c, d)) => (Some(c), d),
+                None => (None, None),
+            },
+            (Some(_), Some(f)) => {
+                self.err(
+                    pos(f),
+                    "a symptom takes `check` or `from_prometheus_rule`, not both",
+                );
+                (None, None)
+            }
+            (None, None) => (self.required(m, "check").and_then(|n| self.check(n)), None),
+        };
         let every = match self.optional(m, "every") {
             Some(n) => self.positive_dur(n, "every"),
             None => Some(DEFAULT_EVERY),
@@ -569,7 +617,7 @@ impl Cx<'_> {
         };
         let for_ = match self.optional(m, "for") {
             Some(n) => self.dur(n),
-            None => Some(Dur::default()),
+            None => Some(rule_for.unwrap_or_default()),
         };
         let clear_for = match self.optional(m, "clear_for") {
             Some(n) => self.dur(n),
@@ -898,6 +946,95 @@ impl Cx<'_> {
         })
     }
 
+    /// `from_prometheus_rule: NAME` (an `alert` check on the alert's name
+    /// and its rule's static labels) or `{ alert: NAME, group: G, as:
+    /// alert|promql, source: PROM }`: as `promql`, the rule's `expr` is the
+    /// query and its `for` the symptom's default `for`.
+    fn prometheus_rule_check(&mut self, node: &Node) -> Option<(CheckSpec, Option<Dur>)> {
+        let (name, name_at, group, as_promql, source, m) = match node {
+            Node::Scalar(s) => (s.as_str().to_string(), pos(node), None, false, None, None),
+            Node::Mapping(m) => {
+                self.unknown_keys(m, FROM_RULE_FIELDS);
+                let n = self.required(m, "alert")?;
+                let name = self.string(n)?;
+                let group = match self.optional(m, "group") {
+                    Some(g) => Some(self.string(g)?),
+                    None => None,
+                };
+                let as_promql = match self.optional(m, "as") {
+                    Some(a) => self.choice(a, "`as`", &[("alert", false), ("promql", true)])?,
+                    None => false,
+                };
+                let source = match self.optional(m, "source") {
+                    Some(s) => Some(self.string(s)?),
+                    None => None,
+                };
+                (name, pos(n), group, as_promql, source, Some(m))
+            }
+            Node::Sequence(_) => {
+                self.err(
+                    pos(node),
+                    "expected an alert name or `{ alert: NAME, group: GROUP, as: alert|promql }`, found a list",
+                );
+                return None;
+            }
+        };
+        // Without a config the rule files are unknown: nothing to check.
+        let prom = self.prom?;
+        let found = prom.find(&name, group.as_deref());
+        if found.is_empty() {
+            let msg = match (prom.alerts.is_empty(), &group) {
+                (true, _) => format!(
+                    "unknown Prometheus alert {name:?} (the config's `prometheus_rules` define no alerts)"
+                ),
+                (false, Some(g)) => format!("no Prometheus alert {name:?} in group {g:?}"),
+                (false, None) => unknown_field("Prometheus alert", &name, &prom.names()),
+            };
+            self.err(name_at, msg);
+            return None;
+        }
+        if !as_promql {
+            if source.is_some() {
+                let at = m.and_then(|m| m.keys().find(|k| k.as_str() == "source"));
+                self.err(
+                    at.map_or(name_at, key_pos),
+                    "`source` is for `as: promql` (an alert check reads what Alertmanager pushes)",
+                );
+                return None;
+            }
+            // Labels every rule of that name carries alike.
+            let mut matchers = found[0].static_labels();
+            for r in &found[1..] {
+                let other = r.static_labels();
+                matchers.retain(|k, v| other.get(k) == Some(v));
+            }
+            let spec = CheckSpec::Alert(crate::check::alert::AlertParams { matchers });
+            let before = self.out.len();
+            self.check_semantics(&spec, node);
+            return (self.out.len() == before).then_some((spec, None));
+        }
+        if found.len() > 1 {
+            let at: Vec<&str> = found.iter().map(|r| r.at.as_str()).collect();
+            self.err(
+                name_at,
+                format!(
+                    "Prometheus alert {name:?} is defined {} times ({}): name its `group:`",
+                    found.len(),
+                    at.join(", ")
+                ),
+            );
+            return None;
+        }
+        let rule = found[0];
+        let spec = CheckSpec::Promql(crate::check::promql::PromqlParams {
+            query: rule.expr.clone(),
+            source,
+        });
+        let before = self.out.len();
+        self.check_semantics(&spec, node);
+        (self.out.len() == before).then_some((spec, Some(rule.for_)))
+    }
+
     /// Deserializes a kind's parameters, reporting problems where they are.
     fn params<T: DeserializeOwned>(&mut self, node: &Node, also: &[&str]) -> Option<T> {
         yaml::params(self.origin, node, also, &mut self.out)
@@ -1102,6 +1239,11 @@ impl Cx<'_> {
                     ),
                 }
                 self.non_empty(p, "metric", &s.metric);
+                if !s.metric.trim().is_empty()
+                    && let Err(e) = crate::check::exposition::Selector::parse(&s.metric)
+                {
+                    self.err(field_pos(p, "metric"), format!("metric selector: {e}"));
+                }
                 if s.above.is_none() && s.below.is_none() {
                     self.err(pos(p), "a scrape check needs `above` or `below`");
                 }
@@ -1230,6 +1372,14 @@ impl Cx<'_> {
                     self.err(
                         field_pos(p, "matchers"),
                         "an alert check needs at least one matcher",
+                    );
+                }
+                if let Some(cfg) = self.config
+                    && cfg.http.is_none()
+                {
+                    self.err(
+                        pos(p),
+                        "an alert check needs medic's HTTP server (`http.listen` in the config): Alertmanager pushes alerts to it",
                     );
                 }
             }
@@ -1512,6 +1662,7 @@ mod tests {
     use crate::check::{alert::AlertParams, promql::PromqlParams};
 
     const CONFIG: &str = "\
+http: { listen: 127.0.0.1:0 }
 targets:
   cache: { redis: { address: 127.0.0.1:6379 } }
   db: { postgres: { host: 127.0.0.1 } }

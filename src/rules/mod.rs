@@ -7,6 +7,7 @@
 pub mod check;
 pub mod load;
 pub mod model;
+pub mod prometheus;
 pub(crate) mod yaml;
 
 pub use check::{CheckSummary, check, check_with_env};

@@ -434,6 +434,8 @@ fn run_case(
     };
     let mut config = config.clone();
     config.http = None;
+    // A test's series start at 0 for every symptom.
+    config.limits.spread_first_checks = false;
     if let Some(m) = case.mode {
         config.mode = m;
     }

@@ -3,6 +3,8 @@
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
 //! and one line in [`router`].
 
+pub mod alertmanager;
+pub mod jobs;
 pub mod reload;
 
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::engine::ScenarioRuntime;
 use crate::reload::{ReloadHandle, ReloadStats};
 use crate::store::Store;
 
@@ -33,6 +36,8 @@ pub struct Readiness {
     pub refused: usize,
     /// `leader` or `follower` (a single replica is always the leader).
     pub role: String,
+    /// The leadership term held, when leading.
+    pub term: Option<u64>,
     /// The last failed reload, if the newest one failed.
     pub reload_error: Option<String>,
     /// Reload counters (also exported as metrics).
@@ -47,6 +52,8 @@ pub struct AppState {
     pub readiness: watch::Receiver<Readiness>,
     /// Queues reloads (`POST /-/reload`); `None` when reload is off.
     pub reload: Option<ReloadHandle>,
+    /// The scenarios loaded now (rules, limits, RTOs).
+    pub scenarios: watch::Receiver<Vec<Arc<ScenarioRuntime>>>,
 }
 
 /// Every route medic serves.
@@ -55,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(reload::router())
+        .merge(jobs::router())
+        .merge(alertmanager::router())
         .with_state(state)
 }
 

@@ -12,8 +12,10 @@ struct Inner {
     incidents: Vec<Incident>,
     timelines: Vec<(IncidentId, TimelineEntry)>,
     attempts: Vec<Attempt>,
+    alerts: Vec<AlertRecord>,
     job_runs: Vec<JobRun>,
     job_events: Vec<(JobRunId, TimelineEntry)>,
+    term: Option<Term>,
 }
 
 /// A store that lives in memory.
@@ -37,27 +39,7 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
-        let mut g = self.lock();
-        if let Some(i) = g
-            .incidents
-            .iter()
-            .find(|i| i.state.is_open() && i.scenario == new.scenario && i.instance == new.instance)
-        {
-            return Ok((i.clone(), false));
-        }
-        let inc = Incident {
-            id: g.incidents.len() as i64 + 1,
-            scenario: new.scenario,
-            instance: new.instance,
-            state: IncidentState::Open,
-            severity: new.severity,
-            summary: new.summary,
-            opened_at: new.at,
-            updated_at: new.at,
-            resolved_at: None,
-        };
-        g.incidents.push(inc.clone());
-        Ok((inc, true))
+        apply(&mut self.lock(), Write::OpenIncident(new))?.incident()
     }
 
     async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -91,35 +73,11 @@ impl Store for MemoryStore {
         state: IncidentState,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        let inc = g
-            .incidents
-            .iter_mut()
-            .find(|i| i.id == id)
-            .ok_or(StoreError::NotFound(id))?;
-        if inc.state == IncidentState::Resolved {
-            // Resolution is final (as in the SQLite store).
-            return if state == IncidentState::Resolved {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!("incident {id} is resolved")))
-            };
-        }
-        inc.state = state;
-        inc.updated_at = at;
-        if state == IncidentState::Resolved {
-            inc.resolved_at = Some(at);
-        }
-        Ok(())
+        set_state(&mut self.lock(), id, state, at)
     }
 
     async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        if !g.incidents.iter().any(|i| i.id == id) {
-            return Err(StoreError::NotFound(id));
-        }
-        g.timelines.push((id, entry));
-        Ok(())
+        append(&mut self.lock(), id, entry)
     }
 
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
@@ -135,33 +93,7 @@ impl Store for MemoryStore {
     }
 
     async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
-        let mut g = self.lock();
-        if !g.incidents.iter().any(|i| i.id == new.incident_id) {
-            return Err(StoreError::NotFound(new.incident_id));
-        }
-        if let Some(other) = g.attempts.iter().find(|a| a.key == new.key) {
-            return Err(StoreError::Conflict(format!(
-                "attempt key already used by attempt {}",
-                other.id
-            )));
-        }
-        let id = g.attempts.len() as i64 + 1;
-        g.attempts.push(Attempt {
-            id,
-            incident_id: new.incident_id,
-            scenario: new.scenario,
-            instance: new.instance,
-            step: new.step,
-            step_index: new.step_index,
-            action: new.action,
-            key: new.key,
-            started_at: new.started_at,
-            ended_at: None,
-            outcome: None,
-            reason: String::new(),
-            inputs: new.inputs,
-        });
-        Ok(id)
+        begin_attempt(&mut self.lock(), new)
     }
 
     async fn finish_attempt(
@@ -171,27 +103,7 @@ impl Store for MemoryStore {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        let a = g
-            .attempts
-            .iter_mut()
-            .find(|a| a.id == id)
-            .ok_or(StoreError::AttemptNotFound(id))?;
-        if let Some(prev) = a.outcome {
-            // The ledger is an audit record: ended once, never rewritten.
-            return if prev == outcome {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!(
-                    "attempt {id} already ended as {}",
-                    prev.as_str()
-                )))
-            };
-        }
-        a.outcome = Some(outcome);
-        a.reason = reason.to_string();
-        a.ended_at = Some(at);
-        Ok(())
+        finish_attempt(&mut self.lock(), id, outcome, reason.to_string(), at)
     }
 
     async fn attempts_since(
@@ -332,4 +244,215 @@ impl Store for MemoryStore {
             .map(|(_, e)| e.clone())
             .collect())
     }
+
+    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
+        let mut g = self.lock();
+        let term = Term {
+            term: g.term.as_ref().map_or(1, |t| t.term + 1),
+            holder: holder.to_string(),
+            since: at,
+        };
+        g.term = Some(term.clone());
+        Ok(term)
+    }
+
+    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
+        Ok(self.lock().term.clone())
+    }
+
+    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
+        let mut g = self.lock();
+        if let Some(newer) = g.term.as_ref().map(|t| t.term).filter(|&t| t > term) {
+            return Err(StoreError::Fenced { term, newer });
+        }
+        apply(&mut g, write)
+    }
+
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        for a in alerts {
+            let known = g
+                .alerts
+                .iter()
+                .position(|b| b.fingerprint == a.fingerprint && b.starts_at == a.starts_at);
+            if a.status == AlertStatus::Resolved {
+                for b in g.alerts.iter_mut().filter(|b| {
+                    b.fingerprint == a.fingerprint
+                        && b.starts_at <= a.starts_at
+                        && b.status == AlertStatus::Firing
+                }) {
+                    b.status = AlertStatus::Resolved;
+                    b.ends_at = a.ends_at;
+                }
+            }
+            if known.is_none() {
+                let mut a = a.clone();
+                // A later firing of this alert has resolved: so has this one.
+                if g.alerts.iter().any(|b| {
+                    b.fingerprint == a.fingerprint
+                        && b.status == AlertStatus::Resolved
+                        && b.starts_at >= a.starts_at
+                }) {
+                    a.status = AlertStatus::Resolved;
+                }
+                g.alerts.push(a);
+            }
+        }
+        Ok(())
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let mut v: Vec<AlertRecord> = self
+            .lock()
+            .alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.starts_at, &a.fingerprint).cmp(&(b.starts_at, &b.fingerprint)));
+        Ok(v)
+    }
+}
+
+fn apply(g: &mut Inner, write: Write) -> Result<Written, StoreError> {
+    Ok(match write {
+        Write::OpenIncident(new) => {
+            let (i, created) = open_incident(g, new)?;
+            Written::Incident(i, created)
+        }
+        Write::SetState { id, state, at } => {
+            set_state(g, id, state, at)?;
+            Written::Done
+        }
+        Write::Append { id, entry } => {
+            append(g, id, entry)?;
+            Written::Done
+        }
+        Write::BeginAttempt(new) => Written::Attempt(begin_attempt(g, new)?),
+        Write::FinishAttempt {
+            id,
+            outcome,
+            reason,
+            at,
+        } => {
+            finish_attempt(g, id, outcome, reason, at)?;
+            Written::Done
+        }
+    })
+}
+
+fn open_incident(g: &mut Inner, new: NewIncident) -> Result<(Incident, bool), StoreError> {
+    if let Some(i) = g
+        .incidents
+        .iter()
+        .find(|i| i.state.is_open() && i.scenario == new.scenario && i.instance == new.instance)
+    {
+        return Ok((i.clone(), false));
+    }
+    let inc = Incident {
+        id: g.incidents.len() as i64 + 1,
+        scenario: new.scenario,
+        instance: new.instance,
+        state: IncidentState::Open,
+        severity: new.severity,
+        summary: new.summary,
+        opened_at: new.at,
+        updated_at: new.at,
+        resolved_at: None,
+    };
+    g.incidents.push(inc.clone());
+    Ok((inc, true))
+}
+
+fn set_state(
+    g: &mut Inner,
+    id: IncidentId,
+    state: IncidentState,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let inc = g
+        .incidents
+        .iter_mut()
+        .find(|i| i.id == id)
+        .ok_or(StoreError::NotFound(id))?;
+    if inc.state == IncidentState::Resolved {
+        // Resolution is final (as in the SQLite store).
+        return if state == IncidentState::Resolved {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("incident {id} is resolved")))
+        };
+    }
+    inc.state = state;
+    inc.updated_at = at;
+    if state == IncidentState::Resolved {
+        inc.resolved_at = Some(at);
+    }
+    Ok(())
+}
+
+fn append(g: &mut Inner, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
+    if !g.incidents.iter().any(|i| i.id == id) {
+        return Err(StoreError::NotFound(id));
+    }
+    g.timelines.push((id, entry));
+    Ok(())
+}
+
+fn begin_attempt(g: &mut Inner, new: NewAttempt) -> Result<AttemptId, StoreError> {
+    if !g.incidents.iter().any(|i| i.id == new.incident_id) {
+        return Err(StoreError::NotFound(new.incident_id));
+    }
+    if let Some(other) = g.attempts.iter().find(|a| a.key == new.key) {
+        return Err(StoreError::Conflict(format!(
+            "attempt key already used by attempt {}",
+            other.id
+        )));
+    }
+    let id = g.attempts.len() as i64 + 1;
+    g.attempts.push(Attempt {
+        id,
+        incident_id: new.incident_id,
+        scenario: new.scenario,
+        instance: new.instance,
+        step: new.step,
+        step_index: new.step_index,
+        action: new.action,
+        key: new.key,
+        started_at: new.started_at,
+        ended_at: None,
+        outcome: None,
+        reason: String::new(),
+        inputs: new.inputs,
+    });
+    Ok(id)
+}
+
+fn finish_attempt(
+    g: &mut Inner,
+    id: AttemptId,
+    outcome: AttemptOutcome,
+    reason: String,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let a = g
+        .attempts
+        .iter_mut()
+        .find(|a| a.id == id)
+        .ok_or(StoreError::AttemptNotFound(id))?;
+    if let Some(prev) = a.outcome {
+        // The ledger is an audit record: ended once, never rewritten.
+        return if prev == outcome {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "attempt {id} already ended as {}",
+                prev.as_str()
+            )))
+        };
+    }
+    a.outcome = Some(outcome);
+    a.reason = reason;
+    a.ended_at = Some(at);
+    Ok(())
 }

@@ -9,6 +9,7 @@
 //! ([`sqlite::SqliteStore`]). Implementations must never block the async
 //! runtime's worker threads.
 
+pub mod fenced;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
@@ -16,6 +17,7 @@ pub mod sqlite;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use fenced::Fenced;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -295,6 +297,51 @@ pub struct JobRun {
     pub data: serde_json::Value,
 }
 
+/// Whether an alert pushed by Alertmanager is firing or has resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    /// The name stored and shown (`firing`, `resolved`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    /// Parses [`AlertStatus::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "firing" => Some(AlertStatus::Firing),
+            "resolved" => Some(AlertStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// One alert as Alertmanager delivered it. `(fingerprint, starts_at)`
+/// identifies one firing of one alert: a duplicate delivery (an HA pair
+/// sends every group twice) writes nothing new.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Alertmanager's fingerprint of the label set (16 hex digits).
+    pub fingerprint: String,
+    pub starts_at: DateTime<Utc>,
+    pub status: AlertStatus,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// When it ended (resolved), or Alertmanager's expected end.
+    pub ends_at: Option<DateTime<Utc>>,
+    pub generator_url: String,
+    /// When medic first recorded it.
+    pub received_at: DateTime<Utc>,
+}
+
 /// Store failures. The variant names double as metric labels.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -312,6 +359,81 @@ pub enum StoreError {
     AttemptNotFound(AttemptId),
     #[error("job run {0} not found")]
     JobRunNotFound(JobRunId),
+    /// A write of leadership term `term` was refused: term `newer` was
+    /// claimed since (this replica was deposed; it must stop acting).
+    #[error("fenced: term {term} was deposed by term {newer}")]
+    Fenced { term: u64, newer: u64 },
+}
+
+/// A write that changes incidents or the ledger: what a leader does, and
+/// what [`Store::fenced`] checks against the leadership term.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// [`Store::open_incident`].
+    OpenIncident(NewIncident),
+    /// [`Store::set_state`].
+    SetState {
+        id: IncidentId,
+        state: IncidentState,
+        at: DateTime<Utc>,
+    },
+    /// [`Store::append`].
+    Append {
+        id: IncidentId,
+        entry: TimelineEntry,
+    },
+    /// [`Store::begin_attempt`].
+    BeginAttempt(NewAttempt),
+    /// [`Store::finish_attempt`].
+    FinishAttempt {
+        id: AttemptId,
+        outcome: AttemptOutcome,
+        reason: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a [`Write`] returned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Written {
+    /// From [`Write::OpenIncident`]: the incident, and whether it was created.
+    Incident(Incident, bool),
+    /// From [`Write::BeginAttempt`].
+    Attempt(AttemptId),
+    /// From the other writes.
+    Done,
+}
+
+impl Written {
+    /// The result of [`Write::OpenIncident`].
+    pub fn incident(self) -> Result<(Incident, bool), StoreError> {
+        match self {
+            Written::Incident(i, created) => Ok((i, created)),
+            other => Err(StoreError::Backend(format!(
+                "expected an incident, got {other:?}"
+            ))),
+        }
+    }
+
+    /// The result of [`Write::BeginAttempt`].
+    pub fn attempt(self) -> Result<AttemptId, StoreError> {
+        match self {
+            Written::Attempt(id) => Ok(id),
+            other => Err(StoreError::Backend(format!(
+                "expected an attempt, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A claimed leadership term.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Term {
+    /// Strictly increasing across claims: the fencing token.
+    pub term: u64,
+    /// Who claimed it (a replica's identity).
+    pub holder: String,
+    pub since: DateTime<Utc>,
 }
 
 /// Durable state. Every method is async and must not block the runtime.
@@ -410,4 +532,24 @@ pub trait Store: Send + Sync {
 
     /// A job run's timeline, in the order written.
     async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError>;
+
+    /// Claims the next leadership term for `holder`: greater than every term claimed before.
+    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError>;
+
+    /// The newest claimed term, if any.
+    async fn current_term(&self) -> Result<Option<Term>, StoreError>;
+
+    /// Applies `write` only if no term newer than `term` was claimed, atomically ([`StoreError::Fenced`] otherwise).
+    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError>;
+
+    /// Records Alertmanager alerts, all or none, durably before it returns.
+    /// A known `(fingerprint, starts_at)` is not recorded twice; a resolved
+    /// alert ends that firing and any earlier one of the same fingerprint,
+    /// and a resolved alert never fires again (a late duplicate cannot
+    /// revive it).
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError>;
+
+    /// Every alert firing now (recorded firing, not yet resolved), oldest
+    /// first.
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
 }

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::*;
 use crate::config::PostgresTarget;
@@ -86,6 +86,33 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX IF NOT EXISTS medic_job_events_run ON medic_job_events (run_id, seq);
     ",
+    // 3: leadership terms (the fencing token): one row, the newest term.
+    "
+    CREATE TABLE IF NOT EXISTS medic_leader (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        term   BIGINT NOT NULL,
+        holder TEXT NOT NULL,
+        since  TIMESTAMPTZ NOT NULL
+    );
+    ",
+    // 4: alerts pushed by Alertmanager (one row per firing of an alert).
+    // starts_at is RFC 3339 text with nine fractional digits: Alertmanager
+    // sends nanoseconds, TIMESTAMPTZ keeps microseconds, and the key must
+    // be exact.
+    "
+    CREATE TABLE IF NOT EXISTS medic_alerts (
+        fingerprint   TEXT NOT NULL,
+        starts_at     TEXT COLLATE \"C\" NOT NULL,
+        status        TEXT NOT NULL,
+        labels        JSONB NOT NULL,
+        annotations   JSONB NOT NULL,
+        ends_at       TIMESTAMPTZ,
+        generator_url TEXT NOT NULL,
+        received_at   TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (fingerprint, starts_at)
+    );
+    CREATE INDEX IF NOT EXISTS medic_alerts_firing ON medic_alerts (status, starts_at);
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -95,6 +122,8 @@ const MIGRATION_LOCK: i64 = 0x6d65_6469_636d_6967;
 pub struct PostgresStore {
     config: tokio_postgres::Config,
     client: Mutex<Option<std::sync::Arc<Client>>>,
+    /// The connection of fenced writes (each one a transaction).
+    fence: Mutex<Option<Client>>,
 }
 
 fn db(op: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
@@ -126,6 +155,7 @@ impl PostgresStore {
         let store = PostgresStore {
             config,
             client: Mutex::new(None),
+            fence: Mutex::new(None),
         };
         store.migrate().await?;
         Ok(store)
@@ -237,7 +267,7 @@ fn attempt_row(r: &Row) -> Result<Attempt, StoreError> {
     })
 }
 
-async fn exists(c: &Client, id: IncidentId) -> Result<bool, StoreError> {
+async fn exists<C: GenericClient + Sync>(c: &C, id: IncidentId) -> Result<bool, StoreError> {
     Ok(
         c.query_opt("SELECT 1 FROM medic_incidents WHERE id = $1", &[&id])
             .await
@@ -283,49 +313,9 @@ async fn job_run_exists(c: &Client, id: JobRunId) -> Result<bool, StoreError> {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
-        let c = self.client().await?;
-        // Insert-or-find, retried: the unique index decides between racing replicas.
-        for _ in 0..5 {
-            let inserted = c
-                .query_opt(
-                    &format!(
-                        "INSERT INTO medic_incidents \
-                         (scenario, instance, state, severity, summary, opened_at, updated_at) \
-                         VALUES ($1, $2, 'open', $3, $4, $5, $5) \
-                         ON CONFLICT (scenario, instance) WHERE state <> 'resolved' DO NOTHING \
-                         RETURNING {INCIDENT_COLS}"
-                    ),
-                    &[
-                        &new.scenario,
-                        &new.instance,
-                        &new.severity,
-                        &new.summary,
-                        &new.at,
-                    ],
-                )
-                .await
-                .map_err(db("insert incident"))?;
-            if let Some(r) = inserted {
-                return Ok((incident_row(&r)?, true));
-            }
-            let existing = c
-                .query_opt(
-                    &format!(
-                        "SELECT {INCIDENT_COLS} FROM medic_incidents \
-                         WHERE scenario = $1 AND instance = $2 AND state <> 'resolved'"
-                    ),
-                    &[&new.scenario, &new.instance],
-                )
-                .await
-                .map_err(db("find open incident"))?;
-            if let Some(r) = existing {
-                return Ok((incident_row(&r)?, false));
-            }
-            // Resolved in between: try again.
-        }
-        Err(StoreError::Conflict(
-            "open_incident kept racing with resolution".into(),
-        ))
+        apply(&*self.client().await?, Write::OpenIncident(new))
+            .await?
+            .incident()
     }
 
     async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -378,52 +368,15 @@ impl Store for PostgresStore {
         state: IncidentState,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        let changed = c
-            .execute(
-                "UPDATE medic_incidents SET state = $2::text, updated_at = $3::timestamptz, \
-                 resolved_at = CASE WHEN $2::text = 'resolved' THEN $3::timestamptz END \
-                 WHERE id = $1 AND state <> 'resolved'",
-                &[&id, &state.as_str(), &at],
-            )
+        apply(&*self.client().await?, Write::SetState { id, state, at })
             .await
-            .map_err(db("update incident state"))?;
-        if changed == 1 {
-            return Ok(());
-        }
-        match c
-            .query_opt("SELECT state FROM medic_incidents WHERE id = $1", &[&id])
-            .await
-            .map_err(db("read incident state"))?
-        {
-            None => Err(StoreError::NotFound(id)),
-            Some(_) if state == IncidentState::Resolved => Ok(()),
-            Some(_) => Err(StoreError::Conflict(format!(
-                "incident {id} is resolved; it cannot become {}",
-                state.as_str()
-            ))),
-        }
+            .map(drop)
     }
 
     async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        let touched = c
-            .execute(
-                "UPDATE medic_incidents SET updated_at = GREATEST(updated_at, $2) WHERE id = $1",
-                &[&id, &entry.at],
-            )
+        apply(&*self.client().await?, Write::Append { id, entry })
             .await
-            .map_err(db("touch incident"))?;
-        if touched == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        c.execute(
-            "INSERT INTO medic_timeline (incident_id, at, kind, message, data) VALUES ($1, $2, $3, $4, $5)",
-            &[&id, &entry.at, &entry.kind, &entry.message, &entry.data],
-        )
-        .await
-        .map_err(db("append timeline entry"))?;
-        Ok(())
+            .map(drop)
     }
 
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
@@ -435,7 +388,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db("read timeline"))?;
-        if rows.is_empty() && !exists(&c, id).await? {
+        if rows.is_empty() && !exists(&*c, id).await? {
             return Err(StoreError::NotFound(id));
         }
         Ok(rows
@@ -450,36 +403,9 @@ impl Store for PostgresStore {
     }
 
     async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
-        let c = self.client().await?;
-        let step_index = i32::try_from(new.step_index)
-            .map_err(|_| StoreError::Backend("step index out of range".into()))?;
-        let r = c
-            .query_one(
-                "INSERT INTO medic_attempts (incident_id, scenario, instance, step, step_index, \
-                 action, key, started_at, inputs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                &[
-                    &new.incident_id,
-                    &new.scenario,
-                    &new.instance,
-                    &new.step,
-                    &step_index,
-                    &new.action,
-                    &new.key,
-                    &new.started_at,
-                    &new.inputs,
-                ],
-            )
-            .await;
-        match r {
-            Ok(row) => Ok(row.get(0)),
-            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                Err(StoreError::NotFound(new.incident_id))
-            }
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                Err(StoreError::Conflict("attempt key already used".into()))
-            }
-            Err(e) => Err(db("insert attempt")(e)),
-        }
+        apply(&*self.client().await?, Write::BeginAttempt(new))
+            .await?
+            .attempt()
     }
 
     async fn finish_attempt(
@@ -489,36 +415,18 @@ impl Store for PostgresStore {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        let changed = c
-            .execute(
-                "UPDATE medic_attempts SET ended_at = $2, outcome = $3, reason = $4 \
-                 WHERE id = $1 AND ended_at IS NULL",
-                &[&id, &at, &outcome.as_str(), &reason],
-            )
-            .await
-            .map_err(db("finish attempt"))?;
-        if changed == 1 {
-            return Ok(());
-        }
-        let prev = c
-            .query_opt("SELECT outcome FROM medic_attempts WHERE id = $1", &[&id])
-            .await
-            .map_err(db("read attempt"))?;
-        match prev {
-            None => Err(StoreError::AttemptNotFound(id)),
-            Some(r) => {
-                let prev: Option<String> = r.get(0);
-                if prev.as_deref() == Some(outcome.as_str()) {
-                    Ok(())
-                } else {
-                    Err(StoreError::Conflict(format!(
-                        "attempt {id} already ended as {:.40}",
-                        prev.as_deref().unwrap_or("(none)")
-                    )))
-                }
-            }
-        }
+        let reason = reason.to_string();
+        apply(
+            &*self.client().await?,
+            Write::FinishAttempt {
+                id,
+                outcome,
+                reason,
+                at,
+            },
+        )
+        .await
+        .map(drop)
     }
 
     async fn attempts_since(
@@ -586,7 +494,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db("list incident attempts"))?;
-        if rows.is_empty() && !exists(&c, id).await? {
+        if rows.is_empty() && !exists(&*c, id).await? {
             return Err(StoreError::NotFound(id));
         }
         rows.iter().map(attempt_row).collect()
@@ -705,5 +613,380 @@ impl Store for PostgresStore {
                 data: r.get("data"),
             })
             .collect())
+    }
+    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "INSERT INTO medic_leader (id, term, holder, since) VALUES (1, 1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET term = medic_leader.term + 1, \
+                 holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING term",
+                &[&holder, &at],
+            )
+            .await
+            .map_err(db("claim term"))?;
+        let term: i64 = r.get(0);
+        Ok(Term {
+            term: term as u64,
+            holder: holder.to_string(),
+            since: at,
+        })
+    }
+
+    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT term, holder, since FROM medic_leader WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(db("read term"))?
+        .map(|r| Term {
+            term: r.get::<_, i64>(0) as u64,
+            holder: r.get(1),
+            since: r.get(2),
+        }))
+    }
+
+    /// Runs on a connection of its own, in a transaction that first takes
+    /// a share lock on the term row: a concurrent [`Store::claim_term`]
+    /// waits until this write commits, and a write after it sees the new
+    /// term. Fenced writes of one process are serialised.
+    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
+        let mut guard = self.fence.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, conn) = self.config.connect(NoTls).await.map_err(db("connect"))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!(error = %e, "store connection closed");
+                }
+            });
+            *guard = Some(client);
+        }
+        let Some(client) = guard.as_mut() else {
+            return Err(StoreError::Backend("no connection".into()));
+        };
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        let newest: Option<i64> = tx
+            .query_opt("SELECT term FROM medic_leader WHERE id = 1 FOR SHARE", &[])
+            .await
+            .map_err(db("read term"))?
+            .map(|r| r.get(0));
+        if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
+            return Err(StoreError::Fenced { term, newer });
+        }
+        let written = apply(&tx, write).await?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(written)
+    }
+
+    /// One statement (the connection is shared, so no multi-statement
+    /// transaction): atomic, and no row is touched twice.
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let input: Vec<serde_json::Value> = alerts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "fingerprint": a.fingerprint,
+                    "starts_at": key_time(&a.starts_at),
+                    "status": a.status.as_str(),
+                    "labels": a.labels,
+                    "annotations": a.annotations,
+                    "ends_at": a.ends_at,
+                    "generator_url": a.generator_url,
+                    "received_at": a.received_at,
+                })
+            })
+            .collect();
+        let input = serde_json::Value::Array(input);
+        let c = self.client().await?;
+        c.execute(
+            "WITH input AS (
+                SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+                    fingerprint TEXT, starts_at TEXT, status TEXT, labels JSONB,
+                    annotations JSONB, ends_at TIMESTAMPTZ, generator_url TEXT,
+                    received_at TIMESTAMPTZ)
+            ), resolved AS (
+                SELECT DISTINCT ON (fingerprint) fingerprint, starts_at, ends_at FROM (
+                    SELECT fingerprint, starts_at, ends_at FROM input WHERE status = 'resolved'
+                    UNION ALL
+                    SELECT fingerprint, starts_at, ends_at FROM medic_alerts
+                    WHERE status = 'resolved'
+                      AND fingerprint IN (SELECT fingerprint FROM input)
+                ) r ORDER BY fingerprint, starts_at DESC
+            ), ended AS (
+                UPDATE medic_alerts a SET status = 'resolved', ends_at = r.ends_at
+                FROM resolved r
+                WHERE a.fingerprint = r.fingerprint AND a.starts_at <= r.starts_at
+                  AND a.status = 'firing'
+                RETURNING 1
+            )
+            INSERT INTO medic_alerts (fingerprint, starts_at, status, labels, annotations,
+                                      ends_at, generator_url, received_at)
+            SELECT DISTINCT ON (i.fingerprint, i.starts_at)
+                i.fingerprint, i.starts_at,
+                CASE WHEN r.starts_at IS NOT NULL AND i.starts_at <= r.starts_at
+                     THEN 'resolved' ELSE i.status END,
+                i.labels, i.annotations, i.ends_at, i.generator_url, i.received_at
+            FROM input i LEFT JOIN resolved r ON r.fingerprint = i.fingerprint
+            ORDER BY i.fingerprint, i.starts_at, (i.status = 'resolved') DESC
+            ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+            &[&input],
+        )
+        .await
+        .map_err(db("record alerts"))?;
+        Ok(())
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+             generator_url, received_at FROM medic_alerts WHERE status = 'firing' \
+             ORDER BY starts_at, fingerprint",
+            &[],
+        )
+        .await
+        .map_err(db("list firing alerts"))?
+        .iter()
+        .map(alert_row)
+        .collect()
+    }
+}
+
+/// The stored form of an alert's `starts_at` (exact, sorts as text).
+fn key_time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+}
+
+fn alert_row(r: &Row) -> Result<AlertRecord, StoreError> {
+    let fingerprint: String = r.get("fingerprint");
+    let what = format!("alert {fingerprint:.40?}");
+    let starts_at: String = r.get("starts_at");
+    let status: String = r.get("status");
+    let map = |col: &str| -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        serde_json::from_value(r.get::<_, serde_json::Value>(col))
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {col} is not a string map ({e})")))
+    };
+    Ok(AlertRecord {
+        starts_at: DateTime::parse_from_rfc3339(&starts_at)
+            .map_err(|_| StoreError::Corrupt(format!("{what}: starts_at {starts_at:.40?}")))?
+            .with_timezone(&Utc),
+        status: AlertStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("{what}: unknown status {status:.40?}")))?,
+        labels: map("labels")?,
+        annotations: map("annotations")?,
+        ends_at: r.get("ends_at"),
+        generator_url: r.get("generator_url"),
+        received_at: r.get("received_at"),
+        fingerprint,
+    })
+}
+
+/// Runs one write on `c` (a connection or a transaction).
+async fn apply<C: GenericClient + Sync>(c: &C, write: Write) -> Result<Written, StoreError> {
+    Ok(match write {
+        Write::OpenIncident(new) => {
+            let (i, created) = open_incident_on(c, new).await?;
+            Written::Incident(i, created)
+        }
+        Write::SetState { id, state, at } => {
+            set_state_on(c, id, state, at).await?;
+            Written::Done
+        }
+        Write::Append { id, entry } => {
+            append_on(c, id, entry).await?;
+            Written::Done
+        }
+        Write::BeginAttempt(new) => Written::Attempt(begin_attempt_on(c, new).await?),
+        Write::FinishAttempt {
+            id,
+            outcome,
+            reason,
+            at,
+        } => {
+            finish_attempt_on(c, id, outcome, reason, at).await?;
+            Written::Done
+        }
+    })
+}
+
+async fn open_incident_on<C: GenericClient + Sync>(
+    c: &C,
+    new: NewIncident,
+) -> Result<(Incident, bool), StoreError> {
+    // Insert-or-find, retried: the unique index decides between racing replicas.
+    for _ in 0..5 {
+        let inserted = c
+            .query_opt(
+                &format!(
+                    "INSERT INTO medic_incidents \
+                     (scenario, instance, state, severity, summary, opened_at, updated_at) \
+                     VALUES ($1, $2, 'open', $3, $4, $5, $5) \
+                     ON CONFLICT (scenario, instance) WHERE state <> 'resolved' DO NOTHING \
+                     RETURNING {INCIDENT_COLS}"
+                ),
+                &[
+                    &new.scenario,
+                    &new.instance,
+                    &new.severity,
+                    &new.summary,
+                    &new.at,
+                ],
+            )
+            .await
+            .map_err(db("insert incident"))?;
+        if let Some(r) = inserted {
+            return Ok((incident_row(&r)?, true));
+        }
+        let existing = c
+            .query_opt(
+                &format!(
+                    "SELECT {INCIDENT_COLS} FROM medic_incidents \
+                     WHERE scenario = $1 AND instance = $2 AND state <> 'resolved'"
+                ),
+                &[&new.scenario, &new.instance],
+            )
+            .await
+            .map_err(db("find open incident"))?;
+        if let Some(r) = existing {
+            return Ok((incident_row(&r)?, false));
+        }
+        // Resolved in between: try again.
+    }
+    Err(StoreError::Conflict(
+        "open_incident kept racing with resolution".into(),
+    ))
+}
+
+async fn set_state_on<C: GenericClient + Sync>(
+    c: &C,
+    id: IncidentId,
+    state: IncidentState,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let changed = c
+        .execute(
+            "UPDATE medic_incidents SET state = $2::text, updated_at = $3::timestamptz, \
+             resolved_at = CASE WHEN $2::text = 'resolved' THEN $3::timestamptz END \
+             WHERE id = $1 AND state <> 'resolved'",
+            &[&id, &state.as_str(), &at],
+        )
+        .await
+        .map_err(db("update incident state"))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    match c
+        .query_opt("SELECT state FROM medic_incidents WHERE id = $1", &[&id])
+        .await
+        .map_err(db("read incident state"))?
+    {
+        None => Err(StoreError::NotFound(id)),
+        Some(_) if state == IncidentState::Resolved => Ok(()),
+        Some(_) => Err(StoreError::Conflict(format!(
+            "incident {id} is resolved; it cannot become {}",
+            state.as_str()
+        ))),
+    }
+}
+
+async fn append_on<C: GenericClient + Sync>(
+    c: &C,
+    id: IncidentId,
+    entry: TimelineEntry,
+) -> Result<(), StoreError> {
+    let touched = c
+        .execute(
+            "UPDATE medic_incidents SET updated_at = GREATEST(updated_at, $2) WHERE id = $1",
+            &[&id, &entry.at],
+        )
+        .await
+        .map_err(db("touch incident"))?;
+    if touched == 0 {
+        return Err(StoreError::NotFound(id));
+    }
+    c.execute(
+        "INSERT INTO medic_timeline (incident_id, at, kind, message, data) VALUES ($1, $2, $3, $4, $5)",
+        &[&id, &entry.at, &entry.kind, &entry.message, &entry.data],
+    )
+    .await
+    .map_err(db("append timeline entry"))?;
+    Ok(())
+}
+
+async fn begin_attempt_on<C: GenericClient + Sync>(
+    c: &C,
+    new: NewAttempt,
+) -> Result<AttemptId, StoreError> {
+    let step_index = i32::try_from(new.step_index)
+        .map_err(|_| StoreError::Backend("step index out of range".into()))?;
+    let r = c
+        .query_one(
+            "INSERT INTO medic_attempts (incident_id, scenario, instance, step, step_index, \
+             action, key, started_at, inputs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            &[
+                &new.incident_id,
+                &new.scenario,
+                &new.instance,
+                &new.step,
+                &step_index,
+                &new.action,
+                &new.key,
+                &new.started_at,
+                &new.inputs,
+            ],
+        )
+        .await;
+    match r {
+        Ok(row) => Ok(row.get(0)),
+        Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+            Err(StoreError::NotFound(new.incident_id))
+        }
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(StoreError::Conflict("attempt key already used".into()))
+        }
+        Err(e) => Err(db("insert attempt")(e)),
+    }
+}
+
+async fn finish_attempt_on<C: GenericClient + Sync>(
+    c: &C,
+    id: AttemptId,
+    outcome: AttemptOutcome,
+    reason: String,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let changed = c
+        .execute(
+            "UPDATE medic_attempts SET ended_at = $2, outcome = $3, reason = $4 \
+             WHERE id = $1 AND ended_at IS NULL",
+            &[&id, &at, &outcome.as_str(), &reason.as_str()],
+        )
+        .await
+        .map_err(db("finish attempt"))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let prev = c
+        .query_opt("SELECT outcome FROM medic_attempts WHERE id = $1", &[&id])
+        .await
+        .map_err(db("read attempt"))?;
+    match prev {
+        None => Err(StoreError::AttemptNotFound(id)),
+        Some(r) => {
+            let prev: Option<String> = r.get(0);
+            if prev.as_deref() == Some(outcome.as_str()) {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "attempt {id} already ended as {:.40}",
+                    prev.as_deref().unwrap_or("(none)")
+                )))
+            }
+        }
     }
 }

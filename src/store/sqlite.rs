@@ -114,6 +114,30 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;
     ",
+    // 3: leadership terms (the fencing token): one row, the newest term.
+    "
+    CREATE TABLE leader (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        term   INTEGER NOT NULL,
+        holder TEXT NOT NULL,
+        since  TEXT NOT NULL
+    );
+    ",
+    // 4: alerts pushed by Alertmanager (one row per firing of an alert).
+    "
+    CREATE TABLE alerts (
+        fingerprint   TEXT NOT NULL,
+        starts_at     TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        labels        TEXT NOT NULL,
+        annotations   TEXT NOT NULL,
+        ends_at       TEXT,
+        generator_url TEXT NOT NULL,
+        received_at   TEXT NOT NULL,
+        PRIMARY KEY (fingerprint, starts_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX alerts_firing ON alerts (status, starts_at);
+    ",
 ];
 
 /// How long a write waits for another connection's lock before failing.
@@ -664,50 +688,7 @@ fn job_run_exists(conn: &Connection, id: JobRunId) -> Result<bool, StoreError> {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
-        let at = ts(&new.at)?;
-        self.call(move |conn| {
-            let existing = query_all(
-                conn,
-                "find open incident",
-                &format!(
-                    "SELECT {INCIDENT_COLS} FROM incidents \
-                     WHERE scenario = ?1 AND instance = ?2 AND state != 'resolved'"
-                ),
-                params![new.scenario, new.instance],
-                incident_row,
-            )?;
-            if let Some(incident) = existing.into_iter().next() {
-                return Ok((incident, false));
-            }
-            conn.prepare_cached(
-                "INSERT INTO incidents \
-                 (scenario, instance, state, severity, summary, opened_at, updated_at) \
-                 VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?5)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    new.scenario,
-                    new.instance,
-                    new.severity,
-                    new.summary,
-                    at
-                ])
-            })
-            .map_err(sql("insert incident"))?;
-            let incident = Incident {
-                id: conn.last_insert_rowid(),
-                scenario: new.scenario,
-                instance: new.instance,
-                state: IncidentState::Open,
-                severity: new.severity,
-                summary: new.summary,
-                opened_at: new.at,
-                updated_at: new.at,
-                resolved_at: None,
-            };
-            Ok((incident, true))
-        })
-        .await
+        apply(self, Write::OpenIncident(new)).await?.incident()
     }
 
     async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
@@ -763,60 +744,13 @@ impl Store for SqliteStore {
         state: IncidentState,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let at = ts(&at)?;
-        self.call(move |conn| {
-            let current: Option<String> = conn
-                .prepare_cached("SELECT state FROM incidents WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(sql("read incident state"))?;
-            let current = current.ok_or(StoreError::NotFound(id))?;
-            let current = IncidentState::parse(&current).ok_or_else(|| {
-                StoreError::Corrupt(format!("incident {id}: unknown state {}", shown(&current)))
-            })?;
-            if current == IncidentState::Resolved {
-                return if state == IncidentState::Resolved {
-                    Ok(())
-                } else {
-                    Err(StoreError::Conflict(format!(
-                        "incident {id} is resolved; it cannot become {}",
-                        state.as_str()
-                    )))
-                };
-            }
-            conn.prepare_cached(
-                "UPDATE incidents SET state = ?2, updated_at = ?3, \
-                 resolved_at = CASE WHEN ?2 = 'resolved' THEN ?3 END WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, state.as_str(), at]))
-            .map_err(sql("update incident state"))?;
-            Ok(())
-        })
-        .await
+        apply(self, Write::SetState { id, state, at })
+            .await
+            .map(drop)
     }
 
     async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
-        let at = ts(&entry.at)?;
-        let data = json(&entry.data)?;
-        self.call(move |conn| {
-            let touched = conn
-                .prepare_cached(
-                    "UPDATE incidents SET updated_at = max(updated_at, ?2) WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![id, at]))
-                .map_err(sql("touch incident"))?;
-            if touched == 0 {
-                return Err(StoreError::NotFound(id));
-            }
-            conn.prepare_cached(
-                "INSERT INTO timeline (incident_id, seq, at, kind, message, data) \
-                 SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 \
-                 FROM timeline WHERE incident_id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, at, entry.kind, entry.message, data]))
-            .map_err(sql("append timeline entry"))?;
-            Ok(())
-        })
-        .await
+        apply(self, Write::Append { id, entry }).await.map(drop)
     }
 
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
@@ -838,43 +772,7 @@ impl Store for SqliteStore {
     }
 
     async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
-        let started_at = ts(&new.started_at)?;
-        let inputs = json(&new.inputs)?;
-        self.call(move |conn| {
-            if !incident_exists(conn, new.incident_id)? {
-                return Err(StoreError::NotFound(new.incident_id));
-            }
-            let used: Option<AttemptId> = conn
-                .prepare_cached("SELECT id FROM attempts WHERE key = ?1")
-                .and_then(|mut s| s.query_row([&new.key], |r| r.get(0)).optional())
-                .map_err(sql("find attempt key"))?;
-            if let Some(other) = used {
-                return Err(StoreError::Conflict(format!(
-                    "attempt key already used by attempt {other}"
-                )));
-            }
-            conn.prepare_cached(
-                "INSERT INTO attempts (incident_id, scenario, instance, step, step_index, \
-                 action, key, started_at, inputs) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    new.incident_id,
-                    new.scenario,
-                    new.instance,
-                    new.step,
-                    new.step_index,
-                    new.action,
-                    new.key,
-                    started_at,
-                    inputs
-                ])
-            })
-            .map_err(sql("insert attempt"))?;
-            Ok(conn.last_insert_rowid())
-        })
-        .await
+        apply(self, Write::BeginAttempt(new)).await?.attempt()
     }
 
     /// Ends an attempt once. Finishing it again with the same outcome is a
@@ -887,33 +785,18 @@ impl Store for SqliteStore {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let at = ts(&at)?;
         let reason = reason.to_string();
-        self.call(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE attempts SET ended_at = ?2, outcome = ?3, reason = ?4 \
-                     WHERE id = ?1 AND ended_at IS NULL",
-                )
-                .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), reason]))
-                .map_err(sql("finish attempt"))?;
-            if changed == 1 {
-                return Ok(());
-            }
-            let previous: Option<Option<String>> = conn
-                .prepare_cached("SELECT outcome FROM attempts WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(sql("read attempt"))?;
-            match previous {
-                None => Err(StoreError::AttemptNotFound(id)),
-                Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
-                Some(prev) => Err(StoreError::Conflict(format!(
-                    "attempt {id} already ended as {}",
-                    shown(prev.as_deref().unwrap_or("(none)"))
-                ))),
-            }
-        })
+        apply(
+            self,
+            Write::FinishAttempt {
+                id,
+                outcome,
+                reason,
+                at,
+            },
+        )
         .await
+        .map(drop)
     }
 
     async fn attempts_since(
@@ -1024,6 +907,65 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
+        let holder = holder.to_string();
+        let since = ts(&at)?;
+        self.call(move |conn| {
+            let term: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO leader (id, term, holder, since) VALUES (1, 1, ?1, ?2) \
+                     ON CONFLICT (id) DO UPDATE SET term = term + 1, holder = ?1, since = ?2 \
+                     RETURNING term",
+                )
+                .and_then(|mut s| s.query_row(params![holder, since], |r| r.get(0)))
+                .map_err(sql("claim term"))?;
+            Ok(Term {
+                term: term as u64,
+                holder,
+                since: at,
+            })
+        })
+        .await
+    }
+
+    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
+        self.call(move |conn| {
+            let row: Option<(i64, String, String)> = conn
+                .prepare_cached("SELECT term, holder, since FROM leader WHERE id = 1")
+                .and_then(|mut s| {
+                    s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(sql("read term"))?;
+            row.map(|(term, holder, since)| {
+                let since = DateTime::parse_from_rfc3339(&since)
+                    .map_err(|e| StoreError::Corrupt(format!("leader.since: {e}")))?
+                    .with_timezone(&Utc);
+                Ok(Term {
+                    term: term as u64,
+                    holder,
+                    since,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
+        self.call(move |conn| {
+            let newest: Option<i64> = conn
+                .prepare_cached("SELECT term FROM leader WHERE id = 1")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+                .map_err(sql("read term"))?;
+            if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
+                return Err(StoreError::Fenced { term, newer });
+            }
+            apply_on(conn, write)
+        })
+        .await
+    }
+
     async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
         let scheduled_for = ts(&new.scheduled_for)?;
         let started_at = ts(&new.started_at)?;
@@ -1130,6 +1072,310 @@ impl Store for SqliteStore {
             Ok(entries)
         })
         .await
+    }
+
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        struct Row {
+            fingerprint: String,
+            starts_at: String,
+            status: &'static str,
+            labels: String,
+            annotations: String,
+            ends_at: Option<String>,
+            generator_url: String,
+            received_at: String,
+        }
+        let rows = alerts
+            .iter()
+            .map(|a| {
+                Ok(Row {
+                    fingerprint: a.fingerprint.clone(),
+                    starts_at: ts(&a.starts_at)?,
+                    status: a.status.as_str(),
+                    labels: json(&serde_json::to_value(&a.labels).unwrap_or_default())?,
+                    annotations: json(&serde_json::to_value(&a.annotations).unwrap_or_default())?,
+                    ends_at: a.ends_at.as_ref().map(ts).transpose()?,
+                    generator_url: a.generator_url.clone(),
+                    received_at: ts(&a.received_at)?,
+                })
+            })
+            .collect::<Result<Vec<Row>, StoreError>>()?;
+        // One request: one savepoint, so the whole delivery or none of it.
+        self.call(move |conn| {
+            for r in &rows {
+                if r.status == "resolved" {
+                    conn.prepare_cached(
+                        "UPDATE alerts SET status = 'resolved', ends_at = ?3 \
+                         WHERE fingerprint = ?1 AND starts_at <= ?2 AND status = 'firing'",
+                    )
+                    .and_then(|mut s| s.execute(params![r.fingerprint, r.starts_at, r.ends_at]))
+                    .map_err(sql("resolve alert"))?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, \
+                     ends_at, generator_url, received_at) \
+                     SELECT ?1, ?2, CASE WHEN EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 \
+                     AND status = 'resolved' AND starts_at >= ?2) THEN 'resolved' ELSE ?3 END, \
+                     ?4, ?5, ?6, ?7, ?8 WHERE true \
+                     ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        r.fingerprint,
+                        r.starts_at,
+                        r.status,
+                        r.labels,
+                        r.annotations,
+                        r.ends_at,
+                        r.generator_url,
+                        r.received_at
+                    ])
+                })
+                .map_err(sql("record alert"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.call(|conn| {
+            query_all(
+                conn,
+                "list firing alerts",
+                "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+                 generator_url, received_at FROM alerts WHERE status = 'firing' \
+                 ORDER BY starts_at, fingerprint",
+                [],
+                alert_row,
+            )
+        })
+        .await
+    }
+}
+
+fn alert_row(row: &Row) -> Result<AlertRecord, StoreError> {
+    let fingerprint: String = row.get("fingerprint").map_err(sql("read alert"))?;
+    let c = Cols {
+        row,
+        what: format!("alert {}", shown(&fingerprint)),
+    };
+    let status: String = c.get("status")?;
+    let map = |col: &str| -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        serde_json::from_value(c.json(col)?).map_err(|e| {
+            StoreError::Corrupt(format!("{}: {col} is not a string map ({e})", c.what))
+        })
+    };
+    Ok(AlertRecord {
+        starts_at: c.time("starts_at")?,
+        status: AlertStatus::parse(&status).ok_or_else(|| {
+            StoreError::Corrupt(format!("{}: unknown status {}", c.what, shown(&status)))
+        })?,
+        labels: map("labels")?,
+        annotations: map("annotations")?,
+        ends_at: c.opt_time("ends_at")?,
+        generator_url: c.get("generator_url")?,
+        received_at: c.time("received_at")?,
+        fingerprint,
+    })
+}
+
+/// Runs one write on the store thread.
+async fn apply(store: &SqliteStore, write: Write) -> Result<Written, StoreError> {
+    store.call(move |conn| apply_on(conn, write)).await
+}
+
+fn apply_on(conn: &Connection, write: Write) -> Result<Written, StoreError> {
+    Ok(match write {
+        Write::OpenIncident(new) => {
+            let (i, created) = open_incident_on(conn, new)?;
+            Written::Incident(i, created)
+        }
+        Write::SetState { id, state, at } => {
+            set_state_on(conn, id, state, at)?;
+            Written::Done
+        }
+        Write::Append { id, entry } => {
+            append_on(conn, id, entry)?;
+            Written::Done
+        }
+        Write::BeginAttempt(new) => Written::Attempt(begin_attempt_on(conn, new)?),
+        Write::FinishAttempt {
+            id,
+            outcome,
+            reason,
+            at,
+        } => {
+            finish_attempt_on(conn, id, outcome, reason, at)?;
+            Written::Done
+        }
+    })
+}
+
+fn open_incident_on(conn: &Connection, new: NewIncident) -> Result<(Incident, bool), StoreError> {
+    let at = ts(&new.at)?;
+    let existing = query_all(
+        conn,
+        "find open incident",
+        &format!(
+            "SELECT {INCIDENT_COLS} FROM incidents \
+             WHERE scenario = ?1 AND instance = ?2 AND state != 'resolved'"
+        ),
+        params![new.scenario, new.instance],
+        incident_row,
+    )?;
+    if let Some(incident) = existing.into_iter().next() {
+        return Ok((incident, false));
+    }
+    conn.prepare_cached(
+        "INSERT INTO incidents \
+         (scenario, instance, state, severity, summary, opened_at, updated_at) \
+         VALUES (?1, ?2, 'open', ?3, ?4, ?5, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            new.scenario,
+            new.instance,
+            new.severity,
+            new.summary,
+            at
+        ])
+    })
+    .map_err(sql("insert incident"))?;
+    let incident = Incident {
+        id: conn.last_insert_rowid(),
+        scenario: new.scenario,
+        instance: new.instance,
+        state: IncidentState::Open,
+        severity: new.severity,
+        summary: new.summary,
+        opened_at: new.at,
+        updated_at: new.at,
+        resolved_at: None,
+    };
+    Ok((incident, true))
+}
+
+fn set_state_on(
+    conn: &Connection,
+    id: IncidentId,
+    state: IncidentState,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = ts(&at)?;
+    let current: Option<String> = conn
+        .prepare_cached("SELECT state FROM incidents WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(sql("read incident state"))?;
+    let current = current.ok_or(StoreError::NotFound(id))?;
+    let current = IncidentState::parse(&current).ok_or_else(|| {
+        StoreError::Corrupt(format!("incident {id}: unknown state {}", shown(&current)))
+    })?;
+    if current == IncidentState::Resolved {
+        return if state == IncidentState::Resolved {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "incident {id} is resolved; it cannot become {}",
+                state.as_str()
+            )))
+        };
+    }
+    conn.prepare_cached(
+        "UPDATE incidents SET state = ?2, updated_at = ?3, \
+         resolved_at = CASE WHEN ?2 = 'resolved' THEN ?3 END WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, state.as_str(), at]))
+    .map_err(sql("update incident state"))?;
+    Ok(())
+}
+
+fn append_on(conn: &Connection, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
+    let at = ts(&entry.at)?;
+    let data = json(&entry.data)?;
+    let touched = conn
+        .prepare_cached("UPDATE incidents SET updated_at = max(updated_at, ?2) WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, at]))
+        .map_err(sql("touch incident"))?;
+    if touched == 0 {
+        return Err(StoreError::NotFound(id));
+    }
+    conn.prepare_cached(
+        "INSERT INTO timeline (incident_id, seq, at, kind, message, data) \
+         SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 \
+         FROM timeline WHERE incident_id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, at, entry.kind, entry.message, data]))
+    .map_err(sql("append timeline entry"))?;
+    Ok(())
+}
+
+fn begin_attempt_on(conn: &Connection, new: NewAttempt) -> Result<AttemptId, StoreError> {
+    let started_at = ts(&new.started_at)?;
+    let inputs = json(&new.inputs)?;
+    if !incident_exists(conn, new.incident_id)? {
+        return Err(StoreError::NotFound(new.incident_id));
+    }
+    let used: Option<AttemptId> = conn
+        .prepare_cached("SELECT id FROM attempts WHERE key = ?1")
+        .and_then(|mut s| s.query_row([&new.key], |r| r.get(0)).optional())
+        .map_err(sql("find attempt key"))?;
+    if let Some(other) = used {
+        return Err(StoreError::Conflict(format!(
+            "attempt key already used by attempt {other}"
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO attempts (incident_id, scenario, instance, step, step_index, \
+         action, key, started_at, inputs) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            new.incident_id,
+            new.scenario,
+            new.instance,
+            new.step,
+            new.step_index,
+            new.action,
+            new.key,
+            started_at,
+            inputs
+        ])
+    })
+    .map_err(sql("insert attempt"))?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn finish_attempt_on(
+    conn: &Connection,
+    id: AttemptId,
+    outcome: AttemptOutcome,
+    reason: String,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = ts(&at)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE attempts SET ended_at = ?2, outcome = ?3, reason = ?4 \
+             WHERE id = ?1 AND ended_at IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), reason]))
+        .map_err(sql("finish attempt"))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let previous: Option<Option<String>> = conn
+        .prepare_cached("SELECT outcome FROM attempts WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(sql("read attempt"))?;
+    match previous {
+        None => Err(StoreError::AttemptNotFound(id)),
+        Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
+        Some(prev) => Err(StoreError::Conflict(format!(
+            "attempt {id} already ended as {}",
+            shown(prev.as_deref().unwrap_or("(none)"))
+        ))),
     }
 }
 

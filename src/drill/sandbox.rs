@@ -1,0 +1,852 @@
+//! `medic drill --sandbox SCENARIO`: a drill against private throwaway
+//! services medic starts itself, so a new user can watch detection →
+//! remediation → verification → report on a fresh machine, and the
+//! project's tests can run shipped scenarios end to end.
+//!
+//! Everything lives in a temp dir, listens on ephemeral ports on
+//! 127.0.0.1, and is stopped, reaped and deleted at the end:
+//! - `redis-cache-failure`: a `redis-server`; the injection kills it.
+//! - `database-failure`: a PostgreSQL primary (`initdb`) and a streaming
+//!   replica (`pg_basebackup -R`); clients reach the database through a
+//!   small TCP front (the `db` target, standing for the Service or DNS name
+//!   applications use); the injection stops the primary the way a crash
+//!   does (immediate shutdown), while a writer commits a row every 20 ms.
+//! - `data-corruption`: a PostgreSQL primary with the runbook's tables;
+//!   the injection inserts orphaned appointments.
+//!
+//! The shipped rule file runs in enforce mode with a generated config. What
+//! the sandbox cannot have is adapted, and every adaptation is printed in
+//! the report: symptoms on systems the sandbox lacks (Prometheus, the app)
+//! are dropped; `exec`/Kubernetes restarts of the broken service become an
+//! `exec` that restarts the sandbox's; repointing the backend becomes
+//! repointing the TCP front; checks slower than 5 s run every second;
+//! `approval: required` steps are approved by the drill's operator.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_postgres::NoTls;
+
+use super::{BoxFut, Drill, DrillError, DrillReport, LossProbe};
+use crate::check::CheckSpec;
+use crate::duration::Dur;
+use crate::remedy::ActionSpec;
+use crate::remedy::exec::ExecParams;
+use crate::rules::model::{Approval, Scenario, Then};
+
+/// The scenarios the sandbox can drill.
+pub const SCENARIOS: &[&str] = &["redis-cache-failure", "database-failure", "data-corruption"];
+
+/// Throwaway services: children killed and reaped, pidfiles' processes
+/// killed, the directory deleted, on drop.
+struct Sandbox {
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+    pidfiles: Vec<PathBuf>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for p in &self.pidfiles {
+            if let Some(pid) = std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for (_, c) in &mut self.children {
+            // SIGQUIT: PostgreSQL's immediate shutdown (its children go too);
+            // then SIGKILL whatever is left, and reap.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> DrillError {
+    DrillError::Failed(e.to_string())
+}
+
+fn free_port() -> Result<u16, DrillError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| fail(format!("no free port: {e}")))
+}
+
+async fn wait_for(
+    what: &str,
+    limit: Duration,
+    mut ok: impl AsyncFnMut() -> bool,
+) -> Result<(), DrillError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !ok().await {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(fail(format!("timed out waiting for {what}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+impl Sandbox {
+    fn new() -> Result<Self, DrillError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("medic-sandbox-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| fail(format!("create {}: {e}", dir.display())))?;
+        Ok(Sandbox {
+            dir,
+            children: Vec::new(),
+            pidfiles: Vec::new(),
+            tasks: Vec::new(),
+        })
+    }
+
+    fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<(), DrillError> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).map_err(fail)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(fail)?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                fail(format!(
+                    "cannot start {name} ({:?}): {e}",
+                    cmd.get_program()
+                ))
+            })?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL
+
+/// The uid/gid PostgreSQL runs as: `postgres` when we are root (it refuses
+/// root), ourselves otherwise.
+fn pg_user() -> Result<Option<(u32, u32)>, DrillError> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let u = nix::unistd::User::from_name("postgres")
+        .map_err(fail)?
+        .ok_or_else(|| fail("running as root needs a `postgres` user to run PostgreSQL as"))?;
+    Ok(Some((u.uid.as_raw(), u.gid.as_raw())))
+}
+
+fn pg_cmd(bin: &Path, program: &str) -> Result<Command, DrillError> {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(bin.join(program));
+    if let Some((uid, gid)) = pg_user()? {
+        c.uid(uid).gid(gid);
+    }
+    c.env_remove("PGDATA").env("LC_ALL", "C.UTF-8");
+    Ok(c)
+}
+
+fn run_ok(mut c: Command, what: &str) -> Result<(), DrillError> {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("{what}: cannot start {:?}: {e}", c.get_program())))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn chown_to_pg(path: &Path) -> Result<(), DrillError> {
+    if let Some((uid, gid)) = pg_user()? {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(fail)?;
+    }
+    Ok(())
+}
+
+async fn pg_connect(port: u16) -> Result<tokio_postgres::Client, String> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2))
+        .connect(NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+impl Sandbox {
+    /// A PostgreSQL primary on a free port; returns the port.
+    async fn pg_primary(&mut self, bin: &Path) -> Result<u16, DrillError> {
+        let pgdir = self.dir.join("pg");
+        std::fs::create_dir_all(&pgdir).map_err(fail)?;
+        chown_to_pg(&pgdir)?;
+        let data = pgdir.join("primary");
+        let mut c = pg_cmd(bin, "initdb")?;
+        c.arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        run_ok(c, "initdb")?;
+        let port = free_port()?;
+        let conf = format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             wal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\nwal_log_hints = on\n\
+             hot_standby = on\nfsync = off\nshared_buffers = 16MB\nmax_connections = 40\n\
+             wal_sender_timeout = 5s\nwal_receiver_status_interval = 1s\n",
+            pgdir.display()
+        );
+        append(&data.join("postgresql.conf"), &conf)?;
+        let mut c = pg_cmd(bin, "postgres")?;
+        c.arg("-D").arg(&data);
+        self.spawn("primary", c)?;
+        wait_for(
+            "the PostgreSQL primary",
+            Duration::from_secs(30),
+            async || pg_connect(port).await.is_ok(),
+        )
+        .await?;
+        Ok(port)
+    }
+
+    /// A streaming replica of the primary on `primary`; returns its port.
+    async fn pg_replica(&mut self, bin: &Path, primary: u16) -> Result<u16, DrillError> {
+        let data = self.dir.join("pg").join("replica");
+        let mut c = pg_cmd(bin, "pg_basebackup")?;
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.to_string(),
+            "-U",
+            "postgres",
+            "-D",
+        ])
+        .arg(&data)
+        .args(["-R", "-X", "stream", "-C", "-S", "replica1", "-c", "fast"]);
+        run_ok(c, "pg_basebackup")?;
+        let port = free_port()?;
+        append(
+            &data.join("postgresql.auto.conf"),
+            &format!("\nport = {port}\n"),
+        )?;
+        let mut c = pg_cmd(bin, "postgres")?;
+        c.arg("-D").arg(&data);
+        self.spawn("replica", c)?;
+        wait_for(
+            "the replica to stream",
+            Duration::from_secs(30),
+            async || match pg_connect(port).await {
+                Ok(c) => c
+                    .query_opt(
+                        "SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some(),
+                Err(_) => false,
+            },
+        )
+        .await?;
+        Ok(port)
+    }
+
+    /// A TCP front on a free port forwarding to the port written in
+    /// `upstream` (read on every new connection); returns its port.
+    async fn front(&mut self, upstream: PathBuf) -> Result<u16, DrillError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
+        let port = listener.local_addr().map_err(fail)?.port();
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let to = std::fs::read_to_string(&upstream)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u16>().ok());
+                tokio::spawn(async move {
+                    let Some(to) = to else { return };
+                    // Upstream down: close at once, as a dead server would.
+                    if let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+        Ok(port)
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<(), DrillError> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| fail(format!("write {}: {e}", path.display())))
+}
+
+const CORRUPTION_SEED: &str = "
+CREATE TABLE patients (id serial PRIMARY KEY, name text NOT NULL);
+CREATE TABLE appointments (id serial PRIMARY KEY, patient_id int NOT NULL,
+    status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE prescriptions (id serial PRIMARY KEY, patient_id int NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO patients (name) SELECT 'patient ' || g FROM generate_series(1, 200) g;
+INSERT INTO appointments (patient_id, status)
+    SELECT 1 + g % 200, 'scheduled' FROM generate_series(1, 500) g;
+INSERT INTO prescriptions (patient_id) SELECT 1 + g % 200 FROM generate_series(1, 300) g;
+";
+
+// ---------------------------------------------------------------------------
+// Adapting the shipped scenario to the sandbox
+
+/// Adapts `sc` to the sandbox: keeps symptoms on `real` targets (and
+/// target-less checks of kinds the sandbox can run), swaps steps with
+/// `swap` (None drops the step), and says every change in the notes.
+fn adapt(
+    sc: &mut Scenario,
+    real: &[&str],
+    mut swap: impl FnMut(&crate::rules::model::Step) -> Option<Option<(ActionSpec, String)>>,
+    notes: &mut Vec<String>,
+) -> Result<(), DrillError> {
+    let mut dropped = Vec::new();
+    sc.symptoms.retain(|s| {
+        let keep = !matches!(
+            s.check,
+            CheckSpec::Promql(_) | CheckSpec::Scrape(_) | CheckSpec::Alert(_)
+        ) && s.check.target().is_none_or(|t| real.contains(&t));
+        if !keep {
+            dropped.push(format!("{} ({})", s.name, s.check.kind()));
+        }
+        keep
+    });
+    if !dropped.is_empty() {
+        notes.push(format!(
+            "symptoms on systems the sandbox lacks are not watched: {}",
+            dropped.join(", ")
+        ));
+    }
+    let names: Vec<String> = sc.symptoms.iter().map(|s| s.name.clone()).collect();
+    let keep_known = |v: &mut Vec<String>| v.retain(|n| names.contains(n));
+    match &mut sc.when {
+        crate::rules::model::When::Any(v) | crate::rules::model::When::All(v) => keep_known(v),
+    }
+    if sc.when.symptoms().is_empty() {
+        return Err(fail(format!(
+            "the sandbox can watch none of {}'s symptoms",
+            sc.name
+        )));
+    }
+    for s in &mut sc.symptoms {
+        if s.every.get() > Duration::from_secs(5) {
+            notes.push(format!(
+                "{} checks every 1s instead of every {}",
+                s.name, s.every
+            ));
+            s.every = Dur::secs(1);
+            s.timeout = s.timeout.min(Dur::secs(5));
+        }
+    }
+    let mut plan = Vec::new();
+    for mut st in std::mem::take(&mut sc.plan) {
+        match swap(&st) {
+            Some(None) => notes.push(format!(
+                "step {} ({}) is skipped: nothing like it in the sandbox",
+                st.name,
+                st.action.kind()
+            )),
+            Some(Some((action, why))) => {
+                notes.push(format!("step {}: {why}", st.name));
+                st.action = action;
+                plan.push(st);
+            }
+            None => plan.push(st),
+        }
+    }
+    for st in &mut plan {
+        keep_known(&mut st.verify.clears);
+        if st.approval == Approval::Required {
+            st.approval = Approval::None;
+            notes.push(format!(
+                "step {} needs approval: running the drill gives it (if the step runs)",
+                st.name
+            ));
+        }
+    }
+    sc.plan = plan;
+    Ok(())
+}
+
+fn exec(args: Vec<String>) -> ActionSpec {
+    ActionSpec::Exec(ExecParams {
+        args,
+        env: Default::default(),
+        cwd: None,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The drills
+
+/// Runs the sandbox drill of `scenario` with the rule file from
+/// `rules_dir`, printing progress and the report to `out`.
+pub async fn run(
+    scenario: &str,
+    rules_dir: &Path,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<DrillReport, DrillError> {
+    if !SCENARIOS.contains(&scenario) {
+        return Err(DrillError::Refused(format!(
+            "the sandbox drills {}; not {scenario:?}",
+            SCENARIOS.join(", ")
+        )));
+    }
+    let rule_path = rules_dir.join(format!("{scenario}.yaml"));
+    let rule_text = std::fs::read_to_string(&rule_path)
+        .map_err(|e| fail(format!("read {}: {e}", rule_path.display())))?;
+    let mut sb = Sandbox::new()?;
+    let _ = writeln!(
+        out,
+        "sandbox: starting private services in {}",
+        sb.dir.display()
+    );
+    let started = tokio::time::Instant::now();
+    let bin =
+        crate::jobs::pg_bin(None).unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+    let mut notes = Vec::new();
+    let (targets, real, inject, loss): (
+        String,
+        Vec<&str>,
+        BoxFut<Result<String, String>>,
+        LossProbe,
+    );
+    let dir = sb.dir.clone();
+    match scenario {
+        "redis-cache-failure" => {
+            let port = free_port()?;
+            let argv = |daemonize: bool| -> Vec<String> {
+                let mut v: Vec<String> = vec![
+                    "redis-server".into(),
+                    "--port".into(),
+                    port.to_string(),
+                    "--bind".into(),
+                    "127.0.0.1".into(),
+                    "--save".into(),
+                    String::new(),
+                    "--appendonly".into(),
+                    "no".into(),
+                    "--dir".into(),
+                    dir.display().to_string(),
+                ];
+                if daemonize {
+                    v.extend([
+                        "--daemonize".into(),
+                        "yes".into(),
+                        "--pidfile".into(),
+                        dir.join("redis.pid").display().to_string(),
+                    ]);
+                }
+                v
+            };
+            let mut c = Command::new("redis-server");
+            c.args(&argv(false)[1..]);
+            sb.spawn("redis", c)?;
+            sb.pidfiles.push(dir.join("redis.pid"));
+            wait_for("redis-server", Duration::from_secs(10), async || {
+                redis_ping(port).await
+            })
+            .await?;
+            targets = format!("cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n");
+            real = vec!["cache"];
+            let restart = argv(true);
+            let swap_restart = move |st: &crate::rules::model::Step| match &st.action {
+                ActionSpec::Exec(_)
+                | ActionSpec::SystemdRestart(_)
+                | ActionSpec::K8sRolloutRestart(_) => Some(Some((
+                    exec(restart.clone()),
+                    format!(
+                        "restarts the sandbox's redis-server instead ({})",
+                        st.action.kind()
+                    ),
+                ))),
+                ActionSpec::RedisFlush(_) => None,
+                _ => Some(None),
+            };
+            let sc = load(&rule_path, &rule_text, &targets, &dir)?;
+            let (mut sc, config) = sc;
+            adapt(&mut sc, &real, swap_restart, &mut notes)?;
+            redis_fill(port, 100).await.map_err(fail)?;
+            let child_pid = sb.children[0].1.id() as i32;
+            inject = Box::pin(async move {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok("killed redis-server (SIGKILL) holding 100 cached keys".to_string())
+            });
+            loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
+                Box::pin(async move {
+                    match redis_count(port).await {
+                        Ok(n) => (
+                            format!(
+                                "{} of 100 cached keys gone (a cache: the app refills it)",
+                                100 - n.min(100)
+                            ),
+                            None,
+                        ),
+                        Err(e) => (format!("not measured: {e}"), None),
+                    }
+                })
+            });
+            let _ = writeln!(
+                out,
+                "sandbox: redis-server on 127.0.0.1:{port} ({} ms)",
+                started.elapsed().as_millis()
+            );
+            return finish(sb, sc, config, "cache", notes, inject, loss, out).await;
+        }
+        "database-failure" => {
+            let p1 = sb.pg_primary(&bin).await?;
+            let p2 = sb.pg_replica(&bin, p1).await?;
+            let upstream = dir.join("db.upstream");
+            std::fs::write(&upstream, p1.to_string()).map_err(fail)?;
+            std::fs::write(dir.join("replica.port"), p2.to_string()).map_err(fail)?;
+            let front = sb.front(upstream.clone()).await?;
+            targets = format!(
+                "db: {{ postgres: {{ host: 127.0.0.1, port: {front}, user: postgres, dbname: postgres }} }}\n  \
+                 db-replica: {{ postgres: {{ host: 127.0.0.1, port: {p2}, user: postgres, dbname: postgres }} }}\n"
+            );
+            real = vec!["db", "db-replica"];
+            let repoint = vec![
+                "cp".to_string(),
+                dir.join("replica.port").display().to_string(),
+                upstream.display().to_string(),
+            ];
+            let swap = move |st: &crate::rules::model::Step| {
+                match &st.action {
+                ActionSpec::K8sSetEnv(_) => Some(Some((
+                    exec(repoint.clone()),
+                    "repoints the sandbox's database front (the `db` target) at the promoted replica instead of setting DATABASE_URL".to_string(),
+                ))),
+                ActionSpec::PostgresPromoteReplica(_) => None,
+                _ => Some(None),
+            }
+            };
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir)?;
+            adapt(&mut sc, &real, swap, &mut notes)?;
+            // The repoint ends the chain now: verified by the database
+            // answering through the front again.
+            if let Some(last) = sc.plan.last_mut() {
+                last.then = Then::Stop;
+                last.verify.clears = sc.when.symptoms().to_vec();
+                last.verify.within = Dur::secs(120);
+            }
+            let writer = Writer::start(p1).await?;
+            let w2 = writer.clone();
+            let primary_pid = sb
+                .children
+                .iter()
+                .find(|(n, _)| n == "primary")
+                .map(|(_, c)| c.id() as i32)
+                .unwrap_or(0);
+            inject = Box::pin(async move {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(primary_pid),
+                    nix::sys::signal::Signal::SIGQUIT,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok("stopped the primary the way a crash does (immediate shutdown, no checkpoint) under a writer committing every 20 ms".to_string())
+            });
+            loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
+                Box::pin(async move { w2.loss(front).await })
+            });
+            let _ = writeln!(
+                out,
+                "sandbox: PostgreSQL primary 127.0.0.1:{p1}, streaming replica 127.0.0.1:{p2}, front (the db target) 127.0.0.1:{front} ({} ms)",
+                started.elapsed().as_millis()
+            );
+            let r = finish(sb, sc, config, "db", notes, inject, loss, out).await;
+            writer.stop();
+            r
+        }
+        _ => {
+            let p1 = sb.pg_primary(&bin).await?;
+            let c = pg_connect(p1).await.map_err(fail)?;
+            c.batch_execute(CORRUPTION_SEED).await.map_err(fail)?;
+            targets = format!(
+                "db: {{ postgres: {{ host: 127.0.0.1, port: {p1}, user: postgres, dbname: postgres }} }}\n"
+            );
+            real = vec!["db"];
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir)?;
+            adapt(&mut sc, &real, |_| None, &mut notes)?;
+            inject = Box::pin(async move {
+                let c = pg_connect(p1).await?;
+                c.batch_execute(
+                    "INSERT INTO appointments (patient_id, status) SELECT 100000 + g, 'scheduled' FROM generate_series(1, 25) g",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok(
+                    "inserted 25 appointments of patients that do not exist (orphaned rows)"
+                        .to_string(),
+                )
+            });
+            loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
+                Box::pin(async move {
+                    let r: Result<(i64, i64), String> = async {
+                        let c = pg_connect(p1).await?;
+                        let good = c
+                            .query_one("SELECT count(*) FROM appointments", &[])
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .get(0);
+                        let kept = c
+                            .query_one("SELECT count(*) FROM corrupted_appointments", &[])
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .get(0);
+                        Ok((good, kept))
+                    }
+                    .await;
+                    match r {
+                        Ok((good, kept)) => (
+                            format!(
+                                "{} of 500 good appointments lost; {kept} corrupted rows moved to corrupted_appointments (kept for review)",
+                                500 - good.min(500)
+                            ),
+                            Some(Duration::ZERO).filter(|_| good >= 500),
+                        ),
+                        Err(e) => (format!("not measured: {e}"), None),
+                    }
+                })
+            });
+            let _ = writeln!(
+                out,
+                "sandbox: PostgreSQL 127.0.0.1:{p1} with patients, appointments, prescriptions ({} ms)",
+                started.elapsed().as_millis()
+            );
+            return finish(sb, sc, config, "db", notes, inject, loss, out).await;
+        }
+    }
+}
+
+/// Loads the rule file with a generated enforce-mode config around the
+/// sandbox's targets (placeholders for the targets the rule names but the
+/// sandbox lacks: never contacted, their symptoms and steps are dropped).
+fn load(
+    path: &Path,
+    text: &str,
+    targets: &str,
+    dir: &Path,
+) -> Result<(Scenario, crate::config::Config), DrillError> {
+    let yaml = format!(
+        "mode: enforce\nrules: [rules]\nstore: {{ sqlite: {{ path: {} }} }}\nshutdown_grace: 5s\ntargets:\n  {targets}  \
+         app: {{ http: {{ url: \"http://127.0.0.1:9/health\" }} }}\n  \
+         prometheus: {{ prometheus: {{ url: \"http://127.0.0.1:9\" }} }}\n  \
+         backend: {{ kubernetes: {{ kind: Deployment, name: backend, namespace: sandbox }} }}\n",
+        dir.join("medic.db").display()
+    );
+    let mut config = crate::config::load_str("sandbox.yaml", &yaml)
+        .map_err(|d| fail(format!("sandbox config: {d:?}")))?;
+    config.base_dir = dir.to_path_buf();
+    let sc = crate::rules::load_str(&path.display().to_string(), text, &config).map_err(|d| {
+        fail(
+            d.0.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    Ok((sc, config))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    sb: Sandbox,
+    sc: Scenario,
+    config: crate::config::Config,
+    target: &str,
+    notes: Vec<String>,
+    inject: BoxFut<Result<String, String>>,
+    loss: LossProbe,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<DrillReport, DrillError> {
+    let store = crate::daemon::open_store(&config)
+        .await
+        .map_err(|e| fail(format!("{e:#}")))?;
+    let drill = Drill {
+        config,
+        scenario: sc,
+        target: format!("{target} (sandbox)"),
+        store,
+        wait: Duration::from_secs(180),
+        notes,
+    };
+    let r = drill.run(inject, Some(loss), out).await;
+    drop(sb);
+    r
+}
+
+// ---------------------------------------------------------------------------
+// Probes
+
+async fn redis_client(port: u16) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| "timeout".to_string())?
+    .map_err(|e| e.to_string())
+}
+
+async fn redis_ping(port: u16) -> bool {
+    match redis_client(port).await {
+        Ok(mut c) => redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn redis_fill(port: u16, n: usize) -> Result<(), String> {
+    let mut c = redis_client(port).await?;
+    for i in 0..n {
+        redis::cmd("SET")
+            .arg(format!("patient:{i}"))
+            .arg("cached")
+            .query_async::<()>(&mut c)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn redis_count(port: u16) -> Result<usize, String> {
+    let mut c = redis_client(port).await?;
+    redis::cmd("DBSIZE")
+        .query_async::<usize>(&mut c)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The newest acknowledged write: its id and commit time.
+type Acked = (i64, DateTime<Utc>);
+
+/// Commits a timestamped row every 20 ms on the primary until it fails:
+/// what a client saw acknowledged, to compare with what survived.
+#[derive(Clone)]
+struct Writer {
+    last_acked: Arc<std::sync::Mutex<Option<Acked>>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Writer {
+    async fn start(port: u16) -> Result<Writer, DrillError> {
+        let c = pg_connect(port).await.map_err(fail)?;
+        c.batch_execute("CREATE TABLE drill_writes (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+            .await
+            .map_err(fail)?;
+        let last_acked = Arc::new(std::sync::Mutex::new(None));
+        let acked = last_acked.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match c
+                    .query_one(
+                        "INSERT INTO drill_writes DEFAULT VALUES RETURNING id, at",
+                        &[],
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        *acked.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some((r.get(0), r.get(1)))
+                    }
+                    Err(_) => return,
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Ok(Writer {
+            last_acked,
+            task: Arc::new(task),
+        })
+    }
+
+    fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// What the database behind `front` kept of what was acknowledged.
+    async fn loss(&self, front: u16) -> (String, Option<Duration>) {
+        let acked = *self.last_acked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((acked_id, acked_at)) = acked else {
+            return ("not measured: no write was acknowledged".into(), None);
+        };
+        let row = match pg_connect(front).await {
+            Ok(c) => {
+                c.query_one(
+                    "SELECT count(*), max(id), max(at) FROM drill_writes WHERE id <= $1",
+                    &[&acked_id],
+                )
+                .await
+            }
+            Err(e) => return (format!("not measured: {e}"), None),
+        };
+        match row {
+            Ok(r) => {
+                let kept: i64 = r.get(0);
+                let newest: Option<DateTime<Utc>> = r.get(2);
+                let window = newest.map_or(Duration::MAX, |n| {
+                    (acked_at - n).to_std().unwrap_or(Duration::ZERO)
+                });
+                (
+                    format!(
+                        "{} of {acked_id} acknowledged writes lost (window {:.3} s)",
+                        acked_id - kept,
+                        window.as_secs_f64()
+                    ),
+                    Some(window),
+                )
+            }
+            Err(e) => (format!("not measured: {e}"), None),
+        }
+    }
+}

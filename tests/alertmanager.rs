@@ -1,0 +1,402 @@
+//! Alertmanager intake over real HTTP: every shared fixture payload
+//! replayed against medic's server with a SQLite store, duplicate (HA)
+//! deliveries, malformed bodies, and firing alerts surviving a restart of
+//! the real binary (the `alert` check then still sees them).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use medic::check::alert::AlertCheck;
+use medic::check::{Check, Observation, Outcome};
+use medic::clock::Clock;
+use medic::server::{self, AppState, Readiness};
+use medic::store::{IncidentState, SqliteStore, Store};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// The shared fixtures (`MEDIC_FIXTURES`, default `/work/shared/fixtures`).
+fn fixture(rel: &str) -> Vec<u8> {
+    let dir = std::env::var_os("MEDIC_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures"));
+    std::fs::read(dir.join("alertmanager").join(rel)).unwrap()
+}
+
+/// medic's HTTP server on an ephemeral port over `store`.
+struct Server {
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Server {
+    async fn start(store: Arc<dyn Store>) -> Server {
+        let (_tx, readiness) = tokio::sync::watch::channel(Readiness::default());
+        let app = server::router(AppState {
+            store,
+            clock: Clock::system(),
+            readiness,
+            reload: None,
+            scenarios: tokio::sync::watch::channel(Vec::new()).1,
+        });
+        let stop = CancellationToken::new();
+        let (addr, _) = server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
+            .await
+            .unwrap();
+        Server {
+            url: format!("http://{addr}{}", server::alertmanager::PATH),
+            stop,
+        }
+    }
+
+    async fn post(&self, body: Vec<u8>) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        (code, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn alert_names(v: &[medic::store::AlertRecord]) -> Vec<String> {
+    v.iter().map(|a| a.labels["alertname"].clone()).collect()
+}
+
+#[tokio::test]
+async fn every_fixture_payload_is_recorded_once_and_resolved_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("m.db")).await.unwrap());
+    let srv = Server::start(store.clone()).await;
+
+    let (code, body) = srv
+        .post(fixture("metalmatze-alertmanager-bot/firing.json"))
+        .await;
+    assert_eq!((code, &body["recorded"]), (200, &Value::from(1)), "{body}");
+    assert_eq!(alert_names(&store.firing_alerts().await.unwrap()), ["Fire"]);
+
+    // Trimmed payloads: no per-alert status, fingerprint or generatorURL.
+    let single = fixture("prometheus-msteams/prom_post_request.json");
+    let twelve = fixture("prometheus-msteams/prom_post_request_12_alerts.json");
+    let in_twelve = serde_json::from_slice::<Value>(&twelve).unwrap()["alerts"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(srv.post(single.clone()).await.0, 200);
+    let (code, body) = srv.post(twelve.clone()).await;
+    assert_eq!(
+        (code, body["recorded"].as_u64()),
+        (200, Some(in_twelve as u64))
+    );
+    let firing = store.firing_alerts().await.unwrap();
+    assert_eq!(firing.len(), 1 + 1 + in_twelve);
+    let one = firing
+        .iter()
+        .find(|a| {
+            a.labels.get("instance").map(String::as_str)
+                == Some("instance-with-hyphen_and_underscore")
+        })
+        .unwrap();
+    assert_eq!(one.annotations["summary"], "Server High Memory usage");
+    assert_eq!(one.ends_at, None, "the zero endsAt is no end");
+
+    // Duplicate deliveries, also concurrent (both members of an HA pair).
+    let mut both = Vec::new();
+    for _ in 0..2 {
+        let (s, t) = (
+            Server {
+                url: srv.url.clone(),
+                stop: CancellationToken::new(),
+            },
+            twelve.clone(),
+        );
+        both.push(tokio::spawn(async move { s.post(t).await.0 }));
+    }
+    for b in both {
+        assert_eq!(b.await.unwrap(), 200);
+    }
+    assert_eq!(srv.post(single).await.0, 200);
+    assert_eq!(
+        store.firing_alerts().await.unwrap().len(),
+        1 + 1 + in_twelve
+    );
+
+    // Resolved ends "Fire"; replaying its firing afterwards does not revive it.
+    assert_eq!(
+        srv.post(fixture("metalmatze-alertmanager-bot/resolved.json"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        srv.post(fixture("metalmatze-alertmanager-bot/firing.json"))
+            .await
+            .0,
+        200
+    );
+    let names = alert_names(&store.firing_alerts().await.unwrap());
+    assert!(!names.contains(&"Fire".to_string()), "{names:?}");
+    assert_eq!(names.len(), 1 + in_twelve);
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_with_the_reason_and_record_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("m.db")).await.unwrap());
+    let srv = Server::start(store.clone()).await;
+    let firing = fixture("metalmatze-alertmanager-bot/firing.json");
+    let text = String::from_utf8(firing.clone()).unwrap();
+
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            firing[..firing.len() / 2].to_vec(),
+            "invalid webhook JSON: EOF while parsing",
+        ),
+        (
+            b"not json".to_vec(),
+            "invalid webhook JSON: expected ident at line 1 column 2",
+        ),
+        (
+            text.replace(r#""version":"4""#, r#""version":"3""#)
+                .into_bytes(),
+            "unsupported webhook version \"3\"",
+        ),
+        (
+            text.replace(r#""startsAt":"2018"#, r#""startsAt":"yesterday"#)
+                .into_bytes(),
+            "invalid webhook JSON: ",
+        ),
+        (
+            text.replace(
+                r#"{"status":"firing","labels""#,
+                r#"{"status":"smouldering","labels""#,
+            )
+            .into_bytes(),
+            "alerts[0]: unknown status \"smouldering\"",
+        ),
+    ];
+    for (body, want) in cases {
+        let (code, reply) = srv.post(body).await;
+        let why = reply["error"].as_str().unwrap_or_default();
+        assert_eq!(code, 400, "{reply}");
+        assert!(
+            why.starts_with(want),
+            "{why:?} does not start with {want:?}"
+        );
+    }
+    assert!(
+        store.firing_alerts().await.unwrap().is_empty(),
+        "nothing recorded"
+    );
+    // A good delivery after the bad ones goes through.
+    assert_eq!(srv.post(firing).await.0, 200);
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 1);
+    // A group beyond axum's default 2 MB body limit is taken whole.
+    let big = payload(0, 10_000);
+    assert!(big.len() > 2 << 20, "{} bytes", big.len());
+    assert_eq!(srv.post(big).await.0, 200);
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 10_001);
+}
+
+fn rule() -> &'static str {
+    "scenario: fire-alert\n\
+     summary: Alertmanager says something is on fire\n\
+     severity: high\n\
+     rto: 5m\n\
+     symptoms:\n\
+     \x20 on_fire:\n\
+     \x20   check: { alert: { matchers: { alertname: Fire, severity: critical } } }\n\
+     \x20   every: 100ms\n\
+     when: { any: [on_fire] }\n\
+     escalation: default\n"
+}
+
+fn setup(dir: &Path, http: u16) -> PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/fire.yaml"), rule()).unwrap();
+    std::fs::write(
+        dir.join("medic.yaml"),
+        format!(
+            "mode: dry-run\n\
+             store: {{ sqlite: {{ path: medic.db }} }}\n\
+             rules: [rules]\n\
+             shutdown_grace: 5s\n\
+             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
+        ),
+    )
+    .unwrap();
+    dir.join("medic.yaml")
+}
+
+/// The real binary: an alert pushed to it opens the scenario's incident;
+/// after a restart the alert is still firing (from the store) and the
+/// incident stays open; the resolved notification resolves it.
+#[test]
+fn firing_alerts_survive_a_restart_of_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let config = setup(dir.path(), http);
+    let db = dir.path().join("medic.db");
+    let url = format!("http://127.0.0.1:{http}{}", server::alertmanager::PATH);
+    let post = |body: Vec<u8>| {
+        block_on(async {
+            reqwest::Client::new()
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let open = |db: &Path| {
+        block_on(async {
+            let s = SqliteStore::open(db).await.unwrap();
+            s.open_incidents().await.unwrap()
+        })
+    };
+
+    let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
+    assert_eq!(
+        post(fixture("metalmatze-alertmanager-bot/firing.json")),
+        200
+    );
+    wait_until(Duration::from_secs(10), "the incident to open", || {
+        open(&db).iter().any(|i| i.scenario == "fire-alert")
+    });
+    assert!(medic.stop().success());
+
+    let firing = block_on(async {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
+        let check = AlertCheck::new([("alertname".to_string(), "Fire".to_string())].into());
+        check.attach_store(&store);
+        check.observe().await
+    });
+    assert!(
+        matches!(&firing, Observation::Series(s) if s.len() == 1),
+        "{firing:?}"
+    );
+
+    let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
+    // Still firing after the restart: the incident is not resolved.
+    std::thread::sleep(Duration::from_millis(500));
+    let incidents = open(&db);
+    assert_eq!(incidents.len(), 1);
+    assert_ne!(incidents[0].state, IncidentState::Resolved);
+    assert_eq!(
+        post(fixture("metalmatze-alertmanager-bot/resolved.json")),
+        200
+    );
+    wait_until(Duration::from_secs(10), "the incident to resolve", || {
+        open(&db).is_empty()
+    });
+    assert!(medic.stop().success());
+    let check = AlertCheck::new([("alertname".to_string(), "Fire".to_string())].into());
+    let ok = block_on(async {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
+        check.attach_store(&store);
+        check.run().await
+    });
+    assert_eq!(ok, Outcome::Ok);
+}
+
+/// One webhook body with `n` distinct firing alerts starting at `seq`.
+fn payload(seq: usize, n: usize) -> Vec<u8> {
+    let alerts: Vec<Value> = (seq..seq + n)
+        .map(|i| {
+            serde_json::json!({
+                "status": "firing",
+                "labels": { "alertname": "HighLatency", "instance": format!("app-{i}"), "severity": "warning" },
+                "annotations": { "summary": "p99 above 500ms" },
+                "startsAt": "2026-03-01T00:00:00.123456789Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph?g0.expr=x",
+                "fingerprint": "0000000000000000"
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "medic", "groupKey": "{}:{}",
+        "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093", "alerts": alerts
+    }))
+    .unwrap()
+}
+
+/// Intake at a fixed offered load (open loop: requests leave on schedule,
+/// whatever the answers' latency) against a file-backed SQLite store
+/// (`synchronous=FULL`). Prints alerts/s achieved and response-time
+/// percentiles. Run:
+/// `cargo test --release --test alertmanager -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn intake_throughput_and_latency() {
+    for (per_request, requests_per_s) in [(1usize, 1000u64), (10, 100), (1, 2000)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("m.db")).await.unwrap());
+        let srv = Server::start(store.clone()).await;
+        let client = reqwest::Client::new();
+        let secs = 10u64;
+        let total = (requests_per_s * secs) as usize;
+        let bodies: Vec<Vec<u8>> = (0..total)
+            .map(|i| payload(i * per_request, per_request))
+            .collect();
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / requests_per_s));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let start = std::time::Instant::now();
+        let mut tasks = Vec::with_capacity(total);
+        for body in bodies {
+            tick.tick().await;
+            let (c, url) = (client.clone(), srv.url.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                let code = c
+                    .post(url)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                (code, t.elapsed())
+            }));
+        }
+        let mut lat = Vec::with_capacity(total);
+        for t in tasks {
+            let (code, d) = t.await.unwrap();
+            assert_eq!(code, 200);
+            lat.push(d);
+        }
+        let wall = start.elapsed();
+        lat.sort();
+        let p =
+            |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        let recorded = store.firing_alerts().await.unwrap().len();
+        assert_eq!(recorded, total * per_request, "every alert recorded");
+        println!(
+            "{per_request} alert(s)/request at {requests_per_s} req/s: {:.0} alerts/s over {:.1} s; \
+             response p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            recorded as f64 / wall.as_secs_f64(),
+            wall.as_secs_f64(),
+            p(0.50),
+            p(0.99),
+            lat.last().unwrap().as_secs_f64() * 1e3
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The `scrape` check against a real exporter: prometheus-redis-exporter
+//! (Debian package) in front of a private redis-server, both on ephemeral
+//! ports. The whole real exposition parses, and `redis_up` below 1 turns
+//! failing once Redis is killed.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use medic::check::scrape::{ScrapeCheck, ScrapeParams};
+use medic::check::{Check, Observation, exposition};
+use medic::config::Config;
+
+/// A prometheus-redis-exporter the test owns.
+struct Exporter(Child);
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn body(url: &str) -> Option<String> {
+    block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
+}
+
+#[test]
+fn scrape_a_real_redis_exporter() {
+    let mut redis = Redis::start(free_port());
+    let port = free_port();
+    let exporter = Exporter(
+        Command::new("prometheus-redis-exporter")
+            .args([
+                "-redis.addr",
+                &format!("redis://127.0.0.1:{}", redis.port),
+                "-web.listen-address",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-redis-exporter must be installed (scripts/test.sh installs it)"),
+    );
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    wait_until(
+        Duration::from_secs(20),
+        "the exporter to serve /metrics",
+        || body(&url).is_some_and(|b| b.contains("redis_up 1")),
+    );
+
+    // Every sample of the real output, as counted without a parser.
+    let text = body(&url).unwrap();
+    let parsed: Vec<_> = exposition::samples(&text).map(Result::unwrap).collect();
+    let lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(parsed.len(), lines);
+    assert!(parsed.len() > 50, "{} samples", parsed.len());
+    let kept = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap()
+        .samples
+        .len();
+    println!(
+        "redis_exporter /metrics: {lines} sample lines; medic {}, prometheus-parse {kept} sample objects",
+        parsed.len()
+    );
+
+    let check = ScrapeCheck::build(
+        &ScrapeParams {
+            target: None,
+            url: Some(url.clone()),
+            metric: "redis_up".into(),
+            above: None,
+            below: Some(1.0),
+        },
+        Duration::from_secs(5),
+        &Config::default(),
+    )
+    .unwrap();
+    assert_eq!(block_on(check.observe()), Observation::Series(vec![]));
+
+    redis.kill();
+    let mut seen = None;
+    wait_until(Duration::from_secs(20), "redis_up to drop to 0", || {
+        let o = block_on(check.observe());
+        let failing = matches!(&o, Observation::Series(s) if s.len() == 1 && s[0].value == 0.0);
+        seen = Some(o);
+        failing
+    });
+    let Some(Observation::Series(s)) = seen else {
+        unreachable!()
+    };
+    assert_eq!(s[0].detail, "redis_up = 0 (below 1)");
+    drop(exporter);
+}
