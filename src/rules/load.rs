@@ -787,6 +787,7 @@ impl Cx<'_> {
             }
         }
         let params = Node::Mapping(params);
+        self.templates(&params);
         let action = match &kind {
             Some(kind) => self.action(kind, &params),
             None => {
@@ -1138,6 +1139,27 @@ impl Cx<'_> {
                 ),
             ),
             Some(_) => {}
+        }
+    }
+
+    /// Every `${...}` in a step's parameters must be `${labels.NAME}`.
+    fn templates(&mut self, n: &Node) {
+        match n {
+            Node::Scalar(s) => {
+                if let Err(e) = crate::remedy::template::check(s.as_str()) {
+                    self.err(pos(n), e.to_string());
+                }
+            }
+            Node::Mapping(m) => {
+                for (_, v) in m.iter() {
+                    self.templates(v);
+                }
+            }
+            Node::Sequence(items) => {
+                for v in items.iter() {
+                    self.templates(v);
+                }
+            }
         }
     }
 
@@ -1741,6 +1763,21 @@ escalation: default
             "check: { redis: { target: cache } }\n    every: 1s",
         ));
         assert_eq!(s.symptoms[0].timeout, Dur::secs(1));
+    }
+
+    #[test]
+    fn step_parameters_take_only_label_variables() {
+        let text = MINIMAL.replace(
+            "args: [true]",
+            "args: [echo, \"${labels.deployment}\", \"${env.HOME}\"]",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .contains("unknown variable `${env.HOME}`: the only variables are ${labels.NAME}"),
+            "{errs:?}"
+        );
     }
 
     #[test]
