@@ -12,6 +12,9 @@ declare -A pkg_for=(
   [kubectl]=kubernetes-client
   [prometheus]=prometheus
   [prometheus-redis-exporter]=prometheus-redis-exporter
+  # The status page is tested in headless Chromium over WebDriver.
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

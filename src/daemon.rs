@@ -256,6 +256,7 @@ pub async fn run_with_options(
     crate::metrics::reloads(&readiness.reloads);
     crate::metrics::leadership(None);
     let (ready_tx, ready_rx) = watch::channel(readiness);
+    attach_store(&runtimes, &store);
     let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
     let server_stop = CancellationToken::new();
     let server = match &config.http {
@@ -361,7 +362,7 @@ pub async fn run_with_options(
                 notify::reloading();
                 let control = term.as_ref().map(|t| (&t.control, t.store.clone()));
                 let names: Vec<String> = running.iter().map(|r| r.scenario.name.clone()).collect();
-                let outcome = reload(loader, &current, &names, &ready_tx, control, |c, s| pager(c, s, &clock)).await;
+                let outcome = reload(loader, &current, &names, &ready_tx, control, |c, s| pager(c, s, &clock), &store).await;
                 let outcome = match outcome {
                     Ok((outcome, new)) => {
                         if let Some((config, reloaded, runtimes)) = new {
@@ -459,7 +460,6 @@ impl TermRun {
             kill: kill.clone(),
             tasks: tasks.clone(),
         };
-        attach_store(&runtimes, &store);
         let mut engine = Engine::new(runtimes, shared);
         engine.resume().await?;
         let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
@@ -540,6 +540,7 @@ async fn reload(
     ready: &watch::Sender<Readiness>,
     control: Option<(&mpsc::Sender<Control>, Arc<dyn Store>)>,
     pager: impl Fn(&Config, Arc<dyn Store>) -> Arc<Pager>,
+    store: &Arc<dyn Store>,
 ) -> Result<ReloadResult, ()> {
     let load = loader.clone();
     let loaded = match tokio::task::spawn_blocking(move || load()).await {
@@ -598,10 +599,11 @@ async fn reload(
     for what in &needs_restart {
         tracing::warn!("reload: {what} changed; it takes effect only after a restart");
     }
+    // Checks read through the unfenced store (alerts any replica recorded).
+    attach_store(&loaded.runtimes, store);
     let runtimes = loaded.runtimes.clone();
     let (reloaded, added, removed, closed) = match control {
         Some((control, store)) => {
-            attach_store(&loaded.runtimes, &store);
             let (tx, rx) = oneshot::channel();
             let request = Control::Reload {
                 scenarios: loaded.runtimes,

@@ -48,6 +48,7 @@ pub mod lead;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod page;
 pub mod probe;
 pub mod reload;

@@ -60,6 +60,46 @@ enum Command {
         /// The symptom: NAME, or SCENARIO/NAME when several scenarios have one.
         name: String,
     },
+    /// List incidents, or show one with its timeline (from a running medic).
+    Incidents {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        what: Option<IncidentsCommand>,
+    },
+    /// Acknowledge an incident (stops its escalation).
+    Ack {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Approve a step waiting for approval.
+    Approve {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        step: String,
+    },
+    /// Reject a step waiting for approval.
+    Reject {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        step: String,
+    },
+    /// Resolve an incident by hand.
+    Resolve {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Print a post-mortem draft (Markdown) of an incident: from the store
+    /// of `--config`, or from a running medic with `--url`.
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
     /// A disaster-recovery drill: break something on purpose, let medic
     /// detect and remediate it, report detection and recovery times and
     /// data loss against the scenario's RTO and RPO.
@@ -85,6 +125,53 @@ enum Command {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum IncidentsCommand {
+    /// Open and recent incidents (the default).
+    List,
+    /// One incident with its timeline and attempts.
+    Show { id: String },
+}
+
+/// How to reach a running medic.
+#[derive(clap::Args, Debug)]
+struct ApiArgs {
+    /// The config file (its `http.listen` is the default URL; `report`
+    /// reads its store).
+    #[arg(long, short, default_value = "medic.yaml")]
+    config: PathBuf,
+    /// The API's base URL, e.g. http://127.0.0.1:9185.
+    #[arg(long)]
+    url: Option<String>,
+    /// Bearer token of mutating calls.
+    #[arg(long, env = "MEDIC_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Who is acting, written on the timeline.
+    #[arg(long, env = "USER", default_value = "cli")]
+    by: String,
+}
+
+impl ApiArgs {
+    fn client(&self) -> Result<medic::ops::Client, String> {
+        let url = match &self.url {
+            Some(u) => u.clone(),
+            None => {
+                let config = medic::config::load(&self.config).map_err(|d| {
+                    format!(
+                        "no --url, and the config {} cannot be read:\n{d}",
+                        self.config.display()
+                    )
+                })?;
+                let http = config.http.ok_or_else(|| {
+                    format!("no --url, and {} has no http.listen", self.config.display())
+                })?;
+                format!("http://{}", http.listen)
+            }
+        };
+        Ok(medic::ops::Client::new(&url, self.token.clone()))
+    }
 }
 
 fn main() -> ExitCode {
@@ -127,6 +214,126 @@ fn main() -> ExitCode {
         Command::Run { config } => {
             logging::init(cli.log_format);
             run(config)
+        }
+        Command::Incidents { api, what } => operate(&api, async |c| match what {
+            None | Some(IncidentsCommand::List) => Ok(medic::ops::format_list(
+                &c.list().await.map_err(|e| e.to_string())?,
+            )),
+            Some(IncidentsCommand::Show { id }) => Ok(medic::ops::format_detail(
+                &c.show(&id).await.map_err(|e| e.to_string())?,
+            )),
+        }),
+        Command::Ack { api, id } => mutate(&api, &id, Verb::Acknowledge, None),
+        Command::Approve { api, id, step } => mutate(&api, &id, Verb::Approve, Some(&step)),
+        Command::Reject { api, id, step } => mutate(&api, &id, Verb::Reject, Some(&step)),
+        Command::Resolve { api, id } => mutate(&api, &id, Verb::Resolve, None),
+        Command::Report { api, id } => report(&api, &id),
+    }
+}
+
+use medic::ops::Verb;
+
+/// Runs one API call on a small runtime; prints its output or its error.
+fn operate(
+    api: &ApiArgs,
+    f: impl AsyncFnOnce(medic::ops::Client) -> Result<String, String>,
+) -> ExitCode {
+    let result = api.client().and_then(|c| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(f(c))
+    });
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("medic: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mutate(api: &ApiArgs, id: &str, verb: Verb, step: Option<&str>) -> ExitCode {
+    let by = api.by.clone();
+    operate(api, async |c| {
+        let answer = c
+            .post(id, verb, &by, step)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!("incident {id}: {} done\n{answer}\n", verb.as_str()))
+    })
+}
+
+/// `medic report`: from the API with `--url`, else from the config's store.
+fn report(api: &ApiArgs, id: &str) -> ExitCode {
+    if api.url.is_some() {
+        return operate(api, async |c| {
+            let d = c.show(id).await.map_err(|e| e.to_string())?;
+            Ok(medic::ops::report::render(&d, chrono::Utc::now()))
+        });
+    }
+    let config_path = api.config.clone();
+    let id = id.to_string();
+    let result = (|| -> Result<String, String> {
+        let config = medic::config::load(&config_path).map_err(|d| d.to_string())?;
+        let paths: Vec<PathBuf> = config
+            .rules
+            .iter()
+            .map(|p| config.resolve_path(p))
+            .collect();
+        // The scenario gives RTO, RPO and runbook; rules that do not load
+        // only cost those lines.
+        let scenarios = medic::rules::load_paths(&paths, &config).unwrap_or_default();
+        let incident_id: i64 = id
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("incident id {id:?} is not a positive integer"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let store = medic::daemon::open_store(&config)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            let incident = store
+                .incident(incident_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("incident {incident_id} not found"))?;
+            let timeline = store
+                .timeline(incident_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let attempts = store
+                .incident_attempts(incident_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let sc = scenarios.iter().find(|s| s.name == incident.scenario);
+            let d = medic::ops::IncidentDetail {
+                rto: sc.map(|s| s.rto.to_string()),
+                rpo: sc.and_then(|s| s.rpo.map(|r| r.to_string())),
+                runbook: sc.and_then(|s| s.runbook.clone()),
+                incident,
+                timeline,
+                attempts,
+            };
+            Ok(medic::ops::report::render(&d, chrono::Utc::now()))
+        })
+    })();
+    match result {
+        Ok(md) => {
+            print!("{md}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("medic: {e}");
+            ExitCode::FAILURE
         }
     }
 }

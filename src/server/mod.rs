@@ -4,8 +4,11 @@
 //! and one line in [`router`].
 
 pub mod alertmanager;
+pub mod incidents;
 pub mod jobs;
+pub mod metrics;
 pub mod reload;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +67,9 @@ pub fn router(state: AppState) -> Router {
         .merge(reload::router())
         .merge(jobs::router())
         .merge(alertmanager::router())
+        .merge(metrics::router())
+        .merge(incidents::router())
+        .merge(status::router())
         .with_state(state)
 }
 
@@ -91,6 +97,51 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         code,
         Json(json!({ "ready": ready, "store": store, "status": r })),
     )
+}
+
+/// A step's attempt budget in its current limit window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Budget {
+    pub scenario: String,
+    pub step: String,
+    /// The step's `limit.attempts`...
+    pub limit: u32,
+    /// ...per this window.
+    pub per: String,
+    /// Attempts that counted against the limit in the window.
+    pub used: u32,
+    pub remaining: u32,
+}
+
+/// Every step's budget now, from the ledger (scenario-wide instances).
+pub async fn budgets(
+    store: &dyn Store,
+    scenarios: &[Arc<ScenarioRuntime>],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Budget>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for rt in scenarios {
+        for step in &rt.scenario.plan {
+            let per = step.limit.per.get();
+            let since = now - chrono::Duration::from_std(per).unwrap_or(chrono::Duration::MAX);
+            let used = store
+                .attempts_since(&rt.scenario.name, &step.name, "", since)
+                .await?
+                .iter()
+                .filter(|a| a.outcome.is_none_or(|o| o.counts_against_limit()))
+                .count();
+            let used = u32::try_from(used).unwrap_or(u32::MAX);
+            out.push(Budget {
+                scenario: rt.scenario.name.clone(),
+                step: step.name.clone(),
+                limit: step.limit.attempts,
+                per: step.limit.per.to_string(),
+                used,
+                remaining: step.limit.attempts.saturating_sub(used),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Binds `listen` (so a port clash fails start-up loudly) and serves until

@@ -661,6 +661,13 @@ impl Store for PostgresStore {
                     tracing::warn!(error = %e, "store connection closed");
                 }
             });
+            // A replica paused inside a fenced write would hold the share
+            // lock on the term row and keep the next leader from claiming
+            // its term: the server ends such a transaction.
+            client
+                .batch_execute("SET idle_in_transaction_session_timeout = 5000")
+                .await
+                .map_err(db("session settings"))?;
             *guard = Some(client);
         }
         let Some(client) = guard.as_mut() else {

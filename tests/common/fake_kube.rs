@@ -37,6 +37,11 @@ struct Inner {
     /// Path (no query) -> status and JSON body.
     responses: HashMap<String, (u16, Value)>,
     seen: Vec<Seen>,
+    /// Collections served as a real API server would (see
+    /// [`FakeKube::objects`]): collection path -> objects by name.
+    collections: HashMap<String, HashMap<String, Value>>,
+    /// The last `resourceVersion` handed out.
+    version: u64,
 }
 
 /// A running fake API server; stops when dropped.
@@ -79,6 +84,41 @@ impl FakeKube {
     /// Answers `path` with an API `Status` error (403, 500...).
     pub fn fail(&self, path: &str, code: u16, reason: &str, message: &str) {
         self.respond(path, code, status(code, reason, message));
+    }
+
+    /// Serves `collection` (e.g. `/apis/coordination.k8s.io/v1/namespaces/ns/leases`)
+    /// statefully: GET an object, POST to create it (409 when it exists),
+    /// PUT to replace it, refused with 409 Conflict unless the body carries
+    /// the stored `metadata.resourceVersion` (optimistic concurrency, as the
+    /// API server does). Every write gets a new resourceVersion.
+    pub fn objects(&self, collection: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .collections
+            .insert(collection.to_string(), HashMap::new());
+    }
+
+    /// The stored object `name` of a stateful collection.
+    pub fn object(&self, collection: &str, name: &str) -> Option<Value> {
+        self.inner
+            .lock()
+            .unwrap()
+            .collections
+            .get(collection)?
+            .get(name)
+            .cloned()
+    }
+
+    /// Replaces a stored object as another client would (new resourceVersion).
+    pub fn set_object(&self, collection: &str, name: &str, mut object: Value) {
+        let mut g = self.inner.lock().unwrap();
+        g.version += 1;
+        object["metadata"]["resourceVersion"] = Value::String(g.version.to_string());
+        g.collections
+            .get_mut(collection)
+            .expect("a stateful collection")
+            .insert(name.to_string(), object);
     }
 
     /// Every request so far, then forgets them.
@@ -151,6 +191,9 @@ async fn handle(
             .map(String::from),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
+    if let Some(answer) = stateful(&mut g, &method, uri.path(), &body) {
+        return answer;
+    }
     let (code, body) = g.responses.get(uri.path()).cloned().unwrap_or_else(|| {
         (
             404,
@@ -163,4 +206,96 @@ async fn handle(
         body.to_string(),
     )
         .into_response()
+}
+
+fn json_answer(code: u16, body: Value) -> Response {
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A request on a stateful collection; `None` for other paths.
+fn stateful(g: &mut Inner, method: &Method, path: &str, body: &[u8]) -> Option<Response> {
+    let (collection, name) = if g.collections.contains_key(path) {
+        (path.to_string(), None)
+    } else {
+        let (c, n) = path.rsplit_once('/')?;
+        if !g.collections.contains_key(c) {
+            return None;
+        }
+        (c.to_string(), Some(n.to_string()))
+    };
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let next = g.version + 1;
+    let objects = g.collections.get_mut(&collection)?;
+    let answer = match (method.as_str(), name) {
+        ("GET", Some(n)) => match objects.get(&n) {
+            Some(o) => json_answer(200, o.clone()),
+            None => json_answer(404, status(404, "NotFound", &format!("\"{n}\" not found"))),
+        },
+        ("POST", None) => {
+            let Some(mut o) = parsed else {
+                return Some(json_answer(
+                    400,
+                    status(400, "BadRequest", "body is not JSON"),
+                ));
+            };
+            let n = o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match objects.entry(n) {
+                std::collections::hash_map::Entry::Occupied(e) => json_answer(
+                    409,
+                    status(
+                        409,
+                        "AlreadyExists",
+                        &format!("\"{}\" already exists", e.key()),
+                    ),
+                ),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    o["metadata"]["resourceVersion"] = Value::String(next.to_string());
+                    e.insert(o.clone());
+                    g.version = next;
+                    json_answer(201, o)
+                }
+            }
+        }
+        ("PUT", Some(n)) => {
+            let Some(mut o) = parsed else {
+                return Some(json_answer(
+                    400,
+                    status(400, "BadRequest", "body is not JSON"),
+                ));
+            };
+            let stored = objects
+                .get(&n)
+                .map(|s| s["metadata"]["resourceVersion"].clone());
+            match stored {
+                None => json_answer(404, status(404, "NotFound", &format!("\"{n}\" not found"))),
+                Some(v) if v != o["metadata"]["resourceVersion"] => json_answer(
+                    409,
+                    status(
+                        409,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ),
+                ),
+                Some(_) => {
+                    o["metadata"]["resourceVersion"] = Value::String(next.to_string());
+                    objects.insert(n, o.clone());
+                    g.version = next;
+                    json_answer(200, o)
+                }
+            }
+        }
+        _ => json_answer(
+            405,
+            status(405, "MethodNotAllowed", "not supported by the fake"),
+        ),
+    };
+    Some(answer)
 }

@@ -175,6 +175,13 @@ impl Medic {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// kill -9, and reap it.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
     /// SIGTERM, then wait (bounded) for a graceful exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running");

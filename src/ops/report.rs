@@ -1,0 +1,357 @@
+//! `medic report ID`: a post-mortem draft in Markdown.
+//!
+//! The timeline; detection, mitigation and recovery times against the
+//! scenario's RTO; every action with its inputs and outcome; and the
+//! runbook's post-recovery checklist (Verification, Documentation,
+//! Post-Mortem, Improvement Actions) with what medic knows filled in and
+//! ticked, and the rest left for humans.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use super::IncidentDetail;
+use crate::store::AttemptOutcome;
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
+}
+
+fn human(d: chrono::Duration) -> String {
+    crate::server::status::human(d)
+}
+
+fn tick(done: bool) -> &'static str {
+    if done { "[x]" } else { "[ ]" }
+}
+
+/// Renders the draft. `now` closes the clocks of an incident still open.
+pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
+    let i = &d.incident;
+    let rto = d
+        .rto
+        .as_deref()
+        .and_then(|r| humantime::parse_duration(r).ok())
+        .and_then(|r| chrono::Duration::from_std(r).ok());
+    let detected = i.opened_at;
+    let mitigated = d
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == Some(AttemptOutcome::Succeeded))
+        .filter_map(|a| a.ended_at)
+        .min();
+    let recovered = i.resolved_at;
+    let first_failure = d
+        .timeline
+        .iter()
+        .find_map(|e| e.data["symptoms"].as_object().map(|_| e.at))
+        .unwrap_or(detected);
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Post-mortem draft: incident {} ({})\n",
+        i.id, i.scenario
+    );
+    let _ = writeln!(
+        md,
+        "- **Summary:** {}\n- **Severity:** {}\n- **State:** {}\n- **RTO:** {}{}{}\n",
+        i.summary,
+        i.severity,
+        i.state.as_str(),
+        d.rto.as_deref().unwrap_or("unknown (scenario not loaded)"),
+        d.rpo
+            .as_deref()
+            .map(|r| format!("\n- **RPO:** {r}"))
+            .unwrap_or_default(),
+        d.runbook
+            .as_deref()
+            .map(|r| format!("\n- **Runbook:** {r}"))
+            .unwrap_or_default(),
+    );
+
+    md.push_str("## Key times\n\n| milestone | at | since detection | against the RTO |\n|---|---|---|---|\n");
+    let vs_rto = |at: DateTime<Utc>| match rto {
+        Some(r) if at - detected <= r => {
+            format!("within ({} to spare)", human(r - (at - detected)))
+        }
+        Some(r) => format!("**missed** by {}", human((at - detected) - r)),
+        None => "RTO unknown".into(),
+    };
+    let _ = writeln!(
+        md,
+        "| detection (incident opened) | {} | 0s | — |",
+        time(detected)
+    );
+    match mitigated {
+        Some(t) => {
+            let _ = writeln!(
+                md,
+                "| mitigation (first verified action) | {} | {} | {} |",
+                time(t),
+                human(t - detected),
+                vs_rto(t)
+            );
+        }
+        None => md.push_str("| mitigation | no action was verified | — | — |\n"),
+    }
+    match recovered {
+        Some(t) => {
+            let _ = writeln!(
+                md,
+                "| recovery (symptoms cleared, resolved) | {} | {} | {} |",
+                time(t),
+                human(t - detected),
+                vs_rto(t)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "| recovery | not yet ({} open at {}) | {} | {} |",
+                human(now - detected),
+                time(now),
+                human(now - detected),
+                vs_rto(now)
+            );
+        }
+    }
+    md.push('\n');
+
+    md.push_str("## Timeline\n\n| at (UTC) | + | kind | what |\n|---|---|---|---|\n");
+    for e in &d.timeline {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            e.at.format("%H:%M:%S%.3f"),
+            human(e.at - detected),
+            e.kind,
+            e.message.replace('|', "\\|").replace('\n', " ")
+        );
+    }
+    md.push('\n');
+
+    md.push_str("## Actions\n\n");
+    if d.attempts.is_empty() {
+        md.push_str("No action was attempted.\n\n");
+    }
+    for a in &d.attempts {
+        let _ = writeln!(
+            md,
+            "### {} (`{}`): {}\n\n- started {}{}\n- reason: {}\n- inputs:\n\n```json\n{}\n```\n",
+            a.step,
+            a.action,
+            a.outcome.map_or("in flight", |o| o.as_str()),
+            time(a.started_at),
+            a.ended_at
+                .map(|t| format!(", ended {} (took {})", time(t), human(t - a.started_at)))
+                .unwrap_or_default(),
+            if a.reason.is_empty() {
+                "—"
+            } else {
+                &a.reason
+            },
+            serde_json::to_string_pretty(&a.inputs).unwrap_or_default(),
+        );
+    }
+
+    // The runbook's post-recovery checklist.
+    let resolved = recovered.is_some();
+    let pages: Vec<String> = {
+        let mut v: Vec<String> = d
+            .timeline
+            .iter()
+            .filter(|e| e.kind == "page")
+            .filter_map(|e| e.data["notifier"].as_str().map(String::from))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let deviations: Vec<String> = d
+        .attempts
+        .iter()
+        .filter(|a| !matches!(a.outcome, Some(AttemptOutcome::Succeeded)))
+        .map(|a| {
+            format!(
+                "{} ({})",
+                a.step,
+                a.outcome.map_or("in flight", |o| o.as_str())
+            )
+        })
+        .collect();
+    let escalated = d
+        .timeline
+        .iter()
+        .any(|e| e.kind == "state" && e.message.contains("escalat"));
+    let unknowns = d
+        .timeline
+        .iter()
+        .filter(|e| e.message.contains("cannot observe"))
+        .count();
+    md.push_str("## Post-recovery checklist\n\n### 1. Verification\n\n");
+    let _ = writeln!(
+        md,
+        "- {} All services operational{}",
+        tick(resolved),
+        if resolved {
+            format!(
+                " — medic saw every symptom of {} clear at {}",
+                i.scenario,
+                time(recovered.unwrap_or(now))
+            )
+        } else {
+            " — the incident is still open".into()
+        }
+    );
+    md.push_str("- [ ] Database queries responding normally\n");
+    let _ = writeln!(
+        md,
+        "- [ ] No data loss beyond RPO{}",
+        d.rpo
+            .as_deref()
+            .map(|r| format!(" (RPO {r})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        md,
+        "- {} Monitoring systems showing normal metrics{}",
+        tick(resolved && unknowns == 0),
+        if unknowns > 0 {
+            format!(" — medic could not observe a symptom {unknowns} time(s) during the incident")
+        } else {
+            String::new()
+        }
+    );
+    md.push_str("- [ ] User access restored\n- [ ] All integrations functioning\n\n### 2. Documentation\n\n");
+    let _ = writeln!(
+        md,
+        "- [x] Incident timeline documented — {} entries above",
+        d.timeline.len()
+    );
+    md.push_str("- [ ] Root cause identified\n");
+    let _ = writeln!(
+        md,
+        "- [x] Recovery steps logged — {} attempt(s) in the ledger, above",
+        d.attempts.len()
+    );
+    let _ = writeln!(
+        md,
+        "- [ ] Deviations from plan noted{}",
+        if deviations.is_empty() && !escalated {
+            " — none seen by medic: every attempt succeeded".to_string()
+        } else {
+            format!(
+                " — {}{}",
+                if deviations.is_empty() {
+                    "no failed step".into()
+                } else {
+                    format!("steps that did not work: {}", deviations.join(", "))
+                },
+                if escalated {
+                    "; the incident was escalated to humans"
+                } else {
+                    ""
+                }
+            )
+        }
+    );
+    md.push_str("- [ ] Lessons learned captured\n\n### 3. Post-Mortem\n\n");
+    let _ = writeln!(
+        md,
+        "- [ ] Schedule post-mortem within 24 hours{}",
+        recovered
+            .map(|t| format!(" — by {}", time(t + chrono::Duration::hours(24))))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        md,
+        "- [ ] Include all stakeholders{}",
+        if pages.is_empty() {
+            String::new()
+        } else {
+            format!(" — paged via: {}", pages.join(", "))
+        }
+    );
+    md.push_str("- [ ] Review incident timeline\n- [ ] Discuss what went well\n- [ ] Identify improvement opportunities\n- [ ] Create action items with owners\n\n### 4. Improvement Actions\n\n");
+    let _ = writeln!(
+        md,
+        "- [ ] Update runbooks based on learnings{}",
+        d.runbook
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    md.push_str("- [ ] Implement preventive measures\n");
+    let _ = writeln!(
+        md,
+        "- [ ] Enhance monitoring/alerting — detection took {} from the first failure medic saw",
+        human(detected - first_failure)
+    );
+    md.push_str("- [ ] Update DR plan\n- [ ] Schedule follow-up training\n");
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Attempt, Incident, IncidentState, TimelineEntry};
+    use serde_json::json;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+            + chrono::Duration::seconds(s)
+    }
+
+    #[test]
+    fn draft_measures_against_the_rto_and_prefills_the_checklist() {
+        let d = IncidentDetail {
+            incident: Incident {
+                id: 7,
+                scenario: "redis-cache-failure".into(),
+                instance: String::new(),
+                state: IncidentState::Resolved,
+                severity: "high".into(),
+                summary: "Redis down".into(),
+                opened_at: t(0),
+                updated_at: t(400),
+                resolved_at: Some(t(400)),
+            },
+            rto: Some("5m".into()),
+            rpo: None,
+            runbook: Some("reference/disaster-recovery-plan.md#3".into()),
+            timeline: vec![
+                TimelineEntry::new(t(0), "state", "opened: redis_down firing"),
+                TimelineEntry::new(t(5), "page", "paged level 0 via log")
+                    .with_data(json!({"notifier": "log"})),
+            ],
+            attempts: vec![Attempt {
+                id: 1,
+                incident_id: 7,
+                scenario: "redis-cache-failure".into(),
+                instance: String::new(),
+                step: "restart".into(),
+                step_index: 0,
+                action: "exec".into(),
+                key: "7:0:1".into(),
+                started_at: t(1),
+                ended_at: Some(t(30)),
+                outcome: Some(AttemptOutcome::Succeeded),
+                reason: "redis_down cleared".into(),
+                inputs: json!({"args": ["systemctl", "restart", "redis"]}),
+            }],
+        };
+        let md = render(&d, t(1000));
+        assert!(md.contains("| mitigation (first verified action) | 2026-03-01 10:00:30.000 UTC | 30s | within (4m 30s to spare) |"), "{md}");
+        assert!(md.contains("| recovery (symptoms cleared, resolved) | 2026-03-01 10:06:40.000 UTC | 6m 40s | **missed** by 1m 40s |"), "{md}");
+        assert!(md.contains("### restart (`exec`): succeeded"));
+        assert!(md.contains("\"systemctl\""));
+        assert!(md.contains("- [x] All services operational — medic saw every symptom"));
+        assert!(md.contains("- [ ] Include all stakeholders — paged via: log"));
+        assert!(md.contains("- [x] Recovery steps logged — 1 attempt(s)"));
+        assert!(md.contains("### 4. Improvement Actions"));
+        assert!(md.contains("(reference/disaster-recovery-plan.md#3)"));
+    }
+}

@@ -1,0 +1,417 @@
+//! Acceptance: medic's HTTP surface and the operator CLI against the real
+//! binary: `/metrics` scraped and parsed, the read-only incidents API (and
+//! its answers to malformed input), `medic incidents`, `medic report`, and
+//! the mutating commands against a local server that records requests.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn setup(dir: &Path, http: u16, port: u16) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("rules/port.yaml"),
+        format!(
+            "scenario: port-closed\n\
+             summary: Port closed\n\
+             severity: high\n\
+             rto: 5m\n\
+             runbook: reference/disaster-recovery-plan.md#1\n\
+             symptoms:\n\
+             \x20 closed:\n\
+             \x20   check: {{ tcp: {{ address: \"127.0.0.1:{port}\" }} }}\n\
+             \x20   every: 200ms\n\
+             \x20   timeout: 200ms\n\
+             \x20   for: 400ms\n\
+             \x20   clear_for: 400ms\n\
+             when: {{ any: [closed] }}\n\
+             plan:\n\
+             \x20 - name: poke\n\
+             \x20   action: exec\n\
+             \x20   args: [\"true\"]\n\
+             \x20   verify: {{ within: 500ms }}\n\
+             \x20   limit: {{ attempts: 1, per: 1h }}\n\
+             escalation: default\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("medic.yaml"),
+        format!(
+            "mode: enforce\n\
+             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
+             rules: [rules]\n\
+             shutdown_grace: 2s\n\
+             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
+        ),
+    )
+    .unwrap();
+    dir.join("medic.yaml")
+}
+
+/// Parses the OpenMetrics text: `name{labels}` → value. Panics on a line
+/// that is neither a comment nor a sample, or without the final `# EOF`.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let sample = regex::Regex::new(
+        r#"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?) (\S+)$"#,
+    )
+    .unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let c = sample
+            .captures(line)
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        let v: f64 = c[2]
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line:?}"));
+        out.insert(c[1].to_string(), v);
+    }
+    out
+}
+
+fn get(url: &str) -> (u16, String) {
+    block_on(async {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+fn medic_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(args)
+        .env_remove("MEDIC_API_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn metrics_api_status_and_cli_against_a_running_medic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, port) = (free_port(), free_port());
+    let config = setup(dir.path(), http, port);
+    let base = format!("http://127.0.0.1:{http}");
+    let _medic = Medic::start(&config, &dir.path().join("medic.log"));
+
+    // Nothing listens: an incident opens, its one step fails verification,
+    // it escalates (the log notifier pages).
+    wait_until(Duration::from_secs(20), "an escalated incident", || {
+        let (_, body) = get(&format!("{base}/api/v1/incidents"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["open"][0]["state"] == "escalated"
+    });
+    let (code, body) = get(&format!("{base}/api/v1/incidents"));
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let id = list["open"][0]["id"].as_i64().unwrap();
+    assert_eq!(list["recent"][0]["id"], id);
+
+    // /metrics: parsed, with every family this run touched.
+    let (code, text) = get(&format!("{base}/metrics"));
+    assert_eq!(code, 200);
+    let m = parse_metrics(&text);
+    let labels = r#"scenario="port-closed",symptom="closed""#;
+    assert!(m[&format!("medic_checks_total{{{labels},outcome=\"failing\"}}")] >= 2.0);
+    assert!(m[&format!("medic_check_duration_seconds_count{{{labels}}}")] >= 2.0);
+    assert_eq!(
+        m[&format!("medic_symptom_state{{{labels},state=\"firing\"}}")],
+        1.0
+    );
+    assert_eq!(
+        m[&format!("medic_symptom_state{{{labels},state=\"ok\"}}")],
+        0.0
+    );
+    assert_eq!(m[r#"medic_open_incidents{scenario="port-closed"}"#], 1.0);
+    assert_eq!(
+        m[r#"medic_actions_total{action="exec",outcome="failed"}"#],
+        1.0
+    );
+    assert_eq!(
+        m[r#"medic_budget_remaining_attempts{scenario="port-closed",step="poke"}"#],
+        0.0
+    );
+    assert!(m[r#"medic_notifications_total{notifier="log",result="success"}"#] >= 1.0);
+    assert!(m[r#"medic_notification_duration_seconds_count{notifier="log"}"#] >= 1.0);
+    assert_eq!(m["medic_is_leader"], 1.0);
+    assert_eq!(m["medic_leader_term"], 1.0);
+    assert_eq!(m["medic_config_last_reload_successful"], 1.0);
+
+    // The incident in full.
+    let (code, body) = get(&format!("{base}/api/v1/incidents/{id}"));
+    assert_eq!(code, 200, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["incident"]["scenario"], "port-closed");
+    assert_eq!(d["rto"], "5m");
+    // The one attempt, then the limit refusing a second (on the ledger too).
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "failed", "{body}");
+    assert!(
+        attempts[1..].iter().all(|a| a["outcome"] == "refused"),
+        "{body}"
+    );
+    assert!(d["timeline"].as_array().unwrap().len() >= 3, "{body}");
+
+    // Malformed input: 4xx with a reason, never 5xx.
+    for (path, want) in [
+        ("/api/v1/incidents/abc", 400),
+        ("/api/v1/incidents/-1", 400),
+        ("/api/v1/incidents/0", 400),
+        ("/api/v1/incidents/99999999999999999999999", 400),
+        ("/api/v1/incidents/%FF%FE", 400),
+        ("/api/v1/incidents/424242", 404),
+        ("/api/v1/incidents?limit=x", 400),
+        ("/api/v1/incidents?limit=0", 400),
+        ("/api/v1/incidents?limit=1000000", 400),
+        ("/api/v1/incidents?bogus=1", 400),
+        ("/api/v1/incidents?limit=%FF", 400),
+        ("/status?incident=x", 400),
+        ("/status?incident=424242", 404),
+    ] {
+        let (code, body) = get(&format!("{base}{path}"));
+        assert_eq!(code, want, "{path}: {body}");
+        assert!(!body.is_empty(), "{path}: a reason");
+    }
+    let (code, body) = get(&format!("{base}/api/v1/incidents/abc"));
+    assert_eq!(code, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "incident id \"abc\" is not a positive integer"
+    );
+
+    // The status page names the incident, its RTO clock and budgets.
+    let (code, html) = get(&format!("{base}/status"));
+    assert_eq!(code, 200);
+    assert!(
+        html.contains("port-closed") && html.contains("of 5m"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("id=\"incident-{id}\"")), "{html}");
+
+    // CLI: list (URL from --url), show (URL from the config's http.listen).
+    let (ok, out, err) = medic_cli(&["incidents", "--url", &base], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("open incidents: 1") && out.contains("port-closed"),
+        "{out}"
+    );
+    let cfg = config.to_str().unwrap();
+    let (ok, out, err) = medic_cli(
+        &["incidents", "--config", cfg, "show", &id.to_string()],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("incident {id} · port-closed · escalated")),
+        "{out}"
+    );
+    assert!(out.contains("poke (exec): failed"), "{out}");
+    let (ok, _, err) = medic_cli(&["incidents", "--url", &base, "show", "abc"], &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("400") && err.contains("not a positive integer"),
+        "{err}"
+    );
+
+    // Report: from the API, and from the store directly.
+    for args in [
+        vec!["report", "--url", &base, &*id.to_string()],
+        vec!["report", "--config", cfg, &*id.to_string()],
+    ] {
+        let (ok, md, err) = medic_cli(&args, &[]);
+        assert!(ok, "{args:?}: {err}");
+        assert!(
+            md.starts_with(&format!("# Post-mortem draft: incident {id} (port-closed)")),
+            "{md}"
+        );
+        assert!(md.contains("- **RTO:** 5m"), "{md}");
+        assert!(
+            md.contains("- **Runbook:** reference/disaster-recovery-plan.md#1"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| mitigation | no action was verified |"),
+            "{md}"
+        );
+        assert!(md.contains("| recovery | not yet ("), "{md}");
+        assert!(md.contains("### poke (`exec`): failed"), "{md}");
+        assert!(md.contains("\"true\""), "{md}");
+        assert!(
+            md.contains(
+                "- [ ] Deviations from plan noted — steps that did not work: poke (failed)"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("paged via: log"), "{md}");
+    }
+    let (ok, _, err) = medic_cli(&["report", "--config", cfg, "424242"], &[]);
+    assert!(!ok);
+    assert!(err.contains("incident 424242 not found"), "{err}");
+
+    // A failed reload shows in the metrics.
+    std::fs::write(dir.path().join("rules/broken.yaml"), "scenario: [\n").unwrap();
+    let code = block_on(async {
+        reqwest::Client::new()
+            .post(format!("{base}/-/reload"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(code, 422);
+    let m = parse_metrics(&get(&format!("{base}/metrics")).1);
+    assert_eq!(m["medic_config_last_reload_successful"], 0.0);
+    assert_eq!(m[r#"medic_config_reloads{result="failure"}"#], 1.0);
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Recorded {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: Value,
+}
+
+/// A local server that records every request and answers `status`.
+async fn recorder(status: u16) -> (String, Arc<Mutex<Vec<Recorded>>>) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, Uri};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let s = s.clone();
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from)
+                };
+                s.lock().unwrap().push(Recorded {
+                    method: method.to_string(),
+                    path: uri.to_string(),
+                    authorization: h("authorization"),
+                    content_type: h("content-type"),
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                });
+                let code = axum::http::StatusCode::from_u16(status).unwrap();
+                let body = if status == 200 {
+                    serde_json::json!({"ok": true})
+                } else {
+                    serde_json::json!({"error": "missing or wrong bearer token"})
+                };
+                (code, axum::Json(body))
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutating_commands_send_exact_requests() {
+    let (url, seen) = recorder(200).await;
+    let run = |args: Vec<&str>, env: Vec<(&str, &str)>| {
+        let url = url.clone();
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut full = args.clone();
+            full.extend(["--url".to_string(), url]);
+            let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            medic_cli(&refs, &env)
+        })
+    };
+    let (ok, _, err) = run(
+        vec!["ack", "7", "--by", "alice", "--token", "s3cret"],
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        vec!["approve", "7", "promote", "--by", "bob"],
+        vec![("MEDIC_API_TOKEN", "from-env")],
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        vec!["reject", "7", "flush-cache", "--by", "carol"],
+        vec![("MEDIC_API_TOKEN", "from-env")],
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        vec!["resolve", "7", "--by", "dave"],
+        vec![("MEDIC_API_TOKEN", "from-env")],
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+
+    let want = |verb: &str, token: &str, body: Value| Recorded {
+        method: "POST".into(),
+        path: format!("/api/v1/incidents/7/{verb}"),
+        authorization: Some(format!("Bearer {token}")),
+        content_type: Some("application/json".into()),
+        body,
+    };
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            want("acknowledge", "s3cret", serde_json::json!({"by": "alice"})),
+            want(
+                "approve",
+                "from-env",
+                serde_json::json!({"by": "bob", "step": "promote"})
+            ),
+            want(
+                "reject",
+                "from-env",
+                serde_json::json!({"by": "carol", "step": "flush-cache"})
+            ),
+            want("resolve", "from-env", serde_json::json!({"by": "dave"})),
+        ]
+    );
+
+    // A refusal (401) is an error with the server's reason.
+    let (url, _) = recorder(401).await;
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        medic_cli(&["ack", "7", "--url", &url, "--by", "eve"], &[])
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("401") && err.contains("missing or wrong bearer token"),
+        "{err}"
+    );
+}
