@@ -10,6 +10,7 @@ declare -A pkg_for=(
   [redis-server]=redis-server
   [systemd-analyze]=systemd
   [kubectl]=kubernetes-client
+  [prometheus]=prometheus
   [prometheus-redis-exporter]=prometheus-redis-exporter
   # The status page is tested in headless Chromium over WebDriver.
   [chromium]=chromium

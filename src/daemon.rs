@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::check::{self, Check, Outcome};
+use crate::check::{self, Check, Observation, Outcome};
 use crate::clock::Clock;
 use crate::config::{Config, StoreConfig};
 use crate::diag::Diagnostics;
@@ -785,21 +785,21 @@ async fn check_loop(
             p = permits.acquire() => match p { Ok(p) => p, Err(_) => return },
         };
         let started = std::time::Instant::now();
-        let outcome = tokio::select! {
+        let observation = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout(timeout, check.run()) => r.unwrap_or_else(|_| {
-                Outcome::Unknown(format!("timed out after {}", humantime::format_duration(timeout)))
+            r = tokio::time::timeout(timeout, check.observe()) => r.unwrap_or_else(|_| {
+                Observation::Whole(Outcome::Unknown(format!("timed out after {}", humantime::format_duration(timeout))))
             }),
         };
-        let kind = match &outcome {
-            Outcome::Ok => "ok",
-            Outcome::Failing(_) => "failing",
-            Outcome::Unknown(_) => "unknown",
+        let kind = match &observation {
+            Observation::Whole(o) => o.label(),
+            Observation::Series(s) if s.is_empty() => "ok",
+            Observation::Series(_) => "failing",
         };
         crate::metrics::check(&scenario, &symptom, kind, started.elapsed());
         let update = Update {
             slot,
-            outcome,
+            observation,
             at: Instant::now(),
         };
         if tx.send(update).await.is_err() {

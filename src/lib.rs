@@ -32,6 +32,7 @@
 //! - [`ops`]: operator tools: the API client behind the CLI and `medic report`.
 //! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
 //! - [`ruletest`]: `medic test`, rule unit tests on a simulated clock.
+//! - [`probe`]: `medic probe`, one symptom's check run once, its outcome shown.
 //! - [`reload`]: live reload of config and rules (SIGHUP, `POST /-/reload`).
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`logging`]: tracing set-up (text on a terminal, JSON on request).
@@ -52,6 +53,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod page;
+pub mod probe;
 pub mod reload;
 pub mod remedy;
 pub mod rules;

@@ -46,6 +46,20 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Run one symptom's check once and print what it saw (for per-series
+    /// checks, every matched series with its labels and value). Exit code:
+    /// 0 ok, 1 failing, 3 unknown, 4 cannot probe (bad config or rules, no
+    /// such symptom, ambiguous name).
+    Probe {
+        /// The config file.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The symptom: NAME, or SCENARIO/NAME when several scenarios have one.
+        name: String,
+    },
     /// List incidents, or show one with its timeline (from a running medic).
     Incidents {
         #[command(flatten)]
@@ -188,6 +202,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Probe { config, json, name } => probe(&config, &name, json),
         Command::Drill {
             scenario,
             sandbox,
@@ -319,6 +334,33 @@ fn report(api: &ApiArgs, id: &str) -> ExitCode {
         Err(e) => {
             eprintln!("medic: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(config: &std::path::Path, name: &str, json: bool) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    match rt.block_on(medic::probe::probe(config, name)) {
+        Ok(p) => {
+            if json {
+                println!("{}", p.to_json());
+            } else {
+                print!("{p}");
+            }
+            ExitCode::from(p.exit_code())
+        }
+        Err(e) => {
+            eprintln!("medic probe: {e}");
+            ExitCode::from(4)
         }
     }
 }

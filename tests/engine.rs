@@ -96,6 +96,7 @@ fn scenario(limit: Limit, mode: Option<Mode>) -> Scenario {
             approval: Approval::None,
             mode: None,
             then: Then::Stop,
+            only_if: vec![],
         }],
         max_acting: 1,
         escalation: "default".into(),

@@ -120,6 +120,7 @@ fn step(name: &str, then: Then, clears: &[&str], attempts: u32) -> Step {
         approval: Approval::None,
         mode: None,
         then,
+        only_if: vec![],
     }
 }
 

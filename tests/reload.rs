@@ -95,6 +95,7 @@ fn scenario(name: &str, address: &str) -> Scenario {
             approval: Approval::None,
             mode: None,
             then: Then::Stop,
+            only_if: vec![],
         }],
         max_acting: 1,
         escalation: "default".into(),

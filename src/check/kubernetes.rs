@@ -192,6 +192,20 @@ impl KubernetesCheck {
         Ok(client)
     }
 
+    /// The API server's version (`GET /version`): whether medic can reach
+    /// the API at all (the `source` check).
+    pub async fn api_version(&self) -> Result<String, String> {
+        let client = self.client().await.map_err(|o| match o {
+            Outcome::Unknown(m) | Outcome::Failing(m) => m,
+            Outcome::Ok => String::new(),
+        })?;
+        client
+            .apiserver_version()
+            .await
+            .map(|v| v.git_version)
+            .map_err(|e| e.to_string())
+    }
+
     /// The workload's desired and available replicas, and its pod selector.
     async fn workload(&self, client: &Client) -> Result<Workload, Outcome> {
         let (ns, name) = (&self.target.namespace, &self.target.name);

@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod promql;
 pub mod redis;
 pub mod scrape;
+pub mod source;
 pub mod tcp;
 
 use std::collections::BTreeMap;
@@ -77,6 +78,14 @@ pub enum Observation {
 }
 
 impl Observation {
+    /// [`Observation::outcome`], by value (no clone for `Whole`).
+    pub fn into_outcome(self) -> Outcome {
+        match self {
+            Observation::Whole(o) => o,
+            other => other.outcome(),
+        }
+    }
+
     /// The observation folded into one outcome: failing if any series is.
     pub fn outcome(&self) -> Outcome {
         match self {
@@ -103,6 +112,31 @@ pub fn labels_key(labels: &Labels) -> String {
         .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))
         .collect();
     format!("{{{}}}", inner.join(","))
+}
+
+/// The labels of a [`labels_key`] text, back (`None` when it is not one):
+/// how medic recovers an open incident's labels after a restart.
+pub fn parse_labels_key(key: &str) -> Option<Labels> {
+    let mut labels = Labels::new();
+    if key.is_empty() {
+        return Some(labels);
+    }
+    let mut rest = key.strip_prefix('{')?.strip_suffix('}')?;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once('=')?;
+        // The value is a JSON string: find its end by decoding a prefix.
+        let mut de = serde_json::Deserializer::from_str(after).into_iter::<String>();
+        let value = de.next()?.ok()?;
+        let used = de.byte_offset();
+        labels.insert(name.to_string(), value);
+        rest = &after[used..];
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r;
+        } else if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some(labels)
 }
 
 /// One way to observe a target. Implementations must honour cancellation
@@ -150,6 +184,7 @@ pub enum CheckSpec {
     Kubernetes(kubernetes::KubernetesParams),
     Dns(dns::DnsParams),
     Alert(alert::AlertParams),
+    Source(source::SourceParams),
     Backup(backup::BackupParams),
 }
 
@@ -165,6 +200,7 @@ impl CheckSpec {
         "kubernetes",
         "dns",
         "alert",
+        "source",
         "backup",
     ];
 
@@ -180,6 +216,7 @@ impl CheckSpec {
             CheckSpec::Kubernetes(_) => "kubernetes",
             CheckSpec::Dns(_) => "dns",
             CheckSpec::Alert(_) => "alert",
+            CheckSpec::Source(_) => "source",
             CheckSpec::Backup(_) => "backup",
         }
     }
@@ -194,6 +231,7 @@ impl CheckSpec {
             CheckSpec::Scrape(p) => p.target.as_deref(),
             CheckSpec::Postgres(p) => Some(&p.target),
             CheckSpec::Kubernetes(p) => Some(&p.target),
+            CheckSpec::Source(p) => Some(&p.target),
             CheckSpec::Dns(_) | CheckSpec::Alert(_) | CheckSpec::Backup(_) => None,
         }
     }
@@ -225,13 +263,14 @@ pub fn build(
             p, timeout, config,
         )?)),
         CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
+        CheckSpec::Promql(p) => Ok(Arc::new(promql::PromqlCheck::build(p, timeout, config)?)),
+        CheckSpec::Source(p) => Ok(Arc::new(source::SourceCheck::build(p, timeout, config)?)),
         CheckSpec::Scrape(p) => Ok(Arc::new(scrape::ScrapeCheck::build(p, timeout, config)?)),
         CheckSpec::Alert(p) => Ok(Arc::new(alert::AlertCheck::build(p, config)?)),
         CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
             p, timeout, config,
         )?)),
         CheckSpec::Backup(p) => Ok(Arc::new(backup::BackupCheck::build(p, config)?)),
-        other => Err(BuildError::NotImplemented(other.kind())),
     }
 }
 
@@ -247,6 +286,14 @@ mod tests {
             .collect();
         assert_eq!(labels_key(&l), r#"{deployment="a\"b",job="api"}"#);
         assert_eq!(labels_key(&Labels::new()), "");
+        assert_eq!(parse_labels_key(&labels_key(&l)), Some(l));
+        assert_eq!(parse_labels_key(""), Some(Labels::new()));
+        let tricky: Labels = [("a", "x,y=\"}z"), ("b", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(parse_labels_key(&labels_key(&tricky)), Some(tricky));
+        assert_eq!(parse_labels_key("{a=1}"), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{ScenarioRuntime, Shared};
-use crate::remedy::plan::{self, PlanContext, PlanOutcome, SymptomView};
+use crate::check::Labels;
+use crate::remedy::plan::{self, PlanContext, PlanOutcome, PlannedStep, SymptomView};
+use crate::remedy::{Action, Unexpanded};
 use crate::store::{Incident, IncidentState, StoreError, TimelineEntry};
 
 /// Drives one incident until its symptoms are quiet (then resolves it and
@@ -18,6 +20,7 @@ use crate::store::{Incident, IncidentState, StoreError, TimelineEntry};
 pub async fn drive(
     rt: Arc<ScenarioRuntime>,
     incident: Incident,
+    labels: Labels,
     symptoms: HashMap<String, watch::Receiver<SymptomView>>,
     shared: Shared,
     token: CancellationToken,
@@ -27,7 +30,16 @@ pub async fn drive(
     shared.pager.register(&rt.scenario);
     shared.pager.attach(id, token.clone());
     let result = async {
-        drive_inner(&rt, &incident, symptoms, &shared, token.clone(), resumed).await?;
+        drive_inner(
+            &rt,
+            &incident,
+            &labels,
+            symptoms,
+            &shared,
+            token.clone(),
+            resumed,
+        )
+        .await?;
         // Wait until quiet (or shutdown), then resolve.
         token.cancelled().await;
         if shared.stop.is_cancelled() {
@@ -47,6 +59,28 @@ pub async fn drive(
             false
         }
     }
+}
+
+/// The plan with `${labels.NAME}` expanded for this incident's series; a
+/// step that cannot be expanded refuses (its preflight says why).
+fn for_labels(steps: &[PlannedStep], labels: &Labels) -> Vec<PlannedStep> {
+    steps
+        .iter()
+        .map(|ps| {
+            let action: Arc<dyn Action> = match ps.action.for_labels(labels) {
+                Ok(None) => ps.action.clone(),
+                Ok(Some(a)) => a,
+                Err(error) => Arc::new(Unexpanded {
+                    action: ps.action.clone(),
+                    error,
+                }),
+            };
+            PlannedStep {
+                step: ps.step.clone(),
+                action,
+            }
+        })
+        .collect()
 }
 
 /// Writes the resolution with the measured time to recovery against the
@@ -98,6 +132,7 @@ async fn resolve(
 async fn drive_inner(
     rt: &ScenarioRuntime,
     incident: &Incident,
+    labels: &Labels,
     symptoms: HashMap<String, watch::Receiver<SymptomView>>,
     shared: &Shared,
     token: CancellationToken,
@@ -148,7 +183,7 @@ async fn drive_inner(
                 incident: incident.id,
                 scenario: sc.name.clone(),
                 instance: incident.instance.clone(),
-                steps: rt.steps.clone(),
+                steps: for_labels(&rt.steps, labels),
                 mode: rt.mode,
                 when: sc.when.symptoms().to_vec(),
                 symptoms,

@@ -2,9 +2,23 @@
 //! life cycle.
 //!
 //! One task owns every symptom's state ([`Symptoms`]) and consumes check
-//! outcomes from a channel. A phase change may open an incident (exactly one
-//! per scenario and instance while it is open: the store enforces it) or
-//! resolve one. Each open incident has its own task ([`incident`]) that runs
+//! observations from a channel. A phase change may open an incident (exactly
+//! one per scenario and instance while it is open: the store enforces it) or
+//! resolve one.
+//!
+//! Per-series symptoms (checks whose [`Check::per_series`] is true: `promql`,
+//! `scrape`, `alert`) keep one state machine per label set, the *instance*
+//! (its [`crate::check::labels_key`] text). A series in the result is failing
+//! for its instance; an instance missing from the result is ok; a
+//! `Whole(Unknown)` makes every instance of the symptom unknown. A scenario
+//! is evaluated per instance: a per-series symptom counts with its own
+//! instance; a symptom over the whole target counts for the instance `""`
+//! under `when: any` and for every instance under `when: all` (it is then a
+//! condition of each). So a per-deployment 5xx ratio opens one incident per
+//! deployment, and its plan reads the deployment's labels as
+//! `${labels.NAME}` (see [`crate::remedy::template`]). Instances are kept
+//! for medic's lifetime (a few hundred bytes each): they are the population
+//! the blast radius counts. Each open incident has its own task ([`incident`]) that runs
 //! the plan and, when the plan is exhausted, escalates. Checks know nothing
 //! of incidents; the incident is where they meet.
 
@@ -12,7 +26,7 @@ pub mod incident;
 pub mod reload;
 pub mod symptom;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -21,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::check::{Check, Outcome};
+use crate::check::{Check, Labels, Observation, Outcome};
 use crate::clock::Clock;
 use crate::page::Pager;
 use crate::remedy::bounds::{Bounds, Health};
@@ -40,11 +54,11 @@ pub struct ScenarioRuntime {
     pub mode: Mode,
 }
 
-/// One check outcome for one symptom slot.
+/// One check observation for one symptom (its schedule slot).
 #[derive(Debug)]
 pub struct Update {
     pub slot: usize,
-    pub outcome: Outcome,
+    pub observation: Observation,
     pub at: Instant,
 }
 
@@ -110,6 +124,17 @@ impl Symptoms {
         tr
     }
 
+    /// Appends a slot (a new per-series instance), not observed yet;
+    /// returns its index.
+    pub fn push(&mut self, timing: Timing, now: Instant) -> usize {
+        self.states.push(SymptomState::new(now));
+        self.timings.push(timing);
+        self.views
+            .push(watch::channel(SymptomView::new(Phase::Ok, Seen::Nothing)).0);
+        self.streaks.push((0, now));
+        self.states.len() - 1
+    }
+
     /// The current phase of a slot.
     pub fn phase(&self, slot: usize) -> Phase {
         self.states[slot].phase
@@ -163,43 +188,40 @@ struct OpenIncident {
     retired: Vec<watch::Sender<SymptomView>>,
 }
 
-/// The engine. Build it with [`Engine::new`], resume with [`Engine::resume`],
-/// then drive it with [`Engine::run`].
-pub struct Engine {
-    scenarios: Vec<Arc<ScenarioRuntime>>,
+/// An open incident's key: scenario index and instance.
+type OpenKey = (usize, String);
+
+/// Every symptom state of a set of scenarios. Table slots `0..owner.len()`
+/// are the symptoms themselves (one check loop each, the schedule's
+/// slots); per-series instances are appended after them as they appear.
+struct Table {
     symptoms: Symptoms,
-    /// Slot → (scenario index, symptom index).
-    owner: Vec<(usize, usize)>,
-    /// Scenario index → slot of each of its symptoms, by name.
-    slots: Vec<HashMap<String, usize>>,
-    /// Last detail seen per slot, for timelines.
+    /// Last observation per table slot, for timelines.
     details: Vec<Outcome>,
-    open: HashMap<usize, OpenIncident>,
-    shared: Shared,
-    /// Incident tasks report their incident's id here once resolved.
-    done_tx: mpsc::UnboundedSender<IncidentId>,
-    done_rx: mpsc::UnboundedReceiver<IncidentId>,
-}
-
-/// Where every symptom of `scenarios` sits in the flat table.
-struct Layout {
-    timings: Vec<Timing>,
-    /// Slot → (scenario index, symptom index).
+    /// Symptom slot → (scenario index, symptom index).
     owner: Vec<(usize, usize)>,
-    /// Scenario index → slot of each of its symptoms, by name.
+    /// Scenario index → symptom slot of each of its symptoms, by name.
     slots: Vec<HashMap<String, usize>>,
+    /// Symptom slot → its instances (instance key → table slot) when its
+    /// check is per-series; `None` for a check over the whole target.
+    series: Vec<Option<HashMap<String, usize>>>,
+    /// Scenario index → every instance seen, with its labels.
+    instances: Vec<BTreeMap<String, Labels>>,
 }
 
-impl Layout {
-    fn new(scenarios: &[Arc<ScenarioRuntime>]) -> Self {
+impl Table {
+    fn new(scenarios: &[Arc<ScenarioRuntime>], now: Instant) -> Self {
         let mut timings = Vec::new();
         let mut owner = Vec::new();
         let mut slots = Vec::new();
+        let mut series = Vec::new();
         for (k, rt) in scenarios.iter().enumerate() {
             let mut by_name = HashMap::new();
             for (j, s) in rt.scenario.symptoms.iter().enumerate() {
                 by_name.insert(s.name.clone(), timings.len());
                 owner.push((k, j));
+                let per_series = rt.checks.get(j).is_some_and(|c| c.per_series());
+                series.push(per_series.then(HashMap::new));
                 timings.push(Timing {
                     for_: s.for_.get(),
                     clear_for: s.clear_for.get(),
@@ -207,32 +229,83 @@ impl Layout {
             }
             slots.push(by_name);
         }
-        Layout {
-            timings,
+        let n = timings.len();
+        Table {
+            symptoms: Symptoms::new(timings, now),
+            details: vec![Outcome::Unknown("not observed yet".into()); n],
             owner,
             slots,
+            series,
+            instances: vec![BTreeMap::new(); scenarios.len()],
         }
     }
+
+    /// The table slot of instance `key` of per-series symptom slot `base`,
+    /// made (not observed yet) if new.
+    fn instance_slot(&mut self, base: usize, key: &str, labels: impl FnOnce() -> Labels) -> usize {
+        if let Some(&t) = self.series[base].as_ref().and_then(|m| m.get(key)) {
+            return t;
+        }
+        let timing = self.symptoms.timings[base];
+        let t = self.symptoms.push(timing, Instant::now());
+        self.details
+            .push(Outcome::Unknown("not observed yet".into()));
+        if let Some(m) = self.series[base].as_mut() {
+            m.insert(key.to_string(), t);
+        }
+        let k = self.owner[base].0;
+        if !self.instances[k].contains_key(key) {
+            self.instances[k].insert(key.to_string(), labels());
+        }
+        t
+    }
+
+    /// The table slot symptom `name` of scenario `k` has for instance
+    /// `inst`: its own for a whole-target check, the instance's (made if
+    /// `make`) for a per-series one.
+    fn slot(&mut self, k: usize, name: &str, inst: &str, make: bool) -> Option<usize> {
+        let base = *self.slots[k].get(name)?;
+        match &self.series[base] {
+            None => Some(base),
+            Some(m) => match m.get(inst) {
+                Some(&t) => Some(t),
+                None if make => Some(self.instance_slot(base, inst, || labels_of(inst))),
+                None => None,
+            },
+        }
+    }
+}
+
+/// The labels of an instance key (empty if it is not one).
+fn labels_of(inst: &str) -> Labels {
+    crate::check::parse_labels_key(inst).unwrap_or_default()
+}
+
+/// The engine. Build it with [`Engine::new`], resume with [`Engine::resume`],
+/// then drive it with [`Engine::run`].
+pub struct Engine {
+    scenarios: Vec<Arc<ScenarioRuntime>>,
+    table: Table,
+    /// Scenario index → instances whose `when` holds now (blast radius).
+    triggered: Vec<HashSet<String>>,
+    open: HashMap<OpenKey, OpenIncident>,
+    shared: Shared,
+    /// Incident tasks report their incident's id here once resolved.
+    done_tx: mpsc::UnboundedSender<IncidentId>,
+    done_rx: mpsc::UnboundedReceiver<IncidentId>,
 }
 
 impl Engine {
     /// Lays out every symptom of every scenario in one table.
     pub fn new(scenarios: Vec<Arc<ScenarioRuntime>>, shared: Shared) -> Self {
-        let Layout {
-            timings,
-            owner,
-            slots,
-        } = Layout::new(&scenarios);
-        let n = timings.len();
+        let table = Table::new(&scenarios, Instant::now());
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Engine {
             done_tx,
             done_rx,
+            triggered: vec![HashSet::new(); scenarios.len()],
             scenarios,
-            symptoms: Symptoms::new(timings, Instant::now()),
-            owner,
-            slots,
-            details: vec![Outcome::Unknown("not observed yet".into()); n],
+            table,
             open: HashMap::new(),
             shared,
         }
@@ -240,7 +313,8 @@ impl Engine {
 
     /// Every (slot, scenario, symptom) to schedule checks for.
     pub fn schedule(&self) -> Vec<(usize, Arc<ScenarioRuntime>, usize)> {
-        self.owner
+        self.table
+            .owner
             .iter()
             .enumerate()
             .map(|(slot, &(k, j))| (slot, self.scenarios[k].clone(), j))
@@ -248,8 +322,8 @@ impl Engine {
     }
 
     /// Picks up incidents left open by a previous run: no duplicate, none
-    /// forgotten. Their trigger symptoms start as firing, so they resolve
-    /// only once medic *sees* them clear.
+    /// forgotten. Their trigger symptoms (for their instance) start as
+    /// firing, so they resolve only once medic *sees* them clear.
     pub async fn resume(&mut self) -> Result<(), StoreError> {
         self.resume_except(&[]).await
     }
@@ -274,9 +348,16 @@ impl Engine {
                 continue;
             };
             let now = Instant::now();
-            for name in self.scenarios[k].scenario.when.symptoms() {
-                if let Some(&slot) = self.slots[k].get(name) {
-                    self.symptoms.presume_firing(slot, now);
+            let all = matches!(self.scenarios[k].scenario.when, When::All(_));
+            for name in self.scenarios[k].scenario.when.symptoms().to_vec() {
+                let base = self.table.slots[k].get(&name).copied();
+                let whole = base.is_some_and(|b| self.table.series[b].is_none());
+                // A whole-target symptom belongs to instance "" under `any`.
+                if whole && !all && !inc.instance.is_empty() {
+                    continue;
+                }
+                if let Some(slot) = self.table.slot(k, &name, &inc.instance, true) {
+                    self.table.symptoms.presume_firing(slot, now);
                 }
             }
             self.note(
@@ -289,14 +370,17 @@ impl Engine {
                 json!({}),
             )
             .await?;
-            tracing::info!(incident = inc.id, scenario = %inc.scenario, state = inc.state.as_str(), "resumed incident");
+            tracing::info!(incident = inc.id, scenario = %inc.scenario, instance = %inc.instance, state = inc.state.as_str(), "resumed incident");
+            let key = (k, inc.instance.clone());
             let open = self.spawn_incident(k, inc, true);
-            self.open.insert(k, open);
+            self.open.insert(key.clone(), open);
+            // Its scenario may no longer see that instance at all.
+            self.evaluate(k, &key.1).await?;
         }
         Ok(())
     }
 
-    /// Consumes check outcomes until `stop` or the channel closes.
+    /// Consumes check observations until `stop` or the channel closes.
     pub async fn run(self, rx: mpsc::Receiver<Update>) -> Result<(), StoreError> {
         self.run_controlled(rx, mpsc::channel(1).1).await
     }
@@ -313,11 +397,11 @@ impl Engine {
                 biased;
                 _ = self.shared.stop.cancelled() => break,
                 Some(id) = self.done_rx.recv() => {
-                    let k = self.open.iter().find(|(_, o)| o.incident.id == id).map(|(k, _)| *k);
-                    if let Some(k) = k {
-                        self.open.remove(&k);
+                    let key = self.open.iter().find(|(_, o)| o.incident.id == id).map(|(k, _)| k.clone());
+                    if let Some(key) = key {
+                        self.open.remove(&key);
                         // It may have fired again while the old one was closing.
-                        self.evaluate(k).await?;
+                        self.evaluate(key.0, &key.1).await?;
                     }
                 }
                 Some(c) = control.recv() => {
@@ -341,89 +425,196 @@ impl Engine {
     }
 
     async fn handle(&mut self, u: Update) -> Result<(), StoreError> {
-        let seen = Seen::from(&u.outcome);
-        let before = Seen::from(&self.details[u.slot]);
-        let tr = self.symptoms.observe(u.slot, seen, u.at);
-        let (k, j) = self.owner[u.slot];
+        let base = u.slot;
+        if self.table.series[base].is_none() {
+            return self
+                .observe(base, base, "", u.observation.into_outcome(), u.at)
+                .await;
+        }
+        let existing: Vec<(String, usize)> = self.table.series[base]
+            .iter()
+            .flatten()
+            .map(|(key, &t)| (key.clone(), t))
+            .collect();
+        match u.observation {
+            // medic is blind: every instance is unknown.
+            Observation::Whole(Outcome::Unknown(why)) => {
+                for (key, t) in existing {
+                    self.observe(base, t, &key, Outcome::Unknown(why.clone()), u.at)
+                        .await?;
+                }
+            }
+            Observation::Whole(Outcome::Ok) => {
+                for (key, t) in existing {
+                    self.observe(base, t, &key, Outcome::Ok, u.at).await?;
+                }
+            }
+            // Failing as a whole: the instance with no labels.
+            Observation::Whole(Outcome::Failing(d)) => {
+                let t = self.table.instance_slot(base, "", Labels::new);
+                self.observe(base, t, "", Outcome::Failing(d), u.at).await?;
+                for (key, t) in existing.into_iter().filter(|(k, _)| !k.is_empty()) {
+                    self.observe(base, t, &key, Outcome::Ok, u.at).await?;
+                }
+            }
+            Observation::Series(list) => {
+                let mut failing = HashSet::with_capacity(list.len());
+                for s in list {
+                    let key = crate::check::labels_key(&s.labels);
+                    if !failing.insert(key.clone()) {
+                        continue; // the same label set twice: once is enough
+                    }
+                    let labels = s.labels;
+                    let t = self.table.instance_slot(base, &key, || labels);
+                    self.observe(base, t, &key, Outcome::Failing(s.detail), u.at)
+                        .await?;
+                }
+                // A series gone from the result is ok for its instance.
+                for (key, t) in existing {
+                    if !failing.contains(&key) {
+                        self.observe(base, t, &key, Outcome::Ok, u.at).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds one outcome to table slot `t` (instance `inst` of symptom slot
+    /// `base`); notes and evaluates what changed.
+    async fn observe(
+        &mut self,
+        base: usize,
+        t: usize,
+        inst: &str,
+        outcome: Outcome,
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        let seen = Seen::from(&outcome);
+        let before = Seen::from(&self.table.details[t]);
+        let tr = self.table.symptoms.observe(t, seen, at);
+        self.table.details[t] = outcome;
+        if tr.is_none() && (seen == before || seen != Seen::Unknown) {
+            return Ok(());
+        }
+        let (k, j) = self.table.owner[base];
         let name = self.scenarios[k].scenario.symptoms[j].name.clone();
-        let detail = match &u.outcome {
+        let shown = if inst.is_empty() {
+            name.clone()
+        } else {
+            format!("{name}{inst}")
+        };
+        let detail = match &self.table.details[t] {
             Outcome::Ok => "ok".to_string(),
             Outcome::Failing(d) => format!("failing: {d}"),
             Outcome::Unknown(d) => format!("unknown: {d}"),
         };
-        self.details[u.slot] = u.outcome;
+        let open = self.open.get(&(k, inst.to_string())).map(|o| o.incident.id);
         if let Some(tr) = tr {
             crate::metrics::symptom_state(&self.scenarios[k].scenario.name, &name, tr.to.as_str());
             tracing::info!(
                 scenario = %self.scenarios[k].scenario.name,
                 symptom = %name,
+                instance = %inst,
                 from = tr.from.as_str(),
                 to = tr.to.as_str(),
                 "{detail}"
             );
-            if let Some(open) = self.open.get(&k) {
-                let id = open.incident.id;
+            if let Some(id) = open {
                 self.note(
                     id,
                     "symptom",
-                    format!("symptom {name}: {} → {} ({detail})", tr.from.as_str(), tr.to.as_str()),
-                    json!({ "symptom": name, "from": tr.from, "to": tr.to, "observation": self.details[u.slot] }),
+                    format!("symptom {shown}: {} → {} ({detail})", tr.from.as_str(), tr.to.as_str()),
+                    json!({ "symptom": name, "instance": inst, "from": tr.from, "to": tr.to, "observation": self.table.details[t] }),
                 )
                 .await?;
             }
-            self.evaluate(k).await?;
-        } else if seen != before
-            && seen == Seen::Unknown
-            && let Some(open) = self.open.get(&k)
-        {
-            let id = open.incident.id;
+            if self.table.series[base].is_some() {
+                self.evaluate(k, inst).await?;
+            } else {
+                self.evaluate(k, "").await?;
+                // Under `all`, a whole-target symptom is a condition of
+                // every instance.
+                if matches!(self.scenarios[k].scenario.when, When::All(_)) {
+                    let insts: Vec<String> = self.table.instances[k].keys().cloned().collect();
+                    for i in insts.iter().filter(|i| !i.is_empty()) {
+                        self.evaluate(k, i).await?;
+                    }
+                }
+            }
+        } else if let Some(id) = open {
             self.note(
                 id,
                 "symptom",
-                format!("symptom {name}: cannot observe ({detail})"),
-                json!({ "symptom": name }),
+                format!("symptom {shown}: cannot observe ({detail})"),
+                json!({ "symptom": name, "instance": inst }),
             )
             .await?;
         }
         Ok(())
     }
 
-    fn phases(&self, k: usize) -> Vec<(String, Phase)> {
-        self.scenarios[k]
-            .scenario
-            .when
-            .symptoms()
+    /// The phase of each `when` symptom of scenario `k` for instance `inst`.
+    fn phases(&self, k: usize, inst: &str) -> Vec<(String, Phase)> {
+        let when = &self.scenarios[k].scenario.when;
+        let all = matches!(when, When::All(_));
+        when.symptoms()
             .iter()
             .map(|n| {
-                let phase = self.slots[k]
-                    .get(n)
-                    .map_or(Phase::Ok, |&s| self.symptoms.phase(s));
+                let phase = match self.table.slots[k].get(n) {
+                    None => Phase::Ok,
+                    Some(&b) => match &self.table.series[b] {
+                        Some(m) => m
+                            .get(inst)
+                            .map_or(Phase::Ok, |&t| self.table.symptoms.phase(t)),
+                        None if inst.is_empty() || all => self.table.symptoms.phase(b),
+                        None => Phase::Ok,
+                    },
+                };
                 (n.clone(), phase)
             })
             .collect()
     }
 
-    async fn evaluate(&mut self, k: usize) -> Result<(), StoreError> {
-        let phases = self.phases(k);
+    /// How many instances scenario `k` has: every instance seen, plus the
+    /// whole target when a `when` symptom observes it.
+    fn population(&self, k: usize) -> usize {
+        let whole = self.scenarios[k].scenario.when.symptoms().iter().any(|n| {
+            self.table.slots[k]
+                .get(n)
+                .is_some_and(|&b| self.table.series[b].is_none())
+        });
+        let seen = self.table.instances[k].len();
+        let extra = usize::from(whole && !self.table.instances[k].contains_key(""));
+        (seen + extra).max(1)
+    }
+
+    async fn evaluate(&mut self, k: usize, inst: &str) -> Result<(), StoreError> {
+        let phases = self.phases(k, inst);
         let firing = |p: &Phase| *p == Phase::Firing;
         let triggered = match &self.scenarios[k].scenario.when {
             When::Any(_) => phases.iter().any(|(_, p)| firing(p)),
             When::All(_) => !phases.is_empty() && phases.iter().all(|(_, p)| firing(p)),
         };
         let quiet = phases.iter().all(|(_, p)| *p == Phase::Ok);
-        // One instance per scenario for now: with per-series instances this
-        // reports how many of them fail.
+        if triggered {
+            self.triggered[k].insert(inst.to_string());
+        } else {
+            self.triggered[k].remove(inst);
+        }
+        // The blast radius counts instances: how many fail of all seen.
         self.shared.bounds.set_health(
             &self.scenarios[k].scenario.name,
             Health {
-                failing: usize::from(triggered),
-                total: 1,
+                failing: self.triggered[k].len(),
+                total: self.population(k),
             },
         );
-        if triggered && !self.open.contains_key(&k) {
-            self.open_incident(k, &phases).await?;
+        let key = (k, inst.to_string());
+        if triggered && !self.open.contains_key(&key) {
+            self.open_incident(k, inst, &phases).await?;
         } else if quiet
-            && let Some(open) = self.open.get_mut(&k)
+            && let Some(open) = self.open.get_mut(&key)
             && !open.resolving
         {
             open.resolving = true;
@@ -435,6 +626,7 @@ impl Engine {
     async fn open_incident(
         &mut self,
         k: usize,
+        inst: &str,
         phases: &[(String, Phase)],
     ) -> Result<(), StoreError> {
         let sc = &self.scenarios[k].scenario;
@@ -444,30 +636,36 @@ impl Engine {
             .store
             .open_incident(NewIncident {
                 scenario: sc.name.clone(),
-                instance: String::new(),
+                instance: inst.to_string(),
                 severity: sc.severity.as_str().to_string(),
                 summary: sc.summary.clone(),
                 at: now,
             })
             .await?;
-        let observed: serde_json::Map<String, serde_json::Value> = phases
-            .iter()
-            .map(|(n, p)| {
-                let slot = self.slots[k][n];
-                (
-                    n.clone(),
-                    json!({ "phase": p, "observation": self.details[slot] }),
-                )
-            })
-            .collect();
+        let mut observed = serde_json::Map::new();
+        for (n, p) in phases {
+            let detail = self.table.slots[k].get(n).and_then(|&b| {
+                let t = match &self.table.series[b] {
+                    None => Some(b),
+                    Some(m) => m.get(inst).copied(),
+                }?;
+                Some(self.table.details[t].clone())
+            });
+            observed.insert(n.clone(), json!({ "phase": p, "observation": detail }));
+        }
         let firing: Vec<&str> = phases
             .iter()
             .filter(|(_, p)| *p == Phase::Firing)
             .map(|(n, _)| n.as_str())
             .collect();
+        let on = if inst.is_empty() {
+            String::new()
+        } else {
+            format!(" on {inst}")
+        };
         let msg = if created {
             format!(
-                "opened: {} firing (severity {}, RTO {})",
+                "opened{on}: {} firing (severity {}, RTO {})",
                 firing.join(", "),
                 sc.severity.as_str(),
                 sc.rto
@@ -475,20 +673,32 @@ impl Engine {
         } else {
             "scenario triggered again while this incident is open".to_string()
         };
-        tracing::warn!(incident = inc.id, scenario = %sc.name, "{msg}");
-        self.note(inc.id, "state", msg, json!({ "symptoms": observed }))
-            .await?;
+        tracing::warn!(incident = inc.id, scenario = %sc.name, instance = %inst, "{msg}");
+        let mut data = json!({ "symptoms": observed });
+        if !inst.is_empty() {
+            data["labels"] = json!(self.table.instances[k].get(inst));
+        }
+        self.note(inc.id, "state", msg, data).await?;
         let open = self.spawn_incident(k, inc, !created);
-        self.open.insert(k, open);
+        self.open.insert((k, inst.to_string()), open);
         Ok(())
     }
 
-    fn spawn_incident(&self, k: usize, inc: Incident, resumed: bool) -> OpenIncident {
+    fn spawn_incident(&mut self, k: usize, inc: Incident, resumed: bool) -> OpenIncident {
         let rt = self.scenarios[k].clone();
-        let symptoms = self.slots[k]
-            .iter()
-            .map(|(n, &slot)| (n.clone(), self.symptoms.watch(slot)))
+        let inst = inc.instance.clone();
+        let names: Vec<String> = self.table.slots[k].keys().cloned().collect();
+        let symptoms = names
+            .into_iter()
+            .filter_map(|n| {
+                let t = self.table.slot(k, &n, &inst, true)?;
+                Some((n, self.table.symptoms.watch(t)))
+            })
             .collect();
+        let labels = self.table.instances[k]
+            .get(&inst)
+            .cloned()
+            .unwrap_or_else(|| labels_of(&inst));
         let halt = self.shared.stop.child_token();
         let token = halt.child_token();
         let mut shared = self.shared.clone();
@@ -497,7 +707,7 @@ impl Engine {
         let (incident, t) = (inc.clone(), token.clone());
         let task = self.shared.tasks.spawn(async move {
             let id = inc.id;
-            if incident::drive(rt, inc, symptoms, shared, t, resumed).await {
+            if incident::drive(rt, inc, labels, symptoms, shared, t, resumed).await {
                 let _ = done.send(id);
             }
         });

@@ -4,7 +4,8 @@
 //! name:
 //! - a symptom of a surviving scenario whose check is unchanged keeps its
 //!   state (phase, streak, last observation) and its live view, so an
-//!   incident task verifying it sees no gap;
+//!   incident task verifying it sees no gap; a per-series one keeps every
+//!   instance's;
 //! - an open incident of a surviving scenario carries on: its task keeps the
 //!   plan and escalation it started with (a plan is not swapped under a
 //!   running step); its trigger symptoms that are new, or whose check
@@ -17,7 +18,7 @@
 //! New incidents use the new rules, pager and escalation policies.
 
 use crate::remedy::plan::SymptomView;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -25,9 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::symptom::{Phase, Seen, SymptomState};
-use super::{Engine, Layout, ScenarioRuntime, Shared, Symptoms, Update};
-use crate::check::Outcome;
+use super::{Engine, OpenKey, ScenarioRuntime, Shared, Table, Update};
 use crate::page::Pager;
+use crate::rules::model::When;
 use crate::store::{AttemptOutcome, Incident, IncidentState, StoreError, TimelineEntry};
 
 /// Capacity of the check-outcome channel the engine hands out.
@@ -88,9 +89,9 @@ impl Engine {
         pager: Arc<Pager>,
     ) -> Result<Reloaded, StoreError> {
         let now = Instant::now();
-        let layout = Layout::new(&scenarios);
-        let mut symptoms = Symptoms::new(layout.timings.clone(), now);
-        let mut details = vec![Outcome::Unknown("not observed yet".into()); layout.timings.len()];
+        let mut table = Table::new(&scenarios, now);
+        // New table slots whose state was carried over (the rest are fresh).
+        let mut carried: HashSet<usize> = HashSet::new();
         let old_k: HashMap<String, usize> = self
             .scenarios
             .iter()
@@ -98,29 +99,42 @@ impl Engine {
             .map(|(k, rt)| (rt.scenario.name.clone(), k))
             .collect();
 
-        // Symptoms of surviving scenarios: move their live views over; keep
-        // their state where the check is the same.
-        let mut fresh = vec![true; layout.timings.len()];
-        let mut moved = vec![false; self.symptoms.len()];
+        // Symptoms of surviving scenarios: move their live views over (per
+        // instance for per-series ones); keep their state where the check
+        // is the same.
+        let mut moved = vec![false; self.table.symptoms.len()];
+        let old = &mut self.table;
         for (k2, rt) in scenarios.iter().enumerate() {
             let Some(&k1) = old_k.get(&rt.scenario.name) else {
                 continue;
             };
             for s in &rt.scenario.symptoms {
                 let (Some(&ns), Some(&os)) =
-                    (layout.slots[k2].get(&s.name), self.slots[k1].get(&s.name))
+                    (table.slots[k2].get(&s.name), old.slots[k1].get(&s.name))
                 else {
                     continue;
                 };
-                let (_, j1) = self.owner[os];
-                std::mem::swap(&mut symptoms.views[ns], &mut self.symptoms.views[os]);
-                moved[os] = true;
-                if self.scenarios[k1].scenario.symptoms[j1].check == s.check {
-                    symptoms.states[ns] = self.symptoms.states[os];
-                    details[ns] = self.details[os].clone();
-                    fresh[ns] = false;
-                } else {
-                    symptoms.views[ns].send_replace(SymptomView::new(Phase::Ok, Seen::Nothing));
+                let (_, j1) = old.owner[os];
+                let same = self.scenarios[k1].scenario.symptoms[j1].check == s.check;
+                let mut pairs = vec![(ns, os)];
+                if let (Some(m), true) = (&old.series[os], table.series[ns].is_some()) {
+                    for (key, &ot) in m {
+                        let labels = old.instances[k1].get(key).cloned().unwrap_or_default();
+                        pairs.push((table.instance_slot(ns, key, || labels), ot));
+                    }
+                }
+                for (nt, ot) in pairs {
+                    std::mem::swap(&mut table.symptoms.views[nt], &mut old.symptoms.views[ot]);
+                    moved[ot] = true;
+                    if same {
+                        table.symptoms.states[nt] = old.symptoms.states[ot];
+                        table.symptoms.streaks[nt] = old.symptoms.streaks[ot];
+                        table.details[nt] = old.details[ot].clone();
+                        carried.insert(nt);
+                    } else {
+                        table.symptoms.views[nt]
+                            .send_replace(SymptomView::new(Phase::Ok, Seen::Nothing));
+                    }
                 }
             }
         }
@@ -128,22 +142,26 @@ impl Engine {
         // Open incidents: carry on (surviving scenario) or close (removed).
         let mut open = HashMap::new();
         let mut closed = Vec::new();
-        let old_open: Vec<(usize, super::OpenIncident)> = self.open.drain().collect();
+        let old_open: Vec<(OpenKey, super::OpenIncident)> = self.open.drain().collect();
         let new_k: HashMap<&str, usize> = scenarios
             .iter()
             .enumerate()
             .map(|(k, rt)| (rt.scenario.name.as_str(), k))
             .collect();
-        for (k1, mut o) in old_open {
-            let old = &self.scenarios[k1];
-            match new_k.get(old.scenario.name.as_str()) {
+        for ((k1, inst), mut o) in old_open {
+            let old_rt = &self.scenarios[k1];
+            match new_k.get(old_rt.scenario.name.as_str()) {
                 Some(&k2) => {
                     // Symptoms gone from the scenario stay visible to the
                     // incident task, as unknown: it must not act on them.
-                    for (name, &os) in &self.slots[k1] {
-                        if !moved[os] {
+                    let names: Vec<String> = self.table.slots[k1].keys().cloned().collect();
+                    for name in names {
+                        let Some(ot) = self.table.slot(k1, &name, &inst, false) else {
+                            continue;
+                        };
+                        if !moved[ot] {
                             let sender = std::mem::replace(
-                                &mut self.symptoms.views[os],
+                                &mut self.table.symptoms.views[ot],
                                 tokio::sync::watch::channel(SymptomView::new(
                                     Phase::Ok,
                                     Seen::Nothing,
@@ -155,16 +173,23 @@ impl Engine {
                             o.retired.push(sender);
                         }
                     }
+                    let all = matches!(scenarios[k2].scenario.when, When::All(_));
                     for name in scenarios[k2].scenario.when.symptoms() {
-                        if let Some(&ns) = layout.slots[k2].get(name)
-                            && fresh[ns]
+                        let whole = table.slots[k2]
+                            .get(name)
+                            .is_some_and(|&b| table.series[b].is_none());
+                        if whole && !all && !inst.is_empty() {
+                            continue;
+                        }
+                        if let Some(nt) = table.slot(k2, name, &inst, true)
+                            && !carried.contains(&nt)
                         {
-                            symptoms.states[ns] = SymptomState::presumed_firing(now);
-                            symptoms.views[ns]
+                            table.symptoms.states[nt] = SymptomState::presumed_firing(now);
+                            table.symptoms.views[nt]
                                 .send_replace(SymptomView::new(Phase::Firing, Seen::Nothing));
                         }
                     }
-                    if old.scenario != scenarios[k2].scenario {
+                    if old_rt.scenario != scenarios[k2].scenario {
                         self.note(
                             o.incident.id,
                             "note",
@@ -173,14 +198,14 @@ impl Engine {
                         )
                         .await?;
                     }
-                    open.insert(k2, o);
+                    open.insert((k2, inst), o);
                 }
                 None => {
                     let reason = format!(
                         "closed: scenario {} was removed from the rules by a reload",
-                        old.scenario.name
+                        old_rt.scenario.name
                     );
-                    tracing::warn!(incident = o.incident.id, scenario = %old.scenario.name, "{reason}");
+                    tracing::warn!(incident = o.incident.id, scenario = %old_rt.scenario.name, "{reason}");
                     closed.push(o.incident.id);
                     o.halt.cancel();
                     let shared = self.shared.clone();
@@ -212,18 +237,20 @@ impl Engine {
             .map(|rt| rt.scenario.name.clone())
             .collect();
 
+        self.triggered = vec![HashSet::new(); scenarios.len()];
         self.scenarios = scenarios;
-        self.symptoms = symptoms;
-        self.owner = layout.owner;
-        self.slots = layout.slots;
-        self.details = details;
+        self.table = table;
         self.open = open;
         self.shared.pager = pager;
         // Incidents of scenarios that were not running (refused before) and
         // now are: pick them up as after a restart.
         self.resume_except(&closed).await?;
         for k in 0..self.scenarios.len() {
-            self.evaluate(k).await?;
+            self.evaluate(k, "").await?;
+            let insts: Vec<String> = self.table.instances[k].keys().cloned().collect();
+            for i in insts.iter().filter(|i| !i.is_empty()) {
+                self.evaluate(k, i).await?;
+            }
         }
         Ok(Reloaded {
             kept,

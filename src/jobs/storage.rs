@@ -13,8 +13,12 @@ use tokio::sync::OnceCell;
 
 use crate::config::S3Config;
 
-/// The timestamp format in copy names.
-const STAMP: &str = "%Y%m%dT%H%M%SZ";
+/// The timestamp format in copy names: milliseconds, so two runs in one
+/// second (a manual run beside a scheduled one) never share a name and
+/// the second never overwrites the first's recorded checksum.
+const STAMP: &str = "%Y%m%dT%H%M%S%.3fZ";
+/// Names written before milliseconds were added (still recognised).
+const STAMP_SECONDS: &str = "%Y%m%dT%H%M%SZ";
 
 /// The name of job `job`'s copy taken at `at`.
 pub fn copy_name(job: &str, at: DateTime<Utc>) -> String {
@@ -29,6 +33,7 @@ pub fn copy_time(job: &str, name: &str) -> Option<DateTime<Utc>> {
         .strip_prefix('-')?
         .strip_suffix(".dump")?;
     NaiveDateTime::parse_from_str(stamp, STAMP)
+        .or_else(|_| NaiveDateTime::parse_from_str(stamp, STAMP_SECONDS))
         .ok()
         .map(|t| t.and_utc())
 }
@@ -344,8 +349,23 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let n = copy_name("nightly", at);
-        assert_eq!(n, "nightly-20260301T020005Z.dump");
+        assert_eq!(n, "nightly-20260301T020005.000Z.dump");
         assert_eq!(copy_time("nightly", &n), Some(at));
+        // Two runs in one second get two names.
+        let later = at + chrono::Duration::milliseconds(250);
+        assert_eq!(
+            copy_name("nightly", later),
+            "nightly-20260301T020005.250Z.dump"
+        );
+        assert_eq!(
+            copy_time("nightly", &copy_name("nightly", later)),
+            Some(later)
+        );
+        // Names from before milliseconds still count as copies.
+        assert_eq!(
+            copy_time("nightly", "nightly-20260301T020005Z.dump"),
+            Some(at)
+        );
         assert_eq!(copy_time("night", &n), None);
         assert_eq!(copy_time("nightly", "nightly-x.dump"), None);
     }

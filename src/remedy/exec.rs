@@ -57,6 +57,47 @@ impl ExecAction {
         }
         Ok(ExecAction { params: p.clone() })
     }
+
+    /// The program it runs.
+    pub fn program(&self) -> &str {
+        &self.params.args[0]
+    }
+
+    /// The parameters with `${labels.NAME}` expanded; `None` if they have
+    /// nothing to expand.
+    fn expanded(
+        &self,
+        labels: &crate::check::Labels,
+    ) -> Result<Option<ExecParams>, super::template::TemplateError> {
+        use super::template::{expand, has_vars};
+        let p = &self.params;
+        let plain = |v: &EnvValue| matches!(v, EnvValue::Plain(s) if has_vars(s));
+        let cwd_vars = p
+            .cwd
+            .as_ref()
+            .is_some_and(|c| has_vars(&c.to_string_lossy()));
+        if !p.args.iter().any(|a| has_vars(a)) && !p.env.values().any(plain) && !cwd_vars {
+            return Ok(None);
+        }
+        let args = p
+            .args
+            .iter()
+            .map(|a| expand(a, labels))
+            .collect::<Result<_, _>>()?;
+        let mut env = BTreeMap::new();
+        for (k, v) in &p.env {
+            let v = match v {
+                EnvValue::Plain(s) => EnvValue::Plain(expand(s, labels)?),
+                other => other.clone(),
+            };
+            env.insert(k.clone(), v);
+        }
+        let cwd = match &p.cwd {
+            Some(c) => Some(PathBuf::from(expand(&c.to_string_lossy(), labels)?)),
+            None => None,
+        };
+        Ok(Some(ExecParams { args, env, cwd }))
+    }
 }
 
 async fn read_capped(mut r: impl AsyncRead + Unpin) -> String {
@@ -97,6 +138,16 @@ impl Action for ExecAction {
             })
             .collect();
         json!({ "args": self.params.args, "env": env, "cwd": self.params.cwd })
+    }
+
+    fn for_labels(
+        &self,
+        labels: &crate::check::Labels,
+    ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
+        Ok(self.expanded(labels)?.map(|params| {
+            let a: std::sync::Arc<dyn Action> = std::sync::Arc::new(ExecAction { params });
+            a
+        }))
     }
 
     async fn run(&self, ctx: &ActionContext) -> ActionResult {

@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod redis_flush;
 pub mod route53;
 pub mod systemd;
+pub mod template;
 
 use std::sync::Arc;
 
@@ -302,6 +303,42 @@ pub trait Action: Send + Sync {
     /// `None`: the action cannot tell; the step's symptoms decide.
     async fn reconcile(&self, _ctx: &ActionContext) -> Option<ActionResult> {
         None
+    }
+    /// This action for one per-series incident: `${labels.NAME}` in its
+    /// parameters replaced by the series' labels (see [`template`]).
+    /// `Ok(None)`: nothing to expand, the action is the same. The default
+    /// is for actions without expandable parameters.
+    fn for_labels(
+        &self,
+        _labels: &crate::check::Labels,
+    ) -> Result<Option<Arc<dyn Action>>, template::TemplateError> {
+        Ok(None)
+    }
+}
+
+/// An action whose parameters could not be expanded for an incident's
+/// labels: its preflight refuses with the reason, so the step is on the
+/// timeline and the plan moves on (never run with a hole in its inputs).
+pub struct Unexpanded {
+    pub action: Arc<dyn Action>,
+    pub error: template::TemplateError,
+}
+
+#[async_trait::async_trait]
+impl Action for Unexpanded {
+    fn describe(&self) -> String {
+        self.action.describe()
+    }
+    fn inputs(&self) -> serde_json::Value {
+        self.action.inputs()
+    }
+    async fn preflight(&self, _ctx: &ActionContext) -> Preflight {
+        let mut pre = Preflight::default();
+        pre.gate(Gate::fail("labels", self.error.to_string()));
+        pre
+    }
+    async fn run(&self, _ctx: &ActionContext) -> ActionResult {
+        ActionResult::failed(self.error.to_string(), serde_json::Value::Null)
     }
 }
 

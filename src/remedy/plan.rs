@@ -628,6 +628,19 @@ async fn run_step(
     let mut approved: Option<String> = None;
     // "Not yet" gates are re-evaluated until this deadline.
     let mut not_yet_deadline: Option<Instant> = None;
+    if !step.only_if.is_empty() && !step.only_if.iter().any(|n| ctx.view(n).phase.is_active()) {
+        let reason = format!(
+            "skipped: it runs only while {} is active",
+            step.only_if.join(" or ")
+        );
+        ctx.note(
+            "step",
+            format!("step {}: {reason}", step.name),
+            json!({ "step": step.name, "only_if": step.only_if }),
+        )
+        .await?;
+        return Ok(StepEnd::Failed(reason));
+    }
     loop {
         if ctx.stop.is_cancelled() {
             return Ok(StepEnd::Stopped);

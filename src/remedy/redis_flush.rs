@@ -168,6 +168,29 @@ impl Action for RedisFlush {
         pre
     }
 
+    fn for_labels(
+        &self,
+        labels: &crate::check::Labels,
+    ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
+        let Some(p) = self
+            .params
+            .pattern
+            .as_deref()
+            .filter(|p| super::template::has_vars(p))
+        else {
+            return Ok(None);
+        };
+        let pattern = super::template::expand(p, labels)?;
+        Ok(Some(std::sync::Arc::new(RedisFlush {
+            params: RedisFlushParams {
+                target: self.params.target.clone(),
+                pattern: Some(pattern),
+            },
+            address: self.address.clone(),
+            client: self.client.clone(),
+        })))
+    }
+
     async fn run(&self, ctx: &ActionContext) -> ActionResult {
         let work = async {
             let mut conn: MultiplexedConnection = self.connect(ctx.timeout).await?;

@@ -58,6 +58,19 @@ impl Action for SystemdRestart {
         json!({ "unit": self.unit })
     }
 
+    fn for_labels(
+        &self,
+        labels: &crate::check::Labels,
+    ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
+        if !super::template::has_vars(&self.unit) {
+            return Ok(None);
+        }
+        let unit = super::template::expand(&self.unit, labels)?;
+        let a = Self::with_program(&SystemdRestartParams { unit }, self.exec.program())
+            .map_err(|e| super::template::TemplateError::Invalid(e.to_string()))?;
+        Ok(Some(std::sync::Arc::new(a)))
+    }
+
     async fn run(&self, ctx: &ActionContext) -> ActionResult {
         self.exec.run(ctx).await
     }

@@ -115,6 +115,7 @@ const STEP_FIELDS: &[&str] = &[
     "on_timeout",
     "mode",
     "then",
+    "only_if",
 ];
 const VERIFY_FIELDS: &[&str] = &["clears", "within"];
 const LIMIT_FIELDS: &[&str] = &["attempts", "per", "cooldown"];
@@ -801,6 +802,7 @@ impl Cx<'_> {
             }
         }
         let params = Node::Mapping(params);
+        self.templates(&params);
         let action = match &kind {
             Some(kind) => self.action(kind, &params),
             None => {
@@ -833,6 +835,19 @@ impl Cx<'_> {
             None => Some(Then::Stop),
         };
         let verify = self.verify(m, defined, when, then);
+        let only_if = match self.optional(m, "only_if") {
+            Some(n) => match self.names(n) {
+                Some(refs) if refs.is_empty() => {
+                    self.err(pos(n), "`only_if` needs at least one symptom");
+                    None
+                }
+                Some(refs) => self
+                    .resolve(&refs, defined)
+                    .then(|| refs.into_iter().map(|(n, _)| n).collect()),
+                None => None,
+            },
+            None => Some(Vec::new()),
+        };
         let limit = self.limit(m);
         let mut approval = match self.optional(m, "approval") {
             Some(n) => self.choice(
@@ -890,6 +905,7 @@ impl Cx<'_> {
                 approval: approval?,
                 mode: mode?,
                 then: then?,
+                only_if: only_if?,
             })
         })();
         (step, name)
@@ -1077,7 +1093,7 @@ impl Cx<'_> {
     fn check(&mut self, node: &Node) -> Option<CheckSpec> {
         let m = self.mapping(
             node,
-            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert, backup",
+            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert, backup, source",
         )?;
         let mut entries = m.iter();
         let Some((k, v)) = entries.next() else {
@@ -1118,6 +1134,7 @@ impl Cx<'_> {
             "kubernetes" => CheckSpec::Kubernetes(self.params(p, &[])?),
             "dns" => CheckSpec::Dns(self.params(p, &[])?),
             "alert" => CheckSpec::Alert(self.params(p, &[])?),
+            "source" => CheckSpec::Source(self.params(p, &[])?),
             "backup" => CheckSpec::Backup(self.params(p, &[])?),
             _ => return None,
         };
@@ -1171,6 +1188,27 @@ impl Cx<'_> {
                 ),
             ),
             Some(_) => {}
+        }
+    }
+
+    /// Every `${...}` in a step's parameters must be `${labels.NAME}`.
+    fn templates(&mut self, n: &Node) {
+        match n {
+            Node::Scalar(s) => {
+                if let Err(e) = crate::remedy::template::check(s.as_str()) {
+                    self.err(pos(n), e.to_string());
+                }
+            }
+            Node::Mapping(m) => {
+                for (_, v) in m.iter() {
+                    self.templates(v);
+                }
+            }
+            Node::Sequence(items) => {
+                for v in items.iter() {
+                    self.templates(v);
+                }
+            }
         }
     }
 
@@ -1362,6 +1400,13 @@ impl Cx<'_> {
                     }
                 }
             }
+            CheckSpec::Source(src) => self.target(
+                p,
+                "target",
+                &src.target,
+                &["prometheus", "kubernetes"],
+                "a source check",
+            ),
             CheckSpec::Backup(b) => {
                 if let Some(cfg) = self.config {
                     match cfg.jobs.get(&b.job) {
@@ -1572,6 +1617,11 @@ fn shorthand(kind: &str, v: &Node) -> Node {
         ("promql", Node::Scalar(_)) => {
             let mut m = MarkedMappingNode::new_empty(*v.span());
             m.insert(scalar("query"), v.clone());
+            Node::Mapping(m)
+        }
+        ("source", Node::Scalar(_)) => {
+            let mut m = MarkedMappingNode::new_empty(*v.span());
+            m.insert(scalar("target"), v.clone());
             Node::Mapping(m)
         }
         ("alert", Node::Scalar(_)) => {
@@ -1791,6 +1841,21 @@ escalation: default
             "check: { redis: { target: cache } }\n    every: 1s",
         ));
         assert_eq!(s.symptoms[0].timeout, Dur::secs(1));
+    }
+
+    #[test]
+    fn step_parameters_take_only_label_variables() {
+        let text = MINIMAL.replace(
+            "args: [true]",
+            "args: [echo, \"${labels.deployment}\", \"${env.HOME}\"]",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .contains("unknown variable `${env.HOME}`: the only variables are ${labels.NAME}"),
+            "{errs:?}"
+        );
     }
 
     #[test]

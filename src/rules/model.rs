@@ -128,6 +128,12 @@ pub struct Step {
     pub mode: Option<Mode>,
     /// What follows this step when it worked.
     pub then: Then,
+    /// Runs only while one of these symptoms is active (firing or
+    /// clearing); otherwise it is skipped, on the timeline, as a step that
+    /// did not work. Empty: always. E.g. the monitoring scenario restarts
+    /// Prometheus only when Prometheus is the source medic lost, and pages
+    /// for a lost Kubernetes API.
+    pub only_if: Vec<String>,
 }
 
 /// What the plan does after a step that worked.

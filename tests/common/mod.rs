@@ -6,6 +6,7 @@
 pub mod fake_kube;
 pub mod fake_paging;
 pub mod pg;
+pub mod prom;
 pub mod scripted;
 
 use std::io::{Read, Write};

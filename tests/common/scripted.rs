@@ -25,3 +25,48 @@ impl Check for Scripted {
         self.0.lock().unwrap().clone()
     }
 }
+
+/// A per-series check whose observation the test sets; clones share it.
+#[derive(Clone)]
+pub struct ScriptedSeries(Arc<Mutex<medic::check::Observation>>);
+
+impl ScriptedSeries {
+    pub fn new(o: medic::check::Observation) -> Self {
+        ScriptedSeries(Arc::new(Mutex::new(o)))
+    }
+
+    pub fn set(&self, o: medic::check::Observation) {
+        *self.0.lock().unwrap() = o;
+    }
+
+    /// Failing series, one per label set given as `[(name, value)...]`.
+    pub fn failing(sets: &[&[(&str, &str)]]) -> medic::check::Observation {
+        medic::check::Observation::Series(
+            sets.iter()
+                .map(|set| medic::check::Series {
+                    labels: set
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    value: 0.5,
+                    detail: "5xx ratio 0.5".into(),
+                })
+                .collect(),
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Check for ScriptedSeries {
+    async fn run(&self) -> Outcome {
+        self.observe().await.into_outcome()
+    }
+
+    async fn observe(&self) -> medic::check::Observation {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn per_series(&self) -> bool {
+        true
+    }
+}
