@@ -5,7 +5,8 @@
 //! requests strays from 10 s. medic's CPU and RSS come from /proc.
 //!
 //! `cargo bench --bench scheduler` runs the full load (about 80 s) and
-//! prints the figures; under `cargo test` (no `--bench`) it runs a small
+//! prints the figures (or run the harness binary with `--bench` and
+//! `MEDIC_BIN=target/release/medic`); under `cargo test` (no `--bench`) it runs a small
 //! load for a few seconds, to keep the harness itself working.
 
 use std::collections::HashMap;
@@ -56,7 +57,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &load, http_port, tcp_port);
 
-    let mut medic = Command::new(env!("CARGO_BIN_EXE_medic"))
+    // MEDIC_BIN: measure another build of medic (e.g. target/release/medic
+    // from a debug harness) without rebuilding the harness.
+    let bin = std::env::var("MEDIC_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_medic").into());
+    let mut medic = Command::new(&bin)
         .args(["run", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
