@@ -459,6 +459,37 @@ pub struct AwsCredentials {
     pub session_token: Option<SecretRef>,
 }
 
+impl AwsCredentials {
+    /// The secrets resolved into the SDK's credentials (one type shared by
+    /// the S3 and Route 53 clients); the error names the field.
+    pub fn resolve(&self) -> Result<aws_sdk_route53::config::Credentials, String> {
+        let id = self
+            .access_key_id
+            .resolve()
+            .map_err(|e| format!("access_key_id: {e}"))?;
+        let key = self
+            .secret_access_key
+            .resolve()
+            .map_err(|e| format!("secret_access_key: {e}"))?;
+        let token = match &self.session_token {
+            Some(s) => Some(
+                s.resolve()
+                    .map_err(|e| format!("session_token: {e}"))?
+                    .expose()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(aws_sdk_route53::config::Credentials::new(
+            id.expose(),
+            key.expose(),
+            token,
+            None,
+            "medic-config",
+        ))
+    }
+}
+
 fn default_record_type() -> String {
     "A".into()
 }

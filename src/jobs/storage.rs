@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use tokio::io::AsyncWriteExt;
@@ -85,34 +85,9 @@ impl Storage {
         client
             .get_or_try_init(|| async {
                 let mut b = match &config.credentials {
-                    Some(c) => {
-                        let id = c
-                            .access_key_id
-                            .resolve()
-                            .map_err(|e| format!("access_key_id: {e}"))?;
-                        let key = c
-                            .secret_access_key
-                            .resolve()
-                            .map_err(|e| format!("secret_access_key: {e}"))?;
-                        let token = match &c.session_token {
-                            Some(s) => Some(
-                                s.resolve()
-                                    .map_err(|e| format!("session_token: {e}"))?
-                                    .expose()
-                                    .to_string(),
-                            ),
-                            None => None,
-                        };
-                        aws_sdk_s3::Config::builder()
-                            .behavior_version(BehaviorVersion::latest())
-                            .credentials_provider(Credentials::new(
-                                id.expose(),
-                                key.expose(),
-                                token,
-                                None,
-                                "medic-config",
-                            ))
-                    }
+                    Some(c) => aws_sdk_s3::Config::builder()
+                        .behavior_version(BehaviorVersion::latest())
+                        .credentials_provider(c.resolve()?),
                     None => {
                         let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
                         aws_sdk_s3::config::Builder::from(&shared)

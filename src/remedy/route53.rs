@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use aws_sdk_route53::Client;
 use aws_sdk_route53::config::retry::RetryConfig;
-use aws_sdk_route53::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_route53::config::{BehaviorVersion, Region};
 use aws_sdk_route53::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
@@ -135,34 +135,9 @@ impl Failover {
             .get_or_try_init(|| async {
                 let t = &self.target;
                 let mut b = match &t.credentials {
-                    Some(c) => {
-                        let id = c
-                            .access_key_id
-                            .resolve()
-                            .map_err(|e| format!("access_key_id: {e}"))?;
-                        let key = c
-                            .secret_access_key
-                            .resolve()
-                            .map_err(|e| format!("secret_access_key: {e}"))?;
-                        let token = match &c.session_token {
-                            Some(s) => Some(
-                                s.resolve()
-                                    .map_err(|e| format!("session_token: {e}"))?
-                                    .expose()
-                                    .to_string(),
-                            ),
-                            None => None,
-                        };
-                        aws_sdk_route53::Config::builder()
-                            .behavior_version(BehaviorVersion::latest())
-                            .credentials_provider(Credentials::new(
-                                id.expose(),
-                                key.expose(),
-                                token,
-                                None,
-                                "medic-config",
-                            ))
-                    }
+                    Some(c) => aws_sdk_route53::Config::builder()
+                        .behavior_version(BehaviorVersion::latest())
+                        .credentials_provider(c.resolve()?),
                     None => {
                         let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
                         aws_sdk_route53::config::Builder::from(&shared)
