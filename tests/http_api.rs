@@ -15,45 +15,17 @@ use common::*;
 use serde_json::Value;
 
 fn setup(dir: &Path, http: u16, port: u16) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    let config = enforce_config(dir, http, "2s");
     std::fs::write(
         dir.join("rules/port.yaml"),
-        format!(
-            "scenario: port-closed\n\
-             summary: Port closed\n\
-             severity: high\n\
-             rto: 5m\n\
-             runbook: reference/disaster-recovery-plan.md#1\n\
-             symptoms:\n\
-             \x20 closed:\n\
-             \x20   check: {{ tcp: {{ address: \"127.0.0.1:{port}\" }} }}\n\
-             \x20   every: 200ms\n\
-             \x20   timeout: 200ms\n\
-             \x20   for: 400ms\n\
-             \x20   clear_for: 400ms\n\
-             when: {{ any: [closed] }}\n\
-             plan:\n\
-             \x20 - name: poke\n\
-             \x20   action: exec\n\
-             \x20   args: [\"true\"]\n\
-             \x20   verify: {{ within: 500ms }}\n\
-             \x20   limit: {{ attempts: 1, per: 1h }}\n\
-             escalation: default\n"
+        // With a runbook link: the post-mortem report names it.
+        port_closed_rule("port-closed", "Port closed", port, 1).replace(
+            "rto: 5m\n",
+            "rto: 5m\nrunbook: reference/disaster-recovery-plan.md#1\n",
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("medic.yaml"),
-        format!(
-            "mode: enforce\n\
-             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
-             rules: [rules]\n\
-             shutdown_grace: 2s\n\
-             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
-        ),
-    )
-    .unwrap();
-    dir.join("medic.yaml")
+    config
 }
 
 /// Parses the OpenMetrics text: `name{labels}` → value. Panics on a line

@@ -13,43 +13,11 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 fn rule(name: &str, port: u16, summary: &str) -> String {
-    format!(
-        "scenario: {name}\n\
-         summary: {summary}\n\
-         severity: high\n\
-         rto: 5m\n\
-         symptoms:\n\
-         \x20 closed:\n\
-         \x20   check: {{ tcp: {{ address: \"127.0.0.1:{port}\" }} }}\n\
-         \x20   every: 200ms\n\
-         \x20   timeout: 200ms\n\
-         \x20   for: 400ms\n\
-         \x20   clear_for: 400ms\n\
-         when: {{ any: [closed] }}\n\
-         plan:\n\
-         \x20 - name: poke\n\
-         \x20   action: exec\n\
-         \x20   args: [\"true\"]\n\
-         \x20   verify: {{ within: 500ms }}\n\
-         \x20   limit: {{ attempts: 1, per: 1h }}\n\
-         escalation: default\n"
-    )
+    port_closed_rule(name, summary, port, 1)
 }
 
 fn setup(dir: &Path, http: u16) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(
-        dir.join("medic.yaml"),
-        format!(
-            "mode: enforce\n\
-             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
-             rules: [rules]\n\
-             shutdown_grace: 5s\n\
-             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
-        ),
-    )
-    .unwrap();
-    dir.join("medic.yaml")
+    enforce_config(dir, http, "5s")
 }
 
 async fn incidents(db: &Path) -> Vec<Incident> {

@@ -6,52 +6,21 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
 
-fn setup(dir: &Path, http: u16, port: u16) -> PathBuf {
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
+fn setup(dir: &Path, http: u16, port: u16) -> std::path::PathBuf {
+    let config = enforce_config(dir, http, "2s");
     std::fs::write(
         dir.join("rules/port.yaml"),
-        format!(
-            "scenario: port-closed\n\
-             summary: Port closed\n\
-             severity: high\n\
-             rto: 5m\n\
-             symptoms:\n\
-             \x20 closed:\n\
-             \x20   check: {{ tcp: {{ address: \"127.0.0.1:{port}\" }} }}\n\
-             \x20   every: 200ms\n\
-             \x20   timeout: 200ms\n\
-             \x20   for: 400ms\n\
-             \x20   clear_for: 400ms\n\
-             when: {{ any: [closed] }}\n\
-             plan:\n\
-             \x20 - name: poke\n\
-             \x20   action: exec\n\
-             \x20   args: [\"true\"]\n\
-             \x20   verify: {{ within: 500ms }}\n\
-             \x20   limit: {{ attempts: 3, per: 1h }}\n\
-             escalation: default\n"
-        ),
+        port_closed_rule("port-closed", "Port closed", port, 3),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("medic.yaml"),
-        format!(
-            "mode: enforce\n\
-             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
-             rules: [rules]\n\
-             shutdown_grace: 2s\n\
-             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
-        ),
-    )
-    .unwrap();
-    dir.join("medic.yaml")
+    config
 }
 
 /// A chromedriver child on an ephemeral port, killed and reaped on drop.

@@ -236,3 +236,50 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A scenario whose one symptom is "nothing listens on 127.0.0.1:`port`"
+/// (checked every 200 ms, firing after 400 ms) and whose one step runs
+/// `true`, at most `attempts` times an hour: an incident that opens and
+/// stays open while the port is closed.
+pub fn port_closed_rule(name: &str, summary: &str, port: u16, attempts: u32) -> String {
+    format!(
+        "scenario: {name}\n\
+         summary: {summary}\n\
+         severity: high\n\
+         rto: 5m\n\
+         symptoms:\n\
+         \x20 closed:\n\
+         \x20   check: {{ tcp: {{ address: \"127.0.0.1:{port}\" }} }}\n\
+         \x20   every: 200ms\n\
+         \x20   timeout: 200ms\n\
+         \x20   for: 400ms\n\
+         \x20   clear_for: 400ms\n\
+         when: {{ any: [closed] }}\n\
+         plan:\n\
+         \x20 - name: poke\n\
+         \x20   action: exec\n\
+         \x20   args: [\"true\"]\n\
+         \x20   verify: {{ within: 500ms }}\n\
+         \x20   limit: {{ attempts: {attempts}, per: 1h }}\n\
+         escalation: default\n"
+    )
+}
+
+/// `dir/medic.yaml`: enforce mode, SQLite under `dir/state`, rules from
+/// `dir/rules` (created), the HTTP server on 127.0.0.1:`http`.
+pub fn enforce_config(dir: &Path, http: u16, grace: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    let config = dir.join("medic.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mode: enforce\n\
+             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
+             rules: [rules]\n\
+             shutdown_grace: {grace}\n\
+             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
