@@ -36,6 +36,28 @@
 //! - [`reload`]: live reload of config and rules (SIGHUP, `POST /-/reload`).
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`logging`]: tracing set-up (text on a terminal, JSON on request).
+//!
+//! ## Layers
+//!
+//! Imports point down: a module uses modules of its own layer or a lower
+//! one, never a higher one, and no two modules import each other, directly
+//! or through others. This block is the one place the order is written;
+//! `tests/layers.rs` reads it and fails on an upward import or a circle,
+//! naming the file and line.
+//!
+//! ```text
+//! 10  drill ruletest
+//! 9   daemon
+//! 8   reload server notify ops probe
+//! 7   engine
+//! 6   page
+//! 5   rules jobs
+//! 4   check remedy lead
+//! 3   store
+//! 2   metrics
+//! 1   config
+//! 0   clock duration secret diag logging
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod check;
