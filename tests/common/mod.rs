@@ -5,6 +5,7 @@
 
 pub mod fake_kube;
 pub mod fake_paging;
+pub mod moto;
 pub mod pg;
 pub mod prom;
 pub mod scripted;
@@ -72,38 +73,137 @@ pub fn redis_argv(port: u16) -> Vec<String> {
     .collect()
 }
 
+/// How many times a service on a port of its own choosing is started again
+/// on a new port when another process took the port between
+/// [`free_port`] and the service binding it.
+const PORT_TRIES: usize = 5;
+
+/// The last `n` lines of the file at `path` from byte `from` on (what a
+/// child wrote since it was started), for failure messages.
+pub fn log_tail(path: &Path, from: u64, n: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// SIGKILL, then reap.
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Starts a service and waits until `ready(pid, port)` holds, with its
+/// stdout and stderr appended to `log`. `port: None` chooses a free port
+/// and, should the service find it taken ("address already in use"),
+/// starts it again on a new one (a bounded number of times). When the
+/// service does not come up, panics with why: that it could not be
+/// spawned, or its exit status, or that it is still not ready after
+/// `limit`, each with the tail of what it wrote.
+pub fn start_service(
+    what: &str,
+    port: Option<u16>,
+    log: &Path,
+    limit: Duration,
+    mut command: impl FnMut(u16) -> Command,
+    mut ready: impl FnMut(u32, u16) -> bool,
+) -> (Child, u16) {
+    let tries = if port.is_some() { 1 } else { PORT_TRIES };
+    let mut last = String::new();
+    for _ in 0..tries {
+        let port = port.unwrap_or_else(free_port);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("{what}: cannot open its log {}: {e}", log.display()));
+        let from = out.metadata().map_or(0, |m| m.len());
+        let mut cmd = command(port);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {what} ({:?}): {e} (scripts/test.sh installs what the tests need)",
+                    cmd.get_program()
+                )
+            });
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let tail = log_tail(log, from, 30);
+                if tail.to_lowercase().contains("address already in use") {
+                    last = format!("port {port} was taken ({status}):\n{tail}");
+                    break;
+                }
+                panic!(
+                    "{what} exited while starting on port {port} ({status}); its output ends:\n{tail}"
+                );
+            }
+            if ready(child.id(), port) {
+                return (child, port);
+            }
+            if start.elapsed() > limit {
+                kill_and_reap(&mut child);
+                panic!(
+                    "{what} not ready on port {port} after {limit:?} (still running; killed); its output ends:\n{}",
+                    log_tail(log, from, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("{what} found its port taken {tries} times; the last: {last}")
+}
+
 /// A redis-server the test owns.
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// Its output (for failure messages); deleted on drop.
+    log: tempfile::NamedTempFile,
 }
 
 impl Redis {
+    /// A redis-server on `port` (the caller's choice, so not retried).
     pub fn start(port: u16) -> Redis {
-        let argv = redis_argv(port);
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (the README's test command installs it)");
-        let r = Redis {
+        Self::start_on(Some(port))
+    }
+
+    /// A redis-server on a free port of its own ([`Redis::port`]), retried
+    /// on a new one if the port is taken meanwhile.
+    pub fn start_free() -> Redis {
+        Self::start_on(None)
+    }
+
+    fn start_on(port: Option<u16>) -> Redis {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let (child, port) = start_service(
+            "redis-server",
+            port,
+            log.path(),
+            Duration::from_secs(10),
+            |port| {
+                let argv = redis_argv(port);
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            },
+            |_, port| redis_ping(port),
+        );
+        Redis {
             port,
             child: Some(child),
-        };
-        wait_until(
-            Duration::from_secs(10),
-            "redis-server to answer PING",
-            || redis_ping(port),
-        );
-        r
+            log,
+        }
     }
 
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            kill_and_reap(&mut c);
         }
     }
 }
