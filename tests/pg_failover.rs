@@ -235,22 +235,30 @@ fn fail_over(c: &mut Pg, s: &Setup, app: &FakeApp) -> f64 {
     took
 }
 
-#[test]
-fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_primary() {
-    let mut c = Pg::start(1);
+/// A cluster whose primary holds table `t` (one row), its replica caught
+/// up; the app stand-in up; medic running the database-failure scenario
+/// with the fence `fence(cluster)` for 2 s.
+fn medic_watching(fence: impl FnOnce(&Pg) -> String) -> (Pg, Setup, FakeApp, Medic) {
+    let c = Pg::start(1);
     c.primary
         .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
     c.wait_caught_up(Duration::from_secs(20));
     let app_port = free_port();
-    let s = setup(&c, app_port, &standby_fence(&c));
+    let s = setup(&c, app_port, &fence(&c));
     let app = FakeApp::start(
         app_port,
         s.env_file.clone(),
         s.restarted.clone(),
         c.replicas[0].port,
     );
-    let mut medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
+    let medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
     std::thread::sleep(Duration::from_secs(2));
+    (c, s, app, medic)
+}
+
+#[test]
+fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_primary() {
+    let (mut c, s, app, mut medic) = medic_watching(standby_fence);
 
     let took = fail_over(&mut c, &s, &app);
     eprintln!("SIGKILL → promoted replica took a write: {took:.2}s");
@@ -327,22 +335,10 @@ fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_prim
 
 #[test]
 fn a_promotion_that_fails_runs_no_follow_up_step() {
-    let mut c = Pg::start(1);
-    c.primary
-        .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
-    c.wait_caught_up(Duration::from_secs(20));
-    let app_port = free_port();
     // The fence cannot fence: medic must not promote, and must not repoint.
-    let fence = r#"[sh, -c, "echo cannot reach the fencing API >&2; exit 1"]"#;
-    let s = setup(&c, app_port, fence);
-    let app = FakeApp::start(
-        app_port,
-        s.env_file.clone(),
-        s.restarted.clone(),
-        c.replicas[0].port,
-    );
-    let mut medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
-    std::thread::sleep(Duration::from_secs(2));
+    let (mut c, s, app, mut medic) = medic_watching(|_| {
+        r#"[sh, -c, "echo cannot reach the fencing API >&2; exit 1"]"#.to_string()
+    });
     c.primary.kill9();
     app.db_lost.store(true, Ordering::SeqCst);
     wait_until(Duration::from_secs(30), "escalation", || {
@@ -387,20 +383,7 @@ fn failover_benchmark() {
         .unwrap_or(10);
     let mut times = Vec::new();
     for i in 0..runs {
-        let mut c = Pg::start(1);
-        c.primary
-            .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
-        c.wait_caught_up(Duration::from_secs(20));
-        let app_port = free_port();
-        let s = setup(&c, app_port, &standby_fence(&c));
-        let app = FakeApp::start(
-            app_port,
-            s.env_file.clone(),
-            s.restarted.clone(),
-            c.replicas[0].port,
-        );
-        let mut medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
-        std::thread::sleep(Duration::from_secs(2));
+        let (mut c, s, app, mut medic) = medic_watching(standby_fence);
         let took = fail_over(&mut c, &s, &app);
         assert!(medic.stop().success());
         eprintln!("run {}: {took:.3}s", i + 1);

@@ -918,3 +918,98 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[tokio::test]
+    async fn a_service_that_exits_at_start_says_its_status_and_its_last_words() {
+        let mut sb = Sandbox::new().unwrap();
+        let e = sb
+            .start_service(
+                "broken",
+                Duration::from_secs(5),
+                |_| Ok(sh("echo starting; echo 'FATAL: no such file' >&2; exit 3")),
+                async |_| false,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("broken exited while starting on port "), "{e}");
+        assert!(e.contains("(exit status: 3)"), "{e}");
+        assert!(e.contains("ends:\nstarting\nFATAL: no such file"), "{e}");
+        assert!(sb.children.is_empty(), "the dead child is forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_service_not_ready_in_time_says_so_with_its_log() {
+        let mut sb = Sandbox::new().unwrap();
+        let e = sb
+            .start_service(
+                "slow",
+                Duration::from_millis(300),
+                |_| Ok(sh("echo still loading >&2; exec sleep 30")),
+                async |_| false,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("timed out after 300ms waiting for slow on port "),
+            "{e}"
+        );
+        assert!(e.contains("(still running, pid "), "{e}");
+        assert!(e.contains("ends:\nstill loading"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_port_taken_between_choosing_and_binding_is_retried_on_a_new_one() {
+        let mut sb = Sandbox::new().unwrap();
+        let up = sb.dir.join("up");
+        let mut ports = Vec::new();
+        let port = sb
+            .start_service(
+                "racy",
+                Duration::from_secs(5),
+                |port| {
+                    ports.push(port);
+                    Ok(if ports.len() < 3 {
+                        sh("echo 'bind: Address already in use' >&2; exit 1")
+                    } else {
+                        sh(&format!("touch {}; exec sleep 30", up.display()))
+                    })
+                },
+                async |_| up.exists(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ports.len(), 3, "{ports:?}");
+        assert_eq!(port, ports[2]);
+        assert_eq!(sb.children.len(), 1);
+
+        // Always taken: it gives up after PORT_TRIES, naming the ports.
+        let e = sb
+            .start_service(
+                "unlucky",
+                Duration::from_secs(5),
+                |_| Ok(sh("echo 'Address already in use' >&2; exit 1")),
+                async |_| false,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        let taken = e
+            .strip_prefix("unlucky could not bind a port: ")
+            .and_then(|rest| rest.split_once(" taken by other processes in turn;"))
+            .unwrap_or_else(|| panic!("{e}"))
+            .0;
+        assert_eq!(taken.split(", ").count(), PORT_TRIES, "{e}");
+    }
+}

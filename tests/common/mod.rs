@@ -342,6 +342,23 @@ where
 /// `true`, at most `attempts` times an hour: an incident that opens and
 /// stays open while the port is closed.
 pub fn port_closed_rule(name: &str, summary: &str, port: u16, attempts: u32) -> String {
+    port_closed_rule_with_plan(
+        name,
+        summary,
+        port,
+        &format!(
+            "\x20 - name: poke\n\
+             \x20   action: exec\n\
+             \x20   args: [\"true\"]\n\
+             \x20   verify: {{ within: 500ms }}\n\
+             \x20   limit: {{ attempts: {attempts}, per: 1h }}\n"
+        ),
+    )
+}
+
+/// [`port_closed_rule`] with the plan `plan` (the YAML list, indented by
+/// two).
+pub fn port_closed_rule_with_plan(name: &str, summary: &str, port: u16, plan: &str) -> String {
     format!(
         "scenario: {name}\n\
          summary: {summary}\n\
@@ -356,11 +373,7 @@ pub fn port_closed_rule(name: &str, summary: &str, port: u16, attempts: u32) -> 
          \x20   clear_for: 400ms\n\
          when: {{ any: [closed] }}\n\
          plan:\n\
-         \x20 - name: poke\n\
-         \x20   action: exec\n\
-         \x20   args: [\"true\"]\n\
-         \x20   verify: {{ within: 500ms }}\n\
-         \x20   limit: {{ attempts: {attempts}, per: 1h }}\n\
+         {plan}\
          escalation: default\n"
     )
 }
@@ -382,4 +395,73 @@ pub fn enforce_config(dir: &Path, http: u16, grace: &str) -> PathBuf {
     )
     .unwrap();
     config
+}
+
+/// A redis-cache-failure setup in `dir`: `medic.yaml` (enforce mode, SQLite
+/// under `dir/state`, rules from `dir/rules`, 5 s shutdown grace, one
+/// target `cache`: the redis-server on 127.0.0.1:`port`) and
+/// `rules/redis.yaml`, whose one symptom `redis_down` is `symptom` (YAML
+/// lines such as `check: ...` and `every: 1s`) and whose plan is `plan`
+/// (the YAML list, indented by two). Returns the config's path.
+pub fn redis_setup(dir: &Path, port: u16, symptom: &str, plan: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("medic.yaml"),
+        format!(
+            "mode: enforce\n\
+             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
+             rules: [rules]\n\
+             shutdown_grace: 5s\n\
+             targets:\n  cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n"
+        ),
+    )
+    .unwrap();
+    let symptom: String = symptom.lines().map(|l| format!("    {l}\n")).collect();
+    std::fs::write(
+        dir.join("rules/redis.yaml"),
+        format!(
+            "scenario: redis-cache-failure\n\
+             summary: Redis cache unreachable\n\
+             severity: high\n\
+             rto: 5m\n\
+             symptoms:\n\
+             \x20 redis_down:\n\
+             {symptom}\
+             when: {{ any: [redis_down] }}\n\
+             plan:\n{plan}\
+             escalation: default\n"
+        ),
+    )
+    .unwrap();
+    dir.join("medic.yaml")
+}
+
+/// A critical scenario `app-down` whose one symptom `app_down` is "nothing
+/// listens on 127.0.0.1:`port`" (checked every `every`, firing and clearing
+/// at once) and whose first step `restart-app` runs `false` once an hour
+/// (it never helps); `more_steps` (YAML list items, indented by two)
+/// follow it.
+pub fn app_down_rule(port: u16, rto: &str, every: &str, more_steps: &str) -> String {
+    format!(
+        r#"
+scenario: app-down
+summary: App unreachable
+severity: critical
+rto: {rto}
+symptoms:
+  app_down:
+    check: {{ tcp: {{ address: "127.0.0.1:{port}" }} }}
+    every: {every}
+    timeout: {every}
+    for: 0s
+    clear_for: 0s
+when: {{ any: [app_down] }}
+plan:
+  - name: restart-app
+    action: exec
+    args: ["false"]
+    limit: {{ attempts: 1, per: 1h }}
+{more_steps}escalation: default
+"#
+    )
 }
