@@ -84,12 +84,27 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+
+# libtest's lines in $log ("test result: FAILED. 10 passed; 2 failed;
+# 1 ignored; ..."), added up; $1 names the run, $2 is its exit status.
+libtest_counts() {
+  local line n=0
+  while read -r line; do
+    passed=$((passed + $(count "$line" passed)))
+    skipped=$((skipped + $(count "$line" ignored)))
+    n=$((n + $(count "$line" failed)))
+  done < <(grep -E '^test result: ' "$log")
+  ((n > 0)) && fail "$1: $n tests (see FAILED above)" "$n"
+  ((n == 0 && $2 != 0)) && fail "$1 (exit $2: a binary did not build or crashed)"
+}
+
+# The unit and integration tests. The benchmark targets (benches/, their
+# own mains, not libtest) run below.
 if command -v cargo-nextest >/dev/null 2>&1; then
-  # One process per test, across all binaries at once; ignored tests
-  # (benchmark harnesses) stay ignored and count as skipped. nextest does
-  # not run doctests: `cargo test --doc` below does.
-  echo "==> cargo nextest run --all-targets --no-fail-fast"
-  cargo nextest run --all-targets --no-fail-fast 2>&1 | tee "$log"
+  # One process per test, two at a time across all binaries; ignored tests
+  # (benchmark harnesses) stay ignored and count as skipped.
+  echo "==> cargo nextest run --lib --bins --tests --no-fail-fast"
+  cargo nextest run --lib --bins --tests --no-fail-fast 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   # "Summary [ 612.3s] 512 tests run: 510 passed, 2 failed, 9 skipped"
   sum=$(grep -E '^ *Summary \[' "$log" | tail -1)
@@ -98,30 +113,32 @@ if command -v cargo-nextest >/dev/null 2>&1; then
     ok=$(count "$sum" passed)
     passed=$((passed + ok))
     skipped=$((skipped + $(count "$sum" skipped)))
-    ((run > ok)) && fail "cargo nextest: $((run - ok)) tests (see FAIL/TIMEOUT above)" $((run - ok))
+    ((run > ok)) && fail "cargo nextest: $((run - ok)) tests (see FAIL above)" $((run - ok))
     ((run == ok && rc != 0)) && fail "cargo nextest (exit $rc)"
   else
     fail "cargo nextest (exit $rc: the tests did not build or run)"
   fi
-  echo "==> cargo test --doc"
-  cargo test --doc 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
 else
-  echo "==> cargo test --all-targets --no-fail-fast"
-  cargo test --all-targets --no-fail-fast 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
-  cargo test --doc 2>&1 | tee -a "$log"
-  rc=$((rc | PIPESTATUS[0]))
+  echo "==> cargo test --lib --bins --tests --no-fail-fast"
+  cargo test --lib --bins --tests --no-fail-fast 2>&1 | tee "$log"
+  libtest_counts "cargo test" "${PIPESTATUS[0]}"
 fi
-# libtest's lines: "test result: FAILED. 10 passed; 2 failed; 1 ignored; ..."
-lt_failed=0
-while read -r line; do
-  passed=$((passed + $(count "$line" passed)))
-  skipped=$((skipped + $(count "$line" ignored)))
-  lt_failed=$((lt_failed + $(count "$line" failed)))
-done < <(grep -E '^test result: ' "$log")
-((lt_failed > 0)) && fail "cargo test: $lt_failed tests (see FAILED above)" "$lt_failed"
-((lt_failed == 0 && rc != 0)) && fail "cargo test (exit $rc: a binary did not build or crashed)"
+
+# Doctests (nextest does not run them).
+echo "==> cargo test --doc"
+cargo test --doc 2>&1 | tee "$log"
+libtest_counts "cargo test --doc" "${PIPESTATUS[0]}"
+
+# Each benchmark target once, in its quick test mode (as `cargo test
+# --all-targets` runs them): one test per target.
+echo "==> cargo test --benches --no-fail-fast"
+cargo test --benches --no-fail-fast 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+ran=$(grep -cE '^ *Running benches/' "$log")
+bad=$(grep -cE '^ *`--bench [^`]+`' "$log")
+passed=$((passed + ran - bad))
+((bad > 0)) && fail "benchmarks: $bad targets (see above)" "$bad"
+((bad == 0 && rc != 0)) && fail "cargo test --benches (exit $rc)"
 
 if ((${#failures[@]})); then
   echo
