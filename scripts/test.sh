@@ -37,9 +37,113 @@ if ! command -v moto_server >/dev/null 2>&1; then
     python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
 
-cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-cargo build --bins
-./target/debug/medic check --config medic.yaml rules/
-./target/debug/medic test --config medic.yaml rules/tests/
-cargo test --all-targets
+# The run. Every step runs even when an earlier one fails, and every test
+# binary runs even when another fails, so one flake hides nothing; the last
+# line counts every test of every binary (each of fmt, clippy, the build and
+# `medic check` counts as one; `medic test` counts its rule tests), and the
+# exit status is non-zero if anything failed.
+set +e
+passed=0 failed=0 skipped=0
+failures=()
+
+fail() {
+  failed=$((failed + ${2:-1}))
+  failures+=("$1")
+  echo "FAILED: $1" >&2
+}
+
+# A step that is one check of its own.
+step() {
+  local name=$1
+  shift
+  echo "==> $name"
+  if "$@"; then passed=$((passed + 1)); else fail "$name"; fi
+}
+
+# The number before WORD in LINE ("12 passed" -> 12), or 0.
+count() { grep -oE "[0-9]+ $2" <<<"$1" | tail -1 | grep -oE '^[0-9]+' || echo 0; }
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --all-targets -- -D warnings
+step "cargo build --bins" cargo build --bins
+step "medic check rules/" ./target/debug/medic check --config medic.yaml rules/
+
+echo "==> medic test rules/tests/"
+out=$(./target/debug/medic test --config medic.yaml rules/tests/ 2>&1)
+rc=$?
+echo "$out"
+last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' <<<"$out" | tail -1)
+if [[ -n $last ]]; then
+  passed=$((passed + $(count "$last" passed)))
+  n=$(count "$last" failed)
+  ((n > 0)) && fail "medic test rules/tests/ ($n rule tests)" "$n"
+  ((n == 0 && rc != 0)) && fail "medic test rules/tests/ (exit $rc)"
+else
+  fail "medic test rules/tests/ (exit $rc, no count)"
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# libtest's lines in $log ("test result: FAILED. 10 passed; 2 failed;
+# 1 ignored; ..."), added up; $1 names the run, $2 is its exit status.
+libtest_counts() {
+  local line n=0
+  while read -r line; do
+    passed=$((passed + $(count "$line" passed)))
+    skipped=$((skipped + $(count "$line" ignored)))
+    n=$((n + $(count "$line" failed)))
+  done < <(grep -E '^test result: ' "$log")
+  ((n > 0)) && fail "$1: $n tests (see FAILED above)" "$n"
+  ((n == 0 && $2 != 0)) && fail "$1 (exit $2: a binary did not build or crashed)"
+}
+
+# The unit and integration tests. The benchmark targets (benches/, their
+# own mains, not libtest) run below.
+if command -v cargo-nextest >/dev/null 2>&1; then
+  # One process per test, two at a time across all binaries; ignored tests
+  # (benchmark harnesses) stay ignored and count as skipped.
+  echo "==> cargo nextest run --lib --bins --tests --no-fail-fast"
+  cargo nextest run --lib --bins --tests --no-fail-fast 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  # "Summary [ 612.3s] 512 tests run: 510 passed, 2 failed, 9 skipped"
+  sum=$(grep -E '^ *Summary \[' "$log" | tail -1)
+  if [[ -n $sum ]]; then
+    run=$(count "$sum" "tests? run")
+    ok=$(count "$sum" passed)
+    passed=$((passed + ok))
+    skipped=$((skipped + $(count "$sum" skipped)))
+    ((run > ok)) && fail "cargo nextest: $((run - ok)) tests (see FAIL above)" $((run - ok))
+    ((run == ok && rc != 0)) && fail "cargo nextest (exit $rc)"
+  else
+    fail "cargo nextest (exit $rc: the tests did not build or run)"
+  fi
+else
+  echo "==> cargo test --lib --bins --tests --no-fail-fast"
+  cargo test --lib --bins --tests --no-fail-fast 2>&1 | tee "$log"
+  libtest_counts "cargo test" "${PIPESTATUS[0]}"
+fi
+
+# Doctests (nextest does not run them).
+echo "==> cargo test --doc"
+cargo test --doc 2>&1 | tee "$log"
+libtest_counts "cargo test --doc" "${PIPESTATUS[0]}"
+
+# Each benchmark target once, in its quick test mode (as `cargo test
+# --all-targets` runs them): one test per target.
+echo "==> cargo test --benches --no-fail-fast"
+cargo test --benches --no-fail-fast 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+ran=$(grep -cE '^ *Running benches/' "$log")
+bad=$(grep -cE '^ *`--bench [^`]+`' "$log")
+passed=$((passed + ran - bad))
+((bad > 0)) && fail "benchmarks: $bad targets (see above)" "$bad"
+((bad == 0 && rc != 0)) && fail "cargo test --benches (exit $rc)"
+
+if ((${#failures[@]})); then
+  echo
+  echo "failed:"
+  printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+((failed == 0))

@@ -6,14 +6,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use common::moto::Moto;
 use common::pg::Pg;
-use common::{free_port, wait_until};
 use medic::check::{self, Check, Outcome};
 use medic::clock::Clock;
 use medic::config::Config;
@@ -332,35 +331,6 @@ async fn retention_keeps_the_newest_good_copy_even_when_all_are_old() {
     let v = run(&config, &store, &Clock::system(), "backup-verify").await;
     assert_eq!(v.outcome, Some(JobOutcome::Failed));
     assert!(v.summary.contains("older than the RPO"), "{}", v.summary);
-}
-
-/// moto_server on an ephemeral port, killed and reaped on drop.
-struct Moto {
-    port: u16,
-    child: Child,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (pip install 'moto[server]'; scripts/test.sh does)");
-        wait_until(Duration::from_secs(30), "moto_server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Moto { port, child }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

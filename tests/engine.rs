@@ -9,20 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::scripted::Scripted;
+use common::scripted::{Running, Scripted, run_scenario};
 use medic::check::{CheckSpec, Outcome};
 use medic::clock::Clock;
 use medic::config::Config;
 use medic::duration::Dur;
-use medic::engine::ScenarioRuntime;
 use medic::remedy::exec::ExecParams;
-use medic::remedy::plan::PlannedStep;
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec};
 use medic::rules::model::{
     Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
 };
 use medic::store::{AttemptOutcome, IncidentState, MemoryStore, Store};
-use tokio_util::sync::CancellationToken;
 
 /// An action that counts its runs and, when `heals`, makes the check ok.
 struct Fake {
@@ -114,8 +111,7 @@ struct Harness {
     store: Arc<MemoryStore>,
     check: Scripted,
     runs: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    engine: Running,
 }
 
 fn start(sc: Scenario, check: Scripted, heals: bool, ok: bool, store: Arc<MemoryStore>) -> Harness {
@@ -147,36 +143,26 @@ fn start_with(
         takes,
     });
     let mode = sc.mode.unwrap_or(Mode::Enforce);
-    let rt = Arc::new(ScenarioRuntime {
-        steps: vec![PlannedStep {
-            step: sc.plan[0].clone(),
-            action,
-        }],
-        checks: vec![Arc::new(check.clone())],
-        scenario: sc,
+    let engine = run_scenario(
+        Config::default(),
+        sc,
         mode,
-    });
-    let shutdown = CancellationToken::new();
-    let config = Config::default();
-    let st: Arc<dyn Store> = store.clone();
-    let sd = shutdown.clone();
-    let handle =
-        tokio::spawn(
-            async move { medic::daemon::run_with(&config, vec![rt], 0, st, clock, sd).await },
-        );
+        Arc::new(check.clone()),
+        action,
+        store.clone(),
+        clock,
+    );
     Harness {
         store,
         check,
         runs,
-        shutdown,
-        handle,
+        engine,
     }
 }
 
 impl Harness {
     async fn stop(self) -> (Arc<MemoryStore>, Scripted, usize) {
-        self.shutdown.cancel();
-        self.handle.await.unwrap().unwrap();
+        self.engine.stop().await;
         (self.store, self.check, self.runs.load(Ordering::SeqCst))
     }
 }

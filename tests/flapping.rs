@@ -21,43 +21,24 @@ fn a_flapping_target_never_gets_more_actions_than_its_limit_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let runs = dir.path().join("runs");
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(
-        dir.path().join("medic.yaml"),
-        format!(
-            "mode: enforce\nstore: {{ sqlite: {{ path: state/medic.db }} }}\nrules: [rules]\nshutdown_grace: 5s\n\
-             targets:\n  cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("rules/redis.yaml"),
-        format!(
-            "scenario: redis-cache-failure
-summary: Redis cache unreachable
-severity: high
-rto: 5m
-symptoms:
-  redis_down:
-    check: {{ redis: {{ target: cache, ping: true }} }}
-    every: 250ms
-    timeout: 250ms
-    for: 0s
-    clear_for: 500ms
-when: {{ any: [redis_down] }}
-plan:
-  - name: restart-redis
+    let config = redis_setup(
+        dir.path(),
+        port,
+        "check: { redis: { target: cache, ping: true } }\n\
+         every: 250ms\n\
+         timeout: 250ms\n\
+         for: 0s\n\
+         clear_for: 500ms",
+        &format!(
+            "  - name: restart-redis
     action: exec
     args: [sh, -c, \"echo run >> {}\"]
     verify: {{ clears: redis_down, within: 3s }}
     limit: {{ attempts: {LIMIT}, per: 1h }}
-escalation: default
 ",
             runs.display()
         ),
-    )
-    .unwrap();
-    let config = dir.path().join("medic.yaml");
+    );
 
     // Down and up every 2 s for 60 s.
     let stop = Arc::new(AtomicBool::new(false));

@@ -24,28 +24,19 @@ use serde_json::Value;
 const LEASE: &str = "2s";
 
 fn rule(port: u16, runs: &Path, sleep: u32) -> String {
-    format!(
-        "scenario: port-closed\n\
-         summary: Port closed\n\
-         severity: high\n\
-         rto: 5m\n\
-         symptoms:\n\
-         \x20 closed:\n\
-         \x20   check: {{ tcp: {{ address: \"127.0.0.1:{port}\" }} }}\n\
-         \x20   every: 200ms\n\
-         \x20   timeout: 200ms\n\
-         \x20   for: 400ms\n\
-         \x20   clear_for: 400ms\n\
-         when: {{ any: [closed] }}\n\
-         plan:\n\
-         \x20 - name: reopen\n\
-         \x20   action: exec\n\
-         \x20   args: [\"sh\", \"-c\", \"echo run >> {} && sleep {sleep}\"]\n\
-         \x20   timeout: 30s\n\
-         \x20   verify: {{ within: 30s }}\n\
-         \x20   limit: {{ attempts: 1, per: 1h }}\n\
-         escalation: default\n",
-        runs.display()
+    port_closed_rule_with_plan(
+        "port-closed",
+        "Port closed",
+        port,
+        &format!(
+            "\x20 - name: reopen\n\
+             \x20   action: exec\n\
+             \x20   args: [\"sh\", \"-c\", \"echo run >> {} && sleep {sleep}\"]\n\
+             \x20   timeout: 30s\n\
+             \x20   verify: {{ within: 30s }}\n\
+             \x20   limit: {{ attempts: 1, per: 1h }}\n",
+            runs.display()
+        ),
     )
 }
 

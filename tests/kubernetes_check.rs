@@ -183,17 +183,9 @@ fn build(t: KubernetesTarget, p: KubernetesParams) -> Result<KubernetesCheck, Bu
     KubernetesCheck::build(&p, Duration::from_secs(2), &config)
 }
 
-fn get(uri: &str) -> Seen {
-    Seen {
-        method: "GET".into(),
-        uri: uri.into(),
-        authorization: Some(format!("Bearer {TOKEN}")),
-        body: String::new(),
-    }
-}
-
-#[tokio::test]
-async fn deployment_available_replicas_through_a_kubeconfig() {
+/// A fake API server and a check, through a kubeconfig (in the returned
+/// dir), that `Deployment keneyapp/backend` is available.
+async fn backend_available() -> (FakeKube, tempfile::TempDir, KubernetesCheck) {
     let api = FakeKube::start().await;
     let dir = tempfile::tempdir().unwrap();
     let kc = api.kubeconfig(dir.path(), "keneyapp");
@@ -205,6 +197,21 @@ async fn deployment_available_replicas_through_a_kubeconfig() {
         },
     )
     .unwrap();
+    (api, dir, c)
+}
+
+fn get(uri: &str) -> Seen {
+    Seen {
+        method: "GET".into(),
+        uri: uri.into(),
+        authorization: Some(format!("Bearer {TOKEN}")),
+        body: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn deployment_available_replicas_through_a_kubeconfig() {
+    let (api, _dir, c) = backend_available().await;
     api.put(DEPLOY, deployment(3, 3));
     assert_eq!(c.run().await, Outcome::Ok);
     api.put(DEPLOY, deployment(3, 1));
@@ -340,17 +347,7 @@ async fn restarts_more_than_n_in_a_window() {
 
 #[tokio::test]
 async fn not_found_is_failing_refusals_errors_and_silence_are_unknown() {
-    let api = FakeKube::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = api.kubeconfig(dir.path(), "keneyapp");
-    let c = build(
-        target("Deployment", "backend", &kc),
-        KubernetesParams {
-            available: true,
-            ..params()
-        },
-    )
-    .unwrap();
+    let (api, _dir, c) = backend_available().await;
     assert_eq!(
         c.run().await,
         Outcome::Failing("Deployment keneyapp/backend: not found".into())

@@ -9,8 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::Redis;
 use common::prom::{Exporter, PASSWORD, Prometheus, USER};
-use common::{Redis, free_port};
 use medic::clock::Clock;
 use medic::store::{MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,7 @@ async fn messages(store: &MemoryStore, id: i64) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_lost_means_unknown_no_action_and_a_page_about_blindness() {
     let dir = tempfile::tempdir().unwrap();
-    let mut redis = Redis::start(free_port());
+    let mut redis = Redis::start_free();
     let exporter = Exporter::start(redis.port, dir.path());
     let mut prom = Prometheus::start(&[format!("127.0.0.1:{}", exporter.port)], dir.path());
     let pw = dir.path().join("password");

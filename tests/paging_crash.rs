@@ -68,28 +68,7 @@ fn kill_9_at_random_points_loses_no_page_and_sends_none_twice() {
     write(
         &dir.path().join("rules"),
         "app.yaml",
-        &format!(
-            r#"
-scenario: app-down
-summary: App unreachable
-severity: critical
-rto: 5m
-symptoms:
-  app_down:
-    check: {{ tcp: {{ address: "127.0.0.1:{app_port}" }} }}
-    every: 50ms
-    timeout: 50ms
-    for: 0s
-    clear_for: 0s
-when: {{ any: [app_down] }}
-plan:
-  - name: restart-app
-    action: exec
-    args: ["false"]
-    limit: {{ attempts: 1, per: 1h }}
-escalation: default
-"#
-        ),
+        &common::app_down_rule(app_port, "5m", "50ms", ""),
     );
     let slack = write(dir.path(), "slack", "xoxb-test");
     let pd = write(dir.path(), "pd", "R0UTINGKEY");

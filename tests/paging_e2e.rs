@@ -66,33 +66,17 @@ slack:
         signing = secret_file(dir.path(), "signing", SECRET),
     );
     let config = medic::config::load_str("medic.yaml", &config).unwrap();
-    let rule = format!(
-        r#"
-scenario: app-down
-summary: App unreachable
-severity: critical
-rto: 15m
-symptoms:
-  app_down:
-    check: {{ tcp: {{ address: "127.0.0.1:{app_port}" }} }}
-    every: 200ms
-    timeout: 200ms
-    for: 0s
-    clear_for: 0s
-when: {{ any: [app_down] }}
-plan:
-  - name: restart-app
-    action: exec
-    args: ["false"]
-    limit: {{ attempts: 1, per: 1h }}
-  - name: failover
+    let rule = common::app_down_rule(
+        app_port,
+        "15m",
+        "200ms",
+        r#"  - name: failover
     action: exec
     args: ["true"]
     approval: required
     approval_timeout: 10m
-    verify: {{ clears: app_down, within: 2m }}
-escalation: default
-"#
+    verify: { clears: app_down, within: 2m }
+"#,
     );
     let sc = medic::rules::load_str("rules/app.yaml", &rule, &config).unwrap();
     let (runtimes, refused) = medic::daemon::build_runtimes(&config, vec![sc]);

@@ -9,20 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::scripted::ScriptedSeries;
+use common::scripted::{Running, ScriptedSeries, run_scenario};
 use medic::check::{CheckSpec, Observation, Outcome};
 use medic::clock::Clock;
 use medic::config::Config;
 use medic::duration::Dur;
-use medic::engine::ScenarioRuntime;
 use medic::remedy::ActionSpec;
 use medic::remedy::exec::ExecParams;
-use medic::remedy::plan::PlannedStep;
 use medic::rules::model::{
     Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
 };
 use medic::store::{IncidentState, MemoryStore, Store};
-use tokio_util::sync::CancellationToken;
 
 fn base() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -78,14 +75,12 @@ fn scenario(args: &[&str], mode: Mode, every: Dur, for_: Dur, clear_for: Dur) ->
 
 struct Harness {
     store: Arc<MemoryStore>,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    engine: Running,
 }
 
 impl Harness {
     async fn stop(self) -> Arc<MemoryStore> {
-        self.shutdown.cancel();
-        self.handle.await.unwrap().unwrap();
+        self.engine.stop().await;
         self.store
     }
 }
@@ -96,27 +91,17 @@ fn start(sc: Scenario, check: &ScriptedSeries, store: Arc<MemoryStore>, clock: C
     // Every deployment this test fails is all of those seen: let medic act.
     config.limits.blast_radius.percent = 100;
     let action = medic::remedy::build(&sc.plan[0].action, &config).unwrap();
-    let rt = Arc::new(ScenarioRuntime {
-        steps: vec![PlannedStep {
-            step: sc.plan[0].clone(),
-            action,
-        }],
-        checks: vec![Arc::new(check.clone())],
-        mode: sc.mode.unwrap(),
-        scenario: sc,
-    });
-    let shutdown = CancellationToken::new();
-    let st: Arc<dyn Store> = store.clone();
-    let sd = shutdown.clone();
-    let handle =
-        tokio::spawn(
-            async move { medic::daemon::run_with(&config, vec![rt], 0, st, clock, sd).await },
-        );
-    Harness {
-        store,
-        shutdown,
-        handle,
-    }
+    let mode = sc.mode.unwrap();
+    let engine = run_scenario(
+        config,
+        sc,
+        mode,
+        Arc::new(check.clone()),
+        action,
+        store.clone(),
+        clock,
+    );
+    Harness { store, engine }
 }
 
 async fn messages(store: &MemoryStore, id: i64) -> Vec<String> {
@@ -322,20 +307,15 @@ async fn blast_radius_counts_instances() {
     let mut config = Config::default();
     config.limits.blast_radius.percent = 50;
     let action = medic::remedy::build(&sc.plan[0].action, &config).unwrap();
-    let rt = Arc::new(ScenarioRuntime {
-        steps: vec![PlannedStep {
-            step: sc.plan[0].clone(),
-            action,
-        }],
-        checks: vec![Arc::new(check.clone())],
-        mode: Mode::Enforce,
-        scenario: sc,
-    });
-    let shutdown = CancellationToken::new();
-    let (st, sd): (Arc<dyn Store>, _) = (store.clone(), shutdown.clone());
-    let handle = tokio::spawn(async move {
-        medic::daemon::run_with(&config, vec![rt], 0, st, Clock::tokio(base()), sd).await
-    });
+    let engine = run_scenario(
+        config,
+        sc,
+        Mode::Enforce,
+        Arc::new(check.clone()),
+        action,
+        store.clone(),
+        Clock::tokio(base()),
+    );
     // Four deployments blip (shorter than `for`), so medic has seen four.
     let c = &[("deployment", "c")][..];
     let d = &[("deployment", "d")][..];
@@ -346,8 +326,7 @@ async fn blast_radius_counts_instances() {
     // Then three of the four fail for real: more than half.
     check.set(ScriptedSeries::failing(&[API, WEB, c]));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    shutdown.cancel();
-    handle.await.unwrap().unwrap();
+    engine.stop().await;
     let open = store.open_incidents().await.unwrap();
     assert_eq!(open.len(), 3);
     for inc in open {

@@ -3,16 +3,15 @@
 //! ephemeral ports): every promotion gate, the promotion itself, and the
 //! quarantine's row accounting.
 
-#[path = "common/pgcluster.rs"]
-mod pg;
+mod common;
 
 use std::time::Duration;
 
+use common::pg::{Pg, PgNode};
 use medic::engine::symptom::{Phase, Seen};
 use medic::remedy::plan::SymptomView;
 use medic::remedy::postgres::{PromoteReplica, PromoteReplicaParams, Quarantine, QuarantineParams};
 use medic::remedy::{Action, ActionContext, Observation, Preflight};
-use pg::{PgCluster, PgNode};
 use tokio::time::Instant;
 
 fn config(nodes: &[(&str, &PgNode)]) -> medic::config::Config {
@@ -59,9 +58,9 @@ fn gate<'a>(pre: &'a Preflight, name: &str) -> &'a medic::remedy::Gate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_primary_then_promotion_passes_every_gate_and_the_replica_takes_writes() {
-    let mut c = PgCluster::start(1);
+    let mut c = Pg::start(1);
     c.primary
-        .sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)");
+        .psql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)");
     c.wait_caught_up(Duration::from_secs(20));
     let cfg = config(&[("db", &c.primary), ("db-replica", &c.replicas[0])]);
     let a = promote(
@@ -97,8 +96,8 @@ async fn kill9_primary_then_promotion_passes_every_gate_and_the_replica_takes_wr
     );
     let replica = &c.replicas[0];
     assert!(!replica.in_recovery());
-    replica.sql("INSERT INTO t VALUES (101)");
-    assert_eq!(replica.sql("SELECT count(*) FROM t"), "101");
+    replica.psql("INSERT INTO t VALUES (101)");
+    assert_eq!(replica.psql("SELECT count(*) FROM t"), "101");
     // A second look (as after a crash) sees the effect without re-running.
     let again = a.reconcile(&ctx).await.unwrap();
     assert!(again.ok, "{again:?}");
@@ -106,7 +105,7 @@ async fn kill9_primary_then_promotion_passes_every_gate_and_the_replica_takes_wr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_while_the_old_primary_still_answers_as_primary() {
-    let c = PgCluster::start(1);
+    let c = Pg::start(1);
     c.wait_caught_up(Duration::from_secs(20));
     let cfg = config(&[("db", &c.primary), ("db-replica", &c.replicas[0])]);
     let a = promote(
@@ -128,7 +127,7 @@ async fn refuses_while_the_old_primary_still_answers_as_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_enough_failed_checks_is_not_yet_and_unknown_is_not_unreachable() {
-    let mut c = PgCluster::start(1);
+    let mut c = Pg::start(1);
     let cfg = config(&[("db", &c.primary), ("db-replica", &c.replicas[0])]);
     let a = promote(
         r#"{"primary": "db", "replicas": ["db-replica"], "unreachable_checks": 5, "unreachable_for": "10s"}"#,
@@ -160,15 +159,15 @@ async fn not_enough_failed_checks_is_not_yet_and_unknown_is_not_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_candidate_whose_lag_exceeds_the_limit() {
-    let mut c = PgCluster::start(2);
+    let mut c = Pg::start(2);
     c.wait_caught_up(Duration::from_secs(20));
     // replica2 loses its primary (a wrong address): it stays a streaming
     // replica in recovery, but receives nothing more.
     let r2 = &c.replicas[1];
-    r2.sql("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres'");
-    r2.sql("SELECT pg_reload_conf()");
+    r2.psql("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres'");
+    r2.psql("SELECT pg_reload_conf()");
     let start = std::time::Instant::now();
-    while r2.sql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") != "0" {
+    while r2.psql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") != "0" {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "replica2 still streaming"
@@ -176,12 +175,12 @@ async fn refuses_a_candidate_whose_lag_exceeds_the_limit() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // About 4 MiB of WAL that only replica1 receives.
-    c.primary.sql(
+    c.primary.psql(
         "CREATE TABLE big AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 30000) g",
     );
-    let target = c.primary.sql("SELECT pg_current_wal_lsn()");
+    let target = c.primary.psql("SELECT pg_current_wal_lsn()");
     let r1 = &c.replicas[0];
-    while r1.sql(&format!(
+    while r1.psql(&format!(
         "SELECT pg_wal_lsn_diff('{target}', pg_last_wal_receive_lsn()) > 0"
     )) == "t"
     {
@@ -224,9 +223,9 @@ async fn refuses_a_candidate_whose_lag_exceeds_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_candidates_are_ranked_by_lsn_then_priority_then_name() {
-    let mut c = PgCluster::start(2);
+    let mut c = Pg::start(2);
     c.primary
-        .sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
+        .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
     c.wait_caught_up(Duration::from_secs(20));
     let cfg = config(&[
         ("db", &c.primary),
@@ -262,9 +261,9 @@ async fn two_candidates_are_ranked_by_lsn_then_priority_then_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_moves_exactly_the_orphans_and_keeps_every_row() {
-    let c = PgCluster::start(0);
+    let c = Pg::start(0);
     let db = &c.primary;
-    db.sql(
+    db.psql(
         "CREATE TABLE patients (id int PRIMARY KEY, name text NOT NULL);
          CREATE TABLE appointments (id int PRIMARY KEY, patient_id int NOT NULL,
                                     status text NOT NULL, at timestamptz NOT NULL);
@@ -281,7 +280,7 @@ async fn quarantine_moves_exactly_the_orphans_and_keeps_every_row() {
                   CASE WHEN g <= 5 THEN now() + interval '1 day' ELSE now() - interval '1 hour' END
            FROM generate_series(1, 300) g;",
     );
-    let orphans = db.sql(
+    let orphans = db.psql(
         "SELECT string_agg(id::text, ',' ORDER BY id) FROM appointments
          WHERE patient_id NOT IN (SELECT id FROM patients)",
     );
@@ -319,7 +318,7 @@ async fn quarantine_moves_exactly_the_orphans_and_keeps_every_row() {
     );
     let r = wide.run(&ctx).await;
     assert!(!r.ok);
-    assert_eq!(db.sql("SELECT count(*) FROM appointments"), "1000");
+    assert_eq!(db.psql("SELECT count(*) FROM appointments"), "1000");
 
     let orph = q(
         "appointments",
@@ -335,27 +334,27 @@ async fn quarantine_moves_exactly_the_orphans_and_keeps_every_row() {
     assert_eq!(r.data["deleted"], orphan_count as u64);
     assert_eq!(r.data["copied"], orphan_count as u64);
     assert_eq!(
-        db.sql("SELECT count(*) FROM appointments"),
+        db.psql("SELECT count(*) FROM appointments"),
         (1000 - orphan_count).to_string()
     );
     assert_eq!(
-        db.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM corrupted_appointments"),
+        db.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM corrupted_appointments"),
         orphans,
         "exactly the orphans moved"
     );
     assert_eq!(
-        db.sql(
+        db.psql(
             "SELECT count(*) FROM appointments WHERE patient_id NOT IN (SELECT id FROM patients)"
         ),
         "0"
     );
     assert_eq!(
-        db.sql("SELECT (SELECT count(*) FROM appointments) + (SELECT count(*) FROM corrupted_appointments)"),
+        db.psql("SELECT (SELECT count(*) FROM appointments) + (SELECT count(*) FROM corrupted_appointments)"),
         "1000",
         "source plus quarantine unchanged"
     );
     assert_eq!(
-        db.sql("SELECT DISTINCT medic_attempt FROM corrupted_appointments"),
+        db.psql("SELECT DISTINCT medic_attempt FROM corrupted_appointments"),
         "7:0:1"
     );
 
@@ -368,11 +367,11 @@ async fn quarantine_moves_exactly_the_orphans_and_keeps_every_row() {
     let r = future.run(&ctx).await;
     assert!(r.ok, "{r:#?}");
     assert_eq!(
-        db.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM corrupted_prescriptions"),
+        db.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM corrupted_prescriptions"),
         "1,2,3,4,5"
     );
     assert_eq!(
-        db.sql("SELECT (SELECT count(*) FROM prescriptions) + (SELECT count(*) FROM corrupted_prescriptions)"),
+        db.psql("SELECT (SELECT count(*) FROM prescriptions) + (SELECT count(*) FROM corrupted_prescriptions)"),
         "300"
     );
     // Run again: nothing left to move, nothing changes.
@@ -380,7 +379,7 @@ async fn quarantine_moves_exactly_the_orphans_and_keeps_every_row() {
     assert!(r.ok);
     assert_eq!(r.detail, "no rows match; nothing moved");
     assert_eq!(
-        db.sql("SELECT count(*) FROM corrupted_appointments"),
+        db.psql("SELECT count(*) FROM corrupted_appointments"),
         orphan_count.to_string()
     );
 }

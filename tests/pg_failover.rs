@@ -15,8 +15,6 @@
 //! promoted replica.
 
 mod common;
-#[path = "common/pgcluster.rs"]
-mod pg;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -24,9 +22,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::pg::Pg;
 use common::{Medic, block_on, free_port, wait_until};
 use medic::store::{AttemptOutcome, IncidentState, SqliteStore, Store};
-use pg::PgCluster;
 
 /// The app stand-in: healthy (listening) until its database dies; healthy
 /// again once `env_file` names the replica's port and `restarted` exists.
@@ -86,7 +84,7 @@ struct Setup {
 }
 
 /// Writes medic's config and the database-failure rule for this cluster.
-fn setup(c: &PgCluster, app_port: u16, fence: &str) -> Setup {
+fn setup(c: &Pg, app_port: u16, fence: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("rules")).unwrap();
@@ -178,7 +176,7 @@ escalation: default
 /// The fence used in the happy path: the old primary's data directory
 /// gets `standby.signal`, so should it ever start again it comes up as a
 /// read-only standby, never as a second writable primary.
-fn standby_fence(c: &PgCluster) -> String {
+fn standby_fence(c: &Pg) -> String {
     serde_json::to_string(&[
         "touch".to_string(),
         c.primary.data.join("standby.signal").display().to_string(),
@@ -208,7 +206,7 @@ async fn timeline(
 
 /// Kills the primary under a running medic; returns the seconds from the
 /// SIGKILL to the first write the promoted replica accepted.
-fn fail_over(c: &mut PgCluster, s: &Setup, app: &FakeApp) -> f64 {
+fn fail_over(c: &mut Pg, s: &Setup, app: &FakeApp) -> f64 {
     let replica_port = c.replicas[0].port;
     let killed = Instant::now();
     c.primary.kill9();
@@ -216,7 +214,7 @@ fn fail_over(c: &mut PgCluster, s: &Setup, app: &FakeApp) -> f64 {
     let replica = &c.replicas[0];
     let mut took = None;
     while killed.elapsed() < Duration::from_secs(60) {
-        if replica.psql("INSERT INTO t VALUES (2)").is_ok() {
+        if replica.try_psql("INSERT INTO t VALUES (2)").is_ok() {
             took = Some(killed.elapsed().as_secs_f64());
             break;
         }
@@ -237,22 +235,30 @@ fn fail_over(c: &mut PgCluster, s: &Setup, app: &FakeApp) -> f64 {
     took
 }
 
-#[test]
-fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_primary() {
-    let mut c = PgCluster::start(1);
+/// A cluster whose primary holds table `t` (one row), its replica caught
+/// up; the app stand-in up; medic running the database-failure scenario
+/// with the fence `fence(cluster)` for 2 s.
+fn medic_watching(fence: impl FnOnce(&Pg) -> String) -> (Pg, Setup, FakeApp, Medic) {
+    let c = Pg::start(1);
     c.primary
-        .sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
+        .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
     c.wait_caught_up(Duration::from_secs(20));
     let app_port = free_port();
-    let s = setup(&c, app_port, &standby_fence(&c));
+    let s = setup(&c, app_port, &fence(&c));
     let app = FakeApp::start(
         app_port,
         s.env_file.clone(),
         s.restarted.clone(),
         c.replicas[0].port,
     );
-    let mut medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
+    let medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
     std::thread::sleep(Duration::from_secs(2));
+    (c, s, app, medic)
+}
+
+#[test]
+fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_primary() {
+    let (mut c, s, app, mut medic) = medic_watching(standby_fence);
 
     let took = fail_over(&mut c, &s, &app);
     eprintln!("SIGKILL → promoted replica took a write: {took:.2}s");
@@ -260,7 +266,7 @@ fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_prim
 
     let replica = &c.replicas[0];
     assert!(!replica.in_recovery());
-    assert_eq!(replica.sql("SELECT count(*) FROM t"), "2");
+    assert_eq!(replica.psql("SELECT count(*) FROM t"), "2");
     let (inc, tl, ledger) = block_on(timeline(&s.db));
     assert_eq!(inc.state, IncidentState::Remediating);
     let find = |p: &str| {
@@ -323,28 +329,16 @@ fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_prim
         c.primary.in_recovery(),
         "the old primary came back writable"
     );
-    assert!(c.primary.psql("INSERT INTO t VALUES (3)").is_err());
+    assert!(c.primary.try_psql("INSERT INTO t VALUES (3)").is_err());
     drop(app);
 }
 
 #[test]
 fn a_promotion_that_fails_runs_no_follow_up_step() {
-    let mut c = PgCluster::start(1);
-    c.primary
-        .sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
-    c.wait_caught_up(Duration::from_secs(20));
-    let app_port = free_port();
     // The fence cannot fence: medic must not promote, and must not repoint.
-    let fence = r#"[sh, -c, "echo cannot reach the fencing API >&2; exit 1"]"#;
-    let s = setup(&c, app_port, fence);
-    let app = FakeApp::start(
-        app_port,
-        s.env_file.clone(),
-        s.restarted.clone(),
-        c.replicas[0].port,
-    );
-    let mut medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
-    std::thread::sleep(Duration::from_secs(2));
+    let (mut c, s, app, mut medic) = medic_watching(|_| {
+        r#"[sh, -c, "echo cannot reach the fencing API >&2; exit 1"]"#.to_string()
+    });
     c.primary.kill9();
     app.db_lost.store(true, Ordering::SeqCst);
     wait_until(Duration::from_secs(30), "escalation", || {
@@ -389,20 +383,7 @@ fn failover_benchmark() {
         .unwrap_or(10);
     let mut times = Vec::new();
     for i in 0..runs {
-        let mut c = PgCluster::start(1);
-        c.primary
-            .sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
-        c.wait_caught_up(Duration::from_secs(20));
-        let app_port = free_port();
-        let s = setup(&c, app_port, &standby_fence(&c));
-        let app = FakeApp::start(
-            app_port,
-            s.env_file.clone(),
-            s.restarted.clone(),
-            c.replicas[0].port,
-        );
-        let mut medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
-        std::thread::sleep(Duration::from_secs(2));
+        let (mut c, s, app, mut medic) = medic_watching(standby_fence);
         let took = fail_over(&mut c, &s, &app);
         assert!(medic.stop().success());
         eprintln!("run {}: {took:.3}s", i + 1);

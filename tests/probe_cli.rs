@@ -7,8 +7,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::Redis;
 use common::prom::{Exporter, PASSWORD, Prometheus, USER};
-use common::{Redis, free_port};
 
 const RULE: &str = r#"
 scenario: redis-cache-failure
@@ -62,7 +62,7 @@ fn probe(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn probe_prints_series_and_exits_by_outcome() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(free_port());
+    let redis = Redis::start_free();
     let exporter = Exporter::start(redis.port, dir.path());
     let mut prom = Prometheus::start(&[format!("127.0.0.1:{}", exporter.port)], dir.path());
     std::fs::write(dir.path().join("password"), PASSWORD).unwrap();

@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
+use common::Redis;
 use common::prom::{Exporter, PASSWORD, Prometheus, USER};
-use common::{Redis, free_port};
 use medic::check::promql::PromqlParams;
 use medic::check::{Check, CheckSpec, Observation, Outcome};
 use medic::config::{BasicAuth, Config, PrometheusTarget, TargetConfig};
@@ -46,7 +46,7 @@ fn unknown(o: Observation) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_against_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
-    let mut redis = Redis::start(free_port());
+    let mut redis = Redis::start_free();
     let exporter = Exporter::start(redis.port, dir.path());
     let mut prom = Prometheus::start(&[format!("127.0.0.1:{}", exporter.port)], dir.path());
     let pw = dir.path().join("password");

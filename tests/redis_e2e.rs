@@ -10,39 +10,16 @@ use common::*;
 use medic::store::{AttemptOutcome, IncidentState, SqliteStore, Store};
 
 fn write_setup(dir: &Path, port: u16, plan: &str) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(
-        dir.join("medic.yaml"),
-        format!(
-            "mode: enforce\n\
-             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
-             rules: [rules]\n\
-             shutdown_grace: 5s\n\
-             targets:\n  cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n"
-        ),
+    redis_setup(
+        dir,
+        port,
+        "check: { redis: { target: cache, ping: true } }\n\
+         every: 200ms\n\
+         timeout: 200ms\n\
+         for: 600ms\n\
+         clear_for: 400ms",
+        plan,
     )
-    .unwrap();
-    std::fs::write(
-        dir.join("rules/redis.yaml"),
-        format!(
-            "scenario: redis-cache-failure\n\
-             summary: Redis cache unreachable\n\
-             severity: high\n\
-             rto: 5m\n\
-             symptoms:\n\
-             \x20 redis_down:\n\
-             \x20   check: {{ redis: {{ target: cache, ping: true }} }}\n\
-             \x20   every: 200ms\n\
-             \x20   timeout: 200ms\n\
-             \x20   for: 600ms\n\
-             \x20   clear_for: 400ms\n\
-             when: {{ any: [redis_down] }}\n\
-             plan:\n{plan}\
-             escalation: default\n"
-        ),
-    )
-    .unwrap();
-    dir.join("medic.yaml")
 }
 
 async fn incidents(db: &Path) -> Vec<medic::store::Incident> {

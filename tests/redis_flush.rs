@@ -94,7 +94,7 @@ fn ctx() -> ActionContext {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selective_flush_of_100k_keys_deletes_exactly_the_matching_keys() {
-    let redis = Redis::start(free_port());
+    let redis = Redis::start_free();
     let (patients, sessions) = seed(redis.port).await;
     assert_eq!(dbsize(redis.port).await, 100_000);
     let cfg = config(&[("cache", redis.port)]);
@@ -142,7 +142,7 @@ fn replica_of(master_port: u16) -> Replica {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_aimed_at_a_replica_is_refused() {
-    let master = Redis::start(free_port());
+    let master = Redis::start_free();
     let mut c = conn(master.port).await;
     let _: () = redis::cmd("SET")
         .arg("patient:1")
@@ -170,7 +170,7 @@ async fn a_flush_aimed_at_a_replica_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushall_async_empties_the_master() {
-    let redis = Redis::start(free_port());
+    let redis = Redis::start_free();
     let mut c = conn(redis.port).await;
     let _: () = redis::cmd("MSET")
         .arg("a")

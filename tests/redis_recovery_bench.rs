@@ -56,43 +56,27 @@ fn bench(runs: usize, label: &str, check: &str) {
         .chain(["--daemonize", "yes", "--pidfile"].map(String::from))
         .chain([pidfile.display().to_string()])
         .collect();
-    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
-    std::fs::write(
-        dir.path().join("medic.yaml"),
-        format!(
-            "mode: enforce\nstore: {{ sqlite: {{ path: state/medic.db }} }}\nrules: [rules]\nshutdown_grace: 5s\n\
-             targets:\n  cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n"
+    let config = redis_setup(
+        dir.path(),
+        port,
+        &format!(
+            "check: {check}\n\
+             every: 1s\n\
+             timeout: 1s\n\
+             for: 0s\n\
+             clear_for: 1s"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("rules/redis.yaml"),
-        format!(
-            "scenario: redis-cache-failure
-summary: Redis cache unreachable
-severity: high
-rto: 5m
-symptoms:
-  redis_down:
-    check: {check}
-    every: 1s
-    timeout: 1s
-    for: 0s
-    clear_for: 1s
-when: {{ any: [redis_down] }}
-plan:
-  - name: restart-redis
+        &format!(
+            "  - name: restart-redis
     action: exec
     args: {}
     timeout: 10s
     verify: {{ clears: redis_down, within: 10s }}
     limit: {{ attempts: 1000, per: 1h }}
-escalation: default
 ",
             serde_json::to_string(&argv).unwrap()
         ),
-    )
-    .unwrap();
+    );
     let db = dir.path().join("state/medic.db");
     // Started as medic would start it, so the kill is the same every time.
     let status = std::process::Command::new(&argv[0])
@@ -101,10 +85,7 @@ escalation: default
         .unwrap();
     assert!(status.success());
     wait_until(Duration::from_secs(10), "redis", || redis_ping(port));
-    let mut medic = Medic::start(
-        &dir.path().join("medic.yaml"),
-        &dir.path().join("medic.log"),
-    );
+    let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
     std::thread::sleep(Duration::from_millis(1500));
     let mut times = Vec::new();
     for i in 0..runs {

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,38 +14,9 @@ use aws_sdk_route53::types::{
 };
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use common::{free_port, wait_until};
+use common::moto::Moto;
 use medic::remedy::route53::{Failover, FailoverParams, Pacing};
 use medic::remedy::{Action, ActionContext};
-
-/// moto_server on an ephemeral port, killed and reaped on drop.
-struct Moto {
-    port: u16,
-    child: Child,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (pip install 'moto[server]'; scripts/test.sh does)");
-        wait_until(Duration::from_secs(30), "moto_server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Moto { port, child }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn client(port: u16) -> aws_sdk_route53::Client {
     let conf = aws_sdk_route53::Config::builder()

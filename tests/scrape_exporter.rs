@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -13,38 +12,16 @@ use medic::check::scrape::{ScrapeCheck, ScrapeParams};
 use medic::check::{Check, Observation, exposition};
 use medic::config::Config;
 
-/// A prometheus-redis-exporter the test owns.
-struct Exporter(Child);
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn body(url: &str) -> Option<String> {
     block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
 }
 
 #[test]
 fn scrape_a_real_redis_exporter() {
-    let mut redis = Redis::start(free_port());
-    let port = free_port();
-    let exporter = Exporter(
-        Command::new("prometheus-redis-exporter")
-            .args([
-                "-redis.addr",
-                &format!("redis://127.0.0.1:{}", redis.port),
-                "-web.listen-address",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus-redis-exporter must be installed (scripts/test.sh installs it)"),
-    );
-    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut redis = Redis::start_free();
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = common::prom::Exporter::start(redis.port, dir.path());
+    let url = format!("http://127.0.0.1:{}/metrics", exporter.port);
     wait_until(
         Duration::from_secs(20),
         "the exporter to serve /metrics",

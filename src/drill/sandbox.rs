@@ -98,21 +98,6 @@ fn free_port() -> Result<u16, DrillError> {
         .map_err(|e| fail(format!("no free port: {e}")))
 }
 
-async fn wait_for(
-    what: &str,
-    limit: Duration,
-    mut ok: impl AsyncFnMut() -> bool,
-) -> Result<(), DrillError> {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !ok().await {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(fail(format!("timed out waiting for {what}")));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 impl Sandbox {
     fn new() -> Result<Self, DrillError> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -128,21 +113,104 @@ impl Sandbox {
         })
     }
 
-    fn spawn(&mut self, name: &str, mut cmd: Command) -> Result<(), DrillError> {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).map_err(fail)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(fail)?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| {
-                fail(format!(
-                    "cannot start {name} ({:?}): {e}",
-                    cmd.get_program()
-                ))
-            })?;
-        self.children.push((name.to_string(), child));
-        Ok(())
+    /// Starts `name` (`command(port)`, output appended to `name.log`) on a
+    /// free port and waits until `ready(port)`; returns the port. Another
+    /// process may take the port between choosing and binding it: the
+    /// service is then started again on a new port, at most [`PORT_TRIES`]
+    /// times. When it does not come up, the error says why: it could not be
+    /// spawned, or it exited (with its status), or it is still not ready
+    /// after `limit`; each with the tail of its log.
+    async fn start_service(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        mut command: impl FnMut(u16) -> Result<Command, DrillError>,
+        mut ready: impl AsyncFnMut(u16) -> bool,
+    ) -> Result<u16, DrillError> {
+        let path = self.dir.join(format!("{name}.log"));
+        let mut taken = Vec::new();
+        for _ in 0..PORT_TRIES {
+            let port = free_port()?;
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| fail(format!("open {}: {e}", path.display())))?;
+            let from = log.metadata().map_or(0, |m| m.len());
+            let mut cmd = command(port)?;
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(fail)?)
+                .stderr(log)
+                .spawn()
+                .map_err(|e| {
+                    fail(format!(
+                        "cannot start {name} ({:?}): {e}",
+                        cmd.get_program()
+                    ))
+                })?;
+            let pid = child.id();
+            self.children.push((name.to_string(), child));
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                if let Some(status) = self.exited(pid) {
+                    let tail = log_tail(&path, from);
+                    if tail.to_lowercase().contains("address already in use") {
+                        taken.push(port.to_string());
+                        break;
+                    }
+                    return Err(fail(format!(
+                        "{name} exited while starting on port {port} ({status}); {}",
+                        says(&path, &tail)
+                    )));
+                }
+                if ready(port).await {
+                    return Ok(port);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(fail(format!(
+                        "timed out after {limit:?} waiting for {name} on port {port} (still running, pid {pid}); {}",
+                        says(&path, &log_tail(&path, from))
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Err(fail(format!(
+            "{name} could not bind a port: {} taken by other processes in turn; {}",
+            taken.join(", "),
+            says(&path, &log_tail(&path, 0))
+        )))
+    }
+
+    /// The exit status of our child `pid` if it has exited (then reaped and
+    /// forgotten, so the drop does not signal a pid that may be reused).
+    fn exited(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
+        let i = self.children.iter().position(|(_, c)| c.id() == pid)?;
+        let status = self.children[i].1.try_wait().ok().flatten()?;
+        self.children.remove(i);
+        Some(status)
+    }
+}
+
+/// How many times a service is started again on a new port when another
+/// process took its port between choosing and binding it.
+const PORT_TRIES: usize = 5;
+
+/// The last lines `path` got from byte `from` on.
+fn log_tail(path: &Path, from: u64) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// "its log (PATH) ends: ..." or "its log (PATH) is empty".
+fn says(path: &Path, tail: &str) -> String {
+    if tail.trim().is_empty() {
+        format!("its log ({}) is empty", path.display())
+    } else {
+        format!("its log ({}) ends:\n{tail}", path.display())
     }
 }
 
@@ -221,25 +289,25 @@ impl Sandbox {
             .arg(&data)
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
         run_ok(c, "initdb")?;
-        let port = free_port()?;
         let conf = format!(
-            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+            "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              wal_level = replica\nmax_wal_senders = 10\nmax_replication_slots = 10\nwal_log_hints = on\n\
              hot_standby = on\nfsync = off\nshared_buffers = 16MB\nmax_connections = 40\n\
              wal_sender_timeout = 5s\nwal_receiver_status_interval = 1s\n",
             pgdir.display()
         );
         append(&data.join("postgresql.conf"), &conf)?;
-        let mut c = pg_cmd(bin, "postgres")?;
-        c.arg("-D").arg(&data);
-        self.spawn("primary", c)?;
-        wait_for(
-            "the PostgreSQL primary",
+        self.start_service(
+            "primary",
             Duration::from_secs(30),
-            async || pg_connect(port).await.is_ok(),
+            |port| {
+                let mut c = pg_cmd(bin, "postgres")?;
+                c.arg("-D").arg(&data).args(["-p", &port.to_string()]);
+                Ok(c)
+            },
+            async |port| pg_connect(port).await.is_ok(),
         )
-        .await?;
-        Ok(port)
+        .await
     }
 
     /// A streaming replica of the primary on `primary`; returns its port.
@@ -258,18 +326,15 @@ impl Sandbox {
         .arg(&data)
         .args(["-R", "-X", "stream", "-C", "-S", "replica1", "-c", "fast"]);
         run_ok(c, "pg_basebackup")?;
-        let port = free_port()?;
-        append(
-            &data.join("postgresql.auto.conf"),
-            &format!("\nport = {port}\n"),
-        )?;
-        let mut c = pg_cmd(bin, "postgres")?;
-        c.arg("-D").arg(&data);
-        self.spawn("replica", c)?;
-        wait_for(
-            "the replica to stream",
+        self.start_service(
+            "replica",
             Duration::from_secs(30),
-            async || match pg_connect(port).await {
+            |port| {
+                let mut c = pg_cmd(bin, "postgres")?;
+                c.arg("-D").arg(&data).args(["-p", &port.to_string()]);
+                Ok(c)
+            },
+            async |port| match pg_connect(port).await {
                 Ok(c) => c
                     .query_opt(
                         "SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
@@ -282,8 +347,7 @@ impl Sandbox {
                 Err(_) => false,
             },
         )
-        .await?;
-        Ok(port)
+        .await
     }
 
     /// A TCP front on a free port forwarding to the port written in
@@ -456,8 +520,7 @@ pub async fn run(
     let dir = sb.dir.clone();
     match scenario {
         "redis-cache-failure" => {
-            let port = free_port()?;
-            let argv = |daemonize: bool| -> Vec<String> {
+            let argv = |port: u16, daemonize: bool| -> Vec<String> {
                 let mut v: Vec<String> = vec![
                     "redis-server".into(),
                     "--port".into(),
@@ -481,17 +544,22 @@ pub async fn run(
                 }
                 v
             };
-            let mut c = Command::new("redis-server");
-            c.args(&argv(false)[1..]);
-            sb.spawn("redis", c)?;
+            let port = sb
+                .start_service(
+                    "redis-server",
+                    Duration::from_secs(10),
+                    |port| {
+                        let mut c = Command::new("redis-server");
+                        c.args(&argv(port, false)[1..]);
+                        Ok(c)
+                    },
+                    async |port| redis_ping(port).await,
+                )
+                .await?;
             sb.pidfiles.push(dir.join("redis.pid"));
-            wait_for("redis-server", Duration::from_secs(10), async || {
-                redis_ping(port).await
-            })
-            .await?;
             targets = format!("cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n");
             real = vec!["cache"];
-            let restart = argv(true);
+            let restart = argv(port, true);
             let swap_restart = move |st: &crate::rules::model::Step| match &st.action {
                 ActionSpec::Exec(_)
                 | ActionSpec::SystemdRestart(_)
@@ -848,5 +916,100 @@ impl Writer {
             }
             Err(e) => (format!("not measured: {e}"), None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[tokio::test]
+    async fn a_service_that_exits_at_start_says_its_status_and_its_last_words() {
+        let mut sb = Sandbox::new().unwrap();
+        let e = sb
+            .start_service(
+                "broken",
+                Duration::from_secs(5),
+                |_| Ok(sh("echo starting; echo 'FATAL: no such file' >&2; exit 3")),
+                async |_| false,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("broken exited while starting on port "), "{e}");
+        assert!(e.contains("(exit status: 3)"), "{e}");
+        assert!(e.contains("ends:\nstarting\nFATAL: no such file"), "{e}");
+        assert!(sb.children.is_empty(), "the dead child is forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_service_not_ready_in_time_says_so_with_its_log() {
+        let mut sb = Sandbox::new().unwrap();
+        let e = sb
+            .start_service(
+                "slow",
+                Duration::from_millis(300),
+                |_| Ok(sh("echo still loading >&2; exec sleep 30")),
+                async |_| false,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("timed out after 300ms waiting for slow on port "),
+            "{e}"
+        );
+        assert!(e.contains("(still running, pid "), "{e}");
+        assert!(e.contains("ends:\nstill loading"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_port_taken_between_choosing_and_binding_is_retried_on_a_new_one() {
+        let mut sb = Sandbox::new().unwrap();
+        let up = sb.dir.join("up");
+        let mut ports = Vec::new();
+        let port = sb
+            .start_service(
+                "racy",
+                Duration::from_secs(5),
+                |port| {
+                    ports.push(port);
+                    Ok(if ports.len() < 3 {
+                        sh("echo 'bind: Address already in use' >&2; exit 1")
+                    } else {
+                        sh(&format!("touch {}; exec sleep 30", up.display()))
+                    })
+                },
+                async |_| up.exists(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ports.len(), 3, "{ports:?}");
+        assert_eq!(port, ports[2]);
+        assert_eq!(sb.children.len(), 1);
+
+        // Always taken: it gives up after PORT_TRIES, naming the ports.
+        let e = sb
+            .start_service(
+                "unlucky",
+                Duration::from_secs(5),
+                |_| Ok(sh("echo 'Address already in use' >&2; exit 1")),
+                async |_| false,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        let taken = e
+            .strip_prefix("unlucky could not bind a port: ")
+            .and_then(|rest| rest.split_once(" taken by other processes in turn;"))
+            .unwrap_or_else(|| panic!("{e}"))
+            .0;
+        assert_eq!(taken.split(", ").count(), PORT_TRIES, "{e}");
     }
 }

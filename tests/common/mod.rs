@@ -5,6 +5,7 @@
 
 pub mod fake_kube;
 pub mod fake_paging;
+pub mod moto;
 pub mod pg;
 pub mod prom;
 pub mod scripted;
@@ -72,38 +73,137 @@ pub fn redis_argv(port: u16) -> Vec<String> {
     .collect()
 }
 
+/// How many times a service on a port of its own choosing is started again
+/// on a new port when another process took the port between
+/// [`free_port`] and the service binding it.
+const PORT_TRIES: usize = 5;
+
+/// The last `n` lines of the file at `path` from byte `from` on (what a
+/// child wrote since it was started), for failure messages.
+pub fn log_tail(path: &Path, from: u64, n: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// SIGKILL, then reap.
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Starts a service and waits until `ready(pid, port)` holds, with its
+/// stdout and stderr appended to `log`. `port: None` chooses a free port
+/// and, should the service find it taken ("address already in use"),
+/// starts it again on a new one (a bounded number of times). When the
+/// service does not come up, panics with why: that it could not be
+/// spawned, or its exit status, or that it is still not ready after
+/// `limit`, each with the tail of what it wrote.
+pub fn start_service(
+    what: &str,
+    port: Option<u16>,
+    log: &Path,
+    limit: Duration,
+    mut command: impl FnMut(u16) -> Command,
+    mut ready: impl FnMut(u32, u16) -> bool,
+) -> (Child, u16) {
+    let tries = if port.is_some() { 1 } else { PORT_TRIES };
+    let mut last = String::new();
+    for _ in 0..tries {
+        let port = port.unwrap_or_else(free_port);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("{what}: cannot open its log {}: {e}", log.display()));
+        let from = out.metadata().map_or(0, |m| m.len());
+        let mut cmd = command(port);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {what} ({:?}): {e} (scripts/test.sh installs what the tests need)",
+                    cmd.get_program()
+                )
+            });
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let tail = log_tail(log, from, 30);
+                if tail.to_lowercase().contains("address already in use") {
+                    last = format!("port {port} was taken ({status}):\n{tail}");
+                    break;
+                }
+                panic!(
+                    "{what} exited while starting on port {port} ({status}); its output ends:\n{tail}"
+                );
+            }
+            if ready(child.id(), port) {
+                return (child, port);
+            }
+            if start.elapsed() > limit {
+                kill_and_reap(&mut child);
+                panic!(
+                    "{what} not ready on port {port} after {limit:?} (still running; killed); its output ends:\n{}",
+                    log_tail(log, from, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("{what} found its port taken {tries} times; the last: {last}")
+}
+
 /// A redis-server the test owns.
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// Its output (for failure messages); deleted on drop.
+    log: tempfile::NamedTempFile,
 }
 
 impl Redis {
+    /// A redis-server on `port` (the caller's choice, so not retried).
     pub fn start(port: u16) -> Redis {
-        let argv = redis_argv(port);
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (the README's test command installs it)");
-        let r = Redis {
+        Self::start_on(Some(port))
+    }
+
+    /// A redis-server on a free port of its own ([`Redis::port`]), retried
+    /// on a new one if the port is taken meanwhile.
+    pub fn start_free() -> Redis {
+        Self::start_on(None)
+    }
+
+    fn start_on(port: Option<u16>) -> Redis {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let (child, port) = start_service(
+            "redis-server",
+            port,
+            log.path(),
+            Duration::from_secs(10),
+            |port| {
+                let argv = redis_argv(port);
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            },
+            |_, port| redis_ping(port),
+        );
+        Redis {
             port,
             child: Some(child),
-        };
-        wait_until(
-            Duration::from_secs(10),
-            "redis-server to answer PING",
-            || redis_ping(port),
-        );
-        r
+            log,
+        }
     }
 
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            kill_and_reap(&mut c);
         }
     }
 }
@@ -242,6 +342,23 @@ where
 /// `true`, at most `attempts` times an hour: an incident that opens and
 /// stays open while the port is closed.
 pub fn port_closed_rule(name: &str, summary: &str, port: u16, attempts: u32) -> String {
+    port_closed_rule_with_plan(
+        name,
+        summary,
+        port,
+        &format!(
+            "\x20 - name: poke\n\
+             \x20   action: exec\n\
+             \x20   args: [\"true\"]\n\
+             \x20   verify: {{ within: 500ms }}\n\
+             \x20   limit: {{ attempts: {attempts}, per: 1h }}\n"
+        ),
+    )
+}
+
+/// [`port_closed_rule`] with the plan `plan` (the YAML list, indented by
+/// two).
+pub fn port_closed_rule_with_plan(name: &str, summary: &str, port: u16, plan: &str) -> String {
     format!(
         "scenario: {name}\n\
          summary: {summary}\n\
@@ -256,11 +373,7 @@ pub fn port_closed_rule(name: &str, summary: &str, port: u16, attempts: u32) -> 
          \x20   clear_for: 400ms\n\
          when: {{ any: [closed] }}\n\
          plan:\n\
-         \x20 - name: poke\n\
-         \x20   action: exec\n\
-         \x20   args: [\"true\"]\n\
-         \x20   verify: {{ within: 500ms }}\n\
-         \x20   limit: {{ attempts: {attempts}, per: 1h }}\n\
+         {plan}\
          escalation: default\n"
     )
 }
@@ -282,4 +395,73 @@ pub fn enforce_config(dir: &Path, http: u16, grace: &str) -> PathBuf {
     )
     .unwrap();
     config
+}
+
+/// A redis-cache-failure setup in `dir`: `medic.yaml` (enforce mode, SQLite
+/// under `dir/state`, rules from `dir/rules`, 5 s shutdown grace, one
+/// target `cache`: the redis-server on 127.0.0.1:`port`) and
+/// `rules/redis.yaml`, whose one symptom `redis_down` is `symptom` (YAML
+/// lines such as `check: ...` and `every: 1s`) and whose plan is `plan`
+/// (the YAML list, indented by two). Returns the config's path.
+pub fn redis_setup(dir: &Path, port: u16, symptom: &str, plan: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("medic.yaml"),
+        format!(
+            "mode: enforce\n\
+             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
+             rules: [rules]\n\
+             shutdown_grace: 5s\n\
+             targets:\n  cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n"
+        ),
+    )
+    .unwrap();
+    let symptom: String = symptom.lines().map(|l| format!("    {l}\n")).collect();
+    std::fs::write(
+        dir.join("rules/redis.yaml"),
+        format!(
+            "scenario: redis-cache-failure\n\
+             summary: Redis cache unreachable\n\
+             severity: high\n\
+             rto: 5m\n\
+             symptoms:\n\
+             \x20 redis_down:\n\
+             {symptom}\
+             when: {{ any: [redis_down] }}\n\
+             plan:\n{plan}\
+             escalation: default\n"
+        ),
+    )
+    .unwrap();
+    dir.join("medic.yaml")
+}
+
+/// A critical scenario `app-down` whose one symptom `app_down` is "nothing
+/// listens on 127.0.0.1:`port`" (checked every `every`, firing and clearing
+/// at once) and whose first step `restart-app` runs `false` once an hour
+/// (it never helps); `more_steps` (YAML list items, indented by two)
+/// follow it.
+pub fn app_down_rule(port: u16, rto: &str, every: &str, more_steps: &str) -> String {
+    format!(
+        r#"
+scenario: app-down
+summary: App unreachable
+severity: critical
+rto: {rto}
+symptoms:
+  app_down:
+    check: {{ tcp: {{ address: "127.0.0.1:{port}" }} }}
+    every: {every}
+    timeout: {every}
+    for: 0s
+    clear_for: 0s
+when: {{ any: [app_down] }}
+plan:
+  - name: restart-app
+    action: exec
+    args: ["false"]
+    limit: {{ attempts: 1, per: 1h }}
+{more_steps}escalation: default
+"#
+    )
 }

@@ -1,19 +1,18 @@
-//! Private PostgreSQL clusters for tests: a primary and, optionally, a
-//! streaming replica, each a `postgres` process that is this test's own
-//! child, on ephemeral ports on 127.0.0.1, with data and sockets in a temp
-//! dir. Dropping a [`Pg`] stops both with an immediate shutdown and reaps
-//! them.
+//! Private PostgreSQL for tests: a primary and any number of streaming
+//! replicas, each a `postgres` process that is this test's own child, on
+//! ephemeral ports on 127.0.0.1, with data and sockets in a temp dir.
+//! Dropping a [`Pg`] stops every server with an immediate shutdown and
+//! reaps it; [`PgNode::kill9`] is a real SIGKILL of the postmaster.
 //!
 //! Speed: `initdb` runs once per machine (a template cached under
-//! `CARGO_TARGET_TMPDIR`, rebuilt when missing); each cluster is a copy of
-//! it. Test clusters run with `fsync = off`. A primary starts in about
+//! `CARGO_TARGET_TMPDIR`, rebuilt when missing); each primary is a copy of
+//! it. Test servers run with `fsync = off`. A primary starts in about
 //! 0.3 s, a replica (pg_basebackup + start + streaming) in about 1 s more.
 //!
 //! As root (CI, these machines) every PostgreSQL program runs as the
-//! `postgres` user (PostgreSQL refuses root): the child is started with
-//! that uid directly, so the postmaster is our child and not a wrapper's.
-//! The binaries come from `/usr/lib/postgresql/15/bin`, or from
-//! `$MEDIC_PG_BIN` when set.
+//! `postgres` user (PostgreSQL refuses root) through `setpriv`, which
+//! execs: the postmaster is our child, not a wrapper's. The binaries are
+//! the newest under `/usr/lib/postgresql/N/bin`, or `$MEDIC_PG_BIN`.
 //!
 //! Authentication: trust on 127.0.0.1 and the socket, except the role
 //! [`PASSWORD_ROLE`], which must give a password (scram-sha-256), so tests
@@ -21,55 +20,67 @@
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::free_port;
+use super::{start_service, wait_until};
 
 /// The role that must authenticate with a password (all others: trust).
 pub const PASSWORD_ROLE: &str = "medic_pw";
 
-/// Where the PostgreSQL server programs are.
+/// Where the PostgreSQL server programs are: `$MEDIC_PG_BIN`, or the
+/// newest installed version's bin directory.
 pub fn pg_bin() -> PathBuf {
-    std::env::var_os("MEDIC_PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
-}
-
-/// The uid and gid to run PostgreSQL as: `postgres` when we are root,
-/// nobody else (None) otherwise.
-fn run_as() -> Option<(u32, u32)> {
-    static IDS: OnceLock<Option<(u32, u32)>> = OnceLock::new();
-    *IDS.get_or_init(|| {
-        use std::os::unix::fs::MetadataExt;
-        // /proc/self belongs to the effective user.
-        if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
-            return None;
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("MEDIC_PG_BIN") {
+            return PathBuf::from(dir);
         }
-        let id = |flag: &str| -> u32 {
-            let out = Command::new("id").args([flag, "postgres"]).output().ok();
-            out.filter(|o| o.status.success())
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-                .expect(
-                    "running as root needs a `postgres` user (the postgresql package creates it)",
-                )
-        };
-        Some((id("-u"), id("-g")))
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL must be installed (scripts/test.sh installs it)")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+                Some((v, e.path().join("bin")))
+            })
+            .filter(|(_, p)| p.join("postgres").exists())
+            .collect();
+        versions.sort();
+        versions
+            .pop()
+            .expect("a PostgreSQL server in /usr/lib/postgresql/N/bin")
+            .1
     })
+    .clone()
 }
 
-/// A command for a PostgreSQL program, as the right user.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A command for a PostgreSQL program, run as `postgres` when we are root.
 fn pg_command(program: &str) -> Command {
-    let mut c = Command::new(pg_bin().join(program));
-    if let Some((uid, gid)) = run_as() {
-        c.uid(uid).gid(gid);
-    }
+    let path = pg_bin().join(program);
+    let mut c = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ])
+        .arg(path);
+        c
+    } else {
+        Command::new(path)
+    };
     c.env_remove("PGDATA").env("LC_ALL", "C.UTF-8");
     c
 }
@@ -92,14 +103,14 @@ fn run(mut c: Command, what: &str) -> String {
 
 /// Hands `path` (recursively) to the user PostgreSQL runs as.
 fn give_to_pg(path: &Path) {
-    if let Some((uid, gid)) = run_as() {
+    if is_root() {
         let mut c = Command::new("chown");
-        c.arg("-R").arg(format!("{uid}:{gid}")).arg(path);
+        c.arg("-R").arg("postgres:postgres").arg(path);
         run(c, "chown");
     }
 }
 
-/// Settings every test cluster shares (appended to postgresql.conf).
+/// Settings every test server shares (appended to postgresql.conf).
 const COMMON_CONF: &str = "
 listen_addresses = '127.0.0.1'
 wal_level = replica
@@ -114,6 +125,7 @@ shared_buffers = 16MB
 max_connections = 40
 wal_sender_timeout = 5s
 wal_receiver_status_interval = 1s
+wal_retrieve_retry_interval = 1s
 log_min_messages = warning
 ";
 
@@ -122,7 +134,11 @@ fn template() -> &'static Path {
     static T: OnceLock<PathBuf> = OnceLock::new();
     T.get_or_init(|| {
         let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let dir = cache.join("pg15-template-v1");
+        let version = pg_bin()
+            .parent()
+            .and_then(|p| p.file_name())
+            .map_or_else(|| "pg".into(), |v| v.to_string_lossy().into_owned());
+        let dir = cache.join(format!("pg{version}-template-v2"));
         if dir.join("medic-template-complete").exists() {
             return dir;
         }
@@ -157,7 +173,7 @@ fn template() -> &'static Path {
         .unwrap();
         std::fs::write(data.join("medic-template-complete"), "").unwrap();
         std::fs::create_dir_all(&cache).unwrap();
-        let staged = cache.join(format!("pg15-template-tmp-{}", std::process::id()));
+        let staged = cache.join(format!("pg-template-tmp-{}", std::process::id()));
         let mut cp = Command::new("cp");
         cp.arg("-a").arg(&data).arg(&staged);
         run(cp, "copying the template");
@@ -169,76 +185,67 @@ fn template() -> &'static Path {
     })
 }
 
-/// One PostgreSQL server process (a primary or a replica).
+/// One PostgreSQL server process (the primary or a replica).
 pub struct PgNode {
-    /// `primary` or `replica`.
-    pub name: &'static str,
+    /// `primary`, `replica1`, `replica2`, ... (a replica's name is also
+    /// its replication slot's).
+    pub name: String,
+    /// Chosen at the first start (retried if taken), kept on restarts.
     pub port: u16,
     pub data: PathBuf,
     /// Where its server log goes.
     pub log: PathBuf,
     socket_dir: PathBuf,
     child: Option<Child>,
+    started: bool,
 }
 
 impl PgNode {
-    fn new(name: &'static str, root: &Path) -> PgNode {
+    fn new(name: &str, root: &Path) -> PgNode {
         PgNode {
-            name,
-            port: free_port(),
+            name: name.to_string(),
+            port: 0,
             data: root.join(name),
             log: root.join(format!("{name}.log")),
             socket_dir: root.to_path_buf(),
             child: None,
+            started: false,
         }
     }
 
-    /// Starts the server and waits until it accepts connections.
+    /// Starts the server and waits until it accepts connections: on a free
+    /// port the first time (a new one if that is taken meanwhile), on the
+    /// same port again after a stop. Panics with its exit status and log
+    /// when it does not come up.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut c = pg_command("postgres");
-        c.arg("-D")
-            .arg(&self.data)
-            .args(["-p", &self.port.to_string()])
-            .arg("-k")
-            .arg(&self.socket_dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        self.child = Some(c.spawn().expect("cannot start postgres"));
-        let start = Instant::now();
-        loop {
-            if self.is_ready() {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                panic!(
-                    "{} exited at start ({status}):\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                panic!("{} not ready after 30 s:\n{}", self.name, self.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let data = self.data.clone();
+        let (child, port) = start_service(
+            &format!("postgres ({})", self.name),
+            self.started.then_some(self.port),
+            &self.log,
+            Duration::from_secs(30),
+            |port| {
+                let mut c = pg_command("postgres");
+                c.arg("-D")
+                    .arg(&data)
+                    .args(["-p", &port.to_string()])
+                    .arg("-k")
+                    .arg(&self.socket_dir);
+                c
+            },
+            // Ours (its pid in postmaster.pid) and accepting connections:
+            // not another server that took the port meanwhile.
+            |pid, port| postmaster_ready(&data, pid) && is_ready(port),
+        );
+        self.port = port;
+        self.child = Some(child);
+        self.started = true;
     }
 
     /// `pg_isready`: accepting connections.
     pub fn is_ready(&self) -> bool {
-        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            && Command::new(pg_bin().join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .args(["-U", "postgres", "-t", "2"])
-                .status()
-                .is_ok_and(|s| s.success())
+        is_ready(self.port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -262,9 +269,9 @@ impl PgNode {
         self.signal_and_reap(Signal::SIGINT);
     }
 
-    /// SIGKILL to the postmaster (a crash), then reap. Its backends exit by
-    /// themselves shortly after.
-    pub fn kill(&mut self) {
+    /// SIGKILL to the postmaster (a crash), then reap. Its backends notice
+    /// their postmaster's death and exit by themselves shortly after.
+    pub fn kill9(&mut self) {
         self.signal_and_reap(Signal::SIGKILL);
     }
 
@@ -276,20 +283,50 @@ impl PgNode {
 
     /// [`PgNode::psql`] in another database.
     pub fn psql_db(&self, db: &str, sql: &str) -> String {
-        let mut c = Command::new(pg_bin().join("psql"));
-        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+        self.try_psql_db(db, sql)
+            .unwrap_or_else(|e| panic!("psql on {}: {sql}: {e}", self.name))
+    }
+
+    /// [`PgNode::psql`] that may fail: the error is psql's stderr.
+    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
+        self.try_psql_db("postgres", sql)
+    }
+
+    fn try_psql_db(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(pg_bin().join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", "postgres", "-d", db, "-X", "-A", "-t", "-q"])
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql]);
-        run(c, &format!("psql on {}", self.name))
-            .trim_end()
-            .to_string()
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot start psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// `pg_is_in_recovery()`: a replica (or a fenced old primary).
+    pub fn in_recovery(&self) -> bool {
+        self.psql("SELECT pg_is_in_recovery()") == "t"
+    }
+
+    /// The config target for medic.
+    pub fn target_yaml(&self) -> String {
+        format!(
+            "{{ postgres: {{ host: 127.0.0.1, port: {}, user: postgres, dbname: postgres }} }}",
+            self.port
+        )
     }
 
     /// The last lines of the server log (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        super::log_tail(&self.log, 0, 30)
     }
 }
 
@@ -299,17 +336,45 @@ impl Drop for PgNode {
     }
 }
 
-/// A private cluster: a primary and maybe a streaming replica.
+/// `pg_isready` on 127.0.0.1:`port`.
+fn is_ready(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+        && Command::new(pg_bin().join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-U", "postgres", "-t", "2"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// `data/postmaster.pid` names `pid` and says `ready` (line 8).
+fn postmaster_ready(data: &Path, pid: u32) -> bool {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines.first() == Some(&pid.to_string().as_str())
+        && lines.get(7).is_some_and(|s| s.trim() == "ready")
+}
+
+/// A private cluster: a primary and its streaming replicas.
 pub struct Pg {
     pub primary: PgNode,
-    pub replica: Option<PgNode>,
-    // Last: removed after both servers stopped (fields drop in order).
+    pub replicas: Vec<PgNode>,
+    // Last: removed after every server stopped (fields drop in order).
     dir: tempfile::TempDir,
 }
 
 impl Pg {
     /// A running primary.
     pub fn primary() -> Pg {
+        Pg::start(0)
+    }
+
+    /// A running primary and one replica streaming from it.
+    pub fn with_replica() -> Pg {
+        Pg::start(1)
+    }
+
+    /// A running primary and `replicas` replicas streaming from it.
+    pub fn start(replicas: usize) -> Pg {
         let dir = tempfile::Builder::new()
             .prefix("medic-pg")
             .tempdir()
@@ -322,44 +387,51 @@ impl Pg {
         let _ = std::fs::remove_file(primary.data.join("medic-template-complete"));
         give_to_pg(dir.path());
         primary.start();
-        Pg {
+        let mut pg = Pg {
             primary,
-            replica: None,
+            replicas: Vec::new(),
             dir,
+        };
+        for _ in 0..replicas {
+            pg.add_replica();
         }
-    }
-
-    /// A running primary and a replica streaming from it through the
-    /// physical slot `replica1` (pg_basebackup -R -C -S replica1).
-    pub fn with_replica() -> Pg {
-        let mut pg = Pg::primary();
-        pg.add_replica();
         pg
     }
 
-    /// Clones the primary into a replica, starts it, and waits until it
-    /// streams.
-    pub fn add_replica(&mut self) {
-        assert!(self.replica.is_none(), "one replica per cluster");
-        let mut replica = PgNode::new("replica", self.dir.path());
+    /// Clones the primary into a new replica `replicaN` with its own
+    /// physical slot of that name (pg_basebackup -R -C -S), starts it, and
+    /// waits until it streams.
+    pub fn add_replica(&mut self) -> &mut PgNode {
+        let name = format!("replica{}", self.replicas.len() + 1);
+        let mut replica = PgNode::new(&name, self.dir.path());
         let mut c = pg_command("pg_basebackup");
         c.args(["-h", "127.0.0.1", "-p", &self.primary.port.to_string()])
             .args(["-U", "postgres", "-D"])
             .arg(&replica.data)
-            .args(["-R", "-X", "stream", "-C", "-S", "replica1", "-c", "fast"])
+            .args(["-R", "-X", "stream", "-C", "-S", &name, "-c", "fast"])
             .arg("--no-sync");
         run(c, "pg_basebackup");
         replica.start();
         wait_streaming(&replica);
-        self.replica = Some(replica);
+        self.replicas.push(replica);
+        self.replicas.last_mut().unwrap()
     }
 
+    /// The first replica.
     pub fn replica(&self) -> &PgNode {
-        self.replica.as_ref().expect("no replica")
+        self.replicas.first().expect("no replica")
     }
 
     pub fn replica_mut(&mut self) -> &mut PgNode {
-        self.replica.as_mut().expect("no replica")
+        self.replicas.first_mut().expect("no replica")
+    }
+
+    /// Waits (up to `limit` each) until every running replica has
+    /// replayed what the primary has written so far.
+    pub fn wait_caught_up(&self, limit: Duration) {
+        for r in self.replicas.iter().filter(|r| r.is_running()) {
+            wait_replayed(&self.primary, r, limit);
+        }
     }
 
     /// The temp dir holding data dirs, logs and sockets.
@@ -370,19 +442,27 @@ impl Pg {
 
 /// Waits until `replica`'s WAL receiver reports `streaming`.
 pub fn wait_streaming(replica: &PgNode) {
-    super::wait_until(Duration::from_secs(30), "the replica to stream", || {
+    wait_until(Duration::from_secs(30), "the replica to stream", || {
         replica.psql("SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')")
             == "streaming"
     });
 }
 
-/// Waits until `replica` has replayed everything `primary` has written so
-/// far.
+/// Waits (up to 30 s) until `replica` has replayed everything `primary`
+/// has written so far.
 pub fn wait_caught_up(primary: &PgNode, replica: &PgNode) {
+    wait_replayed(primary, replica, Duration::from_secs(30));
+}
+
+fn wait_replayed(primary: &PgNode, replica: &PgNode, limit: Duration) {
     let lsn = primary.psql("SELECT pg_current_wal_lsn()");
-    super::wait_until(Duration::from_secs(30), "the replica to catch up", || {
-        replica.psql(&format!(
-            "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{lsn}') >= 0"
-        )) == "t"
-    });
+    wait_until(
+        limit,
+        &format!("{} to catch up to {lsn}", replica.name),
+        || {
+            replica.psql(&format!(
+                "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{lsn}') >= 0"
+            )) == "t"
+        },
+    );
 }

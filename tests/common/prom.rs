@@ -6,10 +6,10 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use super::{free_port, wait_until};
+use super::start_service;
 
 /// The user and password Prometheus asks for (basic auth).
 pub const USER: &str = "medic";
@@ -62,19 +62,11 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
-fn spawn(argv: &[String], log: &std::path::Path) -> Child {
-    let out = std::fs::File::create(log).unwrap();
-    Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} must be installed (scripts/test.sh installs it): {e}",
-                argv[0]
-            )
-        })
+/// A command for `argv`.
+fn command(argv: &[String]) -> Command {
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    c
 }
 
 /// A prometheus-redis-exporter watching one redis-server.
@@ -85,21 +77,24 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn start(redis_port: u16, dir: &std::path::Path) -> Exporter {
-        let port = free_port();
-        let argv: Vec<String> = vec![
-            "prometheus-redis-exporter".into(),
-            format!("-redis.addr=redis://127.0.0.1:{redis_port}"),
-            format!("-web.listen-address=127.0.0.1:{port}"),
-        ];
-        let child = spawn(&argv, &dir.join("exporter.log"));
-        let e = Exporter {
+        let (child, port) = start_service(
+            "prometheus-redis-exporter",
+            None,
+            &dir.join("exporter.log"),
+            Duration::from_secs(20),
+            |port| {
+                command(&[
+                    "prometheus-redis-exporter".into(),
+                    format!("-redis.addr=redis://127.0.0.1:{redis_port}"),
+                    format!("-web.listen-address=127.0.0.1:{port}"),
+                ])
+            },
+            |_, port| http_get(port, "/metrics", false).is_some_and(|(s, _)| s == 200),
+        );
+        Exporter {
             port,
             child: Some(child),
-        };
-        wait_until(Duration::from_secs(20), "the exporter's /metrics", || {
-            http_get(port, "/metrics", false).is_some_and(|(s, _)| s == 200)
-        });
-        e
+        }
     }
 }
 
@@ -123,7 +118,6 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(targets: &[String], dir: &std::path::Path) -> Prometheus {
-        let port = free_port();
         let list = targets
             .iter()
             .map(|t| format!("'{t}'"))
@@ -141,23 +135,27 @@ impl Prometheus {
             format!("basic_auth_users:\n  {USER}: {PASSWORD_BCRYPT}\n"),
         )
         .unwrap();
-        let argv: Vec<String> = vec![
-            "prometheus".into(),
-            format!("--config.file={}", dir.join("prometheus.yml").display()),
-            format!("--web.config.file={}", dir.join("web.yml").display()),
-            format!("--storage.tsdb.path={}", dir.join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-        ];
-        let child = spawn(&argv, &dir.join("prometheus.log"));
-        let p = Prometheus {
+        let (child, port) = start_service(
+            "prometheus",
+            None,
+            &dir.join("prometheus.log"),
+            Duration::from_secs(30),
+            |port| {
+                command(&[
+                    "prometheus".into(),
+                    format!("--config.file={}", dir.join("prometheus.yml").display()),
+                    format!("--web.config.file={}", dir.join("web.yml").display()),
+                    format!("--storage.tsdb.path={}", dir.join("data").display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                ])
+            },
+            |_, port| http_get(port, "/-/ready", true).is_some_and(|(s, _)| s == 200),
+        );
+        Prometheus {
             port,
             dir: dir.to_path_buf(),
             child: Some(child),
-        };
-        wait_until(Duration::from_secs(30), "prometheus /-/ready", || {
-            http_get(port, "/-/ready", true).is_some_and(|(s, _)| s == 200)
-        });
-        p
+        }
     }
 
     pub fn url(&self) -> String {

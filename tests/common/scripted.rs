@@ -70,3 +70,46 @@ impl Check for ScriptedSeries {
         true
     }
 }
+
+/// The real engine (`medic::daemon::run_with`) running one scenario in a
+/// task, until [`Running::stop`].
+pub struct Running {
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Runs `sc` in `mode` with `check` for its one symptom and `action` for
+/// its first step, recording into `store`.
+pub fn run_scenario(
+    config: medic::config::Config,
+    sc: medic::rules::model::Scenario,
+    mode: medic::rules::model::Mode,
+    check: Arc<dyn Check>,
+    action: Arc<dyn medic::remedy::Action>,
+    store: Arc<dyn medic::store::Store>,
+    clock: medic::clock::Clock,
+) -> Running {
+    let rt = Arc::new(medic::engine::ScenarioRuntime {
+        steps: vec![medic::remedy::plan::PlannedStep {
+            step: sc.plan[0].clone(),
+            action,
+        }],
+        checks: vec![check],
+        scenario: sc,
+        mode,
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sd = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        medic::daemon::run_with(&config, vec![rt], 0, store, clock, sd).await
+    });
+    Running { shutdown, handle }
+}
+
+impl Running {
+    /// Cancels the engine and waits for it to return (it must return Ok).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
