@@ -21,7 +21,7 @@ use medic::remedy::plan::PlannedStep;
 use medic::rules::model::{
     Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
 };
-use medic::store::{IncidentState, MemoryStore, Store};
+use medic::store::{IncidentState, MemoryStore, prelude::*};
 use tokio_util::sync::CancellationToken;
 
 fn base() -> DateTime<Utc> {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Medic, block_on, free_port, wait_until};
-use medic::store::{AttemptOutcome, IncidentState, SqliteStore, Store};
+use medic::store::{AttemptOutcome, IncidentState, SqliteStore, prelude::*};
 use pg::PgCluster;
 
 /// The app stand-in: healthy (listening) until its database dies; healthy

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use medic::store::sqlite::SCHEMA_VERSION;
 use medic::store::{
-    AttemptOutcome, IncidentState, NewAttempt, NewIncident, SqliteStore, Store, StoreError,
-    TimelineEntry,
+    AttemptOutcome, IncidentState, NewAttempt, NewIncident, SqliteStore, StoreError, TimelineEntry,
+    prelude::*,
 };
 use serde_json::json;
 

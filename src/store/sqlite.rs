@@ -753,11 +753,7 @@ fn job_run_exists(conn: &Connection, id: JobRunId) -> Result<bool, StoreError> {
 // The trait.
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
-    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
-        apply(self, Write::OpenIncident(new)).await?.incident()
-    }
-
+impl IncidentReads for SqliteStore {
     async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
         self.call(|conn| {
             query_all(
@@ -805,21 +801,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_state(
-        &self,
-        id: IncidentId,
-        state: IncidentState,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        apply(self, Write::SetState { id, state, at })
-            .await
-            .map(drop)
-    }
-
-    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
-        apply(self, Write::Append { id, entry }).await.map(drop)
-    }
-
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
         self.call(move |conn| {
             let entries = query_all(
@@ -837,35 +818,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
-        apply(self, Write::BeginAttempt(new)).await?.attempt()
-    }
-
-    /// Ends an attempt once. Finishing it again with the same outcome is a
-    /// no-op (a retry after a lost reply); a different outcome is
-    /// `Conflict`: the ledger is an audit record, never rewritten.
-    async fn finish_attempt(
-        &self,
-        id: AttemptId,
-        outcome: AttemptOutcome,
-        reason: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let reason = reason.to_string();
-        apply(
-            self,
-            Write::FinishAttempt {
-                id,
-                outcome,
-                reason,
-                at,
-            },
-        )
-        .await
-        .map(drop)
-    }
-
+#[async_trait::async_trait]
+impl LedgerReads for SqliteStore {
     async fn attempts_since(
         &self,
         scenario: &str,
@@ -949,308 +905,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
-        let due = ts(&new.due_at)?;
-        let payload = json(&new.payload)?;
-        self.call(move |conn| {
-            if let Some(e) = outbox_by_key(conn, &new.key)? {
-                return Ok((e, false));
-            }
-            if !incident_exists(conn, new.incident_id)? {
-                return Err(StoreError::NotFound(new.incident_id));
-            }
-            conn.prepare_cached(
-                "INSERT INTO outbox (incident_id, key, notifier, kind, due_at, payload, state) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    new.incident_id,
-                    new.key,
-                    new.notifier,
-                    new.kind,
-                    due,
-                    payload
-                ])
-            })
-            .map_err(sql("insert outbox"))?;
-            let e = outbox_by_key(conn, &new.key)?
-                .ok_or_else(|| StoreError::Backend("outbox entry vanished".into()))?;
-            Ok((e, true))
-        })
-        .await
-    }
-
-    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.call(|conn| {
-            query_all(
-                conn,
-                "list pending outbox",
-                &format!(
-                    "SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY due_at, id"
-                ),
-                [],
-                outbox_row,
-            )
-        })
-        .await
-    }
-
-    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list incident outbox",
-                &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = ?1 ORDER BY id"),
-                [id],
-                outbox_row,
-            )
-        })
-        .await
-    }
-
-    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
-        let due = ts(&mark.due_at)?;
-        let at = ts(&mark.at)?;
-        self.call(move |conn| {
-            let done = (mark.state != OutboxState::Pending).then_some(at);
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE outbox SET state = ?2, attempts = ?3, due_at = ?4, detail = ?5, \
-                     done_at = ?6 WHERE id = ?1 AND state = 'pending'",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        id,
-                        mark.state.as_str(),
-                        mark.attempts,
-                        due,
-                        mark.detail,
-                        done
-                    ])
-                })
-                .map_err(sql("mark outbox"))?;
-            if changed == 1 {
-                return Ok(());
-            }
-            let prev: Option<String> = conn
-                .prepare_cached("SELECT state FROM outbox WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(sql("read outbox"))?;
-            match prev {
-                None => Err(StoreError::Conflict(format!("outbox entry {id} not found"))),
-                Some(p) if p == mark.state.as_str() => Ok(()),
-                Some(p) => Err(StoreError::Conflict(format!(
-                    "outbox entry {id} already {}",
-                    shown(&p)
-                ))),
-            }
-        })
-        .await
-    }
-
-    async fn set_page_ref(
-        &self,
-        id: IncidentId,
-        notifier: &str,
-        reference: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let reference = json(&reference)?;
-        let notifier = notifier.to_string();
-        self.call(move |conn| {
-            if !incident_exists(conn, id)? {
-                return Err(StoreError::NotFound(id));
-            }
-            conn.prepare_cached(
-                "INSERT INTO page_refs (incident_id, notifier, reference) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (incident_id, notifier) DO UPDATE SET reference = excluded.reference",
-            )
-            .and_then(|mut s| s.execute(params![id, notifier, reference]))
-            .map_err(sql("store page reference"))?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn page_refs(
-        &self,
-        id: IncidentId,
-    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
-        self.call(move |conn| {
-            let rows = query_all(
-                conn,
-                "list page references",
-                "SELECT notifier, reference FROM page_refs WHERE incident_id = ?1",
-                [id],
-                |row| {
-                    let c = Cols {
-                        row,
-                        what: format!("incident {id} page reference"),
-                    };
-                    Ok((c.get::<String>("notifier")?, c.json("reference")?))
-                },
-            )?;
-            Ok(rows.into_iter().collect())
-        })
-        .await
-    }
-
-    /// Every write is already durable when its call returns; this folds
-    /// the WAL back into the main file and truncates it, so that after
-    /// [`SqliteStore::close`] the store is a single file. A checkpoint kept
-    /// from finishing by another reader is logged, not an error: nothing
-    /// is lost.
-    async fn flush(&self) -> Result<(), StoreError> {
-        let (busy, _, _) = self
-            .call_alone(|conn| {
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })
-                .map_err(sql("checkpoint"))
-            })
-            .await?;
-        if busy != 0 {
-            tracing::warn!("store checkpoint incomplete: another connection is reading");
-        }
-        Ok(())
-    }
-
-    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
-        let holder = holder.to_string();
-        let since = ts(&at)?;
-        self.call(move |conn| {
-            let term: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO leader (id, term, holder, since) VALUES (1, 1, ?1, ?2) \
-                     ON CONFLICT (id) DO UPDATE SET term = term + 1, holder = ?1, since = ?2 \
-                     RETURNING term",
-                )
-                .and_then(|mut s| s.query_row(params![holder, since], |r| r.get(0)))
-                .map_err(sql("claim term"))?;
-            Ok(Term {
-                term: term as u64,
-                holder,
-                since: at,
-            })
-        })
-        .await
-    }
-
-    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
-        self.call(move |conn| {
-            let row: Option<(i64, String, String)> = conn
-                .prepare_cached("SELECT term, holder, since FROM leader WHERE id = 1")
-                .and_then(|mut s| {
-                    s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()
-                })
-                .map_err(sql("read term"))?;
-            row.map(|(term, holder, since)| {
-                let since = DateTime::parse_from_rfc3339(&since)
-                    .map_err(|e| StoreError::Corrupt(format!("leader.since: {e}")))?
-                    .with_timezone(&Utc);
-                Ok(Term {
-                    term: term as u64,
-                    holder,
-                    since,
-                })
-            })
-            .transpose()
-        })
-        .await
-    }
-
-    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
-        self.call(move |conn| {
-            let newest: Option<i64> = conn
-                .prepare_cached("SELECT term FROM leader WHERE id = 1")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-                .map_err(sql("read term"))?;
-            if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
-                return Err(StoreError::Fenced { term, newer });
-            }
-            apply_on(conn, write)
-        })
-        .await
-    }
-
-    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
-        let scheduled_for = ts(&new.scheduled_for)?;
-        let started_at = ts(&new.started_at)?;
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO job_runs (job, kind, scheduled_for, started_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![new.job, new.kind, scheduled_for, started_at]))
-            .map_err(sql("insert job run"))?;
-            Ok(conn.last_insert_rowid())
-        })
-        .await
-    }
-
-    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
-        let at = ts(&entry.at)?;
-        let data = json(&entry.data)?;
-        self.call(move |conn| {
-            if !job_run_exists(conn, id)? {
-                return Err(StoreError::JobRunNotFound(id));
-            }
-            conn.prepare_cached(
-                "INSERT INTO job_events (run_id, seq, at, kind, message, data) \
-                 SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 \
-                 FROM job_events WHERE run_id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, at, entry.kind, entry.message, data]))
-            .map_err(sql("append job event"))?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn finish_job_run(
-        &self,
-        id: JobRunId,
-        outcome: JobOutcome,
-        summary: &str,
-        data: serde_json::Value,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let at = ts(&at)?;
-        let data = json(&data)?;
-        let summary = summary.to_string();
-        self.call(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE job_runs SET ended_at = ?2, outcome = ?3, summary = ?4, data = ?5 \
-                     WHERE id = ?1 AND outcome IS NULL",
-                )
-                .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), summary, data]))
-                .map_err(sql("finish job run"))?;
-            if changed == 1 {
-                return Ok(());
-            }
-            let previous: Option<Option<String>> = conn
-                .prepare_cached("SELECT outcome FROM job_runs WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(sql("read job run"))?;
-            match previous {
-                None => Err(StoreError::JobRunNotFound(id)),
-                Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
-                Some(prev) => Err(StoreError::Conflict(format!(
-                    "job run {id} already ended as {}",
-                    shown(prev.as_deref().unwrap_or("(none)"))
-                ))),
-            }
-        })
-        .await
-    }
-
+#[async_trait::async_trait]
+impl JobReads for SqliteStore {
     async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
         let job = job.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -1286,71 +944,37 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
-        struct Row {
-            fingerprint: String,
-            starts_at: String,
-            status: &'static str,
-            labels: String,
-            annotations: String,
-            ends_at: Option<String>,
-            generator_url: String,
-            received_at: String,
-        }
-        let rows = alerts
-            .iter()
-            .map(|a| {
-                Ok(Row {
-                    fingerprint: a.fingerprint.clone(),
-                    starts_at: ts(&a.starts_at)?,
-                    status: a.status.as_str(),
-                    labels: json(&serde_json::to_value(&a.labels).unwrap_or_default())?,
-                    annotations: json(&serde_json::to_value(&a.annotations).unwrap_or_default())?,
-                    ends_at: a.ends_at.as_ref().map(ts).transpose()?,
-                    generator_url: a.generator_url.clone(),
-                    received_at: ts(&a.received_at)?,
+#[async_trait::async_trait]
+impl TermReads for SqliteStore {
+    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
+        self.call(move |conn| {
+            let row: Option<(i64, String, String)> = conn
+                .prepare_cached("SELECT term, holder, since FROM leader WHERE id = 1")
+                .and_then(|mut s| {
+                    s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(sql("read term"))?;
+            row.map(|(term, holder, since)| {
+                let since = DateTime::parse_from_rfc3339(&since)
+                    .map_err(|e| StoreError::Corrupt(format!("leader.since: {e}")))?
+                    .with_timezone(&Utc);
+                Ok(Term {
+                    term: term as u64,
+                    holder,
+                    since,
                 })
             })
-            .collect::<Result<Vec<Row>, StoreError>>()?;
-        // One request: one savepoint, so the whole delivery or none of it.
-        self.call(move |conn| {
-            for r in &rows {
-                if r.status == "resolved" {
-                    conn.prepare_cached(
-                        "UPDATE alerts SET status = 'resolved', ends_at = ?3 \
-                         WHERE fingerprint = ?1 AND starts_at <= ?2 AND status = 'firing'",
-                    )
-                    .and_then(|mut s| s.execute(params![r.fingerprint, r.starts_at, r.ends_at]))
-                    .map_err(sql("resolve alert"))?;
-                }
-                conn.prepare_cached(
-                    "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, \
-                     ends_at, generator_url, received_at) \
-                     SELECT ?1, ?2, CASE WHEN EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 \
-                     AND status = 'resolved' AND starts_at >= ?2) THEN 'resolved' ELSE ?3 END, \
-                     ?4, ?5, ?6, ?7, ?8 WHERE true \
-                     ON CONFLICT (fingerprint, starts_at) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        r.fingerprint,
-                        r.starts_at,
-                        r.status,
-                        r.labels,
-                        r.annotations,
-                        r.ends_at,
-                        r.generator_url,
-                        r.received_at
-                    ])
-                })
-                .map_err(sql("record alert"))?;
-            }
-            Ok(())
+            .transpose()
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl AlertReads for SqliteStore {
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
         self.call(|conn| {
             query_all(
@@ -1364,6 +988,105 @@ impl Store for SqliteStore {
             )
         })
         .await
+    }
+}
+
+#[async_trait::async_trait]
+impl OutboxReads for SqliteStore {
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.call(|conn| {
+            query_all(
+                conn,
+                "list pending outbox",
+                &format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY due_at, id"
+                ),
+                [],
+                outbox_row,
+            )
+        })
+        .await
+    }
+
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list incident outbox",
+                &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = ?1 ORDER BY id"),
+                [id],
+                outbox_row,
+            )
+        })
+        .await
+    }
+
+    async fn page_refs(
+        &self,
+        id: IncidentId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
+        self.call(move |conn| {
+            let rows = query_all(
+                conn,
+                "list page references",
+                "SELECT notifier, reference FROM page_refs WHERE incident_id = ?1",
+                [id],
+                |row| {
+                    let c = Cols {
+                        row,
+                        what: format!("incident {id} page reference"),
+                    };
+                    Ok((c.get::<String>("notifier")?, c.json("reference")?))
+                },
+            )?;
+            Ok(rows.into_iter().collect())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    /// Runs on the store thread inside the batch transaction: the term
+    /// check and the write share one savepoint.
+    async fn write(&self, fence: Option<u64>, write: Write) -> Result<Written, StoreError> {
+        self.call(move |conn| {
+            if let Some(term) = fence {
+                let newest: Option<i64> = conn
+                    .prepare_cached("SELECT term FROM leader WHERE id = 1")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+                    .map_err(sql("read term"))?;
+                if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
+                    return Err(StoreError::Fenced { term, newer });
+                }
+            }
+            apply_on(conn, write)
+        })
+        .await
+    }
+
+    /// Every write is already durable when its call returns; this folds
+    /// the WAL back into the main file and truncates it, so that after
+    /// [`SqliteStore::close`] the store is a single file. A checkpoint kept
+    /// from finishing by another reader is logged, not an error: nothing
+    /// is lost.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (busy, _, _) = self
+            .call_alone(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(sql("checkpoint"))
+            })
+            .await?;
+        if busy != 0 {
+            tracing::warn!("store checkpoint incomplete: another connection is reading");
+        }
+        Ok(())
     }
 }
 
@@ -1393,11 +1116,7 @@ fn alert_row(row: &Row) -> Result<AlertRecord, StoreError> {
     })
 }
 
-/// Runs one write on the store thread.
-async fn apply(store: &SqliteStore, write: Write) -> Result<Written, StoreError> {
-    store.call(move |conn| apply_on(conn, write)).await
-}
-
+/// Applies one write (on the store thread, under the request's savepoint).
 fn apply_on(conn: &Connection, write: Write) -> Result<Written, StoreError> {
     Ok(match write {
         Write::OpenIncident(new) => {
@@ -1420,6 +1139,42 @@ fn apply_on(conn: &Connection, write: Write) -> Result<Written, StoreError> {
             at,
         } => {
             finish_attempt_on(conn, id, outcome, reason, at)?;
+            Written::Done
+        }
+        Write::BeginJobRun(new) => Written::JobRun(begin_job_run_on(conn, new)?),
+        Write::AppendJobEvent { id, entry } => {
+            append_job_event_on(conn, id, entry)?;
+            Written::Done
+        }
+        Write::FinishJobRun {
+            id,
+            outcome,
+            summary,
+            data,
+            at,
+        } => {
+            finish_job_run_on(conn, id, outcome, summary, data, at)?;
+            Written::Done
+        }
+        Write::ClaimTerm { holder, at } => Written::Term(claim_term_on(conn, holder, at)?),
+        Write::RecordAlerts(alerts) => {
+            record_alerts_on(conn, &alerts)?;
+            Written::Done
+        }
+        Write::OutboxEnqueue(new) => {
+            let (e, created) = outbox_enqueue_on(conn, new)?;
+            Written::Outbox(e, created)
+        }
+        Write::OutboxMark { id, mark } => {
+            outbox_mark_on(conn, id, mark)?;
+            Written::Done
+        }
+        Write::SetPageRef {
+            id,
+            notifier,
+            reference,
+        } => {
+            set_page_ref_on(conn, id, notifier, reference)?;
             Written::Done
         }
     })
@@ -1590,6 +1345,215 @@ fn finish_attempt_on(
             shown(prev.as_deref().unwrap_or("(none)"))
         ))),
     }
+}
+
+fn outbox_enqueue_on(conn: &Connection, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+    let due = ts(&new.due_at)?;
+    let payload = json(&new.payload)?;
+    if let Some(e) = outbox_by_key(conn, &new.key)? {
+        return Ok((e, false));
+    }
+    if !incident_exists(conn, new.incident_id)? {
+        return Err(StoreError::NotFound(new.incident_id));
+    }
+    conn.prepare_cached(
+        "INSERT INTO outbox (incident_id, key, notifier, kind, due_at, payload, state) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            new.incident_id,
+            new.key,
+            new.notifier,
+            new.kind,
+            due,
+            payload
+        ])
+    })
+    .map_err(sql("insert outbox"))?;
+    let e = outbox_by_key(conn, &new.key)?
+        .ok_or_else(|| StoreError::Backend("outbox entry vanished".into()))?;
+    Ok((e, true))
+}
+
+fn outbox_mark_on(conn: &Connection, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+    let due = ts(&mark.due_at)?;
+    let at = ts(&mark.at)?;
+    let done = (mark.state != OutboxState::Pending).then_some(at);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE outbox SET state = ?2, attempts = ?3, due_at = ?4, detail = ?5, \
+             done_at = ?6 WHERE id = ?1 AND state = 'pending'",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                mark.state.as_str(),
+                mark.attempts,
+                due,
+                mark.detail,
+                done
+            ])
+        })
+        .map_err(sql("mark outbox"))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let prev: Option<String> = conn
+        .prepare_cached("SELECT state FROM outbox WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(sql("read outbox"))?;
+    match prev {
+        None => Err(StoreError::Conflict(format!("outbox entry {id} not found"))),
+        Some(p) if p == mark.state.as_str() => Ok(()),
+        Some(p) => Err(StoreError::Conflict(format!(
+            "outbox entry {id} already {}",
+            shown(&p)
+        ))),
+    }
+}
+
+fn set_page_ref_on(
+    conn: &Connection,
+    id: IncidentId,
+    notifier: String,
+    reference: serde_json::Value,
+) -> Result<(), StoreError> {
+    let reference = json(&reference)?;
+    if !incident_exists(conn, id)? {
+        return Err(StoreError::NotFound(id));
+    }
+    conn.prepare_cached(
+        "INSERT INTO page_refs (incident_id, notifier, reference) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (incident_id, notifier) DO UPDATE SET reference = excluded.reference",
+    )
+    .and_then(|mut s| s.execute(params![id, notifier, reference]))
+    .map_err(sql("store page reference"))?;
+    Ok(())
+}
+
+fn claim_term_on(conn: &Connection, holder: String, at: DateTime<Utc>) -> Result<Term, StoreError> {
+    let since = ts(&at)?;
+    let term: i64 = conn
+        .prepare_cached(
+            "INSERT INTO leader (id, term, holder, since) VALUES (1, 1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET term = term + 1, holder = ?1, since = ?2 \
+             RETURNING term",
+        )
+        .and_then(|mut s| s.query_row(params![holder, since], |r| r.get(0)))
+        .map_err(sql("claim term"))?;
+    Ok(Term {
+        term: term as u64,
+        holder,
+        since: at,
+    })
+}
+
+fn begin_job_run_on(conn: &Connection, new: NewJobRun) -> Result<JobRunId, StoreError> {
+    let scheduled_for = ts(&new.scheduled_for)?;
+    let started_at = ts(&new.started_at)?;
+    conn.prepare_cached(
+        "INSERT INTO job_runs (job, kind, scheduled_for, started_at) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![new.job, new.kind, scheduled_for, started_at]))
+    .map_err(sql("insert job run"))?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn append_job_event_on(
+    conn: &Connection,
+    id: JobRunId,
+    entry: TimelineEntry,
+) -> Result<(), StoreError> {
+    let at = ts(&entry.at)?;
+    let data = json(&entry.data)?;
+    if !job_run_exists(conn, id)? {
+        return Err(StoreError::JobRunNotFound(id));
+    }
+    conn.prepare_cached(
+        "INSERT INTO job_events (run_id, seq, at, kind, message, data) \
+         SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 \
+         FROM job_events WHERE run_id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, at, entry.kind, entry.message, data]))
+    .map_err(sql("append job event"))?;
+    Ok(())
+}
+
+fn finish_job_run_on(
+    conn: &Connection,
+    id: JobRunId,
+    outcome: JobOutcome,
+    summary: String,
+    data: serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = ts(&at)?;
+    let data = json(&data)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE job_runs SET ended_at = ?2, outcome = ?3, summary = ?4, data = ?5 \
+             WHERE id = ?1 AND outcome IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), summary, data]))
+        .map_err(sql("finish job run"))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let previous: Option<Option<String>> = conn
+        .prepare_cached("SELECT outcome FROM job_runs WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(sql("read job run"))?;
+    match previous {
+        None => Err(StoreError::JobRunNotFound(id)),
+        Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
+        Some(prev) => Err(StoreError::Conflict(format!(
+            "job run {id} already ended as {}",
+            shown(prev.as_deref().unwrap_or("(none)"))
+        ))),
+    }
+}
+
+/// One request, so one savepoint: the whole delivery or none of it.
+fn record_alerts_on(conn: &Connection, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+    for a in alerts {
+        let starts_at = ts(&a.starts_at)?;
+        let ends_at = a.ends_at.as_ref().map(ts).transpose()?;
+        let received_at = ts(&a.received_at)?;
+        if a.status == AlertStatus::Resolved {
+            conn.prepare_cached(
+                "UPDATE alerts SET status = 'resolved', ends_at = ?3 \
+                 WHERE fingerprint = ?1 AND starts_at <= ?2 AND status = 'firing'",
+            )
+            .and_then(|mut s| s.execute(params![a.fingerprint, starts_at, ends_at]))
+            .map_err(sql("resolve alert"))?;
+        }
+        let labels = json(&serde_json::to_value(&a.labels).unwrap_or_default())?;
+        let annotations = json(&serde_json::to_value(&a.annotations).unwrap_or_default())?;
+        conn.prepare_cached(
+            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, \
+             ends_at, generator_url, received_at) \
+             SELECT ?1, ?2, CASE WHEN EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 \
+             AND status = 'resolved' AND starts_at >= ?2) THEN 'resolved' ELSE ?3 END, \
+             ?4, ?5, ?6, ?7, ?8 WHERE true \
+             ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                a.fingerprint,
+                starts_at,
+                a.status.as_str(),
+                labels,
+                annotations,
+                ends_at,
+                a.generator_url,
+                received_at
+            ])
+        })
+        .map_err(sql("record alert"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
