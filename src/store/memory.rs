@@ -70,11 +70,7 @@ impl IncidentReads for MemoryStore {
         if !g.incidents.iter().any(|i| i.id == id) {
             return Err(StoreError::NotFound(id));
         }
-        Ok(g.timelines
-            .iter()
-            .filter(|(i, _)| *i == id)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(entries_of(&g.timelines, id))
     }
 }
 
@@ -156,11 +152,7 @@ impl JobReads for MemoryStore {
         if !g.job_runs.iter().any(|r| r.id == id) {
             return Err(StoreError::JobRunNotFound(id));
         }
-        Ok(g.job_events
-            .iter()
-            .filter(|(r, _)| *r == id)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(entries_of(&g.job_events, id))
     }
 }
 
@@ -174,30 +166,20 @@ impl TermReads for MemoryStore {
 #[async_trait::async_trait]
 impl AlertReads for MemoryStore {
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut v: Vec<AlertRecord> = self
-            .lock()
-            .alerts
-            .iter()
-            .filter(|a| a.status == AlertStatus::Firing)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| (a.starts_at, &a.fingerprint).cmp(&(b.starts_at, &b.fingerprint)));
-        Ok(v)
+        let g = self.lock();
+        let firing = |a: &AlertRecord| a.status == AlertStatus::Firing;
+        Ok(sorted(&g.alerts, firing, |a| {
+            (a.starts_at, a.fingerprint.clone())
+        }))
     }
 }
 
 #[async_trait::async_trait]
 impl OutboxReads for MemoryStore {
     async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut v: Vec<OutboxEntry> = self
-            .lock()
-            .outbox
-            .iter()
-            .filter(|e| e.state == OutboxState::Pending)
-            .cloned()
-            .collect();
-        v.sort_by_key(|e| (e.due_at, e.id));
-        Ok(v)
+        let g = self.lock();
+        let pending = |e: &OutboxEntry| e.state == OutboxState::Pending;
+        Ok(sorted(&g.outbox, pending, |e| (e.due_at, e.id)))
     }
 
     async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -237,70 +219,30 @@ impl Store for MemoryStore {
     }
 }
 
-fn apply(g: &mut Inner, write: Write) -> Result<Written, StoreError> {
-    Ok(match write {
-        Write::OpenIncident(new) => {
-            let (i, created) = open_incident(g, new)?;
-            Written::Incident(i, created)
-        }
-        Write::SetState { id, state, at } => {
-            set_state(g, id, state, at)?;
-            Written::Done
-        }
-        Write::Append { id, entry } => {
-            append(g, id, entry)?;
-            Written::Done
-        }
-        Write::BeginAttempt(new) => Written::Attempt(begin_attempt(g, new)?),
-        Write::FinishAttempt {
-            id,
-            outcome,
-            reason,
-            at,
-        } => {
-            finish_attempt(g, id, outcome, reason, at)?;
-            Written::Done
-        }
-        Write::BeginJobRun(new) => Written::JobRun(begin_job_run(g, new)?),
-        Write::AppendJobEvent { id, entry } => {
-            append_job_event(g, id, entry)?;
-            Written::Done
-        }
-        Write::FinishJobRun {
-            id,
-            outcome,
-            summary,
-            data,
-            at,
-        } => {
-            finish_job_run(g, id, outcome, summary, data, at)?;
-            Written::Done
-        }
-        Write::ClaimTerm { holder, at } => Written::Term(claim_term(g, holder, at)),
-        Write::RecordAlerts(alerts) => {
-            record_alerts(g, alerts);
-            Written::Done
-        }
-        Write::OutboxEnqueue(new) => {
-            let (e, created) = outbox_enqueue(g, new)?;
-            Written::Outbox(e, created)
-        }
-        Write::OutboxMark { id, mark } => {
-            outbox_mark(g, id, mark)?;
-            Written::Done
-        }
-        Write::SetPageRef {
-            id,
-            notifier,
-            reference,
-        } => {
-            set_page_ref(g, id, notifier, reference)?;
-            Written::Done
-        }
-    })
+/// The items that `keep`, by `key`.
+fn sorted<T: Clone, K: Ord>(
+    items: &[T],
+    keep: impl Fn(&T) -> bool,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut v: Vec<T> = items.iter().filter(|i| keep(i)).cloned().collect();
+    v.sort_by_key(key);
+    v
 }
 
-fn open_incident(g: &mut Inner, new: NewIncident) -> Result<(Incident, bool), StoreError> {
+/// The entries of one timeline (an incident's or a job run's), in order.
+fn entries_of(all: &[(i64, TimelineEntry)], id: i64) -> Vec<TimelineEntry> {
+    all.iter()
+        .filter(|(owner, _)| *owner == id)
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+fn apply(g: &mut Inner, write: Write) -> Result<Written, StoreError> {
+    apply_write!(g, write)
+}
+
+fn open_incident_on(g: &mut Inner, new: NewIncident) -> Result<(Incident, bool), StoreError> {
     if let Some(i) = g
         .incidents
         .iter()
@@ -323,7 +265,7 @@ fn open_incident(g: &mut Inner, new: NewIncident) -> Result<(Incident, bool), St
     Ok((inc, true))
 }
 
-fn set_state(
+fn set_state_on(
     g: &mut Inner,
     id: IncidentId,
     state: IncidentState,
@@ -350,7 +292,7 @@ fn set_state(
     Ok(())
 }
 
-fn append(g: &mut Inner, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
+fn append_on(g: &mut Inner, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
     if !g.incidents.iter().any(|i| i.id == id) {
         return Err(StoreError::NotFound(id));
     }
@@ -358,7 +300,7 @@ fn append(g: &mut Inner, id: IncidentId, entry: TimelineEntry) -> Result<(), Sto
     Ok(())
 }
 
-fn begin_attempt(g: &mut Inner, new: NewAttempt) -> Result<AttemptId, StoreError> {
+fn begin_attempt_on(g: &mut Inner, new: NewAttempt) -> Result<AttemptId, StoreError> {
     if !g.incidents.iter().any(|i| i.id == new.incident_id) {
         return Err(StoreError::NotFound(new.incident_id));
     }
@@ -387,7 +329,7 @@ fn begin_attempt(g: &mut Inner, new: NewAttempt) -> Result<AttemptId, StoreError
     Ok(id)
 }
 
-fn finish_attempt(
+fn finish_attempt_on(
     g: &mut Inner,
     id: AttemptId,
     outcome: AttemptOutcome,
@@ -416,7 +358,7 @@ fn finish_attempt(
     Ok(())
 }
 
-fn begin_job_run(g: &mut Inner, new: NewJobRun) -> Result<JobRunId, StoreError> {
+fn begin_job_run_on(g: &mut Inner, new: NewJobRun) -> Result<JobRunId, StoreError> {
     let id = g.job_runs.len() as i64 + 1;
     g.job_runs.push(JobRun {
         id,
@@ -432,7 +374,11 @@ fn begin_job_run(g: &mut Inner, new: NewJobRun) -> Result<JobRunId, StoreError> 
     Ok(id)
 }
 
-fn append_job_event(g: &mut Inner, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
+fn append_job_event_on(
+    g: &mut Inner,
+    id: JobRunId,
+    entry: TimelineEntry,
+) -> Result<(), StoreError> {
     if !g.job_runs.iter().any(|r| r.id == id) {
         return Err(StoreError::JobRunNotFound(id));
     }
@@ -440,7 +386,7 @@ fn append_job_event(g: &mut Inner, id: JobRunId, entry: TimelineEntry) -> Result
     Ok(())
 }
 
-fn finish_job_run(
+fn finish_job_run_on(
     g: &mut Inner,
     id: JobRunId,
     outcome: JobOutcome,
@@ -469,17 +415,17 @@ fn finish_job_run(
     }
 }
 
-fn claim_term(g: &mut Inner, holder: String, at: DateTime<Utc>) -> Term {
+fn claim_term_on(g: &mut Inner, holder: String, at: DateTime<Utc>) -> Result<Term, StoreError> {
     let term = Term {
         term: g.term.as_ref().map_or(1, |t| t.term + 1),
         holder,
         since: at,
     };
     g.term = Some(term.clone());
-    term
+    Ok(term)
 }
 
-fn record_alerts(g: &mut Inner, alerts: Vec<AlertRecord>) {
+fn record_alerts_on(g: &mut Inner, alerts: &[AlertRecord]) -> Result<(), StoreError> {
     for a in alerts {
         let known = g
             .alerts
@@ -496,7 +442,7 @@ fn record_alerts(g: &mut Inner, alerts: Vec<AlertRecord>) {
             }
         }
         if known.is_none() {
-            let mut a = a;
+            let mut a = a.clone();
             // A later firing of this alert has resolved: so has this one.
             if g.alerts.iter().any(|b| {
                 b.fingerprint == a.fingerprint
@@ -508,9 +454,10 @@ fn record_alerts(g: &mut Inner, alerts: Vec<AlertRecord>) {
             g.alerts.push(a);
         }
     }
+    Ok(())
 }
 
-fn outbox_enqueue(g: &mut Inner, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+fn outbox_enqueue_on(g: &mut Inner, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
     if !g.incidents.iter().any(|i| i.id == new.incident_id) {
         return Err(StoreError::NotFound(new.incident_id));
     }
@@ -534,7 +481,7 @@ fn outbox_enqueue(g: &mut Inner, new: NewOutbox) -> Result<(OutboxEntry, bool), 
     Ok((e, true))
 }
 
-fn outbox_mark(g: &mut Inner, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+fn outbox_mark_on(g: &mut Inner, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
     let e = g
         .outbox
         .iter_mut()
@@ -560,7 +507,7 @@ fn outbox_mark(g: &mut Inner, id: i64, mark: OutboxMark) -> Result<(), StoreErro
     Ok(())
 }
 
-fn set_page_ref(
+fn set_page_ref_on(
     g: &mut Inner,
     id: IncidentId,
     notifier: String,

@@ -15,6 +15,74 @@
 //! [`Fenced`] wraps the write path of any of them with a leadership term.
 //! Implementations must never block the async runtime's worker threads.
 
+/// Applies a [`Write`] with the calling backend's `*_on` functions (one per
+/// variant, each taking the handle `$on` first): the one dispatch every
+/// backend shares. `; .await` after the write for an async backend.
+macro_rules! apply_write {
+    ($on:expr, $write:expr $(; $($aw:tt)+)?) => {
+        Ok(match $write {
+            Write::OpenIncident(new) => {
+                let (i, created) = open_incident_on($on, new) $($($aw)+)? ?;
+                Written::Incident(i, created)
+            }
+            Write::SetState { id, state, at } => {
+                set_state_on($on, id, state, at) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::Append { id, entry } => {
+                append_on($on, id, entry) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::BeginAttempt(new) => Written::Attempt(begin_attempt_on($on, new) $($($aw)+)? ?),
+            Write::FinishAttempt {
+                id,
+                outcome,
+                reason,
+                at,
+            } => {
+                finish_attempt_on($on, id, outcome, reason, at) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::BeginJobRun(new) => Written::JobRun(begin_job_run_on($on, new) $($($aw)+)? ?),
+            Write::AppendJobEvent { id, entry } => {
+                append_job_event_on($on, id, entry) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::FinishJobRun {
+                id,
+                outcome,
+                summary,
+                data,
+                at,
+            } => {
+                finish_job_run_on($on, id, outcome, summary, data, at) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::ClaimTerm { holder, at } => Written::Term(claim_term_on($on, holder, at) $($($aw)+)? ?),
+            Write::RecordAlerts(alerts) => {
+                record_alerts_on($on, &alerts) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::OutboxEnqueue(new) => {
+                let (e, created) = outbox_enqueue_on($on, new) $($($aw)+)? ?;
+                Written::Outbox(e, created)
+            }
+            Write::OutboxMark { id, mark } => {
+                outbox_mark_on($on, id, mark) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::SetPageRef {
+                id,
+                notifier,
+                reference,
+            } => {
+                set_page_ref_on($on, id, notifier, reference) $($($aw)+)? ?;
+                Written::Done
+            }
+        })
+    };
+}
+
 pub mod fenced;
 pub mod memory;
 pub mod postgres;
@@ -571,6 +639,25 @@ impl Written {
 
     fn unexpected(self, expected: &str) -> StoreError {
         StoreError::Backend(format!("expected {expected}, got {self:?}"))
+    }
+}
+
+/// Ending again a row that ends once (an attempt, a job run), given its
+/// stored outcome (`None`: no such row, `missing`): the same outcome is a
+/// no-op (a retry after a lost reply), another is [`StoreError::Conflict`]
+/// (`conflict` words it from the stored outcome).
+fn ended_again(
+    previous: Option<Option<String>>,
+    outcome: &str,
+    missing: StoreError,
+    conflict: impl FnOnce(&str) -> String,
+) -> Result<(), StoreError> {
+    match previous {
+        None => Err(missing),
+        Some(Some(prev)) if prev == outcome => Ok(()),
+        Some(prev) => Err(StoreError::Conflict(conflict(
+            prev.as_deref().unwrap_or("(none)"),
+        ))),
     }
 }
 

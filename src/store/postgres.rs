@@ -388,7 +388,7 @@ async fn query_all<C: GenericClient + Sync, T>(
         .collect()
 }
 
-/// [`query_all`] for at most one row.
+/// [`query_all`] for at most one row (a lookup by key).
 async fn query_opt<C: GenericClient + Sync, T>(
     c: &C,
     op: &'static str,
@@ -396,12 +396,7 @@ async fn query_opt<C: GenericClient + Sync, T>(
     params: Params<'_>,
     convert: impl Fn(&Row) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
-    c.query_opt(sql, params)
-        .await
-        .map_err(db(op))?
-        .as_ref()
-        .map(convert)
-        .transpose()
+    Ok(query_all(c, op, sql, params, convert).await?.pop())
 }
 
 impl PostgresStore {
@@ -424,7 +419,7 @@ impl PostgresStore {
         params: Params<'_>,
         convert: impl Fn(&Row) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        query_opt(&*self.client().await?, op, sql, params, convert).await
+        Ok(self.all(op, sql, params, convert).await?.pop())
     }
 
     /// The connection of fenced writes, opened if needed.
@@ -699,66 +694,7 @@ fn alert_row(r: &Row) -> Result<AlertRecord, StoreError> {
 
 /// Runs one write on `c` (a connection or a transaction).
 async fn apply<C: GenericClient + Sync>(c: &C, write: Write) -> Result<Written, StoreError> {
-    Ok(match write {
-        Write::OpenIncident(new) => {
-            let (i, created) = open_incident_on(c, new).await?;
-            Written::Incident(i, created)
-        }
-        Write::SetState { id, state, at } => {
-            set_state_on(c, id, state, at).await?;
-            Written::Done
-        }
-        Write::Append { id, entry } => {
-            append_on(c, id, entry).await?;
-            Written::Done
-        }
-        Write::BeginAttempt(new) => Written::Attempt(begin_attempt_on(c, new).await?),
-        Write::FinishAttempt {
-            id,
-            outcome,
-            reason,
-            at,
-        } => {
-            finish_attempt_on(c, id, outcome, reason, at).await?;
-            Written::Done
-        }
-        Write::BeginJobRun(new) => Written::JobRun(begin_job_run_on(c, new).await?),
-        Write::AppendJobEvent { id, entry } => {
-            append_job_event_on(c, id, entry).await?;
-            Written::Done
-        }
-        Write::FinishJobRun {
-            id,
-            outcome,
-            summary,
-            data,
-            at,
-        } => {
-            finish_job_run_on(c, id, outcome, summary, data, at).await?;
-            Written::Done
-        }
-        Write::ClaimTerm { holder, at } => Written::Term(claim_term_on(c, holder, at).await?),
-        Write::RecordAlerts(alerts) => {
-            record_alerts_on(c, &alerts).await?;
-            Written::Done
-        }
-        Write::OutboxEnqueue(new) => {
-            let (e, created) = outbox_enqueue_on(c, new).await?;
-            Written::Outbox(e, created)
-        }
-        Write::OutboxMark { id, mark } => {
-            outbox_mark_on(c, id, mark).await?;
-            Written::Done
-        }
-        Write::SetPageRef {
-            id,
-            notifier,
-            reference,
-        } => {
-            set_page_ref_on(c, id, notifier, reference).await?;
-            Written::Done
-        }
-    })
+    apply_write!(c, write; .await)
 }
 
 async fn open_incident_on<C: GenericClient + Sync>(
@@ -915,17 +851,7 @@ async fn finish_attempt_on<C: GenericClient + Sync>(
         )
         .await
         .map_err(db("finish attempt"))?;
-    if changed == 1 {
-        return Ok(());
-    }
-    let sql = "SELECT outcome FROM medic_attempts WHERE id = $1";
-    let prev = query_opt(c, "read attempt", sql, &[&id], |r| Ok(r.get(0))).await?;
-    ended_once(
-        prev,
-        outcome.as_str(),
-        || StoreError::AttemptNotFound(id),
-        || format!("attempt {id}"),
-    )
+    ended_once(c, changed, "medic_attempts", id, outcome.as_str()).await
 }
 
 async fn begin_job_run_on<C: GenericClient + Sync>(
@@ -980,37 +906,32 @@ async fn finish_job_run_on<C: GenericClient + Sync>(
         )
         .await
         .map_err(db("finish job run"))?;
+    ended_once(c, changed, "medic_job_runs", id, outcome.as_str()).await
+}
+
+/// After an UPDATE that ends row `id` of `table` (`medic_attempts`,
+/// `medic_job_runs`) only if not yet ended (`changed` rows): a row already
+/// ended with `outcome` is a no-op, with another outcome
+/// [`StoreError::Conflict`].
+async fn ended_once<C: GenericClient + Sync>(
+    c: &C,
+    changed: u64,
+    table: &'static str,
+    id: i64,
+    outcome: &str,
+) -> Result<(), StoreError> {
     if changed == 1 {
         return Ok(());
     }
-    let sql = "SELECT outcome FROM medic_job_runs WHERE id = $1";
-    let prev = query_opt(c, "read job run", sql, &[&id], |r| Ok(r.get(0))).await?;
-    ended_once(
-        prev,
-        outcome.as_str(),
-        || StoreError::JobRunNotFound(id),
-        || format!("job run {id}"),
-    )
-}
-
-/// What ending a row (an attempt, a job run) again means, given the row's
-/// stored outcome (`None`: no such row): the same outcome is a no-op,
-/// another is [`StoreError::Conflict`].
-fn ended_once(
-    prev: Option<Option<String>>,
-    outcome: &str,
-    missing: impl FnOnce() -> StoreError,
-    what: impl FnOnce() -> String,
-) -> Result<(), StoreError> {
-    match prev {
-        None => Err(missing()),
-        Some(prev) if prev.as_deref() == Some(outcome) => Ok(()),
-        Some(prev) => Err(StoreError::Conflict(format!(
-            "{} already ended as {:.40}",
-            what(),
-            prev.as_deref().unwrap_or("(none)")
-        ))),
-    }
+    let (op, what, missing) = match table {
+        "medic_attempts" => ("read attempt", "attempt", StoreError::AttemptNotFound(id)),
+        _ => ("read job run", "job run", StoreError::JobRunNotFound(id)),
+    };
+    let sql = format!("SELECT outcome FROM {table} WHERE id = $1");
+    let prev: Option<Option<String>> = query_opt(c, op, &sql, &[&id], |r| Ok(r.get(0))).await?;
+    ended_again(prev, outcome, missing, |prev| {
+        format!("{what} {id} already ended as {prev:.40}")
+    })
 }
 
 async fn claim_term_on<C: GenericClient + Sync>(

@@ -565,6 +565,20 @@ impl Cols<'_, '_> {
             })
     }
 
+    /// An optional column holding a name that `parse` knows (an outcome).
+    fn opt_name<T>(
+        &self,
+        col: &str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get::<Option<String>>(col)? {
+            None => Ok(None),
+            Some(s) => parse(&s).map(Some).ok_or_else(|| {
+                StoreError::Corrupt(format!("{}: unknown {col} {}", self.what, shown(&s)))
+            }),
+        }
+    }
+
     fn json(&self, col: &str) -> Result<serde_json::Value, StoreError> {
         let s: String = self.get(col)?;
         // serde_json's message holds a position, never the text.
@@ -623,12 +637,7 @@ fn attempt_row(row: &Row) -> Result<Attempt, StoreError> {
         what: format!("attempt {id}"),
     };
     let step_index: i64 = c.get("step_index")?;
-    let outcome = match c.get::<Option<String>>("outcome")? {
-        None => None,
-        Some(s) => Some(AttemptOutcome::parse(&s).ok_or_else(|| {
-            StoreError::Corrupt(format!("attempt {id}: unknown outcome {}", shown(&s)))
-        })?),
-    };
+    let outcome = c.opt_name("outcome", AttemptOutcome::parse)?;
     Ok(Attempt {
         id,
         incident_id: c.get("incident_id")?,
@@ -710,9 +719,18 @@ fn query_all<T>(
 }
 
 fn incident_exists(conn: &Connection, id: IncidentId) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM incidents WHERE id = ?1")
+    row_exists(conn, "incidents", id)
+}
+
+/// Whether `table` (`incidents`, `job_runs`) has a row `id`.
+fn row_exists(conn: &Connection, table: &'static str, id: i64) -> Result<bool, StoreError> {
+    let op = match table {
+        "incidents" => "find incident",
+        _ => "find job run",
+    };
+    conn.prepare_cached(&format!("SELECT 1 FROM {table} WHERE id = ?1"))
         .and_then(|mut s| s.exists([id]))
-        .map_err(sql("find incident"))
+        .map_err(sql(op))
 }
 
 const JOB_RUN_COLS: &str =
@@ -724,12 +742,7 @@ fn job_run_row(row: &Row) -> Result<JobRun, StoreError> {
         row,
         what: format!("job run {id}"),
     };
-    let outcome = match c.get::<Option<String>>("outcome")? {
-        None => None,
-        Some(s) => Some(JobOutcome::parse(&s).ok_or_else(|| {
-            StoreError::Corrupt(format!("job run {id}: unknown outcome {}", shown(&s)))
-        })?),
-    };
+    let outcome = c.opt_name("outcome", JobOutcome::parse)?;
     Ok(JobRun {
         id,
         job: c.get("job")?,
@@ -744,79 +757,91 @@ fn job_run_row(row: &Row) -> Result<JobRun, StoreError> {
 }
 
 fn job_run_exists(conn: &Connection, id: JobRunId) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM job_runs WHERE id = ?1")
-        .and_then(|mut s| s.exists([id]))
-        .map_err(sql("find job run"))
+    row_exists(conn, "job_runs", id)
 }
 
 // ---------------------------------------------------------------------------
 // The trait.
 
-#[async_trait::async_trait]
-impl IncidentReads for SqliteStore {
-    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        self.call(|conn| {
-            query_all(
-                conn,
-                "list open incidents",
-                &format!(
-                    "SELECT {INCIDENT_COLS} FROM incidents \
-                     WHERE state != 'resolved' ORDER BY opened_at, id"
-                ),
-                [],
-                incident_row,
-            )
-        })
-        .await
+impl SqliteStore {
+    /// [`query_all`] on the store thread.
+    async fn all<T, P>(
+        &self,
+        op: &'static str,
+        sql_text: String,
+        params: P,
+        convert: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+    {
+        self.call(move |conn| query_all(conn, op, &sql_text, params, convert))
+            .await
     }
 
-    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
-        self.call(move |conn| {
-            let found = query_all(
-                conn,
-                "read incident",
-                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
-                [id],
-                incident_row,
-            )?;
-            Ok(found.into_iter().next())
-        })
-        .await
-    }
-
-    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list recent incidents",
-                &format!(
-                    "SELECT {INCIDENT_COLS} FROM incidents \
-                     ORDER BY opened_at DESC, id DESC LIMIT ?1"
-                ),
-                [limit],
-                incident_row,
-            )
-        })
-        .await
-    }
-
-    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+    /// The entries of one timeline table (`timeline` of incident `id`, or
+    /// `job_events` of job run `id`) in the order written; `missing` if
+    /// there are none because there is no such incident or run.
+    async fn timeline_of(
+        &self,
+        table: &'static str,
+        id: i64,
+        missing: StoreError,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        let (op, owner_col, owners) = match table {
+            "timeline" => ("read timeline", "incident_id", "incidents"),
+            _ => ("read job events", "run_id", "job_runs"),
+        };
         self.call(move |conn| {
             let entries = query_all(
                 conn,
-                "read timeline",
-                "SELECT seq, at, kind, message, data FROM timeline \
-                 WHERE incident_id = ?1 ORDER BY seq",
+                op,
+                &format!(
+                    "SELECT seq, at, kind, message, data FROM {table} \
+                     WHERE {owner_col} = ?1 ORDER BY seq"
+                ),
                 [id],
                 |row| timeline_row(id, row),
             )?;
-            if entries.is_empty() && !incident_exists(conn, id)? {
-                return Err(StoreError::NotFound(id));
+            if entries.is_empty() && !row_exists(conn, owners, id)? {
+                return Err(missing);
             }
             Ok(entries)
         })
         .await
+    }
+}
+
+#[async_trait::async_trait]
+impl IncidentReads for SqliteStore {
+    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        let sql = format!(
+            "SELECT {INCIDENT_COLS} FROM incidents \
+             WHERE state != 'resolved' ORDER BY opened_at, id"
+        );
+        self.all("list open incidents", sql, (), incident_row).await
+    }
+
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        let sql = format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1");
+        let found = self.all("read incident", sql, [id], incident_row).await?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {INCIDENT_COLS} FROM incidents \
+             ORDER BY opened_at DESC, id DESC LIMIT ?1"
+        );
+        self.all("list recent incidents", sql, [limit], incident_row)
+            .await
+    }
+
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.timeline_of("timeline", id, StoreError::NotFound(id))
+            .await
     }
 }
 
@@ -829,23 +854,18 @@ impl LedgerReads for SqliteStore {
         instance: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<Attempt>, StoreError> {
-        let since = ts(&since)?;
-        let (scenario, step, instance) =
-            (scenario.to_string(), step.to_string(), instance.to_string());
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list attempts",
-                &format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts \
-                     WHERE scenario = ?1 AND step = ?2 AND instance = ?3 AND started_at >= ?4 \
-                     ORDER BY started_at, id"
-                ),
-                params![scenario, step, instance, since],
-                attempt_row,
-            )
-        })
-        .await
+        let params = (
+            scenario.to_string(),
+            step.to_string(),
+            instance.to_string(),
+            ts(&since)?,
+        );
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts \
+             WHERE scenario = ?1 AND step = ?2 AND instance = ?3 AND started_at >= ?4 \
+             ORDER BY started_at, id"
+        );
+        self.all("list attempts", sql, params, attempt_row).await
     }
 
     async fn action_attempts_since(
@@ -853,37 +873,22 @@ impl LedgerReads for SqliteStore {
         action: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<Attempt>, StoreError> {
-        let since = ts(&since)?;
-        let action = action.to_string();
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list attempts of an action",
-                &format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts \
-                     WHERE action = ?1 AND started_at >= ?2 ORDER BY started_at, id"
-                ),
-                params![action, since],
-                attempt_row,
-            )
-        })
-        .await
+        let params = (action.to_string(), ts(&since)?);
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts \
+             WHERE action = ?1 AND started_at >= ?2 ORDER BY started_at, id"
+        );
+        self.all("list attempts of an action", sql, params, attempt_row)
+            .await
     }
 
     async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError> {
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list attempts in flight",
-                &format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts \
-                     WHERE outcome IS NULL ORDER BY started_at, id"
-                ),
-                [],
-                attempt_row,
-            )
-        })
-        .await
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts \
+             WHERE outcome IS NULL ORDER BY started_at, id"
+        );
+        self.all("list attempts in flight", sql, (), attempt_row)
+            .await
     }
 
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
@@ -910,39 +915,17 @@ impl LedgerReads for SqliteStore {
 #[async_trait::async_trait]
 impl JobReads for SqliteStore {
     async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
-        let job = job.to_string();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list job runs",
-                &format!(
-                    "SELECT {JOB_RUN_COLS} FROM job_runs WHERE job = ?1 \
-                     ORDER BY started_at DESC, id DESC LIMIT ?2"
-                ),
-                params![job, limit],
-                job_run_row,
-            )
-        })
-        .await
+        let params = (job.to_string(), i64::try_from(limit).unwrap_or(i64::MAX));
+        let sql = format!(
+            "SELECT {JOB_RUN_COLS} FROM job_runs WHERE job = ?1 \
+             ORDER BY started_at DESC, id DESC LIMIT ?2"
+        );
+        self.all("list job runs", sql, params, job_run_row).await
     }
 
     async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
-        self.call(move |conn| {
-            let entries = query_all(
-                conn,
-                "read job events",
-                "SELECT seq, at, kind, message, data FROM job_events \
-                 WHERE run_id = ?1 ORDER BY seq",
-                [id],
-                |row| timeline_row(id, row),
-            )?;
-            if entries.is_empty() && !job_run_exists(conn, id)? {
-                return Err(StoreError::JobRunNotFound(id));
-            }
-            Ok(entries)
-        })
-        .await
+        self.timeline_of("job_events", id, StoreError::JobRunNotFound(id))
+            .await
     }
 }
 
@@ -976,49 +959,26 @@ impl TermReads for SqliteStore {
 #[async_trait::async_trait]
 impl AlertReads for SqliteStore {
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        self.call(|conn| {
-            query_all(
-                conn,
-                "list firing alerts",
-                "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
-                 generator_url, received_at FROM alerts WHERE status = 'firing' \
-                 ORDER BY starts_at, fingerprint",
-                [],
-                alert_row,
-            )
-        })
-        .await
+        let sql = "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+                   generator_url, received_at FROM alerts WHERE status = 'firing' \
+                   ORDER BY starts_at, fingerprint";
+        self.all("list firing alerts", sql.into(), (), alert_row)
+            .await
     }
 }
 
 #[async_trait::async_trait]
 impl OutboxReads for SqliteStore {
     async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.call(|conn| {
-            query_all(
-                conn,
-                "list pending outbox",
-                &format!(
-                    "SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY due_at, id"
-                ),
-                [],
-                outbox_row,
-            )
-        })
-        .await
+        let sql =
+            format!("SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY due_at, id");
+        self.all("list pending outbox", sql, (), outbox_row).await
     }
 
     async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list incident outbox",
-                &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = ?1 ORDER BY id"),
-                [id],
-                outbox_row,
-            )
-        })
-        .await
+        let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = ?1 ORDER BY id");
+        self.all("list incident outbox", sql, [id], outbox_row)
+            .await
     }
 
     async fn page_refs(
@@ -1118,66 +1078,7 @@ fn alert_row(row: &Row) -> Result<AlertRecord, StoreError> {
 
 /// Applies one write (on the store thread, under the request's savepoint).
 fn apply_on(conn: &Connection, write: Write) -> Result<Written, StoreError> {
-    Ok(match write {
-        Write::OpenIncident(new) => {
-            let (i, created) = open_incident_on(conn, new)?;
-            Written::Incident(i, created)
-        }
-        Write::SetState { id, state, at } => {
-            set_state_on(conn, id, state, at)?;
-            Written::Done
-        }
-        Write::Append { id, entry } => {
-            append_on(conn, id, entry)?;
-            Written::Done
-        }
-        Write::BeginAttempt(new) => Written::Attempt(begin_attempt_on(conn, new)?),
-        Write::FinishAttempt {
-            id,
-            outcome,
-            reason,
-            at,
-        } => {
-            finish_attempt_on(conn, id, outcome, reason, at)?;
-            Written::Done
-        }
-        Write::BeginJobRun(new) => Written::JobRun(begin_job_run_on(conn, new)?),
-        Write::AppendJobEvent { id, entry } => {
-            append_job_event_on(conn, id, entry)?;
-            Written::Done
-        }
-        Write::FinishJobRun {
-            id,
-            outcome,
-            summary,
-            data,
-            at,
-        } => {
-            finish_job_run_on(conn, id, outcome, summary, data, at)?;
-            Written::Done
-        }
-        Write::ClaimTerm { holder, at } => Written::Term(claim_term_on(conn, holder, at)?),
-        Write::RecordAlerts(alerts) => {
-            record_alerts_on(conn, &alerts)?;
-            Written::Done
-        }
-        Write::OutboxEnqueue(new) => {
-            let (e, created) = outbox_enqueue_on(conn, new)?;
-            Written::Outbox(e, created)
-        }
-        Write::OutboxMark { id, mark } => {
-            outbox_mark_on(conn, id, mark)?;
-            Written::Done
-        }
-        Write::SetPageRef {
-            id,
-            notifier,
-            reference,
-        } => {
-            set_page_ref_on(conn, id, notifier, reference)?;
-            Written::Done
-        }
-    })
+    apply_write!(conn, write)
 }
 
 fn open_incident_on(conn: &Connection, new: NewIncident) -> Result<(Incident, bool), StoreError> {
@@ -1330,21 +1231,7 @@ fn finish_attempt_on(
         )
         .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), reason]))
         .map_err(sql("finish attempt"))?;
-    if changed == 1 {
-        return Ok(());
-    }
-    let previous: Option<Option<String>> = conn
-        .prepare_cached("SELECT outcome FROM attempts WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-        .map_err(sql("read attempt"))?;
-    match previous {
-        None => Err(StoreError::AttemptNotFound(id)),
-        Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
-        Some(prev) => Err(StoreError::Conflict(format!(
-            "attempt {id} already ended as {}",
-            shown(prev.as_deref().unwrap_or("(none)"))
-        ))),
-    }
+    ended_once(conn, changed, "attempts", id, outcome.as_str())
 }
 
 fn outbox_enqueue_on(conn: &Connection, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
@@ -1498,21 +1385,34 @@ fn finish_job_run_on(
         )
         .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), summary, data]))
         .map_err(sql("finish job run"))?;
+    ended_once(conn, changed, "job_runs", id, outcome.as_str())
+}
+
+/// After an UPDATE that ends row `id` of `table` (`attempts`, `job_runs`)
+/// only if not yet ended (`changed` rows): a row already ended with
+/// `outcome` is a no-op (a retry after a lost reply), with another outcome
+/// [`StoreError::Conflict`]: each is an audit record, ended once.
+fn ended_once(
+    conn: &Connection,
+    changed: usize,
+    table: &'static str,
+    id: i64,
+    outcome: &str,
+) -> Result<(), StoreError> {
     if changed == 1 {
         return Ok(());
     }
+    let (op, what, missing) = match table {
+        "attempts" => ("read attempt", "attempt", StoreError::AttemptNotFound(id)),
+        _ => ("read job run", "job run", StoreError::JobRunNotFound(id)),
+    };
     let previous: Option<Option<String>> = conn
-        .prepare_cached("SELECT outcome FROM job_runs WHERE id = ?1")
+        .prepare_cached(&format!("SELECT outcome FROM {table} WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-        .map_err(sql("read job run"))?;
-    match previous {
-        None => Err(StoreError::JobRunNotFound(id)),
-        Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
-        Some(prev) => Err(StoreError::Conflict(format!(
-            "job run {id} already ended as {}",
-            shown(prev.as_deref().unwrap_or("(none)"))
-        ))),
-    }
+        .map_err(sql(op))?;
+    ended_again(previous, outcome, missing, |prev| {
+        format!("{what} {id} already ended as {}", shown(prev))
+    })
 }
 
 /// One request, so one savepoint: the whole delivery or none of it.
