@@ -642,22 +642,52 @@ impl Written {
     }
 }
 
-/// Ending again a row that ends once (an attempt, a job run), given its
-/// stored outcome (`None`: no such row, `missing`): the same outcome is a
-/// no-op (a retry after a lost reply), another is [`StoreError::Conflict`]
-/// (`conflict` words it from the stored outcome).
-fn ended_again(
-    previous: Option<Option<String>>,
-    outcome: &str,
-    missing: StoreError,
-    conflict: impl FnOnce(&str) -> String,
-) -> Result<(), StoreError> {
-    match previous {
-        None => Err(missing),
-        Some(Some(prev)) if prev == outcome => Ok(()),
-        Some(prev) => Err(StoreError::Conflict(conflict(
-            prev.as_deref().unwrap_or("(none)"),
-        ))),
+/// A row that ends once (an audit record): an attempt or a job run.
+#[derive(Clone, Copy)]
+enum EndsOnce {
+    Attempt,
+    JobRun,
+}
+
+impl EndsOnce {
+    /// Its table (PostgreSQL prefixes `medic_`).
+    fn table(self) -> &'static str {
+        match self {
+            EndsOnce::Attempt => "attempts",
+            EndsOnce::JobRun => "job_runs",
+        }
+    }
+
+    /// The operation that reads its stored outcome (for error messages).
+    fn read_op(self) -> &'static str {
+        match self {
+            EndsOnce::Attempt => "read attempt",
+            EndsOnce::JobRun => "read job run",
+        }
+    }
+
+    /// Ending row `id` again, given its stored outcome (`None`: no such
+    /// row): the same outcome is a no-op (a retry after a lost reply),
+    /// another is [`StoreError::Conflict`] (`quote` shows the stored one).
+    fn again(
+        self,
+        id: i64,
+        previous: Option<Option<String>>,
+        outcome: &str,
+        quote: impl FnOnce(&str) -> String,
+    ) -> Result<(), StoreError> {
+        let (what, missing) = match self {
+            EndsOnce::Attempt => ("attempt", StoreError::AttemptNotFound(id)),
+            EndsOnce::JobRun => ("job run", StoreError::JobRunNotFound(id)),
+        };
+        match previous {
+            None => Err(missing),
+            Some(Some(prev)) if prev == outcome => Ok(()),
+            Some(prev) => Err(StoreError::Conflict(format!(
+                "{what} {id} already ended as {}",
+                quote(prev.as_deref().unwrap_or("(none)"))
+            ))),
+        }
     }
 }
 

@@ -851,7 +851,7 @@ async fn finish_attempt_on<C: GenericClient + Sync>(
         )
         .await
         .map_err(db("finish attempt"))?;
-    ended_once(c, changed, "medic_attempts", id, outcome.as_str()).await
+    ended_once(c, changed, EndsOnce::Attempt, id, outcome.as_str()).await
 }
 
 async fn begin_job_run_on<C: GenericClient + Sync>(
@@ -906,32 +906,24 @@ async fn finish_job_run_on<C: GenericClient + Sync>(
         )
         .await
         .map_err(db("finish job run"))?;
-    ended_once(c, changed, "medic_job_runs", id, outcome.as_str()).await
+    ended_once(c, changed, EndsOnce::JobRun, id, outcome.as_str()).await
 }
 
-/// After an UPDATE that ends row `id` of `table` (`medic_attempts`,
-/// `medic_job_runs`) only if not yet ended (`changed` rows): a row already
-/// ended with `outcome` is a no-op, with another outcome
-/// [`StoreError::Conflict`].
+/// After an UPDATE that ends a row only if not yet ended (`changed` rows).
 async fn ended_once<C: GenericClient + Sync>(
     c: &C,
     changed: u64,
-    table: &'static str,
+    ends: EndsOnce,
     id: i64,
     outcome: &str,
 ) -> Result<(), StoreError> {
     if changed == 1 {
         return Ok(());
     }
-    let (op, what, missing) = match table {
-        "medic_attempts" => ("read attempt", "attempt", StoreError::AttemptNotFound(id)),
-        _ => ("read job run", "job run", StoreError::JobRunNotFound(id)),
-    };
-    let sql = format!("SELECT outcome FROM {table} WHERE id = $1");
-    let prev: Option<Option<String>> = query_opt(c, op, &sql, &[&id], |r| Ok(r.get(0))).await?;
-    ended_again(prev, outcome, missing, |prev| {
-        format!("{what} {id} already ended as {prev:.40}")
-    })
+    let sql = format!("SELECT outcome FROM medic_{} WHERE id = $1", ends.table());
+    let op = ends.read_op();
+    let previous = query_opt(c, op, &sql, &[&id], |r| Ok(r.get(0))).await?;
+    ends.again(id, previous, outcome, |p| format!("{p:.40}"))
 }
 
 async fn claim_term_on<C: GenericClient + Sync>(

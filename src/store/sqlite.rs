@@ -1231,7 +1231,7 @@ fn finish_attempt_on(
         )
         .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), reason]))
         .map_err(sql("finish attempt"))?;
-    ended_once(conn, changed, "attempts", id, outcome.as_str())
+    ended_once(conn, changed, EndsOnce::Attempt, id, outcome.as_str())
 }
 
 fn outbox_enqueue_on(conn: &Connection, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
@@ -1385,34 +1385,28 @@ fn finish_job_run_on(
         )
         .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), summary, data]))
         .map_err(sql("finish job run"))?;
-    ended_once(conn, changed, "job_runs", id, outcome.as_str())
+    ended_once(conn, changed, EndsOnce::JobRun, id, outcome.as_str())
 }
 
-/// After an UPDATE that ends row `id` of `table` (`attempts`, `job_runs`)
-/// only if not yet ended (`changed` rows): a row already ended with
-/// `outcome` is a no-op (a retry after a lost reply), with another outcome
-/// [`StoreError::Conflict`]: each is an audit record, ended once.
+/// After an UPDATE that ends a row only if not yet ended (`changed` rows).
 fn ended_once(
     conn: &Connection,
     changed: usize,
-    table: &'static str,
+    ends: EndsOnce,
     id: i64,
     outcome: &str,
 ) -> Result<(), StoreError> {
     if changed == 1 {
         return Ok(());
     }
-    let (op, what, missing) = match table {
-        "attempts" => ("read attempt", "attempt", StoreError::AttemptNotFound(id)),
-        _ => ("read job run", "job run", StoreError::JobRunNotFound(id)),
-    };
     let previous: Option<Option<String>> = conn
-        .prepare_cached(&format!("SELECT outcome FROM {table} WHERE id = ?1"))
+        .prepare_cached(&format!(
+            "SELECT outcome FROM {} WHERE id = ?1",
+            ends.table()
+        ))
         .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-        .map_err(sql(op))?;
-    ended_again(previous, outcome, missing, |prev| {
-        format!("{what} {id} already ended as {}", shown(prev))
-    })
+        .map_err(sql(ends.read_op()))?;
+    ends.again(id, previous, outcome, shown)
 }
 
 /// One request, so one savepoint: the whole delivery or none of it.
