@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use medic::store::{NewIncident, SqliteStore, Store, TimelineEntry};
+use medic::store::{NewIncident, SqliteStore, TimelineEntry, prelude::*};
 use serde_json::json;
 use tokio::runtime::Runtime;
 

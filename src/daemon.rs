@@ -30,7 +30,7 @@ use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequests, ReloadStats};
 use crate::remedy::{self, plan::PlannedStep};
 use crate::rules::model::Scenario;
 use crate::server::{self, AppState, Readiness};
-use crate::store::{Fenced, PostgresStore, SqliteStore, Store, StoreError};
+use crate::store::{Fenced, PostgresStore, SqliteStore, StoreError, prelude::*};
 
 /// A scenario medic will not run, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -304,8 +304,9 @@ pub fn reloads(stats: &crate::reload::ReloadStats) {
 }
 
 /// Open incidents per scenario: every scenario in `scenarios` (0 when none)
-/// and every scenario with an open incident.
-pub fn open_incidents(scenarios: &[String], open: &[crate::store::Incident]) {
+/// and every scenario with an open incident (`open`: the scenario of each
+/// open incident).
+pub fn open_incidents<'a>(scenarios: &[String], open: impl IntoIterator<Item = &'a str>) {
     let m = metrics();
     m.open_incidents.clear();
     for s in scenarios {
@@ -315,10 +316,10 @@ pub fn open_incidents(scenarios: &[String], open: &[crate::store::Incident]) {
             })
             .set(0);
     }
-    for i in open {
+    for scenario in open {
         m.open_incidents
             .get_or_create(&ScenarioLabels {
-                scenario: i.scenario.clone(),
+                scenario: scenario.to_string(),
             })
             .inc();
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::prelude::*;
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {

@@ -14,7 +14,7 @@ use medic::check::alert::AlertCheck;
 use medic::check::{Check, Observation, Outcome};
 use medic::clock::Clock;
 use medic::server::{self, AppState, Readiness};
-use medic::store::{IncidentState, SqliteStore, Store};
+use medic::store::{IncidentState, SqliteStore, prelude::*};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 

@@ -19,7 +19,7 @@ use medic::config::Config;
 use medic::jobs::schedule::Schedule;
 use medic::jobs::{self, Job, JobContext, Report, Scheduled};
 use medic::page::{Delivered, Notice, Notifier, NotifyError};
-use medic::store::{JobOutcome, JobRun, MemoryStore, NewJobRun, Store};
+use medic::store::{JobOutcome, JobRun, MemoryStore, NewJobRun, prelude::*};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

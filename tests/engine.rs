@@ -19,7 +19,7 @@ use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec};
 use medic::rules::model::{
     Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
 };
-use medic::store::{AttemptOutcome, IncidentState, MemoryStore, Store};
+use medic::store::{AttemptOutcome, IncidentState, MemoryStore, prelude::*};
 
 /// An action that counts its runs and, when `heals`, makes the check ok.
 struct Fake {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use medic::store::{SqliteStore, Store};
+use medic::store::{SqliteStore, prelude::*};
 
 const LIMIT: usize = 3;
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use medic::store::{IncidentState, PostgresStore, Store};
+use medic::store::{IncidentState, PostgresStore, prelude::*};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

@@ -11,7 +11,7 @@ use common::fake_kube::{FakeKube, TOKEN};
 use medic::clock::Clock;
 use medic::lead::Role;
 use medic::lead::kubernetes::{Elector, client};
-use medic::store::{MemoryStore, Store};
+use medic::store::{MemoryStore, prelude::*};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;

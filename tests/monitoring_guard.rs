@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::Redis;
 use common::prom::{Exporter, PASSWORD, Prometheus, USER};
 use medic::clock::Clock;
-use medic::store::{MemoryStore, Store};
+use medic::store::{MemoryStore, prelude::*};
 use tokio_util::sync::CancellationToken;
 
 const APP_RULE: &str = r#"

@@ -15,7 +15,7 @@ use medic::page::{
     Decision, DecisionKind, Delivered, Notice, NoticeKind, Notifier, NotifyError, Pager,
 };
 use medic::rules::model::Scenario;
-use medic::store::{Incident, IncidentState, MemoryStore, NewIncident, OutboxState, Store};
+use medic::store::{Incident, IncidentState, MemoryStore, NewIncident, OutboxState, prelude::*};
 use tokio_util::sync::CancellationToken;
 
 fn base() -> DateTime<Utc> {

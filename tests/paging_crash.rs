@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::Medic;
 use common::fake_paging::Fakes;
-use medic::store::{OutboxState, SqliteStore, Store};
+use medic::store::{OutboxState, SqliteStore, prelude::*};
 use nix::sys::signal::Signal;
 
 const CYCLES: usize = 50;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::fake_paging::Fakes;
 use medic::clock::Clock;
 use medic::server::slack::sign;
-use medic::store::{IncidentState, MemoryStore, OutboxState, Store};
+use medic::store::{IncidentState, MemoryStore, OutboxState, prelude::*};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 

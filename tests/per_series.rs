@@ -19,7 +19,7 @@ use medic::remedy::exec::ExecParams;
 use medic::rules::model::{
     Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
 };
-use medic::store::{IncidentState, MemoryStore, Store};
+use medic::store::{IncidentState, MemoryStore, prelude::*};
 
 fn base() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")

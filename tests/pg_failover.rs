@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::Pg;
 use common::{Medic, block_on, free_port, wait_until};
-use medic::store::{AttemptOutcome, IncidentState, SqliteStore, Store};
+use medic::store::{AttemptOutcome, IncidentState, SqliteStore, prelude::*};
 
 /// The app stand-in: healthy (listening) until its database dies; healthy
 /// again once `env_file` names the replica's port and `restarted` exists.

@@ -19,7 +19,7 @@ use medic::remedy::exec::ExecParams;
 use medic::remedy::plan::{self, PlanContext, PlanOutcome, PlannedStep, SymptomView};
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec, Gate, Preflight};
 use medic::rules::model::{Approval, Limit, Mode, Step, Then, Verify};
-use medic::store::{AttemptOutcome, MemoryStore, NewAttempt, NewIncident, Store};
+use medic::store::{AttemptOutcome, MemoryStore, NewAttempt, NewIncident, prelude::*};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 

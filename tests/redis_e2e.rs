@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use medic::store::{AttemptOutcome, IncidentState, SqliteStore, Store};
+use medic::store::{AttemptOutcome, IncidentState, SqliteStore, prelude::*};
 
 fn write_setup(dir: &Path, port: u16, plan: &str) -> std::path::PathBuf {
     redis_setup(

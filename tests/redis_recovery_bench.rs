@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use medic::store::{IncidentState, SqliteStore, Store};
+use medic::store::{IncidentState, SqliteStore, prelude::*};
 
 fn resolved(db: &std::path::Path) -> usize {
     block_on(async {

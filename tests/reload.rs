@@ -22,7 +22,7 @@ use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec};
 use medic::rules::model::{
     Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
 };
-use medic::store::{AttemptOutcome, IncidentState, MemoryStore, Store};
+use medic::store::{AttemptOutcome, IncidentState, MemoryStore, prelude::*};
 use tokio_util::sync::CancellationToken;
 
 /// Counts runs; takes `takes`; never heals anything.

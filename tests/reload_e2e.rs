@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use medic::store::{Incident, IncidentState, SqliteStore, Store};
+use medic::store::{Incident, IncidentState, SqliteStore, prelude::*};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 

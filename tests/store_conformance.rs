@@ -1,13 +1,18 @@
 //! One conformance suite for every store backend: in-memory, SQLite, and
-//! PostgreSQL (a private server started by the test on an ephemeral port).
+//! PostgreSQL (a private server per test, started on an ephemeral port).
+//! Each behaviour is one `async fn` over `Arc<dyn Store>`; the macros at the
+//! end make it one `#[tokio::test]` per backend (`sqlite::resolving_is_final`),
+//! so a failure names the backend and what broke.
 
 mod common;
+mod store_fixtures;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use medic::store::*;
 use serde_json::json;
+use store_fixtures::{at_ms, attempt_at, incident_at};
 
 fn t(s: i64) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
@@ -40,8 +45,11 @@ fn attempt(incident: IncidentId, key: &str, at: i64) -> NewAttempt {
     }
 }
 
-/// The behaviour every backend must share.
-async fn conformance(store: Arc<dyn Store>) {
+// ---------------------------------------------------------------------------
+// Incidents and timelines.
+
+/// One open incident per (scenario, instance), even under concurrency.
+async fn concurrent_opens_create_one_incident(store: Arc<dyn Store>) {
     // One open incident per (scenario, instance), even under concurrency.
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -67,7 +75,56 @@ async fn conformance(store: Arc<dyn Store>) {
         new && other.id != id,
         "another instance is another incident"
     );
+}
 
+async fn one_open_incident_per_scenario_and_instance(store: Arc<dyn Store>) {
+    let (first, created) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(first.state, IncidentState::Open);
+    let (second, created) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(5)))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(second, first, "the existing incident, unchanged");
+    // Still one per key even once it is being remediated.
+    store
+        .set_state(first.id, IncidentState::Escalated, at_ms(6))
+        .await
+        .unwrap();
+    let (third, created) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(7)))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(third.id, first.id);
+    assert_eq!(third.state, IncidentState::Escalated);
+    // Another instance or scenario is another incident.
+    let (other, created) = store
+        .open_incident(incident_at("redis-cache-failure", "cache-2", at_ms(8)))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(other.id, first.id);
+    let (other, created) = store
+        .open_incident(incident_at("redis-memory", "cache", at_ms(9)))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(other.id, first.id);
+    assert_eq!(store.open_incidents().await.unwrap().len(), 3);
+}
+
+/// Timeline entries come back in order, with their data and times.
+async fn timeline_keeps_order_and_data(store: Arc<dyn Store>) {
+    let (inc, _) = store
+        .open_incident(new_incident("redis", "", 0))
+        .await
+        .unwrap();
+    let id = inc.id;
     // Timeline order and updated_at.
     for i in 0..5 {
         store
@@ -86,7 +143,62 @@ async fn conformance(store: Arc<dyn Store>) {
     );
     assert_eq!(tl[3].data, json!({ "i": 3 }));
     assert_eq!(tl[0].at, t(10));
+}
 
+async fn timeline_keeps_write_order(store: Arc<dyn Store>) {
+    let (a, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    let (b, _) = store
+        .open_incident(incident_at("redis-memory", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    assert_eq!(store.timeline(a.id).await.unwrap(), vec![]);
+    // Timestamps out of order on purpose: the order written wins.
+    let mut written = Vec::new();
+    for (i, ms) in [50, 10, 30, 30, 20].into_iter().enumerate() {
+        let entry = TimelineEntry::new(at_ms(ms), "note", format!("entry {i}"))
+            .with_data(json!({"i": i, "nested": {"ok": true}}));
+        store.append(a.id, entry.clone()).await.unwrap();
+        store
+            .append(
+                b.id,
+                TimelineEntry::new(at_ms(ms), "note", "other incident"),
+            )
+            .await
+            .unwrap();
+        written.push(entry);
+    }
+    assert_eq!(store.timeline(a.id).await.unwrap(), written);
+    assert_eq!(store.timeline(b.id).await.unwrap().len(), 5);
+}
+
+/// updated_at follows the latest timeline entry and never goes back (the
+/// memory store does not track it).
+async fn timeline_entry_moves_updated_at_forward(store: Arc<dyn Store>) {
+    let (a, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    for (i, ms) in [50, 10, 30, 30, 20].into_iter().enumerate() {
+        let entry = TimelineEntry::new(at_ms(ms), "note", format!("entry {i}"));
+        store.append(a.id, entry).await.unwrap();
+    }
+    // updated_at follows the latest entry and never goes back.
+    assert_eq!(
+        store.incident(a.id).await.unwrap().unwrap().updated_at,
+        at_ms(50)
+    );
+}
+
+/// State changes; resolution is final; a resolved incident does not block a new one for its key.
+async fn resolution_is_final_and_frees_the_key(store: Arc<dyn Store>) {
+    let (inc, _) = store
+        .open_incident(new_incident("redis", "", 0))
+        .await
+        .unwrap();
+    let id = inc.id;
     // State changes; resolution is final.
     store
         .set_state(id, IncidentState::Escalated, t(20))
@@ -133,7 +245,192 @@ async fn conformance(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(new && again.id != id);
+}
 
+async fn resolved_incident_does_not_block_a_new_one(store: Arc<dyn Store>) {
+    let (first, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    store
+        .set_state(first.id, IncidentState::Resolved, at_ms(100))
+        .await
+        .unwrap();
+    let resolved = store.incident(first.id).await.unwrap().unwrap();
+    assert_eq!(resolved.state, IncidentState::Resolved);
+    assert_eq!(resolved.resolved_at, Some(at_ms(100)));
+    assert_eq!(resolved.updated_at, at_ms(100));
+    assert!(store.open_incidents().await.unwrap().is_empty());
+
+    let (second, created) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(200)))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(second.id, first.id);
+    assert_eq!(store.open_incidents().await.unwrap(), vec![second.clone()]);
+    let recent = store.recent_incidents(10).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![second.id, first.id],
+        "newest first"
+    );
+    assert_eq!(store.recent_incidents(1).await.unwrap()[0].id, second.id);
+}
+
+async fn resolving_is_final(store: Arc<dyn Store>) {
+    let (incident, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    store
+        .set_state(incident.id, IncidentState::Resolved, at_ms(10))
+        .await
+        .unwrap();
+    // A late Slack "acknowledge" click must not reopen it.
+    let err = store
+        .set_state(incident.id, IncidentState::Acknowledged, at_ms(20))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // Resolving twice is harmless and keeps the first time.
+    store
+        .set_state(incident.id, IncidentState::Resolved, at_ms(30))
+        .await
+        .unwrap();
+    let after = store.incident(incident.id).await.unwrap().unwrap();
+    assert_eq!(after.state, IncidentState::Resolved);
+    assert_eq!(after.resolved_at, Some(at_ms(10)));
+}
+
+async fn state_changes_are_stored(store: Arc<dyn Store>) {
+    let (incident, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    for (i, state) in [
+        IncidentState::Remediating,
+        IncidentState::Escalated,
+        IncidentState::Acknowledged,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .set_state(incident.id, state, at_ms(i as i64 + 1))
+            .await
+            .unwrap();
+        let now = store.incident(incident.id).await.unwrap().unwrap();
+        assert_eq!(now.state, state);
+        assert_eq!(now.updated_at, at_ms(i as i64 + 1));
+        assert_eq!(now.resolved_at, None);
+        assert_eq!(now.opened_at, at_ms(0));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Unknown ids.
+
+async fn unknown_ids_are_not_found(store: Arc<dyn Store>) {
+    let err = store
+        .set_state(42, IncidentState::Acknowledged, at_ms(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(42)), "{err}");
+    let err = store
+        .append(42, TimelineEntry::new(at_ms(0), "note", "hello"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(42)), "{err}");
+    assert!(matches!(
+        store.timeline(42).await,
+        Err(StoreError::NotFound(42))
+    ));
+    assert!(matches!(
+        store
+            .begin_attempt(attempt_at(42, "restart", "42:0:1", at_ms(0)))
+            .await,
+        Err(StoreError::NotFound(42))
+    ));
+    assert!(matches!(
+        store
+            .finish_attempt(7, AttemptOutcome::Failed, "exit 1", at_ms(0))
+            .await,
+        Err(StoreError::AttemptNotFound(7))
+    ));
+    assert_eq!(store.incident(42).await.unwrap(), None);
+    // Unknown ids.
+    assert!(matches!(
+        store.set_state(999_999, IncidentState::Open, t(0)).await,
+        Err(StoreError::NotFound(999_999))
+    ));
+    assert!(matches!(
+        store
+            .append(999_999, TimelineEntry::new(t(0), "x", "y"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.timeline(999_999).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.begin_attempt(attempt(999_999, "k9", 0)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .finish_attempt(999_999, AttemptOutcome::Failed, "", t(0))
+            .await,
+        Err(StoreError::AttemptNotFound(_))
+    ));
+    assert!(store.incident(999_999).await.unwrap().is_none());
+}
+
+/// The attempts of an unknown incident are NotFound (the memory store
+/// returns none instead).
+async fn attempts_of_unknown_incident_are_not_found(store: Arc<dyn Store>) {
+    assert!(matches!(
+        store.incident_attempts(42).await,
+        Err(StoreError::NotFound(42))
+    ));
+}
+
+/// The newest incidents first.
+async fn recent_incidents_are_newest_first(store: Arc<dyn Store>) {
+    let (first, _) = store
+        .open_incident(new_incident("redis", "", 0))
+        .await
+        .unwrap();
+    let (other, _) = store
+        .open_incident(new_incident("redis", "{pod=\"a\"}", 1))
+        .await
+        .unwrap();
+    store
+        .set_state(first.id, IncidentState::Resolved, t(30))
+        .await
+        .unwrap();
+    let (again, _) = store
+        .open_incident(new_incident("redis", "", 50))
+        .await
+        .unwrap();
+    // Recent first.
+    let recent = store.recent_incidents(2).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [again.id, other.id]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The ledger.
+
+/// Ledger: begin/finish, keys used once, windows.
+async fn ledger_keys_are_used_once_and_windows_filter(store: Arc<dyn Store>) {
+    let (again, _) = store
+        .open_incident(new_incident("redis", "", 50))
+        .await
+        .unwrap();
     // Ledger: begin/finish, keys used once, windows.
     let a1 = store
         .begin_attempt(attempt(again.id, "k1", 100))
@@ -174,45 +471,146 @@ async fn conformance(store: Arc<dyn Store>) {
     );
     assert_eq!((all[1].outcome, all[1].ended_at), (None, None), "in flight");
     assert_eq!(all[0].inputs, json!({ "args": ["true"] }));
-
-    // Unknown ids.
-    assert!(matches!(
-        store.set_state(999_999, IncidentState::Open, t(0)).await,
-        Err(StoreError::NotFound(999_999))
-    ));
-    assert!(matches!(
-        store
-            .append(999_999, TimelineEntry::new(t(0), "x", "y"))
-            .await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store.timeline(999_999).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store.begin_attempt(attempt(999_999, "k9", 0)).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store
-            .finish_attempt(999_999, AttemptOutcome::Failed, "", t(0))
-            .await,
-        Err(StoreError::AttemptNotFound(_))
-    ));
-    assert!(store.incident(999_999).await.unwrap().is_none());
-
-    // Recent first.
-    let recent = store.recent_incidents(2).await.unwrap();
-    assert_eq!(
-        recent.iter().map(|i| i.id).collect::<Vec<_>>(),
-        [again.id, other.id]
-    );
-    job_runs(&*store).await;
-    alerts(store.as_ref()).await;
-    outbox(&*store, other.id).await;
-    store.flush().await.unwrap();
 }
+
+async fn ledger_begin_and_finish(store: Arc<dyn Store>) {
+    let (incident, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    let mut new = attempt_at(incident.id, "restart", "1:0:1", at_ms(10));
+    new.step_index = 3;
+    let id = store.begin_attempt(new.clone()).await.unwrap();
+    let inflight = &store.incident_attempts(incident.id).await.unwrap()[0];
+    assert_eq!(inflight.id, id);
+    assert_eq!(inflight.incident_id, incident.id);
+    assert_eq!(inflight.step, "restart");
+    assert_eq!(inflight.step_index, 3);
+    assert_eq!(inflight.action, "exec");
+    assert_eq!(inflight.key, "1:0:1");
+    assert_eq!(inflight.started_at, at_ms(10));
+    assert_eq!(inflight.inputs, new.inputs);
+    assert_eq!((inflight.ended_at, inflight.outcome), (None, None));
+    assert_eq!(inflight.reason, "");
+
+    store
+        .finish_attempt(
+            id,
+            AttemptOutcome::TimedOut,
+            "no answer within 30s",
+            at_ms(40),
+        )
+        .await
+        .unwrap();
+    let done = &store.incident_attempts(incident.id).await.unwrap()[0];
+    assert_eq!(done.ended_at, Some(at_ms(40)));
+    assert_eq!(done.outcome, Some(AttemptOutcome::TimedOut));
+    assert_eq!(done.reason, "no answer within 30s");
+
+    // A retried finish (lost reply) is harmless; a different ending is not.
+    store
+        .finish_attempt(id, AttemptOutcome::TimedOut, "again", at_ms(50))
+        .await
+        .unwrap();
+    let err = store
+        .finish_attempt(id, AttemptOutcome::Succeeded, "", at_ms(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let still = &store.incident_attempts(incident.id).await.unwrap()[0];
+    assert_eq!(still.outcome, Some(AttemptOutcome::TimedOut));
+    assert_eq!(still.ended_at, Some(at_ms(40)));
+    assert_eq!(still.reason, "no answer within 30s");
+}
+
+async fn attempt_keys_are_used_once_and_errors_do_not_echo_them(store: Arc<dyn Store>) {
+    let (incident, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    let key = "1:0:1-s3cr3t-looking-value";
+    store
+        .begin_attempt(attempt_at(incident.id, "restart", key, at_ms(1)))
+        .await
+        .unwrap();
+    let err = store
+        .begin_attempt(attempt_at(incident.id, "restart", key, at_ms(2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    assert_eq!(store.incident_attempts(incident.id).await.unwrap().len(), 1);
+}
+
+async fn attempts_since_filters_and_orders_the_window(store: Arc<dyn Store>) {
+    let (first, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    store
+        .set_state(first.id, IncidentState::Resolved, at_ms(1))
+        .await
+        .unwrap();
+    let (second, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(2)))
+        .await
+        .unwrap();
+    // Started out of order, and across two incidents of the same key.
+    let mut keys = 0;
+    let mut begin = |incident: i64, step: &str, ms: i64| {
+        keys += 1;
+        let mut a = attempt_at(incident, step, &format!("k{keys}"), at_ms(ms));
+        a.step_index = keys;
+        a
+    };
+    let mut expected = Vec::new();
+    for (incident, ms) in [(second.id, 4000), (first.id, 2000), (second.id, 3000)] {
+        let a = begin(incident, "restart", ms);
+        expected.push((ms, store.begin_attempt(a).await.unwrap()));
+    }
+    // Outside the window, or another step / instance / scenario.
+    store
+        .begin_attempt(begin(first.id, "restart", 1999))
+        .await
+        .unwrap();
+    store
+        .begin_attempt(begin(second.id, "flush", 3500))
+        .await
+        .unwrap();
+    let mut other_instance = begin(second.id, "restart", 3500);
+    other_instance.instance = "cache-2".into();
+    store.begin_attempt(other_instance).await.unwrap();
+    let mut other_scenario = begin(second.id, "restart", 3500);
+    other_scenario.scenario = "redis-memory".into();
+    store.begin_attempt(other_scenario).await.unwrap();
+
+    expected.sort();
+    let got = store
+        .attempts_since("redis-cache-failure", "restart", "cache", at_ms(2000))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|a| (a.started_at, a.id)).collect::<Vec<_>>(),
+        expected
+            .iter()
+            .map(|&(ms, id)| (at_ms(ms), id))
+            .collect::<Vec<_>>(),
+        "the boundary is inclusive, oldest first"
+    );
+    let later = store
+        .attempts_since("redis-cache-failure", "restart", "cache", at_ms(2001))
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 2);
+    let none = store
+        .attempts_since("redis-cache-failure", "restart", "cache", at_ms(4001))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+// ---------------------------------------------------------------------------
+// Job runs, alerts, leadership, the outbox.
+
 fn alert(name: &str, status: AlertStatus, starts: i64) -> AlertRecord {
     AlertRecord {
         fingerprint: format!("fp-{name}"),
@@ -227,7 +625,7 @@ fn alert(name: &str, status: AlertStatus, starts: i64) -> AlertRecord {
 }
 
 /// Alertmanager intake: idempotent, resolved ends a firing, never revived.
-async fn alerts(store: &dyn Store) {
+async fn alert_intake_is_idempotent_and_never_revives(store: Arc<dyn Store>) {
     use AlertStatus::*;
     let names = |v: Vec<AlertRecord>| -> Vec<(String, DateTime<Utc>)> {
         v.into_iter()
@@ -292,7 +690,7 @@ async fn alerts(store: &dyn Store) {
 }
 
 /// Scheduled jobs' runs: begun, timed, finished once, newest first.
-async fn job_runs(store: &dyn Store) {
+async fn job_runs_end_once_newest_first(store: Arc<dyn Store>) {
     let new = |job: &str, at: i64| NewJobRun {
         job: job.into(),
         kind: "postgres.backup".into(),
@@ -369,14 +767,37 @@ async fn job_runs(store: &dyn Store) {
     ));
 }
 
-/// Leadership terms and fencing: a deposed term's writes are refused, the
-/// store untouched; terms only grow, even when claimed concurrently.
-async fn fencing(store: Arc<dyn Store>) {
+/// Leadership terms only grow, even when claimed concurrently.
+async fn terms_only_grow_even_when_claimed_concurrently(store: Arc<dyn Store>) {
     assert_eq!(store.current_term().await.unwrap(), None);
     let one = store.claim_term("a", t(0)).await.unwrap();
     let two = store.claim_term("b", t(1)).await.unwrap();
     assert_eq!((one.term, two.term), (1, 2));
     assert_eq!(store.current_term().await.unwrap(), Some(two.clone()));
+    let three = store.claim_term("c", t(6)).await.unwrap();
+    assert_eq!(three.term, 3);
+    // Concurrent claims get distinct, growing terms.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.claim_term(&format!("r{i}"), t(9)).await.unwrap().term
+        }));
+    }
+    let mut terms = Vec::new();
+    for task in tasks {
+        terms.push(task.await.unwrap());
+    }
+    terms.sort();
+    assert_eq!(terms, (4..12).collect::<Vec<u64>>());
+    assert_eq!(store.current_term().await.unwrap().unwrap().term, 11);
+}
+
+/// Fencing: a deposed term's writes are refused, the store untouched; reads
+/// through it still work; the new term finishes what it left in flight.
+async fn deposed_term_cannot_write(store: Arc<dyn Store>) {
+    store.claim_term("a", t(0)).await.unwrap();
+    store.claim_term("b", t(1)).await.unwrap();
 
     let old = Fenced::new(store.clone(), 1);
     let new = Fenced::new(store.clone(), 2);
@@ -441,21 +862,19 @@ async fn fencing(store: Arc<dyn Store>) {
         .await
         .unwrap();
 
-    // Concurrent claims get distinct, growing terms.
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let s = store.clone();
-        tasks.push(tokio::spawn(async move {
-            s.claim_term(&format!("r{i}"), t(9)).await.unwrap().term
-        }));
-    }
-    let mut terms = Vec::new();
-    for task in tasks {
-        terms.push(task.await.unwrap());
-    }
-    terms.sort();
-    assert_eq!(terms, (4..12).collect::<Vec<u64>>());
-    assert_eq!(store.current_term().await.unwrap().unwrap().term, 11);
+    // A deposed term starts no job run either.
+    assert!(matches!(
+        Fenced::new(store.clone(), 2)
+            .begin_job_run(NewJobRun {
+                job: "nightly".into(),
+                kind: "postgres.backup".into(),
+                scheduled_for: t(9),
+                started_at: t(9),
+            })
+            .await,
+        Err(StoreError::Fenced { term: 2, newer: 3 })
+    ));
+    assert!(store.job_runs("nightly", 10).await.unwrap().is_empty());
 }
 
 fn entry(incident: IncidentId, key: &str, notifier: &str, due: i64) -> NewOutbox {
@@ -480,8 +899,13 @@ fn mark(state: OutboxState, attempts: u32, due: i64, detail: &str) -> OutboxMark
 }
 
 /// The paging outbox: idempotent enqueue by key, pending by due time,
-/// marks that end once, page references.
-async fn outbox(store: &dyn Store, id: IncidentId) {
+/// marks that end once.
+async fn outbox_enqueues_once_and_marks_end_once(store: Arc<dyn Store>) {
+    let (inc, _) = store
+        .open_incident(new_incident("redis", "", 0))
+        .await
+        .unwrap();
+    let id = inc.id;
     let (late, created) = store
         .outbox_enqueue(entry(id, "o:late", "slack", 100))
         .await
@@ -553,7 +977,15 @@ async fn outbox(store: &dyn Store, id: IncidentId) {
     assert_eq!(all[1].state, OutboxState::Sent);
     assert_eq!((all[1].attempts, all[1].detail.as_str()), (2, "ok"));
     assert_eq!(all[1].done_at, Some(t(201)));
+}
 
+/// Page references: one per notifier, replaced; unknown incidents refused.
+async fn page_refs_one_per_notifier(store: Arc<dyn Store>) {
+    let (inc, _) = store
+        .open_incident(new_incident("redis", "", 0))
+        .await
+        .unwrap();
+    let id = inc.id;
     // Page references: one per notifier, replaced.
     assert!(store.page_refs(id).await.unwrap().is_empty());
     store
@@ -573,48 +1005,144 @@ async fn outbox(store: &dyn Store, id: IncidentId) {
     ));
 }
 
-#[tokio::test]
-async fn memory_store_conforms() {
-    conformance(Arc::new(MemoryStore::new())).await;
+/// Flushing after writes succeeds (SQLite checkpoints; the others have
+/// nothing buffered).
+async fn flush_after_writes_succeeds(store: Arc<dyn Store>) {
+    store
+        .open_incident(new_incident("redis", "", 0))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
 }
 
-#[tokio::test]
-async fn memory_store_fences() {
-    fencing(Arc::new(MemoryStore::new())).await;
+// ---------------------------------------------------------------------------
+// The backends.
+
+/// A store under test and what keeps it alive.
+struct Backend {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<common::pg::Pg>,
 }
 
-#[tokio::test]
-async fn sqlite_store_fences() {
+async fn memory() -> Backend {
+    Backend {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
+        _pg: None,
+    }
+}
+
+async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
-    fencing(Arc::new(
-        SqliteStore::open(&dir.path().join("s.db")).await.unwrap(),
-    ))
-    .await;
+    let store = SqliteStore::open(&dir.path().join("s.db")).await.unwrap();
+    Backend {
+        store: Arc::new(store),
+        _dir: Some(dir),
+        _pg: None,
+    }
 }
 
-#[tokio::test]
-async fn sqlite_store_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    conformance(Arc::new(
-        SqliteStore::open(&dir.path().join("s.db")).await.unwrap(),
-    ))
-    .await;
-}
-
-#[tokio::test]
-async fn postgres_store_conforms() {
-    let pg = common::pg::Pg::primary();
-    let target = medic::config::PostgresTarget {
+fn pg_target(pg: &common::pg::Pg) -> medic::config::PostgresTarget {
+    medic::config::PostgresTarget {
         host: "127.0.0.1".into(),
         port: pg.primary.port,
         user: "postgres".into(),
         password: None,
         dbname: "postgres".into(),
+    }
+}
+
+/// A private PostgreSQL server of its own (a copy of a template cluster,
+/// about 0.3 s), so tests share no rows.
+async fn postgres() -> Backend {
+    let pg = common::pg::Pg::primary();
+    let store = PostgresStore::open(&pg_target(&pg)).await.unwrap();
+    Backend {
+        store: Arc::new(store),
+        _dir: None,
+        _pg: Some(pg),
+    }
+}
+
+/// One `#[tokio::test]` per behaviour, on the backend of the enclosing
+/// module (`super::$backend()`).
+macro_rules! tests_on {
+    ($backend:ident: $($behaviour:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $behaviour() {
+                let backend = super::$backend().await;
+                super::$behaviour(backend.store.clone()).await;
+            }
+        )*
     };
-    let store = PostgresStore::open(&target).await.unwrap();
-    conformance(Arc::new(store)).await;
-    // Re-opening migrates nothing and keeps the data.
-    let again = PostgresStore::open(&target).await.unwrap();
-    assert_eq!(again.recent_incidents(10).await.unwrap().len(), 3);
-    fencing(Arc::new(again)).await;
+}
+
+/// What every backend does alike.
+macro_rules! shared {
+    ($backend:ident) => {
+        tests_on!($backend:
+            concurrent_opens_create_one_incident,
+            one_open_incident_per_scenario_and_instance,
+            timeline_keeps_order_and_data,
+            timeline_keeps_write_order,
+            resolution_is_final_and_frees_the_key,
+            resolved_incident_does_not_block_a_new_one,
+            resolving_is_final,
+            state_changes_are_stored,
+            unknown_ids_are_not_found,
+            recent_incidents_are_newest_first,
+            ledger_keys_are_used_once_and_windows_filter,
+            ledger_begin_and_finish,
+            attempt_keys_are_used_once_and_errors_do_not_echo_them,
+            alert_intake_is_idempotent_and_never_revives,
+            job_runs_end_once_newest_first,
+            terms_only_grow_even_when_claimed_concurrently,
+            deposed_term_cannot_write,
+            outbox_enqueues_once_and_marks_end_once,
+            page_refs_one_per_notifier,
+            flush_after_writes_succeeds,
+        );
+    };
+}
+
+/// What the durable backends do and the memory store does not (yet): it
+/// keeps `updated_at` at the last state change, returns attempts in the
+/// order begun, and an unknown incident's attempts as none.
+macro_rules! durable {
+    ($backend:ident) => {
+        tests_on!($backend:
+            timeline_entry_moves_updated_at_forward,
+            attempts_since_filters_and_orders_the_window,
+            attempts_of_unknown_incident_are_not_found,
+        );
+    };
+}
+
+mod memory {
+    shared!(memory);
+}
+
+mod sqlite {
+    shared!(sqlite);
+    durable!(sqlite);
+}
+
+mod postgres {
+    use super::*;
+    shared!(postgres);
+    durable!(postgres);
+
+    /// Re-opening migrates nothing and keeps the data; the re-opened store
+    /// fences as a fresh one does.
+    #[tokio::test]
+    async fn reopening_migrates_nothing_and_keeps_the_data() {
+        let backend = super::postgres().await;
+        super::recent_incidents_are_newest_first(backend.store.clone()).await;
+        let pg = backend._pg.as_ref().unwrap();
+        let again = PostgresStore::open(&pg_target(pg)).await.unwrap();
+        assert_eq!(again.recent_incidents(10).await.unwrap().len(), 3);
+        super::deposed_term_cannot_write(Arc::new(again)).await;
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::{BuildError, Check, Labels, Observation, Outcome, Series};
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::prelude::*;
 
 /// A runnable `alert` check: per series, each firing alert matching every
 /// matcher is a failing instance keyed by the alert's labels. It reads the

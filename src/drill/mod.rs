@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{Config, DrillPermission};
 use crate::rules::model::{Mode, Scenario};
-use crate::store::{Incident, IncidentState, Store};
+use crate::store::{Incident, IncidentState, prelude::*};
 
 /// Why a drill could not run.
 #[derive(Debug, thiserror::Error)]

@@ -41,7 +41,7 @@ use crate::page::Pager;
 use crate::remedy::bounds::{Bounds, Health};
 use crate::remedy::plan::{PlannedStep, SymptomView};
 use crate::rules::model::{Mode, Scenario, When};
-use crate::store::{Incident, IncidentId, NewIncident, Store, StoreError, TimelineEntry};
+use crate::store::{Incident, IncidentId, NewIncident, StoreError, TimelineEntry, prelude::*};
 use symptom::{Phase, Seen, SymptomState, Timing, Transition};
 
 /// A scenario ready to run: its rule, its checks and its actions.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::storage::{self, Storage, StoredCopy, copy_name};
 use super::{JobContext, JobError, Report};
 use crate::config::{BackupJobConfig, Config, PostgresTarget, TargetConfig};
-use crate::store::{JobOutcome, Store};
+use crate::store::{JobOutcome, prelude::*};
 
 /// A built `postgres.backup` job.
 pub struct BackupJob {

@@ -47,7 +47,9 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::config::{Config, JobConfig};
 use crate::rules::model::Mode;
-use crate::store::{JobOutcome, JobRun, JobRunId, NewJobRun, Store, StoreError, TimelineEntry};
+use crate::store::{
+    JobOutcome, JobRun, JobRunId, NewJobRun, StoreError, TimelineEntry, prelude::*,
+};
 use schedule::Schedule;
 
 /// Why a job could not be built or run.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Role;
 use crate::clock::Clock;
-use crate::store::Store;
+use crate::store::prelude::*;
 
 /// A Kubernetes client from `kubeconfig`, else in-cluster or `~/.kube/config`.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, LeadershipConfig, StoreConfig};
-use crate::store::Store;
+use crate::store::prelude::*;
 
 /// What this replica is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::Role;
 use crate::clock::Clock;
 use crate::config::PostgresTarget;
-use crate::store::Store;
+use crate::store::prelude::*;
 
 /// The advisory lock key ("medicldr").
 pub const LOCK_KEY: i64 = 0x6d65_6469_636c_6472;

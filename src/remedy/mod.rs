@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::prelude::*;
 
 /// An action as written in a plan step (its parameters sit beside `action:`).
 #[derive(Clone, Debug, PartialEq)]

@@ -35,7 +35,7 @@ use crate::remedy::plan::PlannedStep;
 use crate::remedy::{Action, ActionContext, ActionResult};
 use crate::rules::model::Scenario;
 use crate::rules::yaml::Pos;
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, prelude::*};
 use parse::{ActionEnd, ActionScript, ExpIncident, ExpPage, ExpStep, TestCase, TestFile};
 use series::Value;
 

@@ -31,7 +31,7 @@ use crate::engine::ScenarioRuntime;
 use crate::page::Pager;
 use crate::reload::{ReloadHandle, ReloadStats};
 use crate::secret::Secret;
-use crate::store::Store;
+use crate::store::prelude::*;
 
 /// What `/readyz` reports besides store reachability.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

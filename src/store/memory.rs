@@ -39,11 +39,7 @@ impl MemoryStore {
 }
 
 #[async_trait::async_trait]
-impl Store for MemoryStore {
-    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
-        apply(&mut self.lock(), Write::OpenIncident(new))?.incident()
-    }
-
+impl IncidentReads for MemoryStore {
     async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
         Ok(self
             .lock()
@@ -69,45 +65,17 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn set_state(
-        &self,
-        id: IncidentId,
-        state: IncidentState,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        set_state(&mut self.lock(), id, state, at)
-    }
-
-    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
-        append(&mut self.lock(), id, entry)
-    }
-
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
         let g = self.lock();
         if !g.incidents.iter().any(|i| i.id == id) {
             return Err(StoreError::NotFound(id));
         }
-        Ok(g.timelines
-            .iter()
-            .filter(|(i, _)| *i == id)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(entries_of(&g.timelines, id))
     }
+}
 
-    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
-        begin_attempt(&mut self.lock(), new)
-    }
-
-    async fn finish_attempt(
-        &self,
-        id: AttemptId,
-        outcome: AttemptOutcome,
-        reason: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        finish_attempt(&mut self.lock(), id, outcome, reason.to_string(), at)
-    }
-
+#[async_trait::async_trait]
+impl LedgerReads for MemoryStore {
     async fn attempts_since(
         &self,
         scenario: &str,
@@ -162,66 +130,10 @@ impl Store for MemoryStore {
             .cloned()
             .collect())
     }
+}
 
-    async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
-        let mut g = self.lock();
-        let id = g.job_runs.len() as i64 + 1;
-        g.job_runs.push(JobRun {
-            id,
-            job: new.job,
-            kind: new.kind,
-            scheduled_for: new.scheduled_for,
-            started_at: new.started_at,
-            ended_at: None,
-            outcome: None,
-            summary: String::new(),
-            data: serde_json::Value::Null,
-        });
-        Ok(id)
-    }
-
-    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        if !g.job_runs.iter().any(|r| r.id == id) {
-            return Err(StoreError::JobRunNotFound(id));
-        }
-        g.job_events.push((id, entry));
-        Ok(())
-    }
-
-    async fn finish_job_run(
-        &self,
-        id: JobRunId,
-        outcome: JobOutcome,
-        summary: &str,
-        data: serde_json::Value,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        let run = g
-            .job_runs
-            .iter_mut()
-            .find(|r| r.id == id)
-            .ok_or(StoreError::JobRunNotFound(id))?;
-        match run.outcome {
-            None => {
-                run.outcome = Some(outcome);
-                run.ended_at = Some(at);
-                run.summary = summary.to_string();
-                run.data = data;
-                Ok(())
-            }
-            Some(prev) if prev == outcome => Ok(()),
-            Some(prev) => Err(StoreError::Conflict(format!(
-                "job run {id} already ended as {}",
-                prev.as_str()
-            ))),
-        }
-    }
-
+#[async_trait::async_trait]
+impl JobReads for MemoryStore {
     async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
         let g = self.lock();
         let mut runs: Vec<JobRun> = g
@@ -240,116 +152,34 @@ impl Store for MemoryStore {
         if !g.job_runs.iter().any(|r| r.id == id) {
             return Err(StoreError::JobRunNotFound(id));
         }
-        Ok(g.job_events
-            .iter()
-            .filter(|(r, _)| *r == id)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(entries_of(&g.job_events, id))
     }
+}
 
-    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
-        let mut g = self.lock();
-        let term = Term {
-            term: g.term.as_ref().map_or(1, |t| t.term + 1),
-            holder: holder.to_string(),
-            since: at,
-        };
-        g.term = Some(term.clone());
-        Ok(term)
-    }
-
+#[async_trait::async_trait]
+impl TermReads for MemoryStore {
     async fn current_term(&self) -> Result<Option<Term>, StoreError> {
         Ok(self.lock().term.clone())
     }
+}
 
-    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
-        let mut g = self.lock();
-        if let Some(newer) = g.term.as_ref().map(|t| t.term).filter(|&t| t > term) {
-            return Err(StoreError::Fenced { term, newer });
-        }
-        apply(&mut g, write)
-    }
-
-    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        for a in alerts {
-            let known = g
-                .alerts
-                .iter()
-                .position(|b| b.fingerprint == a.fingerprint && b.starts_at == a.starts_at);
-            if a.status == AlertStatus::Resolved {
-                for b in g.alerts.iter_mut().filter(|b| {
-                    b.fingerprint == a.fingerprint
-                        && b.starts_at <= a.starts_at
-                        && b.status == AlertStatus::Firing
-                }) {
-                    b.status = AlertStatus::Resolved;
-                    b.ends_at = a.ends_at;
-                }
-            }
-            if known.is_none() {
-                let mut a = a.clone();
-                // A later firing of this alert has resolved: so has this one.
-                if g.alerts.iter().any(|b| {
-                    b.fingerprint == a.fingerprint
-                        && b.status == AlertStatus::Resolved
-                        && b.starts_at >= a.starts_at
-                }) {
-                    a.status = AlertStatus::Resolved;
-                }
-                g.alerts.push(a);
-            }
-        }
-        Ok(())
-    }
-
+#[async_trait::async_trait]
+impl AlertReads for MemoryStore {
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        let mut v: Vec<AlertRecord> = self
-            .lock()
-            .alerts
-            .iter()
-            .filter(|a| a.status == AlertStatus::Firing)
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| (a.starts_at, &a.fingerprint).cmp(&(b.starts_at, &b.fingerprint)));
-        Ok(v)
+        let g = self.lock();
+        let firing = |a: &AlertRecord| a.status == AlertStatus::Firing;
+        Ok(sorted(&g.alerts, firing, |a| {
+            (a.starts_at, a.fingerprint.clone())
+        }))
     }
+}
 
-    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
-        let mut g = self.lock();
-        if !g.incidents.iter().any(|i| i.id == new.incident_id) {
-            return Err(StoreError::NotFound(new.incident_id));
-        }
-        if let Some(e) = g.outbox.iter().find(|e| e.key == new.key) {
-            return Ok((e.clone(), false));
-        }
-        let e = OutboxEntry {
-            id: g.outbox.len() as i64 + 1,
-            incident_id: new.incident_id,
-            key: new.key,
-            notifier: new.notifier,
-            kind: new.kind,
-            due_at: new.due_at,
-            payload: new.payload,
-            state: OutboxState::Pending,
-            attempts: 0,
-            detail: String::new(),
-            done_at: None,
-        };
-        g.outbox.push(e.clone());
-        Ok((e, true))
-    }
-
+#[async_trait::async_trait]
+impl OutboxReads for MemoryStore {
     async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut v: Vec<OutboxEntry> = self
-            .lock()
-            .outbox
-            .iter()
-            .filter(|e| e.state == OutboxState::Pending)
-            .cloned()
-            .collect();
-        v.sort_by_key(|e| (e.due_at, e.id));
-        Ok(v)
+        let g = self.lock();
+        let pending = |e: &OutboxEntry| e.state == OutboxState::Pending;
+        Ok(sorted(&g.outbox, pending, |e| (e.due_at, e.id)))
     }
 
     async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -360,47 +190,6 @@ impl Store for MemoryStore {
             .filter(|e| e.incident_id == id)
             .cloned()
             .collect())
-    }
-
-    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        let e = g
-            .outbox
-            .iter_mut()
-            .find(|e| e.id == id)
-            .ok_or_else(|| StoreError::Conflict(format!("outbox entry {id} not found")))?;
-        if e.state != OutboxState::Pending {
-            return if e.state == mark.state {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!(
-                    "outbox entry {id} already {}",
-                    e.state.as_str()
-                )))
-            };
-        }
-        e.state = mark.state;
-        e.attempts = mark.attempts;
-        e.due_at = mark.due_at;
-        e.detail = mark.detail;
-        if mark.state != OutboxState::Pending {
-            e.done_at = Some(mark.at);
-        }
-        Ok(())
-    }
-
-    async fn set_page_ref(
-        &self,
-        id: IncidentId,
-        notifier: &str,
-        reference: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        if !g.incidents.iter().any(|i| i.id == id) {
-            return Err(StoreError::NotFound(id));
-        }
-        g.refs.insert((id, notifier.to_string()), reference);
-        Ok(())
     }
 
     async fn page_refs(
@@ -417,34 +206,43 @@ impl Store for MemoryStore {
     }
 }
 
-fn apply(g: &mut Inner, write: Write) -> Result<Written, StoreError> {
-    Ok(match write {
-        Write::OpenIncident(new) => {
-            let (i, created) = open_incident(g, new)?;
-            Written::Incident(i, created)
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn write(&self, fence: Option<u64>, write: Write) -> Result<Written, StoreError> {
+        let mut g = self.lock();
+        if let Some(term) = fence
+            && let Some(newer) = g.term.as_ref().map(|t| t.term).filter(|&t| t > term)
+        {
+            return Err(StoreError::Fenced { term, newer });
         }
-        Write::SetState { id, state, at } => {
-            set_state(g, id, state, at)?;
-            Written::Done
-        }
-        Write::Append { id, entry } => {
-            append(g, id, entry)?;
-            Written::Done
-        }
-        Write::BeginAttempt(new) => Written::Attempt(begin_attempt(g, new)?),
-        Write::FinishAttempt {
-            id,
-            outcome,
-            reason,
-            at,
-        } => {
-            finish_attempt(g, id, outcome, reason, at)?;
-            Written::Done
-        }
-    })
+        apply(&mut g, write)
+    }
 }
 
-fn open_incident(g: &mut Inner, new: NewIncident) -> Result<(Incident, bool), StoreError> {
+/// The items that `keep`, by `key`.
+fn sorted<T: Clone, K: Ord>(
+    items: &[T],
+    keep: impl Fn(&T) -> bool,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut v: Vec<T> = items.iter().filter(|i| keep(i)).cloned().collect();
+    v.sort_by_key(key);
+    v
+}
+
+/// The entries of one timeline (an incident's or a job run's), in order.
+fn entries_of(all: &[(i64, TimelineEntry)], id: i64) -> Vec<TimelineEntry> {
+    all.iter()
+        .filter(|(owner, _)| *owner == id)
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+fn apply(g: &mut Inner, write: Write) -> Result<Written, StoreError> {
+    apply_write!(g, write)
+}
+
+fn open_incident_on(g: &mut Inner, new: NewIncident) -> Result<(Incident, bool), StoreError> {
     if let Some(i) = g
         .incidents
         .iter()
@@ -467,7 +265,7 @@ fn open_incident(g: &mut Inner, new: NewIncident) -> Result<(Incident, bool), St
     Ok((inc, true))
 }
 
-fn set_state(
+fn set_state_on(
     g: &mut Inner,
     id: IncidentId,
     state: IncidentState,
@@ -494,7 +292,7 @@ fn set_state(
     Ok(())
 }
 
-fn append(g: &mut Inner, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
+fn append_on(g: &mut Inner, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
     if !g.incidents.iter().any(|i| i.id == id) {
         return Err(StoreError::NotFound(id));
     }
@@ -502,7 +300,7 @@ fn append(g: &mut Inner, id: IncidentId, entry: TimelineEntry) -> Result<(), Sto
     Ok(())
 }
 
-fn begin_attempt(g: &mut Inner, new: NewAttempt) -> Result<AttemptId, StoreError> {
+fn begin_attempt_on(g: &mut Inner, new: NewAttempt) -> Result<AttemptId, StoreError> {
     if !g.incidents.iter().any(|i| i.id == new.incident_id) {
         return Err(StoreError::NotFound(new.incident_id));
     }
@@ -531,7 +329,7 @@ fn begin_attempt(g: &mut Inner, new: NewAttempt) -> Result<AttemptId, StoreError
     Ok(id)
 }
 
-fn finish_attempt(
+fn finish_attempt_on(
     g: &mut Inner,
     id: AttemptId,
     outcome: AttemptOutcome,
@@ -557,5 +355,167 @@ fn finish_attempt(
     a.outcome = Some(outcome);
     a.reason = reason;
     a.ended_at = Some(at);
+    Ok(())
+}
+
+fn begin_job_run_on(g: &mut Inner, new: NewJobRun) -> Result<JobRunId, StoreError> {
+    let id = g.job_runs.len() as i64 + 1;
+    g.job_runs.push(JobRun {
+        id,
+        job: new.job,
+        kind: new.kind,
+        scheduled_for: new.scheduled_for,
+        started_at: new.started_at,
+        ended_at: None,
+        outcome: None,
+        summary: String::new(),
+        data: serde_json::Value::Null,
+    });
+    Ok(id)
+}
+
+fn append_job_event_on(
+    g: &mut Inner,
+    id: JobRunId,
+    entry: TimelineEntry,
+) -> Result<(), StoreError> {
+    if !g.job_runs.iter().any(|r| r.id == id) {
+        return Err(StoreError::JobRunNotFound(id));
+    }
+    g.job_events.push((id, entry));
+    Ok(())
+}
+
+fn finish_job_run_on(
+    g: &mut Inner,
+    id: JobRunId,
+    outcome: JobOutcome,
+    summary: String,
+    data: serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let run = g
+        .job_runs
+        .iter_mut()
+        .find(|r| r.id == id)
+        .ok_or(StoreError::JobRunNotFound(id))?;
+    match run.outcome {
+        None => {
+            run.outcome = Some(outcome);
+            run.ended_at = Some(at);
+            run.summary = summary;
+            run.data = data;
+            Ok(())
+        }
+        Some(prev) if prev == outcome => Ok(()),
+        Some(prev) => Err(StoreError::Conflict(format!(
+            "job run {id} already ended as {}",
+            prev.as_str()
+        ))),
+    }
+}
+
+fn claim_term_on(g: &mut Inner, holder: String, at: DateTime<Utc>) -> Result<Term, StoreError> {
+    let term = Term {
+        term: g.term.as_ref().map_or(1, |t| t.term + 1),
+        holder,
+        since: at,
+    };
+    g.term = Some(term.clone());
+    Ok(term)
+}
+
+fn record_alerts_on(g: &mut Inner, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+    for a in alerts {
+        let known = g
+            .alerts
+            .iter()
+            .position(|b| b.fingerprint == a.fingerprint && b.starts_at == a.starts_at);
+        if a.status == AlertStatus::Resolved {
+            for b in g.alerts.iter_mut().filter(|b| {
+                b.fingerprint == a.fingerprint
+                    && b.starts_at <= a.starts_at
+                    && b.status == AlertStatus::Firing
+            }) {
+                b.status = AlertStatus::Resolved;
+                b.ends_at = a.ends_at;
+            }
+        }
+        if known.is_none() {
+            let mut a = a.clone();
+            // A later firing of this alert has resolved: so has this one.
+            if g.alerts.iter().any(|b| {
+                b.fingerprint == a.fingerprint
+                    && b.status == AlertStatus::Resolved
+                    && b.starts_at >= a.starts_at
+            }) {
+                a.status = AlertStatus::Resolved;
+            }
+            g.alerts.push(a);
+        }
+    }
+    Ok(())
+}
+
+fn outbox_enqueue_on(g: &mut Inner, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+    if !g.incidents.iter().any(|i| i.id == new.incident_id) {
+        return Err(StoreError::NotFound(new.incident_id));
+    }
+    if let Some(e) = g.outbox.iter().find(|e| e.key == new.key) {
+        return Ok((e.clone(), false));
+    }
+    let e = OutboxEntry {
+        id: g.outbox.len() as i64 + 1,
+        incident_id: new.incident_id,
+        key: new.key,
+        notifier: new.notifier,
+        kind: new.kind,
+        due_at: new.due_at,
+        payload: new.payload,
+        state: OutboxState::Pending,
+        attempts: 0,
+        detail: String::new(),
+        done_at: None,
+    };
+    g.outbox.push(e.clone());
+    Ok((e, true))
+}
+
+fn outbox_mark_on(g: &mut Inner, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+    let e = g
+        .outbox
+        .iter_mut()
+        .find(|e| e.id == id)
+        .ok_or_else(|| StoreError::Conflict(format!("outbox entry {id} not found")))?;
+    if e.state != OutboxState::Pending {
+        return if e.state == mark.state {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "outbox entry {id} already {}",
+                e.state.as_str()
+            )))
+        };
+    }
+    e.state = mark.state;
+    e.attempts = mark.attempts;
+    e.due_at = mark.due_at;
+    e.detail = mark.detail;
+    if mark.state != OutboxState::Pending {
+        e.done_at = Some(mark.at);
+    }
+    Ok(())
+}
+
+fn set_page_ref_on(
+    g: &mut Inner,
+    id: IncidentId,
+    notifier: String,
+    reference: serde_json::Value,
+) -> Result<(), StoreError> {
+    if !g.incidents.iter().any(|i| i.id == id) {
+        return Err(StoreError::NotFound(id));
+    }
+    g.refs.insert((id, notifier), reference);
     Ok(())
 }

@@ -5,9 +5,83 @@
 //! limit (attempts per window, cooldowns) survives restarts: limits are
 //! computed from the ledger, not kept in memory.
 //!
-//! One small async trait, [`Store`], with an embedded SQLite backend
-//! ([`sqlite::SqliteStore`]). Implementations must never block the async
-//! runtime's worker threads.
+//! Reads are small traits by area ([`IncidentReads`], [`LedgerReads`],
+//! [`JobReads`], [`TermReads`], [`AlertReads`], [`OutboxReads`]); [`Store`]
+//! is their union plus one write path, [`Store::write`] of a [`Write`], with
+//! convenience methods over it (`open_incident`, `append`, ...). Callers
+//! `use crate::store::prelude::*` to have every read in scope. Backends:
+//! in memory ([`memory::MemoryStore`]), embedded SQLite (the default,
+//! [`sqlite::SqliteStore`]) and PostgreSQL ([`postgres::PostgresStore`]);
+//! [`Fenced`] wraps the write path of any of them with a leadership term.
+//! Implementations must never block the async runtime's worker threads.
+
+/// Applies a [`Write`] with the calling backend's `*_on` functions (one per
+/// variant, each taking the handle `$on` first): the one dispatch every
+/// backend shares. `; .await` after the write for an async backend.
+macro_rules! apply_write {
+    ($on:expr, $write:expr $(; $($aw:tt)+)?) => {
+        Ok(match $write {
+            Write::OpenIncident(new) => {
+                let (i, created) = open_incident_on($on, new) $($($aw)+)? ?;
+                Written::Incident(i, created)
+            }
+            Write::SetState { id, state, at } => {
+                set_state_on($on, id, state, at) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::Append { id, entry } => {
+                append_on($on, id, entry) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::BeginAttempt(new) => Written::Attempt(begin_attempt_on($on, new) $($($aw)+)? ?),
+            Write::FinishAttempt {
+                id,
+                outcome,
+                reason,
+                at,
+            } => {
+                finish_attempt_on($on, id, outcome, reason, at) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::BeginJobRun(new) => Written::JobRun(begin_job_run_on($on, new) $($($aw)+)? ?),
+            Write::AppendJobEvent { id, entry } => {
+                append_job_event_on($on, id, entry) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::FinishJobRun {
+                id,
+                outcome,
+                summary,
+                data,
+                at,
+            } => {
+                finish_job_run_on($on, id, outcome, summary, data, at) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::ClaimTerm { holder, at } => Written::Term(claim_term_on($on, holder, at) $($($aw)+)? ?),
+            Write::RecordAlerts(alerts) => {
+                record_alerts_on($on, &alerts) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::OutboxEnqueue(new) => {
+                let (e, created) = outbox_enqueue_on($on, new) $($($aw)+)? ?;
+                Written::Outbox(e, created)
+            }
+            Write::OutboxMark { id, mark } => {
+                outbox_mark_on($on, id, mark) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::SetPageRef {
+                id,
+                notifier,
+                reference,
+            } => {
+                set_page_ref_on($on, id, notifier, reference) $($($aw)+)? ?;
+                Written::Done
+            }
+        })
+    };
+}
 
 pub mod fenced;
 pub mod memory;
@@ -451,8 +525,8 @@ pub enum StoreError {
     Fenced { term: u64, newer: u64 },
 }
 
-/// A write that changes incidents or the ledger: what a leader does, and
-/// what [`Store::fenced`] checks against the leadership term.
+/// A change to the store: the one way to write. Every backend applies it in
+/// [`Store::write`]; [`Fenced`] checks it against the leadership term.
 #[derive(Clone, Debug)]
 pub enum Write {
     /// [`Store::open_incident`].
@@ -477,6 +551,32 @@ pub enum Write {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// [`Store::begin_job_run`].
+    BeginJobRun(NewJobRun),
+    /// [`Store::append_job_event`].
+    AppendJobEvent { id: JobRunId, entry: TimelineEntry },
+    /// [`Store::finish_job_run`].
+    FinishJobRun {
+        id: JobRunId,
+        outcome: JobOutcome,
+        summary: String,
+        data: serde_json::Value,
+        at: DateTime<Utc>,
+    },
+    /// [`Store::claim_term`].
+    ClaimTerm { holder: String, at: DateTime<Utc> },
+    /// [`Store::record_alerts`].
+    RecordAlerts(Vec<AlertRecord>),
+    /// [`Store::outbox_enqueue`].
+    OutboxEnqueue(NewOutbox),
+    /// [`Store::outbox_mark`].
+    OutboxMark { id: i64, mark: OutboxMark },
+    /// [`Store::set_page_ref`].
+    SetPageRef {
+        id: IncidentId,
+        notifier: String,
+        reference: serde_json::Value,
+    },
 }
 
 /// What a [`Write`] returned.
@@ -486,6 +586,12 @@ pub enum Written {
     Incident(Incident, bool),
     /// From [`Write::BeginAttempt`].
     Attempt(AttemptId),
+    /// From [`Write::BeginJobRun`].
+    JobRun(JobRunId),
+    /// From [`Write::ClaimTerm`].
+    Term(Term),
+    /// From [`Write::OutboxEnqueue`]: the entry, and whether it was created.
+    Outbox(OutboxEntry, bool),
     /// From the other writes.
     Done,
 }
@@ -495,9 +601,7 @@ impl Written {
     pub fn incident(self) -> Result<(Incident, bool), StoreError> {
         match self {
             Written::Incident(i, created) => Ok((i, created)),
-            other => Err(StoreError::Backend(format!(
-                "expected an incident, got {other:?}"
-            ))),
+            other => Err(other.unexpected("an incident")),
         }
     }
 
@@ -505,8 +609,83 @@ impl Written {
     pub fn attempt(self) -> Result<AttemptId, StoreError> {
         match self {
             Written::Attempt(id) => Ok(id),
-            other => Err(StoreError::Backend(format!(
-                "expected an attempt, got {other:?}"
+            other => Err(other.unexpected("an attempt")),
+        }
+    }
+
+    /// The result of [`Write::BeginJobRun`].
+    pub fn job_run(self) -> Result<JobRunId, StoreError> {
+        match self {
+            Written::JobRun(id) => Ok(id),
+            other => Err(other.unexpected("a job run")),
+        }
+    }
+
+    /// The result of [`Write::ClaimTerm`].
+    pub fn term(self) -> Result<Term, StoreError> {
+        match self {
+            Written::Term(t) => Ok(t),
+            other => Err(other.unexpected("a term")),
+        }
+    }
+
+    /// The result of [`Write::OutboxEnqueue`].
+    pub fn outbox(self) -> Result<(OutboxEntry, bool), StoreError> {
+        match self {
+            Written::Outbox(e, created) => Ok((e, created)),
+            other => Err(other.unexpected("an outbox entry")),
+        }
+    }
+
+    fn unexpected(self, expected: &str) -> StoreError {
+        StoreError::Backend(format!("expected {expected}, got {self:?}"))
+    }
+}
+
+/// A row that ends once (an audit record): an attempt or a job run.
+#[derive(Clone, Copy)]
+enum EndsOnce {
+    Attempt,
+    JobRun,
+}
+
+impl EndsOnce {
+    /// Its table (PostgreSQL prefixes `medic_`).
+    fn table(self) -> &'static str {
+        match self {
+            EndsOnce::Attempt => "attempts",
+            EndsOnce::JobRun => "job_runs",
+        }
+    }
+
+    /// The operation that reads its stored outcome (for error messages).
+    fn read_op(self) -> &'static str {
+        match self {
+            EndsOnce::Attempt => "read attempt",
+            EndsOnce::JobRun => "read job run",
+        }
+    }
+
+    /// Ending row `id` again, given its stored outcome (`None`: no such
+    /// row): the same outcome is a no-op (a retry after a lost reply),
+    /// another is [`StoreError::Conflict`] (`quote` shows the stored one).
+    fn again(
+        self,
+        id: i64,
+        previous: Option<Option<String>>,
+        outcome: &str,
+        quote: impl FnOnce(&str) -> String,
+    ) -> Result<(), StoreError> {
+        let (what, missing) = match self {
+            EndsOnce::Attempt => ("attempt", StoreError::AttemptNotFound(id)),
+            EndsOnce::JobRun => ("job run", StoreError::JobRunNotFound(id)),
+        };
+        match previous {
+            None => Err(missing),
+            Some(Some(prev)) if prev == outcome => Ok(()),
+            Some(prev) => Err(StoreError::Conflict(format!(
+                "{what} {id} already ended as {}",
+                quote(prev.as_deref().unwrap_or("(none)"))
             ))),
         }
     }
@@ -522,13 +701,17 @@ pub struct Term {
     pub since: DateTime<Utc>,
 }
 
-/// Durable state. Every method is async and must not block the runtime.
-#[async_trait::async_trait]
-pub trait Store: Send + Sync {
-    /// Opens an incident for `(scenario, instance)`, or returns the one
-    /// already open (never two at once). The bool is true if it was created.
-    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError>;
+/// Callers import this once (`use crate::store::prelude::*`): [`Store`] and
+/// every read trait, whose methods need their trait in scope.
+pub mod prelude {
+    pub use super::{
+        AlertReads, IncidentReads, JobReads, LedgerReads, OutboxReads, Store, TermReads,
+    };
+}
 
+/// Reads of incidents and their timelines.
+#[async_trait::async_trait]
+pub trait IncidentReads: Send + Sync {
     /// Every incident not yet resolved, oldest first.
     async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError>;
 
@@ -538,35 +721,13 @@ pub trait Store: Send + Sync {
     /// The newest `limit` incidents, newest first.
     async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError>;
 
-    /// Moves an incident to `state` (setting `resolved_at` on `Resolved`).
-    /// Resolving is final: resolving again is a no-op that keeps the first
-    /// `resolved_at`; any other state on a resolved incident is
-    /// [`StoreError::Conflict`]. An unknown id is [`StoreError::NotFound`].
-    async fn set_state(
-        &self,
-        id: IncidentId,
-        state: IncidentState,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-
-    /// Appends one timeline entry.
-    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError>;
-
     /// The whole timeline, in the order written.
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError>;
+}
 
-    /// Records an attempt as started; returns its id.
-    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError>;
-
-    /// Records how an attempt ended.
-    async fn finish_attempt(
-        &self,
-        id: AttemptId,
-        outcome: AttemptOutcome,
-        reason: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-
+/// Reads of the action ledger (the basis of limits, cooldowns and budgets).
+#[async_trait::async_trait]
+pub trait LedgerReads: Send + Sync {
     /// Attempts of one step on one instance started at or after `since`,
     /// oldest first, across incidents (the basis of attempt limits and
     /// cooldowns).
@@ -593,14 +754,136 @@ pub trait Store: Send + Sync {
 
     /// Every attempt of one incident, oldest first.
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError>;
+}
+
+/// Reads of scheduled jobs' runs.
+#[async_trait::async_trait]
+pub trait JobReads: Send + Sync {
+    /// The newest `limit` runs of one job, newest first.
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError>;
+
+    /// A job run's timeline, in the order written.
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError>;
+}
+
+/// Reads of leadership.
+#[async_trait::async_trait]
+pub trait TermReads: Send + Sync {
+    /// The newest claimed term, if any.
+    async fn current_term(&self) -> Result<Option<Term>, StoreError>;
+}
+
+/// Reads of the alerts Alertmanager pushed.
+#[async_trait::async_trait]
+pub trait AlertReads: Send + Sync {
+    /// Every alert firing now (recorded firing, not yet resolved), oldest
+    /// first.
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
+}
+
+/// Reads of the paging outbox and page references.
+#[async_trait::async_trait]
+pub trait OutboxReads: Send + Sync {
+    /// Every pending outbox entry, by `due_at` then id.
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Every outbox entry of one incident, in the order enqueued.
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Every stored page reference of one incident, by notifier.
+    async fn page_refs(
+        &self,
+        id: IncidentId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError>;
+}
+
+/// Durable state: every read trait, one write path ([`Store::write`]) and
+/// convenience methods over it. Every method is async and must not block
+/// the runtime.
+#[async_trait::async_trait]
+pub trait Store:
+    IncidentReads + LedgerReads + JobReads + TermReads + AlertReads + OutboxReads
+{
+    /// Applies `write`, durably before it returns. With `fence: Some(term)`,
+    /// only if no term newer than `term` was claimed, checked atomically
+    /// with the write ([`StoreError::Fenced`] otherwise).
+    async fn write(&self, fence: Option<u64>, write: Write) -> Result<Written, StoreError>;
 
     /// Flushes anything buffered; called on shutdown.
-    async fn flush(&self) -> Result<(), StoreError>;
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Applies `write` only if no term newer than `term` was claimed,
+    /// atomically ([`StoreError::Fenced`] otherwise).
+    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
+        self.write(Some(term), write).await
+    }
+
+    /// Opens an incident for `(scenario, instance)`, or returns the one
+    /// already open (never two at once). The bool is true if it was created.
+    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
+        self.write(None, Write::OpenIncident(new)).await?.incident()
+    }
+
+    /// Moves an incident to `state` (setting `resolved_at` on `Resolved`).
+    /// Resolving is final: resolving again is a no-op that keeps the first
+    /// `resolved_at`; any other state on a resolved incident is
+    /// [`StoreError::Conflict`]. An unknown id is [`StoreError::NotFound`].
+    async fn set_state(
+        &self,
+        id: IncidentId,
+        state: IncidentState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(None, Write::SetState { id, state, at })
+            .await
+            .map(drop)
+    }
+
+    /// Appends one timeline entry.
+    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
+        self.write(None, Write::Append { id, entry })
+            .await
+            .map(drop)
+    }
+
+    /// Records an attempt as started; returns its id.
+    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
+        self.write(None, Write::BeginAttempt(new)).await?.attempt()
+    }
+
+    /// Records how an attempt ended, once. Finishing it again with the same
+    /// outcome is a no-op (a retry after a lost reply); a different outcome
+    /// is [`StoreError::Conflict`]: the ledger is an audit record.
+    async fn finish_attempt(
+        &self,
+        id: AttemptId,
+        outcome: AttemptOutcome,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let reason = reason.to_string();
+        let write = Write::FinishAttempt {
+            id,
+            outcome,
+            reason,
+            at,
+        };
+        self.write(None, write).await.map(drop)
+    }
+
     /// Records a scheduled job's run as started; returns its id.
-    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError>;
+    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
+        self.write(None, Write::BeginJobRun(new)).await?.job_run()
+    }
 
     /// Appends one entry to a job run's timeline.
-    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError>;
+    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
+        self.write(None, Write::AppendJobEvent { id, entry })
+            .await
+            .map(drop)
+    }
 
     /// Records how a job run ended, once (again with the same outcome is a
     /// no-op; another outcome is [`StoreError::Conflict`]).
@@ -611,47 +894,50 @@ pub trait Store: Send + Sync {
         summary: &str,
         data: serde_json::Value,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-
-    /// The newest `limit` runs of one job, newest first.
-    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError>;
-
-    /// A job run's timeline, in the order written.
-    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError>;
+    ) -> Result<(), StoreError> {
+        let summary = summary.to_string();
+        let write = Write::FinishJobRun {
+            id,
+            outcome,
+            summary,
+            data,
+            at,
+        };
+        self.write(None, write).await.map(drop)
+    }
 
     /// Claims the next leadership term for `holder`: greater than every term claimed before.
-    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError>;
-
-    /// The newest claimed term, if any.
-    async fn current_term(&self) -> Result<Option<Term>, StoreError>;
-
-    /// Applies `write` only if no term newer than `term` was claimed, atomically ([`StoreError::Fenced`] otherwise).
-    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError>;
+    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
+        let holder = holder.to_string();
+        self.write(None, Write::ClaimTerm { holder, at })
+            .await?
+            .term()
+    }
 
     /// Records Alertmanager alerts, all or none, durably before it returns.
     /// A known `(fingerprint, starts_at)` is not recorded twice; a resolved
     /// alert ends that firing and any earlier one of the same fingerprint,
     /// and a resolved alert never fires again (a late duplicate cannot
     /// revive it).
-    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError>;
-
-    /// Every alert firing now (recorded firing, not yet resolved), oldest
-    /// first.
-    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
+    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        self.write(None, Write::RecordAlerts(alerts.to_vec()))
+            .await
+            .map(drop)
+    }
 
     /// Enqueues an outbox entry, or returns the one with the same key (true
     /// when created). An unknown incident is [`StoreError::NotFound`].
-    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError>;
-
-    /// Every pending outbox entry, by `due_at` then id.
-    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError>;
-
-    /// Every outbox entry of one incident, in the order enqueued.
-    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError>;
+    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+        self.write(None, Write::OutboxEnqueue(new)).await?.outbox()
+    }
 
     /// Updates a pending entry. A done entry changes no more: marking it
     /// again with its state is a no-op, with another is [`StoreError::Conflict`].
-    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError>;
+    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+        self.write(None, Write::OutboxMark { id, mark })
+            .await
+            .map(drop)
+    }
 
     /// Stores what a notifier needs to find its message again (a Slack `ts`).
     async fn set_page_ref(
@@ -659,11 +945,104 @@ pub trait Store: Send + Sync {
         id: IncidentId,
         notifier: &str,
         reference: serde_json::Value,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        let notifier = notifier.to_string();
+        let write = Write::SetPageRef {
+            id,
+            notifier,
+            reference,
+        };
+        self.write(None, write).await.map(drop)
+    }
+}
 
-    /// Every stored page reference of one incident, by notifier.
+/// A store that changes only the write path of another: every read goes
+/// straight to [`ReadThrough::reads`] (so a wrapper such as [`Fenced`]
+/// implements [`Store::write`] and nothing else).
+pub trait ReadThrough: Send + Sync {
+    /// The store every read goes to.
+    fn reads(&self) -> &dyn Store;
+}
+
+#[async_trait::async_trait]
+impl<T: ReadThrough> IncidentReads for T {
+    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        self.reads().open_incidents().await
+    }
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        self.reads().incident(id).await
+    }
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        self.reads().recent_incidents(limit).await
+    }
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.reads().timeline(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: ReadThrough> LedgerReads for T {
+    async fn attempts_since(
+        &self,
+        scenario: &str,
+        step: &str,
+        instance: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let r = self.reads();
+        r.attempts_since(scenario, step, instance, since).await
+    }
+    async fn action_attempts_since(
+        &self,
+        action: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        self.reads().action_attempts_since(action, since).await
+    }
+    async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError> {
+        self.reads().attempts_in_flight().await
+    }
+    async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
+        self.reads().incident_attempts(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: ReadThrough> JobReads for T {
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
+        self.reads().job_runs(job, limit).await
+    }
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.reads().job_events(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: ReadThrough> TermReads for T {
+    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
+        self.reads().current_term().await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: ReadThrough> AlertReads for T {
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.reads().firing_alerts().await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: ReadThrough> OutboxReads for T {
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.reads().outbox_pending().await
+    }
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.reads().outbox_of(id).await
+    }
     async fn page_refs(
         &self,
         id: IncidentId,
-    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError>;
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
+        self.reads().page_refs(id).await
+    }
 }

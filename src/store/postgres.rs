@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 use super::*;
@@ -349,7 +350,7 @@ fn job_run_row(r: &Row) -> Result<JobRun, StoreError> {
     })
 }
 
-async fn job_run_exists(c: &Client, id: JobRunId) -> Result<bool, StoreError> {
+async fn job_run_exists<C: GenericClient + Sync>(c: &C, id: JobRunId) -> Result<bool, StoreError> {
     Ok(
         c.query_opt("SELECT 1 FROM medic_job_runs WHERE id = $1", &[&id])
             .await
@@ -358,491 +359,74 @@ async fn job_run_exists(c: &Client, id: JobRunId) -> Result<bool, StoreError> {
     )
 }
 
-#[async_trait::async_trait]
-impl Store for PostgresStore {
-    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
-        apply(&*self.client().await?, Write::OpenIncident(new))
-            .await?
-            .incident()
-    }
+/// A timeline entry (of an incident or a job run).
+fn timeline_row(r: &Row) -> Result<TimelineEntry, StoreError> {
+    Ok(TimelineEntry {
+        at: r.get("at"),
+        kind: r.get("kind"),
+        message: r.get("message"),
+        data: r.get("data"),
+    })
+}
 
-    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        let c = self.client().await?;
-        c.query(
-            &format!(
-                "SELECT {INCIDENT_COLS} FROM medic_incidents WHERE state <> 'resolved' ORDER BY opened_at, id"
-            ),
-            &[],
-        )
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Runs a query on `c` and converts every row with `convert`, naming the
+/// operation in any error.
+async fn query_all<C: GenericClient + Sync, T>(
+    c: &C,
+    op: &'static str,
+    sql: &str,
+    params: Params<'_>,
+    convert: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    c.query(sql, params)
         .await
-        .map_err(db("list open incidents"))?
+        .map_err(db(op))?
         .iter()
-        .map(incident_row)
+        .map(convert)
         .collect()
-    }
+}
 
-    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
-        let c = self.client().await?;
-        c.query_opt(
-            &format!("SELECT {INCIDENT_COLS} FROM medic_incidents WHERE id = $1"),
-            &[&id],
-        )
-        .await
-        .map_err(db("read incident"))?
-        .as_ref()
-        .map(incident_row)
-        .transpose()
-    }
+/// [`query_all`] for at most one row (a lookup by key).
+async fn query_opt<C: GenericClient + Sync, T>(
+    c: &C,
+    op: &'static str,
+    sql: &str,
+    params: Params<'_>,
+    convert: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    Ok(query_all(c, op, sql, params, convert).await?.pop())
+}
 
-    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
-        let c = self.client().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        c.query(
-            &format!(
-                "SELECT {INCIDENT_COLS} FROM medic_incidents ORDER BY opened_at DESC, id DESC LIMIT $1"
-            ),
-            &[&limit],
-        )
-        .await
-        .map_err(db("list recent incidents"))?
-        .iter()
-        .map(incident_row)
-        .collect()
-    }
-
-    async fn set_state(
+impl PostgresStore {
+    /// [`query_all`] on the shared connection.
+    async fn all<T>(
         &self,
-        id: IncidentId,
-        state: IncidentState,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        apply(&*self.client().await?, Write::SetState { id, state, at })
-            .await
-            .map(drop)
+        op: &'static str,
+        sql: &str,
+        params: Params<'_>,
+        convert: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        query_all(&*self.client().await?, op, sql, params, convert).await
     }
 
-    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
-        apply(&*self.client().await?, Write::Append { id, entry })
-            .await
-            .map(drop)
-    }
-
-    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT at, kind, message, data FROM medic_timeline WHERE incident_id = $1 ORDER BY seq",
-                &[&id],
-            )
-            .await
-            .map_err(db("read timeline"))?;
-        if rows.is_empty() && !exists(&*c, id).await? {
-            return Err(StoreError::NotFound(id));
-        }
-        Ok(rows
-            .iter()
-            .map(|r| TimelineEntry {
-                at: r.get("at"),
-                kind: r.get("kind"),
-                message: r.get("message"),
-                data: r.get("data"),
-            })
-            .collect())
-    }
-
-    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
-        apply(&*self.client().await?, Write::BeginAttempt(new))
-            .await?
-            .attempt()
-    }
-
-    async fn finish_attempt(
+    /// [`query_opt`] on the shared connection.
+    async fn opt<T>(
         &self,
-        id: AttemptId,
-        outcome: AttemptOutcome,
-        reason: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let reason = reason.to_string();
-        apply(
-            &*self.client().await?,
-            Write::FinishAttempt {
-                id,
-                outcome,
-                reason,
-                at,
-            },
-        )
-        .await
-        .map(drop)
+        op: &'static str,
+        sql: &str,
+        params: Params<'_>,
+        convert: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.all(op, sql, params, convert).await?.pop())
     }
 
-    async fn attempts_since(
+    /// The connection of fenced writes, opened if needed.
+    async fn fence_client<'a>(
         &self,
-        scenario: &str,
-        step: &str,
-        instance: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<Attempt>, StoreError> {
-        let c = self.client().await?;
-        c.query(
-            &format!(
-                "SELECT {ATTEMPT_COLS} FROM medic_attempts \
-                 WHERE scenario = $1 AND step = $2 AND instance = $3 AND started_at >= $4 \
-                 ORDER BY started_at, id"
-            ),
-            &[&scenario, &step, &instance, &since],
-        )
-        .await
-        .map_err(db("list attempts"))?
-        .iter()
-        .map(attempt_row)
-        .collect()
-    }
-
-    async fn action_attempts_since(
-        &self,
-        action: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<Attempt>, StoreError> {
-        let c = self.client().await?;
-        c.query(
-            &format!(
-                "SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE action = $1 AND started_at >= $2 \
-                 ORDER BY started_at, id"
-            ),
-            &[&action, &since],
-        )
-        .await
-        .map_err(db("list action attempts"))?
-        .iter()
-        .map(attempt_row)
-        .collect()
-    }
-
-    async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError> {
-        let c = self.client().await?;
-        c.query(
-            &format!("SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE ended_at IS NULL ORDER BY started_at, id"),
-            &[],
-        )
-        .await
-        .map_err(db("list attempts in flight"))?
-        .iter()
-        .map(attempt_row)
-        .collect()
-    }
-
-    async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                &format!("SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE incident_id = $1 ORDER BY started_at, id"),
-                &[&id],
-            )
-            .await
-            .map_err(db("list incident attempts"))?;
-        if rows.is_empty() && !exists(&*c, id).await? {
-            return Err(StoreError::NotFound(id));
-        }
-        rows.iter().map(attempt_row).collect()
-    }
-
-    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
-        let c = self.client().await?;
-        let inserted = c
-            .query_opt(
-                &format!(
-                    "INSERT INTO medic_outbox (incident_id, key, notifier, kind, due_at, payload, state) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (key) DO NOTHING \
-                     RETURNING {OUTBOX_COLS}"
-                ),
-                &[
-                    &new.incident_id,
-                    &new.key,
-                    &new.notifier,
-                    &new.kind,
-                    &new.due_at,
-                    &new.payload,
-                ],
-            )
-            .await;
-        match inserted {
-            Ok(Some(row)) => Ok((outbox_row(&row)?, true)),
-            Ok(None) => {
-                let row = c
-                    .query_one(
-                        &format!("SELECT {OUTBOX_COLS} FROM medic_outbox WHERE key = $1"),
-                        &[&new.key],
-                    )
-                    .await
-                    .map_err(db("find outbox key"))?;
-                Ok((outbox_row(&row)?, false))
-            }
-            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                Err(StoreError::NotFound(new.incident_id))
-            }
-            Err(e) => Err(db("insert outbox")(e)),
-        }
-    }
-
-    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        let c = self.client().await?;
-        c.query(
-            &format!(
-                "SELECT {OUTBOX_COLS} FROM medic_outbox WHERE state = 'pending' ORDER BY due_at, id"
-            ),
-            &[],
-        )
-        .await
-        .map_err(db("list pending outbox"))?
-        .iter()
-        .map(outbox_row)
-        .collect()
-    }
-
-    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
-        let c = self.client().await?;
-        c.query(
-            &format!("SELECT {OUTBOX_COLS} FROM medic_outbox WHERE incident_id = $1 ORDER BY id"),
-            &[&id],
-        )
-        .await
-        .map_err(db("list incident outbox"))?
-        .iter()
-        .map(outbox_row)
-        .collect()
-    }
-
-    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        let attempts = i32::try_from(mark.attempts).unwrap_or(i32::MAX);
-        let done = (mark.state != OutboxState::Pending).then_some(mark.at);
-        let changed = c
-            .execute(
-                "UPDATE medic_outbox SET state = $2, attempts = $3, due_at = $4, detail = $5, \
-                 done_at = $6 WHERE id = $1 AND state = 'pending'",
-                &[
-                    &id,
-                    &mark.state.as_str(),
-                    &attempts,
-                    &mark.due_at,
-                    &mark.detail,
-                    &done,
-                ],
-            )
-            .await
-            .map_err(db("mark outbox"))?;
-        if changed == 1 {
-            return Ok(());
-        }
-        let prev = c
-            .query_opt("SELECT state FROM medic_outbox WHERE id = $1", &[&id])
-            .await
-            .map_err(db("read outbox"))?
-            .map(|r| r.get::<_, String>(0));
-        match prev {
-            None => Err(StoreError::Conflict(format!("outbox entry {id} not found"))),
-            Some(p) if p == mark.state.as_str() => Ok(()),
-            Some(p) => Err(StoreError::Conflict(format!(
-                "outbox entry {id} already {p:.40}"
-            ))),
-        }
-    }
-
-    async fn set_page_ref(
-        &self,
-        id: IncidentId,
-        notifier: &str,
-        reference: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        let r = c
-            .execute(
-                "INSERT INTO medic_page_refs (incident_id, notifier, reference) VALUES ($1, $2, $3) \
-                 ON CONFLICT (incident_id, notifier) DO UPDATE SET reference = EXCLUDED.reference",
-                &[&id, &notifier, &reference],
-            )
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                Err(StoreError::NotFound(id))
-            }
-            Err(e) => Err(db("store page reference")(e)),
-        }
-    }
-
-    async fn page_refs(
-        &self,
-        id: IncidentId,
-    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
-        let c = self.client().await?;
-        Ok(c.query(
-            "SELECT notifier, reference FROM medic_page_refs WHERE incident_id = $1",
-            &[&id],
-        )
-        .await
-        .map_err(db("list page references"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
-    }
-
-    /// Every write is committed when its call returns; nothing to flush.
-    async fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
-        let c = self.client().await?;
-        let row = c
-            .query_one(
-                "INSERT INTO medic_job_runs (job, kind, scheduled_for, started_at) \
-                 VALUES ($1, $2, $3, $4) RETURNING id",
-                &[&new.job, &new.kind, &new.scheduled_for, &new.started_at],
-            )
-            .await
-            .map_err(db("insert job run"))?;
-        Ok(row.get(0))
-    }
-
-    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        let r = c
-            .execute(
-                "INSERT INTO medic_job_events (run_id, at, kind, message, data) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&id, &entry.at, &entry.kind, &entry.message, &entry.data],
-            )
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
-                Err(StoreError::JobRunNotFound(id))
-            }
-            Err(e) => Err(db("append job event")(e)),
-        }
-    }
-
-    async fn finish_job_run(
-        &self,
-        id: JobRunId,
-        outcome: JobOutcome,
-        summary: &str,
-        data: serde_json::Value,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        let changed = c
-            .execute(
-                "UPDATE medic_job_runs SET ended_at = $2, outcome = $3, summary = $4, data = $5 \
-                 WHERE id = $1 AND outcome IS NULL",
-                &[&id, &at, &outcome.as_str(), &summary, &data],
-            )
-            .await
-            .map_err(db("finish job run"))?;
-        if changed == 1 {
-            return Ok(());
-        }
-        let prev = c
-            .query_opt("SELECT outcome FROM medic_job_runs WHERE id = $1", &[&id])
-            .await
-            .map_err(db("read job run"))?;
-        match prev {
-            None => Err(StoreError::JobRunNotFound(id)),
-            Some(r) => {
-                let prev: Option<String> = r.get(0);
-                if prev.as_deref() == Some(outcome.as_str()) {
-                    Ok(())
-                } else {
-                    Err(StoreError::Conflict(format!(
-                        "job run {id} already ended as {:.40}",
-                        prev.as_deref().unwrap_or("(none)")
-                    )))
-                }
-            }
-        }
-    }
-
-    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
-        let c = self.client().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = c
-            .query(
-                &format!(
-                    "SELECT {JOB_RUN_COLS} FROM medic_job_runs WHERE job = $1 \
-                     ORDER BY started_at DESC, id DESC LIMIT $2"
-                ),
-                &[&job, &limit],
-            )
-            .await
-            .map_err(db("list job runs"))?;
-        rows.iter().map(job_run_row).collect()
-    }
-
-    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT at, kind, message, data FROM medic_job_events WHERE run_id = $1 ORDER BY seq",
-                &[&id],
-            )
-            .await
-            .map_err(db("read job events"))?;
-        if rows.is_empty() && !job_run_exists(&c, id).await? {
-            return Err(StoreError::JobRunNotFound(id));
-        }
-        Ok(rows
-            .iter()
-            .map(|r| TimelineEntry {
-                at: r.get("at"),
-                kind: r.get("kind"),
-                message: r.get("message"),
-                data: r.get("data"),
-            })
-            .collect())
-    }
-    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
-        let c = self.client().await?;
-        let r = c
-            .query_one(
-                "INSERT INTO medic_leader (id, term, holder, since) VALUES (1, 1, $1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET term = medic_leader.term + 1, \
-                 holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING term",
-                &[&holder, &at],
-            )
-            .await
-            .map_err(db("claim term"))?;
-        let term: i64 = r.get(0);
-        Ok(Term {
-            term: term as u64,
-            holder: holder.to_string(),
-            since: at,
-        })
-    }
-
-    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
-        let c = self.client().await?;
-        Ok(c.query_opt(
-            "SELECT term, holder, since FROM medic_leader WHERE id = 1",
-            &[],
-        )
-        .await
-        .map_err(db("read term"))?
-        .map(|r| Term {
-            term: r.get::<_, i64>(0) as u64,
-            holder: r.get(1),
-            since: r.get(2),
-        }))
-    }
-
-    /// Runs on a connection of its own, in a transaction that first takes
-    /// a share lock on the term row: a concurrent [`Store::claim_term`]
-    /// waits until this write commits, and a write after it sees the new
-    /// term. Fenced writes of one process are serialised.
-    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
-        let mut guard = self.fence.lock().await;
+        guard: &'a mut Option<Client>,
+    ) -> Result<&'a mut Client, StoreError> {
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             let (client, conn) = self.config.connect(NoTls).await.map_err(db("connect"))?;
             tokio::spawn(async move {
@@ -859,97 +443,223 @@ impl Store for PostgresStore {
                 .map_err(db("session settings"))?;
             *guard = Some(client);
         }
-        let Some(client) = guard.as_mut() else {
-            return Err(StoreError::Backend("no connection".into()));
-        };
-        let tx = client.transaction().await.map_err(db("begin"))?;
-        let newest: Option<i64> = tx
-            .query_opt("SELECT term FROM medic_leader WHERE id = 1 FOR SHARE", &[])
+        guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Backend("no connection".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl IncidentReads for PostgresStore {
+    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        let sql = format!(
+            "SELECT {INCIDENT_COLS} FROM medic_incidents WHERE state <> 'resolved' ORDER BY opened_at, id"
+        );
+        self.all("list open incidents", &sql, &[], incident_row)
             .await
-            .map_err(db("read term"))?
-            .map(|r| r.get(0));
+    }
+
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        let sql = format!("SELECT {INCIDENT_COLS} FROM medic_incidents WHERE id = $1");
+        self.opt("read incident", &sql, &[&id], incident_row).await
+    }
+
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {INCIDENT_COLS} FROM medic_incidents ORDER BY opened_at DESC, id DESC LIMIT $1"
+        );
+        self.all("list recent incidents", &sql, &[&limit], incident_row)
+            .await
+    }
+
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+        let c = self.client().await?;
+        let sql = "SELECT at, kind, message, data FROM medic_timeline WHERE incident_id = $1 ORDER BY seq";
+        let entries = query_all(&*c, "read timeline", sql, &[&id], timeline_row).await?;
+        if entries.is_empty() && !exists(&*c, id).await? {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(entries)
+    }
+}
+
+#[async_trait::async_trait]
+impl LedgerReads for PostgresStore {
+    async fn attempts_since(
+        &self,
+        scenario: &str,
+        step: &str,
+        instance: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM medic_attempts \
+             WHERE scenario = $1 AND step = $2 AND instance = $3 AND started_at >= $4 \
+             ORDER BY started_at, id"
+        );
+        let params: Params = &[&scenario, &step, &instance, &since];
+        self.all("list attempts", &sql, params, attempt_row).await
+    }
+
+    async fn action_attempts_since(
+        &self,
+        action: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE action = $1 AND started_at >= $2 \
+             ORDER BY started_at, id"
+        );
+        self.all(
+            "list action attempts",
+            &sql,
+            &[&action, &since],
+            attempt_row,
+        )
+        .await
+    }
+
+    async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE ended_at IS NULL ORDER BY started_at, id"
+        );
+        self.all("list attempts in flight", &sql, &[], attempt_row)
+            .await
+    }
+
+    async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE incident_id = $1 ORDER BY started_at, id"
+        );
+        let attempts = query_all(&*c, "list incident attempts", &sql, &[&id], attempt_row).await?;
+        if attempts.is_empty() && !exists(&*c, id).await? {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(attempts)
+    }
+}
+
+#[async_trait::async_trait]
+impl JobReads for PostgresStore {
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {JOB_RUN_COLS} FROM medic_job_runs WHERE job = $1 \
+             ORDER BY started_at DESC, id DESC LIMIT $2"
+        );
+        self.all("list job runs", &sql, &[&job, &limit], job_run_row)
+            .await
+    }
+
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
+        let c = self.client().await?;
+        let sql =
+            "SELECT at, kind, message, data FROM medic_job_events WHERE run_id = $1 ORDER BY seq";
+        let entries = query_all(&*c, "read job events", sql, &[&id], timeline_row).await?;
+        if entries.is_empty() && !job_run_exists(&*c, id).await? {
+            return Err(StoreError::JobRunNotFound(id));
+        }
+        Ok(entries)
+    }
+}
+
+#[async_trait::async_trait]
+impl TermReads for PostgresStore {
+    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
+        self.opt(
+            "read term",
+            "SELECT term, holder, since FROM medic_leader WHERE id = 1",
+            &[],
+            |r| {
+                Ok(Term {
+                    term: r.get::<_, i64>(0) as u64,
+                    holder: r.get(1),
+                    since: r.get(2),
+                })
+            },
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertReads for PostgresStore {
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.all(
+            "list firing alerts",
+            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+             generator_url, received_at FROM medic_alerts WHERE status = 'firing' \
+             ORDER BY starts_at, fingerprint",
+            &[],
+            alert_row,
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl OutboxReads for PostgresStore {
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLS} FROM medic_outbox WHERE state = 'pending' ORDER BY due_at, id"
+        );
+        self.all("list pending outbox", &sql, &[], outbox_row).await
+    }
+
+    async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
+        let sql =
+            format!("SELECT {OUTBOX_COLS} FROM medic_outbox WHERE incident_id = $1 ORDER BY id");
+        self.all("list incident outbox", &sql, &[&id], outbox_row)
+            .await
+    }
+
+    async fn page_refs(
+        &self,
+        id: IncidentId,
+    ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
+        let rows = self
+            .all(
+                "list page references",
+                "SELECT notifier, reference FROM medic_page_refs WHERE incident_id = $1",
+                &[&id],
+                |r| Ok((r.get(0), r.get(1))),
+            )
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    /// Unfenced, one write on the shared connection (each statement its own
+    /// transaction; every multi-row write is one statement). Fenced, on a
+    /// connection of its own, in a transaction that first takes a share
+    /// lock on the term row: a concurrent [`Store::claim_term`] waits until
+    /// this write commits, and a write after it sees the new term. Fenced
+    /// writes of one process are serialised.
+    async fn write(&self, fence: Option<u64>, write: Write) -> Result<Written, StoreError> {
+        let Some(term) = fence else {
+            return apply(&*self.client().await?, write).await;
+        };
+        let mut guard = self.fence.lock().await;
+        let client = self.fence_client(&mut guard).await?;
+        let tx = client.transaction().await.map_err(db("begin"))?;
+        let newest: Option<i64> = query_opt(
+            &tx,
+            "read term",
+            "SELECT term FROM medic_leader WHERE id = 1 FOR SHARE",
+            &[],
+            |r| Ok(r.get(0)),
+        )
+        .await?;
         if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
             return Err(StoreError::Fenced { term, newer });
         }
         let written = apply(&tx, write).await?;
         tx.commit().await.map_err(db("commit"))?;
         Ok(written)
-    }
-
-    /// One statement (the connection is shared, so no multi-statement
-    /// transaction): atomic, and no row is touched twice.
-    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
-        if alerts.is_empty() {
-            return Ok(());
-        }
-        let input: Vec<serde_json::Value> = alerts
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "fingerprint": a.fingerprint,
-                    "starts_at": key_time(&a.starts_at),
-                    "status": a.status.as_str(),
-                    "labels": a.labels,
-                    "annotations": a.annotations,
-                    "ends_at": a.ends_at,
-                    "generator_url": a.generator_url,
-                    "received_at": a.received_at,
-                })
-            })
-            .collect();
-        let input = serde_json::Value::Array(input);
-        let c = self.client().await?;
-        c.execute(
-            "WITH input AS (
-                SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
-                    fingerprint TEXT, starts_at TEXT, status TEXT, labels JSONB,
-                    annotations JSONB, ends_at TIMESTAMPTZ, generator_url TEXT,
-                    received_at TIMESTAMPTZ)
-            ), resolved AS (
-                SELECT DISTINCT ON (fingerprint) fingerprint, starts_at, ends_at FROM (
-                    SELECT fingerprint, starts_at, ends_at FROM input WHERE status = 'resolved'
-                    UNION ALL
-                    SELECT fingerprint, starts_at, ends_at FROM medic_alerts
-                    WHERE status = 'resolved'
-                      AND fingerprint IN (SELECT fingerprint FROM input)
-                ) r ORDER BY fingerprint, starts_at DESC
-            ), ended AS (
-                UPDATE medic_alerts a SET status = 'resolved', ends_at = r.ends_at
-                FROM resolved r
-                WHERE a.fingerprint = r.fingerprint AND a.starts_at <= r.starts_at
-                  AND a.status = 'firing'
-                RETURNING 1
-            )
-            INSERT INTO medic_alerts (fingerprint, starts_at, status, labels, annotations,
-                                      ends_at, generator_url, received_at)
-            SELECT DISTINCT ON (i.fingerprint, i.starts_at)
-                i.fingerprint, i.starts_at,
-                CASE WHEN r.starts_at IS NOT NULL AND i.starts_at <= r.starts_at
-                     THEN 'resolved' ELSE i.status END,
-                i.labels, i.annotations, i.ends_at, i.generator_url, i.received_at
-            FROM input i LEFT JOIN resolved r ON r.fingerprint = i.fingerprint
-            ORDER BY i.fingerprint, i.starts_at, (i.status = 'resolved') DESC
-            ON CONFLICT (fingerprint, starts_at) DO NOTHING",
-            &[&input],
-        )
-        .await
-        .map_err(db("record alerts"))?;
-        Ok(())
-    }
-
-    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        let c = self.client().await?;
-        c.query(
-            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
-             generator_url, received_at FROM medic_alerts WHERE status = 'firing' \
-             ORDER BY starts_at, fingerprint",
-            &[],
-        )
-        .await
-        .map_err(db("list firing alerts"))?
-        .iter()
-        .map(alert_row)
-        .collect()
     }
 }
 
@@ -984,30 +694,7 @@ fn alert_row(r: &Row) -> Result<AlertRecord, StoreError> {
 
 /// Runs one write on `c` (a connection or a transaction).
 async fn apply<C: GenericClient + Sync>(c: &C, write: Write) -> Result<Written, StoreError> {
-    Ok(match write {
-        Write::OpenIncident(new) => {
-            let (i, created) = open_incident_on(c, new).await?;
-            Written::Incident(i, created)
-        }
-        Write::SetState { id, state, at } => {
-            set_state_on(c, id, state, at).await?;
-            Written::Done
-        }
-        Write::Append { id, entry } => {
-            append_on(c, id, entry).await?;
-            Written::Done
-        }
-        Write::BeginAttempt(new) => Written::Attempt(begin_attempt_on(c, new).await?),
-        Write::FinishAttempt {
-            id,
-            outcome,
-            reason,
-            at,
-        } => {
-            finish_attempt_on(c, id, outcome, reason, at).await?;
-            Written::Done
-        }
-    })
+    apply_write!(c, write; .await)
 }
 
 async fn open_incident_on<C: GenericClient + Sync>(
@@ -1164,25 +851,260 @@ async fn finish_attempt_on<C: GenericClient + Sync>(
         )
         .await
         .map_err(db("finish attempt"))?;
+    ended_once(c, changed, EndsOnce::Attempt, id, outcome.as_str()).await
+}
+
+async fn begin_job_run_on<C: GenericClient + Sync>(
+    c: &C,
+    new: NewJobRun,
+) -> Result<JobRunId, StoreError> {
+    let row = c
+        .query_one(
+            "INSERT INTO medic_job_runs (job, kind, scheduled_for, started_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+            &[&new.job, &new.kind, &new.scheduled_for, &new.started_at],
+        )
+        .await
+        .map_err(db("insert job run"))?;
+    Ok(row.get(0))
+}
+
+async fn append_job_event_on<C: GenericClient + Sync>(
+    c: &C,
+    id: JobRunId,
+    entry: TimelineEntry,
+) -> Result<(), StoreError> {
+    let r = c
+        .execute(
+            "INSERT INTO medic_job_events (run_id, at, kind, message, data) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &entry.at, &entry.kind, &entry.message, &entry.data],
+        )
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+            Err(StoreError::JobRunNotFound(id))
+        }
+        Err(e) => Err(db("append job event")(e)),
+    }
+}
+
+async fn finish_job_run_on<C: GenericClient + Sync>(
+    c: &C,
+    id: JobRunId,
+    outcome: JobOutcome,
+    summary: String,
+    data: serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let changed = c
+        .execute(
+            "UPDATE medic_job_runs SET ended_at = $2, outcome = $3, summary = $4, data = $5 \
+             WHERE id = $1 AND outcome IS NULL",
+            &[&id, &at, &outcome.as_str(), &summary, &data],
+        )
+        .await
+        .map_err(db("finish job run"))?;
+    ended_once(c, changed, EndsOnce::JobRun, id, outcome.as_str()).await
+}
+
+/// After an UPDATE that ends a row only if not yet ended (`changed` rows).
+async fn ended_once<C: GenericClient + Sync>(
+    c: &C,
+    changed: u64,
+    ends: EndsOnce,
+    id: i64,
+    outcome: &str,
+) -> Result<(), StoreError> {
     if changed == 1 {
         return Ok(());
     }
-    let prev = c
-        .query_opt("SELECT outcome FROM medic_attempts WHERE id = $1", &[&id])
+    let sql = format!("SELECT outcome FROM medic_{} WHERE id = $1", ends.table());
+    let op = ends.read_op();
+    let previous = query_opt(c, op, &sql, &[&id], |r| Ok(r.get(0))).await?;
+    ends.again(id, previous, outcome, |p| format!("{p:.40}"))
+}
+
+async fn claim_term_on<C: GenericClient + Sync>(
+    c: &C,
+    holder: String,
+    at: DateTime<Utc>,
+) -> Result<Term, StoreError> {
+    let r = c
+        .query_one(
+            "INSERT INTO medic_leader (id, term, holder, since) VALUES (1, 1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET term = medic_leader.term + 1, \
+             holder = EXCLUDED.holder, since = EXCLUDED.since RETURNING term",
+            &[&holder, &at],
+        )
         .await
-        .map_err(db("read attempt"))?;
-    match prev {
-        None => Err(StoreError::AttemptNotFound(id)),
-        Some(r) => {
-            let prev: Option<String> = r.get(0);
-            if prev.as_deref() == Some(outcome.as_str()) {
-                Ok(())
-            } else {
-                Err(StoreError::Conflict(format!(
-                    "attempt {id} already ended as {:.40}",
-                    prev.as_deref().unwrap_or("(none)")
-                )))
-            }
+        .map_err(db("claim term"))?;
+    let term: i64 = r.get(0);
+    Ok(Term {
+        term: term as u64,
+        holder,
+        since: at,
+    })
+}
+
+/// One statement (the shared connection runs no multi-statement
+/// transaction): atomic, and no row is touched twice.
+async fn record_alerts_on<C: GenericClient + Sync>(
+    c: &C,
+    alerts: &[AlertRecord],
+) -> Result<(), StoreError> {
+    if alerts.is_empty() {
+        return Ok(());
+    }
+    let input: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "fingerprint": a.fingerprint,
+                "starts_at": key_time(&a.starts_at),
+                "status": a.status.as_str(),
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "ends_at": a.ends_at,
+                "generator_url": a.generator_url,
+                "received_at": a.received_at,
+            })
+        })
+        .collect();
+    let input = serde_json::Value::Array(input);
+    c.execute(
+        "WITH input AS (
+            SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+                fingerprint TEXT, starts_at TEXT, status TEXT, labels JSONB,
+                annotations JSONB, ends_at TIMESTAMPTZ, generator_url TEXT,
+                received_at TIMESTAMPTZ)
+        ), resolved AS (
+            SELECT DISTINCT ON (fingerprint) fingerprint, starts_at, ends_at FROM (
+                SELECT fingerprint, starts_at, ends_at FROM input WHERE status = 'resolved'
+                UNION ALL
+                SELECT fingerprint, starts_at, ends_at FROM medic_alerts
+                WHERE status = 'resolved'
+                  AND fingerprint IN (SELECT fingerprint FROM input)
+            ) r ORDER BY fingerprint, starts_at DESC
+        ), ended AS (
+            UPDATE medic_alerts a SET status = 'resolved', ends_at = r.ends_at
+            FROM resolved r
+            WHERE a.fingerprint = r.fingerprint AND a.starts_at <= r.starts_at
+              AND a.status = 'firing'
+            RETURNING 1
+        )
+        INSERT INTO medic_alerts (fingerprint, starts_at, status, labels, annotations,
+                                  ends_at, generator_url, received_at)
+        SELECT DISTINCT ON (i.fingerprint, i.starts_at)
+            i.fingerprint, i.starts_at,
+            CASE WHEN r.starts_at IS NOT NULL AND i.starts_at <= r.starts_at
+                 THEN 'resolved' ELSE i.status END,
+            i.labels, i.annotations, i.ends_at, i.generator_url, i.received_at
+        FROM input i LEFT JOIN resolved r ON r.fingerprint = i.fingerprint
+        ORDER BY i.fingerprint, i.starts_at, (i.status = 'resolved') DESC
+        ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+        &[&input],
+    )
+    .await
+    .map_err(db("record alerts"))?;
+    Ok(())
+}
+
+async fn outbox_enqueue_on<C: GenericClient + Sync>(
+    c: &C,
+    new: NewOutbox,
+) -> Result<(OutboxEntry, bool), StoreError> {
+    let inserted = c
+        .query_opt(
+            &format!(
+                "INSERT INTO medic_outbox (incident_id, key, notifier, kind, due_at, payload, state) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (key) DO NOTHING \
+                 RETURNING {OUTBOX_COLS}"
+            ),
+            &[
+                &new.incident_id,
+                &new.key,
+                &new.notifier,
+                &new.kind,
+                &new.due_at,
+                &new.payload,
+            ],
+        )
+        .await;
+    match inserted {
+        Ok(Some(row)) => Ok((outbox_row(&row)?, true)),
+        Ok(None) => {
+            let row = c
+                .query_one(
+                    &format!("SELECT {OUTBOX_COLS} FROM medic_outbox WHERE key = $1"),
+                    &[&new.key],
+                )
+                .await
+                .map_err(db("find outbox key"))?;
+            Ok((outbox_row(&row)?, false))
         }
+        Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+            Err(StoreError::NotFound(new.incident_id))
+        }
+        Err(e) => Err(db("insert outbox")(e)),
+    }
+}
+
+async fn outbox_mark_on<C: GenericClient + Sync>(
+    c: &C,
+    id: i64,
+    mark: OutboxMark,
+) -> Result<(), StoreError> {
+    let attempts = i32::try_from(mark.attempts).unwrap_or(i32::MAX);
+    let done = (mark.state != OutboxState::Pending).then_some(mark.at);
+    let changed = c
+        .execute(
+            "UPDATE medic_outbox SET state = $2, attempts = $3, due_at = $4, detail = $5, \
+             done_at = $6 WHERE id = $1 AND state = 'pending'",
+            &[
+                &id,
+                &mark.state.as_str(),
+                &attempts,
+                &mark.due_at,
+                &mark.detail,
+                &done,
+            ],
+        )
+        .await
+        .map_err(db("mark outbox"))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let sql = "SELECT state FROM medic_outbox WHERE id = $1";
+    let prev: Option<String> = query_opt(c, "read outbox", sql, &[&id], |r| Ok(r.get(0))).await?;
+    match prev {
+        None => Err(StoreError::Conflict(format!("outbox entry {id} not found"))),
+        Some(p) if p == mark.state.as_str() => Ok(()),
+        Some(p) => Err(StoreError::Conflict(format!(
+            "outbox entry {id} already {p:.40}"
+        ))),
+    }
+}
+
+async fn set_page_ref_on<C: GenericClient + Sync>(
+    c: &C,
+    id: IncidentId,
+    notifier: String,
+    reference: serde_json::Value,
+) -> Result<(), StoreError> {
+    let r = c
+        .execute(
+            "INSERT INTO medic_page_refs (incident_id, notifier, reference) VALUES ($1, $2, $3) \
+             ON CONFLICT (incident_id, notifier) DO UPDATE SET reference = EXCLUDED.reference",
+            &[&id, &notifier, &reference],
+        )
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+            Err(StoreError::NotFound(id))
+        }
+        Err(e) => Err(db("store page reference")(e)),
     }
 }

@@ -565,6 +565,20 @@ impl Cols<'_, '_> {
             })
     }
 
+    /// An optional column holding a name that `parse` knows (an outcome).
+    fn opt_name<T>(
+        &self,
+        col: &str,
+        parse: fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get::<Option<String>>(col)? {
+            None => Ok(None),
+            Some(s) => parse(&s).map(Some).ok_or_else(|| {
+                StoreError::Corrupt(format!("{}: unknown {col} {}", self.what, shown(&s)))
+            }),
+        }
+    }
+
     fn json(&self, col: &str) -> Result<serde_json::Value, StoreError> {
         let s: String = self.get(col)?;
         // serde_json's message holds a position, never the text.
@@ -623,12 +637,7 @@ fn attempt_row(row: &Row) -> Result<Attempt, StoreError> {
         what: format!("attempt {id}"),
     };
     let step_index: i64 = c.get("step_index")?;
-    let outcome = match c.get::<Option<String>>("outcome")? {
-        None => None,
-        Some(s) => Some(AttemptOutcome::parse(&s).ok_or_else(|| {
-            StoreError::Corrupt(format!("attempt {id}: unknown outcome {}", shown(&s)))
-        })?),
-    };
+    let outcome = c.opt_name("outcome", AttemptOutcome::parse)?;
     Ok(Attempt {
         id,
         incident_id: c.get("incident_id")?,
@@ -710,9 +719,18 @@ fn query_all<T>(
 }
 
 fn incident_exists(conn: &Connection, id: IncidentId) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM incidents WHERE id = ?1")
+    row_exists(conn, "incidents", id)
+}
+
+/// Whether `table` (`incidents`, `job_runs`) has a row `id`.
+fn row_exists(conn: &Connection, table: &'static str, id: i64) -> Result<bool, StoreError> {
+    let op = match table {
+        "incidents" => "find incident",
+        _ => "find job run",
+    };
+    conn.prepare_cached(&format!("SELECT 1 FROM {table} WHERE id = ?1"))
         .and_then(|mut s| s.exists([id]))
-        .map_err(sql("find incident"))
+        .map_err(sql(op))
 }
 
 const JOB_RUN_COLS: &str =
@@ -724,12 +742,7 @@ fn job_run_row(row: &Row) -> Result<JobRun, StoreError> {
         row,
         what: format!("job run {id}"),
     };
-    let outcome = match c.get::<Option<String>>("outcome")? {
-        None => None,
-        Some(s) => Some(JobOutcome::parse(&s).ok_or_else(|| {
-            StoreError::Corrupt(format!("job run {id}: unknown outcome {}", shown(&s)))
-        })?),
-    };
+    let outcome = c.opt_name("outcome", JobOutcome::parse)?;
     Ok(JobRun {
         id,
         job: c.get("job")?,
@@ -744,128 +757,96 @@ fn job_run_row(row: &Row) -> Result<JobRun, StoreError> {
 }
 
 fn job_run_exists(conn: &Connection, id: JobRunId) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM job_runs WHERE id = ?1")
-        .and_then(|mut s| s.exists([id]))
-        .map_err(sql("find job run"))
+    row_exists(conn, "job_runs", id)
 }
 
 // ---------------------------------------------------------------------------
 // The trait.
 
-#[async_trait::async_trait]
-impl Store for SqliteStore {
-    async fn open_incident(&self, new: NewIncident) -> Result<(Incident, bool), StoreError> {
-        apply(self, Write::OpenIncident(new)).await?.incident()
-    }
-
-    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
-        self.call(|conn| {
-            query_all(
-                conn,
-                "list open incidents",
-                &format!(
-                    "SELECT {INCIDENT_COLS} FROM incidents \
-                     WHERE state != 'resolved' ORDER BY opened_at, id"
-                ),
-                [],
-                incident_row,
-            )
-        })
-        .await
-    }
-
-    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
-        self.call(move |conn| {
-            let found = query_all(
-                conn,
-                "read incident",
-                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
-                [id],
-                incident_row,
-            )?;
-            Ok(found.into_iter().next())
-        })
-        .await
-    }
-
-    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list recent incidents",
-                &format!(
-                    "SELECT {INCIDENT_COLS} FROM incidents \
-                     ORDER BY opened_at DESC, id DESC LIMIT ?1"
-                ),
-                [limit],
-                incident_row,
-            )
-        })
-        .await
-    }
-
-    async fn set_state(
+impl SqliteStore {
+    /// [`query_all`] on the store thread.
+    async fn all<T, P>(
         &self,
-        id: IncidentId,
-        state: IncidentState,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        apply(self, Write::SetState { id, state, at })
+        op: &'static str,
+        sql_text: String,
+        params: P,
+        convert: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        P: rusqlite::Params + Send + 'static,
+    {
+        self.call(move |conn| query_all(conn, op, &sql_text, params, convert))
             .await
-            .map(drop)
     }
 
-    async fn append(&self, id: IncidentId, entry: TimelineEntry) -> Result<(), StoreError> {
-        apply(self, Write::Append { id, entry }).await.map(drop)
-    }
-
-    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+    /// The entries of one timeline table (`timeline` of incident `id`, or
+    /// `job_events` of job run `id`) in the order written; `missing` if
+    /// there are none because there is no such incident or run.
+    async fn timeline_of(
+        &self,
+        table: &'static str,
+        id: i64,
+        missing: StoreError,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        let (op, owner_col, owners) = match table {
+            "timeline" => ("read timeline", "incident_id", "incidents"),
+            _ => ("read job events", "run_id", "job_runs"),
+        };
         self.call(move |conn| {
             let entries = query_all(
                 conn,
-                "read timeline",
-                "SELECT seq, at, kind, message, data FROM timeline \
-                 WHERE incident_id = ?1 ORDER BY seq",
+                op,
+                &format!(
+                    "SELECT seq, at, kind, message, data FROM {table} \
+                     WHERE {owner_col} = ?1 ORDER BY seq"
+                ),
                 [id],
                 |row| timeline_row(id, row),
             )?;
-            if entries.is_empty() && !incident_exists(conn, id)? {
-                return Err(StoreError::NotFound(id));
+            if entries.is_empty() && !row_exists(conn, owners, id)? {
+                return Err(missing);
             }
             Ok(entries)
         })
         .await
     }
+}
 
-    async fn begin_attempt(&self, new: NewAttempt) -> Result<AttemptId, StoreError> {
-        apply(self, Write::BeginAttempt(new)).await?.attempt()
+#[async_trait::async_trait]
+impl IncidentReads for SqliteStore {
+    async fn open_incidents(&self) -> Result<Vec<Incident>, StoreError> {
+        let sql = format!(
+            "SELECT {INCIDENT_COLS} FROM incidents \
+             WHERE state != 'resolved' ORDER BY opened_at, id"
+        );
+        self.all("list open incidents", sql, (), incident_row).await
     }
 
-    /// Ends an attempt once. Finishing it again with the same outcome is a
-    /// no-op (a retry after a lost reply); a different outcome is
-    /// `Conflict`: the ledger is an audit record, never rewritten.
-    async fn finish_attempt(
-        &self,
-        id: AttemptId,
-        outcome: AttemptOutcome,
-        reason: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let reason = reason.to_string();
-        apply(
-            self,
-            Write::FinishAttempt {
-                id,
-                outcome,
-                reason,
-                at,
-            },
-        )
-        .await
-        .map(drop)
+    async fn incident(&self, id: IncidentId) -> Result<Option<Incident>, StoreError> {
+        let sql = format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1");
+        let found = self.all("read incident", sql, [id], incident_row).await?;
+        Ok(found.into_iter().next())
     }
 
+    async fn recent_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {INCIDENT_COLS} FROM incidents \
+             ORDER BY opened_at DESC, id DESC LIMIT ?1"
+        );
+        self.all("list recent incidents", sql, [limit], incident_row)
+            .await
+    }
+
+    async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.timeline_of("timeline", id, StoreError::NotFound(id))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl LedgerReads for SqliteStore {
     async fn attempts_since(
         &self,
         scenario: &str,
@@ -873,23 +854,18 @@ impl Store for SqliteStore {
         instance: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<Attempt>, StoreError> {
-        let since = ts(&since)?;
-        let (scenario, step, instance) =
-            (scenario.to_string(), step.to_string(), instance.to_string());
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list attempts",
-                &format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts \
-                     WHERE scenario = ?1 AND step = ?2 AND instance = ?3 AND started_at >= ?4 \
-                     ORDER BY started_at, id"
-                ),
-                params![scenario, step, instance, since],
-                attempt_row,
-            )
-        })
-        .await
+        let params = (
+            scenario.to_string(),
+            step.to_string(),
+            instance.to_string(),
+            ts(&since)?,
+        );
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts \
+             WHERE scenario = ?1 AND step = ?2 AND instance = ?3 AND started_at >= ?4 \
+             ORDER BY started_at, id"
+        );
+        self.all("list attempts", sql, params, attempt_row).await
     }
 
     async fn action_attempts_since(
@@ -897,37 +873,22 @@ impl Store for SqliteStore {
         action: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<Attempt>, StoreError> {
-        let since = ts(&since)?;
-        let action = action.to_string();
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list attempts of an action",
-                &format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts \
-                     WHERE action = ?1 AND started_at >= ?2 ORDER BY started_at, id"
-                ),
-                params![action, since],
-                attempt_row,
-            )
-        })
-        .await
+        let params = (action.to_string(), ts(&since)?);
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts \
+             WHERE action = ?1 AND started_at >= ?2 ORDER BY started_at, id"
+        );
+        self.all("list attempts of an action", sql, params, attempt_row)
+            .await
     }
 
     async fn attempts_in_flight(&self) -> Result<Vec<Attempt>, StoreError> {
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list attempts in flight",
-                &format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts \
-                     WHERE outcome IS NULL ORDER BY started_at, id"
-                ),
-                [],
-                attempt_row,
-            )
-        })
-        .await
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts \
+             WHERE outcome IS NULL ORDER BY started_at, id"
+        );
+        self.all("list attempts in flight", sql, (), attempt_row)
+            .await
     }
 
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
@@ -949,128 +910,75 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
-    async fn outbox_enqueue(&self, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
-        let due = ts(&new.due_at)?;
-        let payload = json(&new.payload)?;
+#[async_trait::async_trait]
+impl JobReads for SqliteStore {
+    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
+        let params = (job.to_string(), i64::try_from(limit).unwrap_or(i64::MAX));
+        let sql = format!(
+            "SELECT {JOB_RUN_COLS} FROM job_runs WHERE job = ?1 \
+             ORDER BY started_at DESC, id DESC LIMIT ?2"
+        );
+        self.all("list job runs", sql, params, job_run_row).await
+    }
+
+    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.timeline_of("job_events", id, StoreError::JobRunNotFound(id))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl TermReads for SqliteStore {
+    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
         self.call(move |conn| {
-            if let Some(e) = outbox_by_key(conn, &new.key)? {
-                return Ok((e, false));
-            }
-            if !incident_exists(conn, new.incident_id)? {
-                return Err(StoreError::NotFound(new.incident_id));
-            }
-            conn.prepare_cached(
-                "INSERT INTO outbox (incident_id, key, notifier, kind, due_at, payload, state) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    new.incident_id,
-                    new.key,
-                    new.notifier,
-                    new.kind,
-                    due,
-                    payload
-                ])
+            let row: Option<(i64, String, String)> = conn
+                .prepare_cached("SELECT term, holder, since FROM leader WHERE id = 1")
+                .and_then(|mut s| {
+                    s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(sql("read term"))?;
+            row.map(|(term, holder, since)| {
+                let since = DateTime::parse_from_rfc3339(&since)
+                    .map_err(|e| StoreError::Corrupt(format!("leader.since: {e}")))?
+                    .with_timezone(&Utc);
+                Ok(Term {
+                    term: term as u64,
+                    holder,
+                    since,
+                })
             })
-            .map_err(sql("insert outbox"))?;
-            let e = outbox_by_key(conn, &new.key)?
-                .ok_or_else(|| StoreError::Backend("outbox entry vanished".into()))?;
-            Ok((e, true))
+            .transpose()
         })
         .await
     }
+}
 
+#[async_trait::async_trait]
+impl AlertReads for SqliteStore {
+    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let sql = "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+                   generator_url, received_at FROM alerts WHERE status = 'firing' \
+                   ORDER BY starts_at, fingerprint";
+        self.all("list firing alerts", sql.into(), (), alert_row)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl OutboxReads for SqliteStore {
     async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.call(|conn| {
-            query_all(
-                conn,
-                "list pending outbox",
-                &format!(
-                    "SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY due_at, id"
-                ),
-                [],
-                outbox_row,
-            )
-        })
-        .await
+        let sql =
+            format!("SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'pending' ORDER BY due_at, id");
+        self.all("list pending outbox", sql, (), outbox_row).await
     }
 
     async fn outbox_of(&self, id: IncidentId) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list incident outbox",
-                &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = ?1 ORDER BY id"),
-                [id],
-                outbox_row,
-            )
-        })
-        .await
-    }
-
-    async fn outbox_mark(&self, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
-        let due = ts(&mark.due_at)?;
-        let at = ts(&mark.at)?;
-        self.call(move |conn| {
-            let done = (mark.state != OutboxState::Pending).then_some(at);
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE outbox SET state = ?2, attempts = ?3, due_at = ?4, detail = ?5, \
-                     done_at = ?6 WHERE id = ?1 AND state = 'pending'",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        id,
-                        mark.state.as_str(),
-                        mark.attempts,
-                        due,
-                        mark.detail,
-                        done
-                    ])
-                })
-                .map_err(sql("mark outbox"))?;
-            if changed == 1 {
-                return Ok(());
-            }
-            let prev: Option<String> = conn
-                .prepare_cached("SELECT state FROM outbox WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(sql("read outbox"))?;
-            match prev {
-                None => Err(StoreError::Conflict(format!("outbox entry {id} not found"))),
-                Some(p) if p == mark.state.as_str() => Ok(()),
-                Some(p) => Err(StoreError::Conflict(format!(
-                    "outbox entry {id} already {}",
-                    shown(&p)
-                ))),
-            }
-        })
-        .await
-    }
-
-    async fn set_page_ref(
-        &self,
-        id: IncidentId,
-        notifier: &str,
-        reference: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let reference = json(&reference)?;
-        let notifier = notifier.to_string();
-        self.call(move |conn| {
-            if !incident_exists(conn, id)? {
-                return Err(StoreError::NotFound(id));
-            }
-            conn.prepare_cached(
-                "INSERT INTO page_refs (incident_id, notifier, reference) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (incident_id, notifier) DO UPDATE SET reference = excluded.reference",
-            )
-            .and_then(|mut s| s.execute(params![id, notifier, reference]))
-            .map_err(sql("store page reference"))?;
-            Ok(())
-        })
-        .await
+        let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE incident_id = ?1 ORDER BY id");
+        self.all("list incident outbox", sql, [id], outbox_row)
+            .await
     }
 
     async fn page_refs(
@@ -1092,6 +1000,27 @@ impl Store for SqliteStore {
                 },
             )?;
             Ok(rows.into_iter().collect())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    /// Runs on the store thread inside the batch transaction: the term
+    /// check and the write share one savepoint.
+    async fn write(&self, fence: Option<u64>, write: Write) -> Result<Written, StoreError> {
+        self.call(move |conn| {
+            if let Some(term) = fence {
+                let newest: Option<i64> = conn
+                    .prepare_cached("SELECT term FROM leader WHERE id = 1")
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+                    .map_err(sql("read term"))?;
+                if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
+                    return Err(StoreError::Fenced { term, newer });
+                }
+            }
+            apply_on(conn, write)
         })
         .await
     }
@@ -1118,252 +1047,6 @@ impl Store for SqliteStore {
             tracing::warn!("store checkpoint incomplete: another connection is reading");
         }
         Ok(())
-    }
-
-    async fn claim_term(&self, holder: &str, at: DateTime<Utc>) -> Result<Term, StoreError> {
-        let holder = holder.to_string();
-        let since = ts(&at)?;
-        self.call(move |conn| {
-            let term: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO leader (id, term, holder, since) VALUES (1, 1, ?1, ?2) \
-                     ON CONFLICT (id) DO UPDATE SET term = term + 1, holder = ?1, since = ?2 \
-                     RETURNING term",
-                )
-                .and_then(|mut s| s.query_row(params![holder, since], |r| r.get(0)))
-                .map_err(sql("claim term"))?;
-            Ok(Term {
-                term: term as u64,
-                holder,
-                since: at,
-            })
-        })
-        .await
-    }
-
-    async fn current_term(&self) -> Result<Option<Term>, StoreError> {
-        self.call(move |conn| {
-            let row: Option<(i64, String, String)> = conn
-                .prepare_cached("SELECT term, holder, since FROM leader WHERE id = 1")
-                .and_then(|mut s| {
-                    s.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()
-                })
-                .map_err(sql("read term"))?;
-            row.map(|(term, holder, since)| {
-                let since = DateTime::parse_from_rfc3339(&since)
-                    .map_err(|e| StoreError::Corrupt(format!("leader.since: {e}")))?
-                    .with_timezone(&Utc);
-                Ok(Term {
-                    term: term as u64,
-                    holder,
-                    since,
-                })
-            })
-            .transpose()
-        })
-        .await
-    }
-
-    async fn fenced(&self, term: u64, write: Write) -> Result<Written, StoreError> {
-        self.call(move |conn| {
-            let newest: Option<i64> = conn
-                .prepare_cached("SELECT term FROM leader WHERE id = 1")
-                .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
-                .map_err(sql("read term"))?;
-            if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
-                return Err(StoreError::Fenced { term, newer });
-            }
-            apply_on(conn, write)
-        })
-        .await
-    }
-
-    async fn begin_job_run(&self, new: NewJobRun) -> Result<JobRunId, StoreError> {
-        let scheduled_for = ts(&new.scheduled_for)?;
-        let started_at = ts(&new.started_at)?;
-        self.call(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO job_runs (job, kind, scheduled_for, started_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![new.job, new.kind, scheduled_for, started_at]))
-            .map_err(sql("insert job run"))?;
-            Ok(conn.last_insert_rowid())
-        })
-        .await
-    }
-
-    async fn append_job_event(&self, id: JobRunId, entry: TimelineEntry) -> Result<(), StoreError> {
-        let at = ts(&entry.at)?;
-        let data = json(&entry.data)?;
-        self.call(move |conn| {
-            if !job_run_exists(conn, id)? {
-                return Err(StoreError::JobRunNotFound(id));
-            }
-            conn.prepare_cached(
-                "INSERT INTO job_events (run_id, seq, at, kind, message, data) \
-                 SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 \
-                 FROM job_events WHERE run_id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, at, entry.kind, entry.message, data]))
-            .map_err(sql("append job event"))?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn finish_job_run(
-        &self,
-        id: JobRunId,
-        outcome: JobOutcome,
-        summary: &str,
-        data: serde_json::Value,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let at = ts(&at)?;
-        let data = json(&data)?;
-        let summary = summary.to_string();
-        self.call(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE job_runs SET ended_at = ?2, outcome = ?3, summary = ?4, data = ?5 \
-                     WHERE id = ?1 AND outcome IS NULL",
-                )
-                .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), summary, data]))
-                .map_err(sql("finish job run"))?;
-            if changed == 1 {
-                return Ok(());
-            }
-            let previous: Option<Option<String>> = conn
-                .prepare_cached("SELECT outcome FROM job_runs WHERE id = ?1")
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                .map_err(sql("read job run"))?;
-            match previous {
-                None => Err(StoreError::JobRunNotFound(id)),
-                Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
-                Some(prev) => Err(StoreError::Conflict(format!(
-                    "job run {id} already ended as {}",
-                    shown(prev.as_deref().unwrap_or("(none)"))
-                ))),
-            }
-        })
-        .await
-    }
-
-    async fn job_runs(&self, job: &str, limit: usize) -> Result<Vec<JobRun>, StoreError> {
-        let job = job.to_string();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.call(move |conn| {
-            query_all(
-                conn,
-                "list job runs",
-                &format!(
-                    "SELECT {JOB_RUN_COLS} FROM job_runs WHERE job = ?1 \
-                     ORDER BY started_at DESC, id DESC LIMIT ?2"
-                ),
-                params![job, limit],
-                job_run_row,
-            )
-        })
-        .await
-    }
-
-    async fn job_events(&self, id: JobRunId) -> Result<Vec<TimelineEntry>, StoreError> {
-        self.call(move |conn| {
-            let entries = query_all(
-                conn,
-                "read job events",
-                "SELECT seq, at, kind, message, data FROM job_events \
-                 WHERE run_id = ?1 ORDER BY seq",
-                [id],
-                |row| timeline_row(id, row),
-            )?;
-            if entries.is_empty() && !job_run_exists(conn, id)? {
-                return Err(StoreError::JobRunNotFound(id));
-            }
-            Ok(entries)
-        })
-        .await
-    }
-
-    async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
-        struct Row {
-            fingerprint: String,
-            starts_at: String,
-            status: &'static str,
-            labels: String,
-            annotations: String,
-            ends_at: Option<String>,
-            generator_url: String,
-            received_at: String,
-        }
-        let rows = alerts
-            .iter()
-            .map(|a| {
-                Ok(Row {
-                    fingerprint: a.fingerprint.clone(),
-                    starts_at: ts(&a.starts_at)?,
-                    status: a.status.as_str(),
-                    labels: json(&serde_json::to_value(&a.labels).unwrap_or_default())?,
-                    annotations: json(&serde_json::to_value(&a.annotations).unwrap_or_default())?,
-                    ends_at: a.ends_at.as_ref().map(ts).transpose()?,
-                    generator_url: a.generator_url.clone(),
-                    received_at: ts(&a.received_at)?,
-                })
-            })
-            .collect::<Result<Vec<Row>, StoreError>>()?;
-        // One request: one savepoint, so the whole delivery or none of it.
-        self.call(move |conn| {
-            for r in &rows {
-                if r.status == "resolved" {
-                    conn.prepare_cached(
-                        "UPDATE alerts SET status = 'resolved', ends_at = ?3 \
-                         WHERE fingerprint = ?1 AND starts_at <= ?2 AND status = 'firing'",
-                    )
-                    .and_then(|mut s| s.execute(params![r.fingerprint, r.starts_at, r.ends_at]))
-                    .map_err(sql("resolve alert"))?;
-                }
-                conn.prepare_cached(
-                    "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, \
-                     ends_at, generator_url, received_at) \
-                     SELECT ?1, ?2, CASE WHEN EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 \
-                     AND status = 'resolved' AND starts_at >= ?2) THEN 'resolved' ELSE ?3 END, \
-                     ?4, ?5, ?6, ?7, ?8 WHERE true \
-                     ON CONFLICT (fingerprint, starts_at) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        r.fingerprint,
-                        r.starts_at,
-                        r.status,
-                        r.labels,
-                        r.annotations,
-                        r.ends_at,
-                        r.generator_url,
-                        r.received_at
-                    ])
-                })
-                .map_err(sql("record alert"))?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        self.call(|conn| {
-            query_all(
-                conn,
-                "list firing alerts",
-                "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
-                 generator_url, received_at FROM alerts WHERE status = 'firing' \
-                 ORDER BY starts_at, fingerprint",
-                [],
-                alert_row,
-            )
-        })
-        .await
     }
 }
 
@@ -1393,36 +1076,9 @@ fn alert_row(row: &Row) -> Result<AlertRecord, StoreError> {
     })
 }
 
-/// Runs one write on the store thread.
-async fn apply(store: &SqliteStore, write: Write) -> Result<Written, StoreError> {
-    store.call(move |conn| apply_on(conn, write)).await
-}
-
+/// Applies one write (on the store thread, under the request's savepoint).
 fn apply_on(conn: &Connection, write: Write) -> Result<Written, StoreError> {
-    Ok(match write {
-        Write::OpenIncident(new) => {
-            let (i, created) = open_incident_on(conn, new)?;
-            Written::Incident(i, created)
-        }
-        Write::SetState { id, state, at } => {
-            set_state_on(conn, id, state, at)?;
-            Written::Done
-        }
-        Write::Append { id, entry } => {
-            append_on(conn, id, entry)?;
-            Written::Done
-        }
-        Write::BeginAttempt(new) => Written::Attempt(begin_attempt_on(conn, new)?),
-        Write::FinishAttempt {
-            id,
-            outcome,
-            reason,
-            at,
-        } => {
-            finish_attempt_on(conn, id, outcome, reason, at)?;
-            Written::Done
-        }
-    })
+    apply_write!(conn, write)
 }
 
 fn open_incident_on(conn: &Connection, new: NewIncident) -> Result<(Incident, bool), StoreError> {
@@ -1575,21 +1231,223 @@ fn finish_attempt_on(
         )
         .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), reason]))
         .map_err(sql("finish attempt"))?;
+    ended_once(conn, changed, EndsOnce::Attempt, id, outcome.as_str())
+}
+
+fn outbox_enqueue_on(conn: &Connection, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {
+    let due = ts(&new.due_at)?;
+    let payload = json(&new.payload)?;
+    if let Some(e) = outbox_by_key(conn, &new.key)? {
+        return Ok((e, false));
+    }
+    if !incident_exists(conn, new.incident_id)? {
+        return Err(StoreError::NotFound(new.incident_id));
+    }
+    conn.prepare_cached(
+        "INSERT INTO outbox (incident_id, key, notifier, kind, due_at, payload, state) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            new.incident_id,
+            new.key,
+            new.notifier,
+            new.kind,
+            due,
+            payload
+        ])
+    })
+    .map_err(sql("insert outbox"))?;
+    let e = outbox_by_key(conn, &new.key)?
+        .ok_or_else(|| StoreError::Backend("outbox entry vanished".into()))?;
+    Ok((e, true))
+}
+
+fn outbox_mark_on(conn: &Connection, id: i64, mark: OutboxMark) -> Result<(), StoreError> {
+    let due = ts(&mark.due_at)?;
+    let at = ts(&mark.at)?;
+    let done = (mark.state != OutboxState::Pending).then_some(at);
+    let changed = conn
+        .prepare_cached(
+            "UPDATE outbox SET state = ?2, attempts = ?3, due_at = ?4, detail = ?5, \
+             done_at = ?6 WHERE id = ?1 AND state = 'pending'",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                mark.state.as_str(),
+                mark.attempts,
+                due,
+                mark.detail,
+                done
+            ])
+        })
+        .map_err(sql("mark outbox"))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let prev: Option<String> = conn
+        .prepare_cached("SELECT state FROM outbox WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(sql("read outbox"))?;
+    match prev {
+        None => Err(StoreError::Conflict(format!("outbox entry {id} not found"))),
+        Some(p) if p == mark.state.as_str() => Ok(()),
+        Some(p) => Err(StoreError::Conflict(format!(
+            "outbox entry {id} already {}",
+            shown(&p)
+        ))),
+    }
+}
+
+fn set_page_ref_on(
+    conn: &Connection,
+    id: IncidentId,
+    notifier: String,
+    reference: serde_json::Value,
+) -> Result<(), StoreError> {
+    let reference = json(&reference)?;
+    if !incident_exists(conn, id)? {
+        return Err(StoreError::NotFound(id));
+    }
+    conn.prepare_cached(
+        "INSERT INTO page_refs (incident_id, notifier, reference) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (incident_id, notifier) DO UPDATE SET reference = excluded.reference",
+    )
+    .and_then(|mut s| s.execute(params![id, notifier, reference]))
+    .map_err(sql("store page reference"))?;
+    Ok(())
+}
+
+fn claim_term_on(conn: &Connection, holder: String, at: DateTime<Utc>) -> Result<Term, StoreError> {
+    let since = ts(&at)?;
+    let term: i64 = conn
+        .prepare_cached(
+            "INSERT INTO leader (id, term, holder, since) VALUES (1, 1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET term = term + 1, holder = ?1, since = ?2 \
+             RETURNING term",
+        )
+        .and_then(|mut s| s.query_row(params![holder, since], |r| r.get(0)))
+        .map_err(sql("claim term"))?;
+    Ok(Term {
+        term: term as u64,
+        holder,
+        since: at,
+    })
+}
+
+fn begin_job_run_on(conn: &Connection, new: NewJobRun) -> Result<JobRunId, StoreError> {
+    let scheduled_for = ts(&new.scheduled_for)?;
+    let started_at = ts(&new.started_at)?;
+    conn.prepare_cached(
+        "INSERT INTO job_runs (job, kind, scheduled_for, started_at) \
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![new.job, new.kind, scheduled_for, started_at]))
+    .map_err(sql("insert job run"))?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn append_job_event_on(
+    conn: &Connection,
+    id: JobRunId,
+    entry: TimelineEntry,
+) -> Result<(), StoreError> {
+    let at = ts(&entry.at)?;
+    let data = json(&entry.data)?;
+    if !job_run_exists(conn, id)? {
+        return Err(StoreError::JobRunNotFound(id));
+    }
+    conn.prepare_cached(
+        "INSERT INTO job_events (run_id, seq, at, kind, message, data) \
+         SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 \
+         FROM job_events WHERE run_id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, at, entry.kind, entry.message, data]))
+    .map_err(sql("append job event"))?;
+    Ok(())
+}
+
+fn finish_job_run_on(
+    conn: &Connection,
+    id: JobRunId,
+    outcome: JobOutcome,
+    summary: String,
+    data: serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let at = ts(&at)?;
+    let data = json(&data)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE job_runs SET ended_at = ?2, outcome = ?3, summary = ?4, data = ?5 \
+             WHERE id = ?1 AND outcome IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![id, at, outcome.as_str(), summary, data]))
+        .map_err(sql("finish job run"))?;
+    ended_once(conn, changed, EndsOnce::JobRun, id, outcome.as_str())
+}
+
+/// After an UPDATE that ends a row only if not yet ended (`changed` rows).
+fn ended_once(
+    conn: &Connection,
+    changed: usize,
+    ends: EndsOnce,
+    id: i64,
+    outcome: &str,
+) -> Result<(), StoreError> {
     if changed == 1 {
         return Ok(());
     }
     let previous: Option<Option<String>> = conn
-        .prepare_cached("SELECT outcome FROM attempts WHERE id = ?1")
+        .prepare_cached(&format!(
+            "SELECT outcome FROM {} WHERE id = ?1",
+            ends.table()
+        ))
         .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-        .map_err(sql("read attempt"))?;
-    match previous {
-        None => Err(StoreError::AttemptNotFound(id)),
-        Some(Some(prev)) if prev == outcome.as_str() => Ok(()),
-        Some(prev) => Err(StoreError::Conflict(format!(
-            "attempt {id} already ended as {}",
-            shown(prev.as_deref().unwrap_or("(none)"))
-        ))),
+        .map_err(sql(ends.read_op()))?;
+    ends.again(id, previous, outcome, shown)
+}
+
+/// One request, so one savepoint: the whole delivery or none of it.
+fn record_alerts_on(conn: &Connection, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+    for a in alerts {
+        let starts_at = ts(&a.starts_at)?;
+        let ends_at = a.ends_at.as_ref().map(ts).transpose()?;
+        let received_at = ts(&a.received_at)?;
+        if a.status == AlertStatus::Resolved {
+            conn.prepare_cached(
+                "UPDATE alerts SET status = 'resolved', ends_at = ?3 \
+                 WHERE fingerprint = ?1 AND starts_at <= ?2 AND status = 'firing'",
+            )
+            .and_then(|mut s| s.execute(params![a.fingerprint, starts_at, ends_at]))
+            .map_err(sql("resolve alert"))?;
+        }
+        let labels = json(&serde_json::to_value(&a.labels).unwrap_or_default())?;
+        let annotations = json(&serde_json::to_value(&a.annotations).unwrap_or_default())?;
+        conn.prepare_cached(
+            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, \
+             ends_at, generator_url, received_at) \
+             SELECT ?1, ?2, CASE WHEN EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 \
+             AND status = 'resolved' AND starts_at >= ?2) THEN 'resolved' ELSE ?3 END, \
+             ?4, ?5, ?6, ?7, ?8 WHERE true \
+             ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                a.fingerprint,
+                starts_at,
+                a.status.as_str(),
+                labels,
+                annotations,
+                ends_at,
+                a.generator_url,
+                received_at
+            ])
+        })
+        .map_err(sql("record alert"))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
