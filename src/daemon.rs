@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::check::{self, Check, Observation, Outcome};
 use crate::clock::Clock;
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::diag::Diagnostics;
 use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
@@ -30,7 +30,7 @@ use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequests, ReloadStats};
 use crate::remedy::{self, plan::PlannedStep};
 use crate::rules::model::Scenario;
 use crate::server::{self, AppState, Readiness};
-use crate::store::{Fenced, PostgresStore, SqliteStore, Store, StoreError};
+use crate::store::{Fenced, Store, StoreError};
 
 /// A scenario medic will not run, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,30 +85,10 @@ pub fn build_runtimes(
     (ok, refused)
 }
 
-/// Opens the configured store, creating its directory if needed.
+/// Opens the configured store, creating its directory if needed
+/// ([`crate::store::open`]).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match &config.store {
-        StoreConfig::Sqlite { path } => {
-            let path = config.resolve_path(path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating the store directory {}", dir.display()))?;
-            }
-            let store = SqliteStore::open(&path)
-                .await
-                .with_context(|| format!("opening the store {}", path.display()))?;
-            Ok(Arc::new(store))
-        }
-        StoreConfig::Postgres(target) => {
-            let store = PostgresStore::open(target).await.with_context(|| {
-                format!(
-                    "opening the PostgreSQL store at {}:{}",
-                    target.host, target.port
-                )
-            })?;
-            Ok(Arc::new(store))
-        }
-    }
+    Ok(crate::store::open(config).await?)
 }
 
 /// Runs the daemon until `shutdown` is cancelled (SIGTERM/SIGINT in `main`).
@@ -147,12 +127,7 @@ pub type Loader = Arc<dyn Fn() -> Result<Loaded, Diagnostics> + Send + Sync>;
 pub fn file_loader(config_path: PathBuf) -> Loader {
     Arc::new(move || {
         let config = crate::config::load(&config_path)?;
-        let paths: Vec<PathBuf> = config
-            .rules
-            .iter()
-            .map(|p| config.resolve_path(p))
-            .collect();
-        let scenarios = crate::rules::load_paths(&paths, &config)?;
+        let scenarios = crate::rules::load_configured(&config)?;
         let (runtimes, refused) = build_runtimes(&config, scenarios);
         Ok(Loaded {
             config,
@@ -805,5 +780,36 @@ async fn check_loop(
         if tx.send(update).await.is_err() {
             return;
         }
+    }
+}
+
+/// Watches the process's signals for `medic run`. First SIGTERM/SIGINT:
+/// graceful shutdown (cancels `shutdown`). SIGHUP: reload config and
+/// rules. Returns on a second SIGTERM/SIGINT, when the caller should exit
+/// at once; an error when the handlers cannot be installed.
+pub async fn signals(shutdown: CancellationToken, reload: ReloadHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut n = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config and rules");
+                reload.request("SIGHUP");
+                continue;
+            }
+        }
+        if n == 0 {
+            tracing::info!("signal received: shutting down gracefully (again to force)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second signal: exiting now");
+            return Ok(());
+        }
+        n += 1;
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod fenced;
 pub mod memory;
+mod open;
 pub mod postgres;
 pub mod sqlite;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fenced::Fenced;
 pub use memory::MemoryStore;
+pub use open::{OpenError, open};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
