@@ -7,6 +7,7 @@
 //! the grace period, after which it is aborted; the store is flushed last.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +20,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::check::{self, Check, Observation, Outcome};
 use crate::clock::Clock;
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::diag::Diagnostics;
 use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
 use crate::lead::{self, Role};
 use crate::notify;
 use crate::page::{Notifier, Pager};
-use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequests, ReloadStats};
+use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequest, ReloadRequests, ReloadStats};
 use crate::remedy::{self, plan::PlannedStep};
 use crate::rules::model::Scenario;
 use crate::server::{self, AppState, Readiness};
@@ -85,30 +86,10 @@ pub fn build_runtimes(
     (ok, refused)
 }
 
-/// Opens the configured store, creating its directory if needed.
+/// Opens the configured store, creating its directory if needed
+/// ([`crate::store::open`]).
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    match &config.store {
-        StoreConfig::Sqlite { path } => {
-            let path = config.resolve_path(path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating the store directory {}", dir.display()))?;
-            }
-            let store = SqliteStore::open(&path)
-                .await
-                .with_context(|| format!("opening the store {}", path.display()))?;
-            Ok(Arc::new(store))
-        }
-        StoreConfig::Postgres(target) => {
-            let store = PostgresStore::open(target).await.with_context(|| {
-                format!(
-                    "opening the PostgreSQL store at {}:{}",
-                    target.host, target.port
-                )
-            })?;
-            Ok(Arc::new(store))
-        }
-    }
+    Ok(crate::store::open(config).await?)
 }
 
 /// Runs the daemon until `shutdown` is cancelled (SIGTERM/SIGINT in `main`).
@@ -147,12 +128,7 @@ pub type Loader = Arc<dyn Fn() -> Result<Loaded, Diagnostics> + Send + Sync>;
 pub fn file_loader(config_path: PathBuf) -> Loader {
     Arc::new(move || {
         let config = crate::config::load(&config_path)?;
-        let paths: Vec<PathBuf> = config
-            .rules
-            .iter()
-            .map(|p| config.resolve_path(p))
-            .collect();
-        let scenarios = crate::rules::load_paths(&paths, &config)?;
+        let scenarios = crate::rules::load_configured(&config)?;
         let (runtimes, refused) = build_runtimes(&config, scenarios);
         Ok(Loaded {
             config,
@@ -236,13 +212,71 @@ pub async fn run_with_options(
         "medic starting"
     );
 
-    let (loader, reload_handle, mut reload_rx) = match options.reload {
+    let (loader, reload_handle, reload_rx) = match options.reload {
         Some((l, h, rx)) => (Some(l), Some(h), rx),
         None => (None, None, crate::reload::channel().1),
     };
-    let readiness = Readiness {
+    let readiness = initial_readiness(runtimes.len(), refused, &clock);
+    crate::metrics::reloads(&readiness.reloads);
+    crate::metrics::leadership(None);
+    let (ready_tx, ready_rx) = watch::channel(readiness);
+    attach_store(&runtimes, &store);
+    let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
+    // The leader's pager, for decisions arriving over HTTP.
+    let (pager_tx, pager_rx) = watch::channel::<Option<Arc<Pager>>>(None);
+    let server_stop = CancellationToken::new();
+    let app = AppState {
+        store: store.clone(),
+        clock: clock.clone(),
+        readiness: ready_rx,
+        reload: reload_handle,
+        scenarios: scenarios_rx,
+        pager: pager_rx,
+        api_token: None,
+    };
+    let server = start_server(config, app, &server_stop).await?;
+
+    let tasks = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let lead_stop = CancellationToken::new();
+    let (role_rx, lead_task) =
+        lead::start(config, store.clone(), clock.clone(), lead_stop.clone()).await?;
+    tracing::info!(leadership = ?config.leadership(), "medic running; waiting for leadership");
+    notify::ready(&format!("running {} scenarios (follower)", runtimes.len()));
+    if let Some(period) = notify::watchdog_period() {
+        tasks.spawn(notify::watchdog(period, store.clone(), stop.clone()));
+    }
+
+    let mut daemon = Daemon {
+        current: config.clone(),
+        running: runtimes,
+        term: None,
+        store,
+        clock,
+        notifiers: options.notifiers,
+        jobs: !options.no_jobs,
+        loader,
+        role_rx,
+        reload_rx,
+        ready_tx,
+        scenarios_tx,
+        pager_tx,
+        stop,
+        tasks,
+        lead_stop,
+        lead_task,
+        server_stop,
+        server,
+    };
+    daemon.serve(&shutdown).await;
+    daemon.shut_down().await
+}
+
+/// What `/readyz` reports at start-up: the rules loaded, following.
+fn initial_readiness(scenarios: usize, refused: usize, clock: &Clock) -> Readiness {
+    Readiness {
         rules_loaded: true,
-        scenarios: runtimes.len(),
+        scenarios,
         refused,
         role: Role::Follower.as_str().into(),
         term: None,
@@ -252,188 +286,290 @@ pub async fn run_with_options(
             last_success_unix: clock.now().timestamp(),
             ..ReloadStats::default()
         },
-    };
-    crate::metrics::reloads(&readiness.reloads);
-    crate::metrics::leadership(None);
-    let (ready_tx, ready_rx) = watch::channel(readiness);
-    attach_store(&runtimes, &store);
-    let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
-    // The leader's pager, for decisions arriving over HTTP.
-    let (pager_tx, pager_rx) = watch::channel::<Option<Arc<Pager>>>(None);
-    let api_token = match config.http.as_ref().and_then(|h| h.api_token.as_ref()) {
+    }
+}
+
+/// Serves `app` on `http.listen` when the config has `http:` (with
+/// `http.api_token` resolved); the server's task, ended by `stop`.
+async fn start_server(
+    config: &Config,
+    mut app: AppState,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    app.api_token = match config.http.as_ref().and_then(|h| h.api_token.as_ref()) {
         Some(t) => Some(Arc::new(t.resolve().context("reading http.api_token")?)),
         None => None,
     };
-    let server_stop = CancellationToken::new();
-    let server = match &config.http {
-        Some(http) => {
-            let app = server::router(AppState {
-                store: store.clone(),
-                clock: clock.clone(),
-                readiness: ready_rx,
-                reload: reload_handle,
-                scenarios: scenarios_rx,
-                pager: pager_rx,
-                api_token,
-            });
-            let (_, handle) = server::serve(http.listen, app, server_stop.clone())
-                .await
-                .with_context(|| format!("listening on {}", http.listen))?;
-            Some(handle)
-        }
-        None => None,
+    let Some(http) = &config.http else {
+        return Ok(None);
     };
+    let (_, handle) = server::serve(http.listen, server::router(app), stop.clone())
+        .await
+        .with_context(|| format!("listening on {}", http.listen))?;
+    Ok(Some(handle))
+}
 
-    let tasks = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let lead_stop = CancellationToken::new();
-    let (mut role_rx, lead_task) =
-        lead::start(config, store.clone(), clock.clone(), lead_stop.clone()).await?;
-    let notifiers = options.notifiers.clone();
-    let pager = move |config: &Config, store: Arc<dyn Store>, clock: &Clock| {
-        let p = match &notifiers {
-            Some(n) => Pager::with_notifiers(config, n.clone(), store, clock.clone()),
-            None => Pager::new(config, store, clock.clone()),
-        };
-        Arc::new(p)
-    };
-    let mut running: Vec<Arc<ScenarioRuntime>> = runtimes;
-    let mut term: Option<TermRun> = None;
-    let jobs = !options.no_jobs;
-    tracing::info!(leadership = ?config.leadership(), "medic running; waiting for leadership");
-    notify::ready(&format!("running {} scenarios (follower)", running.len()));
-    if let Some(period) = notify::watchdog_period() {
-        tasks.spawn(notify::watchdog(period, store.clone(), stop.clone()));
+/// One `medic run` from start-up to shutdown: the config and scenarios
+/// running now, the leadership term (while leading), and the channels
+/// that publish them to the HTTP surface.
+struct Daemon {
+    /// The config running now (the last one loaded without problems).
+    current: Config,
+    running: Vec<Arc<ScenarioRuntime>>,
+    /// The term this replica leads, if it leads.
+    term: Option<TermRun>,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    /// Page these instead of the configured notifiers (`medic test`).
+    notifiers: Option<HashMap<String, Arc<dyn Notifier>>>,
+    /// Whether a leader runs the config's scheduled jobs.
+    jobs: bool,
+    /// `None`: reload is off, requests are ignored.
+    loader: Option<Loader>,
+    role_rx: watch::Receiver<Role>,
+    reload_rx: ReloadRequests,
+    ready_tx: watch::Sender<Readiness>,
+    scenarios_tx: watch::Sender<Vec<Arc<ScenarioRuntime>>>,
+    pager_tx: watch::Sender<Option<Arc<Pager>>>,
+    /// The root of every term's tasks and of the watchdog.
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    lead_stop: CancellationToken,
+    lead_task: tokio::task::JoinHandle<()>,
+    server_stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the current term's engine task ended with.
+type EngineEnd = Result<Result<(), StoreError>, tokio::task::JoinError>;
+
+/// The current term's engine ending (never, without a term).
+async fn engine_end(term: &mut Option<TermRun>) -> EngineEnd {
+    match term {
+        Some(t) => (&mut t.engine).await,
+        None => std::future::pending().await,
     }
+}
 
-    let mut grace = config.shutdown_grace;
-    let mut current = config.clone();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            changed = role_rx.changed() => {
-                if changed.is_err() {
-                    tracing::error!("leader election stopped");
-                    break;
-                }
-                let role = *role_rx.borrow_and_update();
-                let held = term.as_ref().map(|t| t.term);
-                if held.is_some() && held != role.term() {
-                    // Deposed (or a new term): stop acting now, mid-action
-                    // if need be; the next leader verifies what was in flight.
-                    if let Some(t) = term.take() {
-                        pager_tx.send_replace(None);
-                        t.stop(Duration::ZERO).await;
+impl Daemon {
+    /// Until `shutdown`, or a reason to stop: follows leadership changes,
+    /// the engine ending, and reload requests.
+    async fn serve(&mut self, shutdown: &CancellationToken) {
+        loop {
+            let flow = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = self.role_rx.changed() => {
+                    if changed.is_err() {
+                        tracing::error!("leader election stopped");
+                        break;
                     }
+                    let role = *self.role_rx.borrow_and_update();
+                    self.on_role(role).await;
+                    ControlFlow::Continue(())
                 }
-                if let (Role::Leader(n), None) = (role, &term) {
-                    let fenced: Arc<dyn Store> = Arc::new(Fenced::new(store.clone(), n));
-                    let p = pager(&current, fenced.clone(), &clock);
-                    match TermRun::start(&current, n, running.clone(), fenced, clock.clone(), p, &stop, jobs).await {
-                        Ok(t) => {
-                            pager_tx.send_replace(Some(t.pager.clone()));
-                            term = Some(t);
-                        }
-                        Err(e) => tracing::error!(term = n, error = %e, "cannot take over: resuming from the store failed"),
-                    }
-                }
-                let role = if term.is_some() { role } else { Role::Follower };
-                tracing::info!(role = role.as_str(), term = ?role.term(), "leadership changed");
-                crate::metrics::leadership(role.term());
-                ready_tx.send_modify(|r| {
-                    r.role = role.as_str().into();
-                    r.term = role.term();
-                });
-                notify::ready(&format!("running {} scenarios ({})", running.len(), role.as_str()));
-            }
-            r = async { (&mut term.as_mut().expect("guarded").engine).await }, if term.is_some() => {
-                let t = term.take().expect("guarded");
-                let n = t.term;
-                pager_tx.send_replace(None);
-                t.stop(Duration::ZERO).await;
-                crate::metrics::leadership(None);
-                ready_tx.send_modify(|r| {
-                    r.role = Role::Follower.as_str().into();
-                    r.term = None;
-                });
-                match r {
-                    // Only a newer leader: keep following until the election says otherwise.
-                    Ok(Err(StoreError::Fenced { newer, .. })) => {
-                        tracing::warn!(term = n, newer, "deposed: a newer leader exists; acting on nothing");
-                        continue;
-                    }
-                    Ok(Ok(())) => {}
-                    // The engine only stops early on a store failure.
-                    Ok(Err(e)) => tracing::error!(error = %e, "engine stopped: store failure"),
-                    Err(e) => tracing::error!(error = %e, "engine task failed"),
-                }
+                r = engine_end(&mut self.term), if self.term.is_some() => self.on_engine_end(r).await,
+                Some(req) = self.reload_rx.recv() => self.on_reload(req).await,
+            };
+            if flow.is_break() {
                 break;
             }
-            Some(req) = reload_rx.recv() => {
-                let Some(loader) = &loader else { continue };
-                tracing::info!(source = %req.source, "reloading config and rules");
-                notify::reloading();
-                let control = term.as_ref().map(|t| (&t.control, t.store.clone()));
-                let names: Vec<String> = running.iter().map(|r| r.scenario.name.clone()).collect();
-                let term_pager = term.as_ref().map(|t| t.pager.clone());
-                let outcome = reload(loader, &current, &names, &ready_tx, control, |c, s| match &term_pager {
-                    Some(p) => {
-                        p.reconfigure(c);
-                        p.clone()
-                    }
-                    None => pager(c, s, &clock),
-                }, &store)
-                .await;
-                let outcome = match outcome {
-                    Ok((outcome, new)) => {
-                        if let Some((config, reloaded, runtimes)) = new {
-                            if let (Some(t), Some(reloaded)) = (term.as_mut(), reloaded) {
-                                // The engine already reads the new channel: the
-                                // old loops' outcomes go nowhere; stop them.
-                                t.checks.cancel();
-                                t.checks = start_checks(&config, reloaded.schedule, &reloaded.updates, &t.tasks, &t.checks_root);
-                            }
-                            grace = config.shutdown_grace;
-                            running = runtimes;
-                            scenarios_tx.send_replace(running.clone());
-                            current = config;
-                        }
-                        outcome
-                    }
-                    Err(()) => break,
-                };
-                crate::metrics::reloads(&ready_tx.borrow().reloads);
-                let n = running.len();
-                notify::ready(&if outcome.ok {
-                    format!("running {n} scenarios")
-                } else {
-                    format!("running {n} scenarios; the last reload FAILED (old rules kept)")
-                });
-                if let Some(reply) = req.reply {
-                    let _ = reply.send(outcome);
+        }
+    }
+
+    /// The pager of a term (or of a reload while following).
+    fn new_pager(&self, config: &Config, store: Arc<dyn Store>) -> Arc<Pager> {
+        let p = match &self.notifiers {
+            Some(n) => Pager::with_notifiers(config, n.clone(), store, self.clock.clone()),
+            None => Pager::new(config, store, self.clock.clone()),
+        };
+        Arc::new(p)
+    }
+
+    /// Leadership changed: a deposed term stops at once; a new leader
+    /// term resumes from the store and starts.
+    async fn on_role(&mut self, role: Role) {
+        let held = self.term.as_ref().map(|t| t.term);
+        if held.is_some() && held != role.term() {
+            // Deposed (or a new term): stop acting now, mid-action
+            // if need be; the next leader verifies what was in flight.
+            if let Some(t) = self.term.take() {
+                self.pager_tx.send_replace(None);
+                t.stop(Duration::ZERO).await;
+            }
+        }
+        if let (Role::Leader(n), None) = (role, &self.term) {
+            let fenced: Arc<dyn Store> = Arc::new(Fenced::new(self.store.clone(), n));
+            let p = self.new_pager(&self.current, fenced.clone());
+            let start = TermRun::start(
+                &self.current,
+                n,
+                self.running.clone(),
+                fenced,
+                self.clock.clone(),
+                p,
+                &self.stop,
+                self.jobs,
+            );
+            match start.await {
+                Ok(t) => {
+                    self.pager_tx.send_replace(Some(t.pager.clone()));
+                    self.term = Some(t);
+                }
+                Err(e) => {
+                    tracing::error!(term = n, error = %e, "cannot take over: resuming from the store failed")
                 }
             }
         }
+        let role = if self.term.is_some() {
+            role
+        } else {
+            Role::Follower
+        };
+        tracing::info!(role = role.as_str(), term = ?role.term(), "leadership changed");
+        crate::metrics::leadership(role.term());
+        self.ready_tx.send_modify(|r| {
+            r.role = role.as_str().into();
+            r.term = role.term();
+        });
+        notify::ready(&format!(
+            "running {} scenarios ({})",
+            self.running.len(),
+            role.as_str()
+        ));
     }
-    notify::stopping();
-    tracing::info!(grace = %grace, "shutting down: no new checks or actions");
-    if let Some(t) = term.take() {
-        pager_tx.send_replace(None);
-        t.stop(grace.get()).await;
+
+    /// The term's engine ended: back to following. Medic goes on only
+    /// when a newer leader fenced this one out.
+    async fn on_engine_end(&mut self, r: EngineEnd) -> ControlFlow<()> {
+        let t = self.term.take().expect("guarded");
+        let n = t.term;
+        self.pager_tx.send_replace(None);
+        t.stop(Duration::ZERO).await;
+        crate::metrics::leadership(None);
+        self.ready_tx.send_modify(|r| {
+            r.role = Role::Follower.as_str().into();
+            r.term = None;
+        });
+        match r {
+            // Only a newer leader: keep following until the election says otherwise.
+            Ok(Err(StoreError::Fenced { newer, .. })) => {
+                tracing::warn!(
+                    term = n,
+                    newer,
+                    "deposed: a newer leader exists; acting on nothing"
+                );
+                return ControlFlow::Continue(());
+            }
+            Ok(Ok(())) => {}
+            // The engine only stops early on a store failure.
+            Ok(Err(e)) => tracing::error!(error = %e, "engine stopped: store failure"),
+            Err(e) => tracing::error!(error = %e, "engine task failed"),
+        }
+        ControlFlow::Break(())
     }
-    // Leadership last: no other replica acts before this one stopped.
-    lead_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), lead_task).await;
-    stop.cancel();
-    tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-    server_stop.cancel();
-    if let Some(h) = server {
-        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+
+    /// One reload request: load, swap what runs if the new set is sound,
+    /// answer the requester. Stops medic when the engine is gone.
+    async fn on_reload(&mut self, req: ReloadRequest) -> ControlFlow<()> {
+        let Some(loader) = &self.loader else {
+            return ControlFlow::Continue(());
+        };
+        tracing::info!(source = %req.source, "reloading config and rules");
+        notify::reloading();
+        let control = self.term.as_ref().map(|t| (&t.control, t.store.clone()));
+        let names: Vec<String> = self
+            .running
+            .iter()
+            .map(|r| r.scenario.name.clone())
+            .collect();
+        let term_pager = self.term.as_ref().map(|t| t.pager.clone());
+        let pager = |c: &Config, s| match &term_pager {
+            Some(p) => {
+                p.reconfigure(c);
+                p.clone()
+            }
+            None => self.new_pager(c, s),
+        };
+        let outcome = reload(
+            loader,
+            &self.current,
+            &names,
+            &self.ready_tx,
+            control,
+            pager,
+            &self.store,
+        )
+        .await;
+        let outcome = match outcome {
+            Ok((outcome, new)) => {
+                if let Some((config, reloaded, runtimes)) = new {
+                    self.swap(config, reloaded, runtimes);
+                }
+                outcome
+            }
+            Err(()) => return ControlFlow::Break(()),
+        };
+        crate::metrics::reloads(&self.ready_tx.borrow().reloads);
+        let n = self.running.len();
+        notify::ready(&if outcome.ok {
+            format!("running {n} scenarios")
+        } else {
+            format!("running {n} scenarios; the last reload FAILED (old rules kept)")
+        });
+        if let Some(reply) = req.reply {
+            let _ = reply.send(outcome);
+        }
+        ControlFlow::Continue(())
     }
-    store.flush().await?;
-    tracing::info!("medic stopped");
-    Ok(())
+
+    /// Runs a reloaded config and scenarios from now on.
+    fn swap(
+        &mut self,
+        config: Config,
+        reloaded: Option<Reloaded>,
+        runtimes: Vec<Arc<ScenarioRuntime>>,
+    ) {
+        if let (Some(t), Some(reloaded)) = (self.term.as_mut(), reloaded) {
+            // The engine already reads the new channel: the
+            // old loops' outcomes go nowhere; stop them.
+            t.checks.cancel();
+            t.checks = start_checks(
+                &config,
+                reloaded.schedule,
+                &reloaded.updates,
+                &t.tasks,
+                &t.checks_root,
+            );
+        }
+        self.running = runtimes;
+        self.scenarios_tx.send_replace(self.running.clone());
+        self.current = config;
+    }
+
+    /// Stops the term (running actions get the grace period), then
+    /// leadership, the remaining tasks and the server; flushes the store.
+    async fn shut_down(mut self) -> anyhow::Result<()> {
+        let grace = self.current.shutdown_grace;
+        notify::stopping();
+        tracing::info!(grace = %grace, "shutting down: no new checks or actions");
+        if let Some(t) = self.term.take() {
+            self.pager_tx.send_replace(None);
+            t.stop(grace.get()).await;
+        }
+        // Leadership last: no other replica acts before this one stopped.
+        self.lead_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.lead_task).await;
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        self.server_stop.cancel();
+        if let Some(h) = self.server {
+            let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+        }
+        self.store.flush().await?;
+        tracing::info!("medic stopped");
+        Ok(())
+    }
 }
 
 /// One leadership term: the engine, its incident tasks and its check loops,
@@ -805,5 +941,36 @@ async fn check_loop(
         if tx.send(update).await.is_err() {
             return;
         }
+    }
+}
+
+/// Watches the process's signals for `medic run`. First SIGTERM/SIGINT:
+/// graceful shutdown (cancels `shutdown`). SIGHUP: reload config and
+/// rules. Returns on a second SIGTERM/SIGINT, when the caller should exit
+/// at once; an error when the handlers cannot be installed.
+pub async fn signals(shutdown: CancellationToken, reload: ReloadHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut n = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config and rules");
+                reload.request("SIGHUP");
+                continue;
+            }
+        }
+        if n == 0 {
+            tracing::info!("signal received: shutting down gracefully (again to force)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second signal: exiting now");
+            return Ok(());
+        }
+        n += 1;
     }
 }

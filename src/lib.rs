@@ -36,6 +36,7 @@
 //! - [`reload`]: live reload of config and rules (SIGHUP, `POST /-/reload`).
 //! - [`notify`]: systemd readiness and watchdog notifications.
 //! - [`logging`]: tracing set-up (text on a terminal, JSON on request).
+//! - [`cli`]: the `medic` command line (commands, flags, help), parsed by `main.rs`.
 //!
 //! ## Layers
 //!
@@ -46,6 +47,7 @@
 //! naming the file and line.
 //!
 //! ```text
+//! 11  cli
 //! 10  drill ruletest
 //! 9   daemon
 //! 8   reload server notify ops probe
@@ -61,6 +63,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -12,7 +12,7 @@
 //! ambiguous name, a check that cannot be built); 2 is a usage error.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::check::{Observation, Outcome, labels_key};
@@ -144,12 +144,7 @@ pub fn find(scenarios: &[Scenario], name: &str) -> Result<(usize, usize), ProbeE
 /// Loads the config and its rules, and probes `name` once.
 pub async fn probe(config_path: &Path, name: &str) -> Result<Probed, ProbeError> {
     let config = crate::config::load(config_path).map_err(ProbeError::Load)?;
-    let paths: Vec<PathBuf> = config
-        .rules
-        .iter()
-        .map(|p| config.resolve_path(p))
-        .collect();
-    let scenarios = crate::rules::load_paths(&paths, &config).map_err(ProbeError::Load)?;
+    let scenarios = crate::rules::load_configured(&config).map_err(ProbeError::Load)?;
     let (k, j) = find(&scenarios, name)?;
     let (sc, s) = (&scenarios[k], &scenarios[k].symptoms[j]);
     let timeout = s.timeout.get();

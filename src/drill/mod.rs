@@ -14,7 +14,8 @@
 pub mod sandbox;
 
 use std::future::Future;
-use std::io::Write;
+use std::io::{BufRead, Write};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, DrillPermission};
+use crate::diag::Diagnostics;
 use crate::rules::model::{Mode, Scenario};
 use crate::store::{Incident, IncidentState, prelude::*};
 
@@ -326,6 +328,53 @@ async fn open_of(store: &dyn Store, scenario: &str) -> Result<Vec<Incident>, Dri
         .into_iter()
         .filter(|i| i.scenario == scenario)
         .collect())
+}
+
+/// `medic drill SCENARIO --target NAME`: loads the config at `config_path`
+/// and its rules, says on `out` what will be broken and, unless `yes`,
+/// runs only once the target's name is typed on `input`.
+pub async fn real(
+    config_path: &Path,
+    scenario: &str,
+    target: &str,
+    yes: bool,
+    out: &mut (dyn Write + Send),
+    input: &mut dyn BufRead,
+) -> Result<DrillReport, DrillError> {
+    let refused = |d: Diagnostics| {
+        DrillError::Refused(
+            d.0.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    };
+    let config = crate::config::load(config_path).map_err(refused)?;
+    let scenarios = crate::rules::load_configured(&config).map_err(refused)?;
+    let store = crate::store::open(&config)
+        .await
+        .map_err(|e| DrillError::Failed(e.to_string()))?;
+    let (d, inject) = prepare_real(&config, scenarios, scenario, target, store)?;
+    let _ = writeln!(
+        out,
+        "drill: {scenario} on target {target}: medic will run `{}` (a REAL failure), then detect and remediate it",
+        inject.join(" ")
+    );
+    for n in &d.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    if !yes {
+        let _ = write!(out, "type the target's name ({target}) to go on: ");
+        let _ = out.flush();
+        let mut line = String::new();
+        let _ = input.read_line(&mut line);
+        if line.trim() != target {
+            return Err(DrillError::Refused(
+                "not confirmed; nothing was done".into(),
+            ));
+        }
+    }
+    d.run(command_injection(inject), None, out).await
 }
 
 /// Prepares a drill against a real target of `config`: the target must be

@@ -2,9 +2,12 @@
 //! (`medic incidents`, `ack`, `approve`, `reject`, `resolve`) and the
 //! post-mortem draft (`medic report`, [`report`]).
 
+mod command;
 pub mod report;
 
 use serde::{Deserialize, Serialize};
+
+pub use command::{OpsError, Remote, Request, run};
 
 use crate::store::{Attempt, Incident, TimelineEntry};
 

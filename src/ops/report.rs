@@ -7,11 +7,61 @@
 //! ticked, and the rest left for humans.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
 use super::IncidentDetail;
-use crate::store::AttemptOutcome;
+use crate::diag::Diagnostics;
+use crate::store::{AttemptOutcome, IncidentId, OpenError, StoreError};
+
+/// Why a report could not be drawn from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{0}")]
+    Config(Diagnostics),
+    #[error("incident id {0:?} is not a positive integer")]
+    BadId(String),
+    #[error("{0}")]
+    Open(OpenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("incident {0} not found")]
+    NotFound(IncidentId),
+}
+
+/// The draft of incident `id` from the store of the config at
+/// `config_path`, with RTO, RPO and runbook from the config's rules.
+pub async fn from_store(config_path: &Path, id: &str) -> Result<String, ReportError> {
+    let config = crate::config::load(config_path).map_err(ReportError::Config)?;
+    // The scenario gives RTO, RPO and runbook; rules that do not load
+    // only cost those lines.
+    let scenarios = crate::rules::load_configured(&config).unwrap_or_default();
+    let incident_id: IncidentId = id
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ReportError::BadId(id.to_string()))?;
+    let store = crate::store::open(&config)
+        .await
+        .map_err(ReportError::Open)?;
+    let incident = store
+        .incident(incident_id)
+        .await?
+        .ok_or(ReportError::NotFound(incident_id))?;
+    let timeline = store.timeline(incident_id).await?;
+    let attempts = store.incident_attempts(incident_id).await?;
+    let sc = scenarios.iter().find(|s| s.name == incident.scenario);
+    let d = IncidentDetail {
+        rto: sc.map(|s| s.rto.to_string()),
+        rpo: sc.and_then(|s| s.rpo.map(|r| r.to_string())),
+        runbook: sc.and_then(|s| s.runbook.clone()),
+        incident,
+        timeline,
+        attempts,
+    };
+    Ok(render(&d, Utc::now()))
+}
 
 fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()

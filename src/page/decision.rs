@@ -104,6 +104,10 @@ pub enum DecideError {
     NotFound(IncidentId),
     #[error("{0}")]
     BadRequest(String),
+    /// The named step is not the one awaiting approval (a conflict with
+    /// the incident's state, not a malformed request).
+    #[error("{0}")]
+    NotAwaiting(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -269,13 +273,17 @@ impl Pager {
                             .map_or("decided", |k| k.past());
                         return already(e, format!("step {step} already {verb}"));
                     }
-                    return Err(DecideError::BadRequest(match (&d.step, waiting) {
-                        (Some(s), Some((w, _))) => {
-                            format!("step {s:?} is not awaiting approval (step {w:?} is)")
+                    return Err(match (&d.step, waiting) {
+                        (Some(s), Some((w, _))) => DecideError::NotAwaiting(format!(
+                            "step {s:?} is not awaiting approval (step {w:?} is)"
+                        )),
+                        (Some(s), None) => {
+                            DecideError::NotAwaiting(format!("step {s:?} is not awaiting approval"))
                         }
-                        (Some(s), None) => format!("step {s:?} is not awaiting approval"),
-                        (None, _) => "no step of this incident is awaiting approval".into(),
-                    }));
+                        (None, _) => DecideError::BadRequest(
+                            "no step of this incident is awaiting approval".into(),
+                        ),
+                    });
                 };
                 data["step"] = json!(step);
                 data["request"] = json!(request);

@@ -54,7 +54,7 @@ pub fn check_with_env(
     let rule_paths: Vec<PathBuf> = if !rule_paths.is_empty() {
         rule_paths.to_vec()
     } else if let Some(c) = &config {
-        c.rules.iter().map(|p| c.resolve_path(p)).collect()
+        super::config_paths(c)
     } else {
         // The config is broken: check the default rules beside it.
         let dir = config_path.parent().filter(|p| !p.as_os_str().is_empty());

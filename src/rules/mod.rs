@@ -5,11 +5,13 @@
 //! than stopping at the first.
 
 pub mod check;
+mod configured;
 pub mod load;
 pub mod model;
 pub mod prometheus;
 pub(crate) mod yaml;
 
 pub use check::{CheckSummary, check, check_with_env};
+pub use configured::{config_paths, load_configured};
 pub use load::{load_paths, load_str};
 pub use model::{Scenario, Step, Symptom, When};

@@ -115,9 +115,7 @@ async fn decide(
         )
             .into_response(),
         Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(DecideError::BadRequest(m)) if m.contains("not awaiting") => {
-            error(StatusCode::CONFLICT, m)
-        }
+        Err(DecideError::NotAwaiting(m)) => error(StatusCode::CONFLICT, m),
         Err(DecideError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
         Err(e @ DecideError::Store(_)) => {
             tracing::error!(incident = id, error = %e, "decision failed: store");

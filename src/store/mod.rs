@@ -85,6 +85,7 @@ macro_rules! apply_write {
 
 pub mod fenced;
 pub mod memory;
+mod open;
 pub mod postgres;
 pub mod sqlite;
 
@@ -93,6 +94,7 @@ use serde::{Deserialize, Serialize};
 
 pub use fenced::Fenced;
 pub use memory::MemoryStore;
+pub use open::{OpenError, open};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

@@ -1,0 +1,199 @@
+//! The command line of the `medic` binary (clap derive): its commands,
+//! flags and help text. `main.rs` parses it and calls the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+use crate::ops::{Remote, Request, Verb};
+
+/// medic keeps production systems alive: it watches, remediates within
+/// bounds, and pages humans for what it cannot fix.
+#[derive(Parser, Debug)]
+#[command(name = "medic", version, about)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+    },
+    /// Validate the config and rule files without contacting any target.
+    Check {
+        /// The config file.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+        /// Rule files or directories; default: the config's `rules`.
+        paths: Vec<PathBuf>,
+    },
+    /// Run rule unit tests on a simulated clock (nothing real runs).
+    Test {
+        /// The config (targets, escalation policies) for test files that
+        /// do not name their own.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+        /// Test files or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run one symptom's check once and print what it saw (for per-series
+    /// checks, every matched series with its labels and value). Exit code:
+    /// 0 ok, 1 failing, 3 unknown, 4 cannot probe (bad config or rules, no
+    /// such symptom, ambiguous name).
+    Probe {
+        /// The config file.
+        #[arg(long, short, default_value = "medic.yaml")]
+        config: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The symptom: NAME, or SCENARIO/NAME when several scenarios have one.
+        name: String,
+    },
+    #[command(flatten)]
+    Ops(OpsCommand),
+    /// A disaster-recovery drill: break something on purpose, let medic
+    /// detect and remediate it, report detection and recovery times and
+    /// data loss against the scenario's RTO and RPO.
+    Drill {
+        #[command(flatten)]
+        args: DrillArgs,
+    },
+    /// Print the version.
+    Version,
+}
+
+// The commands that talk to a running medic (or, for `report`, its store).
+#[derive(Subcommand, Debug)]
+pub enum OpsCommand {
+    /// List incidents, or show one with its timeline (from a running medic).
+    Incidents {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        what: Option<IncidentsCommand>,
+    },
+    /// Acknowledge an incident (stops its escalation).
+    Ack {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Approve a step waiting for approval.
+    Approve {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        step: String,
+    },
+    /// Reject a step waiting for approval.
+    Reject {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        step: String,
+    },
+    /// Resolve an incident by hand.
+    Resolve {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Print a post-mortem draft (Markdown) of an incident: from the store
+    /// of `--config`, or from a running medic with `--url`.
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+}
+
+// `medic drill`'s arguments. (A plain comment: a doc comment here would
+// become the subcommand's about text.)
+#[derive(clap::Args, Debug)]
+pub struct DrillArgs {
+    /// The scenario (a rule file's `scenario:`).
+    pub scenario: String,
+    /// Drill against private throwaway services medic starts itself
+    /// (redis-server, PostgreSQL primary + replica): safe anywhere.
+    #[arg(long, conflicts_with = "target")]
+    pub sandbox: bool,
+    /// The target to break; the config must mark it `drill: allowed`.
+    #[arg(long, required_unless_present = "sandbox")]
+    pub target: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// The config file (not used by --sandbox).
+    #[arg(long, short, default_value = "medic.yaml")]
+    pub config: PathBuf,
+    /// Where the shipped rule files are (--sandbox).
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentsCommand {
+    /// Open and recent incidents (the default).
+    List,
+    /// One incident with its timeline and attempts.
+    Show { id: String },
+}
+
+/// How to reach a running medic.
+#[derive(clap::Args, Debug)]
+pub struct ApiArgs {
+    /// The config file (its `http.listen` is the default URL; `report`
+    /// reads its store).
+    #[arg(long, short, default_value = "medic.yaml")]
+    pub config: PathBuf,
+    /// The API's base URL, e.g. http://127.0.0.1:9185.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Bearer token of mutating calls.
+    #[arg(long, env = "MEDIC_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Who is acting, written on the timeline.
+    #[arg(long, env = "USER", default_value = "cli")]
+    pub by: String,
+}
+
+impl OpsCommand {
+    /// The command as a request to [`crate::ops::run`].
+    pub fn into_request(self) -> (Remote, Request) {
+        let post = |id, verb, step| Request::Post { id, verb, step };
+        let (api, request) = match self {
+            OpsCommand::Incidents { api, what } => match what {
+                None | Some(IncidentsCommand::List) => (api, Request::List),
+                Some(IncidentsCommand::Show { id }) => (api, Request::Show(id)),
+            },
+            OpsCommand::Ack { api, id } => (api, post(id, Verb::Acknowledge, None)),
+            OpsCommand::Approve { api, id, step } => (api, post(id, Verb::Approve, Some(step))),
+            OpsCommand::Reject { api, id, step } => (api, post(id, Verb::Reject, Some(step))),
+            OpsCommand::Resolve { api, id } => (api, post(id, Verb::Resolve, None)),
+            OpsCommand::Report { api, id } => (api, Request::Report(id)),
+        };
+        (api.into(), request)
+    }
+}
+
+impl From<ApiArgs> for Remote {
+    fn from(a: ApiArgs) -> Self {
+        Remote {
+            config: a.config,
+            url: a.url,
+            token: a.token,
+            by: a.by,
+        }
+    }
+}
