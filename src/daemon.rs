@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::check::{self, Check, Observation, Outcome};
+use crate::check::{self, Check};
 use crate::clock::Clock;
 use crate::config::{Config, StoreConfig};
 use crate::diag::Diagnostics;
@@ -25,6 +25,7 @@ use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
 use crate::lead::{self, Role};
 use crate::notify;
+use crate::observe::{Observation, Outcome};
 use crate::page::{Notifier, Pager};
 use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequests, ReloadStats};
 use crate::remedy::{self, plan::PlannedStep};

@@ -17,6 +17,7 @@
 //! - [`duration`]: human durations (`90s`, `5m`, `1h30m`) in config and rules.
 //! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
 //! - [`diag`]: diagnostics that point at `path:line:col`.
+//! - [`observe`]: what was observed: outcomes, series and labels, symptom phases and views.
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.
 //! - [`check`]: one file per check kind; the [`check::Check`] trait.
@@ -54,7 +55,7 @@
 //! 5   rules jobs
 //! 4   check remedy lead
 //! 3   store
-//! 2   metrics
+//! 2   metrics observe
 //! 1   config
 //! 0   clock duration secret diag logging
 //! ```
@@ -73,6 +74,7 @@ pub mod lead;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod ops;
 pub mod page;
 pub mod probe;

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::scripted::Scripted;
-use medic::check::{CheckSpec, Outcome};
+use medic::check::CheckSpec;
 use medic::clock::Clock;
 use medic::config::Config;
 use medic::duration::Dur;
 use medic::engine::ScenarioRuntime;
+use medic::observe::Outcome;
 use medic::remedy::exec::ExecParams;
 use medic::remedy::plan::PlannedStep;
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec};

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::scripted::ScriptedSeries;
-use medic::check::{CheckSpec, Observation, Outcome};
+use medic::check::CheckSpec;
 use medic::clock::Clock;
 use medic::config::Config;
 use medic::duration::Dur;
 use medic::engine::ScenarioRuntime;
+use medic::observe::{Observation, Outcome};
 use medic::remedy::ActionSpec;
 use medic::remedy::exec::ExecParams;
 use medic::remedy::plan::PlannedStep;

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use medic::check::scrape::{ScrapeCheck, ScrapeParams};
-use medic::check::{Check, Observation, exposition};
+use medic::check::{Check, exposition};
 use medic::config::Config;
+use medic::observe::Observation;
 
 /// A prometheus-redis-exporter the test owns.
 struct Exporter(Child);

@@ -13,9 +13,10 @@ use std::path::PathBuf;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
 use crate::config::Config;
 use crate::jobs::verify::{VerifyState, human, state_path};
+use crate::observe::Outcome;
 
 /// `check: { backup: { job: weekly-backup-verify } }`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -58,8 +58,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
 use crate::config::{Config, TargetConfig};
+use crate::observe::Outcome;
 
 /// A runnable `postgres` check.
 pub struct PostgresCheck {

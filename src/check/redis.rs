@@ -44,8 +44,9 @@ use redis::{
 };
 use tokio::sync::Mutex;
 
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
 use crate::config::{Config, RedisTarget, TargetConfig};
+use crate::observe::Outcome;
 
 /// How long a round-trip key lives if its DEL never runs.
 const ROUNDTRIP_TTL_MS: u64 = 60_000;

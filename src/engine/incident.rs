@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{ScenarioRuntime, Shared};
-use crate::check::Labels;
-use crate::remedy::plan::{self, PlanContext, PlanOutcome, PlannedStep, SymptomView};
+use crate::observe::{Labels, SymptomView};
+use crate::remedy::plan::{self, PlanContext, PlanOutcome, PlannedStep};
 use crate::remedy::{Action, Unexpanded};
 use crate::store::{Incident, IncidentState, StoreError, TimelineEntry};
 

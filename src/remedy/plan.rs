@@ -31,39 +31,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bounds::Bounds;
-use super::{Action, ActionContext, ActionResult, Gate, Observation, Preflight};
+use super::{Action, ActionContext, ActionResult, Gate, Preflight};
 use crate::clock::Clock;
-use crate::engine::symptom::{Phase, Seen};
+use crate::observe::{Phase, Seen, SymptomObservation, SymptomView};
 use crate::page;
 use crate::rules::model::{Approval, Mode, OnTimeout, Step, Then};
 use crate::store::{
     Attempt, AttemptId, AttemptOutcome, IncidentId, NewAttempt, Store, StoreError, TimelineEntry,
 };
-
-/// What the executor can see of one symptom.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SymptomView {
-    pub phase: Phase,
-    /// The last observation (without its detail).
-    pub seen: Seen,
-    /// How many consecutive observations were `seen`, the last included
-    /// (0 before any).
-    pub streak: u32,
-    /// When the first of them was made.
-    pub streak_since: Option<Instant>,
-}
-
-impl SymptomView {
-    /// A view with no streak (nothing observed since medic started).
-    pub fn new(phase: Phase, seen: Seen) -> Self {
-        SymptomView {
-            phase,
-            seen,
-            streak: 0,
-            streak_since: None,
-        }
-    }
-}
 
 /// A plan step ready to run.
 #[derive(Clone)]
@@ -169,14 +144,14 @@ impl PlanContext {
     }
 
     /// What medic sees now of every symptom of the scenario, by name.
-    fn observations(&self) -> Vec<Observation> {
+    fn observations(&self) -> Vec<SymptomObservation> {
         let mut names: Vec<&String> = self.symptoms.keys().collect();
         names.sort();
         names
             .into_iter()
             .map(|n| {
                 let (target, check) = self.observed.get(n).cloned().unwrap_or((None, ""));
-                Observation {
+                SymptomObservation {
                     symptom: n.clone(),
                     target,
                     check,
@@ -271,7 +246,7 @@ impl PlanContext {
     ) -> Result<AttemptId, StoreError> {
         let mut inputs = json!({
             "params": ps.action.inputs(),
-            "observed": self.observations().iter().map(Observation::to_json).collect::<Vec<_>>(),
+            "observed": self.observations().iter().map(SymptomObservation::to_json).collect::<Vec<_>>(),
         });
         if let (Some(obj), serde_json::Value::Object(more)) = (inputs.as_object_mut(), extra) {
             obj.extend(more);

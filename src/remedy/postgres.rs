@@ -42,7 +42,7 @@ use super::exec::{ExecAction, ExecParams};
 use super::{Action, ActionContext, ActionResult, BuildError, Gate, Preflight};
 use crate::config::{Config, PostgresTarget, TargetConfig};
 use crate::duration::Dur;
-use crate::engine::symptom::Seen;
+use crate::observe::Seen;
 use crate::store::AttemptOutcome;
 
 /// Default `max_lag_bytes`: the runbook's RPO, 1 MiB.

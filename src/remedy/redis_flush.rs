@@ -170,7 +170,7 @@ impl Action for RedisFlush {
 
     fn for_labels(
         &self,
-        labels: &crate::check::Labels,
+        labels: &crate::observe::Labels,
     ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
         let Some(p) = self
             .params
