@@ -15,6 +15,7 @@
 //! Modules, and what each owns:
 //! - [`clock`]: wall-clock time that follows tokio's (pausable) clock in tests.
 //! - [`duration`]: human durations (`90s`, `5m`, `1h30m`) in config and rules.
+//! - [`schedule`]: cron schedules in a time zone (jobs and drills).
 //! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
 //! - [`diag`]: diagnostics that point at `path:line:col`.
 //! - [`observe`]: what was observed: outcomes, series and labels, symptom phases and views.
@@ -57,7 +58,7 @@
 //! 3   store
 //! 2   metrics observe
 //! 1   config
-//! 0   clock duration secret diag logging
+//! 0   clock duration schedule secret diag logging
 //! ```
 #![forbid(unsafe_code)]
 
@@ -82,6 +83,7 @@ pub mod reload;
 pub mod remedy;
 pub mod rules;
 pub mod ruletest;
+pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -13,15 +13,14 @@ use common::scripted::ScriptedSeries;
 use medic::check::CheckSpec;
 use medic::clock::Clock;
 use medic::config::Config;
+use medic::config::Mode;
 use medic::duration::Dur;
 use medic::engine::ScenarioRuntime;
 use medic::observe::{Observation, Outcome};
 use medic::remedy::ActionSpec;
 use medic::remedy::exec::ExecParams;
 use medic::remedy::plan::PlannedStep;
-use medic::rules::model::{
-    Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
-};
+use medic::rules::model::{Approval, Limit, Scenario, Severity, Step, Symptom, Then, Verify, When};
 use medic::store::{IncidentState, MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use medic::clock::Clock;
+use medic::config::Mode;
 use medic::config::{Config, MaintenanceWindow};
 use medic::duration::Dur;
 use medic::observe::{Phase, Seen, SymptomView};
@@ -18,7 +19,7 @@ use medic::remedy::bounds::{Bounds, Health};
 use medic::remedy::exec::ExecParams;
 use medic::remedy::plan::{self, PlanContext, PlanOutcome, PlannedStep};
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec, Gate, Preflight};
-use medic::rules::model::{Approval, Limit, Mode, Step, Then, Verify};
+use medic::rules::model::{Approval, Limit, Step, Then, Verify};
 use medic::store::{AttemptOutcome, MemoryStore, NewAttempt, NewIncident, Store};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;

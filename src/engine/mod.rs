@@ -37,11 +37,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::check::Check;
 use crate::clock::Clock;
+use crate::config::Mode;
 use crate::observe::{Labels, Observation, Outcome, Phase, Seen, SymptomView};
 use crate::page::Pager;
 use crate::remedy::bounds::{Bounds, Health};
 use crate::remedy::plan::PlannedStep;
-use crate::rules::model::{Mode, Scenario, When};
+use crate::rules::model::{Scenario, When};
 use crate::store::{Incident, IncidentId, NewIncident, Store, StoreError, TimelineEntry};
 use symptom::{SymptomState, Timing, Transition};
 

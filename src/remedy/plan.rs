@@ -33,9 +33,10 @@ use tokio_util::sync::CancellationToken;
 use super::bounds::Bounds;
 use super::{Action, ActionContext, ActionResult, Gate, Preflight};
 use crate::clock::Clock;
+use crate::config::Mode;
 use crate::observe::{Phase, Seen, SymptomObservation, SymptomView};
 use crate::page;
-use crate::rules::model::{Approval, Mode, OnTimeout, Step, Then};
+use crate::rules::model::{Approval, OnTimeout, Step, Then};
 use crate::store::{
     Attempt, AttemptId, AttemptOutcome, IncidentId, NewAttempt, Store, StoreError, TimelineEntry,
 };

@@ -7,9 +7,9 @@ use marked_yaml::Node;
 use marked_yaml::types::MarkedMappingNode;
 
 use super::series::{self, Value};
+use crate::config::Mode;
 use crate::diag::Diagnostic;
 use crate::duration::Dur;
-use crate::rules::model::Mode;
 use crate::rules::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::store::{AttemptOutcome, IncidentState};
 
