@@ -18,6 +18,7 @@
 //! - [`schedule`]: cron schedules in a time zone (jobs and drills).
 //! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
 //! - [`diag`]: diagnostics that point at `path:line:col`.
+//! - `yaml`: YAML that keeps positions, shared by the config, rule and rule-test loaders.
 //! - [`observe`]: what was observed: outcomes, series and labels, symptom phases and views.
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.
@@ -58,7 +59,7 @@
 //! 3   store
 //! 2   metrics observe
 //! 1   config
-//! 0   clock duration schedule secret diag logging
+//! 0   clock duration schedule secret diag logging yaml
 //! ```
 #![forbid(unsafe_code)]
 
@@ -87,3 +88,4 @@ pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub(crate) mod yaml;

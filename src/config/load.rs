@@ -28,7 +28,7 @@ use super::{
 use crate::config::Mode;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
-use crate::rules::yaml::{self, Pos, describe, key_pos, unknown_field};
+use crate::yaml::{self, Pos, describe, key_pos, unknown_field};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "MEDIC_";
