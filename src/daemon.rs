@@ -254,7 +254,7 @@ pub async fn run_with_options(
             ..ReloadStats::default()
         },
     };
-    crate::metrics::reloads(&readiness.reloads);
+    readiness.reloads.export();
     crate::metrics::leadership(None);
     let (ready_tx, ready_rx) = watch::channel(readiness);
     attach_store(&runtimes, &store);
@@ -403,7 +403,7 @@ pub async fn run_with_options(
                     }
                     Err(()) => break,
                 };
-                crate::metrics::reloads(&ready_tx.borrow().reloads);
+                ready_tx.borrow().reloads.export();
                 let n = running.len();
                 notify::ready(&if outcome.ok {
                     format!("running {n} scenarios")

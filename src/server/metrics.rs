@@ -19,7 +19,9 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let scenarios = st.scenarios.borrow().clone();
     let names: Vec<String> = scenarios.iter().map(|r| r.scenario.name.clone()).collect();
     match st.store.open_incidents().await {
-        Ok(open) => crate::metrics::open_incidents(&names, &open),
+        Ok(open) => {
+            crate::metrics::open_incidents(&names, open.iter().map(|i| i.scenario.as_str()))
+        }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read open incidents"),
     }
     match super::budgets(&*st.store, &scenarios, st.clock.now()).await {
@@ -30,7 +32,7 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read budgets"),
     }
-    crate::metrics::reloads(&st.readiness.borrow().reloads);
+    st.readiness.borrow().reloads.export();
     (
         StatusCode::OK,
         [(
