@@ -123,6 +123,29 @@ pub fn parse_labels_key(key: &str) -> Option<Labels> {
     Some(labels)
 }
 
+/// Alertmanager's own fingerprint of a label set (Prometheus
+/// `model.LabelSet.Fingerprint`: FNV-1a 64 over the sorted names and
+/// values, each followed by a 0xff byte), as 16 hex digits. Computed rather
+/// than read, so payloads without `fingerprint` key the same way.
+pub fn fingerprint(labels: &Labels) -> String {
+    const OFFSET: u64 = 14_695_981_039_346_656_037;
+    const PRIME: u64 = 1_099_511_628_211;
+    let mut h = OFFSET;
+    let mut add = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    for (k, v) in labels {
+        add(k.as_bytes());
+        add(&[0xff]);
+        add(v.as_bytes());
+        add(&[0xff]);
+    }
+    format!("{h:016x}")
+}
+
 /// Where a symptom is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -254,6 +277,28 @@ mod tests {
             .collect();
         assert_eq!(parse_labels_key(&labels_key(&tricky)), Some(tricky));
         assert_eq!(parse_labels_key("{a=1}"), None);
+    }
+
+    #[test]
+    fn fingerprint_is_alertmanagers() {
+        // Empty set: FNV-1a's offset basis, as in prometheus/common.
+        assert_eq!(fingerprint(&Labels::new()), "cbf29ce484222325");
+        let l: Labels = [("alertname", "Fire"), ("severity", "critical")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        // prometheus/common's LabelsToSignature test vector.
+        let vector: Labels = [("name", "garland, briggs"), ("fear", "love is not enough")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            fingerprint(&vector),
+            format!("{:016x}", 5_799_056_148_416_392_346u64)
+        );
+        let mut other = l.clone();
+        other.insert("severity".into(), "warning".into());
+        assert_ne!(fingerprint(&l), fingerprint(&other));
     }
 
     #[test]

@@ -127,7 +127,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         AlertRecord {
-            fingerprint: crate::server::alertmanager::fingerprint(&labels),
+            fingerprint: crate::observe::fingerprint(&labels),
             starts_at: chrono::DateTime::from_timestamp(starts, 0).unwrap(),
             status,
             labels,
