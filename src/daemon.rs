@@ -21,6 +21,7 @@ use crate::check::{self, Check};
 use crate::clock::Clock;
 use crate::config::{Config, StoreConfig};
 use crate::diag::Diagnostics;
+use crate::engine::plan::PlannedStep;
 use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
 use crate::lead::{self, Role};
@@ -28,7 +29,7 @@ use crate::notify;
 use crate::observe::{Observation, Outcome};
 use crate::page::{Notifier, Pager};
 use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequests, ReloadStats};
-use crate::remedy::{self, plan::PlannedStep};
+use crate::remedy;
 use crate::rules::model::Scenario;
 use crate::server::{self, AppState, Readiness};
 use crate::store::{Fenced, PostgresStore, SqliteStore, Store, StoreError};
@@ -482,7 +483,7 @@ impl TermRun {
             clock,
             pager: pager.clone(),
             actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
-            bounds: Arc::new(remedy::bounds::Bounds::new(config)),
+            bounds: Arc::new(crate::engine::bounds::Bounds::new(config)),
             stop: stop.clone(),
             kill: kill.clone(),
             tasks: tasks.clone(),

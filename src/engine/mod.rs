@@ -22,7 +22,9 @@
 //! the plan and, when the plan is exhausted, escalates. Checks know nothing
 //! of incidents; the incident is where they meet.
 
+pub mod bounds;
 pub mod incident;
+pub mod plan;
 pub mod reload;
 pub mod symptom;
 
@@ -40,10 +42,10 @@ use crate::clock::Clock;
 use crate::config::Mode;
 use crate::observe::{Labels, Observation, Outcome, Phase, Seen, SymptomView};
 use crate::page::Pager;
-use crate::remedy::bounds::{Bounds, Health};
-use crate::remedy::plan::PlannedStep;
 use crate::rules::model::{Scenario, When};
 use crate::store::{Incident, IncidentId, NewIncident, Store, StoreError, TimelineEntry};
+use bounds::{Bounds, Health};
+use plan::PlannedStep;
 use symptom::{SymptomState, Timing, Transition};
 
 /// A scenario ready to run: its rule, its checks and its actions.

@@ -1,15 +1,13 @@
-//! Remediation: actions, their guards, and the plan executor.
+//! Remediation actions: one file per action kind.
 //!
 //! [`ActionSpec`] is the closed set of action kinds a plan step may name,
 //! each with its parameters; [`build`] turns one into a runnable [`Action`]
-//! or says this build cannot run that kind yet. The plan executor
-//! ([`plan`]) wraps every attempt in guards (limits, cooldown, mode),
-//! records it in the ledger, then verifies it.
+//! or says this build cannot run that kind yet. An action reports its own
+//! preconditions as [`Gate`]s; the plan executor that wraps every attempt
+//! in guards, records it and verifies it is [`crate::engine::plan`].
 
-pub mod bounds;
 pub mod exec;
 pub mod k8s;
-pub mod plan;
 pub mod postgres;
 pub mod redis_flush;
 pub mod route53;

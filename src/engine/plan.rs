@@ -3,7 +3,7 @@
 //! For every attempt of a step: guards (visibility, maintenance window,
 //! blast radius, mode, approval, attempt budget, cooldown, incidents of the
 //! scenario acting at once, actions in flight), then the action's own
-//! preconditions ([`super::Action::preflight`], every gate on the timeline),
+//! preconditions ([`crate::remedy::Action::preflight`], every gate on the timeline),
 //! then the action under its timeout, then verification (the step's
 //! symptoms must clear within its deadline, or, for a step with no
 //! `verify.clears`, the action's own check). A failed step is retried while
@@ -31,15 +31,31 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bounds::Bounds;
-use super::{Action, ActionContext, ActionResult, Gate, Preflight};
 use crate::clock::Clock;
 use crate::config::Mode;
 use crate::observe::{Phase, Seen, SymptomObservation, SymptomView};
-use crate::page;
-use crate::rules::model::{Approval, OnTimeout, Step, Then};
+use crate::page::decision::Approval as Decision;
+use crate::remedy::{Action, ActionContext, ActionResult, Gate, Preflight};
+use crate::rules::model::{Approval, ApprovalPolicy, OnTimeout, Step, Then};
 use crate::store::{
     Attempt, AttemptId, AttemptOutcome, IncidentId, NewAttempt, Store, StoreError, TimelineEntry,
 };
+
+/// Where `approval: required` steps are asked for and decided. The engine
+/// wires the pager in ([`super::incident`]); the executor knows only this.
+#[async_trait::async_trait]
+pub trait Approvals: Send + Sync {
+    /// Asks for approval of `step` of `incident` (or finds the request or
+    /// decision made before a restart) and waits for the decision, at most
+    /// `policy`'s timeout, or until `stop`.
+    async fn approval(
+        &self,
+        incident: IncidentId,
+        step: &str,
+        policy: ApprovalPolicy,
+        stop: &CancellationToken,
+    ) -> Result<Decision, StoreError>;
+}
 
 /// A plan step ready to run.
 #[derive(Clone)]
@@ -75,7 +91,7 @@ pub struct PlanContext {
     pub stop: CancellationToken,
     /// Where approvals are asked for and decided (`approval: required`);
     /// without one, such steps are refused.
-    pub pager: Option<Arc<crate::page::Pager>>,
+    pub approvals: Option<Arc<dyn Approvals>>,
     /// The daemon is stopping: an attempt being verified stays in flight in
     /// the ledger, to be verified after the restart.
     pub shutdown: CancellationToken,
@@ -723,29 +739,29 @@ async fn run_step(
         if let Approval::Required(policy) = step.approval
             && approved.is_none()
         {
-            let decision = match &ctx.pager {
-                Some(pager) => {
-                    pager
+            let decision = match &ctx.approvals {
+                Some(approvals) => {
+                    approvals
                         .approval(ctx.incident, &step.name, policy, &ctx.stop)
                         .await?
                 }
-                None => page::decision::Approval::Rejected(String::new()),
+                None => Decision::Rejected(String::new()),
             };
             let (reason, end): (String, fn(String) -> StepEnd) = match decision {
-                page::decision::Approval::Approved(by) => {
+                Decision::Approved(by) => {
                     approved = Some(by);
                     continue;
                 }
-                page::decision::Approval::Stopped => return Ok(StepEnd::Stopped),
-                page::decision::Approval::Rejected(by) if by.is_empty() => (
+                Decision::Stopped => return Ok(StepEnd::Stopped),
+                Decision::Rejected(by) if by.is_empty() => (
                     "refused: approval required, and no approval interface is running".into(),
                     StepEnd::Failed,
                 ),
-                page::decision::Approval::Rejected(by) => (
+                Decision::Rejected(by) => (
                     format!("refused: approval required; rejected by {by}"),
                     StepEnd::Failed,
                 ),
-                page::decision::Approval::TimedOut => {
+                Decision::TimedOut => {
                     let reason = format!(
                         "refused: approval required; nobody approved within {}",
                         policy.timeout
