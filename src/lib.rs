@@ -26,6 +26,7 @@
 //! - [`remedy`]: one file per action kind; the [`remedy::Action`] trait; the plan executor.
 //! - [`page`]: notifiers and escalation.
 //! - [`engine`]: symptom state machines, scenario matching, incident life cycle.
+//! - [`connect`]: connections to targets (PostgreSQL, Redis, Kubernetes clients from config targets).
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
 //! - [`jobs`]: scheduled disaster-recovery jobs (backups, verification, restore tests).
 //! - [`drill`]: `medic drill`, injected failures with measured detection and recovery.
@@ -56,7 +57,7 @@
 //! 6   page
 //! 5   rules jobs
 //! 4   check remedy lead
-//! 3   store
+//! 3   store connect
 //! 2   metrics observe
 //! 1   config
 //! 0   clock duration schedule secret diag logging yaml
@@ -66,6 +67,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod connect;
 pub mod daemon;
 pub mod diag;
 pub mod drill;

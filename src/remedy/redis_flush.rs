@@ -43,8 +43,7 @@ impl RedisFlush {
                 p.target
             )));
         };
-        let client = crate::check::redis::client_for(&p.target, t)
-            .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        let client = crate::connect::redis(&p.target, t).map_err(BuildError::Invalid)?;
         Ok(RedisFlush {
             params: p.clone(),
             address: t.address.clone(),
