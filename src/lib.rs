@@ -2,12 +2,12 @@
 //!
 //! It watches targets, matches symptoms against one rule file per scenario,
 //! runs bounded and verified remediation and pages humans on escalation timers.
-//! Data flows one way (see `DESIGN.md` in the shared folder):
+//! Data flows one way (the layers below are checked by `tests/layers.rs`):
 //!
 //! ```text
 //! check ──> engine::symptom ──> engine (scenario matcher) ──> incident
 //!                                          │
-//!                         remedy::plan (guards → action → verify)
+//!                         engine::plan (guards → action → verify)
 //!                                          │
 //!                                page (escalation → notifiers)
 //! ```
@@ -23,9 +23,9 @@
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.
 //! - [`check`]: one file per check kind; the [`check::Check`] trait.
-//! - [`remedy`]: one file per action kind; the [`remedy::Action`] trait; the plan executor.
+//! - [`remedy`]: one file per action kind; the [`remedy::Action`] trait.
 //! - [`page`]: notifiers and escalation.
-//! - [`engine`]: symptom state machines, scenario matching, incident life cycle.
+//! - [`engine`]: symptom state machines, scenario matching, incident life cycle, the plan executor and its guards.
 //! - [`connect`]: connections to targets (PostgreSQL, Redis, Kubernetes clients from config targets).
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
 //! - [`jobs`]: scheduled disaster-recovery jobs (backups, verification, restore tests).
