@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use medic::engine::Symptoms;
-use medic::engine::symptom::{Seen, Timing};
+use medic::engine::symptom::Timing;
+use medic::observe::Seen;
 use tokio::time::Instant;
 
 const SYMPTOMS: usize = 10_000;

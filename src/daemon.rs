@@ -18,20 +18,22 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::check::{self, Check, Observation, Outcome};
+use crate::check::{self, Check};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::diag::Diagnostics;
+use crate::engine::plan::PlannedStep;
 use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
 use crate::lead::{self, Role};
 use crate::notify;
+use crate::observe::{Observation, Outcome};
 use crate::page::{Notifier, Pager};
 use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequest, ReloadRequests, ReloadStats};
-use crate::remedy::{self, plan::PlannedStep};
+use crate::remedy;
 use crate::rules::model::Scenario;
 use crate::server::{self, AppState, Readiness};
-use crate::store::{Fenced, PostgresStore, SqliteStore, StoreError, prelude::*};
+use crate::store::{Fenced, StoreError, prelude::*};
 
 /// A scenario medic will not run, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +219,7 @@ pub async fn run_with_options(
         None => (None, None, crate::reload::channel().1),
     };
     let readiness = initial_readiness(runtimes.len(), refused, &clock);
-    crate::metrics::reloads(&readiness.reloads);
+    readiness.reloads.export();
     crate::metrics::leadership(None);
     let (ready_tx, ready_rx) = watch::channel(readiness);
     attach_store(&runtimes, &store);
@@ -509,7 +511,7 @@ impl Daemon {
             }
             Err(()) => return ControlFlow::Break(()),
         };
-        crate::metrics::reloads(&self.ready_tx.borrow().reloads);
+        self.ready_tx.borrow().reloads.export();
         let n = self.running.len();
         notify::ready(&if outcome.ok {
             format!("running {n} scenarios")
@@ -617,7 +619,7 @@ impl TermRun {
             clock,
             pager: pager.clone(),
             actions: Arc::new(Semaphore::new(config.limits.actions_in_flight.max(1))),
-            bounds: Arc::new(remedy::bounds::Bounds::new(config)),
+            bounds: Arc::new(crate::engine::bounds::Bounds::new(config)),
             stop: stop.clone(),
             kill: kill.clone(),
             tasks: tasks.clone(),

@@ -2,12 +2,12 @@
 //!
 //! It watches targets, matches symptoms against one rule file per scenario,
 //! runs bounded and verified remediation and pages humans on escalation timers.
-//! Data flows one way (see `DESIGN.md` in the shared folder):
+//! Data flows one way (the layers below are checked by `tests/layers.rs`):
 //!
 //! ```text
 //! check ──> engine::symptom ──> engine (scenario matcher) ──> incident
 //!                                          │
-//!                         remedy::plan (guards → action → verify)
+//!                         engine::plan (guards → action → verify)
 //!                                          │
 //!                                page (escalation → notifiers)
 //! ```
@@ -15,14 +15,18 @@
 //! Modules, and what each owns:
 //! - [`clock`]: wall-clock time that follows tokio's (pausable) clock in tests.
 //! - [`duration`]: human durations (`90s`, `5m`, `1h30m`) in config and rules.
+//! - [`schedule`]: cron schedules in a time zone (jobs and drills).
 //! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
 //! - [`diag`]: diagnostics that point at `path:line:col`.
+//! - `yaml`: YAML that keeps positions, shared by the config, rule and rule-test loaders.
+//! - [`observe`]: what was observed: outcomes, series and labels, symptom phases and views.
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.
 //! - [`check`]: one file per check kind; the [`check::Check`] trait.
-//! - [`remedy`]: one file per action kind; the [`remedy::Action`] trait; the plan executor.
+//! - [`remedy`]: one file per action kind; the [`remedy::Action`] trait.
 //! - [`page`]: notifiers and escalation.
-//! - [`engine`]: symptom state machines, scenario matching, incident life cycle.
+//! - [`engine`]: symptom state machines, scenario matching, incident life cycle, the plan executor and its guards.
+//! - [`connect`]: connections to targets (PostgreSQL, Redis, Kubernetes clients from config targets).
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
 //! - [`jobs`]: scheduled disaster-recovery jobs (backups, verification, restore tests).
 //! - [`drill`]: `medic drill`, injected failures with measured detection and recovery.
@@ -55,10 +59,10 @@
 //! 6   page
 //! 5   rules jobs
 //! 4   check remedy lead
-//! 3   store
-//! 2   metrics
+//! 3   store connect
+//! 2   metrics observe
 //! 1   config
-//! 0   clock duration secret diag logging
+//! 0   clock duration schedule secret diag logging yaml
 //! ```
 #![forbid(unsafe_code)]
 
@@ -66,6 +70,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connect;
 pub mod daemon;
 pub mod diag;
 pub mod drill;
@@ -76,6 +81,7 @@ pub mod lead;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod ops;
 pub mod page;
 pub mod probe;
@@ -83,6 +89,8 @@ pub mod reload;
 pub mod remedy;
 pub mod rules;
 pub mod ruletest;
+pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub(crate) mod yaml;

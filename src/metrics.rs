@@ -289,12 +289,13 @@ pub fn fenced_write() {
     metrics().fenced.inc();
 }
 
-/// Reload counters (see [`crate::reload::ReloadStats`]).
-pub fn reloads(stats: &crate::reload::ReloadStats) {
+/// Reload counters: reloads that succeeded and failed, whether the newest
+/// load succeeded, and when (Unix seconds) the newest successful one was.
+pub fn reloads(succeeded: u64, failed: u64, last_ok: bool, last_success_unix: i64) {
     let m = metrics();
-    m.reload_ok.set(i64::from(stats.last_ok));
-    m.reload_time.set(stats.last_success_unix);
-    for (result, n) in [("success", stats.succeeded), ("failure", stats.failed)] {
+    m.reload_ok.set(i64::from(last_ok));
+    m.reload_time.set(last_success_unix);
+    for (result, n) in [("success", succeeded), ("failure", failed)] {
         m.reloads
             .get_or_create(&ResultLabels {
                 result: result.into(),

@@ -15,8 +15,8 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::check::{Observation, Outcome, labels_key};
 use crate::diag::Diagnostics;
+use crate::observe::{Observation, Outcome, labels_key};
 use crate::rules::Scenario;
 
 /// Why a symptom could not be probed.

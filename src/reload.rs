@@ -105,6 +105,18 @@ pub struct ReloadStats {
     pub last_success_unix: i64,
 }
 
+impl ReloadStats {
+    /// Publishes the counters as medic's own metrics.
+    pub fn export(&self) {
+        crate::metrics::reloads(
+            self.succeeded,
+            self.failed,
+            self.last_ok,
+            self.last_success_unix,
+        );
+    }
+}
+
 /// Metric names (Prometheus conventions, as Prometheus names its own).
 pub const METRIC_LAST_RELOAD_OK: &str = "medic_config_last_reload_successful";
 pub const METRIC_LAST_RELOAD_SUCCESS_TIME: &str =

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use medic::check::Check;
 use medic::check::alert::AlertCheck;
-use medic::check::{Check, Observation, Outcome};
 use medic::clock::Clock;
+use medic::observe::{Observation, Outcome};
 use medic::server::{self, AppState, Readiness};
 use medic::store::{IncidentState, SqliteStore, prelude::*};
 use serde_json::Value;

@@ -13,12 +13,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::moto::Moto;
 use common::pg::Pg;
-use medic::check::{self, Check, Outcome};
+use medic::check::{self, Check};
 use medic::clock::Clock;
 use medic::config::Config;
-use medic::jobs::schedule::Schedule;
 use medic::jobs::{self, Job, JobContext, Report, Scheduled};
+use medic::observe::Outcome;
 use medic::page::{Delivered, Notice, Notifier, NotifyError};
+use medic::schedule::Schedule;
 use medic::store::{JobOutcome, JobRun, MemoryStore, NewJobRun, prelude::*};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -247,7 +248,7 @@ async fn corrupted_backup_is_caught_by_verify_and_pages() {
     assert!(why.contains("sha256"), "{why}");
 
     // The shipped rule turns it into an incident that pages.
-    config.mode = medic::rules::model::Mode::Enforce;
+    config.mode = medic::config::Mode::Enforce;
     let rules = medic::rules::load_paths(
         &[Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/backup-failure.yaml")],
         &config,

@@ -116,7 +116,7 @@ fn shipped_files_are_listed_here() {
 fn shipped_config_is_safe_anywhere() {
     // Regression guard: the default config must never act or reach off-box.
     let c = shipped_config();
-    assert_eq!(c.mode, medic::rules::model::Mode::DryRun);
+    assert_eq!(c.mode, medic::config::Mode::DryRun);
     for (name, t) in &c.targets {
         match t {
             TargetConfig::Kubernetes(_) => {}
@@ -157,7 +157,7 @@ fn environment_switches_to_enforce() {
         ),
     ]);
     let c = config::load_with_env(&root().join("medic.yaml"), env).unwrap();
-    assert_eq!(c.mode, medic::rules::model::Mode::Enforce);
+    assert_eq!(c.mode, medic::config::Mode::Enforce);
     assert_eq!(c.base_dir, root());
     assert_eq!(
         c.store,

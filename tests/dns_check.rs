@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
 use hickory_resolver::proto::rr::{RData, Record, RecordType, rdata};
+use medic::check::Check;
 use medic::check::dns::{DnsCheck, DnsParams};
-use medic::check::{Check, Outcome};
+use medic::observe::Outcome;
 use tokio::net::UdpSocket;
 
 /// How the fake server answers a name.

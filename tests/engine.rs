@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::scripted::{Running, Scripted, run_scenario};
-use medic::check::{CheckSpec, Outcome};
+use medic::check::CheckSpec;
 use medic::clock::Clock;
 use medic::config::Config;
+use medic::config::Mode;
 use medic::duration::Dur;
+use medic::observe::Outcome;
 use medic::remedy::exec::ExecParams;
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec};
-use medic::rules::model::{
-    Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
-};
+use medic::rules::model::{Approval, Limit, Scenario, Severity, Step, Symptom, Then, Verify, When};
 use medic::store::{AttemptOutcome, IncidentState, MemoryStore, prelude::*};
 
 /// An action that counts its runs and, when `heals`, makes the check ok.

@@ -11,8 +11,9 @@ use std::time::Duration;
 use common::fake_kube::{FakeKube, Seen, TOKEN};
 use common::*;
 use medic::check::kubernetes::{KubernetesCheck, KubernetesParams};
-use medic::check::{BuildError, Check, Outcome};
+use medic::check::{BuildError, Check};
 use medic::config::{Config, KubernetesTarget, TargetConfig};
+use medic::observe::Outcome;
 use serde_json::{Value, json};
 
 const DEPLOY: &str = "/apis/apps/v1/namespaces/keneyapp/deployments/backend";

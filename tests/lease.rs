@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use common::fake_kube::{FakeKube, TOKEN};
 use medic::clock::Clock;
+use medic::connect;
 use medic::lead::Role;
-use medic::lead::kubernetes::{Elector, client};
+use medic::lead::kubernetes::Elector;
 use medic::store::{MemoryStore, prelude::*};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -26,7 +27,9 @@ async fn elector(
     id: &str,
     store: Arc<dyn Store>,
 ) -> Elector {
-    let c = client(Some(&kube.kubeconfig(dir, NS))).await.unwrap();
+    let c = connect::kubernetes(Some(&kube.kubeconfig(dir, NS)))
+        .await
+        .unwrap();
     Elector {
         api: kube::Api::namespaced(c, NS),
         name: "medic".into(),

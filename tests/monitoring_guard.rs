@@ -190,7 +190,7 @@ async fn a_lost_kubernetes_api_is_failing_for_the_source_check() {
         target: "backend".into(),
     });
     let check = medic::check::build(&spec, Duration::from_secs(2), &config).unwrap();
-    assert_eq!(check.run().await, medic::check::Outcome::Ok);
+    assert_eq!(check.run().await, medic::observe::Outcome::Ok);
     let seen = api.take_seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(
@@ -206,7 +206,7 @@ async fn a_lost_kubernetes_api_is_failing_for_the_source_check() {
     drop(api);
     tokio::time::sleep(Duration::from_millis(100)).await;
     match check.run().await {
-        medic::check::Outcome::Failing(m) => assert!(
+        medic::observe::Outcome::Failing(m) => assert!(
             m.starts_with("medic is blind: the Kubernetes API of target backend is unreachable"),
             "{m}"
         ),

@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::scripted::{Running, ScriptedSeries, run_scenario};
-use medic::check::{CheckSpec, Observation, Outcome};
+use medic::check::CheckSpec;
 use medic::clock::Clock;
 use medic::config::Config;
+use medic::config::Mode;
 use medic::duration::Dur;
+use medic::observe::{Observation, Outcome};
 use medic::remedy::ActionSpec;
 use medic::remedy::exec::ExecParams;
-use medic::rules::model::{
-    Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
-};
+use medic::rules::model::{Approval, Limit, Scenario, Severity, Step, Symptom, Then, Verify, When};
 use medic::store::{IncidentState, MemoryStore, prelude::*};
 
 fn base() -> DateTime<Utc> {

@@ -8,10 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::pg::{Pg, PgNode};
-use medic::engine::symptom::{Phase, Seen};
-use medic::remedy::plan::SymptomView;
+use medic::observe::{Phase, Seen, SymptomObservation, SymptomView};
 use medic::remedy::postgres::{PromoteReplica, PromoteReplicaParams, Quarantine, QuarantineParams};
-use medic::remedy::{Action, ActionContext, Observation, Preflight};
+use medic::remedy::{Action, ActionContext, Preflight};
 use tokio::time::Instant;
 
 fn config(nodes: &[(&str, &PgNode)]) -> medic::config::Config {
@@ -35,7 +34,7 @@ fn ctx_seeing_primary_fail(streak: u32, secs: u64) -> ActionContext {
     let since = Instant::now()
         .checked_sub(Duration::from_secs(secs))
         .unwrap_or_else(Instant::now);
-    ctx.observations = vec![Observation {
+    ctx.observations = vec![SymptomObservation {
         symptom: "db_down".into(),
         target: Some("db".into()),
         check: "tcp",

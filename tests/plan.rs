@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use medic::clock::Clock;
+use medic::config::Mode;
 use medic::config::{Config, MaintenanceWindow};
 use medic::duration::Dur;
-use medic::engine::symptom::{Phase, Seen};
-use medic::remedy::bounds::{Bounds, Health};
+use medic::engine::bounds::{Bounds, Health};
+use medic::engine::plan::{self, PlanContext, PlanOutcome, PlannedStep};
+use medic::observe::{Phase, Seen, SymptomView};
 use medic::remedy::exec::ExecParams;
-use medic::remedy::plan::{self, PlanContext, PlanOutcome, PlannedStep, SymptomView};
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec, Gate, Preflight};
-use medic::rules::model::{Approval, Limit, Mode, Step, Then, Verify};
+use medic::rules::model::{Approval, Limit, Step, Then, Verify};
 use medic::store::{AttemptOutcome, MemoryStore, NewAttempt, NewIncident, prelude::*};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -155,7 +156,7 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         streak_since: Some(tokio::time::Instant::now()),
     });
     let ctx = PlanContext {
-        pager: None,
+        approvals: None,
         incident: inc.id,
         scenario: "sc".into(),
         instance: String::new(),

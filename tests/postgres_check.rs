@@ -11,8 +11,9 @@ use std::time::Duration;
 use common::pg::{PASSWORD_ROLE, Pg, PgNode, wait_caught_up};
 use common::*;
 use medic::check::postgres::{PostgresCheck, PostgresParams};
-use medic::check::{Check, CheckSpec, Outcome};
+use medic::check::{Check, CheckSpec};
 use medic::config::{Config, PostgresTarget, TargetConfig};
+use medic::observe::Outcome;
 use medic::secret::SecretRef;
 
 fn target(port: u16) -> PostgresTarget {

@@ -11,8 +11,9 @@ use std::time::Duration;
 use common::Redis;
 use common::prom::{Exporter, PASSWORD, Prometheus, USER};
 use medic::check::promql::PromqlParams;
-use medic::check::{Check, CheckSpec, Observation, Outcome};
+use medic::check::{Check, CheckSpec};
 use medic::config::{BasicAuth, Config, PrometheusTarget, TargetConfig};
+use medic::observe::{Observation, Outcome};
 use medic::secret::SecretRef;
 
 fn config(url: &str, auth: Option<BasicAuth>, bearer: Option<SecretRef>) -> Config {

@@ -8,9 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use medic::check::Check;
 use medic::check::redis::{RedisCheck, RedisParams};
-use medic::check::{Check, Outcome};
 use medic::config::{Config, RedisTarget, TargetConfig, TlsConfig};
+use medic::observe::Outcome;
 use medic::secret::SecretRef;
 
 fn check_for(target: RedisTarget) -> RedisCheck {

@@ -9,19 +9,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::scripted::Scripted;
-use medic::check::{CheckSpec, Outcome};
+use medic::check::CheckSpec;
 use medic::clock::Clock;
 use medic::config::Config;
+use medic::config::Mode;
 use medic::daemon::{Loaded, Loader, RunOptions};
 use medic::duration::Dur;
 use medic::engine::ScenarioRuntime;
+use medic::engine::plan::PlannedStep;
+use medic::observe::Outcome;
 use medic::reload::ReloadHandle;
 use medic::remedy::exec::ExecParams;
-use medic::remedy::plan::PlannedStep;
 use medic::remedy::{Action, ActionContext, ActionResult, ActionSpec};
-use medic::rules::model::{
-    Approval, Limit, Mode, Scenario, Severity, Step, Symptom, Then, Verify, When,
-};
+use medic::rules::model::{Approval, Limit, Scenario, Severity, Step, Symptom, Then, Verify, When};
 use medic::store::{AttemptOutcome, IncidentState, MemoryStore, prelude::*};
 use tokio_util::sync::CancellationToken;
 

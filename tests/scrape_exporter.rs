@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use medic::check::scrape::{ScrapeCheck, ScrapeParams};
-use medic::check::{Check, Observation, exposition};
+use medic::check::{Check, exposition};
 use medic::config::Config;
+use medic::observe::Observation;
 
 fn body(url: &str) -> Option<String> {
     block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })

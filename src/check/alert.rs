@@ -14,8 +14,9 @@ pub struct AlertParams {
 
 use std::sync::{Arc, OnceLock};
 
-use super::{BuildError, Check, Labels, Observation, Outcome, Series};
+use super::{BuildError, Check};
 use crate::config::Config;
+use crate::observe::{Labels, Observation, Outcome, Series};
 use crate::store::prelude::*;
 
 /// A runnable `alert` check: per series, each firing alert matching every
@@ -94,7 +95,7 @@ impl Check for AlertCheck {
                 Series {
                     detail: format!(
                         "{name}{} firing since {}{summary}",
-                        super::labels_key(&a.labels),
+                        crate::observe::labels_key(&a.labels),
                         a.starts_at
                             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                     ),
@@ -126,7 +127,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         AlertRecord {
-            fingerprint: crate::server::alertmanager::fingerprint(&labels),
+            fingerprint: crate::observe::fingerprint(&labels),
             starts_at: chrono::DateTime::from_timestamp(starts, 0).unwrap(),
             status,
             labels,

@@ -8,14 +8,66 @@
 //! | the newest copy has grown older than the RPO since | failing |
 //! | no verification has run yet, the state file cannot be read | unknown |
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use chrono::Utc;
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
-use super::{BuildError, Check, Outcome};
-use crate::config::Config;
-use crate::jobs::verify::{VerifyState, human, state_path};
+use super::{BuildError, Check};
+use crate::config::{Config, VerifyJobConfig};
+use crate::observe::Outcome;
+
+/// What the last verification found: written by the `backup.verify` job
+/// ([`crate::jobs::verify`]), read by this check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyState {
+    /// The verify job.
+    pub job: String,
+    /// The backup job it checks.
+    pub backup: String,
+    pub checked_at: DateTime<Utc>,
+    /// The RPO the newest copy is held to, in seconds.
+    pub rpo_secs: u64,
+    /// When the newest copy found was taken (none found: `None`).
+    pub newest_taken_at: Option<DateTime<Utc>>,
+    pub newest: Option<String>,
+    /// Empty when the backup is fine.
+    pub problems: Vec<String>,
+}
+
+/// Where verify job `name` writes its state (and this check reads it).
+pub fn state_path(config: &Config, name: &str, v: &VerifyJobConfig) -> PathBuf {
+    match &v.state {
+        Some(p) => config.resolve_path(p),
+        None => config.resolve_path(Path::new(&format!("medic-backup-{name}.json"))),
+    }
+}
+
+impl VerifyState {
+    /// Writes the state atomically (temp file, then rename): how the
+    /// `backup.verify` job hands its result to this check.
+    pub async fn write(&self, path: &Path) -> Result<(), String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(self).map_err(|e| format!("encode state: {e}"))?;
+        tokio::fs::write(&tmp, text)
+            .await
+            .map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(|e| format!("write {}: {e}", path.display()))
+    }
+}
+
+/// `26h`, `3d 2h`: a chrono duration for humans.
+pub fn human(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
 
 /// `check: { backup: { job: weekly-backup-verify } }`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -41,7 +41,8 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::{TokioResolver, net::runtime::TokioRuntimeProvider};
 
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
+use crate::observe::Outcome;
 
 /// A runnable `dns` check.
 pub struct DnsCheck {

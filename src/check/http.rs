@@ -26,8 +26,9 @@ use std::time::Duration;
 use regex::Regex;
 use tokio::time::Instant;
 
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
 use crate::config::{Config, TargetConfig};
+use crate::observe::Outcome;
 
 /// A runnable `http` check.
 #[derive(Debug)]

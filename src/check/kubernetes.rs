@@ -58,8 +58,9 @@ use kube::{Client, Config as KubeConfig};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
 use crate::config::{Config, KubernetesTarget, TargetConfig};
+use crate::observe::Outcome;
 
 /// Restart counts of one container, oldest first.
 type Samples = VecDeque<(Instant, i32)>;

@@ -21,123 +21,11 @@ pub mod scrape;
 pub mod source;
 pub mod tcp;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::config::Config;
-
-/// The result of one check run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
-pub enum Outcome {
-    /// The target looks healthy.
-    Ok,
-    /// The target is broken; the detail says how.
-    Failing(String),
-    /// medic could not observe; the detail says why. Never triggers action.
-    Unknown(String),
-}
-
-impl Outcome {
-    /// `ok`, `failing` or `unknown` (metric label, timeline kind).
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failing(_) => "failing",
-            Outcome::Unknown(_) => "unknown",
-        }
-    }
-}
-
-/// A series' labels, sorted by name: what keys a per-series symptom
-/// instance (and its incident), and what `${labels.NAME}` reads in a plan.
-pub type Labels = BTreeMap<String, String>;
-
-/// One series a per-series check found failing.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Series {
-    pub labels: Labels,
-    /// The sample's value.
-    pub value: f64,
-    /// Why it counts as failing, for humans.
-    pub detail: String,
-}
-
-/// What one run of a check saw: one outcome for the whole target, or (for
-/// checks over many series: `promql`, `scrape`, `alert`) every series that
-/// is failing now. A series not listed is ok; `Whole(Unknown)` from a
-/// per-series check means every instance is unknown (medic is blind).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Observation {
-    Whole(Outcome),
-    Series(Vec<Series>),
-}
-
-impl Observation {
-    /// [`Observation::outcome`], by value (no clone for `Whole`).
-    pub fn into_outcome(self) -> Outcome {
-        match self {
-            Observation::Whole(o) => o,
-            other => other.outcome(),
-        }
-    }
-
-    /// The observation folded into one outcome: failing if any series is.
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            Observation::Whole(o) => o.clone(),
-            Observation::Series(s) if s.is_empty() => Outcome::Ok,
-            Observation::Series(s) => Outcome::Failing(
-                s.iter()
-                    .map(|s| s.detail.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-        }
-    }
-}
-
-/// Canonical text of a label set (`{a="1",b="2"}`; empty for none): the
-/// incident instance of a per-series symptom.
-pub fn labels_key(labels: &Labels) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let inner: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
-/// The labels of a [`labels_key`] text, back (`None` when it is not one):
-/// how medic recovers an open incident's labels after a restart.
-pub fn parse_labels_key(key: &str) -> Option<Labels> {
-    let mut labels = Labels::new();
-    if key.is_empty() {
-        return Some(labels);
-    }
-    let mut rest = key.strip_prefix('{')?.strip_suffix('}')?;
-    while !rest.is_empty() {
-        let (name, after) = rest.split_once('=')?;
-        // The value is a JSON string: find its end by decoding a prefix.
-        let mut de = serde_json::Deserializer::from_str(after).into_iter::<String>();
-        let value = de.next()?.ok()?;
-        let used = de.byte_offset();
-        labels.insert(name.to_string(), value);
-        rest = &after[used..];
-        if let Some(r) = rest.strip_prefix(',') {
-            rest = r;
-        } else if !rest.is_empty() {
-            return None;
-        }
-    }
-    Some(labels)
-}
+use crate::observe::{Observation, Outcome};
 
 /// One way to observe a target. Implementations must honour cancellation
 /// by being cancel-safe (the scheduler drops the future on timeout).
@@ -271,42 +159,5 @@ pub fn build(
             p, timeout, config,
         )?)),
         CheckSpec::Backup(p) => Ok(Arc::new(backup::BackupCheck::build(p, config)?)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_key_is_canonical_and_quoted() {
-        let l: Labels = [("job", "api"), ("deployment", "a\"b")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(labels_key(&l), r#"{deployment="a\"b",job="api"}"#);
-        assert_eq!(labels_key(&Labels::new()), "");
-        assert_eq!(parse_labels_key(&labels_key(&l)), Some(l));
-        assert_eq!(parse_labels_key(""), Some(Labels::new()));
-        let tricky: Labels = [("a", "x,y=\"}z"), ("b", "")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(parse_labels_key(&labels_key(&tricky)), Some(tricky));
-        assert_eq!(parse_labels_key("{a=1}"), None);
-    }
-
-    #[test]
-    fn series_fold_into_one_outcome() {
-        assert_eq!(Observation::Series(vec![]).outcome(), Outcome::Ok);
-        let s = Series {
-            labels: Labels::new(),
-            value: 2.0,
-            detail: "x = 2".into(),
-        };
-        assert_eq!(
-            Observation::Series(vec![s.clone(), s]).outcome(),
-            Outcome::Failing("x = 2; x = 2".into())
-        );
     }
 }

@@ -58,8 +58,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
 use crate::config::{Config, TargetConfig};
+use crate::observe::Outcome;
 
 /// A runnable `postgres` check.
 pub struct PostgresCheck {
@@ -95,7 +96,7 @@ impl PostgresCheck {
                 p.target
             )));
         };
-        let mut c = connect_config(t, timeout)
+        let mut c = crate::connect::postgres(t, "medic", timeout)
             .map_err(|e| BuildError::Invalid(format!("target {:?} {e}", p.target)))?;
         c.options(format!(
             "-c statement_timeout={} -c default_transaction_read_only=on",
@@ -244,25 +245,6 @@ impl PostgresCheck {
         }
         Ok(())
     }
-}
-
-/// A client config for a target (no statement options).
-pub fn connect_config(
-    t: &crate::config::PostgresTarget,
-    timeout: Duration,
-) -> Result<tokio_postgres::Config, String> {
-    let mut c = tokio_postgres::Config::new();
-    c.host(&t.host)
-        .port(t.port)
-        .user(&t.user)
-        .dbname(&t.dbname)
-        .application_name("medic")
-        .connect_timeout(timeout);
-    if let Some(pw) = &t.password {
-        let pw = pw.resolve().map_err(|e| format!("password: {e}"))?;
-        c.password(pw.expose());
-    }
-    Ok(c)
 }
 
 #[async_trait::async_trait]

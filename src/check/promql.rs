@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BuildError, Check, Labels, Observation, Outcome, Series};
+use super::{BuildError, Check};
 use crate::config::{Config, PrometheusTarget, TargetConfig};
+use crate::observe::{Labels, Observation, Outcome, Series};
 
 /// `check: { promql: 'EXPR' }` or `{ promql: { query: EXPR, source: prom } }`.
 /// Each series of the result is failing; an empty result is ok.
@@ -243,7 +244,7 @@ pub(crate) fn interpret(source: &str, status: u16, body: &[u8]) -> Observation {
                         (None, None) => f64::NAN,
                     };
                     let labels: Labels = s.metric;
-                    let detail = format!("{} = {value}", super::labels_key(&labels));
+                    let detail = format!("{} = {value}", crate::observe::labels_key(&labels));
                     Series {
                         labels,
                         value,

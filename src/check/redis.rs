@@ -39,13 +39,12 @@ fn yes() -> bool {
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
-};
+use redis::{AsyncConnectionConfig, RedisError};
 use tokio::sync::Mutex;
 
-use super::{BuildError, Check, Outcome};
-use crate::config::{Config, RedisTarget, TargetConfig};
+use super::{BuildError, Check};
+use crate::config::{Config, TargetConfig};
+use crate::observe::Outcome;
 
 /// How long a round-trip key lives if its DEL never runs.
 const ROUNDTRIP_TTL_MS: u64 = 60_000;
@@ -90,40 +89,6 @@ fn nonce() -> u64 {
     h.finish()
 }
 
-/// A client for the redis target `name` (address, TLS, user, password, db);
-/// the password is resolved here, once.
-pub fn client_for(name: &str, t: &RedisTarget) -> Result<redis::Client, BuildError> {
-    let (host, port) = t
-        .address
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| BuildError::Invalid(format!("bad redis address {:?}", t.address)))?;
-    let addr = match &t.tls {
-        Some(tls) => ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure: tls.insecure,
-            tls_params: None,
-        },
-        None => ConnectionAddr::Tcp(host, port),
-    };
-    let mut settings = redis::RedisConnectionInfo::default().set_db(t.db);
-    if let Some(u) = &t.username {
-        settings = settings.set_username(u);
-    }
-    if let Some(pw) = &t.password {
-        let pw = pw
-            .resolve()
-            .map_err(|e| BuildError::Invalid(format!("target {name:?} password: {e}")))?;
-        settings = settings.set_password(pw.expose());
-    }
-    let info: ConnectionInfo = addr
-        .into_connection_info()
-        .map_err(|e| BuildError::Invalid(e.to_string()))?
-        .set_redis_settings(settings);
-    redis::Client::open(info).map_err(|e| BuildError::Invalid(format!("redis client: {e}")))
-}
-
 impl RedisCheck {
     pub fn build(p: &RedisParams, config: &Config) -> Result<Self, BuildError> {
         let Some(TargetConfig::Redis(t)) = config.targets.get(&p.target) else {
@@ -132,7 +97,7 @@ impl RedisCheck {
                 p.target
             )));
         };
-        let client = client_for(&p.target, t)?;
+        let client = crate::connect::redis(&p.target, t).map_err(BuildError::Invalid)?;
         Ok(RedisCheck {
             address: t.address.clone(),
             client,

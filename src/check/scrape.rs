@@ -19,8 +19,9 @@ pub struct ScrapeParams {
 use std::time::Duration;
 
 use super::exposition::{self, Selector};
-use super::{BuildError, Check, Labels, Observation, Outcome, Series};
+use super::{BuildError, Check};
 use crate::config::{Config, TargetConfig};
+use crate::observe::{Labels, Observation, Outcome, Series};
 
 /// The largest body medic reads from a `/metrics` endpoint (node_exporter
 /// on a big host writes a few MB).
@@ -162,7 +163,7 @@ impl ScrapeCheck {
                 labels.insert("__name__".into(), s.name.to_string());
             }
             let shown = labels.clone();
-            let mut key = super::labels_key(&shown);
+            let mut key = crate::observe::labels_key(&shown);
             if self.selector.name.is_some() {
                 key = format!("{}{key}", s.name);
             }
@@ -292,7 +293,7 @@ job:errors:rate5m{job="api"} 0.2
         };
         let got: Vec<(String, f64)> = s
             .iter()
-            .map(|s| (super::super::labels_key(&s.labels), s.value))
+            .map(|s| (crate::observe::labels_key(&s.labels), s.value))
             .collect();
         assert_eq!(
             got,

@@ -17,8 +17,9 @@ use serde::Deserialize;
 
 use super::kubernetes::{KubernetesCheck, KubernetesParams};
 use super::promql::PrometheusClient;
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
 use crate::config::{Config, TargetConfig};
+use crate::observe::Outcome;
 
 /// `check: { source: { target: prometheus } }` (shorthand `{ source: prometheus }`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

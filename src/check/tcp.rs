@@ -16,8 +16,9 @@ use std::io::ErrorKind;
 
 use tokio::net::TcpStream;
 
-use super::{BuildError, Check, Outcome};
+use super::{BuildError, Check};
 use crate::config::Config;
+use crate::observe::Outcome;
 
 /// A runnable `tcp` check.
 #[derive(Debug)]

@@ -25,10 +25,10 @@ use super::{
     Config, EscalationPolicy, GlobalLimits, LeadershipConfig, NotifierConfig, StoreConfig,
     TargetConfig,
 };
+use crate::config::Mode;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
-use crate::rules::model::Mode;
-use crate::rules::yaml::{self, Pos, describe, key_pos, unknown_field};
+use crate::yaml::{self, Pos, describe, key_pos, unknown_field};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "MEDIC_";
@@ -596,8 +596,8 @@ impl Cx<'_> {
         };
         for (name, job) in &config.jobs {
             let at = format!("jobs.{name}");
-            if let Err(e) = crate::jobs::schedule::Schedule::parse(&job.schedule, &job.timezone) {
-                let field = if matches!(e, crate::jobs::schedule::ScheduleError::TimeZone(_)) {
+            if let Err(e) = crate::schedule::Schedule::parse(&job.schedule, &job.timezone) {
+                let field = if matches!(e, crate::schedule::ScheduleError::TimeZone(_)) {
                     "timezone"
                 } else {
                     "schedule"

@@ -12,10 +12,22 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::duration::Dur;
-use crate::rules::model::Mode;
 use crate::secret::SecretRef;
 
 pub use load::{load, load_str, load_str_with_env, load_with_env};
+
+/// Whether actions really run: the config's global mode, which scenarios
+/// and plan steps may override.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Actions run.
+    Enforce,
+    /// Every decision is evaluated and written on the timeline as
+    /// "would run ..."; nothing is executed. The safe default.
+    #[default]
+    DryRun,
+}
 
 /// The whole daemon config.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

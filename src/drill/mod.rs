@@ -24,9 +24,10 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::config::Mode;
 use crate::config::{Config, DrillPermission};
 use crate::diag::Diagnostics;
-use crate::rules::model::{Mode, Scenario};
+use crate::rules::model::Scenario;
 use crate::store::{Incident, IncidentState, prelude::*};
 
 /// Why a drill could not run.

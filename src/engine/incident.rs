@@ -8,11 +8,29 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::plan::{self, Approvals, PlanContext, PlanOutcome, PlannedStep};
 use super::{ScenarioRuntime, Shared};
-use crate::check::Labels;
-use crate::remedy::plan::{self, PlanContext, PlanOutcome, PlannedStep, SymptomView};
+use crate::observe::{Labels, SymptomView};
+use crate::page::Pager;
+use crate::page::decision::Approval;
 use crate::remedy::{Action, Unexpanded};
-use crate::store::{Incident, IncidentState, StoreError, TimelineEntry};
+use crate::rules::model::ApprovalPolicy;
+use crate::store::{Incident, IncidentId, IncidentState, StoreError, TimelineEntry};
+
+/// The pager decides the plan's approvals: it pages humans with Approve /
+/// Reject and waits for a decision (see [`Pager::approval`]).
+#[async_trait::async_trait]
+impl Approvals for Pager {
+    async fn approval(
+        &self,
+        incident: IncidentId,
+        step: &str,
+        policy: ApprovalPolicy,
+        stop: &CancellationToken,
+    ) -> Result<Approval, StoreError> {
+        Pager::approval(self, incident, step, policy, stop).await
+    }
+}
 
 /// Drives one incident until its symptoms are quiet (then resolves it and
 /// returns true) or medic stops (returns false). `token` is cancelled in
@@ -201,7 +219,7 @@ async fn drive_inner(
                 actions: shared.actions.clone(),
                 bounds: shared.bounds.clone(),
                 stop: token.clone(),
-                pager: Some(shared.pager.clone()),
+                approvals: Some(shared.pager.clone()),
                 shutdown: shared.stop.clone(),
                 kill: shared.kill.clone(),
             };

@@ -8,7 +8,7 @@
 //!
 //! Per-series symptoms (checks whose [`Check::per_series`] is true: `promql`,
 //! `scrape`, `alert`) keep one state machine per label set, the *instance*
-//! (its [`crate::check::labels_key`] text). A series in the result is failing
+//! (its [`crate::observe::labels_key`] text). A series in the result is failing
 //! for its instance; an instance missing from the result is ok; a
 //! `Whole(Unknown)` makes every instance of the symptom unknown. A scenario
 //! is evaluated per instance: a per-series symptom counts with its own
@@ -22,7 +22,9 @@
 //! the plan and, when the plan is exhausted, escalates. Checks know nothing
 //! of incidents; the incident is where they meet.
 
+pub mod bounds;
 pub mod incident;
+pub mod plan;
 pub mod reload;
 pub mod symptom;
 
@@ -35,14 +37,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::check::{Check, Labels, Observation, Outcome};
+use crate::check::Check;
 use crate::clock::Clock;
+use crate::config::Mode;
+use crate::observe::{Labels, Observation, Outcome, Phase, Seen, SymptomView};
 use crate::page::Pager;
-use crate::remedy::bounds::{Bounds, Health};
-use crate::remedy::plan::{PlannedStep, SymptomView};
-use crate::rules::model::{Mode, Scenario, When};
+use crate::rules::model::{Scenario, When};
 use crate::store::{Incident, IncidentId, NewIncident, StoreError, TimelineEntry, prelude::*};
-use symptom::{Phase, Seen, SymptomState, Timing, Transition};
+use bounds::{Bounds, Health};
+use plan::PlannedStep;
+use symptom::{SymptomState, Timing, Transition};
 
 /// A scenario ready to run: its rule, its checks and its actions.
 pub struct ScenarioRuntime {
@@ -278,7 +282,7 @@ impl Table {
 
 /// The labels of an instance key (empty if it is not one).
 fn labels_of(inst: &str) -> Labels {
-    crate::check::parse_labels_key(inst).unwrap_or_default()
+    crate::observe::parse_labels_key(inst).unwrap_or_default()
 }
 
 /// The engine. Build it with [`Engine::new`], resume with [`Engine::resume`],
@@ -460,7 +464,7 @@ impl Engine {
             Observation::Series(list) => {
                 let mut failing = HashSet::with_capacity(list.len());
                 for s in list {
-                    let key = crate::check::labels_key(&s.labels);
+                    let key = crate::observe::labels_key(&s.labels);
                     if !failing.insert(key.clone()) {
                         continue; // the same label set twice: once is enough
                     }

@@ -17,7 +17,7 @@
 //!
 //! New incidents use the new rules, pager and escalation policies.
 
-use crate::remedy::plan::SymptomView;
+use crate::observe::{Phase, Seen, SymptomView};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::symptom::{Phase, Seen, SymptomState};
+use super::symptom::SymptomState;
 use super::{Engine, OpenKey, ScenarioRuntime, Shared, Table, Update};
 use crate::page::Pager;
 use crate::rules::model::When;

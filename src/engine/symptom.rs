@@ -8,62 +8,9 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::check::Outcome;
-
-/// Where a symptom is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Healthy (or never seen failing).
-    Ok,
-    /// Failing, but not yet for `for`.
-    Pending,
-    /// Failing for at least `for`.
-    Firing,
-    /// Was firing, now ok, but not yet for `clear_for`.
-    Clearing,
-}
-
-impl Phase {
-    /// The name shown on timelines and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Ok => "ok",
-            Phase::Pending => "pending",
-            Phase::Firing => "firing",
-            Phase::Clearing => "clearing",
-        }
-    }
-
-    /// Firing or clearing: the symptom counts towards its scenario.
-    pub fn is_active(self) -> bool {
-        matches!(self, Phase::Firing | Phase::Clearing)
-    }
-}
-
-/// What the last observation was, without its detail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Seen {
-    /// Nothing observed yet.
-    Nothing,
-    Ok,
-    Failing,
-    Unknown,
-}
-
-impl From<&Outcome> for Seen {
-    fn from(o: &Outcome) -> Self {
-        match o {
-            Outcome::Ok => Seen::Ok,
-            Outcome::Failing(_) => Seen::Failing,
-            Outcome::Unknown(_) => Seen::Unknown,
-        }
-    }
-}
+use crate::observe::{Phase, Seen};
 
 /// A phase change, reported by [`SymptomState::update`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,7 +32,6 @@
 
 pub mod backup;
 pub mod restore;
-pub mod schedule;
 pub mod storage;
 pub mod verify;
 
@@ -45,12 +44,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
+use crate::config::Mode;
 use crate::config::{Config, JobConfig};
-use crate::rules::model::Mode;
-use crate::store::{
-    JobOutcome, JobRun, JobRunId, NewJobRun, StoreError, TimelineEntry, prelude::*,
-};
-use schedule::Schedule;
+use crate::schedule::Schedule;
+use crate::store::{JobOutcome, JobRun, JobRunId, NewJobRun, StoreError, TimelineEntry, prelude::*};
 
 /// Why a job could not be built or run.
 #[derive(Debug, thiserror::Error)]

@@ -57,7 +57,7 @@ impl RestoreTestJob {
 }
 
 async fn connect(t: &PostgresTarget, dbname: &str) -> Result<Client, String> {
-    let mut c = crate::check::postgres::connect_config(t, Duration::from_secs(10))?;
+    let mut c = crate::connect::postgres(t, "medic", Duration::from_secs(10))?;
     c.dbname(dbname);
     let (client, conn) = c
         .connect(NoTls)

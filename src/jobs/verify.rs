@@ -3,7 +3,7 @@
 //! backup run recorded, and `pg_restore --list` reads it.
 //!
 //! The result is written to a small JSON state file that the `backup`
-//! check reads ([`crate::check::backup`]): a stale or broken backup then
+//! check reads (the file's type and place belong to [`crate::check::backup`]): a stale or broken backup then
 //! becomes a symptom like any other, opens a `backup-failure` incident and
 //! pages. The check also re-evaluates the newest copy's age on every run,
 //! so a backup that stops between two weekly verifications still shows.
@@ -11,38 +11,13 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::backup::{archive_entries, recorded_copies, scratch_dir, storages};
 use super::storage::Storage;
 use super::{JobContext, JobError, Report};
+use crate::check::backup::{VerifyState, human, state_path};
 use crate::config::{Config, VerifyJobConfig};
-
-/// What the last verification found, as the `backup` check reads it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct VerifyState {
-    /// The verify job.
-    pub job: String,
-    /// The backup job it checks.
-    pub backup: String,
-    pub checked_at: DateTime<Utc>,
-    /// The RPO the newest copy is held to, in seconds.
-    pub rpo_secs: u64,
-    /// When the newest copy found was taken (none found: `None`).
-    pub newest_taken_at: Option<DateTime<Utc>>,
-    pub newest: Option<String>,
-    /// Empty when the backup is fine.
-    pub problems: Vec<String>,
-}
-
-/// Where verify job `name` writes its state.
-pub fn state_path(config: &Config, name: &str, v: &VerifyJobConfig) -> PathBuf {
-    match &v.state {
-        Some(p) => config.resolve_path(p),
-        None => config.resolve_path(Path::new(&format!("medic-backup-{name}.json"))),
-    }
-}
 
 /// A built `backup.verify` job.
 pub struct VerifyJob {
@@ -149,7 +124,7 @@ impl super::Job for VerifyJob {
             newest: newest_overall.map(|(_, n)| n),
             problems: problems.clone(),
         };
-        if let Err(e) = write_state(&self.state, &state).await {
+        if let Err(e) = state.write(&self.state).await {
             problems.push(e);
         }
         for p in &problems {
@@ -196,27 +171,4 @@ impl VerifyJob {
         }
         archive_entries(self.bin.as_deref(), &path).await
     }
-}
-
-/// Writes the state atomically (temp file, then rename).
-async fn write_state(path: &Path, state: &VerifyState) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| format!("create {}: {e}", dir.display()))?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_vec_pretty(state).map_err(|e| format!("encode state: {e}"))?;
-    tokio::fs::write(&tmp, text)
-        .await
-        .map_err(|e| format!("write {}: {e}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .map_err(|e| format!("write {}: {e}", path.display()))
-}
-
-/// `26h`, `3d 2h`: a chrono duration for humans.
-pub fn human(d: chrono::Duration) -> String {
-    let secs = d.num_seconds().max(0) as u64;
-    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }

@@ -12,7 +12,6 @@
 //! Every write is a replace with the `resourceVersion` read, so two
 //! replicas racing for an expired lease cannot both win (409 Conflict).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,23 +26,6 @@ use tokio_util::sync::CancellationToken;
 use super::Role;
 use crate::clock::Clock;
 use crate::store::prelude::*;
-
-/// A Kubernetes client from `kubeconfig`, else in-cluster or `~/.kube/config`.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no Kubernetes config: {e}"))?,
-    };
-    kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
-}
 
 /// One replica's campaign for the Lease.
 pub struct Elector {

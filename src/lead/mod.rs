@@ -117,7 +117,7 @@ pub async fn start(
             tokio::spawn(elector.run(tx, stop))
         }
         LeadershipConfig::Kubernetes(l) => {
-            let client = kubernetes::client(l.kubeconfig.as_deref())
+            let client = crate::connect::kubernetes(l.kubeconfig.as_deref())
                 .await
                 .map_err(LeadError::Setup)?;
             let ns = l

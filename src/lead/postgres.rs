@@ -33,20 +33,11 @@ pub const LOCK_KEY: i64 = 0x6d65_6469_636c_6472;
 
 /// The connection settings of a store target (password resolved now).
 pub fn pg_config(target: &PostgresTarget) -> Result<tokio_postgres::Config, String> {
-    let mut config = tokio_postgres::Config::new();
+    let mut config = crate::connect::postgres(target, "medic-leader", Duration::from_secs(5))
+        .map_err(|e| format!("store {e}"))?;
     config
-        .host(&target.host)
-        .port(target.port)
-        .user(&target.user)
-        .dbname(&target.dbname)
-        .application_name("medic-leader")
-        .connect_timeout(Duration::from_secs(5))
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(5));
-    if let Some(pw) = &target.password {
-        let pw = pw.resolve().map_err(|e| format!("store password: {e}"))?;
-        config.password(pw.expose());
-    }
     Ok(config)
 }
 

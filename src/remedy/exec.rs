@@ -67,7 +67,7 @@ impl ExecAction {
     /// nothing to expand.
     fn expanded(
         &self,
-        labels: &crate::check::Labels,
+        labels: &crate::observe::Labels,
     ) -> Result<Option<ExecParams>, super::template::TemplateError> {
         use super::template::{expand, has_vars};
         let p = &self.params;
@@ -142,7 +142,7 @@ impl Action for ExecAction {
 
     fn for_labels(
         &self,
-        labels: &crate::check::Labels,
+        labels: &crate::observe::Labels,
     ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
         Ok(self.expanded(labels)?.map(|params| {
             let a: std::sync::Arc<dyn Action> = std::sync::Arc::new(ExecAction { params });

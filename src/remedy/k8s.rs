@@ -145,21 +145,7 @@ impl Workload {
 
     async fn client(&self) -> Result<&kube::Client, String> {
         self.client
-            .get_or_try_init(|| async {
-                let config = match &self.target.kubeconfig {
-                    Some(path) => {
-                        let kc = kube::config::Kubeconfig::read_from(path)
-                            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
-                        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                            .await
-                            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-                    }
-                    None => kube::Config::infer()
-                        .await
-                        .map_err(|e| format!("no Kubernetes config: {e}"))?,
-                };
-                kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
-            })
+            .get_or_try_init(|| crate::connect::kubernetes(self.target.kubeconfig.as_deref()))
             .await
     }
 

@@ -1,15 +1,13 @@
-//! Remediation: actions, their guards, and the plan executor.
+//! Remediation actions: one file per action kind.
 //!
 //! [`ActionSpec`] is the closed set of action kinds a plan step may name,
 //! each with its parameters; [`build`] turns one into a runnable [`Action`]
-//! or says this build cannot run that kind yet. The plan executor
-//! ([`plan`]) wraps every attempt in guards (limits, cooldown, mode),
-//! records it in the ledger, then verifies it.
+//! or says this build cannot run that kind yet. An action reports its own
+//! preconditions as [`Gate`]s; the plan executor that wraps every attempt
+//! in guards, records it and verifies it is [`crate::engine::plan`].
 
-pub mod bounds;
 pub mod exec;
 pub mod k8s;
-pub mod plan;
 pub mod postgres;
 pub mod redis_flush;
 pub mod route53;
@@ -21,6 +19,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::observe::SymptomObservation;
 use crate::store::prelude::*;
 
 /// An action as written in a plan step (its parameters sit beside `action:`).
@@ -87,39 +86,6 @@ impl ActionSpec {
     }
 }
 
-/// What the engine saw of one symptom of the scenario, with the target its
-/// check observes: how actions such as a promotion learn "the primary has
-/// been unreachable for N checks over T" without probing it themselves.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observation {
-    pub symptom: String,
-    /// The config target the symptom's check observes, if it names one.
-    pub target: Option<String>,
-    /// The check's kind (`postgres`, `redis`, ...).
-    pub check: &'static str,
-    pub view: plan::SymptomView,
-}
-
-impl Observation {
-    /// For ledgers and timelines: the view with its streak's age.
-    pub fn to_json(&self) -> serde_json::Value {
-        let age = self.view.streak_since.map(|t| {
-            tokio::time::Instant::now()
-                .saturating_duration_since(t)
-                .as_secs_f64()
-        });
-        serde_json::json!({
-            "symptom": self.symptom,
-            "target": self.target,
-            "check": self.check,
-            "phase": self.view.phase,
-            "seen": self.view.seen,
-            "streak": self.view.streak,
-            "streak_secs": age,
-        })
-    }
-}
-
 /// What an action needs to know about the attempt it runs in.
 #[derive(Clone)]
 pub struct ActionContext {
@@ -131,7 +97,7 @@ pub struct ActionContext {
     /// How long the action may run; it must stop (and clean up) by then.
     pub timeout: std::time::Duration,
     /// What the engine saw of the scenario's symptoms when the step began.
-    pub observations: Vec<Observation>,
+    pub observations: Vec<SymptomObservation>,
     /// The ledger, for guards that span incidents and scenarios (one
     /// failover per cluster per cooldown). `None` in unit tests.
     pub ledger: Option<Arc<dyn Store>>,
@@ -310,7 +276,7 @@ pub trait Action: Send + Sync {
     /// is for actions without expandable parameters.
     fn for_labels(
         &self,
-        _labels: &crate::check::Labels,
+        _labels: &crate::observe::Labels,
     ) -> Result<Option<Arc<dyn Action>>, template::TemplateError> {
         Ok(None)
     }

@@ -42,7 +42,7 @@ use super::exec::{ExecAction, ExecParams};
 use super::{Action, ActionContext, ActionResult, BuildError, Gate, Preflight};
 use crate::config::{Config, PostgresTarget, TargetConfig};
 use crate::duration::Dur;
-use crate::engine::symptom::Seen;
+use crate::observe::Seen;
 use crate::store::AttemptOutcome;
 
 /// Default `max_lag_bytes`: the runbook's RPO, 1 MiB.
@@ -141,20 +141,8 @@ fn node(config: &Config, name: &str) -> Result<Node, BuildError> {
 
 /// Connects to one node; the connection task ends with the client.
 async fn connect(n: &Node, timeout: Duration) -> Result<Client, String> {
-    let t = &n.target;
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(&t.host)
-        .port(t.port)
-        .user(&t.user)
-        .dbname(&t.dbname)
-        .application_name("medic")
-        .connect_timeout(timeout);
-    if let Some(pw) = &t.password {
-        let pw = pw
-            .resolve()
-            .map_err(|e| format!("{}: password: {e}", n.name))?;
-        cfg.password(pw.expose());
-    }
+    let cfg = crate::connect::postgres(&n.target, "medic", timeout)
+        .map_err(|e| format!("{}: {e}", n.name))?;
     let (client, conn) = tokio::time::timeout(timeout, cfg.connect(NoTls))
         .await
         .map_err(|_| {

@@ -43,8 +43,7 @@ impl RedisFlush {
                 p.target
             )));
         };
-        let client = crate::check::redis::client_for(&p.target, t)
-            .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        let client = crate::connect::redis(&p.target, t).map_err(BuildError::Invalid)?;
         Ok(RedisFlush {
             params: p.clone(),
             address: t.address.clone(),
@@ -170,7 +169,7 @@ impl Action for RedisFlush {
 
     fn for_labels(
         &self,
-        labels: &crate::check::Labels,
+        labels: &crate::observe::Labels,
     ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
         let Some(p) = self
             .params

@@ -60,7 +60,7 @@ impl Action for SystemdRestart {
 
     fn for_labels(
         &self,
-        labels: &crate::check::Labels,
+        labels: &crate::observe::Labels,
     ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
         if !super::template::has_vars(&self.unit) {
             return Ok(None);

@@ -10,7 +10,7 @@
 //! A label the series does not have refuses the step (a `labels` gate on
 //! the timeline) rather than run it with a hole in its arguments.
 
-use crate::check::Labels;
+use crate::observe::Labels;
 
 /// Why a parameter could not be expanded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

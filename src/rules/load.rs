@@ -70,16 +70,16 @@ use marked_yaml::{Node, Span};
 use serde::de::DeserializeOwned;
 
 use super::model::{
-    Approval, ApprovalPolicy, Limit, Mode, OnTimeout, Scenario, Severity, Step, Symptom, Then,
-    Verify, When,
+    Approval, ApprovalPolicy, Limit, OnTimeout, Scenario, Severity, Step, Symptom, Then, Verify,
+    When,
 };
 use super::prometheus::{self, PromRules};
-use super::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::check::CheckSpec;
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
 use crate::remedy::ActionSpec;
+use crate::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 
 const SCENARIO_FIELDS: &[&str] = &[
     "scenario",

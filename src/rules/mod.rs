@@ -9,7 +9,6 @@ mod configured;
 pub mod load;
 pub mod model;
 pub mod prometheus;
-pub(crate) mod yaml;
 
 pub use check::{CheckSummary, check, check_with_env};
 pub use configured::{config_paths, load_configured};

@@ -5,20 +5,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::check::CheckSpec;
+use crate::config::Mode;
 use crate::duration::Dur;
 use crate::remedy::ActionSpec;
-
-/// Whether actions really run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Actions run.
-    Enforce,
-    /// Every decision is evaluated and written on the timeline as
-    /// "would run ..."; nothing is executed. The safe default.
-    #[default]
-    DryRun,
-}
 
 /// How bad an incident of a scenario is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

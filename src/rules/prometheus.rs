@@ -18,9 +18,9 @@ use std::time::Duration;
 use marked_yaml::Node;
 use marked_yaml::types::MarkedMappingNode;
 
-use super::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::diag::Diagnostic;
 use crate::duration::Dur;
+use crate::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 
 const FILE_FIELDS: &[&str] = &["groups"];
 const GROUP_FIELDS: &[&str] = &[

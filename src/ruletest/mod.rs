@@ -25,17 +25,18 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Check, Outcome};
+use crate::check::Check;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::engine::ScenarioRuntime;
+use crate::engine::plan::PlannedStep;
+use crate::observe::Outcome;
 use crate::page::{Delivered, Notice, Notifier, NotifyError};
-use crate::remedy::plan::PlannedStep;
 use crate::remedy::{Action, ActionContext, ActionResult};
 use crate::rules::model::Scenario;
-use crate::rules::yaml::Pos;
 use crate::store::{MemoryStore, prelude::*};
+use crate::yaml::Pos;
 use parse::{ActionEnd, ActionScript, ExpIncident, ExpPage, ExpStep, TestCase, TestFile};
 use series::Value;
 

@@ -7,11 +7,11 @@ use marked_yaml::Node;
 use marked_yaml::types::MarkedMappingNode;
 
 use super::series::{self, Value};
+use crate::config::Mode;
 use crate::diag::Diagnostic;
 use crate::duration::Dur;
-use crate::rules::model::Mode;
-use crate::rules::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::store::{AttemptOutcome, IncidentState};
+use crate::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 
 const FILE_FIELDS: &[&str] = &["rule_files", "config", "tests"];
 const TEST_FIELDS: &[&str] = &["name", "interval", "mode", "checks", "actions", "expect"];

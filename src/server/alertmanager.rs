@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
+use crate::observe::fingerprint;
 use crate::store::{AlertRecord, AlertStatus};
 
 /// The path Alertmanager's `webhook_configs.url` points at.
@@ -150,58 +151,12 @@ fn status(s: &str) -> Option<AlertStatus> {
     AlertStatus::parse(s)
 }
 
-/// Alertmanager's own fingerprint of a label set (Prometheus
-/// `model.LabelSet.Fingerprint`: FNV-1a 64 over the sorted names and
-/// values, each followed by a 0xff byte), as 16 hex digits. Computed rather
-/// than read, so payloads without `fingerprint` key the same way.
-pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
-    const OFFSET: u64 = 14_695_981_039_346_656_037;
-    const PRIME: u64 = 1_099_511_628_211;
-    let mut h = OFFSET;
-    let mut add = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(PRIME);
-        }
-    };
-    for (k, v) in labels {
-        add(k.as_bytes());
-        add(&[0xff]);
-        add(v.as_bytes());
-        add(&[0xff]);
-    }
-    format!("{h:016x}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
         "2026-03-01T00:00:00Z".parse().unwrap()
-    }
-
-    #[test]
-    fn fingerprint_is_alertmanagers() {
-        // Empty set: FNV-1a's offset basis, as in prometheus/common.
-        assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325");
-        let l: BTreeMap<String, String> = [("alertname", "Fire"), ("severity", "critical")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        // prometheus/common's LabelsToSignature test vector.
-        let vector: BTreeMap<String, String> =
-            [("name", "garland, briggs"), ("fear", "love is not enough")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        assert_eq!(
-            fingerprint(&vector),
-            format!("{:016x}", 5_799_056_148_416_392_346u64)
-        );
-        let mut other = l.clone();
-        other.insert("severity".into(), "warning".into());
-        assert_ne!(fingerprint(&l), fingerprint(&other));
     }
 
     #[test]

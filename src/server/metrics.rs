@@ -32,7 +32,7 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read budgets"),
     }
-    crate::metrics::reloads(&st.readiness.borrow().reloads);
+    st.readiness.borrow().reloads.export();
     (
         StatusCode::OK,
         [(

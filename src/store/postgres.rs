@@ -163,20 +163,8 @@ impl PostgresStore {
     /// Connects (the password resolved from its reference now) and brings the
     /// schema up to date.
     pub async fn open(target: &PostgresTarget) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&target.host)
-            .port(target.port)
-            .user(&target.user)
-            .dbname(&target.dbname)
-            .application_name("medic")
-            .connect_timeout(std::time::Duration::from_secs(5));
-        if let Some(pw) = &target.password {
-            let pw = pw
-                .resolve()
-                .map_err(|e| StoreError::Backend(format!("store password: {e}")))?;
-            config.password(pw.expose());
-        }
+        let config = crate::connect::postgres(target, "medic", std::time::Duration::from_secs(5))
+            .map_err(|e| StoreError::Backend(format!("store {e}")))?;
         let store = PostgresStore {
             config,
             client: Mutex::new(None),

@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use medic::check::{Check, Outcome};
+use medic::check::Check;
+use medic::observe::Outcome;
 
 /// A check whose outcome the test sets; clones share it.
 #[derive(Clone)]
@@ -28,22 +29,22 @@ impl Check for Scripted {
 
 /// A per-series check whose observation the test sets; clones share it.
 #[derive(Clone)]
-pub struct ScriptedSeries(Arc<Mutex<medic::check::Observation>>);
+pub struct ScriptedSeries(Arc<Mutex<medic::observe::Observation>>);
 
 impl ScriptedSeries {
-    pub fn new(o: medic::check::Observation) -> Self {
+    pub fn new(o: medic::observe::Observation) -> Self {
         ScriptedSeries(Arc::new(Mutex::new(o)))
     }
 
-    pub fn set(&self, o: medic::check::Observation) {
+    pub fn set(&self, o: medic::observe::Observation) {
         *self.0.lock().unwrap() = o;
     }
 
     /// Failing series, one per label set given as `[(name, value)...]`.
-    pub fn failing(sets: &[&[(&str, &str)]]) -> medic::check::Observation {
-        medic::check::Observation::Series(
+    pub fn failing(sets: &[&[(&str, &str)]]) -> medic::observe::Observation {
+        medic::observe::Observation::Series(
             sets.iter()
-                .map(|set| medic::check::Series {
+                .map(|set| medic::observe::Series {
                     labels: set
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -62,7 +63,7 @@ impl Check for ScriptedSeries {
         self.observe().await.into_outcome()
     }
 
-    async fn observe(&self) -> medic::check::Observation {
+    async fn observe(&self) -> medic::observe::Observation {
         self.0.lock().unwrap().clone()
     }
 
@@ -83,14 +84,14 @@ pub struct Running {
 pub fn run_scenario(
     config: medic::config::Config,
     sc: medic::rules::model::Scenario,
-    mode: medic::rules::model::Mode,
+    mode: medic::config::Mode,
     check: Arc<dyn Check>,
     action: Arc<dyn medic::remedy::Action>,
     store: Arc<dyn medic::store::Store>,
     clock: medic::clock::Clock,
 ) -> Running {
     let rt = Arc::new(medic::engine::ScenarioRuntime {
-        steps: vec![medic::remedy::plan::PlannedStep {
+        steps: vec![medic::engine::plan::PlannedStep {
             step: sc.plan[0].clone(),
             action,
         }],

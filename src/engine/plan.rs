@@ -3,7 +3,7 @@
 //! For every attempt of a step: guards (visibility, maintenance window,
 //! blast radius, mode, approval, attempt budget, cooldown, incidents of the
 //! scenario acting at once, actions in flight), then the action's own
-//! preconditions ([`super::Action::preflight`], every gate on the timeline),
+//! preconditions ([`crate::remedy::Action::preflight`], every gate on the timeline),
 //! then the action under its timeout, then verification (the step's
 //! symptoms must clear within its deadline, or, for a step with no
 //! `verify.clears`, the action's own check). A failed step is retried while
@@ -31,38 +31,30 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bounds::Bounds;
-use super::{Action, ActionContext, ActionResult, Gate, Observation, Preflight};
 use crate::clock::Clock;
-use crate::engine::symptom::{Phase, Seen};
-use crate::page;
-use crate::rules::model::{Approval, Mode, OnTimeout, Step, Then};
+use crate::config::Mode;
+use crate::observe::{Phase, Seen, SymptomObservation, SymptomView};
+use crate::page::decision::Approval as Decision;
+use crate::remedy::{Action, ActionContext, ActionResult, Gate, Preflight};
+use crate::rules::model::{Approval, ApprovalPolicy, OnTimeout, Step, Then};
 use crate::store::{
     Attempt, AttemptId, AttemptOutcome, IncidentId, NewAttempt, Store, StoreError, TimelineEntry,
 };
 
-/// What the executor can see of one symptom.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SymptomView {
-    pub phase: Phase,
-    /// The last observation (without its detail).
-    pub seen: Seen,
-    /// How many consecutive observations were `seen`, the last included
-    /// (0 before any).
-    pub streak: u32,
-    /// When the first of them was made.
-    pub streak_since: Option<Instant>,
-}
-
-impl SymptomView {
-    /// A view with no streak (nothing observed since medic started).
-    pub fn new(phase: Phase, seen: Seen) -> Self {
-        SymptomView {
-            phase,
-            seen,
-            streak: 0,
-            streak_since: None,
-        }
-    }
+/// Where `approval: required` steps are asked for and decided. The engine
+/// wires the pager in ([`super::incident`]); the executor knows only this.
+#[async_trait::async_trait]
+pub trait Approvals: Send + Sync {
+    /// Asks for approval of `step` of `incident` (or finds the request or
+    /// decision made before a restart) and waits for the decision, at most
+    /// `policy`'s timeout, or until `stop`.
+    async fn approval(
+        &self,
+        incident: IncidentId,
+        step: &str,
+        policy: ApprovalPolicy,
+        stop: &CancellationToken,
+    ) -> Result<Decision, StoreError>;
 }
 
 /// A plan step ready to run.
@@ -99,7 +91,7 @@ pub struct PlanContext {
     pub stop: CancellationToken,
     /// Where approvals are asked for and decided (`approval: required`);
     /// without one, such steps are refused.
-    pub pager: Option<Arc<crate::page::Pager>>,
+    pub approvals: Option<Arc<dyn Approvals>>,
     /// The daemon is stopping: an attempt being verified stays in flight in
     /// the ledger, to be verified after the restart.
     pub shutdown: CancellationToken,
@@ -169,14 +161,14 @@ impl PlanContext {
     }
 
     /// What medic sees now of every symptom of the scenario, by name.
-    fn observations(&self) -> Vec<Observation> {
+    fn observations(&self) -> Vec<SymptomObservation> {
         let mut names: Vec<&String> = self.symptoms.keys().collect();
         names.sort();
         names
             .into_iter()
             .map(|n| {
                 let (target, check) = self.observed.get(n).cloned().unwrap_or((None, ""));
-                Observation {
+                SymptomObservation {
                     symptom: n.clone(),
                     target,
                     check,
@@ -271,7 +263,7 @@ impl PlanContext {
     ) -> Result<AttemptId, StoreError> {
         let mut inputs = json!({
             "params": ps.action.inputs(),
-            "observed": self.observations().iter().map(Observation::to_json).collect::<Vec<_>>(),
+            "observed": self.observations().iter().map(SymptomObservation::to_json).collect::<Vec<_>>(),
         });
         if let (Some(obj), serde_json::Value::Object(more)) = (inputs.as_object_mut(), extra) {
             obj.extend(more);
@@ -747,29 +739,29 @@ async fn run_step(
         if let Approval::Required(policy) = step.approval
             && approved.is_none()
         {
-            let decision = match &ctx.pager {
-                Some(pager) => {
-                    pager
+            let decision = match &ctx.approvals {
+                Some(approvals) => {
+                    approvals
                         .approval(ctx.incident, &step.name, policy, &ctx.stop)
                         .await?
                 }
-                None => page::decision::Approval::Rejected(String::new()),
+                None => Decision::Rejected(String::new()),
             };
             let (reason, end): (String, fn(String) -> StepEnd) = match decision {
-                page::decision::Approval::Approved(by) => {
+                Decision::Approved(by) => {
                     approved = Some(by);
                     continue;
                 }
-                page::decision::Approval::Stopped => return Ok(StepEnd::Stopped),
-                page::decision::Approval::Rejected(by) if by.is_empty() => (
+                Decision::Stopped => return Ok(StepEnd::Stopped),
+                Decision::Rejected(by) if by.is_empty() => (
                     "refused: approval required, and no approval interface is running".into(),
                     StepEnd::Failed,
                 ),
-                page::decision::Approval::Rejected(by) => (
+                Decision::Rejected(by) => (
                     format!("refused: approval required; rejected by {by}"),
                     StepEnd::Failed,
                 ),
-                page::decision::Approval::TimedOut => {
+                Decision::TimedOut => {
                     let reason = format!(
                         "refused: approval required; nobody approved within {}",
                         policy.timeout
