@@ -17,6 +17,7 @@
 //! - [`duration`]: human durations (`90s`, `5m`, `1h30m`) in config and rules.
 //! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
 //! - [`diag`]: diagnostics that point at `path:line:col`.
+//! - `yaml`: YAML with positions, and the one cursor every loader reads it with.
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.
 //! - [`check`]: one file per check kind; the [`check::Check`] trait.
@@ -56,7 +57,7 @@
 //! 3   store
 //! 2   metrics
 //! 1   config
-//! 0   clock duration secret diag logging
+//! 0   clock duration secret diag logging yaml
 //! ```
 #![forbid(unsafe_code)]
 
@@ -83,3 +84,4 @@ pub mod ruletest;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub(crate) mod yaml;

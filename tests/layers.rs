@@ -59,7 +59,10 @@ fn layers() -> BTreeMap<String, usize> {
             );
         }
     }
-    assert!(!out.is_empty(), "src/lib.rs: the `## Layers` block is empty");
+    assert!(
+        !out.is_empty(),
+        "src/lib.rs: the `## Layers` block is empty"
+    );
     out
 }
 
@@ -69,7 +72,8 @@ fn modules() -> BTreeSet<String> {
     for e in std::fs::read_dir(src()).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_stem().unwrap().to_string_lossy().to_string();
-        if p.is_dir() || (p.extension().is_some_and(|x| x == "rs") && name != "lib" && name != "main")
+        if p.is_dir()
+            || (p.extension().is_some_and(|x| x == "rs") && name != "lib" && name != "main")
         {
             out.insert(name);
         }
@@ -192,7 +196,12 @@ fn imports() -> Vec<Import> {
     let mut out = Vec::new();
     for f in files {
         let rel = f.strip_prefix(&root).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let from = first.trim_end_matches(".rs").to_string();
         if from == "lib" || from == "main" {
             continue;
@@ -215,7 +224,10 @@ fn imports() -> Vec<Import> {
 fn every_module_has_a_layer() {
     let layers = layers();
     let modules = modules();
-    let missing: Vec<_> = modules.iter().filter(|m| !layers.contains_key(*m)).collect();
+    let missing: Vec<_> = modules
+        .iter()
+        .filter(|m| !layers.contains_key(*m))
+        .collect();
     let stale: Vec<_> = layers.keys().filter(|m| !modules.contains(*m)).collect();
     assert!(
         missing.is_empty() && stale.is_empty(),

@@ -63,23 +63,25 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
-use serde::de::DeserializeOwned;
 
 use super::model::{
     Approval, ApprovalPolicy, Limit, Mode, OnTimeout, Scenario, Severity, Step, Symptom, Then,
     Verify, When,
 };
 use super::prometheus::{self, PromRules};
-use super::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
 use crate::check::CheckSpec;
 use crate::config::Config;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
 use crate::remedy::ActionSpec;
+use crate::yaml::{
+    self, Cursor, Pos, describe, diag, field_pos, is_null, item_pos, key_pos, pos, unknown_field,
+};
 
 const SCENARIO_FIELDS: &[&str] = &[
     "scenario",
@@ -275,14 +277,12 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
         }
     };
     let mut cx = Cx {
-        origin,
+        y: Cursor::new(origin),
         config,
         prom,
-        out: Vec::new(),
     };
     let (scenario, name) = cx.scenario(&root);
-    let mut diags = cx.out;
-    diags.sort_by_key(|d| (d.line, d.col));
+    let diags = cx.y.finish();
     Loaded {
         scenario: scenario.filter(|_| diags.is_empty()),
         name,
@@ -290,80 +290,30 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
     }
 }
 
-/// Validation context for one file: where problems go.
+/// Validation context for one file: the cursor, and what the file is
+/// checked against.
 struct Cx<'a> {
-    origin: &'a str,
+    y: Cursor<'a>,
     /// `None`: the config did not load; skip reference checks.
     config: Option<&'a Config>,
     /// The config's Prometheus alerting rules (`None` without a config).
     prom: Option<&'a PromRules>,
-    out: Vec<Diagnostic>,
+}
+
+impl<'a> Deref for Cx<'a> {
+    type Target = Cursor<'a>;
+    fn deref(&self) -> &Cursor<'a> {
+        &self.y
+    }
+}
+
+impl DerefMut for Cx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.y
+    }
 }
 
 impl Cx<'_> {
-    fn err(&mut self, at: Pos, msg: impl Into<String>) {
-        self.out.push(diag(self.origin, at, msg));
-    }
-
-    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n MarkedMappingNode> {
-        match node {
-            Node::Mapping(m) => Some(m),
-            other => {
-                self.err(
-                    pos(other),
-                    format!("expected {what}, found {}", describe(other)),
-                );
-                None
-            }
-        }
-    }
-
-    fn unknown_keys(&mut self, m: &MarkedMappingNode, allowed: &[&str]) {
-        for k in m.keys() {
-            if !allowed.contains(&k.as_str()) {
-                self.err(key_pos(k), unknown_field("field", k.as_str(), allowed));
-            }
-        }
-    }
-
-    /// A present, non-null value.
-    fn optional<'n>(&self, m: &'n MarkedMappingNode, key: &str) -> Option<&'n Node> {
-        m.get(key).filter(|v| !is_null(v))
-    }
-
-    /// A required value; reports it missing (at the mapping, or at the key
-    /// when it is there without a value).
-    fn required<'n>(&mut self, m: &'n MarkedMappingNode, key: &str) -> Option<&'n Node> {
-        match m.get(key) {
-            Some(v) if !is_null(v) => Some(v),
-            Some(_) => {
-                let at = m
-                    .keys()
-                    .find(|k| k.as_str() == key)
-                    .map_or_else(|| yaml::mapping_pos(m), key_pos);
-                self.err(at, format!("{key:?} needs a value"));
-                None
-            }
-            None => {
-                self.err(yaml::mapping_pos(m), format!("missing field {key:?}"));
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, node: &Node) -> Option<String> {
-        match node {
-            Node::Scalar(s) => Some(s.as_str().to_string()),
-            other => {
-                self.err(
-                    pos(other),
-                    format!("expected a string, found {}", describe(other)),
-                );
-                None
-            }
-        }
-    }
-
     fn name(&mut self, node: &Node, what: &str) -> Option<String> {
         let s = self.string(node)?;
         if valid_name(&s) {
@@ -375,48 +325,6 @@ impl Cx<'_> {
             );
             None
         }
-    }
-
-    fn dur(&mut self, node: &Node) -> Option<Dur> {
-        match node {
-            Node::Scalar(s) => match s.as_str().parse::<Dur>() {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.err(pos(node), e);
-                    None
-                }
-            },
-            other => {
-                self.err(
-                    pos(other),
-                    format!(
-                        "expected a duration such as \"30s\", found {}",
-                        describe(other)
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// A duration longer than zero.
-    fn positive_dur(&mut self, node: &Node, key: &str) -> Option<Dur> {
-        let d = self.dur(node)?;
-        if d.get().is_zero() {
-            self.err(pos(node), format!("{key} must be longer than 0s"));
-            return None;
-        }
-        Some(d)
-    }
-
-    fn choice<T: Copy>(&mut self, node: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
-        let s = self.string(node)?;
-        if let Some((_, v)) = options.iter().find(|(n, _)| *n == s) {
-            return Some(*v);
-        }
-        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-        self.err(pos(node), unknown_field(what, &s, &names));
-        None
     }
 
     fn mode(&mut self, node: &Node) -> Option<Mode> {
@@ -1085,11 +993,6 @@ impl Cx<'_> {
         (self.out.len() == before).then_some((spec, Some(rule.for_)))
     }
 
-    /// Deserializes a kind's parameters, reporting problems where they are.
-    fn params<T: DeserializeOwned>(&mut self, node: &Node, also: &[&str]) -> Option<T> {
-        yaml::params(self.origin, node, also, &mut self.out)
-    }
-
     fn check(&mut self, node: &Node) -> Option<CheckSpec> {
         let m = self.mapping(
             node,
@@ -1652,21 +1555,6 @@ fn any_action_field(field: &str) -> bool {
         yaml::field_names::<route53::FailoverParams>(),
     ];
     all.iter().any(|fields| fields.contains(&field))
-}
-
-/// Where a parameter's value is, or the parameter block when it is absent.
-fn field_pos(p: &Node, field: &str) -> Pos {
-    p.as_mapping()
-        .and_then(|m| m.get(field))
-        .map_or_else(|| pos(p), pos)
-}
-
-/// Where item `i` of a list parameter is.
-fn item_pos(p: &Node, field: &str, i: usize) -> Pos {
-    p.as_mapping()
-        .and_then(|m| m.get(field))
-        .and_then(|l| l.as_sequence().and_then(|s| s.get(i)))
-        .map_or_else(|| field_pos(p, field), pos)
 }
 
 fn valid_name(s: &str) -> bool {

@@ -8,7 +8,6 @@ pub mod check;
 pub mod load;
 pub mod model;
 pub mod prometheus;
-pub(crate) mod yaml;
 
 pub use check::{CheckSummary, check, check_with_env};
 pub use load::{load_paths, load_str};

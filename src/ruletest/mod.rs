@@ -34,8 +34,8 @@ use crate::page::{Delivered, Notice, Notifier, NotifyError};
 use crate::remedy::plan::PlannedStep;
 use crate::remedy::{Action, ActionContext, ActionResult};
 use crate::rules::model::Scenario;
-use crate::rules::yaml::Pos;
 use crate::store::{MemoryStore, Store};
+use crate::yaml::Pos;
 use parse::{ActionEnd, ActionScript, ExpIncident, ExpPage, ExpStep, TestCase, TestFile};
 use series::Value;
 
