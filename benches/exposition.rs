@@ -1,7 +1,7 @@
 //! Exposition parsing on the largest shared fixture (node_exporter's full
 //! `/metrics`, 377 kB, 3,027 samples): MB/s; samples/s follow from the
 //! time per iteration. `prometheus-parse` is measured alongside for the
-//! README's comparison. Fixtures: `MEDIC_FIXTURES` (default
+//! comparison in docs/design.md. Fixtures: `MEDIC_FIXTURES` (default
 //! `/work/shared/fixtures`).
 
 use std::path::PathBuf;

@@ -172,11 +172,11 @@ fn broken_rule_files_fail_the_test_file() {
     );
 }
 
-/// The README's tutorial, as written: its rule checks, its test passes, and
+/// The rule tutorial in docs/rules.md, as written: its rule checks, its test passes, and
 /// the failure it shows is the failure a wrong expectation prints.
 #[test]
 fn readme_tutorial_runs_as_written() {
-    let readme = std::fs::read_to_string(shipped("README.md")).unwrap();
+    let readme = std::fs::read_to_string(shipped("docs/rules.md")).unwrap();
     let block = |start: &str, fence: &str| {
         let from = readme
             .find(&format!("```{fence}\n{start}"))
