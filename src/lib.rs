@@ -17,7 +17,7 @@
 //! - [`duration`]: human durations (`90s`, `5m`, `1h30m`) in config and rules.
 //! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
 //! - [`diag`]: diagnostics that point at `path:line:col`.
-//! - `yaml`: YAML with positions, and the one cursor every loader reads it with.
+//! - `yaml`: YAML with positions, and the one cursor every loader (config, rules, rule tests) reads it with.
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.
 //! - [`check`]: one file per check kind; the [`check::Check`] trait.
