@@ -376,6 +376,14 @@ pub(crate) fn item_pos(p: &Node, field: &str, i: usize) -> Pos {
         .map_or_else(|| field_pos(p, field), pos)
 }
 
+/// `{key: value}`, placed where `value` is (shorthands expand to this).
+pub(crate) fn wrap(key: &str, value: Node) -> Node {
+    let span = *value.span();
+    let mut m = MarkedMappingNode::new_empty(span);
+    m.insert(MarkedScalarNode::new(span, key.to_string()), value);
+    Node::Mapping(m)
+}
+
 /// Reads one file's YAML tree and collects every problem found in it, each
 /// at its position in `origin`. Readers return `None` after reporting, so
 /// callers combine results with `?` and keep going elsewhere.
