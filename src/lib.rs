@@ -18,7 +18,7 @@
 //! - [`schedule`]: cron schedules in a time zone (jobs and drills).
 //! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
 //! - [`diag`]: diagnostics that point at `path:line:col`.
-//! - `yaml`: YAML that keeps positions, shared by the config, rule and rule-test loaders.
+//! - `yaml`: YAML with positions, and the one cursor every loader (config, rules, rule tests) reads it with.
 //! - [`observe`]: what was observed: outcomes, series and labels, symptom phases and views.
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.

@@ -116,6 +116,40 @@ impl Check for AlertCheck {
     }
 }
 
+impl super::CheckKind for AlertParams {
+    /// `{alert: NAME}` is `{alert: {matchers: {alertname: NAME}}}`.
+    fn shorthand(scalar: &marked_yaml::Node) -> Option<marked_yaml::Node> {
+        let matchers = crate::yaml::wrap("alertname", scalar.clone());
+        Some(crate::yaml::wrap("matchers", matchers))
+    }
+
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, pos};
+        if self.matchers.is_empty() {
+            v.err(
+                field_pos(p, "matchers"),
+                "an alert check needs at least one matcher",
+            );
+        }
+        if let Some(cfg) = v.config
+            && cfg.http.is_none()
+        {
+            v.err(
+                pos(p),
+                "an alert check needs medic's HTTP server (`http.listen` in the config): Alertmanager pushes alerts to it",
+            );
+        }
+    }
+
+    fn build(
+        &self,
+        _timeout: std::time::Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(AlertCheck::build(self, config)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

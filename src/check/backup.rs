@@ -139,3 +139,45 @@ impl Check for BackupCheck {
         Outcome::Ok
     }
 }
+
+impl super::CheckKind for BackupParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::field_pos;
+        let Some(cfg) = v.config else { return };
+        match cfg.jobs.get(&self.job) {
+            Some(j) if j.verify.is_some() => {}
+            Some(_) => v.err(
+                field_pos(p, "job"),
+                format!("job {:?} is not a backup.verify job", self.job),
+            ),
+            None => {
+                let known: Vec<&str> = cfg
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.verify.is_some())
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                v.err(
+                    field_pos(p, "job"),
+                    format!(
+                        "unknown job {:?} (backup.verify jobs in the config: {})",
+                        self.job,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        _timeout: std::time::Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(BackupCheck::build(self, config)?))
+    }
+}

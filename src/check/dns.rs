@@ -176,6 +176,37 @@ fn classify(n: &str, e: &NetError) -> Outcome {
     }
 }
 
+impl super::CheckKind for DnsParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, item_pos};
+        v.non_empty(p, "name", &self.name);
+        if let Some(server) = &self.server
+            && parse_server(server).is_none()
+        {
+            v.err(
+                field_pos(p, "server"),
+                format!("server {server:?} must be IP or IP:PORT"),
+            );
+        }
+        for (i, a) in self.expect.iter().enumerate() {
+            if a.parse::<IpAddr>().is_err() {
+                v.err(
+                    item_pos(p, "expect", i),
+                    format!("{a:?} is not an IP address"),
+                );
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        timeout: Duration,
+        _config: &crate::config::Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(DnsCheck::build(self, timeout)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,6 +152,66 @@ fn classify(url: &str, e: &reqwest::Error) -> Outcome {
     Outcome::Unknown(format!("{url}: {e}"))
 }
 
+impl super::CheckKind for HttpParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, item_pos, pos};
+        match (&self.target, &self.url) {
+            (Some(name), None) => v.target(p, "target", name, &["http"], "an http check"),
+            (None, Some(url)) => v.url(p, "url", url),
+            (None, None) => v.err(pos(p), "an http check needs `target` or `url`"),
+            (Some(_), Some(_)) => v.err(
+                field_pos(p, "url"),
+                "an http check takes `target` or `url`, not both",
+            ),
+        }
+        for (i, code) in self.status.iter().enumerate() {
+            if !(100..=599).contains(code) {
+                v.err(
+                    item_pos(p, "status", i),
+                    format!("{code} is not an HTTP status code (100-599)"),
+                );
+            }
+        }
+        if let Some(d) = self.max_latency
+            && d.get().is_zero()
+        {
+            v.err(
+                field_pos(p, "max_latency"),
+                "max_latency must be longer than 0s",
+            );
+        }
+        if let Some(body) = &self.body
+            && let Err(e) = Regex::new(body)
+        {
+            v.err(
+                field_pos(p, "body"),
+                format!("invalid regular expression: {}", regex_message(&e)),
+            );
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+
+    fn build(
+        &self,
+        _timeout: std::time::Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(HttpCheck::build(self, config)?))
+    }
+}
+
+/// The one-line gist of a regex error (its Display is a multi-line diagram).
+fn regex_message(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or_else(|| text.lines().next().unwrap_or("invalid"))
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -451,6 +451,45 @@ fn restarts_in_window(
     (i64::from(count) - i64::from(baseline)).max(0)
 }
 
+impl super::CheckKind for KubernetesParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, pos};
+        v.target(
+            p,
+            "target",
+            &self.target,
+            &["kubernetes"],
+            "a kubernetes check",
+        );
+        if !self.available && !self.crashloop && self.max_restarts.is_none() {
+            v.err(
+                pos(p),
+                "a kubernetes check must test something: available, crashloop or max_restarts",
+            );
+        }
+        if self.window.is_some() && self.max_restarts.is_none() {
+            v.err(
+                field_pos(p, "window"),
+                "`window` applies to `max_restarts`, which is missing",
+            );
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        Some(&self.target)
+    }
+
+    fn build(
+        &self,
+        timeout: Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(KubernetesCheck::build(
+            self, timeout, config,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,13 @@ pub mod tcp;
 use std::sync::Arc;
 use std::time::Duration;
 
+use marked_yaml::Node;
+use marked_yaml::types::MarkedMappingNode;
+
 use crate::config::Config;
+use crate::config::refs::Refs;
 use crate::observe::{Observation, Outcome};
+use crate::yaml::{Cursor, is_null, key_pos, pos, unknown_field};
 
 /// One way to observe a target. Implementations must honour cancellation
 /// by being cancel-safe (the scheduler drops the future on timeout).
@@ -60,68 +65,155 @@ pub trait Check: Send + Sync {
     fn attach_store(&self, _store: &Arc<dyn crate::store::Store>) {}
 }
 
-/// A check as written in a rule file: `check: { KIND: PARAMS }`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum CheckSpec {
-    Tcp(tcp::TcpParams),
-    Http(http::HttpParams),
-    Redis(redis::RedisParams),
-    Promql(promql::PromqlParams),
-    Scrape(scrape::ScrapeParams),
-    Postgres(postgres::PostgresParams),
-    Kubernetes(kubernetes::KubernetesParams),
-    Dns(dns::DnsParams),
-    Alert(alert::AlertParams),
-    Source(source::SourceParams),
-    Backup(backup::BackupParams),
+/// One check kind's parameters (`check: { KIND: PARAMS }`): each kind's
+/// file says what serde cannot check about them, which target they
+/// observe, and how they build the runnable [`Check`].
+pub(crate) trait CheckKind {
+    /// `{ KIND: SCALAR }` as the parameter mapping it stands for (`None`:
+    /// the kind has no shorthand; the scalar is then an error from serde).
+    fn shorthand(_scalar: &Node) -> Option<Node>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
+    /// Reports what is wrong beyond the parameters' shape, each problem at
+    /// its position in `p` (the parameter block as written).
+    fn validate(&self, v: &mut Refs, p: &Node);
+
+    /// The config target this check observes, if it names one.
+    fn target(&self) -> Option<&str> {
+        None
+    }
+
+    /// The runnable check; `timeout` as in [`build`].
+    fn build(&self, timeout: Duration, config: &Config) -> Result<Arc<dyn Check>, BuildError>;
+}
+
+/// The check kinds, written once: the enum, its names (for parsing, the
+/// kind list and did-you-mean) and its dispatch all come from this list.
+macro_rules! check_kinds {
+    ($($name:literal => $variant:ident($params:ty),)*) => {
+        /// A check as written in a rule file: `check: { KIND: PARAMS }`.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum CheckSpec {
+            $($variant($params),)*
+        }
+
+        impl CheckSpec {
+            /// Every kind a rule file may name.
+            pub const KINDS: &'static [&'static str] = &[$($name),*];
+
+            /// The kind's name as written in rule files.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(CheckSpec::$variant(_) => $name,)*
+                }
+            }
+
+            fn params(&self) -> &dyn CheckKind {
+                match self {
+                    $(CheckSpec::$variant(p) => p,)*
+                }
+            }
+
+            /// The parameters of kind `kind` read from `v` (shorthand
+            /// expanded), and the parameter block they were read from.
+            fn read(kind: &str, v: &Node, y: &mut Cursor) -> Option<(CheckSpec, Node)> {
+                match kind {
+                    $($name => {
+                        let p = expand::<$params>(v);
+                        let spec = CheckSpec::$variant(y.params(&p, &[])?);
+                        Some((spec, p))
+                    })*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+check_kinds! {
+    "tcp" => Tcp(tcp::TcpParams),
+    "http" => Http(http::HttpParams),
+    "redis" => Redis(redis::RedisParams),
+    "promql" => Promql(promql::PromqlParams),
+    "scrape" => Scrape(scrape::ScrapeParams),
+    "postgres" => Postgres(postgres::PostgresParams),
+    "kubernetes" => Kubernetes(kubernetes::KubernetesParams),
+    "dns" => Dns(dns::DnsParams),
+    "alert" => Alert(alert::AlertParams),
+    "source" => Source(source::SourceParams),
+    "backup" => Backup(backup::BackupParams),
 }
 
 impl CheckSpec {
-    /// Every kind a rule file may name.
-    pub const KINDS: &'static [&'static str] = &[
-        "tcp",
-        "http",
-        "redis",
-        "promql",
-        "scrape",
-        "postgres",
-        "kubernetes",
-        "dns",
-        "alert",
-        "source",
-        "backup",
-    ];
-
-    /// The kind's name as written in rule files.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CheckSpec::Tcp(_) => "tcp",
-            CheckSpec::Http(_) => "http",
-            CheckSpec::Redis(_) => "redis",
-            CheckSpec::Promql(_) => "promql",
-            CheckSpec::Scrape(_) => "scrape",
-            CheckSpec::Postgres(_) => "postgres",
-            CheckSpec::Kubernetes(_) => "kubernetes",
-            CheckSpec::Dns(_) => "dns",
-            CheckSpec::Alert(_) => "alert",
-            CheckSpec::Source(_) => "source",
-            CheckSpec::Backup(_) => "backup",
-        }
-    }
-
     /// The config target this check observes, if it names one.
     pub fn target(&self) -> Option<&str> {
-        match self {
-            CheckSpec::Tcp(p) => p.target.as_deref(),
-            CheckSpec::Http(p) => p.target.as_deref(),
-            CheckSpec::Redis(p) => Some(&p.target),
-            CheckSpec::Promql(p) => p.source.as_deref(),
-            CheckSpec::Scrape(p) => p.target.as_deref(),
-            CheckSpec::Postgres(p) => Some(&p.target),
-            CheckSpec::Kubernetes(p) => Some(&p.target),
-            CheckSpec::Source(p) => Some(&p.target),
-            CheckSpec::Dns(_) | CheckSpec::Alert(_) | CheckSpec::Backup(_) => None,
+        self.params().target()
+    }
+
+    /// Reads `check: { KIND: PARAMS }` and validates it; every problem is
+    /// reported at its position.
+    pub(crate) fn parse(v: &mut Refs, node: &Node) -> Option<CheckSpec> {
+        let m = v.mapping(
+            node,
+            &format!(
+                "`{{ KIND: {{ ...parameters... }} }}` with KIND one of {}",
+                CheckSpec::KINDS.join(", ")
+            ),
+        )?;
+        let mut entries = m.iter();
+        let Some((k, kv)) = entries.next() else {
+            v.err(
+                pos(node),
+                format!(
+                    "a check needs a kind: one of {}",
+                    CheckSpec::KINDS.join(", ")
+                ),
+            );
+            return None;
+        };
+        if let Some((k2, _)) = entries.next() {
+            v.err(
+                key_pos(k2),
+                format!(
+                    "a check has exactly one kind; found {:?} and {:?}",
+                    k.as_str(),
+                    k2.as_str()
+                ),
+            );
+            return None;
         }
+        let kind = k.as_str();
+        if !CheckSpec::KINDS.contains(&kind) {
+            v.err(key_pos(k), unknown_field("check", kind, CheckSpec::KINDS));
+            return None;
+        }
+        let (spec, p) = CheckSpec::read(kind, kv, v.y)?;
+        spec.validate(v, &p).then_some(spec)
+    }
+
+    /// Validates parameters built elsewhere (from a Prometheus rule) or
+    /// read by [`CheckSpec::parse`], reporting at `p`; whether they are
+    /// valid.
+    pub(crate) fn validate(&self, v: &mut Refs, p: &Node) -> bool {
+        let before = v.out.len();
+        self.params().validate(v, p);
+        v.out.len() == before
+    }
+}
+
+/// A kind's parameter block: null is no parameters, a scalar may be the
+/// kind's shorthand.
+fn expand<T: CheckKind>(v: &Node) -> Node {
+    if is_null(v) {
+        return Node::Mapping(MarkedMappingNode::new_empty(*v.span()));
+    }
+    match v {
+        Node::Scalar(_) => T::shorthand(v).unwrap_or_else(|| v.clone()),
+        _ => v.clone(),
     }
 }
 
@@ -143,21 +235,5 @@ pub fn build(
     timeout: Duration,
     config: &Config,
 ) -> Result<Arc<dyn Check>, BuildError> {
-    match spec {
-        CheckSpec::Tcp(p) => Ok(Arc::new(tcp::TcpCheck::build(p, config)?)),
-        CheckSpec::Http(p) => Ok(Arc::new(http::HttpCheck::build(p, config)?)),
-        CheckSpec::Redis(p) => Ok(Arc::new(redis::RedisCheck::build(p, config)?)),
-        CheckSpec::Postgres(p) => Ok(Arc::new(postgres::PostgresCheck::build(
-            p, timeout, config,
-        )?)),
-        CheckSpec::Dns(p) => Ok(Arc::new(dns::DnsCheck::build(p, timeout)?)),
-        CheckSpec::Promql(p) => Ok(Arc::new(promql::PromqlCheck::build(p, timeout, config)?)),
-        CheckSpec::Source(p) => Ok(Arc::new(source::SourceCheck::build(p, timeout, config)?)),
-        CheckSpec::Scrape(p) => Ok(Arc::new(scrape::ScrapeCheck::build(p, timeout, config)?)),
-        CheckSpec::Alert(p) => Ok(Arc::new(alert::AlertCheck::build(p, config)?)),
-        CheckSpec::Kubernetes(p) => Ok(Arc::new(kubernetes::KubernetesCheck::build(
-            p, timeout, config,
-        )?)),
-        CheckSpec::Backup(p) => Ok(Arc::new(backup::BackupCheck::build(p, config)?)),
-    }
+    spec.params().build(timeout, config)
 }

@@ -467,6 +467,83 @@ fn classify_query(a: &str, e: &tokio_postgres::Error) -> Outcome {
     }
 }
 
+impl super::CheckKind for PostgresParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, pos, unknown_field};
+        v.target(p, "target", &self.target, &["postgres"], "a postgres check");
+        if let Some(role) = &self.role
+            && !matches!(role.as_str(), "primary" | "replica")
+        {
+            v.err(
+                field_pos(p, "role"),
+                unknown_field("role", role, &["primary", "replica"]),
+            );
+        }
+        let bounds = self.above.is_some() || self.below.is_some();
+        match &self.sql {
+            Some(sql) => {
+                if !is_read_only(sql) {
+                    v.err(
+                        field_pos(p, "sql"),
+                        "sql checks must be read-only: start with SELECT or WITH",
+                    );
+                }
+                if !bounds {
+                    v.err(field_pos(p, "sql"), "an sql check needs `above` or `below`");
+                }
+            }
+            None if bounds => v.err(
+                field_pos(
+                    p,
+                    if self.above.is_some() {
+                        "above"
+                    } else {
+                        "below"
+                    },
+                ),
+                "`above` and `below` apply to `sql`, which is missing",
+            ),
+            None => {}
+        }
+        let tests = self.ready
+            || self.role.is_some()
+            || self.max_lag_bytes.is_some()
+            || self.max_lag_seconds.is_some()
+            || self.sql.is_some();
+        if !tests {
+            v.err(
+                pos(p),
+                "a postgres check must test something: ready, role, max_lag_bytes, max_lag_seconds or sql",
+            );
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        Some(&self.target)
+    }
+
+    fn build(
+        &self,
+        timeout: Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(PostgresCheck::build(
+            self, timeout, config,
+        )?))
+    }
+}
+
+/// A first guard against writes; the check also runs in a read-only
+/// transaction at run time.
+fn is_read_only(sql: &str) -> bool {
+    let first = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

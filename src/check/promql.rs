@@ -320,6 +320,61 @@ impl Check for PromqlCheck {
     }
 }
 
+impl super::CheckKind for PromqlParams {
+    /// `{promql: EXPR}` is `{promql: {query: EXPR}}`.
+    fn shorthand(scalar: &marked_yaml::Node) -> Option<marked_yaml::Node> {
+        Some(crate::yaml::wrap("query", scalar.clone()))
+    }
+
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::pos;
+        v.non_empty(p, "query", &self.query);
+        match &self.source {
+            Some(src) => v.target(p, "source", src, &["prometheus"], "a promql check"),
+            None => default_prometheus(v, pos(p)),
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
+    fn build(
+        &self,
+        timeout: Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(PromqlCheck::build(
+            self, timeout, config,
+        )?))
+    }
+}
+
+/// Without `source:`, the config must have exactly one prometheus target.
+fn default_prometheus(v: &mut crate::config::refs::Refs, at: crate::yaml::Pos) {
+    let Some(cfg) = v.config else { return };
+    let proms: Vec<&str> = cfg
+        .targets
+        .iter()
+        .filter(|(_, t)| t.kind() == "prometheus")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    match proms.len() {
+        1 => {}
+        0 => v.err(
+            at,
+            "a promql check needs a prometheus target in the config (none is defined)",
+        ),
+        _ => v.err(
+            at,
+            format!(
+                "several prometheus targets ({}): name one with `source:`",
+                proms.join(", ")
+            ),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

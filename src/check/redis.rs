@@ -293,6 +293,39 @@ impl RedisCheck {
     }
 }
 
+impl super::CheckKind for RedisParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, pos, unknown_field};
+        v.target(p, "target", &self.target, &["redis"], "a redis check");
+        if let Some(role) = &self.role
+            && !matches!(role.as_str(), "master" | "slave")
+        {
+            v.err(
+                field_pos(p, "role"),
+                unknown_field("role", role, &["master", "slave"]),
+            );
+        }
+        if !self.ping && self.role.is_none() && !self.roundtrip {
+            v.err(
+                pos(p),
+                "a redis check must test something: ping, role or roundtrip",
+            );
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        Some(&self.target)
+    }
+
+    fn build(
+        &self,
+        _timeout: std::time::Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(RedisCheck::build(self, config)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,6 +234,46 @@ impl Check for ScrapeCheck {
     }
 }
 
+impl super::CheckKind for ScrapeParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, pos};
+        match (&self.target, &self.url) {
+            (Some(name), None) => {
+                v.target(p, "target", name, &["http", "prometheus"], "a scrape check")
+            }
+            (None, Some(url)) => v.url(p, "url", url),
+            (None, None) => v.err(pos(p), "a scrape check needs `target` or `url`"),
+            (Some(_), Some(_)) => v.err(
+                field_pos(p, "url"),
+                "a scrape check takes `target` or `url`, not both",
+            ),
+        }
+        v.non_empty(p, "metric", &self.metric);
+        if !self.metric.trim().is_empty()
+            && let Err(e) = Selector::parse(&self.metric)
+        {
+            v.err(field_pos(p, "metric"), format!("metric selector: {e}"));
+        }
+        if self.above.is_none() && self.below.is_none() {
+            v.err(pos(p), "a scrape check needs `above` or `below`");
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+
+    fn build(
+        &self,
+        timeout: Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(ScrapeCheck::build(
+            self, timeout, config,
+        )?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,3 +137,34 @@ impl Check for SourceCheck {
         }
     }
 }
+
+impl super::CheckKind for SourceParams {
+    /// `{source: TARGET}` is `{source: {target: TARGET}}`.
+    fn shorthand(scalar: &marked_yaml::Node) -> Option<marked_yaml::Node> {
+        Some(crate::yaml::wrap("target", scalar.clone()))
+    }
+
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        v.target(
+            p,
+            "target",
+            &self.target,
+            &["prometheus", "kubernetes"],
+            "a source check",
+        )
+    }
+
+    fn target(&self) -> Option<&str> {
+        Some(&self.target)
+    }
+
+    fn build(
+        &self,
+        timeout: Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(SourceCheck::build(
+            self, timeout, config,
+        )?))
+    }
+}

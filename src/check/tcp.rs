@@ -67,6 +67,48 @@ pub(crate) fn classify_io(address: &str, e: &std::io::Error) -> Outcome {
     }
 }
 
+impl super::CheckKind for TcpParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, pos};
+        match (&self.target, &self.address) {
+            (Some(name), None) => v.target(p, "target", name, TCP_KINDS, "a tcp check"),
+            (None, Some(addr)) => {
+                if !is_host_port(addr) {
+                    v.err(
+                        field_pos(p, "address"),
+                        format!("address {addr:?} must be HOST:PORT"),
+                    );
+                }
+            }
+            (None, None) => v.err(pos(p), "a tcp check needs `target` or `address`"),
+            (Some(_), Some(_)) => v.err(
+                field_pos(p, "address"),
+                "a tcp check takes `target` or `address`, not both",
+            ),
+        }
+    }
+
+    fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+
+    fn build(
+        &self,
+        _timeout: std::time::Duration,
+        config: &Config,
+    ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
+        Ok(std::sync::Arc::new(TcpCheck::build(self, config)?))
+    }
+}
+
+/// Target kinds with an address (see `TargetConfig::address`).
+const TCP_KINDS: &[&str] = &["tcp", "redis", "postgres", "http", "prometheus"];
+
+fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

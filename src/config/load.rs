@@ -28,7 +28,7 @@ use super::{
 use crate::config::Mode;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
-use crate::yaml::{self, Pos, describe, key_pos, unknown_field};
+use crate::yaml::{self, Cursor, Pos, describe, key_pos, unknown_field};
 
 /// The prefix of environment overrides.
 pub const ENV_PREFIX: &str = "MEDIC_";
@@ -105,20 +105,11 @@ pub(crate) fn load_str_checked(
     };
     let fields = yaml::field_names::<Config>();
     let mut cx = Cx {
-        origin,
+        y: Cursor::new(origin),
         env: Vec::new(),
-        out: Vec::new(),
     };
     if let Some(m) = file.as_mapping() {
-        for k in m.keys() {
-            if !fields.contains(&k.as_str()) {
-                cx.out.push(yaml::diag(
-                    origin,
-                    key_pos(k),
-                    unknown_field("field", k.as_str(), fields),
-                ));
-            }
-        }
+        cx.y.unknown_keys(m, fields);
     }
 
     let mut overrides = config::Map::new();
@@ -150,21 +141,21 @@ pub(crate) fn load_str_checked(
     let merged = match built {
         Ok(c) => to_node(&c.cache, Some(&file), &|k| fields.contains(&k)),
         Err(e) => {
-            cx.out.push(Diagnostic::new(origin, 0, 0, e.to_string()));
-            return (None, cx.out);
+            cx.y.out.push(Diagnostic::new(origin, 0, 0, e.to_string()));
+            return (None, cx.y.out);
         }
     };
 
     cx.sections(&merged);
-    if !cx.out.is_empty() {
-        return (None, sorted(cx.out));
+    if !cx.y.out.is_empty() {
+        return (None, sorted(cx.y.out));
     }
     let mut config = match marked_yaml::from_node::<Config>(&merged) {
         Ok(c) => c,
         Err(e) => {
             let d = cx.at_error("", &merged, &e);
-            cx.out.push(d);
-            return (None, cx.out);
+            cx.y.out.push(d);
+            return (None, cx.y.out);
         }
     };
     config.base_dir = match Path::new(origin).parent() {
@@ -172,7 +163,7 @@ pub(crate) fn load_str_checked(
         _ => PathBuf::from("."),
     };
     cx.validate(&config, &merged);
-    (Some(config), sorted(cx.out))
+    (Some(config), sorted(cx.y.out))
 }
 
 fn has_prefix(name: &str) -> bool {
@@ -251,11 +242,12 @@ fn to_node(v: &Value, file: Option<&Node>, keep: &dyn Fn(&str) -> bool) -> Node 
     }
 }
 
+/// The cursor (the file's origin, the problems found), and where the
+/// environment overrides came from.
 struct Cx<'a> {
-    origin: &'a str,
+    y: Cursor<'a>,
     /// Environment overrides taken: (dotted lower-case key, variable name).
     env: Vec<(String, String)>,
-    out: Vec<Diagnostic>,
 }
 
 impl Cx<'_> {
@@ -263,7 +255,7 @@ impl Cx<'_> {
     /// position in the file, or under the environment variable that set it.
     fn at_path(&self, root: &Node, path: &str, on_key: bool, msg: String) -> Diagnostic {
         if let Some(p) = find(root, path, on_key) {
-            return Diagnostic::new(self.origin, p.0, p.1, msg);
+            return Diagnostic::new(self.y.origin, p.0, p.1, msg);
         }
         let var = self
             .env
@@ -281,7 +273,7 @@ impl Cx<'_> {
             });
         match var {
             Some((_, name)) => Diagnostic::new(name.clone(), 0, 0, msg),
-            None => Diagnostic::new(self.origin, 0, 0, msg),
+            None => Diagnostic::new(self.y.origin, 0, 0, msg),
         }
     }
 
@@ -300,7 +292,7 @@ impl Cx<'_> {
             if path == "mode" {
                 d.message = d.message.replace("unknown value", "unknown mode");
             }
-            self.out.push(d);
+            self.y.out.push(d);
         }
     }
 
@@ -320,7 +312,7 @@ impl Cx<'_> {
                 describe(node)
             );
             let d = self.at_path(root, section, false, msg);
-            self.out.push(d);
+            self.y.out.push(d);
             return;
         };
         for (name, entry) in m.iter() {
@@ -333,14 +325,14 @@ impl Cx<'_> {
                         kinds.join(", ")
                     );
                     let d = self.at_path(root, &path, false, msg);
-                    self.out.push(d);
+                    self.y.out.push(d);
                     continue;
                 }
             };
             if !kinds.contains(&kind.as_str()) {
                 let msg = unknown_field(&format!("{what} kind"), kind.as_str(), kinds);
                 let d = self.at_path(root, &format!("{path}.{}", kind.as_str()), true, msg);
-                self.out.push(d);
+                self.y.out.push(d);
                 continue;
             }
             check(self, &path, entry);
@@ -374,7 +366,7 @@ impl Cx<'_> {
                     None => {
                         let msg = format!("expected a mapping of names, found {}", describe(v));
                         let d = self.at_path(root, key, false, msg);
-                        self.out.push(d);
+                        self.y.out.push(d);
                     }
                 },
                 "leadership" => self.section::<LeadershipConfig>(root, key, v),
@@ -407,7 +399,7 @@ impl Cx<'_> {
                             describe(v)
                         );
                         let d = self.at_path(root, key, false, msg);
-                        self.out.push(d);
+                        self.y.out.push(d);
                     }
                 },
                 // Unknown top-level keys were reported from the file already;
@@ -420,7 +412,7 @@ impl Cx<'_> {
 
     fn err(&mut self, root: &Node, path: &str, msg: impl Into<String>) {
         let d = self.at_path(root, path, false, msg.into());
-        self.out.push(d);
+        self.y.out.push(d);
     }
 
     /// Checks what serde cannot: references between sections, bounds.

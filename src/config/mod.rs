@@ -5,6 +5,7 @@
 //! collects every problem), build (elsewhere: does the I/O).
 
 pub mod load;
+pub(crate) mod refs;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -47,7 +47,9 @@ use crate::clock::Clock;
 use crate::config::Mode;
 use crate::config::{Config, JobConfig};
 use crate::schedule::Schedule;
-use crate::store::{JobOutcome, JobRun, JobRunId, NewJobRun, StoreError, TimelineEntry, prelude::*};
+use crate::store::{
+    JobOutcome, JobRun, JobRunId, NewJobRun, StoreError, TimelineEntry, prelude::*,
+};
 
 /// Why a job could not be built or run.
 #[derive(Debug, thiserror::Error)]

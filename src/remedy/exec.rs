@@ -266,6 +266,30 @@ async fn stop_group(
     child.wait().await
 }
 
+impl super::ActionKind for ExecParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, item_pos};
+        match self.args.first() {
+            None => v.err(
+                field_pos(p, "args"),
+                "exec needs a program: args: [PROGRAM, ARG...]",
+            ),
+            Some(prog) if prog.trim().is_empty() => v.err(
+                item_pos(p, "args", 0),
+                "the program (first of args) must not be empty",
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn build(
+        &self,
+        _config: &crate::config::Config,
+    ) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(ExecAction::build(self)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

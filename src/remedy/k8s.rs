@@ -785,6 +785,72 @@ impl Action for Scale {
     }
 }
 
+/// Target kinds the k8s actions act on.
+const K8S: &[&str] = &["kubernetes"];
+
+impl super::ActionKind for RolloutRestartParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        v.target(p, "target", &self.target, K8S, "k8s.rollout-restart");
+    }
+
+    fn targets(&self) -> Vec<String> {
+        vec![self.target.clone()]
+    }
+
+    fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(RolloutRestart::build(self, config)?))
+    }
+}
+
+impl super::ActionKind for RolloutUndoParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        v.target(p, "target", &self.target, K8S, "k8s.rollout-undo");
+    }
+
+    fn targets(&self) -> Vec<String> {
+        vec![self.target.clone()]
+    }
+
+    fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(RolloutUndo::build(self, config)?))
+    }
+}
+
+impl super::ActionKind for SetEnvParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::field_pos;
+        v.target(p, "target", &self.target, K8S, "k8s.set-env");
+        if self.env.is_empty() {
+            v.err(
+                field_pos(p, "env"),
+                "k8s.set-env needs at least one variable",
+            );
+        }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        vec![self.target.clone()]
+    }
+
+    fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(SetEnv::build(self, config)?))
+    }
+}
+
+impl super::ActionKind for ScaleParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        v.target(p, "target", &self.target, K8S, "k8s.scale");
+    }
+
+    fn targets(&self) -> Vec<String> {
+        vec![self.target.clone()]
+    }
+
+    fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(Scale::build(self, config)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,71 +18,105 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use marked_yaml::Node;
+
 use crate::config::Config;
+use crate::config::refs::Refs;
 use crate::observe::SymptomObservation;
 use crate::store::prelude::*;
+use crate::yaml::{self, Cursor};
 
-/// An action as written in a plan step (its parameters sit beside `action:`).
-#[derive(Clone, Debug, PartialEq)]
-pub enum ActionSpec {
-    Exec(exec::ExecParams),
-    SystemdRestart(systemd::SystemdRestartParams),
-    K8sRolloutRestart(k8s::RolloutRestartParams),
-    K8sRolloutUndo(k8s::RolloutUndoParams),
-    K8sSetEnv(k8s::SetEnvParams),
-    K8sScale(k8s::ScaleParams),
-    RedisFlush(redis_flush::RedisFlushParams),
-    PostgresPromoteReplica(postgres::PromoteReplicaParams),
-    PostgresQuarantine(postgres::QuarantineParams),
-    Route53Failover(route53::FailoverParams),
+/// One action kind's parameters (they sit beside `action:` in a plan
+/// step): each kind's file says what serde cannot check about them, which
+/// targets they act on, and how they build the runnable [`Action`].
+pub(crate) trait ActionKind {
+    /// Reports what is wrong beyond the parameters' shape, each problem at
+    /// its position in `p` (the step's parameter keys).
+    fn validate(&self, v: &mut Refs, p: &Node);
+
+    /// The config targets it acts on (maintenance windows name them).
+    fn targets(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The runnable action.
+    fn build(&self, config: &Config) -> Result<Arc<dyn Action>, BuildError>;
+}
+
+/// The action kinds, written once: the enum, its names (for parsing, the
+/// kind list and did-you-mean) and its dispatch all come from this list.
+macro_rules! action_kinds {
+    ($($name:literal => $variant:ident($params:ty),)*) => {
+        /// An action as written in a plan step (its parameters sit beside `action:`).
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum ActionSpec {
+            $($variant($params),)*
+        }
+
+        impl ActionSpec {
+            /// Every kind a rule file may name.
+            pub const KINDS: &'static [&'static str] = &[$($name),*];
+
+            /// The kind's name as written in rule files.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(ActionSpec::$variant(_) => $name,)*
+                }
+            }
+
+            fn params(&self) -> &dyn ActionKind {
+                match self {
+                    $(ActionSpec::$variant(p) => p,)*
+                }
+            }
+
+            /// The parameters of kind `kind` read from `p`; `also` are the
+            /// step's own fields, suggested for typos too.
+            fn read(kind: &str, p: &Node, also: &[&str], y: &mut Cursor) -> Option<ActionSpec> {
+                match kind {
+                    $($name => Some(ActionSpec::$variant(y.params(p, also)?)),)*
+                    _ => None,
+                }
+            }
+
+            /// Whether some action kind has this field (to flag true typos
+            /// only when the action itself is unknown).
+            pub(crate) fn any_field(field: &str) -> bool {
+                [$(yaml::field_names::<$params>()),*]
+                    .iter()
+                    .any(|fields| fields.contains(&field))
+            }
+        }
+    };
+}
+
+action_kinds! {
+    "exec" => Exec(exec::ExecParams),
+    "systemd-restart" => SystemdRestart(systemd::SystemdRestartParams),
+    "k8s.rollout-restart" => K8sRolloutRestart(k8s::RolloutRestartParams),
+    "k8s.rollout-undo" => K8sRolloutUndo(k8s::RolloutUndoParams),
+    "k8s.set-env" => K8sSetEnv(k8s::SetEnvParams),
+    "k8s.scale" => K8sScale(k8s::ScaleParams),
+    "redis.flush" => RedisFlush(redis_flush::RedisFlushParams),
+    "postgres.promote-replica" => PostgresPromoteReplica(postgres::PromoteReplicaParams),
+    "postgres.quarantine" => PostgresQuarantine(postgres::QuarantineParams),
+    "route53.failover" => Route53Failover(route53::FailoverParams),
 }
 
 impl ActionSpec {
-    /// Every kind a rule file may name.
-    pub const KINDS: &'static [&'static str] = &[
-        "exec",
-        "systemd-restart",
-        "k8s.rollout-restart",
-        "k8s.rollout-undo",
-        "k8s.set-env",
-        "k8s.scale",
-        "redis.flush",
-        "postgres.promote-replica",
-        "postgres.quarantine",
-        "route53.failover",
-    ];
-
     /// The config targets it acts on (maintenance windows name them).
     pub fn targets(&self) -> Vec<String> {
-        match self {
-            ActionSpec::Exec(_) | ActionSpec::SystemdRestart(_) => Vec::new(),
-            ActionSpec::K8sRolloutRestart(p) => vec![p.target.clone()],
-            ActionSpec::K8sRolloutUndo(p) => vec![p.target.clone()],
-            ActionSpec::K8sSetEnv(p) => vec![p.target.clone()],
-            ActionSpec::K8sScale(p) => vec![p.target.clone()],
-            ActionSpec::RedisFlush(p) => vec![p.target.clone()],
-            ActionSpec::PostgresPromoteReplica(p) => std::iter::once(p.primary.clone())
-                .chain(p.replicas.iter().map(|r| r.target().to_string()))
-                .collect(),
-            ActionSpec::PostgresQuarantine(p) => vec![p.target.clone()],
-            ActionSpec::Route53Failover(p) => vec![p.target.clone()],
-        }
+        self.params().targets()
     }
 
-    /// The kind's name as written in rule files.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ActionSpec::Exec(_) => "exec",
-            ActionSpec::SystemdRestart(_) => "systemd-restart",
-            ActionSpec::K8sRolloutRestart(_) => "k8s.rollout-restart",
-            ActionSpec::K8sRolloutUndo(_) => "k8s.rollout-undo",
-            ActionSpec::K8sSetEnv(_) => "k8s.set-env",
-            ActionSpec::K8sScale(_) => "k8s.scale",
-            ActionSpec::RedisFlush(_) => "redis.flush",
-            ActionSpec::PostgresPromoteReplica(_) => "postgres.promote-replica",
-            ActionSpec::PostgresQuarantine(_) => "postgres.quarantine",
-            ActionSpec::Route53Failover(_) => "route53.failover",
-        }
+    /// Reads the parameters of an action of kind `kind` (known to be one
+    /// of [`ActionSpec::KINDS`]) from `p` and validates them; every
+    /// problem is reported at its position.
+    pub(crate) fn parse(v: &mut Refs, kind: &str, p: &Node, also: &[&str]) -> Option<ActionSpec> {
+        let spec = ActionSpec::read(kind, p, also, v.y)?;
+        let before = v.out.len();
+        spec.params().validate(v, p);
+        (v.out.len() == before).then_some(spec)
     }
 }
 
@@ -319,18 +353,5 @@ pub enum BuildError {
 
 /// Builds a runnable action from its spec and the config's targets.
 pub fn build(spec: &ActionSpec, config: &Config) -> Result<Arc<dyn Action>, BuildError> {
-    Ok(match spec {
-        ActionSpec::Exec(p) => Arc::new(exec::ExecAction::build(p)?),
-        ActionSpec::SystemdRestart(p) => Arc::new(systemd::SystemdRestart::build(p)?),
-        ActionSpec::RedisFlush(p) => Arc::new(redis_flush::RedisFlush::build(p, config)?),
-        ActionSpec::PostgresPromoteReplica(p) => {
-            Arc::new(postgres::PromoteReplica::build(p, config)?)
-        }
-        ActionSpec::PostgresQuarantine(p) => Arc::new(postgres::Quarantine::build(p, config)?),
-        ActionSpec::K8sRolloutRestart(p) => Arc::new(k8s::RolloutRestart::build(p, config)?),
-        ActionSpec::K8sRolloutUndo(p) => Arc::new(k8s::RolloutUndo::build(p, config)?),
-        ActionSpec::K8sSetEnv(p) => Arc::new(k8s::SetEnv::build(p, config)?),
-        ActionSpec::K8sScale(p) => Arc::new(k8s::Scale::build(p, config)?),
-        ActionSpec::Route53Failover(p) => Arc::new(route53::Failover::build(p, config)?),
-    })
+    spec.params().build(config)
 }

@@ -947,6 +947,120 @@ impl Action for Quarantine {
     }
 }
 
+impl super::ActionKind for PromoteReplicaParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, item_pos};
+        const PG: &[&str] = &["postgres"];
+        let user = "postgres.promote-replica";
+        v.target(p, "primary", &self.primary, PG, user);
+        if self.replicas.is_empty() {
+            v.err(
+                field_pos(p, "replicas"),
+                "name at least one replica to promote",
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.replicas.iter().enumerate() {
+            let name = c.target();
+            let at = item_pos(p, "replicas", i);
+            if *name == self.primary {
+                v.err(at, format!("{name:?} is the primary, not a replica"));
+            } else if !seen.insert(name) {
+                v.err(at, format!("replica {name:?} is listed twice"));
+            } else {
+                v.target_at(at, name, PG, user);
+            }
+        }
+        if let Some(fence) = &self.fence
+            && fence.args.first().is_none_or(|a| a.trim().is_empty())
+        {
+            v.err(
+                field_pos(p, "fence"),
+                "a fence needs a program: fence: { args: [PROGRAM, ARG...] }",
+            );
+        }
+        if let Some(0) = self.unreachable_checks {
+            v.err(
+                field_pos(p, "unreachable_checks"),
+                "unreachable_checks must be at least 1",
+            );
+        }
+        if let Some(0) = self.max_lag_bytes {
+            // 0 would refuse every candidate: surely a mistake.
+            v.err(
+                field_pos(p, "max_lag_bytes"),
+                "max_lag_bytes must be at least 1",
+            );
+        }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        std::iter::once(self.primary.clone())
+            .chain(self.replicas.iter().map(|r| r.target().to_string()))
+            .collect()
+    }
+
+    fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(PromoteReplica::build(self, config)?))
+    }
+}
+
+impl super::ActionKind for QuarantineParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::{field_pos, pos};
+        v.target(
+            p,
+            "target",
+            &self.target,
+            &["postgres"],
+            "postgres.quarantine",
+        );
+        if !is_table_name(&self.table) {
+            v.err(
+                field_pos(p, "table"),
+                format!("{:?} is not a table name (NAME or SCHEMA.NAME)", self.table),
+            );
+        }
+        if let Some(into) = &self.into
+            && !is_table_name(into)
+        {
+            v.err(
+                field_pos(p, "into"),
+                format!("{into:?} is not a table name (NAME or SCHEMA.NAME)"),
+            );
+        }
+        v.non_empty(p, "where", &self.where_);
+        match self.max_rows {
+            None => v.err(
+                pos(p),
+                "postgres.quarantine needs `max_rows`: the most rows it may move",
+            ),
+            Some(0) => v.err(field_pos(p, "max_rows"), "max_rows must be at least 1"),
+            Some(_) => {}
+        }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        vec![self.target.clone()]
+    }
+
+    fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(Quarantine::build(self, config)?))
+    }
+}
+
+/// `NAME` or `SCHEMA.NAME`, plain identifiers (they are spliced into SQL).
+fn is_table_name(s: &str) -> bool {
+    let ident = |p: &str| {
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| ident(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

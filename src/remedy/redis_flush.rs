@@ -234,6 +234,23 @@ impl Action for RedisFlush {
     }
 }
 
+impl super::ActionKind for RedisFlushParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        v.target(p, "target", &self.target, &["redis"], "redis.flush");
+        if let Some(pat) = &self.pattern {
+            v.non_empty(p, "pattern", pat);
+        }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        vec![self.target.clone()]
+    }
+
+    fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(RedisFlush::build(self, config)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

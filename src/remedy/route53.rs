@@ -458,6 +458,26 @@ impl Action for Failover {
     }
 }
 
+impl super::ActionKind for FailoverParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::field_pos;
+        v.target(p, "target", &self.target, &["route53"], "route53.failover");
+        if let Some(d) = self.within
+            && d.get().is_zero()
+        {
+            v.err(field_pos(p, "within"), "within must be longer than 0s");
+        }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        vec![self.target.clone()]
+    }
+
+    fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(Failover::build(self, config)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

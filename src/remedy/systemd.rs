@@ -76,6 +76,19 @@ impl Action for SystemdRestart {
     }
 }
 
+impl super::ActionKind for SystemdRestartParams {
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        v.non_empty(p, "unit", &self.unit);
+    }
+
+    fn build(
+        &self,
+        _config: &crate::config::Config,
+    ) -> Result<std::sync::Arc<dyn Action>, BuildError> {
+        Ok(std::sync::Arc::new(SystemdRestart::build(self)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,12 +62,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
-use serde::de::DeserializeOwned;
 
 use super::model::{
     Approval, ApprovalPolicy, Limit, OnTimeout, Scenario, Severity, Step, Symptom, Then, Verify,
@@ -75,11 +74,14 @@ use super::model::{
 };
 use super::prometheus::{self, PromRules};
 use crate::check::CheckSpec;
+use crate::config::refs::Refs;
 use crate::config::{Config, Mode};
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
 use crate::remedy::ActionSpec;
-use crate::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
+use crate::yaml::{
+    self, Cursor, Pos, describe, diag, field_pos, is_null, key_pos, pos, unknown_field,
+};
 
 const SCENARIO_FIELDS: &[&str] = &[
     "scenario",
@@ -119,8 +121,6 @@ const STEP_FIELDS: &[&str] = &[
 ];
 const VERIFY_FIELDS: &[&str] = &["clears", "within"];
 const LIMIT_FIELDS: &[&str] = &["attempts", "per", "cooldown"];
-/// Target kinds with an address (see `TargetConfig::address`).
-const TCP_KINDS: &[&str] = &["tcp", "redis", "postgres", "http", "prometheus"];
 
 /// How often a symptom's check runs when `every` is not given.
 pub const DEFAULT_EVERY: Dur = Dur::secs(10);
@@ -275,14 +275,12 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
         }
     };
     let mut cx = Cx {
-        origin,
+        y: Cursor::new(origin),
         config,
         prom,
-        out: Vec::new(),
     };
     let (scenario, name) = cx.scenario(&root);
-    let mut diags = cx.out;
-    diags.sort_by_key(|d| (d.line, d.col));
+    let diags = cx.y.finish();
     Loaded {
         scenario: scenario.filter(|_| diags.is_empty()),
         name,
@@ -290,80 +288,30 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
     }
 }
 
-/// Validation context for one file: where problems go.
+/// Validation context for one file: the cursor, and what the file is
+/// checked against.
 struct Cx<'a> {
-    origin: &'a str,
+    y: Cursor<'a>,
     /// `None`: the config did not load; skip reference checks.
     config: Option<&'a Config>,
     /// The config's Prometheus alerting rules (`None` without a config).
     prom: Option<&'a PromRules>,
-    out: Vec<Diagnostic>,
 }
 
-impl Cx<'_> {
-    fn err(&mut self, at: Pos, msg: impl Into<String>) {
-        self.out.push(diag(self.origin, at, msg));
+impl<'a> Deref for Cx<'a> {
+    type Target = Cursor<'a>;
+    fn deref(&self) -> &Cursor<'a> {
+        &self.y
     }
+}
 
-    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n MarkedMappingNode> {
-        match node {
-            Node::Mapping(m) => Some(m),
-            other => {
-                self.err(
-                    pos(other),
-                    format!("expected {what}, found {}", describe(other)),
-                );
-                None
-            }
-        }
+impl DerefMut for Cx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.y
     }
+}
 
-    fn unknown_keys(&mut self, m: &MarkedMappingNode, allowed: &[&str]) {
-        for k in m.keys() {
-            if !allowed.contains(&k.as_str()) {
-                self.err(key_pos(k), unknown_field("field", k.as_str(), allowed));
-            }
-        }
-    }
-
-    /// A present, non-null value.
-    fn optional<'n>(&self, m: &'n MarkedMappingNode, key: &str) -> Option<&'n Node> {
-        m.get(key).filter(|v| !is_null(v))
-    }
-
-    /// A required value; reports it missing (at the mapping, or at the key
-    /// when it is there without a value).
-    fn required<'n>(&mut self, m: &'n MarkedMappingNode, key: &str) -> Option<&'n Node> {
-        match m.get(key) {
-            Some(v) if !is_null(v) => Some(v),
-            Some(_) => {
-                let at = m
-                    .keys()
-                    .find(|k| k.as_str() == key)
-                    .map_or_else(|| yaml::mapping_pos(m), key_pos);
-                self.err(at, format!("{key:?} needs a value"));
-                None
-            }
-            None => {
-                self.err(yaml::mapping_pos(m), format!("missing field {key:?}"));
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, node: &Node) -> Option<String> {
-        match node {
-            Node::Scalar(s) => Some(s.as_str().to_string()),
-            other => {
-                self.err(
-                    pos(other),
-                    format!("expected a string, found {}", describe(other)),
-                );
-                None
-            }
-        }
-    }
-
+impl<'a> Cx<'a> {
     fn name(&mut self, node: &Node, what: &str) -> Option<String> {
         let s = self.string(node)?;
         if valid_name(&s) {
@@ -375,48 +323,6 @@ impl Cx<'_> {
             );
             None
         }
-    }
-
-    fn dur(&mut self, node: &Node) -> Option<Dur> {
-        match node {
-            Node::Scalar(s) => match s.as_str().parse::<Dur>() {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.err(pos(node), e);
-                    None
-                }
-            },
-            other => {
-                self.err(
-                    pos(other),
-                    format!(
-                        "expected a duration such as \"30s\", found {}",
-                        describe(other)
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// A duration longer than zero.
-    fn positive_dur(&mut self, node: &Node, key: &str) -> Option<Dur> {
-        let d = self.dur(node)?;
-        if d.get().is_zero() {
-            self.err(pos(node), format!("{key} must be longer than 0s"));
-            return None;
-        }
-        Some(d)
-    }
-
-    fn choice<T: Copy>(&mut self, node: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
-        let s = self.string(node)?;
-        if let Some((_, v)) = options.iter().find(|(n, _)| *n == s) {
-            return Some(*v);
-        }
-        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-        self.err(pos(node), unknown_field(what, &s, &names));
-        None
     }
 
     fn mode(&mut self, node: &Node) -> Option<Mode> {
@@ -808,7 +714,7 @@ impl Cx<'_> {
             None => {
                 // Still flag fields no action or step has.
                 for k in m.keys() {
-                    if !STEP_FIELDS.contains(&k.as_str()) && !any_action_field(k.as_str()) {
+                    if !STEP_FIELDS.contains(&k.as_str()) && !ActionSpec::any_field(k.as_str()) {
                         self.err(key_pos(k), unknown_field("field", k.as_str(), STEP_FIELDS));
                     }
                 }
@@ -1059,9 +965,9 @@ impl Cx<'_> {
                 matchers.retain(|k, v| other.get(k) == Some(v));
             }
             let spec = CheckSpec::Alert(crate::check::alert::AlertParams { matchers });
-            let before = self.out.len();
-            self.check_semantics(&spec, node);
-            return (self.out.len() == before).then_some((spec, None));
+            return spec
+                .validate(&mut self.refs(), node)
+                .then_some((spec, None));
         }
         if found.len() > 1 {
             let at: Vec<&str> = found.iter().map(|r| r.at.as_str()).collect();
@@ -1080,115 +986,24 @@ impl Cx<'_> {
             query: rule.expr.clone(),
             source,
         });
-        let before = self.out.len();
-        self.check_semantics(&spec, node);
-        (self.out.len() == before).then_some((spec, Some(rule.for_)))
+        spec.validate(&mut self.refs(), node)
+            .then_some((spec, Some(rule.for_)))
     }
 
-    /// Deserializes a kind's parameters, reporting problems where they are.
-    fn params<T: DeserializeOwned>(&mut self, node: &Node, also: &[&str]) -> Option<T> {
-        yaml::params(self.origin, node, also, &mut self.out)
+    /// The rule file's cursor with the config, for a kind's validation.
+    fn refs(&mut self) -> Refs<'_, 'a> {
+        Refs {
+            y: &mut self.y,
+            config: self.config,
+        }
     }
 
     fn check(&mut self, node: &Node) -> Option<CheckSpec> {
-        let m = self.mapping(
-            node,
-            "`{ KIND: { ...parameters... } }` with KIND one of tcp, http, redis, promql, scrape, postgres, kubernetes, dns, alert, backup, source",
-        )?;
-        let mut entries = m.iter();
-        let Some((k, v)) = entries.next() else {
-            self.err(
-                pos(node),
-                format!(
-                    "a check needs a kind: one of {}",
-                    CheckSpec::KINDS.join(", ")
-                ),
-            );
-            return None;
-        };
-        if let Some((k2, _)) = entries.next() {
-            self.err(
-                key_pos(k2),
-                format!(
-                    "a check has exactly one kind; found {:?} and {:?}",
-                    k.as_str(),
-                    k2.as_str()
-                ),
-            );
-            return None;
-        }
-        let kind = k.as_str();
-        if !CheckSpec::KINDS.contains(&kind) {
-            self.err(key_pos(k), unknown_field("check", kind, CheckSpec::KINDS));
-            return None;
-        }
-        let params = shorthand(kind, v);
-        let p = &params;
-        let spec = match kind {
-            "tcp" => CheckSpec::Tcp(self.params(p, &[])?),
-            "http" => CheckSpec::Http(self.params(p, &[])?),
-            "redis" => CheckSpec::Redis(self.params(p, &[])?),
-            "promql" => CheckSpec::Promql(self.params(p, &[])?),
-            "scrape" => CheckSpec::Scrape(self.params(p, &[])?),
-            "postgres" => CheckSpec::Postgres(self.params(p, &[])?),
-            "kubernetes" => CheckSpec::Kubernetes(self.params(p, &[])?),
-            "dns" => CheckSpec::Dns(self.params(p, &[])?),
-            "alert" => CheckSpec::Alert(self.params(p, &[])?),
-            "source" => CheckSpec::Source(self.params(p, &[])?),
-            "backup" => CheckSpec::Backup(self.params(p, &[])?),
-            _ => return None,
-        };
-        let before = self.out.len();
-        self.check_semantics(&spec, p);
-        (self.out.len() == before).then_some(spec)
+        CheckSpec::parse(&mut self.refs(), node)
     }
 
     fn action(&mut self, kind: &str, p: &Node) -> Option<ActionSpec> {
-        let also = STEP_FIELDS;
-        let spec = match kind {
-            "exec" => ActionSpec::Exec(self.params(p, also)?),
-            "systemd-restart" => ActionSpec::SystemdRestart(self.params(p, also)?),
-            "k8s.rollout-restart" => ActionSpec::K8sRolloutRestart(self.params(p, also)?),
-            "k8s.rollout-undo" => ActionSpec::K8sRolloutUndo(self.params(p, also)?),
-            "k8s.set-env" => ActionSpec::K8sSetEnv(self.params(p, also)?),
-            "k8s.scale" => ActionSpec::K8sScale(self.params(p, also)?),
-            "redis.flush" => ActionSpec::RedisFlush(self.params(p, also)?),
-            "postgres.promote-replica" => ActionSpec::PostgresPromoteReplica(self.params(p, also)?),
-            "postgres.quarantine" => ActionSpec::PostgresQuarantine(self.params(p, also)?),
-            "route53.failover" => ActionSpec::Route53Failover(self.params(p, also)?),
-            _ => return None,
-        };
-        let before = self.out.len();
-        self.action_semantics(&spec, p);
-        (self.out.len() == before).then_some(spec)
-    }
-
-    /// Checks a `target`-like field against the config's targets.
-    fn target(&mut self, p: &Node, field: &str, name: &str, kinds: &[&str], user: &str) {
-        self.target_at(field_pos(p, field), name, kinds, user);
-    }
-
-    fn target_at(&mut self, at: Pos, name: &str, kinds: &[&str], user: &str) {
-        let Some(cfg) = self.config else { return };
-        match cfg.targets.get(name) {
-            None if cfg.targets.is_empty() => self.err(
-                at,
-                format!("unknown target {name:?} (the config defines no targets)"),
-            ),
-            None => {
-                let known: Vec<&str> = cfg.targets.keys().map(String::as_str).collect();
-                self.err(at, unknown_field("target", name, &known));
-            }
-            Some(t) if !kinds.contains(&t.kind()) => self.err(
-                at,
-                format!(
-                    "target {name:?} is a {} target, but {user} needs {}",
-                    t.kind(),
-                    a_kind(kinds)
-                ),
-            ),
-            Some(_) => {}
-        }
+        ActionSpec::parse(&mut self.refs(), kind, p, STEP_FIELDS)
     }
 
     /// Every `${...}` in a step's parameters must be `${labels.NAME}`.
@@ -1211,462 +1026,6 @@ impl Cx<'_> {
             }
         }
     }
-
-    fn non_empty(&mut self, p: &Node, field: &str, value: &str) {
-        if value.trim().is_empty() {
-            self.err(field_pos(p, field), format!("{field:?} must not be empty"));
-        }
-    }
-
-    fn check_semantics(&mut self, spec: &CheckSpec, p: &Node) {
-        match spec {
-            CheckSpec::Tcp(t) => match (&t.target, &t.address) {
-                (Some(name), None) => self.target(p, "target", name, TCP_KINDS, "a tcp check"),
-                (None, Some(addr)) => {
-                    if !is_host_port(addr) {
-                        self.err(
-                            field_pos(p, "address"),
-                            format!("address {addr:?} must be HOST:PORT"),
-                        );
-                    }
-                }
-                (None, None) => self.err(pos(p), "a tcp check needs `target` or `address`"),
-                (Some(_), Some(_)) => self.err(
-                    field_pos(p, "address"),
-                    "a tcp check takes `target` or `address`, not both",
-                ),
-            },
-            CheckSpec::Http(h) => {
-                match (&h.target, &h.url) {
-                    (Some(name), None) => {
-                        self.target(p, "target", name, &["http"], "an http check")
-                    }
-                    (None, Some(url)) => self.url(p, "url", url),
-                    (None, None) => self.err(pos(p), "an http check needs `target` or `url`"),
-                    (Some(_), Some(_)) => self.err(
-                        field_pos(p, "url"),
-                        "an http check takes `target` or `url`, not both",
-                    ),
-                }
-                for (i, code) in h.status.iter().enumerate() {
-                    if !(100..=599).contains(code) {
-                        self.err(
-                            item_pos(p, "status", i),
-                            format!("{code} is not an HTTP status code (100-599)"),
-                        );
-                    }
-                }
-                if let Some(d) = h.max_latency
-                    && d.get().is_zero()
-                {
-                    self.err(
-                        field_pos(p, "max_latency"),
-                        "max_latency must be longer than 0s",
-                    );
-                }
-                if let Some(body) = &h.body
-                    && let Err(e) = regex::Regex::new(body)
-                {
-                    self.err(
-                        field_pos(p, "body"),
-                        format!("invalid regular expression: {}", regex_message(&e)),
-                    );
-                }
-            }
-            CheckSpec::Redis(r) => {
-                self.target(p, "target", &r.target, &["redis"], "a redis check");
-                if let Some(role) = &r.role
-                    && !matches!(role.as_str(), "master" | "slave")
-                {
-                    self.err(
-                        field_pos(p, "role"),
-                        unknown_field("role", role, &["master", "slave"]),
-                    );
-                }
-                if !r.ping && r.role.is_none() && !r.roundtrip {
-                    self.err(
-                        pos(p),
-                        "a redis check must test something: ping, role or roundtrip",
-                    );
-                }
-            }
-            CheckSpec::Promql(q) => {
-                self.non_empty(p, "query", &q.query);
-                match &q.source {
-                    Some(src) => self.target(p, "source", src, &["prometheus"], "a promql check"),
-                    None => self.default_prometheus(pos(p)),
-                }
-            }
-            CheckSpec::Scrape(s) => {
-                match (&s.target, &s.url) {
-                    (Some(name), None) => {
-                        self.target(p, "target", name, &["http", "prometheus"], "a scrape check")
-                    }
-                    (None, Some(url)) => self.url(p, "url", url),
-                    (None, None) => self.err(pos(p), "a scrape check needs `target` or `url`"),
-                    (Some(_), Some(_)) => self.err(
-                        field_pos(p, "url"),
-                        "a scrape check takes `target` or `url`, not both",
-                    ),
-                }
-                self.non_empty(p, "metric", &s.metric);
-                if !s.metric.trim().is_empty()
-                    && let Err(e) = crate::check::exposition::Selector::parse(&s.metric)
-                {
-                    self.err(field_pos(p, "metric"), format!("metric selector: {e}"));
-                }
-                if s.above.is_none() && s.below.is_none() {
-                    self.err(pos(p), "a scrape check needs `above` or `below`");
-                }
-            }
-            CheckSpec::Postgres(q) => {
-                self.target(p, "target", &q.target, &["postgres"], "a postgres check");
-                if let Some(role) = &q.role
-                    && !matches!(role.as_str(), "primary" | "replica")
-                {
-                    self.err(
-                        field_pos(p, "role"),
-                        unknown_field("role", role, &["primary", "replica"]),
-                    );
-                }
-                let bounds = q.above.is_some() || q.below.is_some();
-                match &q.sql {
-                    Some(sql) => {
-                        if !is_read_only(sql) {
-                            self.err(
-                                field_pos(p, "sql"),
-                                "sql checks must be read-only: start with SELECT or WITH",
-                            );
-                        }
-                        if !bounds {
-                            self.err(field_pos(p, "sql"), "an sql check needs `above` or `below`");
-                        }
-                    }
-                    None if bounds => self.err(
-                        field_pos(p, if q.above.is_some() { "above" } else { "below" }),
-                        "`above` and `below` apply to `sql`, which is missing",
-                    ),
-                    None => {}
-                }
-                let tests = q.ready
-                    || q.role.is_some()
-                    || q.max_lag_bytes.is_some()
-                    || q.max_lag_seconds.is_some()
-                    || q.sql.is_some();
-                if !tests {
-                    self.err(
-                        pos(p),
-                        "a postgres check must test something: ready, role, max_lag_bytes, max_lag_seconds or sql",
-                    );
-                }
-            }
-            CheckSpec::Kubernetes(k) => {
-                self.target(
-                    p,
-                    "target",
-                    &k.target,
-                    &["kubernetes"],
-                    "a kubernetes check",
-                );
-                if !k.available && !k.crashloop && k.max_restarts.is_none() {
-                    self.err(
-                        pos(p),
-                        "a kubernetes check must test something: available, crashloop or max_restarts",
-                    );
-                }
-                if k.window.is_some() && k.max_restarts.is_none() {
-                    self.err(
-                        field_pos(p, "window"),
-                        "`window` applies to `max_restarts`, which is missing",
-                    );
-                }
-            }
-            CheckSpec::Dns(d) => {
-                self.non_empty(p, "name", &d.name);
-                if let Some(server) = &d.server
-                    && crate::check::dns::parse_server(server).is_none()
-                {
-                    self.err(
-                        field_pos(p, "server"),
-                        format!("server {server:?} must be IP or IP:PORT"),
-                    );
-                }
-                for (i, a) in d.expect.iter().enumerate() {
-                    if a.parse::<IpAddr>().is_err() {
-                        self.err(
-                            item_pos(p, "expect", i),
-                            format!("{a:?} is not an IP address"),
-                        );
-                    }
-                }
-            }
-            CheckSpec::Source(src) => self.target(
-                p,
-                "target",
-                &src.target,
-                &["prometheus", "kubernetes"],
-                "a source check",
-            ),
-            CheckSpec::Backup(b) => {
-                if let Some(cfg) = self.config {
-                    match cfg.jobs.get(&b.job) {
-                        Some(j) if j.verify.is_some() => {}
-                        Some(_) => self.err(
-                            field_pos(p, "job"),
-                            format!("job {:?} is not a backup.verify job", b.job),
-                        ),
-                        None => {
-                            let known: Vec<&str> = cfg
-                                .jobs
-                                .iter()
-                                .filter(|(_, j)| j.verify.is_some())
-                                .map(|(n, _)| n.as_str())
-                                .collect();
-                            self.err(
-                                field_pos(p, "job"),
-                                format!(
-                                    "unknown job {:?} (backup.verify jobs in the config: {})",
-                                    b.job,
-                                    if known.is_empty() {
-                                        "none".to_string()
-                                    } else {
-                                        known.join(", ")
-                                    }
-                                ),
-                            );
-                        }
-                    }
-                }
-            }
-            CheckSpec::Alert(a) => {
-                if a.matchers.is_empty() {
-                    self.err(
-                        field_pos(p, "matchers"),
-                        "an alert check needs at least one matcher",
-                    );
-                }
-                if let Some(cfg) = self.config
-                    && cfg.http.is_none()
-                {
-                    self.err(
-                        pos(p),
-                        "an alert check needs medic's HTTP server (`http.listen` in the config): Alertmanager pushes alerts to it",
-                    );
-                }
-            }
-        }
-    }
-
-    fn default_prometheus(&mut self, at: Pos) {
-        let Some(cfg) = self.config else { return };
-        let proms: Vec<&str> = cfg
-            .targets
-            .iter()
-            .filter(|(_, t)| t.kind() == "prometheus")
-            .map(|(n, _)| n.as_str())
-            .collect();
-        match proms.len() {
-            1 => {}
-            0 => self.err(
-                at,
-                "a promql check needs a prometheus target in the config (none is defined)",
-            ),
-            _ => self.err(
-                at,
-                format!(
-                    "several prometheus targets ({}): name one with `source:`",
-                    proms.join(", ")
-                ),
-            ),
-        }
-    }
-
-    fn url(&mut self, p: &Node, field: &str, url: &str) {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            self.err(
-                field_pos(p, field),
-                format!("{field} {url:?} must start with http:// or https://"),
-            );
-        }
-    }
-
-    fn action_semantics(&mut self, spec: &ActionSpec, p: &Node) {
-        const K8S: &[&str] = &["kubernetes"];
-        match spec {
-            ActionSpec::Exec(e) => match e.args.first() {
-                None => self.err(
-                    field_pos(p, "args"),
-                    "exec needs a program: args: [PROGRAM, ARG...]",
-                ),
-                Some(prog) if prog.trim().is_empty() => self.err(
-                    item_pos(p, "args", 0),
-                    "the program (first of args) must not be empty",
-                ),
-                Some(_) => {}
-            },
-            ActionSpec::SystemdRestart(s) => self.non_empty(p, "unit", &s.unit),
-            ActionSpec::K8sRolloutRestart(k) => {
-                self.target(p, "target", &k.target, K8S, "k8s.rollout-restart")
-            }
-            ActionSpec::K8sRolloutUndo(k) => {
-                self.target(p, "target", &k.target, K8S, "k8s.rollout-undo")
-            }
-            ActionSpec::K8sSetEnv(k) => {
-                self.target(p, "target", &k.target, K8S, "k8s.set-env");
-                if k.env.is_empty() {
-                    self.err(
-                        field_pos(p, "env"),
-                        "k8s.set-env needs at least one variable",
-                    );
-                }
-            }
-            ActionSpec::K8sScale(k) => self.target(p, "target", &k.target, K8S, "k8s.scale"),
-            ActionSpec::RedisFlush(r) => {
-                self.target(p, "target", &r.target, &["redis"], "redis.flush");
-                if let Some(pat) = &r.pattern {
-                    self.non_empty(p, "pattern", pat);
-                }
-            }
-            ActionSpec::PostgresPromoteReplica(r) => {
-                const PG: &[&str] = &["postgres"];
-                let user = "postgres.promote-replica";
-                self.target(p, "primary", &r.primary, PG, user);
-                if r.replicas.is_empty() {
-                    self.err(
-                        field_pos(p, "replicas"),
-                        "name at least one replica to promote",
-                    );
-                }
-                let mut seen = HashSet::new();
-                for (i, c) in r.replicas.iter().enumerate() {
-                    let name = c.target();
-                    let at = item_pos(p, "replicas", i);
-                    if *name == r.primary {
-                        self.err(at, format!("{name:?} is the primary, not a replica"));
-                    } else if !seen.insert(name) {
-                        self.err(at, format!("replica {name:?} is listed twice"));
-                    } else {
-                        self.target_at(at, name, PG, user);
-                    }
-                }
-                if let Some(fence) = &r.fence
-                    && fence.args.first().is_none_or(|a| a.trim().is_empty())
-                {
-                    self.err(
-                        field_pos(p, "fence"),
-                        "a fence needs a program: fence: { args: [PROGRAM, ARG...] }",
-                    );
-                }
-                if let Some(0) = r.unreachable_checks {
-                    self.err(
-                        field_pos(p, "unreachable_checks"),
-                        "unreachable_checks must be at least 1",
-                    );
-                }
-                if let Some(0) = r.max_lag_bytes {
-                    // 0 would refuse every candidate: surely a mistake.
-                    self.err(
-                        field_pos(p, "max_lag_bytes"),
-                        "max_lag_bytes must be at least 1",
-                    );
-                }
-            }
-            ActionSpec::PostgresQuarantine(q) => {
-                self.target(p, "target", &q.target, &["postgres"], "postgres.quarantine");
-                if !is_table_name(&q.table) {
-                    self.err(
-                        field_pos(p, "table"),
-                        format!("{:?} is not a table name (NAME or SCHEMA.NAME)", q.table),
-                    );
-                }
-                if let Some(into) = &q.into
-                    && !is_table_name(into)
-                {
-                    self.err(
-                        field_pos(p, "into"),
-                        format!("{into:?} is not a table name (NAME or SCHEMA.NAME)"),
-                    );
-                }
-                self.non_empty(p, "where", &q.where_);
-                match q.max_rows {
-                    None => self.err(
-                        pos(p),
-                        "postgres.quarantine needs `max_rows`: the most rows it may move",
-                    ),
-                    Some(0) => self.err(field_pos(p, "max_rows"), "max_rows must be at least 1"),
-                    Some(_) => {}
-                }
-            }
-            ActionSpec::Route53Failover(r) => {
-                self.target(p, "target", &r.target, &["route53"], "route53.failover");
-                if let Some(d) = r.within
-                    && d.get().is_zero()
-                {
-                    self.err(field_pos(p, "within"), "within must be longer than 0s");
-                }
-            }
-        }
-    }
-}
-
-/// `{promql: EXPR}` and `{alert: NAME}` shorthands; null means no params.
-fn shorthand(kind: &str, v: &Node) -> Node {
-    let scalar = |n: &str| MarkedScalarNode::new(*v.span(), n.to_string());
-    match (kind, v) {
-        (_, v) if is_null(v) => Node::Mapping(MarkedMappingNode::new_empty(*v.span())),
-        ("promql", Node::Scalar(_)) => {
-            let mut m = MarkedMappingNode::new_empty(*v.span());
-            m.insert(scalar("query"), v.clone());
-            Node::Mapping(m)
-        }
-        ("source", Node::Scalar(_)) => {
-            let mut m = MarkedMappingNode::new_empty(*v.span());
-            m.insert(scalar("target"), v.clone());
-            Node::Mapping(m)
-        }
-        ("alert", Node::Scalar(_)) => {
-            let mut matchers = MarkedMappingNode::new_empty(*v.span());
-            matchers.insert(scalar("alertname"), v.clone());
-            let mut m = MarkedMappingNode::new_empty(*v.span());
-            m.insert(scalar("matchers"), Node::Mapping(matchers));
-            Node::Mapping(m)
-        }
-        _ => v.clone(),
-    }
-}
-
-/// Whether some action kind has this field (to flag true typos only when
-/// the action itself is unknown).
-fn any_action_field(field: &str) -> bool {
-    use crate::remedy::{exec, k8s, postgres, redis_flush, route53, systemd};
-    let all: [&[&str]; 10] = [
-        yaml::field_names::<exec::ExecParams>(),
-        yaml::field_names::<systemd::SystemdRestartParams>(),
-        yaml::field_names::<k8s::RolloutRestartParams>(),
-        yaml::field_names::<k8s::RolloutUndoParams>(),
-        yaml::field_names::<k8s::SetEnvParams>(),
-        yaml::field_names::<k8s::ScaleParams>(),
-        yaml::field_names::<redis_flush::RedisFlushParams>(),
-        yaml::field_names::<postgres::PromoteReplicaParams>(),
-        yaml::field_names::<postgres::QuarantineParams>(),
-        yaml::field_names::<route53::FailoverParams>(),
-    ];
-    all.iter().any(|fields| fields.contains(&field))
-}
-
-/// Where a parameter's value is, or the parameter block when it is absent.
-fn field_pos(p: &Node, field: &str) -> Pos {
-    p.as_mapping()
-        .and_then(|m| m.get(field))
-        .map_or_else(|| pos(p), pos)
-}
-
-/// Where item `i` of a list parameter is.
-fn item_pos(p: &Node, field: &str, i: usize) -> Pos {
-    p.as_mapping()
-        .and_then(|m| m.get(field))
-        .and_then(|l| l.as_sequence().and_then(|s| s.get(i)))
-        .map_or_else(|| field_pos(p, field), pos)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -1674,57 +1033,6 @@ fn valid_name(s: &str) -> bool {
         && s.len() <= 128
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-fn is_table_name(s: &str) -> bool {
-    let ident = |p: &str| {
-        p.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    };
-    let parts: Vec<&str> = s.split('.').collect();
-    parts.len() <= 2 && parts.iter().all(|p| ident(p))
-}
-
-fn is_host_port(s: &str) -> bool {
-    s.rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
-}
-
-/// A first guard against writes; the check also runs in a read-only
-/// transaction at run time.
-fn is_read_only(sql: &str) -> bool {
-    let first = sql
-        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
-    first.eq_ignore_ascii_case("select") || first.eq_ignore_ascii_case("with")
-}
-
-/// The one-line gist of a regex error (its Display is a multi-line diagram).
-fn regex_message(e: &regex::Error) -> String {
-    let text = e.to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix("error: "))
-        .unwrap_or_else(|| text.lines().next().unwrap_or("invalid"))
-        .to_string()
-}
-
-/// "a redis target", "a tcp, redis or postgres target".
-fn a_kind(kinds: &[&str]) -> String {
-    let list = match kinds {
-        [] => String::new(),
-        [one] => (*one).to_string(),
-        [init @ .., last] => format!("{} or {last}", init.join(", ")),
-    };
-    let article = if list.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
-    format!("{article} {list} target")
 }
 
 #[cfg(test)]

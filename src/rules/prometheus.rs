@@ -12,15 +12,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use marked_yaml::Node;
-use marked_yaml::types::MarkedMappingNode;
 
 use crate::diag::Diagnostic;
 use crate::duration::Dur;
-use crate::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
+use crate::yaml::{self, Cursor, Pos, describe, diag, is_null, key_pos, pos};
 
 const FILE_FIELDS: &[&str] = &["groups"];
 const GROUP_FIELDS: &[&str] = &[
@@ -152,58 +152,39 @@ fn collect(p: &Path, files: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
 /// Parses and validates one rule file's text; `origin` names it in errors.
 pub fn load_str(origin: &str, text: &str) -> (PromRules, Vec<Diagnostic>) {
     let mut cx = Cx {
-        origin,
-        out: Vec::new(),
+        y: Cursor::new(origin),
         rules: PromRules::default(),
     };
     match yaml::parse(origin, text) {
         Ok(root) => cx.file(&root),
-        Err(d) => cx.out.push(d),
+        Err(d) => cx.y.out.push(d),
     }
-    cx.out.sort_by_key(|d| (d.line, d.col));
-    (cx.rules, cx.out)
+    (cx.rules, cx.y.finish())
 }
 
+/// The cursor, and the alerting rules read so far.
 struct Cx<'a> {
-    origin: &'a str,
-    out: Vec<Diagnostic>,
+    y: Cursor<'a>,
     rules: PromRules,
 }
 
+impl<'a> Deref for Cx<'a> {
+    type Target = Cursor<'a>;
+    fn deref(&self) -> &Cursor<'a> {
+        &self.y
+    }
+}
+
+impl DerefMut for Cx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.y
+    }
+}
+
 impl Cx<'_> {
-    fn err(&mut self, at: Pos, msg: impl Into<String>) {
-        self.out.push(diag(self.origin, at, msg));
-    }
-
-    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n MarkedMappingNode> {
-        match node {
-            Node::Mapping(m) => Some(m),
-            other => {
-                self.err(
-                    pos(other),
-                    format!("expected {what}, found {}", describe(other)),
-                );
-                None
-            }
-        }
-    }
-
-    /// Reports unknown keys; returns the fields they look like misspellings
-    /// of (so "missing field" does not repeat the same problem).
-    fn unknown_keys(&mut self, m: &MarkedMappingNode, allowed: &[&str]) -> Vec<String> {
-        let mut typos = Vec::new();
-        for k in m.keys() {
-            if !allowed.contains(&k.as_str()) {
-                self.err(key_pos(k), unknown_field("field", k.as_str(), allowed));
-                if let Some(hint) = crate::diag::did_you_mean(k.as_str(), allowed.iter().copied()) {
-                    typos.push(hint);
-                }
-            }
-        }
-        typos
-    }
-
-    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+    /// A string; problems are prefixed with `what` (the key it is under),
+    /// as Prometheus' own messages are.
+    fn text(&mut self, node: &Node, what: &str) -> Option<String> {
         match node {
             Node::Scalar(s) => Some(s.as_str().to_string()),
             other => {
@@ -217,7 +198,7 @@ impl Cx<'_> {
     }
 
     fn duration(&mut self, node: &Node, key: &str) -> Option<Dur> {
-        let s = self.string(node, key)?;
+        let s = self.text(node, key)?;
         match prom_duration(&s) {
             Some(d) => Some(Dur(d)),
             None => {
@@ -246,7 +227,7 @@ impl Cx<'_> {
                     format!("invalid label name {:?}: use letters, digits and \"_\", not starting with a digit", k.as_str()),
                 );
             }
-            if let Some(v) = self.string(v, &format!("{key}.{}", k.as_str())) {
+            if let Some(v) = self.text(v, &format!("{key}.{}", k.as_str())) {
                 out.insert(k.as_str().to_string(), v);
             }
         }
@@ -258,8 +239,7 @@ impl Cx<'_> {
             return;
         };
         self.unknown_keys(m, FILE_FIELDS);
-        let Some(groups) = m.get("groups").filter(|g| !is_null(g)) else {
-            self.err(yaml::mapping_pos(m), "missing field \"groups\"");
+        let Some(groups) = self.required(m, "groups") else {
             return;
         };
         let Node::Sequence(groups) = groups else {
@@ -280,9 +260,9 @@ impl Cx<'_> {
             return;
         };
         self.unknown_keys(m, GROUP_FIELDS);
-        let name = match m.get("name").filter(|n| !is_null(n)) {
+        let name = match self.optional(m, "name") {
             Some(n) => {
-                let s = self.string(n, "name");
+                let s = self.text(n, "name");
                 if let Some(s) = &s {
                     if s.trim().is_empty() {
                         self.err(pos(n), "group name must not be empty");
@@ -298,7 +278,7 @@ impl Cx<'_> {
                 s.unwrap_or_default()
             }
             None => {
-                self.err(yaml::mapping_pos(m), "missing field \"name\"");
+                self.required(m, "name");
                 String::new()
             }
         };
@@ -307,8 +287,8 @@ impl Cx<'_> {
                 self.duration(n, key);
             }
         }
-        if let Some(n) = m.get("limit").filter(|n| !is_null(n))
-            && let Some(s) = self.string(n, "limit")
+        if let Some(n) = self.optional(m, "limit")
+            && let Some(s) = self.text(n, "limit")
             && s.parse::<u64>().is_err()
         {
             self.err(
@@ -319,7 +299,7 @@ impl Cx<'_> {
         if let Some(n) = m.get("labels") {
             self.labels(n, "labels");
         }
-        let Some(rules) = m.get("rules").filter(|n| !is_null(n)) else {
+        let Some(rules) = self.optional(m, "rules") else {
             return;
         };
         let Node::Sequence(rules) = rules else {
@@ -343,8 +323,8 @@ impl Cx<'_> {
         };
         let typos = self.unknown_keys(m, RULE_FIELDS);
         let misspelt = |f: &str| typos.iter().any(|h| h.contains(&format!("{f:?}")));
-        let alert = m.get("alert").filter(|n| !is_null(n));
-        let record = m.get("record").filter(|n| !is_null(n));
+        let alert = self.optional(m, "alert");
+        let record = self.optional(m, "record");
         let start = yaml::mapping_pos(m);
         let (kind_node, is_alert) = match (alert, record) {
             (Some(a), None) => (a, true),
@@ -360,7 +340,7 @@ impl Cx<'_> {
                 return;
             }
         };
-        let name = self.string(kind_node, if is_alert { "alert" } else { "record" });
+        let name = self.text(kind_node, if is_alert { "alert" } else { "record" });
         if let Some(n) = &name {
             if n.trim().is_empty() {
                 self.err(pos(kind_node), "the rule's name must not be empty");
@@ -371,9 +351,9 @@ impl Cx<'_> {
                 );
             }
         }
-        let expr = match m.get("expr").filter(|n| !is_null(n)) {
+        let expr = match self.optional(m, "expr") {
             Some(e) => {
-                let s = self.string(e, "expr");
+                let s = self.text(e, "expr");
                 if s.as_deref().is_some_and(|s| s.trim().is_empty()) {
                     self.err(pos(e), "expr must not be empty");
                 }
@@ -381,7 +361,7 @@ impl Cx<'_> {
             }
             None => {
                 if !misspelt("expr") {
-                    self.err(start, "missing field \"expr\"");
+                    self.required(m, "expr");
                 }
                 None
             }
@@ -396,11 +376,11 @@ impl Cx<'_> {
                 }
             }
         }
-        let for_ = match m.get("for").filter(|n| !is_null(n)) {
+        let for_ = match self.optional(m, "for") {
             Some(n) => self.duration(n, "for"),
             None => Some(Dur::default()),
         };
-        if let Some(n) = m.get("keep_firing_for").filter(|n| !is_null(n)) {
+        if let Some(n) = self.optional(m, "keep_firing_for") {
             self.duration(n, "keep_firing_for");
         }
         let labels = match m.get("labels") {

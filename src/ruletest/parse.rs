@@ -1,5 +1,6 @@
 //! Reading rule-test files, with `path:line:col` for every problem.
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use crate::config::Mode;
 use crate::diag::Diagnostic;
 use crate::duration::Dur;
 use crate::store::{AttemptOutcome, IncidentState};
-use crate::yaml::{self, Pos, describe, diag, is_null, key_pos, pos, unknown_field};
+use crate::yaml::{self, Cursor, Pos, key_pos, pos, unknown_field};
 
 const FILE_FIELDS: &[&str] = &["rule_files", "config", "tests"];
 const TEST_FIELDS: &[&str] = &["name", "interval", "mode", "checks", "actions", "expect"];
@@ -124,101 +125,33 @@ impl std::fmt::Display for ExpPage {
 pub fn parse(path: &Path, text: &str) -> Result<TestFile, Vec<Diagnostic>> {
     let origin = path.display().to_string();
     let root = yaml::parse(&origin, text).map_err(|d| vec![d])?;
-    let mut cx = Cx {
-        origin: &origin,
-        out: Vec::new(),
-    };
+    let mut cx = Cx(Cursor::new(&origin));
     let dir = path.parent().unwrap_or(Path::new(""));
     let file = cx.file(&root, dir);
-    let mut diags = cx.out;
-    diags.sort_by_key(|d| (d.line, d.col));
+    let diags = cx.0.finish();
     match file {
         Some(f) if diags.is_empty() => Ok(f),
         _ => Err(diags),
     }
 }
 
-struct Cx<'a> {
-    origin: &'a str,
-    out: Vec<Diagnostic>,
+/// The cursor, with this file format's readers on top.
+struct Cx<'a>(Cursor<'a>);
+
+impl<'a> Deref for Cx<'a> {
+    type Target = Cursor<'a>;
+    fn deref(&self) -> &Cursor<'a> {
+        &self.0
+    }
+}
+
+impl DerefMut for Cx<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Cx<'_> {
-    fn err(&mut self, at: Pos, msg: impl Into<String>) {
-        self.out.push(diag(self.origin, at, msg));
-    }
-
-    fn mapping<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n MarkedMappingNode> {
-        match node {
-            Node::Mapping(m) => Some(m),
-            other => {
-                self.err(
-                    pos(other),
-                    format!("expected {what}, found {}", describe(other)),
-                );
-                None
-            }
-        }
-    }
-
-    fn unknown_keys(&mut self, m: &MarkedMappingNode, allowed: &[&str]) {
-        for k in m.keys() {
-            if !allowed.contains(&k.as_str()) {
-                self.err(key_pos(k), unknown_field("field", k.as_str(), allowed));
-            }
-        }
-    }
-
-    fn optional<'n>(&self, m: &'n MarkedMappingNode, key: &str) -> Option<&'n Node> {
-        m.get(key).filter(|v| !is_null(v))
-    }
-
-    fn required<'n>(&mut self, m: &'n MarkedMappingNode, key: &str) -> Option<&'n Node> {
-        let v = self.optional(m, key);
-        if v.is_none() {
-            self.err(yaml::mapping_pos(m), format!("missing field {key:?}"));
-        }
-        v
-    }
-
-    fn string(&mut self, node: &Node) -> Option<String> {
-        match node {
-            Node::Scalar(s) => Some(s.as_str().to_string()),
-            other => {
-                self.err(
-                    pos(other),
-                    format!("expected a string, found {}", describe(other)),
-                );
-                None
-            }
-        }
-    }
-
-    fn list<'n>(&mut self, node: &'n Node, what: &str) -> Option<Vec<&'n Node>> {
-        match node {
-            Node::Sequence(s) => Some(s.iter().collect()),
-            other if is_null(other) => Some(Vec::new()),
-            other => {
-                self.err(
-                    pos(other),
-                    format!("expected a list of {what}, found {}", describe(other)),
-                );
-                None
-            }
-        }
-    }
-
-    fn dur(&mut self, node: &Node) -> Option<Duration> {
-        let s = self.string(node)?;
-        match s.parse::<Dur>() {
-            Ok(d) => Some(d.get()),
-            Err(e) => {
-                self.err(pos(node), e);
-                None
-            }
-        }
-    }
-
     fn file(&mut self, root: &Node, dir: &Path) -> Option<TestFile> {
         let m = self.mapping(root, "a mapping")?;
         self.unknown_keys(m, FILE_FIELDS);
@@ -272,28 +205,17 @@ impl Cx<'_> {
             None => Some(format!("test {}", index + 1)),
         };
         let interval = match self.optional(m, "interval") {
-            Some(n) => self.dur(n).and_then(|d| {
-                if d.is_zero() {
-                    self.err(pos(n), "interval must be longer than 0s");
-                    None
-                } else {
-                    Some(d)
-                }
-            }),
+            Some(n) => self.positive_dur(n, "interval").map(Dur::get),
             None => Some(Duration::from_secs(1)),
         };
         let mode = match self.optional(m, "mode") {
-            Some(n) => self.string(n).and_then(|s| match s.as_str() {
-                "enforce" => Some(Some(Mode::Enforce)),
-                "dry-run" => Some(Some(Mode::DryRun)),
-                other => {
-                    self.err(
-                        pos(n),
-                        unknown_field("mode", other, &["enforce", "dry-run"]),
-                    );
-                    None
-                }
-            }),
+            Some(n) => self
+                .choice(
+                    n,
+                    "mode",
+                    &[("enforce", Mode::Enforce), ("dry-run", Mode::DryRun)],
+                )
+                .map(Some),
             None => Some(None),
         };
         let checks = self.keyed(m, "checks", |cx, n| {
@@ -414,7 +336,10 @@ impl Cx<'_> {
     fn expect(&mut self, node: &Node) -> Option<Expect> {
         let m = self.mapping(node, "an expectation: `{ at: DURATION, incidents: [...] }`")?;
         self.unknown_keys(m, EXPECT_FIELDS);
-        let time = self.required(m, "at").and_then(|n| self.dur(n));
+        let time = self
+            .required(m, "at")
+            .and_then(|n| self.dur(n))
+            .map(Dur::get);
         let incidents = self.required(m, "incidents").and_then(|n| {
             let items = self.list(n, "incidents")?;
             let mut v = Some(Vec::new());
