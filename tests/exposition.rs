@@ -1,5 +1,6 @@
 //! The exposition parser on real exporters' output (shared fixtures), and
-//! the measurement behind not using `prometheus-parse` (see the README).
+//! the measurement behind not using `prometheus-parse` (docs/design.md, "Why medic parses the
+//! exposition format itself").
 
 use std::path::PathBuf;
 
@@ -89,7 +90,7 @@ fn fixture_values_and_labels_read_right() {
     );
 }
 
-/// The tricky-but-valid exposition the README's comparison uses.
+/// The tricky-but-valid exposition comparison in docs/design.md uses.
 const TRICKY: &str = r#"# HELP tricky_total A help text with \\ and \n escapes.
 # TYPE tricky_total counter
 tricky_total{path="/a,b"} 1
@@ -128,7 +129,7 @@ fn tricky_input_keeps_every_sample_and_label() {
 
 /// What `prometheus-parse` 0.2.5 makes of the same inputs. Run with
 /// `cargo test --test exposition -- --ignored --nocapture`; it prints the
-/// table in the README and asserts our parser's side of it.
+/// table in docs/design.md and asserts our parser's side of it.
 #[test]
 #[ignore]
 fn compare_with_prometheus_parse() {

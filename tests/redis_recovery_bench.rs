@@ -2,7 +2,7 @@
 //! `cargo test --release --test redis_recovery_bench -- --ignored --nocapture`):
 //! Redis killed with SIGKILL → restarted by the real medic binary and
 //! answering PING again, with 1 s checks acting on the first failure (as
-//! Monit is configured for the comparison in the README). Each kill lands
+//! Monit is configured for the comparison in docs/performance.md). Each kill lands
 //! at a different point of the check interval; the test prints every run,
 //! the median and the p95.
 

@@ -14,7 +14,8 @@
 //!
 //! One task per job, on its own small loop over the `cron` crate rather than
 //! tokio-cron-scheduler, because of three properties we need and measured
-//! that crate not to give (see the README, "Scheduled jobs"):
+//! that crate not to give (docs/design.md, "Why not
+//! tokio-cron-scheduler"):
 //! - **never twice at once**: the loop awaits a run before it looks at the
 //!   schedule again, so a run that overruns its next slot delays it; the
 //!   slots that passed meanwhile are skipped (and said so), never queued;

@@ -3,7 +3,7 @@
 //! its thread and the buttons Acknowledge, Approve / Reject (with a confirm
 //! dialog, while a step awaits approval), Escalate now and Resolve.
 //!
-//! Plain `reqwest` against the Web API (see the README for why not
+//! Plain `reqwest` against the Web API (docs/design.md says why not
 //! slack-morphism). The incident message carries Slack message metadata
 //! (`medic_incident`, the incident id) and every thread reply the outbox
 //! key (`medic_notice`): after a crash that may have hidden a post's reply,

@@ -8,8 +8,8 @@
 //! Nothing real runs: the real engine, plan executor and pager run on
 //! tokio's paused clock with an in-memory store, scripted checks and
 //! actions, and notifiers that only record. A day of simulated time takes
-//! milliseconds. The format is documented in the README ("Writing and
-//! testing rules") and in [`parse`].
+//! milliseconds. The format is documented in docs/rules.md ("Writing and
+//! testing a rule") and in [`parse`].
 
 pub mod parse;
 pub mod series;
