@@ -488,75 +488,49 @@ fn connections_beyond_the_cap_are_closed_at_once() {
     drop(idle);
 }
 
-/// Runs openssl with `args`; panics with its output when it fails.
-fn openssl(args: &[&str]) {
+/// Runs `openssl ARGS` (split on spaces); panics with its output when it
+/// fails.
+fn openssl(args: &str) {
     let out = Command::new("openssl")
-        .args(args)
+        .args(args.split(' '))
         .output()
         .expect("openssl");
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "openssl {args}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
 /// A CA of its own and a certificate it signed for 127.0.0.1, by openssl:
-/// `(ca, cert, key)`.
+/// `(ca, cert, key)` in `dir`, named after `name` (no spaces in `dir`).
 fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let p = |ext: &str| dir.join(format!("{name}.{ext}"));
     let s = |ext: &str| p(ext).display().to_string();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let ca_subj = format!("/CN={name} CA");
-    openssl(
-        &[
-            &["req", "-x509"],
-            &ec[..],
-            &["-days", "2", "-subj", &ca_subj],
-        ]
-        .concat()
-        .iter()
-        .copied()
-        .chain(["-keyout", &s("ca.key"), "-out", &s("ca.crt")])
-        .collect::<Vec<_>>(),
-    );
-    let subj = format!("/CN={name}");
-    openssl(
-        &[&["req"], &ec[..], &["-subj", &subj]]
-            .concat()
-            .iter()
-            .copied()
-            .chain(["-keyout", &s("key"), "-out", &s("csr")])
-            .collect::<Vec<_>>(),
-    );
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    openssl(&format!(
+        "req -x509 {ec} -days 2 -subj /CN={name}-ca -keyout {} -out {}",
+        s("ca.key"),
+        s("ca.crt")
+    ));
+    openssl(&format!(
+        "req {ec} -subj /CN={name} -keyout {} -out {}",
+        s("key"),
+        s("csr")
+    ));
     std::fs::write(
         p("ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &s("csr"),
-        "-CA",
-        &s("ca.crt"),
-        "-CAkey",
-        &s("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &s("ext"),
-        "-out",
-        &s("crt"),
-    ]);
+    openssl(&format!(
+        "x509 -req -in {} -CA {} -CAkey {} -CAcreateserial -days 2 -extfile {} -out {}",
+        s("csr"),
+        s("ca.crt"),
+        s("ca.key"),
+        s("ext"),
+        s("crt")
+    ));
     (p("ca.crt"), p("crt"), p("key"))
 }
 
