@@ -279,7 +279,7 @@ fn every_route_asks_for_its_own_credential() {
     }
 }
 
-fn medic(args: &[&str]) -> (bool, String) {
+fn run_medic(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_medic"))
         .args(args)
         .output()
@@ -299,7 +299,7 @@ fn configs_that_let_anyone_in_are_refused_at_check_and_start_up() {
     let config = setup(dir.path(), http, "");
     let cfg = config.to_str().unwrap();
     let rule = dir.path().join("rules/fire.yaml");
-    let (ok, out) = medic(&["check", "--config", cfg]);
+    let (ok, out) = run_medic(&["check", "--config", cfg]);
     assert!(ok, "{out}");
 
     let open = format!(
@@ -311,11 +311,11 @@ fn configs_that_let_anyone_in_are_refused_at_check_and_start_up() {
         rule.display()
     );
     for cmd in ["check", "run"] {
-        let (ok, out) = medic(&[cmd, "--config", cfg]);
+        let (ok, out) = run_medic(&[cmd, "--config", cfg]);
         assert!(!ok && out.contains(&want), "{cmd}: {out}");
     }
     std::fs::write(&config, open.replace(", intake: { open: true }", "")).unwrap();
-    let (ok, out) = medic(&["check", "--config", cfg]);
+    let (ok, out) = run_medic(&["check", "--config", cfg]);
     assert!(
         !ok && out.contains("but the intake is off (no http.intake)"),
         "{out}"
@@ -332,7 +332,7 @@ fn configs_that_let_anyone_in_are_refused_at_check_and_start_up() {
         ),
     )
     .unwrap();
-    let (ok, out) = medic(&["run", "--config", cfg]);
+    let (ok, out) = run_medic(&["run", "--config", cfg]);
     assert!(!ok && out.contains("http.api_token is empty"), "{out}");
 
     // Open reads on every interface: a warning (with its position), not an error.
@@ -341,7 +341,7 @@ fn configs_that_let_anyone_in_are_refused_at_check_and_start_up() {
         "store: { sqlite: { path: medic.db } }\nhttp:\n  listen: 0.0.0.0:7460\n  open_reads: true\n",
     )
     .unwrap();
-    let (ok, out) = medic(&["check", "--config", cfg]);
+    let (ok, out) = run_medic(&["check", "--config", cfg]);
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!(
@@ -619,6 +619,17 @@ fn tls_on_the_listener_is_reloaded_on_sighup() {
         },
     );
     assert_eq!(https_healthz(http, &b_ca), Ok(200));
+    drop(medic);
+
+    // At start-up a pair that does not belong together stops medic.
+    std::fs::copy(&a_cert, &cert).unwrap();
+    std::fs::copy(&b_key, &key).unwrap();
+    let (ok, out) = run_medic(&["run", "--config", config.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("http.tls: ") && out.contains("tls.key"),
+        "{out}"
+    );
 }
 
 /// `GET path` over a raw socket: whether the answer is 200.
