@@ -1,7 +1,8 @@
 //! medic's HTTP surface (axum), bound to 127.0.0.1 unless configured
 //! otherwise: `/healthz`, `/readyz`, and the routes later modules add
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
-//! and one line in [`router`].
+//! and one line in [`router`], in the group whose credential it needs
+//! ([`auth`]); [`listener`] serves the whole with timeouts, caps and TLS.
 
 pub mod alertmanager;
 pub mod auth;
