@@ -1098,8 +1098,8 @@ http:
         assert_eq!(
             errs,
             [
-                "medic.yaml:1:39: the intake needs `bearer: {env: NAME}`, `basic: {username, password}` or `open: true`",
-                "medic.yaml:1:56: the cert path must not be empty",
+                "medic.yaml:1:38: the intake needs `bearer: {env: NAME}`, `basic: {username, password}` or `open: true`",
+                "medic.yaml:1:55: the cert path must not be empty",
             ]
         );
         let errs = errors(
