@@ -392,9 +392,9 @@ fn healthz(port: u16) -> (u16, Duration) {
 
 /// 500 half-sent requests stay open: `/healthz` still answers on every try,
 /// and each of them is closed after `header_timeout`. A body that never
-/// ends is cut off by `request_timeout` (503); requests holding every
-/// in-flight slot make others 503 with Retry-After, never the probes; and
-/// beyond `max_connections` new connections are closed at once.
+/// ends is cut off by `request_timeout` (503); deliveries holding every
+/// in-flight slot of the intake make the next one 503 with Retry-After,
+/// never the probes or other routes.
 #[test]
 fn slow_clients_are_cut_off_and_healthz_keeps_answering() {
     let dir = tempfile::tempdir().unwrap();
@@ -444,19 +444,25 @@ fn slow_clients_are_cut_off_and_healthz_keeps_answering() {
     };
     let mut a = cut_short();
     let mut b = cut_short();
-    let incidents = format!("http://127.0.0.1:{http}/api/v1/incidents");
-    let read = format!("Bearer {TEST_READ_TOKEN}");
+    // A third delivery finds the intake's slots taken; the other routes
+    // have their own.
+    let intake = format!("http://127.0.0.1:{http}/api/v1/alerts/alertmanager");
+    let token = format!("Bearer {TEST_INTAKE_TOKEN}");
     let mut busy = String::new();
-    wait_until(
-        Duration::from_secs(10),
-        "both in-flight slots taken",
-        || {
-            let (code, _, text) = call("GET", &incidents, &[("authorization", &read)], "");
-            busy = text;
-            code == 503
-        },
-    );
+    wait_until(Duration::from_secs(10), "both intake slots taken", || {
+        let h = [JSON, ("authorization", token.as_str())];
+        let (code, _, text) = call("POST", &intake, &h, &delivery("Busy"));
+        busy = text;
+        code == 503
+    });
     assert!(busy.contains("http.max_in_flight"), "{busy}");
+    let (code, _, text) = call(
+        "GET",
+        &format!("http://127.0.0.1:{http}/api/v1/incidents"),
+        &[("authorization", &format!("Bearer {TEST_READ_TOKEN}"))],
+        "",
+    );
+    assert_eq!(code, 200, "reads have slots of their own: {text}");
     assert_eq!(healthz(http).0, 200, "probes are not counted");
     let mut answer = String::new();
     a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -464,7 +470,10 @@ fn slow_clients_are_cut_off_and_healthz_keeps_answering() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("http.request_timeout"), "{answer}");
     assert!(closed_within(&mut b, Duration::from_secs(10)));
-    assert!(firing(&dir.path().join("medic.db")).is_empty());
+    assert!(
+        firing(&dir.path().join("medic.db")).is_empty(),
+        "nothing got in"
+    );
 }
 
 /// With `max_connections: 8`, the ninth connection is closed as soon as it

@@ -762,8 +762,9 @@ pub struct HttpConfig {
     /// How long one request may take, body included (then 503). Default 30s.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Dur,
-    /// Requests handled at once (beyond: 503 with Retry-After); `/healthz`
-    /// and `/readyz` are not counted. Default 64.
+    /// Requests handled at once in each route group (the intake, Slack,
+    /// the rest; beyond: 503 with Retry-After); `/healthz` and `/readyz`
+    /// are not counted. Default 64.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Open connections at most (beyond: closed at once). Lowered at

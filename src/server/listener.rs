@@ -5,9 +5,10 @@
 //!   TLS, to finish the handshake); an idle keep-alive connection gets the
 //!   same time for its next request. Then it is closed.
 //! - A request has `request_timeout` to be answered, body included (503).
-//! - At most `max_in_flight` requests are handled at once; beyond, 503 with
-//!   `Retry-After` at once. `/healthz` and `/readyz` are not counted, so
-//!   probes keep answering under load.
+//! - At most `max_in_flight` requests are handled at once in each route
+//!   group (the Alertmanager intake, Slack's interactions, the rest);
+//!   beyond, 503 with `Retry-After` at once. `/healthz` and `/readyz` are
+//!   not counted, so probes keep answering under load.
 //! - At most `max_connections` connections are open; beyond, new ones are
 //!   closed as soon as they are accepted (lowered at start-up to fit the
 //!   process's file limit, so a flood cannot take the descriptors the
@@ -96,10 +97,24 @@ fn build(paths: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
-/// What every request is bounded by.
+/// What every request is bounded by: a time limit, and `max_in_flight`
+/// requests at once per route group, so a flood of deliveries cannot
+/// starve Slack's clicks or the API (and the other way round).
 struct Guard {
-    in_flight: Arc<Semaphore>,
+    /// The Alertmanager intake, Slack's interactions, everything else.
+    in_flight: [Arc<Semaphore>; 3],
     timeout: Duration,
+}
+
+/// The route group of `path`: its index in [`Guard::in_flight`].
+fn group(path: &str) -> usize {
+    if path.starts_with("/api/v1/alerts/") {
+        0
+    } else if path.starts_with("/slack/") {
+        1
+    } else {
+        2
+    }
 }
 
 fn busy(why: String) -> Response {
@@ -118,10 +133,15 @@ async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Respons
     let _permit = if probe {
         None
     } else {
-        match g.in_flight.clone().try_acquire_owned() {
+        match g.in_flight[group(req.uri().path())]
+            .clone()
+            .try_acquire_owned()
+        {
             Ok(p) => Some(p),
             Err(_) => {
-                return busy("too many requests in flight (http.max_in_flight); retry".into());
+                return busy(
+                    "too many requests in flight on this route (http.max_in_flight); retry".into(),
+                );
             }
         }
     };
@@ -176,7 +196,7 @@ pub async fn serve(
         .with_context(|| format!("listening on {}", http.listen))?;
     let addr = listener.local_addr()?;
     let g = Arc::new(Guard {
-        in_flight: Arc::new(Semaphore::new(http.max_in_flight)),
+        in_flight: std::array::from_fn(|_| Arc::new(Semaphore::new(http.max_in_flight))),
         timeout: http.request_timeout.get(),
     });
     let app = app.layer(axum::middleware::from_fn_with_state(g, guard));
@@ -323,6 +343,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_groups() {
+        assert_eq!(group("/api/v1/alerts/alertmanager"), 0);
+        assert_eq!(group("/slack/interactions"), 1);
+        assert_eq!(group("/api/v1/incidents"), 2);
+        assert_eq!(group("/-/reload"), 2);
+    }
 
     #[test]
     fn the_connection_cap_leaves_descriptors_for_the_rest() {
