@@ -28,6 +28,7 @@ use super::{
 use crate::config::Mode;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
+use crate::secret::SecretOrInline;
 use crate::yaml::{self, Cursor, Pos, describe, key_pos, unknown_field};
 
 /// The prefix of environment overrides.
@@ -37,7 +38,11 @@ const ENV_ORIGIN: &str = "the environment";
 
 /// Loads `path` and applies `MEDIC_`-prefixed environment overrides.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
-    load_with_env(path, process_env())
+    let config = load_with_env(path, process_env())?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
 }
 
 /// Loads `path` with `env` standing in for the process environment (tests).
@@ -107,6 +112,7 @@ pub(crate) fn load_str_checked(
     let mut cx = Cx {
         y: Cursor::new(origin),
         env: Vec::new(),
+        warnings: Vec::new(),
     };
     if let Some(m) = file.as_mapping() {
         cx.y.unknown_keys(m, fields);
@@ -163,6 +169,7 @@ pub(crate) fn load_str_checked(
         _ => PathBuf::from("."),
     };
     cx.validate(&config, &merged);
+    config.warnings = sorted(std::mem::take(&mut cx.warnings));
     (Some(config), sorted(cx.y.out))
 }
 
@@ -248,6 +255,8 @@ struct Cx<'a> {
     y: Cursor<'a>,
     /// Environment overrides taken: (dotted lower-case key, variable name).
     env: Vec<(String, String)>,
+    /// Warnings (see [`Config::warnings`]).
+    warnings: Vec<Diagnostic>,
 }
 
 impl Cx<'_> {
@@ -693,7 +702,19 @@ impl Cx<'_> {
                     url(self, format!("notifiers.{name}.pagerduty.url"), &p.url);
                 }
                 NotifierConfig::Webhook(w) => {
-                    url(self, format!("notifiers.{name}.webhook.url"), &w.url);
+                    let at = format!("notifiers.{name}.webhook.url");
+                    if let SecretOrInline::Inline(v) = &w.url {
+                        if !(v.starts_with("http://") || v.starts_with("https://")) {
+                            self.err(root, &at, "the webhook URL must start with http:// or https://");
+                        }
+                        let d = self.at_path(
+                            root,
+                            &at,
+                            false,
+                            "warning: the webhook URL is written inline; a webhook URL often is its credential: write it as { env: NAME } or { file: PATH } (it is never printed either way)".into(),
+                        );
+                        self.warnings.push(d);
+                    }
                 }
             }
         }

@@ -162,6 +162,42 @@ pub enum NotifyError {
     Permanent(String),
 }
 
+impl NotifyError {
+    /// The error with every occurrence of `secret` (a webhook URL) cut
+    /// out: a receiver may echo its URL in an error body.
+    pub fn scrubbed(self, secret: &str) -> Self {
+        let cut = |s: String| {
+            if secret.is_empty() {
+                s
+            } else {
+                s.replace(secret, "<url>")
+            }
+        };
+        match self {
+            NotifyError::Retry { reason, after } => NotifyError::Retry {
+                reason: cut(reason),
+                after,
+            },
+            NotifyError::Permanent(reason) => NotifyError::Permanent(cut(reason)),
+        }
+    }
+}
+
+/// A request error as words, without the URL (`reqwest`'s `without_url`):
+/// webhook URLs are secrets. Its causes follow (`connection refused`);
+/// they never carry the URL.
+pub(crate) fn request_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Delivers notices somewhere humans look.
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
@@ -569,7 +605,7 @@ pub(crate) async fn checked(
         Ok(resp) => resp,
         Err(e) => {
             return Err(NotifyError::Retry {
-                reason: format!("{what}: {e}"),
+                reason: format!("{what}: {}", request_error(e)),
                 after: None,
             });
         }

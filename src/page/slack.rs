@@ -49,6 +49,43 @@ fn mention(id: &str) -> String {
     }
 }
 
+/// Text as Slack shows it literally: `&`, `<` and `>` are the three
+/// characters Slack's `mrkdwn` (and a message's `text`) reads as markup
+/// (`<!channel>`, `<@U1>`, `<https://x|label>`), so everything that is not
+/// medic's own markup (labels, annotations, check output, timeline
+/// messages, names) goes through here.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// [`escape`] after [`cut`]: the cut never splits an entity.
+fn esc_cut(text: &str, n: usize) -> String {
+    escape(&cut(text, n))
+}
+
+/// A decision line (`acknowledged by <@U1>`): escaped, but a mention of a
+/// Slack user medic itself wrote (`by <@U…>` from a verified click) stays
+/// a mention.
+fn decision_line(line: &str) -> String {
+    if let Some((what, who)) = line.rsplit_once(" by ")
+        && let Some(id) = who.strip_prefix("<@").and_then(|w| w.strip_suffix('>'))
+        && !id.is_empty()
+        && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
+        return format!("{} by <@{id}>", escape(what));
+    }
+    escape(line)
+}
+
 fn plain(text: &str) -> Value {
     json!({ "type": "plain_text", "text": text, "emoji": true })
 }
@@ -94,7 +131,7 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             "—".to_string()
         } else {
             v.iter()
-                .map(|l| format!("• {}", cut(l, 280)))
+                .map(|l| format!("• {}", esc_cut(l, 280)))
                 .collect::<Vec<_>>()
                 .join("\n")
         }
@@ -102,9 +139,9 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
     let mut blocks = vec![
         json!({ "type": "header", "text": plain(&title) }),
         json!({ "type": "section", "fields": [
-            mrkdwn(&format!("*Severity*\n{}", inc.severity)),
-            mrkdwn(&format!("*Scenario*\n{}", inc.scenario)),
-            mrkdwn(&format!("*Target*\n{}", if v.targets.is_empty() { "—".into() } else { v.targets.join(", ") })),
+            mrkdwn(&format!("*Severity*\n{}", escape(&inc.severity))),
+            mrkdwn(&format!("*Scenario*\n{}", escape(&inc.scenario))),
+            mrkdwn(&format!("*Target*\n{}", if v.targets.is_empty() { "—".into() } else { esc_cut(&v.targets.join(", "), 1000) })),
             mrkdwn(&format!("*State*\n{}", inc.state.as_str())),
             mrkdwn(&format!("*RTO clock*\n{}", rto_clock(v))),
             mrkdwn(&format!("*Incident*\n#{} opened {}", inc.id, inc.opened_at.format("%Y-%m-%d %H:%M UTC"))),
@@ -114,7 +151,7 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
     ];
     if let Some(next) = &v.next {
         blocks
-            .push(json!({ "type": "section", "text": mrkdwn(&format!("*About to do*\n{next}")) }));
+            .push(json!({ "type": "section", "text": mrkdwn(&format!("*About to do*\n{}", esc_cut(next, 1000))) }));
     }
     if !v.decisions.is_empty() {
         let who = v
@@ -123,10 +160,10 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             .rev()
             .take(5)
             .rev()
-            .cloned()
+            .map(|d| decision_line(&cut(d, 390)))
             .collect::<Vec<_>>()
             .join(" · ");
-        blocks.push(json!({ "type": "context", "elements": [mrkdwn(&cut(&who, 2000))] }));
+        blocks.push(json!({ "type": "context", "elements": [mrkdwn(&who)] }));
     }
     if inc.state != IncidentState::Resolved {
         let id = inc.id.to_string();
@@ -139,7 +176,7 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             let confirm = |verb: &str| {
                 json!({
                     "title": plain(&format!("{verb} step {}?", cut(step, 60))),
-                    "text": mrkdwn(&format!("medic will {} *{step}* on incident #{id} ({}).", if verb == "Approve" { "run" } else { "not run" }, inc.scenario)),
+                    "text": mrkdwn(&format!("medic will {} *{}* on incident #{id} ({}).", if verb == "Approve" { "run" } else { "not run" }, esc_cut(step, 200), escape(&inc.scenario))),
                     "confirm": plain(verb),
                     "deny": plain("Cancel"),
                 })
@@ -153,13 +190,13 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             json!({ "type": "actions", "block_id": format!("medic:{id}"), "elements": buttons }),
         );
     }
-    let text = format!(
+    let text = escape(&format!(
         "[{}] {} — {} (incident #{})",
         inc.severity,
-        inc.summary,
+        cut(&inc.summary, 1000),
         inc.state.as_str(),
         inc.id
-    );
+    ));
     (blocks, text)
 }
 
@@ -201,7 +238,7 @@ impl SlackNotifier {
         let r = req.bearer_auth(self.token()?).send().await;
         let resp = checked(&format!("Slack {method}"), r).await?;
         let v: Value = resp.json().await.map_err(|e| NotifyError::Retry {
-            reason: format!("Slack {method}: bad answer: {e}"),
+            reason: format!("Slack {method}: bad answer: {}", super::request_error(e)),
             after: None,
         })?;
         if v["ok"] == true {
@@ -271,12 +308,9 @@ impl SlackNotifier {
     }
 
     /// What goes to the thread for a notice.
+    /// Everything but the configured mentions is escaped ([`escape`]).
     fn thread_text(&self, n: &Notice) -> String {
         let mut out = n.text.clone();
-        if matches!(n.kind, NoticeKind::Page | NoticeKind::Resolution) && !self.mention.is_empty() {
-            let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
-            out = format!("{} {out}", who.join(" "));
-        }
         for e in n.entries.iter().take(40) {
             out.push_str(&format!(
                 "\n• {} {}: {}",
@@ -288,7 +322,12 @@ impl SlackNotifier {
         if n.entries.len() > 40 {
             out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
         }
-        cut(&out, 3900)
+        let out = esc_cut(&out, 3500);
+        if matches!(n.kind, NoticeKind::Page | NoticeKind::Resolution) && !self.mention.is_empty() {
+            let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
+            return format!("{} {out}", who.join(" "));
+        }
+        out
     }
 
     /// Members of a user group (`usergroups.users.list`).
@@ -310,7 +349,8 @@ impl SlackNotifier {
             .unwrap_or_default())
     }
 
-    /// A message only `user` sees (refusals, "already done by").
+    /// A message only `user` sees (refusals, "already done by"). `text` is
+    /// medic's markup: escape what it carries from elsewhere ([`escape`]).
     pub async fn ephemeral(
         &self,
         channel: &str,
@@ -387,5 +427,32 @@ impl Notifier for SlackNotifier {
             reference: Some(json!({ "channel": self.channel, "ts": ts })),
             detail: format!("message {ts}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_is_escaped_but_medics_mentions_stay() {
+        assert_eq!(
+            escape("<!channel> <https://evil|ok> & <@U1>"),
+            "&lt;!channel&gt; &lt;https://evil|ok&gt; &amp; &lt;@U1&gt;"
+        );
+        assert_eq!(
+            decision_line("step x approved by <@U0APPROVER>"),
+            "step x approved by <@U0APPROVER>"
+        );
+        assert_eq!(
+            decision_line("acknowledged by <!channel>"),
+            "acknowledged by &lt;!channel&gt;"
+        );
+        assert_eq!(
+            decision_line("acknowledged by <@U1|<!here>>"),
+            "acknowledged by &lt;@U1|&lt;!here&gt;&gt;"
+        );
+        // A cut never leaves half an entity.
+        assert_eq!(esc_cut("ab<cd", 4), "ab&lt;…");
     }
 }
