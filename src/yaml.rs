@@ -626,7 +626,9 @@ mod tests {
             err("a: 1\nb: x\0\nc: 3\n"),
             "t.yaml:2:5: control character U+0000 (NUL) is not allowed in YAML (write it as an escape, such as \\x00, inside double quotes)"
         );
-        assert!(err("a: \"\u{1b}[31m\"\n").starts_with("t.yaml:1:5: control character U+001B (escape)"));
+        assert!(
+            err("a: \"\u{1b}[31m\"\n").starts_with("t.yaml:1:5: control character U+001B (escape)")
+        );
         assert!(err("# \u{7f}\na: 1\n").starts_with("t.yaml:1:3: control character U+007F (DEL)"));
         assert!(err("a: é\u{85}\n").starts_with("t.yaml:1:5: control character U+0085 is"));
         // Tabs, CRLF line ends, a BOM and escapes are fine.

@@ -157,18 +157,23 @@ fn check_warns_about_inline_webhook_urls_and_secrets_written_as_plain_env() {
     });
     let summary = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env())
         .unwrap_or_else(|e| panic!("{e}"));
-    let line = 1 + SHIPPED_CONFIG
-        .lines()
-        .position(|l| l.starts_with("  log: { log: {} }"))
-        .unwrap()
+    let line = 1
+        + SHIPPED_CONFIG
+            .lines()
+            .position(|l| l.starts_with("  log: { log: {} }"))
+            .unwrap()
         + 1;
     let d = dir.path().display();
     let got: Vec<String> = summary.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         got,
         [
-            format!("{d}/medic.yaml:{line}:27: warning: the webhook URL is written inline; a webhook URL often is its credential: write it as {{ env: NAME }} or {{ file: PATH }} (it is never printed either way)"),
-            format!("{d}/rules/cache.yaml:16:21: warning: env DATABASE_URL: medic's secret {{ env: REPLICA_DATABASE_URL }} would be written into the workload as a plain `value` (readable by anyone who can read its spec, and kept in its ReplicaSet history); reference a Kubernetes Secret instead: `DATABASE_URL: {{ valueFrom: {{ secretKeyRef: {{ name: SECRET, key: KEY }} }} }}`"),
+            format!(
+                "{d}/medic.yaml:{line}:27: warning: the webhook URL is written inline; a webhook URL often is its credential: write it as {{ env: NAME }} or {{ file: PATH }} (it is never printed either way)"
+            ),
+            format!(
+                "{d}/rules/cache.yaml:16:21: warning: env DATABASE_URL: medic's secret {{ env: REPLICA_DATABASE_URL }} would be written into the workload as a plain `value` (readable by anyone who can read its spec, and kept in its ReplicaSet history); reference a Kubernetes Secret instead: `DATABASE_URL: {{ valueFrom: {{ secretKeyRef: {{ name: SECRET, key: KEY }} }} }}`"
+            ),
         ]
     );
     assert!(!got.concat().contains("SEKRET"));

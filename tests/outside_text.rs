@@ -151,11 +151,19 @@ fn outside_text_is_escaped_secrets_stay_out_and_clicks_do_not_replay_after_a_res
     // the 400 webhook failed for good (on the timeline).
     wait_until(Duration::from_secs(30), "the pages to be tried", || {
         stored(&db).is_some_and(|(_, outbox, timeline)| {
-            let entry = |n: &str| outbox.iter().find(|e| e.kind == "page" && e.notifier == n).cloned();
+            let entry = |n: &str| {
+                outbox
+                    .iter()
+                    .find(|e| e.kind == "page" && e.notifier == n)
+                    .cloned()
+            };
             entry("oncall").is_some_and(|e| e.state == OutboxState::Sent)
-                && entry("hook").is_some_and(|e| e.attempts >= 1 && e.detail.starts_with("webhook:"))
+                && entry("hook")
+                    .is_some_and(|e| e.attempts >= 1 && e.detail.starts_with("webhook:"))
                 && entry("hook400").is_some_and(|e| e.state == OutboxState::Failed)
-                && timeline.iter().any(|t| t.message.contains("via hook400 failed"))
+                && timeline
+                    .iter()
+                    .any(|t| t.message.contains("via hook400 failed"))
         })
     });
 
@@ -179,12 +187,18 @@ fn outside_text_is_escaped_secrets_stay_out_and_clicks_do_not_replay_after_a_res
     assert!(all.contains("<@U0ONCALL>"), "{all}");
     // The inline-URL webhook was called (its secret is in its own request
     // line, nowhere else).
-    assert!(reqs.iter().any(|r| r.what == "hook" && r.query.contains(INLINE_SECRET)));
+    assert!(
+        reqs.iter()
+            .any(|r| r.what == "hook" && r.query.contains(INLINE_SECRET))
+    );
 
     // The webhook URLs: not in the log, the outbox, the timeline, nor
     // anywhere in the store's files.
     let (id, outbox, timeline) = stored(&db).unwrap();
-    let hook = outbox.iter().find(|e| e.notifier == "hook" && e.kind == "page").unwrap();
+    let hook = outbox
+        .iter()
+        .find(|e| e.notifier == "hook" && e.kind == "page")
+        .unwrap();
     assert!(
         hook.detail.contains("error sending request") && hook.detail.contains("onnect"),
         "the reason is kept, without the URL: {}",
@@ -216,7 +230,11 @@ fn outside_text_is_escaped_secrets_stay_out_and_clicks_do_not_replay_after_a_res
         .output()
         .unwrap();
     let md = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(md.contains(r"\<\!channel\>"), "{md}");
     assert!(
         md.contains(r"\<https\://evil.example/login\|Click to fix\> \& more"),
@@ -233,10 +251,14 @@ fn outside_text_is_escaped_secrets_stay_out_and_clicks_do_not_replay_after_a_res
     assert!(medic.stop().success());
     let _medic = Medic::start(&config, &log);
     let mut replay = (0, String::new());
-    wait_until(Duration::from_secs(20), "the pager after the restart", || {
-        replay = signed_click(&url, &body, &ts);
-        replay.0 != 503
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the pager after the restart",
+        || {
+            replay = signed_click(&url, &body, &ts);
+            replay.0 != 503
+        },
+    );
     assert_eq!(replay.0, 401, "{replay:?}");
     assert!(replay.1.contains("replayed"), "{replay:?}");
 }

@@ -705,7 +705,11 @@ impl Cx<'_> {
                     let at = format!("notifiers.{name}.webhook.url");
                     if let SecretOrInline::Inline(v) = &w.url {
                         if !(v.starts_with("http://") || v.starts_with("https://")) {
-                            self.err(root, &at, "the webhook URL must start with http:// or https://");
+                            self.err(
+                                root,
+                                &at,
+                                "the webhook URL must start with http:// or https://",
+                            );
                         }
                         let d = self.at_path(
                             root,

@@ -102,11 +102,7 @@ pub fn md_escape(text: &str) -> String {
 /// A fence for a code block holding `text`: longer than any run of
 /// backticks in it, so the text cannot close the block.
 fn fence(text: &str) -> String {
-    let longest = text
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     "`".repeat((longest + 1).max(3))
 }
 
@@ -453,7 +449,10 @@ mod tests {
             "\\[click\\]\\(https\\://evil.example\\) \\<img src=x\\> \\*\\*b\\*\\* \\| c \\# h"
         );
         assert_eq!(md_escape("see www.evil.example"), "see www\\.evil.example");
-        assert_eq!(md_escape("redis_down: up → failing"), "redis\\_down: up → failing");
+        assert_eq!(
+            md_escape("redis_down: up → failing"),
+            "redis\\_down: up → failing"
+        );
         assert_eq!(fence("a ```` b"), "`````");
         assert_eq!(fence("plain"), "```");
     }

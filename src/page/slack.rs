@@ -72,18 +72,32 @@ fn esc_cut(text: &str, n: usize) -> String {
     escape(&cut(text, n))
 }
 
-/// A decision line (`acknowledged by <@U1>`): escaped, but a mention of a
-/// Slack user medic itself wrote (`by <@U…>` from a verified click) stays
-/// a mention.
-fn decision_line(line: &str) -> String {
-    if let Some((what, who)) = line.rsplit_once(" by ")
-        && let Some(id) = who.strip_prefix("<@").and_then(|w| w.strip_suffix('>'))
-        && !id.is_empty()
-        && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-    {
-        return format!("{} by <@{id}>", escape(what));
+/// A decision's words (`acknowledged by <@U1> at 10:02 UTC`): escaped,
+/// but a mention of a Slack user right after `by ` stays a mention: medic
+/// wrote it from a verified click (`<@` + the user ID Slack signed).
+pub fn escape_decision(text: &str) -> String {
+    const OPEN: &str = "by &lt;@";
+    let escaped = escape(text);
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped.as_str();
+    while let Some(i) = rest.find(OPEN) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + OPEN.len()..];
+        let id_len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit()))
+            .unwrap_or(after.len());
+        if id_len > 0 && after[id_len..].starts_with("&gt;") {
+            out.push_str("by <@");
+            out.push_str(&after[..id_len]);
+            out.push('>');
+            rest = &after[id_len + "&gt;".len()..];
+        } else {
+            out.push_str(OPEN);
+            rest = after;
+        }
     }
-    escape(line)
+    out.push_str(rest);
+    out
 }
 
 fn plain(text: &str) -> Value {
@@ -160,7 +174,7 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             .rev()
             .take(5)
             .rev()
-            .map(|d| decision_line(&cut(d, 390)))
+            .map(|d| escape_decision(&cut(d, 390)))
             .collect::<Vec<_>>()
             .join(" · ");
         blocks.push(json!({ "type": "context", "elements": [mrkdwn(&who)] }));
@@ -441,17 +455,18 @@ mod tests {
             "&lt;!channel&gt; &lt;https://evil|ok&gt; &amp; &lt;@U1&gt;"
         );
         assert_eq!(
-            decision_line("step x approved by <@U0APPROVER>"),
-            "step x approved by <@U0APPROVER>"
+            escape_decision("step x approved by <@U0APPROVER> at 10:02 UTC"),
+            "step x approved by <@U0APPROVER> at 10:02 UTC"
         );
         assert_eq!(
-            decision_line("acknowledged by <!channel>"),
+            escape_decision("acknowledged by <!channel>"),
             "acknowledged by &lt;!channel&gt;"
         );
         assert_eq!(
-            decision_line("acknowledged by <@U1|<!here>>"),
-            "acknowledged by &lt;@U1|&lt;!here&gt;&gt;"
+            escape_decision("acknowledged by <@U1|<!here>> & <@U2>"),
+            "acknowledged by &lt;@U1|&lt;!here&gt;&gt; &amp; &lt;@U2&gt;"
         );
+        assert_eq!(escape_decision("by <@U1"), "by &lt;@U1");
         // A cut never leaves half an entity.
         assert_eq!(esc_cut("ab<cd", 4), "ab&lt;…");
     }

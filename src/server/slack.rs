@@ -31,8 +31,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use super::AppState;
+use crate::page::slack::{escape, escape_decision};
 use crate::page::{Decision, DecisionKind, Pager};
-use crate::page::slack::escape;
 
 /// How far a request's timestamp may be from now.
 pub const WINDOW_SECS: i64 = 300;
@@ -346,7 +346,7 @@ async fn act(
     };
     match pager.decide(click.incident, d).await {
         Ok(o) if o.first => Ok(()),
-        Ok(o) => reply(format!("Nothing changed: {}.", escape(&o.message))).await,
+        Ok(o) => reply(format!("Nothing changed: {}.", escape_decision(&o.message))).await,
         Err(e) => reply(format!("Nothing changed: {}.", escape(&e.to_string()))).await,
     }
 }

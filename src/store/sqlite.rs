@@ -1339,7 +1339,9 @@ fn claim_once_on(
         .and_then(|mut s| s.execute(params![at]))
         .map_err(sql("forget old claims"))?;
     let n = conn
-        .prepare_cached("INSERT INTO claims (key, until) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")
+        .prepare_cached(
+            "INSERT INTO claims (key, until) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        )
         .and_then(|mut s| s.execute(params![key, until]))
         .map_err(sql("claim key"))?;
     Ok(n == 1)
