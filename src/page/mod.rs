@@ -634,3 +634,41 @@ pub(crate) async fn checked(
 pub fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// reqwest puts the URL in its errors; a webhook URL is a secret.
+    #[tokio::test]
+    async fn request_errors_keep_their_cause_but_not_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/hook/SEKRET?token=SEKRET2");
+        let r = http_client().post(&url).send().await;
+        let raw = r
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(
+            raw.contains("SEKRET"),
+            "reqwest's own text has the URL: {raw}"
+        );
+        let Err(NotifyError::Retry { reason, .. }) = checked("webhook", r).await else {
+            panic!("a refused connection is worth retrying");
+        };
+        assert!(!reason.contains("SEKRET"), "{reason}");
+        assert!(
+            reason.starts_with("webhook: error sending request"),
+            "{reason}"
+        );
+        assert!(reason.to_lowercase().contains("connect"), "{reason}");
+        // An echo of the URL in a receiver's answer is cut out too.
+        let e = NotifyError::Permanent(format!("webhook: HTTP 400: bad {url}"));
+        assert_eq!(e.scrubbed(&url).to_string(), "webhook: HTTP 400: bad <url>");
+    }
+}
