@@ -470,4 +470,56 @@ mod tests {
         // A cut never leaves half an entity.
         assert_eq!(esc_cut("ab<cd", 4), "ab&lt;…");
     }
+
+    /// Every mrkdwn field of the message: check output and labels in
+    /// observed / done / next / targets, and the fallback text.
+    #[test]
+    fn the_message_carries_outside_text_escaped() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let bad = "<!channel> <https://evil|x> &";
+        let v = View {
+            incident: crate::store::Incident {
+                id: 3,
+                scenario: "s".into(),
+                instance: String::new(),
+                state: IncidentState::Escalated,
+                severity: "high".into(),
+                summary: format!("down {bad}"),
+                opened_at: at,
+                updated_at: at,
+                resolved_at: None,
+            },
+            rto: None,
+            targets: vec![bad.into()],
+            observed: vec![format!(
+                "symptom s: ok → failing (failing: HTTP 500: {bad})"
+            )],
+            done: vec![format!("step r failed: {bad}")],
+            next: Some(format!("level 2 {bad}")),
+            awaiting: None,
+            decisions: vec![format!("acknowledged by <@U1> {bad}")],
+            now: at,
+        };
+        let (blocks, text) = render(&v);
+        // The header is `plain_text`: Slack reads no markup in it.
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        let blocks = serde_json::to_string(&blocks[1..]).unwrap();
+        let all = format!("{blocks}{text}");
+        assert!(
+            !all.contains("<!channel>") && !all.contains("<https://"),
+            "{all}"
+        );
+        assert_eq!(
+            all.matches("&lt;!channel&gt; &lt;https://evil|x&gt; &amp;")
+                .count(),
+            6,
+            "{all}"
+        );
+        assert!(
+            blocks.contains("acknowledged by <@U1> &lt;!channel&gt;"),
+            "{blocks}"
+        );
+    }
 }
