@@ -212,9 +212,6 @@ pub async fn run_with_options(
         mode = ?config.mode,
         "medic starting"
     );
-    for w in &config.warnings {
-        tracing::warn!("config: {w}");
-    }
 
     let (loader, reload_handle, reload_rx) = match options.reload {
         Some((l, h, rx)) => (Some(l), Some(h), rx),

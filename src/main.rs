@@ -20,10 +20,7 @@ fn main() -> ExitCode {
         }
         Command::Check { config, paths } => match rules::check(Some(&config), &paths) {
             Ok(summary) => {
-                summary
-                    .warnings
-                    .iter()
-                    .for_each(|w| eprintln!("warning: {w}"));
+                summary.warnings.iter().for_each(|w| eprintln!("{w}"));
                 println!("{summary}");
                 ExitCode::SUCCESS
             }

@@ -117,6 +117,62 @@ impl SecretRef {
     }
 }
 
+/// A value that is a secret by reference, or (accepted, with a
+/// `medic check` warning) written inline: webhook URLs, whose path or
+/// query often is the credential. Either way medic treats the value as a
+/// secret: [`fmt::Debug`] never shows an inline value, and notifiers keep
+/// it out of errors, logs, the outbox and the timeline.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretOrInline {
+    /// Written in the config (warned about by `medic check`).
+    Inline(String),
+    /// `{env: NAME}` or `{file: PATH}`.
+    Ref(SecretRef),
+}
+
+impl fmt::Debug for SecretOrInline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretOrInline::Inline(_) => f.write_str("Inline(***)"),
+            SecretOrInline::Ref(r) => write!(f, "Ref({r:?})"),
+        }
+    }
+}
+
+impl SecretOrInline {
+    /// Reads the value now (an inline one is just taken).
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        match self {
+            SecretOrInline::Inline(v) => Ok(Secret(v.clone())),
+            SecretOrInline::Ref(r) => r.resolve(),
+        }
+    }
+
+    /// Whether it is written inline.
+    pub fn is_inline(&self) -> bool {
+        matches!(self, SecretOrInline::Inline(_))
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretOrInline {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretOrInline;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{env: NAME}, {file: PATH} or a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretOrInline, E> {
+                Ok(SecretOrInline::Inline(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretOrInline, A::Error> {
+                SecretRefVisitor.visit_map(map).map(SecretOrInline::Ref)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A resolved secret. Only [`Secret::expose`] shows the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -173,6 +229,18 @@ mod tests {
         let e = serde_json::from_str::<SecretRef>(r#"{"env": "A", "file": "b"}"#).unwrap_err();
         assert!(e.to_string().contains("exactly one source"), "{e}");
         let e = serde_json::from_str::<SecretRef>(r#"{"vault": "x"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown secret source"), "{e}");
+    }
+
+    #[test]
+    fn inline_or_reference_never_prints_an_inline_value() {
+        let v: SecretOrInline = serde_json::from_str(r#""https://hooks/T0/SEKRET""#).unwrap();
+        assert!(v.is_inline());
+        assert_eq!(format!("{v:?}"), "Inline(***)");
+        assert_eq!(v.resolve().unwrap().expose(), "https://hooks/T0/SEKRET");
+        let r: SecretOrInline = serde_json::from_str(r#"{"env": "HOOK_URL"}"#).unwrap();
+        assert_eq!(r, SecretOrInline::Ref(SecretRef::Env("HOOK_URL".into())));
+        let e = serde_json::from_str::<SecretOrInline>(r#"{"vault": "x"}"#).unwrap_err();
         assert!(e.to_string().contains("unknown secret source"), "{e}");
     }
 

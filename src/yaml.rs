@@ -90,6 +90,18 @@ pub(crate) fn describe(node: &Node) -> &'static str {
 ///
 /// Scalars keep their quoting: a quoted `"5"` is a string, not a number.
 pub(crate) fn parse(origin: &str, text: &str) -> Result<Node, Diagnostic> {
+    if let Some((p, c)) = control_char(text) {
+        return Err(diag(
+            origin,
+            p,
+            format!(
+                "control character U+{:04X}{} is not allowed in YAML (write it as an escape, such as \\x{:02x}, inside double quotes)",
+                c as u32,
+                control_name(c).map_or_else(String::new, |n| format!(" ({n})")),
+                c as u32,
+            ),
+        ));
+    }
     if let Some(line) = second_document(text) {
         return Err(diag(
             origin,
@@ -158,6 +170,33 @@ fn load_error(origin: &str, e: LoadError) -> Diagnostic {
             )
         }
     }
+}
+
+/// The first control character that YAML does not allow in a file (C0
+/// but tab, line feed and carriage return; DEL; C1), with its position.
+/// Checked on the text before parsing: the parser stops quietly at some
+/// (a NUL used to end the file there, ignoring what follows it).
+fn control_char(text: &str) -> Option<(Pos, char)> {
+    let bad = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+    for (i, line) in text.split('\n').enumerate() {
+        if let Some((col, c)) = line.chars().enumerate().find(|&(_, c)| bad(c)) {
+            return Some(((i + 1, col + 1), c));
+        }
+    }
+    None
+}
+
+/// The short name of a C0 control character people meet in files.
+fn control_name(c: char) -> Option<&'static str> {
+    Some(match c {
+        '\0' => "NUL",
+        '\u{8}' => "backspace",
+        '\u{b}' => "vertical tab",
+        '\u{c}' => "form feed",
+        '\u{1b}' => "escape",
+        '\u{7f}' => "DEL",
+        _ => return None,
+    })
 }
 
 /// The line of a document marker that starts a second document, if any.
@@ -392,6 +431,9 @@ pub(crate) struct Cursor<'a> {
     pub origin: &'a str,
     /// What was found so far, in the order found.
     pub out: Vec<Diagnostic>,
+    /// What is allowed but probably not meant (`medic check` prints them;
+    /// they do not fail a load).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl<'a> Cursor<'a> {
@@ -399,7 +441,14 @@ impl<'a> Cursor<'a> {
         Cursor {
             origin,
             out: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// A warning at `at` (`warning: ` is prefixed).
+    pub fn warn(&mut self, at: Pos, msg: impl AsRef<str>) {
+        let msg = format!("warning: {}", msg.as_ref());
+        self.warnings.push(diag(self.origin, at, msg));
     }
 
     /// The diagnostics, in position order.
@@ -568,6 +617,22 @@ mod tests {
             err("a: &x 1\n"),
             "t.yaml:1:7: YAML anchors and aliases are not supported"
         );
+    }
+
+    #[test]
+    fn control_characters_are_refused_at_their_position() {
+        // Regression: a NUL ended the file there; what followed was ignored.
+        assert_eq!(
+            err("a: 1\nb: x\0\nc: 3\n"),
+            "t.yaml:2:5: control character U+0000 (NUL) is not allowed in YAML (write it as an escape, such as \\x00, inside double quotes)"
+        );
+        assert!(
+            err("a: \"\u{1b}[31m\"\n").starts_with("t.yaml:1:5: control character U+001B (escape)")
+        );
+        assert!(err("# \u{7f}\na: 1\n").starts_with("t.yaml:1:3: control character U+007F (DEL)"));
+        assert!(err("a: é\u{85}\n").starts_with("t.yaml:1:5: control character U+0085 is"));
+        // Tabs, CRLF line ends, a BOM and escapes are fine.
+        assert!(parse("t", "\u{feff}a: \"x\\0y\"\r\nb: \"\t\"\r\n").is_ok());
     }
 
     #[test]

@@ -88,6 +88,98 @@ fn shipped_config_and_rules_check_clean() {
 }
 
 #[test]
+fn shipped_config_and_rules_have_no_warnings() {
+    let summary = check_with_env(Some(&root().join("medic.yaml")), &[], no_env()).unwrap();
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+}
+
+/// The shipped config with `rules/cache.yaml` (`rule`) beside it, in a
+/// temporary directory; `edit` changes the config text.
+fn setup_with(rule: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("medic.yaml"),
+        edit(SHIPPED_CONFIG.to_string()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules/cache.yaml"), rule).unwrap();
+    dir
+}
+
+/// A NUL (or any control character but tab, CR and LF) is an error at its
+/// position: it used to end the file there, silently ignoring the rest.
+#[test]
+fn control_characters_in_rule_and_config_files_are_errors_at_their_position() {
+    let rule = RULE.replace("rto: 5m", "rto: 5m\0\nmode: enforce");
+    let dir = setup_with(&rule, |c| c);
+    let errs = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        errs,
+        format!(
+            "{}/rules/cache.yaml:4:8: control character U+0000 (NUL) is not allowed in YAML (write it as an escape, such as \\x00, inside double quotes)",
+            dir.path().display()
+        )
+    );
+    let dir = setup_with(RULE, |c| c.replace("notifiers:", "notifiers:\u{1b}"));
+    let line = 1 + SHIPPED_CONFIG
+        .lines()
+        .position(|l| l.starts_with("notifiers:"))
+        .unwrap();
+    let errs = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errs.starts_with(&format!(
+            "{}/medic.yaml:{line}:11: control character U+001B (escape) is not allowed",
+            dir.path().display()
+        )),
+        "{errs}"
+    );
+}
+
+/// Allowed but risky: an inline webhook URL (often its own credential) and
+/// a medic secret written into a workload as a plain env value. `medic
+/// check` passes, with a warning at each.
+#[test]
+fn check_warns_about_inline_webhook_urls_and_secrets_written_as_plain_env() {
+    let rule = format!(
+        "{}  - action: k8s.set-env\n    target: backend\n    env:\n      DATABASE_URL: {{ env: REPLICA_DATABASE_URL }}\n      FROM_K8S: {{ valueFrom: {{ secretKeyRef: {{ name: db, key: url }} }} }}\n      PLAIN: \"1\"\nescalation: default\n",
+        RULE.trim_end_matches("escalation: default\n")
+    );
+    let dir = setup_with(&rule, |c| {
+        c.replace(
+            "  log: { log: {} }\n",
+            "  log: { log: {} }\n  hook: { webhook: { url: \"https://hooks.example.com/T0/SEKRET\" } }\n  hook2: { webhook: { url: { env: HOOK_URL } } }\n",
+        )
+    });
+    let summary = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let line = 1
+        + SHIPPED_CONFIG
+            .lines()
+            .position(|l| l.starts_with("  log: { log: {} }"))
+            .unwrap()
+        + 1;
+    let d = dir.path().display();
+    let got: Vec<String> = summary.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            format!(
+                "{d}/medic.yaml:{line}:27: warning: the webhook URL is written inline; a webhook URL often is its credential: write it as {{ env: NAME }} or {{ file: PATH }} (it is never printed either way)"
+            ),
+            format!(
+                "{d}/rules/cache.yaml:16:21: warning: env DATABASE_URL: medic's secret {{ env: REPLICA_DATABASE_URL }} would be written into the workload as a plain `value` (readable by anyone who can read its spec, and kept in its ReplicaSet history); reference a Kubernetes Secret instead: `DATABASE_URL: {{ valueFrom: {{ secretKeyRef: {{ name: SECRET, key: KEY }} }} }}`"
+            ),
+        ]
+    );
+    assert!(!got.concat().contains("SEKRET"));
+}
+
+#[test]
 fn rule_paths_given_replace_the_configs() {
     let one = root().join("rules/redis-cache-failure.yaml");
     let summary = check_with_env(Some(&root().join("medic.yaml")), &[one], no_env()).unwrap();

@@ -345,7 +345,7 @@ fn configs_that_let_anyone_in_are_refused_at_check_and_start_up() {
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!(
-            "warning: {cfg}:4:15: open reads on 0.0.0.0:7460, not a loopback address"
+            "{cfg}:4:15: warning: open reads on 0.0.0.0:7460, not a loopback address"
         )),
         "{out}"
     );

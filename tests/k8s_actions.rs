@@ -451,6 +451,50 @@ async fn set_env_patches_the_named_container_with_secret_values_never_shown() {
     );
 }
 
+/// The shipped database rule repoints the backend with a Kubernetes
+/// Secret reference: the patch carries `valueFrom.secretKeyRef`, never the
+/// URL as a plain `value` (which would sit in the Deployment's spec and
+/// its ReplicaSet history).
+#[tokio::test]
+async fn the_shipped_database_rule_sets_env_by_secret_key_ref() {
+    let api = api("Deployment").await;
+    api.fake.answer("GET", DEPLOY, deployment(false, "app:2"));
+    api.fake.answer("PATCH", DEPLOY, deployment(false, "app:2"));
+    let kubeconfig = api._dir.path().join("kubeconfig");
+    let config = medic::config::load_str(
+        "medic.yaml",
+        &format!(
+            "targets:\n  \
+             backend: {{ kubernetes: {{ kind: Deployment, name: backend, namespace: keneyapp, kubeconfig: {} }} }}\n  \
+             db: {{ postgres: {{ host: 127.0.0.1, port: 5432, user: medic }} }}\n  \
+             db-replica: {{ postgres: {{ host: 127.0.0.1, port: 5433, user: medic }} }}\n  \
+             app: {{ http: {{ url: \"http://127.0.0.1:1/healthz\" }} }}\n",
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/database-failure.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let sc = medic::rules::load_str(path, &text, &config).unwrap_or_else(|d| panic!("{d}"));
+    let step = sc
+        .plan
+        .iter()
+        .find(|s| s.name == "repoint-backend")
+        .expect("the step");
+    let a = remedy::build(&step.action, &config).unwrap();
+    let r = a.run(&ctx()).await;
+    assert!(r.ok, "{r:#?}");
+    let patch = api.fake.seen().pop().unwrap();
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(
+        patch.body,
+        json!({ "spec": { "template": { "spec": { "containers": [
+            { "name": "backend", "env": [{ "name": "DATABASE_URL", "value": null, "valueFrom": { "secretKeyRef": { "name": "backend-database", "key": "replica-url" } } }] },
+            { "name": "sidecar", "env": [{ "name": "DATABASE_URL", "value": null, "valueFrom": { "secretKeyRef": { "name": "backend-database", "key": "replica-url" } } }] },
+        ] } } } })
+    );
+}
+
 #[tokio::test]
 async fn scale_patches_the_scale_subresource() {
     let api = api("Deployment").await;

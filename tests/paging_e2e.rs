@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_paging::Fakes;
+use common::fake_paging::{Fakes, click_body};
 use medic::clock::Clock;
 use medic::server::slack::sign;
 use medic::store::{IncidentState, MemoryStore, OutboxState, prelude::*};
@@ -135,18 +135,6 @@ impl Medic {
     }
 }
 
-/// A Slack interactivity request, as Slack signs it.
-fn click_body(user: &str, action: &str, value: &str) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "user": { "id": user, "username": "someone" },
-        "channel": { "id": "C0INCIDENT" },
-        "container": { "type": "message", "channel_id": "C0INCIDENT", "message_ts": "1700000000.000001" },
-        "actions": [{ "type": "button", "action_id": action, "value": value, "block_id": "medic:1" }],
-    });
-    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
-}
-
 async fn post_signed(url: &str, body: &str, secret: &str, ts: i64) -> (u16, String) {
     let ts = ts.to_string();
     let sig = sign(secret, &ts, body.as_bytes());
@@ -154,16 +142,7 @@ async fn post_signed(url: &str, body: &str, secret: &str, ts: i64) -> (u16, Stri
 }
 
 async fn post_raw(url: &str, body: &str, ts: &str, sig: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .post(format!("{url}/slack/interactions"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", sig)
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    common::fake_paging::post_click(url, body, ts, sig).await
 }
 
 async fn click(m: &Medic, user: &str, action: &str, value: &str) -> u16 {

@@ -1005,6 +1005,29 @@ async fn page_refs_one_per_notifier(store: Arc<dyn Store>) {
     ));
 }
 
+/// A key is claimed once while it is kept, even when claimed concurrently;
+/// once its time has passed it is forgotten (the Slack replay cache).
+async fn claims_are_first_once_and_expire(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.claim_once("v0=abc", t(0), t(600)).await.unwrap()
+        }));
+    }
+    let mut firsts = 0;
+    for task in tasks {
+        firsts += usize::from(task.await.unwrap());
+    }
+    assert_eq!(firsts, 1, "exactly one claim is first");
+    assert!(!store.claim_once("v0=abc", t(599), t(1200)).await.unwrap());
+    assert!(store.claim_once("v0=other", t(1), t(600)).await.unwrap());
+    // Kept until t(600): at t(601) it is forgotten, and the late claim
+    // starts a new keep.
+    assert!(store.claim_once("v0=abc", t(601), t(1200)).await.unwrap());
+    assert!(!store.claim_once("v0=abc", t(602), t(1200)).await.unwrap());
+}
+
 /// Flushing after writes succeeds (SQLite checkpoints; the others have
 /// nothing buffered).
 async fn flush_after_writes_succeeds(store: Arc<dyn Store>) {
@@ -1102,6 +1125,7 @@ macro_rules! shared {
             deposed_term_cannot_write,
             outbox_enqueues_once_and_marks_end_once,
             page_refs_one_per_notifier,
+            claims_are_first_once_and_expire,
             flush_after_writes_succeeds,
         );
     };

@@ -28,6 +28,7 @@ use super::{
 use crate::config::Mode;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
+use crate::secret::SecretOrInline;
 use crate::yaml::{self, Cursor, Pos, describe, key_pos, unknown_field};
 
 /// The prefix of environment overrides.
@@ -37,7 +38,11 @@ const ENV_ORIGIN: &str = "the environment";
 
 /// Loads `path` and applies `MEDIC_`-prefixed environment overrides.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
-    load_with_env(path, process_env())
+    let config = load_with_env(path, process_env())?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
 }
 
 /// Loads `path` with `env` standing in for the process environment (tests).
@@ -250,7 +255,7 @@ struct Cx<'a> {
     y: Cursor<'a>,
     /// Environment overrides taken: (dotted lower-case key, variable name).
     env: Vec<(String, String)>,
-    /// Allowed but risky (see [`Config::warnings`]).
+    /// Warnings (see [`Config::warnings`]).
     warnings: Vec<Diagnostic>,
 }
 
@@ -419,8 +424,8 @@ impl Cx<'_> {
         self.y.out.push(d);
     }
 
-    fn warn(&mut self, root: &Node, path: &str, msg: impl Into<String>) {
-        let d = self.at_path(root, path, false, msg.into());
+    fn warn(&mut self, root: &Node, path: &str, msg: impl AsRef<str>) {
+        let d = self.at_path(root, path, false, format!("warning: {}", msg.as_ref()));
         self.warnings.push(d);
     }
 
@@ -790,7 +795,23 @@ impl Cx<'_> {
                     url(self, format!("notifiers.{name}.pagerduty.url"), &p.url);
                 }
                 NotifierConfig::Webhook(w) => {
-                    url(self, format!("notifiers.{name}.webhook.url"), &w.url);
+                    let at = format!("notifiers.{name}.webhook.url");
+                    if let SecretOrInline::Inline(v) = &w.url {
+                        if !(v.starts_with("http://") || v.starts_with("https://")) {
+                            self.err(
+                                root,
+                                &at,
+                                "the webhook URL must start with http:// or https://",
+                            );
+                        }
+                        let d = self.at_path(
+                            root,
+                            &at,
+                            false,
+                            "warning: the webhook URL is written inline; a webhook URL often is its credential: write it as { env: NAME } or { file: PATH } (it is never printed either way)".into(),
+                        );
+                        self.warnings.push(d);
+                    }
                 }
             }
         }

@@ -91,8 +91,8 @@ pub struct Config {
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
     pub base_dir: PathBuf,
-    /// What the loader found risky but allowed (`path:line:col: ...`):
-    /// `medic check` prints them, `medic run` logs them.
+    /// What the loader found worth a warning (`medic check` prints them,
+    /// start-up logs them): allowed, but probably not what was meant.
     #[serde(skip)]
     pub warnings: Vec<crate::diag::Diagnostic>,
 }
@@ -581,7 +581,9 @@ fn default_pagerduty_url() -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookNotifier {
-    pub url: String,
+    /// Where to POST: a secret reference (`{env: NAME}` / `{file: PATH}`),
+    /// or inline (accepted; `medic check` warns). Never printed.
+    pub url: crate::secret::SecretOrInline,
     /// Sent as `Authorization: Bearer ...` when set.
     #[serde(default)]
     pub bearer_token: Option<SecretRef>,

@@ -71,6 +71,41 @@ fn human(d: chrono::Duration) -> String {
     crate::server::status::human(d)
 }
 
+/// Outside text (labels, annotations, check output, names) as Markdown
+/// shows it literally, on one line: every Markdown and HTML metacharacter
+/// is backslash-escaped (CommonMark allows it for all ASCII punctuation),
+/// line breaks become spaces, and bare links (`https://`, `www.`) are
+/// defused, so a label can neither format the draft, nor break a table,
+/// nor plant a link or HTML.
+pub fn md_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, c) in text.char_indices() {
+        match c {
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|'
+            | '<' | '>' | '~' | '&' | '$' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ':' if text[i + 1..].starts_with("//") => {
+                // `https://x` autolinks (GFM) need a literal `://`.
+                out.push_str("\\:");
+            }
+            '.' if out.to_ascii_lowercase().ends_with("www") => out.push_str("\\."),
+            '\r' | '\n' => out.push(' '),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A fence for a code block holding `text`: longer than any run of
+/// backticks in it, so the text cannot close the block.
+fn fence(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat((longest + 1).max(3))
+}
+
 fn tick(done: bool) -> &'static str {
     if done { "[x]" } else { "[ ]" }
 }
@@ -101,13 +136,14 @@ pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
     let _ = writeln!(
         md,
         "# Post-mortem draft: incident {} ({})\n",
-        i.id, i.scenario
+        i.id,
+        md_escape(&i.scenario)
     );
     let _ = writeln!(
         md,
         "- **Summary:** {}\n- **Severity:** {}\n- **State:** {}\n- **RTO:** {}{}{}\n",
-        i.summary,
-        i.severity,
+        md_escape(&i.summary),
+        md_escape(&i.severity),
         i.state.as_str(),
         d.rto.as_deref().unwrap_or("unknown (scenario not loaded)"),
         d.rpo
@@ -175,8 +211,8 @@ pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
             "| {} | {} | {} | {} |",
             e.at.format("%H:%M:%S%.3f"),
             human(e.at - detected),
-            e.kind,
-            e.message.replace('|', "\\|").replace('\n', " ")
+            md_escape(&e.kind),
+            md_escape(&e.message)
         );
     }
     md.push('\n');
@@ -186,10 +222,12 @@ pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
         md.push_str("No action was attempted.\n\n");
     }
     for a in &d.attempts {
+        let inputs = serde_json::to_string_pretty(&a.inputs).unwrap_or_default();
+        let fence = fence(&inputs);
         let _ = writeln!(
             md,
-            "### {} (`{}`): {}\n\n- started {}{}\n- reason: {}\n- inputs:\n\n```json\n{}\n```\n",
-            a.step,
+            "### {} (`{}`): {}\n\n- started {}{}\n- reason: {}\n- inputs:\n\n{fence}json\n{inputs}\n{fence}\n",
+            md_escape(&a.step),
             a.action,
             a.outcome.map_or("in flight", |o| o.as_str()),
             time(a.started_at),
@@ -197,11 +235,10 @@ pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
                 .map(|t| format!(", ended {} (took {})", time(t), human(t - a.started_at)))
                 .unwrap_or_default(),
             if a.reason.is_empty() {
-                "—"
+                "—".to_string()
             } else {
-                &a.reason
+                md_escape(&a.reason)
             },
-            serde_json::to_string_pretty(&a.inputs).unwrap_or_default(),
         );
     }
 
@@ -212,7 +249,7 @@ pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
             .timeline
             .iter()
             .filter(|e| e.kind == "page")
-            .filter_map(|e| e.data["notifier"].as_str().map(String::from))
+            .filter_map(|e| e.data["notifier"].as_str().map(md_escape))
             .collect();
         v.sort();
         v.dedup();
@@ -225,7 +262,7 @@ pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
         .map(|a| {
             format!(
                 "{} ({})",
-                a.step,
+                md_escape(&a.step),
                 a.outcome.map_or("in flight", |o| o.as_str())
             )
         })
@@ -247,7 +284,7 @@ pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
         if resolved {
             format!(
                 " — medic saw every symptom of {} clear at {}",
-                i.scenario,
+                md_escape(&i.scenario),
                 time(recovered.unwrap_or(now))
             )
         } else {
@@ -403,5 +440,20 @@ mod tests {
         assert!(md.contains("- [x] Recovery steps logged — 1 attempt(s)"));
         assert!(md.contains("### 4. Improvement Actions"));
         assert!(md.contains("(reference/disaster-recovery-plan.md#3)"));
+    }
+
+    #[test]
+    fn outside_text_cannot_format_link_or_break_the_draft() {
+        assert_eq!(
+            md_escape("[click](https://evil.example) <img src=x> **b** | c\n# h"),
+            "\\[click\\]\\(https\\://evil.example\\) \\<img src=x\\> \\*\\*b\\*\\* \\| c \\# h"
+        );
+        assert_eq!(md_escape("see www.evil.example"), "see www\\.evil.example");
+        assert_eq!(
+            md_escape("redis_down: up → failing"),
+            "redis\\_down: up → failing"
+        );
+        assert_eq!(fence("a ```` b"), "`````");
+        assert_eq!(fence("plain"), "```");
     }
 }

@@ -162,6 +162,42 @@ pub enum NotifyError {
     Permanent(String),
 }
 
+impl NotifyError {
+    /// The error with every occurrence of `secret` (a webhook URL) cut
+    /// out: a receiver may echo its URL in an error body.
+    pub fn scrubbed(self, secret: &str) -> Self {
+        let cut = |s: String| {
+            if secret.is_empty() {
+                s
+            } else {
+                s.replace(secret, "<url>")
+            }
+        };
+        match self {
+            NotifyError::Retry { reason, after } => NotifyError::Retry {
+                reason: cut(reason),
+                after,
+            },
+            NotifyError::Permanent(reason) => NotifyError::Permanent(cut(reason)),
+        }
+    }
+}
+
+/// A request error as words, without the URL (`reqwest`'s `without_url`):
+/// webhook URLs are secrets. Its causes follow (`connection refused`);
+/// they never carry the URL.
+pub(crate) fn request_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Delivers notices somewhere humans look.
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
@@ -569,7 +605,7 @@ pub(crate) async fn checked(
         Ok(resp) => resp,
         Err(e) => {
             return Err(NotifyError::Retry {
-                reason: format!("{what}: {e}"),
+                reason: format!("{what}: {}", request_error(e)),
                 after: None,
             });
         }
@@ -597,4 +633,42 @@ pub(crate) async fn checked(
 /// `1h 5m` for humans.
 pub fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// reqwest puts the URL in its errors; a webhook URL is a secret.
+    #[tokio::test]
+    async fn request_errors_keep_their_cause_but_not_the_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/hook/SEKRET?token=SEKRET2");
+        let r = http_client().post(&url).send().await;
+        let raw = r
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(
+            raw.contains("SEKRET"),
+            "reqwest's own text has the URL: {raw}"
+        );
+        let Err(NotifyError::Retry { reason, .. }) = checked("webhook", r).await else {
+            panic!("a refused connection is worth retrying");
+        };
+        assert!(!reason.contains("SEKRET"), "{reason}");
+        assert!(
+            reason.starts_with("webhook: error sending request"),
+            "{reason}"
+        );
+        assert!(reason.to_lowercase().contains("connect"), "{reason}");
+        // An echo of the URL in a receiver's answer is cut out too.
+        let e = NotifyError::Permanent(format!("webhook: HTTP 400: bad {url}"));
+        assert_eq!(e.scrubbed(&url).to_string(), "webhook: HTTP 400: bad <url>");
+    }
 }

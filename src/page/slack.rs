@@ -49,6 +49,57 @@ fn mention(id: &str) -> String {
     }
 }
 
+/// Text as Slack shows it literally: `&`, `<` and `>` are the three
+/// characters Slack's `mrkdwn` (and a message's `text`) reads as markup
+/// (`<!channel>`, `<@U1>`, `<https://x|label>`), so everything that is not
+/// medic's own markup (labels, annotations, check output, timeline
+/// messages, names) goes through here.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// [`escape`] after [`cut`]: the cut never splits an entity.
+fn esc_cut(text: &str, n: usize) -> String {
+    escape(&cut(text, n))
+}
+
+/// A decision's words (`acknowledged by <@U1> at 10:02 UTC`): escaped,
+/// but a mention of a Slack user right after `by ` stays a mention: medic
+/// wrote it from a verified click (`<@` + the user ID Slack signed).
+pub fn escape_decision(text: &str) -> String {
+    const OPEN: &str = "by &lt;@";
+    let escaped = escape(text);
+    let mut out = String::with_capacity(escaped.len());
+    let mut rest = escaped.as_str();
+    while let Some(i) = rest.find(OPEN) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + OPEN.len()..];
+        let id_len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit()))
+            .unwrap_or(after.len());
+        if id_len > 0 && after[id_len..].starts_with("&gt;") {
+            out.push_str("by <@");
+            out.push_str(&after[..id_len]);
+            out.push('>');
+            rest = &after[id_len + "&gt;".len()..];
+        } else {
+            out.push_str(OPEN);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn plain(text: &str) -> Value {
     json!({ "type": "plain_text", "text": text, "emoji": true })
 }
@@ -94,7 +145,7 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             "—".to_string()
         } else {
             v.iter()
-                .map(|l| format!("• {}", cut(l, 280)))
+                .map(|l| format!("• {}", esc_cut(l, 280)))
                 .collect::<Vec<_>>()
                 .join("\n")
         }
@@ -102,9 +153,9 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
     let mut blocks = vec![
         json!({ "type": "header", "text": plain(&title) }),
         json!({ "type": "section", "fields": [
-            mrkdwn(&format!("*Severity*\n{}", inc.severity)),
-            mrkdwn(&format!("*Scenario*\n{}", inc.scenario)),
-            mrkdwn(&format!("*Target*\n{}", if v.targets.is_empty() { "—".into() } else { v.targets.join(", ") })),
+            mrkdwn(&format!("*Severity*\n{}", escape(&inc.severity))),
+            mrkdwn(&format!("*Scenario*\n{}", escape(&inc.scenario))),
+            mrkdwn(&format!("*Target*\n{}", if v.targets.is_empty() { "—".into() } else { esc_cut(&v.targets.join(", "), 1000) })),
             mrkdwn(&format!("*State*\n{}", inc.state.as_str())),
             mrkdwn(&format!("*RTO clock*\n{}", rto_clock(v))),
             mrkdwn(&format!("*Incident*\n#{} opened {}", inc.id, inc.opened_at.format("%Y-%m-%d %H:%M UTC"))),
@@ -114,7 +165,7 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
     ];
     if let Some(next) = &v.next {
         blocks
-            .push(json!({ "type": "section", "text": mrkdwn(&format!("*About to do*\n{next}")) }));
+            .push(json!({ "type": "section", "text": mrkdwn(&format!("*About to do*\n{}", esc_cut(next, 1000))) }));
     }
     if !v.decisions.is_empty() {
         let who = v
@@ -123,10 +174,10 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             .rev()
             .take(5)
             .rev()
-            .cloned()
+            .map(|d| escape_decision(&cut(d, 390)))
             .collect::<Vec<_>>()
             .join(" · ");
-        blocks.push(json!({ "type": "context", "elements": [mrkdwn(&cut(&who, 2000))] }));
+        blocks.push(json!({ "type": "context", "elements": [mrkdwn(&who)] }));
     }
     if inc.state != IncidentState::Resolved {
         let id = inc.id.to_string();
@@ -139,7 +190,7 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             let confirm = |verb: &str| {
                 json!({
                     "title": plain(&format!("{verb} step {}?", cut(step, 60))),
-                    "text": mrkdwn(&format!("medic will {} *{step}* on incident #{id} ({}).", if verb == "Approve" { "run" } else { "not run" }, inc.scenario)),
+                    "text": mrkdwn(&format!("medic will {} *{}* on incident #{id} ({}).", if verb == "Approve" { "run" } else { "not run" }, esc_cut(step, 200), escape(&inc.scenario))),
                     "confirm": plain(verb),
                     "deny": plain("Cancel"),
                 })
@@ -153,13 +204,13 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             json!({ "type": "actions", "block_id": format!("medic:{id}"), "elements": buttons }),
         );
     }
-    let text = format!(
+    let text = escape(&format!(
         "[{}] {} — {} (incident #{})",
         inc.severity,
-        inc.summary,
+        cut(&inc.summary, 1000),
         inc.state.as_str(),
         inc.id
-    );
+    ));
     (blocks, text)
 }
 
@@ -201,7 +252,7 @@ impl SlackNotifier {
         let r = req.bearer_auth(self.token()?).send().await;
         let resp = checked(&format!("Slack {method}"), r).await?;
         let v: Value = resp.json().await.map_err(|e| NotifyError::Retry {
-            reason: format!("Slack {method}: bad answer: {e}"),
+            reason: format!("Slack {method}: bad answer: {}", super::request_error(e)),
             after: None,
         })?;
         if v["ok"] == true {
@@ -271,12 +322,9 @@ impl SlackNotifier {
     }
 
     /// What goes to the thread for a notice.
+    /// Everything but the configured mentions is escaped ([`escape`]).
     fn thread_text(&self, n: &Notice) -> String {
         let mut out = n.text.clone();
-        if matches!(n.kind, NoticeKind::Page | NoticeKind::Resolution) && !self.mention.is_empty() {
-            let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
-            out = format!("{} {out}", who.join(" "));
-        }
         for e in n.entries.iter().take(40) {
             out.push_str(&format!(
                 "\n• {} {}: {}",
@@ -288,7 +336,12 @@ impl SlackNotifier {
         if n.entries.len() > 40 {
             out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
         }
-        cut(&out, 3900)
+        let out = esc_cut(&out, 3500);
+        if matches!(n.kind, NoticeKind::Page | NoticeKind::Resolution) && !self.mention.is_empty() {
+            let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
+            return format!("{} {out}", who.join(" "));
+        }
+        out
     }
 
     /// Members of a user group (`usergroups.users.list`).
@@ -310,7 +363,8 @@ impl SlackNotifier {
             .unwrap_or_default())
     }
 
-    /// A message only `user` sees (refusals, "already done by").
+    /// A message only `user` sees (refusals, "already done by"). `text` is
+    /// medic's markup: escape what it carries from elsewhere ([`escape`]).
     pub async fn ephemeral(
         &self,
         channel: &str,
@@ -387,5 +441,85 @@ impl Notifier for SlackNotifier {
             reference: Some(json!({ "channel": self.channel, "ts": ts })),
             detail: format!("message {ts}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_is_escaped_but_medics_mentions_stay() {
+        assert_eq!(
+            escape("<!channel> <https://evil|ok> & <@U1>"),
+            "&lt;!channel&gt; &lt;https://evil|ok&gt; &amp; &lt;@U1&gt;"
+        );
+        assert_eq!(
+            escape_decision("step x approved by <@U0APPROVER> at 10:02 UTC"),
+            "step x approved by <@U0APPROVER> at 10:02 UTC"
+        );
+        assert_eq!(
+            escape_decision("acknowledged by <!channel>"),
+            "acknowledged by &lt;!channel&gt;"
+        );
+        assert_eq!(
+            escape_decision("acknowledged by <@U1|<!here>> & <@U2>"),
+            "acknowledged by &lt;@U1|&lt;!here&gt;&gt; &amp; &lt;@U2&gt;"
+        );
+        assert_eq!(escape_decision("by <@U1"), "by &lt;@U1");
+        // A cut never leaves half an entity.
+        assert_eq!(esc_cut("ab<cd", 4), "ab&lt;…");
+    }
+
+    /// Every mrkdwn field of the message: check output and labels in
+    /// observed / done / next / targets, and the fallback text.
+    #[test]
+    fn the_message_carries_outside_text_escaped() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let bad = "<!channel> <https://evil|x> &";
+        let v = View {
+            incident: crate::store::Incident {
+                id: 3,
+                scenario: "s".into(),
+                instance: String::new(),
+                state: IncidentState::Escalated,
+                severity: "high".into(),
+                summary: format!("down {bad}"),
+                opened_at: at,
+                updated_at: at,
+                resolved_at: None,
+            },
+            rto: None,
+            targets: vec![bad.into()],
+            observed: vec![format!(
+                "symptom s: ok → failing (failing: HTTP 500: {bad})"
+            )],
+            done: vec![format!("step r failed: {bad}")],
+            next: Some(format!("level 2 {bad}")),
+            awaiting: None,
+            decisions: vec![format!("acknowledged by <@U1> {bad}")],
+            now: at,
+        };
+        let (blocks, text) = render(&v);
+        // The header is `plain_text`: Slack reads no markup in it.
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        let blocks = serde_json::to_string(&blocks[1..]).unwrap();
+        let all = format!("{blocks}{text}");
+        assert!(
+            !all.contains("<!channel>") && !all.contains("<https://"),
+            "{all}"
+        );
+        assert_eq!(
+            all.matches("&lt;!channel&gt; &lt;https://evil|x&gt; &amp;")
+                .count(),
+            6,
+            "{all}"
+        );
+        assert!(
+            blocks.contains("acknowledged by <@U1> &lt;!channel&gt;"),
+            "{blocks}"
+        );
     }
 }

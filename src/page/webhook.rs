@@ -9,10 +9,12 @@ use super::{Delivered, Notice, Notifier, NotifyError, checked, http_client};
 use crate::config::WebhookNotifier as Config;
 use crate::secret::Secret;
 
-/// POSTs notices to one URL.
+/// POSTs notices to one URL. The URL is a secret: it is never in an
+/// error (see [`super::checked`]), so never in logs, the outbox or the
+/// timeline.
 pub struct WebhookNotifier {
     name: String,
-    url: String,
+    url: Result<Secret, String>,
     token: Option<Result<Secret, String>>,
     client: reqwest::Client,
 }
@@ -21,7 +23,7 @@ impl WebhookNotifier {
     pub fn new(name: &str, c: &Config) -> Self {
         WebhookNotifier {
             name: name.to_string(),
-            url: c.url.clone(),
+            url: c.url.resolve().map_err(|e| e.to_string()),
             token: c
                 .bearer_token
                 .as_ref()
@@ -45,9 +47,13 @@ impl Notifier for WebhookNotifier {
             "view": n.view,
             "entries": n.entries,
         });
+        let url = self
+            .url
+            .as_ref()
+            .map_err(|e| NotifyError::Permanent(format!("{}: url: {e}", self.name)))?;
         let mut req = self
             .client
-            .post(&self.url)
+            .post(url.expose())
             .header("Idempotency-Key", &n.key)
             .json(&body);
         if let Some(t) = &self.token {
@@ -56,7 +62,9 @@ impl Notifier for WebhookNotifier {
                 .map_err(|e| NotifyError::Permanent(format!("{}: bearer token: {e}", self.name)))?;
             req = req.bearer_auth(t.expose());
         }
-        let resp = checked("webhook", req.send().await).await?;
+        let resp = checked("webhook", req.send().await)
+            .await
+            .map_err(|e| e.scrubbed(url.expose()))?;
         Ok(Delivered {
             reference: None,
             detail: format!("HTTP {}", resp.status().as_u16()),

@@ -50,7 +50,7 @@ impl ExecAction {
                 "exec needs a non-empty args list".into(),
             ));
         }
-        if let Some((k, _)) = p.env.iter().find(|(_, v)| matches!(v, EnvValue::Kube(_))) {
+        if let Some((k, _)) = p.env.iter().find(|(_, v)| v.kube_ref().is_some()) {
             return Err(BuildError::Invalid(format!(
                 "exec env {k}: secret_key_ref is for k8s.set-env; use {{env: NAME}} or {{file: PATH}}"
             )));
@@ -132,7 +132,7 @@ impl Action for ExecAction {
                 let shown = match v {
                     EnvValue::Plain(s) => s.clone(),
                     EnvValue::Secret(r) => format!("<secret {}>", secret_ref_name(r)),
-                    EnvValue::Kube(_) => "<secret_key_ref>".to_string(),
+                    EnvValue::Kube(_) | EnvValue::KubeFrom(_) => "<secret_key_ref>".to_string(),
                 };
                 (k.as_str(), shown)
             })
@@ -172,7 +172,7 @@ impl Action for ExecAction {
                     }
                     Err(e) => return failed(format!("env {k}: {e}"), json!({})),
                 },
-                EnvValue::Kube(_) => {
+                EnvValue::Kube(_) | EnvValue::KubeFrom(_) => {
                     return failed(
                         format!("env {k}: secret_key_ref is for k8s.set-env"),
                         json!({}),

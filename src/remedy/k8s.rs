@@ -74,14 +74,44 @@ pub struct KubeSecret {
     pub secret_key_ref: SecretKeyRef,
 }
 
+/// `{ valueFrom: { secretKeyRef: { name, key } } }`, as a Kubernetes
+/// container spec writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeValueFrom {
+    #[serde(rename = "valueFrom")]
+    pub value_from: ValueFrom,
+}
+
+/// The `valueFrom` of [`KubeValueFrom`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueFrom {
+    #[serde(rename = "secretKeyRef")]
+    pub secret_key_ref: SecretKeyRef,
+}
+
 /// A value written inline, taken from one of medic's secret references, or
-/// (for `k8s.set-env` only) a Kubernetes Secret's key.
+/// (for `k8s.set-env` only) a Kubernetes Secret's key, in either spelling
+/// (`secret_key_ref: {...}` or Kubernetes' `valueFrom: { secretKeyRef: {...} }`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum EnvValue {
     Plain(String),
     Secret(SecretRef),
     Kube(KubeSecret),
+    KubeFrom(KubeValueFrom),
+}
+
+impl EnvValue {
+    /// The Kubernetes Secret's key, when the cluster resolves the value.
+    pub fn kube_ref(&self) -> Option<&SecretKeyRef> {
+        match self {
+            EnvValue::Kube(k) => Some(&k.secret_key_ref),
+            EnvValue::KubeFrom(k) => Some(&k.value_from.secret_key_ref),
+            EnvValue::Plain(_) | EnvValue::Secret(_) => None,
+        }
+    }
 }
 
 /// `k8s.set-env`: set container environment variables.
@@ -601,10 +631,10 @@ impl SetEnv {
                 let s = r.resolve().map_err(|e| format!("env {name}: {e}"))?;
                 json!({ "name": name, "value": s.expose(), "valueFrom": null })
             }
-            EnvValue::Kube(k) => json!({
+            EnvValue::Kube(_) | EnvValue::KubeFrom(_) => json!({
                 "name": name,
                 "value": null,
-                "valueFrom": { "secretKeyRef": k.secret_key_ref },
+                "valueFrom": { "secretKeyRef": v.kube_ref() },
             }),
         })
     }
@@ -644,10 +674,10 @@ impl Action for SetEnv {
                     EnvValue::Secret(SecretRef::File(p)) => {
                         format!("<secret file:{}>", p.display())
                     }
-                    EnvValue::Kube(k) => format!(
-                        "<secretKeyRef {}/{}>",
-                        k.secret_key_ref.name, k.secret_key_ref.key
-                    ),
+                    EnvValue::Kube(_) | EnvValue::KubeFrom(_) => {
+                        let k = v.kube_ref().expect("a Kubernetes reference");
+                        format!("<secretKeyRef {}/{}>", k.name, k.key)
+                    }
                 };
                 (k.as_str(), shown)
             })
@@ -825,6 +855,22 @@ impl super::ActionKind for SetEnvParams {
                 field_pos(p, "env"),
                 "k8s.set-env needs at least one variable",
             );
+        }
+        let env = p.as_mapping().and_then(|m| m.get("env"));
+        for (name, value) in &self.env {
+            if let EnvValue::Secret(r) = value {
+                let shown = match r {
+                    SecretRef::Env(n) => format!("{{ env: {n} }}"),
+                    SecretRef::File(f) => format!("{{ file: {} }}", f.display()),
+                };
+                let at = env.map_or_else(|| field_pos(p, "env"), |e| field_pos(e, name));
+                v.warn(
+                    at,
+                    format!(
+                        "env {name}: medic's secret {shown} would be written into the workload as a plain `value` (readable by anyone who can read its spec, and kept in its ReplicaSet history); reference a Kubernetes Secret instead: `{name}: {{ valueFrom: {{ secretKeyRef: {{ name: SECRET, key: KEY }} }} }}`"
+                    ),
+                );
+            }
         }
     }
 

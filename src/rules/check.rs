@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::load::load_paths_checked;
+use super::load::load_paths_warned;
 use crate::config::load::{load_checked, process_env};
-use crate::diag::Diagnostics;
+use crate::diag::{Diagnostic, Diagnostics};
 
 /// The config file used when none is named.
 pub const DEFAULT_CONFIG: &str = "medic.yaml";
@@ -19,9 +19,9 @@ pub struct CheckSummary {
     pub steps: usize,
     /// Rule files read (one scenario each).
     pub files: usize,
-    /// Allowed but risky (the config's [`crate::config::Config::warnings`]);
-    /// printed as `warning: path:line:col: ...`, they do not fail the check.
-    pub warnings: Vec<crate::diag::Diagnostic>,
+    /// Allowed, but probably not meant (config first, then rules); printed
+    /// before the summary, they do not fail the check.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl fmt::Display for CheckSummary {
@@ -63,16 +63,19 @@ pub fn check_with_env(
         let dir = config_path.parent().filter(|p| !p.as_os_str().is_empty());
         vec![dir.map_or_else(|| PathBuf::from("rules"), |d| d.join("rules"))]
     };
-    let (scenarios, mut rule_diags) = load_paths_checked(&rule_paths, config.as_ref());
+    let (scenarios, mut rule_diags, rule_warnings) =
+        load_paths_warned(&rule_paths, config.as_ref());
     diags.append(&mut rule_diags);
     if !diags.is_empty() {
         return Err(Diagnostics(diags));
     }
+    let mut warnings = config.map(|c| c.warnings).unwrap_or_default();
+    warnings.extend(rule_warnings);
     Ok(CheckSummary {
         scenarios: scenarios.len(),
         symptoms: scenarios.iter().map(|s| s.symptoms.len()).sum(),
         steps: scenarios.iter().map(|s| s.plan.len()).sum(),
         files: scenarios.len(),
-        warnings: config.map(|c| c.warnings).unwrap_or_default(),
+        warnings,
     })
 }

@@ -138,7 +138,10 @@ pub const DEFAULT_VERIFY_WITHIN: Dur = Dur::secs(300);
 /// Directories are read in file-name order and not recursed into, so a
 /// `tests/` folder of rule tests beside the rules is left alone.
 pub fn load_paths(paths: &[PathBuf], config: &Config) -> Result<Vec<Scenario>, Diagnostics> {
-    let (scenarios, diags) = load_paths_checked(paths, Some(config));
+    let (scenarios, diags, warnings) = load_paths_warned(paths, Some(config));
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     if diags.is_empty() {
         Ok(scenarios)
     } else {
@@ -158,14 +161,16 @@ pub fn load_str(path: &str, text: &str, config: &Config) -> Result<Scenario, Dia
     }
 }
 
-/// Like [`load_paths`], but returns what loaded alongside every problem.
+/// Like [`load_paths`], but returns what loaded alongside every problem,
+/// and the warnings found (`medic check`).
 /// Without a config (it failed to load), references to targets and
 /// escalation policies are not checked, so its errors are not repeated
 /// as a cascade of rule errors.
-pub(crate) fn load_paths_checked(
+pub(crate) fn load_paths_warned(
     paths: &[PathBuf],
     config: Option<&Config>,
-) -> (Vec<Scenario>, Vec<Diagnostic>) {
+) -> (Vec<Scenario>, Vec<Diagnostic>, Vec<Diagnostic>) {
+    let mut warnings = Vec::new();
     let (prom, mut diags) = match config {
         Some(c) => {
             let (p, d) = prometheus_rules(c);
@@ -208,9 +213,10 @@ pub(crate) fn load_paths_checked(
             }
         }
         diags.append(&mut loaded.diags);
+        warnings.append(&mut loaded.warnings);
         scenarios.extend(loaded.scenario);
     }
-    (scenarios, diags)
+    (scenarios, diags, warnings)
 }
 
 /// The config's Prometheus rule files (`prometheus_rules`), validated.
@@ -261,6 +267,7 @@ struct Loaded {
     scenario: Option<Scenario>,
     name: Option<(String, Pos)>,
     diags: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&PromRules>) -> Loaded {
@@ -271,6 +278,7 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
                 scenario: None,
                 name: None,
                 diags: vec![d],
+                warnings: Vec::new(),
             };
         }
     };
@@ -280,11 +288,13 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
         prom,
     };
     let (scenario, name) = cx.scenario(&root);
+    let warnings = std::mem::take(&mut cx.y.warnings);
     let diags = cx.y.finish();
     Loaded {
         scenario: scenario.filter(|_| diags.is_empty()),
         name,
         diags,
+        warnings,
     }
 }
 

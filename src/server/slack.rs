@@ -3,7 +3,9 @@
 //! Every request is verified first: `X-Slack-Signature` must be
 //! `v0=hex(HMAC-SHA256(signing secret, "v0:{X-Slack-Request-Timestamp}:{raw body}"))`
 //! (constant-time comparison), the timestamp within 300 s of now, and the
-//! signature not seen before (a replay within the window is refused too).
+//! signature not seen before (a replay within the window is refused too:
+//! signatures are claimed in the store, so the replay cache survives a
+//! restart and is shared by replicas on one PostgreSQL store).
 //! Anything else is 401 and changes nothing. A malformed payload or an
 //! unknown action id is 400, saying what is wrong.
 //!
@@ -29,6 +31,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use super::AppState;
+use crate::page::slack::{escape, escape_decision};
 use crate::page::{Decision, DecisionKind, Pager};
 
 /// How far a request's timestamp may be from now.
@@ -86,17 +89,10 @@ pub fn verify(
     }
 }
 
-/// Signatures seen within the window (replay protection).
-#[derive(Default)]
-struct Seen(Mutex<HashMap<String, i64>>);
-
-impl Seen {
-    /// True the first time `sig` is seen; forgets entries past the window.
-    fn first(&self, sig: &str, now: i64) -> bool {
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.retain(|_, at| now - *at <= WINDOW_SECS * 2);
-        g.insert(sig.to_string(), now).is_none()
-    }
+/// The store key of a request's signature in the replay cache
+/// ([`crate::store::Store::claim_once`]).
+fn replay_key(signature: &str) -> String {
+    format!("slack-interaction:{signature}")
 }
 
 /// Clicks waiting to be decided, one at a time, off the request path: the
@@ -107,7 +103,6 @@ type Queue = mpsc::Sender<(Arc<Pager>, crate::config::SlackApp, Click)>;
 /// What the route keeps between requests.
 #[derive(Default)]
 struct Interactions {
-    seen: Seen,
     queue: OnceLock<Queue>,
     /// The signing secret, read once (per reload) instead of per request.
     secret: Mutex<Option<(crate::secret::SecretRef, Arc<crate::secret::Secret>)>>,
@@ -260,11 +255,30 @@ async fn interactions(
     ) {
         return refuse(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    if !ix.seen.first(signature.unwrap_or_default(), now) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            SignatureError::Replayed.to_string(),
-        );
+    // A signature is good for the window either side of its timestamp:
+    // it is kept in the store (surviving restarts, shared by replicas)
+    // until the window has passed for sure.
+    let at = st.clock.now();
+    let until = at + chrono::Duration::seconds(WINDOW_SECS * 2);
+    match st
+        .store
+        .claim_once(&replay_key(signature.unwrap_or_default()), at, until)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                SignatureError::Replayed.to_string(),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "slack interaction: cannot record the signature");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot record the request (store unavailable); try again",
+            );
+        }
     }
     let click = match parse(&body) {
         Ok(c) => c,
@@ -332,8 +346,8 @@ async fn act(
     };
     match pager.decide(click.incident, d).await {
         Ok(o) if o.first => Ok(()),
-        Ok(o) => reply(format!("Nothing changed: {}.", o.message)).await,
-        Err(e) => reply(format!("Nothing changed: {e}.")).await,
+        Ok(o) => reply(format!("Nothing changed: {}.", escape_decision(&o.message))).await,
+        Err(e) => reply(format!("Nothing changed: {}.", escape(&e.to_string()))).await,
     }
 }
 
@@ -372,13 +386,5 @@ mod tests {
             verify("s3cret", Some("soon"), Some(&sig), b"a=b", 1000),
             Err(SignatureError::BadTimestamp(_))
         ));
-    }
-
-    #[test]
-    fn replays_are_seen() {
-        let s = Seen::default();
-        assert!(s.first("v0=aa", 10));
-        assert!(!s.first("v0=aa", 11));
-        assert!(s.first("v0=bb", 11));
     }
 }

@@ -87,7 +87,8 @@ fn carries_term(write: &Write) -> bool {
         | Write::RecordAlerts(_)
         | Write::OutboxEnqueue(_)
         | Write::OutboxMark { .. }
-        | Write::SetPageRef { .. } => false,
+        | Write::SetPageRef { .. }
+        | Write::ClaimOnce { .. } => false,
     }
 }
 

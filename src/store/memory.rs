@@ -18,6 +18,8 @@ struct Inner {
     term: Option<Term>,
     outbox: Vec<OutboxEntry>,
     refs: std::collections::BTreeMap<(IncidentId, String), serde_json::Value>,
+    /// Claimed keys and until when they are kept.
+    claims: std::collections::HashMap<String, DateTime<Utc>>,
 }
 
 /// A store that lives in memory.
@@ -505,6 +507,22 @@ fn outbox_mark_on(g: &mut Inner, id: i64, mark: OutboxMark) -> Result<(), StoreE
         e.done_at = Some(mark.at);
     }
     Ok(())
+}
+
+fn claim_once_on(
+    g: &mut Inner,
+    key: String,
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    g.claims.retain(|_, kept| *kept >= at);
+    Ok(match g.claims.entry(key) {
+        std::collections::hash_map::Entry::Occupied(_) => false,
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(until);
+            true
+        }
+    })
 }
 
 fn set_page_ref_on(

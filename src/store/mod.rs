@@ -79,6 +79,9 @@ macro_rules! apply_write {
                 set_page_ref_on($on, id, notifier, reference) $($($aw)+)? ?;
                 Written::Done
             }
+            Write::ClaimOnce { key, at, until } => {
+                Written::Claimed(claim_once_on($on, key, at, until) $($($aw)+)? ?)
+            }
         })
     };
 }
@@ -579,6 +582,12 @@ pub enum Write {
         notifier: String,
         reference: serde_json::Value,
     },
+    /// [`Store::claim_once`].
+    ClaimOnce {
+        key: String,
+        at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
 }
 
 /// What a [`Write`] returned.
@@ -594,6 +603,8 @@ pub enum Written {
     Term(Term),
     /// From [`Write::OutboxEnqueue`]: the entry, and whether it was created.
     Outbox(OutboxEntry, bool),
+    /// From [`Write::ClaimOnce`]: whether this was the first claim.
+    Claimed(bool),
     /// From the other writes.
     Done,
 }
@@ -636,6 +647,14 @@ impl Written {
         match self {
             Written::Outbox(e, created) => Ok((e, created)),
             other => Err(other.unexpected("an outbox entry")),
+        }
+    }
+
+    /// The result of [`Write::ClaimOnce`].
+    pub fn claimed(self) -> Result<bool, StoreError> {
+        match self {
+            Written::Claimed(first) => Ok(first),
+            other => Err(other.unexpected("a claim")),
         }
     }
 
@@ -955,6 +974,23 @@ pub trait Store:
             reference,
         };
         self.write(None, write).await.map(drop)
+    }
+
+    /// Claims `key` once: true the first time, false while an earlier
+    /// claim is kept (until its `until`). Claims kept until before `at`
+    /// are forgotten first. The Slack interaction replay cache: a
+    /// captured click replays neither after a restart nor on another
+    /// replica sharing the store.
+    async fn claim_once(
+        &self,
+        key: &str,
+        at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let key = key.to_string();
+        self.write(None, Write::ClaimOnce { key, at, until })
+            .await?
+            .claimed()
     }
 }
 

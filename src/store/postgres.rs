@@ -138,6 +138,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (incident_id, notifier)
     );
     ",
+    // 6: keys claimed once (the Slack interaction replay cache).
+    "
+    CREATE TABLE IF NOT EXISTS medic_claims (
+        key   TEXT PRIMARY KEY,
+        until TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS medic_claims_until ON medic_claims (until);
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -1073,6 +1081,25 @@ async fn outbox_mark_on<C: GenericClient + Sync>(
             "outbox entry {id} already {p:.40}"
         ))),
     }
+}
+
+async fn claim_once_on<C: GenericClient + Sync>(
+    c: &C,
+    key: String,
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    c.execute("DELETE FROM medic_claims WHERE until < $1", &[&at])
+        .await
+        .map_err(db("forget old claims"))?;
+    let n = c
+        .execute(
+            "INSERT INTO medic_claims (key, until) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key, &until],
+        )
+        .await
+        .map_err(db("claim key"))?;
+    Ok(n == 1)
 }
 
 async fn set_page_ref_on<C: GenericClient + Sync>(

@@ -163,6 +163,15 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (incident_id, notifier)
     ) WITHOUT ROWID;
     ",
+    // 6: keys claimed once (the Slack interaction replay cache), kept
+    // until `until`, so a captured click does not replay after a restart.
+    "
+    CREATE TABLE claims (
+        key   TEXT PRIMARY KEY,
+        until TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX claims_until ON claims (until);
+    ",
 ];
 
 /// How long a write waits for another connection's lock before failing.
@@ -1317,6 +1326,25 @@ fn set_page_ref_on(
     .and_then(|mut s| s.execute(params![id, notifier, reference]))
     .map_err(sql("store page reference"))?;
     Ok(())
+}
+
+fn claim_once_on(
+    conn: &Connection,
+    key: String,
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let (at, until) = (ts(&at)?, ts(&until)?);
+    conn.prepare_cached("DELETE FROM claims WHERE until < ?1")
+        .and_then(|mut s| s.execute(params![at]))
+        .map_err(sql("forget old claims"))?;
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO claims (key, until) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        )
+        .and_then(|mut s| s.execute(params![key, until]))
+        .map_err(sql("claim key"))?;
+    Ok(n == 1)
 }
 
 fn claim_term_on(conn: &Connection, holder: String, at: DateTime<Utc>) -> Result<Term, StoreError> {

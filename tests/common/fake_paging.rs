@@ -232,10 +232,43 @@ async fn pagerduty(State(f): State<Fakes>, headers: HeaderMap, body: Bytes) -> R
         .into_response()
 }
 
-async fn hook(State(f): State<Fakes>, headers: HeaderMap, body: Bytes) -> Response {
+async fn hook(
+    State(f): State<Fakes>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body = parse_body(&body);
-    if let Some(r) = f.record("hook", &headers, String::new(), body) {
+    if let Some(r) = f.record("hook", &headers, q.unwrap_or_default(), body) {
         return r;
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A Slack interactivity request body (`payload=...`) for a button click,
+/// as Slack sends it.
+pub fn click_body(user: &str, action: &str, value: &str) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "user": { "id": user, "username": "someone" },
+        "channel": { "id": "C0INCIDENT" },
+        "container": { "type": "message", "channel_id": "C0INCIDENT", "message_ts": "1700000000.000001" },
+        "actions": [{ "type": "button", "action_id": action, "value": value, "block_id": "medic:1" }],
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+/// POSTs `body` to medic's `/slack/interactions` at `url` with these
+/// signature headers; the status and body of the answer.
+pub async fn post_click(url: &str, body: &str, ts: &str, sig: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }
