@@ -122,6 +122,7 @@ fn step(name: &str, then: Then, clears: &[&str], attempts: u32) -> Step {
         mode: None,
         then,
         only_if: vec![],
+        label_patterns: Default::default(),
     }
 }
 
@@ -166,6 +167,8 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         symptoms: HashMap::from([("down".to_string(), rx)]),
         observed: HashMap::from([("down".to_string(), (Some("db".to_string()), "tcp"))]),
         max_acting: 1,
+        limit: Default::default(),
+        blast_window: Default::default(),
         store: store.clone(),
         clock: Clock::tokio(base()),
         actions: Arc::new(Semaphore::new(4)),
