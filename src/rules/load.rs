@@ -1369,6 +1369,18 @@ escalation: default
     }
 
     #[test]
+    fn kubernetes_overrides_written_in_the_rule_must_be_dns_1123() {
+        let text = MINIMAL.replace(
+            "  - action: exec\n    args: [true]\n",
+            "  - action: k8s.rollout-restart\n    target: backend\n    workload: Backend\n    namespace: a.b\n  - action: k8s.scale\n    target: backend\n    replicas: 1\n    workload: \"${labels.deployment}\"\n",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("r.yaml:12:15: \"Backend\" is not a DNS-1123 subdomain"), "{errs:?}");
+        assert!(errs[1].starts_with("r.yaml:13:16: \"a.b\" is not a DNS-1123 label"), "{errs:?}");
+    }
+
+    #[test]
     fn label_patterns_and_scenario_budgets_load_with_their_defaults() {
         let s = ok(MINIMAL);
         assert_eq!(s.limit, ScenarioLimit::default());
