@@ -501,7 +501,8 @@ async fn workload_and_namespace_from_labels_pick_the_object_and_only_dns_1123_na
     let api = api("Deployment").await;
     let prod_api = "/apis/apps/v1/namespaces/prod/deployments/api";
     api.fake.answer("GET", prod_api, deployment(false, "app:2"));
-    api.fake.answer("PATCH", prod_api, deployment(false, "app:2"));
+    api.fake
+        .answer("PATCH", prod_api, deployment(false, "app:2"));
     let a = action(
         &api,
         json!({ "target": "backend", "workload": "${labels.deployment}", "namespace": "${labels.namespace}" }),
@@ -533,13 +534,19 @@ async fn workload_and_namespace_from_labels_pick_the_object_and_only_dns_1123_na
         .for_labels(&Values::new(&l, &patterns))
         .unwrap()
         .expect("expanded");
-    assert_eq!(per.describe(), "kubectl rollout restart of Deployment prod/api");
+    assert_eq!(
+        per.describe(),
+        "kubectl rollout restart of Deployment prod/api"
+    );
     assert!(per.preflight(&ctx()).await.refusal().is_none());
     assert!(per.run(&ctx()).await.ok);
     let paths: Vec<String> = api.fake.seen().into_iter().map(|s| s.path).collect();
     assert_eq!(
         paths,
-        [prod_api.to_string(), format!("{prod_api}?fieldManager=medic")]
+        [
+            prod_api.to_string(),
+            format!("{prod_api}?fieldManager=medic")
+        ]
     );
     // Written without labels, the override applies as it is.
     let scale = action(

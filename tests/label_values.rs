@@ -146,7 +146,9 @@ impl Seen {
         self.of(needle).is_some_and(|(i, tl, attempts)| {
             i.state == IncidentState::Escalated
                 && tl.iter().any(|m| m.contains(refusal))
-                && tl.iter().any(|m| m.starts_with("escalate: escalated: refused"))
+                && tl
+                    .iter()
+                    .any(|m| m.starts_with("escalate: escalated: refused"))
                 && attempts
                     .iter()
                     .all(|a| a.outcome == Some(AttemptOutcome::Refused))
@@ -205,7 +207,11 @@ fn an_option_as_a_label_value_never_reaches_an_exec_argv() {
     let db = dir.path().join("medic.db");
     let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
 
-    post(http, "firing", &[json!({ "service": "--config=/etc/evil.conf" })]);
+    post(
+        http,
+        "firing",
+        &[json!({ "service": "--config=/etc/evil.conf" })],
+    );
     wait_until(WAIT, "the hostile incident to escalate", || {
         seen(&db).escalated_with(
             "evil",
@@ -226,7 +232,10 @@ fn an_option_as_a_label_value_never_reaches_an_exec_argv() {
         s.pages
     );
     let (_, _, attempts) = s.of("api").unwrap();
-    assert_eq!(attempts[0].inputs["params"]["args"][2], "api", "{attempts:#?}");
+    assert_eq!(
+        attempts[0].inputs["params"]["args"][2], "api",
+        "{attempts:#?}"
+    );
 }
 
 /// The Redis attack: `tenant:${labels.tenant}:*` with `tenant="*"`
@@ -238,7 +247,12 @@ fn a_glob_as_a_tenant_deletes_nothing_and_a_real_tenant_only_its_own_keys() {
     let redis = Redis::start_free();
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
     let mut conn = client.get_connection().unwrap();
-    for k in ["tenant:acme:1", "tenant:acme:2", "tenant:globex:1", "tenant:initech:1"] {
+    for k in [
+        "tenant:acme:1",
+        "tenant:acme:2",
+        "tenant:globex:1",
+        "tenant:initech:1",
+    ] {
         let _: () = redis::cmd("SET").arg(k).arg("v").query(&mut conn).unwrap();
     }
     let http = free_port();
@@ -341,7 +355,9 @@ fn new_label_sets_do_not_buy_new_attempts() {
     let log = dir.path().join("medic.log");
     let mut medic = Medic::start(&config, &log);
 
-    let instances: Vec<Value> = (1..=6).map(|i| json!({ "instance": format!("app-{i}") })).collect();
+    let instances: Vec<Value> = (1..=6)
+        .map(|i| json!({ "instance": format!("app-{i}") }))
+        .collect();
     post(http, "firing", &instances);
     wait_until(WAIT, "six incidents to escalate", || {
         let s = seen(&db);

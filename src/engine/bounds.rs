@@ -113,11 +113,11 @@ pub fn ledger_since(now: DateTime<Utc>, limit: ScenarioLimit, blast: BlastWindow
 
 /// Attempts that acted (in flight, or ended having executed something)
 /// and started within `per` of `now`.
-fn acted<'a>(
-    attempts: &'a [Attempt],
+fn acted(
+    attempts: &[Attempt],
     per: std::time::Duration,
     now: DateTime<Utc>,
-) -> impl Iterator<Item = &'a Attempt> {
+) -> impl Iterator<Item = &Attempt> {
     let window = chrono::Duration::from_std(per).unwrap_or(chrono::Duration::MAX);
     let since = now
         .checked_sub_signed(window)
@@ -142,7 +142,9 @@ pub fn scenario_limit(attempts: &[Attempt], limit: ScenarioLimit, now: DateTime<
     if used.len() as u64 >= u64::from(limit.attempts) {
         Gate::fail(
             "scenario-limit",
-            format!("{detail}: new instances do not buy new attempts, so medic acts on none and pages"),
+            format!(
+                "{detail}: new instances do not buy new attempts, so medic acts on none and pages"
+            ),
         )
     } else {
         Gate::pass("scenario-limit", detail)
@@ -165,7 +167,13 @@ pub fn blast_window(
         let mut v: Vec<String> = set
             .iter()
             .take(5)
-            .map(|i| if i.is_empty() { "(the target)".into() } else { i.to_string() })
+            .map(|i| {
+                if i.is_empty() {
+                    "(the target)".into()
+                } else {
+                    i.to_string()
+                }
+            })
             .collect();
         if set.len() > 5 {
             v.push(format!("and {} more", set.len() - 5));
@@ -269,7 +277,11 @@ mod tests {
         ledger.push(attempt("f", "01:50:00", None)); // in flight counts
         let g = scenario_limit(&ledger, limit, now);
         assert!(!g.passed);
-        assert!(g.detail.starts_with("3 of 3 attempts per 1h"), "{}", g.detail);
+        assert!(
+            g.detail.starts_with("3 of 3 attempts per 1h"),
+            "{}",
+            g.detail
+        );
     }
 
     #[test]
@@ -286,7 +298,10 @@ mod tests {
             attempt("b", "00:55:00", Some(AttemptOutcome::Succeeded)),
             attempt("r", "00:56:00", Some(AttemptOutcome::Refused)),
         ];
-        assert!(blast_window(&ledger, "a", w, now).passed, "a keeps its budget");
+        assert!(
+            blast_window(&ledger, "a", w, now).passed,
+            "a keeps its budget"
+        );
         assert!(blast_window(&ledger, "b", w, now).passed);
         let g = blast_window(&ledger, "c", w, now);
         assert!(!g.passed);

@@ -36,8 +36,8 @@ use crate::clock::Clock;
 use crate::config::Mode;
 use crate::observe::{Phase, Seen, SymptomObservation, SymptomView};
 use crate::page::decision::Approval as Decision;
-use crate::remedy::{Action, ActionContext, ActionResult, Gate, Preflight};
 use crate::remedy::template;
+use crate::remedy::{Action, ActionContext, ActionResult, Gate, Preflight};
 use crate::rules::model::{
     Approval, ApprovalPolicy, BlastWindow, OnTimeout, ScenarioLimit, Step, Then,
 };

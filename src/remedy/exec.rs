@@ -94,7 +94,9 @@ impl ExecAction {
             env.insert(k.clone(), v);
         }
         let cwd = match &p.cwd {
-            Some(c) => Some(PathBuf::from(values.expand(&c.to_string_lossy(), Slot::Arg)?)),
+            Some(c) => Some(PathBuf::from(
+                values.expand(&c.to_string_lossy(), Slot::Arg)?,
+            )),
             None => None,
         };
         Ok(Some(ExecParams { args, env, cwd }))

@@ -162,7 +162,10 @@ impl<'a> Values<'a> {
     /// whole expansion is then checked for `slot` too.
     pub fn expand(&self, text: &str, slot: Slot) -> Result<String, TemplateError> {
         let out = walk(text, &mut |name| {
-            let value = self.labels.get(name).ok_or_else(|| missing(name, self.labels))?;
+            let value = self
+                .labels
+                .get(name)
+                .ok_or_else(|| missing(name, self.labels))?;
             self.value(name, value, slot)
         })?;
         if has_vars(text) {
@@ -213,7 +216,9 @@ impl<'a> Values<'a> {
             None => {}
         }
         if value.starts_with('-') {
-            return Err(refuse("it starts with '-' (it would read as an option)".into()));
+            return Err(refuse(
+                "it starts with '-' (it would read as an option)".into(),
+            ));
         }
         match slot {
             Slot::Arg => Ok(value.to_string()),
@@ -226,8 +231,12 @@ impl<'a> Values<'a> {
                 }
                 Ok(value.to_string())
             }
-            Slot::KubeName => dns1123_subdomain(value).map(|_| value.to_string()).map_err(refuse),
-            Slot::KubeNamespace => dns1123_label(value).map(|_| value.to_string()).map_err(refuse),
+            Slot::KubeName => dns1123_subdomain(value)
+                .map(|_| value.to_string())
+                .map_err(refuse),
+            Slot::KubeNamespace => dns1123_label(value)
+                .map(|_| value.to_string())
+                .map_err(refuse),
         }
     }
 }
@@ -335,7 +344,8 @@ pub fn unit_name(u: &str) -> Result<(), String> {
 pub fn dns1123_label(v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= 63
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !v.starts_with('-')
         && !v.ends_with('-');
     if ok {
@@ -350,9 +360,7 @@ pub fn dns1123_label(v: &str) -> Result<(), String> {
 /// A DNS-1123 subdomain (Deployment, StatefulSet, DaemonSet names): at
 /// most 253 bytes of DNS-1123 labels joined by `.`.
 pub fn dns1123_subdomain(v: &str) -> Result<(), String> {
-    let ok = !v.is_empty()
-        && v.len() <= 253
-        && v.split('.').all(|l| dns1123_label(l).is_ok());
+    let ok = !v.is_empty() && v.len() <= 253 && v.split('.').all(|l| dns1123_label(l).is_ok());
     if ok {
         Ok(())
     } else {
@@ -515,7 +523,9 @@ mod tests {
         );
         // Also inside an argument: the value itself is what is checked.
         assert!(one(Slot::Arg, "-rf", "deployment/${labels.x}").is_err());
-        for bad in ["a b", "a/b", "../etc", "$(id)", "a;b", "`id`", "*", "a\nb", "", "é"] {
+        for bad in [
+            "a b", "a/b", "../etc", "$(id)", "a;b", "`id`", "*", "a\nb", "", "é",
+        ] {
             assert!(one(Slot::Arg, bad, "${labels.x}").is_err(), "{bad:?}");
         }
         for good in ["api", "api-v2", "web_1", "10.0.0.1:8080", "_x", "a.b"] {
@@ -532,10 +542,8 @@ mod tests {
 
     #[test]
     fn a_declared_pattern_replaces_the_default_class_but_never_allows_a_leading_dash() {
-        let patterns: LabelPatterns = [
-            ("x".to_string(), LabelPattern::new("[a-z/]+|-.*").unwrap()),
-        ]
-        .into();
+        let patterns: LabelPatterns =
+            [("x".to_string(), LabelPattern::new("[a-z/]+|-.*").unwrap())].into();
         let v = |value: &str| {
             Values::new(&labels_of(&[("x", value)]), &patterns).expand("${labels.x}", Slot::Arg)
         };
@@ -592,7 +600,16 @@ mod tests {
         assert!(unit_name("prometheus.service").is_ok());
         assert!(unit_name("getty@tty1.service").is_ok());
         assert!(unit_name("dev-disk-by\\x2duuid.device").is_ok());
-        for bad in ["", "*.service", "-x", ".service", "a@b@c", "a b", "a;b", "x?"] {
+        for bad in [
+            "",
+            "*.service",
+            "-x",
+            ".service",
+            "a@b@c",
+            "a b",
+            "a;b",
+            "x?",
+        ] {
             assert!(unit_name(bad).is_err(), "{bad:?}");
         }
         assert!(unit_name(&"a".repeat(256)).is_err());

@@ -1122,7 +1122,10 @@ impl<'a> Cx<'a> {
         let mut ok = true;
         for (k, v) in pm.iter() {
             let name = k.as_str();
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 self.err(key_pos(k), format!("{name:?} is not a label name"));
@@ -1364,8 +1367,16 @@ escalation: default
         );
         let errs = errors(&text);
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs[0].starts_with("r.yaml:11:11: not a unit name: \"*.service\" has the glob character '*'"), "{errs:?}");
-        assert!(errs[1].starts_with("r.yaml:13:11: not a unit name:"), "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "r.yaml:11:11: not a unit name: \"*.service\" has the glob character '*'"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("r.yaml:13:11: not a unit name:"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -1376,8 +1387,14 @@ escalation: default
         );
         let errs = errors(&text);
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs[0].starts_with("r.yaml:12:15: \"Backend\" is not a DNS-1123 subdomain"), "{errs:?}");
-        assert!(errs[1].starts_with("r.yaml:13:16: \"a.b\" is not a DNS-1123 label"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("r.yaml:12:15: \"Backend\" is not a DNS-1123 subdomain"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("r.yaml:13:16: \"a.b\" is not a DNS-1123 label"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -1422,8 +1439,14 @@ escalation: default
             );
         let errs = errors(&bad);
         assert_eq!(errs.len(), 5, "{errs:?}");
-        assert!(errs[0].starts_with("r.yaml:12:23: \"1x\" is not a label name"), "{errs:?}");
-        assert!(errs[1].starts_with("r.yaml:12:36: invalid regular expression"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("r.yaml:12:23: \"1x\" is not a label name"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("r.yaml:12:36: invalid regular expression"),
+            "{errs:?}"
+        );
         assert!(errs[2].contains("attempts must be at least 1"), "{errs:?}");
         assert!(errs[3].contains("every"), "{errs:?}");
         assert!(errs[4].contains("expected a whole number"), "{errs:?}");
