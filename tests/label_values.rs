@@ -441,3 +441,35 @@ fn one_alert_at_a_time_does_not_slip_past_the_blast_radius() {
     assert!(medic.stop().success());
     assert_eq!(recorded(dir.path(), "tool"), "app-a\napp-b\n");
 }
+
+/// `medic check` (the real binary) refuses `${labels.NAME}` where it would
+/// not expand, and a glob in a unit, each at its file:line:col.
+#[test]
+fn medic_check_refuses_labels_where_they_cannot_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = "\x20 - action: redis.flush\n\
+                \x20   target: \"${labels.target}\"\n\
+                \x20 - action: systemd-restart\n\
+                \x20   unit: \"app-${labels.x}*.service\"\n";
+    let config = setup(dir.path(), free_port(), "", &rule(plan, ""));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = dir.path().join("rules/r.yaml");
+    for want in [
+        format!(
+            "{}:12:13: `target` does not expand `${{labels.NAME}}` (redis.flush expands only pattern)",
+            file.display()
+        ),
+        format!(
+            "{}:14:11: not a unit name: \"app-${{labels.x}}*.service\" has the glob character '*'",
+            file.display()
+        ),
+    ] {
+        assert!(stderr.contains(&want), "{want}\nnot in:\n{stderr}");
+    }
+}

@@ -619,6 +619,29 @@ async fn scenario_gates(ctx: &PlanContext) -> Result<[Gate; 2], StoreError> {
     ])
 }
 
+/// A step refused by a scenario-wide budget: recorded (it uses no budget)
+/// and the incident escalates, since more instances will not help.
+async fn refuse_for_budget(
+    ctx: &PlanContext,
+    idx: usize,
+    ps: &PlannedStep,
+    n: &mut usize,
+    g: Gate,
+) -> Result<StepEnd, StoreError> {
+    let reason = format!("refused: {}: {}", g.name, g.detail);
+    *n += 1;
+    ctx.record_without_running(
+        idx,
+        ps,
+        *n,
+        AttemptOutcome::Refused,
+        reason.clone(),
+        json!({ "gates": [g] }),
+    )
+    .await?;
+    Ok(StepEnd::Escalate(reason))
+}
+
 /// Sleeps `d` unless stopped first; false when stopped.
 async fn pause(ctx: &PlanContext, d: Duration) -> bool {
     tokio::select! {
@@ -759,6 +782,14 @@ async fn run_step(
         if dry {
             return dry_run(ctx, idx, ps, n, &past).await;
         }
+        // A step the scenario's budgets refuse is not put to a human: the
+        // same check runs again under the admission lock before it acts.
+        if let Approval::Required(_) = step.approval
+            && approved.is_none()
+            && let Some(g) = scenario_gates(ctx).await?.into_iter().find(|g| !g.passed)
+        {
+            return refuse_for_budget(ctx, idx, ps, n, g).await;
+        }
         if let Approval::Required(policy) = step.approval
             && approved.is_none()
         {
@@ -881,18 +912,7 @@ async fn run_step(
         if let Some(g) = scenario_gates(ctx).await?.into_iter().find(|g| !g.passed) {
             drop(admitted);
             drop(_permit);
-            let reason = format!("refused: {}: {}", g.name, g.detail);
-            *n += 1;
-            ctx.record_without_running(
-                idx,
-                ps,
-                *n,
-                AttemptOutcome::Refused,
-                reason.clone(),
-                json!({ "gates": [g] }),
-            )
-            .await?;
-            return Ok(StepEnd::Escalate(reason));
+            return refuse_for_budget(ctx, idx, ps, n, g).await;
         }
         // The action's own preconditions.
         *n += 1;
