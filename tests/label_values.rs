@@ -352,8 +352,9 @@ fn new_label_sets_do_not_buy_new_attempts() {
     let extra = "limit: { attempts: 3, per: 1h }\nblast_radius: { instances: 100, per: 1h }\n";
     let config = setup(dir.path(), http, "", &rule(&plan, extra));
     let db = dir.path().join("medic.db");
-    let log = dir.path().join("medic.log");
-    let mut medic = Medic::start(&config, &log);
+    // One log per run: Medic::start waits for "medic running" in it.
+    let log = |run: u32| dir.path().join(format!("medic-{run}.log"));
+    let mut medic = Medic::start(&config, &log(1));
 
     let instances: Vec<Value> = (1..=6)
         .map(|i| json!({ "instance": format!("app-{i}") }))
@@ -381,7 +382,7 @@ fn new_label_sets_do_not_buy_new_attempts() {
     assert_eq!(recorded(dir.path(), "tool").lines().count(), 3);
     assert!(medic.stop().success());
 
-    let mut medic = Medic::start(&config, &log);
+    let mut medic = Medic::start(&config, &log(2));
     post(http, "firing", &[json!({ "instance": "app-7" })]);
     wait_until(WAIT, "the seventh to be refused", || {
         seen(&db).escalated_with("app-7", "refused: scenario-limit: 3 of 3 attempts")
@@ -410,8 +411,9 @@ fn one_alert_at_a_time_does_not_slip_past_the_blast_radius() {
     let extra = "blast_radius: { instances: 2, per: 10m }\n";
     let config = setup(dir.path(), http, "", &rule(&plan, extra));
     let db = dir.path().join("medic.db");
-    let log = dir.path().join("medic.log");
-    let mut medic = Medic::start(&config, &log);
+    // One log per run: Medic::start waits for "medic running" in it.
+    let log = |run: u32| dir.path().join(format!("medic-{run}.log"));
+    let mut medic = Medic::start(&config, &log(1));
 
     // One at a time: each fires, is acted on, and resolves.
     for (n, name) in ["app-a", "app-b"].into_iter().enumerate() {
@@ -428,7 +430,7 @@ fn one_alert_at_a_time_does_not_slip_past_the_blast_radius() {
         });
         if n == 0 {
             assert!(medic.stop().success());
-            medic = Medic::start(&config, &log);
+            medic = Medic::start(&config, &log(2));
         }
     }
     post(http, "firing", &[json!({ "instance": "app-c" })]);
