@@ -94,8 +94,11 @@ fn scenario(limit: Limit, mode: Option<Mode>) -> Scenario {
             mode: None,
             then: Then::Stop,
             only_if: vec![],
+            label_patterns: Default::default(),
         }],
         max_acting: 1,
+        limit: Default::default(),
+        blast_radius: Default::default(),
         escalation: "default".into(),
         path: "rules/redis.yaml".into(),
     }

@@ -535,3 +535,71 @@ async fn an_api_error_is_a_clear_refusal() {
     assert_eq!(g.name, "exists");
     assert!(g.detail.contains("not found"), "{}", g.detail);
 }
+
+/// One incident per deployment: `workload` and `namespace` from the
+/// series' labels pick the object (DNS-1123 names only, so a label such as
+/// `../../api/v1/secrets` can never turn into another API path).
+#[tokio::test]
+async fn workload_and_namespace_from_labels_pick_the_object_and_only_dns_1123_names() {
+    use medic::remedy::template::{LabelPatterns, Values};
+    let api = api("Deployment").await;
+    let prod_api = "/apis/apps/v1/namespaces/prod/deployments/api";
+    api.fake.answer("GET", prod_api, deployment(false, "app:2"));
+    api.fake
+        .answer("PATCH", prod_api, deployment(false, "app:2"));
+    let a = action(
+        &api,
+        json!({ "target": "backend", "workload": "${labels.deployment}", "namespace": "${labels.namespace}" }),
+        "k8s.rollout-restart",
+    );
+    let patterns = LabelPatterns::new();
+    let labels = |d: &str, ns: &str| -> medic::observe::Labels {
+        [("deployment", d), ("namespace", ns)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    for (d, ns) in [
+        ("../../api/v1/secrets", "prod"),
+        ("API", "prod"),
+        ("api", "kube-system/x"),
+        ("api_v2", "prod"),
+    ] {
+        let l = labels(d, ns);
+        let e = match a.for_labels(&Values::new(&l, &patterns)) {
+            Err(e) => e,
+            Ok(_) => panic!("{d:?} in {ns:?} was accepted"),
+        };
+        assert_eq!(e.gate(), medic::remedy::template::VALUE_GATE, "{e}");
+    }
+    assert!(api.fake.seen().is_empty(), "nothing was sent");
+    let l = labels("api", "prod");
+    let per = a
+        .for_labels(&Values::new(&l, &patterns))
+        .unwrap()
+        .expect("expanded");
+    assert_eq!(
+        per.describe(),
+        "kubectl rollout restart of Deployment prod/api"
+    );
+    assert!(per.preflight(&ctx()).await.refusal().is_none());
+    assert!(per.run(&ctx()).await.ok);
+    let paths: Vec<String> = api.fake.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(
+        paths,
+        [
+            prod_api.to_string(),
+            format!("{prod_api}?fieldManager=medic")
+        ]
+    );
+    // Written without labels, the override applies as it is.
+    let scale = action(
+        &api,
+        json!({ "target": "backend", "replicas": 3, "workload": "worker" }),
+        "k8s.scale",
+    );
+    assert_eq!(
+        scale.describe(),
+        "kubectl scale Deployment keneyapp/worker to 3 replicas"
+    );
+}

@@ -66,8 +66,11 @@ fn scenario(args: &[&str], mode: Mode, every: Dur, for_: Dur, clear_for: Dur) ->
             mode: None,
             then: Then::Stop,
             only_if: vec![],
+            label_patterns: Default::default(),
         }],
         max_acting: 4,
+        limit: Default::default(),
+        blast_radius: Default::default(),
         escalation: "default".into(),
         path: "rules/application-errors.yaml".into(),
     }

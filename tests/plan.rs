@@ -122,6 +122,7 @@ fn step(name: &str, then: Then, clears: &[&str], attempts: u32) -> Step {
         mode: None,
         then,
         only_if: vec![],
+        label_patterns: Default::default(),
     }
 }
 
@@ -166,6 +167,8 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         symptoms: HashMap::from([("down".to_string(), rx)]),
         observed: HashMap::from([("down".to_string(), (Some("db".to_string()), "tcp"))]),
         max_acting: 1,
+        limit: Default::default(),
+        blast_window: Default::default(),
         store: store.clone(),
         clock: Clock::tokio(base()),
         actions: Arc::new(Semaphore::new(4)),
@@ -611,4 +614,59 @@ async fn a_chained_step_in_flight_at_restart_is_reconciled_not_rerun() {
     let ledger = r.store.incident_attempts(r.ctx.incident).await.unwrap();
     assert_eq!(ledger[0].outcome, Some(AttemptOutcome::Succeeded));
     assert_eq!(ledger[0].reason, "verified after restart: looked");
+}
+
+/// Nobody is asked to approve a step the scenario-wide limit would refuse:
+/// other instances used the scenario's attempts, so this one escalates with
+/// the reason, and neither approval nor action happens.
+#[tokio::test(start_paused = true)]
+async fn a_spent_scenario_limit_refuses_before_asking_for_approval() {
+    use medic::rules::model::{ApprovalPolicy, ScenarioLimit};
+    let mut r = setup(&Config::default(), Mode::Enforce).await;
+    r.ctx.instance = "web-1".into();
+    r.ctx.limit = ScenarioLimit {
+        attempts: 2,
+        per: Dur::secs(3600),
+    };
+    for (i, instance) in ["web-2", "web-3"].into_iter().enumerate() {
+        let id = r
+            .store
+            .begin_attempt(NewAttempt {
+                incident_id: r.ctx.incident,
+                scenario: "sc".into(),
+                instance: instance.into(),
+                step: "restart".into(),
+                step_index: 0,
+                action: "exec".into(),
+                key: format!("other:{i}"),
+                started_at: base(),
+                inputs: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        r.store
+            .finish_attempt(id, AttemptOutcome::Failed, "exit 1", base())
+            .await
+            .unwrap();
+    }
+    let restart = Arc::new(Scripted::new("restart", true));
+    let mut s = step("restart", Then::Stop, &["down"], 3);
+    s.approval = Approval::Required(ApprovalPolicy::default());
+    with_steps(&mut r, vec![(s, restart.clone())]);
+    let out = plan::execute(&r.ctx).await.unwrap();
+    let PlanOutcome::Exhausted { reason } = out else {
+        panic!("{out:?}")
+    };
+    assert!(
+        reason.starts_with(
+            "refused: scenario-limit: 2 of 2 attempts per 1h used by this scenario (over 2 instance(s))"
+        ),
+        "{reason}"
+    );
+    assert_eq!(restart.runs.load(Ordering::SeqCst), 0);
+    assert!(
+        !timeline(&r).await.iter().any(|m| m.contains("approval")),
+        "asked for approval: {:#?}",
+        timeline(&r).await
+    );
 }

@@ -73,6 +73,7 @@ fn bench(runs: usize, label: &str, check: &str) {
     timeout: 10s
     verify: {{ clears: redis_down, within: 10s }}
     limit: {{ attempts: 1000, per: 1h }}
+limit: {{ attempts: 1000, per: 1h }}
 ",
             serde_json::to_string(&argv).unwrap()
         ),

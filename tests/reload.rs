@@ -96,8 +96,11 @@ fn scenario(name: &str, address: &str) -> Scenario {
             mode: None,
             then: Then::Stop,
             only_if: vec![],
+            label_patterns: Default::default(),
         }],
         max_acting: 1,
+        limit: Default::default(),
+        blast_radius: Default::default(),
         escalation: "default".into(),
         path: format!("rules/{name}.yaml").into(),
     }

@@ -608,6 +608,43 @@ async fn attempts_since_filters_and_orders_the_window(store: Arc<dyn Store>) {
         .unwrap();
     assert!(none.is_empty());
 }
+/// The scenario-wide limit and the blast radius over time read every step
+/// and instance of one scenario within a window, and nothing else.
+async fn scenario_attempts_span_steps_and_instances(store: Arc<dyn Store>) {
+    let (inc, _) = store
+        .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
+        .await
+        .unwrap();
+    let mut want = Vec::new();
+    for (i, (step, instance, scenario, ms)) in [
+        ("restart", "a", "redis-cache-failure", 1000),
+        ("flush", "b", "redis-cache-failure", 2000),
+        ("restart", "", "redis-cache-failure", 3000),
+        ("restart", "a", "redis-cache-failure", 999),
+        ("restart", "a", "redis-memory", 2000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut a = attempt_at(inc.id, step, &format!("s{i}"), at_ms(ms));
+        a.instance = instance.into();
+        a.scenario = scenario.into();
+        let id = store.begin_attempt(a).await.unwrap();
+        if scenario == "redis-cache-failure" && ms >= 1000 {
+            want.push(id);
+        }
+    }
+    let mut got: Vec<_> = store
+        .scenario_attempts_since("redis-cache-failure", at_ms(1000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, want, "every step and instance, the boundary inclusive");
+}
+
 // ---------------------------------------------------------------------------
 // Job runs, alerts, leadership, the outbox.
 
@@ -1118,6 +1155,7 @@ macro_rules! shared {
             recent_incidents_are_newest_first,
             ledger_keys_are_used_once_and_windows_filter,
             ledger_begin_and_finish,
+            scenario_attempts_span_steps_and_instances,
             attempt_keys_are_used_once_and_errors_do_not_echo_them,
             alert_intake_is_idempotent_and_never_revives,
             job_runs_end_once_newest_first,

@@ -13,6 +13,7 @@ use super::{ScenarioRuntime, Shared};
 use crate::observe::{Labels, SymptomView};
 use crate::page::Pager;
 use crate::page::decision::Approval;
+use crate::remedy::template::Values;
 use crate::remedy::{Action, Unexpanded};
 use crate::rules::model::ApprovalPolicy;
 use crate::store::{Incident, IncidentId, IncidentState, StoreError, TimelineEntry};
@@ -79,13 +80,16 @@ pub async fn drive(
     }
 }
 
-/// The plan with `${labels.NAME}` expanded for this incident's series; a
-/// step that cannot be expanded refuses (its preflight says why).
+/// The plan with `${labels.NAME}` expanded for this incident's series,
+/// every value checked for where it lands (and the step's
+/// `label_patterns`); a step that cannot be expanded refuses (its
+/// preflight says why).
 fn for_labels(steps: &[PlannedStep], labels: &Labels) -> Vec<PlannedStep> {
     steps
         .iter()
         .map(|ps| {
-            let action: Arc<dyn Action> = match ps.action.for_labels(labels) {
+            let values = Values::new(labels, &ps.step.label_patterns);
+            let action: Arc<dyn Action> = match ps.action.for_labels(&values) {
                 Ok(None) => ps.action.clone(),
                 Ok(Some(a)) => a,
                 Err(error) => Arc::new(Unexpanded {
@@ -214,6 +218,8 @@ async fn drive_inner(
                     })
                     .collect(),
                 max_acting: sc.max_acting,
+                limit: sc.limit,
+                blast_window: sc.blast_radius,
                 store: store.clone(),
                 clock: shared.clock.clone(),
                 actions: shared.actions.clone(),

@@ -2,7 +2,8 @@
 //!
 //! For every attempt of a step: guards (visibility, maintenance window,
 //! blast radius, mode, approval, attempt budget, cooldown, incidents of the
-//! scenario acting at once, actions in flight), then the action's own
+//! scenario acting at once, actions in flight, the scenario's limit over
+//! all instances, its blast radius over time), then the action's own
 //! preconditions ([`crate::remedy::Action::preflight`], every gate on the timeline),
 //! then the action under its timeout, then verification (the step's
 //! symptoms must clear within its deadline, or, for a step with no
@@ -35,8 +36,11 @@ use crate::clock::Clock;
 use crate::config::Mode;
 use crate::observe::{Phase, Seen, SymptomObservation, SymptomView};
 use crate::page::decision::Approval as Decision;
+use crate::remedy::template;
 use crate::remedy::{Action, ActionContext, ActionResult, Gate, Preflight};
-use crate::rules::model::{Approval, ApprovalPolicy, OnTimeout, Step, Then};
+use crate::rules::model::{
+    Approval, ApprovalPolicy, BlastWindow, OnTimeout, ScenarioLimit, Step, Then,
+};
 use crate::store::{
     Attempt, AttemptId, AttemptOutcome, IncidentId, NewAttempt, Store, StoreError, TimelineEntry,
 };
@@ -81,6 +85,10 @@ pub struct PlanContext {
     pub observed: HashMap<String, (Option<String>, &'static str)>,
     /// How many incidents of this scenario may act at once.
     pub max_acting: u32,
+    /// Attempts of the whole scenario, over all instances.
+    pub limit: ScenarioLimit,
+    /// Distinct instances of the scenario acted on within a window.
+    pub blast_window: BlastWindow,
     pub store: Arc<dyn Store>,
     pub clock: Clock,
     /// Global bound on actions in flight.
@@ -596,6 +604,44 @@ async fn acting(ctx: &PlanContext) -> Result<usize, StoreError> {
     Ok(ids.len())
 }
 
+/// The scenario-wide bounds kept in the ledger (its `limit` over every
+/// instance, its blast radius over time), as gates for this instance.
+async fn scenario_gates(ctx: &PlanContext) -> Result<[Gate; 2], StoreError> {
+    let now = ctx.clock.now();
+    let since = super::bounds::ledger_since(now, ctx.limit, ctx.blast_window);
+    let attempts = ctx
+        .store
+        .scenario_attempts_since(&ctx.scenario, since)
+        .await?;
+    Ok([
+        super::bounds::scenario_limit(&attempts, ctx.limit, now),
+        super::bounds::blast_window(&attempts, &ctx.instance, ctx.blast_window, now),
+    ])
+}
+
+/// A step refused by a scenario-wide budget: recorded (it uses no budget)
+/// and the incident escalates, since more instances will not help.
+async fn refuse_for_budget(
+    ctx: &PlanContext,
+    idx: usize,
+    ps: &PlannedStep,
+    n: &mut usize,
+    g: Gate,
+) -> Result<StepEnd, StoreError> {
+    let reason = format!("refused: {}: {}", g.name, g.detail);
+    *n += 1;
+    ctx.record_without_running(
+        idx,
+        ps,
+        *n,
+        AttemptOutcome::Refused,
+        reason.clone(),
+        json!({ "gates": [g] }),
+    )
+    .await?;
+    Ok(StepEnd::Escalate(reason))
+}
+
 /// Sleeps `d` unless stopped first; false when stopped.
 async fn pause(ctx: &PlanContext, d: Duration) -> bool {
     tokio::select! {
@@ -736,6 +782,14 @@ async fn run_step(
         if dry {
             return dry_run(ctx, idx, ps, n, &past).await;
         }
+        // A step the scenario's budgets refuse is not put to a human: the
+        // same check runs again under the admission lock before it acts.
+        if let Approval::Required(_) = step.approval
+            && approved.is_none()
+            && let Some(g) = scenario_gates(ctx).await?.into_iter().find(|g| !g.passed)
+        {
+            return refuse_for_budget(ctx, idx, ps, n, g).await;
+        }
         if let Approval::Required(policy) = step.approval
             && approved.is_none()
         {
@@ -853,6 +907,13 @@ async fn run_step(
             }
             continue;
         }
+        // Budgets over the whole scenario: an instance is a label set, and
+        // label sets come from outside; new ones must not buy new attempts.
+        if let Some(g) = scenario_gates(ctx).await?.into_iter().find(|g| !g.passed) {
+            drop(admitted);
+            drop(_permit);
+            return refuse_for_budget(ctx, idx, ps, n, g).await;
+        }
         // The action's own preconditions.
         *n += 1;
         let key = ctx.key(idx, *n);
@@ -879,9 +940,16 @@ async fn run_step(
                 }
             }
             let reason = format!("refused: {}: {}", g.name, g.detail);
+            // A label value refused where it lands came from outside:
+            // nothing of the plan runs with it; humans are paged now.
+            let hostile = g.name == template::VALUE_GATE;
             ctx.record_without_running(idx, ps, *n, AttemptOutcome::Refused, reason.clone(), gates)
                 .await?;
-            return Ok(StepEnd::Failed(reason));
+            return Ok(if hostile {
+                StepEnd::Escalate(reason)
+            } else {
+                StepEnd::Failed(reason)
+            });
         }
         let id = ctx.ledger(idx, ps, *n, gates).await?;
         drop(admitted);
@@ -1042,6 +1110,7 @@ async fn dry_run(
             format!("cooling down until {}", ready_at.to_rfc3339()),
         ));
     }
+    guards.extend(scenario_gates(ctx).await?);
     let others = acting(ctx).await?;
     guards.push(if others >= ctx.max_acting as usize {
         Gate::fail(

@@ -63,13 +63,14 @@ impl ExecAction {
         &self.params.args[0]
     }
 
-    /// The parameters with `${labels.NAME}` expanded; `None` if they have
-    /// nothing to expand.
+    /// The parameters with `${labels.NAME}` expanded, every value checked
+    /// as an argument (never a leading `-`, the step's pattern or the
+    /// default class); `None` if they have nothing to expand.
     fn expanded(
         &self,
-        labels: &crate::observe::Labels,
+        values: &super::template::Values,
     ) -> Result<Option<ExecParams>, super::template::TemplateError> {
-        use super::template::{expand, has_vars};
+        use super::template::{Slot, has_vars};
         let p = &self.params;
         let plain = |v: &EnvValue| matches!(v, EnvValue::Plain(s) if has_vars(s));
         let cwd_vars = p
@@ -82,18 +83,20 @@ impl ExecAction {
         let args = p
             .args
             .iter()
-            .map(|a| expand(a, labels))
+            .map(|a| values.expand(a, Slot::Arg))
             .collect::<Result<_, _>>()?;
         let mut env = BTreeMap::new();
         for (k, v) in &p.env {
             let v = match v {
-                EnvValue::Plain(s) => EnvValue::Plain(expand(s, labels)?),
+                EnvValue::Plain(s) => EnvValue::Plain(values.expand(s, Slot::Arg)?),
                 other => other.clone(),
             };
             env.insert(k.clone(), v);
         }
         let cwd = match &p.cwd {
-            Some(c) => Some(PathBuf::from(expand(&c.to_string_lossy(), labels)?)),
+            Some(c) => Some(PathBuf::from(
+                values.expand(&c.to_string_lossy(), Slot::Arg)?,
+            )),
             None => None,
         };
         Ok(Some(ExecParams { args, env, cwd }))
@@ -142,9 +145,9 @@ impl Action for ExecAction {
 
     fn for_labels(
         &self,
-        labels: &crate::observe::Labels,
+        values: &super::template::Values,
     ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
-        Ok(self.expanded(labels)?.map(|params| {
+        Ok(self.expanded(values)?.map(|params| {
             let a: std::sync::Arc<dyn Action> = std::sync::Arc::new(ExecAction { params });
             a
         }))
@@ -280,6 +283,10 @@ impl super::ActionKind for ExecParams {
             ),
             Some(_) => {}
         }
+    }
+
+    fn expands() -> &'static [&'static str] {
+        &["args", "env", "cwd"]
     }
 
     fn build(

@@ -18,6 +18,13 @@
 //!
 //! Reads and writes are plain API requests through the kube client (its
 //! config, auth and TLS), so the exact bodies are those tests assert.
+//!
+//! Restart, undo and scale act on the target's object, or on another of
+//! its kind in its cluster: `workload` and `namespace` override the
+//! target's name and namespace, and may say `${labels.NAME}` (one incident
+//! per deployment restarts that deployment). An expanded name must be a
+//! DNS-1123 subdomain and a namespace a DNS-1123 label, or the step is
+//! refused (see [`super::template`]).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +32,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+use std::sync::Arc;
+
+use super::template::{self, Slot, TemplateError, Values, has_vars};
 use super::{Action, ActionContext, ActionResult, BuildError, Gate, Preflight};
 use crate::config::{Config, KubernetesTarget, TargetConfig};
 use crate::secret::SecretRef;
@@ -50,6 +60,11 @@ const UNDO_SKIPPED_ANNOTATIONS: &[&str] = &[
 pub struct RolloutRestartParams {
     /// A config target of kind `kubernetes`.
     pub target: String,
+    /// Another object of the target's kind than the target's own (may
+    /// expand `${labels.NAME}`).
+    pub workload: Option<String>,
+    /// Another namespace than the target's (may expand `${labels.NAME}`).
+    pub namespace: Option<String>,
 }
 
 /// `k8s.rollout-undo`: back to the previous revision.
@@ -57,6 +72,8 @@ pub struct RolloutRestartParams {
 #[serde(deny_unknown_fields)]
 pub struct RolloutUndoParams {
     pub target: String,
+    pub workload: Option<String>,
+    pub namespace: Option<String>,
 }
 
 /// A Kubernetes Secret's key, resolved by the cluster.
@@ -130,13 +147,70 @@ pub struct SetEnvParams {
 pub struct ScaleParams {
     pub target: String,
     pub replicas: u32,
+    pub workload: Option<String>,
+    pub namespace: Option<String>,
 }
 
-/// A workload and a client for its cluster, made on first use.
+/// A workload and a client for its cluster, made on first use (shared by
+/// the same target's other objects, see [`Workload::named`]).
 pub struct Workload {
     name: String,
     target: KubernetesTarget,
-    client: OnceCell<kube::Client>,
+    client: Arc<OnceCell<kube::Client>>,
+}
+
+/// A step's `workload` and `namespace`, as written (they may expand).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Override {
+    pub workload: Option<String>,
+    pub namespace: Option<String>,
+}
+
+impl Override {
+    fn new(workload: &Option<String>, namespace: &Option<String>) -> Self {
+        Override {
+            workload: workload.clone(),
+            namespace: namespace.clone(),
+        }
+    }
+
+    /// What applies without labels (the fields with nothing to expand).
+    fn literal(&self) -> (Option<String>, Option<String>) {
+        let lit = |o: &Option<String>| o.clone().filter(|v| !has_vars(v));
+        (lit(&self.workload), lit(&self.namespace))
+    }
+
+    /// `w` for one incident's labels; `None` when nothing expands.
+    fn apply(&self, w: &Workload, values: &Values) -> Result<Option<Workload>, TemplateError> {
+        let vars = |o: &Option<String>| o.as_deref().is_some_and(has_vars);
+        if !vars(&self.workload) && !vars(&self.namespace) {
+            return Ok(None);
+        }
+        let name = match &self.workload {
+            Some(t) if has_vars(t) => Some(values.expand(t, Slot::KubeName)?),
+            _ => None,
+        };
+        let ns = match &self.namespace {
+            Some(t) if has_vars(t) => Some(values.expand(t, Slot::KubeNamespace)?),
+            _ => None,
+        };
+        Ok(Some(w.named(name, ns)))
+    }
+
+    /// Load-time checks: a literal name or namespace must be DNS-1123.
+    fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
+        use crate::yaml::field_pos;
+        if let Some(w) = self.workload.as_deref().filter(|w| !has_vars(w))
+            && let Err(e) = template::dns1123_subdomain(w)
+        {
+            v.err(field_pos(p, "workload"), e);
+        }
+        if let Some(n) = self.namespace.as_deref().filter(|n| !has_vars(n))
+            && let Err(e) = template::dns1123_label(n)
+        {
+            v.err(field_pos(p, "namespace"), e);
+        }
+    }
 }
 
 impl Workload {
@@ -155,7 +229,7 @@ impl Workload {
                         kubeconfig: t.kubeconfig.as_ref().map(|p| config.resolve_path(p)),
                         ..t.clone()
                     },
-                    client: OnceCell::new(),
+                    client: Arc::new(OnceCell::new()),
                 })
             }
             _ => Err(BuildError::Invalid(format!(
@@ -169,7 +243,24 @@ impl Workload {
         Workload {
             name: target.name.clone(),
             target,
-            client: OnceCell::new_with(Some(client)),
+            client: Arc::new(OnceCell::new_with(Some(client))),
+        }
+    }
+
+    /// The object `name` in `namespace` (each `None`: as now), of the same
+    /// kind, in the same cluster, through the same client.
+    pub fn named(&self, name: Option<String>, namespace: Option<String>) -> Workload {
+        let mut target = self.target.clone();
+        if let Some(n) = name {
+            target.name = n;
+        }
+        if let Some(ns) = namespace {
+            target.namespace = ns;
+        }
+        Workload {
+            name: self.name.clone(),
+            target,
+            client: self.client.clone(),
         }
     }
 
@@ -317,17 +408,22 @@ async fn bounded(
 /// A runnable `k8s.rollout-restart`.
 pub struct RolloutRestart {
     w: Workload,
+    over: Override,
 }
 
 impl RolloutRestart {
     pub fn build(p: &RolloutRestartParams, config: &Config) -> Result<Self, BuildError> {
+        let over = Override::new(&p.workload, &p.namespace);
+        let (name, ns) = over.literal();
         Ok(RolloutRestart {
-            w: Workload::build(config, &p.target)?,
+            w: Workload::build(config, &p.target)?.named(name, ns),
+            over,
         })
     }
 
-    pub fn new(w: Workload) -> Self {
-        RolloutRestart { w }
+    /// On `w`; with `over`'s `workload`/`namespace` templates (tests).
+    pub fn new(w: Workload, over: Override) -> Self {
+        RolloutRestart { w, over }
     }
 
     /// kubectl's patch: the annotation with the time as RFC 3339.
@@ -353,6 +449,16 @@ impl Action for RolloutRestart {
         pre
     }
 
+    fn for_labels(&self, values: &Values) -> Result<Option<Arc<dyn Action>>, TemplateError> {
+        Ok(self.over.apply(&self.w, values)?.map(|w| {
+            let a: Arc<dyn Action> = Arc::new(RolloutRestart {
+                w,
+                over: Override::default(),
+            });
+            a
+        }))
+    }
+
     async fn run(&self, ctx: &ActionContext) -> ActionResult {
         bounded(ctx, async {
             let body = Self::patch_body(ctx.now);
@@ -369,6 +475,7 @@ impl Action for RolloutRestart {
 /// A runnable `k8s.rollout-undo` (Deployments).
 pub struct RolloutUndo {
     w: Workload,
+    over: Override,
 }
 
 /// What an undo would do.
@@ -382,18 +489,23 @@ enum UndoPlan {
 
 impl RolloutUndo {
     pub fn build(p: &RolloutUndoParams, config: &Config) -> Result<Self, BuildError> {
-        let w = Workload::build(config, &p.target)?;
+        let over = Override::new(&p.workload, &p.namespace);
+        let (name, ns) = over.literal();
+        let w = Workload::build(config, &p.target)?.named(name, ns);
         if w.target.kind != "Deployment" {
             return Err(BuildError::Invalid(format!(
                 "k8s.rollout-undo supports Deployments; target {:?} is a {}",
                 p.target, w.target.kind
             )));
         }
-        Ok(RolloutUndo { w })
+        Ok(RolloutUndo { w, over })
     }
 
     pub fn new(w: Workload) -> Self {
-        RolloutUndo { w }
+        RolloutUndo {
+            w,
+            over: Override::default(),
+        }
     }
 
     /// kubectl's rollback computation from the Deployment and its
@@ -526,6 +638,13 @@ impl Action for RolloutUndo {
 
     fn inputs(&self) -> Value {
         self.w.inputs()
+    }
+
+    fn for_labels(&self, values: &Values) -> Result<Option<Arc<dyn Action>>, TemplateError> {
+        Ok(self.over.apply(&self.w, values)?.map(|w| {
+            let a: Arc<dyn Action> = Arc::new(RolloutUndo::new(w));
+            a
+        }))
     }
 
     async fn preflight(&self, _ctx: &ActionContext) -> Preflight {
@@ -744,11 +863,14 @@ impl Action for SetEnv {
 pub struct Scale {
     w: Workload,
     replicas: u32,
+    over: Override,
 }
 
 impl Scale {
     pub fn build(p: &ScaleParams, config: &Config) -> Result<Self, BuildError> {
-        let w = Workload::build(config, &p.target)?;
+        let over = Override::new(&p.workload, &p.namespace);
+        let (name, ns) = over.literal();
+        let w = Workload::build(config, &p.target)?.named(name, ns);
         if w.target.kind == "DaemonSet" {
             return Err(BuildError::Invalid(format!(
                 "k8s.scale: target {:?} is a DaemonSet, which has no replica count",
@@ -758,11 +880,16 @@ impl Scale {
         Ok(Scale {
             w,
             replicas: p.replicas,
+            over,
         })
     }
 
     pub fn new(w: Workload, replicas: u32) -> Self {
-        Scale { w, replicas }
+        Scale {
+            w,
+            replicas,
+            over: Override::default(),
+        }
     }
 }
 
@@ -780,6 +907,13 @@ impl Action for Scale {
         let mut v = self.w.inputs();
         v["replicas"] = json!(self.replicas);
         v
+    }
+
+    fn for_labels(&self, values: &Values) -> Result<Option<Arc<dyn Action>>, TemplateError> {
+        Ok(self.over.apply(&self.w, values)?.map(|w| {
+            let a: Arc<dyn Action> = Arc::new(Scale::new(w, self.replicas));
+            a
+        }))
     }
 
     async fn preflight(&self, _ctx: &ActionContext) -> Preflight {
@@ -821,6 +955,11 @@ const K8S: &[&str] = &["kubernetes"];
 impl super::ActionKind for RolloutRestartParams {
     fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
         v.target(p, "target", &self.target, K8S, "k8s.rollout-restart");
+        Override::new(&self.workload, &self.namespace).validate(v, p);
+    }
+
+    fn expands() -> &'static [&'static str] {
+        &["workload", "namespace"]
     }
 
     fn targets(&self) -> Vec<String> {
@@ -835,6 +974,11 @@ impl super::ActionKind for RolloutRestartParams {
 impl super::ActionKind for RolloutUndoParams {
     fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
         v.target(p, "target", &self.target, K8S, "k8s.rollout-undo");
+        Override::new(&self.workload, &self.namespace).validate(v, p);
+    }
+
+    fn expands() -> &'static [&'static str] {
+        &["workload", "namespace"]
     }
 
     fn targets(&self) -> Vec<String> {
@@ -886,6 +1030,11 @@ impl super::ActionKind for SetEnvParams {
 impl super::ActionKind for ScaleParams {
     fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
         v.target(p, "target", &self.target, K8S, "k8s.scale");
+        Override::new(&self.workload, &self.namespace).validate(v, p);
+    }
+
+    fn expands() -> &'static [&'static str] {
+        &["workload", "namespace"]
     }
 
     fn targets(&self) -> Vec<String> {

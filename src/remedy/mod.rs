@@ -39,6 +39,15 @@ pub(crate) trait ActionKind {
         Vec::new()
     }
 
+    /// The parameters that expand `${labels.NAME}` (see [`template`]);
+    /// `${` in any other is refused when the rule file is loaded.
+    fn expands() -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
+
     /// The runnable action.
     fn build(&self, config: &Config) -> Result<Arc<dyn Action>, BuildError>;
 }
@@ -76,6 +85,14 @@ macro_rules! action_kinds {
                 match kind {
                     $($name => Some(ActionSpec::$variant(y.params(p, also)?)),)*
                     _ => None,
+                }
+            }
+
+            /// The parameters of kind `kind` that expand `${labels.NAME}`.
+            pub fn expands(kind: &str) -> &'static [&'static str] {
+                match kind {
+                    $($name => <$params as ActionKind>::expands(),)*
+                    _ => &[],
                 }
             }
 
@@ -305,12 +322,13 @@ pub trait Action: Send + Sync {
         None
     }
     /// This action for one per-series incident: `${labels.NAME}` in its
-    /// parameters replaced by the series' labels (see [`template`]).
-    /// `Ok(None)`: nothing to expand, the action is the same. The default
-    /// is for actions without expandable parameters.
+    /// parameters replaced by the series' labels, each value checked for
+    /// where it lands (see [`template`]). `Ok(None)`: nothing to expand,
+    /// the action is the same. The default is for actions without
+    /// expandable parameters.
     fn for_labels(
         &self,
-        _labels: &crate::observe::Labels,
+        _values: &template::Values,
     ) -> Result<Option<Arc<dyn Action>>, template::TemplateError> {
         Ok(None)
     }
@@ -318,7 +336,9 @@ pub trait Action: Send + Sync {
 
 /// An action whose parameters could not be expanded for an incident's
 /// labels: its preflight refuses with the reason, so the step is on the
-/// timeline and the plan moves on (never run with a hole in its inputs).
+/// timeline (never run with a hole or a stranger's syntax in its inputs).
+/// A missing label fails the step (gate `labels`); a value refused where
+/// it lands (gate `label-value`) escalates at once.
 pub struct Unexpanded {
     pub action: Arc<dyn Action>,
     pub error: template::TemplateError,
@@ -334,7 +354,7 @@ impl Action for Unexpanded {
     }
     async fn preflight(&self, _ctx: &ActionContext) -> Preflight {
         let mut pre = Preflight::default();
-        pre.gate(Gate::fail("labels", self.error.to_string()));
+        pre.gate(Gate::fail(self.error.gate(), self.error.to_string()));
         pre
     }
     async fn run(&self, _ctx: &ActionContext) -> ActionResult {

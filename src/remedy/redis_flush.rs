@@ -169,7 +169,7 @@ impl Action for RedisFlush {
 
     fn for_labels(
         &self,
-        labels: &crate::observe::Labels,
+        values: &super::template::Values,
     ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
         let Some(p) = self
             .params
@@ -179,7 +179,7 @@ impl Action for RedisFlush {
         else {
             return Ok(None);
         };
-        let pattern = super::template::expand(p, labels)?;
+        let pattern = values.expand(p, super::template::Slot::RedisGlob)?;
         Ok(Some(std::sync::Arc::new(RedisFlush {
             params: RedisFlushParams {
                 target: self.params.target.clone(),
@@ -244,6 +244,10 @@ impl super::ActionKind for RedisFlushParams {
 
     fn targets(&self) -> Vec<String> {
         vec![self.target.clone()]
+    }
+
+    fn expands() -> &'static [&'static str] {
+        &["pattern"]
     }
 
     fn build(&self, config: &Config) -> Result<std::sync::Arc<dyn Action>, BuildError> {

@@ -30,10 +30,12 @@ impl SystemdRestart {
 
     /// With another `systemctl` (tests use a stand-in that records argv).
     pub fn with_program(p: &SystemdRestartParams, program: &str) -> Result<Self, BuildError> {
-        if p.unit.trim().is_empty() || p.unit.starts_with('-') {
+        // A unit still to be expanded is checked once it is (for_labels).
+        if !super::template::has_vars(&p.unit)
+            && let Err(e) = super::template::unit_name(&p.unit)
+        {
             return Err(BuildError::Invalid(format!(
-                "systemd-restart: {:?} is not a unit name",
-                p.unit
+                "systemd-restart: not a unit name: {e}"
             )));
         }
         let exec = ExecAction::build(&ExecParams {
@@ -60,12 +62,12 @@ impl Action for SystemdRestart {
 
     fn for_labels(
         &self,
-        labels: &crate::observe::Labels,
+        values: &super::template::Values,
     ) -> Result<Option<std::sync::Arc<dyn Action>>, super::template::TemplateError> {
         if !super::template::has_vars(&self.unit) {
             return Ok(None);
         }
-        let unit = super::template::expand(&self.unit, labels)?;
+        let unit = values.expand(&self.unit, super::template::Slot::Unit)?;
         let a = Self::with_program(&SystemdRestartParams { unit }, self.exec.program())
             .map_err(|e| super::template::TemplateError::Invalid(e.to_string()))?;
         Ok(Some(std::sync::Arc::new(a)))
@@ -78,7 +80,23 @@ impl Action for SystemdRestart {
 
 impl super::ActionKind for SystemdRestartParams {
     fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
-        v.non_empty(p, "unit", &self.unit);
+        // Globs restart every unit they match: a unit is one name, and a
+        // glob written beside `${labels.NAME}` is refused now, not at 3 a.m.
+        // (label names never contain one). The template syntax itself is
+        // checked by the rule loader.
+        let glob = self.unit.contains(['*', '?', '[', ']']);
+        if (!super::template::has_vars(&self.unit) || glob)
+            && let Err(e) = super::template::unit_name(&self.unit)
+        {
+            v.err(
+                crate::yaml::field_pos(p, "unit"),
+                format!("not a unit name: {e}"),
+            );
+        }
+    }
+
+    fn expands() -> &'static [&'static str] {
+        &["unit"]
     }
 
     fn build(
@@ -132,7 +150,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "systemd-restart: \"--now\" is not a unit name"
+            "systemd-restart: not a unit name: \"--now\" starts with \"-\""
         );
+        let e = SystemdRestart::build(&SystemdRestartParams {
+            unit: "*.service".into(),
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("glob character '*'"), "{e}");
     }
 }

@@ -32,7 +32,10 @@
 //!     on_timeout: escalate               # default escalate; or reject (next step)
 //!     mode: dry-run                      # optional: overrides the scenario's
 //!     then: stop                         # default stop; or continue (see below)
+//!     label_patterns: { deployment: '[a-z0-9-]{1,63}' }  # what ${labels.NAME} may be (full match)
 //! max_acting: 1                          # default 1: incidents of this scenario acting at once
+//! limit: { attempts: 10, per: 1h }       # default: attempts of the whole scenario, all instances
+//! blast_radius: { instances: 3, per: 10m }  # default: distinct instances acted on per window
 //! escalation: default                    # required: a policy in the config
 //! ```
 //!
@@ -69,8 +72,8 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 
 use super::model::{
-    Approval, ApprovalPolicy, Limit, OnTimeout, Scenario, Severity, Step, Symptom, Then, Verify,
-    When,
+    Approval, ApprovalPolicy, BlastWindow, Limit, OnTimeout, Scenario, ScenarioLimit, Severity,
+    Step, Symptom, Then, Verify, When,
 };
 use super::prometheus::{self, PromRules};
 use crate::check::CheckSpec;
@@ -95,6 +98,8 @@ const SCENARIO_FIELDS: &[&str] = &[
     "when",
     "plan",
     "max_acting",
+    "limit",
+    "blast_radius",
     "escalation",
 ];
 const SYMPTOM_FIELDS: &[&str] = &[
@@ -118,9 +123,12 @@ const STEP_FIELDS: &[&str] = &[
     "mode",
     "then",
     "only_if",
+    "label_patterns",
 ];
 const VERIFY_FIELDS: &[&str] = &["clears", "within"];
 const LIMIT_FIELDS: &[&str] = &["attempts", "per", "cooldown"];
+const SCENARIO_LIMIT_FIELDS: &[&str] = &["attempts", "per"];
+const BLAST_FIELDS: &[&str] = &["instances", "per"];
 
 /// How often a symptom's check runs when `every` is not given.
 pub const DEFAULT_EVERY: Dur = Dur::secs(10);
@@ -434,6 +442,8 @@ impl<'a> Cx<'a> {
             Some(n) => self.count(n, "max_acting"),
             None => Some(1),
         };
+        let limit = self.scenario_limit(m);
+        let blast_radius = self.blast_window(m);
         let escalation = self
             .required(m, "escalation")
             .and_then(|n| Some((self.string(n)?, pos(n))))
@@ -461,6 +471,8 @@ impl<'a> Cx<'a> {
                 when: when?,
                 plan: plan?,
                 max_acting: max_acting?,
+                limit: limit?,
+                blast_radius: blast_radius?,
                 escalation: escalation?,
                 path: PathBuf::from(self.origin),
             })
@@ -762,7 +774,9 @@ impl<'a> Cx<'a> {
             }
         }
         let params = Node::Mapping(params);
-        self.templates(&params);
+        if let Some(kind) = &kind {
+            self.templates(kind, &params);
+        }
         let action = match &kind {
             Some(kind) => self.action(kind, &params),
             None => {
@@ -808,6 +822,7 @@ impl<'a> Cx<'a> {
             },
             None => Some(Vec::new()),
         };
+        let label_patterns = self.label_patterns(m);
         let limit = self.limit(m);
         let mut approval = match self.optional(m, "approval") {
             Some(n) => self.choice(
@@ -866,6 +881,7 @@ impl<'a> Cx<'a> {
                 mode: mode?,
                 then: then?,
                 only_if: only_if?,
+                label_patterns: label_patterns?,
             })
         })();
         (step, name)
@@ -1061,24 +1077,180 @@ impl<'a> Cx<'a> {
     }
 
     /// Every `${...}` in a step's parameters must be `${labels.NAME}`.
-    fn templates(&mut self, n: &Node) {
+    /// `${labels.NAME}` in a step's parameters: its syntax where the
+    /// action expands it, refused anywhere else (a field that does not
+    /// expand would take `${...}` literally, or a stranger's value later).
+    fn templates(&mut self, action: &str, params: &Node) {
+        let Node::Mapping(m) = params else { return };
+        let expands = ActionSpec::expands(action);
+        for (k, v) in m.iter() {
+            if expands.contains(&k.as_str()) {
+                self.expanding(v, action, expands);
+            } else {
+                self.no_templates(v, k.as_str(), action, expands);
+            }
+        }
+    }
+
+    /// An expanding field's value: strings (list items, mapping values)
+    /// expand; mapping keys and nested mappings (secret references) do not.
+    fn expanding(&mut self, n: &Node, action: &str, expands: &[&str]) {
         match n {
             Node::Scalar(s) => {
                 if let Err(e) = crate::remedy::template::check(s.as_str()) {
                     self.err(pos(n), e.to_string());
                 }
             }
+            Node::Sequence(items) => {
+                for v in items.iter() {
+                    self.expanding(v, action, expands);
+                }
+            }
             Node::Mapping(m) => {
-                for (_, v) in m.iter() {
-                    self.templates(v);
+                for (k, v) in m.iter() {
+                    if k.as_str().contains("${") {
+                        self.err(
+                            key_pos(k),
+                            format!(
+                                "a name ({:?}) does not expand `${{labels.NAME}}`: only values do",
+                                k.as_str()
+                            ),
+                        );
+                    }
+                    match v {
+                        Node::Mapping(_) => self.no_templates(v, k.as_str(), action, expands),
+                        _ => self.expanding(v, action, expands),
+                    }
+                }
+            }
+        }
+    }
+
+    fn no_templates(&mut self, n: &Node, field: &str, action: &str, expands: &[&str]) {
+        match n {
+            Node::Scalar(s) => {
+                if s.as_str().contains("${") {
+                    let which = if expands.is_empty() {
+                        format!("{action} expands no field")
+                    } else {
+                        format!("{action} expands only {}", expands.join(", "))
+                    };
+                    self.err(
+                        pos(n),
+                        format!(
+                            "`{field}` does not expand `${{labels.NAME}}` ({which}); a label's value cannot go here"
+                        ),
+                    );
                 }
             }
             Node::Sequence(items) => {
                 for v in items.iter() {
-                    self.templates(v);
+                    self.no_templates(v, field, action, expands);
+                }
+            }
+            Node::Mapping(m) => {
+                for (k, v) in m.iter() {
+                    if k.as_str().contains("${") {
+                        self.err(
+                            key_pos(k),
+                            format!("`{field}`: a name does not expand `${{labels.NAME}}`"),
+                        );
+                    }
+                    self.no_templates(v, field, action, expands);
                 }
             }
         }
+    }
+
+    /// `label_patterns: { NAME: REGEX }`: each a label name and a regular
+    /// expression that compiles.
+    fn label_patterns(
+        &mut self,
+        m: &MarkedMappingNode,
+    ) -> Option<crate::remedy::template::LabelPatterns> {
+        let mut out = crate::remedy::template::LabelPatterns::new();
+        let Some(node) = self.optional(m, "label_patterns") else {
+            return Some(out);
+        };
+        let pm = self.mapping(node, "a mapping of label names to regular expressions")?;
+        let mut ok = true;
+        for (k, v) in pm.iter() {
+            let name = k.as_str();
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.err(key_pos(k), format!("{name:?} is not a label name"));
+                ok = false;
+                continue;
+            }
+            let Some(src) = self.string(v) else {
+                ok = false;
+                continue;
+            };
+            match crate::remedy::template::LabelPattern::new(&src) {
+                Ok(p) => {
+                    out.insert(name.to_string(), p);
+                }
+                Err(e) => {
+                    self.err(pos(v), format!("invalid regular expression: {e}"));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// The scenario's `limit: { attempts: N, per: DURATION }`.
+    fn scenario_limit(&mut self, m: &MarkedMappingNode) -> Option<ScenarioLimit> {
+        let default = ScenarioLimit::default();
+        let Some(node) = self.optional(m, "limit") else {
+            return Some(default);
+        };
+        let lm = self.mapping(
+            node,
+            "`{ attempts: N, per: DURATION }` (attempts of the whole scenario)",
+        )?;
+        self.unknown_keys(lm, SCENARIO_LIMIT_FIELDS);
+        let attempts = match self.optional(lm, "attempts") {
+            Some(n) => self.count(n, "attempts"),
+            None => Some(default.attempts),
+        };
+        let per = match self.optional(lm, "per") {
+            Some(n) => self.positive_dur(n, "per"),
+            None => Some(default.per),
+        };
+        Some(ScenarioLimit {
+            attempts: attempts?,
+            per: per?,
+        })
+    }
+
+    /// The scenario's `blast_radius: { instances: N, per: DURATION }`.
+    fn blast_window(&mut self, m: &MarkedMappingNode) -> Option<BlastWindow> {
+        let default = BlastWindow::default();
+        let Some(node) = self.optional(m, "blast_radius") else {
+            return Some(default);
+        };
+        let bm = self.mapping(
+            node,
+            "`{ instances: N, per: DURATION }` (distinct instances acted on per window)",
+        )?;
+        self.unknown_keys(bm, BLAST_FIELDS);
+        let instances = match self.optional(bm, "instances") {
+            Some(n) => self.count(n, "instances"),
+            None => Some(default.instances),
+        };
+        let per = match self.optional(bm, "per") {
+            Some(n) => self.positive_dur(n, "per"),
+            None => Some(default.per),
+        };
+        Some(BlastWindow {
+            instances: instances?,
+            per: per?,
+        })
     }
 }
 
@@ -1218,6 +1390,120 @@ escalation: default
                 .contains("unknown variable `${env.HOME}`: the only variables are ${labels.NAME}"),
             "{errs:?}"
         );
+    }
+
+    /// A field that does not expand would take `${...}` literally (or a
+    /// stranger's value, if it ever did): refused at its position.
+    #[test]
+    fn fields_that_do_not_expand_refuse_label_variables_at_their_position() {
+        let text = MINIMAL.replace(
+            "  - action: exec\n    args: [true]\n",
+            "  - action: redis.flush\n    target: \"${labels.target}\"\n    pattern: \"t:${labels.tenant}:*\"\n  - action: exec\n    args: [echo, \"${labels.a}\"]\n    env:\n      \"${labels.k}\": x\n      PW: { env: \"${labels.v}\" }\n  - action: k8s.set-env\n    target: backend\n    container: \"${labels.c}\"\n    env: { A: b }\n",
+        );
+        let errs = errors(&text);
+        assert_eq!(
+            errs,
+            [
+                "r.yaml:11:13: `target` does not expand `${labels.NAME}` (redis.flush expands only pattern); a label's value cannot go here",
+                "r.yaml:11:13: unknown target \"${labels.target}\" (expected one of: backend, cache, db, prom)",
+                "r.yaml:16:7: a name (\"${labels.k}\") does not expand `${labels.NAME}`: only values do",
+                "r.yaml:17:18: `PW` does not expand `${labels.NAME}` (exec expands only args, env, cwd); a label's value cannot go here",
+                "r.yaml:20:16: `container` does not expand `${labels.NAME}` (k8s.set-env expands no field); a label's value cannot go here",
+            ],
+        );
+    }
+
+    #[test]
+    fn systemd_units_written_in_the_rule_must_be_unit_names_without_globs() {
+        let text = MINIMAL.replace(
+            "  - action: exec\n    args: [true]\n",
+            "  - action: systemd-restart\n    unit: \"*.service\"\n  - action: systemd-restart\n    unit: \"app-${labels.x}*\"\n  - action: systemd-restart\n    unit: \"app-${labels.x}.service\"\n",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with(
+                "r.yaml:11:11: not a unit name: \"*.service\" has the glob character '*'"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("r.yaml:13:11: not a unit name:"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn kubernetes_overrides_written_in_the_rule_must_be_dns_1123() {
+        let text = MINIMAL.replace(
+            "  - action: exec\n    args: [true]\n",
+            "  - action: k8s.rollout-restart\n    target: backend\n    workload: Backend\n    namespace: a.b\n  - action: k8s.scale\n    target: backend\n    replicas: 1\n    workload: \"${labels.deployment}\"\n",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with("r.yaml:12:15: \"Backend\" is not a DNS-1123 subdomain"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("r.yaml:13:16: \"a.b\" is not a DNS-1123 label"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn label_patterns_and_scenario_budgets_load_with_their_defaults() {
+        let s = ok(MINIMAL);
+        assert_eq!(s.limit, ScenarioLimit::default());
+        assert_eq!(s.blast_radius, BlastWindow::default());
+        assert!(s.plan[0].label_patterns.is_empty());
+        let text = MINIMAL
+            .replace(
+                "    args: [true]\n",
+                "    args: [echo, \"${labels.deployment}\"]\n    label_patterns: { deployment: '[a-z]+' }\n",
+            )
+            .replace(
+                "escalation: default",
+                "limit: { attempts: 4, per: 30m }\nblast_radius: { instances: 2, per: 5m }\nescalation: default",
+            );
+        let s = ok(&text);
+        assert_eq!(
+            s.limit,
+            ScenarioLimit {
+                attempts: 4,
+                per: Dur::secs(1800)
+            }
+        );
+        assert_eq!(
+            s.blast_radius,
+            BlastWindow {
+                instances: 2,
+                per: Dur::secs(300)
+            }
+        );
+        assert_eq!(s.plan[0].label_patterns["deployment"].as_str(), "[a-z]+");
+        let bad = MINIMAL
+            .replace(
+                "    args: [true]\n",
+                "    args: [true]\n    label_patterns: { \"1x\": a, ok: \"(\" }\n",
+            )
+            .replace(
+                "escalation: default",
+                "limit: { attempts: 0, every: 1h }\nblast_radius: { instances: x }\nescalation: default",
+            );
+        let errs = errors(&bad);
+        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert!(
+            errs[0].starts_with("r.yaml:12:23: \"1x\" is not a label name"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("r.yaml:12:36: invalid regular expression"),
+            "{errs:?}"
+        );
+        assert!(errs[2].contains("attempts must be at least 1"), "{errs:?}");
+        assert!(errs[3].contains("every"), "{errs:?}");
+        assert!(errs[4].contains("expected a whole number"), "{errs:?}");
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct Scenario {
     /// How many incidents of this scenario may run an action at once
     /// (counted from the ledger's attempts in flight). Default 1.
     pub max_acting: u32,
+    /// Attempts of the whole scenario, over every instance and step.
+    pub limit: ScenarioLimit,
+    /// Distinct instances acted on within a window.
+    pub blast_radius: BlastWindow,
     /// Name of an escalation policy in the config.
     pub escalation: String,
     /// The file it came from.
@@ -123,6 +127,10 @@ pub struct Step {
     /// Prometheus only when Prometheus is the source medic lost, and pages
     /// for a lost Kubernetes API.
     pub only_if: Vec<String>,
+    /// What each label's values may be where this step substitutes them
+    /// (`label_patterns: { NAME: REGEX }`, a full match); a label without
+    /// one keeps to [`crate::remedy::template::DEFAULT_CLASS`].
+    pub label_patterns: crate::remedy::template::LabelPatterns,
 }
 
 /// What the plan does after a step that worked.
@@ -182,6 +190,47 @@ impl Default for Limit {
             attempts: 3,
             per: Dur::secs(3600),
             cooldown: Dur::secs(0),
+        }
+    }
+}
+
+/// The attempt budget of a whole scenario: every attempt that executed
+/// something, of any step, on any instance, counts. Per-step limits are
+/// per instance, so a stream of new label sets (one alert each) would get
+/// a fresh budget each; this one they share. Kept in the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScenarioLimit {
+    /// At most this many attempts...
+    pub attempts: u32,
+    /// ...in any window this long.
+    pub per: Dur,
+}
+
+impl Default for ScenarioLimit {
+    fn default() -> Self {
+        ScenarioLimit {
+            attempts: 10,
+            per: Dur::secs(3600),
+        }
+    }
+}
+
+/// The blast radius over time: at most this many distinct instances of a
+/// scenario acted on within the window; a new instance beyond them is
+/// refused and escalates. The config's `limits.blast_radius` counts
+/// instances failing at one moment; this one also catches them one at a
+/// time. Counted from the ledger, so restarts reset nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlastWindow {
+    pub instances: u32,
+    pub per: Dur,
+}
+
+impl Default for BlastWindow {
+    fn default() -> Self {
+        BlastWindow {
+            instances: 3,
+            per: Dur::secs(600),
         }
     }
 }

@@ -99,6 +99,20 @@ impl LedgerReads for MemoryStore {
             .collect())
     }
 
+    async fn scenario_attempts_since(
+        &self,
+        scenario: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        Ok(self
+            .lock()
+            .attempts
+            .iter()
+            .filter(|a| a.scenario == scenario && a.started_at >= since)
+            .cloned()
+            .collect())
+    }
+
     async fn action_attempts_since(
         &self,
         action: &str,

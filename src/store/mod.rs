@@ -760,6 +760,15 @@ pub trait LedgerReads: Send + Sync {
         since: DateTime<Utc>,
     ) -> Result<Vec<Attempt>, StoreError>;
 
+    /// Attempts of one scenario (every step, every instance) started at or
+    /// after `since`, oldest first: the basis of the scenario-wide limit and
+    /// the blast radius over time.
+    async fn scenario_attempts_since(
+        &self,
+        scenario: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError>;
+
     /// Attempts of one action kind (e.g. `postgres.promote-replica`)
     /// started at or after `since`, oldest first, across scenarios: the basis
     /// of guards that span scenarios (one failover per cluster per cooldown).
@@ -1029,6 +1038,13 @@ impl<T: ReadThrough> LedgerReads for T {
     ) -> Result<Vec<Attempt>, StoreError> {
         let r = self.reads();
         r.attempts_since(scenario, step, instance, since).await
+    }
+    async fn scenario_attempts_since(
+        &self,
+        scenario: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        self.reads().scenario_attempts_since(scenario, since).await
     }
     async fn action_attempts_since(
         &self,

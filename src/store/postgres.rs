@@ -498,6 +498,24 @@ impl LedgerReads for PostgresStore {
         self.all("list attempts", &sql, params, attempt_row).await
     }
 
+    async fn scenario_attempts_since(
+        &self,
+        scenario: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM medic_attempts WHERE scenario = $1 AND started_at >= $2 \
+             ORDER BY started_at, id"
+        );
+        self.all(
+            "list scenario attempts",
+            &sql,
+            &[&scenario, &since],
+            attempt_row,
+        )
+        .await
+    }
+
     async fn action_attempts_since(
         &self,
         action: &str,

@@ -877,6 +877,21 @@ impl LedgerReads for SqliteStore {
         self.all("list attempts", sql, params, attempt_row).await
     }
 
+    async fn scenario_attempts_since(
+        &self,
+        scenario: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        // attempts_window's first column is the scenario.
+        let params = (scenario.to_string(), ts(&since)?);
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts \
+             WHERE scenario = ?1 AND started_at >= ?2 ORDER BY started_at, id"
+        );
+        self.all("list attempts of a scenario", sql, params, attempt_row)
+            .await
+    }
+
     async fn action_attempts_since(
         &self,
         action: &str,
