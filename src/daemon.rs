@@ -235,6 +235,7 @@ pub async fn run_with_options(
         scenarios: scenarios_rx,
         pager: pager_rx,
         api_token: None,
+        alerts: config.alerts.clone(),
     };
     let server = start_server(config, app, &server_stop).await?;
 
@@ -247,6 +248,14 @@ pub async fn run_with_options(
     notify::ready(&format!("running {} scenarios (follower)", runtimes.len()));
     if let Some(period) = notify::watchdog_period() {
         tasks.spawn(notify::watchdog(period, store.clone(), stop.clone()));
+    }
+    if config.http.is_some() {
+        tasks.spawn(crate::server::alertmanager::prune_loop(
+            store.clone(),
+            config.alerts.clone(),
+            clock.clone(),
+            stop.clone(),
+        ));
     }
 
     let mut daemon = Daemon {
@@ -857,6 +866,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.jobs != new.jobs {
         v.push("jobs".to_string());
+    }
+    if old.alerts != new.alerts {
+        v.push("alerts".to_string());
     }
     if old.limits.actions_in_flight != new.limits.actions_in_flight {
         v.push("limits.actions_in_flight".to_string());

@@ -44,6 +44,7 @@ impl Server {
             scenarios: tokio::sync::watch::channel(Vec::new()).1,
             pager: tokio::sync::watch::channel(None).1,
             api_token: None,
+            alerts: Default::default(),
         });
         let stop = CancellationToken::new();
         let (addr, _) = server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())

@@ -178,6 +178,7 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
         scenarios: tokio::sync::watch::channel(Vec::new()).1,
         pager: tokio::sync::watch::channel(None).1,
         api_token: None,
+        alerts: Default::default(),
     });
     let stop = CancellationToken::new();
     let (addr, server) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())

@@ -66,6 +66,8 @@ pub struct AppState {
     pub pager: watch::Receiver<Option<Arc<Pager>>>,
     /// `http.api_token`, resolved: mutating API calls must present it.
     pub api_token: Option<Arc<Secret>>,
+    /// `alerts:`, the bounds of the Alertmanager intake.
+    pub alerts: crate::config::AlertLimits,
 }
 
 /// Every route medic serves.
