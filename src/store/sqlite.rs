@@ -1035,7 +1035,7 @@ impl AlertReads for SqliteStore {
     }
 
     async fn firing_alert_count(&self) -> Result<usize, StoreError> {
-        self.call(|conn| firing_count(conn)).await
+        self.call(firing_count).await
     }
 }
 
