@@ -160,7 +160,8 @@ pub struct ApiArgs {
     /// The API's base URL, e.g. http://127.0.0.1:9185.
     #[arg(long)]
     pub url: Option<String>,
-    /// Bearer token of mutating calls.
+    /// Bearer token: the API token (mutating calls and reads) or a read
+    /// token (reads only).
     #[arg(long, env = "MEDIC_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Who is acting, written on the timeline.

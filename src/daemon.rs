@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -213,6 +212,9 @@ pub async fn run_with_options(
         mode = ?config.mode,
         "medic starting"
     );
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
 
     let (loader, reload_handle, reload_rx) = match options.reload {
         Some((l, h, rx)) => (Some(l), Some(h), rx),
@@ -234,7 +236,7 @@ pub async fn run_with_options(
         reload: reload_handle,
         scenarios: scenarios_rx,
         pager: pager_rx,
-        api_token: None,
+        access: Default::default(),
         alerts: config.alerts.clone(),
     };
     let server = start_server(config, app, &server_stop).await?;
@@ -301,23 +303,19 @@ fn initial_readiness(scenarios: usize, refused: usize, clock: &Clock) -> Readine
     }
 }
 
-/// Serves `app` on `http.listen` when the config has `http:` (with
-/// `http.api_token` resolved); the server's task, ended by `stop`.
+/// Serves `app` on `http.listen` when the config has `http:` (its
+/// credentials resolved: an empty or unreadable one stops start-up); the
+/// server's task, ended by `stop`.
 async fn start_server(
     config: &Config,
     mut app: AppState,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    app.api_token = match config.http.as_ref().and_then(|h| h.api_token.as_ref()) {
-        Some(t) => Some(Arc::new(t.resolve().context("reading http.api_token")?)),
-        None => None,
-    };
     let Some(http) = &config.http else {
         return Ok(None);
     };
-    let (_, handle) = server::serve(http.listen, server::router(app), stop.clone())
-        .await
-        .with_context(|| format!("listening on {}", http.listen))?;
+    app.access = Arc::new(server::auth::Access::from_config(http).map_err(anyhow::Error::msg)?);
+    let (_, handle) = server::listener::serve(http, server::router(app), stop.clone()).await?;
     Ok(Some(handle))
 }
 

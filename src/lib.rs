@@ -32,7 +32,7 @@
 //! - [`drill`]: `medic drill`, injected failures with measured detection and recovery.
 //! - [`lead`]: leadership (advisory lock, Kubernetes Lease, single) and fencing terms.
 //! - [`metrics`]: medic's own Prometheus metrics, served on `/metrics`.
-//! - [`server`]: the HTTP surface (health, readiness, metrics, incidents API, status page, webhooks).
+//! - [`server`]: the HTTP surface (health, readiness, metrics, incidents API, status page, webhooks), the credentials of each route and the bounded (optionally TLS) listener.
 //! - [`ops`]: operator tools: the API client behind the CLI and `medic report`.
 //! - [`daemon`]: wires everything into `medic run`, with graceful shutdown.
 //! - [`ruletest`]: `medic test`, rule unit tests on a simulated clock.

@@ -20,6 +20,10 @@ fn main() -> ExitCode {
         }
         Command::Check { config, paths } => match rules::check(Some(&config), &paths) {
             Ok(summary) => {
+                summary
+                    .warnings
+                    .iter()
+                    .for_each(|w| eprintln!("warning: {w}"));
                 println!("{summary}");
                 ExitCode::SUCCESS
             }

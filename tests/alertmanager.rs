@@ -14,6 +14,8 @@ use medic::check::Check;
 use medic::check::alert::AlertCheck;
 use medic::clock::Clock;
 use medic::observe::{Observation, Outcome};
+use medic::secret::Secret;
+use medic::server::auth::{Access, Intake};
 use medic::server::{self, AppState, Readiness};
 use medic::store::{IncidentState, SqliteStore, prelude::*};
 use serde_json::Value;
@@ -43,7 +45,13 @@ impl Server {
             reload: None,
             scenarios: tokio::sync::watch::channel(Vec::new()).1,
             pager: tokio::sync::watch::channel(None).1,
-            api_token: None,
+            access: Arc::new(Access {
+                intake: Intake::Checked {
+                    bearer: Some(Secret::new(TEST_INTAKE_TOKEN)),
+                    basic: None,
+                },
+                ..Access::default()
+            }),
             alerts: Default::default(),
         });
         let stop = CancellationToken::new();
@@ -60,6 +68,7 @@ impl Server {
         let r = reqwest::Client::new()
             .post(&self.url)
             .header("content-type", "application/json")
+            .bearer_auth(TEST_INTAKE_TOKEN)
             .body(body)
             .send()
             .await
@@ -265,7 +274,8 @@ fn setup(dir: &Path, http: u16) -> PathBuf {
              store: {{ sqlite: {{ path: medic.db }} }}\n\
              rules: [rules]\n\
              shutdown_grace: 5s\n\
-             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
+             http: {{ listen: \"127.0.0.1:{http}\", {} }}\n",
+            http_credentials(dir)
         ),
     )
     .unwrap();
@@ -286,6 +296,8 @@ fn firing_alerts_survive_a_restart_of_the_daemon() {
         block_on(async {
             reqwest::Client::new()
                 .post(&url)
+                .header("content-type", "application/json")
+                .bearer_auth(TEST_INTAKE_TOKEN)
                 .body(body)
                 .send()
                 .await
@@ -345,10 +357,13 @@ fn firing_alerts_survive_a_restart_of_the_daemon() {
     assert_eq!(ok, Outcome::Ok);
 }
 
+/// A delivery as Alertmanager sends it (JSON, the intake's bearer token).
 fn post_to(url: &str, body: Vec<u8>) -> (u16, Value) {
     block_on(async {
         let r = reqwest::Client::new()
             .post(url)
+            .header("content-type", "application/json")
+            .bearer_auth(TEST_INTAKE_TOKEN)
             .body(body)
             .send()
             .await
@@ -554,7 +569,9 @@ async fn intake_throughput_and_latency() {
             let (c, url) = (client.clone(), srv.url.clone());
             tasks.push(tokio::spawn(async move {
                 let t = std::time::Instant::now();
-                let code = match c.post(url).body(body).send().await {
+                let req = c.post(url).header("content-type", "application/json");
+                let req = req.bearer_auth(TEST_INTAKE_TOKEN).body(body);
+                let code = match req.send().await {
                     Ok(r) => r.status().as_u16(),
                     Err(_) => 0,
                 };

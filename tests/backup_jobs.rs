@@ -177,7 +177,10 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
         reload: None,
         scenarios: tokio::sync::watch::channel(Vec::new()).1,
         pager: tokio::sync::watch::channel(None).1,
-        api_token: None,
+        access: std::sync::Arc::new(medic::server::auth::Access {
+            open_reads: true,
+            ..Default::default()
+        }),
         alerts: Default::default(),
     });
     let stop = CancellationToken::new();

@@ -52,9 +52,15 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// A GET with the read token.
 fn get(url: &str) -> (u16, String) {
     block_on(async {
-        let r = reqwest::get(url).await.unwrap();
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(TEST_READ_TOKEN)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     })
 }
@@ -176,7 +182,10 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
     assert!(html.contains(&format!("id=\"incident-{id}\"")), "{html}");
 
     // CLI: list (URL from --url), show (URL from the config's http.listen).
-    let (ok, out, err) = medic_cli(&["incidents", "--url", &base], &[]);
+    let read = [("MEDIC_API_TOKEN", TEST_READ_TOKEN)];
+    let (ok, _, err) = medic_cli(&["incidents", "--url", &base], &[]);
+    assert!(!ok && err.contains("401"), "reads need a token: {err}");
+    let (ok, out, err) = medic_cli(&["incidents", "--url", &base], &read);
     assert!(ok, "{err}");
     assert!(
         out.contains("open incidents: 1") && out.contains("port-closed"),
@@ -185,7 +194,7 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
     let cfg = config.to_str().unwrap();
     let (ok, out, err) = medic_cli(
         &["incidents", "--config", cfg, "show", &id.to_string()],
-        &[],
+        &read,
     );
     assert!(ok, "{err}");
     assert!(
@@ -193,7 +202,7 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
         "{out}"
     );
     assert!(out.contains("poke (exec): failed"), "{out}");
-    let (ok, _, err) = medic_cli(&["incidents", "--url", &base, "show", "abc"], &[]);
+    let (ok, _, err) = medic_cli(&["incidents", "--url", &base, "show", "abc"], &read);
     assert!(!ok);
     assert!(
         err.contains("400") && err.contains("not a positive integer"),
@@ -205,7 +214,7 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
         vec!["report", "--url", &base, &*id.to_string()],
         vec!["report", "--config", cfg, &*id.to_string()],
     ] {
-        let (ok, md, err) = medic_cli(&args, &[]);
+        let (ok, md, err) = medic_cli(&args, &read);
         assert!(ok, "{args:?}: {err}");
         assert!(
             md.starts_with(&format!("# Post-mortem draft: incident {id} (port-closed)")),
@@ -240,6 +249,7 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
     let code = block_on(async {
         reqwest::Client::new()
             .post(format!("{base}/-/reload"))
+            .bearer_auth(TEST_API_TOKEN)
             .send()
             .await
             .unwrap()

@@ -45,9 +45,15 @@ fn get(url: &str) -> (u16, Value) {
     })
 }
 
+/// A POST with the API token (`/-/reload` needs it).
 fn post(url: &str) -> (u16, Value) {
     block_on(async {
-        let r = reqwest::Client::new().post(url).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(TEST_API_TOKEN)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     })
 }

@@ -84,7 +84,10 @@ fn status_page_renders_incidents_rto_clocks_and_budgets_in_headless_chromium() {
     let _medic = Medic::start(&config, &dir.path().join("medic.log"));
     let incidents = || -> Value {
         block_on(async {
-            reqwest::get(format!("{base}/api/v1/incidents"))
+            reqwest::Client::new()
+                .get(format!("{base}/api/v1/incidents"))
+                .bearer_auth(TEST_READ_TOKEN)
+                .send()
                 .await
                 .unwrap()
                 .json()
@@ -110,7 +113,10 @@ fn status_page_renders_incidents_rto_clocks_and_budgets_in_headless_chromium() {
 
     // The raw page: one document, nothing external, no script.
     let html = block_on(async {
-        reqwest::get(format!("{base}/"))
+        reqwest::Client::new()
+            .get(format!("{base}/"))
+            .basic_auth("anyone", Some(TEST_READ_TOKEN))
+            .send()
             .await
             .unwrap()
             .text()
@@ -134,12 +140,14 @@ fn status_page_renders_incidents_rto_clocks_and_budgets_in_headless_chromium() {
         }
     }}});
     let session = driver.call("POST", "/session", Some(caps));
+    // A browser sends the read token as the password of Basic auth.
+    let page = format!("http://operator:{TEST_READ_TOKEN}@127.0.0.1:{http}");
     let id = session["sessionId"].as_str().unwrap().to_string();
     let s = |p: &str| format!("/session/{id}{p}");
     driver.call(
         "POST",
         &s("/url"),
-        Some(json!({ "url": format!("{base}/status") })),
+        Some(json!({ "url": format!("{page}/status") })),
     );
     assert_eq!(driver.call("GET", &s("/title"), None), "medic status");
     let text_of = |css: &str| -> String {
@@ -195,7 +203,7 @@ fn status_page_renders_incidents_rto_clocks_and_budgets_in_headless_chromium() {
     driver.call(
         "POST",
         &s("/url"),
-        Some(json!({ "url": format!("{base}/status?incident={resolved}") })),
+        Some(json!({ "url": format!("{page}/status?incident={resolved}") })),
     );
     let section = text_of(&format!("#incident-{resolved}"));
     assert!(section.contains("(resolved)"), "{section}");

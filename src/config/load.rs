@@ -107,6 +107,7 @@ pub(crate) fn load_str_checked(
     let mut cx = Cx {
         y: Cursor::new(origin),
         env: Vec::new(),
+        warnings: Vec::new(),
     };
     if let Some(m) = file.as_mapping() {
         cx.y.unknown_keys(m, fields);
@@ -163,6 +164,7 @@ pub(crate) fn load_str_checked(
         _ => PathBuf::from("."),
     };
     cx.validate(&config, &merged);
+    config.warnings = sorted(std::mem::take(&mut cx.warnings));
     (Some(config), sorted(cx.y.out))
 }
 
@@ -248,6 +250,8 @@ struct Cx<'a> {
     y: Cursor<'a>,
     /// Environment overrides taken: (dotted lower-case key, variable name).
     env: Vec<(String, String)>,
+    /// Allowed but risky (see [`Config::warnings`]).
+    warnings: Vec<Diagnostic>,
 }
 
 impl Cx<'_> {
@@ -450,6 +454,98 @@ impl Cx<'_> {
         }
     }
 
+    fn warn(&mut self, root: &Node, path: &str, msg: impl Into<String>) {
+        let d = self.at_path(root, path, false, msg.into());
+        self.warnings.push(d);
+    }
+
+    /// `http:`: credentials that can be used, bounds, and warnings for
+    /// what a non-loopback listener exposes.
+    fn validate_http(&mut self, config: &Config, root: &Node) {
+        let Some(http) = &config.http else { return };
+        if let Some(intake) = &http.intake {
+            let creds = intake.bearer.is_some() || intake.basic.is_some();
+            if intake.open && creds {
+                self.err(
+                    root,
+                    "http.intake.open",
+                    "`open: true` takes no credentials: remove `bearer`/`basic`, or `open`",
+                );
+            } else if !intake.open && !creds {
+                self.err(
+                    root,
+                    "http.intake",
+                    "the intake needs `bearer: {env: NAME}`, `basic: {username, password}` or `open: true`",
+                );
+            }
+            if let Some(b) = &intake.basic
+                && (b.username.is_empty() || b.username.contains(':'))
+            {
+                self.err(
+                    root,
+                    "http.intake.basic.username",
+                    "the username must not be empty or contain `:`",
+                );
+            }
+        }
+        for (field, d) in [
+            ("header_timeout", http.header_timeout),
+            ("request_timeout", http.request_timeout),
+        ] {
+            if d.get() < std::time::Duration::from_millis(100) {
+                self.err(
+                    root,
+                    &format!("http.{field}"),
+                    format!("{field} must be at least 100ms"),
+                );
+            }
+        }
+        for (field, n) in [
+            ("max_in_flight", http.max_in_flight),
+            ("max_connections", http.max_connections),
+        ] {
+            if n == 0 {
+                self.err(
+                    root,
+                    &format!("http.{field}"),
+                    format!("{field} must be at least 1"),
+                );
+            }
+        }
+        if let Some(tls) = &http.tls {
+            for (field, p) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if p.as_os_str().is_empty() {
+                    self.err(
+                        root,
+                        &format!("http.tls.{field}"),
+                        format!("the {field} path must not be empty"),
+                    );
+                }
+            }
+        }
+        if !http.listen.ip().is_loopback() {
+            let at = http.listen;
+            if http.open_reads {
+                self.warn(
+                    root,
+                    "http.open_reads",
+                    format!(
+                        "open reads on {at}, not a loopback address: anyone who reaches it reads incidents, timelines and job runs"
+                    ),
+                );
+            }
+            if http.intake_is_open() {
+                self.warn(
+                    root,
+                    "http.intake.open",
+                    format!(
+                        "an open intake on {at}, not a loopback address: anyone who reaches it can post alerts"
+                    ),
+                );
+            }
+        }
+    }
+
     /// Checks what serde cannot: references between sections, bounds.
     fn validate(&mut self, config: &Config, root: &Node) {
         if config.rules.is_empty() {
@@ -549,6 +645,7 @@ impl Cx<'_> {
         }
         self.validate_jobs(config, root);
         self.validate_notifiers(config, root);
+        self.validate_http(config, root);
         let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
         for (name, policy) in &config.escalation {
             let at = format!("escalation.{name}");
@@ -1009,6 +1106,75 @@ drills:
             load_str("medic.yaml", "").unwrap().base_dir,
             PathBuf::from(".")
         );
+    }
+
+    #[test]
+    fn http_credentials_and_bounds_are_checked_where_written() {
+        let text = "\
+http:
+  listen: 0.0.0.0:7460
+  open_reads: true
+  intake: { open: true, bearer: { env: T } }
+  header_timeout: 0s
+  max_connections: 0
+";
+        let errs = errors(text, &[]);
+        assert_eq!(
+            errs,
+            [
+                "medic.yaml:4:19: `open: true` takes no credentials: remove `bearer`/`basic`, or `open`",
+                "medic.yaml:5:19: header_timeout must be at least 100ms",
+                "medic.yaml:6:20: max_connections must be at least 1",
+            ]
+        );
+        let errs = errors(
+            "http: { listen: 127.0.0.1:1, intake: {}, tls: { cert: '', key: k } }\n",
+            &[],
+        );
+        assert_eq!(
+            errs,
+            [
+                "medic.yaml:1:38: the intake needs `bearer: {env: NAME}`, `basic: {username, password}` or `open: true`",
+                "medic.yaml:1:55: the cert path must not be empty",
+            ]
+        );
+        let errs = errors(
+            "http: { listen: 127.0.0.1:1, intake: { basic: { username: 'a:b', password: { env: P } } } }\n",
+            &[],
+        );
+        assert_eq!(
+            errs,
+            ["medic.yaml:1:59: the username must not be empty or contain `:`"]
+        );
+        let errs = errors("http: { listen: 127.0.0.1:1, api_token: hunter2 }\n", &[]);
+        assert!(errs[0].contains(crate::secret::PLAIN_SECRET), "{errs:?}");
+    }
+
+    #[test]
+    fn open_reads_and_an_open_intake_off_loopback_are_warned_about() {
+        let c = load_str(
+            "medic.yaml",
+            "http:\n  listen: 0.0.0.0:7460\n  open_reads: true\n  intake: { open: true }\n",
+        )
+        .unwrap();
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            w,
+            [
+                "medic.yaml:3:15: open reads on 0.0.0.0:7460, not a loopback address: anyone who reaches it reads incidents, timelines and job runs",
+                "medic.yaml:4:19: an open intake on 0.0.0.0:7460, not a loopback address: anyone who reaches it can post alerts",
+            ]
+        );
+        let c = load_str(
+            "medic.yaml",
+            "http: { listen: 127.0.0.1:7460, open_reads: true, intake: { open: true } }\n",
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let h = c.http.unwrap();
+        assert_eq!(h.header_timeout, Dur::secs(10));
+        assert_eq!(h.request_timeout, Dur::secs(30));
+        assert_eq!((h.max_in_flight, h.max_connections), (64, 512));
     }
 
     #[test]

@@ -95,6 +95,10 @@ pub struct Config {
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// What the loader found risky but allowed (`path:line:col: ...`):
+    /// `medic check` prints them, `medic run` logs them.
+    #[serde(skip)]
+    pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 fn default_rules() -> Vec<PathBuf> {
@@ -145,6 +149,7 @@ impl Default for Config {
             leadership: None,
             alerts: AlertLimits::default(),
             base_dir: PathBuf::from("."),
+            warnings: Vec::new(),
         }
     }
 }
@@ -413,6 +418,7 @@ pub struct PrometheusTarget {
     pub basic_auth: Option<BasicAuth>,
 }
 
+/// A Basic-auth user and its password (a secret reference).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
@@ -775,10 +781,118 @@ pub struct HttpConfig {
     /// Address to listen on. Keep it on 127.0.0.1 unless something outside
     /// the host must reach it (Slack, Alertmanager, Kubernetes probes).
     pub listen: std::net::SocketAddr,
-    /// Bearer token that mutating API calls (acknowledge, approve, reject,
-    /// escalate, resolve) must present. Without it those calls are refused.
+    /// Bearer token of every mutating route: the incident decisions
+    /// (acknowledge, approve, reject, escalate, resolve) and `POST
+    /// /-/reload`; it also opens the read routes. Without it those routes
+    /// are refused.
     #[serde(default)]
     pub api_token: Option<SecretRef>,
+    /// Bearer token (or Basic password) of the read routes: the incidents
+    /// API, the status page and job runs. Without it (and without
+    /// `open_reads`) only the API token reads.
+    #[serde(default)]
+    pub read_token: Option<SecretRef>,
+    /// Read routes need no token (a listener only trusted clients reach).
+    /// Warned about on a non-loopback `listen`. Default: false.
+    #[serde(default)]
+    pub open_reads: bool,
+    /// Credentials the Alertmanager intake (`POST
+    /// /api/v1/alerts/alertmanager`) requires. Without it the intake
+    /// refuses every delivery (401).
+    #[serde(default)]
+    pub intake: Option<IntakeAuth>,
+    /// TLS on the listener itself (cert and key by path, re-read on
+    /// SIGHUP). Without it medic speaks plain HTTP (put a TLS proxy in
+    /// front when anything outside the host reaches it).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// How long a client may take to send a request's headers (slow
+    /// clients are disconnected). Default 10s.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+    /// How long one request may take, body included (then 503). Default 30s.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    /// Requests handled at once in each route group (the intake, Slack,
+    /// the rest; beyond: 503 with Retry-After); `/healthz` and `/readyz`
+    /// are not counted. Default 64.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Open connections at most (beyond: closed at once). Lowered at
+    /// start-up to fit the process's file limit. Default 512.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_request_timeout() -> Dur {
+    Dur::secs(30)
+}
+fn default_max_in_flight() -> usize {
+    64
+}
+fn default_max_connections() -> usize {
+    512
+}
+
+impl HttpConfig {
+    /// An HTTP server on `listen` with every other setting at its default.
+    pub fn on(listen: std::net::SocketAddr) -> Self {
+        HttpConfig {
+            listen,
+            api_token: None,
+            read_token: None,
+            open_reads: false,
+            intake: None,
+            tls: None,
+            header_timeout: default_header_timeout(),
+            request_timeout: default_request_timeout(),
+            max_in_flight: default_max_in_flight(),
+            max_connections: default_max_connections(),
+        }
+    }
+
+    /// Whether the intake takes deliveries without credentials.
+    pub fn intake_is_open(&self) -> bool {
+        self.intake.as_ref().is_some_and(|i| i.open)
+    }
+
+    /// Whether the intake checks credentials (bearer or basic).
+    pub fn intake_is_authenticated(&self) -> bool {
+        self.intake
+            .as_ref()
+            .is_some_and(|i| !i.open && (i.bearer.is_some() || i.basic.is_some()))
+    }
+}
+
+/// `http.intake`: what Alertmanager's `http_config` sends. Either or both
+/// of `bearer` and `basic` (a delivery matching either is accepted), or
+/// `open: true` for none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeAuth {
+    /// `Authorization: Bearer TOKEN` (Alertmanager's `http_config.authorization`).
+    #[serde(default)]
+    pub bearer: Option<SecretRef>,
+    /// `Authorization: Basic ...` (Alertmanager's `http_config.basic_auth`).
+    #[serde(default)]
+    pub basic: Option<BasicAuth>,
+    /// No credentials (a proxy in front authenticates). Refused with
+    /// enforce-mode scenarios on `alert` checks.
+    #[serde(default)]
+    pub open: bool,
+}
+
+/// `http.tls`: PEM files, read at start-up and again on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// The certificate chain (leaf first), PEM.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1), PEM.
+    pub key: PathBuf,
 }
 
 /// A scheduled job: `NAME: { schedule: CRON, timezone: TZ, KIND: {...} }`

@@ -15,7 +15,7 @@ pub struct Remote {
     /// `report` without a URL reads its store.
     pub config: PathBuf,
     pub url: Option<String>,
-    /// Bearer token of mutating calls.
+    /// Bearer token: the API token (every call) or a read token (reads).
     pub token: Option<String>,
     /// Who is acting, written on the timeline.
     pub by: String,
@@ -66,7 +66,8 @@ impl Remote {
                 let http = config.http.ok_or_else(|| OpsError::NoListen {
                     config: self.config.clone(),
                 })?;
-                format!("http://{}", http.listen)
+                let scheme = if http.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{}", http.listen)
             }
         };
         Ok(Client::new(&url, self.token.clone()))

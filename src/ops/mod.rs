@@ -122,17 +122,26 @@ impl Client {
         })
     }
 
+    /// A GET with the token (the API token also reads; so does a read token).
+    fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.get(url);
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
     /// Open and recent incidents.
     pub async fn list(&self) -> Result<IncidentList, ClientError> {
         let url = format!("{}/api/v1/incidents", self.base);
-        let text = Self::answer(url.clone(), self.http.get(&url)).await?;
+        let text = Self::answer(url.clone(), self.get(&url)).await?;
         Self::parse(&url, &text)
     }
 
     /// One incident with its timeline and attempts.
     pub async fn show(&self, id: &str) -> Result<IncidentDetail, ClientError> {
         let url = format!("{}/api/v1/incidents/{id}", self.base);
-        let text = Self::answer(url.clone(), self.http.get(&url)).await?;
+        let text = Self::answer(url.clone(), self.get(&url)).await?;
         Self::parse(&url, &text)
     }
 

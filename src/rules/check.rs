@@ -12,13 +12,16 @@ use crate::diag::Diagnostics;
 pub const DEFAULT_CONFIG: &str = "medic.yaml";
 
 /// What a successful check found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckSummary {
     pub scenarios: usize,
     pub symptoms: usize,
     pub steps: usize,
     /// Rule files read (one scenario each).
     pub files: usize,
+    /// Allowed but risky (the config's [`crate::config::Config::warnings`]);
+    /// printed as `warning: path:line:col: ...`, they do not fail the check.
+    pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 impl fmt::Display for CheckSummary {
@@ -70,5 +73,6 @@ pub fn check_with_env(
         symptoms: scenarios.iter().map(|s| s.symptoms.len()).sum(),
         steps: scenarios.iter().map(|s| s.plan.len()).sum(),
         files: scenarios.len(),
+        warnings: config.map(|c| c.warnings).unwrap_or_default(),
     })
 }

@@ -455,7 +455,51 @@ impl<'a> Cx<'a> {
                 path: PathBuf::from(self.origin),
             })
         })();
+        if let (Some(s), Some(cfg)) = (&scenario, self.config) {
+            self.unauthenticated_alerts(m, s, cfg);
+        }
         (scenario, named)
+    }
+
+    /// A scenario that acts (enforce-mode steps) on what Alertmanager
+    /// pushes must not take it from anyone: its `alert` symptoms are
+    /// refused unless the intake checks credentials.
+    fn unauthenticated_alerts(&mut self, m: &MarkedMappingNode, s: &Scenario, cfg: &Config) {
+        if cfg
+            .http
+            .as_ref()
+            .is_some_and(|h| h.intake_is_authenticated())
+        {
+            return;
+        }
+        let mode = s.mode.unwrap_or(cfg.mode);
+        if !s
+            .plan
+            .iter()
+            .any(|st| st.mode.unwrap_or(mode) == Mode::Enforce)
+        {
+            return;
+        }
+        let intake = match cfg.http.as_ref().and_then(|h| h.intake.as_ref()) {
+            Some(_) => "is open (http.intake.open)",
+            None => "is off (no http.intake)",
+        };
+        let symptoms = m.get_node("symptoms").and_then(Node::as_mapping);
+        for sym in &s.symptoms {
+            if !matches!(sym.check, CheckSpec::Alert(_)) {
+                continue;
+            }
+            let at = symptoms
+                .and_then(|sm| sm.get_node(&sym.name))
+                .map_or((0, 0), pos);
+            self.err(
+                at,
+                format!(
+                    "symptom {:?} reads Alertmanager alerts and this scenario runs enforce-mode steps, but the intake {intake}: set http.intake.bearer or http.intake.basic, or run the scenario in dry-run",
+                    sym.name
+                ),
+            );
+        }
     }
 
     /// The symptoms, and every name written (valid or not, so references
@@ -1262,6 +1306,41 @@ escalation: pager
             errors(&text),
             ["r.yaml:12:11: step name \"1-exec\" is already used at 10:5"]
         );
+    }
+
+    #[test]
+    fn enforce_mode_alert_symptoms_need_an_authenticated_intake() {
+        let rule = MINIMAL.replace("{ redis: { target: cache } }", "{ alert: Down }");
+        let cfg = |http: &str| crate::config::load_str("medic.yaml", http).unwrap();
+        let msg = |intake: &str| {
+            format!(
+                "r.yaml:7:5: symptom \"down\" reads Alertmanager alerts and this scenario runs enforce-mode steps, but the intake {intake}: set http.intake.bearer or http.intake.basic, or run the scenario in dry-run"
+            )
+        };
+        let enforce = "mode: enforce\nhttp: { listen: 127.0.0.1:0 }\n";
+        assert_eq!(
+            errors_with(&rule, &cfg(enforce)),
+            [msg("is off (no http.intake)")]
+        );
+        let open = "mode: enforce\nhttp: { listen: 127.0.0.1:0, intake: { open: true } }\n";
+        assert_eq!(
+            errors_with(&rule, &cfg(open)),
+            [msg("is open (http.intake.open)")]
+        );
+        // A step in enforce mode is enough.
+        let step = rule.replace(
+            "    args: [true]\n",
+            "    args: [true]\n    mode: enforce\n",
+        );
+        assert_eq!(
+            errors_with(&step, &cfg("http: { listen: 127.0.0.1:0 }\n")),
+            [msg("is off (no http.intake)")]
+        );
+        // Dry-run, or an authenticated intake: accepted.
+        load_str("r.yaml", &rule, &cfg("http: { listen: 127.0.0.1:0 }\n")).unwrap();
+        let bearer =
+            "mode: enforce\nhttp: { listen: 127.0.0.1:0, intake: { bearer: { env: T } } }\n";
+        load_str("r.yaml", &rule, &cfg(bearer)).unwrap();
     }
 
     #[test]

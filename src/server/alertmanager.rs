@@ -1,5 +1,6 @@
 //! `POST /api/v1/alerts/alertmanager`: Alertmanager's webhook receiver
-//! (webhook JSON version 4).
+//! (webhook JSON version 4). Only deliveries with the intake's credentials
+//! and a JSON body reach it ([`super::auth::intake`]).
 //!
 //! The answer is 2xx only once every alert of the delivery is in the store
 //! (durably, for SQLite and PostgreSQL): Alertmanager retries anything

@@ -1,8 +1,9 @@
 //! The mutating incidents API:
 //! `POST /api/v1/incidents/{id}/{acknowledge|approve|reject|escalate|resolve}`
 //! with a JSON body `{"by": "name", "step": "STEP" (optional), "note": "..."}`
-//! and `Authorization: Bearer TOKEN` (config `http.api_token`, compared in
-//! constant time). 401 without the right token; 400 for a malformed body
+//! and `Authorization: Bearer TOKEN` (config `http.api_token`, checked by
+//! [`super::auth::api`] before the body is read: 401 without the right
+//! token, 415 for a body that is not JSON); 400 for a malformed body
 //! or id; 404 for an unknown incident or action; 409 for a step that is not
 //! awaiting approval. Each decision is written on the incident's timeline
 //! with who made it; repeating one changes nothing (`"first": false`).
@@ -10,12 +11,11 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::page::{DecideError, Decision, DecisionKind};
@@ -39,36 +39,11 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({ "ok": false, "error": msg.into() }))).into_response()
 }
 
-/// Whether `headers` carry `Authorization: Bearer {token}`.
-pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    bool::from(given.trim().as_bytes().ct_eq(token.as_bytes()))
-}
-
 async fn decide(
     State(st): State<AppState>,
     Path((id, action)): Path<(String, String)>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(token) = &st.api_token else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "mutating API calls are disabled: set http.api_token in the config",
-        );
-    };
-    if !authorized(&headers, token.expose()) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-        );
-    }
     let Some(kind) = DecisionKind::parse(&action) else {
         return error(
             StatusCode::NOT_FOUND,

@@ -1,12 +1,15 @@
 //! medic's HTTP surface (axum), bound to 127.0.0.1 unless configured
 //! otherwise: `/healthz`, `/readyz`, and the routes later modules add
 //! (webhooks, API, metrics). Each feature adds one sub-router in its own file
-//! and one line in [`router`].
+//! and one line in [`router`], in the group whose credential it needs
+//! ([`auth`]); [`listener`] serves the whole with timeouts, caps and TLS.
 
 pub mod alertmanager;
+pub mod auth;
 pub mod decisions;
 pub mod incidents;
 pub mod jobs;
+pub mod listener;
 pub mod metrics;
 pub mod reload;
 pub mod slack;
@@ -27,10 +30,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::config::HttpConfig;
 use crate::engine::ScenarioRuntime;
 use crate::page::Pager;
 use crate::reload::{ReloadHandle, ReloadStats};
-use crate::secret::Secret;
 use crate::store::prelude::*;
 
 /// What `/readyz` reports besides store reachability.
@@ -64,24 +67,34 @@ pub struct AppState {
     /// The leader's pager (decisions from the incident API and Slack);
     /// `None` on a follower or before leadership: such calls get 503.
     pub pager: watch::Receiver<Option<Arc<Pager>>>,
-    /// `http.api_token`, resolved: mutating API calls must present it.
-    pub api_token: Option<Arc<Secret>>,
+    /// The credentials of `http:`, resolved ([`auth::Access`]).
+    pub access: Arc<auth::Access>,
     /// `alerts:`, the bounds of the Alertmanager intake.
     pub alerts: crate::config::AlertLimits,
 }
 
-/// Every route medic serves.
+/// Every route medic serves, each group behind its credential
+/// ([`auth`]): health, readiness and metrics are open; Slack's requests
+/// are signed ([`slack`]).
 pub fn router(state: AppState) -> Router {
+    use axum::middleware::from_fn_with_state as with;
+    let api = Router::new()
+        .merge(reload::router())
+        .merge(decisions::router().route_layer(axum::middleware::from_fn(auth::json_body)))
+        .route_layer(with(state.clone(), auth::api));
+    let read = Router::new()
+        .merge(jobs::router())
+        .merge(incidents::router())
+        .merge(status::router())
+        .route_layer(with(state.clone(), auth::read));
+    let intake = alertmanager::router().route_layer(with(state.clone(), auth::intake));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(reload::router())
-        .merge(jobs::router())
-        .merge(alertmanager::router())
+        .merge(api)
+        .merge(read)
+        .merge(intake)
         .merge(metrics::router())
-        .merge(incidents::router())
-        .merge(status::router())
-        .merge(decisions::router())
         .merge(slack::router())
         .with_state(state)
 }
@@ -157,23 +170,13 @@ pub async fn budgets(
     Ok(out)
 }
 
-/// Binds `listen` (so a port clash fails start-up loudly) and serves until
-/// `shutdown`. Returns the bound address (port 0 picks a free one).
+/// Serves `app` on `listen` with the default bounds and no TLS until
+/// `shutdown` ([`listener::serve`] with [`HttpConfig::on`]); returns the
+/// bound address (port 0 picks a free one).
 pub async fn serve(
     listen: SocketAddr,
     app: Router,
     shutdown: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let handle = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "http server failed");
-        }
-    });
-    tracing::info!(%addr, "http server listening");
-    Ok((addr, handle))
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    listener::serve(&HttpConfig::on(listen), app, shutdown).await
 }

@@ -3,8 +3,9 @@
 //! 200 with the outcome when the new set runs; 422 with every problem
 //! (`path:line:col: message`) when it was rejected and the old set keeps
 //! running; 503 when reload is not available (or medic is stopping).
-//! Reloading only re-reads medic's own files, so it is no more dangerous
-//! than SIGHUP; requests are handled one at a time.
+//! It needs the API token ([`super::auth::api`]): a reload restarts check
+//! loops, so an open one would let anyone keep medic from noticing
+//! failures. Requests are handled one at a time.
 
 use axum::Router;
 use axum::extract::State;

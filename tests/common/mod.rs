@@ -378,8 +378,35 @@ pub fn port_closed_rule_with_plan(name: &str, summary: &str, port: u16, plan: &s
     )
 }
 
+/// The API token of test configs made with [`http_credentials`].
+pub const TEST_API_TOKEN: &str = "test-api-token-0123456789";
+/// Their read token.
+pub const TEST_READ_TOKEN: &str = "test-read-token-0123456789";
+/// Their Alertmanager intake's bearer token.
+pub const TEST_INTAKE_TOKEN: &str = "test-intake-token-0123456789";
+
+/// Writes the test tokens into files under `dir/secrets` and returns the
+/// `http:` keys that reference them, as flow-mapping entries to put after
+/// `listen` (`api_token: {file: ...}, read_token: ..., intake: {bearer: ...}`).
+pub fn http_credentials(dir: &Path) -> String {
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let file = |name: &str, value: &str| {
+        let p = secrets.join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        format!("{{ file: \"{}\" }}", p.display())
+    };
+    format!(
+        "api_token: {}, read_token: {}, intake: {{ bearer: {} }}",
+        file("api", TEST_API_TOKEN),
+        file("read", TEST_READ_TOKEN),
+        file("intake", TEST_INTAKE_TOKEN)
+    )
+}
+
 /// `dir/medic.yaml`: enforce mode, SQLite under `dir/state`, rules from
-/// `dir/rules` (created), the HTTP server on 127.0.0.1:`http`.
+/// `dir/rules` (created), the HTTP server on 127.0.0.1:`http` with the
+/// test credentials ([`http_credentials`]).
 pub fn enforce_config(dir: &Path, http: u16, grace: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     let config = dir.join("medic.yaml");
@@ -390,7 +417,8 @@ pub fn enforce_config(dir: &Path, http: u16, grace: &str) -> PathBuf {
              store: {{ sqlite: {{ path: state/medic.db }} }}\n\
              rules: [rules]\n\
              shutdown_grace: {grace}\n\
-             http: {{ listen: \"127.0.0.1:{http}\" }}\n"
+             http: {{ listen: \"127.0.0.1:{http}\", {} }}\n",
+            http_credentials(dir)
         ),
     )
     .unwrap();
