@@ -603,3 +603,37 @@ async fn intake_throughput_and_latency() {
         );
     }
 }
+
+/// What an `alert` check's read costs with 10,000 firing alerts that match
+/// no rule: the indexed read (what the check runs) against reading every
+/// firing alert (what it ran before). Prints both. Run:
+/// `cargo test --release --test alertmanager -- --ignored --nocapture alert_check_read_cost`.
+#[tokio::test]
+#[ignore]
+async fn alert_check_read_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("m.db")).await.unwrap();
+    let flood =
+        medic::server::alertmanager::parse(&payload(0, 10_000), chrono::Utc::now()).unwrap();
+    store.record_alerts(&flood).await.unwrap();
+    let fire = fixture("metalmatze-alertmanager-bot/firing.json");
+    let fire = medic::server::alertmanager::parse(&fire, chrono::Utc::now()).unwrap();
+    store.record_alerts(&fire).await.unwrap();
+    let matchers = [("alertname".to_string(), "Fire".to_string())].into();
+    let runs = 50;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        let all = store.firing_alerts().await.unwrap();
+        assert_eq!(all.len(), 10_001);
+    }
+    let all = started.elapsed() / runs;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        let some = store.firing_alerts_matching(&matchers).await.unwrap();
+        assert_eq!(alert_names(&some), ["Fire"]);
+    }
+    let indexed = started.elapsed() / runs;
+    eprintln!(
+        "10,001 firing alerts: every firing alert {all:?} per read, indexed {indexed:?} per read"
+    );
+}
