@@ -1100,3 +1100,66 @@ pub async fn signals(shutdown: CancellationToken, reload: ReloadHandle) -> std::
         n += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its runs; always ok.
+    struct Counting(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Check for Counting {
+        async fn run(&self) -> Outcome {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Outcome::Ok
+        }
+    }
+
+    /// A reload swaps the engine's channel and slot under a kept loop: its
+    /// next outcome goes to the new channel with the new slot, at its old
+    /// cadence (no restart, no extra run).
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_check_loop_follows_its_new_route() {
+        let check = Arc::new(Counting(AtomicUsize::new(0)));
+        let (tx1, mut rx1) = mpsc::channel(8);
+        let (route, route_rx) = watch::channel((3, tx1));
+        let stop = CancellationToken::new();
+        let every = Duration::from_secs(5);
+        let task = tokio::spawn(check_loop(
+            ("s".into(), "closed".into()),
+            check.clone(),
+            Cadence {
+                every,
+                timeout: Duration::from_secs(1),
+                spread: false,
+            },
+            route_rx,
+            Arc::new(Semaphore::new(1)),
+            stop.clone(),
+        ));
+        let first = rx1.recv().await.unwrap();
+        assert_eq!(first.slot, 3);
+        // The reload: the engine drops the old receiver, the daemon
+        // points the loop at the new channel and slot.
+        drop(rx1);
+        let (tx2, mut rx2) = mpsc::channel(8);
+        route.send_replace((7, tx2));
+        let next = rx2.recv().await.unwrap();
+        assert_eq!(next.slot, 7);
+        assert_eq!(next.at - first.at, every, "the cadence carried on");
+        assert_eq!(check.0.load(Ordering::SeqCst), 2, "no extra run");
+        // The engine's channel goes before the new route arrives: the
+        // loop's send fails, and it waits for the route instead of ending.
+        drop(rx2);
+        tokio::time::sleep(every + Duration::from_secs(1)).await;
+        assert_eq!(check.0.load(Ordering::SeqCst), 3);
+        assert!(!task.is_finished(), "the loop outlived a dropped channel");
+        let (tx3, mut rx3) = mpsc::channel(8);
+        route.send_replace((9, tx3));
+        assert_eq!(rx3.recv().await.unwrap().slot, 9);
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
