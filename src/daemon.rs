@@ -234,6 +234,7 @@ pub async fn run_with_options(
         scenarios: scenarios_rx,
         pager: pager_rx,
         access: Default::default(),
+        alerts: config.alerts.clone(),
     };
     let server = start_server(config, app, &server_stop).await?;
 
@@ -247,6 +248,14 @@ pub async fn run_with_options(
     if let Some(period) = notify::watchdog_period() {
         tasks.spawn(notify::watchdog(period, store.clone(), stop.clone()));
     }
+    if config.http.is_some() {
+        tasks.spawn(crate::server::alertmanager::prune_loop(
+            store.clone(),
+            config.alerts.clone(),
+            clock.clone(),
+            stop.clone(),
+        ));
+    }
 
     let mut daemon = Daemon {
         current: config.clone(),
@@ -259,6 +268,7 @@ pub async fn run_with_options(
         loader,
         role_rx,
         reload_rx,
+        last_reload: None,
         ready_tx,
         scenarios_tx,
         pager_tx,
@@ -325,6 +335,8 @@ struct Daemon {
     loader: Option<Loader>,
     role_rx: watch::Receiver<Role>,
     reload_rx: ReloadRequests,
+    /// When the last reload finished (reloads coalesce after it).
+    last_reload: Option<Instant>,
     ready_tx: watch::Sender<Readiness>,
     scenarios_tx: watch::Sender<Vec<Arc<ScenarioRuntime>>>,
     pager_tx: watch::Sender<Option<Arc<Pager>>>,
@@ -468,10 +480,40 @@ impl Daemon {
     /// One reload request: load, swap what runs if the new set is sound,
     /// answer the requester. Stops medic when the engine is gone.
     async fn on_reload(&mut self, req: ReloadRequest) -> ControlFlow<()> {
-        let Some(loader) = &self.loader else {
+        if self.loader.is_none() {
             return ControlFlow::Continue(());
+        }
+        // Coalesce: at most one reload per RELOAD_MIN_GAP; every request
+        // queued by the time it starts is answered by it (it reads the
+        // files after they all arrived).
+        if let Some(last) = self.last_reload {
+            tokio::time::sleep_until(last + RELOAD_MIN_GAP).await;
+        }
+        let mut requests = vec![req];
+        while let Ok(r) = self.reload_rx.try_recv() {
+            requests.push(r);
+        }
+        let flow = self.reload_once(&requests[0].source, requests.len()).await;
+        self.last_reload = Some(Instant::now());
+        let outcome = match flow {
+            ControlFlow::Continue(outcome) => outcome,
+            ControlFlow::Break(()) => return ControlFlow::Break(()),
         };
-        tracing::info!(source = %req.source, "reloading config and rules");
+        for r in requests {
+            if let Some(reply) = r.reply {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// One reload for `n` coalesced requests (the first from `source`).
+    async fn reload_once(&mut self, source: &str, n: usize) -> ControlFlow<(), ReloadOutcome> {
+        let Some(loader) = &self.loader else {
+            let off = vec!["reload is off in this run".to_string()];
+            return ControlFlow::Continue(ReloadOutcome::rejected(self.running.len(), 0, off));
+        };
+        tracing::info!(source = %source, requests = n, "reloading config and rules");
         notify::reloading();
         let control = self.term.as_ref().map(|t| (&t.control, t.store.clone()));
         let names: Vec<String> = self
@@ -513,10 +555,7 @@ impl Daemon {
         } else {
             format!("running {n} scenarios; the last reload FAILED (old rules kept)")
         });
-        if let Some(reply) = req.reply {
-            let _ = reply.send(outcome);
-        }
-        ControlFlow::Continue(())
+        ControlFlow::Continue(outcome)
     }
 
     /// Runs a reloaded config and scenarios from now on.
@@ -527,15 +566,16 @@ impl Daemon {
         runtimes: Vec<Arc<ScenarioRuntime>>,
     ) {
         if let (Some(t), Some(reloaded)) = (self.term.as_mut(), reloaded) {
-            // The engine already reads the new channel: the
-            // old loops' outcomes go nowhere; stop them.
-            t.checks.cancel();
-            t.checks = start_checks(
+            // The engine already reads the new channel: loops whose check
+            // is unchanged are pointed at it and keep their cadence (no new
+            // spread delay); the others stop, and new ones start.
+            let same_inputs = checks_see_the_same(&self.current, &config);
+            t.checks.replace(
                 &config,
                 reloaded.schedule,
                 &reloaded.updates,
                 &t.tasks,
-                &t.checks_root,
+                same_inputs,
             );
         }
         self.running = runtimes;
@@ -579,8 +619,7 @@ struct TermRun {
     engine: tokio::task::JoinHandle<Result<(), StoreError>>,
     control: mpsc::Sender<Control>,
     tasks: TaskTracker,
-    checks_root: CancellationToken,
-    checks: CancellationToken,
+    checks: CheckLoops,
     stop: CancellationToken,
     kill: CancellationToken,
 }
@@ -622,8 +661,8 @@ impl TermRun {
         let mut engine = Engine::new(runtimes, shared);
         engine.resume().await?;
         let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
-        let checks_root = CancellationToken::new();
-        let checks = start_checks(config, engine.schedule(), &tx, &tasks, &checks_root);
+        let mut checks = CheckLoops::new(config);
+        checks.replace(config, engine.schedule(), &tx, &tasks, false);
         drop(tx);
         let (control, control_rx) = mpsc::channel(1);
         let engine = tasks.spawn(engine.run_controlled(rx, control_rx));
@@ -635,7 +674,6 @@ impl TermRun {
             engine,
             control,
             tasks,
-            checks_root,
             checks,
             stop,
             kill,
@@ -645,7 +683,7 @@ impl TermRun {
     /// Stops checks, then the engine and incidents at a safe point; after
     /// `grace`, running actions are aborted.
     async fn stop(self, grace: Duration) {
-        self.checks_root.cancel();
+        self.checks.root.cancel();
         self.stop.cancel();
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait())
@@ -662,33 +700,112 @@ impl TermRun {
     }
 }
 
-/// Starts one check loop per scheduled symptom, under a child of `root`
-/// (returned, to stop exactly these loops).
-fn start_checks(
-    config: &Config,
-    schedule: Vec<(usize, Arc<ScenarioRuntime>, usize)>,
-    tx: &mpsc::Sender<Update>,
-    tasks: &TaskTracker,
-    root: &CancellationToken,
-) -> CancellationToken {
-    let stop = root.child_token();
-    let permits = Arc::new(Semaphore::new(config.limits.concurrent_checks.max(1)));
-    for (slot, rt, j) in schedule {
-        let s = &rt.scenario.symptoms[j];
-        tasks.spawn(check_loop(
-            (slot, rt.scenario.name.clone(), s.name.clone()),
-            rt.checks[j].clone(),
-            Cadence {
+/// The least time between two reloads: requests arriving faster are
+/// answered together by the next one, so a reload storm costs one reload a
+/// second, not one per request.
+const RELOAD_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Where a check loop sends its outcomes: the engine's slot for its
+/// symptom and the engine's update channel, both replaced by a reload.
+type Route = (usize, mpsc::Sender<Update>);
+
+/// What a check loop runs: a loop is kept across a reload only when this
+/// is unchanged (and the config it was built from is the same).
+#[derive(Clone, PartialEq)]
+struct LoopDef {
+    check: crate::check::CheckSpec,
+    every: Duration,
+    timeout: Duration,
+}
+
+/// One running check loop.
+struct RunningLoop {
+    def: LoopDef,
+    route: watch::Sender<Route>,
+    stop: CancellationToken,
+}
+
+/// The term's check loops, one per scheduled symptom, by scenario and
+/// symptom name.
+struct CheckLoops {
+    /// Cancelled when the term stops: every loop ends.
+    root: CancellationToken,
+    permits: Arc<Semaphore>,
+    loops: HashMap<(String, String), RunningLoop>,
+}
+
+impl CheckLoops {
+    fn new(config: &Config) -> Self {
+        CheckLoops {
+            root: CancellationToken::new(),
+            permits: Arc::new(Semaphore::new(config.limits.concurrent_checks.max(1))),
+            loops: HashMap::new(),
+        }
+    }
+
+    /// Runs `schedule` from now on. With `keep`, a loop whose symptom is
+    /// unchanged carries on (only its route changes); every other loop
+    /// stops, and the symptoms without a loop get a new one (spread).
+    fn replace(
+        &mut self,
+        config: &Config,
+        schedule: Vec<(usize, Arc<ScenarioRuntime>, usize)>,
+        tx: &mpsc::Sender<Update>,
+        tasks: &TaskTracker,
+        keep: bool,
+    ) {
+        let mut old = std::mem::take(&mut self.loops);
+        let (mut kept, mut started) = (0usize, 0usize);
+        for (slot, rt, j) in schedule {
+            let s = &rt.scenario.symptoms[j];
+            let key = (rt.scenario.name.clone(), s.name.clone());
+            let def = LoopDef {
+                check: s.check.clone(),
                 every: s.every.get(),
                 timeout: s.timeout.get(),
-                spread: config.limits.spread_first_checks,
-            },
-            tx.clone(),
-            permits.clone(),
-            stop.clone(),
-        ));
+            };
+            if let Some(running) = old.remove(&key) {
+                if keep && running.def == def {
+                    running.route.send_replace((slot, tx.clone()));
+                    self.loops.insert(key, running);
+                    kept += 1;
+                    continue;
+                }
+                running.stop.cancel();
+            }
+            let stop = self.root.child_token();
+            let (route, route_rx) = watch::channel((slot, tx.clone()));
+            tasks.spawn(check_loop(
+                (rt.scenario.name.clone(), s.name.clone()),
+                rt.checks[j].clone(),
+                Cadence {
+                    every: def.every,
+                    timeout: def.timeout,
+                    spread: config.limits.spread_first_checks,
+                },
+                route_rx,
+                self.permits.clone(),
+                stop.clone(),
+            ));
+            self.loops.insert(key, RunningLoop { def, route, stop });
+            started += 1;
+        }
+        for (_, gone) in old {
+            gone.stop.cancel();
+        }
+        tracing::debug!(kept, started, "check loops scheduled");
     }
-    stop
+}
+
+/// Whether checks built from `new` see what checks built from `old` see:
+/// the config sections a check's build reads (targets, the HTTP server,
+/// jobs, the config's directory). Otherwise every loop restarts.
+fn checks_see_the_same(old: &Config, new: &Config) -> bool {
+    old.targets == new.targets
+        && old.http == new.http
+        && old.jobs == new.jobs
+        && old.base_dir == new.base_dir
+        && old.limits.concurrent_checks == new.limits.concurrent_checks
 }
 
 /// One reload: load and validate off the runtime's threads, then swap the
@@ -853,6 +970,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.jobs != new.jobs {
         v.push("jobs".to_string());
     }
+    if old.alerts != new.alerts {
+        v.push("alerts".to_string());
+    }
     if old.limits.actions_in_flight != new.limits.actions_in_flight {
         v.push("limits.actions_in_flight".to_string());
     }
@@ -886,20 +1006,20 @@ fn first_run_offset(slot: usize, every: Duration) -> Duration {
 /// only delays itself: each run is bounded by the symptom's timeout, which
 /// turns a hang into `unknown`.
 async fn check_loop(
-    (slot, scenario, symptom): (usize, String, String),
+    (scenario, symptom): (String, String),
     check: Arc<dyn Check>,
     Cadence {
         every,
         timeout,
         spread,
     }: Cadence,
-    tx: mpsc::Sender<Update>,
+    mut route: watch::Receiver<Route>,
     permits: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
     let every = every.max(Duration::from_millis(1));
     let first = if spread {
-        first_run_offset(slot, every)
+        first_run_offset(route.borrow().0, every)
     } else {
         Duration::ZERO
     };
@@ -930,13 +1050,19 @@ async fn check_loop(
             Observation::Series(_) => "failing",
         };
         crate::metrics::check(&scenario, &symptom, kind, started.elapsed());
+        let (slot, tx) = route.borrow_and_update().clone();
         let update = Update {
             slot,
             observation,
             at: Instant::now(),
         };
         if tx.send(update).await.is_err() {
-            return;
+            // The engine dropped this channel: a reload swapped it (the
+            // new route follows) or the term is ending (stop follows).
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = route.changed() => if changed.is_err() { return },
+            }
         }
     }
 }
@@ -969,5 +1095,68 @@ pub async fn signals(shutdown: CancellationToken, reload: ReloadHandle) -> std::
             return Ok(());
         }
         n += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its runs; always ok.
+    struct Counting(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Check for Counting {
+        async fn run(&self) -> Outcome {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Outcome::Ok
+        }
+    }
+
+    /// A reload swaps the engine's channel and slot under a kept loop: its
+    /// next outcome goes to the new channel with the new slot, at its old
+    /// cadence (no restart, no extra run).
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_check_loop_follows_its_new_route() {
+        let check = Arc::new(Counting(AtomicUsize::new(0)));
+        let (tx1, mut rx1) = mpsc::channel(8);
+        let (route, route_rx) = watch::channel((3, tx1));
+        let stop = CancellationToken::new();
+        let every = Duration::from_secs(5);
+        let task = tokio::spawn(check_loop(
+            ("s".into(), "closed".into()),
+            check.clone(),
+            Cadence {
+                every,
+                timeout: Duration::from_secs(1),
+                spread: false,
+            },
+            route_rx,
+            Arc::new(Semaphore::new(1)),
+            stop.clone(),
+        ));
+        let first = rx1.recv().await.unwrap();
+        assert_eq!(first.slot, 3);
+        // The reload: the engine drops the old receiver, the daemon
+        // points the loop at the new channel and slot.
+        drop(rx1);
+        let (tx2, mut rx2) = mpsc::channel(8);
+        route.send_replace((7, tx2));
+        let next = rx2.recv().await.unwrap();
+        assert_eq!(next.slot, 7);
+        assert_eq!(next.at - first.at, every, "the cadence carried on");
+        assert_eq!(check.0.load(Ordering::SeqCst), 2, "no extra run");
+        // The engine's channel goes before the new route arrives: the
+        // loop's send fails, and it waits for the route instead of ending.
+        drop(rx2);
+        tokio::time::sleep(every + Duration::from_secs(1)).await;
+        assert_eq!(check.0.load(Ordering::SeqCst), 3);
+        assert!(!task.is_finished(), "the loop outlived a dropped channel");
+        let (tx3, mut rx3) = mpsc::channel(8);
+        route.send_replace((9, tx3));
+        assert_eq!(rx3.recv().await.unwrap().slot, 9);
+        stop.cancel();
+        task.await.unwrap();
     }
 }

@@ -52,6 +52,7 @@ impl Server {
                 },
                 ..Access::default()
             }),
+            alerts: Default::default(),
         });
         let stop = CancellationToken::new();
         let (addr, _) = server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
@@ -217,11 +218,37 @@ async fn malformed_bodies_get_400_with_the_reason_and_record_nothing() {
     // A good delivery after the bad ones goes through.
     assert_eq!(srv.post(firing).await.0, 200);
     assert_eq!(store.firing_alerts().await.unwrap().len(), 1);
-    // A group beyond axum's default 2 MB body limit is taken whole.
-    let big = payload(0, 10_000);
-    assert!(big.len() > 2 << 20, "{} bytes", big.len());
-    assert_eq!(srv.post(big).await.0, 200);
-    assert_eq!(store.firing_alerts().await.unwrap().len(), 10_001);
+    // A group over `alerts.max_per_delivery` (1000) is 413 with the
+    // reason, and none of it is recorded; a group within it goes through
+    // whole (beyond axum's default 2 MB body limit too).
+    let (code, reply) = srv.post(payload(0, 10_000)).await;
+    assert_eq!(code, 413, "{reply}");
+    assert_eq!(
+        reply["error"],
+        "delivery has 10000 alerts, over the limit of 1000 (alerts.max_per_delivery; set Alertmanager's webhook_configs max_alerts to at most that)"
+    );
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 1);
+    let (code, reply) = srv.post(big_body(4 << 20)).await;
+    assert_eq!(code, 413, "{reply}");
+    assert_eq!(
+        reply["error"],
+        format!(
+            "delivery of {} bytes is over the limit of 4194304 bytes (alerts.max_delivery_bytes)",
+            big_body(4 << 20).len()
+        )
+    );
+    let within = payload(0, 1000);
+    assert!(within.len() < 2 << 20);
+    assert_eq!(srv.post(within).await.0, 200);
+    assert_eq!(store.firing_alerts().await.unwrap().len(), 1001);
+}
+
+/// A well-formed one-alert delivery padded (with an annotation) to more
+/// than `min` bytes.
+fn big_body(min: usize) -> Vec<u8> {
+    let text = String::from_utf8(payload(0, 1)).unwrap();
+    text.replace("p99 above 500ms", &"x".repeat(min + 1024))
+        .into_bytes()
 }
 
 fn rule() -> &'static str {
@@ -330,6 +357,167 @@ fn firing_alerts_survive_a_restart_of_the_daemon() {
     assert_eq!(ok, Outcome::Ok);
 }
 
+/// A delivery as Alertmanager sends it (JSON, the intake's bearer token).
+fn post_to(url: &str, body: Vec<u8>) -> (u16, Value) {
+    block_on(async {
+        let r = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .bearer_auth(TEST_INTAKE_TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
+    })
+}
+
+fn open_incidents(db: &Path) -> Vec<medic::store::Incident> {
+    block_on(async {
+        let s = SqliteStore::open(db).await.unwrap();
+        s.open_incidents().await.unwrap()
+    })
+}
+
+/// How many runs of fire-alert's `on_fire` check came out failing (from
+/// `/metrics`).
+fn failing_runs(base: &str) -> f64 {
+    let text = block_on(async {
+        let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
+        r.text().await.unwrap()
+    });
+    let key =
+        "medic_checks_total{scenario=\"fire-alert\",symptom=\"on_fire\",outcome=\"failing\"} ";
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Attack (issue 13): a forged `resolved` delivery of the firing alert's
+/// label set with a far-future `startsAt` resolves nothing (it used to end
+/// every earlier firing: `starts_at <= ?`); the incident stays open while
+/// the check keeps seeing the alert; the real resolution (the same
+/// `startsAt`) still ends it.
+#[test]
+fn a_forged_far_future_resolution_resolves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let config = setup(dir.path(), http);
+    let db = dir.path().join("medic.db");
+    let base = format!("http://127.0.0.1:{http}");
+    let url = format!("{base}{}", server::alertmanager::PATH);
+    let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
+    let firing = fixture("metalmatze-alertmanager-bot/firing.json");
+    assert_eq!(post_to(&url, firing).0, 200);
+    wait_until(Duration::from_secs(10), "the incident to open", || {
+        open_incidents(&db).len() == 1
+    });
+    let resolved = fixture("metalmatze-alertmanager-bot/resolved.json");
+    let forged = String::from_utf8(resolved.clone()).unwrap().replace(
+        "2018-11-04T22:43:58.283995108+01:00",
+        "2099-01-01T00:00:00Z",
+    );
+    assert!(forged.contains("2099-01-01"));
+    assert_eq!(post_to(&url, forged.into_bytes()).0, 200, "well-formed");
+    let runs = failing_runs(&base);
+    wait_until(
+        Duration::from_secs(10),
+        "ten more failing runs of the check after the forged delivery",
+        || failing_runs(&base) >= runs + 10.0,
+    );
+    let open = open_incidents(&db);
+    assert_eq!(open.len(), 1, "the forged resolution resolved the incident");
+    let still = block_on(async {
+        let s = SqliteStore::open(&db).await.unwrap();
+        s.firing_alerts().await.unwrap()
+    });
+    assert_eq!(alert_names(&still), ["Fire"], "the firing record is intact");
+    // The genuine resolution names the firing's startsAt: it ends it.
+    assert_eq!(post_to(&url, resolved).0, 200);
+    wait_until(Duration::from_secs(10), "the incident to resolve", || {
+        open_incidents(&db).is_empty()
+    });
+    assert!(medic.stop().success());
+}
+
+/// medic's resident memory, from /proc (kB).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Attack (issue 13): one delivery of 12,000 alerts matching no rule (it
+/// took medic from 62 MB to 2.5 GB and /readyz to 503) is refused with 413
+/// and the reason, recording nothing. Deliveries within the per-delivery
+/// cap fill the firing alerts up to `alerts.max_firing` (10,000), then get
+/// 429 with the reason; a resolution still passes at the cap, after which
+/// a real alert opens its incident. /readyz answers 200 throughout and
+/// medic's RSS stays under 200 MB.
+#[test]
+fn a_12000_alert_flood_is_bounded_and_readyz_stays_200() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let config = setup(dir.path(), http);
+    let db = dir.path().join("medic.db");
+    let base = format!("http://127.0.0.1:{http}");
+    let url = format!("{base}{}", server::alertmanager::PATH);
+    let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
+    let ready = || {
+        block_on(async {
+            reqwest::get(format!("{base}/readyz"))
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    wait_until(Duration::from_secs(10), "medic to be ready", || {
+        ready().is_ok_and(|c| c == 200)
+    });
+
+    let flood = payload(0, 12_000);
+    assert!(flood.len() > 3_000_000, "{} bytes", flood.len());
+    let (code, reply) = post_to(&url, flood);
+    assert_eq!(code, 413, "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("delivery has 12000 alerts, over the limit of 1000"),
+        "{reply}"
+    );
+    assert_eq!(ready().unwrap(), 200);
+    for k in 0..10 {
+        let (code, reply) = post_to(&url, payload(k * 1000, 1000));
+        assert_eq!(code, 200, "delivery {k}: {reply}");
+    }
+    let (code, reply) = post_to(&url, payload(10_000, 1000));
+    assert_eq!(code, 429, "{reply}");
+    assert_eq!(
+        reply["error"],
+        "not recorded: too many firing alerts: recording this delivery would make 11000, over the cap of 10000 (alerts.max_firing)"
+    );
+    assert_eq!(ready().unwrap(), 200);
+    // At the cap a resolution passes, and frees room for a real alert.
+    let resolve_one = String::from_utf8(payload(0, 1))
+        .unwrap()
+        .replace("\"firing\"", "\"resolved\"");
+    assert_eq!(post_to(&url, resolve_one.into_bytes()).0, 200);
+    let firing = fixture("metalmatze-alertmanager-bot/firing.json");
+    assert_eq!(post_to(&url, firing).0, 200);
+    wait_until(Duration::from_secs(10), "the Fire incident to open", || {
+        open_incidents(&db).len() == 1
+    });
+    assert_eq!(ready().unwrap(), 200);
+    let rss = rss_kb(medic.pid());
+    assert!(rss < 200 * 1024, "RSS {rss} kB");
+    eprintln!("medic RSS after the flood: {} MB", rss / 1024);
+    assert!(medic.stop().success());
+}
+
 /// One webhook body with `n` distinct firing alerts starting at `seq`.
 fn payload(seq: usize, n: usize) -> Vec<u8> {
     let alerts: Vec<Value> = (seq..seq + n)
@@ -414,4 +602,38 @@ async fn intake_throughput_and_latency() {
             lat.last().unwrap().as_secs_f64() * 1e3
         );
     }
+}
+
+/// What an `alert` check's read costs with 10,000 firing alerts that match
+/// no rule: the indexed read (what the check runs) against reading every
+/// firing alert (what it ran before). Prints both. Run:
+/// `cargo test --release --test alertmanager -- --ignored --nocapture alert_check_read_cost`.
+#[tokio::test]
+#[ignore]
+async fn alert_check_read_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("m.db")).await.unwrap();
+    let flood =
+        medic::server::alertmanager::parse(&payload(0, 10_000), chrono::Utc::now()).unwrap();
+    store.record_alerts(&flood).await.unwrap();
+    let fire = fixture("metalmatze-alertmanager-bot/firing.json");
+    let fire = medic::server::alertmanager::parse(&fire, chrono::Utc::now()).unwrap();
+    store.record_alerts(&fire).await.unwrap();
+    let matchers = [("alertname".to_string(), "Fire".to_string())].into();
+    let runs = 50;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        let all = store.firing_alerts().await.unwrap();
+        assert_eq!(all.len(), 10_001);
+    }
+    let all = started.elapsed() / runs;
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        let some = store.firing_alerts_matching(&matchers).await.unwrap();
+        assert_eq!(alert_names(&some), ["Fire"]);
+    }
+    let indexed = started.elapsed() / runs;
+    eprintln!(
+        "10,001 firing alerts: every firing alert {all:?} per read, indexed {indexed:?} per read"
+    );
 }

@@ -181,6 +181,7 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
             open_reads: true,
             ..Default::default()
         }),
+        alerts: Default::default(),
     });
     let stop = CancellationToken::new();
     let (addr, server) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())

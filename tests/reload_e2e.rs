@@ -192,3 +192,80 @@ fn broken_reload_keeps_old_rules_and_good_reload_keeps_open_incidents() {
     assert!(medic.stop().success(), "graceful exit 0 on SIGTERM");
     drop(listener_a);
 }
+
+/// [`rule`] with a slower check (every 3 s, firing after 6 s), whose first
+/// run is spread after start.
+fn slow_rule(name: &str, port: u16) -> String {
+    rule(name, port, &format!("{name} port closed"))
+        .replace("every: 200ms", "every: 3s")
+        .replace("timeout: 200ms", "timeout: 1s")
+        .replace("for: 400ms", "for: 6s")
+}
+
+/// Attack (issue 13): a reload a second kept every check loop restarting
+/// behind its spread delay, so a closed port never opened an incident.
+/// Now, under a SIGHUP every 100 ms, reloads coalesce and the unchanged
+/// check keeps its cadence: the closed port's incident opens within its
+/// `for:` plus an interval or two, while reloads keep succeeding.
+#[test]
+fn reload_storm_while_a_port_is_closed_still_opens_the_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, open_port, closed_port) = (free_port(), free_port(), free_port());
+    let config = setup(dir.path(), http);
+    let db = dir.path().join("state/medic.db");
+    let rules = dir.path().join("rules");
+    // The open port's scenario takes the first slot, so the closed port's
+    // check has a non-zero spread delay (longer than a reload's gap).
+    let _listening = TcpListener::bind(("127.0.0.1", open_port)).unwrap();
+    std::fs::write(rules.join("a-open.yaml"), slow_rule("a-open", open_port)).unwrap();
+    std::fs::write(
+        rules.join("z-closed.yaml"),
+        slow_rule("z-closed", closed_port),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
+    wait_until(Duration::from_secs(10), "medic to be ready", || {
+        block_on(async { reqwest::get(format!("{base}/readyz")).await })
+            .is_ok_and(|r| r.status() == 200)
+    });
+
+    let started = std::time::Instant::now();
+    let storming = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let pid = nix::unistd::Pid::from_raw(medic.pid() as i32);
+    let storm = {
+        let storming = storming.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u32;
+            while storming.load(std::sync::atomic::Ordering::Relaxed) {
+                nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            sent
+        })
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the closed port's incident to open during the reload storm",
+        || !open_of(&db, "z-closed").is_empty(),
+    );
+    let took = started.elapsed();
+    let (_, ready) = get(&format!("{base}/readyz"));
+    storming.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sent = storm.join().unwrap();
+    let reloads = ready["status"]["reloads"]["succeeded"].as_u64().unwrap();
+    eprintln!("incident opened after {took:?} under {sent} SIGHUPs ({reloads} reloads)");
+    assert!(reloads >= 3, "the storm reloaded: {ready}");
+    assert!(
+        u64::from(sent) > reloads,
+        "SIGHUPs coalesce: {sent} sent, {reloads} reloads"
+    );
+    assert!(open_of(&db, "a-open").is_empty(), "the open port is fine");
+    assert!(
+        medic.log_text().contains("reload done: new rules running"),
+        "{}",
+        medic.log_text()
+    );
+    assert!(medic.stop().success());
+}

@@ -702,11 +702,15 @@ async fn alert_intake_is_idempotent_and_never_revives(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(store.firing_alerts().await.unwrap().len(), 2);
-    // A resolved for a later firing ends earlier ones too, and a firing
-    // older than a recorded resolution is recorded resolved, whatever the
-    // order inside one delivery.
+    // A resolution ends exactly its firing (same fingerprint and
+    // startsAt): a forged far-future one ends nothing else, and a firing
+    // is recorded firing whatever resolution came before it.
     store
-        .record_alerts(&[alert("Smoke", Resolved, 60), alert("Smoke", Firing, 30)])
+        .record_alerts(&[
+            alert("Fire", Resolved, 10_000_000),
+            alert("Smoke", Resolved, 60),
+            alert("Smoke", Firing, 30),
+        ])
         .await
         .unwrap();
     store
@@ -715,15 +719,154 @@ async fn alert_intake_is_idempotent_and_never_revives(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         names(store.firing_alerts().await.unwrap()),
-        [("Fire".to_string(), t(50))]
+        [
+            ("Fire".to_string(), t(-10)),
+            ("Smoke".to_string(), t(5)),
+            ("Smoke".to_string(), t(30)),
+            ("Fire".to_string(), t(50)),
+        ]
     );
+    // Resolved within one delivery, in either order: that firing ends.
+    store
+        .record_alerts(&[alert("Smoke", Resolved, 5), alert("Fire", Resolved, -10)])
+        .await
+        .unwrap();
+    store
+        .record_alerts(&[alert("Smoke", Firing, 30), alert("Smoke", Resolved, 30)])
+        .await
+        .unwrap();
     // Nothing, and a resolved alert medic never saw firing, are fine.
     store.record_alerts(&[]).await.unwrap();
     store
         .record_alerts(&[alert("Ghost", Resolved, 0)])
         .await
         .unwrap();
-    assert_eq!(store.firing_alerts().await.unwrap().len(), 1);
+    assert_eq!(
+        names(store.firing_alerts().await.unwrap()),
+        [("Fire".to_string(), t(50))]
+    );
+}
+
+/// An `alert` check's read: the firing alerts its matchers select.
+async fn firing_alerts_matching_reads_what_matchers_select(store: Arc<dyn Store>) {
+    use AlertStatus::*;
+    let mut a = alert("Down", Firing, 0);
+    a.labels.insert("instance".into(), "a".into());
+    a.fingerprint = "fp-down-a".into();
+    let mut b = alert("Down", Firing, 5);
+    b.labels.insert("instance".into(), "b".into());
+    b.fingerprint = "fp-down-b".into();
+    store
+        .record_alerts(&[a.clone(), b.clone(), alert("Other", Firing, 1)])
+        .await
+        .unwrap();
+    let m = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let got = |v: Vec<AlertRecord>| v.into_iter().map(|a| a.fingerprint).collect::<Vec<_>>();
+    let by_name = store
+        .firing_alerts_matching(&m(&[("alertname", "Down")]))
+        .await
+        .unwrap();
+    assert_eq!(got(by_name), ["fp-down-a", "fp-down-b"], "oldest first");
+    let one = store
+        .firing_alerts_matching(&m(&[("alertname", "Down"), ("instance", "b")]))
+        .await
+        .unwrap();
+    assert_eq!(got(one), ["fp-down-b"]);
+    let by_label = store
+        .firing_alerts_matching(&m(&[("instance", "a")]))
+        .await
+        .unwrap();
+    assert_eq!(got(by_label), ["fp-down-a"]);
+    assert!(
+        store
+            .firing_alerts_matching(&m(&[("alertname", "Nope")]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.firing_alert_count().await.unwrap(), 3);
+    let mut resolved = a.clone();
+    resolved.status = Resolved;
+    store.record_alerts(&[resolved]).await.unwrap();
+    let left = store
+        .firing_alerts_matching(&m(&[("alertname", "Down")]))
+        .await
+        .unwrap();
+    assert_eq!(got(left), ["fp-down-b"], "a resolved alert is not read");
+    assert_eq!(store.firing_alert_count().await.unwrap(), 2);
+}
+
+/// The firing cap refuses a delivery whole; resolutions and repeats pass.
+async fn firing_cap_refuses_a_delivery_whole(store: Arc<dyn Store>) {
+    use AlertStatus::*;
+    store
+        .record_alerts_capped(&[alert("A", Firing, 0), alert("B", Firing, 0)], Some(2))
+        .await
+        .unwrap();
+    let over = [
+        alert("C", Firing, 0),
+        alert("D", Firing, 0),
+        alert("A", Resolved, 0),
+    ];
+    let err = store
+        .record_alerts_capped(&over, Some(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooManyFiring { firing: 3, max: 2 }),
+        "{err}"
+    );
+    assert_eq!(store.firing_alert_count().await.unwrap(), 2, "none of it");
+    // A repeat adds nothing, a resolution frees room: both pass at the cap.
+    store
+        .record_alerts_capped(&[alert("A", Firing, 0)], Some(2))
+        .await
+        .unwrap();
+    store
+        .record_alerts_capped(&[alert("A", Resolved, 0), alert("C", Firing, 0)], Some(2))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .firing_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.labels["alertname"].clone())
+        .collect();
+    assert_eq!(names, ["B", "C"]);
+}
+
+/// Retention: resolved alerts go once old enough, firing ones never, and
+/// at most `max` per call.
+async fn resolved_alerts_are_pruned(store: Arc<dyn Store>) {
+    use AlertStatus::*;
+    // Resolved (received) at t(1), t(11), t(21); one still firing.
+    store
+        .record_alerts(&[
+            alert("Old", Resolved, 0),
+            alert("Older", Resolved, 10),
+            alert("New", Resolved, 20),
+            alert("Fire", Firing, -1000),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.prune_alerts(t(15), 1).await.unwrap(),
+        1,
+        "max per call"
+    );
+    assert_eq!(store.prune_alerts(t(15), 100).await.unwrap(), 1);
+    assert_eq!(store.prune_alerts(t(15), 100).await.unwrap(), 0);
+    assert_eq!(store.firing_alert_count().await.unwrap(), 1);
+    let m = [("alertname".to_string(), "Fire".to_string())].into();
+    assert_eq!(store.firing_alerts_matching(&m).await.unwrap().len(), 1);
+    assert_eq!(store.prune_alerts(t(10_000), 100).await.unwrap(), 1);
+    assert_eq!(store.firing_alert_count().await.unwrap(), 1, "firing stays");
 }
 
 /// Scheduled jobs' runs: begun, timed, finished once, newest first.
@@ -1158,6 +1301,9 @@ macro_rules! shared {
             scenario_attempts_span_steps_and_instances,
             attempt_keys_are_used_once_and_errors_do_not_echo_them,
             alert_intake_is_idempotent_and_never_revives,
+            firing_alerts_matching_reads_what_matchers_select,
+            firing_cap_refuses_a_delivery_whole,
+            resolved_alerts_are_pruned,
             job_runs_end_once_newest_first,
             terms_only_grow_even_when_claimed_concurrently,
             deposed_term_cannot_write,

@@ -67,7 +67,8 @@ impl Check for AlertCheck {
                 "no store attached: alerts cannot be read".into(),
             ));
         };
-        let firing = match store.firing_alerts().await {
+        // Indexed: only the alerts the matchers select are read.
+        let firing = match store.firing_alerts_matching(&self.matchers).await {
             Ok(f) => f,
             Err(e) => {
                 return Observation::Whole(Outcome::Unknown(format!("reading alerts: {e}")));
@@ -76,11 +77,6 @@ impl Check for AlertCheck {
         let mut seen = std::collections::HashSet::new();
         let series = firing
             .into_iter()
-            .filter(|a| {
-                self.matchers
-                    .iter()
-                    .all(|(k, v)| a.labels.get(k) == Some(v))
-            })
             // Oldest first: a second firing row of one alert (its resolved
             // notification was lost) is the same instance.
             .filter(|a| seen.insert(a.fingerprint.clone()))
@@ -210,6 +206,8 @@ mod tests {
         );
         store
             .record_alerts(&[
+                // A resolution ends exactly its firing: both are needed.
+                record(&a, AlertStatus::Resolved, 100),
                 record(&a, AlertStatus::Resolved, 300),
                 record(&b, AlertStatus::Resolved, 200),
             ])

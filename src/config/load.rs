@@ -357,6 +357,7 @@ impl Cx<'_> {
                 "rules" => self.section::<Vec<PathBuf>>(root, key, v),
                 "store" => self.section::<StoreConfig>(root, key, v),
                 "limits" => self.section::<GlobalLimits>(root, key, v),
+                "alerts" => self.section::<super::AlertLimits>(root, key, v),
                 "shutdown_grace" => self.section::<Dur>(root, key, v),
                 "http" => self.section::<super::HttpConfig>(root, key, v),
                 "slack" => self.section::<super::SlackApp>(root, key, v),
@@ -422,6 +423,40 @@ impl Cx<'_> {
     fn err(&mut self, root: &Node, path: &str, msg: impl Into<String>) {
         let d = self.at_path(root, path, false, msg.into());
         self.y.out.push(d);
+    }
+
+    /// The intake bounds: each at least 1 and within what one process
+    /// can hold (a bound that high is no bound).
+    fn validate_alert_limits(&mut self, a: &super::AlertLimits, root: &Node) {
+        const MIB: usize = 1 << 20;
+        if !(1024..=64 * MIB).contains(&a.max_delivery_bytes) {
+            self.err(
+                root,
+                "alerts.max_delivery_bytes",
+                "max_delivery_bytes must be between 1024 and 67108864 (64 MiB)",
+            );
+        }
+        if !(1..=100_000).contains(&a.max_per_delivery) {
+            self.err(
+                root,
+                "alerts.max_per_delivery",
+                "max_per_delivery must be between 1 and 100000",
+            );
+        }
+        if !(1..=1_000_000).contains(&a.max_firing) {
+            self.err(
+                root,
+                "alerts.max_firing",
+                "max_firing must be between 1 and 1000000",
+            );
+        }
+        if a.resolved_retention.get() < std::time::Duration::from_secs(60) {
+            self.err(
+                root,
+                "alerts.resolved_retention",
+                "resolved_retention must be at least 1m (a resolved alert must outlive Alertmanager's re-deliveries)",
+            );
+        }
     }
 
     fn warn(&mut self, root: &Node, path: &str, msg: impl AsRef<str>) {
@@ -573,6 +608,7 @@ impl Cx<'_> {
                 "percent must be between 1 and 100",
             );
         }
+        self.validate_alert_limits(&config.alerts, root);
         for (i, w) in config.maintenance.iter().enumerate() {
             let at = format!("maintenance[{i}]");
             if w.scenario.is_none() && w.target.is_none() {
@@ -1249,6 +1285,27 @@ escalation:
                 "medic.yaml:13:37: unknown notifier \"pager\" (defined: log)",
             ]
         );
+    }
+
+    #[test]
+    fn alert_limits_are_bounded_where_they_are_written() {
+        let text = "alerts:\n  max_delivery_bytes: 10\n  max_per_delivery: 0\n  max_firing: 5000000\n  resolved_retention: 5s\n";
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "medic.yaml:2:23: max_delivery_bytes must be between 1024 and 67108864 (64 MiB)",
+                "medic.yaml:3:21: max_per_delivery must be between 1 and 100000",
+                "medic.yaml:4:15: max_firing must be between 1 and 1000000",
+                "medic.yaml:5:23: resolved_retention must be at least 1m (a resolved alert must outlive Alertmanager's re-deliveries)",
+            ]
+        );
+        assert_eq!(
+            errors("alerts: { max_firings: 5 }\n", &[]),
+            ["medic.yaml:1:11: unknown field \"max_firings\" (did you mean \"max_firing\"?)"]
+        );
+        let ok = load_str_with_env("medic.yaml", "alerts: { max_firing: 50 }\n", env(&[])).unwrap();
+        assert_eq!(ok.alerts.max_firing, 50);
+        assert_eq!(ok.alerts.max_per_delivery, 1000, "defaults kept");
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct Config {
     /// with a PostgreSQL store, `single` with SQLite.
     #[serde(default)]
     pub leadership: Option<LeadershipConfig>,
+    /// Bounds on the Alertmanager intake: delivery size, firing alerts
+    /// kept, retention of resolved ones.
+    #[serde(default)]
+    pub alerts: AlertLimits,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -143,6 +147,7 @@ impl Default for Config {
             jobs: BTreeMap::new(),
             drills: BTreeMap::new(),
             leadership: None,
+            alerts: AlertLimits::default(),
             base_dir: PathBuf::from("."),
             warnings: Vec::new(),
         }
@@ -721,6 +726,52 @@ impl Default for GlobalLimits {
             actions_in_flight: default_actions(),
             blast_radius: BlastRadius::default(),
             spread_first_checks: true,
+        }
+    }
+}
+
+/// Bounds on the Alertmanager intake (`alerts:`), so a hostile or runaway
+/// sender cannot grow medic's memory or work without limit.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertLimits {
+    /// Largest delivery body, in bytes; larger is 413. Default 4 MiB.
+    #[serde(default = "default_delivery_bytes")]
+    pub max_delivery_bytes: usize,
+    /// Most alerts in one delivery; more is 413 (set Alertmanager's
+    /// `webhook_configs.max_alerts` to at most this). Default 1000.
+    #[serde(default = "default_per_delivery")]
+    pub max_per_delivery: usize,
+    /// Most alerts firing at once; a delivery that would add firing alerts
+    /// beyond it is refused whole with 429. Default 10000.
+    #[serde(default = "default_max_firing")]
+    pub max_firing: usize,
+    /// How long a resolved alert is kept (it stops a late duplicate from
+    /// reviving it), then pruned. Default 24h.
+    #[serde(default = "default_resolved_retention")]
+    pub resolved_retention: Dur,
+}
+
+fn default_delivery_bytes() -> usize {
+    4 << 20
+}
+fn default_per_delivery() -> usize {
+    1000
+}
+fn default_max_firing() -> usize {
+    10_000
+}
+fn default_resolved_retention() -> Dur {
+    Dur::secs(24 * 3600)
+}
+
+impl Default for AlertLimits {
+    fn default() -> Self {
+        AlertLimits {
+            max_delivery_bytes: default_delivery_bytes(),
+            max_per_delivery: default_per_delivery(),
+            max_firing: default_max_firing(),
+            resolved_retention: default_resolved_retention(),
         }
     }
 }

@@ -8,37 +8,57 @@
 //! nothing of it is recorded. Unknown fields are ignored (Alertmanager adds
 //! fields over time). Duplicate deliveries (an HA pair sends each group from
 //! both members) are recorded once: alerts are keyed by fingerprint and
-//! `startsAt`.
+//! `startsAt`, and a resolved alert ends exactly the firing with its
+//! fingerprint and `startsAt`.
+//!
+//! Bounded (`alerts:` in the config): a body over `max_delivery_bytes` or
+//! with more than `max_per_delivery` alerts is 413, and one that would take
+//! the firing alerts over `max_firing` is 429, each with the reason and
+//! nothing recorded. A store that does not answer within [`STORE_TIMEOUT`]
+//! is 503 (Alertmanager retries) and the queued write is dropped. Resolved
+//! alerts are pruned after `resolved_retention` ([`prune_loop`]).
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use chrono::{DateTime, Datelike, FixedOffset, Utc};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use crate::clock::Clock;
+use crate::config::AlertLimits;
 use crate::observe::fingerprint;
-use crate::store::{AlertRecord, AlertStatus};
+use crate::store::{AlertRecord, AlertStatus, Store, StoreError};
 
 /// The path Alertmanager's `webhook_configs.url` points at.
 pub const PATH: &str = "/api/v1/alerts/alertmanager";
 
-/// The largest delivery accepted (axum's default is 2 MB; a group of a few
-/// thousand alerts with long annotations is larger, and a 413 would not be
-/// retried by Alertmanager).
-const MAX_BODY: usize = 32 << 20;
+/// How long a delivery waits for the store before it is answered 503 (and
+/// its queued write dropped): a store that slow is overloaded, and waiting
+/// callers would only pile up behind it.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The receiver's route.
+/// How often resolved alerts past their retention are pruned, and how many
+/// at most each time (so one prune never holds the store for long).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_BATCH: usize = 5000;
+
+/// The receiver's route. The body limit is `alerts.max_delivery_bytes`,
+/// applied in [`receive`] (to answer 413 with the reason).
 pub fn router() -> Router<AppState> {
     Router::new().route(
         PATH,
-        post(receive).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)),
+        post(receive).layer(axum::extract::DefaultBodyLimit::disable()),
     )
 }
 
@@ -66,17 +86,73 @@ struct WebhookAlert {
     generator_url: String,
 }
 
-async fn receive(State(st): State<AppState>, body: Bytes) -> Response {
+fn refuse(code: StatusCode, why: String) -> Response {
+    tracing::warn!(status = code.as_u16(), error = %why, "alertmanager webhook refused");
+    (code, Json(json!({ "error": why }))).into_response()
+}
+
+/// Reads at most `max` bytes of the body; over it, why (for a 413).
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, Response> {
+    use futures_util::StreamExt;
+    let too_large = |n: String| {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "delivery of {n} bytes is over the limit of {max} bytes (alerts.max_delivery_bytes)"
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > max as u64) {
+        return Err(too_large(n.to_string()));
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                format!("reading the delivery failed: {e}"),
+            )
+        })?;
+        if buf.len() + chunk.len() > max {
+            return Err(too_large("more than that".into()));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+async fn receive(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let limits = &st.alerts;
+    let body = match read_body(&headers, body, limits.max_delivery_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let now = st.clock.now();
     let alerts = match parse(&body, now) {
         Ok(a) => a,
-        Err(why) => {
-            tracing::warn!(error = %why, "alertmanager webhook refused");
-            return (StatusCode::BAD_REQUEST, Json(json!({ "error": why }))).into_response();
-        }
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
-    match st.store.record_alerts(&alerts).await {
-        Ok(()) => {
+    drop(body);
+    if alerts.len() > limits.max_per_delivery {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "delivery has {} alerts, over the limit of {} (alerts.max_per_delivery; set Alertmanager's webhook_configs max_alerts to at most that)",
+                alerts.len(),
+                limits.max_per_delivery
+            ),
+        );
+    }
+    let write = st
+        .store
+        .record_alerts_capped(&alerts, Some(limits.max_firing));
+    match tokio::time::timeout(STORE_TIMEOUT, write).await {
+        Ok(Ok(())) => {
             let firing = alerts
                 .iter()
                 .filter(|a| a.status == AlertStatus::Firing)
@@ -92,14 +168,60 @@ async fn receive(State(st): State<AppState>, body: Bytes) -> Response {
             )
                 .into_response()
         }
+        Ok(Err(e @ StoreError::TooManyFiring { .. })) => {
+            refuse(StatusCode::TOO_MANY_REQUESTS, format!("not recorded: {e}"))
+        }
         // Alertmanager retries 5xx: the delivery is not lost.
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "alertmanager webhook not recorded: store failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "error": format!("not recorded: {e}") })),
             )
                 .into_response()
+        }
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not recorded: the store did not answer within {}s",
+                STORE_TIMEOUT.as_secs()
+            ),
+        ),
+    }
+}
+
+/// Retention: every [`PRUNE_EVERY`], deletes resolved alerts older than
+/// `alerts.resolved_retention` (in batches), until `stop`.
+pub async fn prune_loop(
+    store: Arc<dyn Store>,
+    limits: AlertLimits,
+    clock: Clock,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(age) = chrono::Duration::from_std(limits.resolved_retention.get()) else {
+            return;
+        };
+        let before = clock.now() - age;
+        loop {
+            match store.prune_alerts(before, PRUNE_BATCH).await {
+                Ok(n) if n == PRUNE_BATCH => continue,
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::debug!(pruned = n, "resolved alerts pruned");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning resolved alerts failed");
+                    break;
+                }
+            }
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct AppState {
     pub pager: watch::Receiver<Option<Arc<Pager>>>,
     /// The credentials of `http:`, resolved ([`auth::Access`]).
     pub access: Arc<auth::Access>,
+    /// `alerts:`, the bounds of the Alertmanager intake.
+    pub alerts: crate::config::AlertLimits,
 }
 
 /// Every route medic serves, each group behind its credential

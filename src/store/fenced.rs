@@ -84,7 +84,8 @@ fn carries_term(write: &Write) -> bool {
         Write::AppendJobEvent { .. }
         | Write::FinishJobRun { .. }
         | Write::ClaimTerm { .. }
-        | Write::RecordAlerts(_)
+        | Write::RecordAlerts { .. }
+        | Write::PruneAlerts { .. }
         | Write::OutboxEnqueue(_)
         | Write::OutboxMark { .. }
         | Write::SetPageRef { .. }

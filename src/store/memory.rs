@@ -12,7 +12,8 @@ struct Inner {
     incidents: Vec<Incident>,
     timelines: Vec<(IncidentId, TimelineEntry)>,
     attempts: Vec<Attempt>,
-    alerts: Vec<AlertRecord>,
+    /// Each alert with when it resolved (for retention).
+    alerts: Vec<(AlertRecord, Option<DateTime<Utc>>)>,
     job_runs: Vec<JobRun>,
     job_events: Vec<(JobRunId, TimelineEntry)>,
     term: Option<Term>,
@@ -182,11 +183,25 @@ impl TermReads for MemoryStore {
 #[async_trait::async_trait]
 impl AlertReads for MemoryStore {
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.firing_alerts_matching(&Default::default()).await
+    }
+
+    /// A scan: the memory store serves tests and `medic test`, not load.
+    async fn firing_alerts_matching(
+        &self,
+        matchers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<AlertRecord>, StoreError> {
         let g = self.lock();
-        let firing = |a: &AlertRecord| a.status == AlertStatus::Firing;
-        Ok(sorted(&g.alerts, firing, |a| {
+        let alerts: Vec<AlertRecord> = g.alerts.iter().map(|(a, _)| a.clone()).collect();
+        let keep =
+            |a: &AlertRecord| a.status == AlertStatus::Firing && labels_match(&a.labels, matchers);
+        Ok(sorted(&alerts, keep, |a| {
             (a.starts_at, a.fingerprint.clone())
         }))
+    }
+
+    async fn firing_alert_count(&self) -> Result<usize, StoreError> {
+        Ok(firing_count(&self.lock().alerts))
     }
 }
 
@@ -441,36 +456,63 @@ fn claim_term_on(g: &mut Inner, holder: String, at: DateTime<Utc>) -> Result<Ter
     Ok(term)
 }
 
-fn record_alerts_on(g: &mut Inner, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+fn firing_count(alerts: &[(AlertRecord, Option<DateTime<Utc>>)]) -> usize {
+    alerts
+        .iter()
+        .filter(|(a, _)| a.status == AlertStatus::Firing)
+        .count()
+}
+
+/// Applied to a copy, kept only when within `max_firing`: all or none.
+fn record_alerts_on(
+    g: &mut Inner,
+    alerts: &[AlertRecord],
+    max_firing: Option<usize>,
+) -> Result<(), StoreError> {
+    let before = firing_count(&g.alerts);
+    let mut rows = g.alerts.clone();
     for a in alerts {
-        let known = g
-            .alerts
-            .iter()
-            .position(|b| b.fingerprint == a.fingerprint && b.starts_at == a.starts_at);
-        if a.status == AlertStatus::Resolved {
-            for b in g.alerts.iter_mut().filter(|b| {
-                b.fingerprint == a.fingerprint
-                    && b.starts_at <= a.starts_at
-                    && b.status == AlertStatus::Firing
-            }) {
-                b.status = AlertStatus::Resolved;
-                b.ends_at = a.ends_at;
+        let known = rows
+            .iter_mut()
+            .find(|(b, _)| b.fingerprint == a.fingerprint && b.starts_at == a.starts_at);
+        match known {
+            // Exactly this firing ends; a known row never fires again.
+            Some((b, resolved_at)) => {
+                if a.status == AlertStatus::Resolved && b.status == AlertStatus::Firing {
+                    b.status = AlertStatus::Resolved;
+                    b.ends_at = a.ends_at;
+                    *resolved_at = Some(a.received_at);
+                }
             }
-        }
-        if known.is_none() {
-            let mut a = a.clone();
-            // A later firing of this alert has resolved: so has this one.
-            if g.alerts.iter().any(|b| {
-                b.fingerprint == a.fingerprint
-                    && b.status == AlertStatus::Resolved
-                    && b.starts_at >= a.starts_at
-            }) {
-                a.status = AlertStatus::Resolved;
+            None => {
+                let resolved_at = (a.status == AlertStatus::Resolved).then_some(a.received_at);
+                rows.push((a.clone(), resolved_at));
             }
-            g.alerts.push(a);
         }
     }
+    let after = firing_count(&rows);
+    if let Some(max) = max_firing
+        && after > before
+        && after > max
+    {
+        return Err(StoreError::TooManyFiring { firing: after, max });
+    }
+    g.alerts = rows;
     Ok(())
+}
+
+fn prune_alerts_on(
+    g: &mut Inner,
+    resolved_before: DateTime<Utc>,
+    max: usize,
+) -> Result<usize, StoreError> {
+    let mut n = 0;
+    g.alerts.retain(|(_, resolved_at)| {
+        let old = n < max && resolved_at.is_some_and(|t| t < resolved_before);
+        n += usize::from(old);
+        !old
+    });
+    Ok(n)
 }
 
 fn outbox_enqueue_on(g: &mut Inner, new: NewOutbox) -> Result<(OutboxEntry, bool), StoreError> {

@@ -59,9 +59,12 @@ macro_rules! apply_write {
                 Written::Done
             }
             Write::ClaimTerm { holder, at } => Written::Term(claim_term_on($on, holder, at) $($($aw)+)? ?),
-            Write::RecordAlerts(alerts) => {
-                record_alerts_on($on, &alerts) $($($aw)+)? ?;
+            Write::RecordAlerts { alerts, max_firing } => {
+                record_alerts_on($on, &alerts, max_firing) $($($aw)+)? ?;
                 Written::Done
+            }
+            Write::PruneAlerts { resolved_before, max } => {
+                Written::Pruned(prune_alerts_on($on, resolved_before, max) $($($aw)+)? ?)
             }
             Write::OutboxEnqueue(new) => {
                 let (e, created) = outbox_enqueue_on($on, new) $($($aw)+)? ?;
@@ -528,6 +531,12 @@ pub enum StoreError {
     /// claimed since (this replica was deposed; it must stop acting).
     #[error("fenced: term {term} was deposed by term {newer}")]
     Fenced { term: u64, newer: u64 },
+    /// A delivery would take the firing alerts above the cap: nothing of
+    /// it was recorded.
+    #[error(
+        "too many firing alerts: recording this delivery would make {firing}, over the cap of {max} (alerts.max_firing)"
+    )]
+    TooManyFiring { firing: usize, max: usize },
 }
 
 /// A change to the store: the one way to write. Every backend applies it in
@@ -570,8 +579,18 @@ pub enum Write {
     },
     /// [`Store::claim_term`].
     ClaimTerm { holder: String, at: DateTime<Utc> },
-    /// [`Store::record_alerts`].
-    RecordAlerts(Vec<AlertRecord>),
+    /// [`Store::record_alerts`]; with `max_firing`, refused whole
+    /// ([`StoreError::TooManyFiring`]) when it would add firing alerts
+    /// beyond that many.
+    RecordAlerts {
+        alerts: Vec<AlertRecord>,
+        max_firing: Option<usize>,
+    },
+    /// [`Store::prune_alerts`].
+    PruneAlerts {
+        resolved_before: DateTime<Utc>,
+        max: usize,
+    },
     /// [`Store::outbox_enqueue`].
     OutboxEnqueue(NewOutbox),
     /// [`Store::outbox_mark`].
@@ -605,6 +624,8 @@ pub enum Written {
     Outbox(OutboxEntry, bool),
     /// From [`Write::ClaimOnce`]: whether this was the first claim.
     Claimed(bool),
+    /// From [`Write::PruneAlerts`]: how many alerts were deleted.
+    Pruned(usize),
     /// From the other writes.
     Done,
 }
@@ -809,6 +830,35 @@ pub trait AlertReads: Send + Sync {
     /// Every alert firing now (recorded firing, not yet resolved), oldest
     /// first.
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// The firing alerts whose labels include every `matchers` pair,
+    /// oldest first. Indexed: it reads the alerts one matcher selects, not
+    /// every firing alert (an `alert` check runs this on every tick).
+    async fn firing_alerts_matching(
+        &self,
+        matchers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// How many alerts are firing now.
+    async fn firing_alert_count(&self) -> Result<usize, StoreError>;
+}
+
+/// The matcher an index lookup starts from: `alertname` when there is one
+/// (the most selective label Alertmanager sets), else the first.
+pub fn lead_matcher(
+    matchers: &std::collections::BTreeMap<String, String>,
+) -> Option<(&String, &String)> {
+    matchers
+        .get_key_value("alertname")
+        .or_else(|| matchers.iter().next())
+}
+
+/// Whether `labels` include every `matchers` pair.
+pub fn labels_match(
+    labels: &std::collections::BTreeMap<String, String>,
+    matchers: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    matchers.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// Reads of the paging outbox and page references.
@@ -945,14 +995,46 @@ pub trait Store:
     }
 
     /// Records Alertmanager alerts, all or none, durably before it returns.
-    /// A known `(fingerprint, starts_at)` is not recorded twice; a resolved
-    /// alert ends that firing and any earlier one of the same fingerprint,
-    /// and a resolved alert never fires again (a late duplicate cannot
-    /// revive it).
+    /// A known `(fingerprint, starts_at)` is not recorded twice. A resolved
+    /// alert ends exactly the firing with its fingerprint *and* `startsAt`,
+    /// nothing else (a forged resolution with another `startsAt` ends
+    /// nothing), and a resolved firing never fires again (a late duplicate
+    /// cannot revive it).
     async fn record_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
-        self.write(None, Write::RecordAlerts(alerts.to_vec()))
-            .await
-            .map(drop)
+        self.record_alerts_capped(alerts, None).await
+    }
+
+    /// [`Store::record_alerts`], refused whole with
+    /// [`StoreError::TooManyFiring`] when it would raise the number of
+    /// firing alerts above `max_firing` (a delivery that adds no firing
+    /// alert, such as resolutions or a repeat, always passes).
+    async fn record_alerts_capped(
+        &self,
+        alerts: &[AlertRecord],
+        max_firing: Option<usize>,
+    ) -> Result<(), StoreError> {
+        let write = Write::RecordAlerts {
+            alerts: alerts.to_vec(),
+            max_firing,
+        };
+        self.write(None, write).await.map(drop)
+    }
+
+    /// Deletes up to `max` resolved alerts that resolved before
+    /// `resolved_before` (retention); returns how many went.
+    async fn prune_alerts(
+        &self,
+        resolved_before: DateTime<Utc>,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let write = Write::PruneAlerts {
+            resolved_before,
+            max,
+        };
+        match self.write(None, write).await? {
+            Written::Pruned(n) => Ok(n),
+            other => Err(other.unexpected("a pruned count")),
+        }
     }
 
     /// Enqueues an outbox entry, or returns the one with the same key (true
@@ -1082,6 +1164,15 @@ impl<T: ReadThrough> TermReads for T {
 impl<T: ReadThrough> AlertReads for T {
     async fn firing_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
         self.reads().firing_alerts().await
+    }
+    async fn firing_alerts_matching(
+        &self,
+        matchers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<AlertRecord>, StoreError> {
+        self.reads().firing_alerts_matching(matchers).await
+    }
+    async fn firing_alert_count(&self) -> Result<usize, StoreError> {
+        self.reads().firing_alert_count().await
     }
 }
 

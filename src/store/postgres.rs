@@ -146,6 +146,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX IF NOT EXISTS medic_claims_until ON medic_claims (until);
     ",
+    // 7: bounded alert intake (see the SQLite store): when a firing
+    // resolved, for retention, and a label index for `alert` checks.
+    "
+    ALTER TABLE medic_alerts ADD COLUMN IF NOT EXISTS resolved_at TIMESTAMPTZ;
+    UPDATE medic_alerts SET resolved_at = received_at
+        WHERE status = 'resolved' AND resolved_at IS NULL;
+    CREATE INDEX IF NOT EXISTS medic_alerts_resolved
+        ON medic_alerts (resolved_at) WHERE status = 'resolved';
+    CREATE INDEX IF NOT EXISTS medic_alerts_labels
+        ON medic_alerts USING GIN (labels jsonb_path_ops) WHERE status = 'firing';
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -611,6 +622,41 @@ impl AlertReads for PostgresStore {
         )
         .await
     }
+
+    async fn firing_alerts_matching(
+        &self,
+        matchers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<AlertRecord>, StoreError> {
+        // `@>` on the partial GIN index: only the alerts whose labels
+        // contain every matcher are read.
+        let wanted = serde_json::to_value(matchers).unwrap_or_default();
+        self.all(
+            "list matching alerts",
+            "SELECT fingerprint, starts_at, status, labels, annotations, ends_at, \
+             generator_url, received_at FROM medic_alerts \
+             WHERE status = 'firing' AND labels @> $1::jsonb \
+             ORDER BY starts_at, fingerprint",
+            &[&wanted],
+            alert_row,
+        )
+        .await
+    }
+
+    async fn firing_alert_count(&self) -> Result<usize, StoreError> {
+        firing_count(&*self.client().await?).await
+    }
+}
+
+async fn firing_count<C: GenericClient + Sync>(c: &C) -> Result<usize, StoreError> {
+    let n = query_opt(
+        c,
+        "count firing alerts",
+        "SELECT count(*) FROM medic_alerts WHERE status = 'firing'",
+        &[],
+        |r| Ok(r.get::<_, i64>(0)),
+    )
+    .await?;
+    Ok(n.unwrap_or(0) as usize)
 }
 
 #[async_trait::async_trait]
@@ -653,23 +699,34 @@ impl Store for PostgresStore {
     /// lock on the term row: a concurrent [`Store::claim_term`] waits until
     /// this write commits, and a write after it sees the new term. Fenced
     /// writes of one process are serialised.
+    /// A capped alert delivery also takes the transaction path (unfenced):
+    /// its count, write and recount roll back together when over the cap.
     async fn write(&self, fence: Option<u64>, write: Write) -> Result<Written, StoreError> {
-        let Some(term) = fence else {
+        let capped = matches!(
+            write,
+            Write::RecordAlerts {
+                max_firing: Some(_),
+                ..
+            }
+        );
+        if fence.is_none() && !capped {
             return apply(&*self.client().await?, write).await;
-        };
+        }
         let mut guard = self.fence.lock().await;
         let client = self.fence_client(&mut guard).await?;
         let tx = client.transaction().await.map_err(db("begin"))?;
-        let newest: Option<i64> = query_opt(
-            &tx,
-            "read term",
-            "SELECT term FROM medic_leader WHERE id = 1 FOR SHARE",
-            &[],
-            |r| Ok(r.get(0)),
-        )
-        .await?;
-        if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
-            return Err(StoreError::Fenced { term, newer });
+        if let Some(term) = fence {
+            let newest: Option<i64> = query_opt(
+                &tx,
+                "read term",
+                "SELECT term FROM medic_leader WHERE id = 1 FOR SHARE",
+                &[],
+                |r| Ok(r.get(0)),
+            )
+            .await?;
+            if let Some(newer) = newest.map(|t| t as u64).filter(|&t| t > term) {
+                return Err(StoreError::Fenced { term, newer });
+            }
         }
         let written = apply(&tx, write).await?;
         tx.commit().await.map_err(db("commit"))?;
@@ -963,14 +1020,22 @@ async fn claim_term_on<C: GenericClient + Sync>(
 }
 
 /// One statement (the shared connection runs no multi-statement
-/// transaction): atomic, and no row is touched twice.
+/// transaction): atomic, and no row is touched twice. A resolved alert
+/// ends exactly the firing with its fingerprint and `startsAt`. With
+/// `max_firing` it runs in a transaction ([`PostgresStore::write`]) between
+/// two counts; over the cap, the error rolls it back.
 async fn record_alerts_on<C: GenericClient + Sync>(
     c: &C,
     alerts: &[AlertRecord],
+    max_firing: Option<usize>,
 ) -> Result<(), StoreError> {
     if alerts.is_empty() {
         return Ok(());
     }
+    let before = match max_firing {
+        Some(_) => Some(firing_count(c).await?),
+        None => None,
+    };
     let input: Vec<serde_json::Value> = alerts
         .iter()
         .map(|a| {
@@ -993,36 +1058,51 @@ async fn record_alerts_on<C: GenericClient + Sync>(
                 fingerprint TEXT, starts_at TEXT, status TEXT, labels JSONB,
                 annotations JSONB, ends_at TIMESTAMPTZ, generator_url TEXT,
                 received_at TIMESTAMPTZ)
-        ), resolved AS (
-            SELECT DISTINCT ON (fingerprint) fingerprint, starts_at, ends_at FROM (
-                SELECT fingerprint, starts_at, ends_at FROM input WHERE status = 'resolved'
-                UNION ALL
-                SELECT fingerprint, starts_at, ends_at FROM medic_alerts
-                WHERE status = 'resolved'
-                  AND fingerprint IN (SELECT fingerprint FROM input)
-            ) r ORDER BY fingerprint, starts_at DESC
         ), ended AS (
-            UPDATE medic_alerts a SET status = 'resolved', ends_at = r.ends_at
-            FROM resolved r
-            WHERE a.fingerprint = r.fingerprint AND a.starts_at <= r.starts_at
-              AND a.status = 'firing'
+            UPDATE medic_alerts a
+            SET status = 'resolved', ends_at = i.ends_at, resolved_at = i.received_at
+            FROM input i
+            WHERE i.status = 'resolved' AND a.fingerprint = i.fingerprint
+              AND a.starts_at = i.starts_at AND a.status = 'firing'
             RETURNING 1
         )
         INSERT INTO medic_alerts (fingerprint, starts_at, status, labels, annotations,
-                                  ends_at, generator_url, received_at)
-        SELECT DISTINCT ON (i.fingerprint, i.starts_at)
-            i.fingerprint, i.starts_at,
-            CASE WHEN r.starts_at IS NOT NULL AND i.starts_at <= r.starts_at
-                 THEN 'resolved' ELSE i.status END,
-            i.labels, i.annotations, i.ends_at, i.generator_url, i.received_at
-        FROM input i LEFT JOIN resolved r ON r.fingerprint = i.fingerprint
-        ORDER BY i.fingerprint, i.starts_at, (i.status = 'resolved') DESC
+                                  ends_at, generator_url, received_at, resolved_at)
+        SELECT DISTINCT ON (fingerprint, starts_at)
+            fingerprint, starts_at, status, labels, annotations, ends_at, generator_url,
+            received_at, CASE WHEN status = 'resolved' THEN received_at END
+        FROM input
+        ORDER BY fingerprint, starts_at, (status = 'resolved') DESC
         ON CONFLICT (fingerprint, starts_at) DO NOTHING",
         &[&input],
     )
     .await
     .map_err(db("record alerts"))?;
+    if let (Some(max), Some(before)) = (max_firing, before) {
+        let after = firing_count(c).await?;
+        if after > before && after > max {
+            return Err(StoreError::TooManyFiring { firing: after, max });
+        }
+    }
     Ok(())
+}
+
+/// Retention: at most `max` resolved alerts older than `resolved_before`.
+async fn prune_alerts_on<C: GenericClient + Sync>(
+    c: &C,
+    resolved_before: DateTime<Utc>,
+    max: usize,
+) -> Result<usize, StoreError> {
+    let n = c
+        .execute(
+            "DELETE FROM medic_alerts WHERE (fingerprint, starts_at) IN (
+                SELECT fingerprint, starts_at FROM medic_alerts
+                WHERE status = 'resolved' AND resolved_at < $1 LIMIT $2)",
+            &[&resolved_before, &(max as i64)],
+        )
+        .await
+        .map_err(db("prune alerts"))?;
+    Ok(n as usize)
 }
 
 async fn outbox_enqueue_on<C: GenericClient + Sync>(

@@ -172,6 +172,23 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX claims_until ON claims (until);
     ",
+    // 7: bounded alert intake. When a firing resolved (retention prunes
+    // by it), and a label index: an `alert` check reads the alerts one of
+    // its matchers selects, not every firing alert.
+    "
+    ALTER TABLE alerts ADD COLUMN resolved_at TEXT;
+    UPDATE alerts SET resolved_at = received_at WHERE status = 'resolved';
+    CREATE INDEX alerts_resolved ON alerts (resolved_at) WHERE status = 'resolved';
+    CREATE TABLE alert_labels (
+        name        TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        PRIMARY KEY (name, value, fingerprint)
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_labels_fingerprint ON alert_labels (fingerprint);
+    INSERT OR IGNORE INTO alert_labels (name, value, fingerprint)
+        SELECT j.key, j.value, a.fingerprint FROM alerts a, json_each(a.labels) j;
+    ",
 ];
 
 /// How long a write waits for another connection's lock before failing.
@@ -300,6 +317,9 @@ trait Request: Send {
     /// Sends the result; `failed` says why the transaction did not commit
     /// (in which case nothing this request wrote was kept).
     fn reply(self: Box<Self>, failed: Option<&str>);
+    /// Whether its caller gave up (timed out, disconnected): nobody waits
+    /// for the result, so the work is dropped, not done.
+    fn abandoned(&self) -> bool;
 }
 
 struct Call<F, R> {
@@ -322,6 +342,10 @@ where
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
     }
 
     fn reply(self: Box<Self>, failed: Option<&str>) {
@@ -360,6 +384,7 @@ fn serve(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
                 }
                 run_batch(&conn, batch);
             }
+            Msg::Alone(req) if req.abandoned() => {}
             Msg::Alone(mut req) => {
                 req.run(&conn);
                 req.reply(None);
@@ -377,7 +402,20 @@ fn serve(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
 
 /// Runs `batch` in one transaction, each request under its own savepoint,
 /// commits once, then replies to all.
-fn run_batch(conn: &Connection, batch: Vec<Box<dyn Request>>) {
+fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn Request>>) {
+    // Work whose caller gave up while it queued is dropped: under overload
+    // the queue drains instead of doing what nobody waits for.
+    let queued = batch.len();
+    batch.retain(|r| !r.abandoned());
+    if batch.len() < queued {
+        tracing::debug!(
+            dropped = queued - batch.len(),
+            "store requests dropped: their callers gave up"
+        );
+    }
+    if batch.is_empty() {
+        return;
+    }
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let why = format!("begin transaction: {e}");
         for req in batch {
@@ -989,6 +1027,47 @@ impl AlertReads for SqliteStore {
         self.all("list firing alerts", sql.into(), (), alert_row)
             .await
     }
+
+    async fn firing_alerts_matching(
+        &self,
+        matchers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<AlertRecord>, StoreError> {
+        let Some((name, value)) = lead_matcher(matchers) else {
+            return self.firing_alerts().await;
+        };
+        let (name, value, matchers) = (name.clone(), value.clone(), matchers.clone());
+        self.call(move |conn| {
+            // CROSS JOIN keeps alert_labels the outer loop: the lookup
+            // starts from the index, never from every firing row.
+            let rows = query_all(
+                conn,
+                "list matching alerts",
+                "SELECT a.fingerprint, a.starts_at, a.status, a.labels, a.annotations, \
+                 a.ends_at, a.generator_url, a.received_at \
+                 FROM alert_labels l CROSS JOIN alerts a ON a.fingerprint = l.fingerprint \
+                 WHERE l.name = ?1 AND l.value = ?2 AND a.status = 'firing' \
+                 ORDER BY a.starts_at, a.fingerprint",
+                [name, value],
+                alert_row,
+            )?;
+            Ok(rows
+                .into_iter()
+                .filter(|a| labels_match(&a.labels, &matchers))
+                .collect())
+        })
+        .await
+    }
+
+    async fn firing_alert_count(&self) -> Result<usize, StoreError> {
+        self.call(firing_count).await
+    }
+}
+
+fn firing_count(conn: &Connection) -> Result<usize, StoreError> {
+    conn.prepare_cached("SELECT count(*) FROM alerts WHERE status = 'firing'")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+        .map(|n| n as usize)
+        .map_err(sql("count firing alerts"))
 }
 
 #[async_trait::async_trait]
@@ -1452,45 +1531,101 @@ fn ended_once(
     ends.again(id, previous, outcome, shown)
 }
 
-/// One request, so one savepoint: the whole delivery or none of it.
-fn record_alerts_on(conn: &Connection, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+/// One request, so one savepoint: the whole delivery or none of it (an
+/// `Err`, such as the firing cap, rolls back what it wrote).
+fn record_alerts_on(
+    conn: &Connection,
+    alerts: &[AlertRecord],
+    max_firing: Option<usize>,
+) -> Result<(), StoreError> {
+    let before = max_firing.map(|_| firing_count(conn)).transpose()?;
     for a in alerts {
         let starts_at = ts(&a.starts_at)?;
         let ends_at = a.ends_at.as_ref().map(ts).transpose()?;
         let received_at = ts(&a.received_at)?;
         if a.status == AlertStatus::Resolved {
+            // Exactly this firing: same fingerprint, same startsAt.
             conn.prepare_cached(
-                "UPDATE alerts SET status = 'resolved', ends_at = ?3 \
-                 WHERE fingerprint = ?1 AND starts_at <= ?2 AND status = 'firing'",
+                "UPDATE alerts SET status = 'resolved', ends_at = ?3, resolved_at = ?4 \
+                 WHERE fingerprint = ?1 AND starts_at = ?2 AND status = 'firing'",
             )
-            .and_then(|mut s| s.execute(params![a.fingerprint, starts_at, ends_at]))
+            .and_then(|mut s| s.execute(params![a.fingerprint, starts_at, ends_at, received_at]))
             .map_err(sql("resolve alert"))?;
         }
         let labels = json(&serde_json::to_value(&a.labels).unwrap_or_default())?;
         let annotations = json(&serde_json::to_value(&a.annotations).unwrap_or_default())?;
-        conn.prepare_cached(
-            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, \
-             ends_at, generator_url, received_at) \
-             SELECT ?1, ?2, CASE WHEN EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1 \
-             AND status = 'resolved' AND starts_at >= ?2) THEN 'resolved' ELSE ?3 END, \
-             ?4, ?5, ?6, ?7, ?8 WHERE true \
-             ON CONFLICT (fingerprint, starts_at) DO NOTHING",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                a.fingerprint,
-                starts_at,
-                a.status.as_str(),
-                labels,
-                annotations,
-                ends_at,
-                a.generator_url,
-                received_at
-            ])
-        })
-        .map_err(sql("record alert"))?;
+        let resolved_at = (a.status == AlertStatus::Resolved).then_some(&received_at);
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, \
+                 ends_at, generator_url, received_at, resolved_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    a.fingerprint,
+                    starts_at,
+                    a.status.as_str(),
+                    labels,
+                    annotations,
+                    ends_at,
+                    a.generator_url,
+                    received_at,
+                    resolved_at
+                ])
+            })
+            .map_err(sql("record alert"))?;
+        if inserted > 0 && a.status == AlertStatus::Firing {
+            let mut s = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alert_labels (name, value, fingerprint) \
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(sql("index alert labels"))?;
+            for (k, v) in &a.labels {
+                s.execute(params![k, v, a.fingerprint])
+                    .map_err(sql("index alert labels"))?;
+            }
+        }
+    }
+    if let (Some(max), Some(before)) = (max_firing, before) {
+        let after = firing_count(conn)?;
+        if after > before && after > max {
+            return Err(StoreError::TooManyFiring { firing: after, max });
+        }
     }
     Ok(())
+}
+
+/// Retention: at most `max` resolved alerts older than `resolved_before`
+/// go, and the label index of fingerprints with no row left.
+fn prune_alerts_on(
+    conn: &Connection,
+    resolved_before: DateTime<Utc>,
+    max: usize,
+) -> Result<usize, StoreError> {
+    let before = ts(&resolved_before)?;
+    let gone: Vec<String> = query_all(
+        conn,
+        "prune alerts",
+        "DELETE FROM alerts WHERE (fingerprint, starts_at) IN (\
+         SELECT fingerprint, starts_at FROM alerts \
+         WHERE status = 'resolved' AND resolved_at < ?1 LIMIT ?2) \
+         RETURNING fingerprint",
+        params![before, max as i64],
+        |r| r.get::<_, String>(0).map_err(sql("prune alerts")),
+    )?;
+    let mut s = conn
+        .prepare_cached(
+            "DELETE FROM alert_labels WHERE fingerprint = ?1 \
+             AND NOT EXISTS (SELECT 1 FROM alerts WHERE fingerprint = ?1)",
+        )
+        .map_err(sql("prune alert labels"))?;
+    for fp in gone.iter().collect::<std::collections::BTreeSet<_>>() {
+        s.execute([fp]).map_err(sql("prune alert labels"))?;
+    }
+    Ok(gone.len())
 }
 
 #[cfg(test)]
@@ -1553,6 +1688,27 @@ mod tests {
             "the failed request's write must not survive"
         );
         assert!(conn.is_autocommit(), "the batch transaction must be closed");
+    }
+
+    /// Overload: a caller that timed out must not leave work behind it.
+    #[test]
+    fn work_whose_caller_gave_up_is_dropped() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE notes (n INTEGER)")
+            .unwrap();
+        let (a, ra) = request(insert_note(1));
+        let (b, rb) = request(insert_note(2));
+        drop(rb);
+        run_batch(&conn, vec![a, b]);
+        assert!(ra.blocking_recv().unwrap().is_ok());
+        let kept: Vec<i64> = conn
+            .prepare("SELECT n FROM notes")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, vec![1], "the abandoned write did not run");
     }
 
     #[test]
