@@ -131,14 +131,14 @@ libtest_counts "cargo test --doc" "${PIPESTATUS[0]}"
 
 # Each benchmark target once, in its quick test mode (as `cargo test
 # --all-targets` runs them): one test per target.
-echo "==> cargo test --benches --no-fail-fast"
-cargo test --benches --no-fail-fast 2>&1 | tee "$log"
+echo "==> cargo test --bench '*' --no-fail-fast"
+cargo test --bench '*' --no-fail-fast 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 ran=$(grep -cE '^ *Running benches/' "$log")
 bad=$(grep -cE '^ *`--bench [^`]+`' "$log")
 passed=$((passed + ran - bad))
 ((bad > 0)) && fail "benchmarks: $bad targets (see above)" "$bad"
-((bad == 0 && rc != 0)) && fail "cargo test --benches (exit $rc)"
+((bad == 0 && rc != 0)) && fail "cargo test --bench (exit $rc)"
 
 if ((${#failures[@]})); then
   echo

@@ -1182,8 +1182,8 @@ http:
         assert_eq!(
             w,
             [
-                "medic.yaml:3:15: open reads on 0.0.0.0:7460, not a loopback address: anyone who reaches it reads incidents, timelines and job runs",
-                "medic.yaml:4:19: an open intake on 0.0.0.0:7460, not a loopback address: anyone who reaches it can post alerts",
+                "medic.yaml:3:15: warning: open reads on 0.0.0.0:7460, not a loopback address: anyone who reaches it reads incidents, timelines and job runs",
+                "medic.yaml:4:19: warning: an open intake on 0.0.0.0:7460, not a loopback address: anyone who reaches it can post alerts",
             ]
         );
         let c = load_str(
