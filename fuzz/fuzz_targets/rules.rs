@@ -10,7 +10,8 @@ use medic::config::{Config, load::load_str as load_config};
 use medic::rules::load::load_str;
 
 static CONFIG: LazyLock<Config> = LazyLock::new(|| {
-    load_config("medic.yaml", include_str!("../../medic.yaml")).expect("the shipped medic.yaml loads")
+    load_config("medic.yaml", include_str!("../../medic.yaml"))
+        .expect("the shipped medic.yaml loads")
 });
 
 fuzz_target!(|data: &[u8]| {
