@@ -31,8 +31,8 @@ wait
 status=0
 for t in "${targets[@]}"; do
   log=$out/$t.log
-  execs=$(grep -oE '^stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$')
-  rate=$(grep -oE '^stat::average_exec_per_sec: [0-9]+' "$log" | grep -oE '[0-9]+$')
+  execs=$(grep -oE '^stat::number_of_executed_units: +[0-9]+' "$log" | grep -oE '[0-9]+$')
+  rate=$(grep -oE '^stat::average_exec_per_sec: +[0-9]+' "$log" | grep -oE '[0-9]+$')
   crashes=$(ls fuzz/artifacts/"$t" 2>/dev/null | wc -l)
   corpus=$(ls "$out/$t" | wc -l)
   echo "$t: ${execs:-?} executions, ${rate:-?} exec/s, corpus $corpus new inputs, $crashes artifacts"
