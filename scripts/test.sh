@@ -37,11 +37,18 @@ if ! command -v moto_server >/dev/null 2>&1; then
     python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
 
+# cargo-fuzz runs the fuzz targets (fuzz/) below.
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "installing: cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi
+
 # The run. Every step runs even when an earlier one fails, and every test
 # binary runs even when another fails, so one flake hides nothing; the last
-# line counts every test of every binary (each of fmt, clippy, the build and
-# `medic check` counts as one; `medic test` counts its rule tests), and the
-# exit status is non-zero if anything failed.
+# line counts every test of every binary (each of fmt, clippy, the build,
+# `medic check`, the fuzz build and each fuzz target's run counts as one;
+# `medic test` counts its rule tests), and the exit status is non-zero if
+# anything failed.
 set +e
 passed=0 failed=0 skipped=0
 failures=()
@@ -139,6 +146,30 @@ bad=$(grep -cE '^ *`--bench [^`]+`' "$log")
 passed=$((passed + ran - bad))
 ((bad > 0)) && fail "benchmarks: $bad targets (see above)" "$bad"
 ((bad == 0 && rc != 0)) && fail "cargo test --bench (exit $rc)"
+
+# Each fuzz target (fuzz/, libFuzzer through `cargo fuzz`) for
+# $MEDIC_FUZZ_SECS (30 s) from its committed seeds, new inputs kept in a
+# temp dir; one step each. Inputs up to 64 KiB; a crash, an input that runs
+# over 10 s (a hang), a single allocation over 256 MB or an RSS over 2 GB
+# fails the step, and the input that did it is left in fuzz/artifacts/.
+# cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 lets stable take them.
+export RUSTC_BOOTSTRAP=1
+fuzz_secs=${MEDIC_FUZZ_SECS:-30}
+fuzz_flags=(-max_len=65536 -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=2048)
+fuzz_run() {
+  local target=$1 dir rc
+  dir=$(mktemp -d)
+  cargo fuzz run "$FUZZ_SANITIZER" "$target" "$dir" "fuzz/corpus/$target" -- \
+    "${fuzz_flags[@]}" -max_total_time="$fuzz_secs" -print_final_stats=1
+  rc=$?
+  rm -rf "$dir"
+  return $rc
+}
+FUZZ_SANITIZER=--sanitizer=address
+step "cargo fuzz build" cargo fuzz build "$FUZZ_SANITIZER"
+for target in alertmanager slack rules config exposition; do
+  step "cargo fuzz run $target (${fuzz_secs} s)" fuzz_run "$target"
+done
 
 if ((${#failures[@]})); then
   echo

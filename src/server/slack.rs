@@ -152,8 +152,8 @@ fn refuse(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, format!("{msg}\n")).into_response()
 }
 
-/// One click, parsed.
-struct Click {
+/// One click, parsed (fields private: only the route acts on it).
+pub struct Click {
     kind: DecisionKind,
     incident: i64,
     step: Option<String>,
@@ -161,7 +161,10 @@ struct Click {
     channel: String,
 }
 
-fn parse(body: &[u8]) -> Result<Click, String> {
+/// Reads an interaction request body (a form whose `payload` field is the
+/// JSON of a `block_actions` click) into a click, or says what is wrong.
+/// Public for the fuzz target (fuzz/); the route is its only other caller.
+pub fn parse(body: &[u8]) -> Result<Click, String> {
     let form: HashMap<String, String> =
         serde_urlencoded::from_bytes(body).map_err(|e| format!("body is not a form: {e}"))?;
     let payload = form.get("payload").ok_or("body has no `payload` field")?;

@@ -1,0 +1,27 @@
+//! The Prometheus text exposition parser behind `scrape` checks, and the
+//! series selectors they match with: the first line is a selector, the rest
+//! an exposition. Any text is samples or an error at a line, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use medic::check::exposition::{Selector, parse_value, samples};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (sel, body) = text.split_once('\n').unwrap_or((text, ""));
+    let sel = Selector::parse(sel).ok();
+    for s in samples(body) {
+        match s {
+            Ok(s) => {
+                if let Some(sel) = &sel {
+                    let _ = sel.matches(&s);
+                }
+                let _ = s.label("job");
+            }
+            Err(e) => assert!(e.line >= 1, "an error names its line"),
+        }
+    }
+    let _ = parse_value(body.lines().next().unwrap_or_default());
+});
