@@ -18,9 +18,10 @@
 //!
 //! Knobs (environment): `MEDIC_HOSTILE_SECS` (the load's length, default
 //! 60; the port closes halfway), `MEDIC_HOSTILE_HTTP` (extra entries for the
-//! config's `http:` mapping, e.g. an intake credential once one exists; the
-//! harness sends `Authorization: Bearer $MEDIC_API_TOKEN` on every request
-//! and sets `http.api_token` to that variable).
+//! config's `http:` mapping, e.g. `max_connections: 256`). The config is
+//! [`enforce_config`]'s, with the test credentials: deliveries carry the
+//! intake token, reloads the API token, as a legitimate sender's would (an
+//! attacker without them gets 401 before the body is read).
 
 mod common;
 
@@ -37,7 +38,6 @@ use tokio::sync::Mutex;
 const ALERTS: usize = 12_000;
 const SLOW: usize = 500;
 const RELOAD_EVERY: Duration = Duration::from_millis(100);
-const TOKEN: &str = "hostile-load-harness-token";
 /// The watched port's rule: every 200 ms, `for: 400ms` (common's
 /// `port_closed_rule`).
 const INCIDENT_BOUND: Duration = Duration::from_millis(600);
@@ -173,20 +173,13 @@ fn hostile_load() {
     let dir = tempfile::tempdir().unwrap();
     let http = free_port();
     let config = enforce_config(dir.path(), http, "5s");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let listen = format!("http: {{ listen: \"127.0.0.1:{http}\" }}");
-    assert!(text.contains(&listen), "{text}");
-    let sep = if extra_http.is_empty() { "" } else { ", " };
-    std::fs::write(
-        &config,
-        text.replace(
-            &listen,
-            &format!(
-                "http: {{ listen: \"127.0.0.1:{http}\", api_token: {{ env: MEDIC_API_TOKEN }}{sep}{extra_http} }}"
-            ),
-        ),
-    )
-    .unwrap();
+    if !extra_http.is_empty() {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let listen = format!("listen: \"127.0.0.1:{http}\", ");
+        assert!(text.contains(&listen), "{text}");
+        let with = text.replace(&listen, &format!("{listen}{extra_http}, "));
+        std::fs::write(&config, with).unwrap();
+    }
 
     // The real failure: a port that is open (accepted and dropped) until
     // halfway through.
@@ -229,7 +222,7 @@ fn hostile_load() {
     .unwrap();
 
     let log = dir.path().join("medic.log");
-    let medic = Medic::start_with_env(&config, &log, &[("MEDIC_API_TOKEN", TOKEN.to_string())]);
+    let medic = Medic::start(&config, &log);
     let pid = medic.pid();
     let base = format!("http://127.0.0.1:{http}");
     let db = dir.path().join("state/medic.db");
@@ -288,7 +281,7 @@ fn hostile_load() {
                     seq += ALERTS;
                     let r = client
                         .post(&url)
-                        .bearer_auth(TOKEN)
+                        .bearer_auth(TEST_INTAKE_TOKEN)
                         .header("content-type", "application/json")
                         .body(body)
                         .send()
@@ -324,7 +317,7 @@ fn hostile_load() {
                     let (client, url, reloads, in_flight) =
                         (client.clone(), url.clone(), reloads.clone(), in_flight.clone());
                     tokio::spawn(async move {
-                        let r = client.post(&url).bearer_auth(TOKEN).send().await;
+                        let r = client.post(&url).bearer_auth(TEST_API_TOKEN).send().await;
                         reloads.lock().await.add(&r);
                         in_flight.fetch_sub(1, Ordering::Relaxed);
                     });
