@@ -9,16 +9,22 @@
 //!   group (the Alertmanager intake, Slack's interactions, the rest);
 //!   beyond, 503 with `Retry-After` at once. `/healthz` and `/readyz` are
 //!   not counted, so probes keep answering under load.
-//! - At most `max_connections` connections are open; beyond, new ones are
-//!   closed as soon as they are accepted (lowered at start-up to fit the
-//!   process's file limit, so a flood cannot take the descriptors the
-//!   store and the checks need).
+//! - At most `max_connections` connections are open (lowered at start-up
+//!   to fit the process's file limit, so a flood cannot take the
+//!   descriptors the store and the checks need). A new connection beyond
+//!   the cap closes the oldest open connection that is not in a request
+//!   (still sending its headers, or idle between requests), so clients
+//!   that hold connections without finishing a request cannot lock out a
+//!   probe; only when every connection is in a request is the new one
+//!   closed at once.
 //! - TLS: the certificate chain and key are read from their files at
 //!   start-up and again on SIGHUP; a pair that does not load is refused
 //!   at start-up, and on SIGHUP leaves the previous pair serving.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -205,7 +211,7 @@ pub async fn serve(
     }
     let limits = Limits {
         header_timeout: http.header_timeout.get(),
-        connections: Arc::new(Semaphore::new(connection_cap(http.max_connections))),
+        connections: Arc::new(Connections::new(connection_cap(http.max_connections))),
     };
     let task = tokio::spawn(accept(listener, app, tls.clone(), limits, shutdown));
     tracing::info!(%addr, tls = tls.is_some(), "http server listening");
@@ -239,7 +245,112 @@ fn reload_on_sighup(tls: Arc<Tls>, shutdown: CancellationToken) -> std::io::Resu
 #[derive(Clone)]
 struct Limits {
     header_timeout: Duration,
-    connections: Arc<Semaphore>,
+    connections: Arc<Connections>,
+}
+
+/// The open connections, oldest first, and whether each is in a request.
+struct Connections {
+    cap: usize,
+    next: AtomicU64,
+    open: Mutex<BTreeMap<u64, Open>>,
+}
+
+struct Open {
+    /// Requests of this connection being handled now (0 or 1 on HTTP/1).
+    busy: Arc<AtomicUsize>,
+    /// Closes the connection (evicted to make room).
+    close: CancellationToken,
+}
+
+/// One admitted connection: its id, request counter and close signal.
+struct Admitted {
+    id: u64,
+    busy: Arc<AtomicUsize>,
+    close: CancellationToken,
+}
+
+impl Connections {
+    fn new(cap: usize) -> Connections {
+        Connections {
+            cap,
+            next: AtomicU64::new(0),
+            open: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Room for a new connection: at the cap, the oldest connection not in
+    /// a request is closed to make it; `None` when every one is in one.
+    fn admit(&self) -> Option<Admitted> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() >= self.cap {
+            let idle = open
+                .iter()
+                .find(|(_, c)| c.busy.load(Ordering::SeqCst) == 0)
+                .map(|(id, _)| *id)?;
+            if let Some(evicted) = open.remove(&idle) {
+                evicted.close.cancel();
+            }
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let busy = Arc::new(AtomicUsize::new(0));
+        let close = CancellationToken::new();
+        let entry = Open {
+            busy: busy.clone(),
+            close: close.clone(),
+        };
+        open.insert(id, entry);
+        Some(Admitted { id, busy, close })
+    }
+
+    fn closed(&self, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.remove(&id);
+    }
+}
+
+/// Counts a connection's request as in progress until it is answered (or
+/// dropped).
+struct InRequest(Arc<AtomicUsize>);
+
+impl InRequest {
+    fn new(busy: &Arc<AtomicUsize>) -> InRequest {
+        busy.fetch_add(1, Ordering::SeqCst);
+        InRequest(busy.clone())
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A hyper service that marks its connection busy while a request is
+/// handled (so the connection cap never evicts it then).
+struct Tracked<S> {
+    inner: S,
+    busy: Arc<AtomicUsize>,
+}
+
+impl<S, R> hyper::service::Service<R> for Tracked<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: R) -> Self::Future {
+        let guard = InRequest::new(&self.busy);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(guard);
+            r
+        })
+    }
 }
 
 /// Says at most once per 10 s how many connections were turned away.
@@ -285,16 +396,21 @@ async fn accept(
                 }
             },
         };
-        let Ok(permit) = limits.connections.clone().try_acquire_owned() else {
-            refused.note("too many open connections (http.max_connections)");
+        let Some(admitted) = limits.connections.admit() else {
+            refused.note("too many connections in a request (http.max_connections)");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let (app, tls, limits, stop) = (app.clone(), tls.clone(), limits.clone(), shutdown.clone());
         tracker.spawn(async move {
-            connection(stream, app, tls, &limits, stop).await;
-            drop(permit);
+            let id = admitted.id;
+            let close = admitted.close.clone();
+            tokio::select! {
+                _ = connection(stream, app, tls, &limits, admitted.busy, stop) => {}
+                _ = close.cancelled() => tracing::debug!("connection closed to make room (http.max_connections)"),
+            }
+            limits.connections.closed(id);
         });
     }
     tracker.close();
@@ -306,28 +422,40 @@ async fn connection(
     app: Router,
     tls: Option<Arc<Tls>>,
     limits: &Limits,
+    busy: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) {
     let Some(tls) = tls else {
-        return http1(TokioIo::new(stream), app, limits, shutdown).await;
+        return http1(TokioIo::new(stream), app, limits, busy, shutdown).await;
     };
     let handshake = tls.acceptor().accept(stream);
     match tokio::time::timeout(limits.header_timeout, handshake).await {
-        Ok(Ok(s)) => http1(TokioIo::new(s), app, limits, shutdown).await,
+        Ok(Ok(s)) => http1(TokioIo::new(s), app, limits, busy, shutdown).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
 }
 
-async fn http1<I>(io: I, app: Router, limits: &Limits, shutdown: CancellationToken)
-where
+async fn http1<I>(
+    io: I,
+    app: Router,
+    limits: &Limits,
+    busy: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_headers(100)
-        .serve_connection(io, TowerToHyperService::new(app));
+        .serve_connection(
+            io,
+            Tracked {
+                inner: TowerToHyperService::new(app),
+                busy,
+            },
+        );
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r {
@@ -350,6 +478,25 @@ mod tests {
         assert_eq!(group("/slack/interactions"), 1);
         assert_eq!(group("/api/v1/incidents"), 2);
         assert_eq!(group("/-/reload"), 2);
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_connection_not_in_a_request_makes_room() {
+        let c = Connections::new(2);
+        let a = c.admit().unwrap();
+        let b = c.admit().unwrap();
+        let _in_request = InRequest::new(&a.busy);
+        // a is in a request, so b (idle) is closed for the third.
+        let third = c.admit().unwrap();
+        assert!(b.close.is_cancelled() && !a.close.is_cancelled());
+        let _also = InRequest::new(&third.busy);
+        // Every connection in a request: the next is refused.
+        assert!(c.admit().is_none());
+        drop(_in_request);
+        assert!(c.admit().is_some());
+        assert!(a.close.is_cancelled());
+        c.closed(third.id);
+        assert_eq!(c.open.lock().unwrap().len(), 1);
     }
 
     #[test]
