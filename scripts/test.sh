@@ -153,20 +153,24 @@ passed=$((passed + ran - bad))
 # over 10 s (a hang), a single allocation over 256 MB or an RSS over 2 GB
 # fails the step, and the input that did it is left in fuzz/artifacts/.
 # cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 lets stable take them.
+# The short runs use the unoptimised build (--dev: overflow checks and
+# debug assertions on, and about a third of the release build's time, which
+# keeps CI under 30 minutes); the long runs (scripts/fuzz-long.sh) use the
+# optimised one.
 export RUSTC_BOOTSTRAP=1
 fuzz_secs=${MEDIC_FUZZ_SECS:-30}
 fuzz_flags=(-max_len=65536 -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=2048)
 fuzz_run() {
   local target=$1 dir rc
   dir=$(mktemp -d)
-  cargo fuzz run "$FUZZ_SANITIZER" "$target" "$dir" "fuzz/corpus/$target" -- \
+  cargo fuzz run --dev "$FUZZ_SANITIZER" "$target" "$dir" "fuzz/corpus/$target" -- \
     "${fuzz_flags[@]}" -max_total_time="$fuzz_secs" -print_final_stats=1
   rc=$?
   rm -rf "$dir"
   return $rc
 }
 FUZZ_SANITIZER=--sanitizer=address
-step "cargo fuzz build" cargo fuzz build "$FUZZ_SANITIZER"
+step "cargo fuzz build --dev" cargo fuzz build --dev "$FUZZ_SANITIZER"
 for target in alertmanager slack rules config exposition; do
   step "cargo fuzz run $target (${fuzz_secs} s)" fuzz_run "$target"
 done
