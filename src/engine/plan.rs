@@ -292,6 +292,22 @@ impl PlanContext {
     }
 
     /// Records a decision that executes nothing (refusal or dry-run).
+    /// A refusal: the next attempt number taken, the attempt recorded as
+    /// refused without running (with `extra`, e.g. the gates); the reason back.
+    async fn refuse(
+        &self,
+        idx: usize,
+        ps: &PlannedStep,
+        n: &mut usize,
+        reason: String,
+        extra: serde_json::Value,
+    ) -> Result<String, StoreError> {
+        *n += 1;
+        self.record_without_running(idx, ps, *n, AttemptOutcome::Refused, reason.clone(), extra)
+            .await?;
+        Ok(reason)
+    }
+
     async fn record_without_running(
         &self,
         idx: usize,
@@ -629,16 +645,9 @@ async fn refuse_for_budget(
     g: Gate,
 ) -> Result<StepEnd, StoreError> {
     let reason = format!("refused: {}: {}", g.name, g.detail);
-    *n += 1;
-    ctx.record_without_running(
-        idx,
-        ps,
-        *n,
-        AttemptOutcome::Refused,
-        reason.clone(),
-        json!({ "gates": [g] }),
-    )
-    .await?;
+    let reason = ctx
+        .refuse(idx, ps, n, reason, json!({ "gates": [g] }))
+        .await?;
     Ok(StepEnd::Escalate(reason))
 }
 
@@ -703,16 +712,7 @@ async fn run_step(
                     "refused: medic cannot see {} (unknown is not failing)",
                     names.join(", ")
                 );
-                *n += 1;
-                ctx.record_without_running(
-                    idx,
-                    ps,
-                    *n,
-                    AttemptOutcome::Refused,
-                    reason.clone(),
-                    json!({}),
-                )
-                .await?;
+                let reason = ctx.refuse(idx, ps, n, reason, json!({})).await?;
                 return Ok(StepEnd::Failed(reason));
             }
         }
@@ -826,16 +826,7 @@ async fn run_step(
                     }
                 }
             };
-            *n += 1;
-            ctx.record_without_running(
-                idx,
-                ps,
-                *n,
-                AttemptOutcome::Refused,
-                reason.clone(),
-                json!({}),
-            )
-            .await?;
+            let reason = ctx.refuse(idx, ps, n, reason, json!({})).await?;
             return Ok(end(reason));
         }
         if past.len() as u32 >= step.limit.attempts {
@@ -843,16 +834,7 @@ async fn run_step(
                 "refused: limit of {} attempts per {} reached (last failure: {})",
                 step.limit.attempts, step.limit.per, last_failure
             );
-            *n += 1;
-            ctx.record_without_running(
-                idx,
-                ps,
-                *n,
-                AttemptOutcome::Refused,
-                reason.clone(),
-                json!({}),
-            )
-            .await?;
+            let reason = ctx.refuse(idx, ps, n, reason, json!({})).await?;
             return Ok(StepEnd::Failed(reason));
         }
         if let Some(ready_at) = cooldown_until(step, &past)
