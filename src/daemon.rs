@@ -1026,13 +1026,21 @@ async fn check_loop(
     let mut ticker = tokio::time::interval_at(Instant::now() + first, every);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        // When this run was due: its scheduled tick, so consecutive
+        // observations are whole intervals apart however long each check
+        // or the wait for a permit took (as Prometheus stamps a rule
+        // evaluation with its scheduled time), and `for:` is reached on the
+        // tick it is due, not one interval later by a millisecond's jitter.
+        let due = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticker.tick() => {}
+            due = ticker.tick() => due,
             // A held connection dropped: look now; the next tick comes a
             // full interval later.
-            _ = check.lost() => ticker.reset(),
-        }
+            _ = check.lost() => {
+                ticker.reset();
+                Instant::now()
+            }
+        };
         let _permit = tokio::select! {
             _ = stop.cancelled() => return,
             p = permits.acquire() => match p { Ok(p) => p, Err(_) => return },
@@ -1054,7 +1062,7 @@ async fn check_loop(
         let update = Update {
             slot,
             observation,
-            at: Instant::now(),
+            at: due,
         };
         if tx.send(update).await.is_err() {
             // The engine dropped this channel: a reload swapped it (the

@@ -63,6 +63,8 @@ pub struct ScenarioRuntime {
 pub struct Update {
     pub slot: usize,
     pub observation: Observation,
+    /// When the check run was due (its scheduled tick; see the daemon's
+    /// check loop): what `for:` and `clear_for:` are measured between.
     pub at: Instant,
 }
 

@@ -133,11 +133,20 @@ async fn receive(State(st): State<AppState>, headers: HeaderMap, body: Body) -> 
         Err(r) => return r,
     };
     let now = st.clock.now();
-    let alerts = match parse(&body, now) {
-        Ok(a) => a,
-        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
+    // A delivery of thousands of alerts takes milliseconds to parse: on the
+    // blocking pool, so a flood of deliveries cannot hold the runtime's
+    // workers that run the checks and the engine.
+    let alerts = match tokio::task::spawn_blocking(move || parse(&body, now)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(why)) => return refuse(StatusCode::BAD_REQUEST, why),
+        Err(e) => {
+            tracing::error!(error = %e, "alertmanager webhook: the parse task failed");
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the delivery could not be parsed (internal error)".into(),
+            );
+        }
     };
-    drop(body);
     if alerts.len() > limits.max_per_delivery {
         return refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
