@@ -1122,6 +1122,70 @@ mod tests {
         }
     }
 
+    /// Fails after a run time that varies from run to run (a loaded
+    /// machine: 40 ms, then 1 ms, ...).
+    struct Jittery(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Check for Jittery {
+        async fn run(&self) -> Outcome {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            let ms = [40, 1, 25, 3, 60, 2][n % 6];
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Outcome::Failing("connection refused".into())
+        }
+    }
+
+    /// Observations are stamped with the tick they were due, not when the
+    /// check finished: they are whole intervals apart however long each
+    /// run took, and a symptom with `for:` of two intervals fires on the
+    /// second failing tick after the first (a slower first run than third
+    /// run used to leave it a millisecond short, firing an interval late).
+    #[tokio::test(start_paused = true)]
+    async fn observations_carry_their_due_tick_and_for_is_reached_on_time() {
+        use crate::engine::symptom::{SymptomState, Timing};
+        use crate::observe::{Phase, Seen};
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_route, route_rx) = watch::channel((0, tx));
+        let stop = CancellationToken::new();
+        let every = Duration::from_millis(200);
+        let task = tokio::spawn(check_loop(
+            ("s".into(), "closed".into()),
+            Arc::new(Jittery(AtomicUsize::new(0))),
+            Cadence {
+                every,
+                timeout: Duration::from_secs(1),
+                spread: false,
+            },
+            route_rx,
+            Arc::new(Semaphore::new(1)),
+            stop.clone(),
+        ));
+        let timing = Timing {
+            for_: 2 * every,
+            clear_for: Duration::ZERO,
+        };
+        let first = rx.recv().await.unwrap();
+        let mut state = SymptomState::new(first.at);
+        state.update(Seen::Failing, first.at, timing);
+        assert_eq!(state.phase, Phase::Pending);
+        let mut last = first.at;
+        for n in 1..=2 {
+            let u = rx.recv().await.unwrap();
+            assert_eq!(
+                u.at - last,
+                every,
+                "run {n} is one interval after the one before"
+            );
+            last = u.at;
+            state.update(Seen::Failing, u.at, timing);
+        }
+        assert_eq!(state.phase, Phase::Firing, "fired on the tick for: was due");
+        assert_eq!(last - first.at, timing.for_);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     /// A reload swaps the engine's channel and slot under a kept loop: its
     /// next outcome goes to the new channel with the new slot, at its old
     /// cadence (no restart, no extra run).
