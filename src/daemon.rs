@@ -226,6 +226,7 @@ pub async fn run_with_options(
     // The leader's pager, for decisions arriving over HTTP.
     let (pager_tx, pager_rx) = watch::channel::<Option<Arc<Pager>>>(None);
     let server_stop = CancellationToken::new();
+    let credentials = Arc::new(server::auth::Credentials::default());
     let app = AppState {
         store: store.clone(),
         clock: clock.clone(),
@@ -233,7 +234,7 @@ pub async fn run_with_options(
         reload: reload_handle,
         scenarios: scenarios_rx,
         pager: pager_rx,
-        access: Default::default(),
+        access: credentials.clone(),
         alerts: config.alerts.clone(),
     };
     let server = start_server(config, app, &server_stop).await?;
@@ -278,6 +279,7 @@ pub async fn run_with_options(
         lead_task,
         server_stop,
         server,
+        credentials,
     };
     daemon.serve(&shutdown).await;
     daemon.shut_down().await
@@ -305,13 +307,14 @@ fn initial_readiness(scenarios: usize, refused: usize, clock: &Clock) -> Readine
 /// server's task, ended by `stop`.
 async fn start_server(
     config: &Config,
-    mut app: AppState,
+    app: AppState,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(http) = &config.http else {
         return Ok(None);
     };
-    app.access = Arc::new(server::auth::Access::from_config(http).map_err(anyhow::Error::msg)?);
+    app.access
+        .replace(server::auth::Access::from_config(http).map_err(anyhow::Error::msg)?);
     let (_, handle) = server::listener::serve(http, server::router(app), stop.clone()).await?;
     Ok(Some(handle))
 }
@@ -347,6 +350,8 @@ struct Daemon {
     lead_task: tokio::task::JoinHandle<()>,
     server_stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// The credentials the server checks (replaced on reload).
+    credentials: Arc<server::auth::Credentials>,
 }
 
 /// What the current term's engine task ended with.
@@ -541,7 +546,10 @@ impl Daemon {
         .await;
         let outcome = match outcome {
             Ok((outcome, new)) => {
-                if let Some((config, reloaded, runtimes)) = new {
+                if let Some((config, reloaded, runtimes, access)) = new {
+                    if let Some(access) = access {
+                        self.credentials.replace(access);
+                    }
                     self.swap(config, reloaded, runtimes);
                 }
                 outcome
@@ -872,6 +880,19 @@ async fn reload(
     for r in &loaded.refused {
         tracing::error!(scenario = %r.scenario, "scenario refused, not running: {}", r.reason);
     }
+    // The route credentials are read again from their references, so a
+    // rotated token takes effect with this reload; one that cannot be read
+    // (or is empty) rejects it, and the old credentials stay in force.
+    let access = match loaded
+        .config
+        .http
+        .as_ref()
+        .map(server::auth::Access::from_config)
+    {
+        Some(Err(e)) => return Ok((reject(vec![e]), None)),
+        Some(Ok(a)) => Some(a),
+        None => None,
+    };
     let needs_restart = needs_restart(current, &loaded.config);
     for what in &needs_restart {
         tracing::warn!("reload: {what} changed; it takes effect only after a restart");
@@ -940,14 +961,20 @@ async fn reload(
         r.reloads.last_ok = true;
         r.reloads.last_success_unix = now;
     });
-    Ok((outcome, Some((loaded.config, reloaded, runtimes))))
+    Ok((outcome, Some((loaded.config, reloaded, runtimes, access))))
 }
 
 /// A reload's outcome and, when it was applied, the new config, what the
-/// engine changed (when leading) and the scenarios now running.
+/// engine changed (when leading), the scenarios now running and the route
+/// credentials read again (to put in force).
 type ReloadResult = (
     ReloadOutcome,
-    Option<(Config, Option<Reloaded>, Vec<Arc<ScenarioRuntime>>)>,
+    Option<(
+        Config,
+        Option<Reloaded>,
+        Vec<Arc<ScenarioRuntime>>,
+        Option<server::auth::Access>,
+    )>,
 );
 /// Gives every check the store (the `alert` check reads alerts from it).
 fn attach_store(runtimes: &[Arc<ScenarioRuntime>], store: &Arc<dyn Store>) {
@@ -964,7 +991,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.store != new.store {
         v.push("store".to_string());
     }
-    if old.http != new.http {
+    // Credentials apply on reload; the listener's settings at restart.
+    let listener = |c: &Config| {
+        c.http.clone().map(|h| crate::config::HttpConfig {
+            api_token: None,
+            read_token: None,
+            open_reads: false,
+            intake: None,
+            ..h
+        })
+    };
+    if listener(old) != listener(new) {
         v.push("http".to_string());
     }
     if old.jobs != new.jobs {

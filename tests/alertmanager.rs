@@ -45,13 +45,16 @@ impl Server {
             reload: None,
             scenarios: tokio::sync::watch::channel(Vec::new()).1,
             pager: tokio::sync::watch::channel(None).1,
-            access: Arc::new(Access {
-                intake: Intake::Checked {
-                    bearer: Some(Secret::new(TEST_INTAKE_TOKEN)),
-                    basic: None,
-                },
-                ..Access::default()
-            }),
+            access: Arc::new(
+                Access {
+                    intake: Intake::Checked {
+                        bearer: Some(Secret::new(TEST_INTAKE_TOKEN)),
+                        basic: None,
+                    },
+                    ..Access::default()
+                }
+                .into(),
+            ),
             alerts: Default::default(),
         });
         let stop = CancellationToken::new();

@@ -177,10 +177,13 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
         reload: None,
         scenarios: tokio::sync::watch::channel(Vec::new()).1,
         pager: tokio::sync::watch::channel(None).1,
-        access: std::sync::Arc::new(medic::server::auth::Access {
-            open_reads: true,
-            ..Default::default()
-        }),
+        access: std::sync::Arc::new(
+            medic::server::auth::Access {
+                open_reads: true,
+                ..Default::default()
+            }
+            .into(),
+        ),
         alerts: Default::default(),
     });
     let stop = CancellationToken::new();

@@ -279,6 +279,60 @@ fn every_route_asks_for_its_own_credential() {
     }
 }
 
+/// A rotated token takes effect on reload, without a restart: the token
+/// files are read again; the old token is refused from then on. A reload
+/// that would leave an empty token is rejected and the one in force stays.
+#[test]
+fn rotated_tokens_take_effect_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let config = setup(dir.path(), http, "");
+    let base = format!("http://127.0.0.1:{http}");
+    let medic = Medic::start(&config, &dir.path().join("medic.log"));
+    let old_api = format!("Bearer {TEST_API_TOKEN}");
+    let new_token = "rotated-api-token-9f8e7d6c5b4a3210";
+    let new_api = format!("Bearer {new_token}");
+    let reload = |auth: &str| {
+        call(
+            "POST",
+            &format!("{base}/-/reload"),
+            &[("authorization", auth)],
+            "",
+        )
+    };
+    let incidents = |auth: &str| {
+        call(
+            "GET",
+            &format!("{base}/api/v1/incidents"),
+            &[("authorization", auth)],
+            "",
+        )
+        .0
+    };
+    assert_eq!(incidents(&old_api), 200);
+    assert_eq!(incidents(&new_api), 401);
+
+    std::fs::write(dir.path().join("secrets/api"), format!("{new_token}\n")).unwrap();
+    // Until the reload, the token read at start-up is the one in force.
+    assert_eq!(incidents(&new_api), 401);
+    let (code, _, text) = reload(&old_api);
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("\"ok\":true"), "{text}");
+    assert_eq!(incidents(&new_api), 200, "the rotated token reads");
+    assert_eq!(incidents(&old_api), 401, "the old token is refused");
+    assert_eq!(reload(&old_api).0, 401);
+
+    // An emptied token file: the reload is rejected, saying why; the
+    // rotated token stays in force (nobody is locked out, nobody let in).
+    std::fs::write(dir.path().join("secrets/api"), "\n").unwrap();
+    let (code, _, text) = reload(&new_api);
+    assert!(text.contains("http.api_token is empty"), "{code} {text}");
+    assert!(text.contains("\"ok\":false"), "{text}");
+    assert_eq!(incidents(&new_api), 200);
+    assert_eq!(incidents("Bearer "), 401);
+    drop(medic);
+}
+
 fn run_medic(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_medic"))
         .args(args)

@@ -15,6 +15,8 @@
 //! nothing. Schemes are case-insensitive (RFC 9110), tokens are compared in
 //! constant time, and empty secrets are refused when they are resolved.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -90,6 +92,31 @@ impl Access {
     }
 }
 
+/// The credentials the routes check now: re-read from their secret
+/// references on every accepted reload (SIGHUP or `POST /-/reload`), so a
+/// rotated token takes effect without a restart. A request checks against
+/// the set current when it arrived.
+#[derive(Debug, Default)]
+pub struct Credentials(std::sync::RwLock<Arc<Access>>);
+
+impl Credentials {
+    /// The set in force now.
+    pub fn current(&self) -> Arc<Access> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `access` in force for every request from now on.
+    pub fn replace(&self, access: Access) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(access);
+    }
+}
+
+impl From<Access> for Credentials {
+    fn from(a: Access) -> Self {
+        Credentials(std::sync::RwLock::new(Arc::new(a)))
+    }
+}
+
 /// What an `Authorization` header carries.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential {
@@ -150,7 +177,8 @@ const BASIC: &str = "Basic realm=\"medic\", charset=\"UTF-8\"";
 
 /// Mutating routes: the API token as a bearer token.
 pub async fn api(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = &st.access.api_token else {
+    let access = st.access.current();
+    let Some(token) = &access.api_token else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "mutating API calls are disabled: set http.api_token in the config",
@@ -170,7 +198,7 @@ pub async fn api(State(st): State<AppState>, req: Request, next: Next) -> Respon
 /// Read routes: open reads, or the read token or the API token (bearer,
 /// or the password of Basic auth with any user name).
 pub async fn read(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let a = &st.access;
+    let a = st.access.current();
     if a.open_reads {
         return next.run(req).await;
     }
@@ -204,7 +232,8 @@ pub async fn read(State(st): State<AppState>, req: Request, next: Next) -> Respo
 
 /// The Alertmanager intake: its credentials, then a JSON body.
 pub async fn intake(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = match &st.access.intake {
+    let access = st.access.current();
+    let ok = match &access.intake {
         Intake::Off => {
             return refuse(
                 StatusCode::UNAUTHORIZED,

@@ -67,8 +67,9 @@ pub struct AppState {
     /// The leader's pager (decisions from the incident API and Slack);
     /// `None` on a follower or before leadership: such calls get 503.
     pub pager: watch::Receiver<Option<Arc<Pager>>>,
-    /// The credentials of `http:`, resolved ([`auth::Access`]).
-    pub access: Arc<auth::Access>,
+    /// The credentials of `http:`, resolved, swapped on reload
+    /// ([`auth::Credentials`]).
+    pub access: Arc<auth::Credentials>,
     /// `alerts:`, the bounds of the Alertmanager intake.
     pub alerts: crate::config::AlertLimits,
 }
