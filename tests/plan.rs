@@ -166,6 +166,8 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         when: vec!["down".into()],
         symptoms: HashMap::from([("down".to_string(), rx)]),
         observed: HashMap::from([("down".to_string(), (Some("db".to_string()), "tcp"))]),
+        quorum: HashMap::new(),
+        observers: medic::engine::quorum::Observers::single(),
         max_acting: 1,
         limit: Default::default(),
         blast_window: Default::default(),

@@ -1219,10 +1219,6 @@ async fn flush_after_writes_succeeds(store: Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------------------
-// The backends.
-
-/// A store under test and what keeps it alive.
-// ---------------------------------------------------------------------------
 // Observations shared between replicas (the quorum before acting).
 
 fn obs(replica: &str, symptom: &str, instance: &str, outcome: &str, at: i64) -> SharedObservation {
@@ -1364,6 +1360,10 @@ async fn heartbeats_move_forward_and_old_rows_are_forgotten(store: Arc<dyn Store
     );
 }
 
+// ---------------------------------------------------------------------------
+// The backends.
+
+/// A store under test and what keeps it alive.
 struct Backend {
     store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,

@@ -25,6 +25,7 @@
 pub mod bounds;
 pub mod incident;
 pub mod plan;
+pub mod quorum;
 pub mod reload;
 pub mod symptom;
 
@@ -172,6 +173,9 @@ pub struct Shared {
     /// Abort running actions (shutdown grace period over).
     pub kill: CancellationToken,
     pub tasks: TaskTracker,
+    /// Who observes (this replica, or every replica through the store):
+    /// the objective view a step needs before it acts.
+    pub observers: Arc<quorum::Observers>,
 }
 
 struct OpenIncident {
@@ -430,6 +434,18 @@ impl Engine {
 
     async fn handle(&mut self, u: Update) -> Result<(), StoreError> {
         let base = u.slot;
+        if self.shared.observers.is_shared()
+            && let Some(&(k, j)) = self.table.owner.get(base)
+            && quorum::can_act(&self.scenarios[k])
+        {
+            let rt = &self.scenarios[k];
+            self.shared.observers.record(
+                &rt.scenario.name,
+                &rt.scenario.symptoms[j].name,
+                self.table.series[base].is_some(),
+                &u.observation,
+            );
+        }
         if self.table.series[base].is_none() {
             return self
                 .observe(base, base, "", u.observation.into_outcome(), u.at)
