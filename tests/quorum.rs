@@ -28,8 +28,9 @@ use serde_json::Value;
 const LEASE: &str = "2s";
 
 /// A scenario on the target `app` (a tcp check every 200 ms, firing after
-/// 400 ms) whose one step appends `tag` to `runs`.
-fn rule(runs: &Path, tag: &str, quorum: &str, attempts: u32) -> String {
+/// 400 ms) whose one step appends `tag` to `runs` and verifies for
+/// `within` (how long it also waits for a quorum).
+fn rule(runs: &Path, tag: &str, quorum: &str, attempts: u32, within: &str) -> String {
     format!(
         "scenario: app-down\n\
          summary: App port closed\n\
@@ -49,7 +50,7 @@ fn rule(runs: &Path, tag: &str, quorum: &str, attempts: u32) -> String {
          \x20   action: exec\n\
          \x20   args: [\"sh\", \"-c\", \"echo {tag} >> {}\"]\n\
          \x20   timeout: 10s\n\
-         \x20   verify: {{ within: 1s }}\n\
+         \x20   verify: {{ within: {within} }}\n\
          \x20   limit: {{ attempts: {attempts}, per: 1h }}\n\
          escalation: default\n",
         runs.display()
@@ -193,7 +194,7 @@ fn one_partitioned_observer_never_acts_with_quorum_2_two_observers_do() {
     let refused = free_port(); // nothing listens: connection refused
     let app_a = Listening::start();
     let app_b = Listening::start();
-    let r = rule(&runs_file, "run", "quorum: 2\n", 1);
+    let r = rule(&runs_file, "run", "quorum: 2\n", 1, "30s");
     // c is partitioned from the target (its address refuses), not from
     // the store; it leads, so its own view alone would open and act.
     let c = Replica::new(root.path(), "c", pg.primary.port, refused, &r);
@@ -337,20 +338,21 @@ fn a_leader_cut_off_from_the_store_stops_acting_within_its_lease() {
     let closed = free_port();
     let proxy = Proxy::start(pg.primary.port);
     // a reaches the store through the proxy, b directly; both see the
-    // target's port closed. Each step run says who ran it.
+    // target's port closed. Each step run says who ran it. (`quorum: 1`:
+    // this test is about the store, the one above about observers.)
     let a = Replica::new(
         root.path(),
         "a",
         proxy.port,
         closed,
-        &rule(&runs_file, "a", "", 100),
+        &rule(&runs_file, "a", "quorum: 1\n", 100, "1s"),
     );
     let b = Replica::new(
         root.path(),
         "b",
         pg.primary.port,
         closed,
-        &rule(&runs_file, "b", "", 100),
+        &rule(&runs_file, "b", "quorum: 1\n", 100, "1s"),
     );
     let ma = a.start();
     wait_until(Duration::from_secs(20), "a to lead", || a.is("leader"));

@@ -727,6 +727,8 @@ async fn run_step(
     let mut noted_not_yet = false;
     // The last "waiting for a quorum" noted (noted again only when it changes).
     let mut noted_quorum: Option<String> = None;
+    // Until when the step waits for a quorum before it is refused.
+    let mut quorum_deadline: Option<Instant> = None;
     // Who approved this step (approval: required), once approved.
     let mut approved: Option<String> = None;
     // "Not yet" gates are re-evaluated until this deadline.
@@ -784,6 +786,20 @@ async fn run_step(
                 .map(|(n, v)| format!("{n} {}", v.describe()))
                 .collect();
             if !short.is_empty() {
+                // Waited as long as a blind step would: refused (the plan
+                // moves on and, in the end, humans are paged).
+                let deadline = *quorum_deadline
+                    .get_or_insert_with(|| Instant::now() + step.verify.within.get());
+                if Instant::now() >= deadline {
+                    let reason = format!(
+                        "refused: {} for {} (no quorum: one replica's view is not enough)",
+                        short.join("; "),
+                        step.verify.within
+                    );
+                    let data = json!({ "quorum": quorum_json(&views) });
+                    let reason = ctx.refuse(idx, ps, n, reason, data).await?;
+                    return Ok(StepEnd::Failed(reason));
+                }
                 let msg = format!("step {}: {}: waiting", step.name, short.join("; "));
                 if noted_quorum.as_deref() != Some(msg.as_str()) {
                     ctx.note(
@@ -799,6 +815,7 @@ async fn run_step(
                 }
                 continue;
             }
+            quorum_deadline = None;
             if noted_quorum.take().is_some() {
                 let met: Vec<String> = views
                     .iter()
