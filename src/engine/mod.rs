@@ -21,6 +21,11 @@
 //! the blast radius counts. Each open incident has its own task ([`incident`]) that runs
 //! the plan and, when the plan is exhausted, escalates. Checks know nothing
 //! of incidents; the incident is where they meet.
+//!
+//! With several replicas, the engine's own view is subjective: it opens
+//! incidents, but a step acts only when a quorum of replicas sees its
+//! symptoms failing ([`quorum`]); the engine shares each observation of a
+//! scenario that can act through the store.
 
 pub mod bounds;
 pub mod incident;
