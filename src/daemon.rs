@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::diag::Diagnostics;
 use crate::engine::plan::PlannedStep;
+use crate::engine::quorum::{self, Observers};
 use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
 use crate::lead::{self, Role};
@@ -241,6 +242,23 @@ pub async fn run_with_options(
 
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
+    // With several replicas, every one shares what it observes.
+    let observers = match config.leadership() {
+        crate::config::LeadershipConfig::Single => Observers::single(),
+        crate::config::LeadershipConfig::Postgres(l) => Observers::shared(
+            store.clone(),
+            clock.clone(),
+            lead::identity(),
+            l.lease_duration.get(),
+        ),
+        crate::config::LeadershipConfig::Kubernetes(l) => Observers::shared(
+            store.clone(),
+            clock.clone(),
+            lead::identity(),
+            l.lease_duration.get(),
+        ),
+    };
+    tasks.spawn(observers.clone().run(stop.clone()));
     let lead_stop = CancellationToken::new();
     let (role_rx, lead_task) =
         lead::start(config, store.clone(), clock.clone(), lead_stop.clone()).await?;
@@ -258,10 +276,13 @@ pub async fn run_with_options(
         ));
     }
 
+    let watch = Watch::start(config, &runtimes, &observers);
     let mut daemon = Daemon {
         current: config.clone(),
         running: runtimes,
         term: None,
+        observers,
+        watch,
         store,
         clock,
         notifiers: options.notifiers,
@@ -328,6 +349,11 @@ struct Daemon {
     running: Vec<Arc<ScenarioRuntime>>,
     /// The term this replica leads, if it leads.
     term: Option<TermRun>,
+    /// Who observes (this replica alone, or every replica through the store).
+    observers: Arc<Observers>,
+    /// While following with several replicas: the checks whose outcomes
+    /// this replica shares.
+    watch: Option<Watch>,
     store: Arc<dyn Store>,
     clock: Clock,
     /// Page these instead of the configured notifiers (`medic test`).
@@ -412,6 +438,10 @@ impl Daemon {
             }
         }
         if let (Role::Leader(n), None) = (role, &self.term) {
+            // The term's checks observe from now on.
+            if let Some(w) = self.watch.take() {
+                w.stop().await;
+            }
             let fenced: Arc<dyn Store> = Arc::new(Fenced::new(self.store.clone(), n));
             let p = self.new_pager(&self.current, fenced.clone());
             let start = TermRun::start(
@@ -423,6 +453,7 @@ impl Daemon {
                 p,
                 &self.stop,
                 self.jobs,
+                self.observers.clone(),
             );
             match start.await {
                 Ok(t) => {
@@ -439,6 +470,9 @@ impl Daemon {
         } else {
             Role::Follower
         };
+        if self.term.is_none() && self.watch.is_none() {
+            self.watch = Watch::start(&self.current, &self.running, &self.observers);
+        }
         tracing::info!(role = role.as_str(), term = ?role.term(), "leadership changed");
         crate::metrics::leadership(role.term());
         self.ready_tx.send_modify(|r| {
@@ -464,6 +498,9 @@ impl Daemon {
             r.role = Role::Follower.as_str().into();
             r.term = None;
         });
+        if self.watch.is_none() {
+            self.watch = Watch::start(&self.current, &self.running, &self.observers);
+        }
         match r {
             // Only a newer leader: keep following until the election says otherwise.
             Ok(Err(StoreError::Fenced { newer, .. })) => {
@@ -589,6 +626,11 @@ impl Daemon {
         self.running = runtimes;
         self.scenarios_tx.send_replace(self.running.clone());
         self.current = config;
+        // A follower observes the new scenarios from now on.
+        if let Some(w) = self.watch.take() {
+            w.cancel();
+            self.watch = Watch::start(&self.current, &self.running, &self.observers);
+        }
     }
 
     /// Stops the term (running actions get the grace period), then
@@ -600,6 +642,9 @@ impl Daemon {
         if let Some(t) = self.term.take() {
             self.pager_tx.send_replace(None);
             t.stop(grace.get()).await;
+        }
+        if let Some(w) = self.watch.take() {
+            w.stop().await;
         }
         // Leadership last: no other replica acts before this one stopped.
         self.lead_stop.cancel();
@@ -646,6 +691,7 @@ impl TermRun {
         pager: Arc<Pager>,
         root: &CancellationToken,
         jobs: bool,
+        observers: Arc<Observers>,
     ) -> Result<Self, StoreError> {
         let tasks = TaskTracker::new();
         let stop = root.child_token();
@@ -665,6 +711,7 @@ impl TermRun {
             stop: stop.clone(),
             kill: kill.clone(),
             tasks: tasks.clone(),
+            observers,
         };
         let mut engine = Engine::new(runtimes, shared);
         engine.resume().await?;
@@ -705,6 +752,53 @@ impl TermRun {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
         }
         tracing::info!(term = self.term, "term ended");
+    }
+}
+
+/// A follower's share of observation (several replicas): the checks of
+/// the scenarios that can act, whose outcomes go to the store for the
+/// leader to count ([`crate::engine::quorum`]). Nothing else runs.
+struct Watch {
+    checks: CheckLoops,
+    tasks: TaskTracker,
+}
+
+impl Watch {
+    /// Starts the checks, unless observations are not shared (one
+    /// replica) or no scenario can act.
+    fn start(
+        config: &Config,
+        runtimes: &[Arc<ScenarioRuntime>],
+        observers: &Arc<Observers>,
+    ) -> Option<Watch> {
+        if !observers.is_shared() {
+            return None;
+        }
+        let (schedule, slots) = quorum::observe_only(runtimes);
+        if schedule.is_empty() {
+            return None;
+        }
+        let n = schedule.len();
+        let tasks = TaskTracker::new();
+        let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
+        let mut checks = CheckLoops::new(config);
+        checks.replace(config, schedule, &tx, &tasks, false);
+        drop(tx);
+        tasks.spawn(quorum::record_all(rx, slots, observers.clone()));
+        tracing::info!(symptoms = n, "following: observing for the leader's quorum");
+        Some(Watch { checks, tasks })
+    }
+
+    /// Stops the checks; their tasks end on their own.
+    fn cancel(&self) {
+        self.checks.root.cancel();
+        self.tasks.close();
+    }
+
+    /// Stops the checks and waits (at most 5 s) until they have.
+    async fn stop(self) {
+        self.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
     }
 }
 

@@ -30,6 +30,7 @@ pub mod names {
     pub const TERM: &str = "medic_leader_term";
     pub const TRANSITIONS: &str = "medic_leadership_transitions";
     pub const FENCED: &str = "medic_fenced_writes";
+    pub const OBSERVER_BLIND: &str = "medic_observer_blind";
     pub const RELOAD_OK: &str = "medic_config_last_reload_successful";
     pub const RELOAD_TIME: &str = "medic_config_last_reload_success_timestamp_seconds";
     pub const RELOADS: &str = "medic_config_reloads";
@@ -108,6 +109,7 @@ struct Metrics {
     term: Gauge,
     transitions: Counter,
     fenced: Counter,
+    observer_blind: Gauge,
     reload_ok: Gauge,
     reload_time: Gauge,
     reloads: Family<ResultLabels, Gauge>,
@@ -132,6 +134,7 @@ fn metrics() -> &'static Metrics {
             term: Gauge::default(),
             transitions: Counter::default(),
             fenced: Counter::default(),
+            observer_blind: Gauge::default(),
             reload_ok: Gauge::default(),
             reload_time: Gauge::default(),
             reloads: Family::default(),
@@ -191,6 +194,11 @@ fn metrics() -> &'static Metrics {
             FENCED,
             "Writes refused because a newer leader exists",
             m.fenced.clone(),
+        );
+        registry.register(
+            OBSERVER_BLIND,
+            "1 when this replica cannot write its observations to the store (it counts no observer and acts on nothing)",
+            m.observer_blind.clone(),
         );
         registry.register(
             RELOAD_OK,
@@ -282,6 +290,11 @@ pub fn leadership(term: Option<u64>) {
     if term.is_some() && !was {
         m.transitions.inc();
     }
+}
+
+/// Whether this replica's last observation write to the store failed.
+pub fn observer_blind(blind: bool) {
+    metrics().observer_blind.set(i64::from(blind));
 }
 
 /// A write was refused as fenced.

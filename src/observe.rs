@@ -34,6 +34,65 @@ impl Outcome {
             Outcome::Unknown(_) => "unknown",
         }
     }
+
+    /// Whether it says the target is broken (never medic's blindness).
+    pub fn is_failing(&self) -> bool {
+        matches!(self, Outcome::Failing(_))
+    }
+
+    /// The detail (empty for ok).
+    pub fn detail(&self) -> &str {
+        match self {
+            Outcome::Ok => "",
+            Outcome::Failing(d) | Outcome::Unknown(d) => d,
+        }
+    }
+}
+
+/// Whether an outcome kind ([`Outcome::label`], as shared between
+/// replicas) says the target is broken: `failing` or `unreachable`, never
+/// `unknown`.
+pub fn kind_is_failing(kind: &str) -> bool {
+    matches!(kind, "failing" | "unreachable")
+}
+
+/// The objective view of one symptom instance: how many observers (medic
+/// replicas with a fresh observation of it) see it failing, against the
+/// quorum acting on it needs. One replica's own view is subjective (Redis
+/// Sentinel's SDOWN); a quorum of them is objective (ODOWN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct QuorumView {
+    /// Observers whose latest fresh observation is failing (or unreachable).
+    pub failing: u32,
+    /// Observers with a fresh observation, whatever it says.
+    pub observers: u32,
+    /// How many must see it failing.
+    pub need: u32,
+    /// This replica cannot reach the store: it counts nobody, itself
+    /// included, and acts on nothing.
+    pub blind: bool,
+}
+
+impl QuorumView {
+    /// Enough observers see it failing (and this replica can count them).
+    pub fn met(&self) -> bool {
+        !self.blind && self.failing >= self.need
+    }
+
+    /// `failing on 1 of 3 observers, quorum 2` (the timeline's words).
+    pub fn describe(&self) -> String {
+        if self.blind {
+            format!(
+                "blind: this replica cannot reach the store, so it counts no observer (quorum {})",
+                self.need
+            )
+        } else {
+            format!(
+                "failing on {} of {} observers, quorum {}",
+                self.failing, self.observers, self.need
+            )
+        }
+    }
 }
 
 /// A series' labels, sorted by name: what keys a per-series symptom
@@ -188,6 +247,13 @@ pub enum Seen {
     Unknown,
 }
 
+impl Seen {
+    /// The target was seen broken (failing or unreachable; never unknown).
+    pub fn is_failing(self) -> bool {
+        matches!(self, Seen::Failing)
+    }
+}
+
 impl From<&Outcome> for Seen {
     fn from(o: &Outcome) -> Self {
         match o {
@@ -235,6 +301,9 @@ pub struct SymptomObservation {
     /// The check's kind (`postgres`, `redis`, ...).
     pub check: &'static str,
     pub view: SymptomView,
+    /// The objective view (every replica's fresh observations), when the
+    /// plan counted it; `None` when it was not asked.
+    pub quorum: Option<QuorumView>,
 }
 
 impl SymptomObservation {
@@ -253,6 +322,7 @@ impl SymptomObservation {
             "seen": self.view.seen,
             "streak": self.view.streak,
             "streak_secs": age,
+            "quorum": self.quorum,
         })
     }
 }

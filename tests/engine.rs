@@ -75,6 +75,7 @@ fn scenario(limit: Limit, mode: Option<Mode>) -> Scenario {
             timeout: Dur::secs(1),
             for_: Dur::secs(3),
             clear_for: Dur::secs(2),
+            quorum: None,
         }],
         when: When::Any(vec!["redis_down".into()]),
         plan: vec![Step {
@@ -97,6 +98,7 @@ fn scenario(limit: Limit, mode: Option<Mode>) -> Scenario {
             label_patterns: Default::default(),
         }],
         max_acting: 1,
+        quorum: None,
         limit: Default::default(),
         blast_radius: Default::default(),
         escalation: "default".into(),

@@ -47,6 +47,7 @@ fn scenario(args: &[&str], mode: Mode, every: Dur, for_: Dur, clear_for: Dur) ->
             timeout: Dur::secs(1),
             for_,
             clear_for,
+            quorum: None,
         }],
         when: When::Any(vec!["errors_5xx".into()]),
         plan: vec![Step {
@@ -69,6 +70,7 @@ fn scenario(args: &[&str], mode: Mode, every: Dur, for_: Dur, clear_for: Dur) ->
             label_patterns: Default::default(),
         }],
         max_acting: 4,
+        quorum: None,
         limit: Default::default(),
         blast_radius: Default::default(),
         escalation: "default".into(),

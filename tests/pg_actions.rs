@@ -44,6 +44,7 @@ fn ctx_seeing_primary_fail(streak: u32, secs: u64) -> ActionContext {
             streak,
             streak_since: Some(since),
         },
+        quorum: None,
     }];
     ctx
 }

@@ -166,6 +166,8 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         when: vec!["down".into()],
         symptoms: HashMap::from([("down".to_string(), rx)]),
         observed: HashMap::from([("down".to_string(), (Some("db".to_string()), "tcp"))]),
+        quorum: HashMap::new(),
+        observers: medic::engine::quorum::Observers::single(),
         max_acting: 1,
         limit: Default::default(),
         blast_window: Default::default(),
@@ -669,4 +671,147 @@ async fn a_spent_scenario_limit_refuses_before_asking_for_approval() {
         "asked for approval: {:#?}",
         timeline(&r).await
     );
+}
+
+/// Makes `r` one of two replicas sharing observations (quorum 2 on
+/// `down`): this one sees `down` failing every second, the other sees it ok
+/// until the returned flag is set. Cancel the token to stop them.
+fn two_observers(r: &mut Run) -> (Arc<std::sync::atomic::AtomicBool>, CancellationToken) {
+    use medic::engine::quorum::{Observers, SymptomQuorum};
+    use medic::observe::{Observation, Outcome};
+    use medic::store::{ReplicaBeat, SharedObservation};
+    let clock = Clock::tokio(base());
+    let stop = CancellationToken::new();
+    let me = Observers::shared(
+        r.store.clone(),
+        clock.clone(),
+        "me".into(),
+        Duration::from_secs(3),
+    );
+    tokio::spawn(me.clone().run(stop.clone()));
+    r.ctx.observers = me.clone();
+    r.ctx.clock = clock.clone();
+    r.ctx.quorum = HashMap::from([(
+        "down".to_string(),
+        SymptomQuorum {
+            rule: Some(2),
+            every: Duration::from_secs(1),
+            per_series: false,
+        },
+    )]);
+    let other_fails = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (store, flag, s) = (r.store.clone(), other_fails.clone(), stop.clone());
+    tokio::spawn(async move {
+        while !s.is_cancelled() {
+            let failing = Observation::Whole(Outcome::Failing("refused".into()));
+            me.record("sc", "down", false, &failing);
+            let outcome = if flag.load(Ordering::SeqCst) {
+                "failing"
+            } else {
+                "ok"
+            };
+            let now = clock.now();
+            let row = SharedObservation {
+                replica: "other".into(),
+                scenario: "sc".into(),
+                symptom: "down".into(),
+                instance: String::new(),
+                outcome: outcome.into(),
+                detail: String::new(),
+                observed_at: now,
+            };
+            let beat = ReplicaBeat {
+                replica: "other".into(),
+                seen_at: now,
+            };
+            store.observe(beat, vec![row]).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    (other_fails, stop)
+}
+
+fn lines(tl: Vec<medic::store::TimelineEntry>) -> Vec<String> {
+    tl.into_iter()
+        .map(|e| format!("{}: {}", e.kind, e.message))
+        .collect()
+}
+
+/// With several replicas a step acts on the objective view: it waits
+/// while only this replica (of two observers) sees the symptom failing,
+/// says so once on the timeline, and acts once the other one agrees.
+#[tokio::test(start_paused = true)]
+async fn a_step_waits_for_a_quorum_of_fresh_observers_then_acts() {
+    let mut r = setup(&Config::default(), Mode::Enforce).await;
+    let (other_fails, stop) = two_observers(&mut r);
+    let fix = Arc::new(Scripted::new("fix", true).healing(&r.symptom));
+    with_steps(
+        &mut r,
+        vec![(step("fix", Then::Stop, &["down"], 1), fix.clone())],
+    );
+    let ctx = Arc::new(r.ctx);
+    let run = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { plan::execute(&ctx).await.unwrap() }
+    });
+    // The step waits up to its verify.within (5 s) for a quorum.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        fix.runs.load(Ordering::SeqCst),
+        0,
+        "one observer of two is not a quorum"
+    );
+    let tl = lines(r.store.timeline(ctx.incident).await.unwrap());
+    let waiting = "guard: step fix: down failing on 1 of 2 observers, quorum 2: waiting";
+    assert_eq!(
+        tl.iter().filter(|l| *l == waiting).count(),
+        1,
+        "noted once while the count holds: {tl:#?}"
+    );
+    assert!(
+        r.store
+            .incident_attempts(ctx.incident)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    other_fails.store(true, Ordering::SeqCst);
+    let out = run.await.unwrap();
+    assert_eq!(out, PlanOutcome::Recovered { step: "fix".into() });
+    assert_eq!(fix.runs.load(Ordering::SeqCst), 1);
+    let tl = lines(r.store.timeline(ctx.incident).await.unwrap());
+    assert!(
+        has(
+            &tl,
+            "guard: step fix: down failing on 2 of 2 observers, quorum 2: acting"
+        ),
+        "{tl:#?}"
+    );
+    stop.cancel();
+}
+
+/// A quorum that never comes: after the step's verify.within the step is
+/// refused (recorded, nothing run) and the plan ends, so humans are paged.
+#[tokio::test(start_paused = true)]
+async fn a_step_without_a_quorum_is_refused_after_its_verify_window() {
+    let mut r = setup(&Config::default(), Mode::Enforce).await;
+    let (_never, stop) = two_observers(&mut r);
+    let fix = Arc::new(Scripted::new("fix", true).healing(&r.symptom));
+    with_steps(
+        &mut r,
+        vec![(step("fix", Then::Stop, &["down"], 1), fix.clone())],
+    );
+    let out = plan::execute(&r.ctx).await.unwrap();
+    let PlanOutcome::Exhausted { reason } = out else {
+        panic!("{out:?}")
+    };
+    assert!(
+        reason.contains("refused: down failing on 1 of 2 observers, quorum 2 for 5s (no quorum"),
+        "{reason}"
+    );
+    assert_eq!(fix.runs.load(Ordering::SeqCst), 0);
+    let ledger = r.store.incident_attempts(r.ctx.incident).await.unwrap();
+    assert_eq!(ledger.len(), 1, "{ledger:#?}");
+    assert_eq!(ledger[0].outcome, Some(AttemptOutcome::Refused));
+    stop.cancel();
 }

@@ -73,6 +73,7 @@ fn scenario(name: &str, address: &str) -> Scenario {
             timeout: Dur::secs(1),
             for_: Dur::secs(2),
             clear_for: Dur::secs(3),
+            quorum: None,
         }],
         when: When::Any(vec!["down".into()]),
         plan: vec![Step {
@@ -99,6 +100,7 @@ fn scenario(name: &str, address: &str) -> Scenario {
             label_patterns: Default::default(),
         }],
         max_acting: 1,
+        quorum: None,
         limit: Default::default(),
         blast_radius: Default::default(),
         escalation: "default".into(),

@@ -1219,6 +1219,148 @@ async fn flush_after_writes_succeeds(store: Arc<dyn Store>) {
 }
 
 // ---------------------------------------------------------------------------
+// Observations shared between replicas (the quorum before acting).
+
+fn obs(replica: &str, symptom: &str, instance: &str, outcome: &str, at: i64) -> SharedObservation {
+    SharedObservation {
+        replica: replica.into(),
+        scenario: "db".into(),
+        symptom: symptom.into(),
+        instance: instance.into(),
+        outcome: outcome.into(),
+        detail: format!("{outcome} at {at}"),
+        observed_at: t(at),
+    }
+}
+
+fn beat(replica: &str, at: i64) -> ReplicaBeat {
+    ReplicaBeat {
+        replica: replica.into(),
+        seen_at: t(at),
+    }
+}
+
+/// Each replica's newest observation per symptom instance replaces its
+/// older one, never the reverse; reads select one symptom observed since a
+/// time, by instance then replica; a deposed leader still observes.
+async fn observations_keep_the_newest_per_replica_and_instance(store: Arc<dyn Store>) {
+    store
+        .observe(
+            beat("b", 10),
+            vec![
+                obs("b", "down", "", "ok", 10),
+                obs("b", "lag", "", "failing", 10),
+            ],
+        )
+        .await
+        .unwrap();
+    // Two of one key in one write: the newest counts, whatever the order.
+    store
+        .observe(
+            beat("a", 10),
+            vec![
+                obs("a", "down", "", "failing", 10),
+                obs("a", "down", "", "unknown", 9),
+            ],
+        )
+        .await
+        .unwrap();
+    let got = store.observations("db", "down", t(0)).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            obs("a", "down", "", "failing", 10),
+            obs("b", "down", "", "ok", 10)
+        ]
+    );
+    // An older observation arriving late changes nothing.
+    store
+        .observe(beat("a", 11), vec![obs("a", "down", "", "ok", 8)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.observations("db", "down", t(0)).await.unwrap()[0],
+        obs("a", "down", "", "failing", 10)
+    );
+    // A newer one replaces it; `since` leaves out the stale.
+    store
+        .observe(
+            beat("a", 12),
+            vec![
+                obs("a", "down", "", "unreachable", 12),
+                obs("a", "down", RUN_MARKER, "ok", 12),
+            ],
+        )
+        .await
+        .unwrap();
+    let fresh = store.observations("db", "down", t(11)).await.unwrap();
+    assert_eq!(
+        fresh,
+        vec![
+            obs("a", "down", "", "unreachable", 12),
+            obs("a", "down", RUN_MARKER, "ok", 12)
+        ],
+        "by instance, and only since t(11)"
+    );
+    assert_eq!(
+        store.observations("db", "lag", t(0)).await.unwrap(),
+        vec![obs("b", "lag", "", "failing", 10)]
+    );
+    assert!(
+        store
+            .observations("other", "down", t(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Observing is not acting: a deposed term's store still records it.
+    let first = store.claim_term("a", t(1)).await.unwrap().term;
+    store.claim_term("b", t(2)).await.unwrap();
+    let deposed = Fenced::new(store.clone(), first);
+    deposed
+        .observe(beat("a", 13), vec![obs("a", "down", "", "failing", 13)])
+        .await
+        .unwrap();
+    assert_eq!(
+        deposed.observations("db", "down", t(13)).await.unwrap(),
+        vec![obs("a", "down", "", "failing", 13)]
+    );
+}
+
+/// Heartbeats only move forward; rows older than the retention before a
+/// heartbeat are forgotten.
+async fn heartbeats_move_forward_and_old_rows_are_forgotten(store: Arc<dyn Store>) {
+    store
+        .observe(beat("a", 100), vec![obs("a", "down", "", "failing", 100)])
+        .await
+        .unwrap();
+    store.observe(beat("b", 105), vec![]).await.unwrap();
+    store.observe(beat("a", 90), vec![]).await.unwrap();
+    assert_eq!(
+        store.replicas_since(t(0)).await.unwrap(),
+        vec![beat("a", 100), beat("b", 105)]
+    );
+    assert_eq!(
+        store.replicas_since(t(101)).await.unwrap(),
+        vec![beat("b", 105)]
+    );
+    let hour = OBSERVATION_RETENTION.num_seconds();
+    store.observe(beat("c", 101 + hour), vec![]).await.unwrap();
+    assert_eq!(
+        store.replicas_since(t(0)).await.unwrap(),
+        vec![beat("b", 105), beat("c", 101 + hour)],
+        "a's heartbeat is past retention"
+    );
+    assert!(
+        store
+            .observations("db", "down", t(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------------------------------
 // The backends.
 
 /// A store under test and what keeps it alive.
@@ -1311,6 +1453,8 @@ macro_rules! shared {
             page_refs_one_per_notifier,
             claims_are_first_once_and_expire,
             flush_after_writes_succeeds,
+            observations_keep_the_newest_per_replica_and_instance,
+            heartbeats_move_forward_and_old_rows_are_forgotten,
         );
     };
 }

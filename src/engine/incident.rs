@@ -217,6 +217,15 @@ async fn drive_inner(
                         (s.name.clone(), (target, s.check.kind()))
                     })
                     .collect(),
+                quorum: (0..sc.symptoms.len())
+                    .map(|j| {
+                        (
+                            sc.symptoms[j].name.clone(),
+                            super::quorum::SymptomQuorum::of(rt, j),
+                        )
+                    })
+                    .collect(),
+                observers: shared.observers.clone(),
                 max_acting: sc.max_acting,
                 limit: sc.limit,
                 blast_window: sc.blast_radius,

@@ -21,10 +21,16 @@
 //! the blast radius counts. Each open incident has its own task ([`incident`]) that runs
 //! the plan and, when the plan is exhausted, escalates. Checks know nothing
 //! of incidents; the incident is where they meet.
+//!
+//! With several replicas, the engine's own view is subjective: it opens
+//! incidents, but a step acts only when a quorum of replicas sees its
+//! symptoms failing ([`quorum`]); the engine shares each observation of a
+//! scenario that can act through the store.
 
 pub mod bounds;
 pub mod incident;
 pub mod plan;
+pub mod quorum;
 pub mod reload;
 pub mod symptom;
 
@@ -174,6 +180,9 @@ pub struct Shared {
     /// Abort running actions (shutdown grace period over).
     pub kill: CancellationToken,
     pub tasks: TaskTracker,
+    /// Who observes (this replica, or every replica through the store):
+    /// the objective view a step needs before it acts.
+    pub observers: Arc<quorum::Observers>,
 }
 
 struct OpenIncident {
@@ -432,6 +441,18 @@ impl Engine {
 
     async fn handle(&mut self, u: Update) -> Result<(), StoreError> {
         let base = u.slot;
+        if self.shared.observers.is_shared()
+            && let Some(&(k, j)) = self.table.owner.get(base)
+            && quorum::can_act(&self.scenarios[k])
+        {
+            let rt = &self.scenarios[k];
+            self.shared.observers.record(
+                &rt.scenario.name,
+                &rt.scenario.symptoms[j].name,
+                self.table.series[base].is_some(),
+                &u.observation,
+            );
+        }
         if self.table.series[base].is_none() {
             return self
                 .observe(base, base, "", u.observation.into_outcome(), u.at)

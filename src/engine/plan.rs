@@ -32,9 +32,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bounds::Bounds;
+use super::quorum::{Observers, SymptomQuorum};
 use crate::clock::Clock;
 use crate::config::Mode;
-use crate::observe::{Phase, Seen, SymptomObservation, SymptomView};
+use crate::observe::{Phase, QuorumView, Seen, SymptomObservation, SymptomView};
 use crate::page::decision::Approval as Decision;
 use crate::remedy::template;
 use crate::remedy::{Action, ActionContext, ActionResult, Gate, Preflight};
@@ -83,6 +84,11 @@ pub struct PlanContext {
     /// Per symptom: the config target its check observes and the check's
     /// kind, so actions can read what medic saw of their targets.
     pub observed: HashMap<String, (Option<String>, &'static str)>,
+    /// Per symptom: its quorum, freshness and whether it is per-series.
+    pub quorum: HashMap<String, SymptomQuorum>,
+    /// Who observes: a step acts only when a quorum of them sees its
+    /// trigger symptoms failing (the objective view).
+    pub observers: Arc<Observers>,
     /// How many incidents of this scenario may act at once.
     pub max_acting: u32,
     /// Attempts of the whole scenario, over all instances.
@@ -181,9 +187,57 @@ impl PlanContext {
                     target,
                     check,
                     view: self.view(n),
+                    quorum: None,
                 }
             })
             .collect()
+    }
+
+    /// The objective view of symptom `name` for this incident's instance.
+    async fn quorum_of(&self, name: &str) -> QuorumView {
+        let q = self.quorum.get(name).copied().unwrap_or_default();
+        let instance = if q.per_series {
+            self.instance.as_str()
+        } else {
+            ""
+        };
+        self.observers
+            .count(&self.scenario, name, instance, q, self.view(name).seen)
+            .await
+    }
+
+    /// The objective view of every active trigger symptom.
+    async fn objective(&self) -> Vec<(String, QuorumView)> {
+        let mut out = Vec::new();
+        for n in &self.when {
+            if self.view(n).phase.is_active() {
+                out.push((n.clone(), self.quorum_of(n).await));
+            }
+        }
+        out
+    }
+
+    /// [`PlanContext::observations`] with the objective view of every
+    /// symptom that observes a target (what actions read).
+    async fn observations_counted(&self) -> Vec<SymptomObservation> {
+        let mut all = self.observations();
+        for o in &mut all {
+            if o.target.is_some() {
+                o.quorum = Some(self.quorum_of(&o.symptom).await);
+            }
+        }
+        all
+    }
+
+    /// How long to wait before counting observers again: the shortest
+    /// interval among the trigger symptoms (within 100 ms and 5 s).
+    fn recount_after(&self) -> Duration {
+        self.when
+            .iter()
+            .filter_map(|n| self.quorum.get(n).map(|q| q.every))
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(100), Duration::from_secs(5))
     }
 
     fn visibility_now(&self) -> Result<(), Visibility> {
@@ -671,6 +725,10 @@ async fn run_step(
     let mut noted_window = false;
     let mut noted_acting = false;
     let mut noted_not_yet = false;
+    // The last "waiting for a quorum" noted (noted again only when it changes).
+    let mut noted_quorum: Option<String> = None;
+    // Until when the step waits for a quorum before it is refused.
+    let mut quorum_deadline: Option<Instant> = None;
     // Who approved this step (approval: required), once approved.
     let mut approved: Option<String> = None;
     // "Not yet" gates are re-evaluated until this deadline.
@@ -718,6 +776,59 @@ async fn run_step(
         }
         let mode = step.mode.unwrap_or(ctx.mode);
         let dry = mode == Mode::DryRun;
+        // Subjective is not enough: a quorum of observers must see the
+        // trigger symptoms failing (dry-run reports it as a gate).
+        if !dry {
+            let views = ctx.objective().await;
+            let short: Vec<String> = views
+                .iter()
+                .filter(|(_, v)| !v.met())
+                .map(|(n, v)| format!("{n} {}", v.describe()))
+                .collect();
+            if !short.is_empty() {
+                // Waited as long as a blind step would: refused (the plan
+                // moves on and, in the end, humans are paged).
+                let deadline = *quorum_deadline
+                    .get_or_insert_with(|| Instant::now() + step.verify.within.get());
+                if Instant::now() >= deadline {
+                    let reason = format!(
+                        "refused: {} for {} (no quorum: one replica's view is not enough)",
+                        short.join("; "),
+                        step.verify.within
+                    );
+                    let data = json!({ "quorum": quorum_json(&views) });
+                    let reason = ctx.refuse(idx, ps, n, reason, data).await?;
+                    return Ok(StepEnd::Failed(reason));
+                }
+                let msg = format!("step {}: {}: waiting", step.name, short.join("; "));
+                if noted_quorum.as_deref() != Some(msg.as_str()) {
+                    ctx.note(
+                        "guard",
+                        msg.clone(),
+                        json!({ "step": step.name, "quorum": quorum_json(&views) }),
+                    )
+                    .await?;
+                    noted_quorum = Some(msg);
+                }
+                if !pause(ctx, ctx.recount_after()).await {
+                    return Ok(StepEnd::Stopped);
+                }
+                continue;
+            }
+            quorum_deadline = None;
+            if noted_quorum.take().is_some() {
+                let met: Vec<String> = views
+                    .iter()
+                    .map(|(n, v)| format!("{n} {}", v.describe()))
+                    .collect();
+                ctx.note(
+                    "guard",
+                    format!("step {}: {}: acting", step.name, met.join("; ")),
+                    json!({ "step": step.name, "quorum": quorum_json(&views) }),
+                )
+                .await?;
+            }
+        }
         // Maintenance windows block actions, not observation: wait them out.
         let now = ctx.clock.now();
         if let Some(w) = ctx.bounds.maintenance(&ctx.scenario, &targets, now) {
@@ -900,6 +1011,7 @@ async fn run_step(
         *n += 1;
         let key = ctx.key(idx, *n);
         let mut actx = ctx.action_context(key.clone(), step);
+        actx.observations = ctx.observations_counted().await;
         let pre = ctx.preflight(ps, &actx).await;
         let not_yet = pre.refusal().is_some_and(|g| g.wait.is_some());
         if !(not_yet && noted_not_yet) {
@@ -1038,6 +1150,15 @@ async fn run_step(
     }
 }
 
+/// The objective views, for the timeline's data.
+fn quorum_json(views: &[(String, QuorumView)]) -> serde_json::Value {
+    views
+        .iter()
+        .map(|(n, v)| (n.clone(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// When the step's cooldown after its last attempt ends, if it has one.
 fn cooldown_until(step: &Step, past: &[Attempt]) -> Option<chrono::DateTime<chrono::Utc>> {
     let last = past.last()?;
@@ -1102,8 +1223,16 @@ async fn dry_run(
     } else {
         Gate::pass("acting", format!("{others} other incident(s) acting"))
     });
+    for (name, v) in ctx.objective().await {
+        guards.push(if v.met() {
+            Gate::pass("quorum", format!("{name} {}", v.describe()))
+        } else {
+            Gate::fail("quorum", format!("{name} {}", v.describe()))
+        });
+    }
     *n += 1;
-    let actx = ctx.action_context(ctx.key(idx, *n), step);
+    let mut actx = ctx.action_context(ctx.key(idx, *n), step);
+    actx.observations = ctx.observations_counted().await;
     let pre = ctx.preflight(ps, &actx).await;
     let mut all = Preflight {
         gates: guards,

@@ -343,11 +343,13 @@ impl PromoteReplica {
                 ),
             );
         }
-        // The symptom with the longest failing streak speaks for the primary.
+        // The symptom with the longest failing streak speaks for the
+        // primary. Failing (or unreachable) only: unknown is medic's own
+        // blindness, never the primary's absence.
         let now = tokio::time::Instant::now();
         let best = watching
             .iter()
-            .filter(|o| o.view.seen == Seen::Failing)
+            .filter(|o| o.view.seen.is_failing())
             .max_by_key(|o| o.view.streak);
         let Some(o) = best else {
             let seen: Vec<String> = watching
@@ -365,7 +367,7 @@ impl PromoteReplica {
             .view
             .streak_since
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        let detail = format!(
+        let mut detail = format!(
             "symptom {} saw {:?} fail {} consecutive checks over {:.1}s (need {need_n} over {})",
             o.symptom,
             self.params.primary,
@@ -373,7 +375,13 @@ impl PromoteReplica {
             age.as_secs_f64(),
             humantime::format_duration(need_t)
         );
-        if o.view.streak >= need_n && age >= need_t {
+        // With several replicas, this one's view is subjective: a quorum
+        // of observers must see the primary failing too.
+        if let Some(q) = &o.quorum {
+            detail.push_str(&format!("; {}", q.describe()));
+        }
+        let objective = o.quorum.is_none_or(|q| q.met());
+        if o.view.streak >= need_n && age >= need_t && objective {
             Gate::pass("primary-unreachable", detail)
         } else {
             let wait = need_t.saturating_sub(age).max(Duration::from_millis(200));
@@ -1077,6 +1085,109 @@ mod tests {
     fn tables_are_quoted() {
         assert_eq!(quote_table("appointments"), "\"appointments\"");
         assert_eq!(quote_table("app.Appointments"), "\"app\".\"Appointments\"");
+    }
+
+    /// A promotion of `db` to `r1`, the gate's needs at 3 checks over 5 s.
+    fn promote() -> PromoteReplica {
+        let target = |port| PostgresTarget {
+            host: "127.0.0.1".into(),
+            port,
+            user: "postgres".into(),
+            password: None,
+            dbname: "postgres".into(),
+        };
+        PromoteReplica {
+            params: PromoteReplicaParams {
+                primary: "db".into(),
+                replicas: vec![Candidate::Name("r1".into())],
+                max_lag_bytes: None,
+                unreachable_checks: Some(3),
+                unreachable_for: Some(Dur::secs(5)),
+                cooldown: None,
+                fence: None,
+            },
+            primary: Node {
+                name: "db".into(),
+                target: target(1),
+            },
+            candidates: vec![(
+                Node {
+                    name: "r1".into(),
+                    target: target(2),
+                },
+                1,
+            )],
+            fence: None,
+        }
+    }
+
+    /// The engine's view of the primary: `seen` for `streak` checks since
+    /// `since`, with an objective view.
+    fn seeing(
+        seen: Seen,
+        streak: u32,
+        since: tokio::time::Instant,
+        quorum: Option<crate::observe::QuorumView>,
+    ) -> ActionContext {
+        let mut ctx = ActionContext::new("t:0:1", Duration::from_secs(30));
+        ctx.observations = vec![crate::observe::SymptomObservation {
+            symptom: "db_down".into(),
+            target: Some("db".into()),
+            check: "postgres",
+            view: crate::observe::SymptomView {
+                phase: crate::observe::Phase::Firing,
+                seen,
+                streak,
+                streak_since: Some(since),
+            },
+            quorum,
+        }];
+        ctx
+    }
+
+    fn quorum(failing: u32, observers: u32, need: u32) -> Option<crate::observe::QuorumView> {
+        Some(crate::observe::QuorumView {
+            failing,
+            observers,
+            need,
+            blind: false,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn primary_unreachable_counts_failing_checks_and_the_quorum_never_unknown() {
+        let p = promote();
+        let start = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // Unknown for as long as you like is medic's blindness: refused.
+        let g = p.unreachable_gate(&seeing(Seen::Unknown, 50, start, None));
+        assert!(!g.passed && g.wait.is_none(), "{g:?}");
+        assert!(g.detail.contains("unknown is not unreachable"), "{g:?}");
+        // Failing 3 checks over 6 s on one replica alone.
+        let g = p.unreachable_gate(&seeing(Seen::Failing, 3, start, None));
+        assert!(g.passed, "{g:?}");
+        // With several replicas, this one failing is subjective: not yet.
+        let g = p.unreachable_gate(&seeing(Seen::Failing, 3, start, quorum(1, 3, 2)));
+        assert!(!g.passed && g.wait.is_some(), "{g:?}");
+        assert!(
+            g.detail.ends_with("failing on 1 of 3 observers, quorum 2"),
+            "{g:?}"
+        );
+        let g = p.unreachable_gate(&seeing(Seen::Failing, 3, start, quorum(2, 3, 2)));
+        assert!(g.passed, "{g:?}");
+        // A blind replica counts nobody, itself included.
+        let blind = Some(crate::observe::QuorumView {
+            blind: true,
+            ..quorum(3, 3, 2).unwrap()
+        });
+        let g = p.unreachable_gate(&seeing(Seen::Failing, 3, start, blind));
+        assert!(!g.passed, "{g:?}");
+        // Too few checks, or too short: not yet, whatever the quorum.
+        let g = p.unreachable_gate(&seeing(Seen::Failing, 2, start, quorum(3, 3, 2)));
+        assert!(!g.passed && g.wait.is_some(), "{g:?}");
+        let recent = tokio::time::Instant::now() - Duration::from_secs(1);
+        let g = p.unreachable_gate(&seeing(Seen::Failing, 5, recent, quorum(3, 3, 2)));
+        assert!(!g.passed && g.wait.is_some(), "{g:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!     timeout: 1s                        # default min(every, 10s); at most `every`
 //!     for: 3s                            # default 0s; failing this long to fire
 //!     clear_for: 5s                      # default 0s; ok this long to clear
+//!     quorum: 2                          # default: the scenario's; observers that must see it failing
 //!   cache_errors:
 //!     check: { promql: 'sum(rate(app_cache_errors_total[1m])) > 5' }
 //! when: { any: [redis_down, cache_errors] }   # or { all: [...] }; not empty
@@ -34,6 +35,7 @@
 //!     then: stop                         # default stop; or continue (see below)
 //!     label_patterns: { deployment: '[a-z0-9-]{1,63}' }  # what ${labels.NAME} may be (full match)
 //! max_acting: 1                          # default 1: incidents of this scenario acting at once
+//! quorum: 2                              # default: a majority of live replicas (1 with one replica)
 //! limit: { attempts: 10, per: 1h }       # default: attempts of the whole scenario, all instances
 //! blast_radius: { instances: 3, per: 10m }  # default: distinct instances acted on per window
 //! escalation: default                    # required: a policy in the config
@@ -98,6 +100,7 @@ const SCENARIO_FIELDS: &[&str] = &[
     "when",
     "plan",
     "max_acting",
+    "quorum",
     "limit",
     "blast_radius",
     "escalation",
@@ -109,6 +112,7 @@ const SYMPTOM_FIELDS: &[&str] = &[
     "timeout",
     "for",
     "clear_for",
+    "quorum",
 ];
 const FROM_RULE_FIELDS: &[&str] = &["alert", "group", "as", "source"];
 const STEP_FIELDS: &[&str] = &[
@@ -442,6 +446,10 @@ impl<'a> Cx<'a> {
             Some(n) => self.count(n, "max_acting"),
             None => Some(1),
         };
+        let quorum = match self.optional(m, "quorum") {
+            Some(n) => self.count(n, "quorum").map(Some),
+            None => Some(None),
+        };
         let limit = self.scenario_limit(m);
         let blast_radius = self.blast_window(m);
         let escalation = self
@@ -471,6 +479,7 @@ impl<'a> Cx<'a> {
                 when: when?,
                 plan: plan?,
                 max_acting: max_acting?,
+                quorum: quorum?,
                 limit: limit?,
                 blast_radius: blast_radius?,
                 escalation: escalation?,
@@ -610,6 +619,10 @@ impl<'a> Cx<'a> {
             Some(n) => self.dur(n),
             None => Some(Dur::default()),
         };
+        let quorum = match self.optional(m, "quorum") {
+            Some(n) => self.count(n, "quorum").map(Some),
+            None => Some(None),
+        };
         Some(Symptom {
             name: name?,
             check: check?,
@@ -617,6 +630,7 @@ impl<'a> Cx<'a> {
             timeout: timeout?,
             for_: for_?,
             clear_for: clear_for?,
+            quorum: quorum?,
         })
     }
 
@@ -1730,6 +1744,42 @@ escalation: pager
         assert_eq!(
             step("  - action: k8s.scale\n    target: backend\n    replicas: -1\n"),
             ["r.yaml:12:15: expected a whole number (invalid digit found in string)"]
+        );
+    }
+
+    #[test]
+    fn quorum_per_symptom_or_scenario_is_a_positive_count() {
+        assert_eq!(
+            ok(MINIMAL).quorum,
+            None,
+            "default: a majority of live replicas"
+        );
+        assert_eq!(ok(MINIMAL).symptoms[0].quorum, None);
+        let text = MINIMAL
+            .replace(
+                "    check: { redis: { target: cache } }\n",
+                "    check: { redis: { target: cache } }\n    quorum: 3\n",
+            )
+            .replace("escalation: default\n", "escalation: default\nquorum: 2\n");
+        let s = ok(&text);
+        assert_eq!((s.quorum, s.symptoms[0].quorum), (Some(2), Some(3)));
+        assert_eq!(
+            errors(&MINIMAL.replace("escalation: default\n", "escalation: default\nquorum: 0\n")),
+            ["r.yaml:13:9: quorum must be at least 1"]
+        );
+        assert_eq!(
+            errors(&MINIMAL.replace(
+                "    check: { redis: { target: cache } }\n",
+                "    check: { redis: { target: cache } }\n    quorum: most\n",
+            )),
+            ["r.yaml:8:13: expected a whole number, found \"most\""]
+        );
+        assert_eq!(
+            errors(&MINIMAL.replace(
+                "    check: { redis: { target: cache } }\n",
+                "    check: { redis: { target: cache } }\n    qorum: 2\n",
+            )),
+            ["r.yaml:8:5: unknown field \"qorum\" (did you mean \"quorum\"?)"]
         );
     }
 

@@ -56,6 +56,10 @@ pub struct Scenario {
     /// How many incidents of this scenario may run an action at once
     /// (counted from the ledger's attempts in flight). Default 1.
     pub max_acting: u32,
+    /// How many observers (replicas) must see a symptom failing before a
+    /// step acts on it, unless the symptom says; `None`: a majority of the
+    /// live replicas (1 with one replica).
+    pub quorum: Option<u32>,
     /// Attempts of the whole scenario, over every instance and step.
     pub limit: ScenarioLimit,
     /// Distinct instances acted on within a window.
@@ -86,6 +90,9 @@ pub struct Symptom {
     pub for_: Dur,
     /// How long it must be ok before it clears.
     pub clear_for: Dur,
+    /// Observers that must see it failing before a step acts on it
+    /// (overrides the scenario's `quorum`).
+    pub quorum: Option<u32>,
 }
 
 /// When a scenario triggers.

@@ -89,7 +89,9 @@ fn carries_term(write: &Write) -> bool {
         | Write::OutboxEnqueue(_)
         | Write::OutboxMark { .. }
         | Write::SetPageRef { .. }
-        | Write::ClaimOnce { .. } => false,
+        | Write::ClaimOnce { .. }
+        // Every replica observes, leader or not.
+        | Write::Observe { .. } => false,
     }
 }
 

@@ -21,7 +21,13 @@ struct Inner {
     refs: std::collections::BTreeMap<(IncidentId, String), serde_json::Value>,
     /// Claimed keys and until when they are kept.
     claims: std::collections::HashMap<String, DateTime<Utc>>,
+    /// Shared observations by (scenario, symptom, instance, replica).
+    observations: std::collections::BTreeMap<ObservationKey, SharedObservation>,
+    /// Heartbeats by replica.
+    replicas: std::collections::BTreeMap<String, DateTime<Utc>>,
 }
+
+type ObservationKey = (String, String, String, String);
 
 /// A store that lives in memory.
 #[derive(Default)]
@@ -233,6 +239,37 @@ impl OutboxReads for MemoryStore {
             .iter()
             .filter(|((i, _), _)| *i == id)
             .map(|((_, n), v)| (n.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObservationReads for MemoryStore {
+    async fn observations(
+        &self,
+        scenario: &str,
+        symptom: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SharedObservation>, StoreError> {
+        Ok(self
+            .lock()
+            .observations
+            .values()
+            .filter(|o| o.scenario == scenario && o.symptom == symptom && o.observed_at >= since)
+            .cloned()
+            .collect())
+    }
+
+    async fn replicas_since(&self, since: DateTime<Utc>) -> Result<Vec<ReplicaBeat>, StoreError> {
+        Ok(self
+            .lock()
+            .replicas
+            .iter()
+            .filter(|(_, at)| **at >= since)
+            .map(|(r, at)| ReplicaBeat {
+                replica: r.clone(),
+                seen_at: *at,
+            })
             .collect())
     }
 }
@@ -579,6 +616,33 @@ fn claim_once_on(
             true
         }
     })
+}
+
+fn observe_on(
+    g: &mut Inner,
+    beat: ReplicaBeat,
+    observations: Vec<SharedObservation>,
+) -> Result<(), StoreError> {
+    let forget = beat.seen_at - OBSERVATION_RETENTION;
+    g.observations.retain(|_, o| o.observed_at >= forget);
+    g.replicas.retain(|_, at| *at >= forget);
+    let seen = g.replicas.entry(beat.replica).or_insert(beat.seen_at);
+    *seen = (*seen).max(beat.seen_at);
+    for o in observations {
+        let key = (
+            o.scenario.clone(),
+            o.symptom.clone(),
+            o.instance.clone(),
+            o.replica.clone(),
+        );
+        match g.observations.get(&key) {
+            Some(prev) if prev.observed_at > o.observed_at => {}
+            _ => {
+                g.observations.insert(key, o);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn set_page_ref_on(

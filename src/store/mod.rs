@@ -6,7 +6,8 @@
 //! computed from the ledger, not kept in memory.
 //!
 //! Reads are small traits by area ([`IncidentReads`], [`LedgerReads`],
-//! [`JobReads`], [`TermReads`], [`AlertReads`], [`OutboxReads`]); [`Store`]
+//! [`JobReads`], [`TermReads`], [`AlertReads`], [`OutboxReads`],
+//! [`ObservationReads`]); [`Store`]
 //! is their union plus one write path, [`Store::write`] of a [`Write`], with
 //! convenience methods over it (`open_incident`, `append`, ...). Callers
 //! `use crate::store::prelude::*` to have every read in scope. Backends:
@@ -84,6 +85,10 @@ macro_rules! apply_write {
             }
             Write::ClaimOnce { key, at, until } => {
                 Written::Claimed(claim_once_on($on, key, at, until) $($($aw)+)? ?)
+            }
+            Write::Observe { beat, observations } => {
+                observe_on($on, beat, latest_per_key(observations)) $($($aw)+)? ?;
+                Written::Done
             }
         })
     };
@@ -510,6 +515,68 @@ pub struct OutboxMark {
     pub at: DateTime<Utc>,
 }
 
+/// One replica's latest observation of one symptom instance, shared
+/// through the store so that the leader can count how many observers see
+/// a symptom failing before it acts (the quorum, see
+/// `crate::engine::quorum`). Kept per (scenario, symptom, instance,
+/// replica): a newer observation replaces the older one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedObservation {
+    /// The observing replica's identity ([`crate::lead::identity`]).
+    pub replica: String,
+    pub scenario: String,
+    pub symptom: String,
+    /// The instance (a labels key, `""` for the whole target), or
+    /// [`RUN_MARKER`] for a per-series check's run as a whole.
+    pub instance: String,
+    /// The outcome's kind: `ok`, `failing`, `unknown` (or `unreachable`).
+    pub outcome: String,
+    pub detail: String,
+    /// When the check ran, on the observer's clock.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// The instance under which a per-series check records its run as a
+/// whole: an instance of that replica is failing only if its row is as
+/// new as this one (it was in the latest run); a series gone from the
+/// result is ok without a row of its own.
+pub const RUN_MARKER: &str = "*";
+
+/// A replica's heartbeat: it wrote its observations (or nothing new) at
+/// `seen_at`. What "live replicas" are counted from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaBeat {
+    pub replica: String,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// How long observations and heartbeats are kept: rows older than this
+/// (a replica long gone) are deleted by the next [`Write::Observe`].
+pub const OBSERVATION_RETENTION: chrono::Duration = chrono::Duration::hours(1);
+
+/// `observations` with one row per key (the newest; the last of equals).
+pub(crate) fn latest_per_key(observations: Vec<SharedObservation>) -> Vec<SharedObservation> {
+    let mut latest: std::collections::BTreeMap<
+        (String, String, String, String),
+        SharedObservation,
+    > = std::collections::BTreeMap::new();
+    for o in observations {
+        let key = (
+            o.scenario.clone(),
+            o.symptom.clone(),
+            o.instance.clone(),
+            o.replica.clone(),
+        );
+        match latest.get(&key) {
+            Some(prev) if prev.observed_at > o.observed_at => {}
+            _ => {
+                latest.insert(key, o);
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
 /// Store failures. The variant names double as metric labels.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -606,6 +673,11 @@ pub enum Write {
         key: String,
         at: DateTime<Utc>,
         until: DateTime<Utc>,
+    },
+    /// [`Store::observe`].
+    Observe {
+        beat: ReplicaBeat,
+        observations: Vec<SharedObservation>,
     },
 }
 
@@ -747,8 +819,25 @@ pub struct Term {
 /// every read trait, whose methods need their trait in scope.
 pub mod prelude {
     pub use super::{
-        AlertReads, IncidentReads, JobReads, LedgerReads, OutboxReads, Store, TermReads,
+        AlertReads, IncidentReads, JobReads, LedgerReads, ObservationReads, OutboxReads, Store,
+        TermReads,
     };
+}
+
+/// Reads of the observations replicas share (see [`SharedObservation`]).
+#[async_trait::async_trait]
+pub trait ObservationReads: Send + Sync {
+    /// Every replica's latest observation of every instance of one
+    /// symptom, observed at or after `since`, by instance then replica.
+    async fn observations(
+        &self,
+        scenario: &str,
+        symptom: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SharedObservation>, StoreError>;
+
+    /// Every replica whose heartbeat is at or after `since`, by identity.
+    async fn replicas_since(&self, since: DateTime<Utc>) -> Result<Vec<ReplicaBeat>, StoreError>;
 }
 
 /// Reads of incidents and their timelines.
@@ -882,7 +971,7 @@ pub trait OutboxReads: Send + Sync {
 /// the runtime.
 #[async_trait::async_trait]
 pub trait Store:
-    IncidentReads + LedgerReads + JobReads + TermReads + AlertReads + OutboxReads
+    IncidentReads + LedgerReads + JobReads + TermReads + AlertReads + OutboxReads + ObservationReads
 {
     /// Applies `write`, durably before it returns. With `fence: Some(term)`,
     /// only if no term newer than `term` was claimed, checked atomically
@@ -1083,6 +1172,21 @@ pub trait Store:
             .await?
             .claimed()
     }
+
+    /// Records this replica's heartbeat and its latest observations (each
+    /// replacing the replica's older one of the same symptom instance; an
+    /// older one never replaces a newer), and forgets rows older than
+    /// [`OBSERVATION_RETENTION`] before the heartbeat. Any replica writes
+    /// its own, leader or not: never fenced.
+    async fn observe(
+        &self,
+        beat: ReplicaBeat,
+        observations: Vec<SharedObservation>,
+    ) -> Result<(), StoreError> {
+        self.write(None, Write::Observe { beat, observations })
+            .await
+            .map(drop)
+    }
 }
 
 /// A store that changes only the write path of another: every read goes
@@ -1189,5 +1293,20 @@ impl<T: ReadThrough> OutboxReads for T {
         id: IncidentId,
     ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, StoreError> {
         self.reads().page_refs(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: ReadThrough> ObservationReads for T {
+    async fn observations(
+        &self,
+        scenario: &str,
+        symptom: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SharedObservation>, StoreError> {
+        self.reads().observations(scenario, symptom, since).await
+    }
+    async fn replicas_since(&self, since: DateTime<Utc>) -> Result<Vec<ReplicaBeat>, StoreError> {
+        self.reads().replicas_since(since).await
     }
 }

@@ -157,6 +157,25 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS medic_alerts_labels
         ON medic_alerts USING GIN (labels jsonb_path_ops) WHERE status = 'firing';
     ",
+    // 8: observations shared between replicas (the quorum before acting):
+    // each replica's latest outcome per symptom instance, and heartbeats.
+    "
+    CREATE TABLE IF NOT EXISTS medic_observations (
+        scenario    TEXT NOT NULL,
+        symptom     TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        replica     TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        detail      TEXT NOT NULL,
+        observed_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (scenario, symptom, instance, replica)
+    );
+    CREATE INDEX IF NOT EXISTS medic_observations_at ON medic_observations (observed_at);
+    CREATE TABLE IF NOT EXISTS medic_replicas (
+        replica TEXT PRIMARY KEY,
+        seen_at TIMESTAMPTZ NOT NULL
+    );
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -692,6 +711,52 @@ impl OutboxReads for PostgresStore {
 }
 
 #[async_trait::async_trait]
+impl ObservationReads for PostgresStore {
+    async fn observations(
+        &self,
+        scenario: &str,
+        symptom: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SharedObservation>, StoreError> {
+        self.all(
+            "list observations",
+            "SELECT scenario, symptom, instance, replica, outcome, detail, observed_at \
+             FROM medic_observations \
+             WHERE scenario = $1 AND symptom = $2 AND observed_at >= $3 \
+             ORDER BY instance, replica",
+            &[&scenario, &symptom, &since],
+            |r| {
+                Ok(SharedObservation {
+                    scenario: r.get("scenario"),
+                    symptom: r.get("symptom"),
+                    instance: r.get("instance"),
+                    replica: r.get("replica"),
+                    outcome: r.get("outcome"),
+                    detail: r.get("detail"),
+                    observed_at: r.get("observed_at"),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn replicas_since(&self, since: DateTime<Utc>) -> Result<Vec<ReplicaBeat>, StoreError> {
+        self.all(
+            "list replicas",
+            "SELECT replica, seen_at FROM medic_replicas WHERE seen_at >= $1 ORDER BY replica",
+            &[&since],
+            |r| {
+                Ok(ReplicaBeat {
+                    replica: r.get("replica"),
+                    seen_at: r.get("seen_at"),
+                })
+            },
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
 impl Store for PostgresStore {
     /// Unfenced, one write on the shared connection (each statement its own
     /// transaction; every multi-row write is one statement). Fenced, on a
@@ -1179,6 +1244,62 @@ async fn outbox_mark_on<C: GenericClient + Sync>(
             "outbox entry {id} already {p:.40}"
         ))),
     }
+}
+
+/// The heartbeat, then every observation in one statement (rows given as
+/// arrays), then the forgetting of rows past retention.
+async fn observe_on<C: GenericClient + Sync>(
+    c: &C,
+    beat: ReplicaBeat,
+    observations: Vec<SharedObservation>,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO medic_replicas (replica, seen_at) VALUES ($1, $2) \
+         ON CONFLICT (replica) DO UPDATE \
+         SET seen_at = GREATEST(medic_replicas.seen_at, EXCLUDED.seen_at)",
+        &[&beat.replica, &beat.seen_at],
+    )
+    .await
+    .map_err(db("record heartbeat"))?;
+    if !observations.is_empty() {
+        let mut cols: [Vec<String>; 6] = Default::default();
+        let mut at: Vec<DateTime<Utc>> = Vec::with_capacity(observations.len());
+        for o in observations {
+            let [sc, sy, inst, rep, out, det] = &mut cols;
+            sc.push(o.scenario);
+            sy.push(o.symptom);
+            inst.push(o.instance);
+            rep.push(o.replica);
+            out.push(o.outcome);
+            det.push(o.detail);
+            at.push(o.observed_at);
+        }
+        let [sc, sy, inst, rep, out, det] = &cols;
+        c.execute(
+            "INSERT INTO medic_observations \
+             (scenario, symptom, instance, replica, outcome, detail, observed_at) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                                  $5::text[], $6::text[], $7::timestamptz[]) \
+             ON CONFLICT (scenario, symptom, instance, replica) DO UPDATE SET \
+             outcome = EXCLUDED.outcome, detail = EXCLUDED.detail, \
+             observed_at = EXCLUDED.observed_at \
+             WHERE EXCLUDED.observed_at >= medic_observations.observed_at",
+            &[sc, sy, inst, rep, out, det, &at],
+        )
+        .await
+        .map_err(db("record observations"))?;
+    }
+    let forget = beat.seen_at - OBSERVATION_RETENTION;
+    c.execute(
+        "DELETE FROM medic_observations WHERE observed_at < $1",
+        &[&forget],
+    )
+    .await
+    .map_err(db("forget old observations"))?;
+    c.execute("DELETE FROM medic_replicas WHERE seen_at < $1", &[&forget])
+        .await
+        .map_err(db("forget old replicas"))?;
+    Ok(())
 }
 
 async fn claim_once_on<C: GenericClient + Sync>(

@@ -189,6 +189,25 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT OR IGNORE INTO alert_labels (name, value, fingerprint)
         SELECT j.key, j.value, a.fingerprint FROM alerts a, json_each(a.labels) j;
     ",
+    // 8: observations shared between replicas (the quorum before acting):
+    // each replica's latest outcome per symptom instance, and heartbeats.
+    "
+    CREATE TABLE observations (
+        scenario    TEXT NOT NULL,
+        symptom     TEXT NOT NULL,
+        instance    TEXT NOT NULL,
+        replica     TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        detail      TEXT NOT NULL,
+        observed_at TEXT NOT NULL,
+        PRIMARY KEY (scenario, symptom, instance, replica)
+    ) WITHOUT ROWID;
+    CREATE INDEX observations_at ON observations (observed_at);
+    CREATE TABLE replicas (
+        replica TEXT PRIMARY KEY,
+        seen_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// How long a write waits for another connection's lock before failing.
@@ -1109,6 +1128,56 @@ impl OutboxReads for SqliteStore {
 }
 
 #[async_trait::async_trait]
+impl ObservationReads for SqliteStore {
+    async fn observations(
+        &self,
+        scenario: &str,
+        symptom: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SharedObservation>, StoreError> {
+        let sql = "SELECT scenario, symptom, instance, replica, outcome, detail, observed_at \
+                   FROM observations WHERE scenario = ?1 AND symptom = ?2 AND observed_at >= ?3 \
+                   ORDER BY instance, replica"
+            .to_string();
+        let params = (scenario.to_string(), symptom.to_string(), ts(&since)?);
+        self.all("list observations", sql, params, observation_row)
+            .await
+    }
+
+    async fn replicas_since(&self, since: DateTime<Utc>) -> Result<Vec<ReplicaBeat>, StoreError> {
+        let sql = "SELECT replica, seen_at FROM replicas WHERE seen_at >= ?1 ORDER BY replica"
+            .to_string();
+        self.all("list replicas", sql, [ts(&since)?], |row| {
+            let c = Cols {
+                row,
+                what: "replica heartbeat".into(),
+            };
+            Ok(ReplicaBeat {
+                replica: c.get("replica")?,
+                seen_at: c.time("seen_at")?,
+            })
+        })
+        .await
+    }
+}
+
+fn observation_row(row: &Row) -> Result<SharedObservation, StoreError> {
+    let c = Cols {
+        row,
+        what: "observation".into(),
+    };
+    Ok(SharedObservation {
+        replica: c.get("replica")?,
+        scenario: c.get("scenario")?,
+        symptom: c.get("symptom")?,
+        instance: c.get("instance")?,
+        outcome: c.get("outcome")?,
+        detail: c.get("detail")?,
+        observed_at: c.time("observed_at")?,
+    })
+}
+
+#[async_trait::async_trait]
 impl Store for SqliteStore {
     /// Runs on the store thread inside the batch transaction: the term
     /// check and the write share one savepoint.
@@ -1419,6 +1488,53 @@ fn set_page_ref_on(
     )
     .and_then(|mut s| s.execute(params![id, notifier, reference]))
     .map_err(sql("store page reference"))?;
+    Ok(())
+}
+
+fn observe_on(
+    conn: &Connection,
+    beat: ReplicaBeat,
+    observations: Vec<SharedObservation>,
+) -> Result<(), StoreError> {
+    let forget = ts(&(beat.seen_at - OBSERVATION_RETENTION))?;
+    conn.prepare_cached("DELETE FROM observations WHERE observed_at < ?1")
+        .and_then(|mut s| s.execute([&forget]))
+        .map_err(sql("forget old observations"))?;
+    conn.prepare_cached("DELETE FROM replicas WHERE seen_at < ?1")
+        .and_then(|mut s| s.execute([&forget]))
+        .map_err(sql("forget old replicas"))?;
+    // Text timestamps of one format compare as times.
+    let seen_at = ts(&beat.seen_at)?;
+    conn.prepare_cached(
+        "INSERT INTO replicas (replica, seen_at) VALUES (?1, ?2) \
+         ON CONFLICT (replica) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)",
+    )
+    .and_then(|mut s| s.execute(params![beat.replica, seen_at]))
+    .map_err(sql("record heartbeat"))?;
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO observations \
+             (scenario, symptom, instance, replica, outcome, detail, observed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (scenario, symptom, instance, replica) DO UPDATE SET \
+             outcome = excluded.outcome, detail = excluded.detail, \
+             observed_at = excluded.observed_at \
+             WHERE excluded.observed_at >= observations.observed_at",
+        )
+        .map_err(sql("record observation"))?;
+    for o in observations {
+        upsert
+            .execute(params![
+                o.scenario,
+                o.symptom,
+                o.instance,
+                o.replica,
+                o.outcome,
+                o.detail,
+                ts(&o.observed_at)?
+            ])
+            .map_err(sql("record observation"))?;
+    }
     Ok(())
 }
 
