@@ -408,10 +408,15 @@ async fn view(
         (Some(step), _) => Some(format!("step {step} runs once approved")),
         (None, n) => n,
     };
+    // What the checks saw when the incident opened: with `for: 0s` the
+    // symptom fires before the incident exists, so no `symptom` entry
+    // carries it.
+    let mut observed = detection(&timeline);
+    observed.extend(last(&["symptom"], 3));
     let v = View {
         rto: info.as_ref().map(|i| i.rto),
         targets: info.map(|i| i.targets).unwrap_or_default(),
-        observed: last(&["symptom"], 3),
+        observed,
         done: last(
             &["step", "action", "verify", "guard", "escalate", "reopen"],
             4,
@@ -423,6 +428,34 @@ async fn view(
         incident,
     };
     Ok(Some((v, timeline)))
+}
+
+/// `symptom NAME: firing at detection (failing: DETAIL)` for each symptom
+/// failing in the incident's opening entry.
+fn detection(timeline: &[crate::store::TimelineEntry]) -> Vec<String> {
+    let Some(open) = timeline
+        .iter()
+        .find(|e| e.kind == "state" && e.data["symptoms"].is_object())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(m) = open.data["symptoms"].as_object() {
+        for (name, s) in m {
+            let phase = s["phase"].as_str().unwrap_or_default();
+            if phase == "ok" {
+                continue;
+            }
+            let o = &s["observation"];
+            let seen = match (o["outcome"].as_str(), o["detail"].as_str()) {
+                (Some(k), Some(d)) => format!(" ({k}: {d})"),
+                (Some(k), None) => format!(" ({k})"),
+                _ => String::new(),
+            };
+            out.push(format!("symptom {name}: {phase} at detection{seen}"));
+        }
+    }
+    out
 }
 
 async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), StoreError> {
