@@ -879,6 +879,39 @@ impl Cx<'_> {
             }
         }
         for (name, policy) in &config.escalation {
+            if let Some(c) = &policy.communication {
+                let at = format!("escalation.{name}.communication");
+                let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
+                for (field, list) in [("channel", &c.channel), ("executives", &c.executives)] {
+                    for (j, n) in list.iter().enumerate() {
+                        if !config.notifiers.contains_key(n) {
+                            let hint = did_you_mean(n, notifiers.iter().copied()).map_or_else(
+                                || format!("defined: {}", notifiers.join(", ")),
+                                |h| h.to_string(),
+                            );
+                            self.err(
+                                root,
+                                &format!("{at}.{field}[{j}]"),
+                                format!("unknown notifier {n:?} ({hint})"),
+                            );
+                        }
+                    }
+                }
+                if c.ack_within.get().is_zero() {
+                    self.err(root, &format!("{at}.ack_within"), "ack_within must be longer than 0s");
+                }
+                let mut prev = 0;
+                for (j, s) in c.rto_shares.iter().enumerate() {
+                    if !(1..=99).contains(s) || *s <= prev {
+                        self.err(
+                            root,
+                            &format!("{at}.rto_shares[{j}]"),
+                            format!("rto_shares are percentages of the RTO, 1 to 99, rising (100 % always pages the top level); found {s}"),
+                        );
+                    }
+                    prev = *s;
+                }
+            }
             for (field, d) in [
                 ("ack_timeout", policy.ack_timeout),
                 ("status_every", policy.status_every),

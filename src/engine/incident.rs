@@ -57,6 +57,10 @@ pub async fn drive(
         .filter_map(|n| symptoms.get(n).cloned())
         .collect();
     let result = async {
+        if !resumed {
+            // The communication plan starts at detection.
+            shared.pager.opened(&incident).await?;
+        }
         drive_inner(
             &rt,
             &incident,

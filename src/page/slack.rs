@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 
 use super::{
-    Delivered, Notice, NoticeKind, Notifier, NotifyError, View, checked, http_client, human,
+    Delivered, Notice, Notifier, NotifyError, View, checked, http_client, human,
 };
 use crate::config::SlackNotifier as Config;
 use crate::secret::Secret;
@@ -352,7 +352,7 @@ impl SlackNotifier {
             out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
         }
         let out = esc_cut(&out, 3500);
-        if matches!(n.kind, NoticeKind::Page | NoticeKind::Resolution) && !self.mention.is_empty() {
+        if n.mention && !self.mention.is_empty() {
             let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
             return format!("{} {out}", who.join(" "));
         }
