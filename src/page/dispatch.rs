@@ -686,7 +686,7 @@ async fn page_entry(
         (NoticeKind::Notice, ok) => {
             let event = text(e, "event");
             let msg = match ok {
-                true => format!("notice ({event}) via {n}"),
+                true => format!("notice ({event}) via {n}: {}", text(e, "text")),
                 false => format!("notice ({event}) via {n} failed: {detail}"),
             };
             return p

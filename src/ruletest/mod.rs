@@ -699,15 +699,13 @@ fn compare_incident(
     }
     if let Some((at, pages)) = &w.pages {
         let want: Vec<String> = pages.iter().map(ExpPage::to_string).collect();
-        // Times are compared where the test gives them.
+        // Times (since detection) are compared when the test gives them.
         let timed = pages.iter().any(|p| p.at.is_some());
         let got: Vec<String> = g
             .pages
             .iter()
-            .enumerate()
-            .map(|(i, (what, at))| {
-                let with_at = pages.get(i).map_or(timed, |p| p.at.is_some());
-                match with_at {
+            .map(|(what, at)| {
+                match timed {
                     true => format!("{what} at {}", parse::since(*at)),
                     false => what.clone(),
                 }
