@@ -898,7 +898,11 @@ impl Cx<'_> {
                     }
                 }
                 if c.ack_within.get().is_zero() {
-                    self.err(root, &format!("{at}.ack_within"), "ack_within must be longer than 0s");
+                    self.err(
+                        root,
+                        &format!("{at}.ack_within"),
+                        "ack_within must be longer than 0s",
+                    );
                 }
                 let mut prev = 0;
                 for (j, s) in c.rto_shares.iter().enumerate() {

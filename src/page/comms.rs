@@ -42,7 +42,10 @@ impl Pager {
         let sev = c.for_severity(&inc.severity);
         match sev.open {
             OnOpen::Page => {
-                let first = policy.levels.first().map_or(Default::default(), |l| l.after.get());
+                let first = policy
+                    .levels
+                    .first()
+                    .map_or(Default::default(), |l| l.after.get());
                 self.enqueue(
                     id,
                     format!("{id}:timer:e0:r0:l1"),
@@ -137,7 +140,8 @@ impl Pager {
     pub(super) async fn cancel_clocks(&self, id: IncidentId, why: &str) -> Result<(), StoreError> {
         let now = self.clock.now();
         for t in self.store.outbox_of(id).await? {
-            if t.state == OutboxState::Pending && (t.kind == "rto-timer" || t.kind == "ack-deadline")
+            if t.state == OutboxState::Pending
+                && (t.kind == "rto-timer" || t.kind == "ack-deadline")
             {
                 self.store
                     .outbox_mark(
@@ -253,8 +257,13 @@ pub(super) async fn fire_rto(p: &Pager, e: &OutboxEntry) -> Result<(), StoreErro
     if n == 0 || (acked && share < 100) || level <= last {
         // Everyone who should be is paged (or a human has it): they hear
         // the clock.
-        p.note(id, "rto", format!("RTO clock: {clock}"), json!({ "share": share }))
-            .await?;
+        p.note(
+            id,
+            "rto",
+            format!("RTO clock: {clock}"),
+            json!({ "share": share }),
+        )
+        .await?;
         p.changed(id, "rto", &format!("RTO clock: {clock}")).await?;
         return mark(p, e, OutboxState::Sent, "told everyone notified").await;
     }
@@ -300,8 +309,7 @@ pub(super) async fn fire_ack_deadline(p: &Pager, e: &OutboxEntry) -> Result<(), 
         return mark(p, e, OutboxState::Failed, "incident not found").await;
     };
     let timeline = p.store.timeline(id).await?;
-    if inc.state == IncidentState::Resolved
-        || super::decision::count(&timeline, "acknowledge") > 0
+    if inc.state == IncidentState::Resolved || super::decision::count(&timeline, "acknowledge") > 0
     {
         return mark(p, e, OutboxState::Cancelled, "acknowledged or resolved").await;
     }

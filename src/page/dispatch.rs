@@ -489,16 +489,11 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         return mark(p, e, OutboxState::Failed, "incident not found").await;
     };
     if kind == NoticeKind::Resolution
-        && !p
-            .store
-            .outbox_of(id)
-            .await?
-            .iter()
-            .any(|o| {
-                (o.kind == "page" || o.kind == "notice")
-                    && o.notifier == e.notifier
-                    && o.state == OutboxState::Sent
-            })
+        && !p.store.outbox_of(id).await?.iter().any(|o| {
+            (o.kind == "page" || o.kind == "notice")
+                && o.notifier == e.notifier
+                && o.state == OutboxState::Sent
+        })
     {
         // Its page never went out (resolved first): nothing to resolve.
         return mark(p, e, OutboxState::Cancelled, "never paged").await;

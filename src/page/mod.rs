@@ -498,7 +498,8 @@ impl Pager {
         // With a communication plan the levels are timed from detection
         // (the runbook's 0/15/30/60 min); level 1 pages now if that is later.
         let base = if comm { incident.opened_at } else { since };
-        let due = (base + chrono::Duration::from_std(first).unwrap_or(chrono::Duration::MAX)).max(since);
+        let due =
+            (base + chrono::Duration::from_std(first).unwrap_or(chrono::Duration::MAX)).max(since);
         self.enqueue(
             incident.id,
             format!("{}:timer:e0:r0:l1", incident.id),

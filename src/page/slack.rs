@@ -16,9 +16,7 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use super::{
-    Delivered, Notice, Notifier, NotifyError, View, checked, http_client, human,
-};
+use super::{Delivered, Notice, Notifier, NotifyError, View, checked, http_client, human};
 use crate::config::SlackNotifier as Config;
 use crate::secret::Secret;
 use crate::store::IncidentState;

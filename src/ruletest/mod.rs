@@ -704,11 +704,9 @@ fn compare_incident(
         let got: Vec<String> = g
             .pages
             .iter()
-            .map(|(what, at)| {
-                match timed {
-                    true => format!("{what} at {}", parse::since(*at)),
-                    false => what.clone(),
-                }
+            .map(|(what, at)| match timed {
+                true => format!("{what} at {}", parse::since(*at)),
+                false => what.clone(),
             })
             .collect();
         if want != got {

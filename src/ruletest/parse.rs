@@ -624,7 +624,10 @@ impl Cx<'_> {
                 ["status", n, "via", via] => match n.parse::<u64>() {
                     Ok(n) if n >= 1 => ExpPageKind::Status(n, via.to_string()),
                     _ => {
-                        self.err(pos(item), format!("{n:?} is not a status update number (1, 2, ...)"));
+                        self.err(
+                            pos(item),
+                            format!("{n:?} is not a status update number (1, 2, ...)"),
+                        );
                         return None;
                     }
                 },
@@ -723,7 +726,7 @@ mod tests {
                 "t.yaml:4:57: unknown state \"gone\" (expected one of: open, remediating, escalated, acknowledged, resolved)",
                 "t.yaml:4:76: unknown outcome \"winning\" (expected one of: succeeded, failed, timed_out, refused, dry_run, abandoned, in_flight)",
                 "t.yaml:4:96: \"one\" is not a level (1, 2, ...)",
-                "t.yaml:5:5: unknown field \"colour\" (expected one of: name, interval, mode, checks, actions, expect)",
+                "t.yaml:5:5: unknown field \"colour\" (expected one of: name, interval, mode, checks, actions, decisions, expect)",
             ]
         );
         assert_eq!(
