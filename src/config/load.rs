@@ -1325,6 +1325,38 @@ escalation:
     }
 
     #[test]
+    fn a_communication_plan_is_checked_where_it_is_written() {
+        let text = "\
+escalation:
+  default:
+    levels: [{ after: 0s, notify: [log] }]
+    communication:
+      channel: [logs]
+      executives: [log, ceo]
+      ack_within: 0s
+      rto_shares: [80, 50, 100]
+      high: { open: shout }
+";
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "medic.yaml:9:21: unknown value \"shout\" (expected one of: page, notify, channel, none)"
+            ]
+        );
+        let text = text.replace("high: { open: shout }", "high: { open: notify }");
+        assert_eq!(
+            errors(&text, &[]),
+            [
+                "medic.yaml:5:17: unknown notifier \"logs\" (did you mean \"log\"?)",
+                "medic.yaml:6:25: unknown notifier \"ceo\" (defined: log)",
+                "medic.yaml:7:19: ack_within must be longer than 0s",
+                "medic.yaml:8:24: rto_shares are percentages of the RTO, 1 to 99, rising (100 % always pages the top level); found 50",
+                "medic.yaml:8:28: rto_shares are percentages of the RTO, 1 to 99, rising (100 % always pages the top level); found 100",
+            ]
+        );
+    }
+
+    #[test]
     fn alert_limits_are_bounded_where_they_are_written() {
         let text = "alerts:\n  max_delivery_bytes: 10\n  max_per_delivery: 0\n  max_firing: 5000000\n  resolved_retention: 5s\n";
         assert_eq!(
