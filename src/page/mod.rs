@@ -473,16 +473,18 @@ impl Pager {
         let comm = p.communication.is_some();
         if comm && fresh && !self.paged(incident.id).await?.is_empty() {
             // Whoever heard of it already (a page at detection, the RTO
-            // clock, a notice) hears that the plan gave up.
-            let why = self
+            // clock, a notice) hears that the plan gave up (a step waiting
+            // for approval has told them already).
+            let last = self
                 .store
                 .timeline(incident.id)
                 .await?
                 .into_iter()
                 .rev()
-                .find(|e| e.kind == "escalate")
-                .map_or_else(|| "the plan gave up".to_string(), |e| e.message);
-            self.changed(incident.id, "escalate", &why).await?;
+                .find(|e| e.kind == "escalate" || e.kind == "approval");
+            if let Some(e) = last.filter(|e| e.kind == "escalate") {
+                self.changed(incident.id, "escalate", &e.message).await?;
+            }
         }
         let timers = outbox.iter().filter(|e| e.kind == "timer");
         if timers.clone().any(|e| e.state == OutboxState::Pending) {
