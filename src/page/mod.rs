@@ -20,6 +20,14 @@
 //! the previous one; the resolution notice reaches every notifier paged,
 //! with the time to recovery against the scenario's RTO.
 //!
+//! With a policy's communication plan ([`crate::config::Communication`],
+//! `comms.rs`) everything is timed from detection instead: an opening
+//! incident pages level 1 or notifies the channel (by severity), tells the
+//! executives of a P1, starts the RTO clock (shares of the RTO escalate one
+//! level, 100 % pages the top level), the status updates and, after the
+//! first page, the acknowledgement deadline; an incident medic fixed alone
+//! ends with an FYI to the channel instead of a resolution notice.
+//!
 //! Every page delivered is on the incident's timeline (kind `page`, with the
 //! level and notifier), as are decisions (kind `decision`, with who made
 //! them).
