@@ -151,6 +151,9 @@ pub struct RunOptions {
     /// Do not schedule the config's jobs (`medic test`, `medic drill`:
     /// a simulated week must not take real backups).
     pub no_jobs: bool,
+    /// Publishes the leader's pager here (`medic test` makes scripted
+    /// human decisions through it).
+    pub pager: Option<watch::Sender<Option<Arc<Pager>>>>,
 }
 
 /// Opens the store and runs `loaded` until `shutdown`.
@@ -225,7 +228,13 @@ pub async fn run_with_options(
     attach_store(&runtimes, &store);
     let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
     // The leader's pager, for decisions arriving over HTTP.
-    let (pager_tx, pager_rx) = watch::channel::<Option<Arc<Pager>>>(None);
+    let (pager_tx, pager_rx) = match options.pager {
+        Some(tx) => {
+            let rx = tx.subscribe();
+            (tx, rx)
+        }
+        None => watch::channel::<Option<Arc<Pager>>>(None),
+    };
     let server_stop = CancellationToken::new();
     let credentials = Arc::new(server::auth::Credentials::default());
     let app = AppState {

@@ -34,6 +34,7 @@ pub mod names {
     pub const RELOAD_OK: &str = "medic_config_last_reload_successful";
     pub const RELOAD_TIME: &str = "medic_config_last_reload_success_timestamp_seconds";
     pub const RELOADS: &str = "medic_config_reloads";
+    pub const ACK_MISSED: &str = "medic_ack_missed";
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,6 +114,7 @@ struct Metrics {
     reload_ok: Gauge,
     reload_time: Gauge,
     reloads: Family<ResultLabels, Gauge>,
+    ack_missed: Family<ScenarioLabels, Counter>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -138,7 +140,13 @@ fn metrics() -> &'static Metrics {
             reload_ok: Gauge::default(),
             reload_time: Gauge::default(),
             reloads: Family::default(),
+            ack_missed: Family::default(),
         };
+        registry.register(
+            ACK_MISSED,
+            "First pages nobody acknowledged within the policy's ack_within, by scenario",
+            m.ack_missed.clone(),
+        );
         registry.register(CHECKS, "Check runs, by outcome", m.checks.clone());
         registry.register(
             CHECK_DURATION,
@@ -279,6 +287,16 @@ pub fn notification(notifier: &str, ok: bool, took: Duration) {
             notifier: notifier.into(),
         })
         .observe(took.as_secs_f64());
+}
+
+/// Nobody acknowledged a first page of `scenario` within `ack_within`.
+pub fn ack_missed(scenario: &str) {
+    metrics()
+        .ack_missed
+        .get_or_create(&ScenarioLabels {
+            scenario: scenario.into(),
+        })
+        .inc();
 }
 
 /// This replica's role: leader of `term`, or a follower (`None`).

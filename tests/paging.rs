@@ -387,3 +387,93 @@ async fn a_human_resolve_reaches_everyone_paged() {
     );
     r.stop.cancel();
 }
+
+const PLAN: &str = "    status_every: 10m\n    levels:\n      - { after: 0m, notify: [oncall], name: primary on-call }\n      - { after: 15m, notify: [lead], name: technical lead }\n    communication: { channel: [lead], executives: [cto], ack_within: 5m }\n";
+
+/// The communication plan for a critical (P1) incident with an RTO of
+/// 15m, nobody acknowledging: on-call paged and the executives told at
+/// detection, the missed acknowledgement at 5m, the next level at 50 % of
+/// the RTO (saying what is left), progress at 10m with what changed, the
+/// RTO clock to everyone once every level is paged, the level-2 timer
+/// pages nobody twice, and the resolution reaches everyone notified
+/// (after the second progress update, due the same minute).
+#[tokio::test(start_paused = true)]
+async fn a_p1_pages_at_detection_and_follows_the_rto_clock() {
+    let (r, sc) = rig(PLAN);
+    let (inc, _) = r
+        .store
+        .open_incident(NewIncident {
+            scenario: sc.name.clone(),
+            instance: String::new(),
+            severity: "critical".into(),
+            summary: "App down".into(),
+            at: r.clock.now(),
+        })
+        .await
+        .unwrap();
+    r.pager.opened(&inc).await.unwrap();
+    r.until_minute(0).await;
+    assert_eq!(
+        r.seen(),
+        [
+            row(0, "cto", NoticeKind::Notice, 0),
+            row(0, "oncall", NoticeKind::Page, 1),
+        ]
+    );
+    r.until_minute(20).await;
+    r.store
+        .set_state(inc.id, IncidentState::Resolved, r.clock.now())
+        .await
+        .unwrap();
+    r.pager
+        .resolved(
+            &inc,
+            "resolved: all symptoms clear; recovered in 20m (MISSED RTO 15m)",
+        )
+        .await
+        .unwrap();
+    r.until_minute(30).await;
+    assert_eq!(
+        r.seen(),
+        [
+            row(0, "cto", NoticeKind::Notice, 0),
+            row(0, "oncall", NoticeKind::Page, 1),
+            row(7, "lead", NoticeKind::Page, 2),
+            row(10, "cto", NoticeKind::Status, 0),
+            row(10, "oncall", NoticeKind::Status, 0),
+            row(10, "lead", NoticeKind::Status, 0),
+            row(12, "cto", NoticeKind::Update, 0),
+            row(12, "oncall", NoticeKind::Update, 0),
+            row(12, "lead", NoticeKind::Update, 0),
+            row(15, "cto", NoticeKind::Update, 0),
+            row(15, "oncall", NoticeKind::Update, 0),
+            row(15, "lead", NoticeKind::Update, 0),
+            row(20, "cto", NoticeKind::Status, 0),
+            row(20, "oncall", NoticeKind::Status, 0),
+            row(20, "lead", NoticeKind::Status, 0),
+            row(20, "cto", NoticeKind::Resolution, 0),
+            row(20, "oncall", NoticeKind::Resolution, 0),
+            row(20, "lead", NoticeKind::Resolution, 0),
+        ]
+    );
+    let log = r.log.lock().unwrap().clone();
+    let texts: Vec<&str> = log.iter().map(|l| l.4.text.as_str()).collect();
+    assert_eq!(
+        texts[..4],
+        [
+            "P1: App down (detected 00:00 UTC); medic has no plan for it; on-call is paged",
+            "primary on-call paged: App down (detected; medic has no plan for it)",
+            "technical lead paged: App down (50% of the RTO 15m used, 7m 30s left)",
+            "status update 1: App down is open (10m since detection); since the last update: acknowledgement missed: nobody acknowledged the first page within 5m; RTO clock: 50% of the RTO 15m used, 7m 30s left; paging technical lead",
+        ]
+    );
+    assert_eq!(texts[6], "RTO clock: 80% of the RTO 15m used, 3m left");
+    assert_eq!(texts[9], "RTO clock: the RTO of 15m is used up");
+    // The on-call's page mentions; the executives' notice too; status does not.
+    assert!(log[0].4.mention && log[1].4.mention && !log[3].4.mention);
+    let timeline = r.store.timeline(inc.id).await.unwrap();
+    let missed: Vec<_> = timeline.iter().filter(|e| e.kind == "ack-missed").collect();
+    assert_eq!(missed.len(), 1);
+    assert_eq!(missed[0].at, base() + chrono::Duration::minutes(5));
+    r.stop.cancel();
+}

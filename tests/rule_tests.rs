@@ -70,7 +70,7 @@ fn wrong_expectation_fails_with_a_readable_diff() {
              \x20         - scenario: redis-cache-failure\n\
              \x20           state: resolved\n\
              \x20           steps: [\"restart-redis: failed\", \"flush-patient-cache: refused\"]\n\
-             \x20           pages: [level 1 via log]\n\
+             \x20           pages: [level 1 via log at 0s]\n\
              \x20     - at: 1m\n\
              \x20       incidents: []\n",
             shipped("rules/redis-cache-failure.yaml"),
@@ -90,7 +90,9 @@ fn wrong_expectation_fails_with_a_readable_diff() {
              \x20 + restart-redis: succeeded (verified: redis_down, cache_errors cleared 10.00s after the action)\n\
              {test}:13:20: test \"restart fixes it\" at 30s: incident 1 (redis-cache-failure): pages differ\n\
              \x20 (- expected, + got)\n\
-             \x20 - level 1 via log\n\
+             \x20 - level 1 via log at 0s\n\
+             \x20 + notice open via incident-channel at 0s\n\
+             \x20 + notice fyi via incident-channel at 10s\n\
              {test}:14:9: test \"restart fixes it\" at 1m: incidents differ\n\
              \x20 (- expected, + got)\n\
              \x20 + redis-cache-failure (resolved)\n\

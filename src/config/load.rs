@@ -879,6 +879,43 @@ impl Cx<'_> {
             }
         }
         for (name, policy) in &config.escalation {
+            if let Some(c) = &policy.communication {
+                let at = format!("escalation.{name}.communication");
+                let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
+                for (field, list) in [("channel", &c.channel), ("executives", &c.executives)] {
+                    for (j, n) in list.iter().enumerate() {
+                        if !config.notifiers.contains_key(n) {
+                            let hint = did_you_mean(n, notifiers.iter().copied()).map_or_else(
+                                || format!("defined: {}", notifiers.join(", ")),
+                                |h| h.to_string(),
+                            );
+                            self.err(
+                                root,
+                                &format!("{at}.{field}[{j}]"),
+                                format!("unknown notifier {n:?} ({hint})"),
+                            );
+                        }
+                    }
+                }
+                if c.ack_within.get().is_zero() {
+                    self.err(
+                        root,
+                        &format!("{at}.ack_within"),
+                        "ack_within must be longer than 0s",
+                    );
+                }
+                let mut prev = 0;
+                for (j, s) in c.rto_shares.iter().enumerate() {
+                    if !(1..=99).contains(s) || *s <= prev {
+                        self.err(
+                            root,
+                            &format!("{at}.rto_shares[{j}]"),
+                            format!("rto_shares are percentages of the RTO, 1 to 99, rising (100 % always pages the top level); found {s}"),
+                        );
+                    }
+                    prev = *s;
+                }
+            }
             for (field, d) in [
                 ("ack_timeout", policy.ack_timeout),
                 ("status_every", policy.status_every),
@@ -1283,6 +1320,38 @@ escalation:
                 "medic.yaml:13:18: levels must be in order: 0s comes after 15m",
                 "medic.yaml:13:31: unknown notifier \"logs\" (did you mean \"log\"?)",
                 "medic.yaml:13:37: unknown notifier \"pager\" (defined: log)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_communication_plan_is_checked_where_it_is_written() {
+        let text = "\
+escalation:
+  default:
+    levels: [{ after: 0s, notify: [log] }]
+    communication:
+      channel: [logs]
+      executives: [log, ceo]
+      ack_within: 0s
+      rto_shares: [80, 50, 100]
+      high: { open: shout }
+";
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "medic.yaml:9:21: unknown value \"shout\" (expected one of: page, notify, channel, none)"
+            ]
+        );
+        let text = text.replace("high: { open: shout }", "high: { open: notify }");
+        assert_eq!(
+            errors(&text, &[]),
+            [
+                "medic.yaml:5:17: unknown notifier \"logs\" (did you mean \"log\"?)",
+                "medic.yaml:6:25: unknown notifier \"ceo\" (defined: log)",
+                "medic.yaml:7:19: ack_within must be longer than 0s",
+                "medic.yaml:8:24: rto_shares are percentages of the RTO, 1 to 99, rising (100 % always pages the top level); found 50",
+                "medic.yaml:8:28: rto_shares are percentages of the RTO, 1 to 99, rising (100 % always pages the top level); found 100",
             ]
         );
     }

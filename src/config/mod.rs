@@ -4,6 +4,7 @@
 //! Three phases: parse (serde, unknown fields rejected), validate (pure,
 //! collects every problem), build (elsewhere: does the I/O).
 
+mod communication;
 pub mod load;
 pub(crate) mod refs;
 
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use crate::duration::Dur;
 use crate::secret::SecretRef;
 
+pub use communication::{Communication, OnOpen, OnSelfHealed, SeverityPolicy};
 pub use load::{load, load_str, load_str_with_env, load_with_env};
 
 /// Whether actions really run: the config's global mode, which scenarios
@@ -125,6 +127,7 @@ fn default_escalation() -> BTreeMap<String, EscalationPolicy> {
             repeat: 0,
             ack_timeout: None,
             status_every: None,
+            communication: None,
         },
     )])
 }
@@ -611,6 +614,11 @@ pub struct EscalationPolicy {
     /// incident is open (the runbook: 30m). Default: none.
     #[serde(default)]
     pub status_every: Option<Dur>,
+    /// The communication plan: notices at detection, levels timed from
+    /// detection, the RTO clock, executives. Absent: pages only when a
+    /// plan gives up, levels timed from then.
+    #[serde(default)]
+    pub communication: Option<Communication>,
 }
 
 /// One level: after `after` without acknowledgement, page `notify`.

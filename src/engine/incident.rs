@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Approvals, PlanContext, PlanOutcome, PlannedStep};
 use super::{ScenarioRuntime, Shared};
-use crate::observe::{Labels, SymptomView};
+use crate::observe::{Labels, Phase, SymptomView};
 use crate::page::Pager;
 use crate::page::decision::Approval;
 use crate::remedy::template::Values;
@@ -48,7 +48,19 @@ pub async fn drive(
     let id = incident.id;
     shared.pager.register(&rt.scenario);
     shared.pager.attach(id, token.clone());
+    // The `when` symptoms, watched after the plan (a human's Resolve).
+    let mut when: Vec<watch::Receiver<SymptomView>> = rt
+        .scenario
+        .when
+        .symptoms()
+        .iter()
+        .filter_map(|n| symptoms.get(n).cloned())
+        .collect();
     let result = async {
+        if !resumed {
+            // The communication plan starts at detection.
+            shared.pager.opened(&incident).await?;
+        }
         drive_inner(
             &rt,
             &incident,
@@ -64,7 +76,23 @@ pub async fn drive(
         if shared.stop.is_cancelled() {
             return Ok(false);
         }
-        resolve(&rt, &incident, &shared).await?;
+        let mut held = false;
+        if let Some(by) = human_resolve(&shared, id).await?
+            && still_failing(&when)
+        {
+            // Resolving now would open a new incident (and page) in the
+            // same second: the incident stays, acknowledged, until its
+            // symptoms clear.
+            shared.pager.held(id, &by).await?;
+            held = true;
+            while still_failing(&when) {
+                tokio::select! {
+                    _ = shared.stop.cancelled() => return Ok(false),
+                    _ = plan::any_changed(&mut when) => {}
+                }
+            }
+        }
+        resolve(&rt, &incident, &shared, held).await?;
         Ok::<_, StoreError>(true)
     }
     .await;
@@ -105,26 +133,41 @@ fn for_labels(steps: &[PlannedStep], labels: &Labels) -> Vec<PlannedStep> {
         .collect()
 }
 
+/// The latest human Resolve on the timeline (its message), if any.
+async fn human_resolve(shared: &Shared, id: IncidentId) -> Result<Option<String>, StoreError> {
+    Ok(shared
+        .store
+        .timeline(id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == "decision" && e.data["decision"] == "resolve")
+        .map(|e| e.message))
+}
+
+/// Whether any `when` symptom is not back to ok.
+fn still_failing(when: &[watch::Receiver<SymptomView>]) -> bool {
+    when.iter().any(|rx| rx.borrow().phase != Phase::Ok)
+}
+
 /// Writes the resolution with the measured time to recovery against the
-/// RTO, and tells everyone who was paged.
+/// RTO, and tells everyone who was paged. `held`: a human's Resolve came
+/// while the symptoms still failed; they cleared since.
 async fn resolve(
     rt: &ScenarioRuntime,
     incident: &Incident,
     shared: &Shared,
+    held: bool,
 ) -> Result<(), StoreError> {
     let sc = &rt.scenario;
     let now = shared.clock.now();
     let took = (now - incident.opened_at).to_std().unwrap_or_default();
     let met = took <= sc.rto.get();
     // A human's Resolve, or the symptoms clearing.
-    let by = shared
-        .store
-        .timeline(incident.id)
-        .await?
-        .into_iter()
-        .rev()
-        .find(|e| e.kind == "decision" && e.data["decision"] == "resolve")
-        .map(|e| e.message);
+    let by = match held {
+        true => Some("all symptoms clear after a human's Resolve".to_string()),
+        false => human_resolve(shared, incident.id).await?,
+    };
     let msg = format!(
         "resolved: {}; recovered in {} ({} RTO {})",
         by.as_deref().unwrap_or("all symptoms clear"),

@@ -441,7 +441,7 @@ impl PlanContext {
 }
 
 /// Resolves when any receiver sees a change (or all senders are gone).
-async fn any_changed(rxs: &mut [watch::Receiver<SymptomView>]) {
+pub(super) async fn any_changed(rxs: &mut [watch::Receiver<SymptomView>]) {
     if rxs.is_empty() {
         return std::future::pending().await;
     }

@@ -393,6 +393,30 @@ impl Pager {
         self.note(id, "decision", msg.to_string(), data).await
     }
 
+    /// A human resolved `id` (`by`: the decision's words) while its
+    /// symptoms still fail. Resolving now would open a new incident, and
+    /// page again, in the same second: it stays open, acknowledged (nobody
+    /// new is paged; PagerDuty hears `acknowledge`), until every symptom is
+    /// clear, and says so.
+    pub async fn held(&self, id: IncidentId, by: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        self.store
+            .set_state(id, IncidentState::Acknowledged, now)
+            .await?;
+        self.cancel_timers(id, "resolved by a human").await?;
+        let msg = format!(
+            "resolved by a human, symptom still failing ({by}): kept open, acknowledged, until every symptom is clear; nobody new is paged"
+        );
+        tracing::warn!(incident = id, "{msg}");
+        self.note(id, "state", msg, json!({ "held": true })).await?;
+        self.changed(
+            id,
+            "acknowledge",
+            "resolved by a human, symptom still failing: kept open until the symptoms clear",
+        )
+        .await
+    }
+
     async fn cancel_timers(&self, id: IncidentId, why: &str) -> Result<(), StoreError> {
         let now = self.clock.now();
         for t in self.store.outbox_pending().await? {

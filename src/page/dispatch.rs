@@ -82,7 +82,7 @@ async fn drain(p: &Pager, stop: &CancellationToken) -> Result<Option<DateTime<Ut
     }
 }
 
-async fn mark(
+pub(super) async fn mark(
     p: &Pager,
     e: &OutboxEntry,
     state: OutboxState,
@@ -108,6 +108,8 @@ async fn process(p: &Pager, e: OutboxEntry) -> Result<(), StoreError> {
         "timer" => fire_level(p, &e).await,
         "status-timer" => fire_status(p, &e).await,
         "ack-timer" => fire_ack(p, &e).await,
+        "rto-timer" => super::comms::fire_rto(p, &e).await,
+        "ack-deadline" => super::comms::fire_ack_deadline(p, &e).await,
         k => match NoticeKind::parse(k) {
             Some(kind) => deliver(p, &e, kind).await,
             None => {
@@ -123,11 +125,11 @@ async fn process(p: &Pager, e: OutboxEntry) -> Result<(), StoreError> {
     }
 }
 
-fn text(e: &OutboxEntry, field: &str) -> String {
+pub(super) fn text(e: &OutboxEntry, field: &str) -> String {
     e.payload[field].as_str().unwrap_or_default().to_string()
 }
 
-fn num(e: &OutboxEntry, field: &str) -> u64 {
+pub(super) fn num(e: &OutboxEntry, field: &str) -> u64 {
     e.payload[field].as_u64().unwrap_or_default()
 }
 
@@ -138,7 +140,7 @@ fn time(e: &OutboxEntry, field: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn chrono(d: Duration) -> chrono::Duration {
+pub(super) fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
@@ -148,7 +150,16 @@ async fn fire_level(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
     let Some(inc) = p.store.incident(id).await? else {
         return mark(p, e, OutboxState::Failed, "incident not found").await;
     };
-    if inc.state != IncidentState::Escalated {
+    // A chain timed from detection runs while medic still remediates.
+    let detection = e.payload["detection"] == true;
+    let live = match detection {
+        true => !matches!(
+            inc.state,
+            IncidentState::Acknowledged | IncidentState::Resolved
+        ),
+        false => inc.state == IncidentState::Escalated,
+    };
+    if !live {
         let why = format!("not paged: the incident is {}", inc.state.as_str());
         return mark(p, e, OutboxState::Cancelled, &why).await;
     }
@@ -177,7 +188,12 @@ async fn fire_level(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
         .iter()
         .rev()
         .find(|t| t.kind == "escalate" || t.kind == "approval" || t.kind == "reopen")
-        .map_or_else(String::new, |t| t.message.clone());
+        .map(|t| t.message.clone())
+        .or_else(|| e.payload["why"].as_str().map(String::from))
+        .unwrap_or_else(|| {
+            let since = (p.clock.now() - inc.opened_at).to_std().unwrap_or_default();
+            format!("not acknowledged {} after detection", human(since))
+        });
     let who = def.name.clone().unwrap_or_else(|| format!("level {level}"));
     let now = p.clock.now();
     for n in &def.notify {
@@ -196,6 +212,9 @@ async fn fire_level(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
             }),
         )
         .await?;
+    }
+    if level == 1 && round == 0 && epoch == 0 {
+        p.ack_deadline(id, &inc.scenario, now).await?;
     }
     let base = time(e, "base").unwrap_or(e.due_at);
     let next = if let Some(nd) = policy.levels.get(level) {
@@ -224,7 +243,7 @@ async fn fire_level(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
                 "",
                 "timer",
                 due,
-                json!({ "policy": policy_name, "epoch": epoch, "round": r, "level": l, "base": b }),
+                json!({ "policy": policy_name, "epoch": epoch, "round": r, "level": l, "base": b, "detection": detection }),
             )
             .await?;
         }
@@ -408,10 +427,15 @@ async fn view(
         (Some(step), _) => Some(format!("step {step} runs once approved")),
         (None, n) => n,
     };
+    // What the checks saw when the incident opened: with `for: 0s` the
+    // symptom fires before the incident exists, so no `symptom` entry
+    // carries it.
+    let mut observed = detection(&timeline);
+    observed.extend(last(&["symptom"], 3));
     let v = View {
         rto: info.as_ref().map(|i| i.rto),
         targets: info.map(|i| i.targets).unwrap_or_default(),
-        observed: last(&["symptom"], 3),
+        observed,
         done: last(
             &["step", "action", "verify", "guard", "escalate", "reopen"],
             4,
@@ -423,6 +447,34 @@ async fn view(
         incident,
     };
     Ok(Some((v, timeline)))
+}
+
+/// `symptom NAME: firing at detection (failing: DETAIL)` for each symptom
+/// failing in the incident's opening entry.
+fn detection(timeline: &[crate::store::TimelineEntry]) -> Vec<String> {
+    let Some(open) = timeline
+        .iter()
+        .find(|e| e.kind == "state" && e.data["symptoms"].is_object())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(m) = open.data["symptoms"].as_object() {
+        for (name, s) in m {
+            let phase = s["phase"].as_str().unwrap_or_default();
+            if phase == "ok" {
+                continue;
+            }
+            let o = &s["observation"];
+            let seen = match (o["outcome"].as_str(), o["detail"].as_str()) {
+                (Some(k), Some(d)) => format!(" ({k}: {d})"),
+                (Some(k), None) => format!(" ({k})"),
+                _ => String::new(),
+            };
+            out.push(format!("symptom {name}: {phase} at detection{seen}"));
+        }
+    }
+    out
 }
 
 async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), StoreError> {
@@ -437,21 +489,20 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         return mark(p, e, OutboxState::Failed, "incident not found").await;
     };
     if kind == NoticeKind::Resolution
-        && !p
-            .store
-            .outbox_of(id)
-            .await?
-            .iter()
-            .any(|o| o.kind == "page" && o.notifier == e.notifier && o.state == OutboxState::Sent)
+        && !p.store.outbox_of(id).await?.iter().any(|o| {
+            (o.kind == "page" || o.kind == "notice")
+                && o.notifier == e.notifier
+                && o.state == OutboxState::Sent
+        })
     {
         // Its page never went out (resolved first): nothing to resolve.
         return mark(p, e, OutboxState::Cancelled, "never paged").await;
     }
+    // The RTO at 100 % pages the top level even when acknowledged.
+    let acked_ok = e.payload["rto"] == true;
     if kind == NoticeKind::Page
-        && matches!(
-            view.incident.state,
-            IncidentState::Acknowledged | IncidentState::Resolved
-        )
+        && (view.incident.state == IncidentState::Resolved
+            || (view.incident.state == IncidentState::Acknowledged && !acked_ok))
     {
         let why = format!(
             "not paged: the incident is {}",
@@ -471,7 +522,7 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
                 .cloned()
                 .collect()
         }
-        NoticeKind::Page | NoticeKind::Update => {
+        NoticeKind::Page | NoticeKind::Update | NoticeKind::Notice => {
             let seq = num(e, "seq") as usize;
             let prev = p
                 .store
@@ -479,7 +530,7 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
                 .await?
                 .iter()
                 .filter(|o| o.notifier == e.notifier && o.id < e.id)
-                .filter(|o| o.kind == "page" || o.kind == "update")
+                .filter(|o| o.kind == "page" || o.kind == "update" || o.kind == "notice")
                 .map(|o| num(o, "seq") as usize)
                 .max();
             // A first page carries the whole story so far.
@@ -493,8 +544,24 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         NoticeKind::Resolution => Vec::new(),
     };
     let status_text = || {
+        // What changed since the last update, in words (the entries
+        // themselves go to the thread).
+        let changed: Vec<&str> = entries
+            .iter()
+            .filter(|t| t.kind != "symptom" && t.kind != "status")
+            .map(|t| t.message.as_str())
+            .collect();
+        let what = match changed.len() {
+            0 => "nothing changed since the last update".to_string(),
+            n if n <= 3 => format!("since the last update: {}", changed.join("; ")),
+            n => format!(
+                "since the last update: {}; and {} more",
+                changed[n - 3..].join("; "),
+                n - 3
+            ),
+        };
         format!(
-            "status update {}: {} is {} ({} open); {} timeline entr{} since the last update",
+            "status update {}: {} is {} ({} since detection); {what}",
             num(e, "n"),
             view.incident.summary,
             view.incident.state.as_str(),
@@ -503,8 +570,6 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
                     .to_std()
                     .unwrap_or_default()
             ),
-            entries.len(),
-            if entries.len() == 1 { "y" } else { "ies" }
         )
     };
     let body = match kind {
@@ -523,6 +588,11 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         reference,
         maybe_sent: e.attempts > 0,
         event: text(e, "event"),
+        mention: match kind {
+            NoticeKind::Page | NoticeKind::Resolution => true,
+            NoticeKind::Notice => e.payload["mention"] == true,
+            _ => false,
+        },
     };
     // Counted before sending: a crash from here on leaves attempts > 0.
     let attempts = e.attempts + 1;
@@ -608,6 +678,31 @@ async fn page_entry(
             "resolution",
             format!("resolution notice via {n} failed: {detail}"),
         ),
+        (NoticeKind::Notice, ok) => {
+            let event = text(e, "event");
+            let msg = match ok {
+                true => format!("notice ({event}) via {n}: {}", text(e, "text")),
+                false => format!("notice ({event}) via {n} failed: {detail}"),
+            };
+            return p
+                .note(
+                    e.incident_id,
+                    "page",
+                    msg,
+                    json!({ "page": "notice", "event": event, "notifier": n, "delivered": ok, "key": e.key }),
+                )
+                .await;
+        }
+        (NoticeKind::Status, true) => {
+            return p
+                .note(
+                    e.incident_id,
+                    "page",
+                    format!("status update {} via {n}", num(e, "n")),
+                    json!({ "page": "status", "n": num(e, "n"), "notifier": n, "delivered": true, "key": e.key }),
+                )
+                .await;
+        }
         (_, true) => return Ok(()),
         (_, false) => {
             return p

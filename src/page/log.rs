@@ -25,7 +25,7 @@ impl Notifier for LogNotifier {
                 "RESOLVED: {}",
                 n.text
             ),
-            NoticeKind::Update | NoticeKind::Status => tracing::warn!(
+            NoticeKind::Update | NoticeKind::Status | NoticeKind::Notice => tracing::warn!(
                 incident = inc.id,
                 scenario = %inc.scenario,
                 entries = n.entries.len(),

@@ -20,10 +20,19 @@
 //! the previous one; the resolution notice reaches every notifier paged,
 //! with the time to recovery against the scenario's RTO.
 //!
+//! With a policy's communication plan ([`crate::config::Communication`],
+//! `comms.rs`) everything is timed from detection instead: an opening
+//! incident pages level 1 or notifies the channel (by severity), tells the
+//! executives of a P1, starts the RTO clock (shares of the RTO escalate one
+//! level, 100 % pages the top level), the status updates and, after the
+//! first page, the acknowledgement deadline; an incident medic fixed alone
+//! ends with an FYI to the channel instead of a resolution notice.
+//!
 //! Every page delivered is on the incident's timeline (kind `page`, with the
 //! level and notifier), as are decisions (kind `decision`, with who made
 //! them).
 
+mod comms;
 pub mod decision;
 mod dispatch;
 pub mod log;
@@ -63,6 +72,9 @@ pub enum NoticeKind {
     Status,
     /// It is over, with the time to recovery against the RTO.
     Resolution,
+    /// Not a page: the channel (or the executives) hear that something
+    /// happened (opened, medic fixed it alone, the RTO clock).
+    Notice,
 }
 
 impl NoticeKind {
@@ -73,6 +85,7 @@ impl NoticeKind {
             NoticeKind::Update => "update",
             NoticeKind::Status => "status",
             NoticeKind::Resolution => "resolution",
+            NoticeKind::Notice => "notice",
         }
     }
 
@@ -82,6 +95,7 @@ impl NoticeKind {
             "update" => NoticeKind::Update,
             "status" => NoticeKind::Status,
             "resolution" => NoticeKind::Resolution,
+            "notice" => NoticeKind::Notice,
             _ => return None,
         })
     }
@@ -128,8 +142,12 @@ pub struct Notice {
     /// An earlier delivery attempt may have reached the receiver (medic
     /// crashed or lost the reply): look before posting again.
     pub maybe_sent: bool,
-    /// What changed (updates), see [`Notice::event`].
+    /// What changed (updates), see [`Notice::event`]; what a notice is
+    /// about (`open`, `executives`, `fyi`, `rto`).
     pub event: String,
+    /// The on-call should be pinged (pages, resolutions, `notify`
+    /// notices); otherwise the message only informs.
+    pub mention: bool,
 }
 
 impl Notice {
@@ -210,6 +228,9 @@ struct ScenarioInfo {
     rto: Duration,
     policy: String,
     targets: Vec<String>,
+    /// The plan, for humans: `restart-redis, then flush-patient-cache
+    /// (approval)`.
+    plan: String,
 }
 
 /// The configured notifiers, and the Slack ones by name (for buttons).
@@ -358,12 +379,22 @@ impl Pager {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        let plan = scenario
+            .plan
+            .iter()
+            .map(|s| match s.approval {
+                crate::rules::model::Approval::Required(_) => format!("{} (with approval)", s.name),
+                _ => s.name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", then ");
         lock(&self.scenarios).insert(
             scenario.name.clone(),
             ScenarioInfo {
                 rto: scenario.rto.get(),
                 policy: scenario.escalation.clone(),
                 targets,
+                plan,
             },
         );
     }
@@ -447,6 +478,22 @@ impl Pager {
             return Ok(());
         }
         let outbox = self.store.outbox_of(incident.id).await?;
+        let comm = p.communication.is_some();
+        if comm && fresh && !self.paged(incident.id).await?.is_empty() {
+            // Whoever heard of it already (a page at detection, the RTO
+            // clock, a notice) hears that the plan gave up (a step waiting
+            // for approval has told them already).
+            let last = self
+                .store
+                .timeline(incident.id)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|e| e.kind == "escalate" || e.kind == "approval");
+            if let Some(e) = last.filter(|e| e.kind == "escalate") {
+                self.changed(incident.id, "escalate", &e.message).await?;
+            }
+        }
         let timers = outbox.iter().filter(|e| e.kind == "timer");
         if timers.clone().any(|e| e.state == OutboxState::Pending) {
             return Ok(());
@@ -458,13 +505,18 @@ impl Pager {
             return Ok(());
         }
         let first = p.levels.first().map_or(Duration::ZERO, |l| l.after.get());
+        // With a communication plan the levels are timed from detection
+        // (the runbook's 0/15/30/60 min); level 1 pages now if that is later.
+        let base = if comm { incident.opened_at } else { since };
+        let due =
+            (base + chrono::Duration::from_std(first).unwrap_or(chrono::Duration::MAX)).max(since);
         self.enqueue(
             incident.id,
             format!("{}:timer:e0:r0:l1", incident.id),
             "",
             "timer",
-            since + chrono::Duration::from_std(first).unwrap_or(chrono::Duration::MAX),
-            json!({ "policy": policy, "epoch": 0, "round": 0, "level": 1, "base": since }),
+            due,
+            json!({ "policy": policy, "epoch": 0, "round": 0, "level": 1, "base": base, "detection": comm }),
         )
         .await?;
         if let Some(every) = p.status_every {
@@ -483,12 +535,12 @@ impl Pager {
         Ok(())
     }
 
-    /// Notifiers that were paged about `id` (pages sent or on their way).
-    /// In the order first paged.
+    /// Notifiers that were paged or notified about `id` (sent or on their
+    /// way). In the order first reached.
     async fn paged(&self, id: IncidentId) -> Result<Vec<String>, StoreError> {
         let mut out: Vec<String> = Vec::new();
         for e in self.store.outbox_of(id).await? {
-            if e.kind == "page"
+            if (e.kind == "page" || (e.kind == "notice" && e.payload["event"] != "fyi"))
                 && matches!(e.state, OutboxState::Sent | OutboxState::Pending)
                 && !out.contains(&e.notifier)
             {
@@ -523,6 +575,11 @@ impl Pager {
     /// Escalation timers still pending are cancelled when they come due.
     pub async fn resolved(&self, incident: &Incident, message: &str) -> Result<(), StoreError> {
         let now = self.clock.now();
+        self.cancel_clocks(incident.id, "resolved").await?;
+        if comms::self_healed(self, incident, message).await? {
+            self.wake.notify_one();
+            return Ok(());
+        }
         for n in self.paged(incident.id).await? {
             self.enqueue(
                 incident.id,

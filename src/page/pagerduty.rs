@@ -56,15 +56,18 @@ impl PagerDutyNotifier {
     /// The event for a notice, if it is one PagerDuty hears about.
     fn event(&self, n: &Notice, key: &str) -> Option<serde_json::Value> {
         let inc = &n.view.incident;
+        // Once acknowledged, PagerDuty hears only `acknowledge` and
+        // `resolve`: a `trigger` would re-alert whoever already has it.
+        let acked = inc.state == IncidentState::Acknowledged;
         let action = match n.kind {
-            NoticeKind::Page => "trigger",
+            NoticeKind::Page if !acked => "trigger",
             NoticeKind::Resolution => "resolve",
             NoticeKind::Update => match n.event() {
-                "acknowledge" if inc.state == IncidentState::Acknowledged => "acknowledge",
-                "reopen" | "escalate" => "trigger",
+                "acknowledge" if acked => "acknowledge",
+                "reopen" | "escalate" if !acked => "trigger",
                 _ => return None,
             },
-            NoticeKind::Status => return None,
+            _ => return None,
         };
         let mut ev = json!({
             "routing_key": key,
@@ -80,7 +83,6 @@ impl PagerDutyNotifier {
                 "summary": summary,
                 "source": n.view.targets.first().cloned().unwrap_or_else(|| "medic".into()),
                 "severity": severity(&inc.severity),
-                "component": n.view.targets.join(","),
                 "group": inc.scenario,
                 "class": "medic incident",
                 "custom_details": {
@@ -92,6 +94,10 @@ impl PagerDutyNotifier {
                     "next": n.view.next,
                 },
             });
+            // PagerDuty shows an empty `component` as a blank field.
+            if !n.view.targets.is_empty() {
+                ev["payload"]["component"] = json!(n.view.targets.join(","));
+            }
         }
         Some(ev)
     }

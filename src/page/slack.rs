@@ -16,9 +16,7 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use super::{
-    Delivered, Notice, NoticeKind, Notifier, NotifyError, View, checked, http_client, human,
-};
+use super::{Delivered, Notice, Notifier, NotifyError, View, checked, http_client, human};
 use crate::config::SlackNotifier as Config;
 use crate::secret::Secret;
 use crate::store::IncidentState;
@@ -27,6 +25,9 @@ use crate::store::IncidentState;
 const INCIDENT_EVENT: &str = "medic_incident";
 /// Metadata event type of thread replies.
 const NOTICE_EVENT: &str = "medic_notice";
+
+/// The Content-Type of every Web API call with a body.
+pub const JSON_UTF8: &str = "application/json; charset=utf-8";
 
 /// Posts to one channel.
 pub struct SlackNotifier {
@@ -182,8 +183,14 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
     if inc.state != IncidentState::Resolved {
         let id = inc.id.to_string();
         let mut buttons = Vec::new();
+        // One `primary` button per block (Slack's guideline): Approve
+        // while a step waits, Acknowledge otherwise.
         if inc.state != IncidentState::Acknowledged {
-            buttons.push(json!({ "type": "button", "action_id": "acknowledge", "value": id, "text": plain("Acknowledge"), "style": "primary" }));
+            let mut ack = json!({ "type": "button", "action_id": "acknowledge", "value": id, "text": plain("Acknowledge") });
+            if v.awaiting.is_none() {
+                ack["style"] = json!("primary");
+            }
+            buttons.push(ack);
         }
         if let Some(step) = &v.awaiting {
             let value = format!("{id}:{step}");
@@ -243,7 +250,13 @@ impl SlackNotifier {
     ) -> Result<Value, NotifyError> {
         let url = format!("{}/{method}", self.api);
         let req = match body {
-            Some(b) => self.client.post(&url).json(b),
+            // Slack asks for the charset (it warns `missing_charset`
+            // otherwise); reqwest's `.json()` leaves it out.
+            Some(b) => self
+                .client
+                .post(&url)
+                .header(reqwest::header::CONTENT_TYPE, JSON_UTF8)
+                .body(serde_json::to_vec(b).unwrap_or_default()),
             None => {
                 let q = serde_urlencoded::to_string(query).unwrap_or_default();
                 self.client.get(format!("{url}?{q}"))
@@ -337,7 +350,7 @@ impl SlackNotifier {
             out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
         }
         let out = esc_cut(&out, 3500);
-        if matches!(n.kind, NoticeKind::Page | NoticeKind::Resolution) && !self.mention.is_empty() {
+        if n.mention && !self.mention.is_empty() {
             let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
             return format!("{} {out}", who.join(" "));
         }

@@ -322,7 +322,8 @@ struct Seen {
     scenario: String,
     state: String,
     steps: Vec<(String, String, String)>,
-    pages: Vec<String>,
+    /// Pages and notices, with their time since detection.
+    pages: Vec<(String, Duration)>,
     timeline: Vec<String>,
 }
 
@@ -347,11 +348,16 @@ async fn snapshot(store: &MemoryStore) -> Vec<Seen> {
             .filter(|e| e.kind == "page")
             .map(|e| {
                 let via = e.data["notifier"].as_str().unwrap_or("?");
-                if e.data["page"] == "resolution" {
-                    format!("resolution via {via}")
-                } else {
-                    format!("level {} via {via}", e.data["level"])
-                }
+                let what = match e.data["page"].as_str() {
+                    Some("resolution") => format!("resolution via {via}"),
+                    Some("notice") => format!(
+                        "notice {} via {via}",
+                        e.data["event"].as_str().unwrap_or("?")
+                    ),
+                    Some("status") => format!("status {} via {via}", e.data["n"]),
+                    _ => format!("level {} via {via}", e.data["level"]),
+                };
+                (what, (e.at - inc.opened_at).to_std().unwrap_or_default())
             })
             .collect();
         out.push(Seen {
@@ -412,6 +418,19 @@ fn run_case(
                     format!("no scenario {:?} in the rule files{hint}", i.scenario),
                 ));
             }
+        }
+    }
+    for d in &case.decisions {
+        if !scenarios.iter().any(|s| s.name == d.scenario) {
+            let names = scenarios.iter().map(|s| s.name.as_str());
+            let hint =
+                did_you_mean(&d.scenario, names).map_or_else(String::new, |h| format!(" ({h})"));
+            errors.push(Diagnostic::new(
+                file.path.clone(),
+                d.at.0,
+                d.at.1,
+                format!("no scenario {:?} in the rule files{hint}", d.scenario),
+            ));
         }
     }
     if !errors.is_empty() {
@@ -494,12 +513,14 @@ async fn simulate(
         .keys()
         .map(|n| (n.clone(), Arc::new(Recorder) as Arc<dyn Notifier>))
         .collect();
+    let (pager_tx, pager_rx) = tokio::sync::watch::channel(None);
     let daemon = {
         let (config, store, shutdown) = (config.clone(), store.clone(), shutdown.clone());
         tokio::spawn(async move {
             let options = crate::daemon::RunOptions {
                 notifiers: Some(notifiers),
                 no_jobs: true,
+                pager: Some(pager_tx),
                 ..Default::default()
             };
             crate::daemon::run_with_options(
@@ -515,7 +536,15 @@ async fn simulate(
         })
     };
     let mut failures = Vec::new();
+    let mut decisions = case.decisions.iter().peekable();
     for e in &case.expect {
+        // Decisions due by then are made first, at their time.
+        while let Some(d) = decisions.next_if(|d| d.time <= e.time) {
+            tokio::time::sleep_until(start + d.time).await;
+            if let Err(why) = decide(&store, &pager_rx, d).await {
+                failures.push(failure(file, case, d.at, d.time, &why, String::new()));
+            }
+        }
         // Everything due at `at` has happened once the simulated clock
         // moves past it (it only moves when every task is idle).
         tokio::time::sleep_until(start + e.time + Duration::from_millis(1)).await;
@@ -536,6 +565,39 @@ async fn simulate(
     shutdown.cancel();
     let _ = daemon.await;
     failures
+}
+
+/// A scripted human decision on the scenario's latest incident.
+async fn decide(
+    store: &MemoryStore,
+    pager: &tokio::sync::watch::Receiver<Option<Arc<crate::page::Pager>>>,
+    d: &parse::ScriptedDecision,
+) -> Result<(), String> {
+    let Some(pager) = pager.borrow().clone() else {
+        return Err("no pager to decide through (medic is not leading)".into());
+    };
+    let incidents = store.recent_incidents(usize::MAX).await.unwrap_or_default();
+    let Some(inc) = incidents.iter().find(|i| i.scenario == d.scenario) else {
+        return Err(format!(
+            "cannot {}: no incident of {} yet",
+            d.kind.as_str(),
+            d.scenario
+        ));
+    };
+    pager
+        .decide(
+            inc.id,
+            crate::page::Decision {
+                kind: d.kind,
+                by: d.by.clone(),
+                step: None,
+                note: String::new(),
+                via: "test".into(),
+            },
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot {}: {e}", d.kind.as_str()))
 }
 
 fn failure(
@@ -637,11 +699,21 @@ fn compare_incident(
     }
     if let Some((at, pages)) = &w.pages {
         let want: Vec<String> = pages.iter().map(ExpPage::to_string).collect();
-        if want != g.pages {
+        // Times (since detection) are compared when the test gives them.
+        let timed = pages.iter().any(|p| p.at.is_some());
+        let got: Vec<String> = g
+            .pages
+            .iter()
+            .map(|(what, at)| match timed {
+                true => format!("{what} at {}", parse::since(*at)),
+                false => what.clone(),
+            })
+            .collect();
+        if want != got {
             out.push(fail(
                 *at,
                 &format!("{label}: pages differ"),
-                diff(&want, &g.pages, |a, b| a == b),
+                diff(&want, &got, |a, b| a == b),
             ));
         }
     }

@@ -15,7 +15,16 @@ use crate::store::{AttemptOutcome, IncidentState};
 use crate::yaml::{self, Cursor, Pos, key_pos, pos, unknown_field};
 
 const FILE_FIELDS: &[&str] = &["rule_files", "config", "tests"];
-const TEST_FIELDS: &[&str] = &["name", "interval", "mode", "checks", "actions", "expect"];
+const TEST_FIELDS: &[&str] = &[
+    "name",
+    "interval",
+    "mode",
+    "checks",
+    "actions",
+    "decisions",
+    "expect",
+];
+const DECISION_FIELDS: &[&str] = &["at", "decide", "scenario", "by"];
 const EXPECT_FIELDS: &[&str] = &["at", "incidents"];
 const INCIDENT_FIELDS: &[&str] = &["scenario", "state", "steps", "pages", "timeline"];
 
@@ -45,8 +54,21 @@ pub struct TestCase {
     pub checks: Vec<Keyed<Vec<Value>>>,
     /// `step` or `scenario/step` → outcome of each attempt (the last repeats).
     pub actions: Vec<Keyed<Vec<ActionScript>>>,
+    /// Human decisions at given times, in time order.
+    pub decisions: Vec<ScriptedDecision>,
     /// In time order.
     pub expect: Vec<Expect>,
+}
+
+/// `{ at: 10m, decide: acknowledge, scenario: NAME, by: alice }`: a human
+/// decides on the scenario's latest incident at `at`.
+#[derive(Clone, Debug)]
+pub struct ScriptedDecision {
+    pub time: Duration,
+    pub at: Pos,
+    pub kind: crate::page::DecisionKind,
+    pub scenario: String,
+    pub by: String,
 }
 
 /// A value under a `name` or `scenario/name` key.
@@ -105,18 +127,44 @@ pub struct ExpStep {
     pub reason: Option<String>,
 }
 
-/// `level N via NOTIFIER` or `resolution via NOTIFIER`.
+/// `level N via NOTIFIER`, `resolution via NOTIFIER`, `notice EVENT via
+/// NOTIFIER` or `status N via NOTIFIER`, each optionally followed by `at
+/// DURATION` (since detection: then the time is checked too).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExpPage {
+pub struct ExpPage {
+    pub what: ExpPageKind,
+    pub at: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpPageKind {
     Level(usize, String),
     Resolution(String),
+    Notice(String, String),
+    Status(u64, String),
+}
+
+impl std::fmt::Display for ExpPageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpPageKind::Level(n, via) => write!(f, "level {n} via {via}"),
+            ExpPageKind::Resolution(via) => write!(f, "resolution via {via}"),
+            ExpPageKind::Notice(event, via) => write!(f, "notice {event} via {via}"),
+            ExpPageKind::Status(n, via) => write!(f, "status {n} via {via}"),
+        }
+    }
+}
+
+/// A time since detection as tests write it (`2m30s`, `0s`).
+pub fn since(d: Duration) -> String {
+    Dur(d).to_string().replace(' ', "")
 }
 
 impl std::fmt::Display for ExpPage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExpPage::Level(n, via) => write!(f, "level {n} via {via}"),
-            ExpPage::Resolution(via) => write!(f, "resolution via {via}"),
+        match self.at {
+            Some(at) => write!(f, "{} at {}", self.what, since(at)),
+            None => write!(f, "{}", self.what),
         }
     }
 }
@@ -243,6 +291,22 @@ impl Cx<'_> {
             }
             Some(v)
         });
+        let decisions = match self.optional(m, "decisions") {
+            None => Some(Vec::new()),
+            Some(n) => self.list(n, "decisions").and_then(|items| {
+                let mut v = Some(Vec::new());
+                for item in items {
+                    let d = self.decision(item);
+                    v = v.zip(d).map(|(mut all, d)| {
+                        all.push(d);
+                        all
+                    });
+                }
+                let mut v = v?;
+                v.sort_by_key(|d| d.time);
+                Some(v)
+            }),
+        };
         let expect = self.required(m, "expect").and_then(|n| {
             let items = self.list(n, "expectations")?;
             let mut v = Some(Vec::new());
@@ -264,7 +328,45 @@ impl Cx<'_> {
             mode: mode?,
             checks: checks?,
             actions: actions?,
+            decisions: decisions?,
             expect: expect?,
+        })
+    }
+
+    fn decision(&mut self, node: &Node) -> Option<ScriptedDecision> {
+        let m = self.mapping(
+            node,
+            "a decision: `{ at: DURATION, decide: acknowledge, scenario: NAME }`",
+        )?;
+        self.unknown_keys(m, DECISION_FIELDS);
+        let time = self
+            .required(m, "at")
+            .and_then(|n| self.dur(n))
+            .map(Dur::get);
+        let kind = self.required(m, "decide").and_then(|n| {
+            let s = self.string(n)?;
+            match crate::page::DecisionKind::parse(&s) {
+                Some(k) => Some(k),
+                None => {
+                    self.err(
+                        pos(n),
+                        unknown_field("decision", &s, crate::page::DecisionKind::ALL),
+                    );
+                    None
+                }
+            }
+        });
+        let scenario = self.required(m, "scenario").and_then(|n| self.string(n));
+        let by = match self.optional(m, "by") {
+            Some(n) => self.string(n),
+            None => Some("on-call".to_string()),
+        };
+        Some(ScriptedDecision {
+            time: time?,
+            at: pos(node),
+            kind: kind?,
+            scenario: scenario?,
+            by: by?,
         })
     }
 
@@ -499,25 +601,49 @@ impl Cx<'_> {
         let mut out = Vec::new();
         for item in items {
             let s = self.string(item)?;
-            let words: Vec<&str> = s.split_whitespace().collect();
-            let page = match words.as_slice() {
+            let mut words: Vec<&str> = s.split_whitespace().collect();
+            let mut at = None;
+            if words.len() >= 2 && words[words.len() - 2] == "at" {
+                match words[words.len() - 1].parse::<Dur>() {
+                    Ok(d) => at = Some(d.get()),
+                    Err(e) => {
+                        self.err(pos(item), format!("{s:?}: after `at`: {e}"));
+                        return None;
+                    }
+                }
+                words.truncate(words.len() - 2);
+            }
+            let what = match words.as_slice() {
                 ["level", n, "via", via] => match n.parse::<usize>() {
-                    Ok(n) if n >= 1 => ExpPage::Level(n, via.to_string()),
+                    Ok(n) if n >= 1 => ExpPageKind::Level(n, via.to_string()),
                     _ => {
                         self.err(pos(item), format!("{n:?} is not a level (1, 2, ...)"));
                         return None;
                     }
                 },
-                ["resolution", "via", via] => ExpPage::Resolution(via.to_string()),
+                ["status", n, "via", via] => match n.parse::<u64>() {
+                    Ok(n) if n >= 1 => ExpPageKind::Status(n, via.to_string()),
+                    _ => {
+                        self.err(
+                            pos(item),
+                            format!("{n:?} is not a status update number (1, 2, ...)"),
+                        );
+                        return None;
+                    }
+                },
+                ["notice", event, "via", via] => {
+                    ExpPageKind::Notice(event.to_string(), via.to_string())
+                }
+                ["resolution", "via", via] => ExpPageKind::Resolution(via.to_string()),
                 _ => {
                     self.err(
                         pos(item),
-                        format!("expected \"level N via NOTIFIER\" or \"resolution via NOTIFIER\", found {s:?}"),
+                        format!("expected \"level N via NOTIFIER\", \"notice EVENT via NOTIFIER\", \"status N via NOTIFIER\" or \"resolution via NOTIFIER\" (optionally \"... at DURATION\"), found {s:?}"),
                     );
                     return None;
                 }
             };
-            out.push(page);
+            out.push(ExpPage { what, at });
         }
         Some(out)
     }
@@ -576,8 +702,14 @@ mod tests {
         assert_eq!(
             inc.pages.as_ref().unwrap().1,
             vec![
-                ExpPage::Level(1, "log".into()),
-                ExpPage::Resolution("log".into())
+                ExpPage {
+                    what: ExpPageKind::Level(1, "log".into()),
+                    at: None
+                },
+                ExpPage {
+                    what: ExpPageKind::Resolution("log".into()),
+                    at: None
+                }
             ]
         );
     }
@@ -594,7 +726,7 @@ mod tests {
                 "t.yaml:4:57: unknown state \"gone\" (expected one of: open, remediating, escalated, acknowledged, resolved)",
                 "t.yaml:4:76: unknown outcome \"winning\" (expected one of: succeeded, failed, timed_out, refused, dry_run, abandoned, in_flight)",
                 "t.yaml:4:96: \"one\" is not a level (1, 2, ...)",
-                "t.yaml:5:5: unknown field \"colour\" (expected one of: name, interval, mode, checks, actions, expect)",
+                "t.yaml:5:5: unknown field \"colour\" (expected one of: name, interval, mode, checks, actions, decisions, expect)",
             ]
         );
         assert_eq!(

@@ -1,0 +1,327 @@
+//! The communication plan of a policy ([`crate::config::Communication`]):
+//! what happens when an incident opens (a page, a notice to the channel,
+//! the executives for P1), the RTO as a clock (escalate one level at each
+//! share, the top level at 100 %), a missed acknowledgement, and the FYI
+//! when medic fixed it alone. Everything goes through the outbox, like
+//! every other notice (see [`super`]).
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::dispatch::{chrono, mark, num, text};
+use super::{Pager, human};
+use crate::config::{Communication, EscalationPolicy, OnOpen, OnSelfHealed};
+use crate::store::{
+    Incident, IncidentId, IncidentState, OutboxEntry, OutboxMark, OutboxState, StoreError,
+};
+
+impl Pager {
+    /// The policy and communication plan of `scenario`, if it has one.
+    pub(super) fn comm(&self, scenario: &str) -> Option<(String, EscalationPolicy, Communication)> {
+        let info = self.info(scenario)?;
+        let p = self.policy(&info.policy)?;
+        let c = p.communication.clone()?;
+        Some((info.policy, p, c))
+    }
+
+    /// A new incident opened: the plan's first notices and its clocks
+    /// (RTO shares, status updates), all timed from detection. Without a
+    /// communication plan nothing happens until the plan gives up.
+    pub async fn opened(&self, inc: &Incident) -> Result<(), StoreError> {
+        let Some((name, policy, c)) = self.comm(&inc.scenario) else {
+            return Ok(());
+        };
+        let info = self.info(&inc.scenario);
+        let plan = info.as_ref().map(|i| i.plan.clone()).unwrap_or_default();
+        let working = if plan.is_empty() {
+            "medic has no plan for it".to_string()
+        } else {
+            format!("medic is working on it: it will try {plan}")
+        };
+        let id = inc.id;
+        let sev = c.for_severity(&inc.severity);
+        match sev.open {
+            OnOpen::Page => {
+                let first = policy
+                    .levels
+                    .first()
+                    .map_or(Default::default(), |l| l.after.get());
+                self.enqueue(
+                    id,
+                    format!("{id}:timer:e0:r0:l1"),
+                    "",
+                    "timer",
+                    inc.opened_at + chrono(first),
+                    json!({
+                        "policy": name, "epoch": 0, "round": 0, "level": 1,
+                        "base": inc.opened_at, "detection": true,
+                        "why": format!("detected; {working}"),
+                    }),
+                )
+                .await?;
+            }
+            OnOpen::Notify | OnOpen::Channel => {
+                let text = format!(
+                    "{}: detected; {working}; pages on-call if it cannot",
+                    inc.summary
+                );
+                self.notice(id, &c.channel, "open", &text, sev.open == OnOpen::Notify)
+                    .await?;
+            }
+            OnOpen::None => {}
+        }
+        if inc.severity == "critical" && !c.executives.is_empty() {
+            let text = format!(
+                "P1: {} (detected {}); {working}; on-call is paged",
+                inc.summary,
+                inc.opened_at.format("%H:%M UTC")
+            );
+            self.notice(id, &c.executives, "executives", &text, true)
+                .await?;
+        }
+        if let Some(rto) = info.map(|i| i.rto).filter(|r| !r.is_zero()) {
+            let mut shares = c.rto_shares.clone();
+            shares.push(100);
+            for share in shares {
+                let at = inc.opened_at + chrono(rto.mul_f64(f64::from(share) / 100.0));
+                self.enqueue(
+                    id,
+                    format!("{id}:rto-timer:{share}"),
+                    "",
+                    "rto-timer",
+                    at,
+                    json!({ "policy": name, "share": share }),
+                )
+                .await?;
+            }
+        }
+        if let Some(every) = policy.status_every {
+            self.enqueue(
+                id,
+                format!("{id}:status-timer:1"),
+                "",
+                "status-timer",
+                inc.opened_at + chrono(every.get()),
+                json!({ "n": 1, "since": inc.opened_at }),
+            )
+            .await?;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// One notice (`event`) to each of `notifiers`, once per incident.
+    async fn notice(
+        &self,
+        id: IncidentId,
+        notifiers: &[String],
+        event: &str,
+        text: &str,
+        mention: bool,
+    ) -> Result<(), StoreError> {
+        let seq = self.store.timeline(id).await?.len();
+        let now = self.clock.now();
+        for n in notifiers {
+            self.enqueue(
+                id,
+                format!("{id}:notice:{event}:{n}"),
+                n,
+                "notice",
+                now,
+                json!({ "text": text, "event": event, "seq": seq, "mention": mention }),
+            )
+            .await?;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Cancels the RTO clock and the acknowledgement deadline of `id`.
+    pub(super) async fn cancel_clocks(&self, id: IncidentId, why: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        for t in self.store.outbox_of(id).await? {
+            if t.state == OutboxState::Pending
+                && (t.kind == "rto-timer" || t.kind == "ack-deadline")
+            {
+                self.store
+                    .outbox_mark(
+                        t.id,
+                        OutboxMark {
+                            state: OutboxState::Cancelled,
+                            attempts: t.attempts,
+                            due_at: t.due_at,
+                            detail: why.to_string(),
+                            at: now,
+                        },
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The acknowledgement deadline after a first page (once per incident).
+    pub(super) async fn ack_deadline(
+        &self,
+        id: IncidentId,
+        scenario: &str,
+        paged_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some((_, _, c)) = self.comm(scenario) else {
+            return Ok(());
+        };
+        self.enqueue(
+            id,
+            format!("{id}:ack-deadline"),
+            "",
+            "ack-deadline",
+            paged_at + chrono(c.ack_within.get()),
+            json!({ "within": c.ack_within.to_string() }),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Nobody paged a human and the policy says `self_healed: fyi`: a short FYI
+/// with the timeline link to the channel and everyone notified, instead
+/// of the resolution notice. Returns whether it did.
+pub(super) async fn self_healed(
+    p: &Pager,
+    inc: &Incident,
+    message: &str,
+) -> Result<bool, StoreError> {
+    let Some((_, _, c)) = p.comm(&inc.scenario) else {
+        return Ok(false);
+    };
+    if c.for_severity(&inc.severity).self_healed != OnSelfHealed::Fyi {
+        return Ok(false);
+    }
+    let outbox = p.store.outbox_of(inc.id).await?;
+    if outbox.iter().any(|e| e.kind == "page") {
+        return Ok(false);
+    }
+    let mut to = p.paged(inc.id).await?;
+    for n in &c.channel {
+        if !to.contains(n) {
+            to.push(n.clone());
+        }
+    }
+    let what = message.strip_prefix("resolved: ").unwrap_or(message);
+    let text = format!(
+        "FYI: {} — medic fixed it alone ({what}); nobody was paged. Timeline: {}",
+        inc.summary,
+        c.timeline_link(inc.id)
+    );
+    p.notice(inc.id, &to, "fyi", &text, false).await?;
+    Ok(true)
+}
+
+/// A share of the RTO has passed: escalate one level saying how much is
+/// left (or, acknowledged, tell everyone notified); at 100 % page the top
+/// level.
+pub(super) async fn fire_rto(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
+    let id = e.incident_id;
+    let Some(inc) = p.store.incident(id).await? else {
+        return mark(p, e, OutboxState::Failed, "incident not found").await;
+    };
+    if inc.state == IncidentState::Resolved {
+        return mark(p, e, OutboxState::Cancelled, "resolved").await;
+    }
+    let Some(policy) = p.policy(&text(e, "policy")) else {
+        return mark(p, e, OutboxState::Failed, "policy not configured").await;
+    };
+    let rto = p.info(&inc.scenario).map(|i| i.rto).unwrap_or_default();
+    let share = num(e, "share");
+    let used = (e.due_at - inc.opened_at).to_std().unwrap_or_default();
+    let left = rto.saturating_sub(used);
+    let n = policy.levels.len();
+    let outbox = p.store.outbox_of(id).await?;
+    let last = outbox
+        .iter()
+        .filter(|o| o.kind == "page")
+        .map(|o| num(o, "level") as usize)
+        .max()
+        .unwrap_or(0);
+    let acked = inc.state == IncidentState::Acknowledged;
+    let clock = if share >= 100 {
+        format!("the RTO of {} is used up", human(rto))
+    } else {
+        format!(
+            "{share}% of the RTO {} used, {} left",
+            human(rto),
+            human(left)
+        )
+    };
+    let level = if share >= 100 { n } else { (last + 1).min(n) };
+    if n == 0 || (acked && share < 100) || level <= last {
+        // Everyone who should be is paged (or a human has it): they hear
+        // the clock.
+        p.note(
+            id,
+            "rto",
+            format!("RTO clock: {clock}"),
+            json!({ "share": share }),
+        )
+        .await?;
+        p.changed(id, "rto", &format!("RTO clock: {clock}")).await?;
+        return mark(p, e, OutboxState::Sent, "told everyone notified").await;
+    }
+    let def = &policy.levels[level - 1];
+    let who = def.name.clone().unwrap_or_else(|| format!("level {level}"));
+    p.note(
+        id,
+        "rto",
+        format!("RTO clock: {clock}; paging {who}"),
+        json!({ "share": share, "level": level }),
+    )
+    .await?;
+    let epoch = p.epoch(id).await?;
+    let seq = p.store.timeline(id).await?.len();
+    let now = p.clock.now();
+    for notifier in &def.notify {
+        p.enqueue(
+            id,
+            format!("{id}:page:e{epoch}:r0:l{level}:{notifier}"),
+            notifier,
+            "page",
+            now,
+            json!({
+                "level": level, "round": 0, "name": def.name, "seq": seq,
+                "rto": true,
+                "text": format!("{who} paged: {} ({clock})", inc.summary),
+            }),
+        )
+        .await?;
+    }
+    if last == 0 {
+        p.ack_deadline(id, &inc.scenario, now).await?;
+    }
+    p.wake.notify_one();
+    mark(p, e, OutboxState::Sent, &format!("level {level} paged")).await
+}
+
+/// The acknowledgement deadline after the first page passed: missed,
+/// unless someone acknowledged (or it is over).
+pub(super) async fn fire_ack_deadline(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
+    let id = e.incident_id;
+    let Some(inc) = p.store.incident(id).await? else {
+        return mark(p, e, OutboxState::Failed, "incident not found").await;
+    };
+    let timeline = p.store.timeline(id).await?;
+    if inc.state == IncidentState::Resolved || super::decision::count(&timeline, "acknowledge") > 0
+    {
+        return mark(p, e, OutboxState::Cancelled, "acknowledged or resolved").await;
+    }
+    let within = text(e, "within");
+    crate::metrics::ack_missed(&inc.scenario);
+    tracing::warn!(incident = id, scenario = %inc.scenario, "acknowledgement missed: nobody acknowledged the first page within {within}");
+    p.note(
+        id,
+        "ack-missed",
+        format!("acknowledgement missed: nobody acknowledged the first page within {within}"),
+        json!({ "within": within }),
+    )
+    .await?;
+    mark(p, e, OutboxState::Sent, "acknowledgement missed").await
+}
