@@ -37,6 +37,14 @@ if ! command -v moto_server >/dev/null 2>&1; then
     python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
 
+# prometheus_client's OpenMetrics parser checks medic's /metrics
+# (tests/observability.rs).
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "installing: prometheus-client"
+  python3 -m pip install --quiet prometheus-client ||
+    python3 -m pip install --quiet --break-system-packages prometheus-client
+fi
+
 # cargo-fuzz runs the fuzz targets (fuzz/) below.
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "installing: cargo-fuzz"

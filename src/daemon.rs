@@ -776,7 +776,7 @@ impl CheckLoops {
             let stop = self.root.child_token();
             let (route, route_rx) = watch::channel((slot, tx.clone()));
             tasks.spawn(check_loop(
-                (rt.scenario.name.clone(), s.name.clone()),
+                (rt.scenario.name.clone(), s.check.kind()),
                 rt.checks[j].clone(),
                 Cadence {
                     every: def.every,
@@ -1006,7 +1006,7 @@ fn first_run_offset(slot: usize, every: Duration) -> Duration {
 /// only delays itself: each run is bounded by the symptom's timeout, which
 /// turns a hang into `unknown`.
 async fn check_loop(
-    (scenario, symptom): (String, String),
+    (scenario, kind): (String, &'static str),
     check: Arc<dyn Check>,
     Cadence {
         every,
@@ -1044,12 +1044,12 @@ async fn check_loop(
                 Observation::Whole(Outcome::Unknown(format!("timed out after {}", humantime::format_duration(timeout))))
             }),
         };
-        let kind = match &observation {
+        let outcome = match &observation {
             Observation::Whole(o) => o.label(),
             Observation::Series(s) if s.is_empty() => "ok",
             Observation::Series(_) => "failing",
         };
-        crate::metrics::check(&scenario, &symptom, kind, started.elapsed());
+        crate::metrics::check(&scenario, kind, outcome, started.elapsed());
         let (slot, tx) = route.borrow_and_update().clone();
         let update = Update {
             slot,
@@ -1125,7 +1125,7 @@ mod tests {
         let stop = CancellationToken::new();
         let every = Duration::from_secs(5);
         let task = tokio::spawn(check_loop(
-            ("s".into(), "closed".into()),
+            ("s".into(), "tcp"),
             check.clone(),
             Cadence {
                 every,

@@ -211,6 +211,8 @@ struct Table {
     series: Vec<Option<HashMap<String, usize>>>,
     /// Scenario index → every instance seen, with its labels.
     instances: Vec<BTreeMap<String, Labels>>,
+    /// Scenario index → its name (for metrics).
+    names: Vec<String>,
 }
 
 impl Table {
@@ -241,7 +243,36 @@ impl Table {
             slots,
             series,
             instances: vec![BTreeMap::new(); scenarios.len()],
+            names: scenarios
+                .iter()
+                .map(|rt| rt.scenario.name.clone())
+                .collect(),
         }
+    }
+
+    /// How many symptoms of each scenario are in each phase (in
+    /// [`crate::metrics::STATES`] order): a whole-target symptom counts once,
+    /// a per-series one once per instance.
+    fn phase_counts(&self) -> Vec<[u64; 4]> {
+        let mut counts = vec![[0u64; 4]; self.names.len()];
+        let mut count = |k: usize, slot: usize| {
+            counts[k][phase_index(self.symptoms.phase(slot))] += 1;
+        };
+        for (base, &(k, _)) in self.owner.iter().enumerate() {
+            match &self.series[base] {
+                None => count(k, base),
+                Some(m) => m.values().for_each(|&t| count(k, t)),
+            }
+        }
+        counts
+    }
+
+    /// Publishes [`Table::phase_counts`] as `medic_symptoms`.
+    fn publish_phase_counts(&self) {
+        let counts = self.phase_counts();
+        let by_name: Vec<(&str, [u64; 4])> =
+            self.names.iter().map(String::as_str).zip(counts).collect();
+        crate::metrics::symptom_counts(&by_name);
     }
 
     /// The table slot of instance `key` of per-series symptom slot `base`,
@@ -258,6 +289,7 @@ impl Table {
             m.insert(key.to_string(), t);
         }
         let k = self.owner[base].0;
+        crate::metrics::symptom_moved(&self.names[k], None, Some(Phase::Ok.as_str()));
         if !self.instances[k].contains_key(key) {
             self.instances[k].insert(key.to_string(), labels());
         }
@@ -277,6 +309,16 @@ impl Table {
                 None => None,
             },
         }
+    }
+}
+
+/// A phase's index in [`crate::metrics::STATES`].
+fn phase_index(p: Phase) -> usize {
+    match p {
+        Phase::Ok => 0,
+        Phase::Pending => 1,
+        Phase::Firing => 2,
+        Phase::Clearing => 3,
     }
 }
 
@@ -303,6 +345,7 @@ impl Engine {
     /// Lays out every symptom of every scenario in one table.
     pub fn new(scenarios: Vec<Arc<ScenarioRuntime>>, shared: Shared) -> Self {
         let table = Table::new(&scenarios, Instant::now());
+        table.publish_phase_counts();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Engine {
             done_tx,
@@ -381,6 +424,9 @@ impl Engine {
             // Its scenario may no longer see that instance at all.
             self.evaluate(k, &key.1).await?;
         }
+        // Presumed-firing symptoms (and, after a reload, carried states)
+        // changed phase without a transition.
+        self.table.publish_phase_counts();
         Ok(())
     }
 
@@ -515,7 +561,11 @@ impl Engine {
         };
         let open = self.open.get(&(k, inst.to_string())).map(|o| o.incident.id);
         if let Some(tr) = tr {
-            crate::metrics::symptom_state(&self.scenarios[k].scenario.name, &name, tr.to.as_str());
+            crate::metrics::symptom_moved(
+                &self.scenarios[k].scenario.name,
+                Some(tr.from.as_str()),
+                Some(tr.to.as_str()),
+            );
             tracing::info!(
                 scenario = %self.scenarios[k].scenario.name,
                 symptom = %name,
