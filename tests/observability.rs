@@ -203,3 +203,171 @@ fn metrics_pass_promtool_and_the_openmetrics_parser_and_match_the_docs() {
         assert_eq!(docs[f.name].1, doc_labels, "{}", f.name);
     }
 }
+
+fn monitoring(file: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/monitoring")
+        .join(file)
+}
+
+fn yaml_file(path: &Path) -> serde_json::Value {
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// medic's own alerts pass `promtool check rules` and their unit tests
+/// (`promtool test rules`: every alert fires when it should, and not before);
+/// the PrometheusRule ships the same groups; the ServiceMonitor selects the
+/// Service's port.
+#[test]
+fn medic_alerts_pass_promtool_and_the_operator_manifests_match() {
+    for args in [
+        ["check", "rules", "medic-alerts.yaml"],
+        ["test", "rules", "medic-alerts.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(monitoring(""))
+            .output()
+            .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert has a unit test.
+    let rules = yaml_file(&monitoring("medic-alerts.yaml"));
+    let tests = std::fs::read_to_string(monitoring("medic-alerts.test.yaml")).unwrap();
+    let alerts: Vec<&str> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(alerts.len(), 7);
+    for a in &alerts {
+        assert!(
+            tests.contains(&format!("alertname: {a}\n")),
+            "{a} has no promtool test"
+        );
+    }
+
+    let pr = yaml_file(&monitoring("prometheusrule.yaml"));
+    assert_eq!(pr["kind"], "PrometheusRule");
+    assert_eq!(pr["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(
+        pr["spec"]["groups"], rules["groups"],
+        "prometheusrule.yaml drifted from medic-alerts.yaml"
+    );
+
+    let sm = yaml_file(&monitoring("servicemonitor.yaml"));
+    let svc =
+        yaml_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/service.yaml"));
+    assert_eq!(sm["kind"], "ServiceMonitor");
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"],
+        svc["metadata"]["labels"]
+    );
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    // The job label it gives is what the alerts and the dashboard select.
+    let job_label = sm["spec"]["jobLabel"].as_str().unwrap();
+    assert_eq!(svc["metadata"]["labels"][job_label], "medic");
+}
+
+/// A Prometheus API query: the `data.result` list (panics on an error).
+fn query(prom: &prom::Prometheus, q: &str) -> Vec<serde_json::Value> {
+    let path = format!(
+        "/api/v1/query?{}",
+        serde_urlencoded::to_string([("query", q)]).unwrap()
+    );
+    let (status, body) = prom::http_get(prom.port, &path, true)
+        .unwrap_or_else(|| panic!("Prometheus did not answer {q}\n{}", prom.log()));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, &v["status"]),
+        (200, &"success".into()),
+        "{q}: {body}"
+    );
+    v["data"]["result"].as_array().unwrap().clone()
+}
+
+/// The Grafana dashboard against a real Prometheus scraping a real medic
+/// (OpenMetrics, as Prometheus asks for it) and loading medic's alerts:
+/// the scrape is healthy, every rule loads, and every panel's every query
+/// runs without error and returns data.
+#[test]
+fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_medic, base) = medic_with_an_escalated_incident(dir.path());
+    let target = base.trim_start_matches("http://");
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let config = format!(
+        "global: {{ scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s }}\n\
+         rule_files: ['{}']\n\
+         scrape_configs:\n\
+         - job_name: medic\n  static_configs: [{{ targets: ['{target}'] }}]\n",
+        monitoring("medic-alerts.yaml").display()
+    );
+    let prom = prom::Prometheus::start_config(&config, &prom_dir);
+    wait_until(Duration::from_secs(30), "five scrapes of medic", || {
+        query(&prom, "count_over_time(up{job=\"medic\"}[1m]) >= 5").len() == 1
+    });
+
+    // The scrape: up, in OpenMetrics, without errors.
+    let (_, targets) = prom::http_get(prom.port, "/api/v1/targets", true).unwrap();
+    let t: serde_json::Value = serde_json::from_str(&targets).unwrap();
+    let active = &t["data"]["activeTargets"][0];
+    assert_eq!(active["health"], "up", "{targets}");
+    assert_eq!(active["lastError"], "", "{targets}");
+    assert_eq!(query(&prom, "up{job=\"medic\"} == 1").len(), 1);
+
+    // Every alerting rule loaded and evaluates.
+    let (_, rules) = prom::http_get(prom.port, "/api/v1/rules", true).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    let loaded = r["data"]["groups"][0]["rules"].as_array().unwrap();
+    assert_eq!(loaded.len(), 7, "{rules}");
+    wait_until(Duration::from_secs(10), "every rule evaluated", || {
+        let (_, rules) = prom::http_get(prom.port, "/api/v1/rules", true).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&rules).unwrap();
+        r["data"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|rule| rule["health"] == "ok")
+    });
+
+    // Every panel's queries, with Grafana's variables as it would fill them.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring("grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 12);
+    let mut queried = 0;
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+        for t in targets {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$job", "medic")
+                .replace("$__rate_interval", "10s");
+            let result = query(&prom, &expr);
+            assert!(
+                !result.is_empty(),
+                "panel {} returned no data: {expr}",
+                panel["title"]
+            );
+            queried += 1;
+        }
+    }
+    assert!(queried >= panels.len());
+}
