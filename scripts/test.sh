@@ -15,6 +15,8 @@ declare -A pkg_for=(
   # The status page is tested in headless Chromium over WebDriver.
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  # `medic man` is rendered by groff with warnings on (tests/cli_artifacts.rs).
+  [groff]=groff-base
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
