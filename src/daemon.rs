@@ -220,6 +220,7 @@ pub async fn run_with_options(
     let readiness = initial_readiness(runtimes.len(), refused, &clock);
     readiness.reloads.export();
     crate::metrics::leadership(None);
+    crate::metrics::per_symptom(&config.metrics.per_symptom);
     let (ready_tx, ready_rx) = watch::channel(readiness);
     attach_store(&runtimes, &store);
     let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
@@ -878,6 +879,8 @@ async fn reload(
     }
     // Checks read through the unfenced store (alerts any replica recorded).
     attach_store(&loaded.runtimes, store);
+    // Before the engine recounts its symptoms under the new rules.
+    crate::metrics::per_symptom(&loaded.config.metrics.per_symptom);
     let runtimes = loaded.runtimes.clone();
     let (reloaded, added, removed, closed) = match control {
         Some((control, store)) => {

@@ -72,6 +72,7 @@ enum Id {
     Checks,
     CheckDuration,
     Symptoms,
+    SymptomState,
     OpenIncidents,
     Actions,
     Budget,
@@ -115,6 +116,13 @@ pub const FAMILIES: &[Family] = &[
         unit: "",
         labels: &["scenario", "state"],
         help: "Symptoms (per-series instances counted one each) in each state, by scenario.",
+    },
+    Family {
+        name: "medic_symptom_state",
+        kind: Kind::Gauge,
+        unit: "",
+        labels: &["scenario", "symptom", "state"],
+        help: "Instances of a symptom in each state (a whole-target symptom: 1 for its state); only symptoms opted in with metrics.per_symptom.",
     },
     Family {
         name: "medic_open_incidents",
@@ -224,12 +232,15 @@ type Series = BTreeMap<Vec<String>, Value>;
 /// A set of metric families and their series.
 pub struct Registry {
     families: Vec<Mutex<Series>>,
+    /// `metrics.per_symptom`: `SCENARIO/SYMPTOM` or `SCENARIO` entries.
+    per_symptom: std::sync::RwLock<Vec<String>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
             families: FAMILIES.iter().map(|_| Mutex::new(Series::new())).collect(),
+            per_symptom: Default::default(),
         }
     }
 }
@@ -270,6 +281,56 @@ impl Registry {
             }
             *sum += v;
             *count += 1;
+        }
+    }
+
+    /// Whether `scenario`'s `symptom` opted in to per-symptom series.
+    fn detailed(&self, scenario: &str, symptom: &str) -> bool {
+        let list = self.per_symptom.read().unwrap_or_else(|p| p.into_inner());
+        !list.is_empty()
+            && list.iter().any(|e| match e.split_once('/') {
+                Some((sc, sy)) => sc == scenario && sy == symptom,
+                None => e == scenario,
+            })
+    }
+
+    fn symptom_counts(&self, scenarios: &[&str], symptoms: &[(&str, &str, [u64; 4])]) {
+        let mut totals: BTreeMap<&str, [u64; 4]> = scenarios.iter().map(|s| (*s, [0; 4])).collect();
+        let mut detail = Series::new();
+        for (scenario, symptom, counts) in symptoms {
+            let t = totals.entry(scenario).or_insert([0; 4]);
+            for (t, c) in t.iter_mut().zip(counts) {
+                *t += c;
+            }
+            if self.detailed(scenario, symptom) {
+                for (state, n) in STATES.iter().zip(counts) {
+                    detail.insert(key(&[scenario, symptom, state]), Value::Number(*n as f64));
+                }
+            }
+        }
+        *self.series(Id::SymptomState) = detail;
+        let mut s = self.series(Id::Symptoms);
+        s.clear();
+        for (scenario, counts) in totals {
+            for (state, n) in STATES.iter().zip(counts) {
+                s.insert(key(&[scenario, state]), Value::Number(n as f64));
+            }
+        }
+    }
+
+    fn symptom_moved(&self, scenario: &str, symptom: &str, from: Option<&str>, to: Option<&str>) {
+        let detailed = self.detailed(scenario, symptom);
+        if let Some(from) = from {
+            self.add(Id::Symptoms, &[scenario, from], -1.0);
+            if detailed {
+                self.add(Id::SymptomState, &[scenario, symptom, from], -1.0);
+            }
+        }
+        if let Some(to) = to {
+            self.add(Id::Symptoms, &[scenario, to], 1.0);
+            if detailed {
+                self.add(Id::SymptomState, &[scenario, symptom, to], 1.0);
+            }
         }
     }
 
@@ -475,30 +536,27 @@ pub fn check(scenario: &str, check: &str, outcome: &str, took: Duration) {
 /// Every state a symptom can be in (the `state` values of `medic_symptoms`).
 pub const STATES: [&str; 4] = ["ok", "pending", "firing", "clearing"];
 
-/// How many of a scenario's symptoms are in each state, in [`STATES`]
-/// order: the whole picture, replacing what was there (`scenarios` are every
-/// scenario the engine runs; others are dropped).
-pub fn symptom_counts(scenarios: &[(&str, [u64; 4])]) {
-    let m = metrics();
-    let mut s = m.series(Id::Symptoms);
-    s.clear();
-    for (scenario, counts) in scenarios {
-        for (state, n) in STATES.iter().zip(counts) {
-            s.insert(key(&[scenario, state]), Value::Number(*n as f64));
-        }
-    }
+/// Which symptoms get per-symptom series (`metrics.per_symptom`:
+/// `SCENARIO/SYMPTOM` or `SCENARIO`); the engine's next recount shows them.
+pub fn per_symptom(list: &[String]) {
+    *metrics()
+        .per_symptom
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = list.to_vec();
 }
 
-/// One of `scenario`'s symptoms moved from state `from` to `to` (`None`:
-/// a new per-series instance appeared, or one went away).
-pub fn symptom_moved(scenario: &str, from: Option<&str>, to: Option<&str>) {
-    let m = metrics();
-    if let Some(from) = from {
-        m.add(Id::Symptoms, &[scenario, from], -1.0);
-    }
-    if let Some(to) = to {
-        m.add(Id::Symptoms, &[scenario, to], 1.0);
-    }
+/// The whole picture of symptom states, replacing what was there: how many
+/// instances of each symptom (scenario, symptom) are in each state, in
+/// [`STATES`] order; `scenarios` are every scenario the engine runs (each
+/// shown, with zeros when it has no symptom counted).
+pub fn symptom_counts(scenarios: &[&str], symptoms: &[(&str, &str, [u64; 4])]) {
+    metrics().symptom_counts(scenarios, symptoms);
+}
+
+/// An instance of `scenario`'s `symptom` moved from state `from` to `to`
+/// (`None`: a new per-series instance appeared, or one went away).
+pub fn symptom_moved(scenario: &str, symptom: &str, from: Option<&str>, to: Option<&str>) {
+    metrics().symptom_moved(scenario, symptom, from, to);
 }
 
 /// A remediation attempt of `action` ended with `outcome`.
@@ -649,6 +707,40 @@ mod tests {
                 "medic_symptoms{scenario=\"a \\\"quoted\\\"\\\\name\\n\",state=\"ok\"} 3\n"
             )
         );
+    }
+
+    #[test]
+    fn per_symptom_series_only_for_symptoms_that_opted_in() {
+        let r = Registry::default();
+        *r.per_symptom.write().unwrap() = vec!["db/lag".into(), "cache".into()];
+        r.symptom_counts(
+            &["db", "cache", "web"],
+            &[
+                ("db", "lag", [1, 0, 0, 0]),
+                ("db", "down", [1, 0, 0, 0]),
+                ("cache", "down", [0, 0, 2, 0]),
+            ],
+        );
+        r.symptom_moved("db", "lag", Some("ok"), Some("pending"));
+        r.symptom_moved("db", "down", Some("ok"), Some("firing"));
+        let text = r.encode(Format::Prometheus);
+        let has = |l: &str| text.contains(&format!("\n{l}\n"));
+        assert!(has(
+            r#"medic_symptom_state{scenario="db",symptom="lag",state="pending"} 1"#
+        ));
+        assert!(has(
+            r#"medic_symptom_state{scenario="db",symptom="lag",state="ok"} 0"#
+        ));
+        assert!(has(
+            r#"medic_symptom_state{scenario="cache",symptom="down",state="firing"} 2"#
+        ));
+        assert!(
+            !text.contains(r#"symptom="down",state="firing"} 1"#),
+            "{text}"
+        );
+        assert!(has(r#"medic_symptoms{scenario="db",state="ok"} 0"#));
+        assert!(has(r#"medic_symptoms{scenario="db",state="firing"} 1"#));
+        assert!(has(r#"medic_symptoms{scenario="web",state="ok"} 0"#));
     }
 
     #[test]

@@ -61,6 +61,13 @@ fn run_with_stdin(argv: &[&str], input: &str) -> (bool, String) {
 fn medic_with_an_escalated_incident(dir: &Path) -> (Medic, String) {
     let (http, port) = (free_port(), free_port());
     let config = enforce_config(dir, http, "2s");
+    // One symptom opts in to its per-symptom series.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}metrics: {{ per_symptom: [port-closed/closed] }}\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("rules/port.yaml"),
         port_closed_rule("port-closed", "Port closed", port, 1),
@@ -75,6 +82,9 @@ fn medic_with_an_escalated_incident(dir: &Path) -> (Medic, String) {
             let text = scrape(&base, None).1;
             text.contains("medic_open_incidents{scenario=\"port-closed\",state=\"escalated\"} 1")
                 && text.contains("medic_notifications_total{notifier=\"log\",result=\"success\"}")
+                && text.contains(
+                    "medic_symptom_state{scenario=\"port-closed\",symptom=\"closed\",state=\"firing\"} 1",
+                )
         },
     );
     (medic, base)

@@ -213,6 +213,8 @@ struct Table {
     instances: Vec<BTreeMap<String, Labels>>,
     /// Scenario index → its name (for metrics).
     names: Vec<String>,
+    /// Scenario index → its symptoms' names (for metrics).
+    symptom_names: Vec<Vec<String>>,
 }
 
 impl Table {
@@ -247,32 +249,47 @@ impl Table {
                 .iter()
                 .map(|rt| rt.scenario.name.clone())
                 .collect(),
+            symptom_names: scenarios
+                .iter()
+                .map(|rt| {
+                    rt.scenario
+                        .symptoms
+                        .iter()
+                        .map(|s| s.name.clone())
+                        .collect()
+                })
+                .collect(),
         }
     }
 
-    /// How many symptoms of each scenario are in each phase (in
-    /// [`crate::metrics::STATES`] order): a whole-target symptom counts once,
-    /// a per-series one once per instance.
+    /// How many instances of each symptom (by symptom slot) are in each
+    /// phase (in [`crate::metrics::STATES`] order): a whole-target symptom
+    /// is one, a per-series one has one per label set.
     fn phase_counts(&self) -> Vec<[u64; 4]> {
-        let mut counts = vec![[0u64; 4]; self.names.len()];
-        let mut count = |k: usize, slot: usize| {
-            counts[k][phase_index(self.symptoms.phase(slot))] += 1;
-        };
-        for (base, &(k, _)) in self.owner.iter().enumerate() {
-            match &self.series[base] {
-                None => count(k, base),
-                Some(m) => m.values().for_each(|&t| count(k, t)),
-            }
-        }
-        counts
+        (0..self.owner.len())
+            .map(|base| {
+                let mut counts = [0u64; 4];
+                let mut count = |slot: usize| counts[phase_index(self.symptoms.phase(slot))] += 1;
+                match &self.series[base] {
+                    None => count(base),
+                    Some(m) => m.values().for_each(|&t| count(t)),
+                }
+                counts
+            })
+            .collect()
     }
 
-    /// Publishes [`Table::phase_counts`] as `medic_symptoms`.
+    /// Publishes [`Table::phase_counts`] as `medic_symptoms` (and
+    /// `medic_symptom_state` for symptoms that opted in).
     fn publish_phase_counts(&self) {
-        let counts = self.phase_counts();
-        let by_name: Vec<(&str, [u64; 4])> =
-            self.names.iter().map(String::as_str).zip(counts).collect();
-        crate::metrics::symptom_counts(&by_name);
+        let by_symptom: Vec<(&str, &str, [u64; 4])> = self
+            .owner
+            .iter()
+            .zip(self.phase_counts())
+            .map(|(&(k, j), c)| (self.names[k].as_str(), self.symptom_names[k][j].as_str(), c))
+            .collect();
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        crate::metrics::symptom_counts(&names, &by_symptom);
     }
 
     /// The table slot of instance `key` of per-series symptom slot `base`,
@@ -288,8 +305,13 @@ impl Table {
         if let Some(m) = self.series[base].as_mut() {
             m.insert(key.to_string(), t);
         }
-        let k = self.owner[base].0;
-        crate::metrics::symptom_moved(&self.names[k], None, Some(Phase::Ok.as_str()));
+        let (k, j) = self.owner[base];
+        crate::metrics::symptom_moved(
+            &self.names[k],
+            &self.symptom_names[k][j],
+            None,
+            Some(Phase::Ok.as_str()),
+        );
         if !self.instances[k].contains_key(key) {
             self.instances[k].insert(key.to_string(), labels());
         }
@@ -563,6 +585,7 @@ impl Engine {
         if let Some(tr) = tr {
             crate::metrics::symptom_moved(
                 &self.scenarios[k].scenario.name,
+                &name,
                 Some(tr.from.as_str()),
                 Some(tr.to.as_str()),
             );
