@@ -572,14 +572,26 @@ pub fn notification(notifier: &str, ok: bool, took: Duration) {
     m.observe(Id::NotificationDuration, &[notifier], took.as_secs_f64());
 }
 
-/// This replica's role: leader of `term`, or a follower (`None`).
+/// This replica's role: leader of `term`, or a follower (`None`). A
+/// follower runs no engine: its symptom series go (they would be the last
+/// term's, stale, beside the leader's).
 pub fn leadership(term: Option<u64>) {
-    let m = metrics();
-    let was = m.get(Id::IsLeader, &[]) == Some(1.0);
-    m.set(Id::IsLeader, &[], f64::from(u8::from(term.is_some())));
-    m.set(Id::Term, &[], term.map_or(0.0, |t| t as f64));
-    if term.is_some() && !was {
-        m.add(Id::Transitions, &[], 1.0);
+    metrics().leadership(term);
+}
+
+impl Registry {
+    fn leadership(&self, term: Option<u64>) {
+        let m = self;
+        if term.is_none() {
+            m.series(Id::Symptoms).clear();
+            m.series(Id::SymptomState).clear();
+        }
+        let was = m.get(Id::IsLeader, &[]) == Some(1.0);
+        m.set(Id::IsLeader, &[], f64::from(u8::from(term.is_some())));
+        m.set(Id::Term, &[], term.map_or(0.0, |t| t as f64));
+        if term.is_some() && !was {
+            m.add(Id::Transitions, &[], 1.0);
+        }
     }
 }
 
@@ -741,6 +753,24 @@ mod tests {
         assert!(has(r#"medic_symptoms{scenario="db",state="ok"} 0"#));
         assert!(has(r#"medic_symptoms{scenario="db",state="firing"} 1"#));
         assert!(has(r#"medic_symptoms{scenario="web",state="ok"} 0"#));
+    }
+
+    #[test]
+    fn a_follower_serves_no_stale_symptom_series() {
+        let r = Registry::default();
+        *r.per_symptom.write().unwrap() = vec!["db".into()];
+        r.leadership(Some(3));
+        r.symptom_counts(&["db"], &[("db", "down", [0, 0, 1, 0])]);
+        assert!(r.encode(Format::Prometheus).contains("medic_symptoms{"));
+        r.leadership(None);
+        let text = r.encode(Format::Prometheus);
+        assert!(!text.contains("medic_symptoms{"), "{text}");
+        assert!(!text.contains("medic_symptom_state{"), "{text}");
+        assert!(text.contains("\nmedic_is_leader 0\n"), "{text}");
+        assert!(
+            text.contains("\nmedic_leadership_transitions_total 1\n"),
+            "{text}"
+        );
     }
 
     #[test]
