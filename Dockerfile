@@ -1,15 +1,18 @@
 # medic's container image: build with cargo, run as a non-root user.
-#   docker build -t medic:0.1.0 .
+#   docker build --build-arg MEDIC_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t medic:0.1.0 .
+# (the build context has no .git: without the argument, `medic --version`
+# and medic_build_info say commit "unknown")
 # The image runs `medic run` on the config at /etc/medic/medic.yaml (the
 # repository's safe dry-run default; Kubernetes mounts its own there).
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Manifests first, so dependency downloads are cached across source edits.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin medic \
+ARG MEDIC_GIT_COMMIT=""
+RUN MEDIC_GIT_COMMIT="$MEDIC_GIT_COMMIT" cargo build --release --locked --bin medic \
     && strip target/release/medic
 
 FROM debian:bookworm-slim

@@ -15,6 +15,8 @@ declare -A pkg_for=(
   # The status page is tested in headless Chromium over WebDriver.
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  # `medic man` is rendered by groff with warnings on (tests/cli_artifacts.rs).
+  [groff]=groff-base
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -35,6 +37,14 @@ if ! command -v moto_server >/dev/null 2>&1; then
   echo "installing: moto[server]"
   python3 -m pip install --quiet 'moto[server]' ||
     python3 -m pip install --quiet --break-system-packages 'moto[server]'
+fi
+
+# prometheus_client's OpenMetrics parser checks medic's /metrics
+# (tests/observability.rs).
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "installing: prometheus-client"
+  python3 -m pip install --quiet prometheus-client ||
+    python3 -m pip install --quiet --break-system-packages prometheus-client
 fi
 
 # cargo-fuzz runs the fuzz targets (fuzz/) below.

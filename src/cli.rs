@@ -8,10 +8,19 @@ use clap::{Parser, Subcommand};
 use crate::logging::LogFormat;
 use crate::ops::{Remote, Request, Verb};
 
+/// The version and the git commit it was built from (`unknown` without
+/// git): what `medic --version` and `medic version` print.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MEDIC_GIT_COMMIT"),
+    ")"
+);
+
 /// medic keeps production systems alive: it watches, remediates within
 /// bounds, and pages humans for what it cannot fix.
 #[derive(Parser, Debug)]
-#[command(name = "medic", version, about)]
+#[command(name = "medic", version = VERSION, about)]
 pub struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -69,8 +78,70 @@ pub enum Command {
         #[command(flatten)]
         args: DrillArgs,
     },
-    /// Print the version.
+    /// Print the version and the git commit it was built from.
     Version,
+    /// Print a shell completion script (install it where your shell looks,
+    /// e.g. `medic completions bash > /etc/bash_completion.d/medic`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `medic man > /usr/share/man/man1/medic.1`.
+    Man,
+}
+
+/// The completion script for `shell`, from this command line's definition.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "medic", &mut out);
+    out
+}
+
+/// The man page (roff), from this command line's definition: the
+/// commands, then each command's synopsis and options, with their help.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut out = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    // The commands, each pointing at its section below (clap_mangen names
+    // a page per command, `medic-run(1)`, which is not installed).
+    let mut commands = Vec::new();
+    man.render_subcommands_section(&mut commands)?;
+    let mut commands = String::from_utf8_lossy(&commands).into_owned();
+    for sub in cmd.get_subcommands() {
+        commands = commands.replace(
+            &format!("medic\\-{}(1)", sub.get_name().replace('-', "\\-")),
+            &format!("medic {}", sub.get_name()),
+        );
+    }
+    out.extend_from_slice(commands.as_bytes());
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("medic {}", sub.get_name());
+        let page = clap_mangen::Man::new(sub.clone().bin_name(name.clone()));
+        let mut section = Vec::new();
+        page.render_synopsis_section(&mut section)?;
+        page.render_options_section(&mut section)?;
+        // One section per command: its synopsis, then its options.
+        let text = String::from_utf8_lossy(&section)
+            .replacen(
+                ".SH SYNOPSIS",
+                &format!(".SH \"{}\"", name.to_uppercase()),
+                1,
+            )
+            .replacen(".SH OPTIONS", ".SS Options", 1);
+        out.extend_from_slice(text.as_bytes());
+    }
+    man.render_version_section(&mut out)?;
+    Ok(out)
 }
 
 // The commands that talk to a running medic (or, for `report`, its store).

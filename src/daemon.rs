@@ -224,6 +224,7 @@ pub async fn run_with_options(
     let readiness = initial_readiness(runtimes.len(), refused, &clock);
     readiness.reloads.export();
     crate::metrics::leadership(None);
+    crate::metrics::per_symptom(&config.metrics.per_symptom);
     let (ready_tx, ready_rx) = watch::channel(readiness);
     attach_store(&runtimes, &store);
     let (scenarios_tx, scenarios_rx) = watch::channel(runtimes.clone());
@@ -887,7 +888,7 @@ impl CheckLoops {
             let stop = self.root.child_token();
             let (route, route_rx) = watch::channel((slot, tx.clone()));
             tasks.spawn(check_loop(
-                (rt.scenario.name.clone(), s.name.clone()),
+                (rt.scenario.name.clone(), s.check.kind()),
                 rt.checks[j].clone(),
                 Cadence {
                     every: def.every,
@@ -1002,6 +1003,8 @@ async fn reload(
     }
     // Checks read through the unfenced store (alerts any replica recorded).
     attach_store(&loaded.runtimes, store);
+    // Before the engine recounts its symptoms under the new rules.
+    crate::metrics::per_symptom(&loaded.config.metrics.per_symptom);
     let runtimes = loaded.runtimes.clone();
     let (reloaded, added, removed, closed) = match control {
         Some((control, store)) => {
@@ -1146,7 +1149,7 @@ fn first_run_offset(slot: usize, every: Duration) -> Duration {
 /// only delays itself: each run is bounded by the symptom's timeout, which
 /// turns a hang into `unknown`.
 async fn check_loop(
-    (scenario, symptom): (String, String),
+    (scenario, kind): (String, &'static str),
     check: Arc<dyn Check>,
     Cadence {
         every,
@@ -1192,12 +1195,12 @@ async fn check_loop(
                 Observation::Whole(Outcome::Unknown(format!("timed out after {}", humantime::format_duration(timeout))))
             }),
         };
-        let kind = match &observation {
+        let outcome = match &observation {
             Observation::Whole(o) => o.label(),
             Observation::Series(s) if s.is_empty() => "ok",
             Observation::Series(_) => "failing",
         };
-        crate::metrics::check(&scenario, &symptom, kind, started.elapsed());
+        crate::metrics::check(&scenario, kind, outcome, started.elapsed());
         let (slot, tx) = route.borrow_and_update().clone();
         let update = Update {
             slot,
@@ -1337,7 +1340,7 @@ mod tests {
         let stop = CancellationToken::new();
         let every = Duration::from_secs(5);
         let task = tokio::spawn(check_loop(
-            ("s".into(), "closed".into()),
+            ("s".into(), "tcp"),
             check.clone(),
             Cadence {
                 every,

@@ -15,9 +15,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
-            println!("medic {}", env!("CARGO_PKG_VERSION"));
+            println!("medic {}", medic::cli::VERSION);
             ExitCode::SUCCESS
         }
+        Command::Completions { shell } => print_bytes(&medic::cli::completions(shell)),
+        Command::Man => match medic::cli::man_page() {
+            Ok(page) => print_bytes(&page),
+            Err(e) => {
+                eprintln!("medic: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { config, paths } => match rules::check(Some(&config), &paths) {
             Ok(summary) => {
                 summary.warnings.iter().for_each(|w| eprintln!("{w}"));
@@ -45,6 +53,13 @@ fn main() -> ExitCode {
             operate(&remote, request)
         }
     }
+}
+
+/// Writes `bytes` to stdout (a closed pipe is a failure, not a panic).
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    exit_if(out.write_all(bytes).and_then(|()| out.flush()).is_ok())
 }
 
 fn exit_if(ok: bool) -> ExitCode {

@@ -99,11 +99,28 @@ impl QuorumView {
 /// instance (and its incident), and what `${labels.NAME}` reads in a plan.
 pub type Labels = BTreeMap<String, String>;
 
+/// A sample value in JSON: a number when finite, else `"+Inf"`, `"-Inf"`
+/// or `"NaN"` (JSON has no such numbers; serde_json would write `null` for
+/// all three).
+pub fn sample_value<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_nan() {
+        s.serialize_str("NaN")
+    } else if *v == f64::INFINITY {
+        s.serialize_str("+Inf")
+    } else if *v == f64::NEG_INFINITY {
+        s.serialize_str("-Inf")
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
 /// One series a per-series check found failing.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Series {
     pub labels: Labels,
-    /// The sample's value.
+    /// The sample's value (in JSON, ±Inf and NaN as the strings
+    /// Prometheus's HTTP API writes: `"+Inf"`, `"-Inf"`, `"NaN"`).
+    #[serde(serialize_with = "sample_value")]
     pub value: f64,
     /// Why it counts as failing, for humans.
     pub detail: String,
@@ -369,6 +386,25 @@ mod tests {
         let mut other = l.clone();
         other.insert("severity".into(), "warning".into());
         assert_ne!(fingerprint(&l), fingerprint(&other));
+    }
+
+    #[test]
+    fn infinities_and_nan_are_json_strings_as_prometheus_writes_them() {
+        // Regression (issue 18): `medic probe --json` printed +Inf and -Inf
+        // both as `null`.
+        let json = |value: f64| {
+            serde_json::to_value(Series {
+                labels: Labels::new(),
+                value,
+                detail: String::new(),
+            })
+            .unwrap()["value"]
+                .clone()
+        };
+        assert_eq!(json(f64::INFINITY), "+Inf");
+        assert_eq!(json(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(json(f64::NAN), "NaN");
+        assert_eq!(json(1.5), 1.5);
     }
 
     #[test]

@@ -9,8 +9,6 @@
 //!
 //! Requests are queued to the daemon and handled one at a time.
 
-use std::fmt::Write as _;
-
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -117,60 +115,9 @@ impl ReloadStats {
     }
 }
 
-/// Metric names (Prometheus conventions, as Prometheus names its own).
-pub const METRIC_LAST_RELOAD_OK: &str = "medic_config_last_reload_successful";
-pub const METRIC_LAST_RELOAD_SUCCESS_TIME: &str =
-    "medic_config_last_reload_success_timestamp_seconds";
-pub const METRIC_RELOADS: &str = "medic_config_reloads_total";
-
-impl ReloadStats {
-    /// The counters in Prometheus' text exposition format.
-    pub fn prometheus(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP {METRIC_LAST_RELOAD_OK} Whether the last config and rules reload succeeded.\n\
-             # TYPE {METRIC_LAST_RELOAD_OK} gauge\n\
-             {METRIC_LAST_RELOAD_OK} {}",
-            u8::from(self.last_ok)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP {METRIC_LAST_RELOAD_SUCCESS_TIME} When the config and rules last loaded successfully.\n\
-             # TYPE {METRIC_LAST_RELOAD_SUCCESS_TIME} gauge\n\
-             {METRIC_LAST_RELOAD_SUCCESS_TIME} {}",
-            self.last_success_unix
-        );
-        let _ = writeln!(
-            s,
-            "# HELP {METRIC_RELOADS} Config and rules reloads, by result.\n\
-             # TYPE {METRIC_RELOADS} counter\n\
-             {METRIC_RELOADS}{{result=\"success\"}} {}\n\
-             {METRIC_RELOADS}{{result=\"failure\"}} {}",
-            self.succeeded, self.failed
-        );
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn renders_prometheus_text() {
-        let s = ReloadStats {
-            succeeded: 2,
-            failed: 1,
-            last_ok: false,
-            last_success_unix: 1_700_000_000,
-        };
-        let text = s.prometheus();
-        assert!(text.contains("\nmedic_config_last_reload_successful 0\n"));
-        assert!(text.contains("\nmedic_config_reloads_total{result=\"failure\"} 1\n"));
-        assert!(text.contains("\nmedic_config_reloads_total{result=\"success\"} 2\n"));
-        assert!(text.contains("\nmedic_config_last_reload_success_timestamp_seconds 1700000000\n"));
-    }
 
     #[tokio::test]
     async fn request_does_not_block_when_the_queue_is_full() {

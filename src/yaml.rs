@@ -415,6 +415,67 @@ pub(crate) fn item_pos(p: &Node, field: &str, i: usize) -> Pos {
         .map_or_else(|| field_pos(p, field), pos)
 }
 
+/// A number as YAML writes it, for thresholds (`above`, `below`, ...):
+/// decimals and exponents, and YAML's special floats `.inf`, `+.inf`,
+/// `-.inf` and `.nan` (each also as `.Inf`/`.INF`, `.NaN`/`.NAN`), which
+/// Rust's parser does not know. `~`/`null` is no threshold. Use with
+/// `#[serde(default, deserialize_with = "crate::yaml::threshold")]`.
+pub(crate) fn threshold<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number (or .inf, -.inf, .nan)")
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            if matches!(s, "~" | "null" | "Null" | "NULL" | "") {
+                return Ok(None);
+            }
+            yaml_float(s)
+                .map(Some)
+                .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A number in YAML 1.2's core schema spellings.
+fn yaml_float(s: &str) -> Option<f64> {
+    let (sign, body) = match s.as_bytes().first() {
+        Some(b'-') => (-1.0, &s[1..]),
+        Some(b'+') => (1.0, &s[1..]),
+        _ => (1.0, s),
+    };
+    if matches!(body, ".inf" | ".Inf" | ".INF") {
+        return Some(sign * f64::INFINITY);
+    }
+    if matches!(s, ".nan" | ".NaN" | ".NAN") {
+        return Some(f64::NAN);
+    }
+    // Digits, signs, points and exponents only: Rust's parser would also
+    // take `inf` and `nan` spelt any way, which YAML reads as strings.
+    let numeric = s
+        .bytes()
+        .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'))
+        && body.bytes().any(|c| c.is_ascii_digit());
+    if numeric { s.parse().ok() } else { None }
+}
+
 /// `{key: value}`, placed where `value` is (shorthands expand to this).
 pub(crate) fn wrap(key: &str, value: Node) -> Node {
     let span = *value.span();

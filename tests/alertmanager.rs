@@ -382,15 +382,14 @@ fn open_incidents(db: &Path) -> Vec<medic::store::Incident> {
     })
 }
 
-/// How many runs of fire-alert's `on_fire` check came out failing (from
-/// `/metrics`).
+/// How many runs of fire-alert's `alert` checks (`on_fire`, its only one)
+/// came out failing (from `/metrics`).
 fn failing_runs(base: &str) -> f64 {
     let text = block_on(async {
         let r = reqwest::get(format!("{base}/metrics")).await.unwrap();
         r.text().await.unwrap()
     });
-    let key =
-        "medic_checks_total{scenario=\"fire-alert\",symptom=\"on_fire\",outcome=\"failing\"} ";
+    let key = "medic_checks_total{scenario=\"fire-alert\",check=\"alert\",outcome=\"failing\"} ";
     text.lines()
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.parse().ok())

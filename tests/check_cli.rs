@@ -179,6 +179,31 @@ fn check_warns_about_inline_webhook_urls_and_secrets_written_as_plain_env() {
     assert!(!got.concat().contains("SEKRET"));
 }
 
+/// `metrics.per_symptom` naming nothing loaded adds no series: a warning
+/// at the entry, not silence.
+#[test]
+fn per_symptom_metrics_naming_nothing_is_a_warning() {
+    let dir = setup_with(RULE, |c| {
+        format!("{c}metrics: {{ per_symptom: [cache/redis_down, cache, cache/nope, cahce] }}\n")
+    });
+    let summary = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let line = SHIPPED_CONFIG.lines().count() + 1;
+    let d = dir.path().display();
+    let got: Vec<String> = summary.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            format!(
+                "{d}/medic.yaml:{line}:51: warning: metrics.per_symptom: \"cache/nope\" names no loaded scenario or SCENARIO/SYMPTOM: it adds no series"
+            ),
+            format!(
+                "{d}/medic.yaml:{line}:63: warning: metrics.per_symptom: \"cahce\" names no loaded scenario or SCENARIO/SYMPTOM: it adds no series"
+            ),
+        ]
+    );
+}
+
 #[test]
 fn rule_paths_given_replace_the_configs() {
     let one = root().join("rules/redis-cache-failure.yaml");

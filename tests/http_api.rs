@@ -28,10 +28,11 @@ fn setup(dir: &Path, http: u16, port: u16) -> std::path::PathBuf {
     config
 }
 
-/// Parses the OpenMetrics text: `name{labels}` → value. Panics on a line
-/// that is neither a comment nor a sample, or without the final `# EOF`.
+/// Parses the Prometheus text format (what `/metrics` answers a client that
+/// asks for no format): `name{labels}` → value. Panics on a line that is
+/// neither a comment nor a sample.
 fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(!text.contains("# EOF"), "{text}");
     let sample = regex::Regex::new(
         r#"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})?) (\S+)$"#,
     )
@@ -104,18 +105,21 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
     let (code, text) = get(&format!("{base}/metrics"));
     assert_eq!(code, 200);
     let m = parse_metrics(&text);
-    let labels = r#"scenario="port-closed",symptom="closed""#;
+    let labels = r#"scenario="port-closed",check="tcp""#;
     assert!(m[&format!("medic_checks_total{{{labels},outcome=\"failing\"}}")] >= 2.0);
     assert!(m[&format!("medic_check_duration_seconds_count{{{labels}}}")] >= 2.0);
     assert_eq!(
-        m[&format!("medic_symptom_state{{{labels},state=\"firing\"}}")],
+        m[r#"medic_symptoms{scenario="port-closed",state="firing"}"#],
         1.0
     );
     assert_eq!(
-        m[&format!("medic_symptom_state{{{labels},state=\"ok\"}}")],
+        m[r#"medic_symptoms{scenario="port-closed",state="ok"}"#],
         0.0
     );
-    assert_eq!(m[r#"medic_open_incidents{scenario="port-closed"}"#], 1.0);
+    assert_eq!(
+        m[r#"medic_open_incidents{scenario="port-closed",state="escalated"}"#],
+        1.0
+    );
     assert_eq!(
         m[r#"medic_actions_total{action="exec",outcome="failed"}"#],
         1.0
@@ -259,7 +263,7 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
     assert_eq!(code, 422);
     let m = parse_metrics(&get(&format!("{base}/metrics")).1);
     assert_eq!(m["medic_config_last_reload_successful"], 0.0);
-    assert_eq!(m[r#"medic_config_reloads{result="failure"}"#], 1.0);
+    assert_eq!(m[r#"medic_config_reloads_total{result="failure"}"#], 1.0);
 }
 
 #[derive(Clone, Debug, PartialEq)]

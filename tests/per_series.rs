@@ -365,6 +365,12 @@ async fn labels_reach_a_real_exec_step() {
         Dur::secs(0),
         Dur::secs(0),
     );
+    let rt = Arc::new(medic::engine::ScenarioRuntime {
+        steps: vec![],
+        checks: vec![Arc::new(check.clone())],
+        scenario: sc.clone(),
+        mode: Mode::Enforce,
+    });
     let h = start(sc, &check, Arc::new(MemoryStore::new()), Clock::system());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -388,6 +394,22 @@ async fn labels_reach_a_real_exec_step() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let store = h.stop().await;
+    // Regression (issue 18): budgets shown on `/metrics` and the status page
+    // were counted under instance "" while the plan spends each label
+    // set's: both stayed at their full limit. Each instance spent one.
+    let budgets = medic::server::budgets(&*store, &[rt], Utc::now())
+        .await
+        .unwrap();
+    let limit = Limit::default().attempts;
+    let shown: Vec<(&str, u32, u32)> = budgets
+        .iter()
+        .map(|b| (b.instance.as_str(), b.used, b.remaining))
+        .collect();
+    assert_eq!(
+        shown,
+        [(API_KEY, 1, limit - 1), (WEB_KEY, 1, limit - 1)],
+        "{budgets:#?}"
+    );
     for inc in store.recent_incidents(10).await.unwrap() {
         let attempts = store.incident_attempts(inc.id).await.unwrap();
         assert_eq!(attempts.len(), 1, "{attempts:#?}");

@@ -257,24 +257,30 @@ impl<'a> Cur<'a> {
     }
 }
 
-/// Go's float syntax as exporters write it: `NaN`, `+Inf`, `-Inf`, decimals
-/// with exponents.
+/// A sample value as the reference parsers read it (Go's
+/// `strconv.ParseFloat`, which Prometheus and promtool use; Python's
+/// `float`, which prometheus_client uses): decimals with exponents, and the
+/// special values spelt any case: `NaN`, `Inf` and `Infinity` with an
+/// optional sign (`+Inf`, `-inf`, `+Infinity`, `-infinity`).
 pub fn parse_value(s: &str) -> Option<f64> {
-    match s {
-        "NaN" | "nan" => Some(f64::NAN),
-        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
-        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
-        _ => {
-            // Rust also takes "infinity" and "nan" spelt any way; Go's
-            // exporters never write those, and neither do we accept them
-            // as numbers in disguise.
-            let b = s.as_bytes();
-            let numeric = !b.is_empty()
-                && b.iter()
-                    .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'));
-            if numeric { s.parse().ok() } else { None }
-        }
+    if s.eq_ignore_ascii_case("nan") {
+        return Some(f64::NAN);
     }
+    let (sign, body) = match s.as_bytes().first() {
+        Some(b'-') => (-1.0, &s[1..]),
+        Some(b'+') => (1.0, &s[1..]),
+        _ => (1.0, s),
+    };
+    if body.eq_ignore_ascii_case("inf") || body.eq_ignore_ascii_case("infinity") {
+        return Some(sign * f64::INFINITY);
+    }
+    // Rust's parser would also take a signed "nan" and other spellings the
+    // reference parsers refuse: only digits, signs, points and exponents.
+    let b = s.as_bytes();
+    let numeric = !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.' | b'e' | b'E'));
+    if numeric { s.parse().ok() } else { None }
 }
 
 fn parse_line(line: &str, n: usize) -> Result<Option<Entry<'_>>, ParseError> {
@@ -612,6 +618,43 @@ mod tests {
         let s = all("job:http_requests:rate5m{job=\"api\"} 12.5\n:odd 1\n");
         assert_eq!(s[0].name, "job:http_requests:rate5m");
         assert_eq!(s[1].name, ":odd");
+    }
+
+    #[test]
+    fn every_spelling_of_infinity_the_reference_parsers_accept() {
+        // Regression (issue 18): `Infinity`, `+Infinity` and `-infinity`
+        // rejected the whole scrape; promtool and prometheus_client take them.
+        for (text, want) in [
+            ("Inf", f64::INFINITY),
+            ("+Inf", f64::INFINITY),
+            ("-Inf", f64::NEG_INFINITY),
+            ("inf", f64::INFINITY),
+            ("INF", f64::INFINITY),
+            ("Infinity", f64::INFINITY),
+            ("+Infinity", f64::INFINITY),
+            ("-infinity", f64::NEG_INFINITY),
+            ("-INFINITY", f64::NEG_INFINITY),
+        ] {
+            assert_eq!(parse_value(text), Some(want), "{text}");
+            let line = format!("m {text}\n");
+            assert_eq!(all(&line)[0].value, want, "{text}");
+        }
+        for nan in ["NaN", "nan", "NAN"] {
+            assert!(parse_value(nan).is_some_and(f64::is_nan), "{nan}");
+        }
+        // What Go's ParseFloat refuses stays refused.
+        for bad in [
+            "+NaN",
+            "-nan",
+            "infinit",
+            "in",
+            "Infinityy",
+            "1.0f",
+            "0x10",
+            "",
+        ] {
+            assert_eq!(parse_value(bad).map(|v| v.to_string()), None, "{bad}");
+        }
     }
 
     #[test]

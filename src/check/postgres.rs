@@ -43,12 +43,15 @@ pub struct PostgresParams {
     pub max_lag_bytes: Option<u64>,
     /// Failing when replay lag exceeds this many seconds (0 while the
     /// replica has replayed all it received).
+    #[serde(default, deserialize_with = "crate::yaml::threshold")]
     pub max_lag_seconds: Option<f64>,
     /// A read-only query returning one number.
     pub sql: Option<String>,
     /// With `sql`: failing when the number is above this.
+    #[serde(default, deserialize_with = "crate::yaml::threshold")]
     pub above: Option<f64>,
     /// With `sql`: failing when the number is below this.
+    #[serde(default, deserialize_with = "crate::yaml::threshold")]
     pub below: Option<f64>,
 }
 

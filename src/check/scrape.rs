@@ -11,8 +11,10 @@ pub struct ScrapeParams {
     /// A metric selector with label matchers.
     pub metric: String,
     /// Failing when a matched sample is above this.
+    #[serde(default, deserialize_with = "crate::yaml::threshold")]
     pub above: Option<f64>,
     /// Failing when a matched sample is below this.
+    #[serde(default, deserialize_with = "crate::yaml::threshold")]
     pub below: Option<f64>,
 }
 

@@ -358,6 +358,7 @@ impl Cx<'_> {
                 "store" => self.section::<StoreConfig>(root, key, v),
                 "limits" => self.section::<GlobalLimits>(root, key, v),
                 "alerts" => self.section::<super::AlertLimits>(root, key, v),
+                "metrics" => self.section::<super::MetricsConfig>(root, key, v),
                 "shutdown_grace" => self.section::<Dur>(root, key, v),
                 "http" => self.section::<super::HttpConfig>(root, key, v),
                 "slack" => self.section::<super::SlackApp>(root, key, v),

@@ -93,6 +93,9 @@ pub struct Config {
     /// kept, retention of resolved ones.
     #[serde(default)]
     pub alerts: AlertLimits,
+    /// What `/metrics` shows beyond its per-scenario series.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -151,6 +154,7 @@ impl Default for Config {
             drills: BTreeMap::new(),
             leadership: None,
             alerts: AlertLimits::default(),
+            metrics: MetricsConfig::default(),
             base_dir: PathBuf::from("."),
             warnings: Vec::new(),
         }
@@ -170,6 +174,18 @@ impl Config {
             self.base_dir.join(p)
         }
     }
+}
+
+/// `metrics:`: opt-ins for per-symptom series on `/metrics`. By default
+/// medic's series are per scenario, so a scrape stays small with 100,000
+/// checks; per-symptom detail is in the incidents API and the status page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Symptoms (`SCENARIO/SYMPTOM`, or `SCENARIO` for all of its) that get
+    /// `medic_symptom_state{scenario,symptom,state}`.
+    #[serde(default)]
+    pub per_symptom: Vec<String>,
 }
 
 /// Which store backend.

@@ -222,6 +222,10 @@ struct Table {
     series: Vec<Option<HashMap<String, usize>>>,
     /// Scenario index → every instance seen, with its labels.
     instances: Vec<BTreeMap<String, Labels>>,
+    /// Scenario index → its name (for metrics).
+    names: Vec<String>,
+    /// Scenario index → its symptoms' names (for metrics).
+    symptom_names: Vec<Vec<String>>,
 }
 
 impl Table {
@@ -252,7 +256,51 @@ impl Table {
             slots,
             series,
             instances: vec![BTreeMap::new(); scenarios.len()],
+            names: scenarios
+                .iter()
+                .map(|rt| rt.scenario.name.clone())
+                .collect(),
+            symptom_names: scenarios
+                .iter()
+                .map(|rt| {
+                    rt.scenario
+                        .symptoms
+                        .iter()
+                        .map(|s| s.name.clone())
+                        .collect()
+                })
+                .collect(),
         }
+    }
+
+    /// How many instances of each symptom (by symptom slot) are in each
+    /// phase (in [`crate::metrics::STATES`] order): a whole-target symptom
+    /// is one, a per-series one has one per label set.
+    fn phase_counts(&self) -> Vec<[u64; 4]> {
+        (0..self.owner.len())
+            .map(|base| {
+                let mut counts = [0u64; 4];
+                let mut count = |slot: usize| counts[phase_index(self.symptoms.phase(slot))] += 1;
+                match &self.series[base] {
+                    None => count(base),
+                    Some(m) => m.values().for_each(|&t| count(t)),
+                }
+                counts
+            })
+            .collect()
+    }
+
+    /// Publishes [`Table::phase_counts`] as `medic_symptoms` (and
+    /// `medic_symptom_state` for symptoms that opted in).
+    fn publish_phase_counts(&self) {
+        let by_symptom: Vec<(&str, &str, [u64; 4])> = self
+            .owner
+            .iter()
+            .zip(self.phase_counts())
+            .map(|(&(k, j), c)| (self.names[k].as_str(), self.symptom_names[k][j].as_str(), c))
+            .collect();
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        crate::metrics::symptom_counts(&names, &by_symptom);
     }
 
     /// The table slot of instance `key` of per-series symptom slot `base`,
@@ -268,7 +316,13 @@ impl Table {
         if let Some(m) = self.series[base].as_mut() {
             m.insert(key.to_string(), t);
         }
-        let k = self.owner[base].0;
+        let (k, j) = self.owner[base];
+        crate::metrics::symptom_moved(
+            &self.names[k],
+            &self.symptom_names[k][j],
+            None,
+            Some(Phase::Ok.as_str()),
+        );
         if !self.instances[k].contains_key(key) {
             self.instances[k].insert(key.to_string(), labels());
         }
@@ -288,6 +342,16 @@ impl Table {
                 None => None,
             },
         }
+    }
+}
+
+/// A phase's index in [`crate::metrics::STATES`].
+fn phase_index(p: Phase) -> usize {
+    match p {
+        Phase::Ok => 0,
+        Phase::Pending => 1,
+        Phase::Firing => 2,
+        Phase::Clearing => 3,
     }
 }
 
@@ -314,6 +378,7 @@ impl Engine {
     /// Lays out every symptom of every scenario in one table.
     pub fn new(scenarios: Vec<Arc<ScenarioRuntime>>, shared: Shared) -> Self {
         let table = Table::new(&scenarios, Instant::now());
+        table.publish_phase_counts();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Engine {
             done_tx,
@@ -392,6 +457,9 @@ impl Engine {
             // Its scenario may no longer see that instance at all.
             self.evaluate(k, &key.1).await?;
         }
+        // Presumed-firing symptoms (and, after a reload, carried states)
+        // changed phase without a transition.
+        self.table.publish_phase_counts();
         Ok(())
     }
 
@@ -538,7 +606,12 @@ impl Engine {
         };
         let open = self.open.get(&(k, inst.to_string())).map(|o| o.incident.id);
         if let Some(tr) = tr {
-            crate::metrics::symptom_state(&self.scenarios[k].scenario.name, &name, tr.to.as_str());
+            crate::metrics::symptom_moved(
+                &self.scenarios[k].scenario.name,
+                &name,
+                Some(tr.from.as_str()),
+                Some(tr.to.as_str()),
+            );
             tracing::info!(
                 scenario = %self.scenarios[k].scenario.name,
                 symptom = %name,

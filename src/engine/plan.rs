@@ -645,18 +645,32 @@ enum StepEnd {
 /// The attempt budget of a step: attempts that executed something within
 /// the window, oldest first. Counted from the ledger: restarts reset nothing.
 async fn budget(ctx: &PlanContext, step: &Step) -> Result<Vec<Attempt>, StoreError> {
-    let now = ctx.clock.now();
-    let window = chrono::Duration::from_std(step.limit.per.get()).unwrap_or(chrono::Duration::MAX);
-    let since = now
-        .checked_sub_signed(window)
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    let since = budget_since(step, ctx.clock.now());
     Ok(ctx
         .store
         .attempts_since(&ctx.scenario, &step.name, &ctx.instance, since)
         .await?
         .into_iter()
-        .filter(|a| a.outcome.is_some_and(|o| o.counts_against_limit()))
+        .filter(spends_budget)
         .collect())
+}
+
+/// Where `step`'s budget window starts at `now` (attempts started since
+/// count). Shown budgets (`/metrics`, the status page) use it too.
+pub fn budget_since(
+    step: &Step,
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    let window = chrono::Duration::from_std(step.limit.per.get()).unwrap_or(chrono::Duration::MAX);
+    now.checked_sub_signed(window)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+/// Whether an attempt in the window used up its step's budget: it ended
+/// having executed something. Budgets are per scenario, step and instance
+/// (a per-series incident spends its own label set's).
+pub fn spends_budget(a: &Attempt) -> bool {
+    a.outcome.is_some_and(|o| o.counts_against_limit())
 }
 
 /// How many other incidents of this scenario have an attempt in flight.

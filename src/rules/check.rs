@@ -46,6 +46,32 @@ pub fn check(
     check_with_env(config_path, rule_paths, process_env())
 }
 
+/// Whether a `metrics.per_symptom` entry (`SCENARIO/SYMPTOM` or
+/// `SCENARIO`) names something of `sc`.
+fn per_symptom_matches(entry: &str, sc: &super::Scenario) -> bool {
+    match entry.split_once('/') {
+        Some((name, symptom)) => sc.name == name && sc.symptoms.iter().any(|s| s.name == symptom),
+        None => sc.name == entry,
+    }
+}
+
+/// Where `entry` is written after `per_symptom` in the config file
+/// (1-based line and column; 0, 0 when not found, e.g. set by the env).
+fn position_of(config_path: &Path, entry: &str) -> (usize, usize) {
+    let Ok(text) = std::fs::read_to_string(config_path) else {
+        return (0, 0);
+    };
+    let Some(start) = text.find("per_symptom") else {
+        return (0, 0);
+    };
+    let Some(at) = text[start..].find(entry).map(|i| start + i) else {
+        return (0, 0);
+    };
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
 /// [`check`] with `env` standing in for the process environment (tests).
 pub fn check_with_env(
     config_path: Option<&Path>,
@@ -69,8 +95,25 @@ pub fn check_with_env(
     if !diags.is_empty() {
         return Err(Diagnostics(diags));
     }
+    let unmatched: Vec<Diagnostic> = config
+        .iter()
+        .flat_map(|c| &c.metrics.per_symptom)
+        .filter(|e| !scenarios.iter().any(|sc| per_symptom_matches(e, sc)))
+        .map(|e| {
+            let (line, col) = position_of(config_path, e);
+            Diagnostic::new(
+                config_path.display().to_string(),
+                line,
+                col,
+                format!(
+                    "warning: metrics.per_symptom: {e:?} names no loaded scenario or SCENARIO/SYMPTOM: it adds no series"
+                ),
+            )
+        })
+        .collect();
     let mut warnings = config.map(|c| c.warnings).unwrap_or_default();
     warnings.extend(rule_warnings);
+    warnings.extend(unmatched);
     Ok(CheckSummary {
         scenarios: scenarios.len(),
         symptoms: scenarios.iter().map(|s| s.symptoms.len()).sum(),

@@ -925,10 +925,9 @@ impl<'a> Cx<'a> {
             Some(n) => {
                 let refs = self.names(n);
                 match refs {
-                    Some(refs) if refs.is_empty() => {
-                        self.err(pos(n), "`clears` needs at least one symptom");
-                        None
-                    }
+                    // `clears: []`: the action's own verification, as the
+                    // model documents (a `then: continue` step's default).
+                    Some(refs) if refs.is_empty() => Some(Vec::new()),
                     Some(refs) => self
                         .resolve(&refs, defined)
                         .then(|| refs.into_iter().map(|(n, _)| n).collect()),
@@ -1701,6 +1700,40 @@ escalation: pager
     }
 
     #[test]
+    fn thresholds_take_yamls_special_floats() {
+        // Regression (issue 18): `.inf` could not be written as a threshold.
+        let thresholds = |check: &str| {
+            let s = ok(&MINIMAL.replace("{ redis: { target: cache } }", check));
+            match &s.symptoms[0].check {
+                CheckSpec::Scrape(p) => (p.above, p.below),
+                CheckSpec::Postgres(p) => (p.above, p.below),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            thresholds("{ scrape: { target: prom, metric: up, above: .inf } }"),
+            (Some(f64::INFINITY), None)
+        );
+        assert_eq!(
+            thresholds("{ scrape: { target: prom, metric: up, below: -.Inf, above: +.INF } }"),
+            (Some(f64::INFINITY), Some(f64::NEG_INFINITY))
+        );
+        assert_eq!(
+            thresholds("{ postgres: { target: db, sql: 'SELECT 1', above: 1e3, below: -2 } }"),
+            (Some(1000.0), Some(-2.0))
+        );
+        let (above, _) = thresholds("{ scrape: { target: prom, metric: up, above: .nan } }");
+        assert!(above.is_some_and(f64::is_nan));
+        let e = errors(&MINIMAL.replace(
+            "{ redis: { target: cache } }",
+            "{ scrape: { target: prom, metric: up, above: lots } }",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.yaml:7:"), "{e:?}");
+        assert!(e[0].contains("a number (or .inf, -.inf, .nan)"), "{e:?}");
+    }
+
+    #[test]
     fn kind_specific_rules() {
         let e = |check: &str| errors(&MINIMAL.replace("{ redis: { target: cache } }", check));
         assert_eq!(
@@ -1797,6 +1830,15 @@ escalation: pager
         );
         assert_eq!(s.plan[1].then, Then::Stop);
         assert_eq!(s.plan[1].verify.clears, ["down"]);
+        // Regression (issue 18): `clears: []` was refused ("needs at least
+        // one symptom") though the model documents it as the action's own
+        // verification; a `then: stop` step may ask for it too.
+        let own = ok(&MINIMAL.replace(
+            "    args: [true]\n",
+            "    args: [true]\n    verify: { clears: [], within: 30s }\n",
+        ));
+        assert!(own.plan[0].verify.clears.is_empty());
+        assert_eq!(own.plan[0].verify.within, Dur::secs(30));
         assert_eq!(s.max_acting, 3);
         assert_eq!(ok(MINIMAL).max_acting, 1);
         assert_eq!(

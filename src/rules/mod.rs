@@ -6,6 +6,7 @@
 
 pub mod check;
 mod configured;
+mod gotemplate;
 pub mod load;
 pub mod model;
 pub mod prometheus;

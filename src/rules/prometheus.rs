@@ -155,6 +155,14 @@ pub fn load_str(origin: &str, text: &str) -> (PromRules, Vec<Diagnostic>) {
         y: Cursor::new(origin),
         rules: PromRules::default(),
     };
+    // An empty file (or only comments) is no rules, as promtool sees it.
+    let empty = text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    });
+    if empty {
+        return (cx.rules, cx.y.finish());
+    }
     match yaml::parse(origin, text) {
         Ok(root) => cx.file(&root),
         Err(d) => cx.y.out.push(d),
@@ -211,8 +219,10 @@ impl Cx<'_> {
         }
     }
 
-    /// A map of label names to string values.
-    fn labels(&mut self, node: &Node, key: &str) -> BTreeMap<String, String> {
+    /// A map of label names to string values; `templated`: each value is a
+    /// Go template (an alerting rule's labels and annotations), checked as
+    /// promtool checks it.
+    fn labels(&mut self, node: &Node, key: &str, templated: bool) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         if is_null(node) {
             return out;
@@ -227,8 +237,11 @@ impl Cx<'_> {
                     format!("invalid label name {:?}: use letters, digits and \"_\", not starting with a digit", k.as_str()),
                 );
             }
-            if let Some(v) = self.text(v, &format!("{key}.{}", k.as_str())) {
-                out.insert(k.as_str().to_string(), v);
+            if let Some(text) = self.text(v, &format!("{key}.{}", k.as_str())) {
+                if templated && let Err(why) = super::gotemplate::check(&text) {
+                    self.err(pos(v), format!("{key}.{}: template: {why}", k.as_str()));
+                }
+                out.insert(k.as_str().to_string(), text);
             }
         }
         out
@@ -239,7 +252,8 @@ impl Cx<'_> {
             return;
         };
         self.unknown_keys(m, FILE_FIELDS);
-        let Some(groups) = self.required(m, "groups") else {
+        // No `groups`, or nothing under it: no rules (promtool: fine).
+        let Some(groups) = m.get("groups").filter(|g| !is_null(g)) else {
             return;
         };
         let Node::Sequence(groups) = groups else {
@@ -297,7 +311,7 @@ impl Cx<'_> {
             );
         }
         if let Some(n) = m.get("labels") {
-            self.labels(n, "labels");
+            self.labels(n, "labels", false);
         }
         let Some(rules) = self.optional(m, "rules") else {
             return;
@@ -384,11 +398,11 @@ impl Cx<'_> {
             self.duration(n, "keep_firing_for");
         }
         let labels = match m.get("labels") {
-            Some(n) => self.labels(n, "labels"),
+            Some(n) => self.labels(n, "labels", is_alert),
             None => BTreeMap::new(),
         };
         if let Some(n) = m.get("annotations") {
-            self.labels(n, "annotations");
+            self.labels(n, "annotations", is_alert);
         }
         if is_alert && let (Some(name), Some(expr), Some(for_)) = (name, expr, for_) {
             let (l, c) = pos(kind_node);
@@ -509,6 +523,55 @@ groups:
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_no_rules_as_promtool_sees_it() {
+        // Regression (issue 18): an empty rule file was an error.
+        for text in [
+            "",
+            "\n",
+            "# nothing yet\n",
+            "---\n",
+            "{}\n",
+            "groups:\n",
+            "groups: []\n",
+        ] {
+            let (r, d) = load_str("r.yml", text);
+            assert!(d.is_empty(), "{text:?}: {d:?}");
+            assert!(r.alerts.is_empty());
+        }
+    }
+
+    #[test]
+    fn template_errors_in_alert_labels_and_annotations_are_reported() {
+        // Regression (issue 18): they passed `medic check`; promtool
+        // reports them.
+        let text = "\
+groups:
+- name: a
+  rules:
+  - alert: X
+    expr: up == 0
+    labels:
+      instance: '{{ $labels.instance'
+    annotations:
+      summary: '{{ $value | humanise }} down'
+      ok: '{{ $labels.job }} {{ $value | humanize }}'
+  - record: job:x
+    expr: x
+    labels:
+      raw: '{{ not a template here'
+";
+        let (_, d) = load_str("r.yml", text);
+        let got: Vec<String> = d.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "r.yml:7:17: labels.instance: template: unclosed action",
+                "r.yml:9:16: annotations.summary: template: function \"humanise\" not defined",
+            ]
         );
     }
 

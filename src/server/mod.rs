@@ -126,11 +126,13 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// A step's attempt budget in its current limit window.
+/// A step's attempt budget in its current limit window, for one instance
+/// (the label set of a per-series incident; empty for a whole target).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Budget {
     pub scenario: String,
     pub step: String,
+    pub instance: String,
     /// The step's `limit.attempts`...
     pub limit: u32,
     /// ...per this window.
@@ -140,32 +142,47 @@ pub struct Budget {
     pub remaining: u32,
 }
 
-/// Every step's budget now, from the ledger (scenario-wide instances).
+/// Every step's budget now, from the ledger, counted as the plan counts it
+/// ([`crate::engine::plan::spends_budget`], per scenario, step and
+/// instance): one row per instance with attempts in the window, or one for
+/// instance `""` when there are none (a fresh instance's full budget).
 pub async fn budgets(
     store: &dyn Store,
     scenarios: &[Arc<ScenarioRuntime>],
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Budget>, crate::store::StoreError> {
+    use crate::engine::plan::{budget_since, spends_budget};
     let mut out = Vec::new();
     for rt in scenarios {
-        for step in &rt.scenario.plan {
-            let per = step.limit.per.get();
-            let since = now - chrono::Duration::from_std(per).unwrap_or(chrono::Duration::MAX);
-            let used = store
-                .attempts_since(&rt.scenario.name, &step.name, "", since)
-                .await?
-                .iter()
-                .filter(|a| a.outcome.is_none_or(|o| o.counts_against_limit()))
-                .count();
-            let used = u32::try_from(used).unwrap_or(u32::MAX);
-            out.push(Budget {
-                scenario: rt.scenario.name.clone(),
-                step: step.name.clone(),
-                limit: step.limit.attempts,
-                per: step.limit.per.to_string(),
-                used,
-                remaining: step.limit.attempts.saturating_sub(used),
-            });
+        let plan = &rt.scenario.plan;
+        let Some(earliest) = plan.iter().map(|step| budget_since(step, now)).min() else {
+            continue;
+        };
+        let attempts = store
+            .scenario_attempts_since(&rt.scenario.name, earliest)
+            .await?;
+        for step in plan {
+            let since = budget_since(step, now);
+            let mut used: std::collections::BTreeMap<&str, u32> = Default::default();
+            for a in &attempts {
+                if a.step == step.name && a.started_at >= since && spends_budget(a) {
+                    *used.entry(a.instance.as_str()).or_default() += 1;
+                }
+            }
+            if used.is_empty() {
+                used.insert("", 0);
+            }
+            for (instance, used) in used {
+                out.push(Budget {
+                    scenario: rt.scenario.name.clone(),
+                    step: step.name.clone(),
+                    instance: instance.to_string(),
+                    limit: step.limit.attempts,
+                    per: step.limit.per.to_string(),
+                    used,
+                    remaining: step.limit.attempts.saturating_sub(used),
+                });
+            }
         }
     }
     Ok(out)

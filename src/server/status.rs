@@ -177,13 +177,18 @@ async fn page(State(st): State<AppState>, Query(q): Query<HashMap<String, String
     if budgets.is_empty() {
         h.push_str("<p>No remediation steps loaded.</p>");
     } else {
-        h.push_str("<table><tr><th>scenario</th><th>step</th><th>used</th><th>remaining</th><th>window</th></tr>");
+        h.push_str("<table><tr><th>scenario</th><th>step</th><th>instance</th><th>used</th><th>remaining</th><th>window</th></tr>");
         for b in &budgets {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{} of {}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
                 esc(&b.scenario),
                 esc(&b.step),
+                if b.instance.is_empty() {
+                    "—".to_string()
+                } else {
+                    esc(&b.instance)
+                },
                 b.used,
                 b.limit,
                 if b.remaining == 0 { "over" } else { "ok" },

@@ -129,6 +129,13 @@ impl Prometheus {
              - job_name: redis-a\n  static_configs: [{{ targets: [{list}] }}]\n\
              - job_name: redis-b\n  static_configs: [{{ targets: [{list}] }}]\n"
         );
+        Prometheus::start_config(&config, dir)
+    }
+
+    /// A Prometheus with config `config` (`prometheus.yml`, written into
+    /// `dir`; relative paths in it are relative to `dir`), behind the same
+    /// basic auth.
+    pub fn start_config(config: &str, dir: &std::path::Path) -> Prometheus {
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         std::fs::write(
             dir.join("web.yml"),
