@@ -490,6 +490,7 @@ mod tests {
                 opened_at: at,
                 updated_at: at,
                 resolved_at: None,
+                cause: None,
             },
             rto: None,
             targets: vec![bad.into()],
