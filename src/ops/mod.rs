@@ -185,8 +185,26 @@ pub fn format_list(list: &IncidentList) -> String {
         "{:>6}  {:<13} {:<9} {:<28} {}\n",
         "ID", "STATE", "SEVERITY", "SCENARIO", "OPENED (UTC)"
     ));
-    for i in &list.open {
-        out.push_str(&row(i));
+    // Dependents under their cause (they wait on it instead of acting).
+    for (depth, i) in crate::store::tree::order(&list.open) {
+        if depth == 0 {
+            out.push_str(&row(i));
+            continue;
+        }
+        let waits = format!(
+            "{}└ {} (waits on #{})",
+            "  ".repeat(depth - 1),
+            i.scenario,
+            i.cause.unwrap_or_default()
+        );
+        out.push_str(&format!(
+            "{:>6}  {:<13} {:<9} {:<28} {}\n",
+            i.id,
+            i.state.as_str(),
+            i.severity,
+            waits,
+            i.opened_at.format("%Y-%m-%d %H:%M:%S")
+        ));
     }
     out.push_str("\nrecent incidents:\n");
     for i in &list.recent {

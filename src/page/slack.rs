@@ -163,6 +163,10 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
         json!({ "type": "section", "text": mrkdwn(&format!("*Observed*\n{}", lines(&v.observed))) }),
         json!({ "type": "section", "text": mrkdwn(&format!("*Done*\n{}", lines(&v.done))) }),
     ];
+    if !v.dependents.is_empty() {
+        // The root cause's page lists what waits on it, once.
+        blocks.push(json!({ "type": "section", "text": mrkdwn(&format!("*Dependents (waiting on this incident)*\n{}", lines(&v.dependents))) }));
+    }
     if let Some(next) = &v.next {
         blocks
             .push(json!({ "type": "section", "text": mrkdwn(&format!("*About to do*\n{}", esc_cut(next, 1000))) }));
@@ -501,6 +505,7 @@ mod tests {
             next: Some(format!("level 2 {bad}")),
             awaiting: None,
             decisions: vec![format!("acknowledged by <@U1> {bad}")],
+            dependents: Vec::new(),
             now: at,
         };
         let (blocks, text) = render(&v);

@@ -8,6 +8,7 @@ pub mod check;
 mod configured;
 pub mod load;
 pub mod model;
+mod overlap;
 pub mod prometheus;
 
 pub use check::{CheckSummary, check, check_with_env};

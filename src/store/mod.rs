@@ -105,6 +105,7 @@ pub mod memory;
 mod open;
 pub mod postgres;
 pub mod sqlite;
+pub mod tree;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
