@@ -78,7 +78,9 @@ async fn ended(db: &Path) -> Vec<medic::store::Attempt> {
                 .await
                 .unwrap()
                 .into_iter()
-                .filter(|a| a.ended_at.is_some() && a.action == "redis.flush"),
+                .filter(|a| {
+                    a.action == "redis.flush" && a.outcome.is_some_and(|o| o.counts_against_limit())
+                }),
         );
     }
     out
