@@ -781,6 +781,17 @@ impl Engine {
             Err(StoreError::Conflict(_)) => return Ok(()),
             r => r?,
         }
+        // On its own timeline at once: a step in flight may still run.
+        self.note(
+            id,
+            "dependent",
+            format!(
+                "now a dependent of incident #{cause} ({}): a step in flight finishes, no new one starts",
+                hold.text
+            ),
+            json!({ "cause": cause }),
+        )
+        .await?;
         let name = &self.scenarios[k].scenario.name;
         let msg = format!("incident #{id} ({name}) waits on this one");
         self.note(
