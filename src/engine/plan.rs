@@ -1333,6 +1333,10 @@ async fn dry_run(
         ));
     }
     guards.extend(scenario_gates(ctx).await?);
+    // The targets' own budgets (the lock is not taken: nothing runs).
+    if let Some(g) = target_budget(ctx, &step.action.targets(), now).await? {
+        guards.push(g);
+    }
     let others = acting(ctx).await?;
     guards.push(if others >= ctx.max_acting as usize {
         Gate::fail(
