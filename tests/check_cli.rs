@@ -503,3 +503,54 @@ fn backup_checks_name_a_verify_job_of_the_config() {
         ["rules/cache.yaml:7:29: job \"db-backup\" is not a backup.verify job"]
     );
 }
+
+/// Two shipped scenarios that act on the same target (`backend`) with
+/// nothing ordering them are warned about once `depends_on` is gone; a
+/// cycle in `depends_on` fails the check. Why: issue 17, where the app and
+/// database scenarios both restarted the backend for one database outage.
+#[test]
+fn overlapping_scenarios_are_warned_about_and_cycles_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    for f in [
+        "database-failure.yaml",
+        "application-service-failure.yaml",
+        "data-corruption.yaml",
+    ] {
+        std::fs::copy(root().join("rules").join(f), rules.join(f)).unwrap();
+    }
+    let shipped = SHIPPED_CONFIG.to_string();
+    let unordered = shipped
+        .replace("    depends_on: [db, cache, backend]\n", "")
+        .replace("    depends_on: [db, cache]\n", "");
+    assert_ne!(unordered, shipped, "the shipped config has depends_on");
+    std::fs::write(dir.path().join("medic.yaml"), &unordered).unwrap();
+    let summary = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env()).unwrap();
+    let got: Vec<String> = summary.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains("application-service-failure.yaml:")
+            && got[0].contains(": warning: scenarios \"application-service-failure\" and \"database-failure\" can both act on target \"backend\""),
+        "{got:#?}"
+    );
+    // With the shipped depends_on: ordered, no warning.
+    std::fs::write(dir.path().join("medic.yaml"), &shipped).unwrap();
+    let summary = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env()).unwrap();
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    // A cycle is an error at its position.
+    let cyclic = shipped.replace(
+        "  db:\n    postgres:",
+        "  db:\n    depends_on: [app]\n    postgres:",
+    );
+    assert_ne!(cyclic, shipped);
+    std::fs::write(dir.path().join("medic.yaml"), &cyclic).unwrap();
+    let errs = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env())
+        .unwrap_err()
+        .0;
+    assert!(
+        errs.iter()
+            .any(|d| d.to_string().contains("dependency cycle: app → db → app") && d.line > 0),
+        "{errs:?}"
+    );
+}

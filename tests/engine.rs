@@ -102,6 +102,7 @@ fn scenario(limit: Limit, mode: Option<Mode>) -> Scenario {
         limit: Default::default(),
         blast_radius: Default::default(),
         escalation: "default".into(),
+        supersedes: Vec::new(),
         path: "rules/redis.yaml".into(),
     }
 }

@@ -74,6 +74,7 @@ fn scenario(args: &[&str], mode: Mode, every: Dur, for_: Dur, clear_for: Dur) ->
         limit: Default::default(),
         blast_radius: Default::default(),
         escalation: "default".into(),
+        supersedes: Vec::new(),
         path: "rules/application-errors.yaml".into(),
     }
 }

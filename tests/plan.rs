@@ -178,6 +178,8 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         stop: CancellationToken::new(),
         shutdown: CancellationToken::new(),
         kill: CancellationToken::new(),
+        hold: medic::engine::depend::never(),
+        grace: std::time::Duration::ZERO,
     };
     Run {
         store,

@@ -104,6 +104,7 @@ fn scenario(name: &str, address: &str) -> Scenario {
         limit: Default::default(),
         blast_radius: Default::default(),
         escalation: "default".into(),
+        supersedes: Vec::new(),
         path: format!("rules/{name}.yaml").into(),
     }
 }

@@ -1208,6 +1208,188 @@ async fn claims_are_first_once_and_expire(store: Arc<dyn Store>) {
     assert!(!store.claim_once("v0=abc", t(602), t(1200)).await.unwrap());
 }
 
+/// An incident's cause is stored, read back on every incident read,
+/// unlinked with `None`; an incident is never its own cause, an unknown
+/// one is not found, and a resolved incident keeps its link.
+async fn incident_cause_links_are_stored(store: Arc<dyn Store>) {
+    let (db, _) = store
+        .open_incident(new_incident("database-failure", "", 0))
+        .await
+        .unwrap();
+    let (app, _) = store
+        .open_incident(new_incident("application-service-failure", "", 1))
+        .await
+        .unwrap();
+    assert_eq!(app.cause, None, "a new incident has no cause");
+    store.set_cause(app.id, Some(db.id), t(2)).await.unwrap();
+    let read = store.incident(app.id).await.unwrap().unwrap();
+    assert_eq!(read.cause, Some(db.id));
+    let open = store.open_incidents().await.unwrap();
+    assert_eq!(
+        open.iter().find(|i| i.id == app.id).unwrap().cause,
+        Some(db.id),
+        "open_incidents carries the cause"
+    );
+    let recent = store.recent_incidents(10).await.unwrap();
+    assert_eq!(
+        recent.iter().find(|i| i.id == app.id).unwrap().cause,
+        Some(db.id)
+    );
+    assert!(matches!(
+        store.set_cause(app.id, Some(app.id), t(3)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.set_cause(app.id, Some(9999), t(3)).await,
+        Err(StoreError::NotFound(9999))
+    ));
+    assert!(matches!(
+        store.set_cause(9999, Some(db.id), t(3)).await,
+        Err(StoreError::NotFound(9999))
+    ));
+    store
+        .set_state(app.id, IncidentState::Resolved, t(4))
+        .await
+        .unwrap();
+    store.set_cause(app.id, Some(db.id), t(5)).await.unwrap();
+    assert!(matches!(
+        store.set_cause(app.id, None, t(5)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.set_cause(db.id, None, t(6)).await.unwrap();
+    assert_eq!(store.incident(db.id).await.unwrap().unwrap().cause, None);
+}
+
+/// A target lock has one holder at a time (even when sixteen ask at
+/// once); the holder may take it again; it frees on release, on expiry,
+/// and when a newer leadership term exists than the one it was taken
+/// under (its holder lost its lease); releasing another's lock does
+/// nothing.
+async fn target_locks_have_one_holder(store: Arc<dyn Store>) {
+    store.claim_term("a", t(0)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let holder = format!("h{i}");
+            let got = s.lock_target("cache", &holder, t(0), t(60)).await.unwrap();
+            (holder, got)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (holder, got) = task.await.unwrap();
+        if got.is_none() {
+            winners.push(holder);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one holder: {winners:?}");
+    let w = winners.pop().unwrap();
+    assert_eq!(
+        store
+            .lock_target("cache", "other", t(1), t(60))
+            .await
+            .unwrap(),
+        Some(w.clone()),
+        "a waiter is told who holds it"
+    );
+    assert_eq!(
+        store.lock_target("cache", &w, t(2), t(90)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.lock_target("db", "other", t(2), t(60)).await.unwrap(),
+        None,
+        "locks are per target"
+    );
+    store.unlock_target("cache", "other").await.unwrap();
+    assert_eq!(
+        store
+            .lock_target("cache", "other", t(3), t(60))
+            .await
+            .unwrap(),
+        Some(w.clone()),
+        "only the holder releases"
+    );
+    store.unlock_target("cache", &w).await.unwrap();
+    assert_eq!(
+        store
+            .lock_target("cache", "other", t(4), t(60))
+            .await
+            .unwrap(),
+        None
+    );
+    // Expired at t(60).
+    assert_eq!(
+        store
+            .lock_target("cache", "third", t(61), t(120))
+            .await
+            .unwrap(),
+        None
+    );
+    // A newer term frees what an older one took.
+    store.claim_term("b", t(62)).await.unwrap();
+    assert_eq!(
+        store
+            .lock_target("cache", "fourth", t(63), t(120))
+            .await
+            .unwrap(),
+        None
+    );
+    // Fenced like every write: the deposed term takes no lock.
+    let old = Fenced::new(store.clone(), 1);
+    assert!(matches!(
+        old.lock_target("app", "deposed", t(64), t(120)).await,
+        Err(StoreError::Fenced { term: 1, newer: 2 })
+    ));
+    assert_eq!(
+        store
+            .lock_target("app", "fifth", t(65), t(120))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// The ledger by target: attempts whose inputs list the target, across
+/// scenarios, from `since` on.
+async fn target_attempts_span_scenarios(store: Arc<dyn Store>) {
+    let (a, _) = store
+        .open_incident(new_incident("one", "", 0))
+        .await
+        .unwrap();
+    let (b, _) = store
+        .open_incident(new_incident("two", "", 0))
+        .await
+        .unwrap();
+    for (inc, key, at, targets) in [
+        (a.id, "a1", 10, json!(["backend"])),
+        (b.id, "b1", 20, json!(["backend", "db"])),
+        (a.id, "a2", 30, json!(["cache"])),
+        (b.id, "b2", 5, json!(["backend"])),
+    ] {
+        let mut n = attempt(inc, key, at);
+        n.inputs = json!({ "targets": targets });
+        store.begin_attempt(n).await.unwrap();
+    }
+    let keys = |v: Vec<Attempt>| v.into_iter().map(|a| a.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(store.target_attempts_since("backend", t(6)).await.unwrap()),
+        ["a1", "b1"]
+    );
+    assert_eq!(
+        keys(store.target_attempts_since("db", t(0)).await.unwrap()),
+        ["b1"]
+    );
+    assert!(
+        store
+            .target_attempts_since("app", t(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Flushing after writes succeeds (SQLite checkpoints; the others have
 /// nothing buffered).
 async fn flush_after_writes_succeeds(store: Arc<dyn Store>) {
@@ -1452,6 +1634,9 @@ macro_rules! shared {
             outbox_enqueues_once_and_marks_end_once,
             page_refs_one_per_notifier,
             claims_are_first_once_and_expire,
+            incident_cause_links_are_stored,
+            target_locks_have_one_holder,
+            target_attempts_span_scenarios,
             flush_after_writes_succeeds,
             observations_keep_the_newest_per_replica_and_instance,
             heartbeats_move_forward_and_old_rows_are_forgotten,

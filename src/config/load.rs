@@ -144,13 +144,18 @@ pub(crate) fn load_str_checked(
                 .source(Some(overrides)),
         )
         .build();
-    let merged = match built {
+    let mut merged = match built {
         Ok(c) => to_node(&c.cache, Some(&file), &|k| fields.contains(&k)),
         Err(e) => {
             cx.y.out.push(Diagnostic::new(origin, 0, 0, e.to_string()));
             return (None, cx.y.out);
         }
     };
+    // `depends_on`, `zone`, `budget` sit beside a target's kind: read them
+    // (with positions from the whole tree), then take them out so the
+    // kind reads alone.
+    let whole = merged.clone();
+    let links = cx.take_links(&whole, &mut merged);
 
     cx.sections(&merged);
     if !cx.y.out.is_empty() {
@@ -168,7 +173,9 @@ pub(crate) fn load_str_checked(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    config.topology = super::Topology::new(links);
     cx.validate(&config, &merged);
+    cx.validate_topology(&config, &whole);
     config.warnings = sorted(std::mem::take(&mut cx.warnings));
     (Some(config), sorted(cx.y.out))
 }
@@ -345,6 +352,82 @@ impl Cx<'_> {
                 continue;
             }
             check(self, &path, entry);
+        }
+    }
+
+    /// Takes [`super::topology::LINK_KEYS`] out of every target of
+    /// `merged` and reads them; problems point into `whole`.
+    fn take_links(
+        &mut self,
+        whole: &Node,
+        merged: &mut Node,
+    ) -> std::collections::BTreeMap<String, super::TargetLinks> {
+        use super::topology::LINK_KEYS;
+        let mut out = std::collections::BTreeMap::new();
+        let Some(targets) = merged
+            .as_mapping_mut()
+            .and_then(|m| m.get_mut("targets"))
+            .and_then(Node::as_mapping_mut)
+        else {
+            return out;
+        };
+        for (name, entry) in targets.iter_mut() {
+            let Some(em) = entry.as_mapping_mut() else {
+                continue;
+            };
+            let mut links = MarkedMappingNode::new_empty(*em.span());
+            for key in LINK_KEYS {
+                if let Some((k, v)) = em.remove_entry(*key) {
+                    links.insert(k, v);
+                }
+            }
+            if links.is_empty() {
+                continue;
+            }
+            let path = format!("targets.{}", name.as_str());
+            match marked_yaml::from_node::<super::TargetLinks>(&Node::Mapping(links)) {
+                Ok(l) => {
+                    out.insert(name.as_str().to_string(), l);
+                }
+                Err(e) => {
+                    let d = self.at_error(&path, whole, &e);
+                    self.y.out.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// `depends_on` names known targets, never the target itself, and
+    /// makes no cycle; budgets allow at least one change.
+    fn validate_topology(&mut self, config: &Config, whole: &Node) {
+        let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+        for (name, links) in config.topology.iter() {
+            for (i, d) in links.depends_on.iter().enumerate() {
+                let at = format!("targets.{name}.depends_on[{i}]");
+                if !config.targets.contains_key(d) {
+                    let mut msg = format!("unknown target {d:?} in depends_on");
+                    if let Some(hint) = did_you_mean(d, known.iter().copied()) {
+                        msg = format!("{msg} ({hint})");
+                    }
+                    self.err(whole, &at, msg);
+                }
+            }
+            if links.budget.changes == 0 || links.budget.per.get().is_zero() {
+                self.err(
+                    whole,
+                    &format!("targets.{name}.budget"),
+                    "a target's budget allows at least 1 change over a period longer than 0s",
+                );
+            }
+        }
+        for cycle in config.topology.cycles() {
+            let at = format!("targets.{}.depends_on", cycle[0]);
+            let msg = format!(
+                "dependency cycle: {} (a dependent waits on its cause; a cycle would wait forever)",
+                cycle.join(" → ")
+            );
+            self.err(whole, &at, msg);
         }
     }
 
@@ -1103,6 +1186,61 @@ escalation:
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn target_links_are_read_beside_the_kind() {
+        let text = "\
+targets:
+  db:
+    postgres: { host: 127.0.0.1, port: 5432, user: u, dbname: d }
+    zone: eu
+  app:
+    http: { url: \"http://127.0.0.1:1/\" }
+    depends_on: [db]
+    budget: { changes: 2, per: 10m }
+";
+        let c = load_str("medic.yaml", text).unwrap();
+        assert!(matches!(c.targets["app"], TargetConfig::Http(_)));
+        let app = c.topology.links("app");
+        assert_eq!(app.depends_on, ["db"]);
+        assert_eq!(app.budget.changes, 2);
+        assert_eq!(app.budget.per, Dur::secs(600));
+        assert_eq!(c.topology.links("db").zone.as_deref(), Some("eu"));
+        assert_eq!(
+            c.topology.links("db").budget,
+            crate::config::TargetBudget::default()
+        );
+        assert_eq!(c.limits.dependency_grace, Dur::secs(120));
+    }
+
+    #[test]
+    fn unknown_dependencies_and_cycles_are_refused_where_written() {
+        let text = "\
+targets:
+  a:
+    tcp: { address: 127.0.0.1:1 }
+    depends_on: [b]
+  b:
+    tcp: { address: 127.0.0.1:2 }
+    depends_on: [a, dbb]
+  db:
+    tcp: { address: 127.0.0.1:3 }
+    budget: { changes: 0, per: 1m }
+";
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "medic.yaml:4:17: dependency cycle: a → b → a (a dependent waits on its cause; a cycle would wait forever)",
+                "medic.yaml:7:21: unknown target \"dbb\" in depends_on (did you mean \"db\"?)",
+                "medic.yaml:10:13: a target's budget allows at least 1 change over a period longer than 0s",
+            ]
+        );
+        let text = text.replace("per: 1m", "per: 1m, every: 2");
+        assert_eq!(
+            errors(&text, &[]),
+            ["medic.yaml:10:36: unknown field \"every\" (expected one of: changes, per)"]
+        );
     }
 
     #[test]

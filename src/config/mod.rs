@@ -7,6 +7,7 @@
 mod communication;
 pub mod load;
 pub(crate) mod refs;
+pub mod topology;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use crate::secret::SecretRef;
 
 pub use communication::{Communication, OnOpen, OnSelfHealed, SeverityPolicy};
 pub use load::{load, load_str, load_str_with_env, load_with_env};
+pub use topology::{TargetBudget, TargetLinks, Topology};
 
 /// Whether actions really run: the config's global mode, which scenarios
 /// and plan steps may override.
@@ -104,6 +106,10 @@ pub struct Config {
     /// start-up logs them): allowed, but probably not what was meant.
     #[serde(skip)]
     pub warnings: Vec<crate::diag::Diagnostic>,
+    /// Each target's `depends_on`, `zone` and `budget` (the keys beside
+    /// its kind); set by the loader.
+    #[serde(skip)]
+    pub topology: Topology,
 }
 
 fn default_rules() -> Vec<PathBuf> {
@@ -157,6 +163,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             base_dir: PathBuf::from("."),
             warnings: Vec::new(),
+            topology: Topology::default(),
         }
     }
 }
@@ -685,6 +692,15 @@ pub struct GlobalLimits {
     /// Default true; `medic test` turns it off (series start at 0).
     #[serde(default = "default_true")]
     pub spread_first_checks: bool,
+    /// How long a dependent incident's symptoms must outlive its cause's
+    /// resolution before it runs its own plan (they often clear on their
+    /// own once the cause is fixed). Default 2m.
+    #[serde(default = "default_dependency_grace")]
+    pub dependency_grace: Dur,
+}
+
+fn default_dependency_grace() -> Dur {
+    Dur::secs(120)
 }
 
 fn default_true() -> bool {
@@ -750,6 +766,7 @@ impl Default for GlobalLimits {
             actions_in_flight: default_actions(),
             blast_radius: BlastRadius::default(),
             spread_first_checks: true,
+            dependency_grace: default_dependency_grace(),
         }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{BlastRadius, Config, MaintenanceWindow};
+use crate::config::{BlastRadius, Config, MaintenanceWindow, Topology};
 use crate::remedy::Gate;
 use crate::rules::model::{BlastWindow, ScenarioLimit};
 use crate::store::Attempt;
@@ -42,6 +42,11 @@ pub struct Bounds {
     /// and writes its attempt to the ledger, so two incidents cannot both
     /// pass the check.
     admission: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Targets' `depends_on`, zones and budgets.
+    topology: Topology,
+    /// How long a dependent's symptoms must outlive its cause's
+    /// resolution before it runs its own plan.
+    grace: std::time::Duration,
 }
 
 impl Bounds {
@@ -51,7 +56,19 @@ impl Bounds {
             blast: config.limits.blast_radius,
             health: Mutex::new(HashMap::new()),
             admission: Mutex::new(HashMap::new()),
+            topology: config.topology.clone(),
+            grace: config.limits.dependency_grace.get(),
         }
+    }
+
+    /// Targets' `depends_on`, zones and budgets.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The dependency grace period (`limits.dependency_grace`).
+    pub fn grace(&self) -> std::time::Duration {
+        self.grace
     }
 
     /// The admission lock of one scenario.

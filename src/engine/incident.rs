@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::depend::HoldRx;
 use super::plan::{self, Approvals, PlanContext, PlanOutcome, PlannedStep};
 use super::{ScenarioRuntime, Shared};
 use crate::observe::{Labels, Phase, SymptomView};
@@ -35,7 +36,9 @@ impl Approvals for Pager {
 
 /// Drives one incident until its symptoms are quiet (then resolves it and
 /// returns true) or medic stops (returns false). `token` is cancelled in
-/// both cases; `shared.stop` tells them apart.
+/// both cases; `shared.stop` tells them apart. While `hold` says so, it
+/// waits on another incident instead of acting ([`super::depend`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn drive(
     rt: Arc<ScenarioRuntime>,
     incident: Incident,
@@ -44,6 +47,7 @@ pub async fn drive(
     shared: Shared,
     token: CancellationToken,
     resumed: bool,
+    hold: HoldRx,
 ) -> bool {
     let id = incident.id;
     shared.pager.register(&rt.scenario);
@@ -69,6 +73,7 @@ pub async fn drive(
             &shared,
             token.clone(),
             resumed,
+            hold,
         )
         .await?;
         // Wait until quiet (or shutdown), then resolve.
@@ -194,6 +199,7 @@ async fn resolve(
     shared.pager.resolved(incident, &msg).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive_inner(
     rt: &ScenarioRuntime,
     incident: &Incident,
@@ -202,6 +208,7 @@ async fn drive_inner(
     shared: &Shared,
     token: CancellationToken,
     resumed: bool,
+    hold: HoldRx,
 ) -> Result<(), StoreError> {
     let store = &shared.store;
     let sc = &rt.scenario;
@@ -220,6 +227,19 @@ async fn drive_inner(
     };
     match state {
         IncidentState::Open | IncidentState::Remediating => {
+            // A dependent stays open, acting on nothing, while it waits.
+            if !plan::wait_hold(
+                store.as_ref(),
+                &shared.clock,
+                incident.id,
+                &hold,
+                shared.bounds.grace(),
+                &token,
+            )
+            .await?
+            {
+                return Ok(());
+            }
             if matches!(
                 incident.state,
                 IncidentState::Open | IncidentState::Remediating
@@ -280,6 +300,8 @@ async fn drive_inner(
                 approvals: Some(shared.pager.clone()),
                 shutdown: shared.stop.clone(),
                 kill: shared.kill.clone(),
+                hold,
+                grace: shared.bounds.grace(),
             };
             match plan::execute(&ctx).await? {
                 PlanOutcome::Recovered { step } => {

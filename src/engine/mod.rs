@@ -28,6 +28,7 @@
 //! scenario that can act through the store.
 
 pub mod bounds;
+pub mod depend;
 pub mod incident;
 pub mod plan;
 pub mod quorum;
@@ -51,6 +52,7 @@ use crate::page::Pager;
 use crate::rules::model::{Scenario, When};
 use crate::store::{Incident, IncidentId, NewIncident, StoreError, TimelineEntry, prelude::*};
 use bounds::{Bounds, Health};
+use depend::Hold;
 use plan::PlannedStep;
 use symptom::{SymptomState, Timing, Transition};
 
@@ -201,6 +203,8 @@ struct OpenIncident {
     /// Views of symptoms a reload removed from the scenario, kept alive
     /// (marked unknown) for the incident task that still watches them.
     retired: Vec<watch::Sender<SymptomView>>,
+    /// What it waits on, if anything (see [`depend`]).
+    hold: watch::Sender<Option<Hold>>,
 }
 
 /// An open incident's key: scenario index and instance.
@@ -460,7 +464,7 @@ impl Engine {
         // Presumed-firing symptoms (and, after a reload, carried states)
         // changed phase without a transition.
         self.table.publish_phase_counts();
-        Ok(())
+        self.reconcile().await
     }
 
     /// Consumes check observations until `stop` or the channel closes.
@@ -485,6 +489,8 @@ impl Engine {
                         self.open.remove(&key);
                         // It may have fired again while the old one was closing.
                         self.evaluate(key.0, &key.1).await?;
+                        // Its dependents are free now.
+                        self.reconcile().await?;
                     }
                 }
                 Some(c) = control.recv() => {
@@ -720,7 +726,178 @@ impl Engine {
             open.resolving = true;
             open.token.cancel();
         }
+        self.reconcile().await
+    }
+
+    /// Whether scenario `x` is about to trigger (every `when` symptom
+    /// failing under `all`, one under `any`), for the whole target.
+    fn pending(&self, x: usize) -> bool {
+        let phases = self.phases(x, "");
+        let failing = |p: &Phase| *p != Phase::Ok;
+        match &self.scenarios[x].scenario.when {
+            When::Any(_) => phases.iter().any(|(_, p)| failing(p)),
+            When::All(_) => !phases.is_empty() && phases.iter().all(|(_, p)| failing(p)),
+        }
+    }
+
+    /// The open, not resolving, incident of `key`'s hold: its cause id.
+    fn cause_of(&self, id: IncidentId) -> Option<IncidentId> {
+        self.open
+            .values()
+            .find(|o| o.incident.id == id)
+            .and_then(|o| o.hold.borrow().as_ref().and_then(|h| h.cause))
+    }
+
+    /// What incident `id` of scenario `k` waits on now (see [`depend`]).
+    fn desired_hold(&self, k: usize, id: IncidentId) -> Option<Hold> {
+        let topo = self.shared.bounds.topology();
+        let sc = &self.scenarios[k].scenario;
+        for (x, rx) in self.scenarios.iter().enumerate() {
+            if x == k {
+                continue;
+            }
+            let on = depend::superseded_targets(sc, &rx.scenario, topo);
+            if on.is_empty() {
+                continue;
+            }
+            let open = self
+                .open
+                .iter()
+                .filter(|((kx, _), o)| *kx == x && !o.resolving && o.incident.id != id)
+                .map(|(_, o)| o.incident.id)
+                .min();
+            if let Some(c) = open {
+                return Some(Hold {
+                    cause: Some(c),
+                    text: format!(
+                        "waiting on incident #{c} ({} on {}), which supersedes this scenario",
+                        rx.scenario.name,
+                        on.join(", ")
+                    ),
+                });
+            }
+            if self.pending(x) {
+                return Some(Hold {
+                    cause: None,
+                    text: format!(
+                        "waiting: {}, which supersedes this scenario, is pending on {}",
+                        rx.scenario.name,
+                        on.join(", ")
+                    ),
+                });
+            }
+        }
+        // The oldest open incident this one's targets depend on, then the
+        // root of its own chain.
+        let mut best: Option<(IncidentId, usize, Vec<String>)> = None;
+        for ((kx, _), o) in &self.open {
+            if *kx == k || o.resolving || o.incident.id == id {
+                continue;
+            }
+            let on = depend::dependency_targets(sc, &self.scenarios[*kx].scenario, topo);
+            if on.is_empty() || self.cause_of(o.incident.id) == Some(id) {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(b, _, _)| o.incident.id < *b) {
+                best = Some((o.incident.id, *kx, on));
+            }
+        }
+        let (mut c, mut kc, mut on) = best?;
+        for _ in 0..self.open.len() {
+            let Some(up) = self.cause_of(c).filter(|&u| u != id) else {
+                break;
+            };
+            let Some(((ku, _), _)) = self.open.iter().find(|(_, o)| o.incident.id == up) else {
+                break;
+            };
+            (c, kc) = (up, *ku);
+            on = self.scenarios[kc]
+                .scenario
+                .observed_targets()
+                .into_iter()
+                .collect();
+        }
+        Some(Hold {
+            cause: Some(c),
+            text: format!(
+                "waiting on incident #{c} ({} on {})",
+                self.scenarios[kc].scenario.name,
+                on.join(", ")
+            ),
+        })
+    }
+
+    /// Brings every open incident's hold up to date; links a new cause in
+    /// the store and tells it (its timeline, whoever it paged) once.
+    async fn reconcile(&mut self) -> Result<(), StoreError> {
+        let mut ids: Vec<(IncidentId, usize, OpenKey)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| !o.resolving)
+            .map(|(key, o)| (o.incident.id, key.0, key.clone()))
+            .collect();
+        ids.sort_unstable_by_key(|(id, _, _)| *id);
+        for (id, k, key) in ids {
+            let desired = self.desired_hold(k, id);
+            let Some(o) = self.open.get(&key) else {
+                continue;
+            };
+            let before = o.hold.borrow().clone();
+            if before == desired {
+                continue;
+            }
+            o.hold.send_replace(desired.clone());
+            self.link(id, k, before.as_ref(), desired.as_ref()).await?;
+        }
         Ok(())
+    }
+
+    /// Writes a new cause of incident `id` (scenario `k`) to the store and
+    /// tells the cause about its dependent.
+    async fn link(
+        &self,
+        id: IncidentId,
+        k: usize,
+        before: Option<&Hold>,
+        now: Option<&Hold>,
+    ) -> Result<(), StoreError> {
+        let Some((cause, hold)) = now.and_then(|h| Some((h.cause?, h))) else {
+            return Ok(());
+        };
+        if before.and_then(|h| h.cause) == Some(cause) {
+            return Ok(());
+        }
+        match self
+            .shared
+            .store
+            .set_cause(id, Some(cause), self.shared.clock.now())
+            .await
+        {
+            // Resolved meanwhile: nothing waits any more.
+            Err(StoreError::Conflict(_)) => return Ok(()),
+            r => r?,
+        }
+        // On its own timeline at once: a step in flight may still run.
+        self.note(
+            id,
+            "dependent",
+            format!(
+                "now a dependent of incident #{cause} ({}): a step in flight finishes, no new one starts",
+                hold.text
+            ),
+            json!({ "cause": cause }),
+        )
+        .await?;
+        let name = &self.scenarios[k].scenario.name;
+        let msg = format!("incident #{id} ({name}) waits on this one");
+        self.note(
+            cause,
+            "dependent",
+            msg.clone(),
+            json!({ "dependent": id, "scenario": name, "why": hold.text }),
+        )
+        .await?;
+        self.shared.pager.changed(cause, "dependent", &msg).await
     }
 
     async fn open_incident(
@@ -779,9 +956,11 @@ impl Engine {
             data["labels"] = json!(self.table.instances[k].get(inst));
         }
         self.note(inc.id, "state", msg, data).await?;
+        let id = inc.id;
         let open = self.spawn_incident(k, inc, !created);
+        let hold = open.hold.borrow().clone();
         self.open.insert((k, inst.to_string()), open);
-        Ok(())
+        self.link(id, k, None, hold.as_ref()).await
     }
 
     fn spawn_incident(&mut self, k: usize, inc: Incident, resumed: bool) -> OpenIncident {
@@ -805,9 +984,11 @@ impl Engine {
         shared.stop = halt.clone();
         let done = self.done_tx.clone();
         let (incident, t) = (inc.clone(), token.clone());
+        // Its hold is known before its task runs a step.
+        let (hold, hold_rx) = watch::channel(self.desired_hold(k, inc.id));
         let task = self.shared.tasks.spawn(async move {
             let id = inc.id;
-            if incident::drive(rt, inc, labels, symptoms, shared, t, resumed).await {
+            if incident::drive(rt, inc, labels, symptoms, shared, t, resumed, hold_rx).await {
                 let _ = done.send(id);
             }
         });
@@ -818,6 +999,7 @@ impl Engine {
             task,
             resolving: false,
             retired: Vec::new(),
+            hold,
         }
     }
 

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bounds::Bounds;
 use super::quorum::{Observers, SymptomQuorum};
+use super::depend::HoldRx;
 use crate::clock::Clock;
 use crate::config::Mode;
 use crate::observe::{Phase, QuorumView, Seen, SymptomObservation, SymptomView};
@@ -111,6 +112,85 @@ pub struct PlanContext {
     pub shutdown: CancellationToken,
     /// Abort a running action now (shutdown grace period over).
     pub kill: CancellationToken,
+    /// What the incident waits on ([`super::depend`]): checked before
+    /// every attempt, so an in-flight step finishes and no new one starts.
+    pub hold: HoldRx,
+    /// How long symptoms must outlive a released hold before acting.
+    pub grace: Duration,
+}
+
+/// Waits while `hold` holds incident `id` (saying so on its timeline);
+/// once released, waits `grace` more. True to go on, false when `stop`
+/// came first.
+pub async fn wait_hold(
+    store: &dyn Store,
+    clock: &Clock,
+    id: IncidentId,
+    hold: &HoldRx,
+    grace: Duration,
+    stop: &CancellationToken,
+) -> Result<bool, StoreError> {
+    let mut rx = hold.clone();
+    let mut said: Option<String> = None;
+    loop {
+        let now = rx.borrow_and_update().clone();
+        match now {
+            None if said.is_none() => return Ok(true),
+            None => {
+                let msg = format!(
+                    "no longer waiting ({}); acting on its own only if its symptoms outlive a grace of {}",
+                    said.take().unwrap_or_default(),
+                    humantime::format_duration(grace)
+                );
+                tracing::info!(incident = id, "{msg}");
+                store
+                    .append(
+                        id,
+                        TimelineEntry::new(clock.now(), "wait", msg)
+                            .with_data(json!({ "grace_ms": grace.as_millis() as u64 })),
+                    )
+                    .await?;
+                tokio::select! {
+                    _ = tokio::time::sleep(grace) => {}
+                    _ = stop.cancelled() => return Ok(false),
+                }
+                if rx.borrow().is_none() {
+                    store
+                        .append(
+                            id,
+                            TimelineEntry::new(
+                                clock.now(),
+                                "wait",
+                                "symptoms outlived the grace period: running its own plan",
+                            ),
+                        )
+                        .await?;
+                    return Ok(true);
+                }
+            }
+            Some(h) => {
+                if said.as_deref() != Some(h.text.as_str()) {
+                    tracing::info!(incident = id, cause = ?h.cause, "{}", h.text);
+                    store
+                        .append(
+                            id,
+                            TimelineEntry::new(clock.now(), "wait", h.text.clone())
+                                .with_data(json!({ "cause": h.cause })),
+                        )
+                        .await?;
+                    said = Some(h.text);
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() {
+                        // No engine any more: wait to be stopped.
+                        stop.cancelled().await;
+                        return Ok(false);
+                    },
+                    _ = stop.cancelled() => return Ok(false),
+                }
+            }
+        }
+    }
 }
 
 /// How a plan run ended.
@@ -326,6 +406,7 @@ impl PlanContext {
         let mut inputs = json!({
             "params": ps.action.inputs(),
             "observed": self.observations().iter().map(SymptomObservation::to_json).collect::<Vec<_>>(),
+            "targets": ps.step.action.targets(),
         });
         if let (Some(obj), serde_json::Value::Object(more)) = (inputs.as_object_mut(), extra) {
             obj.extend(more);
@@ -760,8 +841,27 @@ async fn run_step(
         .await?;
         return Ok(StepEnd::Failed(reason));
     }
+    // Who holds this step's targets while it acts, and since when it waits.
+    let holder = format!(
+        "incident #{} ({}) step {}",
+        ctx.incident, ctx.scenario, step.name
+    );
+    let mut lock_wait: Option<(Instant, String)> = None;
     loop {
         if ctx.stop.is_cancelled() {
+            return Ok(StepEnd::Stopped);
+        }
+        // A dependent or superseded incident starts no new step.
+        if !wait_hold(
+            ctx.store.as_ref(),
+            &ctx.clock,
+            ctx.incident,
+            &ctx.hold,
+            ctx.grace,
+            &ctx.stop,
+        )
+        .await?
+        {
             return Ok(StepEnd::Stopped);
         }
         match ctx.visibility(step.verify.within.get()).await {
@@ -1021,6 +1121,55 @@ async fn run_step(
             drop(_permit);
             return refuse_for_budget(ctx, idx, ps, n, g).await;
         }
+        // One actor per target: this step's targets are its own until it
+        // ends (released below on every way out).
+        let now = ctx.clock.now();
+        if let Some((target, by)) = lock_targets(ctx, &targets, &holder, step).await? {
+            drop(admitted);
+            drop(_permit);
+            if lock_wait.as_ref().is_none_or(|(_, b)| *b != by) {
+                ctx.note(
+                    "lock",
+                    format!(
+                        "step {}: waiting for target {target}: {by} is acting on it",
+                        step.name
+                    ),
+                    json!({ "step": step.name, "target": target, "held_by": by }),
+                )
+                .await?;
+                let since = lock_wait.map_or_else(Instant::now, |(t, _)| t);
+                lock_wait = Some((since, by));
+            }
+            if !pause(ctx, Duration::from_secs(1)).await {
+                return Ok(StepEnd::Stopped);
+            }
+            continue;
+        }
+        if let Some((since, by)) = lock_wait.take() {
+            let waited = since.elapsed();
+            ctx.note(
+                "lock",
+                format!(
+                    "step {}: targets {} are free after waiting {:.1}s for {by}",
+                    step.name,
+                    targets.join(", "),
+                    waited.as_secs_f64()
+                ),
+                json!({ "step": step.name, "targets": targets, "waited_ms": waited.as_millis() as u64 }),
+            )
+            .await?;
+        }
+        // A target's own budget, whoever asks.
+        if let Some(g) = target_budget(ctx, &targets, now).await? {
+            unlock_targets(ctx, &targets, &holder).await?;
+            drop(admitted);
+            drop(_permit);
+            let reason = format!("refused: {}: {}", g.name, g.detail);
+            let reason = ctx
+                .refuse(idx, ps, n, reason, json!({ "gates": [g] }))
+                .await?;
+            return Ok(StepEnd::Failed(reason));
+        }
         // The action's own preconditions.
         *n += 1;
         let key = ctx.key(idx, *n);
@@ -1039,6 +1188,7 @@ async fn run_step(
                     *not_yet_deadline.get_or_insert_with(|| Instant::now() + step.timeout.get());
                 if Instant::now() + wait <= deadline {
                     *n -= 1;
+                    unlock_targets(ctx, &targets, &holder).await?;
                     drop(admitted);
                     drop(_permit);
                     if !pause(ctx, wait).await {
@@ -1051,6 +1201,7 @@ async fn run_step(
             // A label value refused where it lands came from outside:
             // nothing of the plan runs with it; humans are paged now.
             let hostile = g.name == template::VALUE_GATE;
+            unlock_targets(ctx, &targets, &holder).await?;
             ctx.record_without_running(idx, ps, *n, AttemptOutcome::Refused, reason.clone(), gates)
                 .await?;
             return Ok(if hostile {
@@ -1091,6 +1242,7 @@ async fn run_step(
             ctx.store
                 .finish_attempt(id, outcome, &result.detail, ctx.clock.now())
                 .await?;
+            unlock_targets(ctx, &targets, &holder).await?;
             ctx.note(
                 "action",
                 format!("step {}: action failed: {}", step.name, result.detail),
@@ -1104,6 +1256,7 @@ async fn run_step(
             // The action verified its own effect (e.g. a promotion checks
             // pg_is_in_recovery() = false and a new timeline).
             let reason = format!("verified by the action: {}", result.detail);
+            unlock_targets(ctx, &targets, &holder).await?;
             ctx.conclude(
                 id,
                 AttemptOutcome::Succeeded,
@@ -1126,10 +1279,12 @@ async fn run_step(
             result.data.clone(),
         )
         .await?;
-        match ctx
+        let verdict = ctx
             .verify(&step.verify.clears, step.verify.within.get())
-            .await
-        {
+            .await;
+        // The step has ended (verified or not): its targets are free.
+        unlock_targets(ctx, &targets, &holder).await?;
+        match verdict {
             Ok(took) => {
                 let reason = format!(
                     "verified: {} cleared {:.2}s after the action",
@@ -1171,6 +1326,91 @@ fn quorum_json(views: &[(String, QuorumView)]) -> serde_json::Value {
         .map(|(n, v)| (n.clone(), json!(v)))
         .collect::<serde_json::Map<_, _>>()
         .into()
+}
+
+/// Takes the lock of every target of `step` for `holder` (in name order),
+/// until the step's timeout and verification could have run out; on the
+/// first one held by another, gives back those taken and returns it with
+/// its holder.
+async fn lock_targets(
+    ctx: &PlanContext,
+    targets: &[String],
+    holder: &str,
+    step: &Step,
+) -> Result<Option<(String, String)>, StoreError> {
+    let mut sorted: Vec<&String> = targets.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let now = ctx.clock.now();
+    let hold_for = step.timeout.get() + step.verify.within.get() + Duration::from_secs(60);
+    let until = now + chrono::Duration::from_std(hold_for).unwrap_or(chrono::Duration::MAX);
+    let mut taken = Vec::new();
+    for t in sorted {
+        match ctx.store.lock_target(t, holder, now, until).await? {
+            None => taken.push(t.clone()),
+            Some(by) => {
+                unlock_targets(ctx, &taken, holder).await?;
+                return Ok(Some((t.clone(), by)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Releases `holder`'s locks of `targets`.
+async fn unlock_targets(
+    ctx: &PlanContext,
+    targets: &[String],
+    holder: &str,
+) -> Result<(), StoreError> {
+    for t in targets {
+        ctx.store.unlock_target(t, holder).await?;
+    }
+    Ok(())
+}
+
+/// The first target whose own budget (`budget:` in the config) is spent:
+/// changes counted from the ledger over every scenario.
+async fn target_budget(
+    ctx: &PlanContext,
+    targets: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Gate>, StoreError> {
+    for t in targets {
+        let budget = ctx.bounds.topology().links(t).budget;
+        let window = chrono::Duration::from_std(budget.per.get()).unwrap_or(chrono::Duration::MAX);
+        let since = now
+            .checked_sub_signed(window)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let used: Vec<Attempt> = ctx
+            .store
+            .target_attempts_since(t, since)
+            .await?
+            .into_iter()
+            .filter(|a| a.outcome.is_none_or(|o| o.counts_against_limit()))
+            .collect();
+        if used.len() as u32 >= budget.changes {
+            let mut by: Vec<String> = Vec::new();
+            for a in &used {
+                let who = format!("{}/{}", a.scenario, a.step);
+                if !by.contains(&who) {
+                    by.push(who);
+                }
+            }
+            return Ok(Some(Gate::fail(
+                "target budget",
+                format!(
+                    "target {t} was changed {} times in the last {} (budget {} per {}; by {})",
+                    used.len(),
+                    budget.per,
+                    budget.changes,
+                    budget.per,
+                    by.join(", ")
+                ),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// When the step's cooldown after its last attempt ends, if it has one.
@@ -1228,6 +1468,10 @@ async fn dry_run(
         ));
     }
     guards.extend(scenario_gates(ctx).await?);
+    // The targets' own budgets (the lock is not taken: nothing runs).
+    if let Some(g) = target_budget(ctx, &step.action.targets(), now).await? {
+        guards.push(g);
+    }
     let others = acting(ctx).await?;
     guards.push(if others >= ctx.max_acting as usize {
         Gate::fail(

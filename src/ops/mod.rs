@@ -185,8 +185,26 @@ pub fn format_list(list: &IncidentList) -> String {
         "{:>6}  {:<13} {:<9} {:<28} {}\n",
         "ID", "STATE", "SEVERITY", "SCENARIO", "OPENED (UTC)"
     ));
-    for i in &list.open {
-        out.push_str(&row(i));
+    // Dependents under their cause (they wait on it instead of acting).
+    for (depth, i) in crate::store::tree::order(&list.open) {
+        if depth == 0 {
+            out.push_str(&row(i));
+            continue;
+        }
+        let waits = format!(
+            "{}└ {} (waits on #{})",
+            "  ".repeat(depth - 1),
+            i.scenario,
+            i.cause.unwrap_or_default()
+        );
+        out.push_str(&format!(
+            "{:>6}  {:<13} {:<9} {:<28} {}\n",
+            i.id,
+            i.state.as_str(),
+            i.severity,
+            waits,
+            i.opened_at.format("%Y-%m-%d %H:%M:%S")
+        ));
     }
     out.push_str("\nrecent incidents:\n");
     for i in &list.recent {
@@ -234,4 +252,51 @@ pub fn format_detail(d: &IncidentDetail) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::IncidentState;
+
+    fn inc(id: i64, scenario: &str, cause: Option<i64>) -> Incident {
+        let at = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        Incident {
+            id,
+            scenario: scenario.into(),
+            instance: String::new(),
+            state: IncidentState::Open,
+            severity: "high".into(),
+            summary: String::new(),
+            opened_at: at,
+            updated_at: at,
+            resolved_at: None,
+            cause,
+        }
+    }
+
+    #[test]
+    fn open_incidents_are_listed_as_a_tree() {
+        let list = IncidentList {
+            open: vec![
+                inc(1, "database-failure", None),
+                inc(2, "redis-cache-failure", None),
+                inc(3, "application-service-failure", Some(1)),
+            ],
+            recent: Vec::new(),
+        };
+        let text = format_list(&list);
+        let rows: Vec<&str> = text.lines().skip(2).take(3).collect();
+        assert!(
+            rows[0].trim_start().starts_with("1  open") && rows[0].contains("database-failure")
+        );
+        assert!(
+            rows[1].trim_start().starts_with("3  open")
+                && rows[1].contains("└ application-service-failure (waits on #1)"),
+            "{text}"
+        );
+        assert!(rows[2].contains("redis-cache-failure"), "{text}");
+    }
 }

@@ -405,6 +405,7 @@ mod tests {
                 opened_at: t(0),
                 updated_at: t(400),
                 resolved_at: Some(t(400)),
+                cause: None,
             },
             rto: Some("5m".into()),
             rpo: None,

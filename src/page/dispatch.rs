@@ -443,6 +443,11 @@ async fn view(
         next,
         awaiting,
         decisions: decision::firsts(&timeline),
+        dependents: timeline
+            .iter()
+            .filter(|e| e.kind == "dependent")
+            .map(|e| e.message.clone())
+            .collect(),
         now: p.clock.now(),
         incident,
     };

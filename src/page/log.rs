@@ -16,6 +16,7 @@ impl Notifier for LogNotifier {
                 scenario = %inc.scenario,
                 severity = %inc.severity,
                 level = n.level,
+                dependents = ?n.view.dependents,
                 "PAGE: {}",
                 n.text
             ),

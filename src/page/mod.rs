@@ -119,6 +119,11 @@ pub struct View {
     pub awaiting: Option<String>,
     /// Who acted, first actor of each decision (`acknowledged by <@U1>`).
     pub decisions: Vec<String>,
+    /// Incidents waiting on this one, the root cause
+    /// (`incident #2 (application-service-failure) waits on this one`);
+    /// `incident.cause` names this one's own cause. Dependents page no one:
+    /// their cause's pages list them.
+    pub dependents: Vec<String>,
     pub now: DateTime<Utc>,
 }
 

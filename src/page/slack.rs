@@ -164,6 +164,10 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
         json!({ "type": "section", "text": mrkdwn(&format!("*Observed*\n{}", lines(&v.observed))) }),
         json!({ "type": "section", "text": mrkdwn(&format!("*Done*\n{}", lines(&v.done))) }),
     ];
+    if !v.dependents.is_empty() {
+        // The root cause's page lists what waits on it, once.
+        blocks.push(json!({ "type": "section", "text": mrkdwn(&format!("*Dependents (waiting on this incident)*\n{}", lines(&v.dependents))) }));
+    }
     if let Some(next) = &v.next {
         blocks
             .push(json!({ "type": "section", "text": mrkdwn(&format!("*About to do*\n{}", esc_cut(next, 1000))) }));
@@ -503,6 +507,7 @@ mod tests {
                 opened_at: at,
                 updated_at: at,
                 resolved_at: None,
+                cause: None,
             },
             rto: None,
             targets: vec![bad.into()],
@@ -513,6 +518,7 @@ mod tests {
             next: Some(format!("level 2 {bad}")),
             awaiting: None,
             decisions: vec![format!("acknowledged by <@U1> {bad}")],
+            dependents: Vec::new(),
             now: at,
         };
         let (blocks, text) = render(&v);

@@ -39,6 +39,7 @@
 //! limit: { attempts: 10, per: 1h }       # default: attempts of the whole scenario, all instances
 //! blast_radius: { instances: 3, per: 10m }  # default: distinct instances acted on per window
 //! escalation: default                    # required: a policy in the config
+//! supersedes: [database-failure]         # optional: scenarios this one replaces where they meet
 //! ```
 //!
 //! Plan steps run in order. A step *fails* when its action fails, a guard
@@ -104,6 +105,7 @@ const SCENARIO_FIELDS: &[&str] = &[
     "limit",
     "blast_radius",
     "escalation",
+    "supersedes",
 ];
 const SYMPTOM_FIELDS: &[&str] = &[
     "check",
@@ -195,6 +197,8 @@ pub(crate) fn load_paths_warned(
         collect_files(p, &mut files, &mut diags);
     }
     let mut scenarios = Vec::new();
+    // Per scenario loaded: its file, where `supersedes` names sit, where its steps sit.
+    let mut meta: Vec<super::overlap::Meta> = Vec::new();
     let mut seen: HashMap<String, (String, Pos)> = HashMap::new();
     for file in files {
         let origin = file.display().to_string();
@@ -226,8 +230,12 @@ pub(crate) fn load_paths_warned(
         }
         diags.append(&mut loaded.diags);
         warnings.append(&mut loaded.warnings);
-        scenarios.extend(loaded.scenario);
+        if let Some(s) = loaded.scenario {
+            meta.push((origin.clone(), loaded.supersedes, loaded.steps));
+            scenarios.push(s);
+        }
     }
+    super::overlap::across(&scenarios, &meta, config, &mut diags, &mut warnings);
     (scenarios, diags, warnings)
 }
 
@@ -280,6 +288,10 @@ struct Loaded {
     name: Option<(String, Pos)>,
     diags: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// Where each `supersedes` name is written (checked across files).
+    supersedes: Vec<(String, Pos)>,
+    /// Each plan step's position (for warnings across scenarios).
+    steps: Vec<Pos>,
 }
 
 fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&PromRules>) -> Loaded {
@@ -291,6 +303,8 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
                 name: None,
                 diags: vec![d],
                 warnings: Vec::new(),
+                supersedes: Vec::new(),
+                steps: Vec::new(),
             };
         }
     };
@@ -300,6 +314,16 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
         prom,
     };
     let (scenario, name) = cx.scenario(&root);
+    let m = root.as_mapping();
+    let supersedes = match m.and_then(|m| m.get_node("supersedes")) {
+        Some(n) => cx.names(n).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let steps = m
+        .and_then(|m| m.get_node("plan"))
+        .and_then(Node::as_sequence)
+        .map(|s| s.iter().map(pos).collect())
+        .unwrap_or_default();
     let warnings = std::mem::take(&mut cx.y.warnings);
     let diags = cx.y.finish();
     Loaded {
@@ -307,6 +331,8 @@ fn load_one(origin: &str, text: &str, config: Option<&Config>, prom: Option<&Pro
         name,
         diags,
         warnings,
+        supersedes,
+        steps,
     }
 }
 
@@ -452,6 +478,23 @@ impl<'a> Cx<'a> {
         };
         let limit = self.scenario_limit(m);
         let blast_radius = self.blast_window(m);
+        let supersedes = match self.optional(m, "supersedes") {
+            Some(n) => self.names(n).map(|v| {
+                let mut seen = HashSet::new();
+                let mut out = Vec::new();
+                for (s, at) in v {
+                    if name.as_deref() == Some(s.as_str()) {
+                        self.err(at, "a scenario cannot supersede itself");
+                    } else if !seen.insert(s.clone()) {
+                        self.err(at, format!("{s:?} is named twice in supersedes"));
+                    } else {
+                        out.push(s);
+                    }
+                }
+                out
+            }),
+            None => Some(Vec::new()),
+        };
         let escalation = self
             .required(m, "escalation")
             .and_then(|n| Some((self.string(n)?, pos(n))))
@@ -483,6 +526,7 @@ impl<'a> Cx<'a> {
                 limit: limit?,
                 blast_radius: blast_radius?,
                 escalation: escalation?,
+                supersedes: supersedes?,
                 path: PathBuf::from(self.origin),
             })
         })();

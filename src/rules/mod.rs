@@ -9,6 +9,7 @@ mod configured;
 mod gotemplate;
 pub mod load;
 pub mod model;
+mod overlap;
 pub mod prometheus;
 
 pub use check::{CheckSummary, check, check_with_env};

@@ -66,6 +66,10 @@ pub struct Scenario {
     pub blast_radius: BlastWindow,
     /// Name of an escalation policy in the config.
     pub escalation: String,
+    /// Scenarios this one replaces where they meet: while this one is
+    /// pending or open, they do not act on its targets (and their zones),
+    /// and their incidents become its dependents.
+    pub supersedes: Vec<String>,
     /// The file it came from.
     pub path: PathBuf,
 }
@@ -74,6 +78,20 @@ impl Scenario {
     /// The symptom with this name.
     pub fn symptom(&self, name: &str) -> Option<&Symptom> {
         self.symptoms.iter().find(|s| s.name == name)
+    }
+
+    /// Config targets its `when` symptoms observe: where its incidents are.
+    pub fn observed_targets(&self) -> std::collections::BTreeSet<String> {
+        self.when
+            .symptoms()
+            .iter()
+            .filter_map(|n| self.symptom(n)?.check.target().map(str::to_string))
+            .collect()
+    }
+
+    /// Config targets its plan's steps act on.
+    pub fn acted_targets(&self) -> std::collections::BTreeSet<String> {
+        self.plan.iter().flat_map(|s| s.action.targets()).collect()
     }
 }
 

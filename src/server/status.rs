@@ -15,7 +15,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 
 use super::AppState;
-use crate::store::{Attempt, Incident, TimelineEntry};
+use crate::store::{Attempt, Incident, IncidentId, TimelineEntry};
 
 /// Recent incidents shown.
 const RECENT: usize = 25;
@@ -157,11 +157,22 @@ async fn page(State(st): State<AppState>, Query(q): Query<HashMap<String, String
         h.push_str("<p class=\"ok\">No open incidents.</p>");
     } else {
         h.push_str("<table><tr><th>#</th><th>scenario</th><th>state</th><th>severity</th><th>opened</th><th>RTO clock</th><th>summary</th></tr>");
-        for i in &open {
+        // A tree: each cause, its dependents indented under it.
+        for (depth, i) in crate::store::tree::order(&open) {
+            let scenario = if depth == 0 {
+                esc(&i.scenario)
+            } else {
+                format!(
+                    "<span class=\"dep\" style=\"padding-left:{}em\">└ {} <span class=\"meta\">waits on <a href=\"#incident-{c}\">#{c}</a></span></span>",
+                    depth,
+                    esc(&i.scenario),
+                    c = i.cause.unwrap_or_default()
+                )
+            };
             let _ = write!(
                 h,
                 "<tr><td><a href=\"#incident-{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&i.scenario),
+                scenario,
                 i.state.as_str(),
                 esc(&i.severity),
                 time(i.opened_at),
@@ -220,7 +231,12 @@ async fn page(State(st): State<AppState>, Query(q): Query<HashMap<String, String
     }
 
     for (i, timeline, attempts) in &details {
-        incident_section(&mut h, i, timeline, attempts);
+        let dependents: Vec<IncidentId> = details
+            .iter()
+            .filter(|(d, _, _)| d.cause == Some(i.id))
+            .map(|(d, _, _)| d.id)
+            .collect();
+        incident_section(&mut h, i, timeline, attempts, &dependents);
     }
     h.push_str("</body></html>");
     Html(h).into_response()
@@ -273,6 +289,7 @@ fn incident_section(
     i: &Incident,
     timeline: &[TimelineEntry],
     attempts: &[Attempt],
+    dependents: &[IncidentId],
 ) {
     let _ = write!(
         h,
@@ -283,6 +300,23 @@ fn incident_section(
         time(i.opened_at),
         id = i.id,
     );
+    if let Some(c) = i.cause {
+        let _ = write!(
+            h,
+            "<p class=\"cause\">Caused by <a href=\"#incident-{c}\">incident {c}</a>: it waits on it instead of acting.</p>"
+        );
+    }
+    if !dependents.is_empty() {
+        let links: Vec<String> = dependents
+            .iter()
+            .map(|d| format!("<a href=\"#incident-{d}\">{d}</a>"))
+            .collect();
+        let _ = write!(
+            h,
+            "<p class=\"dependents\">Dependents (waiting on this one): {}</p>",
+            links.join(", ")
+        );
+    }
     h.push_str("<h3>Timeline</h3><table><tr><th>at</th><th>kind</th><th>what</th></tr>");
     for e in timeline {
         let _ = write!(

@@ -80,7 +80,11 @@ fn carries_term(write: &Write) -> bool {
         | Write::BeginAttempt(_)
         | Write::FinishAttempt { .. }
         // A deposed leader starts no job run (a backup per slot, not two).
-        | Write::BeginJobRun(_) => true,
+        | Write::BeginJobRun(_)
+        // A deposed leader neither links incidents nor takes a target.
+        | Write::SetCause { .. }
+        | Write::LockTarget { .. }
+        | Write::UnlockTarget { .. } => true,
         Write::AppendJobEvent { .. }
         | Write::FinishJobRun { .. }
         | Write::ClaimTerm { .. }

@@ -25,6 +25,8 @@ struct Inner {
     observations: std::collections::BTreeMap<ObservationKey, SharedObservation>,
     /// Heartbeats by replica.
     replicas: std::collections::BTreeMap<String, DateTime<Utc>>,
+    /// Target locks: target → (holder, term taken under, until).
+    locks: std::collections::HashMap<String, (String, u64, DateTime<Utc>)>,
 }
 
 type ObservationKey = (String, String, String, String);
@@ -150,6 +152,20 @@ impl LedgerReads for MemoryStore {
             .attempts
             .iter()
             .filter(|a| a.incident_id == id)
+            .cloned()
+            .collect())
+    }
+
+    async fn target_attempts_since(
+        &self,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        Ok(self
+            .lock()
+            .attempts
+            .iter()
+            .filter(|a| a.started_at >= since && acts_on(&a.inputs, target))
             .cloned()
             .collect())
     }
@@ -328,6 +344,7 @@ fn open_incident_on(g: &mut Inner, new: NewIncident) -> Result<(Incident, bool),
         opened_at: new.at,
         updated_at: new.at,
         resolved_at: None,
+        cause: None,
     };
     g.incidents.push(inc.clone());
     Ok((inc, true))
@@ -356,6 +373,65 @@ fn set_state_on(
     inc.updated_at = at;
     if state == IncidentState::Resolved {
         inc.resolved_at = Some(at);
+    }
+    Ok(())
+}
+
+fn set_cause_on(
+    g: &mut Inner,
+    id: IncidentId,
+    cause: Option<IncidentId>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if let Some(c) = cause {
+        if c == id {
+            return Err(StoreError::Conflict(format!(
+                "incident {id} cannot be its own cause"
+            )));
+        }
+        if !g.incidents.iter().any(|i| i.id == c) {
+            return Err(StoreError::NotFound(c));
+        }
+    }
+    let inc = g
+        .incidents
+        .iter_mut()
+        .find(|i| i.id == id)
+        .ok_or(StoreError::NotFound(id))?;
+    if inc.state == IncidentState::Resolved {
+        return if inc.cause == cause {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("incident {id} is resolved")))
+        };
+    }
+    inc.cause = cause;
+    inc.updated_at = at;
+    Ok(())
+}
+
+fn lock_target_on(
+    g: &mut Inner,
+    target: String,
+    holder: String,
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    let term = g.term.as_ref().map_or(0, |t| t.term);
+    if let Some((h, t, u)) = g.locks.get(&target)
+        && *h != holder
+        && *u > at
+        && *t >= term
+    {
+        return Ok(Some(h.clone()));
+    }
+    g.locks.insert(target, (holder, term, until));
+    Ok(None)
+}
+
+fn unlock_target_on(g: &mut Inner, target: String, holder: String) -> Result<(), StoreError> {
+    if g.locks.get(&target).is_some_and(|(h, _, _)| *h == holder) {
+        g.locks.remove(&target);
     }
     Ok(())
 }

@@ -90,6 +90,17 @@ macro_rules! apply_write {
                 observe_on($on, beat, latest_per_key(observations)) $($($aw)+)? ?;
                 Written::Done
             }
+            Write::SetCause { id, cause, at } => {
+                set_cause_on($on, id, cause, at) $($($aw)+)? ?;
+                Written::Done
+            }
+            Write::LockTarget { target, holder, at, until } => {
+                Written::Lock(lock_target_on($on, target, holder, at, until) $($($aw)+)? ?)
+            }
+            Write::UnlockTarget { target, holder } => {
+                unlock_target_on($on, target, holder) $($($aw)+)? ?;
+                Written::Done
+            }
         })
     };
 }
@@ -99,6 +110,7 @@ pub mod memory;
 mod open;
 pub mod postgres;
 pub mod sqlite;
+pub mod tree;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -177,6 +189,11 @@ pub struct Incident {
     pub opened_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
+    /// The incident this one waits on (a dependency's or a superseding
+    /// scenario's): while it is set and that one is open, this one runs no
+    /// step and pages no one. See [`Store::set_cause`].
+    #[serde(default)]
+    pub cause: Option<IncidentId>,
 }
 
 /// What opening an incident needs.
@@ -679,6 +696,21 @@ pub enum Write {
         beat: ReplicaBeat,
         observations: Vec<SharedObservation>,
     },
+    /// [`Store::set_cause`].
+    SetCause {
+        id: IncidentId,
+        cause: Option<IncidentId>,
+        at: DateTime<Utc>,
+    },
+    /// [`Store::lock_target`].
+    LockTarget {
+        target: String,
+        holder: String,
+        at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+    /// [`Store::unlock_target`].
+    UnlockTarget { target: String, holder: String },
 }
 
 /// What a [`Write`] returned.
@@ -698,6 +730,9 @@ pub enum Written {
     Claimed(bool),
     /// From [`Write::PruneAlerts`]: how many alerts were deleted.
     Pruned(usize),
+    /// From [`Write::LockTarget`]: `None` when the lock is now the
+    /// caller's, else who holds it.
+    Lock(Option<String>),
     /// From the other writes.
     Done,
 }
@@ -748,6 +783,14 @@ impl Written {
         match self {
             Written::Claimed(first) => Ok(first),
             other => Err(other.unexpected("a claim")),
+        }
+    }
+
+    /// The result of [`Write::LockTarget`].
+    pub fn lock(self) -> Result<Option<String>, StoreError> {
+        match self {
+            Written::Lock(held_by) => Ok(held_by),
+            other => Err(other.unexpected("a lock")),
         }
     }
 
@@ -894,6 +937,15 @@ pub trait LedgerReads: Send + Sync {
 
     /// Every attempt of one incident, oldest first.
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Attempts started at or after `since` whose inputs name `target`
+    /// among their `targets`, oldest first, across scenarios: the basis of
+    /// a target's own budget (how often it is changed, whoever asks).
+    async fn target_attempts_since(
+        &self,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError>;
 }
 
 /// Reads of scheduled jobs' runs.
@@ -1187,6 +1239,59 @@ pub trait Store:
             .await
             .map(drop)
     }
+
+    /// Links incident `id` to the incident it waits on (`None` unlinks).
+    /// An incident cannot be its own cause, and a resolved one keeps its
+    /// link as it was ([`StoreError::Conflict`] otherwise).
+    async fn set_cause(
+        &self,
+        id: IncidentId,
+        cause: Option<IncidentId>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(None, Write::SetCause { id, cause, at })
+            .await
+            .map(drop)
+    }
+
+    /// Takes the lock of `target` for `holder` until `until`: `None` when
+    /// it is now the caller's (free, expired, already `holder`'s, or taken
+    /// under a leadership term older than the newest one, whose holder
+    /// lost its lease), else `Some(holder)` of whoever has it. One step at
+    /// a time acts on a target, across scenarios.
+    async fn lock_target(
+        &self,
+        target: &str,
+        holder: &str,
+        at: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let write = Write::LockTarget {
+            target: target.to_string(),
+            holder: holder.to_string(),
+            at,
+            until,
+        };
+        self.write(None, write).await?.lock()
+    }
+
+    /// Releases `holder`'s lock of `target` (a no-op when another holds it
+    /// or nobody does).
+    async fn unlock_target(&self, target: &str, holder: &str) -> Result<(), StoreError> {
+        let write = Write::UnlockTarget {
+            target: target.to_string(),
+            holder: holder.to_string(),
+        };
+        self.write(None, write).await.map(drop)
+    }
+}
+
+/// Whether an attempt's inputs name `target` among their `targets` (how
+/// the ledger records what an attempt acted on).
+pub fn acts_on(inputs: &serde_json::Value, target: &str) -> bool {
+    inputs["targets"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|t| t.as_str() == Some(target)))
 }
 
 /// A store that changes only the write path of another: every read goes
@@ -1244,6 +1349,13 @@ impl<T: ReadThrough> LedgerReads for T {
     }
     async fn incident_attempts(&self, id: IncidentId) -> Result<Vec<Attempt>, StoreError> {
         self.reads().incident_attempts(id).await
+    }
+    async fn target_attempts_since(
+        &self,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        self.reads().target_attempts_since(target, since).await
     }
 }
 

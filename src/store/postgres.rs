@@ -176,6 +176,21 @@ const MIGRATIONS: &[&str] = &[
         seen_at TIMESTAMPTZ NOT NULL
     );
     ",
+    // 9: one failure, one actor (see the SQLite store): an incident's
+    // cause, target locks under a leadership term, attempts by time.
+    "
+    ALTER TABLE medic_incidents ADD COLUMN IF NOT EXISTS cause_id BIGINT
+        REFERENCES medic_incidents (id);
+    CREATE INDEX IF NOT EXISTS medic_incidents_cause
+        ON medic_incidents (cause_id) WHERE cause_id IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS medic_target_locks (
+        target TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        term   BIGINT NOT NULL,
+        until  TIMESTAMPTZ NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS medic_attempts_started ON medic_attempts (started_at);
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -267,8 +282,8 @@ impl PostgresStore {
     }
 }
 
-const INCIDENT_COLS: &str =
-    "id, scenario, instance, state, severity, summary, opened_at, updated_at, resolved_at";
+const INCIDENT_COLS: &str = "id, scenario, instance, state, severity, summary, opened_at, \
+     updated_at, resolved_at, cause_id";
 const ATTEMPT_COLS: &str = "id, incident_id, scenario, instance, step, step_index, action, key, \
      started_at, ended_at, outcome, reason, inputs";
 
@@ -287,6 +302,7 @@ fn incident_row(r: &Row) -> Result<Incident, StoreError> {
         opened_at: r.get("opened_at"),
         updated_at: r.get("updated_at"),
         resolved_at: r.get("resolved_at"),
+        cause: r.get("cause_id"),
     })
 }
 
@@ -582,6 +598,24 @@ impl LedgerReads for PostgresStore {
             return Err(StoreError::NotFound(id));
         }
         Ok(attempts)
+    }
+
+    async fn target_attempts_since(
+        &self,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM medic_attempts \
+             WHERE started_at >= $2 AND inputs->'targets' ? $1 ORDER BY started_at, id"
+        );
+        self.all(
+            "list target attempts",
+            &sql,
+            &[&target, &since],
+            attempt_row,
+        )
+        .await
     }
 }
 
@@ -1299,6 +1333,98 @@ async fn observe_on<C: GenericClient + Sync>(
     c.execute("DELETE FROM medic_replicas WHERE seen_at < $1", &[&forget])
         .await
         .map_err(db("forget old replicas"))?;
+    Ok(())
+}
+
+async fn set_cause_on<C: GenericClient + Sync>(
+    c: &C,
+    id: IncidentId,
+    cause: Option<IncidentId>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if let Some(k) = cause {
+        if k == id {
+            return Err(StoreError::Conflict(format!(
+                "incident {id} cannot be its own cause"
+            )));
+        }
+        if !exists(c, k).await? {
+            return Err(StoreError::NotFound(k));
+        }
+    }
+    let changed = c
+        .execute(
+            "UPDATE medic_incidents SET cause_id = $2, updated_at = $3 \
+             WHERE id = $1 AND state <> 'resolved'",
+            &[&id, &cause, &at],
+        )
+        .await
+        .map_err(db("set incident cause"))?;
+    if changed == 1 {
+        return Ok(());
+    }
+    let before: Option<Option<i64>> = query_opt(
+        c,
+        "read incident cause",
+        "SELECT cause_id FROM medic_incidents WHERE id = $1",
+        &[&id],
+        |r| Ok(r.get(0)),
+    )
+    .await?;
+    match before {
+        None => Err(StoreError::NotFound(id)),
+        Some(b) if b == cause => Ok(()),
+        Some(_) => Err(StoreError::Conflict(format!("incident {id} is resolved"))),
+    }
+}
+
+/// One statement: free, expired, the holder's own, or taken under an
+/// older term, the lock becomes the caller's; else who holds it.
+async fn lock_target_on<C: GenericClient + Sync>(
+    c: &C,
+    target: String,
+    holder: String,
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    let taken = c
+        .query_opt(
+            "INSERT INTO medic_target_locks (target, holder, term, until) \
+             VALUES ($1, $2, COALESCE((SELECT term FROM medic_leader WHERE id = 1), 0), $4) \
+             ON CONFLICT (target) DO UPDATE \
+             SET holder = EXCLUDED.holder, term = EXCLUDED.term, until = EXCLUDED.until \
+             WHERE medic_target_locks.holder = EXCLUDED.holder \
+                OR medic_target_locks.until <= $3 \
+                OR medic_target_locks.term < EXCLUDED.term \
+             RETURNING holder",
+            &[&target, &holder, &at, &until],
+        )
+        .await
+        .map_err(db("take target lock"))?;
+    if taken.is_some() {
+        return Ok(None);
+    }
+    query_opt(
+        c,
+        "read target lock",
+        "SELECT holder FROM medic_target_locks WHERE target = $1",
+        &[&target],
+        |r| Ok(r.get(0)),
+    )
+    .await
+}
+
+async fn unlock_target_on<C: GenericClient + Sync>(
+    c: &C,
+    target: String,
+    holder: String,
+) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM medic_target_locks WHERE target = $1 AND holder = $2",
+        &[&target, &holder],
+    )
+    .await
+    .map_err(db("release target lock"))?;
     Ok(())
 }
 

@@ -208,6 +208,22 @@ pub const MIGRATIONS: &[&str] = &[
         seen_at TEXT NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 9: one failure, one actor. An incident's cause (the incident it
+    // waits on), target locks (one step at a time acts on a target,
+    // across scenarios; `term` is the leadership term it was taken
+    // under, so a deposed leader's locks are free), and attempts by time
+    // for a target's own budget.
+    "
+    ALTER TABLE incidents ADD COLUMN cause_id INTEGER REFERENCES incidents (id);
+    CREATE INDEX incidents_cause ON incidents (cause_id) WHERE cause_id IS NOT NULL;
+    CREATE TABLE target_locks (
+        target TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        term   INTEGER NOT NULL,
+        until  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX attempts_started ON attempts (started_at);
+    ",
 ];
 
 /// How long a write waits for another connection's lock before failing.
@@ -654,8 +670,8 @@ impl Cols<'_, '_> {
     }
 }
 
-const INCIDENT_COLS: &str =
-    "id, scenario, instance, state, severity, summary, opened_at, updated_at, resolved_at";
+const INCIDENT_COLS: &str = "id, scenario, instance, state, severity, summary, opened_at, \
+     updated_at, resolved_at, cause_id";
 
 fn incident_row(row: &Row) -> Result<Incident, StoreError> {
     let id: i64 = row.get("id").map_err(sql("read incident"))?;
@@ -676,6 +692,7 @@ fn incident_row(row: &Row) -> Result<Incident, StoreError> {
         opened_at: c.time("opened_at")?,
         updated_at: c.time("updated_at")?,
         resolved_at: c.opt_time("resolved_at")?,
+        cause: c.get("cause_id")?,
     })
 }
 
@@ -991,6 +1008,22 @@ impl LedgerReads for SqliteStore {
         })
         .await
     }
+
+    async fn target_attempts_since(
+        &self,
+        target: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let params = (target.to_string(), ts(&since)?);
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts a \
+             WHERE started_at >= ?2 AND EXISTS \
+             (SELECT 1 FROM json_each(a.inputs, '$.targets') t WHERE t.value = ?1) \
+             ORDER BY started_at, id"
+        );
+        self.all("list target attempts", sql, params, attempt_row)
+            .await
+    }
 }
 
 #[async_trait::async_trait]
@@ -1293,6 +1326,7 @@ fn open_incident_on(conn: &Connection, new: NewIncident) -> Result<(Incident, bo
         opened_at: new.at,
         updated_at: new.at,
         resolved_at: None,
+        cause: None,
     };
     Ok((incident, true))
 }
@@ -1555,6 +1589,83 @@ fn claim_once_on(
         .and_then(|mut s| s.execute(params![key, until]))
         .map_err(sql("claim key"))?;
     Ok(n == 1)
+}
+
+fn set_cause_on(
+    conn: &Connection,
+    id: IncidentId,
+    cause: Option<IncidentId>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if let Some(c) = cause {
+        if c == id {
+            return Err(StoreError::Conflict(format!(
+                "incident {id} cannot be its own cause"
+            )));
+        }
+        if !incident_exists(conn, c)? {
+            return Err(StoreError::NotFound(c));
+        }
+    }
+    let current: Option<(String, Option<i64>)> = conn
+        .prepare_cached("SELECT state, cause_id FROM incidents WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql("read incident cause"))?;
+    let (state, before) = current.ok_or(StoreError::NotFound(id))?;
+    if state == IncidentState::Resolved.as_str() {
+        return if before == cause {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("incident {id} is resolved")))
+        };
+    }
+    let at = ts(&at)?;
+    conn.prepare_cached("UPDATE incidents SET cause_id = ?2, updated_at = ?3 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, cause, at]))
+        .map_err(sql("set incident cause"))?;
+    Ok(())
+}
+
+fn lock_target_on(
+    conn: &Connection,
+    target: String,
+    holder: String,
+    at: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    let term: i64 = conn
+        .prepare_cached("SELECT term FROM leader WHERE id = 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
+        .map_err(sql("read term"))?
+        .unwrap_or(0);
+    let (at, until) = (ts(&at)?, ts(&until)?);
+    let held: Option<String> = conn
+        .prepare_cached(
+            "SELECT holder FROM target_locks \
+             WHERE target = ?1 AND holder != ?2 AND until > ?3 AND term >= ?4",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![target, holder, at, term], |r| r.get(0))
+                .optional()
+        })
+        .map_err(sql("read target lock"))?;
+    if held.is_some() {
+        return Ok(held);
+    }
+    conn.prepare_cached(
+        "INSERT INTO target_locks (target, holder, term, until) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (target) DO UPDATE SET holder = ?2, term = ?3, until = ?4",
+    )
+    .and_then(|mut s| s.execute(params![target, holder, term, until]))
+    .map_err(sql("take target lock"))?;
+    Ok(None)
+}
+
+fn unlock_target_on(conn: &Connection, target: String, holder: String) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM target_locks WHERE target = ?1 AND holder = ?2")
+        .and_then(|mut s| s.execute(params![target, holder]))
+        .map_err(sql("release target lock"))?;
+    Ok(())
 }
 
 fn claim_term_on(conn: &Connection, holder: String, at: DateTime<Utc>) -> Result<Term, StoreError> {
