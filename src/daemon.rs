@@ -26,7 +26,7 @@ use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
 use crate::lead::{self, Role};
 use crate::notify;
-use crate::observe::{Observation, Outcome};
+use crate::observe::Observation;
 use crate::page::{Notifier, Pager};
 use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequest, ReloadRequests, ReloadStats};
 use crate::remedy;
@@ -982,7 +982,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
 /// When and how long one symptom's check runs.
 struct Cadence {
     every: Duration,
-    /// Each run is dropped after this (and counts as unknown).
+    /// Each run is dropped after this (and counts as
+    /// [`Check::timed_out`] says: unreachable or unknown).
     timeout: Duration,
     /// Whether the first run is spread (see [`first_run_offset`]).
     spread: bool,
@@ -1004,7 +1005,7 @@ fn first_run_offset(slot: usize, every: Duration) -> Duration {
 
 /// Runs one symptom's check on its own schedule. A slow or hanging check
 /// only delays itself: each run is bounded by the symptom's timeout, which
-/// turns a hang into `unknown`.
+/// turns a hang into what [`Check::timed_out`] says.
 async fn check_loop(
     (scenario, symptom): (String, String),
     check: Arc<dyn Check>,
@@ -1041,7 +1042,9 @@ async fn check_loop(
         let observation = tokio::select! {
             _ = stop.cancelled() => return,
             r = tokio::time::timeout(timeout, check.observe()) => r.unwrap_or_else(|_| {
-                Observation::Whole(Outcome::Unknown(format!("timed out after {}", humantime::format_duration(timeout))))
+                // A silent target is a candidate unreachable; a silent
+                // monitoring source, medic's blindness (unknown).
+                Observation::Whole(check.timed_out(timeout))
             }),
         };
         let kind = match &observation {
@@ -1101,6 +1104,7 @@ pub async fn signals(shutdown: CancellationToken, reload: ReloadHandle) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::Outcome;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts its runs; always ok.

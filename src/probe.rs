@@ -49,7 +49,7 @@ impl Probed {
     pub fn exit_code(&self) -> u8 {
         match self.observation.outcome() {
             Outcome::Ok => 0,
-            Outcome::Failing(_) => 1,
+            Outcome::Failing(_) | Outcome::Unreachable(_) => 1,
             Outcome::Unknown(_) => 3,
         }
     }
@@ -90,6 +90,7 @@ impl fmt::Display for Probed {
             }
             Observation::Whole(Outcome::Ok) => writeln!(f, "ok"),
             Observation::Whole(Outcome::Failing(d)) => writeln!(f, "failing: {d}"),
+            Observation::Whole(Outcome::Unreachable(d)) => writeln!(f, "unreachable: {d}"),
             Observation::Whole(Outcome::Unknown(d)) => writeln!(f, "unknown: {d}"),
         }
     }

@@ -7,7 +7,8 @@
 //! | connection refused or reset, error replies (LOADING, MASTERDOWN, READONLY on the round-trip, OOM) | failing |
 //! | another role than expected (`master` / `slave`) | failing |
 //! | the round-trip reads back something else, or DEL finds no key | failing |
-//! | timeout, authentication failure, NOAUTH, NOPERM (medic's ACL) | unknown |
+//! | timeout, no answer within the symptom's timeout (a frozen server) | unreachable (a candidate: unknown when medic is blind) |
+//! | authentication failure, NOAUTH, NOPERM (medic's ACL) | unknown |
 //!
 //! The round-trip key is `medic:roundtrip:{nonce}` (one nonce per check,
 //! random per process) with a 60 s TTL, so a run cut short leaves nothing
@@ -116,7 +117,7 @@ impl RedisCheck {
 
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
         // No response timeout here: the scheduler's per-check timeout bounds
-        // the whole run and turns a hang into `unknown`.
+        // the whole run and turns a hang into a candidate `unreachable`.
         self.client
             .get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new())
             .await
@@ -125,7 +126,7 @@ impl RedisCheck {
     fn classify(&self, e: &RedisError) -> Outcome {
         let a = &self.address;
         if e.is_timeout() {
-            Outcome::Unknown(format!("{a}: timed out"))
+            Outcome::Unreachable(format!("{a}: timed out"))
         } else if e.is_connection_refusal() {
             Outcome::Failing(format!("{a}: connection refused"))
         } else if e.kind() == redis::ErrorKind::AuthenticationFailed
@@ -260,6 +261,10 @@ impl Check for RedisCheck {
             self.arm().await;
         }
         out
+    }
+
+    fn timed_out(&self, after: std::time::Duration) -> Outcome {
+        super::silent(&self.address, after)
     }
 }
 

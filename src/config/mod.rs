@@ -6,6 +6,7 @@
 
 pub mod load;
 pub(crate) mod refs;
+pub mod zones;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,6 +92,11 @@ pub struct Config {
     /// kept, retention of resolved ones.
     #[serde(default)]
     pub alerts: AlertLimits,
+    /// Zones (groups of targets that fail together) and their vantage
+    /// probes, by name: how medic tells a silent target from its own
+    /// blindness (see [`zones`]).
+    #[serde(default)]
+    pub zones: BTreeMap<String, zones::ZoneConfig>,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]

@@ -454,9 +454,9 @@ impl Engine {
                 }
             }
             // Failing as a whole: the instance with no labels.
-            Observation::Whole(Outcome::Failing(d)) => {
+            Observation::Whole(o @ (Outcome::Failing(_) | Outcome::Unreachable(_))) => {
                 let t = self.table.instance_slot(base, "", Labels::new);
-                self.observe(base, t, "", Outcome::Failing(d), u.at).await?;
+                self.observe(base, t, "", o, u.at).await?;
                 for (key, t) in existing.into_iter().filter(|(k, _)| !k.is_empty()) {
                     self.observe(base, t, &key, Outcome::Ok, u.at).await?;
                 }
@@ -511,6 +511,7 @@ impl Engine {
         let detail = match &self.table.details[t] {
             Outcome::Ok => "ok".to_string(),
             Outcome::Failing(d) => format!("failing: {d}"),
+            Outcome::Unreachable(d) => format!("unreachable: {d}"),
             Outcome::Unknown(d) => format!("unknown: {d}"),
         };
         let open = self.open.get(&(k, inst.to_string())).map(|o| o.incident.id);
