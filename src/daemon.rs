@@ -17,6 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::check::vantage::Vantage;
 use crate::check::{self, Check};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -240,6 +241,11 @@ pub async fn run_with_options(
 
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
+    // The vantage judgement outlives terms: its probes and the store's
+    // heartbeat run on every replica.
+    let vantage = Arc::new(Vantage::new(config));
+    vantage.start(config, store.clone(), &tasks, stop.clone());
+    attach_vantage(&runtimes, &vantage);
     let lead_stop = CancellationToken::new();
     let (role_rx, lead_task) =
         lead::start(config, store.clone(), clock.clone(), lead_stop.clone()).await?;
@@ -261,6 +267,7 @@ pub async fn run_with_options(
         current: config.clone(),
         running: runtimes,
         term: None,
+        vantage,
         store,
         clock,
         notifiers: options.notifiers,
@@ -325,6 +332,8 @@ struct Daemon {
     running: Vec<Arc<ScenarioRuntime>>,
     /// The term this replica leads, if it leads.
     term: Option<TermRun>,
+    /// What medic knows of its own vantage (zones, probes, the store).
+    vantage: Arc<Vantage>,
     store: Arc<dyn Store>,
     clock: Clock,
     /// Page these instead of the configured notifiers (`medic test`).
@@ -418,6 +427,7 @@ impl Daemon {
                 p,
                 &self.stop,
                 self.jobs,
+                self.vantage.clone(),
             );
             match start.await {
                 Ok(t) => {
@@ -565,6 +575,7 @@ impl Daemon {
         reloaded: Option<Reloaded>,
         runtimes: Vec<Arc<ScenarioRuntime>>,
     ) {
+        attach_vantage(&runtimes, &self.vantage);
         if let (Some(t), Some(reloaded)) = (self.term.as_mut(), reloaded) {
             // The engine already reads the new channel: loops whose check
             // is unchanged are pointed at it and keep their cadence (no new
@@ -638,6 +649,7 @@ impl TermRun {
         pager: Arc<Pager>,
         root: &CancellationToken,
         jobs: bool,
+        vantage: Arc<Vantage>,
     ) -> Result<Self, StoreError> {
         let tasks = TaskTracker::new();
         let stop = root.child_token();
@@ -658,7 +670,7 @@ impl TermRun {
             kill: kill.clone(),
             tasks: tasks.clone(),
         };
-        let mut engine = Engine::new(runtimes, shared);
+        let mut engine = Engine::new(runtimes, shared).with_vantage(vantage);
         engine.resume().await?;
         let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
         let mut checks = CheckLoops::new(config);
@@ -958,6 +970,15 @@ fn attach_store(runtimes: &[Arc<ScenarioRuntime>], store: &Arc<dyn Store>) {
     }
 }
 
+/// Gives every check medic's vantage judgement (the `vantage` check reads it).
+fn attach_vantage(runtimes: &[Arc<ScenarioRuntime>], vantage: &Arc<Vantage>) {
+    for rt in runtimes {
+        for c in &rt.checks {
+            c.attach_vantage(vantage);
+        }
+    }
+}
+
 /// Config sections a reload cannot apply to a running daemon.
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut v = Vec::new();
@@ -972,6 +993,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.alerts != new.alerts {
         v.push("alerts".to_string());
+    }
+    if old.zones != new.zones {
+        v.push("zones".to_string());
     }
     if old.limits.actions_in_flight != new.limits.actions_in_flight {
         v.push("limits.actions_in_flight".to_string());

@@ -24,6 +24,7 @@ pub mod redis;
 pub mod scrape;
 pub mod source;
 pub mod tcp;
+pub mod vantage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,10 @@ pub trait Check: Send + Sync {
     /// what medic itself records (`alert`: the alerts Alertmanager pushed).
     /// The default ignores it.
     fn attach_store(&self, _store: &Arc<dyn crate::store::Store>) {}
+
+    /// Hands the check medic's vantage judgement (`vantage`: failing while
+    /// medic is blind). The default ignores it.
+    fn attach_vantage(&self, _vantage: &Arc<vantage::Vantage>) {}
 }
 
 /// A target that gave no answer within `after`: a candidate unreachable
@@ -173,6 +178,7 @@ check_kinds! {
     "alert" => Alert(alert::AlertParams),
     "source" => Source(source::SourceParams),
     "backup" => Backup(backup::BackupParams),
+    "vantage" => Vantage(vantage::VantageParams),
 }
 
 impl CheckSpec {

@@ -1199,6 +1199,27 @@ drills:
     }
 
     #[test]
+    fn zones_are_validated_where_they_are_written() {
+        let text = "targets:\n\
+                    \x20 db: { tcp: { address: \"192.0.2.1:5432\" } }\n\
+                    zones:\n\
+                    \x20 a:\n\
+                    \x20   targets: [db, dbb]\n\
+                    \x20   vantage: [{ tcp: \"gateway\" }, { dns: { server: \"ns1\", name: x. } }]\n\
+                    \x20 b: { targets: [db], every: 0s }\n";
+        assert_eq!(
+            errors(text, &[]),
+            vec![
+                "medic.yaml:5:19: unknown target \"dbb\" (did you mean \"db\"?)",
+                "medic.yaml:6:22: \"gateway\" must be HOST:PORT",
+                "medic.yaml:6:52: \"ns1\" must be IP or IP:PORT",
+                "medic.yaml:7:18: target \"db\" is already in zone \"a\"; a target is in one zone",
+                "medic.yaml:7:30: every must be above 0s",
+            ]
+        );
+    }
+
+    #[test]
     fn loads_and_defaults() {
         let c = load_str("etc/medic/medic.yaml", GOOD).unwrap();
         assert_eq!(c.mode, Mode::DryRun);

@@ -154,6 +154,7 @@ impl Default for Config {
             drills: BTreeMap::new(),
             leadership: None,
             alerts: AlertLimits::default(),
+            zones: BTreeMap::new(),
             base_dir: PathBuf::from("."),
             warnings: Vec::new(),
         }

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::check::Check;
+use crate::check::vantage::Vantage;
 use crate::clock::Clock;
 use crate::config::Mode;
 use crate::observe::{Labels, Observation, Outcome, Phase, Seen, SymptomView};
@@ -297,6 +298,11 @@ pub struct Engine {
     /// Incident tasks report their incident's id here once resolved.
     done_tx: mpsc::UnboundedSender<IncidentId>,
     done_rx: mpsc::UnboundedReceiver<IncidentId>,
+    /// medic's vantage: every target check's word is recorded there, and
+    /// a candidate unreachable becomes unreachable or unknown by its
+    /// judgement. Without one (rule tests), outcomes stand as checks give
+    /// them.
+    vantage: Option<Arc<Vantage>>,
 }
 
 impl Engine {
@@ -312,6 +318,38 @@ impl Engine {
             table,
             open: HashMap::new(),
             shared,
+            vantage: None,
+        }
+    }
+
+    /// Judges candidate unreachable outcomes with `vantage` (see
+    /// [`crate::check::vantage`]).
+    pub fn with_vantage(mut self, vantage: Arc<Vantage>) -> Self {
+        self.vantage = Some(vantage);
+        self
+    }
+
+    /// Records a target check's word with the vantage and turns a
+    /// candidate unreachable into the verdict: unreachable (the target is
+    /// silent, or its zone is out) or unknown (medic is blind).
+    fn judged(&self, base: usize, obs: Observation, at: Instant) -> Observation {
+        let (Some(v), Observation::Whole(o)) = (&self.vantage, &obs) else {
+            return obs;
+        };
+        let Some(&(k, j)) = self.table.owner.get(base) else {
+            return obs;
+        };
+        let s = &self.scenarios[k].scenario.symptoms[j];
+        let target = s
+            .check
+            .target()
+            .filter(|_| crate::check::vantage::is_evidence(s.check.kind()));
+        if let Some(t) = target {
+            v.heard_target(t, o, at, s.every.get() * 2 + s.timeout.get());
+        }
+        match o {
+            Outcome::Unreachable(d) => Observation::Whole(v.judge(target, d, at)),
+            _ => obs,
         }
     }
 
@@ -428,8 +466,9 @@ impl Engine {
         Ok(())
     }
 
-    async fn handle(&mut self, u: Update) -> Result<(), StoreError> {
+    async fn handle(&mut self, mut u: Update) -> Result<(), StoreError> {
         let base = u.slot;
+        u.observation = self.judged(base, u.observation, u.at);
         if self.table.series[base].is_none() {
             return self
                 .observe(base, base, "", u.observation.into_outcome(), u.at)
