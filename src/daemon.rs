@@ -151,6 +151,9 @@ pub struct RunOptions {
     /// Do not schedule the config's jobs (`medic test`, `medic drill`:
     /// a simulated week must not take real backups).
     pub no_jobs: bool,
+    /// Do not run the zones' vantage probes or the store's heartbeat
+    /// (`medic test`: a simulated run must not probe the network).
+    pub no_vantage: bool,
 }
 
 /// Opens the store and runs `loaded` until `shutdown`.
@@ -244,7 +247,9 @@ pub async fn run_with_options(
     // The vantage judgement outlives terms: its probes and the store's
     // heartbeat run on every replica.
     let vantage = Arc::new(Vantage::new(config));
-    vantage.start(config, store.clone(), &tasks, stop.clone());
+    if !options.no_vantage {
+        vantage.start(config, store.clone(), &tasks, stop.clone());
+    }
     attach_vantage(&runtimes, &vantage);
     let lead_stop = CancellationToken::new();
     let (role_rx, lead_task) =

@@ -500,6 +500,7 @@ async fn simulate(
             let options = crate::daemon::RunOptions {
                 notifiers: Some(notifiers),
                 no_jobs: true,
+                no_vantage: true,
                 ..Default::default()
             };
             crate::daemon::run_with_options(
