@@ -151,8 +151,9 @@ pub struct RunOptions {
     /// Do not schedule the config's jobs (`medic test`, `medic drill`:
     /// a simulated week must not take real backups).
     pub no_jobs: bool,
-    /// Do not run the zones' vantage probes or the store's heartbeat
-    /// (`medic test`: a simulated run must not probe the network).
+    /// Do not run the zones' vantage probes or the store's heartbeat, and
+    /// take outcomes as checks give them (`medic test`: a simulated run
+    /// must not probe the network, and its scripted outcomes are verdicts).
     pub no_vantage: bool,
 }
 
@@ -273,6 +274,7 @@ pub async fn run_with_options(
         running: runtimes,
         term: None,
         vantage,
+        judge: !options.no_vantage,
         store,
         clock,
         notifiers: options.notifiers,
@@ -339,6 +341,9 @@ struct Daemon {
     term: Option<TermRun>,
     /// What medic knows of its own vantage (zones, probes, the store).
     vantage: Arc<Vantage>,
+    /// Whether the engine judges candidate unreachables with it (not in
+    /// `medic test`, whose scripted outcomes are verdicts already).
+    judge: bool,
     store: Arc<dyn Store>,
     clock: Clock,
     /// Page these instead of the configured notifiers (`medic test`).
@@ -432,7 +437,7 @@ impl Daemon {
                 p,
                 &self.stop,
                 self.jobs,
-                self.vantage.clone(),
+                self.judge.then(|| self.vantage.clone()),
             );
             match start.await {
                 Ok(t) => {
@@ -654,7 +659,7 @@ impl TermRun {
         pager: Arc<Pager>,
         root: &CancellationToken,
         jobs: bool,
-        vantage: Arc<Vantage>,
+        vantage: Option<Arc<Vantage>>,
     ) -> Result<Self, StoreError> {
         let tasks = TaskTracker::new();
         let stop = root.child_token();
@@ -675,7 +680,10 @@ impl TermRun {
             kill: kill.clone(),
             tasks: tasks.clone(),
         };
-        let mut engine = Engine::new(runtimes, shared).with_vantage(vantage);
+        let mut engine = Engine::new(runtimes, shared);
+        if let Some(v) = vantage {
+            engine = engine.with_vantage(v);
+        }
         engine.resume().await?;
         let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
         let mut checks = CheckLoops::new(config);

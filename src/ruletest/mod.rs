@@ -245,6 +245,7 @@ impl Check for ScriptedCheck {
         match v {
             Value::Ok => Outcome::Ok,
             Value::Fail => Outcome::Failing("scripted: fail".into()),
+            Value::Unreachable => Outcome::Unreachable("scripted: unreachable".into()),
             Value::Unknown => Outcome::Unknown("scripted: unknown".into()),
         }
     }
