@@ -7,7 +7,8 @@
 //! written. For per-series checks (`promql`, ...) every failing series is
 //! shown with its labels and value: each would be its own incident.
 //!
-//! Exit codes: 0 ok, 1 failing, 3 unknown (medic could not see), 4 the
+//! Exit codes: 0 ok, 1 failing or unreachable (the check's candidate: no
+//! vantage judgement here), 3 unknown (medic could not see), 4 the
 //! symptom cannot be probed (invalid config or rules, no such symptom, an
 //! ambiguous name, a check that cannot be built); 2 is a usage error.
 
