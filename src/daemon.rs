@@ -17,6 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::check::vantage::Vantage;
 use crate::check::{self, Check};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -27,7 +28,7 @@ use crate::engine::reload::{Control, Reloaded, UPDATES_CAPACITY};
 use crate::engine::{Engine, ScenarioRuntime, Shared, Update};
 use crate::lead::{self, Role};
 use crate::notify;
-use crate::observe::{Observation, Outcome};
+use crate::observe::Observation;
 use crate::page::{Notifier, Pager};
 use crate::reload::{ReloadHandle, ReloadOutcome, ReloadRequest, ReloadRequests, ReloadStats};
 use crate::remedy;
@@ -154,6 +155,10 @@ pub struct RunOptions {
     /// Publishes the leader's pager here (`medic test` makes scripted
     /// human decisions through it).
     pub pager: Option<watch::Sender<Option<Arc<Pager>>>>,
+    /// Do not run the zones' vantage probes or the store's heartbeat, and
+    /// take outcomes as checks give them (`medic test`: a simulated run
+    /// must not probe the network, and its scripted outcomes are verdicts).
+    pub no_vantage: bool,
 }
 
 /// Opens the store and runs `loaded` until `shutdown`.
@@ -269,6 +274,13 @@ pub async fn run_with_options(
         ),
     };
     tasks.spawn(observers.clone().run(stop.clone()));
+    // The vantage judgement outlives terms: its probes and the store's
+    // heartbeat run on every replica.
+    let vantage = Arc::new(Vantage::new(config));
+    if !options.no_vantage {
+        vantage.start(config, store.clone(), &tasks, stop.clone());
+    }
+    attach_vantage(&runtimes, &vantage);
     let lead_stop = CancellationToken::new();
     let (role_rx, lead_task) =
         lead::start(config, store.clone(), clock.clone(), lead_stop.clone()).await?;
@@ -293,6 +305,8 @@ pub async fn run_with_options(
         term: None,
         observers,
         watch,
+        vantage,
+        judge: !options.no_vantage,
         store,
         clock,
         notifiers: options.notifiers,
@@ -364,6 +378,11 @@ struct Daemon {
     /// While following with several replicas: the checks whose outcomes
     /// this replica shares.
     watch: Option<Watch>,
+    /// What medic knows of its own vantage (zones, probes, the store).
+    vantage: Arc<Vantage>,
+    /// Whether the engine judges candidate unreachables with it (not in
+    /// `medic test`, whose scripted outcomes are verdicts already).
+    judge: bool,
     store: Arc<dyn Store>,
     clock: Clock,
     /// Page these instead of the configured notifiers (`medic test`).
@@ -464,6 +483,7 @@ impl Daemon {
                 &self.stop,
                 self.jobs,
                 self.observers.clone(),
+                self.judge.then(|| self.vantage.clone()),
             );
             match start.await {
                 Ok(t) => {
@@ -620,6 +640,7 @@ impl Daemon {
         reloaded: Option<Reloaded>,
         runtimes: Vec<Arc<ScenarioRuntime>>,
     ) {
+        attach_vantage(&runtimes, &self.vantage);
         if let (Some(t), Some(reloaded)) = (self.term.as_mut(), reloaded) {
             // The engine already reads the new channel: loops whose check
             // is unchanged are pointed at it and keep their cadence (no new
@@ -702,6 +723,7 @@ impl TermRun {
         root: &CancellationToken,
         jobs: bool,
         observers: Arc<Observers>,
+        vantage: Option<Arc<Vantage>>,
     ) -> Result<Self, StoreError> {
         let tasks = TaskTracker::new();
         let stop = root.child_token();
@@ -724,6 +746,9 @@ impl TermRun {
             observers,
         };
         let mut engine = Engine::new(runtimes, shared);
+        if let Some(v) = vantage {
+            engine = engine.with_vantage(v);
+        }
         engine.resume().await?;
         let (tx, rx) = mpsc::channel(UPDATES_CAPACITY);
         let mut checks = CheckLoops::new(config);
@@ -1091,6 +1116,15 @@ fn attach_store(runtimes: &[Arc<ScenarioRuntime>], store: &Arc<dyn Store>) {
     }
 }
 
+/// Gives every check medic's vantage judgement (the `vantage` check reads it).
+fn attach_vantage(runtimes: &[Arc<ScenarioRuntime>], vantage: &Arc<Vantage>) {
+    for rt in runtimes {
+        for c in &rt.checks {
+            c.attach_vantage(vantage);
+        }
+    }
+}
+
 /// Config sections a reload cannot apply to a running daemon.
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut v = Vec::new();
@@ -1116,6 +1150,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.alerts != new.alerts {
         v.push("alerts".to_string());
     }
+    if old.zones != new.zones {
+        v.push("zones".to_string());
+    }
     if old.limits.actions_in_flight != new.limits.actions_in_flight {
         v.push("limits.actions_in_flight".to_string());
     }
@@ -1125,7 +1162,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
 /// When and how long one symptom's check runs.
 struct Cadence {
     every: Duration,
-    /// Each run is dropped after this (and counts as unknown).
+    /// Each run is dropped after this (and counts as
+    /// [`Check::timed_out`] says: unreachable or unknown).
     timeout: Duration,
     /// Whether the first run is spread (see [`first_run_offset`]).
     spread: bool,
@@ -1147,7 +1185,7 @@ fn first_run_offset(slot: usize, every: Duration) -> Duration {
 
 /// Runs one symptom's check on its own schedule. A slow or hanging check
 /// only delays itself: each run is bounded by the symptom's timeout, which
-/// turns a hang into `unknown`.
+/// turns a hang into what [`Check::timed_out`] says.
 async fn check_loop(
     (scenario, kind): (String, &'static str),
     check: Arc<dyn Check>,
@@ -1192,7 +1230,9 @@ async fn check_loop(
         let observation = tokio::select! {
             _ = stop.cancelled() => return,
             r = tokio::time::timeout(timeout, check.observe()) => r.unwrap_or_else(|_| {
-                Observation::Whole(Outcome::Unknown(format!("timed out after {}", humantime::format_duration(timeout))))
+                // A silent target is a candidate unreachable; a silent
+                // monitoring source, medic's blindness (unknown).
+                Observation::Whole(check.timed_out(timeout))
             }),
         };
         let outcome = match &observation {
@@ -1252,6 +1292,7 @@ pub async fn signals(shutdown: CancellationToken, reload: ReloadHandle) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::Outcome;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts its runs; always ok.

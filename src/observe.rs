@@ -21,30 +21,41 @@ pub enum Outcome {
     Ok,
     /// The target is broken; the detail says how.
     Failing(String),
+    /// The target stopped answering (a timeout, dropped packets, no
+    /// route) while medic's own vantage is healthy; the detail says what
+    /// timed out and why medic trusts its vantage. Failing for every
+    /// purpose: symptoms fire on it, incidents open, promotion gates count
+    /// it. A check reports it as a *candidate*; the engine's vantage
+    /// judgement keeps it or turns it into [`Outcome::Unknown`] when medic
+    /// itself is blind.
+    Unreachable(String),
     /// medic could not observe; the detail says why. Never triggers action.
     Unknown(String),
 }
 
 impl Outcome {
-    /// `ok`, `failing` or `unknown` (metric label, timeline kind).
+    /// `ok`, `failing`, `unreachable` or `unknown` (metric label, timeline
+    /// kind).
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Failing(_) => "failing",
+            Outcome::Unreachable(_) => "unreachable",
             Outcome::Unknown(_) => "unknown",
         }
     }
 
-    /// Whether it says the target is broken (never medic's blindness).
+    /// Whether it counts as failing (fires symptoms, opens incidents,
+    /// counts for promotion gates): failing or unreachable.
     pub fn is_failing(&self) -> bool {
-        matches!(self, Outcome::Failing(_))
+        matches!(self, Outcome::Failing(_) | Outcome::Unreachable(_))
     }
 
     /// The detail (empty for ok).
     pub fn detail(&self) -> &str {
         match self {
             Outcome::Ok => "",
-            Outcome::Failing(d) | Outcome::Unknown(d) => d,
+            Outcome::Failing(d) | Outcome::Unreachable(d) | Outcome::Unknown(d) => d,
         }
     }
 }
@@ -260,6 +271,7 @@ pub enum Seen {
     /// Nothing observed yet.
     Nothing,
     Ok,
+    /// Failing or unreachable.
     Failing,
     Unknown,
 }
@@ -275,7 +287,9 @@ impl From<&Outcome> for Seen {
     fn from(o: &Outcome) -> Self {
         match o {
             Outcome::Ok => Seen::Ok,
-            Outcome::Failing(_) => Seen::Failing,
+            // Unreachable is failing for the symptom machine and for
+            // streaks ("unreachable for N checks over T").
+            Outcome::Failing(_) | Outcome::Unreachable(_) => Seen::Failing,
             Outcome::Unknown(_) => Seen::Unknown,
         }
     }

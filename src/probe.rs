@@ -7,7 +7,8 @@
 //! written. For per-series checks (`promql`, ...) every failing series is
 //! shown with its labels and value: each would be its own incident.
 //!
-//! Exit codes: 0 ok, 1 failing, 3 unknown (medic could not see), 4 the
+//! Exit codes: 0 ok, 1 failing or unreachable (the check's candidate: no
+//! vantage judgement here), 3 unknown (medic could not see), 4 the
 //! symptom cannot be probed (invalid config or rules, no such symptom, an
 //! ambiguous name, a check that cannot be built); 2 is a usage error.
 
@@ -49,7 +50,7 @@ impl Probed {
     pub fn exit_code(&self) -> u8 {
         match self.observation.outcome() {
             Outcome::Ok => 0,
-            Outcome::Failing(_) => 1,
+            Outcome::Failing(_) | Outcome::Unreachable(_) => 1,
             Outcome::Unknown(_) => 3,
         }
     }
@@ -90,6 +91,7 @@ impl fmt::Display for Probed {
             }
             Observation::Whole(Outcome::Ok) => writeln!(f, "ok"),
             Observation::Whole(Outcome::Failing(d)) => writeln!(f, "failing: {d}"),
+            Observation::Whole(Outcome::Unreachable(d)) => writeln!(f, "unreachable: {d}"),
             Observation::Whole(Outcome::Unknown(d)) => writeln!(f, "unknown: {d}"),
         }
     }

@@ -83,7 +83,7 @@ fn shipped_config_and_rules_check_clean() {
     let summary = check_with_env(Some(&root().join("medic.yaml")), &[], no_env()).unwrap();
     assert_eq!(
         summary.to_string(),
-        "ok: 7 scenarios, 17 symptoms, 14 steps in 7 files"
+        "ok: 7 scenarios, 18 symptoms, 14 steps in 7 files"
     );
 }
 

@@ -169,7 +169,10 @@ async fn missing_names_and_failing_zones_are_failing() {
 }
 
 #[tokio::test]
-async fn refused_silent_or_absent_servers_are_unknown() {
+/// REFUSED is the server declining medic (unknown); a named server that
+/// stays silent is a candidate unreachable (the engine's vantage judgement
+/// decides whether it is the server's silence or medic's blindness).
+async fn refused_is_unknown_and_a_silent_or_absent_server_is_unreachable() {
     let (dns, server) = FakeDns::start().await;
     dns.set("private.test.", Answer::Code(ResponseCode::Refused));
     dns.set("silent.test.", Answer::Silence);
@@ -182,7 +185,7 @@ async fn refused_silent_or_absent_servers_are_unknown() {
         .await;
     assert_eq!(
         o,
-        Outcome::Unknown("silent.test.: no answer in time".into())
+        Outcome::Unreachable(format!("silent.test.: no answer in time from {server}"))
     );
     // Nothing listens on this port: ICMP port unreachable, or silence.
     let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -193,6 +196,6 @@ async fn refused_silent_or_absent_servers_are_unknown() {
         .await;
     assert_eq!(
         o,
-        Outcome::Unknown("keneyapp.test.: no answer in time".into())
+        Outcome::Unreachable(format!("keneyapp.test.: no answer in time from {addr}"))
     );
 }

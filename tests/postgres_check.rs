@@ -248,7 +248,9 @@ async fn wrong_password_and_missing_database_are_unknown() {
 }
 
 #[tokio::test]
-async fn a_server_that_never_answers_is_unknown() {
+/// A silent server is a candidate unreachable (failing when medic's vantage
+/// is healthy), not unknown: a frozen primary must be able to fail over.
+async fn a_server_that_never_answers_is_unreachable() {
     // Accepts the TCP connection, then says nothing.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -256,7 +258,7 @@ async fn a_server_that_never_answers_is_unknown() {
     let o = c.run().await;
     assert_eq!(
         o,
-        Outcome::Unknown(format!("127.0.0.1:{port}: connect timed out"))
+        Outcome::Unreachable(format!("127.0.0.1:{port}: connect timed out"))
     );
     drop(l);
 }

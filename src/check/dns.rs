@@ -9,7 +9,8 @@
 //! | addresses (equal to `expect`, per address family named there) | ok |
 //! | other addresses than `expect` | failing |
 //! | NXDOMAIN, an empty answer, SERVFAIL (the zone's servers fail) | failing |
-//! | no answer in time, REFUSED (the server will not serve medic), network errors | unknown |
+//! | no answer in time from the `server` named (the server is silent) | unreachable (a candidate: unknown when medic is blind) |
+//! | no answer in time from the system's resolvers, REFUSED (the server will not serve medic), network errors | unknown |
 
 use serde::Deserialize;
 
@@ -49,6 +50,9 @@ pub struct DnsCheck {
     name: String,
     expect: BTreeSet<IpAddr>,
     resolver: TokioResolver,
+    /// The `server` named, if any: its silence is the target's
+    /// (unreachable); the system resolvers' silence is medic's (unknown).
+    server: Option<String>,
 }
 
 impl std::fmt::Debug for DnsCheck {
@@ -109,6 +113,7 @@ impl DnsCheck {
             name: p.name.clone(),
             expect,
             resolver,
+            server: p.server.clone(),
         })
     }
 
@@ -151,7 +156,23 @@ impl Check for DnsCheck {
     async fn run(&self) -> Outcome {
         match self.resolver.lookup_ip(self.name.as_str()).await {
             Ok(found) => self.judge(found.iter().collect()),
-            Err(e) => classify(&self.name, &e),
+            Err(e) => match (classify(&self.name, &e), &self.server) {
+                (Outcome::Unknown(d), Some(s)) if matches!(e, NetError::Timeout) => {
+                    Outcome::Unreachable(format!("{d} from {s}"))
+                }
+                (o, _) => o,
+            },
+        }
+    }
+
+    fn timed_out(&self, after: Duration) -> Outcome {
+        match &self.server {
+            Some(s) => super::silent(&format!("{}: server {s}", self.name), after),
+            None => Outcome::Unknown(format!(
+                "{}: the system's resolvers gave no answer within {}",
+                self.name,
+                humantime::format_duration(after)
+            )),
         }
     }
 }

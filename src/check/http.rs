@@ -135,11 +135,15 @@ impl Check for HttpCheck {
         }
         Outcome::Ok
     }
+
+    fn timed_out(&self, after: Duration) -> Outcome {
+        super::silent(&self.url, after)
+    }
 }
 
 fn classify(url: &str, e: &reqwest::Error) -> Outcome {
     if e.is_timeout() {
-        return Outcome::Unknown(format!("{url}: timed out"));
+        return Outcome::Unreachable(format!("{url}: timed out"));
     }
     // Walk to the io::Error underneath, if any: refused/reset means broken.
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);

@@ -197,7 +197,7 @@ impl KubernetesCheck {
     /// the API at all (the `source` check).
     pub async fn api_version(&self) -> Result<String, String> {
         let client = self.client().await.map_err(|o| match o {
-            Outcome::Unknown(m) | Outcome::Failing(m) => m,
+            Outcome::Unknown(m) | Outcome::Failing(m) | Outcome::Unreachable(m) => m,
             Outcome::Ok => String::new(),
         })?;
         client

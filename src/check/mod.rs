@@ -1,8 +1,12 @@
 //! Checks: one way each to observe a target.
 //!
-//! A run gives [`Outcome::Ok`], [`Outcome::Failing`] (the target is broken)
-//! or [`Outcome::Unknown`] (medic could not see). Keeping the last two apart
+//! A run gives [`Outcome::Ok`], [`Outcome::Failing`] (the target is broken),
+//! [`Outcome::Unreachable`] (the target is silent: a timeout, no route) or
+//! [`Outcome::Unknown`] (medic could not see). Keeping the last two apart
 //! is the heart of the safety model: unknown never triggers remediation.
+//! A check's unreachable is a candidate: only the engine, which sees every
+//! target and medic's vantage probes, can tell a silent target from a
+//! blind medic ([`vantage`]).
 //!
 //! [`CheckSpec`] is the closed set of kinds rule files may name, each with
 //! its parameters; [`build`] turns one into a runnable [`Check`] or says that
@@ -20,6 +24,7 @@ pub mod redis;
 pub mod scrape;
 pub mod source;
 pub mod tcp;
+pub mod vantage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,10 +64,37 @@ pub trait Check: Send + Sync {
         std::future::pending::<()>().await
     }
 
+    /// What a run the scheduler dropped after `after` (the symptom's
+    /// timeout) means. The default, for checks through a monitoring source
+    /// (Prometheus, the Kubernetes API, medic's store), is unknown: medic's
+    /// own blindness. Checks of a target (`tcp`, `http`, `postgres`,
+    /// `redis`, `dns` with a `server`) say [`Outcome::Unreachable`]
+    /// instead ([`silent`]): a *candidate* the engine's vantage judgement
+    /// keeps or turns into unknown.
+    fn timed_out(&self, after: Duration) -> Outcome {
+        Outcome::Unknown(format!(
+            "timed out after {}",
+            humantime::format_duration(after)
+        ))
+    }
+
     /// Hands the check medic's store once it is open, for checks that read
     /// what medic itself records (`alert`: the alerts Alertmanager pushed).
     /// The default ignores it.
     fn attach_store(&self, _store: &Arc<dyn crate::store::Store>) {}
+
+    /// Hands the check medic's vantage judgement (`vantage`: failing while
+    /// medic is blind). The default ignores it.
+    fn attach_vantage(&self, _vantage: &Arc<vantage::Vantage>) {}
+}
+
+/// A target that gave no answer within `after`: a candidate unreachable
+/// (see [`Check::timed_out`]).
+pub fn silent(what: &str, after: Duration) -> Outcome {
+    Outcome::Unreachable(format!(
+        "{what}: no answer within {}",
+        humantime::format_duration(after)
+    ))
 }
 
 /// One check kind's parameters (`check: { KIND: PARAMS }`): each kind's
@@ -146,6 +178,7 @@ check_kinds! {
     "alert" => Alert(alert::AlertParams),
     "source" => Source(source::SourceParams),
     "backup" => Backup(backup::BackupParams),
+    "vantage" => Vantage(vantage::VantageParams),
 }
 
 impl CheckSpec {

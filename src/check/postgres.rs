@@ -12,7 +12,8 @@
 //! | --- | --- |
 //! | connection refused or reset, closed by the server | failing |
 //! | "starting up", "shutting down", "too many clients", crash shutdown | failing |
-//! | connect timeout, name resolution, no route | unknown |
+//! | connect timeout, no route, no answer within the symptom's timeout | unreachable (a candidate: unknown when medic is blind) |
+//! | name resolution | unknown |
 //! | authentication failed, no pg_hba entry, database does not exist | unknown (medic's credentials or config) |
 //! | `role` differs from `pg_is_in_recovery()` | failing |
 //! | a replica (for `role: replica` or lag limits) whose WAL receiver is not `streaming` | failing |
@@ -122,7 +123,7 @@ impl PostgresCheck {
         let a = &self.address;
         let (client, conn) = tokio::time::timeout(self.timeout, self.config.connect(NoTls))
             .await
-            .map_err(|_| Outcome::Unknown(format!("{a}: connect timed out")))?
+            .map_err(|_| Outcome::Unreachable(format!("{a}: connect timed out")))?
             .map_err(|e| classify(a, &e))?;
         // The connection task ends when `client` is dropped (end of run) or
         // the server goes away.
@@ -256,6 +257,10 @@ impl Check for PostgresCheck {
         match self.observe().await {
             Ok(o) | Err(o) => o,
         }
+    }
+
+    fn timed_out(&self, after: Duration) -> Outcome {
+        super::silent(&self.address, after)
     }
 }
 
@@ -434,14 +439,15 @@ fn classify(a: &str, e: &tokio_postgres::Error) -> Outcome {
     if e.is_closed() {
         return Outcome::Failing(format!("{a}: the server closed the connection"));
     }
-    // Walk down to an io::Error: refused/reset means broken, others
-    // (timeout, no route, name resolution) mean medic cannot see.
+    // Walk down to an io::Error: refused/reset means broken, a timeout or
+    // no route a silent server (a candidate unreachable), others (name
+    // resolution) mean medic cannot see.
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             return match super::tcp::classify_io(a, io) {
-                Outcome::Unknown(_) if io.kind() == std::io::ErrorKind::TimedOut => {
-                    Outcome::Unknown(format!("{a}: connect timed out"))
+                Outcome::Unreachable(_) if io.kind() == std::io::ErrorKind::TimedOut => {
+                    Outcome::Unreachable(format!("{a}: connect timed out"))
                 }
                 o => o,
             };

@@ -7,7 +7,8 @@
 //! | connection refused or reset, error replies (LOADING, MASTERDOWN, READONLY on the round-trip, OOM) | failing |
 //! | another role than expected (`master` / `slave`) | failing |
 //! | the round-trip reads back something else, or DEL finds no key | failing |
-//! | timeout, authentication failure, NOAUTH, NOPERM (medic's ACL) | unknown |
+//! | timeout, no route, no answer within the symptom's timeout (a frozen server) | unreachable (a candidate: unknown when medic is blind) |
+//! | authentication failure, NOAUTH, NOPERM (medic's ACL) | unknown |
 //!
 //! The round-trip key is `medic:roundtrip:{nonce}` (one nonce per check,
 //! random per process) with a 60 s TTL, so a run cut short leaves nothing
@@ -116,7 +117,7 @@ impl RedisCheck {
 
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
         // No response timeout here: the scheduler's per-check timeout bounds
-        // the whole run and turns a hang into `unknown`.
+        // the whole run and turns a hang into a candidate `unreachable`.
         self.client
             .get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new())
             .await
@@ -124,8 +125,26 @@ impl RedisCheck {
 
     fn classify(&self, e: &RedisError) -> Outcome {
         let a = &self.address;
+        let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        let mut no_route = false;
+        while let Some(x) = src {
+            if let Some(io) = x.downcast_ref::<std::io::Error>() {
+                no_route = matches!(
+                    io.kind(),
+                    std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable
+                );
+                break;
+            }
+            src = x.source();
+        }
+        // Connect errors reach here as text only (redis keeps the
+        // io::Error private): ENETUNREACH and EHOSTUNREACH by their words.
+        let text = e.to_string();
+        no_route |= text.contains("Network is unreachable") || text.contains("No route to host");
         if e.is_timeout() {
-            Outcome::Unknown(format!("{a}: timed out"))
+            Outcome::Unreachable(format!("{a}: timed out"))
+        } else if no_route {
+            Outcome::Unreachable(format!("{a}: no route ({})", describe(e)))
         } else if e.is_connection_refusal() {
             Outcome::Failing(format!("{a}: connection refused"))
         } else if e.kind() == redis::ErrorKind::AuthenticationFailed
@@ -260,6 +279,10 @@ impl Check for RedisCheck {
             self.arm().await;
         }
         out
+    }
+
+    fn timed_out(&self, after: std::time::Duration) -> Outcome {
+        super::silent(&self.address, after)
     }
 }
 

@@ -53,15 +53,25 @@ impl Check for TcpCheck {
             Err(e) => classify_io(&self.address, &e),
         }
     }
+
+    fn timed_out(&self, after: std::time::Duration) -> Outcome {
+        super::silent(&self.address, after)
+    }
 }
 
 /// A refused or reset connection is evidence that the target is broken;
-/// anything else (no route, name resolution) may be medic's own view.
+/// a timeout or no route is a silent target (a candidate unreachable: the
+/// engine's vantage judgement decides); anything else (name resolution)
+/// may be medic's own view.
 pub(crate) fn classify_io(address: &str, e: &std::io::Error) -> Outcome {
     match e.kind() {
         ErrorKind::ConnectionRefused => Outcome::Failing(format!("{address}: connection refused")),
         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof => {
             Outcome::Failing(format!("{address}: connection reset ({e})"))
+        }
+        ErrorKind::TimedOut => Outcome::Unreachable(format!("{address}: timed out")),
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+            Outcome::Unreachable(format!("{address}: no route ({e})"))
         }
         _ => Outcome::Unknown(format!("{address}: {e}")),
     }
@@ -133,6 +143,27 @@ mod tests {
         assert_eq!(
             check(addr.clone()).run().await,
             Outcome::Failing(format!("{addr}: connection refused"))
+        );
+    }
+
+    /// A timeout or no route is the target's silence (a candidate for the
+    /// vantage judgement), never the blind "unknown" it once was.
+    #[test]
+    fn timeouts_and_no_route_are_candidate_unreachable() {
+        use std::io::Error;
+        for kind in [
+            ErrorKind::TimedOut,
+            ErrorKind::HostUnreachable,
+            ErrorKind::NetworkUnreachable,
+        ] {
+            let o = classify_io("10.0.0.1:5432", &Error::from(kind));
+            assert_eq!(o.label(), "unreachable", "{kind:?}: {o:?}");
+            assert!(o.is_failing());
+        }
+        let c = check("10.0.0.1:5432".into());
+        assert_eq!(
+            c.timed_out(std::time::Duration::from_millis(1500)),
+            Outcome::Unreachable("10.0.0.1:5432: no answer within 1s 500ms".into())
         );
     }
 

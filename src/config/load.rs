@@ -464,6 +464,20 @@ impl Cx<'_> {
                     }
                 },
                 "leadership" => self.section::<LeadershipConfig>(root, key, v),
+                "zones" => match v.as_mapping() {
+                    Some(m) => {
+                        for (name, entry) in m.iter() {
+                            let path = format!("zones.{}", name.as_str());
+                            self.section::<super::zones::ZoneConfig>(root, &path, entry);
+                        }
+                    }
+                    None => {
+                        let msg =
+                            format!("expected a mapping of zone names, found {}", describe(v));
+                        let d = self.at_path(root, key, false, msg);
+                        self.y.out.push(d);
+                    }
+                },
                 "targets" => self.named_kinds(
                     root,
                     key,
@@ -733,6 +747,7 @@ impl Cx<'_> {
             self.validate_target(root, name, target);
         }
         self.validate_jobs(config, root);
+        self.validate_zones(config, root);
         self.validate_notifiers(config, root);
         self.validate_http(config, root);
         let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
@@ -886,6 +901,74 @@ impl Cx<'_> {
                     root,
                     &format!("{at}.inject"),
                     "name the command that injects the failure",
+                );
+            }
+        }
+    }
+
+    /// Zone targets exist and are in one zone each; probes are well formed.
+    fn validate_zones(&mut self, config: &Config, root: &Node) {
+        let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for (zone, z) in &config.zones {
+            for (i, t) in z.targets.iter().enumerate() {
+                let at = format!("zones.{zone}.targets[{i}]");
+                if !config.targets.contains_key(t) {
+                    let mut msg = format!("unknown target {t:?}");
+                    if let Some(hint) = did_you_mean(t, known.iter().copied()) {
+                        msg = format!("{msg} ({hint})");
+                    }
+                    self.err(root, &at, msg);
+                } else if let Some(other) = seen.insert(t, zone) {
+                    self.err(
+                        root,
+                        &at,
+                        format!(
+                            "target {t:?} is already in zone {other:?}; a target is in one zone"
+                        ),
+                    );
+                }
+            }
+            for (i, p) in z.vantage.iter().enumerate() {
+                let at = format!("zones.{zone}.vantage[{i}]");
+                match p {
+                    super::zones::VantageProbe::Tcp(a) => {
+                        let ok = a.rsplit_once(':').is_some_and(|(h, port)| {
+                            !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                        });
+                        if !ok {
+                            self.err(
+                                root,
+                                &format!("{at}.tcp"),
+                                format!("{a:?} must be HOST:PORT"),
+                            );
+                        }
+                    }
+                    super::zones::VantageProbe::Dns(d) => {
+                        let ip = d.server.parse::<std::net::SocketAddr>().is_ok()
+                            || d.server.parse::<std::net::IpAddr>().is_ok();
+                        if !ip {
+                            self.err(
+                                root,
+                                &format!("{at}.dns.server"),
+                                format!("{:?} must be IP or IP:PORT", d.server),
+                            );
+                        }
+                    }
+                }
+            }
+            if z.every.get().is_zero() {
+                self.err(
+                    root,
+                    &format!("zones.{zone}.every"),
+                    "every must be above 0s",
+                );
+            }
+            if z.timeout.get().is_zero() {
+                self.err(
+                    root,
+                    &format!("zones.{zone}.timeout"),
+                    "timeout must be above 0s",
                 );
             }
         }
@@ -1288,6 +1371,27 @@ drills:
         assert!(
             all.contains("medic.yaml:15:15: invalid cron expression \"0 2 * *\": 4 fields"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn zones_are_validated_where_they_are_written() {
+        let text = "targets:\n\
+                    \x20 db: { tcp: { address: \"192.0.2.1:5432\" } }\n\
+                    zones:\n\
+                    \x20 a:\n\
+                    \x20   targets: [db, dbb]\n\
+                    \x20   vantage: [{ tcp: \"gateway\" }, { dns: { server: \"ns1\", name: x. } }]\n\
+                    \x20 b: { targets: [db], every: 0s }\n";
+        assert_eq!(
+            errors(text, &[]),
+            vec![
+                "medic.yaml:5:19: unknown target \"dbb\" (did you mean \"db\"?)",
+                "medic.yaml:6:22: \"gateway\" must be HOST:PORT",
+                "medic.yaml:6:52: \"ns1\" must be IP or IP:PORT",
+                "medic.yaml:7:18: target \"db\" is already in zone \"a\"; a target is in one zone",
+                "medic.yaml:7:30: every must be above 0s",
+            ]
         );
     }
 

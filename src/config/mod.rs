@@ -8,6 +8,7 @@ mod communication;
 pub mod load;
 pub(crate) mod refs;
 pub mod topology;
+pub mod zones;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -98,6 +99,11 @@ pub struct Config {
     /// What `/metrics` shows beyond its per-scenario series.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Zones (groups of targets that fail together) and their vantage
+    /// probes, by name: how medic tells a silent target from its own
+    /// blindness (see [`zones`]).
+    #[serde(default)]
+    pub zones: BTreeMap<String, zones::ZoneConfig>,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -161,6 +167,7 @@ impl Default for Config {
             leadership: None,
             alerts: AlertLimits::default(),
             metrics: MetricsConfig::default(),
+            zones: BTreeMap::new(),
             base_dir: PathBuf::from("."),
             warnings: Vec::new(),
             topology: Topology::default(),

@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::check::Check;
+use crate::check::vantage::Vantage;
 use crate::clock::Clock;
 use crate::config::Mode;
 use crate::observe::{Labels, Observation, Outcome, Phase, Seen, SymptomView};
@@ -376,6 +377,11 @@ pub struct Engine {
     /// Incident tasks report their incident's id here once resolved.
     done_tx: mpsc::UnboundedSender<IncidentId>,
     done_rx: mpsc::UnboundedReceiver<IncidentId>,
+    /// medic's vantage: every target check's word is recorded there, and
+    /// a candidate unreachable becomes unreachable or unknown by its
+    /// judgement. Without one (rule tests), outcomes stand as checks give
+    /// them.
+    vantage: Option<Arc<Vantage>>,
 }
 
 impl Engine {
@@ -392,6 +398,38 @@ impl Engine {
             table,
             open: HashMap::new(),
             shared,
+            vantage: None,
+        }
+    }
+
+    /// Judges candidate unreachable outcomes with `vantage` (see
+    /// [`crate::check::vantage`]).
+    pub fn with_vantage(mut self, vantage: Arc<Vantage>) -> Self {
+        self.vantage = Some(vantage);
+        self
+    }
+
+    /// Records a target check's word with the vantage and turns a
+    /// candidate unreachable into the verdict: unreachable (the target is
+    /// silent, or its zone is out) or unknown (medic is blind).
+    fn judged(&self, base: usize, obs: Observation, at: Instant) -> Observation {
+        let (Some(v), Observation::Whole(o)) = (&self.vantage, &obs) else {
+            return obs;
+        };
+        let Some(&(k, j)) = self.table.owner.get(base) else {
+            return obs;
+        };
+        let s = &self.scenarios[k].scenario.symptoms[j];
+        let target = s
+            .check
+            .target()
+            .filter(|_| crate::check::vantage::is_evidence(s.check.kind()));
+        if let Some(t) = target {
+            v.heard_target(t, o, at, s.every.get() * 2 + s.timeout.get());
+        }
+        match o {
+            Outcome::Unreachable(d) => Observation::Whole(v.judge(target, d, at)),
+            _ => obs,
         }
     }
 
@@ -513,8 +551,9 @@ impl Engine {
         Ok(())
     }
 
-    async fn handle(&mut self, u: Update) -> Result<(), StoreError> {
+    async fn handle(&mut self, mut u: Update) -> Result<(), StoreError> {
         let base = u.slot;
+        u.observation = self.judged(base, u.observation, u.at);
         if self.shared.observers.is_shared()
             && let Some(&(k, j)) = self.table.owner.get(base)
             && quorum::can_act(&self.scenarios[k])
@@ -551,9 +590,9 @@ impl Engine {
                 }
             }
             // Failing as a whole: the instance with no labels.
-            Observation::Whole(Outcome::Failing(d)) => {
+            Observation::Whole(o @ (Outcome::Failing(_) | Outcome::Unreachable(_))) => {
                 let t = self.table.instance_slot(base, "", Labels::new);
-                self.observe(base, t, "", Outcome::Failing(d), u.at).await?;
+                self.observe(base, t, "", o, u.at).await?;
                 for (key, t) in existing.into_iter().filter(|(k, _)| !k.is_empty()) {
                     self.observe(base, t, &key, Outcome::Ok, u.at).await?;
                 }
@@ -608,6 +647,7 @@ impl Engine {
         let detail = match &self.table.details[t] {
             Outcome::Ok => "ok".to_string(),
             Outcome::Failing(d) => format!("failing: {d}"),
+            Outcome::Unreachable(d) => format!("unreachable: {d}"),
             Outcome::Unknown(d) => format!("unknown: {d}"),
         };
         let open = self.open.get(&(k, inst.to_string())).map(|o| o.incident.id);

@@ -245,6 +245,7 @@ impl Check for ScriptedCheck {
         match v {
             Value::Ok => Outcome::Ok,
             Value::Fail => Outcome::Failing("scripted: fail".into()),
+            Value::Unreachable => Outcome::Unreachable("scripted: unreachable".into()),
             Value::Unknown => Outcome::Unknown("scripted: unknown".into()),
         }
     }
@@ -521,6 +522,7 @@ async fn simulate(
                 notifiers: Some(notifiers),
                 no_jobs: true,
                 pager: Some(pager_tx),
+                no_vantage: true,
                 ..Default::default()
             };
             crate::daemon::run_with_options(

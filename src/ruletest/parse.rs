@@ -721,7 +721,7 @@ mod tests {
                 "rule_files: [a.yaml]\ntests:\n  - checks: { down: fial x3 }\n    expect: [{ at: 5, incidents: [{ scenario: x, state: gone, steps: [{ s: winning }], pages: [level one via log] }] }]\n    colour: red\n"
             ),
             vec![
-                "t.yaml:3:21: unknown outcome \"fial\" in series (expected ok, fail or unknown, each optionally followed by xN)",
+                "t.yaml:3:21: unknown outcome \"fial\" in series (expected ok, fail, unreachable or unknown, each optionally followed by xN)",
                 "t.yaml:4:20: duration \"5\" has no unit (write e.g. \"5s\", \"5m\" or \"5ms\")",
                 "t.yaml:4:57: unknown state \"gone\" (expected one of: open, remediating, escalated, acknowledged, resolved)",
                 "t.yaml:4:76: unknown outcome \"winning\" (expected one of: succeeded, failed, timed_out, refused, dry_run, abandoned, in_flight)",

@@ -1,6 +1,6 @@
 //! The series notation of rule tests: a check's outcomes over time.
 //!
-//! `ok x10 fail x5 unknown ok`: each word is one outcome lasting one
+//! `ok x10 fail x5 unreachable unknown ok`: each word is one outcome lasting one
 //! `interval`; `xN` repeats the word before it N times in all (`fail x5` is
 //! five intervals failing; `failx5` also works). After the last value the
 //! last outcome holds. Unlike promtool, where `1x2` expands to three
@@ -11,6 +11,9 @@
 pub enum Value {
     Ok,
     Fail,
+    /// A silent target (the verdict, as `medic run` would judge it with
+    /// medic's vantage healthy): failing.
+    Unreachable,
     Unknown,
 }
 
@@ -20,6 +23,7 @@ impl Value {
             "ok" => Some(Value::Ok),
             "fail" | "failing" => Some(Value::Fail),
             "unknown" => Some(Value::Unknown),
+            "unreachable" => Some(Value::Unreachable),
             _ => None,
         }
     }
@@ -45,7 +49,7 @@ pub fn parse(text: &str) -> Result<Vec<Value>, String> {
         };
         if !head.is_empty() {
             let v = Value::parse(head).ok_or_else(|| {
-                format!("unknown outcome {head:?} in series (expected ok, fail or unknown, each optionally followed by xN)")
+                format!("unknown outcome {head:?} in series (expected ok, fail, unreachable or unknown, each optionally followed by xN)")
             })?;
             out.push(v);
             last_was_value = true;

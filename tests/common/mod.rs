@@ -6,6 +6,7 @@
 pub mod fake_kube;
 pub mod fake_paging;
 pub mod moto;
+pub mod netns;
 pub mod pg;
 pub mod prom;
 pub mod scripted;
