@@ -23,6 +23,7 @@ fn target(port: u16) -> PostgresTarget {
         user: "postgres".into(),
         password: None,
         dbname: "postgres".into(),
+        ..Default::default()
     }
 }
 
@@ -248,15 +249,31 @@ async fn wrong_password_and_missing_database_are_unknown() {
 }
 
 #[tokio::test]
-async fn a_server_that_never_answers_is_unknown() {
-    // Accepts the TCP connection, then says nothing.
+async fn a_server_that_never_answers_is_unknown_until_peer_timeout_then_frozen() {
+    // Accepts the TCP connection (the kernel does, as for a SIGSTOPped
+    // postmaster), then says nothing.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
+    // The run's timeout comes before peer_timeout (5s): too early to say.
     let c = check_with(target(port), ready(), Duration::from_millis(300));
     let o = c.run().await;
     assert_eq!(
         o,
-        Outcome::Unknown(format!("127.0.0.1:{port}: connect timed out"))
+        Outcome::Unknown(format!("127.0.0.1:{port}: start-up timed out"))
+    );
+    // peer_timeout within the run's timeout: the server is frozen.
+    let quick = PostgresTarget {
+        peer_timeout: Some("200ms".parse().unwrap()),
+        ..target(port)
+    };
+    let o = check_with(quick, ready(), Duration::from_secs(2))
+        .run()
+        .await;
+    assert_eq!(
+        o,
+        Outcome::Failing(format!(
+            "127.0.0.1:{port}: accepted the TCP connection but did not answer within 200ms (peer_timeout): the server is frozen"
+        ))
     );
     drop(l);
 }
