@@ -181,3 +181,58 @@ async fn cluster_checks_follow_the_promotion_and_the_returning_old_primary_is_fe
     );
     assert_eq!(primary.run().await, Outcome::Ok, "still db-b");
 }
+
+fn median_p95(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let p95 = v[((v.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)];
+    (v[v.len() / 2], p95)
+}
+
+/// Harness (`scripts/pg-detect.sh`): from the signal to the check's
+/// failing outcome, for a SIGKILLed postmaster (the held session closes;
+/// `lost` fires, the run that follows is failing) and a SIGSTOPped one
+/// (`peer_timeout: 1s`; the next run is failing once it passes), over
+/// `MEDIC_TRIALS` (default 10) trials each.
+#[tokio::test]
+#[ignore = "harness: scripts/pg-detect.sh"]
+async fn detection_trials() {
+    let runs: usize = std::env::var("MEDIC_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let (mut killed, mut stopped) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut c = Pg::primary();
+        let t = PostgresTarget {
+            peer_timeout: Some("1s".parse().unwrap()),
+            ..target(c.primary.port)
+        };
+        let config = one(t);
+        let check = PostgresCheck::build(&ready("db"), Duration::from_secs(3), &config).unwrap();
+        assert_eq!(check.run().await, Outcome::Ok);
+        c.primary.signal(Signal::SIGSTOP);
+        let at = std::time::Instant::now();
+        let o = check.run().await;
+        stopped.push(at.elapsed().as_secs_f64());
+        assert!(failing_with(&o, "frozen"), "{o:?}");
+        c.primary.signal(Signal::SIGCONT);
+        assert_eq!(check.run().await, Outcome::Ok);
+        let at = std::time::Instant::now();
+        c.primary.kill9();
+        tokio::time::timeout(Duration::from_secs(20), check.lost())
+            .await
+            .unwrap();
+        let o = check.run().await;
+        killed.push(at.elapsed().as_secs_f64());
+        assert!(failing_with(&o, "connection refused"), "{o:?}");
+    }
+    let (km, kp) = median_p95(killed);
+    let (sm, sp) = median_p95(stopped);
+    println!(
+        "postgres check, {runs} trials: SIGKILL → failing: median {:.1} ms, p95 {:.1} ms; SIGSTOP (peer_timeout 1s) → failing: median {:.3} s, p95 {:.3} s",
+        km * 1000.0,
+        kp * 1000.0,
+        sm,
+        sp
+    );
+}

@@ -701,6 +701,14 @@ impl Cx<'_> {
     /// Jobs and drills: schedules parse, references resolve.
     fn validate_jobs(&mut self, config: &Config, root: &Node) {
         let postgres_target = |cx: &mut Self, at: &str, t: &str| match config.targets.get(t) {
+            Some(TargetConfig::Postgres(pt)) if pt.is_cluster() => cx.err(
+                root,
+                at,
+                format!(
+                    "target {t:?} is a cluster ({}); a job runs against one server: name a member",
+                    pt.members.join(", ")
+                ),
+            ),
             Some(TargetConfig::Postgres(_)) => {}
             Some(other) => cx.err(
                 root,
@@ -1385,7 +1393,19 @@ escalation:
         );
         assert_eq!(
             errors("targets:\n  db:\n    postgres: { port: 5432 }\n", &[]),
-            ["medic.yaml:3:15: missing field \"host\""]
+            ["medic.yaml:3:15: host must not be empty (or name `members` for a cluster)"]
+        );
+        assert_eq!(
+            errors(
+                "targets:\n  db:\n    postgres: { members: [db-a, db, cache, nope], host: x }\n  db-a:\n    postgres: { host: h }\n  cache:\n    redis: { address: \"h:1\" }\n",
+                &[]
+            ),
+            [
+                "medic.yaml:3:33: a cluster cannot be its own member",
+                "medic.yaml:3:37: member \"cache\" is a redis target; members are postgres targets",
+                "medic.yaml:3:44: unknown target \"nope\"",
+                "medic.yaml:3:57: a cluster (members) has no host of its own: each member has one",
+            ]
         );
     }
 

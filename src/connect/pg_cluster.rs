@@ -32,7 +32,7 @@ use crate::config::{Config, PostgresTarget};
 /// How often the watcher discovers every member.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// How often it polls a demoted member that does not answer.
-const DEMOTED_POLL: Duration = Duration::from_millis(20);
+const DEMOTED_POLL: Duration = Duration::from_millis(10);
 /// The longest wait for one member during discovery.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -405,7 +405,7 @@ impl Cluster {
 
     /// Starts the watcher once per runtime: it discovers every member each
     /// second and, while a demoted member does not answer, polls it every
-    /// 20 ms so it is fenced the moment it answers again.
+    /// 10 ms so it is fenced the moment it answers again.
     fn watch(self: &Arc<Self>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;

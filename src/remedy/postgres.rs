@@ -260,6 +260,9 @@ pub struct PromoteReplica {
     /// A cluster: the old primary is the member last seen as primary, the
     /// candidates the others.
     cluster: Option<Arc<Cluster>>,
+    /// With a cluster: the `replicas` listed (members or not: a replica in
+    /// another region may be promoted too); empty: every other member.
+    listed: Vec<(Node, u32)>,
     fence: Option<ExecAction>,
 }
 
@@ -274,19 +277,16 @@ impl PromoteReplica {
     pub fn build(p: &PromoteReplicaParams, config: &Config) -> Result<Self, BuildError> {
         let fence = p.fence.as_ref().map(ExecAction::build).transpose()?;
         if let Some(c) = crate::connect::pg_cluster::cluster(config, &p.primary) {
-            for r in &p.replicas {
-                if c.member(r.target()).is_none() {
-                    return Err(BuildError::Invalid(format!(
-                        "{:?} is not a member of cluster {:?}",
-                        r.target(),
-                        p.primary
-                    )));
-                }
-            }
+            let listed = p
+                .replicas
+                .iter()
+                .map(|c| Ok((node(config, c.target())?, c.priority())))
+                .collect::<Result<Vec<_>, BuildError>>()?;
             return Ok(PromoteReplica {
                 params: p.clone(),
                 fixed: None,
                 cluster: Some(c),
+                listed,
                 fence,
             });
         }
@@ -308,6 +308,7 @@ impl PromoteReplica {
                 candidates,
             }),
             cluster: None,
+            listed: Vec::new(),
             fence,
         })
     }
@@ -342,21 +343,19 @@ impl PromoteReplica {
             .member(&old)
             .map(as_node)
             .ok_or_else(|| format!("{old:?} is not a member of cluster {:?}", c.name))?;
-        let candidates = c
-            .members
-            .iter()
-            .filter(|m| m.name != old)
-            .filter_map(|m| {
-                if self.params.replicas.is_empty() {
-                    return Some((as_node(m), 1));
-                }
-                self.params
-                    .replicas
-                    .iter()
-                    .find(|r| r.target() == m.name)
-                    .map(|r| (as_node(m), r.priority()))
-            })
-            .collect();
+        let candidates = if self.listed.is_empty() {
+            c.members
+                .iter()
+                .filter(|m| m.name != old)
+                .map(|m| (as_node(m), 1))
+                .collect()
+        } else {
+            self.listed
+                .iter()
+                .filter(|(n, _)| n.name != old)
+                .cloned()
+                .collect()
+        };
         Ok(Roles {
             primary,
             candidates,
@@ -649,7 +648,17 @@ impl Action for PromoteReplica {
             && self.can_fence()
         {
             let name = &roles.primary.name;
+            let policy = match self.on_unreachable() {
+                OldPrimaryUnreachable::Proceed => "proceed",
+                OldPrimaryUnreachable::Refuse => "refuse",
+            };
             let gate = match (self.on_unreachable(), &self.cluster) {
+                _ if self.fence.is_some() => Gate::pass(
+                    "old-primary-fenced",
+                    format!(
+                        "{name} is unreachable ({e}): the fence command runs first; should it fail, old_primary_unreachable: {policy}"
+                    ),
+                ),
                 (OldPrimaryUnreachable::Refuse, _) => Gate::fail(
                     "old-primary-fenced",
                     format!(
@@ -1172,26 +1181,11 @@ impl super::ActionKind for PromoteReplicaParams {
         const PG: &[&str] = &["postgres"];
         let user = "postgres.promote-replica";
         v.target(p, "primary", &self.primary, PG, user);
-        let members = v.config.and_then(|c| c.postgres_members(&self.primary));
-        if let Some(members) = &members {
-            for (i, c) in self.replicas.iter().enumerate() {
-                if !members.iter().any(|(m, _)| m == c.target()) {
-                    v.err(
-                        item_pos(p, "replicas", i),
-                        format!(
-                            "{:?} is not a member of cluster {:?} ({})",
-                            c.target(),
-                            self.primary,
-                            members
-                                .iter()
-                                .map(|(m, _)| m.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    );
-                }
-            }
-        } else if self.replicas.is_empty() {
+        let cluster = v
+            .config
+            .and_then(|c| c.postgres_members(&self.primary))
+            .is_some();
+        if self.replicas.is_empty() && !cluster {
             v.err(
                 field_pos(p, "replicas"),
                 "name at least one replica to promote",
