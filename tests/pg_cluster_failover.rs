@@ -209,9 +209,16 @@ fn cluster_failover_follows_the_new_primary_and_fences_the_returning_old_one() {
         "the old primary took a write: {:?}",
         t.insert
     );
-    wait_until(Duration::from_secs(30), "the rebuild incident", || {
-        find(&incidents(&s.db), "database-old-primary").is_some()
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the rebuild incident's fence step",
+        || {
+            find(&incidents(&s.db), "database-old-primary").is_some_and(|(_, tl)| {
+                tl.iter()
+                    .any(|m| m.starts_with("step fence-old-primary: action done"))
+            })
+        },
+    );
     assert!(medic.stop().success());
 
     let all = incidents(&s.db);

@@ -32,7 +32,7 @@ use crate::config::{Config, PostgresTarget};
 /// How often the watcher discovers every member.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// How often it polls a demoted member that does not answer.
-const DEMOTED_POLL: Duration = Duration::from_millis(10);
+const DEMOTED_POLL: Duration = Duration::from_millis(5);
 /// The longest wait for one member during discovery.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -405,7 +405,7 @@ impl Cluster {
 
     /// Starts the watcher once per runtime: it discovers every member each
     /// second and, while a demoted member does not answer, polls it every
-    /// 10 ms so it is fenced the moment it answers again.
+    /// 5 ms so it is fenced the moment it answers again.
     fn watch(self: &Arc<Self>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -431,8 +431,11 @@ impl Cluster {
                     c.discover_quietly().await;
                     last_full = tokio::time::Instant::now();
                 } else if !down_demoted.is_empty() {
+                    let newest = c.lock().timeline;
                     let seen = futures_util::future::join_all(
-                        down_demoted.iter().map(|m| probe(m, PROBE_TIMEOUT)),
+                        down_demoted
+                            .iter()
+                            .map(|m| probe_and_mark_read_only(m, newest, c.fence_on_sight)),
                     )
                     .await;
                     let answered: Vec<(String, Seen)> = down_demoted
@@ -463,6 +466,44 @@ impl Cluster {
         let names = self.members.iter().map(|m| m.name.clone());
         self.absorb(names.zip(seen).collect()).await;
     }
+}
+
+/// The watcher's fast path for a demoted member that was down: in the
+/// first session it gets, asks the role and, when it answers as a primary
+/// on a timeline older than `newest`, sets `default_transaction_read_only`
+/// and reloads at once, in that same session (the full [`fence`], which
+/// verifies and terminates the other sessions, follows from the view).
+/// What it saw, as [`probe`] would have reported it before the fence.
+async fn probe_and_mark_read_only(m: &Member, newest: u32, fence_on_sight: bool) -> Seen {
+    let Ok(s) = open(&m.target, "medic-fence", PROBE_TIMEOUT).await else {
+        return Seen::Down {
+            detail: format!("{}: no answer", m.address()),
+            broken: true,
+        };
+    };
+    let Ok(row) = s.client.query_one(PROBE_SQL, &[]).await else {
+        return Seen::Down {
+            detail: format!("{}: no answer to the role query", m.address()),
+            broken: true,
+        };
+    };
+    let state = MemberState {
+        in_recovery: row.get(0),
+        timeline: row.get::<_, Option<i64>>(1).unwrap_or(0) as u32,
+        read_only: row.get(2),
+    };
+    if fence_on_sight && !state.in_recovery && !state.read_only && state.timeline < newest {
+        // Two statements: ALTER SYSTEM cannot run in the implicit
+        // transaction of a multi-statement query.
+        if s.client
+            .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            .await
+            .is_ok()
+        {
+            let _ = s.client.batch_execute("SELECT pg_reload_conf()").await;
+        }
+    }
+    Seen::Answered(state)
 }
 
 /// What [`fence`] did.
