@@ -31,6 +31,10 @@ const SHIPPED_RULES: &[(&str, &str)] = &[
         include_str!("../rules/database-failure.yaml"),
     ),
     (
+        "rules/database-old-primary.yaml",
+        include_str!("../rules/database-old-primary.yaml"),
+    ),
+    (
         "rules/monitoring-system-failure.yaml",
         include_str!("../rules/monitoring-system-failure.yaml"),
     ),
@@ -83,7 +87,7 @@ fn shipped_config_and_rules_check_clean() {
     let summary = check_with_env(Some(&root().join("medic.yaml")), &[], no_env()).unwrap();
     assert_eq!(
         summary.to_string(),
-        "ok: 7 scenarios, 18 symptoms, 14 steps in 7 files"
+        "ok: 8 scenarios, 19 symptoms, 15 steps in 8 files"
     );
 }
 
@@ -237,6 +241,8 @@ fn shipped_config_is_safe_anywhere() {
     for (name, t) in &c.targets {
         match t {
             TargetConfig::Kubernetes(_) => {}
+            // A cluster has no address; its members are checked here.
+            TargetConfig::Postgres(p) if p.is_cluster() => {}
             TargetConfig::Route53(r) => assert_eq!(
                 r.endpoint_url.as_deref(),
                 Some("http://127.0.0.1:5000"),
@@ -339,7 +345,7 @@ fn wrong_target_kind() {
 #[test]
 fn plain_string_secret_in_config() {
     let text = SHIPPED_CONFIG.replace(
-        "postgres: { host: 127.0.0.1, port: 5432, user: postgres, dbname: postgres }",
+        "postgres: { host: 127.0.0.1, port: 5432, user: postgres, dbname: postgres, peer_timeout: 2s }",
         "postgres: { host: 127.0.0.1, port: 5432, password: hunter2 }",
     );
     let errs = config::load_str("medic.yaml", &text)

@@ -84,7 +84,7 @@ struct Setup {
 }
 
 /// Writes medic's config and the database-failure rule for this cluster.
-fn setup(c: &Pg, app_port: u16, fence: &str) -> Setup {
+fn setup(c: &Pg, app_port: u16, fence: &str, on_unreachable: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("rules")).unwrap();
@@ -146,6 +146,7 @@ plan:
     unreachable_for: 1s
     cooldown: 1h
     fence: {{ args: {fence} }}
+    old_primary_unreachable: {on_unreachable}
     timeout: 30s
     then: continue
     limit: {{ attempts: 1, per: 1h }}
@@ -238,13 +239,16 @@ fn fail_over(c: &mut Pg, s: &Setup, app: &FakeApp) -> f64 {
 /// A cluster whose primary holds table `t` (one row), its replica caught
 /// up; the app stand-in up; medic running the database-failure scenario
 /// with the fence `fence(cluster)` for 2 s.
-fn medic_watching(fence: impl FnOnce(&Pg) -> String) -> (Pg, Setup, FakeApp, Medic) {
+fn medic_watching(
+    fence: impl FnOnce(&Pg) -> String,
+    on_unreachable: &str,
+) -> (Pg, Setup, FakeApp, Medic) {
     let c = Pg::start(1);
     c.primary
         .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
     c.wait_caught_up(Duration::from_secs(20));
     let app_port = free_port();
-    let s = setup(&c, app_port, &fence(&c));
+    let s = setup(&c, app_port, &fence(&c), on_unreachable);
     let app = FakeApp::start(
         app_port,
         s.env_file.clone(),
@@ -258,7 +262,7 @@ fn medic_watching(fence: impl FnOnce(&Pg) -> String) -> (Pg, Setup, FakeApp, Med
 
 #[test]
 fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_primary() {
-    let (mut c, s, app, mut medic) = medic_watching(standby_fence);
+    let (mut c, s, app, mut medic) = medic_watching(standby_fence, "proceed");
 
     let took = fail_over(&mut c, &s, &app);
     eprintln!("SIGKILL → promoted replica took a write: {took:.2}s");
@@ -313,7 +317,9 @@ fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_prim
     let inputs = &ledger[0].inputs;
     assert_eq!(inputs["params"]["primary"], "db");
     assert_eq!(inputs["preflight"]["candidate"], "db-replica");
-    assert_eq!(inputs["gates"].as_array().unwrap().len(), 5);
+    // cooldown, primary-unreachable, no-other-primary, old-primary-fenced
+    // (unreachable: proceed), candidate, candidate-chosen.
+    assert_eq!(inputs["gates"].as_array().unwrap().len(), 6);
     assert!(
         inputs["observed"]
             .as_array()
@@ -335,10 +341,12 @@ fn kill9_primary_promotes_the_replica_through_every_gate_and_fences_the_old_prim
 
 #[test]
 fn a_promotion_that_fails_runs_no_follow_up_step() {
-    // The fence cannot fence: medic must not promote, and must not repoint.
-    let (mut c, s, app, mut medic) = medic_watching(|_| {
-        r#"[sh, -c, "echo cannot reach the fencing API >&2; exit 1"]"#.to_string()
-    });
+    // The fence cannot fence and the rule says refuse: medic must not
+    // promote, and must not repoint.
+    let (mut c, s, app, mut medic) = medic_watching(
+        |_| r#"[sh, -c, "echo cannot reach the fencing API >&2; exit 1"]"#.to_string(),
+        "refuse",
+    );
     c.primary.kill9();
     app.db_lost.store(true, Ordering::SeqCst);
     wait_until(Duration::from_secs(30), "escalation", || {
@@ -383,7 +391,7 @@ fn failover_benchmark() {
         .unwrap_or(10);
     let mut times = Vec::new();
     for i in 0..runs {
-        let (mut c, s, app, mut medic) = medic_watching(standby_fence);
+        let (mut c, s, app, mut medic) = medic_watching(standby_fence, "proceed");
         let took = fail_over(&mut c, &s, &app);
         assert!(medic.stop().success());
         eprintln!("run {}: {took:.3}s", i + 1);

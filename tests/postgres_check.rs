@@ -23,6 +23,7 @@ fn target(port: u16) -> PostgresTarget {
         user: "postgres".into(),
         password: None,
         dbname: "postgres".into(),
+        ..Default::default()
     }
 }
 
@@ -249,16 +250,34 @@ async fn wrong_password_and_missing_database_are_unknown() {
 
 #[tokio::test]
 /// A silent server is a candidate unreachable (failing when medic's vantage
-/// is healthy), not unknown: a frozen primary must be able to fail over.
-async fn a_server_that_never_answers_is_unreachable() {
-    // Accepts the TCP connection, then says nothing.
+/// is healthy), not unknown, until `peer_timeout` says it is frozen: a
+/// frozen primary must be able to fail over.
+async fn a_server_that_never_answers_is_unreachable_until_peer_timeout_then_frozen() {
+    // Accepts the TCP connection (the kernel does, as for a SIGSTOPped
+    // postmaster), then says nothing.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
+    // The run's timeout comes before peer_timeout (5s): silent, a candidate
+    // unreachable (the vantage judgement decides).
     let c = check_with(target(port), ready(), Duration::from_millis(300));
     let o = c.run().await;
     assert_eq!(
         o,
-        Outcome::Unreachable(format!("127.0.0.1:{port}: connect timed out"))
+        Outcome::Unreachable(format!("127.0.0.1:{port}: start-up timed out"))
+    );
+    // peer_timeout within the run's timeout: the server is frozen.
+    let quick = PostgresTarget {
+        peer_timeout: Some("200ms".parse().unwrap()),
+        ..target(port)
+    };
+    let o = check_with(quick, ready(), Duration::from_secs(2))
+        .run()
+        .await;
+    assert_eq!(
+        o,
+        Outcome::Failing(format!(
+            "127.0.0.1:{port}: accepted the TCP connection but did not answer within 200ms (peer_timeout): the server is frozen"
+        ))
     );
     drop(l);
 }

@@ -163,6 +163,7 @@ fn store(pg_port: u16) -> PostgresStore {
         user: "postgres".into(),
         password: None,
         dbname: "postgres".into(),
+        ..Default::default()
     }))
     .unwrap()
 }

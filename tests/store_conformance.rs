@@ -1577,6 +1577,7 @@ fn pg_target(pg: &common::pg::Pg) -> medic::config::PostgresTarget {
         user: "postgres".into(),
         password: None,
         dbname: "postgres".into(),
+        ..Default::default()
     }
 }
 

@@ -58,33 +58,76 @@ pub struct PostgresParams {
 
 use std::time::Duration;
 
+use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Client, NoTls};
+
+use std::sync::Arc;
 
 use super::{BuildError, Check};
-use crate::config::{Config, TargetConfig};
+use crate::config::{Config, PostgresTarget, TargetConfig};
+use crate::connect::pg::{Session, SessionError};
+use crate::connect::pg_cluster::{Cluster, Seen, View};
 use crate::observe::Outcome;
+
+/// One server a check connects to.
+struct Server {
+    /// The config target (a member's name for clusters).
+    name: String,
+    /// `host:port`, prefixed to every detail.
+    address: String,
+    target: PostgresTarget,
+    /// Client settings with `statement_timeout` and read-only transactions.
+    config: tokio_postgres::Config,
+}
+
+/// What a check aims at: one server, or a role in a cluster.
+enum Aim {
+    Server(Box<Server>),
+    /// `target: db` on a cluster: its current primary.
+    Primary(Arc<Cluster>, Vec<Server>),
+    /// `target: db/replicas`: every member that is neither the primary
+    /// nor an old primary.
+    Replicas(Arc<Cluster>, Vec<Server>),
+    /// `target: db/demoted`: old primaries; failing while one answers as
+    /// a primary (fenced or not: it must be rebuilt as a replica).
+    Demoted(Arc<Cluster>),
+}
 
 /// A runnable `postgres` check.
 pub struct PostgresCheck {
-    /// `host:port`, prefixed to every detail.
-    address: String,
-    config: tokio_postgres::Config,
+    aim: Aim,
     params: PostgresParams,
     /// Bounds the whole connection start-up (TCP connect, TLS, auth), not
     /// only the socket connect that `connect_timeout` covers.
     timeout: Duration,
+    /// A session held open to the server last seen healthy (the primary,
+    /// for a cluster): it ends the moment the server's socket closes (the
+    /// process was killed) or keepalive gives up on a silent peer
+    /// (`peer_timeout`), and [`Check::lost`] fires, without waiting for
+    /// the next poll.
+    held: tokio::sync::Mutex<Option<(String, Session)>>,
 }
 
 impl std::fmt::Debug for PostgresCheck {
     // The config holds the password: never print it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresCheck")
-            .field("address", &self.address)
+            .field("address", &self.address())
             .finish()
     }
 }
+
+/// `db`, `db/replicas`, `db/demoted`: the target and the role selected.
+pub fn split_target(t: &str) -> (&str, Option<&str>) {
+    match t.split_once('/') {
+        Some((base, role)) => (base, Some(role)),
+        None => (t, None),
+    }
+}
+
+/// The roles a cluster target may select after `/`.
+pub const ROLES: &[&str] = &["replicas", "demoted"];
 
 impl PostgresCheck {
     /// `timeout` bounds the connection attempt and, server-side, every
@@ -94,49 +137,80 @@ impl PostgresCheck {
         timeout: Duration,
         config: &Config,
     ) -> Result<Self, BuildError> {
-        let Some(TargetConfig::Postgres(t)) = config.targets.get(&p.target) else {
+        let (base, role) = split_target(&p.target);
+        let server = |name: &str, t: &PostgresTarget| -> Result<Server, BuildError> {
+            let mut c = crate::connect::postgres(t, "medic", timeout)
+                .map_err(|e| BuildError::Invalid(format!("target {name:?} {e}")))?;
+            c.options(format!(
+                "-c statement_timeout={} -c default_transaction_read_only=on",
+                timeout.as_millis().max(1)
+            ));
+            Ok(Server {
+                name: name.to_string(),
+                address: format!("{}:{}", t.host, t.port),
+                target: t.clone(),
+                config: c,
+            })
+        };
+        let Some(TargetConfig::Postgres(t)) = config.targets.get(base) else {
             return Err(BuildError::Invalid(format!(
-                "target {:?} is not a postgres target",
-                p.target
+                "target {base:?} is not a postgres target"
             )));
         };
-        let mut c = crate::connect::postgres(t, "medic", timeout)
-            .map_err(|e| BuildError::Invalid(format!("target {:?} {e}", p.target)))?;
-        c.options(format!(
-            "-c statement_timeout={} -c default_transaction_read_only=on",
-            timeout.as_millis().max(1)
-        ));
+        let aim = match (crate::connect::pg_cluster::cluster(config, base), role) {
+            (None, None) => Aim::Server(Box::new(server(base, t)?)),
+            (None, Some(_)) => {
+                return Err(BuildError::Invalid(format!(
+                    "target {base:?} is not a cluster (members): it has no roles"
+                )));
+            }
+            (Some(c), role) => {
+                let servers = c
+                    .members
+                    .iter()
+                    .map(|m| server(&m.name, &m.target))
+                    .collect::<Result<Vec<_>, _>>()?;
+                match role {
+                    None => Aim::Primary(c, servers),
+                    Some("replicas") => Aim::Replicas(c, servers),
+                    Some("demoted") => Aim::Demoted(c),
+                    Some(other) => {
+                        return Err(BuildError::Invalid(format!(
+                            "{other:?} is not a role of a cluster: one of {}",
+                            ROLES.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
         Ok(PostgresCheck {
-            address: format!("{}:{}", t.host, t.port),
-            config: c,
+            aim,
             params: p.clone(),
             timeout,
+            held: tokio::sync::Mutex::new(None),
         })
     }
 
-    /// The address (`host:port`) this check connects to.
+    /// The address (`host:port`) this check connects to; for a cluster,
+    /// its name.
     pub fn address(&self) -> &str {
-        &self.address
+        match &self.aim {
+            Aim::Server(s) => &s.address,
+            Aim::Primary(c, _) | Aim::Replicas(c, _) | Aim::Demoted(c) => &c.name,
+        }
     }
 
-    async fn connect(&self) -> Result<Client, Outcome> {
-        let a = &self.address;
-        let (client, conn) = tokio::time::timeout(self.timeout, self.config.connect(NoTls))
+    async fn connect(&self, s: &Server) -> Result<Session, Outcome> {
+        crate::connect::pg::session(&s.target, &s.config, self.timeout)
             .await
-            .map_err(|_| Outcome::Unreachable(format!("{a}: connect timed out")))?
-            .map_err(|e| classify(a, &e))?;
-        // The connection task ends when `client` is dropped (end of run) or
-        // the server goes away.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+            .map_err(|e| session_outcome(&s.address, e))
     }
 
-    async fn observe(&self) -> Result<Outcome, Outcome> {
-        let a = &self.address;
+    async fn observe(&self, s: &Server) -> Result<Outcome, Outcome> {
+        let a = &s.address;
         let p = &self.params;
-        let client = self.connect().await?;
+        let session = self.connect(s).await?;
+        let client = &session.client;
         if p.ready {
             let row = client
                 .query_one("SELECT 1", &[])
@@ -151,7 +225,7 @@ impl PostgresCheck {
             || p.max_lag_bytes.is_some()
             || p.max_lag_seconds.is_some();
         if p.role.is_some() || wants_replica {
-            let state = replica_state(&client).await.map_err(|e| classify(a, &e))?;
+            let state = replica_state(client).await.map_err(|e| classify(a, &e))?;
             if let Some(role) = &p.role {
                 let is = if state.in_recovery {
                     "replica"
@@ -166,11 +240,11 @@ impl PostgresCheck {
                 }
             }
             if wants_replica {
-                self.judge_replica(&state)?;
+                self.judge_replica(a, &state)?;
             }
         }
         if let Some(sql) = &p.sql {
-            let value = read_only_number(&client, sql).await.map_err(|e| match e {
+            let value = read_only_number(client, sql).await.map_err(|e| match e {
                 SqlError::Pg(e) => classify_query(a, &e),
                 SqlError::Shape(why) => Outcome::Unknown(format!("{a}: sql {why}")),
             })?;
@@ -196,8 +270,7 @@ impl PostgresCheck {
         Ok(Outcome::Ok)
     }
 
-    fn judge_replica(&self, s: &ReplicaState) -> Result<(), Outcome> {
-        let a = &self.address;
+    fn judge_replica(&self, a: &str, s: &ReplicaState) -> Result<(), Outcome> {
         if !s.in_recovery {
             return Err(Outcome::Failing(format!(
                 "{a}: not a replica (pg_is_in_recovery() = false)"
@@ -249,18 +322,161 @@ impl PostgresCheck {
         }
         Ok(())
     }
+
+    /// One server: its outcome, and it is held when healthy.
+    async fn run_server(&self, s: &Server) -> Outcome {
+        let out = match self.observe(s).await {
+            Ok(o) | Err(o) => o,
+        };
+        if out == Outcome::Ok {
+            self.hold(s).await;
+        }
+        out
+    }
+
+    /// Opens the held session to `s` unless one is open to it already.
+    async fn hold(&self, s: &Server) {
+        let mut g = self.held.lock().await;
+        if matches!(&*g, Some((n, h)) if *n == s.name && !h.is_closed()) {
+            return;
+        }
+        *g = None;
+        if let Ok(h) = self.connect(s).await {
+            *g = Some((s.name.clone(), h));
+        }
+    }
+
+    async fn run_primary(&self, c: &Arc<Cluster>, servers: &[Server]) -> Outcome {
+        let view = c.discover(self.timeout).await;
+        let Some(primary) = &view.primary else {
+            return no_member(c, &view, "primary");
+        };
+        match servers.iter().find(|s| s.name == *primary) {
+            Some(s) => self.run_server(s).await,
+            None => Outcome::Unknown(format!("{}: unknown member {primary:?}", c.name)),
+        }
+    }
+
+    async fn run_replicas(&self, c: &Arc<Cluster>, servers: &[Server]) -> Outcome {
+        let view = c.discover(self.timeout).await;
+        let replicas: Vec<&Server> = servers
+            .iter()
+            .filter(|s| view.primary.as_ref() != Some(&s.name))
+            .filter(|s| !view.demoted.contains_key(&s.name))
+            .collect();
+        if replicas.is_empty() {
+            return no_member(c, &view, "replica");
+        }
+        let outcomes = futures_util::future::join_all(replicas.iter().map(|s| async {
+            match self.observe(s).await {
+                Ok(o) | Err(o) => o,
+            }
+        }))
+        .await;
+        // The worst: failing (or unreachable), then unknown, then ok.
+        let mut worst = Outcome::Ok;
+        for (s, o) in replicas.iter().zip(outcomes) {
+            let o = match o {
+                Outcome::Ok => continue,
+                Outcome::Failing(d) => Outcome::Failing(format!("{}: {d}", s.name)),
+                Outcome::Unreachable(d) => Outcome::Unreachable(format!("{}: {d}", s.name)),
+                Outcome::Unknown(d) => Outcome::Unknown(format!("{}: {d}", s.name)),
+            };
+            if !worst.is_failing() {
+                worst = o;
+            }
+        }
+        worst
+    }
+
+    async fn run_demoted(&self, c: &Arc<Cluster>) -> Outcome {
+        let view = c.discover(self.timeout).await;
+        let mut back = Vec::new();
+        for (name, was_tl) in &view.demoted {
+            let Some(Seen::Answered(a)) = view.seen(name) else {
+                continue;
+            };
+            if a.in_recovery {
+                continue;
+            }
+            let fence = match view.fenced.iter().rev().find(|f| f.member == *name) {
+                _ if a.read_only => "fenced (default_transaction_read_only = on)".to_string(),
+                Some(f) if !f.ok => format!("NOT fenced: the fence failed: {}", f.detail),
+                _ => "NOT fenced".to_string(),
+            };
+            back.push(format!(
+                "{name}, primary on timeline {was_tl} before the failover, answers as a primary again (timeline {}) beside {} on timeline {}; {fence}: rebuild it as a replica (pg_rewind or a new base backup)",
+                a.timeline,
+                view.primary.as_deref().unwrap_or("no primary"),
+                view.timeline
+            ));
+        }
+        if back.is_empty() {
+            Outcome::Ok
+        } else {
+            Outcome::Failing(format!("{}: {}", c.name, back.join("; ")))
+        }
+    }
+}
+
+/// No member in the wanted role: failing when the members answered (or
+/// are down for sure), unknown when medic could see none of them.
+fn no_member(c: &Cluster, view: &View, role: &str) -> Outcome {
+    if let Some(p) = &view.problem {
+        return Outcome::Failing(format!("{}: no single primary: {p}", c.name));
+    }
+    let seen_something = view
+        .members
+        .iter()
+        .any(|(_, s)| matches!(s, Seen::Answered(_) | Seen::Down { broken: true, .. }));
+    let detail = format!(
+        "{}: no member answers as {role} ({})",
+        c.name,
+        view.summary()
+    );
+    if seen_something {
+        Outcome::Failing(detail)
+    } else {
+        Outcome::Unknown(detail)
+    }
+}
+
+/// A session that could not be opened, as an outcome.
+fn session_outcome(a: &str, e: SessionError) -> Outcome {
+    match e {
+        // Silence on the target: a candidate unreachable, judged against
+        // medic's vantage (a SIGSTOPped postmaster's kernel still accepts).
+        SessionError::ConnectTimeout => Outcome::Unreachable(format!("{a}: connect timed out")),
+        SessionError::StartupTimeout => Outcome::Unreachable(format!("{a}: start-up timed out")),
+        SessionError::Silent(_) => Outcome::Failing(format!("{a}: {e}")),
+        SessionError::Tcp(io) => super::tcp::classify_io(a, &io),
+        SessionError::Pg(e) => classify(a, &e),
+        SessionError::Config(e) => Outcome::Unknown(format!("{a}: {e}")),
+    }
 }
 
 #[async_trait::async_trait]
 impl Check for PostgresCheck {
     async fn run(&self) -> Outcome {
-        match self.observe().await {
-            Ok(o) | Err(o) => o,
+        match &self.aim {
+            Aim::Server(s) => self.run_server(s).await,
+            Aim::Primary(c, servers) => self.run_primary(c, servers).await,
+            Aim::Replicas(c, servers) => self.run_replicas(c, servers).await,
+            Aim::Demoted(c) => self.run_demoted(c).await,
         }
     }
 
     fn timed_out(&self, after: Duration) -> Outcome {
-        super::silent(&self.address, after)
+        super::silent(self.address(), after)
+    }
+
+    async fn lost(&self) {
+        let mut g = self.held.lock().await;
+        let Some((_, s)) = g.as_mut() else {
+            return std::future::pending().await;
+        };
+        s.closed().await;
+        *g = None;
     }
 }
 
@@ -479,7 +695,48 @@ fn classify_query(a: &str, e: &tokio_postgres::Error) -> Outcome {
 impl super::CheckKind for PostgresParams {
     fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
         use crate::yaml::{field_pos, pos, unknown_field};
-        v.target(p, "target", &self.target, &["postgres"], "a postgres check");
+        let (base, role) = split_target(&self.target);
+        v.target(p, "target", base, &["postgres"], "a postgres check");
+        let cluster = v.config.and_then(|c| match c.targets.get(base) {
+            Some(TargetConfig::Postgres(t)) => Some(t.is_cluster()),
+            _ => None,
+        });
+        match role {
+            Some(r) if !ROLES.contains(&r) => v.err(
+                field_pos(p, "target"),
+                format!(
+                    "{:?} is not a role of a cluster: write {base:?} (the primary), {}",
+                    r,
+                    ROLES
+                        .iter()
+                        .map(|r| format!("{:?}", format!("{base}/{r}")))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ),
+            Some(_) if cluster == Some(false) => v.err(
+                field_pos(p, "target"),
+                format!(
+                    "target {base:?} is one server, not a cluster (members): it has no roles to select"
+                ),
+            ),
+            Some("demoted")
+                if self.role.as_deref() != Some("replica")
+                    || self.ready
+                    || self.sql.is_some()
+                    || self.max_lag_bytes.is_some()
+                    || self.max_lag_seconds.is_some() =>
+            {
+                v.err(
+                    pos(p),
+                    format!(
+                        "a check of {:?} tests one thing: `role: replica` (an old primary that answers as a primary must be rebuilt as a replica)",
+                        self.target
+                    ),
+                )
+            }
+            _ => {}
+        }
         if let Some(role) = &self.role
             && !matches!(role.as_str(), "primary" | "replica")
         {

@@ -744,7 +744,7 @@ impl Cx<'_> {
             );
         }
         for (name, target) in &config.targets {
-            self.validate_target(root, name, target);
+            self.validate_target(root, name, target, &config.targets);
         }
         self.validate_jobs(config, root);
         self.validate_zones(config, root);
@@ -800,6 +800,14 @@ impl Cx<'_> {
     /// Jobs and drills: schedules parse, references resolve.
     fn validate_jobs(&mut self, config: &Config, root: &Node) {
         let postgres_target = |cx: &mut Self, at: &str, t: &str| match config.targets.get(t) {
+            Some(TargetConfig::Postgres(pt)) if pt.is_cluster() => cx.err(
+                root,
+                at,
+                format!(
+                    "target {t:?} is a cluster ({}); a job runs against one server: name a member",
+                    pt.members.join(", ")
+                ),
+            ),
             Some(TargetConfig::Postgres(_)) => {}
             Some(other) => cx.err(
                 root,
@@ -1098,7 +1106,13 @@ impl Cx<'_> {
         }
     }
 
-    fn validate_target(&mut self, root: &Node, name: &str, target: &TargetConfig) {
+    fn validate_target(
+        &mut self,
+        root: &Node,
+        name: &str,
+        target: &TargetConfig,
+        targets: &std::collections::BTreeMap<String, TargetConfig>,
+    ) {
         let at = format!("targets.{name}.{}", target.kind());
         let host_port = |cx: &mut Self, field: &str, v: &str| {
             let ok = v
@@ -1126,9 +1140,56 @@ impl Cx<'_> {
             TargetConfig::Redis(t) => host_port(self, "address", &t.address),
             TargetConfig::Http(t) => url(self, "url", &t.url),
             TargetConfig::Prometheus(t) => url(self, "url", &t.url),
+            TargetConfig::Postgres(t) if t.is_cluster() => {
+                if !t.host.trim().is_empty() {
+                    self.err(
+                        root,
+                        &format!("{at}.host"),
+                        "a cluster (members) has no host of its own: each member has one",
+                    );
+                }
+                let mut seen = std::collections::HashSet::new();
+                for (i, m) in t.members.iter().enumerate() {
+                    let mat = format!("{at}.members[{i}]");
+                    match targets.get(m) {
+                        _ if m == name => {
+                            self.err(root, &mat, "a cluster cannot be its own member")
+                        }
+                        _ if !seen.insert(m) => {
+                            self.err(root, &mat, format!("member {m:?} is listed twice"))
+                        }
+                        Some(TargetConfig::Postgres(mt)) if mt.is_cluster() => self.err(
+                            root,
+                            &mat,
+                            format!("member {m:?} is itself a cluster; members are servers"),
+                        ),
+                        Some(TargetConfig::Postgres(_)) => {}
+                        Some(other) => self.err(
+                            root,
+                            &mat,
+                            format!(
+                                "member {m:?} is a {} target; members are postgres targets",
+                                other.kind()
+                            ),
+                        ),
+                        None => self.err(root, &mat, format!("unknown target {m:?}")),
+                    }
+                }
+            }
             TargetConfig::Postgres(t) => {
                 if t.host.trim().is_empty() {
-                    self.err(root, &format!("{at}.host"), "host must not be empty");
+                    self.err(
+                        root,
+                        &format!("{at}.host"),
+                        "host must not be empty (or name `members` for a cluster)",
+                    );
+                }
+                if t.fence_on_sight.is_some() {
+                    self.err(
+                        root,
+                        &format!("{at}.fence_on_sight"),
+                        "fence_on_sight applies to a cluster (members)",
+                    );
                 }
                 if t.port == 0 {
                     self.err(root, &format!("{at}.port"), "port must not be 0");
@@ -1644,7 +1705,19 @@ escalation:
         );
         assert_eq!(
             errors("targets:\n  db:\n    postgres: { port: 5432 }\n", &[]),
-            ["medic.yaml:3:15: missing field \"host\""]
+            ["medic.yaml:3:15: host must not be empty (or name `members` for a cluster)"]
+        );
+        assert_eq!(
+            errors(
+                "targets:\n  db:\n    postgres: { members: [db-a, db, cache, nope], host: x }\n  db-a:\n    postgres: { host: h }\n  cache:\n    redis: { address: \"h:1\" }\n",
+                &[]
+            ),
+            [
+                "medic.yaml:3:33: a cluster cannot be its own member",
+                "medic.yaml:3:37: member \"cache\" is a redis target; members are postgres targets",
+                "medic.yaml:3:44: unknown target \"nope\"",
+                "medic.yaml:3:57: a cluster (members) has no host of its own: each member has one",
+            ]
         );
     }
 

@@ -420,9 +420,11 @@ pub struct TlsConfig {
     pub insecure: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresTarget {
+    /// The server's host; empty for a cluster (`members`).
+    #[serde(default)]
     pub host: String,
     #[serde(default = "default_pg_port")]
     pub port: u16,
@@ -431,6 +433,59 @@ pub struct PostgresTarget {
     pub password: Option<SecretRef>,
     #[serde(default = "default_pg_db")]
     pub dbname: String,
+    /// A cluster instead of one server: the names of other postgres
+    /// targets (each one server). Roles are discovered, not configured:
+    /// checks on the cluster follow its current primary.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// A peer that acknowledges nothing for this long is dead: medic's
+    /// held sessions use it as `TCP_USER_TIMEOUT` and for their TCP
+    /// keepalives (idle half of it, then two probes a quarter apart), so a
+    /// host that vanished is noticed in this time, not the kernel's
+    /// 15 minutes. A server that accepts the TCP connection but does not
+    /// answer its start-up within it is frozen (failing). Default 5s.
+    pub peer_timeout: Option<Dur>,
+    /// On a cluster: fence a member on sight when it answers as a primary
+    /// on an older timeline than the cluster's (an old primary restarted
+    /// after a failover). Default true.
+    pub fence_on_sight: Option<bool>,
+}
+
+/// Default `peer_timeout`.
+pub const DEFAULT_PEER_TIMEOUT: Dur = Dur::secs(5);
+
+impl PostgresTarget {
+    /// Whether this target is a cluster of members.
+    pub fn is_cluster(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// `peer_timeout`, or its default.
+    pub fn peer_timeout(&self) -> std::time::Duration {
+        self.peer_timeout.unwrap_or(DEFAULT_PEER_TIMEOUT).get()
+    }
+}
+
+impl Config {
+    /// The members of the postgres cluster `name`, each with its settings
+    /// (in the order written); `None` when `name` is not a cluster.
+    pub fn postgres_members(&self, name: &str) -> Option<Vec<(String, PostgresTarget)>> {
+        let Some(TargetConfig::Postgres(t)) = self.targets.get(name) else {
+            return None;
+        };
+        if !t.is_cluster() {
+            return None;
+        }
+        Some(
+            t.members
+                .iter()
+                .filter_map(|m| match self.targets.get(m) {
+                    Some(TargetConfig::Postgres(mt)) => Some((m.clone(), mt.clone())),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
 }
 
 fn default_pg_port() -> u16 {

@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod k8s;
+pub mod pg_fence;
 pub mod postgres;
 pub mod redis_flush;
 pub mod route53;
@@ -117,6 +118,7 @@ action_kinds! {
     "redis.flush" => RedisFlush(redis_flush::RedisFlushParams),
     "postgres.promote-replica" => PostgresPromoteReplica(postgres::PromoteReplicaParams),
     "postgres.quarantine" => PostgresQuarantine(postgres::QuarantineParams),
+    "postgres.fence" => PostgresFence(pg_fence::FenceParams),
     "route53.failover" => Route53Failover(route53::FailoverParams),
 }
 

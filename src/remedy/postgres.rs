@@ -32,6 +32,7 @@
 //! first copied; a mismatch rolls everything back.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -41,6 +42,7 @@ use tokio_postgres::{Client, NoTls};
 use super::exec::{ExecAction, ExecParams};
 use super::{Action, ActionContext, ActionResult, BuildError, Gate, Preflight};
 use crate::config::{Config, PostgresTarget, TargetConfig};
+use crate::connect::pg_cluster::Cluster;
 use crate::duration::Dur;
 use crate::observe::Seen;
 use crate::store::AttemptOutcome;
@@ -89,7 +91,10 @@ impl Candidate {
 pub struct PromoteReplicaParams {
     /// The primary (a config target of kind `postgres`).
     pub primary: String,
-    /// Candidate replicas (config targets of kind `postgres`).
+    /// Candidate replicas (config targets of kind `postgres`). With a
+    /// cluster `primary`: optional, members with priorities; default every
+    /// member but the old primary, priority 1.
+    #[serde(default)]
     pub replicas: Vec<Candidate>,
     /// Refuse candidates lagging more than this (default 1 MiB).
     pub max_lag_bytes: Option<u64>,
@@ -102,6 +107,21 @@ pub struct PromoteReplicaParams {
     /// A command that makes sure the old primary cannot accept writes
     /// (stop it, cut it off, or mark it a standby) before the promotion.
     pub fence: Option<ExecParams>,
+    /// When the old primary cannot be reached to fence it (its host is
+    /// gone): `proceed` (default) promotes anyway, because clients are
+    /// repointed by the next steps and a cluster fences the old primary on
+    /// sight when it answers again; `refuse` does not promote until it can
+    /// be fenced (no split brain ever, at the price of no primary).
+    pub old_primary_unreachable: Option<OldPrimaryUnreachable>,
+}
+
+/// `old_primary_unreachable: proceed | refuse`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OldPrimaryUnreachable {
+    #[default]
+    Proceed,
+    Refuse,
 }
 
 /// `postgres.quarantine`: copy then delete affected rows, in one transaction.
@@ -235,13 +255,41 @@ async fn probe(n: &Node, timeout: Duration) -> Result<NodeState, String> {
 /// A runnable `postgres.promote-replica`.
 pub struct PromoteReplica {
     params: PromoteReplicaParams,
+    /// One server: the configured primary and replicas.
+    fixed: Option<Roles>,
+    /// A cluster: the old primary is the member last seen as primary, the
+    /// candidates the others.
+    cluster: Option<Arc<Cluster>>,
+    /// With a cluster: the `replicas` listed (members or not: a replica in
+    /// another region may be promoted too); empty: every other member.
+    listed: Vec<(Node, u32)>,
+    fence: Option<ExecAction>,
+}
+
+/// Who is the old primary and who may be promoted.
+#[derive(Clone)]
+struct Roles {
     primary: Node,
     candidates: Vec<(Node, u32)>,
-    fence: Option<ExecAction>,
 }
 
 impl PromoteReplica {
     pub fn build(p: &PromoteReplicaParams, config: &Config) -> Result<Self, BuildError> {
+        let fence = p.fence.as_ref().map(ExecAction::build).transpose()?;
+        if let Some(c) = crate::connect::pg_cluster::cluster(config, &p.primary) {
+            let listed = p
+                .replicas
+                .iter()
+                .map(|c| Ok((node(config, c.target())?, c.priority())))
+                .collect::<Result<Vec<_>, BuildError>>()?;
+            return Ok(PromoteReplica {
+                params: p.clone(),
+                fixed: None,
+                cluster: Some(c),
+                listed,
+                fence,
+            });
+        }
         let primary = node(config, &p.primary)?;
         let candidates = p
             .replicas
@@ -253,13 +301,76 @@ impl PromoteReplica {
                 "postgres.promote-replica needs at least one replica".into(),
             ));
         }
-        let fence = p.fence.as_ref().map(ExecAction::build).transpose()?;
         Ok(PromoteReplica {
             params: p.clone(),
-            primary,
-            candidates,
+            fixed: Some(Roles {
+                primary,
+                candidates,
+            }),
+            cluster: None,
+            listed: Vec::new(),
             fence,
         })
+    }
+
+    /// The roles now: for a cluster, `old` (from the preflight) or the
+    /// member last seen as primary is the old primary.
+    async fn roles(&self, ctx: &ActionContext, old: Option<&str>) -> Result<Roles, String> {
+        if let Some(r) = &self.fixed {
+            return Ok(r.clone());
+        }
+        let Some(c) = &self.cluster else {
+            return Err("neither a primary nor a cluster".into());
+        };
+        let old = match old.map(str::to_string).or_else(|| c.last_primary()) {
+            Some(o) => o,
+            None => {
+                let view = c.discover(Self::probe_timeout(ctx)).await;
+                c.last_primary().ok_or_else(|| {
+                    format!(
+                        "cluster {:?} has no known primary: medic never saw a member answer as primary ({})",
+                        c.name,
+                        view.summary()
+                    )
+                })?
+            }
+        };
+        let as_node = |m: &crate::connect::pg_cluster::Member| Node {
+            name: m.name.clone(),
+            target: m.target.clone(),
+        };
+        let primary = c
+            .member(&old)
+            .map(as_node)
+            .ok_or_else(|| format!("{old:?} is not a member of cluster {:?}", c.name))?;
+        let candidates = if self.listed.is_empty() {
+            c.members
+                .iter()
+                .filter(|m| m.name != old)
+                .map(|m| (as_node(m), 1))
+                .collect()
+        } else {
+            self.listed
+                .iter()
+                .filter(|(n, _)| n.name != old)
+                .cloned()
+                .collect()
+        };
+        Ok(Roles {
+            primary,
+            candidates,
+        })
+    }
+
+    fn on_unreachable(&self) -> OldPrimaryUnreachable {
+        self.params.old_primary_unreachable.unwrap_or_default()
+    }
+
+    /// Whether the old primary can be fenced by medic itself (a cluster
+    /// member: SQL fence now, fence on sight later) or by the `fence`
+    /// command.
+    fn can_fence(&self) -> bool {
+        self.fence.is_some() || self.cluster.is_some()
     }
 
     fn max_lag(&self) -> u64 {
@@ -391,12 +502,13 @@ impl PromoteReplica {
 
     async fn probe_all(
         &self,
+        roles: &Roles,
         ctx: &ActionContext,
     ) -> (Result<NodeState, String>, Vec<Result<NodeState, String>>) {
         let t = Self::probe_timeout(ctx);
-        let primary = probe(&self.primary, t);
+        let primary = probe(&roles.primary, t);
         let replicas =
-            futures_util::future::join_all(self.candidates.iter().map(|(n, _)| probe(n, t)));
+            futures_util::future::join_all(roles.candidates.iter().map(|(n, _)| probe(n, t)));
         tokio::join!(primary, replicas)
     }
 }
@@ -404,11 +516,11 @@ impl PromoteReplica {
 #[async_trait::async_trait]
 impl Action for PromoteReplica {
     fn describe(&self) -> String {
-        let names: Vec<&str> = self
-            .candidates
-            .iter()
-            .map(|(n, _)| n.name.as_str())
-            .collect();
+        let names: Vec<&str> = match (&self.fixed, &self.cluster) {
+            (Some(r), _) => r.candidates.iter().map(|(n, _)| n.name.as_str()).collect(),
+            (None, Some(c)) => c.members.iter().map(|m| m.name.as_str()).collect(),
+            (None, None) => Vec::new(),
+        };
         format!(
             "postgres.promote-replica of the best of [{}] (primary {}{})",
             names.join(", "),
@@ -424,7 +536,12 @@ impl Action for PromoteReplica {
     fn inputs(&self) -> serde_json::Value {
         json!({
             "primary": self.params.primary,
-            "replicas": self.candidates.iter().map(|(n, p)| json!({ "target": n.name, "priority": p })).collect::<Vec<_>>(),
+            "replicas": match &self.fixed {
+                Some(r) => r.candidates.iter().map(|(n, p)| json!({ "target": n.name, "priority": p })).collect::<Vec<_>>(),
+                None => self.params.replicas.iter().map(|c| json!({ "target": c.target(), "priority": c.priority() })).collect(),
+            },
+            "cluster": self.cluster.as_ref().map(|c| c.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()),
+            "old_primary_unreachable": match self.on_unreachable() { OldPrimaryUnreachable::Proceed => "proceed", OldPrimaryUnreachable::Refuse => "refuse" },
             "max_lag_bytes": self.max_lag(),
             "unreachable_checks": self.params.unreachable_checks.unwrap_or(DEFAULT_UNREACHABLE_CHECKS),
             "unreachable_for": self.params.unreachable_for.unwrap_or(DEFAULT_UNREACHABLE_FOR).to_string(),
@@ -441,10 +558,33 @@ impl Action for PromoteReplica {
         if !pre.gate(self.unreachable_gate(ctx)) {
             return pre;
         }
-        let (primary, replicas) = self.probe_all(ctx).await;
+        let roles = match self.roles(ctx, None).await {
+            Ok(r) => r,
+            Err(e) => {
+                pre.gate(Gate::fail("cluster-roles", e));
+                return pre;
+            }
+        };
+        if let Some(c) = &self.cluster {
+            pre.gate(Gate::pass(
+                "cluster-roles",
+                format!(
+                    "cluster {:?}: old primary {} (the member last seen as primary), candidates {}",
+                    c.name,
+                    roles.primary.name,
+                    roles
+                        .candidates
+                        .iter()
+                        .map(|(n, _)| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let (primary, replicas) = self.probe_all(&roles, ctx).await;
         let mut seen = BTreeMap::new();
         seen.insert(
-            self.primary.name.clone(),
+            roles.primary.name.clone(),
             match &primary {
                 Ok(s) => json!(s),
                 Err(e) => json!({ "unreachable": e }),
@@ -452,7 +592,7 @@ impl Action for PromoteReplica {
         );
         // Gate 3: nobody else answers as primary.
         let mut as_primary: Vec<&str> = Vec::new();
-        for ((n, _), r) in self.candidates.iter().zip(&replicas) {
+        for ((n, _), r) in roles.candidates.iter().zip(&replicas) {
             seen.insert(
                 n.name.clone(),
                 match r {
@@ -473,20 +613,25 @@ impl Action for PromoteReplica {
                     as_primary.join(", ")
                 ),
             )
-        } else if old_is_primary && self.fence.is_none() {
+        } else if old_is_primary && !self.can_fence() {
             Gate::fail(
                 "no-other-primary",
                 format!(
                     "the old primary {:?} still answers as primary; without a fence medic does not promote beside it",
-                    self.primary.name
+                    roles.primary.name
                 ),
             )
         } else if old_is_primary {
             Gate::pass(
                 "no-other-primary",
                 format!(
-                    "the old primary {:?} still answers as primary: the fence must stop it first (checked again after fencing)",
-                    self.primary.name
+                    "the old primary {:?} still answers as primary: {} first (checked again after fencing)",
+                    roles.primary.name,
+                    if self.fence.is_some() {
+                        "the fence must stop it"
+                    } else {
+                        "medic fences it (default_transaction_read_only, sessions terminated)"
+                    }
                 ),
             )
         } else {
@@ -494,7 +639,7 @@ impl Action for PromoteReplica {
                 "no-other-primary",
                 format!(
                     "no reachable node answers as primary ({} {})",
-                    self.primary.name,
+                    roles.primary.name,
                     match &primary {
                         Ok(_) => "is in recovery".to_string(),
                         Err(e) => format!("is unreachable: {e}"),
@@ -502,9 +647,50 @@ impl Action for PromoteReplica {
                 ),
             )
         };
-        pre.data = json!({ "nodes": seen });
+        pre.data = json!({ "nodes": seen, "old_primary": roles.primary.name });
         if !pre.gate(gate) {
             return pre;
+        }
+        // The old primary cannot be fenced while it is unreachable.
+        if let Err(e) = &primary
+            && self.can_fence()
+        {
+            let name = &roles.primary.name;
+            let policy = match self.on_unreachable() {
+                OldPrimaryUnreachable::Proceed => "proceed",
+                OldPrimaryUnreachable::Refuse => "refuse",
+            };
+            let gate = match (self.on_unreachable(), &self.cluster) {
+                _ if self.fence.is_some() => Gate::pass(
+                    "old-primary-fenced",
+                    format!(
+                        "{name} is unreachable ({e}): the fence command runs first; should it fail, old_primary_unreachable: {policy}"
+                    ),
+                ),
+                (OldPrimaryUnreachable::Refuse, _) => Gate::fail(
+                    "old-primary-fenced",
+                    format!(
+                        "{name} cannot be reached to fence it ({e}); old_primary_unreachable: refuse"
+                    ),
+                ),
+                (OldPrimaryUnreachable::Proceed, Some(c)) => Gate::pass(
+                    "old-primary-fenced",
+                    format!(
+                        "{name} cannot be reached to fence it ({e}); old_primary_unreachable: proceed: clients are repointed, and cluster {:?} fences {name} on sight when it answers again",
+                        c.name
+                    ),
+                ),
+                (OldPrimaryUnreachable::Proceed, None) => Gate::pass(
+                    "old-primary-fenced",
+                    format!(
+                        "{name} cannot be reached to fence it ({e}); old_primary_unreachable: proceed: clients are repointed (make the primary a cluster to fence it on sight when it answers again)"
+                    ),
+                ),
+            };
+            if !pre.gate(gate) {
+                return pre;
+            }
+            pre.data["fence_unreachable"] = json!(true);
         }
         // Gate 4: each candidate.
         let reference = replicas
@@ -513,7 +699,7 @@ impl Action for PromoteReplica {
             .chain(primary.as_ref().ok().and_then(|s| s.received))
             .max();
         let mut eligible = Vec::new();
-        for ((n, prio), r) in self.candidates.iter().zip(&replicas) {
+        for ((n, prio), r) in roles.candidates.iter().zip(&replicas) {
             let name = format!("candidate {}", n.name);
             let gate = match r {
                 Err(e) => Gate::fail(&name, format!("unreachable: {e}")),
@@ -559,7 +745,7 @@ impl Action for PromoteReplica {
                 .then(b.1.cmp(&a.1))
                 .then(a.0.name.cmp(&b.0.name))
         });
-        let rejected: Vec<String> = self
+        let rejected: Vec<String> = roles
             .candidates
             .iter()
             .zip(&replicas)
@@ -598,32 +784,65 @@ impl Action for PromoteReplica {
         let Some(chosen) = ctx.preflight["candidate"].as_str() else {
             return ActionResult::failed("no candidate chosen by the preflight", json!({}));
         };
-        let Some((node, _)) = self.candidates.iter().find(|(n, _)| n.name == chosen) else {
+        let roles = match self.roles(ctx, ctx.preflight["old_primary"].as_str()).await {
+            Ok(r) => r,
+            Err(e) => return ActionResult::failed(e, json!({ "candidate": chosen })),
+        };
+        let Some((node, _)) = roles.candidates.iter().find(|(n, _)| n.name == chosen) else {
             return ActionResult::failed(format!("unknown candidate {chosen:?}"), json!({}));
         };
-        let mut data = json!({ "candidate": chosen });
+        let mut data = json!({ "candidate": chosen, "old_primary": roles.primary.name });
         let t = Self::probe_timeout(ctx);
         // Fence first: the old primary must not accept writes any more.
         if let Some(fence) = &self.fence {
             let r = fence.run(ctx).await;
             data["fence"] = json!({ "ok": r.ok, "detail": r.detail, "output": r.data });
             if !r.ok {
-                return ActionResult::failed(
-                    format!("fence failed ({}); not promoting", r.detail),
-                    data,
-                );
+                let unreachable = probe(&roles.primary, t).await.err();
+                match (unreachable, self.on_unreachable()) {
+                    (Some(e), OldPrimaryUnreachable::Proceed) => {
+                        data["fence"]["skipped"] = json!(format!(
+                            "{} is unreachable ({e}); old_primary_unreachable: proceed",
+                            roles.primary.name
+                        ));
+                    }
+                    _ => {
+                        return ActionResult::failed(
+                            format!("fence failed ({}); not promoting", r.detail),
+                            data,
+                        );
+                    }
+                }
             }
-            if let Ok(s) = probe(&self.primary, t).await
+        } else if let Some(c) = &self.cluster {
+            // medic's own fence, when the old primary answers as primary.
+            if let Some(m) = c.member(&roles.primary.name)
+                && let Ok(s) = probe(&roles.primary, t).await
                 && !s.in_recovery
             {
-                return ActionResult::failed(
-                    format!(
-                        "the old primary {:?} still answers as primary after fencing; not promoting",
-                        self.primary.name
-                    ),
-                    data,
-                );
+                match crate::connect::pg_cluster::fence(m, t).await {
+                    Ok(r) => data["fence"] = json!({ "ok": true, "detail": r.detail }),
+                    Err(e) => {
+                        data["fence"] = json!({ "ok": false, "detail": e });
+                        return ActionResult::failed(
+                            format!("fence of {} failed ({e}); not promoting", m.name),
+                            data,
+                        );
+                    }
+                }
             }
+        }
+        if self.fence.is_some()
+            && let Ok(s) = probe(&roles.primary, t).await
+            && !s.in_recovery
+        {
+            return ActionResult::failed(
+                format!(
+                    "the old primary {:?} still answers as primary after fencing; not promoting",
+                    roles.primary.name
+                ),
+                data,
+            );
         }
         let client = match connect(node, t).await {
             Ok(c) => c,
@@ -667,10 +886,15 @@ impl Action for PromoteReplica {
             );
         }
         match (before, after.timeline) {
-            (Some(b), Some(a)) if a > b => ActionResult::ok(
-                format!("{chosen} promoted: pg_is_in_recovery() = false, timeline {b} → {a}"),
-                data,
-            ),
+            (Some(b), Some(a)) if a > b => {
+                if let Some(c) = &self.cluster {
+                    c.demote(&roles.primary.name);
+                }
+                ActionResult::ok(
+                    format!("{chosen} promoted: pg_is_in_recovery() = false, timeline {b} → {a}"),
+                    data,
+                )
+            }
             (b, a) => ActionResult::failed(
                 format!(
                     "{chosen} is out of recovery but its timeline did not advance ({b:?} → {a:?})"
@@ -682,9 +906,13 @@ impl Action for PromoteReplica {
 
     async fn reconcile(&self, ctx: &ActionContext) -> Option<ActionResult> {
         let t = Self::probe_timeout(ctx);
+        let roles = self
+            .roles(ctx, ctx.preflight["old_primary"].as_str())
+            .await
+            .ok()?;
         let states =
-            futures_util::future::join_all(self.candidates.iter().map(|(n, _)| probe(n, t))).await;
-        let promoted: Vec<&str> = self
+            futures_util::future::join_all(roles.candidates.iter().map(|(n, _)| probe(n, t))).await;
+        let promoted: Vec<&str> = roles
             .candidates
             .iter()
             .zip(&states)
@@ -961,7 +1189,11 @@ impl super::ActionKind for PromoteReplicaParams {
         const PG: &[&str] = &["postgres"];
         let user = "postgres.promote-replica";
         v.target(p, "primary", &self.primary, PG, user);
-        if self.replicas.is_empty() {
+        let cluster = v
+            .config
+            .and_then(|c| c.postgres_members(&self.primary))
+            .is_some();
+        if self.replicas.is_empty() && !cluster {
             v.err(
                 field_pos(p, "replicas"),
                 "name at least one replica to promote",
@@ -1095,6 +1327,7 @@ mod tests {
             user: "postgres".into(),
             password: None,
             dbname: "postgres".into(),
+            ..Default::default()
         };
         PromoteReplica {
             params: PromoteReplicaParams {
@@ -1105,18 +1338,23 @@ mod tests {
                 unreachable_for: Some(Dur::secs(5)),
                 cooldown: None,
                 fence: None,
+                old_primary_unreachable: Default::default(),
             },
-            primary: Node {
-                name: "db".into(),
-                target: target(1),
-            },
-            candidates: vec![(
-                Node {
-                    name: "r1".into(),
-                    target: target(2),
+            fixed: Some(Roles {
+                primary: Node {
+                    name: "db".into(),
+                    target: target(1),
                 },
-                1,
-            )],
+                candidates: vec![(
+                    Node {
+                        name: "r1".into(),
+                        target: target(2),
+                    },
+                    1,
+                )],
+            }),
+            cluster: None,
+            listed: Vec::new(),
             fence: None,
         }
     }

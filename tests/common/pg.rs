@@ -252,6 +252,14 @@ impl PgNode {
         self.child.is_some()
     }
 
+    /// Sends `sig` to the postmaster without reaping it (SIGSTOP and
+    /// SIGCONT freeze and thaw it; its backends keep running).
+    pub fn signal(&self, sig: Signal) {
+        if let Some(c) = &self.child {
+            kill(Pid::from_raw(c.id() as i32), sig).unwrap();
+        }
+    }
+
     fn signal_and_reap(&mut self, sig: Signal) {
         if let Some(mut c) = self.child.take() {
             let _ = kill(Pid::from_raw(c.id() as i32), sig);

@@ -6,6 +6,9 @@
 //! in them as text; errors name what failed (`password: ...`) and leave
 //! naming the target to the caller.
 
+pub mod pg;
+pub mod pg_cluster;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,6 +24,12 @@ pub fn postgres(
     app: &str,
     timeout: Duration,
 ) -> Result<tokio_postgres::Config, String> {
+    if t.is_cluster() {
+        return Err(format!(
+            "is a cluster of members ({}): connect to a member",
+            t.members.join(", ")
+        ));
+    }
     let mut c = tokio_postgres::Config::new();
     c.host(&t.host)
         .port(t.port)

@@ -1,0 +1,10 @@
+#!/bin/sh
+# The fence-on-return race, MEDIC_TRIALS (default 10) times: a real medic
+# watches a PostgreSQL cluster (primary + streaming replica); the primary
+# is SIGKILLed, medic promotes the replica, the incident resolves; the old
+# primary is started again and an INSERT is sent to it the moment it
+# accepts connections. Prints "N of 10 writable" (0 is the goal: medic
+# fenced it first). Figures: docs/performance.md.
+set -eu
+cd "$(dirname "$0")/.."
+MEDIC_TRIALS="${MEDIC_TRIALS:-10}" exec cargo test --test pg_cluster_failover -- --ignored fence_trials --nocapture
