@@ -60,8 +60,12 @@ pub async fn drive(
         .iter()
         .filter_map(|n| symptoms.get(n).cloned())
         .collect();
+    // A dependent from its first moment tells nobody: its cause's pages
+    // name it. Its own communication plan starts only if it comes to act
+    // on its own (its symptoms outlived the cause), timed from then.
+    let dependent_at_open = hold.borrow().is_some();
     let result = async {
-        if !resumed {
+        if !resumed && !dependent_at_open {
             // The communication plan starts at detection.
             shared.pager.opened(&incident).await?;
         }
@@ -74,6 +78,7 @@ pub async fn drive(
             token.clone(),
             resumed,
             hold,
+            !resumed && dependent_at_open,
         )
         .await?;
         // Wait until quiet (or shutdown), then resolve.
@@ -209,6 +214,7 @@ async fn drive_inner(
     token: CancellationToken,
     resumed: bool,
     hold: HoldRx,
+    open_when_free: bool,
 ) -> Result<(), StoreError> {
     let store = &shared.store;
     let sc = &rt.scenario;
@@ -239,6 +245,12 @@ async fn drive_inner(
             .await?
             {
                 return Ok(());
+            }
+            if open_when_free {
+                // No longer a dependent: its own notices start now.
+                let mut now = incident.clone();
+                now.opened_at = shared.clock.now();
+                shared.pager.opened(&now).await?;
             }
             if matches!(
                 incident.state,

@@ -834,7 +834,13 @@ impl Engine {
             if *kx == k || o.resolving || o.incident.id == id {
                 continue;
             }
-            let on = depend::dependency_targets(sc, &self.scenarios[*kx].scenario, topo);
+            // A scenario never waits on one it supersedes: that one waits
+            // on it (the region outage is the cause, not the app failure).
+            let other = &self.scenarios[*kx].scenario;
+            if sc.supersedes.iter().any(|n| *n == other.name) {
+                continue;
+            }
+            let on = depend::dependency_targets(sc, other, topo);
             if on.is_empty() || self.cause_of(o.incident.id) == Some(id) {
                 continue;
             }

@@ -32,8 +32,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::bounds::Bounds;
-use super::quorum::{Observers, SymptomQuorum};
 use super::depend::HoldRx;
+use super::quorum::{Observers, SymptomQuorum};
 use crate::clock::Clock;
 use crate::config::Mode;
 use crate::observe::{Phase, QuorumView, Seen, SymptomObservation, SymptomView};

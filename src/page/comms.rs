@@ -201,6 +201,18 @@ pub(super) async fn self_healed(
     if outbox.iter().any(|e| e.kind == "page") {
         return Ok(false);
     }
+    // A dependent that told nobody resolves quietly: its cause's notices
+    // named it.
+    if !outbox.iter().any(|e| e.kind == "notice")
+        && (inc.cause.is_some()
+            || p.store
+                .timeline(inc.id)
+                .await?
+                .iter()
+                .any(|e| e.kind == "wait"))
+    {
+        return Ok(true);
+    }
     let mut to = p.paged(inc.id).await?;
     for n in &c.channel {
         if !to.contains(n) {

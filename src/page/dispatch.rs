@@ -103,7 +103,29 @@ pub(super) async fn mark(
         .await
 }
 
+/// Why an incident's clocks page nobody now: it waits on an open cause
+/// (dependents are named in their cause's pages, once).
+async fn dependent(p: &Pager, id: IncidentId) -> Result<Option<String>, StoreError> {
+    let Some(cause) = p.store.incident(id).await?.and_then(|i| i.cause) else {
+        return Ok(None);
+    };
+    Ok(match p.store.incident(cause).await? {
+        Some(c) if c.state != IncidentState::Resolved => Some(format!(
+            "not paged: waits on incident #{cause} ({}), whose pages name it",
+            c.scenario
+        )),
+        _ => None,
+    })
+}
+
 async fn process(p: &Pager, e: OutboxEntry) -> Result<(), StoreError> {
+    if matches!(
+        e.kind.as_str(),
+        "timer" | "status-timer" | "ack-timer" | "rto-timer" | "ack-deadline"
+    ) && let Some(why) = dependent(p, e.incident_id).await?
+    {
+        return mark(p, &e, OutboxState::Cancelled, &why).await;
+    }
     match e.kind.as_str() {
         "timer" => fire_level(p, &e).await,
         "status-timer" => fire_status(p, &e).await,
