@@ -17,6 +17,9 @@ declare -A pkg_for=(
   [chromedriver]=chromium-driver
   # `medic man` is rendered by groff with warnings on (tests/cli_artifacts.rs).
   [groff]=groff-base
+  # The liveness tests make network namespaces and drop packets.
+  [ip]=iproute2
+  [iptables]=iptables
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
