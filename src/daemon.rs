@@ -1334,7 +1334,7 @@ mod tests {
         let stop = CancellationToken::new();
         let every = Duration::from_millis(200);
         let task = tokio::spawn(check_loop(
-            ("s".into(), "closed".into()),
+            ("s".into(), "tcp"),
             Arc::new(Jittery(AtomicUsize::new(0))),
             Cadence {
                 every,

@@ -658,6 +658,12 @@ pub fn open_incidents<'a>(
             *n += 1.0;
         }
     }
+    drop(s);
+    // Counters per scenario start at 0, so `rate()` and `increase()` see
+    // their first increment.
+    for scenario in scenarios {
+        m.add(Id::AckMissed, &[scenario], 0.0);
+    }
 }
 
 /// Attempts each step may still make in its window: the whole picture,

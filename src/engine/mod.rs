@@ -837,7 +837,7 @@ impl Engine {
             // A scenario never waits on one it supersedes: that one waits
             // on it (the region outage is the cause, not the app failure).
             let other = &self.scenarios[*kx].scenario;
-            if sc.supersedes.iter().any(|n| *n == other.name) {
+            if sc.supersedes.contains(&other.name) {
                 continue;
             }
             let on = depend::dependency_targets(sc, other, topo);

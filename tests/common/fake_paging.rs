@@ -259,16 +259,20 @@ pub fn click_body(user: &str, action: &str, value: &str) -> String {
 }
 
 /// POSTs `body` to medic's `/slack/interactions` at `url` with these
-/// signature headers; the status and body of the answer.
+/// signature headers; the status and body of the answer, or status 0 and
+/// the error when nothing answered (medic not listening yet, e.g. while
+/// it restarts).
 pub async fn post_click(url: &str, body: &str, ts: &str, sig: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
+    let sent = reqwest::Client::new()
         .post(format!("{url}/slack/interactions"))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-slack-request-timestamp", ts)
         .header("x-slack-signature", sig)
         .body(body.to_string())
         .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+        .await;
+    match sent {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, format!("no answer: {e}")),
+    }
 }

@@ -22,11 +22,24 @@ use nix::unistd::Pid;
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Below the kernel's ephemeral range (32768-60999 here): a port the
+    // kernel hands out itself (every client connection's source port,
+    // every `bind(0)`) can land on a server's port while a test has that
+    // server stopped, and the restarted server then finds it taken, or a
+    // test's client reaches another test's server. Picked at random among
+    // 12,000, free when checked.
+    use std::hash::{BuildHasher, Hasher};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999 after 1000 tries")
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
@@ -237,6 +250,12 @@ impl Medic {
 
     /// [`Medic::start`] with extra environment variables.
     pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, String)]) -> Medic {
+        // A restart appends to the same log: wait for this run's line, not
+        // an earlier run's.
+        let before = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("medic running")
+            .count();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -257,7 +276,7 @@ impl Medic {
             log: log.to_path_buf(),
         };
         wait_until(Duration::from_secs(20), "medic to start", || {
-            m.log_text().contains("medic running")
+            m.log_text().matches("medic running").count() > before
         });
         m
     }
