@@ -173,6 +173,18 @@ pub(crate) fn load_str_checked(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let mut links = links;
+    // The `zones:` section and a target's `zone:` say the same thing: the
+    // section fills in what a target leaves out (a disagreement is
+    // reported by the zones' validation).
+    for (zone, z) in &config.zones {
+        for t in &z.targets {
+            let l = links.entry(t.clone()).or_default();
+            if l.zone.is_none() {
+                l.zone = Some(zone.clone());
+            }
+        }
+    }
     config.topology = super::Topology::new(links);
     cx.validate(&config, &merged);
     cx.validate_topology(&config, &whole);
@@ -935,6 +947,14 @@ impl Cx<'_> {
                             "target {t:?} is already in zone {other:?}; a target is in one zone"
                         ),
                     );
+                } else if let Some(own) = config.topology.links(t).zone.filter(|z| z != zone) {
+                    self.err(
+                        root,
+                        &at,
+                        format!(
+                            "target {t:?} says zone: {own:?} on the target; a target is in one zone"
+                        ),
+                    );
                 }
             }
             for (i, p) in z.vantage.iter().enumerate() {
@@ -1454,6 +1474,27 @@ drills:
                 "medic.yaml:7:30: every must be above 0s",
             ]
         );
+    }
+
+    /// `zones.NAME.targets` and a target's own `zone:` are one membership:
+    /// the section fills in the target's zone; a disagreement is an error.
+    #[test]
+    fn the_zones_section_and_a_targets_zone_agree() {
+        let text = "targets:\n\
+                    \x20 db: { tcp: { address: \"192.0.2.1:5432\" }, zone: east }\n\
+                    \x20 app: { tcp: { address: \"192.0.2.2:80\" } }\n\
+                    zones:\n\
+                    \x20 west: { targets: [db, app] }\n";
+        assert_eq!(
+            errors(text, &[]),
+            vec![
+                "medic.yaml:5:21: target \"db\" says zone: \"east\" on the target; a target is in one zone"
+            ]
+        );
+        let good = text.replace(", zone: east", "");
+        let c = load_str("medic.yaml", &good).unwrap();
+        assert_eq!(c.topology.links("app").zone.as_deref(), Some("west"));
+        assert_eq!(c.topology.links("db").zone.as_deref(), Some("west"));
     }
 
     #[test]
