@@ -134,6 +134,10 @@ fn cluster(c: &Pg) -> Config {
 async fn cluster_checks_follow_the_promotion_and_the_returning_old_primary_is_fenced_on_sight() {
     let mut c = Pg::with_replica();
     c.primary.psql("CREATE TABLE t (id int)");
+    // The test servers run with synchronous_commit off: make the table
+    // durable on the primary before it is killed, so its restart still
+    // has it (the INSERT below must fail for the fence, not for that).
+    c.primary.psql("CHECKPOINT");
     c.wait_caught_up(Duration::from_secs(20));
     let config = cluster(&c);
     let t = Duration::from_secs(3);
