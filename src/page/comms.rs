@@ -11,9 +11,7 @@ use serde_json::json;
 use super::dispatch::{chrono, mark, num, text};
 use super::{Pager, human};
 use crate::config::{Communication, EscalationPolicy, OnOpen, OnSelfHealed};
-use crate::store::{
-    Incident, IncidentId, IncidentState, OutboxEntry, OutboxMark, OutboxState, StoreError,
-};
+use crate::store::{Incident, IncidentId, IncidentState, OutboxEntry, OutboxState, StoreError};
 
 impl Pager {
     /// The policy and communication plan of `scenario`, if it has one.
@@ -133,30 +131,6 @@ impl Pager {
             .await?;
         }
         self.wake.notify_one();
-        Ok(())
-    }
-
-    /// Cancels the RTO clock and the acknowledgement deadline of `id`.
-    pub(super) async fn cancel_clocks(&self, id: IncidentId, why: &str) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        for t in self.store.outbox_of(id).await? {
-            if t.state == OutboxState::Pending
-                && (t.kind == "rto-timer" || t.kind == "ack-deadline")
-            {
-                self.store
-                    .outbox_mark(
-                        t.id,
-                        OutboxMark {
-                            state: OutboxState::Cancelled,
-                            attempts: t.attempts,
-                            due_at: t.due_at,
-                            detail: why.to_string(),
-                            at: now,
-                        },
-                    )
-                    .await?;
-            }
-        }
         Ok(())
     }
 

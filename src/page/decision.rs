@@ -235,7 +235,7 @@ impl Pager {
                     d.by, d.via
                 );
                 self.write(id, &msg, data).await?;
-                self.cancel_timers(id, "acknowledged").await?;
+                self.cancel_pending(id, &["timer"], "acknowledged").await?;
                 let policy = self
                     .info(&inc.scenario)
                     .and_then(|i| self.policy(&i.policy));
@@ -300,7 +300,7 @@ impl Pager {
                         .set_state(id, IncidentState::Remediating, now)
                         .await?;
                     self.write(id, &msg, data).await?;
-                    self.cancel_timers(id, "approved").await?;
+                    self.cancel_pending(id, &["timer"], "approved").await?;
                 } else {
                     self.write(id, &msg, data).await?;
                 }
@@ -403,7 +403,8 @@ impl Pager {
         self.store
             .set_state(id, IncidentState::Acknowledged, now)
             .await?;
-        self.cancel_timers(id, "resolved by a human").await?;
+        self.cancel_pending(id, &["timer"], "resolved by a human")
+            .await?;
         let msg = format!(
             "resolved by a human, symptom still failing ({by}): kept open, acknowledged, until every symptom is clear; nobody new is paged"
         );
@@ -417,10 +418,17 @@ impl Pager {
         .await
     }
 
-    async fn cancel_timers(&self, id: IncidentId, why: &str) -> Result<(), StoreError> {
+    /// Cancels incident `id`'s pending outbox entries of these `kinds`
+    /// (escalation `timer`s, the communication plan's clocks), saying why.
+    pub(super) async fn cancel_pending(
+        &self,
+        id: IncidentId,
+        kinds: &[&str],
+        why: &str,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        for t in self.store.outbox_pending().await? {
-            if t.incident_id == id && t.kind == "timer" {
+        for t in self.store.outbox_of(id).await? {
+            if t.state == OutboxState::Pending && kinds.contains(&t.kind.as_str()) {
                 self.store
                     .outbox_mark(
                         t.id,

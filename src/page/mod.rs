@@ -580,7 +580,8 @@ impl Pager {
     /// Escalation timers still pending are cancelled when they come due.
     pub async fn resolved(&self, incident: &Incident, message: &str) -> Result<(), StoreError> {
         let now = self.clock.now();
-        self.cancel_clocks(incident.id, "resolved").await?;
+        self.cancel_pending(incident.id, &["rto-timer", "ack-deadline"], "resolved")
+            .await?;
         if comms::self_healed(self, incident, message).await? {
             self.wake.notify_one();
             return Ok(());
