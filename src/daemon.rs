@@ -243,6 +243,21 @@ pub async fn run_with_options(
     };
     let server_stop = CancellationToken::new();
     let credentials = Arc::new(server::auth::Credentials::default());
+    let (public_tx, public_rx) = watch::channel(config.public_status.clone().map(Arc::new));
+    let public_server = match &config.public_status {
+        Some(p) => {
+            let state = server::public::PublicState {
+                store: store.clone(),
+                clock: clock.clone(),
+                scenarios: scenarios_rx.clone(),
+                config: public_rx,
+            };
+            let (addr, h) = server::public::serve(p, state, server_stop.clone()).await?;
+            tracing::info!(%addr, "public status page listening");
+            Some(h)
+        }
+        None => None,
+    };
     let app = AppState {
         store: store.clone(),
         clock: clock.clone(),
@@ -324,6 +339,8 @@ pub async fn run_with_options(
         lead_task,
         server_stop,
         server,
+        public_server,
+        public_tx,
         credentials,
     };
     daemon.serve(&shutdown).await;
@@ -405,6 +422,10 @@ struct Daemon {
     lead_task: tokio::task::JoinHandle<()>,
     server_stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// The public status page's listener (`public_status.listen`, fixed
+    /// at start-up) and its config (components, words: swapped on reload).
+    public_server: Option<tokio::task::JoinHandle<()>>,
+    public_tx: watch::Sender<Option<Arc<crate::config::PublicStatus>>>,
     /// The credentials the server checks (replaced on reload).
     credentials: Arc<server::auth::Credentials>,
 }
@@ -656,6 +677,15 @@ impl Daemon {
         }
         self.running = runtimes;
         self.scenarios_tx.send_replace(self.running.clone());
+        if self.public_server.is_some() {
+            let (was, now) = (&self.current.public_status, &config.public_status);
+            if was.as_ref().map(|p| p.listen) != now.as_ref().map(|p| p.listen) {
+                tracing::warn!("public_status.listen changed: it takes effect at the next restart");
+            }
+            if now.is_some() {
+                self.public_tx.send_replace(now.clone().map(Arc::new));
+            }
+        }
         self.current = config;
         // A follower observes the new scenarios from now on.
         if let Some(w) = self.watch.take() {
@@ -684,7 +714,7 @@ impl Daemon {
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
         self.server_stop.cancel();
-        if let Some(h) = self.server {
+        for h in [self.server, self.public_server].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
         }
         self.store.flush().await?;

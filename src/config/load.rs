@@ -457,6 +457,7 @@ impl Cx<'_> {
                 "shutdown_grace" => self.section::<Dur>(root, key, v),
                 "http" => self.section::<super::HttpConfig>(root, key, v),
                 "slack" => self.section::<super::SlackApp>(root, key, v),
+                "public_status" => self.section::<super::PublicStatus>(root, key, v),
                 "maintenance" => self.section::<Vec<super::MaintenanceWindow>>(root, key, v),
                 "jobs" | "drills" => match v.as_mapping() {
                     Some(m) => {
@@ -762,6 +763,7 @@ impl Cx<'_> {
         self.validate_zones(config, root);
         self.validate_notifiers(config, root);
         self.validate_http(config, root);
+        self.validate_public(config, root);
         let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
         for (name, policy) in &config.escalation {
             let at = format!("escalation.{name}");
@@ -998,6 +1000,88 @@ impl Cx<'_> {
                     &format!("zones.{zone}.timeout"),
                     "timeout must be above 0s",
                 );
+            }
+        }
+    }
+
+    /// `public_status:`: components that name known targets, a
+    /// Statuspage mapping of declared components, a listener of its own.
+    fn validate_public(&mut self, config: &Config, root: &Node) {
+        let Some(p) = &config.public_status else {
+            return;
+        };
+        if p.components.is_empty() {
+            self.err(
+                root,
+                "public_status.components",
+                "declare at least one component (`NAME: { scenarios: [...], targets: [...] }`)",
+            );
+        }
+        if let Some(http) = &config.http
+            && http.listen == p.listen
+            && p.listen.port() != 0
+        {
+            self.err(
+                root,
+                "public_status.listen",
+                format!(
+                    "{} is http.listen too: the public page needs a listener of its own",
+                    p.listen
+                ),
+            );
+        }
+        let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+        for (name, c) in &p.components {
+            let at = format!("public_status.components.{name}");
+            if name.trim().is_empty() {
+                self.err(root, &at, "a component needs a name");
+            }
+            if c.scenarios.is_empty() && c.targets.is_empty() {
+                self.err(
+                    root,
+                    &at,
+                    "a component needs `scenarios` or `targets` (what affects it)",
+                );
+            }
+            for (i, t) in c.targets.iter().enumerate() {
+                if !config.targets.contains_key(t) {
+                    let mut msg = format!("unknown target {t:?}");
+                    if let Some(hint) = did_you_mean(t, known.iter().copied()) {
+                        msg = format!("{msg} ({hint})");
+                    }
+                    self.err(root, &format!("{at}.targets[{i}]"), msg);
+                }
+            }
+        }
+        if let Some(sp) = &p.statuspage {
+            if !(sp.url.starts_with("http://") || sp.url.starts_with("https://")) {
+                self.err(
+                    root,
+                    "public_status.statuspage.url",
+                    format!("{:?} must start with http:// or https://", sp.url),
+                );
+            }
+            let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if sp.page_id.is_empty() || !sp.page_id.chars().all(ok) {
+                self.err(
+                    root,
+                    "public_status.statuspage.page_id",
+                    "page_id must be Statuspage's page id (letters and digits)",
+                );
+            }
+            let names: Vec<&str> = p.components.keys().map(String::as_str).collect();
+            for (name, id) in &sp.components {
+                let at = format!("public_status.statuspage.components.{name}");
+                if !p.components.contains_key(name) {
+                    let mut msg = format!("unknown component {name:?}");
+                    if let Some(hint) = did_you_mean(name, names.iter().copied()) {
+                        msg = format!("{msg} ({hint})");
+                    }
+                    self.err(root, &at, msg);
+                }
+                if id.is_empty() || !id.chars().all(ok) {
+                    self.err(root, &at, "a Statuspage component id is letters and digits");
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 
 mod communication;
 pub mod load;
+pub mod public;
 pub(crate) mod refs;
 pub mod topology;
 pub mod zones;
@@ -20,6 +21,7 @@ use crate::secret::SecretRef;
 
 pub use communication::{Communication, OnOpen, OnSelfHealed, SeverityPolicy};
 pub use load::{load, load_str, load_str_with_env, load_with_env};
+pub use public::{PublicStatus, Statuspage};
 pub use topology::{TargetBudget, TargetLinks, Topology};
 
 /// Whether actions really run: the config's global mode, which scenarios
@@ -104,6 +106,11 @@ pub struct Config {
     /// blindness (see [`zones`]).
     #[serde(default)]
     pub zones: BTreeMap<String, zones::ZoneConfig>,
+    /// The public status page (its own listener: component names, states
+    /// and human-written updates only) and its hosted mirror; off when
+    /// absent.
+    #[serde(default)]
+    pub public_status: Option<PublicStatus>,
     /// The directory relative paths are resolved against (the config
     /// file's directory); set by the loader, not by users.
     #[serde(skip)]
@@ -168,6 +175,7 @@ impl Default for Config {
             alerts: AlertLimits::default(),
             metrics: MetricsConfig::default(),
             zones: BTreeMap::new(),
+            public_status: None,
             base_dir: PathBuf::from("."),
             warnings: Vec::new(),
             topology: Topology::default(),

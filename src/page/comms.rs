@@ -26,6 +26,7 @@ impl Pager {
     /// (RTO shares, status updates), all timed from detection. Without a
     /// communication plan nothing happens until the plan gives up.
     pub async fn opened(&self, inc: &Incident) -> Result<(), StoreError> {
+        self.public_opened(inc).await?;
         let Some((name, policy, c)) = self.comm(&inc.scenario) else {
             return Ok(());
         };

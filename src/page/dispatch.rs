@@ -19,7 +19,7 @@ use super::{Notice, NoticeKind, NotifyError, Pager, View, human};
 use crate::store::{IncidentId, IncidentState, OutboxEntry, OutboxMark, OutboxState, StoreError};
 
 /// Delivery attempts before a notice is given up on.
-const MAX_ATTEMPTS: u32 = 12;
+pub(super) const MAX_ATTEMPTS: u32 = 12;
 /// First retry delay; doubles per attempt up to [`BACKOFF_CAP`].
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -132,6 +132,7 @@ async fn process(p: &Pager, e: OutboxEntry) -> Result<(), StoreError> {
         "ack-timer" => fire_ack(p, &e).await,
         "rto-timer" => super::comms::fire_rto(p, &e).await,
         "ack-deadline" => super::comms::fire_ack_deadline(p, &e).await,
+        "public" => super::public::deliver(p, &e).await,
         k => match NoticeKind::parse(k) {
             Some(kind) => deliver(p, &e, kind).await,
             None => {
@@ -454,7 +455,9 @@ async fn view(
     // carries it.
     let mut observed = detection(&timeline);
     observed.extend(last(&["symptom"], 3));
+    let public = !p.public_components(&incident.scenario).is_empty();
     let v = View {
+        public,
         rto: info.as_ref().map(|i| i.rto),
         targets: info.map(|i| i.targets).unwrap_or_default(),
         observed,

@@ -37,10 +37,12 @@ pub mod decision;
 mod dispatch;
 pub mod log;
 pub mod pagerduty;
+pub mod public;
 pub mod slack;
+pub mod statuspage;
 pub mod webhook;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -124,6 +126,9 @@ pub struct View {
     /// `incident.cause` names this one's own cause. Dependents page no one:
     /// their cause's pages list them.
     pub dependents: Vec<String>,
+    /// The incident affects a public component (`public_status:`): Slack
+    /// offers *Post status update*.
+    pub public: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -265,6 +270,12 @@ fn build(config: &Config) -> Built {
     Built { notifiers, slack }
 }
 
+/// The Statuspage client of `public_status.statuspage`, if configured.
+fn statuspage_of(config: &Config) -> Option<Arc<statuspage::Client>> {
+    let sp = config.public_status.as_ref()?.statuspage.as_ref()?;
+    Some(Arc::new(statuspage::Client::new(sp)))
+}
+
 /// Builds the configured notifiers (by name).
 pub fn build_notifiers(config: &Config) -> HashMap<String, Arc<dyn Notifier>> {
     build(config).notifiers
@@ -276,6 +287,9 @@ struct Settings {
     slack: Vec<Arc<slack::SlackNotifier>>,
     policies: BTreeMap<String, EscalationPolicy>,
     app: Option<SlackApp>,
+    /// `public_status:` and its Statuspage client ([`public`]).
+    public: Option<crate::config::PublicStatus>,
+    statuspage: Option<Arc<statuspage::Client>>,
 }
 
 /// Runs escalation policies, delivers notices and takes human decisions.
@@ -334,6 +348,8 @@ impl Pager {
                 slack,
                 policies: config.escalation.clone(),
                 app: config.slack.clone(),
+                public: config.public_status.clone(),
+                statuspage: statuspage_of(config),
             }),
             scenarios: Mutex::new(HashMap::new()),
             wake: Notify::new(),
@@ -353,6 +369,8 @@ impl Pager {
         }
         s.policies = config.escalation.clone();
         s.app = config.slack.clone();
+        s.public = config.public_status.clone();
+        s.statuspage = statuspage_of(config);
         drop(s);
         self.wake.notify_one();
     }
@@ -377,13 +395,7 @@ impl Pager {
 
     /// Remembers what the pager needs of `scenario` for its incidents.
     pub fn register(&self, scenario: &Scenario) {
-        let targets = scenario
-            .symptoms
-            .iter()
-            .filter_map(|s| s.check.target().map(str::to_string))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let targets = public::scenario_targets(scenario);
         let plan = scenario
             .plan
             .iter()
@@ -582,6 +594,7 @@ impl Pager {
         let now = self.clock.now();
         self.cancel_pending(incident.id, &["rto-timer", "ack-deadline"], "resolved")
             .await?;
+        self.public_resolved(incident).await?;
         if comms::self_healed(self, incident, message).await? {
             self.wake.notify_one();
             return Ok(());

@@ -119,6 +119,44 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
+/// The action id of the *Post status update* button.
+pub const STATUS_UPDATE: &str = "status_update";
+/// The `callback_id` of the status update modal.
+pub const STATUS_MODAL: &str = "medic_status_update";
+
+/// The modal of *Post status update* (`views.open`): a status and the
+/// words the public status page shows for incident `id` (which affects
+/// `components`). `private_metadata` is `ID:CHANNEL`, so the submission
+/// names the incident and where to answer.
+pub fn status_update_modal(id: i64, channel: &str, components: &[String]) -> Value {
+    let option = |v: &str, label: &str| json!({ "text": plain(label), "value": v });
+    let options = vec![
+        option("investigating", "Investigating"),
+        option("identified", "Identified"),
+        option("monitoring", "Monitoring"),
+    ];
+    json!({
+        "type": "modal",
+        "callback_id": STATUS_MODAL,
+        "private_metadata": format!("{id}:{channel}"),
+        "title": plain("Public status update"),
+        "submit": plain("Post"),
+        "close": plain("Cancel"),
+        "blocks": [
+            { "type": "section", "text": mrkdwn(&format!(
+                "The public status page shows this, as written, for incident #{id} ({}). Write for users: no hosts, no internals.",
+                esc_cut(&components.join(", "), 500)
+            )) },
+            { "type": "input", "block_id": "status", "label": plain("Status"),
+              "element": { "type": "static_select", "action_id": "status",
+                           "initial_option": options[0].clone(), "options": options } },
+            { "type": "input", "block_id": "body", "label": plain("Update"),
+              "element": { "type": "plain_text_input", "action_id": "body", "multiline": true,
+                           "max_length": super::public::MAX_BODY } },
+        ],
+    })
+}
+
 /// The RTO clock: how much of the objective is used (or by how much it
 /// was missed).
 fn rto_clock(v: &View) -> String {
@@ -210,6 +248,11 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             buttons.push(json!({ "type": "button", "action_id": "reject", "value": value, "text": plain("Reject"), "style": "danger", "confirm": confirm("Reject") }));
         }
         buttons.push(json!({ "type": "button", "action_id": "escalate", "value": id, "text": plain("Escalate now") }));
+        if v.public {
+            // Opens [`status_update_modal`]: on-call writes what the
+            // public status page says.
+            buttons.push(json!({ "type": "button", "action_id": STATUS_UPDATE, "value": id, "text": plain("Post status update") }));
+        }
         buttons.push(json!({ "type": "button", "action_id": "resolve", "value": id, "text": plain("Resolve") }));
         blocks.push(
             json!({ "type": "actions", "block_id": format!("medic:{id}"), "elements": buttons }),
@@ -380,6 +423,18 @@ impl SlackNotifier {
             .unwrap_or_default())
     }
 
+    /// Opens a modal for the user whose click carried `trigger_id`
+    /// (valid for 3 s: the click is answered first, then this runs).
+    pub async fn open_view(&self, trigger_id: &str, view: &Value) -> Result<(), NotifyError> {
+        self.call(
+            "views.open",
+            Some(&json!({ "trigger_id": trigger_id, "view": view })),
+            &[],
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// A message only `user` sees (refusals, "already done by"). `text` is
     /// medic's markup: escape what it carries from elsewhere ([`escape`]).
     pub async fn ephemeral(
@@ -519,6 +574,7 @@ mod tests {
             awaiting: None,
             decisions: vec![format!("acknowledged by <@U1> {bad}")],
             dependents: Vec::new(),
+            public: false,
             now: at,
         };
         let (blocks, text) = render(&v);

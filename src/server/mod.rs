@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;
+pub mod public;
 pub mod reload;
 pub mod slack;
 pub mod status;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(reload::router())
         .merge(decisions::router().route_layer(axum::middleware::from_fn(auth::json_body)))
+        .merge(public::api_router().route_layer(axum::middleware::from_fn(auth::json_body)))
         .route_layer(with(state.clone(), auth::api));
     let read = Router::new()
         .merge(jobs::router())

@@ -15,6 +15,12 @@
 //! ephemeral refusal. A repeated click changes nothing and tells the
 //! clicker who acted first. The incident message itself is updated by the
 //! pager.
+//!
+//! *Post status update* (on incidents that affect a public component)
+//! opens a modal (`views.open`); its `view_submission` posts the update
+//! ([`crate::page::Pager::post_update`]), approvers only. A submission
+//! whose fields do not pass is answered with `response_action: errors`
+//! (the modal stays open).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -98,7 +104,7 @@ fn replay_key(signature: &str) -> String {
 /// Clicks waiting to be decided, one at a time, off the request path: the
 /// answer to Slack never waits for the store or for Slack's API, and a
 /// burst of clicks does not starve the answers.
-type Queue = mpsc::Sender<(Arc<Pager>, crate::config::SlackApp, Click)>;
+type Queue = mpsc::Sender<(Arc<Pager>, crate::config::SlackApp, Interaction)>;
 
 /// What the route keeps between requests.
 #[derive(Default)]
@@ -111,10 +117,16 @@ struct Interactions {
 impl Interactions {
     fn queue(&self) -> &Queue {
         self.queue.get_or_init(|| {
-            let (tx, mut rx) = mpsc::channel::<(Arc<Pager>, crate::config::SlackApp, Click)>(4096);
+            let (tx, mut rx) =
+                mpsc::channel::<(Arc<Pager>, crate::config::SlackApp, Interaction)>(4096);
             tokio::spawn(async move {
-                while let Some((pager, app, click)) = rx.recv().await {
-                    if let Err(e) = act(&pager, &app, click).await {
+                while let Some((pager, app, interaction)) = rx.recv().await {
+                    let done = match interaction {
+                        Interaction::Click(click) => act(&pager, &app, click).await,
+                        Interaction::OpenUpdate(o) => open_update(&pager, &app, o).await,
+                        Interaction::SubmitUpdate(u) => submit_update(&pager, &app, u).await,
+                    };
+                    if let Err(e) = done {
                         tracing::warn!(error = %e, "slack interaction: could not answer the clicker");
                     }
                 }
@@ -161,26 +173,124 @@ pub struct Click {
     channel: String,
 }
 
+/// *Post status update* clicked: the modal opens for `user`.
+pub struct OpenUpdate {
+    incident: i64,
+    user: String,
+    channel: String,
+    trigger_id: String,
+}
+
+/// The modal submitted: a public update, checked already.
+pub struct SubmitUpdate {
+    incident: i64,
+    user: String,
+    channel: String,
+    update: crate::page::public::PostUpdate,
+}
+
+/// One interaction, parsed: a decision button, the *Post status update*
+/// button, or the submission of its modal.
+pub enum Interaction {
+    Click(Click),
+    OpenUpdate(OpenUpdate),
+    SubmitUpdate(SubmitUpdate),
+}
+
+/// Why a request body was refused: malformed (400), or a modal whose
+/// fields do not pass (answered with Slack's `response_action: errors`,
+/// so the modal stays open and says which field).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    Bad(String),
+    Field { block: &'static str, error: String },
+}
+
+impl From<String> for ParseError {
+    fn from(s: String) -> Self {
+        ParseError::Bad(s)
+    }
+}
+
+impl From<&str> for ParseError {
+    fn from(s: &str) -> Self {
+        ParseError::Bad(s.to_string())
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Bad(s) => f.write_str(s),
+            ParseError::Field { block, error } => write!(f, "{block}: {error}"),
+        }
+    }
+}
+
+/// The submission of the status update modal.
+fn parse_submission(v: &serde_json::Value, user: String) -> Result<Interaction, ParseError> {
+    let view = &v["view"];
+    if view["callback_id"] != crate::page::slack::STATUS_MODAL {
+        return Err(format!(
+            "view callback_id {} is not handled (only {})",
+            view["callback_id"],
+            crate::page::slack::STATUS_MODAL
+        )
+        .into());
+    }
+    let meta = view["private_metadata"].as_str().unwrap_or_default();
+    let (inc, channel) = meta.split_once(':').unwrap_or((meta, ""));
+    let incident = inc
+        .parse::<i64>()
+        .map_err(|_| format!("private_metadata {meta:?} does not name an incident"))?;
+    let values = &view["state"]["values"];
+    let status = values["status"]["status"]["selected_option"]["value"]
+        .as_str()
+        .unwrap_or("investigating");
+    let body = values["body"]["body"]["value"].as_str().unwrap_or_default();
+    let update = crate::page::public::PostUpdate::new(&format!("<@{user}>"), status, body, "slack")
+        .map_err(|error| ParseError::Field {
+            block: if body.trim().is_empty() || body.chars().count() > crate::page::public::MAX_BODY
+            {
+                "body"
+            } else {
+                "status"
+            },
+            error,
+        })?;
+    Ok(Interaction::SubmitUpdate(SubmitUpdate {
+        incident,
+        user,
+        channel: channel.to_string(),
+        update,
+    }))
+}
+
 /// Reads an interaction request body (a form whose `payload` field is the
-/// JSON of a `block_actions` click) into a click, or says what is wrong.
-/// Public for the fuzz target (fuzz/); the route is its only other caller.
-pub fn parse(body: &[u8]) -> Result<Click, String> {
+/// JSON of a `block_actions` click or a `view_submission`), or says what
+/// is wrong. Public for the fuzz target (fuzz/); the route is its only
+/// other caller.
+pub fn parse(body: &[u8]) -> Result<Interaction, ParseError> {
     let form: HashMap<String, String> =
         serde_urlencoded::from_bytes(body).map_err(|e| format!("body is not a form: {e}"))?;
     let payload = form.get("payload").ok_or("body has no `payload` field")?;
     let v: serde_json::Value =
         serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
-    if v["type"] != "block_actions" {
-        return Err(format!(
-            "payload type {} is not handled (only block_actions)",
-            v["type"]
-        ));
-    }
     let user = v["user"]["id"]
         .as_str()
         .filter(|s| !s.is_empty())
         .ok_or("payload has no user.id")?
         .to_string();
+    if v["type"] == "view_submission" {
+        return parse_submission(&v, user);
+    }
+    if v["type"] != "block_actions" {
+        return Err(format!(
+            "payload type {} is not handled (only block_actions and view_submission)",
+            v["type"]
+        )
+        .into());
+    }
     let channel = v["channel"]["id"]
         .as_str()
         .or(v["container"]["channel_id"].as_str())
@@ -191,11 +301,29 @@ pub fn parse(body: &[u8]) -> Result<Click, String> {
         .and_then(|a| a.first())
         .ok_or("payload has no actions")?;
     let id = action["action_id"].as_str().unwrap_or_default();
+    if id == crate::page::slack::STATUS_UPDATE {
+        let value = action["value"].as_str().unwrap_or_default();
+        let incident = value
+            .parse::<i64>()
+            .map_err(|_| format!("action value {value:?} does not name an incident"))?;
+        let trigger_id = v["trigger_id"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or("payload has no trigger_id (needed to open the modal)")?
+            .to_string();
+        return Ok(Interaction::OpenUpdate(OpenUpdate {
+            incident,
+            user,
+            channel,
+            trigger_id,
+        }));
+    }
     let kind = DecisionKind::parse(id).ok_or_else(|| {
         format!(
-            "unknown action id {:?} (known: {})",
+            "unknown action id {:?} (known: {}, {})",
             id.chars().take(40).collect::<String>(),
-            DecisionKind::ALL.join(", ")
+            DecisionKind::ALL.join(", "),
+            crate::page::slack::STATUS_UPDATE
         )
     })?;
     let value = action["value"].as_str().unwrap_or_default();
@@ -207,15 +335,15 @@ pub fn parse(body: &[u8]) -> Result<Click, String> {
         .parse::<i64>()
         .map_err(|_| format!("action value {value:?} does not name an incident"))?;
     if matches!(kind, DecisionKind::Approve | DecisionKind::Reject) && step.is_none() {
-        return Err(format!("action {id} needs a step in its value (`ID:STEP`)"));
+        return Err(format!("action {id} needs a step in its value (`ID:STEP`)").into());
     }
-    Ok(Click {
+    Ok(Interaction::Click(Click {
         kind,
         incident,
         step,
         user,
         channel,
-    })
+    }))
 }
 
 async fn interactions(
@@ -283,11 +411,17 @@ async fn interactions(
             );
         }
     }
-    let click = match parse(&body) {
+    let interaction = match parse(&body) {
         Ok(c) => c,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
+        Err(ParseError::Field { block, error }) => {
+            // The modal stays open and says what to fix.
+            let answer =
+                serde_json::json!({ "response_action": "errors", "errors": { block: error } });
+            return (StatusCode::OK, axum::Json(answer)).into_response();
+        }
+        Err(ParseError::Bad(e)) => return refuse(StatusCode::BAD_REQUEST, e),
     };
-    if ix.queue().try_send((pager, app, click)).is_err() {
+    if ix.queue().try_send((pager, app, interaction)).is_err() {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many clicks waiting; try again in a moment",
@@ -351,6 +485,78 @@ async fn act(
         Ok(o) if o.first => Ok(()),
         Ok(o) => reply(format!("Nothing changed: {}.", escape_decision(&o.message))).await,
         Err(e) => reply(format!("Nothing changed: {}.", escape(&e.to_string()))).await,
+    }
+}
+
+/// An ephemeral answer to `user` in `channel`, when there is a channel.
+async fn tell(
+    pager: &Pager,
+    channel: &str,
+    user: &str,
+    text: &str,
+) -> Result<(), crate::page::NotifyError> {
+    match pager.slack_client() {
+        Some(c) if !channel.is_empty() => c.ephemeral(channel, user, text).await,
+        _ => Ok(()),
+    }
+}
+
+/// *Post status update*: an approver gets the modal.
+async fn open_update(
+    pager: &Pager,
+    app: &crate::config::SlackApp,
+    o: OpenUpdate,
+) -> Result<(), crate::page::NotifyError> {
+    if !approver(pager, app, &o.user).await {
+        tracing::warn!(user = %o.user, incident = o.incident, "refused: not an approver (status update)");
+        let text = format!(
+            "Sorry <@{}>, only approvers may post public status updates. Nothing was changed.",
+            o.user
+        );
+        return tell(pager, &o.channel, &o.user, &text).await;
+    }
+    let Some(client) = pager.slack_client() else {
+        return Ok(());
+    };
+    let scenario = match pager.incident_scenario(o.incident).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let text = format!("Nothing changed: incident {} not found.", o.incident);
+            return tell(pager, &o.channel, &o.user, &text).await;
+        }
+        Err(e) => {
+            let text = format!("Nothing changed: {}.", escape(&e.to_string()));
+            return tell(pager, &o.channel, &o.user, &text).await;
+        }
+    };
+    let components = pager.public_components(&scenario);
+    let view = crate::page::slack::status_update_modal(o.incident, &o.channel, &components);
+    client.open_view(&o.trigger_id, &view).await
+}
+
+/// The modal submitted: an approver's update is posted.
+async fn submit_update(
+    pager: &Pager,
+    app: &crate::config::SlackApp,
+    u: SubmitUpdate,
+) -> Result<(), crate::page::NotifyError> {
+    if !approver(pager, app, &u.user).await {
+        tracing::warn!(user = %u.user, incident = u.incident, "refused: not an approver (status update)");
+        let text = format!(
+            "Sorry <@{}>, only approvers may post public status updates. Nothing was changed.",
+            u.user
+        );
+        return tell(pager, &u.channel, &u.user, &text).await;
+    }
+    match pager.post_update(u.incident, u.update).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let text = format!(
+                "The status update was not posted: {}.",
+                escape(&e.to_string())
+            );
+            tell(pager, &u.channel, &u.user, &text).await
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Local fakes of the Slack Web API (`/api/METHOD`), the PagerDuty Events
-//! API v2 (`/v2/enqueue`) and a webhook receiver (`/hook`), in one HTTP
+//! API v2 (`/v2/enqueue`), Atlassian Statuspage's incident API
+//! (`/v1/pages/{page}/incidents[/{id}]`) and a webhook receiver (`/hook`), in one HTTP
 //! server on 127.0.0.1 with its own thread and runtime (so it answers
 //! whatever clock the test runs on). Every request is recorded; answers can
 //! be scripted (HTTP 429 with Retry-After, 5xx, 400) per path.
@@ -23,6 +24,8 @@ pub struct Req {
     pub body: Value,
     pub query: String,
     pub headers: HashMap<String, String>,
+    /// `METHOD /path` for Statuspage requests; empty for the others.
+    pub path: String,
 }
 
 impl Req {
@@ -37,6 +40,7 @@ impl Req {
                 "pagerduty:{}",
                 self.body["event_action"].as_str().unwrap_or("?")
             ),
+            "statuspage" => format!("statuspage:{}", self.path),
             w => w.to_string(),
         }
     }
@@ -74,6 +78,11 @@ impl Fakes {
                     .route("/api/{method}", post(slack).get(slack))
                     .route("/v2/enqueue", post(pagerduty))
                     .route("/hook", post(hook))
+                    .route("/v1/pages/{page}/incidents", post(statuspage_create))
+                    .route(
+                        "/v1/pages/{page}/incidents/{id}",
+                        axum::routing::patch(statuspage_update),
+                    )
                     .route("/healthz", get(|| async { "ok" }))
                     .with_state(f);
                 let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -135,6 +144,7 @@ impl Fakes {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
                 .collect(),
+            path: String::new(),
         });
         let (status, after) = g.script.get_mut(what)?.pop_front()?;
         let mut resp = (
@@ -188,6 +198,7 @@ async fn slack(
         }
         "chat.update" => json!({ "ok": true, "channel": body["channel"], "ts": body["ts"] }),
         "chat.postEphemeral" => json!({ "ok": true, "message_ts": "1700000000.999999" }),
+        "views.open" => json!({ "ok": true, "view": { "id": "V0MODAL" } }),
         "conversations.history" => {
             let ms: Vec<Value> = g
                 .messages
@@ -230,6 +241,56 @@ async fn pagerduty(State(f): State<Fakes>, headers: HeaderMap, body: Bytes) -> R
         axum::Json(json!({ "status": "success", "message": "Event processed", "dedup_key": body["dedup_key"] })),
     )
         .into_response()
+}
+
+/// Records a Statuspage request (`what` is `statuspage`, `path` its
+/// method and path); a scripted answer, if any.
+fn statuspage_record(
+    f: &Fakes,
+    headers: &HeaderMap,
+    path: String,
+    body: &Bytes,
+) -> Option<Response> {
+    let r = f.record("statuspage", headers, String::new(), parse_body(body));
+    if let Some(last) = f.0.lock().unwrap().reqs.last_mut() {
+        last.path = path;
+    }
+    r
+}
+
+async fn statuspage_create(
+    State(f): State<Fakes>,
+    Path(page): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("POST /v1/pages/{page}/incidents");
+    if let Some(r) = statuspage_record(&f, &headers, path, &body) {
+        return r;
+    }
+    let n = {
+        let mut g = f.0.lock().unwrap();
+        g.next_ts += 1;
+        g.next_ts
+    };
+    let mut v = parse_body(&body)["incident"].clone();
+    v["id"] = json!(format!("sp{n}"));
+    (StatusCode::CREATED, axum::Json(v)).into_response()
+}
+
+async fn statuspage_update(
+    State(f): State<Fakes>,
+    Path((page, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("PATCH /v1/pages/{page}/incidents/{id}");
+    if let Some(r) = statuspage_record(&f, &headers, path, &body) {
+        return r;
+    }
+    let mut v = parse_body(&body)["incident"].clone();
+    v["id"] = json!(id);
+    axum::Json(v).into_response()
 }
 
 async fn hook(

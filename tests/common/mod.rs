@@ -3,6 +3,7 @@
 //! killed *and waited on* (no zombies) when the test ends.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_kube;
 pub mod fake_paging;
 pub mod moto;
