@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::browser::Driver;
 use common::fake_paging::{Fakes, Req, post_click};
 use medic::clock::Clock;
-use medic::store::MemoryStore;
 use medic::store::prelude::*;
+use medic::store::{MemoryStore, SqliteStore, Store};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,9 @@ const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const ONCALL: &str = "U0ONCALL";
 
 struct Medic {
-    store: Arc<MemoryStore>,
+    store: Arc<dyn Store>,
+    config: medic::config::Config,
+    rule: String,
     fakes: Fakes,
     url: String,
     public: String,
@@ -44,12 +46,20 @@ fn secret_file(dir: &Path, name: &str, value: &str) -> String {
 /// fails), its component `Patient portal` on Statuspage as `cmpPortal`,
 /// and `Records` (nothing open on it); Slack (with its app) when `slack`.
 async fn start(slack: bool) -> Medic {
-    start_with(slack, "critical").await
+    start_with(slack, "critical", Arc::new(MemoryStore::new()), &[]).await
 }
 
-/// [`start`] with the rule's severity set to `severity`.
-async fn start_with(slack: bool, severity: &str) -> Medic {
+/// [`start`] with the rule's severity set to `severity`, on `store`, the
+/// Statuspage fake's first answers `statuspage` (scripted before the
+/// incident can open).
+async fn start_with(
+    slack: bool,
+    severity: &str,
+    store: Arc<dyn Store>,
+    statuspage: &[(u16, Option<u64>)],
+) -> Medic {
     let (fakes, base) = Fakes::start();
+    fakes.script("statuspage", statuspage);
     let dir = tempfile::tempdir().unwrap();
     let (port, public) = (common::free_port(), common::free_port());
     let app_port = common::free_port();
@@ -94,15 +104,7 @@ notifiers:
     let config = medic::config::load_str("medic.yaml", &config).unwrap();
     let rule = common::app_down_rule(app_port, "15m", "200ms", "")
         .replace("severity: critical", &format!("severity: {severity}"));
-    let sc = medic::rules::load_str("rules/app.yaml", &rule, &config).unwrap();
-    let (runtimes, refused) = medic::daemon::build_runtimes(&config, vec![sc]);
-    assert!(refused.is_empty());
-    let store = Arc::new(MemoryStore::new());
-    let shutdown = CancellationToken::new();
-    let (s, st, c) = (store.clone(), shutdown.clone(), config.clone());
-    let task = tokio::spawn(async move {
-        medic::daemon::run_with(&c, runtimes, 0, s, Clock::system(), st).await
-    });
+    let (shutdown, task) = run(&config, &rule, store.clone());
     let url = format!("http://127.0.0.1:{port}");
     common::eventually(Duration::from_secs(10), "medic's HTTP server", || async {
         reqwest::get(format!("{url}/healthz")).await.is_ok()
@@ -110,6 +112,8 @@ notifiers:
     .await;
     Medic {
         store,
+        config,
+        rule,
         fakes,
         url,
         public: format!("http://127.0.0.1:{public}"),
@@ -118,6 +122,27 @@ notifiers:
         task,
         _dir: dir,
     }
+}
+
+/// Runs the daemon on `config` with the one rule `rule` until the token
+/// is cancelled.
+fn run(
+    config: &medic::config::Config,
+    rule: &str,
+    store: Arc<dyn Store>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let sc = medic::rules::load_str("rules/app.yaml", rule, config).unwrap();
+    let (runtimes, refused) = medic::daemon::build_runtimes(config, vec![sc]);
+    assert!(refused.is_empty());
+    let shutdown = CancellationToken::new();
+    let (st, c) = (shutdown.clone(), config.clone());
+    let task = tokio::spawn(async move {
+        medic::daemon::run_with(&c, runtimes, 0, store, Clock::system(), st).await
+    });
+    (shutdown, task)
 }
 
 impl Medic {
@@ -179,6 +204,26 @@ impl Medic {
     async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
+    }
+
+    /// Stops the daemon and starts it again on `store` (the same file,
+    /// opened anew), with the same config and fakes.
+    async fn restart(mut self, store: Arc<dyn Store>) -> Medic {
+        self.shutdown.cancel();
+        (&mut self.task).await.unwrap().unwrap();
+        let (shutdown, task) = run(&self.config, &self.rule, store.clone());
+        let url = self.public.clone();
+        common::eventually(Duration::from_secs(10), "the public page again", || {
+            let url = url.clone();
+            async move { reqwest::get(format!("{url}/")).await.is_ok() }
+        })
+        .await;
+        Medic {
+            store,
+            shutdown,
+            task,
+            ..self
+        }
     }
 }
 
@@ -355,7 +400,7 @@ async fn a_failing_statuspage_is_retried_and_the_update_waits_for_the_creation()
 /// degraded and on-call's update, and nothing internal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_page_in_headless_chromium_shows_the_degraded_component_and_the_update_only() {
-    let m = start_with(false, "warning").await;
+    let m = start_with(false, "warning", Arc::new(MemoryStore::new()), &[]).await;
     let id = m.incident_id().await;
     let update = json!({ "by": "alice", "status": "identified", "body": UPDATE });
     assert_eq!(m.post_update(id, API_TOKEN, update).await.0, 200);
@@ -567,5 +612,52 @@ async fn slack_post_status_update_opens_a_modal_whose_submission_is_posted() {
         .filter(|e| e.kind == "public-update")
         .count();
     assert_eq!(n, 1);
+    m.stop().await;
+}
+
+/// An update and the Statuspage incident id are in the store: after a
+/// restart (SQLite, opened anew) the page still shows the update and the
+/// resolution PATCHes the same Statuspage incident (no second one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_and_the_statuspage_incident_survive_a_restart() {
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().join("medic.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let m = start_with(false, "high", store, &[]).await;
+    let id = m.incident_id().await;
+    let update =
+        json!({ "by": "alice", "status": "monitoring", "body": "A fix is out; we are watching." });
+    assert_eq!(m.post_update(id, API_TOKEN, update).await.0, 200);
+    m.wait_statuspage(2).await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let m = m.restart(store).await;
+    let (_, html) = m.page().await;
+    assert!(
+        html.contains("Patient portal</span><span class=\"state\">Partial outage"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Monitoring</span> — <span class=\"body\">A fix is out; we are watching."),
+        "{html}"
+    );
+    let listener = std::net::TcpListener::bind(("127.0.0.1", m.app_port)).unwrap();
+    let reqs = m.wait_statuspage(3).await;
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "POST /v1/pages/page1/incidents",
+            "PATCH /v1/pages/page1/incidents/sp1",
+            "PATCH /v1/pages/page1/incidents/sp1",
+        ]
+    );
+    assert_eq!(reqs[2].body["incident"]["status"], "resolved");
+    assert_eq!(
+        reqs[2].body["incident"]["components"],
+        json!({ "cmpPortal": "operational" })
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(m.statuspage().len(), 3, "{:?}", m.fakes.shorts());
+    drop(listener);
     m.stop().await;
 }
