@@ -374,9 +374,8 @@ async fn statuspage_hears_open_update_and_resolve_as_exact_requests() {
 /// update waits behind it (one incident, never a PATCH before its POST).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_statuspage_is_retried_and_the_update_waits_for_the_creation() {
-    let m = start(false).await;
-    m.fakes
-        .script("statuspage", &[(503, Some(1)), (503, Some(1))]);
+    let failing = [(503, Some(1)), (503, Some(1))];
+    let m = start_with(false, "critical", Arc::new(MemoryStore::new()), &failing).await;
     let id = m.incident_id().await;
     let update =
         json!({ "by": "alice", "status": "monitoring", "body": "A fix is out; we are watching." });
