@@ -560,3 +560,25 @@ fn overlapping_scenarios_are_warned_about_and_cycles_refused() {
         "{errs:?}"
     );
 }
+
+/// A public component naming a scenario no rule file has would never
+/// degrade: a warning at the name, with a suggestion.
+#[test]
+fn a_public_component_naming_no_loaded_scenario_is_a_warning() {
+    let dir = setup_with(RULE, |c| {
+        format!(
+            "{c}public_status:\n  listen: 127.0.0.1:0\n  components:\n    Portal: {{ scenarios: [cache, cachee] }}\n"
+        )
+    });
+    let summary = check_with_env(Some(&dir.path().join("medic.yaml")), &[], no_env())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let line = SHIPPED_CONFIG.lines().count() + 4;
+    let got: Vec<String> = summary.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [format!(
+            "{}/medic.yaml:{line}:34: warning: public component names scenario \"cachee\", which is not among the rule files loaded (did you mean \"cache\"?)",
+            dir.path().display()
+        )]
+    );
+}

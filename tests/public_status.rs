@@ -14,7 +14,6 @@ use std::time::Duration;
 use common::browser::Driver;
 use common::fake_paging::{Fakes, Req, post_click};
 use medic::clock::Clock;
-use medic::store::prelude::*;
 use medic::store::{MemoryStore, SqliteStore, Store};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;

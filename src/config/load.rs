@@ -188,6 +188,18 @@ pub(crate) fn load_str_checked(
     config.topology = super::Topology::new(links);
     cx.validate(&config, &merged);
     cx.validate_topology(&config, &whole);
+    if let Some(p) = config.public_status.as_mut() {
+        // Where each component's scenario names sit: the rules, loaded
+        // later, say which are unknown (`rules::overlap`).
+        let mut refs = Vec::new();
+        for (name, c) in &p.components {
+            for (i, s) in c.scenarios.iter().enumerate() {
+                let at = format!("public_status.components.{name}.scenarios[{i}]");
+                refs.push((s.clone(), cx.at_path(&merged, &at, false, String::new())));
+            }
+        }
+        p.scenario_refs = refs;
+    }
     config.warnings = sorted(std::mem::take(&mut cx.warnings));
     (Some(config), sorted(cx.y.out))
 }

@@ -45,6 +45,10 @@ pub struct PublicStatus {
     /// Atlassian Statuspage, kept in step through the outbox.
     #[serde(default)]
     pub statuspage: Option<Statuspage>,
+    /// Each scenario name of `components` with its place in the config
+    /// (set by the loader): the rules loaded say which are unknown.
+    #[serde(skip)]
+    pub scenario_refs: Vec<(String, crate::diag::Diagnostic)>,
 }
 
 /// One public component: what affects it.

@@ -1,5 +1,6 @@
-//! Checks across scenarios: what `supersedes` names, and two scenarios
-//! that can act on one target with nothing ordering them.
+//! Checks across scenarios: what `supersedes` (and a public component)
+//! names, and two scenarios that can act on one target with nothing
+//! ordering them.
 //!
 //! medic keeps one actor per target at run time (a lock, a target budget),
 //! but a lock only takes turns: it does not say which scenario should act.
@@ -58,6 +59,23 @@ pub(crate) fn across(
         }
     }
     let Some(config) = config else { return };
+    // A public component that names no loaded scenario never degrades.
+    for (name, d) in config
+        .public_status
+        .iter()
+        .flat_map(|p| p.scenario_refs.iter())
+    {
+        if !names.contains(&name.as_str()) {
+            let hint = did_you_mean(name, names.iter().copied())
+                .map_or_else(String::new, |h| format!(" ({h})"));
+            warnings.push(Diagnostic {
+                message: format!(
+                    "warning: public component names scenario {name:?}, which is not among the rule files loaded{hint}"
+                ),
+                ..d.clone()
+            });
+        }
+    }
     for i in 0..scenarios.len() {
         for j in i + 1..scenarios.len() {
             let (a, b) = (&scenarios[i], &scenarios[j]);
