@@ -677,6 +677,9 @@ impl Daemon {
         }
         self.running = runtimes;
         self.scenarios_tx.send_replace(self.running.clone());
+        if self.public_server.is_none() && config.public_status.is_some() {
+            tracing::warn!("public_status added: its listener starts at the next restart");
+        }
         if self.public_server.is_some() {
             let (was, now) = (&self.current.public_status, &config.public_status);
             if was.as_ref().map(|p| p.listen) != now.as_ref().map(|p| p.listen) {
