@@ -1,11 +1,19 @@
 //! Acceptance: a real medic binary watching a PostgreSQL *cluster* (a real
 //! primary and its streaming replica, `db: { members: [db-a, db-b] }`).
-//! The primary is killed; medic promotes the replica without any fence
-//! command (the old primary is unreachable: `old_primary_unreachable:
-//! proceed`); the `db` check follows the new primary and the incident
-//! resolves. The old primary is started again: medic fences it on sight
-//! with no command (it then refuses INSERTs), and the shipped
+//! The primary takes a last write its replica never receives (its WAL
+//! sender is stopped: the tail asynchronous replication loses) and is
+//! killed; medic promotes the replica without any fence command. The old
+//! primary is unreachable, but its data directory is on medic's host
+//! (`data_dir:` on the member): the failover demotes it on disk first
+//! (`standby.signal`, `primary_conninfo` to the new primary). The `db`
+//! check follows the new primary and the incident resolves. The old
+//! primary is started again: it comes back in recovery and refuses the
+//! INSERT sent the moment it accepts connections; its WAL went past the
+//! fork, so it cannot follow the new primary, and the shipped
 //! `rules/database-old-primary.yaml` opens the rebuild incident.
+//! `demoted_on_disk_rejoins_as_a_replica` shows the other outcome: an old
+//! primary whose WAL the replica had (a clean stop) restarts as a
+//! streaming replica of the new primary, Patroni's way.
 //!
 //! `fence_trials` (ignored; `scripts/pg-fence-trials.sh`) repeats the
 //! restart-and-INSERT race 10 times and prints "N of 10 writable".
@@ -30,9 +38,11 @@ fn setup(c: &Pg) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("rules")).unwrap();
-    let member = |port: u16| {
+    let member = |n: &common::pg::PgNode| {
         format!(
-            "{{ postgres: {{ host: 127.0.0.1, port: {port}, user: postgres, dbname: postgres, peer_timeout: 1s }} }}"
+            "{{ postgres: {{ host: 127.0.0.1, port: {}, user: postgres, dbname: postgres, peer_timeout: 1s, data_dir: {} }} }}",
+            n.port,
+            n.data.display()
         )
     };
     std::fs::write(
@@ -43,8 +53,8 @@ fn setup(c: &Pg) -> Setup {
              rules: [rules]\n\
              shutdown_grace: 5s\n\
              targets:\n  db: {{ postgres: {{ members: [db-a, db-b] }} }}\n  db-a: {}\n  db-b: {}\n",
-            member(c.primary.port),
-            member(c.replica().port)
+            member(&c.primary),
+            member(c.replica())
         ),
     )
     .unwrap();
@@ -161,8 +171,22 @@ fn trial() -> (Pg, Setup, Medic, Trial) {
     let medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
     std::thread::sleep(Duration::from_secs(2));
 
+    // A last write the replica never receives: its WAL sender is stopped
+    // first, so the old primary's WAL goes past the new timeline's fork.
+    let sender: i32 = c
+        .primary
+        .psql("SELECT pid FROM pg_stat_replication")
+        .parse()
+        .expect("one WAL sender");
+    let sender = nix::unistd::Pid::from_raw(sender);
+    nix::sys::signal::kill(sender, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // Two statements: in one they are one transaction, checkpointed before
+    // its (asynchronous) commit.
+    c.primary.psql("INSERT INTO t VALUES (9)");
+    c.primary.psql("CHECKPOINT");
     let killed = Instant::now();
     c.primary.kill9();
+    nix::sys::signal::kill(sender, nix::sys::signal::Signal::SIGKILL).unwrap();
     wait_until(
         Duration::from_secs(60),
         "the replica to take writes",
@@ -178,8 +202,8 @@ fn trial() -> (Pg, Setup, Medic, Trial) {
         },
     );
 
-    // The old primary comes back as it was: a primary on timeline 1. A
-    // client that was never repointed writes the moment it can.
+    // The old primary is started again (its host restarted it). A client
+    // that was never repointed writes the moment it can.
     c.primary.start();
     let insert = c.primary.try_psql("INSERT INTO t VALUES (3)");
     let writable = insert.is_ok();
@@ -241,13 +265,20 @@ fn cluster_failover_follows_the_new_primary_and_fences_the_returning_old_one() {
             "step promote-replica: gate old-primary-fenced passed: db-a cannot be reached to fence it",
         ),
         at(
-            "step promote-replica: verified by the action: db-b promoted: pg_is_in_recovery() = false, timeline 1 → 2",
+            "step promote-replica: verified by the action: db-b promoted: pg_is_in_recovery() = false, timeline 1 → 2; db-a demoted on disk in",
         ),
         at("step repoint-backend: verified: db_down cleared"),
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{tl:#?}");
     assert!(
-        tl.iter().any(|m| m.contains("old_primary_unreachable: proceed: clients are repointed, and cluster \"db\" fences db-a on sight when it answers again")),
+        tl.iter().any(|m| m.contains("is on medic's host: it is demoted on disk before the promotion (standby.signal, primary_conninfo to the new primary), so it restarts in recovery")),
+        "{tl:#?}"
+    );
+    assert!(
+        tl.iter().any(|m| m.contains(&format!(
+            "standby.signal, primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=db-a' (a standby of db-b); it restarts in recovery, read-only",
+            c.replica().port
+        ))),
         "{tl:#?}"
     );
     assert!(s.repointed.exists());
@@ -259,16 +290,76 @@ fn cluster_failover_follows_the_new_primary_and_fences_the_returning_old_one() {
             .any(|m| m.starts_with("opened: old_primary_back firing")),
         "{tl:#?}"
     );
-    // Fenced on sight before the scenario's own fence step ran.
+    // The scenario's fence step finds nothing to fence: it is a standby.
     assert!(
         tl.iter().any(|m| m.contains(
-            "db-a is already fenced (default_transaction_read_only = on): rebuild it as a replica"
+            "db-a is in recovery (a standby, read-only) but does not follow the new primary yet: nothing to fence; rebuild it as a replica"
         )),
         "{tl:#?}"
     );
-    // Only the new primary has row 2, and the old one never got row 3.
-    assert_eq!(c.replica().psql("SELECT count(*) FROM t WHERE id = 3"), "0");
-    assert_eq!(c.primary.psql("SELECT count(*) FROM t"), "1");
+    // The old primary is a standby on its own timeline: it has its lost
+    // row 9, never row 3; the new primary has row 2 and neither 9 nor 3.
+    assert!(c.primary.in_recovery());
+    assert_eq!(
+        c.primary
+            .psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
+        "1,9"
+    );
+    assert_eq!(
+        c.replica()
+            .psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t"),
+        "1,2"
+    );
+}
+
+/// The other outcome of a demotion on disk: the old primary stopped with
+/// nothing the replica lacks (a clean stop ships its last WAL), so after
+/// the promotion it restarts in recovery and streams from the new primary
+/// on the new timeline, as Patroni's restarted node rejoins.
+#[test]
+fn demoted_on_disk_rejoins_as_a_replica() {
+    let mut c = Pg::with_replica();
+    c.primary
+        .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
+    c.wait_caught_up(Duration::from_secs(20));
+    c.primary.stop_fast();
+    let new = medic::config::PostgresTarget {
+        host: "127.0.0.1".into(),
+        port: c.replica().port,
+        user: "postgres".into(),
+        dbname: "postgres".into(),
+        ..Default::default()
+    };
+    let done =
+        medic::connect::pg_demote::demote(&c.primary.data, "db-a", "db-b", &new, "test").unwrap();
+    assert!(
+        done.detail.contains("db-a demoted on disk"),
+        "{}",
+        done.detail
+    );
+    assert_eq!(c.replica().psql("SELECT pg_promote(true, 30)"), "t");
+    c.replica().psql("INSERT INTO t VALUES (2)");
+    c.primary.start();
+    assert!(c.primary.in_recovery());
+    assert!(
+        c.primary
+            .try_psql("INSERT INTO t VALUES (3)")
+            .is_err_and(|e| e.contains("cannot execute INSERT in a read-only transaction"))
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the old primary to stream row 2 from the new primary",
+        || {
+            c.primary
+                .try_psql("SELECT count(*) FROM t WHERE id = 2")
+                .is_ok_and(|n| n == "1")
+        },
+    );
+    assert_eq!(
+        c.primary
+            .psql("SELECT status || ' ' || received_tli FROM pg_stat_wal_receiver"),
+        "streaming 2"
+    );
 }
 
 #[test]

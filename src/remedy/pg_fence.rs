@@ -114,9 +114,9 @@ impl Action for Fence {
                             Ok(r) => done.push(r.detail),
                             Err(e) => failed.push(e),
                         },
-                        Some(Seen::Answered(_)) => {
-                            done.push(format!("{name} is a replica: nothing to fence"))
-                        }
+                        Some(Seen::Answered(_)) => done.push(format!(
+                            "{name} is in recovery (a standby, read-only) but does not follow the new primary yet: nothing to fence; rebuild it as a replica"
+                        )),
                         _ => done.push(format!(
                             "{name} does not answer: fenced on sight when it answers again"
                         )),
