@@ -452,10 +452,34 @@ async fn a_cluster_check_follows_the_master_after_a_promotion() {
         "{o:?}"
     );
 
+    // redis.flush on `cache` flushes the new master, not the old one.
+    assert_eq!(raw(ap, "SET patient:1 old"), "+OK");
+    assert_eq!(raw(bp, "SET patient:1 new"), "+OK");
+    {
+        use medic::remedy::redis_flush::{RedisFlush, RedisFlushParams};
+        use medic::remedy::{Action, ActionContext};
+        let flush = RedisFlush::build(
+            &RedisFlushParams {
+                target: "cache".into(),
+                pattern: Some("patient:*".into()),
+            },
+            &config,
+        )
+        .unwrap();
+        let ctx = ActionContext::new("t:0:1", Duration::from_secs(10));
+        let pre = flush.preflight(&ctx).await;
+        assert!(pre.refusal().is_none(), "{pre:#?}");
+        let r = flush.run(&ctx).await;
+        assert!(r.ok && r.data["deleted"] == 1, "{r:#?}");
+    }
+    assert_eq!(raw(bp, "EXISTS patient:1"), ":0");
+    assert_eq!(raw(ap, "EXISTS patient:1"), ":1");
+
     // The old master dies: `cache` stays on cache-b.
+    let on_b = calls(bp, "set");
     a.kill();
     assert_eq!(master.run().await, Outcome::Ok);
-    assert_eq!(calls(bp, "set"), on_b + 2);
+    assert_eq!(calls(bp, "set"), on_b + 1);
     drop(_b);
     let o = master.run().await;
     assert!(
