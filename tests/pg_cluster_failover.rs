@@ -34,15 +34,37 @@ struct Setup {
     repointed: PathBuf,
 }
 
-fn setup(c: &Pg) -> Setup {
+/// How medic reaches the old primary's data directory.
+#[derive(Clone, Copy)]
+enum Demote {
+    /// `data_dir:` (on medic's host).
+    DataDir,
+    /// `demote_command:`, as for a host elsewhere (here `sh` writes what
+    /// an `ssh` would).
+    Command,
+}
+
+fn setup(c: &Pg, how: Demote) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("rules")).unwrap();
     let member = |n: &common::pg::PgNode| {
+        let demote = match how {
+            Demote::DataDir => format!("data_dir: {}", n.data.display()),
+            Demote::Command => format!(
+                "demote_command: {}",
+                serde_json::to_string(&[
+                    "sh",
+                    "-c",
+                    "touch \"$0/standby.signal\" && printf \"primary_conninfo = '%s'\\n\" \"$MEDIC_PRIMARY_CONNINFO\" >> \"$0/postgresql.auto.conf\" && echo \"$MEDIC_MEMBER is a standby of $MEDIC_NEW_PRIMARY\"",
+                    &n.data.display().to_string(),
+                ])
+                .unwrap()
+            ),
+        };
         format!(
-            "{{ postgres: {{ host: 127.0.0.1, port: {}, user: postgres, dbname: postgres, peer_timeout: 1s, data_dir: {} }} }}",
+            "{{ postgres: {{ host: 127.0.0.1, port: {}, user: postgres, dbname: postgres, peer_timeout: 1s, {demote} }} }}",
             n.port,
-            n.data.display()
         )
     };
     std::fs::write(
@@ -162,12 +184,12 @@ struct Trial {
 
 /// One trial on a fresh cluster under a fresh medic: kill, fail over,
 /// resolve, restart the old primary and race an INSERT against the fence.
-fn trial() -> (Pg, Setup, Medic, Trial) {
+fn trial(how: Demote) -> (Pg, Setup, Medic, Trial) {
     let mut c = Pg::with_replica();
     c.primary
         .psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)");
     c.wait_caught_up(Duration::from_secs(20));
-    let s = setup(&c);
+    let s = setup(&c, how);
     let medic = Medic::start(&s.config, &s.dir.path().join("medic.log"));
     std::thread::sleep(Duration::from_secs(2));
 
@@ -221,7 +243,7 @@ fn trial() -> (Pg, Setup, Medic, Trial) {
 
 #[test]
 fn cluster_failover_follows_the_new_primary_and_fences_the_returning_old_one() {
-    let (c, s, mut medic, t) = trial();
+    let (c, s, mut medic, t) = trial(Demote::DataDir);
     eprintln!(
         "SIGKILL → promoted replica took a write: {:.2}s",
         t.failover.as_secs_f64()
@@ -312,6 +334,46 @@ fn cluster_failover_follows_the_new_primary_and_fences_the_returning_old_one() {
     );
 }
 
+/// A member on another host is demoted by its `demote_command`, given the
+/// new primary in its environment: the restarted old primary is a standby
+/// and refuses the INSERT.
+#[test]
+fn a_member_elsewhere_is_demoted_by_its_demote_command() {
+    let (c, s, mut medic, t) = trial(Demote::Command);
+    assert!(
+        t.insert
+            .as_ref()
+            .is_err_and(|e| e.contains("cannot execute INSERT in a read-only transaction")),
+        "the old primary took a write: {:?}",
+        t.insert
+    );
+    assert!(medic.stop().success());
+    let all = incidents(&s.db);
+    let (failover, tl) = find(&all, "database-failure").unwrap();
+    assert_eq!(failover.state, IncidentState::Resolved, "{tl:#?}");
+    assert!(
+        tl.iter()
+            .any(|m| m.contains("db-a cannot be reached to fence it")
+                && m.contains("its demote_command runs before the promotion")),
+        "{tl:#?}"
+    );
+    assert!(
+        tl.iter().any(|m| m
+            .starts_with("step promote-replica: verified by the action: db-b promoted")
+            && m.contains("; db-a demoted by its demote_command (")),
+        "{tl:#?}"
+    );
+    assert!(c.primary.in_recovery());
+    let conf = std::fs::read_to_string(c.primary.data.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        conf.contains(&format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=db-a'",
+            c.replica().port
+        )),
+        "{conf}"
+    );
+}
+
 /// The other outcome of a demotion on disk: the old primary stopped with
 /// nothing the replica lacks (a clean stop ships its last WAL), so after
 /// the promotion it restarts in recovery and streams from the new primary
@@ -371,7 +433,7 @@ fn fence_trials() {
         .unwrap_or(10);
     let mut writable = 0;
     for i in 0..runs {
-        let (_c, _s, mut medic, t) = trial();
+        let (_c, _s, mut medic, t) = trial(Demote::DataDir);
         writable += usize::from(t.writable);
         eprintln!(
             "trial {}: failover {:.2}s, INSERT on the restarted old primary: {}",

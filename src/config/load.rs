@@ -1211,6 +1211,13 @@ impl Cx<'_> {
                         "data_dir belongs to a member (one server), not to the cluster",
                     );
                 }
+                if t.demote_command.is_some() {
+                    self.err(
+                        root,
+                        &format!("{at}.demote_command"),
+                        "demote_command belongs to a member (one server), not to the cluster",
+                    );
+                }
                 let mut seen = std::collections::HashSet::new();
                 for (i, m) in t.members.iter().enumerate() {
                     let mat = format!("{at}.members[{i}]");
@@ -1253,6 +1260,21 @@ impl Cx<'_> {
                         &format!("{at}.fence_on_sight"),
                         "fence_on_sight applies to a cluster (members)",
                     );
+                }
+                if let Some(c) = &t.demote_command {
+                    if c.first().is_none_or(|a| a.trim().is_empty()) {
+                        self.err(
+                            root,
+                            &format!("{at}.demote_command"),
+                            "demote_command needs a program: [PROGRAM, ARG...]",
+                        );
+                    } else if t.data_dir.is_some() {
+                        self.err(
+                            root,
+                            &format!("{at}.demote_command"),
+                            "data_dir or demote_command: a member is demoted one way",
+                        );
+                    }
                 }
                 if let Some(d) = &t.data_dir
                     && !d.is_absolute()
@@ -1823,6 +1845,16 @@ escalation:
             [
                 "medic.yaml:3:44: data_dir belongs to a member (one server), not to the cluster",
                 "medic.yaml:5:36: data_dir must be an absolute path (the member's data directory on medic's host), not \"pgdata\"",
+            ]
+        );
+        assert_eq!(
+            errors(
+                "targets:\n  db-a:\n    postgres: { host: h, demote_command: [] }\n  db-b:\n    postgres: { host: h, data_dir: /x, demote_command: [ssh] }\n",
+                &[]
+            ),
+            [
+                "medic.yaml:3:42: demote_command needs a program: [PROGRAM, ARG...]",
+                "medic.yaml:5:56: data_dir or demote_command: a member is demoted one way",
             ]
         );
     }

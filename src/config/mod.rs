@@ -462,6 +462,14 @@ pub struct PostgresTarget {
     /// `primary_conninfo` naming the new primary, so a restart brings it
     /// back in recovery (read-only), never as a second primary.
     pub data_dir: Option<std::path::PathBuf>,
+    /// On a member on another host: a command (argv, no shell) that
+    /// demotes it while it is down, run by a failover before promoting
+    /// another, e.g. `[ssh, db1, sudo, -u, postgres, touch,
+    /// /var/lib/postgresql/15/main/standby.signal]`. Its environment names
+    /// the new primary: `MEDIC_MEMBER`, `MEDIC_NEW_PRIMARY`,
+    /// `MEDIC_PRIMARY_HOST`, `MEDIC_PRIMARY_PORT`, `MEDIC_PRIMARY_CONNINFO`
+    /// (for its `primary_conninfo`). Exit 0 is demoted.
+    pub demote_command: Option<Vec<String>>,
 }
 
 /// Default `peer_timeout`.

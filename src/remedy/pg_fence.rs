@@ -25,7 +25,7 @@ pub struct FenceParams {
 }
 
 enum Aim {
-    One(Member),
+    One(Box<Member>),
     Demoted(Arc<Cluster>),
 }
 
@@ -49,10 +49,10 @@ impl Fence {
                 )));
             }
             None => match config.targets.get(&p.target) {
-                Some(TargetConfig::Postgres(t)) if !t.is_cluster() => Aim::One(Member {
+                Some(TargetConfig::Postgres(t)) if !t.is_cluster() => Aim::One(Box::new(Member {
                     name: p.target.clone(),
                     target: t.clone(),
-                }),
+                })),
                 _ => {
                     return Err(BuildError::Invalid(format!(
                         "target {:?} is not one postgres server",

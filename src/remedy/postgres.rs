@@ -683,6 +683,16 @@ impl Action for PromoteReplica {
                             .unwrap_or_default()
                     ),
                 ),
+                (_, Some(_))
+                    if on_disk.is_none() && roles.primary.target.demote_command.is_some() =>
+                {
+                    Gate::pass(
+                        "old-primary-fenced",
+                        format!(
+                            "{name} cannot be reached to fence it ({e}); its demote_command runs before the promotion (it restarts as a standby of the new primary); should it fail, old_primary_unreachable: {policy}"
+                        ),
+                    )
+                }
                 (OldPrimaryUnreachable::Refuse, _) if matches!(on_disk, Some((_, Err(_)))) => {
                     Gate::fail(
                         "old-primary-fenced",
@@ -830,6 +840,7 @@ impl Action for PromoteReplica {
         };
         let mut data = json!({ "candidate": chosen, "old_primary": roles.primary.name });
         let mut demoted: Option<crate::connect::pg_demote::Demoted> = None;
+        let mut remote_demotion: Option<String> = None;
         let t = Self::probe_timeout(ctx);
         // Fence first: the old primary must not accept writes any more.
         if let Some(fence) = &self.fence {
@@ -909,6 +920,55 @@ impl Action for PromoteReplica {
                         }
                     }
                 }
+                // Down, on another host: its own demote command (ssh...).
+                Err(_) if m.target.demote_command.is_some() => {
+                    let args = m.target.demote_command.clone().unwrap_or_default();
+                    let env = [
+                        ("MEDIC_MEMBER", m.name.clone()),
+                        ("MEDIC_NEW_PRIMARY", chosen.to_string()),
+                        ("MEDIC_PRIMARY_HOST", node.target.host.clone()),
+                        ("MEDIC_PRIMARY_PORT", node.target.port.to_string()),
+                        (
+                            "MEDIC_PRIMARY_CONNINFO",
+                            crate::connect::pg_demote::conninfo(&node.target, &m.name),
+                        ),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), super::k8s::EnvValue::Plain(v)))
+                    .collect();
+                    let r = match ExecAction::build(&ExecParams {
+                        args,
+                        env,
+                        cwd: None,
+                    }) {
+                        Ok(a) => a.run(ctx).await,
+                        Err(e) => ActionResult::failed(e.to_string(), json!({})),
+                    };
+                    if r.ok {
+                        let d = format!(
+                            "{} demoted by its demote_command ({}): it restarts as a standby of {chosen}",
+                            m.name, r.detail
+                        );
+                        data["fence"] = json!({ "ok": true, "detail": d, "command": r.data });
+                        remote_demotion = Some(d);
+                    } else {
+                        data["fence"] =
+                            json!({ "ok": false, "detail": r.detail, "command": r.data });
+                        if self.on_unreachable() == OldPrimaryUnreachable::Refuse {
+                            return ActionResult::failed(
+                                format!(
+                                    "the demote_command of {} failed ({}); old_primary_unreachable: refuse: not promoting",
+                                    m.name, r.detail
+                                ),
+                                data,
+                            );
+                        }
+                        data["fence"]["skipped"] = json!(format!(
+                            "the demote_command of {} failed ({}); old_primary_unreachable: proceed: fenced on sight when it answers again",
+                            m.name, r.detail
+                        ));
+                    }
+                }
                 Err(_) => {}
             }
         }
@@ -925,6 +985,12 @@ impl Action for PromoteReplica {
             );
         }
         let r = self.promote(ctx, node, &roles, data, started).await;
+        if let Some(d) = remote_demotion {
+            return ActionResult {
+                detail: format!("{}; {d}", r.detail),
+                ..r
+            };
+        }
         let Some(d) = demoted else { return r };
         if r.ok {
             return ActionResult {
