@@ -42,6 +42,9 @@ enum Demote {
     /// `demote_command:`, as for a host elsewhere (here `sh` writes what
     /// an `ssh` would).
     Command,
+    /// Neither: fenced on sight only (the race of a host medic cannot
+    /// reach; `MEDIC_TRIALS_DEMOTE=none` for the trials).
+    Never,
 }
 
 fn setup(c: &Pg, how: Demote) -> Setup {
@@ -50,9 +53,10 @@ fn setup(c: &Pg, how: Demote) -> Setup {
     std::fs::create_dir_all(d.join("rules")).unwrap();
     let member = |n: &common::pg::PgNode| {
         let demote = match how {
-            Demote::DataDir => format!("data_dir: {}", n.data.display()),
+            Demote::DataDir => format!(", data_dir: {}", n.data.display()),
+            Demote::Never => String::new(),
             Demote::Command => format!(
-                "demote_command: {}",
+                ", demote_command: {}",
                 serde_json::to_string(&[
                     "sh",
                     "-c",
@@ -63,7 +67,7 @@ fn setup(c: &Pg, how: Demote) -> Setup {
             ),
         };
         format!(
-            "{{ postgres: {{ host: 127.0.0.1, port: {}, user: postgres, dbname: postgres, peer_timeout: 1s, {demote} }} }}",
+            "{{ postgres: {{ host: 127.0.0.1, port: {}, user: postgres, dbname: postgres, peer_timeout: 1s {demote} }} }}",
             n.port,
         )
     };
@@ -433,7 +437,11 @@ fn fence_trials() {
         .unwrap_or(10);
     let mut writable = 0;
     for i in 0..runs {
-        let (_c, _s, mut medic, t) = trial(Demote::DataDir);
+        let how = match std::env::var("MEDIC_TRIALS_DEMOTE").as_deref() {
+            Ok("none") => Demote::Never,
+            _ => Demote::DataDir,
+        };
+        let (_c, _s, mut medic, t) = trial(how);
         writable += usize::from(t.writable);
         eprintln!(
             "trial {}: failover {:.2}s, INSERT on the restarted old primary: {}",
