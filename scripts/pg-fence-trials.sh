@@ -4,7 +4,9 @@
 # is SIGKILLed, medic promotes the replica, the incident resolves; the old
 # primary is started again and an INSERT is sent to it the moment it
 # accepts connections. Prints "N of 10 writable" (0 is the goal: medic
-# fenced it first). Figures: docs/performance.md.
+# fenced it first). The members have data_dir (demoted on disk);
+# MEDIC_TRIALS_DEMOTE=none leaves it out (fence on sight only).
+# Figures: docs/performance.md.
 set -eu
 cd "$(dirname "$0")/.."
-MEDIC_TRIALS="${MEDIC_TRIALS:-10}" exec cargo test --test pg_cluster_failover -- --ignored fence_trials --nocapture
+MEDIC_TRIALS="${MEDIC_TRIALS:-10}" MEDIC_TRIALS_DEMOTE="${MEDIC_TRIALS_DEMOTE:-data_dir}" exec cargo test --test pg_cluster_failover -- --ignored fence_trials --nocapture

@@ -401,3 +401,115 @@ async fn mutating_commands_send_exact_requests() {
         "{err}"
     );
 }
+
+/// A rule whose one symptom is a tcp check on the config target `target`,
+/// firing after `for_` closed; its plan pokes once and runs out.
+fn target_closed_rule(name: &str, target: &str, for_: &str) -> String {
+    format!(
+        "scenario: {name}\n\
+         summary: {target} closed\n\
+         severity: high\n\
+         rto: 5m\n\
+         symptoms:\n\
+         \x20 closed:\n\
+         \x20   check: {{ tcp: {{ target: {target} }} }}\n\
+         \x20   every: 200ms\n\
+         \x20   timeout: 200ms\n\
+         \x20   for: {for_}\n\
+         \x20   clear_for: 400ms\n\
+         when: {{ any: [closed] }}\n\
+         plan:\n\
+         \x20 - name: poke\n\
+         \x20   action: exec\n\
+         \x20   args: [\"true\"]\n\
+         \x20   verify: {{ within: 500ms }}\n\
+         \x20   limit: {{ attempts: 1, per: 1h }}\n\
+         escalation: default\n"
+    )
+}
+
+/// Issue 17: the status page and `medic incidents` show the incident tree.
+/// `app` depends on `db`; both are down, the database first: the app's
+/// incident opens as a dependent of the database's, is listed under it
+/// (`└ app-down (waits on #1)`), and each incident's section names its
+/// cause or its dependents.
+#[test]
+fn the_status_page_and_medic_incidents_show_the_incident_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, db, app) = (free_port(), free_port(), free_port());
+    let config = enforce_config(dir.path(), http, "2s");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "targets:\n  db: {{ tcp: {{ address: \"127.0.0.1:{db}\" }} }}\n  app:\n    tcp: {{ address: \"127.0.0.1:{app}\" }}\n    depends_on: [db]\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(
+        dir.path().join("rules/db.yaml"),
+        target_closed_rule("db-down", "db", "400ms"),
+    )
+    .unwrap();
+    // Later than the database's: its cause is open by then.
+    std::fs::write(
+        dir.path().join("rules/app.yaml"),
+        target_closed_rule("app-down", "app", "2s"),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let _medic = Medic::start(&config, &dir.path().join("medic.log"));
+    let incidents =
+        || -> Value { serde_json::from_str(&get(&format!("{base}/api/v1/incidents")).1).unwrap() };
+    wait_until(Duration::from_secs(30), "two open incidents", || {
+        incidents()["open"].as_array().is_some_and(|a| a.len() == 2)
+    });
+    let open = incidents()["open"].as_array().unwrap().clone();
+    let id_of = |s: &str| {
+        open.iter()
+            .find(|i| i["scenario"] == s)
+            .and_then(|i| i["id"].as_i64())
+            .unwrap_or_else(|| panic!("no {s} in {open:?}"))
+    };
+    let (cause, dependent) = (id_of("db-down"), id_of("app-down"));
+
+    let (code, html) = get(&format!("{base}/status"));
+    assert_eq!(code, 200);
+    assert!(
+        html.contains(&format!(
+            "└ app-down <span class=\"meta\">waits on <a href=\"#incident-{cause}\">#{cause}</a></span>"
+        )),
+        "{html}"
+    );
+    let row = |id: i64| {
+        html.find(&format!("<tr><td><a href=\"#incident-{id}\">{id}</a></td>"))
+            .unwrap_or_else(|| panic!("no row for {id}: {html}"))
+    };
+    assert!(row(cause) < row(dependent), "the cause first: {html}");
+    assert!(
+        html.contains(&format!(
+            "<p class=\"dependents\">Dependents (waiting on this one): <a href=\"#incident-{dependent}\">{dependent}</a></p>"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "<p class=\"cause\">Caused by <a href=\"#incident-{cause}\">incident {cause}</a>"
+        )),
+        "{html}"
+    );
+
+    let read = [("MEDIC_API_TOKEN", TEST_READ_TOKEN)];
+    let (ok, out, err) = medic_cli(&["incidents", "--url", &base], &read);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |p: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .position(|l| p(l))
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    let c = at(&|l| l.trim_start().starts_with(&format!("{cause} ")) && l.contains("db-down"));
+    let d = at(&|l| {
+        l.trim_start().starts_with(&format!("{dependent} "))
+            && l.contains(&format!("└ app-down (waits on #{cause})"))
+    });
+    assert_eq!(d, c + 1, "the dependent right under its cause: {out}");
+}

@@ -204,6 +204,7 @@ fn plain(port: u16) -> RedisTarget {
         password: None,
         db: 0,
         tls: None,
+        members: Vec::new(),
     }
 }
 
@@ -360,5 +361,129 @@ async fn a_dropped_held_connection_is_noticed_at_once() {
     assert_eq!(
         check.run().await,
         Outcome::Failing(format!("127.0.0.1:{port}: connection refused"))
+    );
+}
+
+/// `calls` of one command in `INFO commandstats` (0 before the first).
+fn calls(port: u16, cmd: &str) -> u64 {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|r| r.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 17: a redis target made of members follows its roles (`ROLE`):
+/// `cache` is the current master, `cache/replicas` the replicas. After the
+/// replica is promoted with REPLICAOF NO ONE (the old master still up, then
+/// killed), the round-trip on `cache` writes to the new master.
+#[tokio::test]
+async fn a_cluster_check_follows_the_master_after_a_promotion() {
+    use medic::check::redis::ClusterCheck;
+    let (ap, bp) = (free_port(), free_port());
+    let mut a = Redis::start(ap);
+    let _b = Reaped(spawn_redis(&[
+        "--port",
+        &bp.to_string(),
+        "--replicaof",
+        "127.0.0.1",
+        &ap.to_string(),
+    ]));
+    wait_until(Duration::from_secs(10), "the replica to sync", || {
+        std::net::TcpStream::connect(("127.0.0.1", bp)).is_ok()
+            && redis::Client::open(format!("redis://127.0.0.1:{bp}"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| {
+                    redis::cmd("INFO")
+                        .arg("replication")
+                        .query::<String>(&mut c)
+                })
+                .is_ok_and(|i| i.contains("master_link_status:up"))
+    });
+    let mut config = Config::default();
+    config
+        .targets
+        .insert("cache-a".into(), TargetConfig::Redis(plain(ap)));
+    config
+        .targets
+        .insert("cache-b".into(), TargetConfig::Redis(plain(bp)));
+    config.targets.insert(
+        "cache".into(),
+        TargetConfig::Redis(RedisTarget {
+            members: vec!["cache-a".into(), "cache-b".into()],
+            ..RedisTarget::default()
+        }),
+    );
+    let t = Duration::from_secs(2);
+    let master = ClusterCheck::build(&roundtrip(), t, &config).unwrap();
+    let replicas = ClusterCheck::build(
+        &RedisParams {
+            target: "cache/replicas".into(),
+            ..role("slave")
+        },
+        t,
+        &config,
+    )
+    .unwrap();
+
+    assert_eq!(master.run().await, Outcome::Ok);
+    assert_eq!(master.current_master().as_deref(), Some("cache-a"));
+    assert_eq!(replicas.run().await, Outcome::Ok);
+    let on_a = calls(ap, "set");
+    assert!(on_a >= 1, "the round-trip wrote to the master cache-a");
+
+    // The replica is promoted beside the live old master.
+    assert_eq!(raw(bp, "REPLICAOF NO ONE"), "+OK");
+    let on_b = calls(bp, "set");
+    assert_eq!(master.run().await, Outcome::Ok);
+    assert_eq!(master.current_master().as_deref(), Some("cache-b"));
+    assert_eq!(calls(bp, "set"), on_b + 1, "the round-trip follows cache-b");
+    assert_eq!(calls(ap, "set"), on_a, "and no longer writes to cache-a");
+    let o = replicas.run().await;
+    assert!(
+        matches!(&o, Outcome::Failing(d) if d.starts_with("cache: no member answers as replica (cache-a: master; cache-b: master)")),
+        "{o:?}"
+    );
+
+    // redis.flush on `cache` flushes the new master, not the old one.
+    assert_eq!(raw(ap, "SET patient:1 old"), "+OK");
+    assert_eq!(raw(bp, "SET patient:1 new"), "+OK");
+    {
+        use medic::remedy::redis_flush::{RedisFlush, RedisFlushParams};
+        use medic::remedy::{Action, ActionContext};
+        let flush = RedisFlush::build(
+            &RedisFlushParams {
+                target: "cache".into(),
+                pattern: Some("patient:*".into()),
+            },
+            &config,
+        )
+        .unwrap();
+        let ctx = ActionContext::new("t:0:1", Duration::from_secs(10));
+        let pre = flush.preflight(&ctx).await;
+        assert!(pre.refusal().is_none(), "{pre:#?}");
+        let r = flush.run(&ctx).await;
+        assert!(r.ok && r.data["deleted"] == 1, "{r:#?}");
+    }
+    assert_eq!(raw(bp, "EXISTS patient:1"), ":0");
+    assert_eq!(raw(ap, "EXISTS patient:1"), ":1");
+
+    // The old master dies: `cache` stays on cache-b.
+    let on_b = calls(bp, "set");
+    a.kill();
+    assert_eq!(master.run().await, Outcome::Ok);
+    assert_eq!(calls(bp, "set"), on_b + 1);
+    drop(_b);
+    let o = master.run().await;
+    assert!(
+        matches!(&o, Outcome::Failing(d) if d.starts_with("cache: no member answers as master (cache-a: ")),
+        "{o:?}"
     );
 }

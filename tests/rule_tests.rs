@@ -150,6 +150,52 @@ fn broken_test_files_report_path_line_col() {
              0 passed, 1 failed\n"
         )
     );
+    // A scripted decision names a step of its scenario, and only an
+    // approval or a rejection names one.
+    let decisions = |d: &str| {
+        format!(
+            "rule_files: [{}]\nconfig: {}\ntests:\n\
+             \x20 - checks: {{ redis_down: fail }}\n\
+             \x20   decisions: [{d}]\n\
+             \x20   expect: [{{ at: 1m, incidents: [] }}]\n",
+            shipped("rules/redis-cache-failure.yaml"),
+            shipped("medic.yaml"),
+        )
+    };
+    let test = write(
+        dir.path(),
+        "step.yaml",
+        &decisions(
+            "{ at: 1m, decide: approve, scenario: redis-cache-failure, step: flush-patient-cach }",
+        ),
+    );
+    let (code, out) = medic_test(&[&test]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "{test}: FAILED to load\n\
+             \x20 {test}:5:81: scenario \"redis-cache-failure\" has no step \"flush-patient-cach\" (did you mean \"flush-patient-cache\"?)\n\
+             0 passed, 1 failed\n"
+        )
+    );
+    let test = write(
+        dir.path(),
+        "ack-step.yaml",
+        &decisions(
+            "{ at: 1m, decide: acknowledge, scenario: redis-cache-failure, step: flush-patient-cache }",
+        ),
+    );
+    let (code, out) = medic_test(&[&test]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "{test}: FAILED to load\n\
+             \x20 {test}:5:85: only approve and reject name a step, not acknowledge\n\
+             0 passed, 1 failed\n"
+        )
+    );
 }
 
 #[test]

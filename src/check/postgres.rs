@@ -397,6 +397,18 @@ impl PostgresCheck {
                 continue;
             };
             if a.in_recovery {
+                // A standby (demoted on disk) that has not followed the new
+                // primary within the grace: its WAL went past the fork.
+                if let Some(d) = view.stale_standbys.get(name)
+                    && *d >= crate::connect::pg_cluster::REJOIN_GRACE
+                {
+                    back.push(format!(
+                        "{name}, primary on timeline {was_tl} before the failover, is back in recovery (a standby, read-only) but has not followed {} to timeline {} in {}: rebuild it as a replica (pg_rewind or a new base backup)",
+                        view.primary.as_deref().unwrap_or("the new primary"),
+                        view.timeline,
+                        humantime::format_duration(Duration::from_secs(d.as_secs()))
+                    ));
+                }
                 continue;
             }
             let fence = match view.fenced.iter().rev().find(|f| f.member == *name) {

@@ -10,6 +10,11 @@
 //! | timeout, no route, no answer within the symptom's timeout (a frozen server) | unreachable (a candidate: unknown when medic is blind) |
 //! | authentication failure, NOAUTH, NOPERM (medic's ACL) | unknown |
 //!
+//! On a cluster (`members:` on the target, [`crate::connect::redis_cluster`])
+//! `target: cache` checks the current master and `cache/replicas` every
+//! replica (the worst outcome speaks); no member in that role is failing
+//! when members answered, unknown when medic saw none of them.
+//!
 //! The round-trip key is `medic:roundtrip:{nonce}` (one nonce per check,
 //! random per process) with a 60 s TTL, so a run cut short leaves nothing
 //! behind for long; the value changes on every run.
@@ -20,7 +25,8 @@ use serde::Deserialize;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisParams {
-    /// A config target of kind `redis`.
+    /// A config target of kind `redis`; for a cluster, `NAME` (its
+    /// master) or `NAME/replicas`.
     pub target: String,
     /// Send PING and expect PONG (default true).
     #[serde(default = "yes")]
@@ -37,7 +43,10 @@ fn yes() -> bool {
     true
 }
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
@@ -45,6 +54,7 @@ use tokio::sync::Mutex;
 
 use super::{BuildError, Check};
 use crate::config::{Config, TargetConfig};
+use crate::connect::redis_cluster::{Cluster, Role, View};
 use crate::observe::Outcome;
 
 /// How long a round-trip key lives if its DEL never runs.
@@ -316,10 +326,184 @@ impl RedisCheck {
     }
 }
 
+/// A `redis` check on a cluster: its master, or its replicas.
+pub struct ClusterCheck {
+    cluster: Arc<Cluster>,
+    /// `NAME/replicas` rather than the master.
+    replicas: bool,
+    /// One check per member, with this check's tests.
+    members: BTreeMap<String, RedisCheck>,
+    timeout: Duration,
+    /// The member checked as master last.
+    current: std::sync::Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for ClusterCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCheck")
+            .field("cluster", &self.cluster.name)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+/// The most telling of several outcomes: failing, then unreachable, then
+/// unknown, then ok.
+fn worst(all: Vec<Outcome>) -> Outcome {
+    let rank = |o: &Outcome| match o {
+        Outcome::Failing(_) => 0,
+        Outcome::Unreachable(_) => 1,
+        Outcome::Unknown(_) => 2,
+        Outcome::Ok => 3,
+    };
+    all.into_iter().min_by_key(rank).unwrap_or(Outcome::Ok)
+}
+
+fn prefixed(o: Outcome, prefix: &str) -> Outcome {
+    match o {
+        Outcome::Failing(d) => Outcome::Failing(format!("{prefix}{d}")),
+        Outcome::Unreachable(d) => Outcome::Unreachable(format!("{prefix}{d}")),
+        Outcome::Unknown(d) => Outcome::Unknown(format!("{prefix}{d}")),
+        Outcome::Ok => Outcome::Ok,
+    }
+}
+
+impl ClusterCheck {
+    /// The check of `p.target`, `NAME` or `NAME/replicas` of a cluster;
+    /// `timeout` bounds each member's `ROLE` (at most 2 s).
+    pub fn build(p: &RedisParams, timeout: Duration, config: &Config) -> Result<Self, BuildError> {
+        let (base, role) = match p.target.split_once('/') {
+            Some((b, r)) => (b, Some(r)),
+            None => (p.target.as_str(), None),
+        };
+        let Some(cluster) = crate::connect::redis_cluster::cluster(config, base) else {
+            return Err(BuildError::Invalid(format!(
+                "target {base:?} is not a redis cluster (members)"
+            )));
+        };
+        let replicas = match role {
+            None => false,
+            Some("replicas") => true,
+            Some(r) => {
+                return Err(BuildError::Invalid(format!(
+                    "{:?}: {r:?} is not a role of a redis cluster",
+                    p.target
+                )));
+            }
+        };
+        let members = cluster
+            .members
+            .iter()
+            .map(|(n, _)| {
+                let mp = RedisParams {
+                    target: n.clone(),
+                    ..p.clone()
+                };
+                Ok((n.clone(), RedisCheck::build(&mp, config)?))
+            })
+            .collect::<Result<_, BuildError>>()?;
+        Ok(ClusterCheck {
+            cluster,
+            replicas,
+            members,
+            timeout: timeout.min(Duration::from_secs(2)),
+            current: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// No member in `role`: failing when members answered (or are down for
+    /// sure), unknown when medic saw none of them.
+    fn no_member(&self, view: &View, role: &str) -> Outcome {
+        let c = &self.cluster.name;
+        if let Some(p) = &view.problem {
+            return Outcome::Failing(format!("{c}: no single master: {p}"));
+        }
+        let detail = format!("{c}: no member answers as {role} ({})", view.summary());
+        let seen = view
+            .members
+            .iter()
+            .any(|(_, r)| !matches!(r, Role::Down { broken: false, .. }));
+        if seen {
+            Outcome::Failing(detail)
+        } else {
+            Outcome::Unknown(detail)
+        }
+    }
+
+    /// The member checked as master by the last run.
+    pub fn current_master(&self) -> Option<String> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Check for ClusterCheck {
+    async fn lost(&self) {
+        let current = self.current_master();
+        match current.as_ref().and_then(|m| self.members.get(m)) {
+            Some(check) if !self.replicas => check.lost().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    async fn run(&self) -> Outcome {
+        let view = self.cluster.discover(self.timeout).await;
+        let c = &self.cluster.name;
+        if self.replicas {
+            if view.replicas.is_empty() {
+                return self.no_member(&view, "replica");
+            }
+            let runs =
+                view.replicas
+                    .iter()
+                    .filter_map(|n| self.members.get(n).map(|ch| (n, ch)))
+                    .map(|(n, ch)| async move {
+                        prefixed(ch.run().await, &format!("{c} replica {n}: "))
+                    });
+            return worst(futures_util::future::join_all(runs).await);
+        }
+        let Some(m) = view.master.clone() else {
+            *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return self.no_member(&view, "master");
+        };
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
+        match self.members.get(&m) {
+            Some(ch) => prefixed(ch.run().await, &format!("{c} master {m}: ")),
+            None => Outcome::Unknown(format!("{c}: master {m} is not a member")),
+        }
+    }
+
+    fn timed_out(&self, after: Duration) -> Outcome {
+        super::silent(&self.cluster.name, after)
+    }
+}
+
 impl super::CheckKind for RedisParams {
     fn validate(&self, v: &mut crate::config::refs::Refs, p: &marked_yaml::Node) {
         use crate::yaml::{field_pos, pos, unknown_field};
-        v.target(p, "target", &self.target, &["redis"], "a redis check");
+        let (base, role) = match self.target.split_once('/') {
+            Some((b, r)) => (b, Some(r)),
+            None => (self.target.as_str(), None),
+        };
+        v.target(p, "target", base, &["redis"], "a redis check");
+        let cluster = v.config.and_then(|c| match c.targets.get(base) {
+            Some(TargetConfig::Redis(t)) => Some(t.is_cluster()),
+            _ => None,
+        });
+        match (role, cluster) {
+            (Some("replicas"), Some(false)) => v.err(
+                field_pos(p, "target"),
+                format!("target {base:?} is one server, not a cluster (members): it has no roles to select"),
+            ),
+            (Some(r), _) if r != "replicas" => v.err(
+                field_pos(p, "target"),
+                format!("{r:?} is not a role of a redis cluster: write {base:?} (the master) or {:?}", format!("{base}/replicas")),
+            ),
+            _ => {}
+        }
         if let Some(role) = &self.role
             && !matches!(role.as_str(), "master" | "slave")
         {
@@ -342,10 +526,20 @@ impl super::CheckKind for RedisParams {
 
     fn build(
         &self,
-        _timeout: std::time::Duration,
+        timeout: std::time::Duration,
         config: &Config,
     ) -> Result<std::sync::Arc<dyn Check>, BuildError> {
-        Ok(std::sync::Arc::new(RedisCheck::build(self, config)?))
+        let base = self
+            .target
+            .split_once('/')
+            .map_or(self.target.as_str(), |(b, _)| b);
+        if self.target.contains('/') || config.redis_members(base).is_some() {
+            Ok(std::sync::Arc::new(ClusterCheck::build(
+                self, timeout, config,
+            )?))
+        } else {
+            Ok(std::sync::Arc::new(RedisCheck::build(self, config)?))
+        }
     }
 }
 

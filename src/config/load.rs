@@ -1253,6 +1253,42 @@ impl Cx<'_> {
         };
         match target {
             TargetConfig::Tcp(t) => host_port(self, "address", &t.address),
+            TargetConfig::Redis(t) if t.is_cluster() => {
+                if !t.address.trim().is_empty() {
+                    self.err(
+                        root,
+                        &format!("{at}.address"),
+                        "a cluster (members) has no address of its own: each member has one",
+                    );
+                }
+                let mut seen = std::collections::HashSet::new();
+                for (i, m) in t.members.iter().enumerate() {
+                    let mat = format!("{at}.members[{i}]");
+                    match targets.get(m) {
+                        _ if m == name => {
+                            self.err(root, &mat, "a cluster cannot be its own member")
+                        }
+                        _ if !seen.insert(m) => {
+                            self.err(root, &mat, format!("member {m:?} is listed twice"))
+                        }
+                        Some(TargetConfig::Redis(mt)) if mt.is_cluster() => self.err(
+                            root,
+                            &mat,
+                            format!("member {m:?} is itself a cluster; members are servers"),
+                        ),
+                        Some(TargetConfig::Redis(_)) => {}
+                        Some(other) => self.err(
+                            root,
+                            &mat,
+                            format!(
+                                "member {m:?} is a {} target; members are redis targets",
+                                other.kind()
+                            ),
+                        ),
+                        None => self.err(root, &mat, format!("unknown target {m:?}")),
+                    }
+                }
+            }
             TargetConfig::Redis(t) => host_port(self, "address", &t.address),
             TargetConfig::Http(t) => url(self, "url", &t.url),
             TargetConfig::Prometheus(t) => url(self, "url", &t.url),
@@ -1262,6 +1298,20 @@ impl Cx<'_> {
                         root,
                         &format!("{at}.host"),
                         "a cluster (members) has no host of its own: each member has one",
+                    );
+                }
+                if t.data_dir.is_some() {
+                    self.err(
+                        root,
+                        &format!("{at}.data_dir"),
+                        "data_dir belongs to a member (one server), not to the cluster",
+                    );
+                }
+                if t.demote_command.is_some() {
+                    self.err(
+                        root,
+                        &format!("{at}.demote_command"),
+                        "demote_command belongs to a member (one server), not to the cluster",
                     );
                 }
                 let mut seen = std::collections::HashSet::new();
@@ -1305,6 +1355,33 @@ impl Cx<'_> {
                         root,
                         &format!("{at}.fence_on_sight"),
                         "fence_on_sight applies to a cluster (members)",
+                    );
+                }
+                if let Some(c) = &t.demote_command {
+                    if c.first().is_none_or(|a| a.trim().is_empty()) {
+                        self.err(
+                            root,
+                            &format!("{at}.demote_command"),
+                            "demote_command needs a program: [PROGRAM, ARG...]",
+                        );
+                    } else if t.data_dir.is_some() {
+                        self.err(
+                            root,
+                            &format!("{at}.demote_command"),
+                            "data_dir or demote_command: a member is demoted one way",
+                        );
+                    }
+                }
+                if let Some(d) = &t.data_dir
+                    && !d.is_absolute()
+                {
+                    self.err(
+                        root,
+                        &format!("{at}.data_dir"),
+                        format!(
+                            "data_dir must be an absolute path (the member's data directory on medic's host), not {:?}",
+                            d.display().to_string()
+                        ),
                     );
                 }
                 if t.port == 0 {
@@ -1854,6 +1931,41 @@ escalation:
                 "medic.yaml:3:37: member \"cache\" is a redis target; members are postgres targets",
                 "medic.yaml:3:44: unknown target \"nope\"",
                 "medic.yaml:3:57: a cluster (members) has no host of its own: each member has one",
+            ]
+        );
+        assert_eq!(
+            errors(
+                "targets:\n  db:\n    postgres: { members: [db-a], data_dir: /x }\n  db-a:\n    postgres: { host: h, data_dir: pgdata }\n",
+                &[]
+            ),
+            [
+                "medic.yaml:3:44: data_dir belongs to a member (one server), not to the cluster",
+                "medic.yaml:5:36: data_dir must be an absolute path (the member's data directory on medic's host), not \"pgdata\"",
+            ]
+        );
+        assert_eq!(
+            errors(
+                "targets:\n  db-a:\n    postgres: { host: h, demote_command: [] }\n  db-b:\n    postgres: { host: h, data_dir: /x, demote_command: [ssh] }\n",
+                &[]
+            ),
+            [
+                "medic.yaml:3:42: demote_command needs a program: [PROGRAM, ARG...]",
+                "medic.yaml:5:56: data_dir or demote_command: a member is demoted one way",
+            ]
+        );
+    }
+
+    #[test]
+    fn redis_clusters_name_redis_servers() {
+        assert_eq!(
+            errors(
+                "targets:\n  cache:\n    redis: { members: [cache-a, db, cache-a], address: \"h:1\" }\n  cache-a:\n    redis: { address: \"h:1\" }\n  db:\n    postgres: { host: h }\n",
+                &[]
+            ),
+            [
+                "medic.yaml:3:33: member \"db\" is a postgres target; members are redis targets",
+                "medic.yaml:3:37: member \"cache-a\" is listed twice",
+                "medic.yaml:3:56: a cluster (members) has no address of its own: each member has one",
             ]
         );
     }

@@ -404,11 +404,18 @@ pub struct HttpTarget {
     pub url: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisTarget {
-    /// `host:port`.
+    /// `host:port`; empty for a cluster (`members`).
+    #[serde(default)]
     pub address: String,
+    /// A master and its replicas instead of one server: the names of other
+    /// redis targets (each one server). Roles are discovered with `ROLE`:
+    /// checks on the cluster follow its current master, `NAME/replicas`
+    /// its replicas.
+    #[serde(default)]
+    pub members: Vec<String>,
     /// ACL user name (Redis 6+).
     pub username: Option<String>,
     pub password: Option<SecretRef>,
@@ -457,6 +464,20 @@ pub struct PostgresTarget {
     /// on an older timeline than the cluster's (an old primary restarted
     /// after a failover). Default true.
     pub fence_on_sight: Option<bool>,
+    /// On a member whose data directory is on medic's host: its path. A
+    /// failover that cannot reach this member (it is down) demotes it on
+    /// disk before promoting another: `standby.signal` and a
+    /// `primary_conninfo` naming the new primary, so a restart brings it
+    /// back in recovery (read-only), never as a second primary.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// On a member on another host: a command (argv, no shell) that
+    /// demotes it while it is down, run by a failover before promoting
+    /// another, e.g. `[ssh, db1, sudo, -u, postgres, touch,
+    /// /var/lib/postgresql/15/main/standby.signal]`. Its environment names
+    /// the new primary: `MEDIC_MEMBER`, `MEDIC_NEW_PRIMARY`,
+    /// `MEDIC_PRIMARY_HOST`, `MEDIC_PRIMARY_PORT`, `MEDIC_PRIMARY_CONNINFO`
+    /// (for its `primary_conninfo`). Exit 0 is demoted.
+    pub demote_command: Option<Vec<String>>,
 }
 
 /// Default `peer_timeout`.
@@ -489,6 +510,35 @@ impl Config {
                 .iter()
                 .filter_map(|m| match self.targets.get(m) {
                     Some(TargetConfig::Postgres(mt)) => Some((m.clone(), mt.clone())),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl RedisTarget {
+    /// Whether this target is a cluster of members.
+    pub fn is_cluster(&self) -> bool {
+        !self.members.is_empty()
+    }
+}
+
+impl Config {
+    /// The members of the redis cluster `name`, each with its settings (in
+    /// the order written); `None` when `name` is not a cluster.
+    pub fn redis_members(&self, name: &str) -> Option<Vec<(String, RedisTarget)>> {
+        let Some(TargetConfig::Redis(t)) = self.targets.get(name) else {
+            return None;
+        };
+        if !t.is_cluster() {
+            return None;
+        }
+        Some(
+            t.members
+                .iter()
+                .filter_map(|m| match self.targets.get(m) {
+                    Some(TargetConfig::Redis(mt)) => Some((m.clone(), mt.clone())),
                     _ => None,
                 })
                 .collect(),

@@ -8,6 +8,8 @@
 
 pub mod pg;
 pub mod pg_cluster;
+pub mod pg_demote;
+pub mod redis_cluster;
 
 use std::path::Path;
 use std::time::Duration;
@@ -47,6 +49,12 @@ pub fn postgres(
 /// A client for the redis target `name` (address, TLS, user, password, db);
 /// the password is resolved here, once.
 pub fn redis(name: &str, t: &RedisTarget) -> Result<redis::Client, String> {
+    if t.is_cluster() {
+        return Err(format!(
+            "target {name:?} is a cluster of members ({}): connect to a member",
+            t.members.join(", ")
+        ));
+    }
     let (host, port) = t
         .address
         .rsplit_once(':')

@@ -35,6 +35,9 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 const DEMOTED_POLL: Duration = Duration::from_millis(5);
 /// The longest wait for one member during discovery.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an old primary back in recovery (demoted on disk) may take to
+/// follow the new primary's timeline before it counts as needing a rebuild.
+pub const REJOIN_GRACE: Duration = Duration::from_secs(10);
 
 /// One member: its config target name and settings.
 #[derive(Clone, Debug)]
@@ -111,6 +114,10 @@ pub struct View {
     pub problem: Option<String>,
     /// Fences run on sight, oldest first (the last 16).
     pub fenced: Vec<Fenced>,
+    /// Old primaries back in recovery (a standby: read-only) but not on the
+    /// cluster's timeline, and for how long: they have not rejoined as
+    /// replicas of the new primary (yet).
+    pub stale_standbys: BTreeMap<String, Duration>,
 }
 
 impl View {
@@ -137,6 +144,8 @@ struct State {
     primary: Option<(String, u32)>,
     demoted: BTreeMap<String, u32>,
     fenced: Vec<Fenced>,
+    /// Since when a demoted member answers in recovery on an older timeline.
+    standby_since: BTreeMap<String, tokio::time::Instant>,
 }
 
 /// A cluster of PostgreSQL members, shared by every check and action that
@@ -301,14 +310,29 @@ impl Cluster {
             .filter(|(_, a)| a.timeline < newest)
             .map(|(n, a)| ((*n).clone(), a.timeline, a.read_only))
             .collect();
+        // Rebuilt: a replica on the cluster's timeline (it follows the new
+        // primary). In recovery on an older one, it is a standby that has
+        // not rejoined (demoted on disk, its WAL maybe past the fork).
         let rebuilt: Vec<String> = st
+            .demoted
+            .keys()
+            .filter(|n| matches!(st.last.get(*n), Some(Seen::Answered(a)) if a.in_recovery && a.timeline >= newest))
+            .cloned()
+            .collect();
+        for n in rebuilt {
+            st.demoted.remove(&n);
+        }
+        let stale_standbys: Vec<String> = st
             .demoted
             .keys()
             .filter(|n| matches!(st.last.get(*n), Some(Seen::Answered(a)) if a.in_recovery))
             .cloned()
             .collect();
-        for n in rebuilt {
-            st.demoted.remove(&n);
+        st.standby_since.retain(|n, _| stale_standbys.contains(n));
+        for n in stale_standbys {
+            st.standby_since
+                .entry(n)
+                .or_insert_with(tokio::time::Instant::now);
         }
         if let [one] = current.as_slice() {
             if let Some((old, tl)) = st.primary.clone()
@@ -367,6 +391,11 @@ impl Cluster {
             demoted: st.demoted.clone(),
             problem,
             fenced: st.fenced.clone(),
+            stale_standbys: st
+                .standby_since
+                .iter()
+                .map(|(n, t)| (n.clone(), t.elapsed()))
+                .collect(),
         }
     }
 
@@ -670,6 +699,25 @@ mod tests {
         // Rebuilt as a replica: no longer demoted.
         c.update(&[("a".into(), replica(2)), ("b".into(), primary(2))]);
         assert!(c.view().demoted.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_primary_back_in_recovery_is_demoted_until_it_follows_the_new_timeline() {
+        let c = cluster_of(&["a", "b"]);
+        c.update(&[("a".into(), primary(1)), ("b".into(), replica(1))]);
+        c.update(&[("a".into(), down()), ("b".into(), primary(2))]);
+        // Demoted on disk, it restarts as a standby still on timeline 1.
+        let f = c.update(&[("a".into(), replica(1)), ("b".into(), primary(2))]);
+        assert!(f.is_empty(), "a standby needs no fence");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        c.update(&[("a".into(), replica(1)), ("b".into(), primary(2))]);
+        let v = c.view();
+        assert_eq!(v.demoted.get("a"), Some(&1));
+        assert_eq!(v.stale_standbys.get("a"), Some(&Duration::from_secs(3)));
+        // It streams from b on timeline 2: a replica, no longer demoted.
+        c.update(&[("a".into(), replica(2)), ("b".into(), primary(2))]);
+        let v = c.view();
+        assert!(v.demoted.is_empty() && v.stale_standbys.is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct FenceParams {
 }
 
 enum Aim {
-    One(Member),
+    One(Box<Member>),
     Demoted(Arc<Cluster>),
 }
 
@@ -49,10 +49,10 @@ impl Fence {
                 )));
             }
             None => match config.targets.get(&p.target) {
-                Some(TargetConfig::Postgres(t)) if !t.is_cluster() => Aim::One(Member {
+                Some(TargetConfig::Postgres(t)) if !t.is_cluster() => Aim::One(Box::new(Member {
                     name: p.target.clone(),
                     target: t.clone(),
-                }),
+                })),
                 _ => {
                     return Err(BuildError::Invalid(format!(
                         "target {:?} is not one postgres server",
@@ -114,9 +114,9 @@ impl Action for Fence {
                             Ok(r) => done.push(r.detail),
                             Err(e) => failed.push(e),
                         },
-                        Some(Seen::Answered(_)) => {
-                            done.push(format!("{name} is a replica: nothing to fence"))
-                        }
+                        Some(Seen::Answered(_)) => done.push(format!(
+                            "{name} is in recovery (a standby, read-only) but does not follow the new primary yet: nothing to fence; rebuild it as a replica"
+                        )),
                         _ => done.push(format!(
                             "{name} does not answer: fenced on sight when it answers again"
                         )),

@@ -32,6 +32,7 @@
 //! first copied; a mismatch rolls everything back.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -660,6 +661,12 @@ impl Action for PromoteReplica {
                 OldPrimaryUnreachable::Proceed => "proceed",
                 OldPrimaryUnreachable::Refuse => "refuse",
             };
+            // Its data directory on medic's host: demoted on disk first.
+            let on_disk = self
+                .cluster
+                .as_ref()
+                .and_then(|_| roles.primary.target.data_dir.as_deref())
+                .map(|d| (d, crate::connect::pg_demote::reachable(d)));
             let gate = match (self.on_unreachable(), &self.cluster) {
                 _ if self.fence.is_some() => Gate::pass(
                     "old-primary-fenced",
@@ -667,6 +674,46 @@ impl Action for PromoteReplica {
                         "{name} is unreachable ({e}): the fence command runs first; should it fail, old_primary_unreachable: {policy}"
                     ),
                 ),
+                (_, Some(_)) if matches!(on_disk, Some((_, Ok(())))) => Gate::pass(
+                    "old-primary-fenced",
+                    format!(
+                        "{name} cannot be reached to fence it ({e}); its data directory {} is on medic's host: it is demoted on disk before the promotion (standby.signal, primary_conninfo to the new primary), so it restarts in recovery",
+                        on_disk
+                            .map(|(d, _)| d.display().to_string())
+                            .unwrap_or_default()
+                    ),
+                ),
+                (_, Some(_))
+                    if on_disk.is_none() && roles.primary.target.demote_command.is_some() =>
+                {
+                    Gate::pass(
+                        "old-primary-fenced",
+                        format!(
+                            "{name} cannot be reached to fence it ({e}); its demote_command runs before the promotion (it restarts as a standby of the new primary); should it fail, old_primary_unreachable: {policy}"
+                        ),
+                    )
+                }
+                (OldPrimaryUnreachable::Refuse, _) if matches!(on_disk, Some((_, Err(_)))) => {
+                    Gate::fail(
+                        "old-primary-fenced",
+                        format!(
+                            "{name} cannot be reached to fence it ({e}), nor its data directory ({}); old_primary_unreachable: refuse",
+                            on_disk.and_then(|(_, r)| r.err()).unwrap_or_default()
+                        ),
+                    )
+                }
+                (OldPrimaryUnreachable::Proceed, Some(c))
+                    if matches!(on_disk, Some((_, Err(_)))) =>
+                {
+                    Gate::pass(
+                        "old-primary-fenced",
+                        format!(
+                            "{name} cannot be reached to fence it ({e}), nor its data directory ({}); old_primary_unreachable: proceed: clients are repointed, and cluster {:?} fences {name} on sight when it answers again",
+                            on_disk.and_then(|(_, r)| r.err()).unwrap_or_default(),
+                            c.name
+                        ),
+                    )
+                }
                 (OldPrimaryUnreachable::Refuse, _) => Gate::fail(
                     "old-primary-fenced",
                     format!(
@@ -792,6 +839,8 @@ impl Action for PromoteReplica {
             return ActionResult::failed(format!("unknown candidate {chosen:?}"), json!({}));
         };
         let mut data = json!({ "candidate": chosen, "old_primary": roles.primary.name });
+        let mut demoted: Option<crate::connect::pg_demote::Demoted> = None;
+        let mut remote_demotion: Option<String> = None;
         let t = Self::probe_timeout(ctx);
         // Fence first: the old primary must not accept writes any more.
         if let Some(fence) = &self.fence {
@@ -814,13 +863,12 @@ impl Action for PromoteReplica {
                     }
                 }
             }
-        } else if let Some(c) = &self.cluster {
-            // medic's own fence, when the old primary answers as primary.
-            if let Some(m) = c.member(&roles.primary.name)
-                && let Ok(s) = probe(&roles.primary, t).await
-                && !s.in_recovery
-            {
-                match crate::connect::pg_cluster::fence(m, t).await {
+        } else if let Some(c) = &self.cluster
+            && let Some(m) = c.member(&roles.primary.name)
+        {
+            match probe(&roles.primary, t).await {
+                // medic's own fence, when the old primary answers as primary.
+                Ok(s) if !s.in_recovery => match crate::connect::pg_cluster::fence(m, t).await {
                     Ok(r) => data["fence"] = json!({ "ok": true, "detail": r.detail }),
                     Err(e) => {
                         data["fence"] = json!({ "ok": false, "detail": e });
@@ -829,7 +877,99 @@ impl Action for PromoteReplica {
                             data,
                         );
                     }
+                },
+                Ok(_) => {}
+                // Down, and its data directory is here: demoted on disk
+                // before the promotion, so a restart never brings it back
+                // as a primary.
+                Err(_) if m.target.data_dir.is_some() => {
+                    let dir = m.target.data_dir.as_deref().unwrap_or(Path::new(""));
+                    let why = format!(
+                        "medic {}: demoted by the failover of cluster {} to {chosen} (incident {}); remove standby.signal only to rebuild this server",
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        c.name,
+                        ctx.key
+                    );
+                    match crate::connect::pg_demote::demote(
+                        dir,
+                        &m.name,
+                        chosen,
+                        &node.target,
+                        &why,
+                    ) {
+                        Ok(d) => {
+                            data["fence"] =
+                                json!({ "ok": true, "detail": d.detail, "on_disk": true });
+                            demoted = Some(d);
+                        }
+                        Err(e) => {
+                            data["fence"] = json!({ "ok": false, "detail": e, "on_disk": true });
+                            if self.on_unreachable() == OldPrimaryUnreachable::Refuse {
+                                return ActionResult::failed(
+                                    format!(
+                                        "demoting {} on disk failed ({e}); old_primary_unreachable: refuse: not promoting",
+                                        m.name
+                                    ),
+                                    data,
+                                );
+                            }
+                            data["fence"]["skipped"] = json!(format!(
+                                "demoting {} on disk failed ({e}); old_primary_unreachable: proceed: fenced on sight when it answers again",
+                                m.name
+                            ));
+                        }
+                    }
                 }
+                // Down, on another host: its own demote command (ssh...).
+                Err(_) if m.target.demote_command.is_some() => {
+                    let args = m.target.demote_command.clone().unwrap_or_default();
+                    let env = [
+                        ("MEDIC_MEMBER", m.name.clone()),
+                        ("MEDIC_NEW_PRIMARY", chosen.to_string()),
+                        ("MEDIC_PRIMARY_HOST", node.target.host.clone()),
+                        ("MEDIC_PRIMARY_PORT", node.target.port.to_string()),
+                        (
+                            "MEDIC_PRIMARY_CONNINFO",
+                            crate::connect::pg_demote::conninfo(&node.target, &m.name),
+                        ),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), super::k8s::EnvValue::Plain(v)))
+                    .collect();
+                    let r = match ExecAction::build(&ExecParams {
+                        args,
+                        env,
+                        cwd: None,
+                    }) {
+                        Ok(a) => a.run(ctx).await,
+                        Err(e) => ActionResult::failed(e.to_string(), json!({})),
+                    };
+                    if r.ok {
+                        let d = format!(
+                            "{} demoted by its demote_command ({}): it restarts as a standby of {chosen}",
+                            m.name, r.detail
+                        );
+                        data["fence"] = json!({ "ok": true, "detail": d, "command": r.data });
+                        remote_demotion = Some(d);
+                    } else {
+                        data["fence"] =
+                            json!({ "ok": false, "detail": r.detail, "command": r.data });
+                        if self.on_unreachable() == OldPrimaryUnreachable::Refuse {
+                            return ActionResult::failed(
+                                format!(
+                                    "the demote_command of {} failed ({}); old_primary_unreachable: refuse: not promoting",
+                                    m.name, r.detail
+                                ),
+                                data,
+                            );
+                        }
+                        data["fence"]["skipped"] = json!(format!(
+                            "the demote_command of {} failed ({}); old_primary_unreachable: proceed: fenced on sight when it answers again",
+                            m.name, r.detail
+                        ));
+                    }
+                }
+                Err(_) => {}
             }
         }
         if self.fence.is_some()
@@ -844,6 +984,55 @@ impl Action for PromoteReplica {
                 data,
             );
         }
+        let r = self.promote(ctx, node, &roles, data, started).await;
+        if let Some(d) = remote_demotion {
+            return ActionResult {
+                detail: format!("{}; {d}", r.detail),
+                ..r
+            };
+        }
+        let Some(d) = demoted else { return r };
+        if r.ok {
+            return ActionResult {
+                detail: format!("{}; {}", r.detail, d.detail),
+                ..r
+            };
+        }
+        // Not promoted: the old primary is not left a standby of a
+        // replica. A candidate out of recovery was promoted after all.
+        if matches!(probe(node, t).await, Ok(s) if !s.in_recovery) {
+            return ActionResult {
+                detail: format!("{}; {}", r.detail, d.detail),
+                ..r
+            };
+        }
+        let undone = d
+            .undo()
+            .unwrap_or_else(|e| format!("undoing the demotion on disk failed: {e}"));
+        ActionResult {
+            detail: format!("{}; {undone}", r.detail),
+            ..r
+        }
+    }
+
+    async fn reconcile(&self, ctx: &ActionContext) -> Option<ActionResult> {
+        PromoteReplica::reconcile_now(self, ctx).await
+    }
+}
+
+impl PromoteReplica {
+    /// `pg_promote` on `node`, then the verification: out of recovery, on
+    /// a new timeline.
+    async fn promote(
+        &self,
+        ctx: &ActionContext,
+        node: &Node,
+        roles: &Roles,
+        mut data: serde_json::Value,
+        started: tokio::time::Instant,
+    ) -> ActionResult {
+        let chosen = node.name.as_str();
+        let t = Self::probe_timeout(ctx);
         let client = match connect(node, t).await {
             Ok(c) => c,
             Err(e) => return ActionResult::failed(e, data),
@@ -904,7 +1093,7 @@ impl Action for PromoteReplica {
         }
     }
 
-    async fn reconcile(&self, ctx: &ActionContext) -> Option<ActionResult> {
+    async fn reconcile_now(&self, ctx: &ActionContext) -> Option<ActionResult> {
         let t = Self::probe_timeout(ctx);
         let roles = self
             .roles(ctx, ctx.preflight["old_primary"].as_str())

@@ -5,8 +5,10 @@
 //! or worse, succeed on a writable replica and diverge from its master:
 //! medic refuses first and says why. Never `KEYS`: it blocks the server for
 //! the whole keyspace; SCAN walks it in small steps, and UNLINK frees
-//! memory in the background.
+//! memory in the background. On a cluster (`members:`) it flushes the
+//! current master, discovered with `ROLE` when the step runs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -15,6 +17,7 @@ use serde_json::json;
 
 use super::{Action, ActionContext, ActionResult, BuildError, Gate, Preflight};
 use crate::config::{Config, TargetConfig};
+use crate::connect::redis_cluster::Cluster;
 
 /// Keys asked for per SCAN call, and deleted per UNLINK.
 const BATCH: usize = 1000;
@@ -28,15 +31,31 @@ pub struct RedisFlushParams {
     pub pattern: Option<String>,
 }
 
+/// What a flush is sent to.
+#[derive(Clone)]
+enum Aim {
+    One {
+        address: String,
+        client: Box<redis::Client>,
+    },
+    /// A cluster's current master.
+    Master(Arc<Cluster>),
+}
+
 /// A runnable `redis.flush`.
 pub struct RedisFlush {
     params: RedisFlushParams,
-    address: String,
-    client: redis::Client,
+    aim: Aim,
 }
 
 impl RedisFlush {
     pub fn build(p: &RedisFlushParams, config: &Config) -> Result<Self, BuildError> {
+        if let Some(c) = crate::connect::redis_cluster::cluster(config, &p.target) {
+            return Ok(RedisFlush {
+                params: p.clone(),
+                aim: Aim::Master(c),
+            });
+        }
         let Some(TargetConfig::Redis(t)) = config.targets.get(&p.target) else {
             return Err(BuildError::Invalid(format!(
                 "target {:?} is not a redis target",
@@ -46,19 +65,40 @@ impl RedisFlush {
         let client = crate::connect::redis(&p.target, t).map_err(BuildError::Invalid)?;
         Ok(RedisFlush {
             params: p.clone(),
-            address: t.address.clone(),
-            client,
+            aim: Aim::One {
+                address: t.address.clone(),
+                client: Box::new(client),
+            },
         })
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<MultiplexedConnection, String> {
+    /// A connection to the server to flush, and its address.
+    async fn connect(&self, timeout: Duration) -> Result<(MultiplexedConnection, String), String> {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
-        self.client
+        let (address, client) = match &self.aim {
+            Aim::One { address, client } => (address.clone(), (**client).clone()),
+            Aim::Master(c) => {
+                let view = c.discover(timeout).await;
+                let Some(m) = view.master.as_deref() else {
+                    return Err(format!(
+                        "cluster {:?} has no master ({}{})",
+                        c.name,
+                        view.summary(),
+                        view.problem.map(|p| format!("; {p}")).unwrap_or_default()
+                    ));
+                };
+                let t = c.member(m).cloned().unwrap_or_default();
+                let client = crate::connect::redis(m, &t)?;
+                (format!("{} (master {m} of {})", t.address, c.name), client)
+            }
+        };
+        let conn = client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
-            .map_err(|e| format!("{}: {e}", self.address))
+            .map_err(|e| format!("{address}: {e}"))?;
+        Ok((conn, address))
     }
 
     /// SCAN MATCH + UNLINK in batches; returns (keys deleted, SCAN calls).
@@ -120,12 +160,16 @@ impl Action for RedisFlush {
     }
 
     fn inputs(&self) -> serde_json::Value {
-        json!({ "target": self.params.target, "address": self.address, "pattern": self.params.pattern })
+        let address = match &self.aim {
+            Aim::One { address, .. } => json!(address),
+            Aim::Master(c) => json!(format!("the master of {}", c.name)),
+        };
+        json!({ "target": self.params.target, "address": address, "pattern": self.params.pattern })
     }
 
     async fn preflight(&self, ctx: &ActionContext) -> Preflight {
         let mut pre = Preflight::default();
-        let mut conn = match self.connect(ctx.timeout).await {
+        let (mut conn, address) = match self.connect(ctx.timeout).await {
             Ok(c) => c,
             Err(e) => {
                 pre.gate(Gate::fail("reachable", e));
@@ -150,10 +194,7 @@ impl Action for RedisFlush {
             Some("master") => pre.gate(Gate::pass("role-is-master", "role:master")),
             Some(other) => pre.gate(Gate::fail(
                 "role-is-master",
-                format!(
-                    "{} answers role:{other}; flush the master, not a replica",
-                    self.address
-                ),
+                format!("{address} answers role:{other}; flush the master, not a replica"),
             )),
             None => pre.gate(Gate::fail(
                 "role-is-master",
@@ -185,14 +226,13 @@ impl Action for RedisFlush {
                 target: self.params.target.clone(),
                 pattern: Some(pattern),
             },
-            address: self.address.clone(),
-            client: self.client.clone(),
+            aim: self.aim.clone(),
         })))
     }
 
     async fn run(&self, ctx: &ActionContext) -> ActionResult {
         let work = async {
-            let mut conn: MultiplexedConnection = self.connect(ctx.timeout).await?;
+            let (mut conn, _) = self.connect(ctx.timeout).await?;
             let before: u64 = redis::cmd("DBSIZE")
                 .query_async(&mut conn)
                 .await

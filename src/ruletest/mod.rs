@@ -422,6 +422,19 @@ fn run_case(
         }
     }
     for d in &case.decisions {
+        if let (Some(sc), Some((at, step))) =
+            (scenarios.iter().find(|s| s.name == d.scenario), &d.step)
+            && !sc.plan.iter().any(|s| s.name == *step)
+        {
+            let names = sc.plan.iter().map(|s| s.name.as_str());
+            let hint = did_you_mean(step, names).map_or_else(String::new, |h| format!(" ({h})"));
+            errors.push(Diagnostic::new(
+                file.path.clone(),
+                at.0,
+                at.1,
+                format!("scenario {:?} has no step {step:?}{hint}", d.scenario),
+            ));
+        }
         if !scenarios.iter().any(|s| s.name == d.scenario) {
             let names = scenarios.iter().map(|s| s.name.as_str());
             let hint =
@@ -592,7 +605,7 @@ async fn decide(
             crate::page::Decision {
                 kind: d.kind,
                 by: d.by.clone(),
-                step: None,
+                step: d.step.as_ref().map(|(_, s)| s.clone()),
                 note: String::new(),
                 via: "test".into(),
             },

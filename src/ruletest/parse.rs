@@ -24,7 +24,7 @@ const TEST_FIELDS: &[&str] = &[
     "decisions",
     "expect",
 ];
-const DECISION_FIELDS: &[&str] = &["at", "decide", "scenario", "by"];
+const DECISION_FIELDS: &[&str] = &["at", "decide", "scenario", "step", "by"];
 const EXPECT_FIELDS: &[&str] = &["at", "incidents"];
 const INCIDENT_FIELDS: &[&str] = &["scenario", "state", "steps", "pages", "timeline"];
 
@@ -61,13 +61,16 @@ pub struct TestCase {
 }
 
 /// `{ at: 10m, decide: acknowledge, scenario: NAME, by: alice }`: a human
-/// decides on the scenario's latest incident at `at`.
+/// decides on the scenario's latest incident at `at`; `approve` and
+/// `reject` may name the `step` (needed when several steps wait).
 #[derive(Clone, Debug)]
 pub struct ScriptedDecision {
     pub time: Duration,
     pub at: Pos,
     pub kind: crate::page::DecisionKind,
     pub scenario: String,
+    /// The step approved or rejected, and where it is written.
+    pub step: Option<(Pos, String)>,
     pub by: String,
 }
 
@@ -357,6 +360,24 @@ impl Cx<'_> {
             }
         });
         let scenario = self.required(m, "scenario").and_then(|n| self.string(n));
+        let step = match self.optional(m, "step") {
+            Some(n) => {
+                let name = self.string(n);
+                if let (Some(k), Some(_)) = (kind, &name)
+                    && !matches!(
+                        k,
+                        crate::page::DecisionKind::Approve | crate::page::DecisionKind::Reject
+                    )
+                {
+                    self.err(
+                        pos(n),
+                        format!("only approve and reject name a step, not {}", k.as_str()),
+                    );
+                }
+                name.map(|s| Some((pos(n), s)))
+            }
+            None => Some(None),
+        };
         let by = match self.optional(m, "by") {
             Some(n) => self.string(n),
             None => Some("on-call".to_string()),
@@ -366,6 +387,7 @@ impl Cx<'_> {
             at: pos(node),
             kind: kind?,
             scenario: scenario?,
+            step: step?,
             by: by?,
         })
     }
