@@ -228,6 +228,9 @@ async fn ping_ok_then_refused_after_kill_then_ok_after_restart() {
 fn spawn_redis(args: &[&str]) -> std::process::Child {
     Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        // A replica's full sync loads from the socket: no dump.rdb in the
+        // working directory (the crate's root).
+        .args(["--repl-diskless-load", "on-empty-db"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -82,6 +82,10 @@ pub fn redis_argv(port: u16) -> Vec<String> {
         "",
         "--appendonly",
         "no",
+        // A replica's full sync loads from the socket: nothing is written
+        // to the working directory (the crate's root when tests run).
+        "--repl-diskless-load",
+        "on-empty-db",
     ]
     .iter()
     .map(|s| s.to_string())
