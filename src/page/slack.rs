@@ -184,6 +184,9 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             .join(" · ");
         blocks.push(json!({ "type": "context", "elements": [mrkdwn(&who)] }));
     }
+    if inc.state == IncidentState::Resolved {
+        checklist_blocks(v, &mut blocks);
+    }
     if inc.state != IncidentState::Resolved {
         let id = inc.id.to_string();
         let mut buttons = Vec::new();
@@ -223,6 +226,50 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
         inc.id
     ));
     (blocks, text)
+}
+
+/// The post-recovery checklist of a resolved incident: per section, its
+/// items (ticked ones with who ticked them) and a button per item still
+/// open (`tick:ID`, value `INCIDENT:ID`; anyone may tick).
+fn checklist_blocks(v: &View, blocks: &mut Vec<Value>) {
+    let id = v.incident.id;
+    blocks.push(json!({ "type": "header", "text": plain("Post-recovery checklist") }));
+    for section in super::checklist::sections() {
+        let items: Vec<&super::checklist::State> = v
+            .checklist
+            .iter()
+            .filter(|s| s.section == section)
+            .collect();
+        let lines = items
+            .iter()
+            .map(|s| match (&s.by, s.done) {
+                (Some(by), true) => format!(
+                    "☑ {} {} — {}",
+                    s.id,
+                    s.text,
+                    escape_decision(&format!("by {by}"))
+                ),
+                _ => format!("☐ {} {}", s.id, s.text),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        blocks.push(json!({ "type": "section", "text": mrkdwn(&format!("*{section}*\n{lines}")) }));
+        let buttons: Vec<Value> = items
+            .iter()
+            .filter(|s| !s.done)
+            .map(|s| {
+                json!({
+                    "type": "button",
+                    "action_id": format!("tick:{}", s.id),
+                    "value": format!("{id}:{}", s.id),
+                    "text": plain(&cut(&format!("Tick {} {}", s.id, s.text), 75)),
+                })
+            })
+            .collect();
+        if !buttons.is_empty() {
+            blocks.push(json!({ "type": "actions", "block_id": format!("medic:{id}:checklist:{section}"), "elements": buttons }));
+        }
+    }
 }
 
 impl SlackNotifier {
@@ -354,8 +401,12 @@ impl SlackNotifier {
             out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
         }
         let out = esc_cut(&out, 3500);
-        if n.mention && !self.mention.is_empty() {
-            let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
+        let mut who: Vec<String> = n.ping.iter().map(|m| mention(m)).collect();
+        if n.mention {
+            who.extend(self.mention.iter().map(|m| mention(m)));
+        }
+        who.dedup();
+        if !who.is_empty() {
             return format!("{} {out}", who.join(" "));
         }
         out
@@ -519,6 +570,7 @@ mod tests {
             awaiting: None,
             decisions: vec![format!("acknowledged by <@U1> {bad}")],
             dependents: Vec::new(),
+            checklist: Vec::new(),
             now: at,
         };
         let (blocks, text) = render(&v);
