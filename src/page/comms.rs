@@ -291,8 +291,12 @@ pub(super) async fn postmortem(
         }
     }
     let by = ack.and_then(|a| a.data["by"].as_str()).unwrap_or_default();
+    // Only a verified click's user is mentioned (an API caller's `by` is
+    // a name, shown as text).
+    let clicked = ack.is_some_and(|a| a.data["via"] == "slack");
     let ping: Vec<String> = by
         .strip_prefix("<@")
+        .filter(|_| clicked)
         .and_then(|r| r.strip_suffix('>'))
         .filter(|u| slack_user(u))
         .map(|u| vec![u.to_string()])

@@ -401,11 +401,13 @@ impl SlackNotifier {
             out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
         }
         let out = esc_cut(&out, 3500);
-        let mut who: Vec<String> = n.ping.iter().map(|m| mention(m)).collect();
-        if n.mention {
-            who.extend(self.mention.iter().map(|m| mention(m)));
+        let mut who: Vec<String> = Vec::new();
+        let mine = self.mention.iter().filter(|_| n.mention);
+        for m in n.ping.iter().chain(mine).map(|m| mention(m)) {
+            if !who.contains(&m) {
+                who.push(m);
+            }
         }
-        who.dedup();
         if !who.is_empty() {
             return format!("{} {out}", who.join(" "));
         }
@@ -591,6 +593,64 @@ mod tests {
         assert!(
             blocks.contains("acknowledged by <@U1> &lt;!channel&gt;"),
             "{blocks}"
+        );
+    }
+
+    /// The post-mortem reminder mentions the engineer who acknowledged
+    /// (a verified click's user ID) besides the notifier's own mentions,
+    /// each once; the reminder's text itself stays escaped.
+    #[test]
+    fn the_reminder_mentions_the_acknowledging_engineer() {
+        let c = Config {
+            token: crate::secret::SecretRef::Env("MEDIC_TEST_UNSET_TOKEN".into()),
+            channel: "C1".into(),
+            mention: vec!["U0ONCALL".into(), "S0SRE".into()],
+            api_url: "http://127.0.0.1:1".into(),
+        };
+        let s = SlackNotifier::new("oncall", &c);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let n = Notice {
+            kind: super::super::NoticeKind::Notice,
+            key: "1:notice:postmortem:oncall".into(),
+            level: 0,
+            level_name: None,
+            text: "Post-mortem due: <b> (acknowledged by <@U0ALICE>)".into(),
+            entries: Vec::new(),
+            view: View {
+                incident: crate::store::Incident {
+                    id: 1,
+                    scenario: "s".into(),
+                    instance: String::new(),
+                    state: IncidentState::Resolved,
+                    severity: "high".into(),
+                    summary: "x".into(),
+                    opened_at: at,
+                    updated_at: at,
+                    resolved_at: Some(at),
+                    cause: None,
+                },
+                rto: None,
+                targets: Vec::new(),
+                observed: Vec::new(),
+                done: Vec::new(),
+                next: None,
+                awaiting: None,
+                decisions: Vec::new(),
+                dependents: Vec::new(),
+                checklist: Vec::new(),
+                now: at,
+            },
+            reference: None,
+            maybe_sent: false,
+            event: "postmortem".into(),
+            mention: true,
+            ping: vec!["U0ONCALL".into(), "U0ALICE".into()],
+        };
+        assert_eq!(
+            s.thread_text(&n),
+            "<@U0ONCALL> <@U0ALICE> <!subteam^S0SRE> Post-mortem due: &lt;b&gt; (acknowledged by &lt;@U0ALICE&gt;)"
         );
     }
 }
