@@ -330,11 +330,18 @@ async fn a_wrong_password_fails_visibly_is_retried_and_loses_nothing() {
             .find(|e| e.key == format!("{}:notice:open:mail", inc.id))
             .unwrap()
     };
+    // Seen between attempts (not while one is `sending`): two have failed.
+    let seen = std::sync::Mutex::new(None);
     common::eventually(Duration::from_secs(60), "two failed attempts", || async {
-        entry().await.attempts >= 2
+        let e = entry().await;
+        let failed = e.attempts >= 2 && e.detail != "sending";
+        if failed {
+            *seen.lock().unwrap() = Some(e);
+        }
+        failed
     })
     .await;
-    let e = entry().await;
+    let e = seen.lock().unwrap().take().unwrap();
     assert_eq!(e.state, OutboxState::Pending, "still waiting: {e:?}");
     assert!(
         e.detail.starts_with("SMTP: permanent error (535)")

@@ -942,12 +942,39 @@ async fn the_checklist_is_ticked_through_the_api_and_slack_buttons() {
 
     // A button of the resolved incident's message, clicked by someone who
     // is not an approver.
-    let before = m.fakes.requests().len();
     assert_eq!(
         click(&m, "U0SOMEONE", "tick:2.2", &format!("{id}:2.2")).await,
         200
     );
-    m.wait_requests(before + 2).await;
+    // Decided off the request path: wait for the redrawn message.
+    let f = m.fakes.clone();
+    common::eventually(
+        Duration::from_secs(20),
+        "the message redrawn with 2.2 ticked",
+        || {
+            let f = f.clone();
+            async move {
+                f.requests().iter().any(|r| {
+                    r.what == "chat.update"
+                        && blocks_text(&r.body).contains("☑ 2.2 Root cause identified")
+                })
+            }
+        },
+    )
+    .await;
+    let f = m.fakes.clone();
+    common::eventually(Duration::from_secs(20), "the tick in the thread", || {
+        let f = f.clone();
+        async move {
+            f.requests().iter().any(|r| {
+                r.what == "chat.postMessage"
+                    && r.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("checklist 2.2"))
+            })
+        }
+    })
+    .await;
     // A button whose value names another item is refused.
     assert_eq!(
         click(&m, "U0SOMEONE", "tick:2.2", &format!("{id}:2.3")).await,
@@ -1007,7 +1034,12 @@ async fn the_checklist_is_ticked_through_the_api_and_slack_buttons() {
     let thread = reqs
         .iter()
         .rev()
-        .find(|r| r.what == "chat.postMessage" && r.body["thread_ts"].is_string())
+        .find(|r| {
+            r.what == "chat.postMessage"
+                && r.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("checklist 2.2"))
+        })
         .unwrap();
     let text = thread.body["text"].as_str().unwrap();
     let (first, entry) = text.split_once('\n').unwrap();
