@@ -20,6 +20,8 @@ declare -A pkg_for=(
   # The liveness tests make network namespaces and drop packets.
   [ip]=iproute2
   [iptables]=iptables
+  # The email tests make a self-signed certificate for their SMTP server.
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -48,6 +50,14 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
   echo "installing: prometheus-client"
   python3 -m pip install --quiet prometheus-client ||
     python3 -m pip install --quiet --break-system-packages prometheus-client
+fi
+
+# aiosmtpd is the real SMTP server (STARTTLS, AUTH) the email notifier's
+# tests send to (tests/email.rs).
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "installing: aiosmtpd"
+  python3 -m pip install --quiet aiosmtpd ||
+    python3 -m pip install --quiet --break-system-packages aiosmtpd
 fi
 
 # cargo-fuzz runs the fuzz targets (fuzz/) below.

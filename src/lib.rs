@@ -24,7 +24,7 @@
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.
 //! - [`check`]: one file per check kind; the [`check::Check`] trait.
 //! - [`remedy`]: one file per action kind; the [`remedy::Action`] trait.
-//! - [`page`]: notifiers and escalation.
+//! - [`page`]: notifiers (log, Slack, PagerDuty, webhook, email), escalation, the communication plan, the post-recovery checklist.
 //! - [`engine`]: symptom state machines, scenario matching, incident life cycle, the plan executor and its guards, the quorum of observers (replicas) before a step acts.
 //! - [`connect`]: connections to targets (PostgreSQL, Redis, Kubernetes clients from config targets).
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).

@@ -477,3 +477,262 @@ async fn a_p1_pages_at_detection_and_follows_the_rto_clock() {
     assert_eq!(missed[0].at, base() + chrono::Duration::minutes(5));
     r.stop.cancel();
 }
+
+/// Closing the loop: on-call paged at detection, the RTO's top level at
+/// 100 %, nobody else.
+const LOOP: &str = "    levels:\n      - { after: 0m, notify: [oncall], name: primary on-call }\n      - { after: 15m, notify: [lead], name: technical lead }\n    communication: { channel: [cto], rto_shares: [50] }\n";
+
+impl Rig {
+    async fn opened_incident(&self, sc: &Scenario) -> Incident {
+        let (inc, _) = self
+            .store
+            .open_incident(NewIncident {
+                scenario: sc.name.clone(),
+                instance: String::new(),
+                severity: "critical".into(),
+                summary: "App down".into(),
+                at: self.clock.now(),
+            })
+            .await
+            .unwrap();
+        self.pager.opened(&inc).await.unwrap();
+        inc
+    }
+
+    async fn resolve(&self, inc: &Incident) {
+        self.store
+            .set_state(inc.id, IncidentState::Resolved, self.clock.now())
+            .await
+            .unwrap();
+        self.pager
+            .resolved(inc, "resolved: all symptoms clear")
+            .await
+            .unwrap();
+    }
+
+    /// (minute, notifier, kind) of the resolutions and closing notices.
+    fn closing(&self) -> Vec<(i64, String, NoticeKind, String)> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l.2 == NoticeKind::Resolution
+                    || (l.2 == NoticeKind::Notice
+                        && l.4.event != "open"
+                        && l.4.event != "executives")
+            })
+            .map(|l| (l.0, l.1.clone(), l.2, l.4.event.clone()))
+            .collect()
+    }
+}
+
+fn closing(m: i64, n: &str, k: NoticeKind, event: &str) -> (i64, String, NoticeKind, String) {
+    (m, n.into(), k, event.into())
+}
+
+/// The defaults: the resolution notice at resolution (right after
+/// `clear_for`) to everyone notified; the post-mortem reminder 24 h later
+/// to the channel and the level the engineer acknowledged, mentioning
+/// them, with the report's link; checklist ticks in between update the
+/// incident's messages and show in the reminder.
+#[tokio::test(start_paused = true)]
+async fn the_resolution_at_once_and_the_post_mortem_reminder_at_24_hours() {
+    let (r, sc) = rig(LOOP);
+    let inc = r.opened_incident(&sc).await;
+    r.until_minute(2).await;
+    r.pager
+        .decide(
+            inc.id,
+            Decision {
+                kind: DecisionKind::Acknowledge,
+                by: "<@U0ALICE>".into(),
+                step: None,
+                note: String::new(),
+                via: "slack".into(),
+            },
+        )
+        .await
+        .unwrap();
+    r.until_minute(20).await;
+    r.resolve(&inc).await;
+    r.until_minute(20).await;
+    assert_eq!(
+        r.closing(),
+        [
+            closing(20, "oncall", NoticeKind::Resolution, ""),
+            closing(20, "lead", NoticeKind::Resolution, ""),
+        ],
+        "the RTO's 100 % paged the top level (lead); both hear the resolution at once"
+    );
+
+    // People tick the runbook's checklist.
+    r.until_minute(100).await;
+    let o = r
+        .pager
+        .tick(inc.id, "1.1", true, "bob", "api")
+        .await
+        .unwrap();
+    assert!(o.first);
+    assert_eq!(
+        o.message,
+        "checklist 1.1 All services operational ticked by bob via api"
+    );
+    let again = r
+        .pager
+        .tick(inc.id, "1.1", true, "carol", "api")
+        .await
+        .unwrap();
+    assert!(!again.first);
+    assert_eq!(
+        again.message,
+        "checklist 1.1 \"All services operational\" already ticked by bob at 01:40:00 UTC"
+    );
+    r.pager
+        .tick(inc.id, "2.2", true, "<@U0ALICE>", "slack")
+        .await
+        .unwrap();
+    r.pager
+        .tick(inc.id, "3.1", true, "bob", "api")
+        .await
+        .unwrap();
+    r.pager
+        .tick(inc.id, "3.1", false, "bob", "api")
+        .await
+        .unwrap();
+    let e = r
+        .pager
+        .tick(inc.id, "9.9", true, "bob", "api")
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("unknown checklist item \"9.9\""),
+        "{e}"
+    );
+    r.until_minute(101).await;
+    let updates: Vec<(i64, String, String)> = r
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.2 == NoticeKind::Update && l.4.event == "checklist")
+        .map(|l| (l.0, l.1.clone(), l.4.text.clone()))
+        .collect();
+    assert_eq!(
+        updates.len(),
+        8,
+        "4 ticks to the 2 notified (not the reminder's channel yet): {updates:?}"
+    );
+    assert_eq!(
+        updates[0],
+        (
+            100,
+            "oncall".into(),
+            "checklist 1.1 All services operational ticked by bob via api".into()
+        )
+    );
+    let timeline = r.store.timeline(inc.id).await.unwrap();
+    let state = medic::page::checklist::state(&timeline);
+    let done: Vec<&str> = state.iter().filter(|s| s.done).map(|s| s.id).collect();
+    assert_eq!(done, ["1.1", "2.2"]);
+
+    r.until_minute(20 + 24 * 60 - 1).await;
+    assert_eq!(
+        r.closing().len(),
+        2,
+        "no reminder before 24 h: {:?}",
+        r.closing()
+    );
+    r.until_minute(20 + 24 * 60).await;
+    assert_eq!(
+        r.closing()[2..],
+        [
+            closing(1460, "cto", NoticeKind::Notice, "postmortem"),
+            closing(1460, "oncall", NoticeKind::Notice, "postmortem"),
+        ]
+    );
+    let log = r.log.lock().unwrap().clone();
+    let reminder = &log.iter().rev().find(|l| l.1 == "oncall").unwrap().4;
+    assert_eq!(
+        reminder.text,
+        "Post-mortem due: App down (incident #1) was resolved at 2026-01-01 00:20 UTC (acknowledged by <@U0ALICE>); the runbook asks for a post-mortem within 24 hours of resolution. Draft: `medic report 1`. Post-recovery checklist: tick its items with the Slack buttons or POST /api/v1/incidents/1/checklist/ITEM."
+    );
+    assert!(reminder.mention);
+    assert_eq!(reminder.ping, ["U0ALICE"]);
+    let ticked: Vec<&str> = reminder
+        .view
+        .checklist
+        .iter()
+        .filter(|s| s.done)
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(
+        ticked,
+        ["1.1", "2.2"],
+        "the reminder shows the checklist as it is when sent"
+    );
+    r.until_minute(5000).await;
+    assert_eq!(r.closing().len(), 4, "one reminder: {:?}", r.closing());
+    r.stop.cancel();
+}
+
+/// `resolution_after` and `postmortem_after` move the two closing
+/// notices; nobody acknowledged: the reminder goes to the channel and
+/// level 1, and says so.
+#[tokio::test(start_paused = true)]
+async fn the_closing_notices_follow_their_configured_delays() {
+    let (r, sc) = rig(&LOOP.replace(
+        "rto_shares: [50] }",
+        "rto_shares: [50], resolution_after: 10m, postmortem_after: 2h, report_url: \"https://medic.example.com/report/{id}\" }",
+    ));
+    let inc = r.opened_incident(&sc).await;
+    r.until_minute(20).await;
+    r.resolve(&inc).await;
+    r.until_minute(29).await;
+    assert!(r.closing().is_empty(), "{:?}", r.closing());
+    r.until_minute(30).await;
+    r.until_minute(20 + 119).await;
+    assert_eq!(
+        r.closing(),
+        [
+            closing(30, "oncall", NoticeKind::Resolution, ""),
+            closing(30, "lead", NoticeKind::Resolution, ""),
+        ]
+    );
+    r.until_minute(20 + 120).await;
+    assert_eq!(
+        r.closing()[2..],
+        [
+            closing(140, "cto", NoticeKind::Notice, "postmortem"),
+            closing(140, "oncall", NoticeKind::Notice, "postmortem"),
+        ]
+    );
+    let log = r.log.lock().unwrap().clone();
+    let reminder = &log.last().unwrap().4;
+    assert!(
+        reminder.text.contains("(nobody acknowledged it)")
+            && reminder
+                .text
+                .contains("Draft: https://medic.example.com/report/1."),
+        "{}",
+        reminder.text
+    );
+    assert!(reminder.ping.is_empty());
+    r.stop.cancel();
+}
+
+/// An incident medic fixed alone: the FYI waits `resolution_after` too,
+/// and there is no post-mortem reminder (nobody was paged).
+#[tokio::test(start_paused = true)]
+async fn a_self_healed_incident_gets_its_fyi_late_and_no_reminder() {
+    let (r, sc) = rig(&LOOP.replace(
+        "rto_shares: [50] }",
+        "rto_shares: [50], resolution_after: 5m, critical: { open: channel } }",
+    ));
+    let inc = r.opened_incident(&sc).await;
+    r.until_minute(3).await;
+    r.resolve(&inc).await;
+    r.until_minute(3 * 24 * 60).await;
+    assert_eq!(r.closing(), [closing(8, "cto", NoticeKind::Notice, "fyi")]);
+    r.stop.cancel();
+}

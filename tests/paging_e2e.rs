@@ -284,10 +284,15 @@ async fn a_full_life_cycle_makes_exactly_the_expected_requests_in_order() {
         "{last}"
     );
     assert!(last.contains("within RTO 15m"), "{last}");
-    assert!(
-        !blocks_text(&reqs[10].body).contains("action_id"),
-        "no buttons once resolved"
-    );
+    // Once resolved, no decision buttons: only the checklist's.
+    let resolved = blocks_text(&reqs[10].body);
+    for gone in ["acknowledge", "approve", "reject", "escalate", "resolve"] {
+        assert!(
+            !resolved.contains(&format!("\"action_id\":\"{gone}\"")),
+            "no {gone} button once resolved: {resolved}"
+        );
+    }
+    assert_eq!(resolved.matches("\"action_id\":\"tick:").count(), 22);
     for r in reqs.iter().filter(|r| r.what == "pagerduty") {
         assert_eq!(r.body["dedup_key"], format!("medic-{id}-app-down"));
     }
@@ -869,4 +874,184 @@ async fn a_post_whose_reply_was_lost_is_found_not_posted_again() {
     let entry = &store.outbox_of(inc.id).await.unwrap()[0];
     assert_eq!((entry.state, entry.attempts), (OutboxState::Sent, 2));
     stop.cancel();
+}
+
+/// The post-recovery checklist of a resolved incident: its items are
+/// ticked through the API (the API token, like every mutating route) and
+/// with the Slack message's buttons (anyone in the channel), shown in the
+/// incidents API's JSON and in the updated Slack message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checklist_is_ticked_through_the_api_and_slack_buttons() {
+    let m = start().await;
+    let id = m.incident_id().await;
+    m.wait_requests(3).await;
+    // The app comes back: the incident resolves.
+    let _app = std::net::TcpListener::bind(("127.0.0.1", m.app_port)).unwrap();
+    let s = m.store.clone();
+    common::eventually(Duration::from_secs(20), "the incident resolved", || {
+        let s = s.clone();
+        async move { s.incident(id).await.unwrap().unwrap().state == IncidentState::Resolved }
+    })
+    .await;
+    let body = r#"{"by": "alice"}"#;
+    let sid = id.to_string();
+    assert_eq!(api(&m, &sid, "checklist/1.2", None, body).await.0, 401);
+    assert_eq!(
+        api(&m, &sid, "checklist/1.2", Some("wrong"), body).await.0,
+        401
+    );
+    let (code, v) = api(&m, &sid, "checklist/9.9", Some(API_TOKEN), body).await;
+    assert_eq!(code, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown checklist item \"9.9\""),
+        "{v}"
+    );
+    let (code, v) = api(
+        &m,
+        &sid,
+        "checklist/1.2",
+        Some(API_TOKEN),
+        r#"{"done": true}"#,
+    )
+    .await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(
+        api(&m, "999", "checklist/1.2", Some(API_TOKEN), body)
+            .await
+            .0,
+        404
+    );
+    let (code, v) = api(&m, &sid, "checklist/1.2", Some(API_TOKEN), body).await;
+    assert_eq!((code, &v["first"]), (200, &Value::Bool(true)), "{v}");
+    assert_eq!(
+        v["message"],
+        "checklist 1.2 Database queries responding normally ticked by alice via api"
+    );
+    let (_, again) = api(
+        &m,
+        &sid,
+        "checklist/1.2",
+        Some(API_TOKEN),
+        r#"{"by": "bob"}"#,
+    )
+    .await;
+    assert_eq!(again["first"], false, "{again}");
+
+    // A button of the resolved incident's message, clicked by someone who
+    // is not an approver.
+    assert_eq!(
+        click(&m, "U0SOMEONE", "tick:2.2", &format!("{id}:2.2")).await,
+        200
+    );
+    // Decided off the request path: wait for the redrawn message.
+    let f = m.fakes.clone();
+    common::eventually(
+        Duration::from_secs(20),
+        "the message redrawn with 2.2 ticked",
+        || {
+            let f = f.clone();
+            async move {
+                f.requests().iter().any(|r| {
+                    r.what == "chat.update"
+                        && blocks_text(&r.body).contains("☑ 2.2 Root cause identified")
+                })
+            }
+        },
+    )
+    .await;
+    let f = m.fakes.clone();
+    common::eventually(Duration::from_secs(20), "the tick in the thread", || {
+        let f = f.clone();
+        async move {
+            f.requests().iter().any(|r| {
+                r.what == "chat.postMessage"
+                    && r.body["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("checklist 2.2"))
+            })
+        }
+    })
+    .await;
+    // A button whose value names another item is refused.
+    assert_eq!(
+        click(&m, "U0SOMEONE", "tick:2.2", &format!("{id}:2.3")).await,
+        400
+    );
+
+    let detail: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/incidents/{id}", m.url))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticked: Vec<(String, String)> = detail["checklist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["done"] == true)
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().into(),
+                i["by"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ticked,
+        [
+            ("1.2".into(), "alice".into()),
+            ("2.2".into(), "<@U0SOMEONE>".into())
+        ]
+    );
+    assert_eq!(detail["checklist"].as_array().unwrap().len(), 22);
+
+    // The message was redrawn with the checklist: ticked items say who,
+    // open ones keep their buttons.
+    let reqs = m.fakes.requests();
+    let last = reqs.iter().rev().find(|r| r.what == "chat.update").unwrap();
+    let blocks = blocks_text(&last.body);
+    assert!(blocks.contains("Post-recovery checklist"), "{blocks}");
+    assert!(
+        blocks.contains("☑ 2.2 Root cause identified — by <@U0SOMEONE>"),
+        "{blocks}"
+    );
+    assert!(
+        blocks.contains("☑ 1.2 Database queries responding normally — by alice"),
+        "{blocks}"
+    );
+    assert!(blocks.contains("\"action_id\":\"tick:1.1\""), "{blocks}");
+    assert!(!blocks.contains("\"action_id\":\"tick:2.2\""), "{blocks}");
+    assert!(
+        !blocks.contains("\"action_id\":\"acknowledge\""),
+        "resolved: {blocks}"
+    );
+    let thread = reqs
+        .iter()
+        .rev()
+        .find(|r| {
+            r.what == "chat.postMessage"
+                && r.body["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("checklist 2.2"))
+        })
+        .unwrap();
+    let text = thread.body["text"].as_str().unwrap();
+    let (first, entry) = text.split_once('\n').unwrap();
+    assert_eq!(
+        first,
+        "checklist 2.2 Root cause identified ticked by &lt;@U0SOMEONE&gt; via slack"
+    );
+    assert!(
+        entry.ends_with(
+            " checklist: checklist 2.2 Root cause identified ticked by &lt;@U0SOMEONE&gt; via slack"
+        ),
+        "the tick's timeline entry goes to the thread: {text}"
+    );
+    m.stop().await;
 }

@@ -17,6 +17,25 @@ pub struct Communication {
     /// Notified at once when a critical (P1) incident opens.
     #[serde(default)]
     pub executives: Vec<String>,
+    /// Stakeholders (an email list): told when a critical or high
+    /// incident opens, then of its progress and resolution like everyone
+    /// notified.
+    #[serde(default)]
+    pub stakeholders: Vec<String>,
+    /// How long after resolution (the symptoms clear for their
+    /// `clear_for`) the resolution notice (or the FYI) goes out. Default
+    /// 0s: at once. The runbook wants it within 15m of restoration.
+    #[serde(default = "default_resolution_after")]
+    pub resolution_after: Dur,
+    /// When the post-mortem reminder goes to the acknowledging engineer
+    /// and the channel, after the resolution of an incident that paged
+    /// someone. Default 24h (the runbook's post-mortem deadline).
+    #[serde(default = "default_postmortem_after")]
+    pub postmortem_after: Dur,
+    /// Where the post-mortem draft of an incident is read; `{id}` is
+    /// replaced. Default: the `medic report ID` command.
+    #[serde(default)]
+    pub report_url: Option<String>,
     /// A first page unacknowledged this long is a missed acknowledgement
     /// (timeline, `medic_ack_missed_total`). Default 15m (the runbook).
     #[serde(default = "default_ack_within")]
@@ -90,6 +109,14 @@ fn default_ack_within() -> Dur {
     Dur::secs(15 * 60)
 }
 
+fn default_resolution_after() -> Dur {
+    Dur::secs(0)
+}
+
+fn default_postmortem_after() -> Dur {
+    Dur::secs(24 * 3600)
+}
+
 fn default_rto_shares() -> Vec<u32> {
     vec![50, 80]
 }
@@ -117,6 +144,14 @@ impl Communication {
             None => format!("`medic report {id}`"),
         }
     }
+
+    /// Where humans read incident `id`'s post-mortem draft.
+    pub fn report_link(&self, id: i64) -> String {
+        match &self.report_url {
+            Some(u) => u.replace("{id}", &id.to_string()),
+            None => format!("`medic report {id}`"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +174,8 @@ mod tests {
         assert_eq!(c.for_severity("info").self_healed, OnSelfHealed::None);
         assert_eq!(c.for_severity("warning").self_healed, OnSelfHealed::Fyi);
         assert_eq!(c.timeline_link(7), "`medic report 7`");
+        assert_eq!(c.resolution_after, Dur::secs(0));
+        assert_eq!(c.postmortem_after, Dur::secs(86400));
+        assert_eq!(c.report_link(7), "`medic report 7`");
     }
 }

@@ -1121,6 +1121,7 @@ impl Cx<'_> {
                 NotifierConfig::PagerDuty(p) => {
                     url(self, format!("notifiers.{name}.pagerduty.url"), &p.url);
                 }
+                NotifierConfig::Email(m) => self.validate_email(root, name, m),
                 NotifierConfig::Webhook(w) => {
                     let at = format!("notifiers.{name}.webhook.url");
                     if let SecretOrInline::Inline(v) = &w.url {
@@ -1173,7 +1174,11 @@ impl Cx<'_> {
             if let Some(c) = &policy.communication {
                 let at = format!("escalation.{name}.communication");
                 let notifiers: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
-                for (field, list) in [("channel", &c.channel), ("executives", &c.executives)] {
+                for (field, list) in [
+                    ("channel", &c.channel),
+                    ("executives", &c.executives),
+                    ("stakeholders", &c.stakeholders),
+                ] {
                     for (j, n) in list.iter().enumerate() {
                         if !config.notifiers.contains_key(n) {
                             let hint = did_you_mean(n, notifiers.iter().copied()).map_or_else(
@@ -1187,6 +1192,13 @@ impl Cx<'_> {
                             );
                         }
                     }
+                }
+                if c.postmortem_after.get().is_zero() {
+                    self.err(
+                        root,
+                        &format!("{at}.postmortem_after"),
+                        "postmortem_after must be longer than 0s",
+                    );
                 }
                 if c.ack_within.get().is_zero() {
                     self.err(
@@ -1219,6 +1231,69 @@ impl Cx<'_> {
                     );
                 }
             }
+        }
+    }
+
+    fn validate_email(&mut self, root: &Node, name: &str, m: &crate::config::EmailNotifier) {
+        let at = format!("notifiers.{name}.email");
+        if m.server.trim().is_empty() {
+            self.err(
+                root,
+                &format!("{at}.server"),
+                "server must name the SMTP host",
+            );
+        }
+        if m.port == Some(0) {
+            self.err(root, &format!("{at}.port"), "port must be 1 to 65535");
+        }
+        let mailbox = |v: &str| {
+            v.parse::<lettre::message::Mailbox>()
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = mailbox(&m.from) {
+            self.err(
+                root,
+                &format!("{at}.from"),
+                format!("{:?} is not an address ({e}): write `medic@example.com` or `medic <medic@example.com>`", m.from),
+            );
+        }
+        for (field, list) in [("to", &m.to), ("bcc", &m.bcc)] {
+            for (j, v) in list.iter().enumerate() {
+                if let Err(e) = mailbox(v) {
+                    self.err(
+                        root,
+                        &format!("{at}.{field}[{j}]"),
+                        format!("{v:?} is not an address ({e})"),
+                    );
+                }
+            }
+        }
+        if m.to.is_empty() && m.bcc.is_empty() {
+            self.err(
+                root,
+                &format!("{at}.to"),
+                "name at least one recipient in `to` or `bcc`",
+            );
+        }
+        match (&m.username, &m.password) {
+            (Some(_), None) => self.err(
+                root,
+                &format!("{at}.username"),
+                "a username needs a password: add `password: {env: NAME}`",
+            ),
+            (None, Some(_)) => self.err(
+                root,
+                &format!("{at}.password"),
+                "a password needs a username",
+            ),
+            _ => {}
+        }
+        if m.tls == crate::config::EmailTls::None && m.password.is_some() {
+            self.err(
+                root,
+                &format!("{at}.tls"),
+                "`tls: none` would send the password in clear: use `starttls` or `tls`",
+            );
         }
     }
 
@@ -1839,6 +1914,58 @@ escalation:
                 "medic.yaml:13:31: unknown notifier \"logs\" (did you mean \"log\"?)",
                 "medic.yaml:13:37: unknown notifier \"pager\" (defined: log)",
             ]
+        );
+    }
+
+    #[test]
+    fn an_email_notifier_is_checked_where_it_is_written() {
+        let text = "\
+notifiers:
+  mail:
+    email:
+      server: ''
+      port: 0
+      tls: none
+      from: medic
+      username: medic
+      password: { env: SMTP_PASSWORD }
+      to: [ops@example.com, 'not an address']
+escalation:
+  default:
+    levels: [{ after: 0s, notify: [mail] }]
+    communication: { channel: [mail], stakeholders: [board], postmortem_after: 0s }
+";
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "medic.yaml:4:15: server must name the SMTP host",
+                "medic.yaml:5:13: port must be 1 to 65535",
+                "medic.yaml:6:12: `tls: none` would send the password in clear: use `starttls` or `tls`",
+                "medic.yaml:7:13: \"medic\" is not an address (Invalid input): write `medic@example.com` or `medic <medic@example.com>`",
+                "medic.yaml:10:29: \"not an address\" is not an address (Invalid input)",
+                "medic.yaml:14:54: unknown notifier \"board\" (defined: mail)",
+                "medic.yaml:14:80: postmortem_after must be longer than 0s",
+            ]
+        );
+        let ok = text
+            .replace("server: ''", "server: smtp.example.com")
+            .replace("port: 0", "port: 587")
+            .replace("tls: none", "tls: starttls")
+            .replace("from: medic", "from: medic <medic@example.com>")
+            .replace(", 'not an address'", "")
+            .replace(
+                "stakeholders: [board], postmortem_after: 0s",
+                "stakeholders: [mail]",
+            );
+        let c = load_str_with_env("medic.yaml", &ok, env(&[])).unwrap();
+        let NotifierConfig::Email(m) = &c.notifiers["mail"] else {
+            panic!("an email notifier");
+        };
+        assert_eq!((m.port(), m.tls), (587, crate::config::EmailTls::Starttls));
+        let no_pw = ok.replace("      password: { env: SMTP_PASSWORD }\n", "");
+        assert_eq!(
+            errors(&no_pw, &[]),
+            ["medic.yaml:8:17: a username needs a password: add `password: {env: NAME}`"]
         );
     }
 

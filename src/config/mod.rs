@@ -680,11 +680,14 @@ pub enum NotifierConfig {
     PagerDuty(PagerDutyNotifier),
     /// A JSON POST per notification (status pages, chat tools).
     Webhook(WebhookNotifier),
+    /// Email over SMTP (STARTTLS or TLS, with authentication): one
+    /// message per notice to a list of recipients.
+    Email(EmailNotifier),
 }
 
 impl NotifierConfig {
     /// Every kind a notifier may have.
-    pub const KINDS: &'static [&'static str] = &["log", "slack", "pagerduty", "webhook"];
+    pub const KINDS: &'static [&'static str] = &["log", "slack", "pagerduty", "webhook", "email"];
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -738,6 +741,68 @@ pub struct WebhookNotifier {
     /// Sent as `Authorization: Bearer ...` when set.
     #[serde(default)]
     pub bearer_token: Option<SecretRef>,
+}
+
+/// An SMTP relay and the recipients of one list (stakeholders, affected
+/// users, executives, the on-call's mailbox).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailNotifier {
+    /// The SMTP server's host name (what its certificate names).
+    pub server: String,
+    /// Default: 587 with `starttls`, 465 with `tls`, 25 with `none`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `starttls` (default): plain connection upgraded with STARTTLS,
+    /// refused if the server does not offer it; `tls`: TLS from the first
+    /// byte (port 465); `none`: no encryption (a relay on localhost only).
+    #[serde(default)]
+    pub tls: EmailTls,
+    /// A PEM file of certificate authorities to trust besides the
+    /// system's (an internal relay with a private CA).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The sender: `medic <medic@example.com>` or `medic@example.com`.
+    pub from: String,
+    /// Authentication (PLAIN or LOGIN), when set; needs `password`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// Recipients named in the message.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Recipients nobody else sees (affected users).
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    /// Put before every subject (`[medic] `).
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+}
+
+fn default_subject_prefix() -> String {
+    "[medic] ".into()
+}
+
+/// How the email notifier secures its SMTP connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTls {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+impl EmailNotifier {
+    /// The port, or the TLS mode's usual one.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            EmailTls::Starttls => 587,
+            EmailTls::Tls => 465,
+            EmailTls::None => 25,
+        })
+    }
 }
 
 /// Who is paged, and when.

@@ -276,106 +276,116 @@ pub fn render(d: &IncidentDetail, now: DateTime<Utc>) -> String {
         .iter()
         .filter(|e| e.message.contains("cannot observe"))
         .count();
-    md.push_str("## Post-recovery checklist\n\n### 1. Verification\n\n");
-    let _ = writeln!(
-        md,
-        "- {} All services operational{}",
-        tick(resolved),
-        if resolved {
-            format!(
-                " — medic saw every symptom of {} clear at {}",
-                md_escape(&i.scenario),
-                time(recovered.unwrap_or(now))
-            )
-        } else {
-            " — the incident is still open".into()
-        }
-    );
-    md.push_str("- [ ] Database queries responding normally\n");
-    let _ = writeln!(
-        md,
-        "- [ ] No data loss beyond RPO{}",
-        d.rpo
-            .as_deref()
-            .map(|r| format!(" (RPO {r})"))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(
-        md,
-        "- {} Monitoring systems showing normal metrics{}",
-        tick(resolved && unknowns == 0),
-        if unknowns > 0 {
-            format!(" — medic could not observe a symptom {unknowns} time(s) during the incident")
-        } else {
-            String::new()
-        }
-    );
-    md.push_str("- [ ] User access restored\n- [ ] All integrations functioning\n\n### 2. Documentation\n\n");
-    let _ = writeln!(
-        md,
-        "- [x] Incident timeline documented — {} entries above",
-        d.timeline.len()
-    );
-    md.push_str("- [ ] Root cause identified\n");
-    let _ = writeln!(
-        md,
-        "- [x] Recovery steps logged — {} attempt(s) in the ledger, above",
-        d.attempts.len()
-    );
-    let _ = writeln!(
-        md,
-        "- [ ] Deviations from plan noted{}",
-        if deviations.is_empty() && !escalated {
-            " — none seen by medic: every attempt succeeded".to_string()
-        } else {
-            format!(
-                " — {}{}",
-                if deviations.is_empty() {
-                    "no failed step".into()
+    // What medic knows of each item: (ticked by medic, note).
+    let auto = |id: &str| -> (bool, String) {
+        match id {
+            "1.1" => (
+                resolved,
+                if resolved {
+                    format!(
+                        " — medic saw every symptom of {} clear at {}",
+                        md_escape(&i.scenario),
+                        time(recovered.unwrap_or(now))
+                    )
                 } else {
-                    format!("steps that did not work: {}", deviations.join(", "))
+                    " — the incident is still open".into()
                 },
-                if escalated {
-                    "; the incident was escalated to humans"
+            ),
+            "1.3" => (
+                false,
+                d.rpo
+                    .as_deref()
+                    .map(|r| format!(" (RPO {r})"))
+                    .unwrap_or_default(),
+            ),
+            "1.4" => (
+                resolved && unknowns == 0,
+                if unknowns > 0 {
+                    format!(
+                        " — medic could not observe a symptom {unknowns} time(s) during the incident"
+                    )
                 } else {
-                    ""
-                }
-            )
+                    String::new()
+                },
+            ),
+            "2.1" => (true, format!(" — {} entries above", d.timeline.len())),
+            "2.3" => (
+                true,
+                format!(" — {} attempt(s) in the ledger, above", d.attempts.len()),
+            ),
+            "2.4" => (
+                false,
+                if deviations.is_empty() && !escalated {
+                    " — none seen by medic: every attempt succeeded".to_string()
+                } else {
+                    format!(
+                        " — {}{}",
+                        if deviations.is_empty() {
+                            "no failed step".into()
+                        } else {
+                            format!("steps that did not work: {}", deviations.join(", "))
+                        },
+                        if escalated {
+                            "; the incident was escalated to humans"
+                        } else {
+                            ""
+                        }
+                    )
+                },
+            ),
+            "3.1" => (
+                false,
+                recovered
+                    .map(|t| format!(" — by {}", time(t + chrono::Duration::hours(24))))
+                    .unwrap_or_default(),
+            ),
+            "3.2" => (
+                false,
+                if pages.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — paged via: {}", pages.join(", "))
+                },
+            ),
+            "4.1" => (
+                false,
+                d.runbook
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+            ),
+            "4.3" => (
+                false,
+                format!(
+                    " — detection took {} from the first failure medic saw",
+                    human(detected - first_failure)
+                ),
+            ),
+            _ => (false, String::new()),
         }
-    );
-    md.push_str("- [ ] Lessons learned captured\n\n### 3. Post-Mortem\n\n");
-    let _ = writeln!(
-        md,
-        "- [ ] Schedule post-mortem within 24 hours{}",
-        recovered
-            .map(|t| format!(" — by {}", time(t + chrono::Duration::hours(24))))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(
-        md,
-        "- [ ] Include all stakeholders{}",
-        if pages.is_empty() {
-            String::new()
-        } else {
-            format!(" — paged via: {}", pages.join(", "))
+    };
+    // People's ticks (API, Slack) win over medic's guess and say who.
+    let ticks = crate::page::checklist::state(&d.timeline);
+    md.push_str("## Post-recovery checklist\n");
+    for (n, section) in crate::page::checklist::sections().into_iter().enumerate() {
+        let _ = writeln!(md, "\n### {}. {section}\n", n + 1);
+        for t in ticks.iter().filter(|t| t.section == section) {
+            let (medic, note) = auto(t.id);
+            let (done, who) = match (&t.by, t.at) {
+                (Some(by), Some(at)) => (
+                    t.done,
+                    format!(
+                        " — {} by {} at {}",
+                        if t.done { "ticked" } else { "unticked" },
+                        md_escape(by),
+                        time(at)
+                    ),
+                ),
+                _ => (medic, String::new()),
+            };
+            let _ = writeln!(md, "- {} {}{note}{who}", tick(done), t.text);
         }
-    );
-    md.push_str("- [ ] Review incident timeline\n- [ ] Discuss what went well\n- [ ] Identify improvement opportunities\n- [ ] Create action items with owners\n\n### 4. Improvement Actions\n\n");
-    let _ = writeln!(
-        md,
-        "- [ ] Update runbooks based on learnings{}",
-        d.runbook
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default()
-    );
-    md.push_str("- [ ] Implement preventive measures\n");
-    let _ = writeln!(
-        md,
-        "- [ ] Enhance monitoring/alerting — detection took {} from the first failure medic saw",
-        human(detected - first_failure)
-    );
-    md.push_str("- [ ] Update DR plan\n- [ ] Schedule follow-up training\n");
+    }
     md
 }
 
@@ -441,6 +451,46 @@ mod tests {
         assert!(md.contains("- [x] Recovery steps logged — 1 attempt(s)"));
         assert!(md.contains("### 4. Improvement Actions"));
         assert!(md.contains("(reference/disaster-recovery-plan.md#3)"));
+    }
+
+    /// Items people ticked (API, Slack) show as ticked, by whom and when;
+    /// an item unticked by a person stays open even where medic guessed.
+    #[test]
+    fn people_tick_the_checklist() {
+        let d = IncidentDetail {
+            incident: Incident {
+                id: 8,
+                scenario: "s".into(),
+                instance: String::new(),
+                state: IncidentState::Resolved,
+                severity: "high".into(),
+                summary: "down".into(),
+                opened_at: t(0),
+                updated_at: t(60),
+                resolved_at: Some(t(60)),
+                cause: None,
+            },
+            rto: Some("5m".into()),
+            rpo: None,
+            runbook: None,
+            timeline: vec![
+                TimelineEntry::new(t(100), "checklist", "x")
+                    .with_data(json!({"item": "2.2", "done": true, "by": "<@U0ALICE>"})),
+                TimelineEntry::new(t(120), "checklist", "x")
+                    .with_data(json!({"item": "1.1", "done": false, "by": "bob"})),
+            ],
+            attempts: Vec::new(),
+        };
+        let md = render(&d, t(1000));
+        assert!(
+            md.contains("- [x] Root cause identified — ticked by \\<@U0ALICE\\> at 2026-03-01 10:01:40.000 UTC\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- [ ] All services operational — medic saw every symptom of s clear at 2026-03-01 10:01:00.000 UTC — unticked by bob at 2026-03-01 10:02:00.000 UTC\n"),
+            "{md}"
+        );
+        assert_eq!(md.matches("- [").count(), 22);
     }
 
     #[test]

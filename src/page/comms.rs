@@ -78,6 +78,15 @@ impl Pager {
             self.notice(id, &c.executives, "executives", &text, true)
                 .await?;
         }
+        if matches!(inc.severity.as_str(), "critical" | "high") && !c.stakeholders.is_empty() {
+            let text = format!(
+                "{} (detected {}); {working}",
+                inc.summary,
+                inc.opened_at.format("%H:%M UTC")
+            );
+            self.notice(id, &c.stakeholders, "stakeholders", &text, false)
+                .await?;
+        }
         if let Some(rto) = info.map(|i| i.rto).filter(|r| !r.is_zero()) {
             let mut shares = c.rto_shares.clone();
             shares.push(100);
@@ -118,16 +127,42 @@ impl Pager {
         text: &str,
         mention: bool,
     ) -> Result<(), StoreError> {
-        let seq = self.store.timeline(id).await?.len();
         let now = self.clock.now();
+        self.notice_at(
+            id,
+            notifiers,
+            event,
+            text,
+            json!({ "mention": mention }),
+            now,
+        )
+        .await
+    }
+
+    /// [`Pager::notice`] due at `due`, with `extra` in its payload
+    /// (`mention`, `ping`).
+    async fn notice_at(
+        &self,
+        id: IncidentId,
+        notifiers: &[String],
+        event: &str,
+        text: &str,
+        extra: serde_json::Value,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let seq = self.store.timeline(id).await?.len();
+        let mut payload = json!({ "text": text, "event": event, "seq": seq, "mention": false });
+        if let (Some(p), Some(x)) = (payload.as_object_mut(), extra.as_object()) {
+            p.extend(x.clone());
+        }
         for n in notifiers {
             self.enqueue(
                 id,
                 format!("{id}:notice:{event}:{n}"),
                 n,
                 "notice",
-                now,
-                json!({ "text": text, "event": event, "seq": seq, "mention": mention }),
+                due,
+                payload.clone(),
             )
             .await?;
         }
@@ -200,8 +235,94 @@ pub(super) async fn self_healed(
         inc.summary,
         c.timeline_link(inc.id)
     );
-    p.notice(inc.id, &to, "fyi", &text, false).await?;
+    let due = p.clock.now() + chrono(c.resolution_after.get());
+    p.notice_at(inc.id, &to, "fyi", &text, json!({}), due)
+        .await?;
     Ok(true)
+}
+
+/// A Slack user ID (`U...`, `W...`): the only thing a `ping` may hold.
+pub(super) fn slack_user(s: &str) -> bool {
+    s.len() > 1
+        && s.len() <= 24
+        && (s.starts_with('U') || s.starts_with('W'))
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// The post-mortem reminder, `postmortem_after` after the resolution of
+/// an incident that paged someone: to the channel and to the notifiers
+/// of the level the acknowledging engineer answered (level 1 when nobody
+/// acknowledged), naming (and on Slack mentioning) that engineer, with
+/// the link to the `medic report` draft and the checklist's state.
+pub(super) async fn postmortem(
+    p: &Pager,
+    inc: &Incident,
+    c: &Communication,
+    resolved: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let id = inc.id;
+    let outbox = p.store.outbox_of(id).await?;
+    let pages: Vec<&OutboxEntry> = outbox
+        .iter()
+        .filter(|e| e.kind == "page" && e.state != OutboxState::Cancelled)
+        .collect();
+    if pages.is_empty() {
+        return Ok(());
+    }
+    let timeline = p.store.timeline(id).await?;
+    let ack = timeline
+        .iter()
+        .find(|e| e.kind == "decision" && e.data["decision"] == "acknowledge");
+    // The level the engineer answered: the highest paged before the
+    // acknowledgement (the first level when nobody acknowledged).
+    let level = match ack {
+        Some(a) => pages
+            .iter()
+            .filter(|e| e.due_at <= a.at)
+            .map(|e| num(e, "level"))
+            .max()
+            .unwrap_or(1),
+        None => 1,
+    };
+    let mut to: Vec<String> = c.channel.clone();
+    for e in pages.iter().filter(|e| num(e, "level") == level) {
+        if !to.contains(&e.notifier) {
+            to.push(e.notifier.clone());
+        }
+    }
+    let by = ack.and_then(|a| a.data["by"].as_str()).unwrap_or_default();
+    // Only a verified click's user is mentioned (an API caller's `by` is
+    // a name, shown as text).
+    let clicked = ack.is_some_and(|a| a.data["via"] == "slack");
+    let ping: Vec<String> = by
+        .strip_prefix("<@")
+        .filter(|_| clicked)
+        .and_then(|r| r.strip_suffix('>'))
+        .filter(|u| slack_user(u))
+        .map(|u| vec![u.to_string()])
+        .unwrap_or_default();
+    let who = if by.is_empty() {
+        "nobody acknowledged it".to_string()
+    } else {
+        format!("acknowledged by {by}")
+    };
+    let text = format!(
+        "Post-mortem due: {} (incident #{id}) was resolved at {} ({who}); the runbook asks for a post-mortem within 24 hours of resolution. Draft: {}. Post-recovery checklist: tick its items with the Slack buttons or POST /api/v1/incidents/{id}/checklist/ITEM.",
+        inc.summary,
+        resolved.format("%Y-%m-%d %H:%M UTC"),
+        c.report_link(id),
+    );
+    let due = resolved + chrono(c.postmortem_after.get());
+    p.notice_at(
+        id,
+        &to,
+        "postmortem",
+        &text,
+        json!({ "mention": true, "ping": ping }),
+        due,
+    )
+    .await
 }
 
 /// A share of the RTO has passed: escalate one level saying how much is

@@ -473,6 +473,7 @@ async fn view(
             .filter(|e| e.kind == "dependent")
             .map(|e| e.message.clone())
             .collect(),
+        checklist: super::checklist::state(&timeline),
         now: p.clock.now(),
         incident,
     };
@@ -623,6 +624,16 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
             NoticeKind::Notice => e.payload["mention"] == true,
             _ => false,
         },
+        ping: e.payload["ping"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str())
+                    .filter(|u| super::comms::slack_user(u))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     // Counted before sending: a crash from here on leaves attempts > 0.
     let attempts = e.attempts + 1;
@@ -662,6 +673,21 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         Err(NotifyError::Retry { reason, after }) if attempts < MAX_ATTEMPTS => {
             let wait = backoff(attempts, &e.key).max(after.unwrap_or_default());
             tracing::warn!(incident = id, notifier = %e.notifier, attempts, retry_in = %human(wait), "delivery failed, will retry: {reason}");
+            if attempts == 1 {
+                // The first failure is on the timeline too (a wrong
+                // password, a relay down), not only in the outbox.
+                p.note(
+                    id,
+                    "note",
+                    format!(
+                        "{} via {} failed, retrying: {reason}",
+                        kind.as_str(),
+                        e.notifier
+                    ),
+                    json!({ "notifier": e.notifier, "key": e.key, "retry": true }),
+                )
+                .await?;
+            }
             p.store
                 .outbox_mark(
                     e.id,

@@ -32,9 +32,11 @@
 //! level and notifier), as are decisions (kind `decision`, with who made
 //! them).
 
+pub mod checklist;
 mod comms;
 pub mod decision;
 mod dispatch;
+pub mod email;
 pub mod log;
 pub mod pagerduty;
 pub mod public;
@@ -129,6 +131,8 @@ pub struct View {
     /// The incident affects a public component (`public_status:`): Slack
     /// offers *Post status update*.
     pub public: bool,
+    /// The post-recovery checklist as ticked so far.
+    pub checklist: Vec<checklist::State>,
     pub now: DateTime<Utc>,
 }
 
@@ -158,6 +162,9 @@ pub struct Notice {
     /// The on-call should be pinged (pages, resolutions, `notify`
     /// notices); otherwise the message only informs.
     pub mention: bool,
+    /// Slack users to mention besides the notifier's own (the engineer
+    /// who acknowledged, from a verified click): IDs only.
+    pub ping: Vec<String>,
 }
 
 impl Notice {
@@ -264,6 +271,7 @@ fn build(config: &Config) -> Built {
             }
             NotifierConfig::PagerDuty(c) => Arc::new(pagerduty::PagerDutyNotifier::new(name, c)),
             NotifierConfig::Webhook(c) => Arc::new(webhook::WebhookNotifier::new(name, c)),
+            NotifierConfig::Email(c) => Arc::new(email::EmailNotifier::new(name, c)),
         };
         notifiers.insert(name.clone(), built);
     }
@@ -557,7 +565,10 @@ impl Pager {
     async fn paged(&self, id: IncidentId) -> Result<Vec<String>, StoreError> {
         let mut out: Vec<String> = Vec::new();
         for e in self.store.outbox_of(id).await? {
-            if (e.kind == "page" || (e.kind == "notice" && e.payload["event"] != "fyi"))
+            // The FYI and the post-mortem reminder (due a day after the
+            // end) make nobody a recipient of the incident's updates.
+            let closing = e.payload["event"] == "fyi" || e.payload["event"] == "postmortem";
+            if (e.kind == "page" || (e.kind == "notice" && !closing))
                 && matches!(e.state, OutboxState::Sent | OutboxState::Pending)
                 && !out.contains(&e.notifier)
             {
@@ -599,16 +610,26 @@ impl Pager {
             self.wake.notify_one();
             return Ok(());
         }
+        // With a communication plan, `resolution_after` later (default at
+        // once); the post-mortem reminder follows.
+        let comm = self.comm(&incident.scenario).map(|(_, _, c)| c);
+        let due = now
+            + comm.as_ref().map_or(chrono::Duration::zero(), |c| {
+                dispatch::chrono(c.resolution_after.get())
+            });
         for n in self.paged(incident.id).await? {
             self.enqueue(
                 incident.id,
                 format!("{}:resolution:{n}", incident.id),
                 &n,
                 "resolution",
-                now,
+                due,
                 json!({ "text": message }),
             )
             .await?;
+        }
+        if let Some(c) = comm {
+            comms::postmortem(self, incident, &c, now).await?;
         }
         self.wake.notify_one();
         Ok(())

@@ -222,6 +222,9 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
             .join(" · ");
         blocks.push(json!({ "type": "context", "elements": [mrkdwn(&who)] }));
     }
+    if inc.state == IncidentState::Resolved {
+        checklist_blocks(v, &mut blocks);
+    }
     if inc.state != IncidentState::Resolved {
         let id = inc.id.to_string();
         let mut buttons = Vec::new();
@@ -266,6 +269,50 @@ pub fn render(v: &View) -> (Vec<Value>, String) {
         inc.id
     ));
     (blocks, text)
+}
+
+/// The post-recovery checklist of a resolved incident: per section, its
+/// items (ticked ones with who ticked them) and a button per item still
+/// open (`tick:ID`, value `INCIDENT:ID`; anyone may tick).
+fn checklist_blocks(v: &View, blocks: &mut Vec<Value>) {
+    let id = v.incident.id;
+    blocks.push(json!({ "type": "header", "text": plain("Post-recovery checklist") }));
+    for section in super::checklist::sections() {
+        let items: Vec<&super::checklist::State> = v
+            .checklist
+            .iter()
+            .filter(|s| s.section == section)
+            .collect();
+        let lines = items
+            .iter()
+            .map(|s| match (&s.by, s.done) {
+                (Some(by), true) => format!(
+                    "☑ {} {} — {}",
+                    s.id,
+                    s.text,
+                    escape_decision(&format!("by {by}"))
+                ),
+                _ => format!("☐ {} {}", s.id, s.text),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        blocks.push(json!({ "type": "section", "text": mrkdwn(&format!("*{section}*\n{lines}")) }));
+        let buttons: Vec<Value> = items
+            .iter()
+            .filter(|s| !s.done)
+            .map(|s| {
+                json!({
+                    "type": "button",
+                    "action_id": format!("tick:{}", s.id),
+                    "value": format!("{id}:{}", s.id),
+                    "text": plain(&cut(&format!("Tick {} {}", s.id, s.text), 75)),
+                })
+            })
+            .collect();
+        if !buttons.is_empty() {
+            blocks.push(json!({ "type": "actions", "block_id": format!("medic:{id}:checklist:{section}"), "elements": buttons }));
+        }
+    }
 }
 
 impl SlackNotifier {
@@ -397,8 +444,14 @@ impl SlackNotifier {
             out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
         }
         let out = esc_cut(&out, 3500);
-        if n.mention && !self.mention.is_empty() {
-            let who: Vec<String> = self.mention.iter().map(|m| mention(m)).collect();
+        let mut who: Vec<String> = Vec::new();
+        let mine = self.mention.iter().filter(|_| n.mention);
+        for m in n.ping.iter().chain(mine).map(|m| mention(m)) {
+            if !who.contains(&m) {
+                who.push(m);
+            }
+        }
+        if !who.is_empty() {
             return format!("{} {out}", who.join(" "));
         }
         out
@@ -575,6 +628,7 @@ mod tests {
             decisions: vec![format!("acknowledged by <@U1> {bad}")],
             dependents: Vec::new(),
             public: false,
+            checklist: Vec::new(),
             now: at,
         };
         let (blocks, text) = render(&v);
@@ -595,6 +649,64 @@ mod tests {
         assert!(
             blocks.contains("acknowledged by <@U1> &lt;!channel&gt;"),
             "{blocks}"
+        );
+    }
+
+    /// The post-mortem reminder mentions the engineer who acknowledged
+    /// (a verified click's user ID) besides the notifier's own mentions,
+    /// each once; the reminder's text itself stays escaped.
+    #[test]
+    fn the_reminder_mentions_the_acknowledging_engineer() {
+        let c = Config {
+            token: crate::secret::SecretRef::Env("MEDIC_TEST_UNSET_TOKEN".into()),
+            channel: "C1".into(),
+            mention: vec!["U0ONCALL".into(), "S0SRE".into()],
+            api_url: "http://127.0.0.1:1".into(),
+        };
+        let s = SlackNotifier::new("oncall", &c);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let n = Notice {
+            kind: super::super::NoticeKind::Notice,
+            key: "1:notice:postmortem:oncall".into(),
+            level: 0,
+            level_name: None,
+            text: "Post-mortem due: <b> (acknowledged by <@U0ALICE>)".into(),
+            entries: Vec::new(),
+            view: View {
+                incident: crate::store::Incident {
+                    id: 1,
+                    scenario: "s".into(),
+                    instance: String::new(),
+                    state: IncidentState::Resolved,
+                    severity: "high".into(),
+                    summary: "x".into(),
+                    opened_at: at,
+                    updated_at: at,
+                    resolved_at: Some(at),
+                    cause: None,
+                },
+                rto: None,
+                targets: Vec::new(),
+                observed: Vec::new(),
+                done: Vec::new(),
+                next: None,
+                awaiting: None,
+                decisions: Vec::new(),
+                dependents: Vec::new(),
+                checklist: Vec::new(),
+                now: at,
+            },
+            reference: None,
+            maybe_sent: false,
+            event: "postmortem".into(),
+            mention: true,
+            ping: vec!["U0ONCALL".into(), "U0ALICE".into()],
+        };
+        assert_eq!(
+            s.thread_text(&n),
+            "<@U0ONCALL> <@U0ALICE> <!subteam^S0SRE> Post-mortem due: &lt;b&gt; (acknowledged by &lt;@U0ALICE&gt;)"
         );
     }
 }

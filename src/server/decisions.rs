@@ -20,9 +20,71 @@ use serde_json::json;
 use super::AppState;
 use crate::page::{DecideError, Decision, DecisionKind};
 
-/// The decision routes.
+/// The decision routes, and ticking the post-recovery checklist:
+/// `POST /api/v1/incidents/{id}/checklist/{item}` with
+/// `{"by": "name", "done": true}` (`done` defaults to true; false unticks).
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/incidents/{id}/{action}", post(decide))
+    Router::new()
+        .route("/api/v1/incidents/{id}/{action}", post(decide))
+        .route("/api/v1/incidents/{id}/checklist/{item}", post(tick))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TickBody {
+    by: String,
+    #[serde(default = "yes")]
+    done: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn tick(
+    State(st): State<AppState>,
+    Path((id, item)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("incident id {id:?} is not a number"),
+        );
+    };
+    let body: TickBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body: {e}; expected {{\"by\": \"name\", \"done\": true}}"),
+            );
+        }
+    };
+    let Some(pager) = st.pager.borrow().clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica is not the leader (or is starting): ask the leader",
+        );
+    };
+    match pager.tick(id, &item, body.done, &body.by, "api").await {
+        Ok(o) => (
+            StatusCode::OK,
+            Json(json!({ "ok": true, "first": o.first, "message": o.message })),
+        )
+            .into_response(),
+        Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(DecideError::BadRequest(m)) if m.starts_with("unknown checklist item") => {
+            error(StatusCode::NOT_FOUND, m)
+        }
+        Err(DecideError::BadRequest(m)) | Err(DecideError::NotAwaiting(m)) => {
+            error(StatusCode::BAD_REQUEST, m)
+        }
+        Err(e @ DecideError::Store(_)) => {
+            tracing::error!(incident = id, error = %e, "checklist tick failed: store");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
 }
 
 #[derive(Deserialize)]

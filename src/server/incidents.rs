@@ -124,6 +124,7 @@ async fn show(State(st): State<AppState>, Path(raw): Path<String>) -> Response {
         "rto": rto,
         "rpo": rpo,
         "runbook": runbook,
+        "checklist": crate::page::checklist::state(&timeline),
         "timeline": timeline,
         "attempts": attempts,
     }))

@@ -167,6 +167,8 @@ fn refuse(code: StatusCode, msg: impl Into<String>) -> Response {
 /// One click, parsed (fields private: only the route acts on it).
 pub struct Click {
     kind: DecisionKind,
+    /// A checklist button (`tick:ITEM`): tick the item instead of deciding.
+    tick: Option<String>,
     incident: i64,
     step: Option<String>,
     user: String,
@@ -318,6 +320,28 @@ pub fn parse(body: &[u8]) -> Result<Interaction, ParseError> {
             trigger_id,
         }));
     }
+    if let Some(item) = id.strip_prefix("tick:") {
+        let value = action["value"].as_str().unwrap_or_default();
+        let incident = value
+            .split_once(':')
+            .filter(|(_, i)| *i == item)
+            .and_then(|(n, _)| n.parse::<i64>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "checklist action value {:?} is not `INCIDENT:{}`",
+                    value.chars().take(40).collect::<String>(),
+                    item.chars().take(20).collect::<String>()
+                )
+            })?;
+        return Ok(Interaction::Click(Click {
+            kind: DecisionKind::Acknowledge,
+            tick: Some(item.to_string()),
+            incident,
+            step: None,
+            user,
+            channel,
+        }));
+    }
     let kind = DecisionKind::parse(id).ok_or_else(|| {
         format!(
             "unknown action id {:?} (known: {}, {})",
@@ -339,6 +363,7 @@ pub fn parse(body: &[u8]) -> Result<Interaction, ParseError> {
     }
     Ok(Interaction::Click(Click {
         kind,
+        tick: None,
         incident,
         step,
         user,
@@ -465,6 +490,15 @@ async fn act(
             }
         }
     };
+    if let Some(item) = &click.tick {
+        // Anyone in the channel may tick an item (it changes no system).
+        let by = format!("<@{}>", click.user);
+        return match pager.tick(click.incident, item, true, &by, "slack").await {
+            Ok(o) if o.first => Ok(()),
+            Ok(o) => reply(format!("Nothing changed: {}.", escape_decision(&o.message))).await,
+            Err(e) => reply(format!("Nothing changed: {}.", escape(&e.to_string()))).await,
+        };
+    }
     if click.kind.needs_approver() && !approver(pager, app, &click.user).await {
         tracing::warn!(user = %click.user, action = click.kind.as_str(), incident = click.incident, "refused: not an approver");
         return reply(format!(

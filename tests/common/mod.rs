@@ -11,6 +11,7 @@ pub mod netns;
 pub mod pg;
 pub mod prom;
 pub mod scripted;
+pub mod smtp;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
