@@ -392,3 +392,213 @@ fn a_leader_cut_off_from_the_store_stops_acting_within_its_lease() {
         ma.log_text().contains("this replica is blind")
     });
 }
+
+/// A `/metrics` endpoint whose text the test changes: `app_up` per
+/// instance, 1 (up) or 0 (down). One per replica: what each observer sees.
+struct Exposition {
+    port: u16,
+    down: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Exposition {
+    const INSTANCES: [&'static str; 2] = ["x", "y"];
+
+    fn start() -> Exposition {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let down: Arc<std::sync::Mutex<Vec<&'static str>>> = Default::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, s) = (down.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let Ok((mut c, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let down = d.lock().unwrap().clone();
+                let body: String = Self::INSTANCES
+                    .iter()
+                    .map(|i| {
+                        format!(
+                            "app_up{{instance=\"{i}\"}} {}\n",
+                            u8::from(!down.contains(i))
+                        )
+                    })
+                    .collect();
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Exposition { port, down, stop }
+    }
+
+    /// From now on, this observer sees `instance` down.
+    fn fail(&self, instance: &'static str) {
+        self.down.lock().unwrap().push(instance);
+    }
+}
+
+impl Drop for Exposition {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A per-series scenario: one instance per `instance` label of `app_up`
+/// scraped from `metrics`, failing below 1, needing `quorum: 2`; its step
+/// appends the instance to `runs`.
+fn per_series_rule(runs: &Path, metrics: u16) -> String {
+    format!(
+        "scenario: instance-down\n\
+         summary: An app instance is down\n\
+         severity: high\n\
+         rto: 5m\n\
+         symptoms:\n\
+         \x20 down:\n\
+         \x20   check: {{ scrape: {{ url: \"http://127.0.0.1:{metrics}/metrics\", metric: app_up, below: 1 }} }}\n\
+         \x20   every: 200ms\n\
+         \x20   timeout: 200ms\n\
+         \x20   for: 400ms\n\
+         \x20   clear_for: 400ms\n\
+         \x20   quorum: 2\n\
+         when: {{ any: [down] }}\n\
+         plan:\n\
+         \x20 - name: restart\n\
+         \x20   action: exec\n\
+         \x20   args: [\"sh\", \"-c\", \"echo \\\"$1\\\" >> {}\", \"sh\", \"${{labels.instance}}\"]\n\
+         \x20   timeout: 10s\n\
+         \x20   verify: {{ within: 30s }}\n\
+         \x20   limit: {{ attempts: 1, per: 1h }}\n\
+         escalation: default\n",
+        runs.display()
+    )
+}
+
+/// Per-series quorum across three real medic processes: the quorum
+/// counts observers of the *same* label set. The leader alone seeing
+/// instance x down never acts; a follower seeing instance y down adds
+/// nothing to x (nor makes y an incident: the leader sees y up); once a
+/// second observer sees x down, x's step runs, and y's never does.
+#[test]
+fn per_series_quorum_counts_observers_of_the_same_instance_only() {
+    let pg = pg::Pg::primary();
+    let root = tempfile::tempdir().unwrap();
+    let runs_file = root.path().join("runs");
+    let unused = free_port();
+    let (mc, ma, mb) = (
+        Exposition::start(),
+        Exposition::start(),
+        Exposition::start(),
+    );
+    let c = Replica::new(
+        root.path(),
+        "c",
+        pg.primary.port,
+        unused,
+        &per_series_rule(&runs_file, mc.port),
+    );
+    let a = Replica::new(
+        root.path(),
+        "a",
+        pg.primary.port,
+        unused,
+        &per_series_rule(&runs_file, ma.port),
+    );
+    let b = Replica::new(
+        root.path(),
+        "b",
+        pg.primary.port,
+        unused,
+        &per_series_rule(&runs_file, mb.port),
+    );
+    let medic_c = c.start();
+    wait_until(Duration::from_secs(20), "c to lead", || c.is("leader"));
+    let _medic_a = a.start();
+    let _medic_b = b.start();
+    wait_until(Duration::from_secs(20), "a and b to follow", || {
+        a.is("follower") && b.is("follower")
+    });
+    let st = store(pg.primary.port);
+
+    // The leader sees x down, a follower sees y down: two failing
+    // observers, of different instances.
+    mc.fail("x");
+    ma.fail("y");
+    wait_until(
+        Duration::from_secs(15),
+        "x's step to wait for a quorum",
+        || {
+            timelines(&st)
+                .iter()
+                .any(|l| l.contains("failing on 1 of 3 observers, quorum 2: waiting"))
+        },
+    );
+    // a's failing y is in the store, and still counts nothing for x.
+    wait_until(Duration::from_secs(10), "a's observation of y", || {
+        block_on(st.observations(
+            "instance-down",
+            "down",
+            chrono::Utc::now() - chrono::Duration::seconds(2),
+        ))
+        .unwrap()
+        .iter()
+        .any(|r| r.replica == "a" && r.instance == "{instance=\"y\"}" && r.outcome == "failing")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        runs(&runs_file),
+        Vec::<String>::new(),
+        "{:#?}",
+        timelines(&st)
+    );
+    let text = timelines(&st);
+    assert!(
+        !text
+            .iter()
+            .any(|l| l.contains("failing on 2 of 3 observers")),
+        "{text:#?}"
+    );
+    let open = block_on(st.open_incidents()).unwrap();
+    let instances: Vec<&str> = open.iter().map(|i| i.instance.as_str()).collect();
+    assert_eq!(
+        instances,
+        ["{instance=\"x\"}"],
+        "only the leader's x opened"
+    );
+    assert!(
+        block_on(st.incident_attempts(open[0].id))
+            .unwrap()
+            .is_empty(),
+        "no attempt: it waits"
+    );
+
+    // b sees x down too: two observers of x.
+    mb.fail("x");
+    wait_until(Duration::from_secs(15), "x's step to run", || {
+        runs(&runs_file).len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runs(&runs_file), ["x"], "{:#?}", timelines(&st));
+    let text = timelines(&st);
+    let at = |needle: &str| {
+        text.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {text:#?}"))
+    };
+    assert!(
+        at("failing on 1 of 3 observers, quorum 2: waiting")
+            < at("failing on 2 of 3 observers, quorum 2: acting")
+    );
+    assert!(c.is("leader"), "{}", medic_c.log_text());
+}

@@ -13,6 +13,7 @@
 //! | connection refused or reset, closed by the server | failing |
 //! | "starting up", "shutting down", "too many clients", crash shutdown | failing |
 //! | connect timeout, no route, no answer within the symptom's timeout | unreachable (a candidate: unknown when medic is blind) |
+//! | a cluster whose last primary is silent (a timeout, or frozen) and no member answers as primary | unreachable (a candidate; the members' answers are evidence for the judgement) |
 //! | name resolution | unknown |
 //! | authentication failed, no pg_hba entry, database does not exist | unknown (medic's credentials or config) |
 //! | `role` differs from `pg_is_in_recovery()` | failing |
@@ -107,6 +108,10 @@ pub struct PostgresCheck {
     /// (`peer_timeout`), and [`Check::lost`] fires, without waiting for
     /// the next poll.
     held: tokio::sync::Mutex<Option<(String, Session)>>,
+    /// medic's vantage judgement (`medic run` attaches it): a cluster
+    /// check records every member's answer or silence there, so a silent
+    /// primary beside an answering replica is judged unreachable.
+    vantage: std::sync::OnceLock<Arc<crate::check::vantage::Vantage>>,
 }
 
 impl std::fmt::Debug for PostgresCheck {
@@ -188,6 +193,7 @@ impl PostgresCheck {
             params: p.clone(),
             timeout,
             held: tokio::sync::Mutex::new(None),
+            vantage: std::sync::OnceLock::new(),
         })
     }
 
@@ -346,8 +352,42 @@ impl PostgresCheck {
         }
     }
 
+    /// How long a discovery waits for each member: four fifths of the
+    /// check's timeout, so a silent member is called silent (and the
+    /// others' answers recorded) before the scheduler gives up on the run.
+    fn discovery_timeout(&self) -> Duration {
+        self.timeout * 4 / 5
+    }
+
+    /// Records what each member said in the vantage judgement: an answer
+    /// (a role, or a refusal: the host's kernel answered) or silence.
+    /// Fresh for three check timeouts (about a symptom's two intervals
+    /// plus its timeout; the judgement that needs it follows at once).
+    fn record_members(&self, view: &View) {
+        let Some(v) = self.vantage.get() else { return };
+        let now = tokio::time::Instant::now();
+        for (name, seen) in &view.members {
+            let o = match seen {
+                Seen::Answered(_) => Outcome::Ok,
+                Seen::Down {
+                    silent: true,
+                    detail,
+                    ..
+                } => Outcome::Unreachable(detail.clone()),
+                Seen::Down {
+                    broken: true,
+                    detail,
+                    ..
+                } => Outcome::Failing(detail.clone()),
+                Seen::Down { .. } => continue,
+            };
+            v.heard_target(name, &o, now, self.timeout * 3);
+        }
+    }
+
     async fn run_primary(&self, c: &Arc<Cluster>, servers: &[Server]) -> Outcome {
-        let view = c.discover(self.timeout).await;
+        let view = c.discover(self.discovery_timeout()).await;
+        self.record_members(&view);
         let Some(primary) = &view.primary else {
             return no_member(c, &view, "primary");
         };
@@ -358,7 +398,8 @@ impl PostgresCheck {
     }
 
     async fn run_replicas(&self, c: &Arc<Cluster>, servers: &[Server]) -> Outcome {
-        let view = c.discover(self.timeout).await;
+        let view = c.discover(self.discovery_timeout()).await;
+        self.record_members(&view);
         let replicas: Vec<&Server> = servers
             .iter()
             .filter(|s| view.primary.as_ref() != Some(&s.name))
@@ -390,7 +431,7 @@ impl PostgresCheck {
     }
 
     async fn run_demoted(&self, c: &Arc<Cluster>) -> Outcome {
-        let view = c.discover(self.timeout).await;
+        let view = c.discover(self.discovery_timeout()).await;
         let mut back = Vec::new();
         for (name, was_tl) in &view.demoted {
             let Some(Seen::Answered(a)) = view.seen(name) else {
@@ -432,7 +473,11 @@ impl PostgresCheck {
 }
 
 /// No member in the wanted role: failing when the members answered (or
-/// are down for sure), unknown when medic could see none of them.
+/// are down for sure), unknown when medic could see none of them. No
+/// primary because the last one went *silent* (no TCP answer, or a frozen
+/// server) is a candidate unreachable: the engine's vantage judgement
+/// keeps it (the other members' answers are recorded there) or makes it
+/// unknown when medic itself is blind.
 fn no_member(c: &Cluster, view: &View, role: &str) -> Outcome {
     if let Some(p) = &view.problem {
         return Outcome::Failing(format!("{}: no single primary: {p}", c.name));
@@ -446,7 +491,15 @@ fn no_member(c: &Cluster, view: &View, role: &str) -> Outcome {
         c.name,
         view.summary()
     );
-    if seen_something {
+    let silent = |n: &str| matches!(view.seen(n), Some(Seen::Down { silent: true, .. }));
+    let primary_silent = role == "primary"
+        && match c.last_primary() {
+            Some(last) => silent(&last),
+            None => view.members.iter().any(|(n, _)| silent(n)),
+        };
+    if primary_silent {
+        Outcome::Unreachable(detail)
+    } else if seen_something {
         Outcome::Failing(detail)
     } else {
         Outcome::Unknown(detail)
@@ -480,6 +533,10 @@ impl Check for PostgresCheck {
 
     fn timed_out(&self, after: Duration) -> Outcome {
         super::silent(self.address(), after)
+    }
+
+    fn attach_vantage(&self, vantage: &Arc<crate::check::vantage::Vantage>) {
+        let _ = self.vantage.set(vantage.clone());
     }
 
     async fn lost(&self) {

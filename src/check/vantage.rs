@@ -11,6 +11,10 @@
 //!   resolver, a peer), where any answer counts;
 //! - medic's store, asked every few seconds.
 //!
+//! Only answers heard since the target went silent (its first silent word
+//! since it last answered) count as evidence: an older one may predate a
+//! cut-off of medic itself.
+//!
 //! The verdicts, in order:
 //! 1. The store does not answer: **blind** (unknown).
 //! 2. A probe of the target's zone answers: **unreachable** (the path into
@@ -70,6 +74,9 @@ impl Heard {
 #[derive(Debug, Default)]
 struct State {
     targets: HashMap<String, Heard>,
+    /// Target → when its current silence began (its first silent word
+    /// since it last answered).
+    silent_since: HashMap<String, Instant>,
     /// (zone, probe index) → last word.
     probes: HashMap<(String, usize), Heard>,
     /// The store's last word and what it said when it failed.
@@ -138,7 +145,13 @@ impl Vantage {
             Outcome::Unreachable(_) => false,
             Outcome::Unknown(_) => return,
         };
-        self.state().targets.insert(
+        let mut st = self.state();
+        if answered {
+            st.silent_since.remove(target);
+        } else {
+            st.silent_since.entry(target.to_string()).or_insert(at);
+        }
+        st.targets.insert(
             target.to_string(),
             Heard {
                 answered,
@@ -196,6 +209,11 @@ impl Vantage {
             ));
         }
         let zone = target.and_then(|t| self.zone_of(t));
+        // Only an answer heard since the target went silent proves medic's
+        // vantage: one from before may predate medic's own cut-off (a
+        // check every 15s keeps its last answer fresh for 30s).
+        let since = target.and_then(|t| st.silent_since.get(t)).copied();
+        let after = |h: &Heard| since.is_none_or(|s| h.at >= s);
         // What answers, inside the target's zone and outside it.
         let (mut inside, mut outside) = (Vec::new(), Vec::new());
         let (mut silent, mut observed) = (0usize, 0usize);
@@ -205,7 +223,7 @@ impl Vantage {
                 observed += 1;
                 silent += usize::from(!h.answered);
             }
-            if !h.answered || Some(name.as_str()) == target {
+            if !h.answered || !after(h) || Some(name.as_str()) == target {
                 continue;
             }
             let shown = match self.zone_of(name) {
@@ -216,7 +234,7 @@ impl Vantage {
         }
         let mut zone_probes = Vec::new();
         for ((z, i), h) in st.probes.iter() {
-            if !h.fresh(now) || !h.answered {
+            if !h.fresh(now) || !h.answered || !after(h) {
                 continue;
             }
             let what = self
@@ -563,6 +581,35 @@ mod tests {
         // Old silence goes stale as well: then medic knows nothing, not blindness.
         advance(FRESH + Duration::from_millis(1)).await;
         assert_eq!(v.blind(Instant::now()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_from_before_the_silence_began_proves_nothing() {
+        let v = vantage();
+        // web answered; then medic is cut off and db2 goes silent: web's
+        // answer is still fresh, but older than db2's silence.
+        hear(&v, "web", ok());
+        advance(Duration::from_millis(500)).await;
+        assert_eq!(
+            judge(&v, "db2"),
+            Outcome::Unknown(
+                "medic is blind: db: connect timed out, and nothing it watches answers, in zone b or elsewhere"
+                    .into()
+            )
+        );
+        // web answers again, after db2 went silent: medic can see.
+        advance(Duration::from_millis(500)).await;
+        hear(&v, "web", ok());
+        let o = judge(&v, "db2");
+        assert_eq!(o.label(), "unreachable", "{o:?}");
+        assert!(
+            o.detail().contains("while medic still reaches web"),
+            "{o:?}"
+        );
+        // db2 answers: its next silence starts afresh.
+        hear(&v, "db2", ok());
+        advance(Duration::from_millis(500)).await;
+        assert_eq!(judge(&v, "db2").label(), "unknown");
     }
 
     #[tokio::test(start_paused = true)]

@@ -67,10 +67,13 @@ pub struct MemberState {
 pub enum Seen {
     Answered(MemberState),
     /// No answer: `broken` when the answer says the server is down
-    /// (refused, closed, frozen), not that medic cannot tell.
+    /// (refused, closed, frozen), not that medic cannot tell; `silent`
+    /// when nothing answered in time (a connect or start-up timeout, or a
+    /// frozen server: the kernel accepted, the server said nothing).
     Down {
         detail: String,
         broken: bool,
+        silent: bool,
     },
 }
 
@@ -212,6 +215,10 @@ pub async fn probe(m: &Member, timeout: Duration) -> Seen {
     let down = |e: &SessionError| Seen::Down {
         detail: format!("{}: {e}", m.address()),
         broken: is_broken(e),
+        silent: matches!(
+            e,
+            SessionError::ConnectTimeout | SessionError::StartupTimeout | SessionError::Silent(_)
+        ),
     };
     let s = match open(&m.target, "medic", timeout).await {
         Ok(s) => s,
@@ -231,6 +238,7 @@ pub async fn probe(m: &Member, timeout: Duration) -> Seen {
                 humantime::format_duration(timeout)
             ),
             broken: false,
+            silent: true,
         },
     }
 }
@@ -362,6 +370,7 @@ impl Cluster {
                 let s = st.last.get(&m.name).cloned().unwrap_or(Seen::Down {
                     detail: "not seen yet".into(),
                     broken: false,
+                    silent: false,
                 });
                 (m.name.clone(), s)
             })
@@ -508,12 +517,14 @@ async fn probe_and_mark_read_only(m: &Member, newest: u32, fence_on_sight: bool)
         return Seen::Down {
             detail: format!("{}: no answer", m.address()),
             broken: true,
+            silent: false,
         };
     };
     let Ok(row) = s.client.query_one(PROBE_SQL, &[]).await else {
         return Seen::Down {
             detail: format!("{}: no answer to the role query", m.address()),
             broken: true,
+            silent: false,
         };
     };
     let state = MemberState {
@@ -671,6 +682,7 @@ mod tests {
         Seen::Down {
             detail: "connection refused".into(),
             broken: true,
+            silent: false,
         }
     }
 

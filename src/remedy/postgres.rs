@@ -58,6 +58,12 @@ pub const DEFAULT_UNREACHABLE_FOR: Dur = Dur::secs(5);
 pub const DEFAULT_COOLDOWN: Dur = Dur::secs(3600);
 /// The longest wait for one node to answer during the gates.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How much longer than the candidates medic waits for an old primary its
+/// checks have already seen failing for `unreachable_checks` over
+/// `unreachable_for`, when it can fence it (a cluster fences it on sight
+/// should it answer later; a `fence` command runs anyway): a silent
+/// primary costs this, not a full [`PROBE_TIMEOUT`], before the promotion.
+const SILENT_GRACE: Duration = Duration::from_millis(250);
 
 /// A replica that may be promoted: a target name, or `{ target, priority }`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -501,6 +507,11 @@ impl PromoteReplica {
         }
     }
 
+    /// Probes the old primary and every candidate at once, once the
+    /// primary-unreachable gate passed. With a way to fence, the old
+    /// primary gets [`SILENT_GRACE`] beyond the candidates' answers: the
+    /// evidence in hand already says it is gone, and a late answer would be
+    /// fenced (on sight, or by the fence command).
     async fn probe_all(
         &self,
         roles: &Roles,
@@ -510,7 +521,30 @@ impl PromoteReplica {
         let primary = probe(&roles.primary, t);
         let replicas =
             futures_util::future::join_all(roles.candidates.iter().map(|(n, _)| probe(n, t)));
-        tokio::join!(primary, replicas)
+        if !self.can_fence() {
+            return tokio::join!(primary, replicas);
+        }
+        tokio::pin!(primary, replicas);
+        let mut early = None;
+        let replicas = loop {
+            tokio::select! {
+                p = &mut primary, if early.is_none() => early = Some(p),
+                r = &mut replicas => break r,
+            }
+        };
+        let primary = match early {
+            Some(p) => p,
+            None => tokio::time::timeout(SILENT_GRACE, primary)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "{}: no answer within {} after the candidates answered, and its checks saw it failing",
+                        roles.primary.name,
+                        humantime::format_duration(SILENT_GRACE)
+                    ))
+                }),
+        };
+        (primary, replicas)
     }
 }
 
@@ -866,7 +900,15 @@ impl Action for PromoteReplica {
         } else if let Some(c) = &self.cluster
             && let Some(m) = c.member(&roles.primary.name)
         {
-            match probe(&roles.primary, t).await {
+            // One the preflight found unreachable gets a short look only:
+            // should it answer later, the cluster fences it on sight (or it
+            // was demoted on disk below).
+            let look = if ctx.preflight["fence_unreachable"] == json!(true) {
+                SILENT_GRACE.min(t)
+            } else {
+                t
+            };
+            match probe(&roles.primary, look).await {
                 // medic's own fence, when the old primary answers as primary.
                 Ok(s) if !s.in_recovery => match crate::connect::pg_cluster::fence(m, t).await {
                     Ok(r) => data["fence"] = json!({ "ok": true, "detail": r.detail }),

@@ -256,6 +256,21 @@ impl Medic {
 
     /// [`Medic::start`] with extra environment variables.
     pub fn start_with_env(config: &Path, log: &Path, env: &[(&str, String)]) -> Medic {
+        Self::start_command(Command::new(env!("CARGO_BIN_EXE_medic")), config, log, env)
+    }
+
+    /// [`Medic::start`] inside the network namespace `ns` (`ip netns exec`
+    /// execs: the child is medic itself).
+    pub fn start_in(ns: &netns::Netns, config: &Path, log: &Path) -> Medic {
+        Self::start_command(ns.command(&[env!("CARGO_BIN_EXE_medic")]), config, log, &[])
+    }
+
+    fn start_command(
+        mut command: Command,
+        config: &Path,
+        log: &Path,
+        env: &[(&str, String)],
+    ) -> Medic {
         // A restart appends to the same log: wait for this run's line, not
         // an earlier run's.
         let before = std::fs::read_to_string(log)
@@ -267,7 +282,7 @@ impl Medic {
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_medic"))
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")

@@ -40,14 +40,37 @@ impl Netns {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let name = format!("mdc{}x{n}", pid % 100_000);
-        let idx = (pid.wrapping_mul(8).wrapping_add(n)) % 32_768;
-        let base = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + idx * 4;
-        let ip = |i: u32| std::net::Ipv4Addr::from(base + i).to_string();
+        // A /30 no link on this machine has yet: other test processes (and
+        // other engineers' tests) make namespaces on the same range, and
+        // two links on one /30 would route this test's packets into the
+        // other's namespace.
+        let in_use = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-o", "-4", "addr", "show"])
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default(),
+        )
+        .into_owned();
+        let mut idx = (pid.wrapping_mul(8).wrapping_add(n)) % 32_768;
+        let ip = |idx: u32, i: u32| {
+            std::net::Ipv4Addr::from(
+                u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + idx * 4 + i,
+            )
+            .to_string()
+        };
+        for _ in 0..32_768 {
+            let taken = (0..4).any(|i| in_use.contains(&format!("inet {}/", ip(idx, i))));
+            if !taken {
+                break;
+            }
+            idx = (idx + 7919) % 32_768;
+        }
         let ns = Netns {
             host_dev: format!("{name}h"),
             ns_dev: format!("{name}n"),
-            host_addr: ip(1),
-            ns_addr: ip(2),
+            host_addr: ip(idx, 1),
+            ns_addr: ip(idx, 2),
             name,
         };
         // Left over from a crashed run of a process with the same pid.

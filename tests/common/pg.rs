@@ -17,6 +17,11 @@
 //! Authentication: trust on 127.0.0.1 and the socket, except the role
 //! [`PASSWORD_ROLE`], which must give a password (scram-sha-256), so tests
 //! can cover authentication failures.
+//!
+//! [`Pg::start_in`] puts the primary in a network namespace
+//! ([`super::netns::Netns`], root only), listening on its veth address, so
+//! a test can drop its packets; its replicas stay on 127.0.0.1 and stream
+//! from that address.
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -28,6 +33,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::netns::Netns;
 use super::{start_service, wait_until};
 
 /// The role that must authenticate with a password (all others: trust).
@@ -195,6 +201,10 @@ pub struct PgNode {
     pub data: PathBuf,
     /// Where its server log goes.
     pub log: PathBuf,
+    /// The address it listens on (127.0.0.1, or its namespace's).
+    pub host: String,
+    /// The network namespace it runs in, if not the test's own.
+    netns: Option<String>,
     socket_dir: PathBuf,
     child: Option<Child>,
     started: bool,
@@ -207,6 +217,8 @@ impl PgNode {
             port: 0,
             data: root.join(name),
             log: root.join(format!("{name}.log")),
+            host: "127.0.0.1".into(),
+            netns: None,
             socket_dir: root.to_path_buf(),
             child: None,
             started: false,
@@ -220,6 +232,8 @@ impl PgNode {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let data = self.data.clone();
+        let host = self.host.clone();
+        let netns = self.netns.clone();
         let (child, port) = start_service(
             &format!("postgres ({})", self.name),
             self.started.then_some(self.port),
@@ -230,13 +244,29 @@ impl PgNode {
                 c.arg("-D")
                     .arg(&data)
                     .args(["-p", &port.to_string()])
+                    .args(["-c", &format!("listen_addresses={host}")])
                     .arg("-k")
                     .arg(&self.socket_dir);
-                c
+                // `ip netns exec` execs: the postmaster stays our child.
+                match &netns {
+                    Some(ns) => {
+                        let mut w = Command::new("ip");
+                        w.args(["netns", "exec", ns]).arg(c.get_program());
+                        w.args(c.get_args());
+                        for (k, v) in c.get_envs() {
+                            match v {
+                                Some(v) => w.env(k, v),
+                                None => w.env_remove(k),
+                            };
+                        }
+                        w
+                    }
+                    None => c,
+                }
             },
             // Ours (its pid in postmaster.pid) and accepting connections:
             // not another server that took the port meanwhile.
-            |pid, port| postmaster_ready(&data, pid) && is_ready(port),
+            |pid, port| postmaster_ready(&data, pid) && is_ready(&host, port),
         );
         self.port = port;
         self.child = Some(child);
@@ -245,7 +275,21 @@ impl PgNode {
 
     /// `pg_isready`: accepting connections.
     pub fn is_ready(&self) -> bool {
-        is_ready(self.port)
+        is_ready(&self.host, self.port)
+    }
+
+    /// The postmaster's pid, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Sends `sig` to the postmaster *and* every process it started (its
+    /// backends, WAL sender, checkpointer...): SIGSTOP freezes the whole
+    /// server as a hung VM would, SIGCONT thaws it.
+    pub fn signal_all(&self, sig: Signal) {
+        if let Some(pid) = self.pid() {
+            signal_tree(pid, sig);
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -302,7 +346,7 @@ impl PgNode {
 
     fn try_psql_db(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(pg_bin().join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
             .args(["-U", "postgres", "-d", db, "-X", "-A", "-t", "-q"])
             .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
             .stdin(Stdio::null())
@@ -327,8 +371,8 @@ impl PgNode {
     /// The config target for medic.
     pub fn target_yaml(&self) -> String {
         format!(
-            "{{ postgres: {{ host: 127.0.0.1, port: {}, user: postgres, dbname: postgres }} }}",
-            self.port
+            "{{ postgres: {{ host: {}, port: {}, user: postgres, dbname: postgres }} }}",
+            self.host, self.port
         )
     }
 
@@ -344,11 +388,36 @@ impl Drop for PgNode {
     }
 }
 
-/// `pg_isready` on 127.0.0.1:`port`.
-fn is_ready(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
+/// Sends `sig` to every process `pid` started, then to `pid`.
+pub fn signal_tree(pid: i32, sig: Signal) {
+    for child in children_of(pid) {
+        let _ = kill(Pid::from_raw(child), sig);
+    }
+    let _ = kill(Pid::from_raw(pid), sig);
+}
+
+/// Every process whose parent is `pid` (from /proc).
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            // `PID (comm) STATE PPID ...`: comm may hold spaces; split after it.
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// `pg_isready` on `host`:`port`.
+fn is_ready(host: &str, port: u16) -> bool {
+    TcpStream::connect((host, port)).is_ok()
         && Command::new(pg_bin().join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-q", "-h", host, "-p", &port.to_string()])
             .args(["-U", "postgres", "-t", "2"])
             .status()
             .is_ok_and(|s| s.success())
@@ -362,10 +431,23 @@ fn postmaster_ready(data: &Path, pid: u32) -> bool {
         && lines.get(7).is_some_and(|s| s.trim() == "ready")
 }
 
+/// Where a cluster's servers run and listen.
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    /// All on 127.0.0.1 in the test's namespace.
+    Local,
+    /// The primary in this namespace, on its address.
+    PrimaryIn(&'a Netns),
+    /// All in the test's namespace, on the host end of this one's link.
+    ReachableFrom(&'a Netns),
+}
+
 /// A private cluster: a primary and its streaming replicas.
 pub struct Pg {
     pub primary: PgNode,
     pub replicas: Vec<PgNode>,
+    /// Where new replicas listen, when not on 127.0.0.1.
+    replica_host: Option<String>,
     // Last: removed after every server stopped (fields drop in order).
     dir: tempfile::TempDir,
 }
@@ -383,6 +465,25 @@ impl Pg {
 
     /// A running primary and `replicas` replicas streaming from it.
     pub fn start(replicas: usize) -> Pg {
+        Pg::start_on(Place::Local, replicas)
+    }
+
+    /// [`Pg::start`] with the primary inside `ns`, listening on its
+    /// address, and the replicas in the test's namespace streaming from
+    /// that address: drop the namespace's packets and the primary is silent
+    /// to medic and to its replicas alike.
+    pub fn start_in(ns: &Netns, replicas: usize) -> Pg {
+        Pg::start_on(Place::PrimaryIn(ns), replicas)
+    }
+
+    /// [`Pg::start`] with every server in the test's namespace listening
+    /// on the host end of `ns`'s link, so a medic inside `ns` reaches them
+    /// (and reaches nothing once that link is down).
+    pub fn start_reachable_from(ns: &Netns, replicas: usize) -> Pg {
+        Pg::start_on(Place::ReachableFrom(ns), replicas)
+    }
+
+    fn start_on(place: Place, replicas: usize) -> Pg {
         let dir = tempfile::Builder::new()
             .prefix("medic-pg")
             .tempdir()
@@ -393,11 +494,34 @@ impl Pg {
         cp.arg("-a").arg(template()).arg(&primary.data);
         run(cp, "copying the template cluster");
         let _ = std::fs::remove_file(primary.data.join("medic-template-complete"));
+        let replica_host = match place {
+            Place::Local => None,
+            Place::PrimaryIn(ns) => {
+                primary.host = ns.ns_addr.clone();
+                primary.netns = Some(ns.name.clone());
+                None
+            }
+            Place::ReachableFrom(ns) => {
+                primary.host = ns.host_addr.clone();
+                Some(ns.host_addr.clone())
+            }
+        };
+        if !matches!(place, Place::Local) {
+            // Clients (and replication) from the namespaces' /15; copied
+            // to the replicas by pg_basebackup.
+            let hba = primary.data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).unwrap();
+            text.push_str(
+                "host all all 198.18.0.0/15 trust\nhost replication all 198.18.0.0/15 trust\n",
+            );
+            std::fs::write(&hba, text).unwrap();
+        }
         give_to_pg(dir.path());
         primary.start();
         let mut pg = Pg {
             primary,
             replicas: Vec::new(),
+            replica_host,
             dir,
         };
         for _ in 0..replicas {
@@ -412,12 +536,20 @@ impl Pg {
     pub fn add_replica(&mut self) -> &mut PgNode {
         let name = format!("replica{}", self.replicas.len() + 1);
         let mut replica = PgNode::new(&name, self.dir.path());
+        if let Some(h) = &self.replica_host {
+            replica.host = h.clone();
+        }
         let mut c = pg_command("pg_basebackup");
-        c.args(["-h", "127.0.0.1", "-p", &self.primary.port.to_string()])
-            .args(["-U", "postgres", "-D"])
-            .arg(&replica.data)
-            .args(["-R", "-X", "stream", "-C", "-S", &name, "-c", "fast"])
-            .arg("--no-sync");
+        c.args([
+            "-h",
+            &self.primary.host,
+            "-p",
+            &self.primary.port.to_string(),
+        ])
+        .args(["-U", "postgres", "-D"])
+        .arg(&replica.data)
+        .args(["-R", "-X", "stream", "-C", "-S", &name, "-c", "fast"])
+        .arg("--no-sync");
         run(c, "pg_basebackup");
         replica.start();
         wait_streaming(&replica);
