@@ -73,6 +73,7 @@ fn view(state: IncidentState, summary: &str, now: i64) -> View {
         awaiting: None,
         decisions: Vec::new(),
         dependents: Vec::new(),
+        public: false,
         checklist: Vec::new(),
         now: at(now),
     }

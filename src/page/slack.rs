@@ -695,6 +695,7 @@ mod tests {
                 awaiting: None,
                 decisions: Vec::new(),
                 dependents: Vec::new(),
+                public: false,
                 checklist: Vec::new(),
                 now: at,
             },
