@@ -12,6 +12,11 @@
 //! one; the others are old masters. Anything else (two masters medic
 //! never saw as replicas) is a problem, and no member is chosen on a
 //! guess. The state is in memory, per process.
+//!
+//! An old master beside the chosen one is fenced on sight, as Redis
+//! Sentinel reconfigures a returning master: medic sends it `REPLICAOF`
+//! the current master, so it refuses writes (`READONLY`) and its data
+//! follows the master's again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -61,6 +66,9 @@ pub struct View {
     pub old_masters: Vec<String>,
     /// Why there is no master although members answer.
     pub problem: Option<String>,
+    /// What this discovery did to old masters (`cache-a made a replica
+    /// of cache-b (127.0.0.1:6380)`, or why it could not).
+    pub fenced: Vec<String>,
 }
 
 impl View {
@@ -154,30 +162,37 @@ impl Cluster {
         self.members.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
+    /// A connection to member `i`, bounded by `timeout` to connect and to
+    /// answer.
+    async fn connect(
+        &self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<Result<MultiplexedConnection, redis::RedisError>, String> {
+        let client = self.clients[i].as_ref().map_err(|e| e.clone())?;
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await)
+    }
+
     async fn role(&self, i: usize, timeout: Duration) -> Role {
         let (_, t) = &self.members[i];
-        let client = match &self.clients[i] {
-            Ok(c) => c,
+        let down = |e: redis::RedisError| Role::Down {
+            detail: format!("{}: {e}", t.address),
+            broken: e.is_connection_refusal() || e.is_connection_dropped(),
+        };
+        let mut conn: MultiplexedConnection = match self.connect(i, timeout).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return down(e),
             Err(e) => {
                 return Role::Down {
                     detail: format!("{}: {e}", t.address),
                     broken: false,
                 };
             }
-        };
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let down = |e: redis::RedisError| Role::Down {
-            detail: format!("{}: {e}", t.address),
-            broken: e.is_connection_refusal() || e.is_connection_dropped(),
-        };
-        let mut conn: MultiplexedConnection = match client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return down(e),
         };
         match redis::cmd("ROLE")
             .query_async::<redis::Value>(&mut conn)
@@ -202,7 +217,47 @@ impl Cluster {
             .map(|(n, _)| n.clone())
             .zip(roles)
             .collect();
-        self.update(seen)
+        let mut view = self.update(seen);
+        if let Some(master) = view.master.clone() {
+            for old in view.old_masters.clone() {
+                let done = self.fence(&old, &master, timeout).await;
+                match &done {
+                    Ok(d) => tracing::warn!(cluster = %self.name, "old master fenced: {d}"),
+                    Err(e) => tracing::error!(cluster = %self.name, "old master not fenced: {e}"),
+                }
+                view.fenced.push(done.unwrap_or_else(|e| e));
+            }
+        }
+        view
+    }
+
+    /// Makes the old master `old` a replica of `master` (`REPLICAOF`).
+    async fn fence(&self, old: &str, master: &str, timeout: Duration) -> Result<String, String> {
+        let i = self
+            .members
+            .iter()
+            .position(|(n, _)| n == old)
+            .ok_or_else(|| format!("{old} is not a member"))?;
+        let addr = self
+            .member(master)
+            .map(|t| t.address.clone())
+            .unwrap_or_default();
+        let (host, port) = addr
+            .rsplit_once(':')
+            .map(|(h, p)| (h.trim_start_matches('[').trim_end_matches(']'), p))
+            .ok_or_else(|| format!("{master}'s address {addr:?} is not host:port"))?;
+        let mut conn = match self.connect(i, timeout).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(format!("{old}: REPLICAOF {host} {port}: {e}")),
+            Err(e) => return Err(format!("{old}: {e}")),
+        };
+        redis::cmd("REPLICAOF")
+            .arg(host)
+            .arg(port)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| format!("{old}: REPLICAOF {host} {port}: {e}"))?;
+        Ok(format!("{old} made a replica of {master} ({addr})"))
     }
 
     /// The roles from what was seen.
@@ -271,6 +326,7 @@ impl Cluster {
             replicas,
             old_masters,
             problem,
+            fenced: Vec::new(),
         }
     }
 }
