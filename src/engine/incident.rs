@@ -185,10 +185,9 @@ async fn resolve(
         if met { "within" } else { "MISSED" },
         sc.rto
     );
-    shared
-        .store
-        .set_state(incident.id, IncidentState::Resolved, now)
-        .await?;
+    // The entry first: whoever reads a resolved incident (the API, a
+    // drill following it) finds why on its timeline. A crash between the
+    // two leaves the incident open, to be resolved again on restart.
     shared
         .store
         .append(
@@ -199,6 +198,10 @@ async fn resolve(
                 "rto_met": met,
             })),
         )
+        .await?;
+    shared
+        .store
+        .set_state(incident.id, IncidentState::Resolved, now)
         .await?;
     tracing::info!(incident = incident.id, scenario = %sc.name, "{msg}");
     shared.pager.resolved(incident, &msg).await
