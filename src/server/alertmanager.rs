@@ -84,9 +84,25 @@ pub struct WebhookAlert {
     #[serde(default)]
     annotations: BTreeMap<String, String>,
     starts_at: DateTime<FixedOffset>,
+    /// No end: absent, `null`, empty, or the zero time Alertmanager sends.
+    #[serde(default, deserialize_with = "no_end_when_empty")]
     ends_at: Option<DateTime<FixedOffset>>,
     #[serde(rename = "generatorURL", default)]
     generator_url: String,
+}
+
+/// `endsAt`: an empty string is no end, like `null` (RFC 3339 otherwise).
+fn no_end_when_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => s
+            .parse::<DateTime<FixedOffset>>()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("endsAt {s:?}: {e}"))),
+    }
 }
 
 /// A delivery recorded.
@@ -365,5 +381,8 @@ mod tests {
         );
         let a = &parse(body("firing", "0001-01-01T00:00:00Z").as_bytes(), now()).unwrap()[0];
         assert_eq!(a.ends_at, None, "the zero time is no end");
+        let a = &parse(body("firing", "").as_bytes(), now()).unwrap()[0];
+        assert_eq!(a.ends_at, None, "an empty endsAt is no end");
+        assert!(parse(body("firing", "soon").as_bytes(), now()).is_err());
     }
 }

@@ -42,9 +42,11 @@ pub enum Action {
 /// A decision's body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Body {
+pub struct DecisionBody {
     /// Who decides (written on the timeline).
-    #[schema(pattern = r"\S")]
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    )]
     by: String,
     /// The step it is about (approve, reject); empty or absent for the
     /// step awaiting approval.
@@ -74,16 +76,16 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     tag = "incidents",
     security(("bearer" = [])),
     params(
-        ("id" = i64, Path, description = "The incident's id."),
-        ("action" = Action, Path, description = "The decision."),
+        ("id" = i64, Path, example = 1, description = "The incident's id."),
+        ("action" = inline(Action), Path, description = "The decision."),
     ),
-    request_body(content = Body, content_type = "application/json"),
+    request_body(content = DecisionBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Decided (`first: false` when it already was).", body = Decided),
         (status = 400, description = "A malformed id or body.", body = Refusal),
         (status = 401, description = "Missing or wrong API token (or none configured).", body = Refusal),
         (status = 404, description = "No such incident, or an unknown action.", body = Refusal),
-        (status = 409, description = "The step is not awaiting approval (or the incident is resolved).", body = Refusal),
+        (status = 409, description = "The named step (or, without `step`, any step) is not awaiting approval.", body = Refusal),
         (status = 413, description = "A body over 2 MB.", body = String, content_type = "text/plain"),
         (status = 415, description = "A body that is not `application/json`.", body = Refusal),
         (status = 503, description = "Not the leader, the store failed, or the listener is busy.", body = Refusal),
@@ -109,7 +111,7 @@ async fn decide(
             format!("incident id {id:?} is not a number"),
         );
     };
-    let body: Body = match serde_json::from_slice(&body) {
+    let body: DecisionBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return error(

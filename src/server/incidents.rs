@@ -135,7 +135,7 @@ async fn list(State(st): State<AppState>, Query(q): Query<HashMap<String, String
     path = "/api/v1/incidents/{id}",
     tag = "incidents",
     security(("bearer" = []), ("basic" = [])),
-    params(("id" = i64, Path, minimum = 1, description = "The incident's id.")),
+    params(("id" = i64, Path, minimum = 1, example = 1, description = "The incident's id.")),
     responses(
         (status = 200, description = "The incident.", body = Show),
         (status = 400, description = "An id that is not a positive integer.", body = Error),

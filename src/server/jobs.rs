@@ -8,7 +8,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,11 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct RunWithTimeline {
     pub run: JobRun,
     pub timeline: Vec<TimelineEntry>,
-}
-
-#[derive(Deserialize)]
-struct Params {
-    limit: Option<String>,
 }
 
 /// A scheduled job's newest runs, newest first, each with its timeline.
@@ -56,9 +51,11 @@ struct Params {
 async fn runs(
     State(st): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<Params>,
+    // A map, not a struct: a repeated or odd parameter is no rejection
+    // (axum's is text/plain), the last `limit` counts.
+    Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> impl IntoResponse {
-    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+    let limit = match q.get("limit").map(String::as_str).map(str::parse::<usize>) {
         None => 20,
         Some(Ok(n)) if (1..=100).contains(&n) => n,
         _ => {

@@ -223,15 +223,20 @@ pub fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
 /// A public status update.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Body {
+pub struct StatusUpdateBody {
     /// Who writes it (on the timeline).
-    #[schema(pattern = r"\S")]
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    )]
     by: String,
     #[serde(default = "investigating")]
     #[schema(pattern = "^(investigating|identified|monitoring)$")]
     status: String,
     /// The words shown on the public page.
-    #[schema(pattern = r"\S", max_length = 2000)]
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]",
+        max_length = 2000
+    )]
     body: String,
 }
 
@@ -256,14 +261,15 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     path = "/api/v1/incidents/{id}/status-update",
     tag = "incidents",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The incident's id.")),
-    request_body(content = Body, content_type = "application/json"),
+    params(("id" = i64, Path, example = 1, description = "The incident's id.")),
+    request_body(content = StatusUpdateBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Posted.", body = Posted),
         (status = 400, description = "A malformed id or body.", body = super::openapi::Refusal),
         (status = 401, description = "Missing or wrong API token (or none configured).", body = super::openapi::Refusal),
         (status = 404, description = "No such incident.", body = super::openapi::Refusal),
-        (status = 409, description = "The incident is resolved.", body = super::openapi::Refusal),
+        (status = 409, description = "The incident is resolved, there is no public page (`public_status:`), \
+            or the incident affects none of its components.", body = super::openapi::Refusal),
         (status = 413, description = "A body over 2 MB.", body = String, content_type = "text/plain"),
         (status = 415, description = "A body that is not `application/json`.", body = super::openapi::Refusal),
         (status = 503, description = "Not the leader, the store failed, or the listener is busy.",
@@ -277,7 +283,7 @@ async fn post_update(State(st): State<AppState>, Path(id): Path<String>, body: B
             format!("incident id {id:?} is not a number"),
         );
     };
-    let b: Body = match serde_json::from_slice(&body) {
+    let b: StatusUpdateBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return error(

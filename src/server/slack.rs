@@ -391,6 +391,16 @@ async fn interactions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Unsigned requests are refused first, whether Slack is configured or not.
+    for name in ["X-Slack-Request-Timestamp", "X-Slack-Signature"] {
+        let v = headers.get(name).and_then(|v| v.to_str().ok());
+        if v.is_none_or(|v| v.trim().is_empty()) {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                SignatureError::Missing(name).to_string(),
+            );
+        }
+    }
     let Some(pager) = st.pager.borrow().clone() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
