@@ -138,11 +138,11 @@ pub fn router_routes<S>(router: &axum::Router<S>) -> BTreeSet<(String, String)> 
             .expect("regex");
     let field = regex::Regex::new(r"(\w+): (None|Route|BoxedHandler)").expect("regex");
     let by_id: std::collections::HashMap<&str, &str> = paths
-        .captures_iter(&text)
+        .captures_iter(text)
         .map(|c| (c.get(1).unwrap().as_str(), c.get(2).unwrap().as_str()))
         .collect();
     let mut out = BTreeSet::new();
-    for c in methods.captures_iter(&text) {
+    for c in methods.captures_iter(text) {
         let id = c.get(1).unwrap().as_str();
         let path = by_id
             .get(id)
