@@ -60,6 +60,14 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     python3 -m pip install --quiet --break-system-packages aiosmtpd
 fi
 
+# schemathesis runs generated requests against every route of medic's
+# OpenAPI document (tests/openapi.rs).
+if ! command -v st >/dev/null 2>&1; then
+  echo "installing: schemathesis"
+  python3 -m pip install --quiet schemathesis ||
+    python3 -m pip install --quiet --break-system-packages schemathesis
+fi
+
 # cargo-fuzz runs the fuzz targets (fuzz/) below.
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "installing: cargo-fuzz"

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a reload did not happen or was rejected.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReloadOutcome {
     /// The new set runs.
     pub ok: bool,
@@ -93,7 +93,7 @@ impl ReloadHandle {
 }
 
 /// Reload counters, shown on `/readyz` and as metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReloadStats {
     pub succeeded: u64,
     pub failed: u64,

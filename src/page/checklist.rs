@@ -87,7 +87,7 @@ pub fn find(id: &str) -> Option<&'static Item> {
 }
 
 /// An item as it stands on one incident.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct State {
     pub id: &'static str,
     pub section: &'static str,
@@ -139,7 +139,7 @@ impl Pager {
                 ITEMS[ITEMS.len() - 1].id
             ))
         })?;
-        if by.trim().is_empty() {
+        if super::public::blank(by) {
             return Err(DecideError::BadRequest("`by` must name who ticks".into()));
         }
         if self.store.incident(id).await?.is_none() {

@@ -104,8 +104,10 @@ pub enum DecideError {
     NotFound(IncidentId),
     #[error("{0}")]
     BadRequest(String),
-    /// The named step is not the one awaiting approval (a conflict with
-    /// the incident's state, not a malformed request).
+    /// A well-formed request that the incident's state or medic's config
+    /// does not allow now (the named step, or any, is not awaiting
+    /// approval; no public page shows the incident): 409, not a malformed
+    /// request.
     #[error("{0}")]
     NotAwaiting(String),
     #[error(transparent)]
@@ -188,7 +190,7 @@ impl Pager {
             .incident(id)
             .await?
             .ok_or(DecideError::NotFound(id))?;
-        if d.by.trim().is_empty() {
+        if crate::page::public::blank(&d.by) {
             return Err(DecideError::BadRequest("`by` must name who decides".into()));
         }
         let timeline = self.store.timeline(id).await?;
@@ -280,7 +282,7 @@ impl Pager {
                         (Some(s), None) => {
                             DecideError::NotAwaiting(format!("step {s:?} is not awaiting approval"))
                         }
-                        (None, _) => DecideError::BadRequest(
+                        (None, _) => DecideError::NotAwaiting(
                             "no step of this incident is awaiting approval".into(),
                         ),
                     });

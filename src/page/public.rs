@@ -232,6 +232,16 @@ pub struct PostUpdate {
     pub via: String,
 }
 
+/// Whether `s` has nothing but white space (Unicode's, and U+FEFF): what
+/// [`NOT_BLANK`] refuses in the OpenAPI document.
+pub fn blank(s: &str) -> bool {
+    s.chars().all(|c| c.is_whitespace() || c == '\u{feff}')
+}
+
+/// The OpenAPI pattern of a text that is not [`blank`], spelled out (the
+/// `\s` of ECMA, Python and Rust regexes differ on U+0085 and U+FEFF).
+pub const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]";
+
 impl PostUpdate {
     /// Checks a posted update's words: a known status, a body of 1 to
     /// [`MAX_BODY`] characters.
@@ -243,16 +253,17 @@ impl PostUpdate {
                 Status::POSTED.join(", ")
             )
         })?;
-        let body = body.trim();
-        if body.is_empty() {
+        if blank(body) {
             return Err("the update's body is empty".into());
         }
+        // Counted as sent, white space included.
         if body.chars().count() > MAX_BODY {
             return Err(format!(
                 "the update's body is longer than {MAX_BODY} characters"
             ));
         }
-        if by.trim().is_empty() {
+        let body = body.trim();
+        if blank(by) {
             return Err("`by` (who writes the update) is empty".into());
         }
         Ok(PostUpdate {
@@ -342,13 +353,13 @@ impl Pager {
             return Err(DecideError::NotFound(id));
         };
         if self.public_status().is_none() {
-            return Err(DecideError::BadRequest(
+            return Err(DecideError::NotAwaiting(
                 "there is no public status page (config `public_status:`)".into(),
             ));
         }
         let components = self.public_components(&inc.scenario);
         if components.is_empty() {
-            return Err(DecideError::BadRequest(format!(
+            return Err(DecideError::NotAwaiting(format!(
                 "incident {id} ({}) affects no public component (public_status.components)",
                 inc.scenario
             )));

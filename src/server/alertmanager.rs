@@ -23,16 +23,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::post;
 use chrono::{DateTime, Datelike, FixedOffset, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::clock::Clock;
@@ -55,35 +56,62 @@ const PRUNE_BATCH: usize = 5000;
 
 /// The receiver's route. The body limit is `alerts.max_delivery_bytes`,
 /// applied in [`receive`] (to answer 413 with the reason).
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        PATH,
-        post(receive).layer(axum::extract::DefaultBodyLimit::disable()),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive).layer(axum::extract::DefaultBodyLimit::disable()))
 }
 
 /// The webhook body, version 4. Fields medic does not use are not listed
 /// (and so ignored).
-#[derive(Deserialize)]
-struct Webhook {
+#[derive(Deserialize, ToSchema)]
+pub struct Webhook {
+    /// The webhook format's version: medic reads `"4"`.
+    #[schema(pattern = "^4$", example = "4")]
     version: String,
     /// `firing` when any alert of the group fires, else `resolved`.
+    #[schema(pattern = "^(firing|resolved)$")]
     status: Option<String>,
     alerts: Vec<WebhookAlert>,
 }
 
-#[derive(Deserialize)]
+/// One alert of a delivery.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct WebhookAlert {
+pub struct WebhookAlert {
     /// Absent in payloads from old Alertmanagers (and trimmed samples).
+    #[schema(pattern = "^(firing|resolved)$")]
     status: Option<String>,
     labels: BTreeMap<String, String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
     starts_at: DateTime<FixedOffset>,
+    /// No end: absent, `null`, empty, or the zero time Alertmanager sends.
+    #[serde(default, deserialize_with = "no_end_when_empty")]
     ends_at: Option<DateTime<FixedOffset>>,
     #[serde(rename = "generatorURL", default)]
     generator_url: String,
+}
+
+/// `endsAt`: an empty string is no end, like `null` (RFC 3339 otherwise).
+fn no_end_when_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => s
+            .parse::<DateTime<FixedOffset>>()
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("endsAt {s:?}: {e}"))),
+    }
+}
+
+/// A delivery recorded.
+#[derive(Serialize, ToSchema)]
+pub struct Recorded {
+    /// Alerts in the delivery, all recorded.
+    pub recorded: usize,
+    /// How many of them fire.
+    pub firing: usize,
 }
 
 fn refuse(code: StatusCode, why: String) -> Response {
@@ -126,6 +154,28 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
     Ok(buf)
 }
 
+/// Alertmanager's webhook receiver (`webhook_configs.url`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/alerts/alertmanager",
+    tag = "alerts",
+    security(("bearer" = []), ("basic" = [])),
+    request_body(content = Webhook, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every alert of the delivery is in the store.", body = Recorded),
+        (status = 400, description = "A malformed delivery; nothing of it recorded.", body = super::openapi::Error),
+        (status = 401, description = "Missing or wrong intake credentials (or the intake is off).",
+            body = super::openapi::Refusal),
+        (status = 413, description = "Over alerts.max_delivery_bytes or alerts.max_per_delivery.",
+            body = super::openapi::Error),
+        (status = 415, description = "A body that is not `application/json`.", body = super::openapi::Refusal),
+        (status = 429, description = "It would take the firing alerts over alerts.max_firing; nothing recorded.",
+            body = super::openapi::Error),
+        (status = 500, description = "The parse task failed (a bug).", body = super::openapi::Error),
+        (status = 503, description = "The store failed or did not answer in time, or the listener is busy; \
+            Alertmanager retries.", body = super::openapi::Error),
+    )
+)]
 async fn receive(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let limits = &st.alerts;
     let body = match read_body(&headers, body, limits.max_delivery_bytes).await {
@@ -173,7 +223,10 @@ async fn receive(State(st): State<AppState>, headers: HeaderMap, body: Body) -> 
             );
             (
                 StatusCode::OK,
-                Json(json!({ "recorded": alerts.len(), "firing": firing })),
+                Json(Recorded {
+                    recorded: alerts.len(),
+                    firing,
+                }),
             )
                 .into_response()
         }
@@ -328,5 +381,8 @@ mod tests {
         );
         let a = &parse(body("firing", "0001-01-01T00:00:00Z").as_bytes(), now()).unwrap()[0];
         assert_eq!(a.ends_at, None, "the zero time is no end");
+        let a = &parse(body("firing", "").as_bytes(), now()).unwrap()[0];
+        assert_eq!(a.ends_at, None, "an empty endsAt is no end");
+        assert!(parse(body("firing", "soon").as_bytes(), now()).is_err());
     }
 }

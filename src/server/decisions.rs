@@ -8,39 +8,77 @@
 //! awaiting approval. Each decision is written on the incident's timeline
 //! with who made it; repeating one changes nothing (`"first": false`).
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::post;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use super::openapi::Refusal;
 use crate::page::{DecideError, Decision, DecisionKind};
 
 /// The decision routes, and ticking the post-recovery checklist:
 /// `POST /api/v1/incidents/{id}/checklist/{item}` with
 /// `{"by": "name", "done": true}` (`done` defaults to true; false unticks).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/incidents/{id}/{action}", post(decide))
-        .route("/api/v1/incidents/{id}/checklist/{item}", post(tick))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(decide))
+        .routes(routes!(tick))
 }
 
-#[derive(Deserialize)]
+/// Who ticks (or unticks) a checklist item.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TickBody {
+    /// Who did the item.
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    )]
     by: String,
+    /// `true` ticks (the default), `false` unticks.
     #[serde(default = "yes")]
+    #[schema(default = true)]
     done: bool,
+}
+
+/// A tick taken: `first: false` when the item already was in that state.
+#[derive(Serialize, ToSchema)]
+struct Ticked {
+    ok: bool,
+    first: bool,
+    message: String,
 }
 
 fn yes() -> bool {
     true
 }
 
+/// Ticks or unticks an item of the incident's post-recovery checklist.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/checklist/{item}",
+    tag = "incidents",
+    security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, example = 1, description = "The incident's id."),
+        ("item" = String, Path, example = "1.1", description = "The checklist item's id."),
+    ),
+    request_body(content = TickBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Ticked (`first: false` when it already was).", body = Ticked),
+        (status = 400, description = "A malformed id or body.", body = Refusal),
+        (status = 401, description = "Missing or wrong API token (or none configured).", body = Refusal),
+        (status = 404, description = "No such incident, or an unknown checklist item.", body = Refusal),
+        (status = 413, description = "A body over 2 MB.", body = String, content_type = "text/plain"),
+        (status = 415, description = "A body that is not `application/json`.", body = Refusal),
+        (status = 503, description = "Not the leader, the store failed, or the listener is busy.", body = Refusal),
+    )
+)]
 async fn tick(
     State(st): State<AppState>,
     Path((id, item)): Path<(String, String)>,
@@ -70,7 +108,11 @@ async fn tick(
     match pager.tick(id, &item, body.done, &body.by, "api").await {
         Ok(o) => (
             StatusCode::OK,
-            Json(json!({ "ok": true, "first": o.first, "message": o.message })),
+            Json(Ticked {
+                ok: true,
+                first: o.first,
+                message: o.message,
+            }),
         )
             .into_response(),
         Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
@@ -87,20 +129,70 @@ async fn tick(
     }
 }
 
-#[derive(Deserialize)]
+/// A decision (`DecisionKind::ALL`), as the path names it.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the path is parsed by DecisionKind::parse
+pub enum Action {
+    Acknowledge,
+    Approve,
+    Reject,
+    Escalate,
+    Resolve,
+}
+
+/// A decision's body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Body {
+pub struct DecisionBody {
+    /// Who decides (written on the timeline).
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    )]
     by: String,
+    /// The step it is about (approve, reject); empty or absent for the
+    /// step awaiting approval.
     #[serde(default)]
     step: Option<String>,
     #[serde(default)]
     note: String,
 }
 
+/// A decision taken (or already taken: `first` is false, nothing changed).
+#[derive(Serialize, ToSchema)]
+pub struct Decided {
+    /// Always `true`.
+    pub ok: bool,
+    pub first: bool,
+    pub message: String,
+}
+
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({ "ok": false, "error": msg.into() }))).into_response()
 }
 
+/// Acknowledges, approves, rejects, escalates or resolves an incident.
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/{action}",
+    tag = "incidents",
+    security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, example = 1, description = "The incident's id."),
+        ("action" = inline(Action), Path, description = "The decision."),
+    ),
+    request_body(content = DecisionBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Decided (`first: false` when it already was).", body = Decided),
+        (status = 400, description = "A malformed id or body.", body = Refusal),
+        (status = 401, description = "Missing or wrong API token (or none configured).", body = Refusal),
+        (status = 404, description = "No such incident, or an unknown action.", body = Refusal),
+        (status = 409, description = "The named step (or, without `step`, any step) is not awaiting approval.", body = Refusal),
+        (status = 413, description = "A body over 2 MB.", body = String, content_type = "text/plain"),
+        (status = 415, description = "A body that is not `application/json`.", body = Refusal),
+        (status = 503, description = "Not the leader, the store failed, or the listener is busy.", body = Refusal),
+    )
+)]
 async fn decide(
     State(st): State<AppState>,
     Path((id, action)): Path<(String, String)>,
@@ -121,7 +213,7 @@ async fn decide(
             format!("incident id {id:?} is not a number"),
         );
     };
-    let body: Body = match serde_json::from_slice(&body) {
+    let body: DecisionBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return error(
@@ -148,7 +240,11 @@ async fn decide(
     match pager.decide(id, d).await {
         Ok(o) => (
             StatusCode::OK,
-            Json(json!({ "ok": true, "first": o.first, "message": o.message })),
+            Json(Decided {
+                ok: true,
+                first: o.first,
+                message: o.message,
+            }),
         )
             .into_response(),
         Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),

@@ -9,15 +9,18 @@
 
 use std::collections::HashMap;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use crate::store::{IncidentId, StoreError};
+use super::openapi::Error;
+use crate::store::{Attempt, Incident, IncidentId, StoreError, TimelineEntry};
 
 /// Recent incidents listed by default.
 const DEFAULT_LIMIT: usize = 50;
@@ -25,10 +28,33 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 1000;
 
 /// The incidents routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/incidents", get(list))
-        .route("/api/v1/incidents/{id}", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+}
+
+/// `GET /api/v1/incidents`.
+#[derive(Serialize, ToSchema)]
+pub struct List {
+    /// Every open incident.
+    pub open: Vec<Incident>,
+    /// The most recent ones, open or not, newest first.
+    pub recent: Vec<Incident>,
+}
+
+/// `GET /api/v1/incidents/{id}`.
+#[derive(Serialize, ToSchema)]
+pub struct Show {
+    pub incident: Incident,
+    /// The scenario's RTO (`null` when its rules are no longer loaded).
+    pub rto: Option<String>,
+    pub rpo: Option<String>,
+    pub runbook: Option<String>,
+    /// The post-recovery checklist as ticked so far.
+    pub checklist: Vec<crate::page::checklist::State>,
+    pub timeline: Vec<TimelineEntry>,
+    pub attempts: Vec<Attempt>,
 }
 
 /// An error answer: `code` with `{"error": why}`.
@@ -57,6 +83,23 @@ pub fn parse_id(raw: &str) -> Result<IncidentId, String> {
     }
 }
 
+/// Open incidents and the most recent ones.
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents",
+    tag = "incidents",
+    security(("bearer" = []), ("basic" = [])),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "How many recent incidents (default 50)."),
+    ),
+    responses(
+        (status = 200, description = "Open and recent incidents.", body = List),
+        (status = 400, description = "A bad limit or an unknown query parameter.", body = Error),
+        (status = 401, description = "Missing or wrong read token (or reads disabled).", body = super::openapi::Refusal),
+        (status = 503, description = "The store failed, or the listener is busy.", body = Error),
+    )
+)]
 async fn list(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     if let Some(k) = q.keys().find(|k| k.as_str() != "limit") {
         return error(
@@ -85,9 +128,24 @@ async fn list(State(st): State<AppState>, Query(q): Query<HashMap<String, String
         Ok(r) => r,
         Err(e) => return store_error(e),
     };
-    Json(json!({ "open": open, "recent": recent })).into_response()
+    Json(List { open, recent }).into_response()
 }
 
+/// One incident with its timeline, its attempts and its scenario's RTO.
+#[utoipa::path(
+    get,
+    path = "/api/v1/incidents/{id}",
+    tag = "incidents",
+    security(("bearer" = []), ("basic" = [])),
+    params(("id" = i64, Path, minimum = 1, example = 1, description = "The incident's id.")),
+    responses(
+        (status = 200, description = "The incident.", body = Show),
+        (status = 400, description = "An id that is not a positive integer.", body = Error),
+        (status = 401, description = "Missing or wrong read token (or reads disabled).", body = super::openapi::Refusal),
+        (status = 404, description = "No such incident.", body = Error),
+        (status = 503, description = "The store failed, or the listener is busy.", body = Error),
+    )
+)]
 async fn show(State(st): State<AppState>, Path(raw): Path<String>) -> Response {
     let id = match parse_id(&raw) {
         Ok(id) => id,
@@ -119,14 +177,14 @@ async fn show(State(st): State<AppState>, Path(raw): Path<String>) -> Response {
             )
         })
         .unwrap_or_default();
-    Json(json!({
-        "incident": incident,
-        "rto": rto,
-        "rpo": rpo,
-        "runbook": runbook,
-        "checklist": crate::page::checklist::state(&timeline),
-        "timeline": timeline,
-        "attempts": attempts,
-    }))
+    Json(Show {
+        incident,
+        rto,
+        rpo,
+        runbook,
+        checklist: crate::page::checklist::state(&timeline),
+        timeline,
+        attempts,
+    })
     .into_response()
 }

@@ -5,32 +5,57 @@
 //! 503 with the reason when the store does not answer. An unknown job has
 //! no runs: `[]`.
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
-use serde::Deserialize;
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use super::openapi::{Error, Refusal};
+use crate::store::{JobRun, TimelineEntry};
 
 /// The job-runs route.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/jobs/{name}/runs", get(runs))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(runs))
 }
 
-#[derive(Deserialize)]
-struct Params {
-    limit: Option<String>,
+/// One run with its timeline.
+#[derive(Serialize, ToSchema)]
+pub struct RunWithTimeline {
+    pub run: JobRun,
+    pub timeline: Vec<TimelineEntry>,
 }
 
+/// A scheduled job's newest runs, newest first, each with its timeline.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{name}/runs",
+    tag = "jobs",
+    security(("bearer" = []), ("basic" = [])),
+    params(
+        ("name" = String, Path, description = "The job's name in config (`jobs:`)."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100,
+            description = "How many runs (default 20)."),
+    ),
+    responses(
+        (status = 200, description = "The runs (`[]` for an unknown job).", body = Vec<RunWithTimeline>),
+        (status = 400, description = "A bad limit.", body = Error),
+        (status = 401, description = "Missing or wrong read token (or reads disabled).", body = Refusal),
+        (status = 503, description = "The store failed, or the listener is busy.", body = Error),
+    )
+)]
 async fn runs(
     State(st): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<Params>,
+    // A map, not a struct: a repeated or odd parameter is no rejection
+    // (axum's is text/plain), the last `limit` counts.
+    Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> impl IntoResponse {
-    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+    let limit = match q.get("limit").map(String::as_str).map(str::parse::<usize>) {
         None => 20,
         Some(Ok(n)) if (1..=100).contains(&n) => n,
         _ => {
@@ -56,7 +81,10 @@ async fn runs(
             Ok(e) => e,
             Err(e) => return unavailable(e),
         };
-        out.push(json!({ "run": r, "timeline": events }));
+        out.push(RunWithTimeline {
+            run: r,
+            timeline: events,
+        });
     }
     (StatusCode::OK, Json(json!(out)))
 }

@@ -3,20 +3,35 @@
 //! is preferred). Values kept in the store (open incidents, remaining
 //! budgets) and the reload counters are refreshed per scrape.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::metrics::Format;
 
 /// The metrics route.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics))
 }
 
+/// medic's own metrics, in the format `Accept` asks for.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text 0.0.4, or OpenMetrics 1.0.0 when preferred.",
+            content(
+                (String = "text/plain; version=0.0.4; charset=utf-8"),
+                (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            )),
+        (status = 503, description = "Too many requests in flight, or not answered in time.",
+            body = super::openapi::Refusal),
+    )
+)]
 async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let scenarios = st.scenarios.borrow().clone();

@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod jobs;
 pub mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod public;
 pub mod reload;
 pub mod slack;
@@ -24,11 +25,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::clock::Clock;
 use crate::config::HttpConfig;
@@ -38,7 +40,7 @@ use crate::reload::{ReloadHandle, ReloadStats};
 use crate::store::prelude::*;
 
 /// What `/readyz` reports besides store reachability.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Readiness {
     /// Rules loaded and scenarios running.
     pub rules_loaded: bool,
@@ -76,38 +78,102 @@ pub struct AppState {
 }
 
 /// Every route medic serves, each group behind its credential
-/// ([`auth`]): health, readiness and metrics are open; Slack's requests
-/// are signed ([`slack`]).
-pub fn router(state: AppState) -> Router {
+/// ([`auth`]): health, readiness, metrics and the OpenAPI document are
+/// open; Slack's requests are signed ([`slack`]). Every route is
+/// registered with [`routes!`], so it is in the document
+/// ([`openapi`]) too.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     use axum::middleware::from_fn_with_state as with;
-    let api = Router::new()
+    let api = OpenApiRouter::new()
         .merge(reload::router())
         .merge(decisions::router().route_layer(axum::middleware::from_fn(auth::json_body)))
         .merge(public::api_router().route_layer(axum::middleware::from_fn(auth::json_body)))
         .route_layer(with(state.clone(), auth::api));
-    let read = Router::new()
+    let read = OpenApiRouter::new()
         .merge(jobs::router())
         .merge(incidents::router())
         .merge(status::router())
         .route_layer(with(state.clone(), auth::read));
     let intake = alertmanager::router().route_layer(with(state.clone(), auth::intake));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    OpenApiRouter::with_openapi(<openapi::Frame as utoipa::OpenApi>::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi::document))
         .merge(api)
         .merge(read)
         .merge(intake)
         .merge(metrics::router())
         .merge(slack::router())
+}
+
+/// The router of the main listener, serving [`routes`] and their document.
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = routes(&state).split_for_parts();
+    router
+        .fallback(not_found)
+        .layer(axum::Extension(openapi::Document::new(&doc)))
         .with_state(state)
 }
 
+/// Any path no route serves: 404 with why, as JSON.
+async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        Json(openapi::Error {
+            error: format!(
+                "no route {:?} (the routes: {})",
+                uri.path().chars().take(100).collect::<String>(),
+                openapi::PATH
+            ),
+        }),
+    )
+}
+
 /// Alive: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The process answers.", body = String, content_type = "text/plain",
+            example = "ok\n"),
+    )
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// What `/readyz` answers.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    /// Rules loaded and the store reachable.
+    pub ready: bool,
+    /// `ok`, or what is wrong with the store.
+    pub store: String,
+    pub status: Readiness,
+}
+
+/// `/readyz`'s 503: not ready, or the listener's refusal.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: both are serialized as themselves
+#[serde(untagged)]
+pub enum NotReady {
+    NotReady(Ready),
+    Busy(openapi::Refusal),
+}
+
 /// Ready: rules loaded and the store reachable. 503 otherwise, with why.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Rules loaded and the store reachable.", body = Ready),
+        (status = 503, description = "Not ready (rules not loaded, or the store does not answer within 2 s), \
+            or the request was not answered within http.request_timeout.",
+            body = NotReady),
+    )
+)]
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     let r = st.readiness.borrow().clone();
     let store =
@@ -124,7 +190,11 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     };
     (
         code,
-        Json(json!({ "ready": ready, "store": store, "status": r })),
+        Json(Ready {
+            ready,
+            store,
+            status: r,
+        }),
     )
 }
 

@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::watch;
@@ -216,17 +216,35 @@ async fn page(State(st): State<PublicState>) -> Response {
 }
 
 /// The status update route (main listener, API token).
-pub fn api_router() -> Router<AppState> {
-    Router::new().route("/api/v1/incidents/{id}/status-update", post(post_update))
+pub fn api_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(post_update))
 }
 
-#[derive(Deserialize)]
+/// A public status update.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Body {
+pub struct StatusUpdateBody {
+    /// Who writes it (on the timeline).
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+    )]
     by: String,
     #[serde(default = "investigating")]
+    #[schema(pattern = "^(investigating|identified|monitoring)$")]
     status: String,
+    /// The words shown on the public page.
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]",
+        max_length = 2000
+    )]
     body: String,
+}
+
+/// An update posted.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Posted {
+    /// Always `true`.
+    pub ok: bool,
 }
 
 fn investigating() -> String {
@@ -237,6 +255,27 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({ "ok": false, "error": msg.into() }))).into_response()
 }
 
+/// Posts a public status update (timeline, public page, Statuspage).
+#[utoipa::path(
+    post,
+    path = "/api/v1/incidents/{id}/status-update",
+    tag = "incidents",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, example = 1, description = "The incident's id.")),
+    request_body(content = StatusUpdateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Posted.", body = Posted),
+        (status = 400, description = "A malformed id or body.", body = super::openapi::Refusal),
+        (status = 401, description = "Missing or wrong API token (or none configured).", body = super::openapi::Refusal),
+        (status = 404, description = "No such incident.", body = super::openapi::Refusal),
+        (status = 409, description = "The incident is resolved, there is no public page (`public_status:`), \
+            or the incident affects none of its components.", body = super::openapi::Refusal),
+        (status = 413, description = "A body over 2 MB.", body = String, content_type = "text/plain"),
+        (status = 415, description = "A body that is not `application/json`.", body = super::openapi::Refusal),
+        (status = 503, description = "Not the leader, the store failed, or the listener is busy.",
+            body = super::openapi::Refusal),
+    )
+)]
 async fn post_update(State(st): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
     let Ok(id) = id.parse::<i64>() else {
         return error(
@@ -244,7 +283,7 @@ async fn post_update(State(st): State<AppState>, Path(id): Path<String>, body: B
             format!("incident id {id:?} is not a number"),
         );
     };
-    let b: Body = match serde_json::from_slice(&body) {
+    let b: StatusUpdateBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return error(
@@ -266,7 +305,7 @@ async fn post_update(State(st): State<AppState>, Path(id): Path<String>, body: B
         );
     };
     match pager.post_update(id, update).await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "ok": true }))).into_response(),
+        Ok(()) => (StatusCode::OK, Json(Posted { ok: true })).into_response(),
         Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(DecideError::NotAwaiting(m)) => error(StatusCode::CONFLICT, m),
         Err(DecideError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),

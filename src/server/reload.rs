@@ -7,26 +7,48 @@
 //! loops, so an open one would let anyone keep medic from noticing
 //! failures. Requests are handled one at a time.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::post;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use super::openapi::Refusal;
+use crate::reload::ReloadOutcome;
 
 /// The reload route.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/-/reload", post(reload))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(reload))
 }
 
+/// 503 with why (also as `errors`, the list a rejected reload gives).
+fn unavailable(why: &str) -> (StatusCode, Json<serde_json::Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "ok": false, "error": why, "errors": [why] })),
+    )
+}
+
+/// Reloads config and rules now.
+#[utoipa::path(
+    post,
+    path = "/-/reload",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new set runs.", body = ReloadOutcome),
+        (status = 401, description = "Missing or wrong API token (or none configured).", body = Refusal),
+        (status = 422, description = "Rejected: every problem as `path:line:col: message`; the old set keeps running.",
+            body = ReloadOutcome),
+        (status = 503, description = "Reload is not available in this run, medic is stopping, \
+            or the listener is busy.", body = Refusal),
+    )
+)]
 async fn reload(State(st): State<AppState>) -> impl IntoResponse {
     let Some(handle) = &st.reload else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ok": false, "errors": ["reload is not available in this run"] })),
-        );
+        return unavailable("reload is not available in this run");
     };
     match handle.reload("POST /-/reload").await {
         Some(outcome) => {
@@ -37,9 +59,6 @@ async fn reload(State(st): State<AppState>) -> impl IntoResponse {
             };
             (code, Json(json!(outcome)))
         }
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "ok": false, "errors": ["medic is stopping"] })),
-        ),
+        None => unavailable("medic is stopping"),
     }
 }

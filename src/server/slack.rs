@@ -25,16 +25,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Extension, Router};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::page::slack::{escape, escape_decision};
@@ -152,9 +153,9 @@ impl Interactions {
 }
 
 /// The interactions route.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/slack/interactions", post(interactions))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(interactions))
         .layer(Extension(Arc::new(Interactions::default())))
 }
 
@@ -371,12 +372,60 @@ pub fn parse(body: &[u8]) -> Result<Interaction, ParseError> {
     }))
 }
 
+/// A Slack interaction, as Slack posts it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: the body is parsed by [`parse`]
+pub struct Form {
+    /// The interaction, JSON.
+    payload: String,
+}
+
+/// The answer to a modal whose fields need fixing.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: built with json!
+pub struct ModalErrors {
+    /// `errors`.
+    response_action: String,
+    /// Per block, what to fix.
+    errors: HashMap<String, String>,
+}
+
+/// Slack's interactivity request URL (buttons, the status-update modal).
+#[utoipa::path(
+    post,
+    path = "/slack/interactions",
+    tag = "slack",
+    params(
+        ("X-Slack-Signature" = String, Header, description = "`v0=` HMAC-SHA256 of the request with slack.signing_secret."),
+        ("X-Slack-Request-Timestamp" = String, Header, description = "Unix seconds; within 5 minutes of medic's clock."),
+    ),
+    request_body(content = Form, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Taken (acted on in the background), or the modal's fields to fix.",
+            content((ModalErrors = "application/json"))),
+        (status = 400, description = "A signed request medic cannot read.", body = String, content_type = "text/plain"),
+        (status = 401, description = "A missing, wrong, stale or replayed signature.", body = String, content_type = "text/plain"),
+        (status = 404, description = "Slack interactivity is not configured (`slack:`).", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not the leader, the store failed, too many clicks waiting, or the listener is busy.",
+            content((String = "text/plain"), (super::openapi::Refusal = "application/json"))),
+    )
+)]
 async fn interactions(
     State(st): State<AppState>,
     Extension(ix): Extension<Arc<Interactions>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Unsigned requests are refused first, whether Slack is configured or not.
+    for name in ["X-Slack-Request-Timestamp", "X-Slack-Signature"] {
+        let v = headers.get(name).and_then(|v| v.to_str().ok());
+        if v.is_none_or(|v| v.trim().is_empty()) {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                SignatureError::Missing(name).to_string(),
+            );
+        }
+    }
     let Some(pager) = st.pager.borrow().clone() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,

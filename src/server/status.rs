@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::store::{Attempt, Incident, IncidentId, TimelineEntry};
@@ -21,10 +21,52 @@ use crate::store::{Attempt, Incident, IncidentId, TimelineEntry};
 const RECENT: usize = 25;
 
 /// The status page routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(page))
-        .route("/status", get(page))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(root))
+        .routes(routes!(status))
+}
+
+/// The status page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "status page",
+    security(("bearer" = []), ("basic" = [])),
+    params(("incident" = Option<i64>, Query, minimum = 1,
+        description = "Also show this incident's timeline and attempts.")),
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 400, description = "An incident id that is not a positive integer.", body = String, content_type = "text/html"),
+        (status = 401, description = "Missing or wrong read token (or reads disabled).", body = super::openapi::Refusal),
+        (status = 404, description = "No such incident.", body = String, content_type = "text/html"),
+        (status = 503, description = "The store failed, or the listener is busy.",
+            content((String = "text/html"), (super::openapi::Refusal = "application/json"))),
+    )
+)]
+async fn root(st: State<AppState>, q: Query<HashMap<String, String>>) -> Response {
+    page(st, q).await
+}
+
+/// The status page (the same as `/`).
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "status page",
+    security(("bearer" = []), ("basic" = [])),
+    params(("incident" = Option<i64>, Query, minimum = 1,
+        description = "Also show this incident's timeline and attempts.")),
+    responses(
+        (status = 200, description = "The page.", body = String, content_type = "text/html"),
+        (status = 400, description = "An incident id that is not a positive integer.", body = String, content_type = "text/html"),
+        (status = 401, description = "Missing or wrong read token (or reads disabled).", body = super::openapi::Refusal),
+        (status = 404, description = "No such incident.", body = String, content_type = "text/html"),
+        (status = 503, description = "The store failed, or the listener is busy.",
+            content((String = "text/html"), (super::openapi::Refusal = "application/json"))),
+    )
+)]
+async fn status(st: State<AppState>, q: Query<HashMap<String, String>>) -> Response {
+    page(st, q).await
 }
 
 /// Escapes text for HTML element content and attribute values.

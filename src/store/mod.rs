@@ -127,7 +127,7 @@ pub type IncidentId = i64;
 pub type AttemptId = i64;
 
 /// Where an incident is in its life cycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentState {
     /// Detected; the plan has not started (or waits for a guard).
@@ -173,7 +173,7 @@ impl IncidentState {
 }
 
 /// One occurrence of a scenario on one instance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Incident {
     pub id: IncidentId,
     /// The scenario's name (its rule file's `scenario:`).
@@ -207,7 +207,7 @@ pub struct NewIncident {
 }
 
 /// One line of an incident's timeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     /// A short, stable category: `symptom`, `state`, `step`, `action`,
@@ -238,7 +238,7 @@ impl TimelineEntry {
 }
 
 /// How an attempt ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     /// The action ran and its verification held.
@@ -313,7 +313,7 @@ pub struct NewAttempt {
 }
 
 /// A ledger entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub id: AttemptId,
     pub incident_id: IncidentId,
@@ -337,7 +337,7 @@ pub struct Attempt {
 pub type JobRunId = i64;
 
 /// How a scheduled job's run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobOutcome {
     /// It did its work and verified it.
@@ -384,7 +384,7 @@ pub struct NewJobRun {
 
 /// One run of a scheduled job (`postgres.backup`, `backup.verify`, ...):
 /// like an incident, it has a timeline ([`Store::job_events`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRun {
     pub id: JobRunId,
     pub job: String,
