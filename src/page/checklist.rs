@@ -132,7 +132,7 @@ impl Pager {
         via: &str,
     ) -> Result<DecisionOutcome, DecideError> {
         let it = find(item).ok_or_else(|| {
-            DecideError::BadRequest(format!(
+            DecideError::Unknown(format!(
                 "unknown checklist item {:?}; one of {}..{} (section.item)",
                 item.chars().take(20).collect::<String>(),
                 ITEMS[0].id,

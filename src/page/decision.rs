@@ -110,6 +110,10 @@ pub enum DecideError {
     /// request.
     #[error("{0}")]
     NotAwaiting(String),
+    /// Something else the request names does not exist (a checklist
+    /// item): 404, like an unknown incident.
+    #[error("{0}")]
+    Unknown(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

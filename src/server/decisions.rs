@@ -115,17 +115,7 @@ async fn tick(
             }),
         )
             .into_response(),
-        Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(DecideError::BadRequest(m)) if m.starts_with("unknown checklist item") => {
-            error(StatusCode::NOT_FOUND, m)
-        }
-        Err(DecideError::BadRequest(m)) | Err(DecideError::NotAwaiting(m)) => {
-            error(StatusCode::BAD_REQUEST, m)
-        }
-        Err(e @ DecideError::Store(_)) => {
-            tracing::error!(incident = id, error = %e, "checklist tick failed: store");
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
+        Err(e) => refused(e, id, "checklist tick"),
     }
 }
 
@@ -167,8 +157,24 @@ pub struct Decided {
     pub message: String,
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({ "ok": false, "error": msg.into() }))).into_response()
+}
+
+/// The answer to a refused decision, tick or status update (`what`): an
+/// unknown incident or item 404, a malformed request 400, one the
+/// incident's state does not allow 409, the store 503 (logged).
+pub(super) fn refused(e: DecideError, id: i64, what: &str) -> Response {
+    let code = match &e {
+        DecideError::NotFound(_) | DecideError::Unknown(_) => StatusCode::NOT_FOUND,
+        DecideError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        DecideError::NotAwaiting(_) => StatusCode::CONFLICT,
+        DecideError::Store(_) => {
+            tracing::error!(incident = id, error = %e, "{what} failed: store");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    error(code, e.to_string())
 }
 
 /// Acknowledges, approves, rejects, escalates or resolves an incident.
@@ -247,12 +253,6 @@ async fn decide(
             }),
         )
             .into_response(),
-        Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(DecideError::NotAwaiting(m)) => error(StatusCode::CONFLICT, m),
-        Err(DecideError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
-        Err(e @ DecideError::Store(_)) => {
-            tracing::error!(incident = id, error = %e, "decision failed: store");
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
+        Err(e) => refused(e, id, "decision"),
     }
 }

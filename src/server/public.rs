@@ -10,6 +10,7 @@
 //! `{"by": "name", "status": "investigating|identified|monitoring", "body": "..."}`
 //! posts an update (on the timeline, on the page, to Statuspage).
 
+use super::decisions::error;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -20,7 +21,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,6 @@ use super::status::esc;
 use crate::clock::Clock;
 use crate::config::{HttpConfig, PublicStatus};
 use crate::engine::ScenarioRuntime;
-use crate::page::DecideError;
 use crate::page::public::{Board, ComponentState, PostUpdate, board, scenario_targets};
 use crate::store::Store;
 
@@ -251,10 +250,6 @@ fn investigating() -> String {
     "investigating".into()
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
-    (code, Json(json!({ "ok": false, "error": msg.into() }))).into_response()
-}
-
 /// Posts a public status update (timeline, public page, Statuspage).
 #[utoipa::path(
     post,
@@ -306,13 +301,7 @@ async fn post_update(State(st): State<AppState>, Path(id): Path<String>, body: B
     };
     match pager.post_update(id, update).await {
         Ok(()) => (StatusCode::OK, Json(Posted { ok: true })).into_response(),
-        Err(e @ DecideError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(DecideError::NotAwaiting(m)) => error(StatusCode::CONFLICT, m),
-        Err(DecideError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
-        Err(e @ DecideError::Store(_)) => {
-            tracing::error!(incident = id, error = %e, "status update failed: store");
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
+        Err(e) => super::decisions::refused(e, id, "status update"),
     }
 }
 
