@@ -1297,6 +1297,50 @@ impl Cx<'_> {
         }
     }
 
+    /// The `members` of cluster `name` (at `at`): each an existing
+    /// target of the same `kind` that is one server, listed once, not the
+    /// cluster itself.
+    fn validate_members(
+        &mut self,
+        root: &Node,
+        at: &str,
+        name: &str,
+        members: &[String],
+        targets: &std::collections::BTreeMap<String, TargetConfig>,
+        kind: &str,
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        for (i, m) in members.iter().enumerate() {
+            let mat = format!("{at}.members[{i}]");
+            let cluster = match targets.get(m) {
+                Some(TargetConfig::Redis(t)) if kind == "redis" => Some(t.is_cluster()),
+                Some(TargetConfig::Postgres(t)) if kind == "postgres" => Some(t.is_cluster()),
+                _ => None,
+            };
+            match targets.get(m) {
+                _ if m == name => self.err(root, &mat, "a cluster cannot be its own member"),
+                _ if !seen.insert(m) => {
+                    self.err(root, &mat, format!("member {m:?} is listed twice"))
+                }
+                Some(_) if cluster == Some(true) => self.err(
+                    root,
+                    &mat,
+                    format!("member {m:?} is itself a cluster; members are servers"),
+                ),
+                Some(_) if cluster == Some(false) => {}
+                Some(other) => self.err(
+                    root,
+                    &mat,
+                    format!(
+                        "member {m:?} is a {} target; members are {kind} targets",
+                        other.kind()
+                    ),
+                ),
+                None => self.err(root, &mat, format!("unknown target {m:?}")),
+            }
+        }
+    }
+
     fn validate_target(
         &mut self,
         root: &Node,
@@ -1336,33 +1380,7 @@ impl Cx<'_> {
                         "a cluster (members) has no address of its own: each member has one",
                     );
                 }
-                let mut seen = std::collections::HashSet::new();
-                for (i, m) in t.members.iter().enumerate() {
-                    let mat = format!("{at}.members[{i}]");
-                    match targets.get(m) {
-                        _ if m == name => {
-                            self.err(root, &mat, "a cluster cannot be its own member")
-                        }
-                        _ if !seen.insert(m) => {
-                            self.err(root, &mat, format!("member {m:?} is listed twice"))
-                        }
-                        Some(TargetConfig::Redis(mt)) if mt.is_cluster() => self.err(
-                            root,
-                            &mat,
-                            format!("member {m:?} is itself a cluster; members are servers"),
-                        ),
-                        Some(TargetConfig::Redis(_)) => {}
-                        Some(other) => self.err(
-                            root,
-                            &mat,
-                            format!(
-                                "member {m:?} is a {} target; members are redis targets",
-                                other.kind()
-                            ),
-                        ),
-                        None => self.err(root, &mat, format!("unknown target {m:?}")),
-                    }
-                }
+                self.validate_members(root, &at, name, &t.members, targets, "redis");
             }
             TargetConfig::Redis(t) => host_port(self, "address", &t.address),
             TargetConfig::Http(t) => url(self, "url", &t.url),
@@ -1389,33 +1407,7 @@ impl Cx<'_> {
                         "demote_command belongs to a member (one server), not to the cluster",
                     );
                 }
-                let mut seen = std::collections::HashSet::new();
-                for (i, m) in t.members.iter().enumerate() {
-                    let mat = format!("{at}.members[{i}]");
-                    match targets.get(m) {
-                        _ if m == name => {
-                            self.err(root, &mat, "a cluster cannot be its own member")
-                        }
-                        _ if !seen.insert(m) => {
-                            self.err(root, &mat, format!("member {m:?} is listed twice"))
-                        }
-                        Some(TargetConfig::Postgres(mt)) if mt.is_cluster() => self.err(
-                            root,
-                            &mat,
-                            format!("member {m:?} is itself a cluster; members are servers"),
-                        ),
-                        Some(TargetConfig::Postgres(_)) => {}
-                        Some(other) => self.err(
-                            root,
-                            &mat,
-                            format!(
-                                "member {m:?} is a {} target; members are postgres targets",
-                                other.kind()
-                            ),
-                        ),
-                        None => self.err(root, &mat, format!("unknown target {m:?}")),
-                    }
-                }
+                self.validate_members(root, &at, name, &t.members, targets, "postgres");
             }
             TargetConfig::Postgres(t) => {
                 if t.host.trim().is_empty() {
