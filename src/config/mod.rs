@@ -499,19 +499,44 @@ impl Config {
     /// The members of the postgres cluster `name`, each with its settings
     /// (in the order written); `None` when `name` is not a cluster.
     pub fn postgres_members(&self, name: &str) -> Option<Vec<(String, PostgresTarget)>> {
-        let Some(TargetConfig::Postgres(t)) = self.targets.get(name) else {
-            return None;
-        };
-        if !t.is_cluster() {
+        self.cluster_members(
+            name,
+            |t| match t {
+                TargetConfig::Postgres(p) => Some(p),
+                _ => None,
+            },
+            |p| &p.members,
+        )
+    }
+
+    /// The members of the redis cluster `name`, each with its settings (in
+    /// the order written); `None` when `name` is not a cluster.
+    pub fn redis_members(&self, name: &str) -> Option<Vec<(String, RedisTarget)>> {
+        self.cluster_members(
+            name,
+            |t| match t {
+                TargetConfig::Redis(r) => Some(r),
+                _ => None,
+            },
+            |r| &r.members,
+        )
+    }
+
+    /// The members of cluster `name` of the kind `pick` selects.
+    fn cluster_members<T: Clone>(
+        &self,
+        name: &str,
+        pick: impl Fn(&TargetConfig) -> Option<&T>,
+        members: impl Fn(&T) -> &[String],
+    ) -> Option<Vec<(String, T)>> {
+        let names = members(self.targets.get(name).and_then(&pick)?);
+        if names.is_empty() {
             return None;
         }
         Some(
-            t.members
+            names
                 .iter()
-                .filter_map(|m| match self.targets.get(m) {
-                    Some(TargetConfig::Postgres(mt)) => Some((m.clone(), mt.clone())),
-                    _ => None,
-                })
+                .filter_map(|m| Some((m.clone(), pick(self.targets.get(m)?)?.clone())))
                 .collect(),
         )
     }
@@ -521,28 +546,6 @@ impl RedisTarget {
     /// Whether this target is a cluster of members.
     pub fn is_cluster(&self) -> bool {
         !self.members.is_empty()
-    }
-}
-
-impl Config {
-    /// The members of the redis cluster `name`, each with its settings (in
-    /// the order written); `None` when `name` is not a cluster.
-    pub fn redis_members(&self, name: &str) -> Option<Vec<(String, RedisTarget)>> {
-        let Some(TargetConfig::Redis(t)) = self.targets.get(name) else {
-            return None;
-        };
-        if !t.is_cluster() {
-            return None;
-        }
-        Some(
-            t.members
-                .iter()
-                .filter_map(|m| match self.targets.get(m) {
-                    Some(TargetConfig::Redis(mt)) => Some((m.clone(), mt.clone())),
-                    _ => None,
-                })
-                .collect(),
-        )
     }
 }
 
