@@ -93,6 +93,7 @@ fn notice(kind: NoticeKind, event: &str, key: &str, text: &str, view: View) -> N
         event: event.into(),
         mention: false,
         ping: Vec::new(),
+        public: None,
     }
 }
 
@@ -439,5 +440,166 @@ async fn a_relay_that_is_down_is_retried() {
             assert!(!reason.contains(PASSWORD), "{reason}");
         }
         other => panic!("expected a retry, got {other:?}"),
+    }
+}
+
+/// The affected users' two messages (told, then resolved) use the public
+/// template: exactly what the public status page shows, and none of the
+/// internals the view carries (scenario, summary built from labels, the
+/// target, the host and port, the check's output, the step).
+#[tokio::test]
+async fn affected_users_get_the_public_template_and_nothing_internal() {
+    use medic::page::PublicNotice;
+    use medic::page::public::{ComponentState, PublicIncident, PublicUpdate};
+    use medic::page::statuspage::Status;
+    let smtp = Smtp::start(USER, PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let mail = notifier(&config(&smtp, &pw));
+    let mut open = view(
+        IncidentState::Escalated,
+        "Redis down on host=cache-7.internal:6379",
+        3600,
+    );
+    open.done = vec!["step restart-redis: failed".into()];
+    let update = PublicUpdate {
+        at: at(1200),
+        status: Status::Identified,
+        body: "We found the cause; a fix is rolling out.".into(),
+        default: false,
+    };
+    let default = PublicUpdate {
+        at: at(0),
+        status: Status::Investigating,
+        body: "We are investigating an issue affecting Logins.".into(),
+        default: true,
+    };
+    let public = |status, resolved: Option<i64>, ups: Vec<PublicUpdate>, state| PublicNotice {
+        title: "KeneyApp status".into(),
+        incident: PublicIncident {
+            name: "Partial outage: Logins".into(),
+            components: vec!["Logins".into()],
+            state: ComponentState::PartialOutage,
+            status,
+            started_at: at(0),
+            resolved_at: resolved.map(at),
+            updates: ups,
+        },
+        components: vec![("Logins".into(), state)],
+    };
+    let mut told = notice(
+        NoticeKind::Notice,
+        "users",
+        "7:notice:users:mail",
+        "affected users told (within 1h): Logins",
+        open.clone(),
+    );
+    told.public = Some(public(
+        Status::Identified,
+        None,
+        vec![update.clone(), default.clone()],
+        ComponentState::PartialOutage,
+    ));
+    let mut over = notice(
+        NoticeKind::Resolution,
+        "users",
+        "7:resolution:users:mail",
+        "resolved",
+        view(
+            IncidentState::Resolved,
+            "Redis down on host=cache-7.internal:6379",
+            4000,
+        ),
+    );
+    let done = PublicUpdate {
+        at: at(4000),
+        status: Status::Resolved,
+        body: "This incident has been resolved: Logins is operating normally.".into(),
+        default: true,
+    };
+    over.public = Some(public(
+        Status::Resolved,
+        Some(4000),
+        vec![done, update, default],
+        ComponentState::Operational,
+    ));
+    // Without its public incident, a users' notice is refused, not
+    // rendered with the internal template.
+    let mut bare = told.clone();
+    bare.public = None;
+    assert!(matches!(
+        mail.send(&bare).await,
+        Err(NotifyError::Permanent(_))
+    ));
+    for n in [&told, &over] {
+        mail.send(n).await.unwrap();
+    }
+    let got = smtp.messages();
+    assert_eq!(got.len(), 2);
+    assert_eq!(field(&got[0], "subject"), "[medic] Partial outage: Logins");
+    assert_eq!(
+        field(&got[0], "body"),
+        "Partial outage: Logins\n\
+         ======================\n\
+         Status:   Identified\n\
+         Started:  2026-03-01 10:00 UTC\n\
+         \n\
+         Components:\n  \
+         - Logins: Partial outage\n\
+         \n\
+         Updates:\n  \
+         2026-03-01 10:20 UTC — Identified: We found the cause; a fix is rolling out.\n  \
+         2026-03-01 10:00 UTC — Investigating: We are investigating an issue affecting Logins.\n\
+         \n\
+         -- \n\
+         KeneyApp status\n"
+    );
+    assert_eq!(
+        field(&got[1], "subject"),
+        "[medic] Resolved: Partial outage: Logins"
+    );
+    assert_eq!(
+        field(&got[1], "body"),
+        "Partial outage: Logins\n\
+         ======================\n\
+         Status:   Resolved\n\
+         Started:  2026-03-01 10:00 UTC\n\
+         Resolved: 2026-03-01 11:06 UTC\n\
+         \n\
+         Components:\n  \
+         - Logins: Operational\n\
+         \n\
+         Updates:\n  \
+         2026-03-01 11:06 UTC — Resolved: This incident has been resolved: Logins is operating normally.\n  \
+         2026-03-01 10:20 UTC — Identified: We found the cause; a fix is rolling out.\n  \
+         2026-03-01 10:00 UTC — Investigating: We are investigating an issue affecting Logins.\n\
+         \n\
+         -- \n\
+         KeneyApp status\n"
+    );
+    for m in &got {
+        let text = format!("{} {}", field(m, "subject"), field(m, "body"));
+        for internal in [
+            "redis-cache-failure",
+            "Redis down",
+            "cache-7.internal",
+            "6379",
+            "connection refused",
+            "redis_down",
+            "restart-redis",
+            "cache\n",
+            "Targets",
+            "Timeline",
+            "#7",
+            "high",
+        ] {
+            assert!(!text.contains(internal), "{internal:?} in {text}");
+        }
+        assert_eq!(
+            m["rcpt_tos"],
+            serde_json::json!(["ops@example.com", "lead@example.com", "user1@example.org"])
+        );
+        assert!(m["bcc"].is_null());
     }
 }

@@ -311,6 +311,19 @@ async fn statuspage_hears_open_update_and_resolve_as_exact_requests() {
             .contains("investigating, identified, monitoring"),
         "{v}"
     );
+    // A padded status is refused, as the schema's pattern refuses it.
+    let (code, v) = m
+        .post_update(
+            id,
+            API_TOKEN,
+            json!({ "by": "alice", "status": " identified\n", "body": "x" }),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("is not one of"),
+        "{v}"
+    );
     assert_eq!(
         m.post_update(id + 100, API_TOKEN, update.clone()).await.0,
         404

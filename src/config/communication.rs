@@ -22,6 +22,17 @@ pub struct Communication {
     /// notified.
     #[serde(default)]
     pub stakeholders: Vec<String>,
+    /// The affected users' lists (email notifiers, e.g. a `bcc` of the
+    /// users): told `users_within` after detection, with the public
+    /// template (only what the public status page shows), of incidents
+    /// on a public component still open then; then of their resolution.
+    /// Never among everyone notified (no internal notice reaches them).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// When the affected users are told, after detection. Default 1h (the
+    /// runbook's "email to affected users: within 1 hour").
+    #[serde(default = "default_users_within")]
+    pub users_within: Dur,
     /// How long after resolution (the symptoms clear for their
     /// `clear_for`) the resolution notice (or the FYI) goes out. Default
     /// 0s: at once. The runbook wants it within 15m of restoration.
@@ -72,6 +83,13 @@ pub struct SeverityPolicy {
     /// When medic fixed it alone (nobody paged). Default `fyi`.
     #[serde(default)]
     pub self_healed: Option<OnSelfHealed>,
+    /// Whether the affected users (`users`) hear of incidents of this
+    /// severity. Default `true`.
+    #[serde(default)]
+    pub users: Option<bool>,
+    /// When they do, after detection. Default: the plan's `users_within`.
+    #[serde(default)]
+    pub users_within: Option<Dur>,
 }
 
 /// What an opening incident does.
@@ -103,10 +121,16 @@ pub enum OnSelfHealed {
 pub struct Resolved {
     pub open: OnOpen,
     pub self_healed: OnSelfHealed,
+    pub users: bool,
+    pub users_within: Dur,
 }
 
 fn default_ack_within() -> Dur {
     Dur::secs(15 * 60)
+}
+
+fn default_users_within() -> Dur {
+    Dur::secs(3600)
 }
 
 fn default_resolution_after() -> Dur {
@@ -134,6 +158,8 @@ impl Communication {
         Resolved {
             open: set.open.unwrap_or(open),
             self_healed: set.self_healed.unwrap_or(OnSelfHealed::Fyi),
+            users: set.users.unwrap_or(true),
+            users_within: set.users_within.unwrap_or(self.users_within),
         }
     }
 
@@ -162,7 +188,7 @@ mod tests {
     fn severities_take_the_runbook_defaults_unless_set() {
         let config = crate::config::load_str(
             "medic.yaml",
-            "notifiers: { c: { log: {} } }\nescalation:\n  default:\n    levels: [{ after: 0s, notify: [c] }]\n    communication: { channel: [c], high: { open: page }, info: { self_healed: none } }\n",
+            "notifiers: { c: { log: {} } }\nescalation:\n  default:\n    levels: [{ after: 0s, notify: [c] }]\n    communication: { channel: [c], high: { open: page }, info: { self_healed: none, users: false }, warning: { users_within: 30m } }\n",
         )
         .unwrap();
         let c = config.escalation["default"].communication.clone().unwrap();
@@ -177,5 +203,10 @@ mod tests {
         assert_eq!(c.resolution_after, Dur::secs(0));
         assert_eq!(c.postmortem_after, Dur::secs(86400));
         assert_eq!(c.report_link(7), "`medic report 7`");
+        assert!(c.users.is_empty());
+        assert_eq!(c.for_severity("critical").users_within, Dur::secs(3600));
+        assert!(c.for_severity("critical").users);
+        assert!(!c.for_severity("info").users);
+        assert_eq!(c.for_severity("warning").users_within, Dur::secs(1800));
     }
 }

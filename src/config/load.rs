@@ -1178,6 +1178,7 @@ impl Cx<'_> {
                     ("channel", &c.channel),
                     ("executives", &c.executives),
                     ("stakeholders", &c.stakeholders),
+                    ("users", &c.users),
                 ] {
                     for (j, n) in list.iter().enumerate() {
                         if !config.notifiers.contains_key(n) {
@@ -1191,6 +1192,41 @@ impl Cx<'_> {
                                 format!("unknown notifier {n:?} ({hint})"),
                             );
                         }
+                    }
+                }
+                // Affected users hear only the public template: an email
+                // list, on no other list (where internal notices go), of
+                // a config with a public page to speak for.
+                for (j, n) in c.users.iter().enumerate() {
+                    let path = format!("{at}.users[{j}]");
+                    match config.notifiers.get(n) {
+                        Some(NotifierConfig::Email(_)) | None => {}
+                        Some(_) => self.err(
+                            root,
+                            &path,
+                            format!("{n:?} is not an email notifier: affected users are told by email, with the public template"),
+                        ),
+                    }
+                    let internal = c
+                        .channel
+                        .iter()
+                        .chain(&c.executives)
+                        .chain(&c.stakeholders)
+                        .chain(policy.levels.iter().flat_map(|l| &l.notify))
+                        .any(|m| m == n);
+                    if internal {
+                        self.err(
+                            root,
+                            &path,
+                            format!("{n:?} also gets internal notices (a level, channel, executives or stakeholders): the affected users' list must be one of its own"),
+                        );
+                    }
+                    if j == 0 && config.public_status.is_none() {
+                        self.err(
+                            root,
+                            &path,
+                            "affected users are told what the public status page shows: configure `public_status:`",
+                        );
                     }
                 }
                 if c.postmortem_after.get().is_zero() {
@@ -1990,6 +2026,41 @@ escalation:
                 "medic.yaml:8:24: rto_shares are percentages of the RTO, 1 to 99, rising (100 % always pages the top level); found 50",
                 "medic.yaml:8:28: rto_shares are percentages of the RTO, 1 to 99, rising (100 % always pages the top level); found 100",
             ]
+        );
+    }
+
+    #[test]
+    fn affected_users_are_an_email_list_of_their_own_with_a_public_page() {
+        let text = "\
+notifiers:
+  log: { log: {} }
+  users:
+    email: { server: smtp.example.com, from: medic@example.com, bcc: [all@lists.example.com] }
+escalation:
+  default:
+    levels: [{ after: 0s, notify: [log, users] }]
+    communication: { channel: [log], users: [log, users, nobody], users_within: 45m }
+";
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "medic.yaml:8:45: \"log\" is not an email notifier: affected users are told by email, with the public template",
+                "medic.yaml:8:45: \"log\" also gets internal notices (a level, channel, executives or stakeholders): the affected users' list must be one of its own",
+                "medic.yaml:8:45: affected users are told what the public status page shows: configure `public_status:`",
+                "medic.yaml:8:50: \"users\" also gets internal notices (a level, channel, executives or stakeholders): the affected users' list must be one of its own",
+                "medic.yaml:8:57: unknown notifier \"nobody\" (defined: log, users)",
+            ]
+        );
+        let ok = text
+            .replace("notify: [log, users]", "notify: [log]")
+            .replace("users: [log, users, nobody]", "users: [users]")
+            + "public_status:\n  listen: 127.0.0.1:0\n  components: { Portal: { scenarios: [x] } }\n";
+        let c = load_str_with_env("medic.yaml", &ok, env(&[])).unwrap();
+        let plan = c.escalation["default"].communication.clone().unwrap();
+        assert_eq!(plan.users, ["users"]);
+        assert_eq!(
+            plan.for_severity("high").users_within,
+            crate::duration::Dur::secs(2700)
         );
     }
 

@@ -2,8 +2,10 @@
 //! what happens when an incident opens (a page, a notice to the channel,
 //! the executives for P1), the RTO as a clock (escalate one level at each
 //! share, the top level at 100 %), a missed acknowledgement, and the FYI
-//! when medic fixed it alone. Everything goes through the outbox, like
-//! every other notice (see [`super`]).
+//! when medic fixed it alone, and the affected users' email an hour after
+//! detection (the public template: only what the public status page
+//! shows). Everything goes through the outbox, like every other notice
+//! (see [`super`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -86,6 +88,19 @@ impl Pager {
             );
             self.notice(id, &c.stakeholders, "stakeholders", &text, false)
                 .await?;
+        }
+        if !c.users.is_empty() && sev.users && !self.public_components(&inc.scenario).is_empty() {
+            // The affected users hear of it `users_within` after detection
+            // if it is still open then (see `fire_users`).
+            self.enqueue(
+                id,
+                format!("{id}:users-timer"),
+                "",
+                "users-timer",
+                inc.opened_at + chrono(sev.users_within.get()),
+                json!({ "policy": name, "within": sev.users_within.to_string() }),
+            )
+            .await?;
         }
         if let Some(rto) = info.map(|i| i.rto).filter(|r| !r.is_zero()) {
             let mut shares = c.rto_shares.clone();
@@ -432,4 +447,83 @@ pub(super) async fn fire_ack_deadline(p: &Pager, e: &OutboxEntry) -> Result<(), 
     )
     .await?;
     mark(p, e, OutboxState::Sent, "acknowledgement missed").await
+}
+
+/// The event of the affected users' notices (and of their resolution).
+pub(super) const USERS: &str = "users";
+
+/// `users_within` after detection: the affected users are told, by the
+/// public template, of an incident still open (one notice per list, once:
+/// the outbox key). An incident resolved before tells them nothing (the
+/// public page said it all; an email about something over would only
+/// alarm), so they get no resolution notice either.
+pub(super) async fn fire_users(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
+    let id = e.incident_id;
+    let Some(inc) = p.store.incident(id).await? else {
+        return mark(p, e, OutboxState::Failed, "incident not found").await;
+    };
+    if inc.state == IncidentState::Resolved {
+        return mark(
+            p,
+            e,
+            OutboxState::Cancelled,
+            "resolved before users were told",
+        )
+        .await;
+    }
+    let Some(c) = p
+        .policy(&text(e, "policy"))
+        .and_then(|pol| pol.communication)
+    else {
+        return mark(
+            p,
+            e,
+            OutboxState::Cancelled,
+            "no communication plan any more",
+        )
+        .await;
+    };
+    let components = p.public_components(&inc.scenario);
+    if components.is_empty() {
+        return mark(p, e, OutboxState::Cancelled, "affects no public component").await;
+    }
+    let text = format!(
+        "affected users told (within {}): {}",
+        text(e, "within"),
+        components.join(", ")
+    );
+    p.notice_at(id, &c.users, USERS, &text, json!({}), p.clock.now())
+        .await?;
+    mark(p, e, OutboxState::Sent, "affected users told").await
+}
+
+/// The resolution to the affected users' lists that were told (their
+/// notice sent or on its way; one still on its way then carries the
+/// resolution itself, and this one is dropped as never told).
+pub(super) async fn users_resolved(
+    p: &Pager,
+    inc: &Incident,
+    due: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let told: Vec<String> = p
+        .store
+        .outbox_of(inc.id)
+        .await?
+        .into_iter()
+        .filter(|o| o.kind == "notice" && o.payload["event"] == USERS)
+        .filter(|o| matches!(o.state, OutboxState::Sent | OutboxState::Pending))
+        .map(|o| o.notifier)
+        .collect();
+    for n in told {
+        p.enqueue(
+            inc.id,
+            format!("{}:resolution:{USERS}:{n}", inc.id),
+            &n,
+            "resolution",
+            due,
+            json!({ "text": "resolved", "event": USERS }),
+        )
+        .await?;
+    }
+    Ok(())
 }

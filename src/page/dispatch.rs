@@ -132,6 +132,7 @@ async fn process(p: &Pager, e: OutboxEntry) -> Result<(), StoreError> {
         "ack-timer" => fire_ack(p, &e).await,
         "rto-timer" => super::comms::fire_rto(p, &e).await,
         "ack-deadline" => super::comms::fire_ack_deadline(p, &e).await,
+        "users-timer" => super::comms::fire_users(p, &e).await,
         "public" => super::public::deliver(p, &e).await,
         k => match NoticeKind::parse(k) {
             Some(kind) => deliver(p, &e, kind).await,
@@ -607,8 +608,22 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         NoticeKind::Status => status_text(),
         _ => text(e, "text"),
     };
+    // The affected users read the public incident, nothing else.
+    let users = text(e, "event") == super::comms::USERS;
+    let public = match users {
+        true => match p.public_notice(&view.incident).await? {
+            Some(n) => Some(n),
+            None => {
+                let why = "affects no public component: affected users are told only what the public status page shows";
+                return fail(p, e, kind, why).await;
+            }
+        },
+        false => None,
+    };
+    let entries = if users { Vec::new() } else { entries };
     let reference = p.store.page_refs(id).await?.remove(&e.notifier);
     let notice = Notice {
+        public,
         kind,
         key: e.key.clone(),
         level: num(e, "level") as usize,

@@ -5,7 +5,9 @@
 //! communication plan like any notifier.
 //!
 //! Each notice type has its template ([`Template`]): opened, escalated,
-//! progress, resolved, FYI and the post-mortem reminder. Text from
+//! progress, resolved, FYI and the post-mortem reminder; the affected
+//! users' two ([`public_body`]) show only what the public status page
+//! shows. Text from
 //! outside (labels in the summary, check output, timeline messages) is
 //! data: it is put in once, never read as a template, and loses its
 //! control characters in the subject (no header can be forged); the
@@ -29,7 +31,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Delivered, Notice, NoticeKind, Notifier, NotifyError, View, human};
+use super::{Delivered, Notice, NoticeKind, Notifier, NotifyError, PublicNotice, View, human};
 use crate::config::{EmailNotifier as Config, EmailTls};
 use crate::store::IncidentState;
 
@@ -51,6 +53,10 @@ pub enum Template {
     Fyi,
     /// The post-mortem is due.
     Postmortem,
+    /// The affected users are told (the public template).
+    Users,
+    /// The affected users hear it is over (the public template).
+    UsersResolved,
 }
 
 impl Template {
@@ -58,6 +64,8 @@ impl Template {
     /// redraw a Slack message are not mailed).
     pub fn of(n: &Notice) -> Option<Self> {
         Some(match (n.kind, n.event()) {
+            (NoticeKind::Notice, super::comms::USERS) => Template::Users,
+            (NoticeKind::Resolution, super::comms::USERS) => Template::UsersResolved,
             (NoticeKind::Notice, "fyi") => Template::Fyi,
             (NoticeKind::Notice, "postmortem") => Template::Postmortem,
             (NoticeKind::Notice, "rto") => Template::Progress,
@@ -80,8 +88,63 @@ impl Template {
             Template::Resolved => "Resolved",
             Template::Fyi => "FYI, fixed by medic",
             Template::Postmortem => "Post-mortem due",
+            Template::Users => "",
+            Template::UsersResolved => "Resolved",
         }
     }
+
+    /// A template for the affected users: only public words.
+    pub fn is_public(self) -> bool {
+        matches!(self, Template::Users | Template::UsersResolved)
+    }
+}
+
+/// The affected users' subject: `PREFIX[Resolved: ]PUBLIC NAME`
+/// (`Major outage: Patient portal`).
+pub fn public_subject(prefix: &str, t: Template, p: &PublicNotice) -> String {
+    let word = match t {
+        Template::UsersResolved => "Resolved: ",
+        _ => "",
+    };
+    one_line(&format!("{prefix}{word}{}", cut(&p.incident.name, 200)))
+}
+
+/// The affected users' body: what the public status page shows of the
+/// incident (its name, status and times, its components' states now, the
+/// updates on-call wrote, newest first), nothing else: no summary, label,
+/// target, host, check output, step, timeline or incident number.
+pub fn public_body(p: &PublicNotice) -> String {
+    let i = &p.incident;
+    let when = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    let status = |s: super::statuspage::Status| {
+        let w = s.as_str();
+        let mut c = w.chars();
+        c.next()
+            .map(|f| f.to_uppercase().chain(c).collect::<String>())
+            .unwrap_or_default()
+    };
+    let mut out = format!("{}\n{}\n", i.name, "=".repeat(i.name.chars().count()));
+    out.push_str(&format!("Status:   {}\n", status(i.status)));
+    out.push_str(&format!("Started:  {}\n", when(i.started_at)));
+    if let Some(r) = i.resolved_at {
+        out.push_str(&format!("Resolved: {}\n", when(r)));
+    }
+    out.push_str("\nComponents:\n");
+    for (c, s) in &p.components {
+        out.push_str(&format!("  - {c}: {}\n", s.label()));
+    }
+    out.push_str("\nUpdates:\n");
+    for u in &i.updates {
+        out.push_str(&format!(
+            "  {} — {}: {}\n",
+            when(u.at),
+            status(u.status),
+            cut(&u.body, super::public::MAX_BODY)
+        ));
+    }
+    // The last line ends without a line break: SMTP's DATA adds one.
+    out.push_str(&format!("\n-- \n{}", p.title));
+    out
 }
 
 /// `text` on one line with no control characters: what may go in a
@@ -328,9 +391,19 @@ impl EmailNotifier {
             .from
             .as_ref()
             .map_err(|e| NotifyError::Permanent(format!("{}: from: {e}", self.name)))?;
+        let (subject, body) = match (t.is_public(), &n.public) {
+            (false, _) => (subject(&self.prefix, t, n), body(t, n)),
+            (true, Some(p)) => (public_subject(&self.prefix, t, p), public_body(p)),
+            (true, None) => {
+                return Err(NotifyError::Permanent(format!(
+                    "{}: an affected users' notice without its public incident",
+                    self.name
+                )));
+            }
+        };
         let mut b = Message::builder()
             .from(from.clone())
-            .subject(subject(&self.prefix, t, n))
+            .subject(subject)
             .message_id(Some(message_id(&n.key)))
             .date(SystemTime::from(n.view.now))
             .header(ContentType::TEXT_PLAIN);
@@ -340,7 +413,7 @@ impl EmailNotifier {
         for m in &self.bcc {
             b = b.bcc(m.clone());
         }
-        b.body(body(t, n))
+        b.body(body)
             .map(Some)
             .map_err(|e| NotifyError::Permanent(format!("{}: message: {e}", self.name)))
     }

@@ -26,7 +26,9 @@
 //! executives of a P1, starts the RTO clock (shares of the RTO escalate one
 //! level, 100 % pages the top level), the status updates and, after the
 //! first page, the acknowledgement deadline; an incident medic fixed alone
-//! ends with an FYI to the channel instead of a resolution notice.
+//! ends with an FYI to the channel instead of a resolution notice; the
+//! affected users (`users`) get the public template `users_within` (1h)
+//! after detection, and their resolution once told.
 //!
 //! Every page delivered is on the incident's timeline (kind `page`, with the
 //! level and notifier), as are decisions (kind `decision`, with who made
@@ -165,6 +167,21 @@ pub struct Notice {
     /// Slack users to mention besides the notifier's own (the engineer
     /// who acknowledged, from a verified click): IDs only.
     pub ping: Vec<String>,
+    /// For the affected users (event `users`): the incident as the public
+    /// status page shows it, all their template may show.
+    pub public: Option<PublicNotice>,
+}
+
+/// What the affected users may read of an incident: the public page's
+/// title, the incident's public name, status, times and human-written
+/// updates, and its components' states now.
+#[derive(Clone, Debug, Serialize)]
+pub struct PublicNotice {
+    pub title: String,
+    pub incident: public::PublicIncident,
+    /// The incident's components and their state on the page now (the
+    /// worst open incident on each).
+    pub components: Vec<(String, public::ComponentState)>,
 }
 
 impl Notice {
@@ -567,7 +584,11 @@ impl Pager {
         for e in self.store.outbox_of(id).await? {
             // The FYI and the post-mortem reminder (due a day after the
             // end) make nobody a recipient of the incident's updates.
-            let closing = e.payload["event"] == "fyi" || e.payload["event"] == "postmortem";
+            // Nor do the affected users' notices: they hear the public
+            // template only, never an internal notice.
+            let closing = e.payload["event"] == "fyi"
+                || e.payload["event"] == "postmortem"
+                || e.payload["event"] == comms::USERS;
             if (e.kind == "page" || (e.kind == "notice" && !closing))
                 && matches!(e.state, OutboxState::Sent | OutboxState::Pending)
                 && !out.contains(&e.notifier)
@@ -603,13 +624,13 @@ impl Pager {
     /// Escalation timers still pending are cancelled when they come due.
     pub async fn resolved(&self, incident: &Incident, message: &str) -> Result<(), StoreError> {
         let now = self.clock.now();
-        self.cancel_pending(incident.id, &["rto-timer", "ack-deadline"], "resolved")
-            .await?;
+        self.cancel_pending(
+            incident.id,
+            &["rto-timer", "ack-deadline", "users-timer"],
+            "resolved",
+        )
+        .await?;
         self.public_resolved(incident).await?;
-        if comms::self_healed(self, incident, message).await? {
-            self.wake.notify_one();
-            return Ok(());
-        }
         // With a communication plan, `resolution_after` later (default at
         // once); the post-mortem reminder follows.
         let comm = self.comm(&incident.scenario).map(|(_, _, c)| c);
@@ -617,6 +638,12 @@ impl Pager {
             + comm.as_ref().map_or(chrono::Duration::zero(), |c| {
                 dispatch::chrono(c.resolution_after.get())
             });
+        // Affected users who were told hear the end, whoever else does.
+        comms::users_resolved(self, incident, due).await?;
+        if comms::self_healed(self, incident, message).await? {
+            self.wake.notify_one();
+            return Ok(());
+        }
         for n in self.paged(incident.id).await? {
             self.enqueue(
                 incident.id,

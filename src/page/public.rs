@@ -243,10 +243,11 @@ pub fn blank(s: &str) -> bool {
 pub const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]";
 
 impl PostUpdate {
-    /// Checks a posted update's words: a known status, a body of 1 to
-    /// [`MAX_BODY`] characters.
+    /// Checks a posted update's words: a known status, exactly as written
+    /// (no padding: the OpenAPI schema's `^(investigating|...)$` refuses
+    /// it too), a body of 1 to [`MAX_BODY`] characters.
     pub fn new(by: &str, status: &str, body: &str, via: &str) -> Result<PostUpdate, String> {
-        let status = Status::parse_posted(status.trim()).ok_or_else(|| {
+        let status = Status::parse_posted(status).ok_or_else(|| {
             format!(
                 "status {:?} is not one of {}",
                 status.chars().take(40).collect::<String>(),
@@ -288,6 +289,36 @@ impl Pager {
         };
         let targets = self.info(scenario).map(|i| i.targets).unwrap_or_default();
         cfg.components_of(scenario, &targets)
+    }
+
+    /// What the affected users may read of `inc` (see
+    /// [`super::PublicNotice`]): nothing without a public page or a
+    /// public component.
+    pub(super) async fn public_notice(
+        &self,
+        inc: &Incident,
+    ) -> Result<Option<super::PublicNotice>, StoreError> {
+        let Some(cfg) = self.public_status() else {
+            return Ok(None);
+        };
+        let components = self.public_components(&inc.scenario);
+        if components.is_empty() {
+            return Ok(None);
+        }
+        let timeline = self.store.timeline(inc.id).await?;
+        let incident = public_incident(&cfg, inc, components, &timeline);
+        let targets = |s: &str| self.info(s).map(|i| i.targets).unwrap_or_default();
+        let b = board(self.store.as_ref(), &cfg, targets, self.clock.now()).await?;
+        let components = b
+            .components
+            .into_iter()
+            .filter(|(c, _)| incident.components.contains(c))
+            .collect();
+        Ok(Some(super::PublicNotice {
+            title: cfg.title.clone(),
+            incident,
+            components,
+        }))
     }
 
     /// The scenario of incident `id`, if it exists.
@@ -682,6 +713,11 @@ mod tests {
             "status \"resolved\" is not one of investigating, identified, monitoring"
         );
         assert!(PostUpdate::new("ann", "monitoring", "  ", "api").is_err());
+        // Padding is refused, as the OpenAPI schema's pattern refuses it.
+        assert_eq!(
+            PostUpdate::new("ann", " identified ", "x", "api").unwrap_err(),
+            "status \" identified \" is not one of investigating, identified, monitoring"
+        );
         assert!(PostUpdate::new("", "monitoring", "x", "api").is_err());
         let long = "x".repeat(MAX_BODY + 1);
         assert!(PostUpdate::new("ann", "monitoring", &long, "api").is_err());

@@ -704,6 +704,7 @@ mod tests {
             event: "postmortem".into(),
             mention: true,
             ping: vec!["U0ONCALL".into(), "U0ALICE".into()],
+            public: None,
         };
         assert_eq!(
             s.thread_text(&n),
