@@ -736,3 +736,123 @@ async fn a_self_healed_incident_gets_its_fyi_late_and_no_reminder() {
     assert_eq!(r.closing(), [closing(8, "cto", NoticeKind::Notice, "fyi")]);
     r.stop.cancel();
 }
+
+/// The affected users' email: `users_within` (1h) after detection, not
+/// before, once, through the outbox (a restart of the pager at 30 min on
+/// the same store keeps the timer); their resolution notice once told; an
+/// incident resolved before the hour tells them nothing.
+#[tokio::test(start_paused = true)]
+async fn affected_users_are_told_at_one_hour_once_and_hear_the_end() {
+    let text = "notifiers:\n  oncall: { log: {} }\n  users:\n    email: { server: smtp.example.com, from: medic@example.com, bcc: [all@lists.example.com] }\n\
+         escalation:\n  default:\n    status_every: 30m\n    levels: [{ after: 0m, notify: [oncall] }]\n    communication: { channel: [oncall], users: [users] }\n\
+         public_status:\n  listen: 127.0.0.1:0\n  components: { Portal: { scenarios: [app-down] } }\n";
+    let config = medic::config::load_str("medic.yaml", text).unwrap();
+    let sc = scenario(&config);
+    let clock = Clock::tokio(base());
+    let log: Log = Arc::default();
+    let store = Arc::new(MemoryStore::new());
+    let start = || {
+        let notifiers: HashMap<String, Arc<dyn Notifier>> = ["oncall", "users"]
+            .iter()
+            .map(|n| {
+                let r: Arc<dyn Notifier> = Arc::new(Rec {
+                    name: n.to_string(),
+                    log: log.clone(),
+                    clock: clock.clone(),
+                });
+                (n.to_string(), r)
+            })
+            .collect();
+        let pager = Arc::new(Pager::with_notifiers(
+            &config,
+            notifiers,
+            store.clone(),
+            clock.clone(),
+        ));
+        pager.register(&sc);
+        let stop = CancellationToken::new();
+        tokio::spawn(pager.clone().run(stop.clone()));
+        (pager, stop)
+    };
+    let (pager, stop) = start();
+    let r = Rig {
+        store: store.clone(),
+        pager,
+        log: log.clone(),
+        clock: clock.clone(),
+        stop,
+    };
+    let users = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.1 == "users")
+            .map(|l| (l.0, l.2, l.4.event.clone(), l.4.public.clone()))
+            .collect::<Vec<_>>()
+    };
+    let inc = r.opened_incident(&sc).await;
+    r.until_minute(30).await;
+    assert!(users().is_empty(), "{:?}", users());
+    // A restart: the dispatcher stops, a new pager on the same store.
+    r.stop.cancel();
+    let (pager, stop) = start();
+    let r = Rig { pager, stop, ..r };
+    r.until_minute(59).await;
+    assert!(users().is_empty(), "not before the hour: {:?}", users());
+    r.until_minute(60).await;
+    let told = users();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(
+        (told[0].0, told[0].1, told[0].2.as_str()),
+        (60, NoticeKind::Notice, "users")
+    );
+    let public = told[0].3.clone().expect("the public incident");
+    assert_eq!(public.incident.name, "Major outage: Portal");
+    assert_eq!(
+        public.components,
+        [(
+            "Portal".to_string(),
+            medic::page::public::ComponentState::MajorOutage
+        )]
+    );
+    // Not among everyone notified: no status updates, no internal notice.
+    r.until_minute(150).await;
+    assert_eq!(users().len(), 1, "once: {:?}", users());
+    let timeline = r.store.timeline(inc.id).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t.kind == "page" && t.message.starts_with("notice (users) via users")),
+        "on the timeline: {timeline:?}"
+    );
+    r.resolve(&inc).await;
+    r.until_minute(151).await;
+    let end = users();
+    assert_eq!(end.len(), 2, "{end:?}");
+    assert_eq!(
+        (end[1].1, end[1].2.as_str()),
+        (NoticeKind::Resolution, "users")
+    );
+    let public = end[1].3.clone().unwrap();
+    assert_eq!(
+        public.incident.status,
+        medic::page::statuspage::Status::Resolved
+    );
+
+    // Resolved at 20 min: the users were never told, and hear nothing.
+    let second = r.opened_incident(&sc).await;
+    r.until_minute(171).await;
+    r.resolve(&second).await;
+    r.until_minute(151 + 120).await;
+    assert_eq!(users().len(), 2, "{:?}", users());
+    let timer = r
+        .store
+        .outbox_of(second.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == "users-timer")
+        .unwrap();
+    assert_eq!(timer.state, OutboxState::Cancelled);
+    r.stop.cancel();
+}
