@@ -2044,11 +2044,11 @@ escalation:
         assert_eq!(
             errors(text, &[]),
             [
-                "medic.yaml:8:45: \"log\" is not an email notifier: affected users are told by email, with the public template",
-                "medic.yaml:8:45: \"log\" also gets internal notices (a level, channel, executives or stakeholders): the affected users' list must be one of its own",
-                "medic.yaml:8:45: affected users are told what the public status page shows: configure `public_status:`",
-                "medic.yaml:8:50: \"users\" also gets internal notices (a level, channel, executives or stakeholders): the affected users' list must be one of its own",
-                "medic.yaml:8:57: unknown notifier \"nobody\" (defined: log, users)",
+                "medic.yaml:8:46: \"log\" is not an email notifier: affected users are told by email, with the public template",
+                "medic.yaml:8:46: \"log\" also gets internal notices (a level, channel, executives or stakeholders): the affected users' list must be one of its own",
+                "medic.yaml:8:46: affected users are told what the public status page shows: configure `public_status:`",
+                "medic.yaml:8:51: \"users\" also gets internal notices (a level, channel, executives or stakeholders): the affected users' list must be one of its own",
+                "medic.yaml:8:58: unknown notifier \"nobody\" (defined: log, users)",
             ]
         );
         let ok = text

@@ -650,24 +650,8 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
             })
             .unwrap_or_default(),
     };
-    // Counted before sending: a crash from here on leaves attempts > 0.
-    let attempts = e.attempts + 1;
-    p.store
-        .outbox_mark(
-            e.id,
-            OutboxMark {
-                state: OutboxState::Pending,
-                attempts,
-                due_at: e.due_at,
-                detail: "sending".into(),
-                at: p.clock.now(),
-            },
-        )
-        .await?;
-    let e = OutboxEntry {
-        attempts,
-        ..e.clone()
-    };
+    let e = begin(p, e).await?;
+    let attempts = e.attempts;
     let started = std::time::Instant::now();
     let result = match tokio::time::timeout(SEND_TIMEOUT, notifier.send(&notice)).await {
         Ok(r) => r,
@@ -686,8 +670,6 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
             mark(p, &e, OutboxState::Sent, &d.detail).await
         }
         Err(NotifyError::Retry { reason, after }) if attempts < MAX_ATTEMPTS => {
-            let wait = backoff(attempts, &e.key).max(after.unwrap_or_default());
-            tracing::warn!(incident = id, notifier = %e.notifier, attempts, retry_in = %human(wait), "delivery failed, will retry: {reason}");
             if attempts == 1 {
                 // The first failure is on the timeline too (a wrong
                 // password, a relay down), not only in the outbox.
@@ -703,24 +685,61 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
                 )
                 .await?;
             }
-            p.store
-                .outbox_mark(
-                    e.id,
-                    OutboxMark {
-                        state: OutboxState::Pending,
-                        attempts,
-                        due_at: p.clock.now() + chrono(wait),
-                        detail: reason,
-                        at: p.clock.now(),
-                    },
-                )
-                .await
+            reschedule(p, &e, reason, after).await
         }
         Err(err) => {
             tracing::error!(incident = id, notifier = %e.notifier, attempts, "delivery failed for good: {err}");
             fail(p, &e, kind, &format!("{err} (after {attempts} attempt(s))")).await
         }
     }
+}
+
+/// One delivery attempt starts: counted in the store before the receiver
+/// is called, so a crash from here on leaves `attempts > 0` (the next
+/// attempt looks before it posts again). Returns the entry as counted.
+pub(super) async fn begin(p: &Pager, e: &OutboxEntry) -> Result<OutboxEntry, StoreError> {
+    let attempts = e.attempts + 1;
+    p.store
+        .outbox_mark(
+            e.id,
+            OutboxMark {
+                state: OutboxState::Pending,
+                attempts,
+                due_at: e.due_at,
+                detail: "sending".into(),
+                at: p.clock.now(),
+            },
+        )
+        .await?;
+    Ok(OutboxEntry {
+        attempts,
+        ..e.clone()
+    })
+}
+
+/// A failed attempt worth retrying (`e.attempts < MAX_ATTEMPTS`, as
+/// [`begin`] counted it): due again after the capped, jittered backoff,
+/// or the receiver's Retry-After if longer; the schedule is in the store.
+pub(super) async fn reschedule(
+    p: &Pager,
+    e: &OutboxEntry,
+    reason: String,
+    after: Option<Duration>,
+) -> Result<(), StoreError> {
+    let wait = backoff(e.attempts, &e.key).max(after.unwrap_or_default());
+    tracing::warn!(incident = e.incident_id, notifier = %e.notifier, attempts = e.attempts, retry_in = %human(wait), "delivery failed, will retry: {reason}");
+    p.store
+        .outbox_mark(
+            e.id,
+            OutboxMark {
+                state: OutboxState::Pending,
+                attempts: e.attempts,
+                due_at: p.clock.now() + chrono(wait),
+                detail: reason,
+                at: p.clock.now(),
+            },
+        )
+        .await
 }
 
 async fn fail(p: &Pager, e: &OutboxEntry, kind: NoticeKind, why: &str) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
-use super::dispatch::{backoff, chrono, mark, text};
+use super::dispatch::{begin, chrono, mark, reschedule, text};
 use super::statuspage::{self, Status};
 use super::{DecideError, NotifyError, Pager};
 use crate::config::PublicStatus;
@@ -528,29 +528,14 @@ pub(super) async fn deliver(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError
         body,
         components: ids,
     };
-    let attempts = e.attempts + 1;
-    p.store
-        .outbox_mark(
-            e.id,
-            OutboxMark {
-                state: OutboxState::Pending,
-                attempts,
-                due_at: e.due_at,
-                detail: "sending".into(),
-                at: p.clock.now(),
-            },
-        )
-        .await?;
+    let e = &begin(p, e).await?;
+    let attempts = e.attempts;
     let started = std::time::Instant::now();
     let result = match &reference {
         Some(r) => client.update(r, &request).await.map(|()| r.clone()),
         None => client.create(&request).await,
     };
     crate::metrics::notification(STATUSPAGE, result.is_ok(), started.elapsed());
-    let e = OutboxEntry {
-        attempts,
-        ..e.clone()
-    };
     match result {
         Ok(sid) => {
             if reference.is_none() {
@@ -568,27 +553,10 @@ pub(super) async fn deliver(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError
                 json!({ "event": event, "statuspage": sid, "status": status.as_str(), "key": e.key }),
             )
             .await?;
-            mark(p, &e, OutboxState::Sent, &format!("{what} {sid}")).await
+            mark(p, e, OutboxState::Sent, &format!("{what} {sid}")).await
         }
         Err(NotifyError::Retry { reason, after }) if attempts < super::dispatch::MAX_ATTEMPTS => {
-            let wait = backoff(attempts, &e.key).max(after.unwrap_or_default());
-            tracing::warn!(
-                incident = id,
-                attempts,
-                "Statuspage delivery failed, will retry: {reason}"
-            );
-            p.store
-                .outbox_mark(
-                    e.id,
-                    OutboxMark {
-                        state: OutboxState::Pending,
-                        attempts,
-                        due_at: p.clock.now() + chrono(wait),
-                        detail: reason,
-                        at: p.clock.now(),
-                    },
-                )
-                .await
+            reschedule(p, e, reason, after).await
         }
         Err(err) => {
             tracing::error!(
@@ -604,7 +572,7 @@ pub(super) async fn deliver(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError
                 json!({ "event": event, "delivered": false, "key": e.key }),
             )
             .await?;
-            mark(p, &e, OutboxState::Failed, &why).await
+            mark(p, e, OutboxState::Failed, &why).await
         }
     }
 }
