@@ -305,8 +305,13 @@ pub struct SymptomView {
     /// How many consecutive observations were `seen`, the last included
     /// (0 before any).
     pub streak: u32,
-    /// When the first of them was made.
+    /// When the first of them was due.
     pub streak_since: Option<Instant>,
+    /// When the target was last heard well: the arrival of the ok
+    /// observation right before this streak, else the streak's start.
+    /// A failing streak's silence is counted from here ("unanswered for T
+    /// since its last answer", as Sentinel's down-after).
+    pub quiet_since: Option<Instant>,
 }
 
 impl SymptomView {
@@ -317,6 +322,7 @@ impl SymptomView {
             seen,
             streak: 0,
             streak_since: None,
+            quiet_since: None,
         }
     }
 }
@@ -340,11 +346,15 @@ pub struct SymptomObservation {
 impl SymptomObservation {
     /// For ledgers and timelines: the view with its streak's age.
     pub fn to_json(&self) -> serde_json::Value {
-        let age = self.view.streak_since.map(|t| {
-            tokio::time::Instant::now()
-                .saturating_duration_since(t)
-                .as_secs_f64()
-        });
+        let now = tokio::time::Instant::now();
+        let age = self
+            .view
+            .streak_since
+            .map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let quiet = self
+            .view
+            .quiet_since
+            .map(|t| now.saturating_duration_since(t).as_secs_f64());
         serde_json::json!({
             "symptom": self.symptom,
             "target": self.target,
@@ -353,6 +363,7 @@ impl SymptomObservation {
             "seen": self.view.seen,
             "streak": self.view.streak,
             "streak_secs": age,
+            "quiet_secs": quiet,
             "quorum": self.quorum,
         })
     }

@@ -43,6 +43,7 @@ fn ctx_seeing_primary_fail(streak: u32, secs: u64) -> ActionContext {
             seen: Seen::Failing,
             streak,
             streak_since: Some(since),
+            quiet_since: None,
         },
         quorum: None,
     }];

@@ -155,6 +155,7 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         seen: Seen::Failing,
         streak: 5,
         streak_since: Some(tokio::time::Instant::now()),
+        quiet_since: None,
     });
     let ctx = PlanContext {
         approvals: None,

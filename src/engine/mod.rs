@@ -82,10 +82,34 @@ pub struct Symptoms {
     states: Vec<SymptomState>,
     timings: Vec<Timing>,
     views: Vec<watch::Sender<SymptomView>>,
-    /// Per slot: how many consecutive observations were the same as the
-    /// last one, and when the first of them was made (what actions such as
-    /// a promotion need: "unreachable for N checks over T").
-    streaks: Vec<(u32, Instant)>,
+    /// Per slot: the current streak (what actions such as a promotion
+    /// need: "unreachable for N checks over T").
+    streaks: Vec<Streak>,
+}
+
+/// One slot's run of equal observations.
+#[derive(Clone, Copy, Debug)]
+struct Streak {
+    /// How many consecutive observations were the same as the last one.
+    n: u32,
+    /// When the first of them was due.
+    since: Instant,
+    /// When the target was last heard well before them: the arrival of
+    /// the ok observation right before the streak, else `since`.
+    quiet_since: Instant,
+    /// When the last ok observation arrived (`None` before any).
+    heard: Option<Instant>,
+}
+
+impl Streak {
+    fn new(now: Instant) -> Self {
+        Streak {
+            n: 0,
+            since: now,
+            quiet_since: now,
+            heard: None,
+        }
+    }
 }
 
 impl Symptoms {
@@ -98,7 +122,7 @@ impl Symptoms {
             views: (0..n)
                 .map(|_| watch::channel(SymptomView::new(Phase::Ok, Seen::Nothing)).0)
                 .collect(),
-            streaks: vec![(0, now); n],
+            streaks: vec![Streak::new(now); n],
         }
     }
 
@@ -120,16 +144,29 @@ impl Symptoms {
         let before = state.seen;
         let tr = state.update(seen, at, self.timings[slot]);
         let streak = &mut self.streaks[slot];
-        if before == seen && streak.0 > 0 {
-            streak.0 = streak.0.saturating_add(1);
+        if before == seen && streak.n > 0 {
+            streak.n = streak.n.saturating_add(1);
         } else {
-            *streak = (1, at);
+            // A target silent from the moment of its last good answer: as
+            // Sentinel's down-after, the silence is counted from that
+            // answer's arrival (never later than this streak's start).
+            streak.quiet_since = match streak.heard {
+                Some(h) if before == Seen::Ok && streak.n > 0 => h.min(at),
+                _ => at,
+            };
+            streak.n = 1;
+            streak.since = at;
+        }
+        if seen == Seen::Ok {
+            // When the answer was taken in: at or after its arrival.
+            streak.heard = Some(Instant::now().max(at));
         }
         let view = SymptomView {
             phase: state.phase,
             seen,
-            streak: streak.0,
-            streak_since: Some(streak.1),
+            streak: streak.n,
+            streak_since: Some(streak.since),
+            quiet_since: Some(streak.quiet_since),
         };
         self.views[slot].send_if_modified(|v| {
             let changed = *v != view;
@@ -146,7 +183,7 @@ impl Symptoms {
         self.timings.push(timing);
         self.views
             .push(watch::channel(SymptomView::new(Phase::Ok, Seen::Nothing)).0);
-        self.streaks.push((0, now));
+        self.streaks.push(Streak::new(now));
         self.states.len() - 1
     }
 
@@ -163,7 +200,7 @@ impl Symptoms {
     /// Marks a slot firing (an incident was open when medic stopped).
     pub fn presume_firing(&mut self, slot: usize, now: Instant) {
         self.states[slot] = SymptomState::presumed_firing(now);
-        self.streaks[slot] = (0, now);
+        self.streaks[slot] = Streak::new(now);
         self.views[slot].send_replace(SymptomView::new(Phase::Firing, Seen::Nothing));
     }
 }
@@ -1063,5 +1100,60 @@ impl Engine {
                 TimelineEntry::new(self.shared.clock.now(), kind, msg).with_data(data),
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            for_: Duration::from_secs(6),
+            clear_for: Duration::from_secs(30),
+        }
+    }
+
+    /// A failing streak right after an ok answer counts its silence from
+    /// that answer's arrival; after blindness (unknown), from its own
+    /// first check: blindness is never silence.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_streak_is_quiet_since_the_last_ok_answer_never_since_blindness() {
+        let t0 = Instant::now();
+        let mut s = Symptoms::new(vec![timing()], t0);
+        let view = s.watch(0);
+        s.observe(0, Seen::Ok, t0);
+        tokio::time::advance(Duration::from_millis(30)).await; // the answer's arrival
+        s.observe(0, Seen::Ok, t0);
+        let heard = Instant::now();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let t1 = Instant::now();
+        s.observe(0, Seen::Failing, t1);
+        let v = *view.borrow();
+        assert_eq!(
+            (v.streak, v.streak_since, v.quiet_since),
+            (1, Some(t1), Some(heard))
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        s.observe(0, Seen::Failing, Instant::now());
+        let v = *view.borrow();
+        assert_eq!(
+            (v.streak, v.streak_since, v.quiet_since),
+            (2, Some(t1), Some(heard))
+        );
+        // Blind, then failing: the silence starts at the failing check.
+        s.observe(0, Seen::Unknown, Instant::now());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let t2 = Instant::now();
+        s.observe(0, Seen::Failing, t2);
+        let v = *view.borrow();
+        assert_eq!((v.streak, v.quiet_since), (1, Some(t2)));
+        // Never heard at all: the same.
+        let mut fresh = Symptoms::new(vec![timing()], t2);
+        let v2 = fresh.watch(0);
+        fresh.observe(0, Seen::Failing, t2);
+        assert_eq!(v2.borrow().quiet_since, Some(t2));
     }
 }

@@ -481,12 +481,16 @@ impl PromoteReplica {
             }
             return Gate::fail("primary-unreachable", detail);
         };
+        // The silence is counted from the primary's last good answer when
+        // it came right before the failing streak (Sentinel's down-after),
+        // else from the streak's first check.
         let age = o
             .view
-            .streak_since
+            .quiet_since
+            .or(o.view.streak_since)
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         let mut detail = format!(
-            "symptom {} saw {:?} fail {} consecutive checks over {:.1}s (need {need_n} over {})",
+            "symptom {} saw {:?} fail {} consecutive checks, {:.1}s since its last answer (need {need_n} over {})",
             o.symptom,
             self.params.primary,
             o.view.streak,
@@ -1608,6 +1612,7 @@ mod tests {
                 seen,
                 streak,
                 streak_since: Some(since),
+                quiet_since: None,
             },
             quorum,
         }];
@@ -1656,6 +1661,34 @@ mod tests {
         assert!(!g.passed && g.wait.is_some(), "{g:?}");
         let recent = tokio::time::Instant::now() - Duration::from_secs(1);
         let g = p.unreachable_gate(&seeing(Seen::Failing, 5, recent, quorum(3, 3, 2)));
+        assert!(!g.passed && g.wait.is_some(), "{g:?}");
+    }
+
+    /// The silence counts from the primary's last answer when it came
+    /// right before the streak: 3 checks over 4 s, 5.5 s since it last
+    /// answered (need 3 over 5 s), pass; with no answer before it, wait.
+    #[tokio::test(start_paused = true)]
+    async fn primary_unreachable_counts_the_silence_from_its_last_answer() {
+        let p = promote();
+        let heard = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let first = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let mut ctx = seeing(Seen::Failing, 3, first, None);
+        let g = p.unreachable_gate(&ctx);
+        assert!(!g.passed && g.wait.is_some(), "{g:?}");
+        ctx.observations[0].view.quiet_since = Some(heard);
+        let g = p.unreachable_gate(&ctx);
+        assert!(g.passed, "{g:?}");
+        assert!(
+            g.detail
+                .contains("fail 3 consecutive checks, 5.5s since its last answer"),
+            "{g:?}"
+        );
+        // Too few checks: not yet, however long the silence.
+        let mut ctx = seeing(Seen::Failing, 2, first, None);
+        ctx.observations[0].view.quiet_since = Some(heard);
+        let g = p.unreachable_gate(&ctx);
         assert!(!g.passed && g.wait.is_some(), "{g:?}");
     }
 
