@@ -121,7 +121,7 @@ else
 fi
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$fuzz_build_log"' EXIT
 
 # libtest's lines in $log ("test result: FAILED. 10 passed; 2 failed;
 # 1 ignored; ..."), added up; $1 names the run, $2 is its exit status.
@@ -136,11 +136,28 @@ libtest_counts() {
   ((n == 0 && $2 != 0)) && fail "$1 (exit $2: a binary did not build or crashed)"
 }
 
+# The fuzz build (cargo-fuzz, ASan, its own target dir fuzz/target) runs
+# niced beside the test run: the tests spend most of their time waiting on
+# the processes they start, and the build takes that idle core instead of
+# a stretch of its own after them. Its output is printed, and its result counted, before the fuzz runs
+# below. cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 lets stable
+# take them.
+export RUSTC_BOOTSTRAP=1
+FUZZ_SANITIZER=--sanitizer=address
+fuzz_build_log=$(mktemp)
+fuzz_build_pid=
+fuzz_build_start() {
+  nice -n 19 cargo fuzz build --dev "$FUZZ_SANITIZER" >"$fuzz_build_log" 2>&1 &
+  fuzz_build_pid=$!
+}
+
 # The unit and integration tests. The benchmark targets (benches/, their
 # own mains, not libtest) run below.
 if command -v cargo-nextest >/dev/null 2>&1; then
   # One process per test, two at a time across all binaries; ignored tests
   # (benchmark harnesses) stay ignored and count as skipped.
+  step "cargo nextest build" cargo nextest run --lib --bins --tests --no-run
+  fuzz_build_start
   echo "==> cargo nextest run --lib --bins --tests --no-fail-fast"
   cargo nextest run --lib --bins --tests --no-fail-fast 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
@@ -157,6 +174,7 @@ if command -v cargo-nextest >/dev/null 2>&1; then
     fail "cargo nextest (exit $rc: the tests did not build or run)"
   fi
 else
+  fuzz_build_start
   echo "==> cargo test --lib --bins --tests --no-fail-fast"
   cargo test --lib --bins --tests --no-fail-fast 2>&1 | tee "$log"
   libtest_counts "cargo test" "${PIPESTATUS[0]}"
@@ -183,12 +201,10 @@ passed=$((passed + ran - bad))
 # temp dir; one step each. Inputs up to 64 KiB; a crash, an input that runs
 # over 10 s (a hang), a single allocation over 256 MB or an RSS over 2 GB
 # fails the step, and the input that did it is left in fuzz/artifacts/.
-# cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1 lets stable take them.
 # The short runs use the unoptimised build (--dev: overflow checks and
 # debug assertions on, and about a third of the release build's time, which
 # keeps CI under 30 minutes); the long runs (scripts/fuzz-long.sh) use the
 # optimised one.
-export RUSTC_BOOTSTRAP=1
 fuzz_secs=${MEDIC_FUZZ_SECS:-30}
 fuzz_flags=(-max_len=65536 -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=2048)
 fuzz_run() {
@@ -200,8 +216,11 @@ fuzz_run() {
   rm -rf "$dir"
   return $rc
 }
-FUZZ_SANITIZER=--sanitizer=address
-step "cargo fuzz build --dev" cargo fuzz build --dev "$FUZZ_SANITIZER"
+echo "==> cargo fuzz build --dev (started beside the tests)"
+wait "$fuzz_build_pid"
+rc=$?
+cat "$fuzz_build_log"
+if ((rc == 0)); then passed=$((passed + 1)); else fail "cargo fuzz build --dev (exit $rc)"; fi
 for target in alertmanager slack rules config exposition; do
   step "cargo fuzz run $target (${fuzz_secs} s)" fuzz_run "$target"
 done
