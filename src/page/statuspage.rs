@@ -167,10 +167,7 @@ impl Client {
     /// earlier creation made when its answer was lost (a crash, a timeout,
     /// a dropped connection). The first found if several do.
     pub async fn find(&self, r: &Reference) -> Result<Option<String>, NotifyError> {
-        let url = format!(
-            "{}/v1/pages/{}/incidents/unresolved",
-            self.base, self.page
-        );
+        let url = format!("{}/v1/pages/{}/incidents/unresolved", self.base, self.page);
         let resp = self
             .client
             .get(&url)
