@@ -2,8 +2,10 @@
 //! component degraded as soon as an incident opens on it (with the default
 //! message), on-call's update posted through the API or Slack's modal,
 //! the exact Atlassian Statuspage requests for open → update → resolve
-//! (recording fake), and the page in headless Chromium with nothing
-//! internal on it (screenshot: `target/artifacts/public-status-page.png`).
+//! (recording fake), a creation whose answer was lost (dropped, or medic
+//! killed waiting for it) adopted rather than made twice, and the page in
+//! headless Chromium with nothing internal on it (screenshot:
+//! `target/artifacts/public-status-page.png`).
 
 mod common;
 
@@ -12,15 +14,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::browser::Driver;
-use common::fake_paging::{Fakes, Req, post_click};
+use common::fake_paging::{Fakes, Lost, Req, post_click};
 use medic::clock::Clock;
-use medic::store::{MemoryStore, SqliteStore, Store};
+use medic::store::{MemoryStore, OutboxState, SqliteStore, Store};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 const API_TOKEN: &str = "public-api-token-0123456789";
 const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const ONCALL: &str = "U0ONCALL";
+/// The Statuspage creation, as [`Req::short`] names it (for scripts).
+const CREATE: &str = "statuspage:POST /v1/pages/page1/incidents";
 
 struct Medic {
     store: Arc<dyn Store>,
@@ -45,20 +49,20 @@ fn secret_file(dir: &Path, name: &str, value: &str) -> String {
 /// fails), its component `Patient portal` on Statuspage as `cmpPortal`,
 /// and `Records` (nothing open on it); Slack (with its app) when `slack`.
 async fn start(slack: bool) -> Medic {
-    start_with(slack, "critical", Arc::new(MemoryStore::new()), &[]).await
+    start_with(slack, "critical", Arc::new(MemoryStore::new()), |_| {}).await
 }
 
 /// [`start`] with the rule's severity set to `severity`, on `store`, the
-/// Statuspage fake's first answers `statuspage` (scripted before the
-/// incident can open).
+/// fakes prepared by `prepare` (scripted answers, lost answers) before
+/// the incident can open.
 async fn start_with(
     slack: bool,
     severity: &str,
     store: Arc<dyn Store>,
-    statuspage: &[(u16, Option<u64>)],
+    prepare: impl FnOnce(&Fakes),
 ) -> Medic {
     let (fakes, base) = Fakes::start();
-    fakes.script("statuspage", statuspage);
+    prepare(&fakes);
     let dir = tempfile::tempdir().unwrap();
     let (port, public) = (common::free_port(), common::free_port());
     let app_port = common::free_port();
@@ -153,6 +157,34 @@ impl Medic {
         })
         .await;
         self.store.open_incidents().await.unwrap()[0].id
+    }
+
+    /// medic's reference on incident `id`'s Statuspage incident: its
+    /// `metadata`, as Statuspage's API shapes it.
+    async fn reference(&self, id: i64) -> Value {
+        let opened = self.store.incident(id).await.unwrap().unwrap().opened_at;
+        json!({ "medic": {
+            "incident": id.to_string(),
+            "opened_at": opened.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }})
+    }
+
+    /// Incident `id`'s Statuspage outbox entry for `event`, once sent.
+    async fn public_entry(&self, id: i64, event: &str) -> medic::store::OutboxEntry {
+        let (s, key) = (self.store.clone(), format!("{id}:public:{event}"));
+        common::eventually(Duration::from_secs(20), &key, || {
+            let (s, key) = (s.clone(), key.clone());
+            async move {
+                s.outbox_of(id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.key == key && e.state == OutboxState::Sent)
+            }
+        })
+        .await;
+        let all = self.store.outbox_of(id).await.unwrap();
+        all.into_iter().find(|e| e.key == key).unwrap()
     }
 
     fn statuspage(&self) -> Vec<Req> {
@@ -290,6 +322,7 @@ async fn statuspage_hears_open_update_and_resolve_as_exact_requests() {
             "body": "We are investigating an issue affecting Patient portal. The next update will follow here.",
             "component_ids": ["cmpPortal"],
             "components": { "cmpPortal": "major_outage" },
+            "metadata": m.reference(id).await,
         }})
     );
 
@@ -377,33 +410,101 @@ async fn statuspage_hears_open_update_and_resolve_as_exact_requests() {
     let again = json!({ "by": "alice", "status": "monitoring", "body": "late" });
     assert_eq!(m.post_update(id, API_TOKEN, again).await.0, 409);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(m.statuspage().len(), 3, "{:?}", m.fakes.shorts());
+    // A first attempt looks for nothing: no GET on the happy path.
+    assert_eq!(
+        m.fakes.shorts(),
+        [
+            "statuspage:POST /v1/pages/page1/incidents",
+            "statuspage:PATCH /v1/pages/page1/incidents/sp1",
+            "statuspage:PATCH /v1/pages/page1/incidents/sp1",
+        ]
+    );
+    assert_eq!(m.fakes.statuspage_incidents().len(), 1);
     drop(listener);
     m.stop().await;
 }
 
 /// Statuspage answers 503 twice: the outbox retries the creation, and the
 /// update waits behind it (one incident, never a PATCH before its POST).
+/// Each retry first looks among the unresolved incidents for the one a
+/// lost answer may hide (there is none: a 503 created nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_statuspage_is_retried_and_the_update_waits_for_the_creation() {
     let failing = [(503, Some(1)), (503, Some(1))];
-    let m = start_with(false, "critical", Arc::new(MemoryStore::new()), &failing).await;
+    let m = start_with(false, "critical", Arc::new(MemoryStore::new()), |f| {
+        f.script(CREATE, &failing)
+    })
+    .await;
     let id = m.incident_id().await;
     let update =
         json!({ "by": "alice", "status": "monitoring", "body": "A fix is out; we are watching." });
     assert_eq!(m.post_update(id, API_TOKEN, update).await.0, 200);
-    let reqs = m.wait_statuspage(4).await;
+    let reqs = m.wait_statuspage(6).await;
     let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
         [
             "POST /v1/pages/page1/incidents",
+            "GET /v1/pages/page1/incidents/unresolved",
             "POST /v1/pages/page1/incidents",
+            "GET /v1/pages/page1/incidents/unresolved",
             "POST /v1/pages/page1/incidents",
             "PATCH /v1/pages/page1/incidents/sp1",
         ]
     );
-    assert_eq!(reqs[3].body["incident"]["status"], "monitoring");
+    assert_eq!(reqs[5].body["incident"]["status"], "monitoring");
+    assert_eq!(m.fakes.statuspage_incidents().len(), 1);
+    m.stop().await;
+}
+
+/// Regression: Statuspage created the incident but the answer was lost
+/// (201, then the connection dropped), and the retry created a second
+/// public incident. The retry now finds it by medic's reference among the
+/// unresolved incidents and adopts it: one incident at Statuspage, and the
+/// update and the resolution go to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_whose_answer_was_lost_is_adopted_not_made_twice() {
+    let m = start_with(false, "critical", Arc::new(MemoryStore::new()), |f| {
+        f.lose_statuspage_creations(&[Lost::Dropped])
+    })
+    .await;
+    let id = m.incident_id().await;
+    let reqs = m.wait_statuspage(2).await;
+    assert_eq!(reqs[0].path, "POST /v1/pages/page1/incidents");
+    assert_eq!(reqs[1].path, "GET /v1/pages/page1/incidents/unresolved");
+    assert_eq!(reqs[1].headers["authorization"], "OAuth SPKEY-0123");
+    let open = m.public_entry(id, "open").await;
+    assert_eq!(open.detail, "adopted sp1");
+    assert_eq!(open.attempts, 2);
+    let timeline = m.store.timeline(id).await.unwrap();
+    let note = timeline.iter().find(|t| t.kind == "public").unwrap();
+    assert_eq!(
+        note.message,
+        "Statuspage incident sp1 adopted (investigating); an earlier attempt created it and its answer was lost"
+    );
+
+    let update = json!({ "by": "alice", "status": "identified", "body": UPDATE });
+    assert_eq!(m.post_update(id, API_TOKEN, update).await.0, 200);
+    let reqs = m.wait_statuspage(3).await;
+    assert_eq!(reqs[2].path, "PATCH /v1/pages/page1/incidents/sp1");
+    assert_eq!(reqs[2].body["incident"]["body"], UPDATE);
+    let listener = std::net::TcpListener::bind(("127.0.0.1", m.app_port)).unwrap();
+    let reqs = m.wait_statuspage(4).await;
+    assert_eq!(reqs[3].path, "PATCH /v1/pages/page1/incidents/sp1");
+    assert_eq!(reqs[3].body["incident"]["status"], "resolved");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(m.statuspage().len(), 4, "{:?}", m.fakes.shorts());
+
+    let incidents = m.fakes.statuspage_incidents();
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    assert_eq!(incidents[0]["id"], "sp1");
+    assert_eq!(incidents[0]["status"], "resolved");
+    assert_eq!(incidents[0]["metadata"], m.reference(id).await);
+    assert_eq!(
+        incidents[0]["incident_updates"].as_array().unwrap().len(),
+        3
+    );
+    drop(listener);
     m.stop().await;
 }
 
@@ -411,7 +512,7 @@ async fn a_failing_statuspage_is_retried_and_the_update_waits_for_the_creation()
 /// degraded and on-call's update, and nothing internal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_page_in_headless_chromium_shows_the_degraded_component_and_the_update_only() {
-    let m = start_with(false, "warning", Arc::new(MemoryStore::new()), &[]).await;
+    let m = start_with(false, "warning", Arc::new(MemoryStore::new()), |_| {}).await;
     let id = m.incident_id().await;
     let update = json!({ "by": "alice", "status": "identified", "body": UPDATE });
     assert_eq!(m.post_update(id, API_TOKEN, update).await.0, 200);
@@ -634,7 +735,7 @@ async fn updates_and_the_statuspage_incident_survive_a_restart() {
     let db = tempfile::tempdir().unwrap();
     let path = db.path().join("medic.db");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
-    let m = start_with(false, "high", store, &[]).await;
+    let m = start_with(false, "high", store, |_| {}).await;
     let id = m.incident_id().await;
     let update =
         json!({ "by": "alice", "status": "monitoring", "body": "A fix is out; we are watching." });
@@ -671,4 +772,101 @@ async fn updates_and_the_statuspage_incident_survive_a_restart() {
     assert_eq!(m.statuspage().len(), 3, "{:?}", m.fakes.shorts());
     drop(listener);
     m.stop().await;
+}
+
+/// Regression: medic was killed (SIGKILL) after sending the creation and
+/// before storing Statuspage's id; the restarted medic created a second
+/// public incident. The real binary on SQLite: Statuspage creates the
+/// incident and never answers, medic is killed waiting, and the restarted
+/// medic finds the incident among the unresolved ones and adopts it; the
+/// resolution goes to it.
+#[test]
+fn medic_killed_after_sending_the_creation_adopts_it_after_the_restart() {
+    let (fakes, base) = Fakes::start();
+    fakes.lose_statuspage_creations(&[Lost::Never]);
+    let dir = tempfile::tempdir().unwrap();
+    let app_port = common::free_port();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/app.yaml"),
+        common::app_down_rule(app_port, "15m", "100ms", ""),
+    )
+    .unwrap();
+    let db = dir.path().join("medic.db");
+    let config = dir.path().join("medic.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+mode: enforce
+rules: [rules]
+store: {{ sqlite: {{ path: {db} }} }}
+public_status:
+  listen: 127.0.0.1:{public}
+  components:
+    Patient portal: {{ scenarios: [app-down] }}
+  statuspage:
+    page_id: page1
+    api_key: {{ file: {sp} }}
+    url: "{base}"
+    components: {{ Patient portal: cmpPortal }}
+escalation:
+  default:
+    levels:
+      - {{ after: 0s, notify: [log] }}
+notifiers:
+  log: {{ log: {{}} }}
+shutdown_grace: 2s
+"#,
+            db = db.display(),
+            public = common::free_port(),
+            sp = secret_file(dir.path(), "sp", "SPKEY-0123"),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("medic.log");
+    let shorts = || fakes.shorts();
+
+    let mut m = common::Medic::start(&config, &log);
+    common::wait_until(
+        Duration::from_secs(20),
+        "the creation, accepted and unanswered",
+        || fakes.statuspage_incidents().len() == 1,
+    );
+    assert_eq!(shorts(), ["statuspage:POST /v1/pages/page1/incidents"]);
+    m.kill9();
+
+    let mut m = common::Medic::start(&config, &log);
+    common::wait_until(Duration::from_secs(20), "the look-up", || {
+        shorts().len() >= 2
+    });
+    let app = std::net::TcpListener::bind(("127.0.0.1", app_port)).unwrap();
+    common::wait_until(Duration::from_secs(20), "the resolution", || {
+        shorts().len() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    m.stop();
+    drop(app);
+    assert_eq!(
+        shorts(),
+        [
+            "statuspage:POST /v1/pages/page1/incidents",
+            "statuspage:GET /v1/pages/page1/incidents/unresolved",
+            "statuspage:PATCH /v1/pages/page1/incidents/sp1",
+        ]
+    );
+    let incidents = fakes.statuspage_incidents();
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    assert_eq!(incidents[0]["status"], "resolved");
+    assert_eq!(incidents[0]["metadata"]["medic"]["incident"], "1");
+
+    let outbox = common::block_on(async {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.unwrap());
+        store.outbox_of(1).await.unwrap()
+    });
+    let open = outbox.iter().find(|e| e.key == "1:public:open").unwrap();
+    assert_eq!(
+        (open.state, open.attempts, open.detail.as_str()),
+        (OutboxState::Sent, 2, "adopted sp1")
+    );
 }

@@ -8,7 +8,9 @@
 //!
 //! The hosted mirror ([`super::statuspage`]) hears the same through the
 //! outbox (kind `public`): the incident's opening (a default message until
-//! a human writes one), every update, and its resolution.
+//! a human writes one), every update, and its resolution. A creation
+//! retried without a stored Statuspage id first adopts the incident an
+//! earlier attempt made (found by medic's reference in its `metadata`).
 
 use std::collections::BTreeMap;
 
@@ -528,29 +530,70 @@ pub(super) async fn deliver(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError
         body,
         components: ids,
     };
+    // An earlier attempt began (`attempts > 0`, counted before the call)
+    // and stored no id: it may have created the incident and lost the
+    // answer. Look before creating again.
+    let maybe_created = e.attempts > 0;
+    let mark_ref = statuspage::Reference {
+        incident: id,
+        opened_at: inc.opened_at,
+    };
     let e = &begin(p, e).await?;
     let attempts = e.attempts;
     let started = std::time::Instant::now();
     let result = match &reference {
-        Some(r) => client.update(r, &request).await.map(|()| r.clone()),
-        None => client.create(&request).await,
+        Some(r) => client
+            .update(r, &request)
+            .await
+            .map(|()| (r.clone(), false)),
+        None => {
+            let found = match maybe_created {
+                true => client.find(&mark_ref).await,
+                false => Ok(None),
+            };
+            match found {
+                Ok(Some(sid)) => {
+                    // Adopted: stored at once, so a failing update below
+                    // retries as an update, not as a creation.
+                    p.store.set_page_ref(id, STATUSPAGE, json!(sid)).await?;
+                    match event.as_str() {
+                        // The lost creation carried this very opening.
+                        "open" => Ok((sid, true)),
+                        _ => client.update(&sid, &request).await.map(|()| (sid, true)),
+                    }
+                }
+                Ok(None) => client
+                    .create(&request, &mark_ref)
+                    .await
+                    .map(|sid| (sid, false)),
+                Err(err) => Err(err),
+            }
+        }
     };
     crate::metrics::notification(STATUSPAGE, result.is_ok(), started.elapsed());
     match result {
-        Ok(sid) => {
-            if reference.is_none() {
+        Ok((sid, adopted)) => {
+            if reference.is_none() && !adopted {
                 p.store.set_page_ref(id, STATUSPAGE, json!(sid)).await?;
             }
-            let what = match (event.as_str(), reference.is_none()) {
-                ("resolve", _) => "resolved",
-                (_, true) => "created",
+            let what = match (event.as_str(), reference.is_none(), adopted) {
+                ("resolve", _, _) => "resolved",
+                ("open", _, true) => "adopted",
+                (_, true, false) => "created",
                 _ => "updated",
+            };
+            let lost = match adopted {
+                true => "; an earlier attempt created it and its answer was lost",
+                false => "",
             };
             p.note(
                 id,
                 "public",
-                format!("Statuspage incident {sid} {what} ({})", status.as_str()),
-                json!({ "event": event, "statuspage": sid, "status": status.as_str(), "key": e.key }),
+                format!(
+                    "Statuspage incident {sid} {what} ({}){lost}",
+                    status.as_str()
+                ),
+                json!({ "event": event, "statuspage": sid, "status": status.as_str(), "key": e.key, "adopted": adopted }),
             )
             .await?;
             mark(p, e, OutboxState::Sent, &format!("{what} {sid}")).await

@@ -1,9 +1,12 @@
 //! Local fakes of the Slack Web API (`/api/METHOD`), the PagerDuty Events
 //! API v2 (`/v2/enqueue`), Atlassian Statuspage's incident API
-//! (`/v1/pages/{page}/incidents[/{id}]`) and a webhook receiver (`/hook`), in one HTTP
-//! server on 127.0.0.1 with its own thread and runtime (so it answers
-//! whatever clock the test runs on). Every request is recorded; answers can
-//! be scripted (HTTP 429 with Retry-After, 5xx, 400) per path.
+//! (`POST /v1/pages/{page}/incidents`, `PATCH .../incidents/{id}`,
+//! `GET .../incidents/unresolved`, keeping the incidents it was given) and a
+//! webhook receiver (`/hook`), in one HTTP server on 127.0.0.1 with its own
+//! thread and runtime (so it answers whatever clock the test runs on).
+//! Every request is recorded; answers can be scripted (HTTP 429 with
+//! Retry-After, 5xx, 400) per path, and a Statuspage creation can be
+//! accepted with its answer lost ([`Lost`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,16 @@ impl Req {
     }
 }
 
+/// How an accepted Statuspage creation's answer is lost: the incident
+/// exists at the fake either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// `201 Created` is sent, then the connection drops mid-body.
+    Dropped,
+    /// No answer ever (the client times out, or is killed waiting).
+    Never,
+}
+
 #[derive(Default)]
 struct Inner {
     reqs: Vec<Req>,
@@ -56,6 +69,10 @@ struct Inner {
     script: HashMap<String, VecDeque<(u16, Option<u64>)>>,
     /// usergroups.users.list answers.
     groups: HashMap<String, Vec<String>>,
+    /// Statuspage incidents, oldest first, as Statuspage shows them.
+    incidents: Vec<Value>,
+    /// The next Statuspage creations whose answer is lost.
+    lost: VecDeque<Lost>,
 }
 
 /// The fakes. Clones share state.
@@ -79,6 +96,10 @@ impl Fakes {
                     .route("/v2/enqueue", post(pagerduty))
                     .route("/hook", post(hook))
                     .route("/v1/pages/{page}/incidents", post(statuspage_create))
+                    .route(
+                        "/v1/pages/{page}/incidents/unresolved",
+                        get(statuspage_unresolved),
+                    )
                     .route(
                         "/v1/pages/{page}/incidents/{id}",
                         axum::routing::patch(statuspage_update),
@@ -104,7 +125,9 @@ impl Fakes {
         self.requests().iter().map(Req::short).collect()
     }
 
-    /// The next answers to `what` (`chat.postMessage`, `pagerduty`, `hook`).
+    /// The next answers to `what` (`chat.postMessage`, `pagerduty`, `hook`;
+    /// `statuspage` for any Statuspage request, or one [`Req::short`] such
+    /// as `statuspage:POST /v1/pages/page1/incidents`).
     pub fn script(&self, what: &str, answers: &[(u16, Option<u64>)]) {
         self.0
             .lock()
@@ -124,6 +147,18 @@ impl Fakes {
             .insert(id.into(), members.iter().map(|m| m.to_string()).collect());
     }
 
+    /// The next Statuspage creations are accepted (the incident exists)
+    /// but their answer is lost, as `how`.
+    pub fn lose_statuspage_creations(&self, how: &[Lost]) {
+        self.0.lock().unwrap().lost.extend(how.iter().copied());
+    }
+
+    /// The Statuspage incidents created so far, oldest first, as
+    /// `GET .../incidents/{id}` would show them.
+    pub fn statuspage_incidents(&self) -> Vec<Value> {
+        self.0.lock().unwrap().incidents.clone()
+    }
+
     pub fn clear(&self) {
         self.0.lock().unwrap().reqs.clear();
     }
@@ -135,8 +170,21 @@ impl Fakes {
         query: String,
         body: Value,
     ) -> Option<Response> {
+        self.record_path(what, headers, query, body, String::new())
+    }
+
+    /// [`Fakes::record`] with the request's `METHOD /path`; a script for
+    /// its [`Req::short`] goes before one for `what`.
+    fn record_path(
+        &self,
+        what: &str,
+        headers: &HeaderMap,
+        query: String,
+        body: Value,
+        path: String,
+    ) -> Option<Response> {
         let mut g = self.0.lock().unwrap();
-        g.reqs.push(Req {
+        let req = Req {
             what: what.into(),
             body,
             query,
@@ -144,9 +192,15 @@ impl Fakes {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
                 .collect(),
-            path: String::new(),
-        });
-        let (status, after) = g.script.get_mut(what)?.pop_front()?;
+            path,
+        };
+        let short = req.short();
+        g.reqs.push(req);
+        let scripted = match g.script.get_mut(&short).and_then(VecDeque::pop_front) {
+            Some(a) => Some(a),
+            None => g.script.get_mut(what).and_then(VecDeque::pop_front),
+        };
+        let (status, after) = scripted?;
         let mut resp = (
             StatusCode::from_u16(status).unwrap(),
             axum::Json(json!({ "status": "invalid event", "message": "scripted", "errors": ["scripted failure"] })),
@@ -251,11 +305,29 @@ fn statuspage_record(
     path: String,
     body: &Bytes,
 ) -> Option<Response> {
-    let r = f.record("statuspage", headers, String::new(), parse_body(body));
-    if let Some(last) = f.0.lock().unwrap().reqs.last_mut() {
-        last.path = path;
-    }
-    r
+    f.record_path("statuspage", headers, String::new(), parse_body(body), path)
+}
+
+/// Statuspage's answer to a request on an unknown incident id.
+fn statuspage_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({ "error": "Record not found" })),
+    )
+        .into_response()
+}
+
+/// The components of a request (`components: {id: status}`) as Statuspage
+/// lists them on an incident.
+fn statuspage_components(incident: &Value) -> Vec<Value> {
+    incident["components"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(id, st)| json!({ "id": id, "status": st }))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn statuspage_create(
@@ -268,14 +340,41 @@ async fn statuspage_create(
     if let Some(r) = statuspage_record(&f, &headers, path, &body) {
         return r;
     }
-    let n = {
+    let req = parse_body(&body)["incident"].clone();
+    let (incident, lost) = {
         let mut g = f.0.lock().unwrap();
         g.next_ts += 1;
-        g.next_ts
+        let id = format!("sp{}", g.next_ts);
+        let status = req["status"]
+            .as_str()
+            .unwrap_or("investigating")
+            .to_string();
+        let incident = json!({
+            "id": id,
+            "page_id": page,
+            "name": req["name"],
+            "status": status,
+            "impact": "none",
+            "created_at": format!("2026-12-01T10:00:{:02}Z", g.next_ts % 60),
+            "resolved_at": null,
+            "metadata": if req["metadata"].is_object() { req["metadata"].clone() } else { json!({}) },
+            "components": statuspage_components(&req),
+            "incident_updates": [{ "status": status, "body": req["body"] }],
+        });
+        g.incidents.push(incident.clone());
+        (incident, g.lost.pop_front())
     };
-    let mut v = parse_body(&body)["incident"].clone();
-    v["id"] = json!(format!("sp{n}"));
-    (StatusCode::CREATED, axum::Json(v)).into_response()
+    match lost {
+        None => (StatusCode::CREATED, axum::Json(incident)).into_response(),
+        Some(Lost::Dropped) => {
+            // Headers out, then the body fails: the connection is cut.
+            let cut = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("connection lost"))
+            });
+            (StatusCode::CREATED, axum::body::Body::from_stream(cut)).into_response()
+        }
+        Some(Lost::Never) => std::future::pending().await,
+    }
 }
 
 async fn statuspage_update(
@@ -288,9 +387,53 @@ async fn statuspage_update(
     if let Some(r) = statuspage_record(&f, &headers, path, &body) {
         return r;
     }
-    let mut v = parse_body(&body)["incident"].clone();
-    v["id"] = json!(id);
-    axum::Json(v).into_response()
+    let req = parse_body(&body)["incident"].clone();
+    let mut g = f.0.lock().unwrap();
+    let Some(i) = g.incidents.iter_mut().find(|i| i["id"] == id.as_str()) else {
+        return statuspage_not_found();
+    };
+    if req["name"].is_string() {
+        i["name"] = req["name"].clone();
+    }
+    if let Some(status) = req["status"].as_str() {
+        i["status"] = json!(status);
+        if status == "resolved" {
+            i["resolved_at"] = json!("2026-12-01T11:00:00Z");
+        }
+    }
+    if req["components"].is_object() {
+        i["components"] = json!(statuspage_components(&req));
+    }
+    let update = json!({ "status": i["status"], "body": req["body"] });
+    if req["body"].is_string()
+        && let Some(ups) = i["incident_updates"].as_array_mut()
+    {
+        ups.insert(0, update);
+    }
+    axum::Json(i.clone()).into_response()
+}
+
+/// `GET .../incidents/unresolved`: a JSON array of the incidents not
+/// resolved, newest first, as Statuspage lists them.
+async fn statuspage_unresolved(
+    State(f): State<Fakes>,
+    Path(page): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("GET /v1/pages/{page}/incidents/unresolved");
+    if let Some(r) = statuspage_record(&f, &headers, path, &Bytes::new()) {
+        return r;
+    }
+    let g = f.0.lock().unwrap();
+    let open: Vec<Value> = g
+        .incidents
+        .iter()
+        .rev()
+        .filter(|i| i["page_id"] == page.as_str())
+        .filter(|i| !matches!(i["status"].as_str(), Some("resolved" | "postmortem")))
+        .cloned()
+        .collect();
+    axum::Json(open).into_response()
 }
 
 async fn hook(
