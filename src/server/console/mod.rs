@@ -246,7 +246,11 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let mut targets: std::collections::BTreeMap<String, (&'static str, usize, Vec<String>)> =
         Default::default();
     for r in &rows {
-        let name = r.target.clone().unwrap_or_else(|| "(no target)".into());
+        // A check on an address of its own (no config target): its scenario.
+        let name = r
+            .target
+            .clone()
+            .unwrap_or_else(|| format!("scenario {}", r.scenario));
         let t = targets.entry(name).or_insert(("ok", 0, Vec::new()));
         if board::rank(r.shown.state) > board::rank(t.0) {
             t.0 = r.shown.state;

@@ -271,7 +271,7 @@ pub fn render(input: &Input) -> String {
             let (x0, x1) = (axis.x(g.from), axis.x(g.to));
             let _ = write!(
                 s,
-                "<rect class=\"seg {c}\" x=\"{x0:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{}\"><title>{}</title></rect>",
+                "<rect class=\"seg {c}\" x=\"{x0:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{}\" stroke=\"#fff\"><title>{}</title></rect>",
                 y + 3.0,
                 (x1 - x0).max(2.0),
                 LANE - 14.0,
