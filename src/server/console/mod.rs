@@ -511,7 +511,12 @@ async fn login_form() -> Response {
 /// The login form's fields.
 #[derive(Deserialize, utoipa::ToSchema)]
 struct LoginForm {
-    /// Who logs in (written on the timeline with each decision).
+    /// Who logs in (written on the timeline with each decision): not
+    /// blank, at most 100 characters.
+    #[schema(
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]",
+        max_length = 100
+    )]
     name: String,
     /// The API token.
     token: String,
