@@ -651,45 +651,45 @@ fn checked(
     st: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(String, Session, ActForm), Response> {
+) -> Result<(String, Session, ActForm), Box<Response>> {
     let Some((id, s)) = session_of(st, headers) else {
-        return Err(page(
+        return Err(Box::new(page(
             StatusCode::UNAUTHORIZED,
             "log in",
             "",
             "<p>No session (or it expired): <a href=\"/console/login\">log in</a> with the API token.</p>",
-        ));
+        )));
     };
     if !is_form(headers) {
-        return Err(not_a_form());
+        return Err(Box::new(not_a_form()));
     }
     let form: ActForm = match serde_urlencoded::from_bytes(body) {
         Ok(f) => f,
         Err(e) => {
             if !String::from_utf8_lossy(body).contains("csrf=") {
-                return Err(page(
+                return Err(Box::new(page(
                     StatusCode::FORBIDDEN,
                     "refused",
                     "",
                     "<p>missing CSRF token: nothing was done</p>",
-                ));
+                )));
             }
-            return Err(page(
+            return Err(Box::new(page(
                 StatusCode::BAD_REQUEST,
                 "bad form",
                 "",
                 &format!("<p>malformed form: {}</p>", esc(&e.to_string())),
-            ));
+            )));
         }
     };
     if !session::same(&form.csrf, &s.csrf) {
         tracing::warn!(by = %s.name, "console post refused: wrong CSRF token");
-        return Err(page(
+        return Err(Box::new(page(
             StatusCode::FORBIDDEN,
             "refused",
             "",
             "<p>wrong CSRF token: nothing was done</p>",
-        ));
+        )));
     }
     Ok((id, s, form))
 }
@@ -714,7 +714,7 @@ fn checked(
 async fn logout(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let (id, _, _) = match checked(&st, &headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     st.console.sessions.remove(&id);
     see_other("/console/login", Some(set_cookie(&st.console, "", 0)))
@@ -754,7 +754,7 @@ async fn act(
 ) -> Response {
     let (sid, s, form) = match checked(&st, &headers, &body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(kind) = DecisionKind::parse(&action) else {
         return page(

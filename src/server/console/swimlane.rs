@@ -112,13 +112,11 @@ pub fn render(input: &Input) -> String {
         .and_then(|r| chrono::Duration::from_std(r).ok())
         .map(|r| inc.opened_at + r);
     let mut rto_off = None;
-    if let Some(r) = rto_at {
-        if r > t1 {
-            if (r - t0) <= (t1 - t0) * 4 {
-                t1 = r + (r - t0) / 20;
-            } else {
-                rto_off = Some(r);
-            }
+    if let Some(r) = rto_at.filter(|r| *r > t1) {
+        if (r - t0) <= (t1 - t0) * 4 {
+            t1 = r + (r - t0) / 20;
+        } else {
+            rto_off = Some(r);
         }
     }
     let axis = Axis { t0, t1 };
