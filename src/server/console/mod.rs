@@ -812,3 +812,33 @@ async fn act(
     st.console.sessions.flash(&sid, ok, msg);
     see_other(&format!("/console/incidents/{id}"), None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_secure_under_tls() {
+        let plain = set_cookie(&Console::new(false), "abc", 60);
+        assert_eq!(
+            plain,
+            "medic_session=abc; Path=/console; HttpOnly; SameSite=Strict; Max-Age=60"
+        );
+        let tls = set_cookie(&Console::new(true), "abc", 60);
+        assert!(tls.ends_with("; Secure"), "{tls}");
+    }
+
+    #[test]
+    fn only_forms_are_forms() {
+        let form = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_form(&h)
+        };
+        assert!(form("application/x-www-form-urlencoded"));
+        assert!(form("Application/X-WWW-Form-Urlencoded; charset=utf-8"));
+        assert!(!form("application/json"));
+        assert!(!form("text/plain"));
+        assert!(!is_form(&HeaderMap::new()));
+    }
+}
