@@ -235,10 +235,12 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let _ = write!(
         h,
         "<meta http-equiv=\"refresh\" content=\"10\"><h1>Overview</h1><p class=\"meta\">This replica is the <b>{}</b>. \
-         {} symptoms, {firing} firing; {} open incidents. {}.</p>",
+         {} symptom{}, {firing} firing; {} open incident{}. {}.</p>",
         esc(&ready.role),
         rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
         open.len(),
+        if open.len() == 1 { "" } else { "s" },
         time(now)
     );
 
