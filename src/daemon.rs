@@ -267,6 +267,9 @@ pub async fn run_with_options(
         pager: pager_rx,
         access: credentials.clone(),
         alerts: config.alerts.clone(),
+        console: Arc::new(server::console::Console::new(
+            config.http.as_ref().is_some_and(|h| h.tls.is_some()),
+        )),
     };
     let server = start_server(config, app, &server_stop).await?;
 
@@ -926,6 +929,8 @@ impl CheckLoops {
     ) {
         let mut old = std::mem::take(&mut self.loops);
         let (mut kept, mut started) = (0usize, 0usize);
+        // The console shows what these loops see.
+        server::console::board::board().schedule(&schedule);
         for (slot, rt, j) in schedule {
             let s = &rt.scenario.symptoms[j];
             let key = (rt.scenario.name.clone(), s.name.clone());
@@ -946,7 +951,7 @@ impl CheckLoops {
             let stop = self.root.child_token();
             let (route, route_rx) = watch::channel((slot, tx.clone()));
             tasks.spawn(check_loop(
-                (rt.scenario.name.clone(), s.check.kind()),
+                (rt.scenario.name.clone(), s.name.clone(), s.check.kind()),
                 rt.checks[j].clone(),
                 Cadence {
                     every: def.every,
@@ -1220,7 +1225,7 @@ fn first_run_offset(slot: usize, every: Duration) -> Duration {
 /// only delays itself: each run is bounded by the symptom's timeout, which
 /// turns a hang into what [`Check::timed_out`] says.
 async fn check_loop(
-    (scenario, kind): (String, &'static str),
+    (scenario, symptom, kind): (String, String, &'static str),
     check: Arc<dyn Check>,
     Cadence {
         every,
@@ -1274,6 +1279,7 @@ async fn check_loop(
             Observation::Series(_) => "failing",
         };
         crate::metrics::check(&scenario, kind, outcome, started.elapsed());
+        server::console::board::board().record(&scenario, &symptom, &observation, due);
         let (slot, tx) = route.borrow_and_update().clone();
         let update = Update {
             slot,
@@ -1367,7 +1373,7 @@ mod tests {
         let stop = CancellationToken::new();
         let every = Duration::from_millis(200);
         let task = tokio::spawn(check_loop(
-            ("s".into(), "tcp"),
+            ("s".into(), "x".into(), "tcp"),
             Arc::new(Jittery(AtomicUsize::new(0))),
             Cadence {
                 every,
@@ -1414,7 +1420,7 @@ mod tests {
         let stop = CancellationToken::new();
         let every = Duration::from_secs(5);
         let task = tokio::spawn(check_loop(
-            ("s".into(), "tcp"),
+            ("s".into(), "x".into(), "tcp"),
             check.clone(),
             Cadence {
                 every,

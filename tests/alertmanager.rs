@@ -56,6 +56,7 @@ impl Server {
                 .into(),
             ),
             alerts: Default::default(),
+            console: Default::default(),
         });
         let stop = CancellationToken::new();
         let (addr, _) = server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())

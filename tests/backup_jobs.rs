@@ -185,6 +185,7 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
             .into(),
         ),
         alerts: Default::default(),
+        console: Default::default(),
     });
     let stop = CancellationToken::new();
     let (addr, server) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())

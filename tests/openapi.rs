@@ -123,6 +123,11 @@ fn the_document_is_served_open_and_every_route_passes_schemathesis() {
         "/slack/interactions",
         "/",
         "/status",
+        "/console",
+        "/console/incidents/{id}",
+        "/console/login",
+        "/console/logout",
+        "/console/incidents/{id}/{action}",
     ] {
         assert!(paths.contains(&p), "{p} missing from {paths:?}");
     }

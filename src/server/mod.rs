@@ -6,6 +6,7 @@
 
 pub mod alertmanager;
 pub mod auth;
+pub mod console;
 pub mod decisions;
 pub mod incidents;
 pub mod jobs;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub access: Arc<auth::Credentials>,
     /// `alerts:`, the bounds of the Alertmanager intake.
     pub alerts: crate::config::AlertLimits,
+    /// The console's sessions ([`console`]).
+    pub console: Arc<console::Console>,
 }
 
 /// Every route medic serves, each group behind its credential
@@ -94,6 +97,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(incidents::router())
         .merge(status::router())
         .route_layer(with(state.clone(), auth::read));
+    let console = console::read_router().route_layer(with(state.clone(), console::read));
     let intake = alertmanager::router().route_layer(with(state.clone(), auth::intake));
     OpenApiRouter::with_openapi(<openapi::Frame as utoipa::OpenApi>::openapi())
         .routes(routes!(healthz))
@@ -102,6 +106,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(api)
         .merge(read)
         .merge(intake)
+        .merge(console)
+        .merge(console::session_router())
         .merge(metrics::router())
         .merge(slack::router())
 }

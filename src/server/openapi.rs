@@ -86,6 +86,16 @@ impl Modify for Schemes {
         );
         c.add_security_scheme("bearer", SecurityScheme::Http(bearer));
         c.add_security_scheme("basic", SecurityScheme::Http(basic));
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    super::console::session::COOKIE,
+                    "The console's session (POST /console/login with the API token); its forms \
+                     also carry the session's CSRF token.",
+                ),
+            )),
+        );
     }
 }
 
@@ -194,6 +204,7 @@ mod tests {
             pager: tokio::sync::watch::channel(None).1,
             access: Arc::new(crate::server::auth::Access::default().into()),
             alerts: Default::default(),
+            console: Default::default(),
         }
     }
 
@@ -246,6 +257,7 @@ mod tests {
             "/metrics",
             PATH,
             "/slack/interactions",
+            "/console/login",
         ];
         for (path, item) in v["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {

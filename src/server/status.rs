@@ -286,7 +286,7 @@ async fn page(State(st): State<AppState>, Query(q): Query<HashMap<String, String
 
 /// Elapsed time against the RTO: a bar and words. Resolved incidents show
 /// their recovery time.
-fn rto_clock(i: &Incident, rto: Option<std::time::Duration>, now: DateTime<Utc>) -> String {
+pub fn rto_clock(i: &Incident, rto: Option<std::time::Duration>, now: DateTime<Utc>) -> String {
     let end = i.resolved_at.unwrap_or(now);
     let elapsed = end - i.opened_at;
     let Some(rto) = rto.filter(|r| !r.is_zero()) else {
