@@ -18,6 +18,7 @@
 //! - [`schedule`]: cron schedules in a time zone (jobs and drills).
 //! - [`secret`]: secret references (`{env: X}` / `{file: P}`), never printed.
 //! - [`diag`]: diagnostics that point at `path:line:col`.
+//! - [`features`]: the optional Cargo features (`aws`, `kubernetes`) and the refusal of what a build lacks.
 //! - `yaml`: YAML with positions, and the one cursor every loader (config, rules, rule tests) reads it with.
 //! - [`observe`]: what was observed: outcomes, series and labels, symptom phases and views.
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
@@ -62,7 +63,7 @@
 //! 3   store connect
 //! 2   metrics observe
 //! 1   config
-//! 0   clock duration schedule secret diag logging yaml
+//! 0   clock duration schedule secret diag features logging yaml
 //! ```
 #![forbid(unsafe_code)]
 
@@ -76,6 +77,7 @@ pub mod diag;
 pub mod drill;
 pub mod duration;
 pub mod engine;
+pub mod features;
 pub mod jobs;
 pub mod lead;
 pub mod logging;

@@ -34,6 +34,7 @@ use marked_yaml::types::MarkedMappingNode;
 
 use crate::config::Config;
 use crate::config::refs::Refs;
+use crate::features::Feature;
 use crate::observe::{Observation, Outcome};
 use crate::yaml::{Cursor, is_null, key_pos, pos, unknown_field};
 
@@ -110,6 +111,14 @@ pub(crate) trait CheckKind {
         None
     }
 
+    /// The Cargo feature the kind's runtime needs (`None`: always built).
+    fn feature() -> Option<Feature>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// Reports what is wrong beyond the parameters' shape, each problem at
     /// its position in `p` (the parameter block as written).
     fn validate(&self, v: &mut Refs, p: &Node);
@@ -147,6 +156,14 @@ macro_rules! check_kinds {
             fn params(&self) -> &dyn CheckKind {
                 match self {
                     $(CheckSpec::$variant(p) => p,)*
+                }
+            }
+
+            /// The Cargo feature kind `kind` needs, if any.
+            pub fn feature(kind: &str) -> Option<Feature> {
+                match kind {
+                    $($name => <$params as CheckKind>::feature(),)*
+                    _ => None,
                 }
             }
 
@@ -224,8 +241,14 @@ impl CheckSpec {
             v.err(key_pos(k), unknown_field("check", kind, CheckSpec::KINDS));
             return None;
         }
+        // Refused in a build without the kind's feature; its parameters
+        // are still read, so every other mistake is reported too.
+        let missing = CheckSpec::feature(kind)
+            .and_then(|f| f.missing_for(&format!("check `{kind}`")))
+            .map(|why| v.err(key_pos(k), why))
+            .is_some();
         let (spec, p) = CheckSpec::read(kind, kv, v.y)?;
-        spec.validate(v, &p).then_some(spec)
+        (spec.validate(v, &p) && !missing).then_some(spec)
     }
 
     /// Validates parameters built elsewhere (from a Prometheus rule) or

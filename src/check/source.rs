@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+#[cfg(feature = "kubernetes")]
 use super::kubernetes::{KubernetesCheck, KubernetesParams};
 use super::promql::PrometheusClient;
 use super::{BuildError, Check};
 use crate::config::{Config, TargetConfig};
+use crate::features::Feature;
 use crate::observe::Outcome;
 
 /// `check: { source: { target: prometheus } }` (shorthand `{ source: prometheus }`).
@@ -31,6 +33,7 @@ pub struct SourceParams {
 
 enum Probe {
     Prometheus(PrometheusClient),
+    #[cfg(feature = "kubernetes")]
     Kubernetes(Box<KubernetesCheck>),
 }
 
@@ -57,6 +60,13 @@ impl SourceCheck {
             Some(TargetConfig::Prometheus(t)) => {
                 Probe::Prometheus(PrometheusClient::new(p.target.clone(), t)?)
             }
+            #[cfg(not(feature = "kubernetes"))]
+            Some(TargetConfig::Kubernetes(_)) => {
+                return Err(BuildError::Invalid(Feature::Kubernetes.needed_by(
+                    &format!("a source check of kubernetes target {:?}", p.target),
+                )));
+            }
+            #[cfg(feature = "kubernetes")]
             Some(TargetConfig::Kubernetes(_)) => {
                 let kp = KubernetesParams {
                     target: p.target.clone(),
@@ -82,6 +92,7 @@ impl SourceCheck {
     }
 
     /// A check of a Kubernetes API through a given check's client (tests).
+    #[cfg(feature = "kubernetes")]
     pub fn kubernetes(name: &str, check: KubernetesCheck, within: Duration) -> Self {
         SourceCheck {
             name: name.to_string(),
@@ -120,6 +131,7 @@ impl Check for SourceCheck {
                     }
                 }
             }
+            #[cfg(feature = "kubernetes")]
             Probe::Kubernetes(k) => {
                 match tokio::time::timeout(self.within, k.api_version()).await {
                     Err(_) => blind(format!(
@@ -151,7 +163,19 @@ impl super::CheckKind for SourceParams {
             &self.target,
             &["prometheus", "kubernetes"],
             "a source check",
-        )
+        );
+        let kubernetes = v
+            .config
+            .and_then(|c| c.targets.get(&self.target))
+            .is_some_and(|t| matches!(t, TargetConfig::Kubernetes(_)));
+        if kubernetes
+            && let Some(why) = Feature::Kubernetes.missing_for(&format!(
+                "a source check of kubernetes target {:?}",
+                self.target
+            ))
+        {
+            v.err(crate::yaml::field_pos(p, "target"), why);
+        }
     }
 
     fn target(&self) -> Option<&str> {

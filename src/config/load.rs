@@ -28,6 +28,7 @@ use super::{
 use crate::config::Mode;
 use crate::diag::{Diagnostic, Diagnostics, did_you_mean};
 use crate::duration::Dur;
+use crate::features::Feature;
 use crate::secret::SecretOrInline;
 use crate::yaml::{self, Cursor, Pos, describe, key_pos, unknown_field};
 
@@ -697,6 +698,9 @@ impl Cx<'_> {
                 }
             }
             Some(LeadershipConfig::Kubernetes(l)) => {
+                if let Some(why) = Feature::Kubernetes.missing_for("leadership `kubernetes`") {
+                    self.err(root, "leadership.kubernetes", why);
+                }
                 if l.lease_duration.get() < std::time::Duration::from_secs(1) {
                     self.err(
                         root,
@@ -885,6 +889,11 @@ impl Cx<'_> {
                 }
                 if b.compress > 9 {
                     self.err(root, &format!("{at}.compress"), "compress must be 0 to 9");
+                }
+                if b.s3.is_some()
+                    && let Some(why) = Feature::Aws.missing_for("backup storage `s3`")
+                {
+                    self.err(root, &format!("{at}.s3"), why);
                 }
                 if let Some(s3) = &b.s3
                     && s3.bucket.is_empty()

@@ -635,6 +635,7 @@ pub struct AwsCredentials {
 impl AwsCredentials {
     /// The secrets resolved into the SDK's credentials (one type shared by
     /// the S3 and Route 53 clients); the error names the field.
+    #[cfg(feature = "aws")]
     pub fn resolve(&self) -> Result<aws_sdk_route53::config::Credentials, String> {
         let id = self
             .access_key_id

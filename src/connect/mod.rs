@@ -11,6 +11,7 @@ pub mod pg_cluster;
 pub mod pg_demote;
 pub mod redis_cluster;
 
+#[cfg(feature = "kubernetes")]
 use std::path::Path;
 use std::time::Duration;
 
@@ -87,6 +88,7 @@ pub fn redis(name: &str, t: &RedisTarget) -> Result<redis::Client, String> {
 }
 
 /// A Kubernetes client from `kubeconfig`, else in-cluster or `~/.kube/config`.
+#[cfg(feature = "kubernetes")]
 pub async fn kubernetes(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
     let config = match kubeconfig {
         Some(path) => {

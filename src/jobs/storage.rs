@@ -4,14 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Region};
-use aws_sdk_s3::primitives::ByteStream;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::OnceCell;
 
 use crate::config::S3Config;
+
+mod s3;
 
 /// The timestamp format in copy names: milliseconds, so two runs in one
 /// second (a manual run beside a scheduled one) never share a name and
@@ -49,10 +46,7 @@ pub struct StoredCopy {
 /// One place copies are kept.
 pub enum Storage {
     Local(PathBuf),
-    S3 {
-        config: Box<S3Config>,
-        client: OnceCell<Client>,
-    },
+    S3(s3::Bucket),
 }
 
 impl std::fmt::Debug for Storage {
@@ -64,50 +58,14 @@ impl std::fmt::Debug for Storage {
 impl Storage {
     /// An S3 bucket (the client is built on first use).
     pub fn s3(config: S3Config) -> Self {
-        Storage::S3 {
-            config: Box::new(config),
-            client: OnceCell::new(),
-        }
+        Storage::S3(s3::Bucket::new(config))
     }
 
     /// `directory /x` or `s3://bucket/prefix`, for humans.
     pub fn describe(&self) -> String {
         match self {
             Storage::Local(d) => format!("directory {}", d.display()),
-            Storage::S3 { config, .. } => format!("s3://{}/{}", config.bucket, config.prefix),
-        }
-    }
-
-    async fn client(&self) -> Result<&Client, String> {
-        let Storage::S3 { config, client } = self else {
-            return Err("not an S3 storage".into());
-        };
-        client
-            .get_or_try_init(|| async {
-                let mut b = match &config.credentials {
-                    Some(c) => aws_sdk_s3::Config::builder()
-                        .behavior_version(BehaviorVersion::latest())
-                        .credentials_provider(c.resolve()?),
-                    None => {
-                        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
-                        aws_sdk_s3::config::Builder::from(&shared)
-                    }
-                };
-                b = b.region(Region::new(config.region.clone()));
-                if let Some(url) = &config.endpoint_url {
-                    // MinIO, moto and most S3-compatible servers want
-                    // path-style URLs.
-                    b = b.endpoint_url(url).force_path_style(true);
-                }
-                Ok(Client::from_conf(b.build()))
-            })
-            .await
-    }
-
-    fn key(&self, name: &str) -> String {
-        match self {
-            Storage::S3 { config, .. } => format!("{}{name}", config.prefix),
-            Storage::Local(_) => name.to_string(),
+            Storage::S3(b) => b.describe(),
         }
     }
 
@@ -123,41 +81,7 @@ impl Storage {
                 }
                 Ok(())
             }
-            Storage::S3 { config, .. } => {
-                let body = ByteStream::from_path(from)
-                    .await
-                    .map_err(|e| format!("read {}: {e}", from.display()))?;
-                self.client()
-                    .await?
-                    .put_object()
-                    .bucket(&config.bucket)
-                    .key(self.key(name))
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| format!("upload to {}: {}", self.describe(), err_text(&e)))?;
-                // Read back: the object is there, whole.
-                let want = tokio::fs::metadata(from)
-                    .await
-                    .map_err(|e| format!("read {}: {e}", from.display()))?
-                    .len();
-                let head = self
-                    .client()
-                    .await?
-                    .head_object()
-                    .bucket(&config.bucket)
-                    .key(self.key(name))
-                    .send()
-                    .await
-                    .map_err(|e| format!("read back {name}: {}", err_text(&e)))?;
-                let got = head.content_length().unwrap_or(-1);
-                if got != want as i64 {
-                    return Err(format!(
-                        "uploaded {name} reads back as {got} bytes, not {want}"
-                    ));
-                }
-                Ok(())
-            }
+            Storage::S3(b) => b.put(name, from).await,
         }
     }
 
@@ -187,35 +111,7 @@ impl Storage {
                     }
                 }
             }
-            Storage::S3 { config, .. } => {
-                let client = self.client().await?;
-                let mut token = None;
-                loop {
-                    let page = client
-                        .list_objects_v2()
-                        .bucket(&config.bucket)
-                        .prefix(format!("{}{job}-", config.prefix))
-                        .set_continuation_token(token)
-                        .send()
-                        .await
-                        .map_err(|e| format!("list {}: {}", self.describe(), err_text(&e)))?;
-                    for o in page.contents() {
-                        let Some(key) = o.key() else { continue };
-                        let name = key.strip_prefix(&config.prefix).unwrap_or(key);
-                        if let Some(taken_at) = copy_time(job, name) {
-                            out.push(StoredCopy {
-                                name: name.to_string(),
-                                taken_at,
-                                size: o.size().unwrap_or(0).max(0) as u64,
-                            });
-                        }
-                    }
-                    token = page.next_continuation_token().map(String::from);
-                    if token.is_none() {
-                        break;
-                    }
-                }
-            }
+            Storage::S3(b) => b.list(job, &mut out).await?,
         }
         out.sort_by(|a, b| (a.taken_at, &a.name).cmp(&(b.taken_at, &b.name)));
         Ok(out)
@@ -226,33 +122,7 @@ impl Storage {
     pub async fn fetch(&self, name: &str, scratch: &Path) -> Result<PathBuf, String> {
         match self {
             Storage::Local(dir) => Ok(dir.join(name)),
-            Storage::S3 { config, .. } => {
-                let mut obj = self
-                    .client()
-                    .await?
-                    .get_object()
-                    .bucket(&config.bucket)
-                    .key(self.key(name))
-                    .send()
-                    .await
-                    .map_err(|e| format!("download {name}: {}", err_text(&e)))?;
-                let dest = scratch.join(name);
-                let mut f = tokio::fs::File::create(&dest)
-                    .await
-                    .map_err(|e| format!("create {}: {e}", dest.display()))?;
-                while let Some(chunk) = obj
-                    .body
-                    .try_next()
-                    .await
-                    .map_err(|e| format!("download {name}: {e}"))?
-                {
-                    f.write_all(&chunk)
-                        .await
-                        .map_err(|e| format!("write {}: {e}", dest.display()))?;
-                }
-                f.flush().await.map_err(|e| format!("write: {e}"))?;
-                Ok(dest)
-            }
+            Storage::S3(b) => b.fetch(name, scratch).await,
         }
     }
 
@@ -262,32 +132,9 @@ impl Storage {
             Storage::Local(dir) => tokio::fs::remove_file(dir.join(name))
                 .await
                 .map_err(|e| format!("delete {name}: {e}")),
-            Storage::S3 { config, .. } => {
-                self.client()
-                    .await?
-                    .delete_object()
-                    .bucket(&config.bucket)
-                    .key(self.key(name))
-                    .send()
-                    .await
-                    .map_err(|e| format!("delete {name}: {}", err_text(&e)))?;
-                Ok(())
-            }
+            Storage::S3(b) => b.delete(name).await,
         }
     }
-}
-
-/// An SDK error with its source chain (the top level alone says only
-/// "service error").
-fn err_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// The sha256 of a file, hex, and its size.

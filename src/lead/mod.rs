@@ -5,8 +5,9 @@
 //!   held by a dedicated connection inside an open transaction, so that a
 //!   leader that stops answering (killed, paused, cut off) loses it when the
 //!   server ends its session (`idle_in_transaction_session_timeout`);
-//! - [`kubernetes`]: a `coordination.k8s.io/v1` Lease, renewed while held
-//!   and taken over once its holder stops renewing for `leaseDurationSeconds`;
+//! - `kubernetes`: a `coordination.k8s.io/v1` Lease, renewed while held
+//!   and taken over once its holder stops renewing for `leaseDurationSeconds`
+//!   (the `kubernetes` feature);
 //! - `single`: one replica, always the leader (the SQLite store).
 //!
 //! Winning the election is not enough to act: the winner claims a new term
@@ -15,6 +16,7 @@
 //! and the store refuses writes of older terms. A deposed leader that has
 //! not noticed yet thus cannot change anything.
 
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod postgres;
 
@@ -116,6 +118,13 @@ pub async fn start(
             };
             tokio::spawn(elector.run(tx, stop))
         }
+        #[cfg(not(feature = "kubernetes"))]
+        LeadershipConfig::Kubernetes(_) => {
+            return Err(LeadError::Setup(
+                crate::features::Feature::Kubernetes.needed_by("leadership `kubernetes`"),
+            ));
+        }
+        #[cfg(feature = "kubernetes")]
         LeadershipConfig::Kubernetes(l) => {
             let client = crate::connect::kubernetes(l.kubeconfig.as_deref())
                 .await

@@ -23,6 +23,7 @@ use marked_yaml::Node;
 
 use crate::config::Config;
 use crate::config::refs::Refs;
+use crate::features::Feature;
 use crate::observe::SymptomObservation;
 use crate::store::prelude::*;
 use crate::yaml::{self, Cursor};
@@ -31,6 +32,14 @@ use crate::yaml::{self, Cursor};
 /// step): each kind's file says what serde cannot check about them, which
 /// targets they act on, and how they build the runnable [`Action`].
 pub(crate) trait ActionKind {
+    /// The Cargo feature the kind's runtime needs (`None`: always built).
+    fn feature() -> Option<Feature>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// Reports what is wrong beyond the parameters' shape, each problem at
     /// its position in `p` (the step's parameter keys).
     fn validate(&self, v: &mut Refs, p: &Node);
@@ -85,6 +94,14 @@ macro_rules! action_kinds {
             fn read(kind: &str, p: &Node, also: &[&str], y: &mut Cursor) -> Option<ActionSpec> {
                 match kind {
                     $($name => Some(ActionSpec::$variant(y.params(p, also)?)),)*
+                    _ => None,
+                }
+            }
+
+            /// The Cargo feature kind `kind` needs, if any.
+            pub fn feature(kind: &str) -> Option<Feature> {
+                match kind {
+                    $($name => <$params as ActionKind>::feature(),)*
                     _ => None,
                 }
             }

@@ -815,6 +815,13 @@ impl<'a> Cx<'a> {
         let kind = action_node.and_then(|n| {
             let kind = self.string(n)?;
             if ActionSpec::KINDS.contains(&kind.as_str()) {
+                // Refused in a build without the kind's feature; the
+                // step is still read, so every other mistake shows too.
+                if let Some(why) = ActionSpec::feature(&kind)
+                    .and_then(|f| f.missing_for(&format!("action `{kind}`")))
+                {
+                    self.err(pos(n), why);
+                }
                 Some(kind)
             } else {
                 self.err(pos(n), unknown_field("action", &kind, ActionSpec::KINDS));
