@@ -308,7 +308,7 @@ pub fn render(input: &Input) -> String {
              <text class=\"tick\" x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">+{}</text>",
             base,
             base + 14.0,
-            super::super::status::human(t - t0),
+            tick(t - t0, t1 - t0),
         );
     }
     if let Some(r) = rto_at.filter(|_| rto_off.is_none()) {
@@ -329,6 +329,17 @@ pub fn render(input: &Input) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+/// A tick's label: time since the start, to the tenth of a second when
+/// the whole axis spans less than 10 s (whole seconds would label two
+/// ticks `+0s`).
+fn tick(since: chrono::Duration, span: chrono::Duration) -> String {
+    if span < chrono::Duration::seconds(10) {
+        format!("{:.1}s", since.num_milliseconds() as f64 / 1000.0)
+    } else {
+        super::super::status::human(since)
+    }
 }
 
 #[cfg(test)]
@@ -508,6 +519,18 @@ mod tests {
         assert!(
             svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;&#39;"),
             "{svg}"
+        );
+    }
+
+    #[test]
+    fn ticks_of_a_short_axis_are_tenths_and_distinct() {
+        let span = chrono::Duration::milliseconds(3_000);
+        let labels: Vec<String> = (0..=4).map(|k| tick(span * k / 4, span)).collect();
+        assert_eq!(labels, ["0.0s", "0.8s", "1.5s", "2.2s", "3.0s"]);
+        let long = chrono::Duration::seconds(600);
+        assert_eq!(
+            tick(long / 2, long),
+            super::super::super::status::human(long / 2)
         );
     }
 }
