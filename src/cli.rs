@@ -211,6 +211,11 @@ pub struct DrillArgs {
     /// Where the shipped rule files are (--sandbox).
     #[arg(long, default_value = "rules")]
     pub rules: PathBuf,
+    /// Keep the drill's store (SQLite) at this path instead of the
+    /// sandbox's temp dir (--sandbox): its incident, timeline and pages
+    /// stay for `medic incidents`, the console or a report.
+    #[arg(long, requires = "sandbox")]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

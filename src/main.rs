@@ -165,7 +165,7 @@ fn drill(a: DrillArgs) -> ExitCode {
     let (mut out, target) = (std::io::stdout(), a.target.unwrap_or_default());
     let result = rt.block_on(async {
         if a.sandbox {
-            return drill::sandbox::run(&a.scenario, &a.rules, &mut out).await;
+            return drill::sandbox::run(&a.scenario, &a.rules, a.store.as_deref(), &mut out).await;
         }
         let input = &mut std::io::stdin().lock();
         drill::real(&a.config, &a.scenario, &target, a.yes, &mut out, input).await

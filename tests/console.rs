@@ -6,7 +6,9 @@
 //! `target/artifacts/console-swimlane.png`. Over plain HTTP: no session is
 //! a 401 leading to the login form, a wrong or missing CSRF token is 403
 //! and records nothing, the read token can look but never act, and a
-//! hostile label value is escaped everywhere it is shown.
+//! hostile label value is escaped everywhere it is shown. After a sandbox
+//! drill of the shipped redis-cache-failure scenario, its incident drawn
+//! as a swimlane (`target/artifacts/console-drill-swimlane.png`).
 
 mod common;
 
@@ -460,4 +462,101 @@ fn sessions_csrf_read_token_and_escaping_over_http() {
     );
     assert!(!page.contains("<script"), "{page}");
     assert!(page.contains(escaped), "{page}");
+}
+
+/// `medic drill --sandbox redis-cache-failure` keeps its store; a medic
+/// serving that store (the shipped rule loaded, its cache a private
+/// redis-server that answers) draws the drill's incident: the symptom's
+/// lane, the plan's steps, the RTO line; and lists it resolved.
+#[test]
+fn a_sandbox_drills_incident_is_drawn_as_a_swimlane_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let db = dir.path().join("state/medic.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .arg("drill")
+        .arg("--sandbox")
+        .arg("redis-cache-failure")
+        .arg("--rules")
+        .arg(root.join("rules"))
+        .arg("--store")
+        .arg(&db)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the drill failed: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("resolved: all symptoms clear"), "{report}");
+
+    let redis = Redis::start_free();
+    let http = free_port();
+    let config = enforce_config(dir.path(), http, "2s");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace("mode: enforce", "mode: dry-run");
+    text.push_str(&format!(
+        "targets:\n  cache: {{ redis: {{ address: \"127.0.0.1:{}\" }} }}\n  \
+         prometheus: {{ prometheus: {{ url: \"http://127.0.0.1:9\" }} }}\n",
+        redis.port
+    ));
+    std::fs::write(&config, text).unwrap();
+    std::fs::copy(
+        root.join("rules/redis-cache-failure.yaml"),
+        dir.path().join("rules/redis-cache-failure.yaml"),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let _medic = Medic::start(&config, &dir.path().join("medic.log"));
+    let drilled = wait_for_incident(&base, "redis-cache-failure");
+    assert_eq!(drilled["state"], "resolved", "{drilled}");
+    let id = drilled["id"].as_i64().unwrap();
+
+    let driver = Driver::start();
+    let s = driver.session();
+    s.goto(&format!("{base}/console/login"));
+    type_into(&s, "#name", "ann");
+    type_into(&s, "#token", TEST_API_TOKEN);
+    click(&s, "#submit");
+    assert!(url_of(&s).ends_with("/console"), "{}", url_of(&s));
+    s.goto(&format!("{base}/console/incidents/{id}"));
+    assert_eq!(s.text_of("#state"), "resolved");
+    let svg = s.text_of("#swimlane");
+    assert!(svg.contains("symptom redis_down"), "{svg}");
+    assert!(svg.contains("steps") && svg.contains("RTO"), "{svg}");
+    let timeline = s.text_of("body");
+    assert!(timeline.contains("restart-redis"), "{timeline}");
+    s.screenshot("console-drill-swimlane.png");
+}
+
+/// The incident of `scenario` among the API's recent incidents, waiting
+/// up to 10 s for medic to answer.
+fn wait_for_incident(base: &str, scenario: &str) -> Value {
+    let mut found = None;
+    wait_until(
+        Duration::from_secs(10),
+        "the drill's incident listed",
+        || {
+            found = block_on(async {
+                let v: Value = client()
+                    .get(format!("{base}/api/v1/incidents"))
+                    .bearer_auth(TEST_READ_TOKEN)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                v["recent"]
+                    .as_array()?
+                    .iter()
+                    .find(|i| i["scenario"] == scenario)
+                    .cloned()
+            });
+            found.is_some()
+        },
+    );
+    found.unwrap()
 }

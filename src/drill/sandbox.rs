@@ -486,10 +486,12 @@ fn exec(args: Vec<String>) -> ActionSpec {
 // The drills
 
 /// Runs the sandbox drill of `scenario` with the rule file from
-/// `rules_dir`, printing progress and the report to `out`.
+/// `rules_dir`, printing progress and the report to `out`. The drill's
+/// store is `store` when given (kept), else in the sandbox (deleted).
 pub async fn run(
     scenario: &str,
     rules_dir: &Path,
+    store: Option<&Path>,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<DrillReport, DrillError> {
     if !SCENARIOS.contains(&scenario) {
@@ -518,6 +520,7 @@ pub async fn run(
         LossProbe,
     );
     let dir = sb.dir.clone();
+    let db = store.map_or_else(|| dir.join("medic.db"), Path::to_path_buf);
     match scenario {
         "redis-cache-failure" => {
             let argv = |port: u16, daemonize: bool| -> Vec<String> {
@@ -573,7 +576,7 @@ pub async fn run(
                 ActionSpec::RedisFlush(_) => None,
                 _ => Some(None),
             };
-            let sc = load(&rule_path, &rule_text, &targets, &dir)?;
+            let sc = load(&rule_path, &rule_text, &targets, &dir, &db)?;
             let (mut sc, config) = sc;
             adapt(&mut sc, &real, swap_restart, &mut notes)?;
             redis_fill(port, 100).await.map_err(fail)?;
@@ -634,7 +637,7 @@ pub async fn run(
                 _ => Some(None),
             }
             };
-            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir)?;
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db)?;
             adapt(&mut sc, &real, swap, &mut notes)?;
             // The repoint ends the chain now: verified by the database
             // answering through the front again.
@@ -679,7 +682,7 @@ pub async fn run(
                 "db: {{ postgres: {{ host: 127.0.0.1, port: {p1}, user: postgres, dbname: postgres }} }}\n"
             );
             real = vec!["db"];
-            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir)?;
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db)?;
             adapt(&mut sc, &real, |_| None, &mut notes)?;
             inject = Box::pin(async move {
                 let c = pg_connect(p1).await?;
@@ -740,13 +743,15 @@ fn load(
     text: &str,
     targets: &str,
     dir: &Path,
+    db: &Path,
 ) -> Result<(Scenario, crate::config::Config), DrillError> {
     let yaml = format!(
         "mode: enforce\nrules: [rules]\nstore: {{ sqlite: {{ path: {} }} }}\nshutdown_grace: 5s\ntargets:\n  {targets}  \
          app: {{ http: {{ url: \"http://127.0.0.1:9/health\" }} }}\n  \
          prometheus: {{ prometheus: {{ url: \"http://127.0.0.1:9\" }} }}\n  \
          backend: {{ kubernetes: {{ kind: Deployment, name: backend, namespace: sandbox }} }}\n",
-        dir.join("medic.db").display()
+        // A JSON string is a YAML string: any path stays one scalar.
+        serde_json::Value::from(db.display().to_string())
     );
     let mut config = crate::config::load_str("sandbox.yaml", &yaml)
         .map_err(|d| fail(format!("sandbox config: {d:?}")))?;
