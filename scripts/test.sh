@@ -202,31 +202,37 @@ passed=$((passed + ran - bad))
 
 # Each fuzz target (fuzz/, libFuzzer through `cargo fuzz`) for
 # $MEDIC_FUZZ_SECS (30 s) from its committed seeds, new inputs kept in a
-# temp dir; one step each. Inputs up to 64 KiB; a crash, an input that runs
-# over 10 s (a hang), a single allocation over 256 MB or an RSS over 2 GB
-# fails the step, and the input that did it is left in fuzz/artifacts/.
-# The short runs use the unoptimised build (--dev: overflow checks and
-# debug assertions on, and about a third of the release build's time, which
-# keeps CI under 30 minutes); the long runs (scripts/fuzz-long.sh) use the
-# optimised one.
+# temp dir; all five at once (they share the two cores: the same 30 s of
+# wall time, not 150), one step each, their output printed in turn. Inputs
+# up to 64 KiB; a crash, an input that runs over 10 s (a hang), a single
+# allocation over 256 MB or an RSS over 2 GB fails the step, and the input
+# that did it is left in fuzz/artifacts/. The short runs use the
+# unoptimised build (--dev: overflow checks and debug assertions on, and
+# about a third of the release build's time, which keeps CI under 30
+# minutes); the long runs (scripts/fuzz-long.sh) use the optimised one.
 fuzz_secs=${MEDIC_FUZZ_SECS:-30}
 fuzz_flags=(-max_len=65536 -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=2048)
-fuzz_run() {
-  local target=$1 dir rc
-  dir=$(mktemp -d)
-  cargo fuzz run --dev "$FUZZ_SANITIZER" "$target" "$dir" "fuzz/corpus/$target" -- \
-    "${fuzz_flags[@]}" -max_total_time="$fuzz_secs" -print_final_stats=1
-  rc=$?
-  rm -rf "$dir"
-  return $rc
-}
+fuzz_targets=(alertmanager slack rules config exposition)
 echo "==> cargo fuzz build --dev (started beside the tests)"
 wait "$fuzz_build_pid"
 rc=$?
 cat "$fuzz_build_log"
 if ((rc == 0)); then passed=$((passed + 1)); else fail "cargo fuzz build --dev (exit $rc)"; fi
-for target in alertmanager slack rules config exposition; do
-  step "cargo fuzz run $target (${fuzz_secs} s)" fuzz_run "$target"
+declare -A fuzz_pid fuzz_out fuzz_dir
+for target in "${fuzz_targets[@]}"; do
+  fuzz_dir[$target]=$(mktemp -d)
+  fuzz_out[$target]=$(mktemp)
+  cargo fuzz run --dev "$FUZZ_SANITIZER" "$target" "${fuzz_dir[$target]}" "fuzz/corpus/$target" -- \
+    "${fuzz_flags[@]}" -max_total_time="$fuzz_secs" -print_final_stats=1 >"${fuzz_out[$target]}" 2>&1 &
+  fuzz_pid[$target]=$!
+done
+for target in "${fuzz_targets[@]}"; do
+  wait "${fuzz_pid[$target]}"
+  rc=$?
+  echo "==> cargo fuzz run $target (${fuzz_secs} s, beside the other targets)"
+  cat "${fuzz_out[$target]}"
+  rm -rf "${fuzz_dir[$target]}" "${fuzz_out[$target]}"
+  if ((rc == 0)); then passed=$((passed + 1)); else fail "cargo fuzz run $target (exit $rc)"; fi
 done
 
 if ((${#failures[@]})); then
