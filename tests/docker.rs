@@ -343,3 +343,119 @@ fn recreate(config: &medic::config::Config, tag: Option<&str>, previous: bool) -
     )
     .unwrap()
 }
+
+/// The daemon end to end: a rule whose symptom is the `docker` check and
+/// whose step is `docker.restart`; a container killed behind medic's back
+/// opens an incident that the restart resolves, verified.
+#[test]
+fn medic_restarts_a_killed_container_and_resolves_the_incident() {
+    use common::{Medic, block_on, wait_until};
+    use medic::store::{AttemptOutcome, IncidentState, SqliteStore, prelude::*};
+
+    let d = Dockerd::start();
+    let port = free_port();
+    block_on(async {
+        d.import("medic-test/web", "v1", &[&serve_cmd()]).await;
+        d.run(
+            "web",
+            "medic-test/web:v1",
+            &[],
+            &[&format!("PORT={port}")],
+            Some(port),
+        )
+        .await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    let config = dir.path().join("medic.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mode: enforce\n\
+             store: {{ sqlite: {{ path: state/medic.db }} }}\n\
+             rules: [rules]\n\
+             shutdown_grace: 5s\n\
+             targets:\n  web: {{ docker: {{ socket: \"{}\", container: web, stop_timeout: 1s }} }}\n",
+            d.socket_str()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/web.yaml"),
+        "scenario: web-down\n\
+         summary: the web container is down\n\
+         severity: high\n\
+         rto: 5m\n\
+         symptoms:\n\
+         \x20 web_down:\n\
+         \x20   check: { docker: web }\n\
+         \x20   every: 200ms\n\
+         \x20   for: 400ms\n\
+         \x20   clear_for: 400ms\n\
+         when: { any: [web_down] }\n\
+         plan:\n\
+         \x20 - name: restart-web\n\
+         \x20   action: docker.restart\n\
+         \x20   target: web\n\
+         \x20   timeout: 20s\n\
+         \x20   verify: { clears: web_down, within: 10s }\n\
+         \x20   limit: { attempts: 2, per: 1h }\n\
+         escalation: default\n",
+    )
+    .unwrap();
+    let db = dir.path().join("state/medic.db");
+    let mut medic = Medic::start(&config, &dir.path().join("medic.log"));
+    wait_until(Duration::from_secs(30), "web to answer", || {
+        http_get(port, "/", false).is_some_and(|(s, _)| s == 200)
+    });
+    // Healthy for a while first (no incident), then killed.
+    let pid = block_on(pid_of(&d, "web"));
+    std::thread::sleep(Duration::from_millis(600));
+    kill9(pid);
+    let incidents = || {
+        block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store.recent_incidents(10).await.unwrap()
+        })
+    };
+    wait_until(Duration::from_secs(30), "the incident to resolve", || {
+        incidents()
+            .iter()
+            .any(|i| i.state == IncidentState::Resolved)
+    });
+    assert_eq!(
+        http_get(port, "/", false),
+        Some((200, "medic-test/web:v1\n".into()))
+    );
+    assert!(medic.stop().success(), "graceful exit 0 on SIGTERM");
+
+    block_on(async {
+        let store = SqliteStore::open(&db).await.unwrap();
+        let incs = store.recent_incidents(10).await.unwrap();
+        assert_eq!(incs.len(), 1, "exactly one incident: {incs:#?}");
+        let tl: Vec<String> = store
+            .timeline(incs[0].id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        let find = |p: &str| {
+            tl.iter()
+                .position(|m| m.starts_with(p))
+                .unwrap_or_else(|| panic!("no {p:?} in {tl:#?}"))
+        };
+        let opened = find("opened: web_down firing");
+        let running = find("step restart-web: running docker restart container web");
+        let verified = find("step restart-web: verified: web_down cleared");
+        let resolved = find("resolved: all symptoms clear");
+        assert!(
+            opened < running && running < verified && verified < resolved,
+            "{tl:#?}"
+        );
+        let ledger = store.incident_attempts(incs[0].id).await.unwrap();
+        assert_eq!(ledger.len(), 1, "{ledger:#?}");
+        assert_eq!(ledger[0].outcome, Some(AttemptOutcome::Succeeded));
+        assert_eq!(ledger[0].action, "docker.restart");
+    });
+}
