@@ -5,6 +5,8 @@
 //! - a container whose process is killed is failing until
 //!   `docker.restart` brings it back, verified running and healthy; once
 //!   the Engine is gone the check is unknown, never failing;
+//! - a container its restart policy brought back counts its restarts
+//!   (`max_restarts`, with and without a `window`);
 //! - a Compose service is every container with its labels (one-off `run`
 //!   containers and other services aside), restarted together;
 //! - a broken new tag (its command exits) is rolled back by
@@ -145,6 +147,57 @@ async fn killed_container_is_failing_until_docker_restart_brings_it_back() {
     let o = web.run().await;
     assert_eq!(o.label(), "unknown", "{o:?}");
     assert!(o.detail().contains("is unreachable"), "{o:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_by_the_restart_policy_count_against_max_restarts() {
+    let d = Dockerd::start();
+    let port = free_port();
+    d.import("medic-test/web", "v1", &[&serve_cmd()]).await;
+    d.run_with_policy(
+        "flaky",
+        "medic-test/web:v1",
+        &[],
+        &[&format!("PORT={port}")],
+        Some(port),
+        Some("always"),
+    )
+    .await;
+    let config = config(&d, "flaky", "container: flaky");
+    let limited = |window: Option<&str>| {
+        DockerCheck::build(
+            &DockerParams {
+                target: "flaky".into(),
+                max_restarts: Some(0),
+                window: window.map(|w| w.parse().unwrap()),
+            },
+            Duration::from_secs(5),
+            &config,
+        )
+        .unwrap()
+    };
+    let (ever, lately) = (limited(None), limited(Some("10m")));
+    let o = until(&ever, Duration::from_secs(30), |o| *o == Outcome::Ok).await;
+    assert_eq!(o, Outcome::Ok, "{}", d.log());
+    assert_eq!(lately.run().await, Outcome::Ok);
+
+    // Killed: Docker starts it again by itself (restarting, then health
+    // starting, then healthy), and counts.
+    kill9(pid_of(&d, "flaky").await);
+    let counted = |o: &Outcome| o.detail().contains(" restarted ");
+    let o = until(&ever, Duration::from_secs(30), counted).await;
+    assert_eq!(
+        o,
+        Outcome::Failing(
+            "container flaky: flaky restarted 1 times since it was created (limit 0)".into()
+        )
+    );
+    // Created inside the window: every restart it had counts.
+    let o = until(&lately, Duration::from_secs(30), counted).await;
+    assert_eq!(
+        o,
+        Outcome::Failing("container flaky: flaky restarted 1 times in 10m (limit 0)".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig};
+use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig, RestartPolicy};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, CreateImageOptionsBuilder};
 use futures_util::StreamExt;
 
@@ -154,6 +154,20 @@ impl Dockerd {
         env: &[&str],
         health_port: Option<u16>,
     ) -> String {
+        self.run_with_policy(name, image, labels, env, health_port, None)
+            .await
+    }
+
+    /// [`Dockerd::run`] with a restart policy (`always`, `on-failure`).
+    pub async fn run_with_policy(
+        &self,
+        name: &str,
+        image: &str,
+        labels: &[(&str, &str)],
+        env: &[&str],
+        health_port: Option<u16>,
+        policy: Option<&str>,
+    ) -> String {
         let docker = self.client().await;
         let body = ContainerCreateBody {
             image: Some(image.into()),
@@ -181,6 +195,10 @@ impl Dockerd {
             }),
             host_config: Some(HostConfig {
                 network_mode: Some("host".into()),
+                restart_policy: policy.map(|p| RestartPolicy {
+                    name: Some(p.parse().unwrap()),
+                    maximum_retry_count: None,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
