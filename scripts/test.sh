@@ -22,6 +22,9 @@ declare -A pkg_for=(
   [iptables]=iptables
   # The email tests make a self-signed certificate for their SMTP server.
   [openssl]=openssl
+  # The Docker tests run a private dockerd with images imported from busybox.
+  [dockerd]=docker.io
+  [busybox]=busybox-static
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

@@ -27,7 +27,7 @@
 //! - [`remedy`]: one file per action kind; the [`remedy::Action`] trait.
 //! - [`page`]: notifiers (log, Slack, PagerDuty, webhook, email), escalation, the communication plan, the post-recovery checklist.
 //! - [`engine`]: symptom state machines, scenario matching, incident life cycle, the plan executor and its guards, the quorum of observers (replicas) before a step acts.
-//! - [`connect`]: connections to targets (PostgreSQL, Redis, Kubernetes clients from config targets).
+//! - [`connect`]: connections to targets (PostgreSQL, Redis, Kubernetes, Docker Engine clients from config targets).
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite by default).
 //! - [`jobs`]: scheduled disaster-recovery jobs (backups, verification, restore tests).
 //! - [`drill`]: `medic drill`, injected failures with measured detection and recovery.

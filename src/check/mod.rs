@@ -15,6 +15,7 @@
 pub mod alert;
 pub mod backup;
 pub mod dns;
+pub mod docker;
 pub mod exposition;
 pub mod http;
 pub mod kubernetes;
@@ -96,6 +97,38 @@ pub fn silent(what: &str, after: Duration) -> Outcome {
         "{what}: no answer within {}",
         humantime::format_duration(after)
     ))
+}
+
+/// Restart-count samples of one container, oldest first.
+pub(crate) type Samples = std::collections::VecDeque<(tokio::time::Instant, i64)>;
+
+/// Records `count` at `now` and returns the restarts within `window`: the
+/// growth since the last sample at or before the window's start. Without
+/// such a sample, a pod (container) started inside the window counts from 0,
+/// an older one from the oldest sample (a lower bound). Shared by the
+/// `kubernetes` and `docker` checks' `max_restarts` in a `window`.
+pub(crate) fn restarts_in_window(
+    samples: &mut Samples,
+    now: tokio::time::Instant,
+    count: i64,
+    window: Duration,
+    started_inside: bool,
+) -> i64 {
+    samples.push_back((now, count));
+    let cutoff = now.checked_sub(window);
+    if let Some(cutoff) = cutoff {
+        while samples.len() >= 2 && samples[1].0 <= cutoff {
+            samples.pop_front();
+        }
+    }
+    let (first_at, first_count) = samples[0];
+    let covers_window = cutoff.is_some_and(|c| first_at <= c);
+    let baseline = if !covers_window && started_inside {
+        0
+    } else {
+        first_count
+    };
+    (count - baseline).max(0)
 }
 
 /// One check kind's parameters (`check: { KIND: PARAMS }`): each kind's
@@ -196,6 +229,7 @@ check_kinds! {
     "source" => Source(source::SourceParams),
     "backup" => Backup(backup::BackupParams),
     "vantage" => Vantage(vantage::VantageParams),
+    "docker" => Docker(docker::DockerParams),
 }
 
 impl CheckSpec {
@@ -292,4 +326,32 @@ pub fn build(
     config: &Config,
 ) -> Result<Arc<dyn Check>, BuildError> {
     spec.params().build(timeout, config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn restarts_counted_within_the_window() {
+        let w = Duration::from_secs(600);
+        let mut s = VecDeque::new();
+        let t0 = Instant::now();
+        // An old pod first seen with 7 restarts: those are not counted.
+        assert_eq!(restarts_in_window(&mut s, t0, 7, w, false), 0);
+        let t = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(restarts_in_window(&mut s, t(60), 9, w, false), 2);
+        assert_eq!(restarts_in_window(&mut s, t(300), 12, w, false), 5);
+        // At 660 s the window starts at 60 s: the sample there (9) is the
+        // baseline.
+        assert_eq!(restarts_in_window(&mut s, t(660), 12, w, false), 3);
+        // At 960 s the window starts at 360 s: baseline 12 (sample at 300).
+        assert_eq!(restarts_in_window(&mut s, t(960), 13, w, false), 1);
+        assert!(s.len() <= 3, "old samples are dropped: {s:?}");
+        // A pod that started inside the window counts all its restarts.
+        let mut fresh = VecDeque::new();
+        assert_eq!(restarts_in_window(&mut fresh, t(0), 4, w, true), 4);
+    }
 }

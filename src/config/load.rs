@@ -1513,6 +1513,7 @@ impl Cx<'_> {
                     self.err(root, &format!("{at}.name"), "name must not be empty");
                 }
             }
+            TargetConfig::Docker(t) => self.validate_docker(root, &at, t),
             TargetConfig::Route53(t) => {
                 if !(1..=t.max_ttl.max(1)).contains(&t.ttl) {
                     self.err(
@@ -1539,6 +1540,61 @@ impl Cx<'_> {
                     );
                 }
             }
+        }
+    }
+}
+
+impl Cx<'_> {
+    /// A docker target names one container or one Compose service, on an
+    /// absolute socket path.
+    fn validate_docker(&mut self, root: &Node, at: &str, t: &super::DockerTarget) {
+        let socket = t.socket.strip_prefix("unix://").unwrap_or(&t.socket);
+        if !socket.starts_with('/') {
+            self.err(
+                root,
+                &format!("{at}.socket"),
+                format!(
+                    "socket {:?} must be the absolute path of the Engine's unix socket (e.g. /var/run/docker.sock)",
+                    t.socket
+                ),
+            );
+        }
+        match (&t.container, &t.compose) {
+            (Some(name), None) => {
+                if let Err(e) = crate::config::docker_name(name) {
+                    self.err(root, &format!("{at}.container"), e);
+                }
+            }
+            (None, Some(c)) => {
+                for (field, v) in [("project", &c.project), ("service", &c.service)] {
+                    if v.trim().is_empty() {
+                        self.err(
+                            root,
+                            &format!("{at}.compose.{field}"),
+                            format!("{field} must not be empty"),
+                        );
+                    }
+                }
+            }
+            (None, None) => self.err(
+                root,
+                at,
+                "a docker target names `container: NAME` or `compose: { project: P, service: S }`",
+            ),
+            (Some(_), Some(_)) => self.err(
+                root,
+                &format!("{at}.compose"),
+                "a docker target names `container` or `compose`, not both",
+            ),
+        }
+        if t.stop_timeout
+            .is_some_and(|d| d.get().as_secs() > i32::MAX as u64)
+        {
+            self.err(
+                root,
+                &format!("{at}.stop_timeout"),
+                "stop_timeout is too long",
+            );
         }
     }
 }
@@ -2113,8 +2169,25 @@ escalation:
         assert_eq!(
             errors("targets:\n  db: postgres\n", &[]),
             [
-                "medic.yaml:2:7: a target is `{ KIND: {...} }` with KIND one of: tcp, http, redis, postgres, prometheus, kubernetes, route53"
+                "medic.yaml:2:7: a target is `{ KIND: {...} }` with KIND one of: tcp, http, redis, postgres, prometheus, kubernetes, route53, docker"
             ]
+        );
+        assert_eq!(
+            errors(
+                "targets:\n  web:\n    docker: { socket: run/docker.sock, container: -web }\n  both:\n    docker: { container: web, compose: { project: p, service: s } }\n  none:\n    docker: { socket: /run/docker.sock }\n  blank:\n    docker: { compose: { project: \"\", service: s } }\n",
+                &[]
+            ),
+            [
+                "medic.yaml:3:23: socket \"run/docker.sock\" must be the absolute path of the Engine's unix socket (e.g. /var/run/docker.sock)",
+                "medic.yaml:3:51: container \"-web\" is not a container name: [a-zA-Z0-9][a-zA-Z0-9_.-]+",
+                "medic.yaml:5:40: a docker target names `container` or `compose`, not both",
+                "medic.yaml:7:13: a docker target names `container: NAME` or `compose: { project: P, service: S }`",
+                "medic.yaml:9:35: project must not be empty",
+            ]
+        );
+        assert_eq!(
+            errors("targets:\n  typo:\n    docker: { contianer: web }\n", &[]),
+            ["medic.yaml:3:15: unknown field \"contianer\" (did you mean \"container\"?)"]
         );
         assert_eq!(
             errors("targets:\n  db:\n    postgres: { port: 5432 }\n", &[]),

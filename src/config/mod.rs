@@ -309,6 +309,7 @@ pub enum TargetConfig {
     Prometheus(PrometheusTarget),
     Kubernetes(KubernetesTarget),
     Route53(Route53Target),
+    Docker(DockerTarget),
 }
 
 impl TargetConfig {
@@ -321,6 +322,7 @@ impl TargetConfig {
         "prometheus",
         "kubernetes",
         "route53",
+        "docker",
     ];
 
     /// The kind's name as written in config.
@@ -333,6 +335,7 @@ impl TargetConfig {
             TargetConfig::Prometheus(_) => "prometheus",
             TargetConfig::Kubernetes(_) => "kubernetes",
             TargetConfig::Route53(_) => "route53",
+            TargetConfig::Docker(_) => "docker",
         }
     }
 
@@ -345,7 +348,9 @@ impl TargetConfig {
             TargetConfig::Postgres(t) => Some(format!("{}:{}", t.host, t.port)),
             TargetConfig::Http(t) => url_address(&t.url),
             TargetConfig::Prometheus(t) => url_address(&t.url),
-            TargetConfig::Kubernetes(_) | TargetConfig::Route53(_) => None,
+            TargetConfig::Kubernetes(_) | TargetConfig::Route53(_) | TargetConfig::Docker(_) => {
+                None
+            }
         }
     }
 }
@@ -585,6 +590,62 @@ pub struct KubernetesTarget {
     pub namespace: String,
     /// Path to a kubeconfig; default: in-cluster config, then `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// A container, or the containers of a Compose service, on a Docker
+/// Engine reached over its unix socket (the Engine API, never the CLI).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerTarget {
+    /// The Engine's unix socket, with or without `unix://` (default
+    /// `/var/run/docker.sock`).
+    #[serde(default = "default_docker_socket")]
+    pub socket: String,
+    /// A container by name (`docker ps --filter name=` is a substring
+    /// match; this is the exact name).
+    pub container: Option<String>,
+    /// Or a Compose service: every container labelled with its project
+    /// and service (`com.docker.compose.project`,
+    /// `com.docker.compose.service`), one-off `run` containers excepted.
+    pub compose: Option<ComposeService>,
+    /// How long a stop waits for the container to exit before Docker kills
+    /// it (`docker restart -t`, `docker stop -t`). Default: the
+    /// container's own stop timeout, else Docker's 10 s.
+    pub stop_timeout: Option<Dur>,
+}
+
+/// A Compose service, by its labels.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeService {
+    /// `com.docker.compose.project` (the directory name, or `-p`).
+    pub project: String,
+    /// `com.docker.compose.service`.
+    pub service: String,
+}
+
+/// The Docker Engine's usual socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// Whether `name` is a container name Docker accepts
+/// (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`, a leading `/` allowed as the API shows it).
+pub fn docker_name(name: &str) -> Result<(), String> {
+    let n = name.strip_prefix('/').unwrap_or(name);
+    let mut chars = n.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && n.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "container {name:?} is not a container name: [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+        ))
+    }
+}
+
+fn default_docker_socket() -> String {
+    DEFAULT_DOCKER_SOCKET.into()
 }
 
 fn default_namespace() -> String {

@@ -1,11 +1,12 @@
 //! Connections to targets: the one place a config target becomes a client
-//! (PostgreSQL, Redis, Kubernetes). Checks, actions, jobs, leadership and
+//! (PostgreSQL, Redis, Kubernetes, Docker). Checks, actions, jobs, leadership and
 //! the store all connect through here, so they connect the same way.
 //!
 //! Secrets are resolved when the client settings are built, never stored
 //! in them as text; errors name what failed (`password: ...`) and leave
 //! naming the target to the caller.
 
+pub mod docker;
 pub mod pg;
 pub mod pg_cluster;
 pub mod pg_demote;

@@ -6,6 +6,7 @@
 //! preconditions as [`Gate`]s; the plan executor that wraps every attempt
 //! in guards, records it and verifies it is [`crate::engine::plan`].
 
+pub mod docker;
 pub mod exec;
 pub mod k8s;
 pub mod pg_fence;
@@ -137,6 +138,8 @@ action_kinds! {
     "postgres.quarantine" => PostgresQuarantine(postgres::QuarantineParams),
     "postgres.fence" => PostgresFence(pg_fence::FenceParams),
     "route53.failover" => Route53Failover(route53::FailoverParams),
+    "docker.restart" => DockerRestart(docker::DockerRestartParams),
+    "docker.recreate" => DockerRecreate(docker::DockerRecreateParams),
 }
 
 impl ActionSpec {

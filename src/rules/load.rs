@@ -1389,6 +1389,60 @@ targets:
         assert!(e[0].starts_with("r.yaml:13:17: "), "{e:?}");
     }
 
+    /// The docker kinds name a docker target; `tag` is a tag, and `tag` or
+    /// `previous`; `window` goes with `max_restarts`: each at its place.
+    #[test]
+    fn docker_checks_and_actions_are_validated_where_written() {
+        let config = crate::config::load_str(
+            "medic.yaml",
+            &format!("{CONFIG}  web: {{ docker: {{ container: web }} }}\n"),
+        )
+        .unwrap();
+        let rule = |check: &str, step: &str| {
+            MINIMAL
+                .replace("{ redis: { target: cache } }", check)
+                .replace("  - action: exec\n    args: [true]\n", step)
+        };
+        let s = load_str(
+            "r.yaml",
+            &rule(
+                "{ docker: web }",
+                "  - action: docker.recreate\n    target: web\n    previous: true\n",
+            ),
+            &config,
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(s.symptoms[0].check.target(), Some("web"));
+        assert_eq!(s.plan[0].action.targets(), ["web"]);
+        assert_eq!(
+            errors_with(
+                &rule(
+                    "{ docker: { target: cache, window: 5m } }",
+                    "  - action: docker.recreate\n    target: web\n    tag: \"v2:latest\"\n    previous: true\n",
+                ),
+                &config
+            ),
+            [
+                "r.yaml:7:32: target \"cache\" is a redis target, but a docker check needs a docker target",
+                "r.yaml:7:47: `window` applies to `max_restarts`, which is missing",
+                "r.yaml:12:10: tag \"v2:latest\" is not an image tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
+                "r.yaml:13:15: docker.recreate takes `tag` or `previous`, not both",
+            ]
+        );
+        assert_eq!(
+            errors_with(
+                &rule(
+                    "{ docker: web }",
+                    "  - action: docker.restart\n    target: cache\n"
+                ),
+                &config
+            ),
+            [
+                "r.yaml:11:13: target \"cache\" is a redis target, but docker.restart needs a docker target"
+            ]
+        );
+    }
+
     /// A valid file with `{}` standing for extra lines of the first step.
     const MINIMAL: &str = "\
 scenario: s
@@ -1646,7 +1700,7 @@ escalation: pager
                 "r.yaml:8:5: unknown field \"evry\" (did you mean \"every\"?)",
                 "r.yaml:10:42: target \"cache\" is a redis target, but a promql check needs a prometheus target",
                 "r.yaml:11:21: undefined symptom \"sloow\" (did you mean \"slow\"?)",
-                "r.yaml:13:13: unknown action \"restart\" (expected one of: exec, systemd-restart, k8s.rollout-restart, k8s.rollout-undo, k8s.set-env, k8s.scale, redis.flush, postgres.promote-replica, postgres.quarantine, postgres.fence, route53.failover)",
+                "r.yaml:13:13: unknown action \"restart\" (expected one of: exec, systemd-restart, k8s.rollout-restart, k8s.rollout-undo, k8s.set-env, k8s.scale, redis.flush, postgres.promote-replica, postgres.quarantine, postgres.fence, route53.failover, docker.restart, docker.recreate)",
                 "r.yaml:17:11: exec needs a program: args: [PROGRAM, ARG...]",
                 "r.yaml:18:30: undefined symptom \"gone\"",
                 "r.yaml:19:11: step name \"again\" is already used at 15:11",

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod docker;
 pub mod fake_kube;
 pub mod fake_paging;
 pub mod moto;

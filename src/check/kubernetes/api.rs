@@ -1,7 +1,7 @@
 //! The `kubernetes` check's runtime: the client and the reads of the
 //! workload and its pods (the `kubernetes` feature).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::config::{Config, KubernetesTarget, TargetConfig};
 use crate::observe::Outcome;
 
 /// Restart counts of one container, oldest first.
-type Samples = VecDeque<(Instant, i32)>;
+type Samples = crate::check::Samples;
 
 /// Where the client's config comes from.
 enum Source {
@@ -299,7 +299,13 @@ impl KubernetesCheck {
                                 wall.timestamp_millis() - t.as_millisecond() <= w.num_milliseconds()
                             })
                         });
-                        restarts_in_window(samples, now, cs.restart_count, window, started_inside)
+                        crate::check::restarts_in_window(
+                            samples,
+                            now,
+                            i64::from(cs.restart_count),
+                            window,
+                            started_inside,
+                        )
                     }
                 };
                 if restarts > i64::from(max) && worst.as_ref().is_none_or(|(n, _, _)| restarts > *n)
@@ -380,34 +386,6 @@ pub fn selector_string(s: &LabelSelector) -> Result<String, String> {
     Ok(parts.join(","))
 }
 
-/// Records `count` at `now` and returns the restarts within `window`: the
-/// growth since the last sample at or before the window's start. Without
-/// such a sample, a pod started inside the window counts from 0, an older
-/// one from the oldest sample (a lower bound).
-fn restarts_in_window(
-    samples: &mut VecDeque<(Instant, i32)>,
-    now: Instant,
-    count: i32,
-    window: Duration,
-    started_inside: bool,
-) -> i64 {
-    samples.push_back((now, count));
-    let cutoff = now.checked_sub(window);
-    if let Some(cutoff) = cutoff {
-        while samples.len() >= 2 && samples[1].0 <= cutoff {
-            samples.pop_front();
-        }
-    }
-    let (first_at, first_count) = samples[0];
-    let covers_window = cutoff.is_some_and(|c| first_at <= c);
-    let baseline = if !covers_window && started_inside {
-        0
-    } else {
-        first_count
-    };
-    (i64::from(count) - i64::from(baseline)).max(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,26 +417,5 @@ mod tests {
             "app=backend,tier=api,env in (prod,staging),!canary"
         );
         assert!(selector_string(&LabelSelector::default()).is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn restarts_counted_within_the_window() {
-        let w = Duration::from_secs(600);
-        let mut s = VecDeque::new();
-        let t0 = Instant::now();
-        // An old pod first seen with 7 restarts: those are not counted.
-        assert_eq!(restarts_in_window(&mut s, t0, 7, w, false), 0);
-        let t = |secs| t0 + Duration::from_secs(secs);
-        assert_eq!(restarts_in_window(&mut s, t(60), 9, w, false), 2);
-        assert_eq!(restarts_in_window(&mut s, t(300), 12, w, false), 5);
-        // At 660 s the window starts at 60 s: the sample there (9) is the
-        // baseline.
-        assert_eq!(restarts_in_window(&mut s, t(660), 12, w, false), 3);
-        // At 960 s the window starts at 360 s: baseline 12 (sample at 300).
-        assert_eq!(restarts_in_window(&mut s, t(960), 13, w, false), 1);
-        assert!(s.len() <= 3, "old samples are dropped: {s:?}");
-        // A pod that started inside the window counts all its restarts.
-        let mut fresh = VecDeque::new();
-        assert_eq!(restarts_in_window(&mut fresh, t(0), 4, w, true), 4);
     }
 }
