@@ -62,6 +62,22 @@ fn sandbox_drill_redis_cache_failure() {
 }
 
 #[test]
+fn sandbox_drill_application_service_failure() {
+    let t = sandbox("application-service-failure");
+    assert!(t.contains("restart-backend: succeeded"), "{t}");
+    assert!(
+        t.contains("rollback-backend (k8s.rollout-undo) is skipped"),
+        "{t}"
+    );
+    assert!(
+        t.contains("no data at stake: a stateless backend, which answers again"),
+        "{t}"
+    );
+    // The Kubernetes symptoms have nothing to watch in the sandbox.
+    assert!(t.contains("backend_unavailable (kubernetes)"), "{t}");
+}
+
+#[test]
 fn sandbox_drill_database_failure() {
     let t = sandbox("database-failure");
     assert!(

@@ -13,6 +13,9 @@
 //!   does (immediate shutdown), while a writer commits a row every 20 ms.
 //! - `data-corruption`: a PostgreSQL primary with the runbook's tables;
 //!   the injection inserts orphaned appointments.
+//! - `application-service-failure`: a backend (busybox's `httpd` serving a
+//!   health file, the `app` target); the injection kills it, the plan's
+//!   restart starts it again.
 //!
 //! The shipped rule file runs in enforce mode with a generated config. What
 //! the sandbox cannot have is adapted, and every adaptation is printed in
@@ -39,7 +42,12 @@ use crate::remedy::exec::ExecParams;
 use crate::rules::model::{Approval, Scenario, Then};
 
 /// The scenarios the sandbox can drill.
-pub const SCENARIOS: &[&str] = &["redis-cache-failure", "database-failure", "data-corruption"];
+pub const SCENARIOS: &[&str] = &[
+    "redis-cache-failure",
+    "database-failure",
+    "data-corruption",
+    "application-service-failure",
+];
 
 /// Throwaway services: children killed and reaped, pidfiles' processes
 /// killed, the directory deleted, on drop.
@@ -674,6 +682,90 @@ pub async fn run(
             writer.stop();
             r
         }
+        "application-service-failure" => {
+            // The backend: busybox's httpd serving a health file. Its
+            // restart runs it again in a session of its own (the exec
+            // action's process group ends with the action), its pid kept.
+            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+                .into_iter()
+                .find(|p| Path::new(p).is_file())
+                .ok_or_else(|| {
+                    fail("the application drill's backend is busybox's httpd: install busybox-static".to_string())
+                })?;
+            let www = dir.join("www");
+            std::fs::create_dir_all(&www).map_err(fail)?;
+            std::fs::write(www.join("health"), "ok\n").map_err(fail)?;
+            let port = sb
+                .start_service(
+                    "backend",
+                    Duration::from_secs(10),
+                    |port| {
+                        let mut c = Command::new(busybox);
+                        c.args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+                            .arg(&www);
+                        Ok(c)
+                    },
+                    async |port| http_ok(port).await,
+                )
+                .await?;
+            let pidfile = dir.join("backend.pid");
+            sb.pidfiles.push(pidfile.clone());
+            targets = format!("app: {{ http: {{ url: \"http://127.0.0.1:{port}/health\" }} }}\n");
+            real = vec!["app"];
+            let restart = vec![
+                "setsid".to_string(),
+                "sh".to_string(),
+                "-c".to_string(),
+                format!(
+                    "{busybox} httpd -f -p 127.0.0.1:{port} -h '{}' </dev/null >/dev/null 2>&1 & echo $! > '{}'",
+                    www.display(),
+                    pidfile.display()
+                ),
+            ];
+            let swap = move |st: &crate::rules::model::Step| match &st.action {
+                ActionSpec::Exec(_)
+                | ActionSpec::SystemdRestart(_)
+                | ActionSpec::K8sRolloutRestart(_)
+                | ActionSpec::DockerRestart(_) => Some(Some((
+                    exec(restart.clone()),
+                    format!(
+                        "starts the sandbox's backend (busybox httpd) again instead ({})",
+                        st.action.kind()
+                    ),
+                ))),
+                _ => Some(None),
+            };
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db)?;
+            adapt(&mut sc, &real, swap, &mut notes)?;
+            let child_pid = sb.children[0].1.id() as i32;
+            inject = Box::pin(async move {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok("killed the backend (SIGKILL): its health URL refuses connections".to_string())
+            });
+            loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
+                Box::pin(async move {
+                    let back = if http_ok(port).await {
+                        "answers again"
+                    } else {
+                        "does not answer"
+                    };
+                    (
+                        format!("no data at stake: a stateless backend, which {back}"),
+                        None,
+                    )
+                })
+            });
+            let _ = writeln!(
+                out,
+                "sandbox: backend (busybox httpd) on 127.0.0.1:{port} ({} ms)",
+                started.elapsed().as_millis()
+            );
+            return finish(sb, sc, config, "app", notes, inject, loss, out).await;
+        }
         _ => {
             let p1 = sb.pg_primary(&bin).await?;
             let c = pg_connect(p1).await.map_err(fail)?;
@@ -745,11 +837,28 @@ fn load(
     dir: &Path,
     db: &Path,
 ) -> Result<(Scenario, crate::config::Config), DrillError> {
+    // Placeholders for the targets the rule names and the sandbox lacks.
+    let placeholders: String = [
+        ("app", "{ http: { url: \"http://127.0.0.1:9/health\" } }"),
+        (
+            "prometheus",
+            "{ prometheus: { url: \"http://127.0.0.1:9\" } }",
+        ),
+        (
+            "backend",
+            "{ kubernetes: { kind: Deployment, name: backend, namespace: sandbox } }",
+        ),
+    ]
+    .into_iter()
+    .filter(|(name, _)| {
+        !targets
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{name}:")))
+    })
+    .map(|(name, t)| format!("  {name}: {t}\n"))
+    .collect();
     let yaml = format!(
-        "mode: enforce\nrules: [rules]\nstore: {{ sqlite: {{ path: {} }} }}\nshutdown_grace: 5s\ntargets:\n  {targets}  \
-         app: {{ http: {{ url: \"http://127.0.0.1:9/health\" }} }}\n  \
-         prometheus: {{ prometheus: {{ url: \"http://127.0.0.1:9\" }} }}\n  \
-         backend: {{ kubernetes: {{ kind: Deployment, name: backend, namespace: sandbox }} }}\n",
+        "mode: enforce\nrules: [rules]\nstore: {{ sqlite: {{ path: {} }} }}\nshutdown_grace: 5s\ntargets:\n  {targets}{placeholders}",
         // A JSON string is a YAML string: any path stays one scalar.
         serde_json::Value::from(db.display().to_string())
     );
@@ -807,6 +916,21 @@ async fn redis_client(port: u16) -> Result<redis::aio::MultiplexedConnection, St
     .await
     .map_err(|_| "timeout".to_string())?
     .map_err(|e| e.to_string())
+}
+
+/// Whether the sandbox's backend answers its health URL with a success.
+async fn http_ok(port: u16) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 async fn redis_ping(port: u16) -> bool {
