@@ -288,7 +288,7 @@ pub struct ConfigCheck {
 enum Side {
     Docker(Engine),
     #[cfg(feature = "kubernetes")]
-    Kubernetes(Box<k8s::KubeSide>),
+    Kubernetes(k8s::KubeSide),
 }
 
 impl std::fmt::Debug for ConfigCheck {
@@ -317,9 +317,7 @@ impl ConfigCheck {
                     .iter()
                     .map(|(n, k)| Ok((n.clone(), compile(k)?)))
                     .collect::<Result<_, BuildError>>()?;
-                Side::Kubernetes(Box::new(k8s::KubeSide::build(
-                    p, t, timeout, config, maps, secrets,
-                )?))
+                Side::Kubernetes(k8s::KubeSide::build(p, t, timeout, config, maps, secrets)?)
             }
             #[cfg(not(feature = "kubernetes"))]
             Some(TargetConfig::Kubernetes(_)) => {
