@@ -2,7 +2,7 @@
 //! build without one gives.
 //!
 //! `aws` brings the `route53.failover` action and S3 backup storage;
-//! `kubernetes` the `kubernetes` check (and `source` checks of a kubernetes
+//! `kubernetes` the `kubernetes` check (and `source` and `config` checks of a kubernetes
 //! target), the `k8s.*` actions and the Lease leadership. Both are on by
 //! default. A build without one still parses every config and rule file
 //! (they stay one language); it refuses, where the file uses it, what it

@@ -52,7 +52,7 @@ use crate::config::Config;
 use crate::features::Feature;
 
 #[cfg(feature = "kubernetes")]
-mod api;
+pub(crate) mod api;
 #[cfg(feature = "kubernetes")]
 pub use api::{KubernetesCheck, selector_string};
 

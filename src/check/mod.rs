@@ -14,6 +14,7 @@
 
 pub mod alert;
 pub mod backup;
+pub mod config;
 pub mod dns;
 pub mod docker;
 pub mod exposition;
@@ -230,6 +231,7 @@ check_kinds! {
     "backup" => Backup(backup::BackupParams),
     "vantage" => Vantage(vantage::VantageParams),
     "docker" => Docker(docker::DockerParams),
+    "config" => Config(config::ConfigParams),
 }
 
 impl CheckSpec {

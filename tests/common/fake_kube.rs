@@ -81,6 +81,55 @@ impl FakeKube {
             .insert(path.to_string(), (status, body));
     }
 
+    /// Serves ConfigMap `name` in `namespace` with `data`, as the API
+    /// server returns it (`GET /api/v1/namespaces/NS/configmaps/NAME`).
+    pub fn config_map(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        self.put(
+            &format!("/api/v1/namespaces/{namespace}/configmaps/{name}"),
+            json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": name, "namespace": namespace,
+                    "uid": format!("cm-{name}"), "resourceVersion": "4711",
+                    "creationTimestamp": "2026-10-01T08:00:00Z"
+                },
+                "data": data
+            }),
+        );
+    }
+
+    /// Serves Secret `name` (type Opaque) with `data` base64-encoded, as
+    /// the API server returns it.
+    pub fn secret(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        use base64::Engine as _;
+        let data: serde_json::Map<String, Value> = data
+            .iter()
+            .map(|(k, v)| {
+                let b = base64::engine::general_purpose::STANDARD.encode(v.as_bytes());
+                (k.to_string(), Value::String(b))
+            })
+            .collect();
+        self.put(
+            &format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": name, "namespace": namespace,
+                    "uid": format!("secret-{name}"), "resourceVersion": "4712",
+                    "creationTimestamp": "2026-10-01T08:00:00Z"
+                },
+                "type": "Opaque",
+                "data": data
+            }),
+        );
+    }
+
     /// Answers `path` with an API `Status` error (403, 500...).
     pub fn fail(&self, path: &str, code: u16, reason: &str, message: &str) {
         self.respond(path, code, status(code, reason, message));

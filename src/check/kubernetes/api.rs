@@ -32,46 +32,29 @@ enum Source {
     Given,
 }
 
-/// A runnable `kubernetes` check.
-pub struct KubernetesCheck {
-    target: KubernetesTarget,
-    params: KubernetesParams,
+/// A kubernetes target's API client, made at the first use (shared by
+/// the `kubernetes` and `config` checks).
+pub(crate) struct Connection {
     timeout: Duration,
     source: Source,
     client: Mutex<Option<Client>>,
-    /// Restart-count samples per (pod uid, container).
-    history: std::sync::Mutex<HashMap<(String, String), Samples>>,
 }
 
-impl std::fmt::Debug for KubernetesCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubernetesCheck")
-            .field("kind", &self.target.kind)
-            .field("name", &self.target.name)
-            .field("namespace", &self.target.namespace)
-            .finish()
-    }
-}
-
-impl KubernetesCheck {
-    pub fn build(
-        p: &KubernetesParams,
+impl Connection {
+    /// The client of target `name`: its kubeconfig (read now: a missing or
+    /// broken file refuses the check), or inferred at the first use.
+    pub(crate) fn build(
+        name: &str,
+        t: &KubernetesTarget,
         timeout: Duration,
         config: &Config,
     ) -> Result<Self, BuildError> {
-        let Some(TargetConfig::Kubernetes(t)) = config.targets.get(&p.target) else {
-            return Err(BuildError::Invalid(format!(
-                "target {:?} is not a kubernetes target",
-                p.target
-            )));
-        };
         let source = match &t.kubeconfig {
             Some(path) => {
                 let path = config.resolve_path(path);
                 let kc = Kubeconfig::read_from(&path).map_err(|e| {
                     BuildError::Invalid(format!(
-                        "target {:?}: kubeconfig {}: {e}",
-                        p.target,
+                        "target {name:?}: kubeconfig {}: {e}",
                         path.display()
                     ))
                 })?;
@@ -79,45 +62,24 @@ impl KubernetesCheck {
             }
             None => Source::Infer,
         };
-        Ok(Self::new(p, t.clone(), timeout, source, None))
+        Ok(Self::new(timeout, source, None))
     }
 
-    /// A check that uses `client` (tests; several checks sharing one).
-    pub fn with_client(
-        p: &KubernetesParams,
-        target: KubernetesTarget,
-        timeout: Duration,
-        client: Client,
-    ) -> Self {
-        Self::new(p, target, timeout, Source::Given, Some(client))
+    /// A connection through `client` (tests; shared clients).
+    pub(crate) fn given(timeout: Duration, client: Client) -> Self {
+        Self::new(timeout, Source::Given, Some(client))
     }
 
-    fn new(
-        p: &KubernetesParams,
-        target: KubernetesTarget,
-        timeout: Duration,
-        source: Source,
-        client: Option<Client>,
-    ) -> Self {
-        KubernetesCheck {
-            target,
-            params: p.clone(),
+    fn new(timeout: Duration, source: Source, client: Option<Client>) -> Self {
+        Connection {
             timeout,
             source,
             client: Mutex::new(client),
-            history: Default::default(),
         }
     }
 
-    /// `Deployment keneyapp/backend`.
-    fn what(&self) -> String {
-        format!(
-            "{} {}/{}",
-            self.target.kind, self.target.namespace, self.target.name
-        )
-    }
-
-    async fn client(&self) -> Result<Client, Outcome> {
+    /// The client; unknown while no usable config is found.
+    pub(crate) async fn client(&self) -> Result<Client, Outcome> {
         let mut guard = self.client.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
@@ -148,6 +110,90 @@ impl KubernetesCheck {
             .map_err(|e| Outcome::Unknown(format!("Kubernetes client: {e}")))?;
         *guard = Some(client.clone());
         Ok(client)
+    }
+}
+
+/// An API error about `what` as an outcome: the object missing is
+/// failing (the API server says so); refusals, errors and silence are
+/// unknown.
+pub(crate) fn classify(what: &str, e: kube::Error) -> Outcome {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            404 => Outcome::Failing(format!("{what}: not found")),
+            401 | 403 => Outcome::Unknown(format!(
+                "{what}: the API server refused medic ({}: {})",
+                s.code, s.message
+            )),
+            code => Outcome::Unknown(format!("{what}: API server error {code}: {}", s.message)),
+        },
+        other => Outcome::Unknown(format!("{what}: API server unreachable: {other}")),
+    }
+}
+
+/// A runnable `kubernetes` check.
+pub struct KubernetesCheck {
+    target: KubernetesTarget,
+    params: KubernetesParams,
+    conn: Connection,
+    /// Restart-count samples per (pod uid, container).
+    history: std::sync::Mutex<HashMap<(String, String), Samples>>,
+}
+
+impl std::fmt::Debug for KubernetesCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesCheck")
+            .field("kind", &self.target.kind)
+            .field("name", &self.target.name)
+            .field("namespace", &self.target.namespace)
+            .finish()
+    }
+}
+
+impl KubernetesCheck {
+    pub fn build(
+        p: &KubernetesParams,
+        timeout: Duration,
+        config: &Config,
+    ) -> Result<Self, BuildError> {
+        let Some(TargetConfig::Kubernetes(t)) = config.targets.get(&p.target) else {
+            return Err(BuildError::Invalid(format!(
+                "target {:?} is not a kubernetes target",
+                p.target
+            )));
+        };
+        let conn = Connection::build(&p.target, t, timeout, config)?;
+        Ok(Self::new(p, t.clone(), conn))
+    }
+
+    /// A check that uses `client` (tests; several checks sharing one).
+    pub fn with_client(
+        p: &KubernetesParams,
+        target: KubernetesTarget,
+        timeout: Duration,
+        client: Client,
+    ) -> Self {
+        Self::new(p, target, Connection::given(timeout, client))
+    }
+
+    fn new(p: &KubernetesParams, target: KubernetesTarget, conn: Connection) -> Self {
+        KubernetesCheck {
+            target,
+            params: p.clone(),
+            conn,
+            history: Default::default(),
+        }
+    }
+
+    /// `Deployment keneyapp/backend`.
+    fn what(&self) -> String {
+        format!(
+            "{} {}/{}",
+            self.target.kind, self.target.namespace, self.target.name
+        )
+    }
+
+    async fn client(&self) -> Result<Client, Outcome> {
+        self.conn.client().await
     }
 
     /// The API server's version (`GET /version`): whether medic can reach
@@ -216,18 +262,7 @@ impl KubernetesCheck {
     }
 
     fn classify(&self, e: kube::Error) -> Outcome {
-        let w = self.what();
-        match e {
-            kube::Error::Api(s) => match s.code {
-                404 => Outcome::Failing(format!("{w}: not found")),
-                401 | 403 => Outcome::Unknown(format!(
-                    "{w}: the API server refused medic ({}: {})",
-                    s.code, s.message
-                )),
-                code => Outcome::Unknown(format!("{w}: API server error {code}: {}", s.message)),
-            },
-            other => Outcome::Unknown(format!("{w}: API server unreachable: {other}")),
-        }
+        classify(&self.what(), e)
     }
 
     async fn observe(&self) -> Result<(), Outcome> {
