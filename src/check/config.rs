@@ -188,6 +188,8 @@ pub(crate) enum Problem {
 }
 
 impl Problem {
+    /// The problem an API error's outcome is (the Kubernetes part's).
+    #[cfg(feature = "kubernetes")]
     pub(crate) fn of(o: Outcome) -> Option<Problem> {
         match o {
             Outcome::Ok => None,
