@@ -243,7 +243,7 @@ fn describe(e: &RedisError) -> String {
 }
 
 /// The value of `name:` in an INFO section.
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     info.lines().find_map(|l| {
         l.strip_prefix(name)
             .and_then(|r| r.strip_prefix(':'))

@@ -7,6 +7,9 @@
 //!   the RPO and is intact; writes the state the `backup` check reads.
 //! - [`restore`]: `postgres.restore-test`, restore into a scratch database,
 //!   integrity queries, measured restore time against the RTO.
+//! - [`redis_backup`]: `redis.backup`, `BGSAVE` and a copy of the RDB
+//!   file to a directory and/or S3, verified (magic, CRC64), with the same
+//!   retention.
 //! - [`storage`]: where copies live (local directory, S3).
 //! - [`schedule`]: cron expressions in a time zone.
 //!
@@ -32,6 +35,7 @@
 //! `backup` check, like any other symptom.
 
 pub mod backup;
+pub mod redis_backup;
 pub mod restore;
 pub mod storage;
 pub mod verify;
@@ -135,6 +139,11 @@ pub fn build(name: &str, job: &JobConfig, config: &Config) -> Result<Arc<dyn Job
     }
     if let Some(r) = &job.restore_test {
         return Ok(Arc::new(restore::RestoreTestJob::build(r, config)?));
+    }
+    if let Some(r) = &job.redis_backup {
+        return Ok(Arc::new(redis_backup::RedisBackupJob::build(
+            name, r, config,
+        )?));
     }
     Err(JobError::Invalid(format!(
         "job {name} has no kind (one of {})",

@@ -1,0 +1,308 @@
+//! `redis.backup` against real private redis-servers: BGSAVE, the RDB copy
+//! verified (magic, CRC64) and stored, `backup.verify` on it, a corrupted
+//! copy caught and paged like PostgreSQL's, a failed BGSAVE reported with
+//! `rdb_last_bgsave_status`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use medic::check::{self, Check};
+use medic::clock::Clock;
+use medic::config::Config;
+use medic::jobs;
+use medic::observe::Outcome;
+use medic::page::{Delivered, Notice, Notifier, NotifyError};
+use medic::store::{JobOutcome, JobRun, MemoryStore, prelude::*};
+use tokio_util::sync::CancellationToken;
+
+/// A redis-server whose data directory is `dir` (so BGSAVE writes there,
+/// never in the crate's root).
+struct RedisDir {
+    port: u16,
+    child: Child,
+    _log: tempfile::NamedTempFile,
+}
+
+impl RedisDir {
+    fn start(dir: &Path) -> RedisDir {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let dir = dir.to_path_buf();
+        let (child, port) = common::start_service(
+            "redis-server",
+            None,
+            log.path(),
+            Duration::from_secs(10),
+            |port| {
+                let argv = common::redis_argv(port);
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]).arg("--dir").arg(&dir);
+                c
+            },
+            |_, port| common::redis_ping(port),
+        );
+        RedisDir {
+            port,
+            child,
+            _log: log,
+        }
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn fill(&self, n: usize) {
+        let mut c = self.conn();
+        for i in 0..n {
+            redis::cmd("SET")
+                .arg(format!("patient:{i}"))
+                .arg(format!("record {i} {}", "x".repeat(64)))
+                .query::<()>(&mut c)
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for RedisDir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(port: u16, dir: &Path) -> Config {
+    let yaml = format!(
+        "
+rules: [rules]
+targets:
+  cache: {{ redis: {{ address: '127.0.0.1:{port}' }} }}
+jobs:
+  cache-backup:
+    schedule: '0 2 * * *'
+    redis.backup: {{ target: cache, directory: backups, retention: 30d, save_timeout: 20s }}
+  backup-verify:
+    schedule: '0 3 * * SUN'
+    backup.verify: {{ backup: cache-backup, rpo: 24h }}
+"
+    );
+    let mut c = medic::config::load_str("medic.yaml", &yaml).unwrap_or_else(|d| panic!("{d:?}"));
+    c.base_dir = dir.to_path_buf();
+    c
+}
+
+async fn run(config: &Config, store: &Arc<dyn Store>, name: &str) -> JobRun {
+    let clock = Clock::system();
+    let job = jobs::build(name, &config.jobs[name], config).unwrap();
+    jobs::run_once(
+        store,
+        &clock,
+        name,
+        &job,
+        clock.now(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+}
+
+fn backup_check(config: &Config) -> Arc<dyn Check> {
+    let spec = check::CheckSpec::Backup(check::backup::BackupParams {
+        job: "backup-verify".into(),
+    });
+    check::build(&spec, Duration::from_secs(10), config).unwrap()
+}
+
+fn stored(dir: &Path, run: &JobRun) -> PathBuf {
+    dir.join("backups").join(run.data["file"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn redis_backup_round_trip_is_verified_and_counts_the_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisDir::start(&dir.path().join("redis-data"));
+    redis.fill(250);
+    let config = config(redis.port, dir.path());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+
+    let b = run(&config, &store, "cache-backup").await;
+    assert_eq!(b.outcome, Some(JobOutcome::Succeeded), "{}", b.summary);
+    assert_eq!(b.kind, "redis.backup");
+    assert_eq!(b.data["keys"], 250);
+    assert_eq!(b.data["rdb_version"].as_u64().unwrap() >= 5, true);
+    assert_eq!(b.data["crc64"].as_str().unwrap().len(), 16);
+    assert_eq!(b.data["sha256"].as_str().unwrap().len(), 64);
+    let file = b.data["file"].as_str().unwrap();
+    assert!(file.starts_with("cache-backup-"), "{file}");
+    assert_eq!(
+        b.data["source"],
+        dir.path().join("redis-data/dump.rdb").display().to_string()
+    );
+    let copy = stored(dir.path(), &b);
+    let bytes = std::fs::read(&copy).unwrap();
+    assert!(bytes.starts_with(b"REDIS"));
+    assert_eq!(bytes.len() as u64, b.data["size"].as_u64().unwrap());
+    // The copy has the keys: a fresh redis-server loading it counts 250.
+    let kinds: Vec<String> = store
+        .job_events(b.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["start", "bgsave", "copy", "verify", "store", "succeeded"]
+    );
+
+    let restored_dir = dir.path().join("restored");
+    std::fs::create_dir_all(&restored_dir).unwrap();
+    std::fs::copy(&copy, restored_dir.join("dump.rdb")).unwrap();
+    let restored = RedisDir::start(&restored_dir);
+    let n: u64 = redis::cmd("DBSIZE").query(&mut restored.conn()).unwrap();
+    assert_eq!(n, 250, "the copy loads with every key");
+
+    // A second backup after more writes: LASTSAVE must move again.
+    redis.fill(300);
+    let b2 = run(&config, &store, "cache-backup").await;
+    assert_eq!(b2.outcome, Some(JobOutcome::Succeeded), "{}", b2.summary);
+    assert_eq!(b2.data["keys"], 300);
+    assert_ne!(b2.data["file"], b.data["file"]);
+
+    let v = run(&config, &store, "backup-verify").await;
+    assert_eq!(v.outcome, Some(JobOutcome::Succeeded), "{}", v.summary);
+    assert_eq!(v.data["checked"][0]["file"], b2.data["file"]);
+    assert_eq!(v.data["checked"][0]["crc64"], b2.data["crc64"]);
+    assert_eq!(backup_check(&config).run().await, Outcome::Ok);
+}
+
+/// Records every page it is given.
+#[derive(Default)]
+struct Pages(std::sync::Mutex<Vec<Notice>>);
+
+#[async_trait::async_trait]
+impl Notifier for Pages {
+    async fn send(&self, page: &Notice) -> Result<Delivered, NotifyError> {
+        self.0.lock().unwrap().push(page.clone());
+        Ok(Delivered::default())
+    }
+}
+
+#[tokio::test]
+async fn corrupted_redis_copy_fails_verification_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisDir::start(&dir.path().join("redis-data"));
+    redis.fill(100);
+    let mut config = config(redis.port, dir.path());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let b = run(&config, &store, "cache-backup").await;
+    assert_eq!(b.outcome, Some(JobOutcome::Succeeded), "{}", b.summary);
+
+    // Bit rot in the middle of the stored copy.
+    let path = stored(dir.path(), &b);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    // The RDB's own checksum sees it too (without the recorded sha256).
+    let e = jobs::redis_backup::rdb::check(&path).await.unwrap_err();
+    assert!(e.contains("CRC64 mismatch"), "{e}");
+
+    let v = run(&config, &store, "backup-verify").await;
+    assert_eq!(v.outcome, Some(JobOutcome::Failed));
+    assert!(
+        v.summary.contains("sha256") && v.summary.contains("differs"),
+        "{}",
+        v.summary
+    );
+    let Outcome::Failing(why) = backup_check(&config).run().await else {
+        panic!("the backup check must fail");
+    };
+    assert!(why.contains("sha256"), "{why}");
+
+    // The shipped rule turns it into an incident that pages.
+    config.mode = medic::config::Mode::Enforce;
+    let rules = medic::rules::load_paths(
+        &[Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/backup-failure.yaml")],
+        &config,
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let (runtimes, refused) = medic::daemon::build_runtimes(&config, rules);
+    assert!(refused.is_empty(), "{refused:?}");
+    let pages = Arc::new(Pages::default());
+    let notifiers: HashMap<String, Arc<dyn Notifier>> =
+        HashMap::from([("log".to_string(), pages.clone() as Arc<dyn Notifier>)]);
+    let shutdown = CancellationToken::new();
+    let daemon = {
+        let (config, store, shutdown) = (config.clone(), store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            medic::daemon::run_with_options(
+                &config,
+                runtimes,
+                0,
+                store,
+                Clock::system(),
+                shutdown,
+                medic::daemon::RunOptions {
+                    notifiers: Some(notifiers),
+                    no_jobs: true,
+                    ..Default::default()
+                },
+            )
+            .await
+        })
+    };
+    common::eventually(Duration::from_secs(60), "a page", || {
+        let n = pages.0.lock().unwrap().len();
+        async move { n > 0 }
+    })
+    .await;
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+    let page = pages.0.lock().unwrap()[0].clone();
+    assert_eq!(page.view.incident.scenario, "backup-failure");
+    let timeline = store.timeline(page.view.incident.id).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.data.to_string().contains("sha256")),
+        "{timeline:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_bgsave_fails_the_run_with_the_bgsave_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("redis-data");
+    let redis = RedisDir::start(&data);
+    redis.fill(10);
+    // The data directory disappears under the server: its save cannot
+    // create the temporary file (root is not stopped by permissions).
+    std::fs::remove_dir_all(&data).unwrap();
+    let config = config(redis.port, dir.path());
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let b = run(&config, &store, "cache-backup").await;
+    assert_eq!(b.outcome, Some(JobOutcome::Failed));
+    assert!(
+        b.summary.contains("rdb_last_bgsave_status is err"),
+        "{}",
+        b.summary
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("backups"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // The failure is on the run's timeline, like any failed job.
+    let events = store.job_events(b.id).await.unwrap();
+    assert_eq!(events.last().unwrap().kind, "failed");
+}
