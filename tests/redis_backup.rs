@@ -306,3 +306,89 @@ async fn a_failed_bgsave_fails_the_run_with_the_bgsave_status() {
     let events = store.job_events(b.id).await.unwrap();
     assert_eq!(events.last().unwrap().kind, "failed");
 }
+
+fn persistence_check(port: u16, persistence: &str) -> Arc<dyn Check> {
+    let cfg = config(port, Path::new("/nonexistent"));
+    let rule = format!(
+        "scenario: s\nsummary: S\nseverity: info\nrto: 5m\nsymptoms:\n  p:\n    check: {{ redis: {{ target: cache, persistence: {persistence} }} }}\nwhen: {{ any: [p] }}\nplan: []\nescalation: default\n"
+    );
+    let s = medic::rules::load_str("r.yaml", &rule, &cfg).unwrap_or_else(|d| panic!("{d}"));
+    check::build(&s.symptoms[0].check, Duration::from_secs(5), &cfg).unwrap()
+}
+
+fn failing(o: Outcome) -> String {
+    match o {
+        Outcome::Failing(why) => why,
+        other => panic!("expected failing, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn persistence_check_fails_on_aof_off_no_save_points_and_an_old_save() {
+    let dir = tempfile::tempdir().unwrap();
+    // redis_argv: --appendonly no, --save "".
+    let redis = RedisDir::start(&dir.path().join("redis-data"));
+    let aof = persistence_check(redis.port, "{ appendonly: true }");
+    let why = failing(aof.run().await);
+    assert!(why.contains("appendonly is off"), "{why}");
+    let save = persistence_check(redis.port, "{ save: required }");
+    let why = failing(save.run().await);
+    assert!(why.contains("no RDB save points"), "{why}");
+
+    // Both set as the runbook wants: ok.
+    let mut c = redis.conn();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("yes")
+        .query::<()>(&mut c)
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("save")
+        .arg("3600 1 300 100")
+        .query::<()>(&mut c)
+        .unwrap();
+    common::eventually(Duration::from_secs(10), "AOF on", || {
+        let aof = aof.clone();
+        async move { aof.run().await == Outcome::Ok }
+    })
+    .await;
+    assert_eq!(save.run().await, Outcome::Ok);
+    let all = persistence_check(
+        redis.port,
+        "{ appendonly: true, save: required, max_last_save_age: 1h }",
+    );
+    assert_eq!(all.run().await, Outcome::Ok);
+
+    // No save for longer than the limit (the server's start counts as the
+    // last save): failing once a second has passed.
+    let old = persistence_check(redis.port, "{ max_last_save_age: 1s }");
+    common::eventually(Duration::from_secs(10), "the save too old", || {
+        let old = old.clone();
+        async move {
+            matches!(old.run().await, Outcome::Failing(w) if w.contains("longer than max_last_save_age 1s"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn persistence_check_fails_on_a_failed_bgsave() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("redis-data");
+    let redis = RedisDir::start(&data);
+    let check = persistence_check(redis.port, "{}");
+    assert_eq!(check.run().await, Outcome::Ok);
+    // As root the directory's mode stops nothing: remove it instead.
+    std::fs::remove_dir_all(&data).unwrap();
+    let mut c = redis.conn();
+    redis::cmd("BGSAVE").query::<String>(&mut c).unwrap();
+    common::eventually(Duration::from_secs(10), "the save fails", || {
+        let check = check.clone();
+        async move { check.run().await != Outcome::Ok }
+    })
+    .await;
+    let why = failing(check.run().await);
+    assert!(why.contains("rdb_last_bgsave_status is err"), "{why}");
+}
