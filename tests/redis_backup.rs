@@ -392,3 +392,144 @@ async fn persistence_check_fails_on_a_failed_bgsave() {
     let why = failing(check.run().await);
     assert!(why.contains("rdb_last_bgsave_status is err"), "{why}");
 }
+
+/// `GET` with the read token: (status, body).
+fn api_get(url: &str) -> (u16, String) {
+    common::block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(common::TEST_READ_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+fn medic_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The manual backup before a change: `medic backup run JOB` over the
+/// API of a running medic runs the job now, recorded like a scheduled run
+/// and marked manual with who asked; a job in dry-run runs nothing; the
+/// route needs the API token.
+#[test]
+fn medic_backup_run_records_a_manual_run_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisDir::start(&dir.path().join("redis-data"));
+    redis.fill(40);
+    let http = common::free_port();
+    let config = common::enforce_config(dir.path(), http, "2s");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "targets:\n  cache: {{ redis: {{ address: '127.0.0.1:{port}' }} }}\n\
+         jobs:\n\
+         \x20 cache-backup:\n\
+         \x20   schedule: '0 2 1 1 *'\n\
+         \x20   redis.backup: {{ target: cache, directory: backups, save_timeout: 20s }}\n\
+         \x20 cache-backup-dry:\n\
+         \x20   schedule: '0 2 1 1 *'\n\
+         \x20   mode: dry-run\n\
+         \x20   redis.backup: {{ target: cache, directory: backups-dry }}\n",
+        port = redis.port
+    ));
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(
+        dir.path().join("rules/cache.yaml"),
+        "scenario: cache\nsummary: S\nseverity: info\nrto: 5m\nsymptoms:\n  down:\n    check: { redis: { target: cache, persistence: {} } }\n    every: 1s\nwhen: { any: [down] }\nplan: []\nescalation: default\n",
+    )
+    .unwrap();
+    let log = dir.path().join("medic.log");
+    let mut medic = common::Medic::start(&config, &log);
+    let base = format!("http://127.0.0.1:{http}");
+    common::wait_until(Duration::from_secs(30), "medic ready", || {
+        api_get(&format!("{base}/readyz")).0 == 200
+    });
+
+    let url = ["--url", base.as_str()];
+    let out = medic_cli(
+        &[
+            &["backup", "run", "cache-backup"][..],
+            &url,
+            &["--token", common::TEST_API_TOKEN, "--by", "alice"],
+        ]
+        .concat(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        medic.log_text()
+    );
+    assert!(stdout.contains("(manual, by alice) succeeded"), "{stdout}");
+    assert!(stdout.contains("\"keys\": 40"), "{stdout}");
+
+    let (code, body) = api_get(&format!("{base}/api/v1/jobs/cache-backup/runs"));
+    assert_eq!(code, 200, "{body}");
+    let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{body}");
+    let run = &runs[0]["run"];
+    assert_eq!(run["kind"], "redis.backup");
+    assert_eq!(run["outcome"], "succeeded");
+    assert_eq!(run["data"]["manual"], true);
+    assert_eq!(run["data"]["requested_by"], "alice");
+    assert_eq!(run["data"]["keys"], 40);
+    let start = &runs[0]["timeline"][0];
+    assert_eq!(start["kind"], "start");
+    assert!(
+        start["message"]
+            .as_str()
+            .unwrap()
+            .contains("asked by alice"),
+        "{start}"
+    );
+    let file = run["data"]["file"].as_str().unwrap();
+    assert!(dir.path().join("backups").join(file).exists());
+
+    // Dry-run: nothing runs, nothing is recorded, and the CLI says why.
+    let out = medic_cli(
+        &[
+            &["backup", "run", "cache-backup-dry"][..],
+            &url,
+            &["--token", common::TEST_API_TOKEN, "--by", "alice"],
+        ]
+        .concat(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("dry-run"),
+        "{stderr}"
+    );
+    let (_, body) = api_get(&format!("{base}/api/v1/jobs/cache-backup-dry/runs"));
+    assert_eq!(body, "[]");
+
+    // An unknown job is 404; the read token may not run jobs.
+    let out = medic_cli(
+        &[
+            &["backup", "run", "nope"][..],
+            &url,
+            &["--token", common::TEST_API_TOKEN],
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("404"), "{stderr}");
+    let out = medic_cli(
+        &[
+            &["backup", "run", "cache-backup"][..],
+            &url,
+            &["--token", common::TEST_READ_TOKEN],
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("401"), "{stderr}");
+    medic.stop();
+}
