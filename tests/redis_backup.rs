@@ -137,7 +137,7 @@ async fn redis_backup_round_trip_is_verified_and_counts_the_keys() {
     assert_eq!(b.outcome, Some(JobOutcome::Succeeded), "{}", b.summary);
     assert_eq!(b.kind, "redis.backup");
     assert_eq!(b.data["keys"], 250);
-    assert_eq!(b.data["rdb_version"].as_u64().unwrap() >= 5, true);
+    assert!(b.data["rdb_version"].as_u64().unwrap() >= 5);
     assert_eq!(b.data["crc64"].as_str().unwrap().len(), 16);
     assert_eq!(b.data["sha256"].as_str().unwrap().len(), 64);
     let file = b.data["file"].as_str().unwrap();

@@ -228,7 +228,7 @@ async fn execute(
     by: Option<&str>,
 ) -> Result<JobRun, JobError> {
     let (store, clock, name, run) = (&cx.store, &cx.clock, cx.job.as_str(), cx.run);
-    let report = match tokio::time::timeout(timeout, job.run(&cx)).await {
+    let report = match tokio::time::timeout(timeout, job.run(cx)).await {
         Ok(r) => r,
         Err(_) => Report::failed(
             format!(
