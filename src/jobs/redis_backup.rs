@@ -355,6 +355,27 @@ async fn copy_file(from: &Path, to: &Path, address: &str) -> Result<u64, String>
 mod tests {
     use super::*;
 
+    /// The RDB file on another host (or unreadable here): said so, with
+    /// where medic looked and what it needs.
+    #[tokio::test]
+    async fn an_rdb_file_medic_cannot_read_is_said_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = copy_file(
+            Path::new("/nonexistent-redis-dir/dump.rdb"),
+            &dir.path().join("copy"),
+            "cache.internal:6379",
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.contains("/nonexistent-redis-dir/dump.rdb")
+                && e.contains("not readable here")
+                && e.contains("cache.internal:6379")
+                && e.contains("must run on the Redis host"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn keyspace_sums_every_database() {
         let info =
