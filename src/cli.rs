@@ -187,6 +187,24 @@ pub enum OpsCommand {
         api: ApiArgs,
         id: String,
     },
+    /// Backup jobs on a running medic.
+    Backup {
+        #[command(subcommand)]
+        what: BackupCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Run a job now, by hand (the runbook's manual backup before a major
+    /// change): recorded like a scheduled run, marked manual with --by;
+    /// waits for it and prints the result (exit 1 when it failed).
+    Run {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The job's name in config (`jobs:`).
+        job: String,
+    },
 }
 
 // `medic drill`'s arguments. (A plain comment: a doc comment here would
@@ -259,6 +277,9 @@ impl OpsCommand {
             OpsCommand::Reject { api, id, step } => (api, post(id, Verb::Reject, Some(step))),
             OpsCommand::Resolve { api, id } => (api, post(id, Verb::Resolve, None)),
             OpsCommand::Report { api, id } => (api, Request::Report(id)),
+            OpsCommand::Backup {
+                what: BackupCommand::Run { api, job },
+            } => (api, Request::RunJob(job)),
         };
         (api.into(), request)
     }

@@ -243,6 +243,8 @@ pub async fn run_with_options(
     };
     let server_stop = CancellationToken::new();
     let credentials = Arc::new(server::auth::Credentials::default());
+    let manual = Arc::new(crate::jobs::Manual::default());
+    manual.set(config);
     let (public_tx, public_rx) = watch::channel(config.public_status.clone().map(Arc::new));
     let public_server = match &config.public_status {
         Some(p) => {
@@ -267,6 +269,7 @@ pub async fn run_with_options(
         pager: pager_rx,
         access: credentials.clone(),
         alerts: config.alerts.clone(),
+        jobs: manual.clone(),
         console: Arc::new(server::console::Console::new(
             config.http.as_ref().is_some_and(|h| h.tls.is_some()),
         )),
@@ -345,6 +348,7 @@ pub async fn run_with_options(
         public_server,
         public_tx,
         credentials,
+        manual,
     };
     daemon.serve(&shutdown).await;
     daemon.shut_down().await
@@ -431,6 +435,8 @@ struct Daemon {
     public_tx: watch::Sender<Option<Arc<crate::config::PublicStatus>>>,
     /// The credentials the server checks (replaced on reload).
     credentials: Arc<server::auth::Credentials>,
+    /// The jobs runnable by hand (replaced on reload).
+    manual: Arc<crate::jobs::Manual>,
 }
 
 /// What the current term's engine task ended with.
@@ -641,6 +647,7 @@ impl Daemon {
                     if let Some(access) = access {
                         self.credentials.replace(access);
                     }
+                    self.manual.set(&config);
                     self.swap(config, reloaded, runtimes);
                 }
                 outcome

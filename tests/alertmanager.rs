@@ -56,6 +56,7 @@ impl Server {
                 .into(),
             ),
             alerts: Default::default(),
+            jobs: Default::default(),
             console: Default::default(),
         });
         let stop = CancellationToken::new();

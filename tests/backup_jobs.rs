@@ -185,6 +185,7 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
             .into(),
         ),
         alerts: Default::default(),
+        jobs: Default::default(),
         console: Default::default(),
     });
     let stop = CancellationToken::new();

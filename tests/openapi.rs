@@ -119,6 +119,7 @@ fn the_document_is_served_open_and_every_route_passes_schemathesis() {
         "/api/v1/incidents/{id}/{action}",
         "/api/v1/incidents/{id}/status-update",
         "/api/v1/jobs/{name}/runs",
+        "/api/v1/jobs/{name}/run",
         "/api/v1/alerts/alertmanager",
         "/slack/interactions",
         "/",

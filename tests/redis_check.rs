@@ -22,6 +22,7 @@ fn check_for(target: RedisTarget) -> RedisCheck {
             ping: true,
             role: None,
             roundtrip: false,
+            persistence: None,
         },
     )
 }
@@ -40,6 +41,7 @@ fn role(r: &str) -> RedisParams {
         ping: false,
         role: Some(r.into()),
         roundtrip: false,
+        persistence: None,
     }
 }
 
@@ -49,6 +51,7 @@ fn roundtrip() -> RedisParams {
         ping: true,
         role: None,
         roundtrip: true,
+        persistence: None,
     }
 }
 

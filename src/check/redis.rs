@@ -9,6 +9,7 @@
 //! | the round-trip reads back something else, or DEL finds no key | failing |
 //! | timeout, no route, no answer within the symptom's timeout (a frozen server) | unreachable (a candidate: unknown when medic is blind) |
 //! | authentication failure, NOAUTH, NOPERM (medic's ACL) | unknown |
+//! | `persistence:` not met: AOF off, no save points, last save too old, a failed save, AOF rewrite or write | failing |
 //!
 //! On a cluster (`members:` on the target, [`crate::connect::redis_cluster`])
 //! `target: cache` checks the current master and `cache/replicas` every
@@ -37,10 +38,30 @@ pub struct RedisParams {
     /// TTL (fails on a replica: it is read-only).
     #[serde(default)]
     pub roundtrip: bool,
+    /// The runbook's persistence requirements (AOF on, RDB save points,
+    /// a recent successful save, no failed save or rewrite).
+    pub persistence: Option<PersistenceParams>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// `persistence: { appendonly: true, save: required, max_last_save_age: 1h }`.
+/// Whenever the block is present, a failed RDB save
+/// (`rdb_last_bgsave_status:err`), AOF rewrite (`aof_last_bgrewrite_status`)
+/// or AOF write (`aof_last_write_status`) is failing.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceParams {
+    /// `true`: the append-only file must be on (INFO `aof_enabled:1`).
+    pub appendonly: Option<bool>,
+    /// `required`: RDB save points must be configured (`CONFIG GET save`
+    /// not empty).
+    pub save: Option<String>,
+    /// The last successful RDB save (INFO `rdb_last_save_time`, against
+    /// the server's `TIME`) must be younger than this.
+    pub max_last_save_age: Option<crate::duration::Dur>,
 }
 
 use std::collections::BTreeMap;
@@ -199,6 +220,11 @@ impl RedisCheck {
                 }
             }
         }
+        if let Some(pp) = &p.persistence
+            && let Some(o) = persistence(a, pp, conn).await?
+        {
+            return Ok(o);
+        }
         if p.roundtrip {
             let value = format!("{}", self.runs.fetch_add(1, Ordering::Relaxed));
             redis::cmd("SET")
@@ -233,6 +259,89 @@ impl RedisCheck {
     }
 }
 
+/// The persistence requirements on `conn`: `Some` outcome when they are
+/// not met (or cannot be read), `None` when they are.
+async fn persistence(
+    a: &str,
+    pp: &PersistenceParams,
+    conn: &mut MultiplexedConnection,
+) -> Result<Option<Outcome>, RedisError> {
+    let info = redis::cmd("INFO")
+        .arg("persistence")
+        .query_async::<String>(conn)
+        .await?;
+    for field in [
+        "rdb_last_bgsave_status",
+        "aof_last_bgrewrite_status",
+        "aof_last_write_status",
+    ] {
+        if info_field(&info, field) == Some("err") {
+            return Ok(Some(Outcome::Failing(format!(
+                "{a}: {field} is err (see the Redis log: often the data directory is not writable or the disk is full)"
+            ))));
+        }
+    }
+    if pp.appendonly == Some(true) {
+        match info_field(&info, "aof_enabled") {
+            Some("1") => {}
+            Some(_) => {
+                return Ok(Some(Outcome::Failing(format!(
+                    "{a}: appendonly is off (aof_enabled:0); the runbook wants AOF on"
+                ))));
+            }
+            None => {
+                return Ok(Some(Outcome::Unknown(format!(
+                    "{a}: INFO persistence has no aof_enabled"
+                ))));
+            }
+        }
+    }
+    if pp.save.as_deref() == Some("required") {
+        let v = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("save")
+            .query_async::<Vec<String>>(conn)
+            .await;
+        match v {
+            Ok(v) => {
+                let points = v.get(1).map_or("", |s| s.trim());
+                if points.is_empty() {
+                    return Ok(Some(Outcome::Failing(format!(
+                        "{a}: no RDB save points (CONFIG GET save is empty): snapshots are off"
+                    ))));
+                }
+            }
+            Err(e) if e.code().is_some() => {
+                // CONFIG renamed away or not allowed for medic's user.
+                return Ok(Some(Outcome::Unknown(format!(
+                    "{a}: cannot read the save points: {}",
+                    describe(&e)
+                ))));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(max) = pp.max_last_save_age {
+        let Some(last) =
+            info_field(&info, "rdb_last_save_time").and_then(|v| v.parse::<i64>().ok())
+        else {
+            return Ok(Some(Outcome::Unknown(format!(
+                "{a}: INFO persistence has no rdb_last_save_time"
+            ))));
+        };
+        let (now, _): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
+        let age = Duration::from_secs(now.saturating_sub(last).max(0) as u64);
+        if age > max.get() {
+            return Ok(Some(Outcome::Failing(format!(
+                "{a}: the last successful RDB save was {} ago, longer than max_last_save_age {}",
+                humantime::format_duration(age),
+                max
+            ))));
+        }
+    }
+    Ok(None)
+}
+
 /// An error as Redis wrote it (`READONLY You can't write...`) when it is an
 /// error reply, else redis-rs's description.
 fn describe(e: &RedisError) -> String {
@@ -243,7 +352,7 @@ fn describe(e: &RedisError) -> String {
 }
 
 /// The value of `name:` in an INFO section.
-fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     info.lines().find_map(|l| {
         l.strip_prefix(name)
             .and_then(|r| r.strip_prefix(':'))
@@ -512,10 +621,39 @@ impl super::CheckKind for RedisParams {
                 unknown_field("role", role, &["master", "slave"]),
             );
         }
-        if !self.ping && self.role.is_none() && !self.roundtrip {
+        if let Some(pp) = &self.persistence {
+            let block = p
+                .as_mapping()
+                .and_then(|m| m.get("persistence"))
+                .cloned()
+                .unwrap_or_else(|| p.clone());
+            if let Some(s) = &pp.save
+                && s != "required"
+            {
+                v.err(
+                    field_pos(&block, "save"),
+                    unknown_field("save", s, &["required"]),
+                );
+            }
+            if pp.appendonly == Some(false) {
+                v.err(
+                    field_pos(&block, "appendonly"),
+                    "appendonly: false requires nothing; write true (AOF must be on) or leave it out",
+                );
+            }
+            if let Some(d) = pp.max_last_save_age
+                && d.get().is_zero()
+            {
+                v.err(
+                    field_pos(&block, "max_last_save_age"),
+                    "max_last_save_age must be longer than 0s",
+                );
+            }
+        }
+        if !self.ping && self.role.is_none() && !self.roundtrip && self.persistence.is_none() {
             v.err(
                 pos(p),
-                "a redis check must test something: ping, role or roundtrip",
+                "a redis check must test something: ping, role, roundtrip or persistence",
             );
         }
     }

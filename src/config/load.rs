@@ -856,9 +856,45 @@ impl Cx<'_> {
                 cx.err(root, at, msg);
             }
         };
+        let redis_target = |cx: &mut Self, at: &str, t: &str| match config.targets.get(t) {
+            Some(TargetConfig::Redis(rt)) if rt.is_cluster() => cx.err(
+                root,
+                at,
+                format!(
+                    "target {t:?} is a cluster ({}); a job runs against one server: name a member",
+                    rt.members.join(", ")
+                ),
+            ),
+            Some(TargetConfig::Redis(_)) => {}
+            Some(other) => cx.err(
+                root,
+                at,
+                format!(
+                    "target {t:?} is a {} target; a redis one is needed",
+                    other.kind()
+                ),
+            ),
+            None => {
+                let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+                let mut msg = format!("unknown target {t:?}");
+                if let Some(hint) = did_you_mean(t, known.iter().copied()) {
+                    msg = format!("{msg} ({hint})");
+                }
+                cx.err(root, at, msg);
+            }
+        };
         let backup_job = |cx: &mut Self, at: &str, b: &str| match config.jobs.get(b) {
             Some(j) if j.backup.is_some() => {}
             Some(_) => cx.err(root, at, format!("job {b:?} is not a postgres.backup job")),
+            None => cx.err(root, at, format!("unknown job {b:?}")),
+        };
+        let any_backup_job = |cx: &mut Self, at: &str, b: &str| match config.jobs.get(b) {
+            Some(j) if j.backup_storage().is_some() => {}
+            Some(_) => cx.err(
+                root,
+                at,
+                format!("job {b:?} is not a postgres.backup or redis.backup job"),
+            ),
             None => cx.err(root, at, format!("unknown job {b:?}")),
         };
         for (name, job) in &config.jobs {
@@ -905,8 +941,36 @@ impl Cx<'_> {
                     );
                 }
             }
+            if let Some(r) = &job.redis_backup {
+                let at = format!("{at}.redis.backup");
+                redis_target(self, &format!("{at}.target"), &r.target);
+                if r.directory.is_none() && r.s3.is_none() {
+                    self.err(root, &at, "a backup needs `directory`, `s3` or both");
+                }
+                if r.save_timeout.get().is_zero() {
+                    self.err(
+                        root,
+                        &format!("{at}.save_timeout"),
+                        "save_timeout must be longer than 0s",
+                    );
+                }
+                if r.s3.is_some()
+                    && let Some(why) = Feature::Aws.missing_for("backup storage `s3`")
+                {
+                    self.err(root, &format!("{at}.s3"), why);
+                }
+                if let Some(s3) = &r.s3
+                    && s3.bucket.is_empty()
+                {
+                    self.err(
+                        root,
+                        &format!("{at}.s3.bucket"),
+                        "the bucket must not be empty",
+                    );
+                }
+            }
             if let Some(v) = &job.verify {
-                backup_job(self, &format!("{at}.backup.verify.backup"), &v.backup);
+                any_backup_job(self, &format!("{at}.backup.verify.backup"), &v.backup);
             }
             if let Some(r) = &job.restore_test {
                 let at = format!("{at}.postgres.restore-test");
@@ -1794,6 +1858,55 @@ drills:
             all.contains("medic.yaml:15:15: invalid cron expression \"0 2 * *\": 4 fields"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn redis_backup_jobs_are_validated_where_they_are_written() {
+        let text = format!(
+            "{GOOD}jobs:
+  rdb:
+    schedule: '0 * * * *'
+    redis.backup: {{ target: db, save_timeout: 0s }}
+  ok:
+    schedule: '0 * * * *'
+    redis.backup: {{ target: cache, directory: /var/backups/redis }}
+  verify-rdb:
+    schedule: '0 3 * * *'
+    backup.verify: {{ backup: ok }}
+  restore-rdb:
+    schedule: '0 4 1 * *'
+    postgres.restore-test: {{ backup: ok }}
+"
+        );
+        let errs = errors(&text, &[]);
+        let all = errs.join("\n");
+        for e in [
+            "target \"db\" is a postgres target; a redis one is needed",
+            "a backup needs `directory`, `s3` or both",
+            "save_timeout must be longer than 0s",
+            "job \"ok\" is not a postgres.backup job",
+        ] {
+            assert!(all.contains(e), "missing {e:?} in:\n{all}");
+        }
+        assert!(
+            errs.iter()
+                .all(|e| e.starts_with("medic.yaml:") && !e.starts_with("medic.yaml:0:")),
+            "{all}"
+        );
+        // A verification of a Redis backup is fine.
+        assert!(!all.contains("verify-rdb"), "{all}");
+        assert_eq!(errs.len(), 4, "{all}");
+        let good = format!(
+            "{GOOD}jobs:
+  ok:
+    schedule: '0 * * * *'
+    redis.backup: {{ target: cache, directory: /var/backups/redis }}
+"
+        );
+        let c = load_str("medic.yaml", &good).unwrap();
+        let r = c.jobs["ok"].redis_backup.as_ref().unwrap();
+        assert_eq!(r.save_timeout.get(), std::time::Duration::from_secs(600));
+        assert_eq!(c.jobs["ok"].kind(), Some("redis.backup"));
     }
 
     #[test]

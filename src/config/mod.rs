@@ -1213,12 +1213,18 @@ pub struct JobConfig {
     pub verify: Option<VerifyJobConfig>,
     #[serde(rename = "postgres.restore-test")]
     pub restore_test: Option<RestoreTestJobConfig>,
+    #[serde(rename = "redis.backup")]
+    pub redis_backup: Option<RedisBackupJobConfig>,
 }
 
 impl JobConfig {
     /// The kinds a job may have.
-    pub const KINDS: &'static [&'static str] =
-        &["postgres.backup", "backup.verify", "postgres.restore-test"];
+    pub const KINDS: &'static [&'static str] = &[
+        "postgres.backup",
+        "backup.verify",
+        "postgres.restore-test",
+        "redis.backup",
+    ];
 
     /// The kind set, if exactly one is.
     pub fn kind(&self) -> Option<&'static str> {
@@ -1226,12 +1232,25 @@ impl JobConfig {
             self.backup.is_some(),
             self.verify.is_some(),
             self.restore_test.is_some(),
+            self.redis_backup.is_some(),
         ) {
-            (true, false, false) => Some("postgres.backup"),
-            (false, true, false) => Some("backup.verify"),
-            (false, false, true) => Some("postgres.restore-test"),
+            (true, false, false, false) => Some("postgres.backup"),
+            (false, true, false, false) => Some("backup.verify"),
+            (false, false, true, false) => Some("postgres.restore-test"),
+            (false, false, false, true) => Some("redis.backup"),
             _ => None,
         }
+    }
+
+    /// Where a backup job (`postgres.backup` or `redis.backup`) keeps its
+    /// copies: (directory, s3, retention).
+    pub fn backup_storage(&self) -> Option<(Option<&PathBuf>, Option<&S3Config>, Dur)> {
+        if let Some(b) = &self.backup {
+            return Some((b.directory.as_ref(), b.s3.as_ref(), b.retention));
+        }
+        self.redis_backup
+            .as_ref()
+            .map(|r| (r.directory.as_ref(), r.s3.as_ref(), r.retention))
     }
 }
 
@@ -1262,6 +1281,32 @@ pub struct BackupJobConfig {
     /// pg_dump's compression level (0-9). Default 6.
     #[serde(default = "default_compress")]
     pub compress: u8,
+}
+
+/// `redis.backup`: `BGSAVE` on a redis target, wait for `LASTSAVE` to
+/// move, copy the RDB file (`CONFIG GET dir` + `dbfilename`, read where
+/// medic runs: on the Redis host) to a directory and/or S3, verified
+/// (`REDIS` magic, trailing CRC64) and checksummed, with retention.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisBackupJobConfig {
+    /// The redis target (one server, not a cluster of members).
+    pub target: String,
+    /// Where copies go: a local directory, S3, or both (at least one).
+    pub directory: Option<PathBuf>,
+    pub s3: Option<S3Config>,
+    /// Copies older than this are deleted, except the newest good one.
+    /// Default 30d (the runbook).
+    #[serde(default = "default_retention")]
+    pub retention: Dur,
+    /// Longest wait for the `BGSAVE` to finish (`LASTSAVE` to move).
+    /// Default 10m; the job's own `timeout` still bounds the whole run.
+    #[serde(default = "default_save_timeout")]
+    pub save_timeout: Dur,
+}
+
+fn default_save_timeout() -> Dur {
+    Dur::secs(600)
 }
 
 fn default_retention() -> Dur {

@@ -49,11 +49,20 @@ impl BackupJob {
 
 /// The storages of a backup job's config: the directory first.
 pub fn storages(config: &Config, c: &BackupJobConfig) -> Vec<Storage> {
+    storages_of(config, c.directory.as_ref(), c.s3.as_ref())
+}
+
+/// The storages of a directory and/or bucket: the directory first.
+pub fn storages_of(
+    config: &Config,
+    directory: Option<&PathBuf>,
+    s3: Option<&crate::config::S3Config>,
+) -> Vec<Storage> {
     let mut v = Vec::new();
-    if let Some(d) = &c.directory {
+    if let Some(d) = directory {
         v.push(Storage::Local(config.resolve_path(d)));
     }
-    if let Some(s3) = &c.s3 {
+    if let Some(s3) = s3 {
         v.push(Storage::s3(s3.clone()));
     }
     v
@@ -199,55 +208,15 @@ impl super::Job for BackupJob {
         let taken_at = cx.clock.now();
         let name = copy_name(&self.name, taken_at);
         let mut report = self.dump(cx, &name).await;
-        // Retention runs after failures too: a failing job must not fill
-        // the disk, nor may it delete the last good copy.
-        let good = match recorded_copies(&*cx.store, &self.name).await {
-            Ok(m) => {
-                let mut s: BTreeSet<String> = m.into_keys().collect();
-                if report.outcome == JobOutcome::Succeeded {
-                    s.insert(name.clone());
-                }
-                Some(s)
-            }
-            Err(e) => {
-                cx.event("retention", format!("retention skipped: {e}"), Value::Null)
-                    .await;
-                None
-            }
-        };
-        if let Some(good) = good {
-            let mut deleted = Vec::new();
-            for st in &self.storages {
-                match prune(st, &self.name, &good, taken_at - self.retention).await {
-                    Ok(d) => {
-                        if !d.is_empty() {
-                            cx.event(
-                                "retention",
-                                format!(
-                                    "deleted {} copies older than the retention from {}",
-                                    d.len(),
-                                    st.describe()
-                                ),
-                                json!({ "deleted": d }),
-                            )
-                            .await;
-                        }
-                        deleted.extend(d);
-                    }
-                    Err(e) => {
-                        cx.event(
-                            "retention",
-                            format!("retention on {}: {e}", st.describe()),
-                            Value::Null,
-                        )
-                        .await;
-                    }
-                }
-            }
-            if let Value::Object(m) = &mut report.data {
-                m.insert("deleted".into(), json!(deleted));
-            }
-        }
+        retain(
+            cx,
+            &self.name,
+            &self.storages,
+            &name,
+            taken_at - self.retention,
+            &mut report,
+        )
+        .await;
         report
     }
 }
@@ -345,6 +314,70 @@ impl BackupJob {
             "entries": entries,
             "stored": stored,
         }))
+    }
+}
+
+/// Retention after a run of backup job `job` that took copy `name`:
+/// deletes copies older than `cutoff` from every storage except the newest
+/// good one. It runs after failures too: a failing job must not fill the
+/// disk, nor may it delete the last good copy. What it deleted goes into
+/// `report.data.deleted`.
+pub async fn retain(
+    cx: &JobContext,
+    job: &str,
+    storages: &[Storage],
+    name: &str,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    report: &mut Report,
+) {
+    // Retention runs after failures too: a failing job must not fill
+    // the disk, nor may it delete the last good copy.
+    let good = match recorded_copies(&*cx.store, job).await {
+        Ok(m) => {
+            let mut s: BTreeSet<String> = m.into_keys().collect();
+            if report.outcome == JobOutcome::Succeeded {
+                s.insert(name.to_string());
+            }
+            Some(s)
+        }
+        Err(e) => {
+            cx.event("retention", format!("retention skipped: {e}"), Value::Null)
+                .await;
+            None
+        }
+    };
+    if let Some(good) = good {
+        let mut deleted = Vec::new();
+        for st in storages {
+            match prune(st, job, &good, cutoff).await {
+                Ok(d) => {
+                    if !d.is_empty() {
+                        cx.event(
+                            "retention",
+                            format!(
+                                "deleted {} copies older than the retention from {}",
+                                d.len(),
+                                st.describe()
+                            ),
+                            json!({ "deleted": d }),
+                        )
+                        .await;
+                    }
+                    deleted.extend(d);
+                }
+                Err(e) => {
+                    cx.event(
+                        "retention",
+                        format!("retention on {}: {e}", st.describe()),
+                        Value::Null,
+                    )
+                    .await;
+                }
+            }
+        }
+        if let Value::Object(m) = &mut report.data {
+            m.insert("deleted".into(), json!(deleted));
+        }
     }
 }
 

@@ -7,6 +7,9 @@
 //!   the RPO and is intact; writes the state the `backup` check reads.
 //! - [`restore`]: `postgres.restore-test`, restore into a scratch database,
 //!   integrity queries, measured restore time against the RTO.
+//! - [`redis_backup`]: `redis.backup`, `BGSAVE` and a copy of the RDB
+//!   file to a directory and/or S3, verified (magic, CRC64), with the same
+//!   retention.
 //! - [`storage`]: where copies live (local directory, S3).
 //! - [`schedule`]: cron expressions in a time zone.
 //!
@@ -32,6 +35,7 @@
 //! `backup` check, like any other symptom.
 
 pub mod backup;
+pub mod redis_backup;
 pub mod restore;
 pub mod storage;
 pub mod verify;
@@ -136,6 +140,11 @@ pub fn build(name: &str, job: &JobConfig, config: &Config) -> Result<Arc<dyn Job
     if let Some(r) = &job.restore_test {
         return Ok(Arc::new(restore::RestoreTestJob::build(r, config)?));
     }
+    if let Some(r) = &job.redis_backup {
+        return Ok(Arc::new(redis_backup::RedisBackupJob::build(
+            name, r, config,
+        )?));
+    }
     Err(JobError::Invalid(format!(
         "job {name} has no kind (one of {})",
         JobConfig::KINDS.join(", ")
@@ -161,6 +170,19 @@ pub async fn run_once(
     scheduled_for: DateTime<Utc>,
     timeout: Duration,
 ) -> Result<JobRun, JobError> {
+    let (cx, started) = begin(store, clock, name, job, scheduled_for, None).await?;
+    execute(&cx, job, started, timeout, None).await
+}
+
+/// Records the start of a run (`by`: a manual run, who asked for it).
+async fn begin(
+    store: &Arc<dyn Store>,
+    clock: &Clock,
+    name: &str,
+    job: &Arc<dyn Job>,
+    scheduled_for: DateTime<Utc>,
+    by: Option<&str>,
+) -> Result<(JobContext, DateTime<Utc>), JobError> {
     let started = clock.now();
     let run = store
         .begin_job_run(NewJobRun {
@@ -176,13 +198,37 @@ pub async fn run_once(
         run,
         job: name.to_string(),
     };
-    cx.event(
-        "start",
-        format!("{} started (slot {scheduled_for})", job.kind()),
-        Value::Null,
-    )
-    .await;
-    let report = match tokio::time::timeout(timeout, job.run(&cx)).await {
+    match by {
+        None => {
+            cx.event(
+                "start",
+                format!("{} started (slot {scheduled_for})", job.kind()),
+                Value::Null,
+            )
+            .await
+        }
+        Some(by) => {
+            cx.event(
+                "start",
+                format!("{} started by hand, asked by {by} (manual run)", job.kind()),
+                serde_json::json!({ "manual": true, "requested_by": by }),
+            )
+            .await
+        }
+    }
+    Ok((cx, started))
+}
+
+/// Runs a begun run to its end and records the outcome.
+async fn execute(
+    cx: &JobContext,
+    job: &Arc<dyn Job>,
+    started: DateTime<Utc>,
+    timeout: Duration,
+    by: Option<&str>,
+) -> Result<JobRun, JobError> {
+    let (store, clock, name, run) = (&cx.store, &cx.clock, cx.job.as_str(), cx.run);
+    let report = match tokio::time::timeout(timeout, job.run(cx)).await {
         Ok(r) => r,
         Err(_) => Report::failed(
             format!(
@@ -199,6 +245,10 @@ pub async fn run_once(
             "duration_ms".into(),
             ((ended - started).num_milliseconds()).into(),
         );
+        if let Some(by) = by {
+            m.insert("manual".into(), true.into());
+            m.insert("requested_by".into(), by.into());
+        }
     }
     cx.event(report.outcome.as_str(), report.summary.clone(), Value::Null)
         .await;
@@ -285,6 +335,113 @@ pub async fn scheduler(
             r = run => { r?; }
         }
         last = Some(next);
+    }
+}
+
+/// The jobs of the config in force, for runs by hand (`medic backup run
+/// JOB`, `POST /api/v1/jobs/{name}/run`): replaced on reload.
+#[derive(Default)]
+pub struct Manual {
+    config: std::sync::RwLock<Option<Arc<Config>>>,
+    /// Manual runs going on now, by job: one at a time per job.
+    running: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// Why a manual run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ManualError {
+    #[error("no job {0:?} in the config (jobs: {1})")]
+    Unknown(String, String),
+    #[error("job {0:?} cannot run: {1}")]
+    Invalid(String, String),
+    #[error(
+        "job {0:?} is in dry-run: it would run now; nothing was run (set `mode: enforce` on the job or globally)"
+    )]
+    DryRun(String),
+    #[error("a manual run of job {0:?} is already going on")]
+    Busy(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A manual run that started: its id, and the task that runs it.
+pub struct Started {
+    pub run: JobRunId,
+    pub kind: &'static str,
+    pub task: tokio::task::JoinHandle<Result<JobRun, JobError>>,
+}
+
+impl Manual {
+    /// Puts `config`'s jobs in force.
+    pub fn set(&self, config: &Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(config.clone()));
+    }
+
+    /// Starts job `name` now, asked by `by`: recorded like a scheduled run
+    /// (its slot is now), marked `manual` with `requested_by`, bounded by
+    /// the job's timeout. Returns once the run is recorded as begun.
+    pub async fn start(
+        self: &Arc<Self>,
+        name: &str,
+        by: &str,
+        store: &Arc<dyn Store>,
+        clock: &Clock,
+    ) -> Result<Started, ManualError> {
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        let Some(jc) = config.jobs.get(name) else {
+            let known: Vec<&str> = config.jobs.keys().map(String::as_str).collect();
+            return Err(ManualError::Unknown(name.to_string(), known.join(", ")));
+        };
+        let job = build(name, jc, &config)
+            .map_err(|e| ManualError::Invalid(name.to_string(), e.to_string()))?;
+        if jc.mode.unwrap_or(config.mode) == Mode::DryRun {
+            tracing::info!(
+                job = name,
+                by,
+                "dry-run: a manual run was asked for, nothing was run"
+            );
+            return Err(ManualError::DryRun(name.to_string()));
+        }
+        if !self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string())
+        {
+            return Err(ManualError::Busy(name.to_string()));
+        }
+        let begun = begin(store, clock, name, &job, clock.now(), Some(by)).await;
+        let (cx, started) = match begun {
+            Ok(b) => b,
+            Err(e) => {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(name);
+                return Err(match e {
+                    JobError::Store(s) => ManualError::Store(s),
+                    JobError::Invalid(i) => ManualError::Invalid(name.to_string(), i),
+                });
+            }
+        };
+        let run = cx.run;
+        let kind = job.kind();
+        let timeout = jc.timeout.get();
+        let (me, by, name) = (self.clone(), by.to_string(), name.to_string());
+        let task = tokio::spawn(async move {
+            let r = execute(&cx, &job, started, timeout, Some(&by)).await;
+            me.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
+            r
+        });
+        Ok(Started { run, kind, task })
     }
 }
 

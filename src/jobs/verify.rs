@@ -1,6 +1,8 @@
 //! `backup.verify`: the newest copy of a backup job exists in every place
 //! it is stored, is younger than the RPO, has the size and sha256 its
-//! backup run recorded, and `pg_restore --list` reads it.
+//! backup run recorded, and is readable: `pg_restore --list` reads a
+//! PostgreSQL dump; a Redis copy (`redis.backup`) starts with the `REDIS`
+//! magic and its trailing CRC64 matches ([`super::redis_backup::rdb`]).
 //!
 //! The result is written to a small JSON state file that the `backup`
 //! check reads (the file's type and place belong to [`crate::check::backup`]): a stale or broken backup then
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::backup::{archive_entries, recorded_copies, scratch_dir, storages};
+use super::backup::{archive_entries, recorded_copies, scratch_dir, storages_of};
 use super::storage::Storage;
 use super::{JobContext, JobError, Report};
 use crate::check::backup::{VerifyState, human, state_path};
@@ -26,25 +28,31 @@ pub struct VerifyJob {
     rpo: chrono::Duration,
     storages: Vec<Storage>,
     bin: Option<PathBuf>,
+    /// The backup job is a `redis.backup` (RDB files), not pg_dump's.
+    redis: bool,
     state: PathBuf,
 }
 
 impl VerifyJob {
     /// Builds job `name` from its config.
     pub fn build(name: &str, v: &VerifyJobConfig, config: &Config) -> Result<Self, JobError> {
-        let b = config
-            .jobs
-            .get(&v.backup)
+        let j = config.jobs.get(&v.backup);
+        let (directory, s3, _) = j.and_then(|j| j.backup_storage()).ok_or_else(|| {
+            JobError::Invalid(format!(
+                "{:?} is not a postgres.backup or redis.backup job",
+                v.backup
+            ))
+        })?;
+        let pg_bin = j
             .and_then(|j| j.backup.as_ref())
-            .ok_or_else(|| {
-                JobError::Invalid(format!("{:?} is not a postgres.backup job", v.backup))
-            })?;
+            .and_then(|b| b.pg_bin.as_deref());
         Ok(VerifyJob {
             name: name.to_string(),
             backup: v.backup.clone(),
             rpo: chrono::Duration::from_std(v.rpo.get()).unwrap_or(chrono::Duration::MAX),
-            storages: storages(config, b),
-            bin: super::pg_bin(b.pg_bin.as_deref()),
+            storages: storages_of(config, directory, s3),
+            bin: super::pg_bin(pg_bin),
+            redis: j.is_some_and(|j| j.redis_backup.is_some()),
             state: state_path(config, name, v),
         })
     }
@@ -98,18 +106,18 @@ impl super::Job for VerifyJob {
                 ));
             }
             match self.intact(st, &newest.name, &recorded, &scratch).await {
-                Ok(entries) => {
+                Ok((what, detail)) => {
                     cx.event(
                         "verify",
-                        format!(
-                            "{} in {} is intact ({entries} entries)",
-                            newest.name,
-                            st.describe()
-                        ),
-                        json!({ "file": newest.name, "entries": entries }),
+                        format!("{} in {} is intact ({what})", newest.name, st.describe()),
+                        json!({ "file": newest.name, "detail": detail }),
                     )
                     .await;
-                    checked.push(json!({ "storage": st.describe(), "file": newest.name, "entries": entries }));
+                    let mut c = json!({ "storage": st.describe(), "file": newest.name });
+                    if let (Some(m), Some(d)) = (c.as_object_mut(), detail.as_object()) {
+                        m.extend(d.clone());
+                    }
+                    checked.push(c);
                 }
                 Err(e) => problems.push(format!("{} in {}: {e}", newest.name, st.describe())),
             }
@@ -146,14 +154,15 @@ impl super::Job for VerifyJob {
 }
 
 impl VerifyJob {
-    /// Size and sha256 as recorded, and readable by pg_restore.
+    /// Size and sha256 as recorded, and readable (pg_restore, or the RDB
+    /// magic and CRC64): what was found, for humans and as data.
     async fn intact(
         &self,
         st: &Storage,
         name: &str,
         recorded: &std::collections::BTreeMap<String, (String, u64)>,
         scratch: &Path,
-    ) -> Result<usize, String> {
+    ) -> Result<(String, serde_json::Value), String> {
         let Some((want_sha, want_size)) = recorded.get(name) else {
             return Err("no succeeded backup run recorded this copy (unknown checksum)".into());
         };
@@ -169,6 +178,14 @@ impl VerifyJob {
                 "sha256 {sha} differs from the recorded {want_sha}: the file changed"
             ));
         }
-        archive_entries(self.bin.as_deref(), &path).await
+        if self.redis {
+            let rdb = super::redis_backup::rdb::check(&path).await?;
+            return Ok((
+                rdb.describe(),
+                json!({ "rdb_version": rdb.version, "crc64": rdb.crc64_hex() }),
+            ));
+        }
+        let entries = archive_entries(self.bin.as_deref(), &path).await?;
+        Ok((format!("{entries} entries"), json!({ "entries": entries })))
     }
 }

@@ -36,6 +36,8 @@ pub enum Request {
     },
     /// A post-mortem draft: from the API with a URL, else from the store.
     Report(String),
+    /// Run job NAME now, by hand, and wait for its result.
+    RunJob(String),
 }
 
 /// Why an operator command failed.
@@ -49,6 +51,9 @@ pub enum OpsError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// The job ran and failed (the text says how).
+    #[error("{0}")]
+    JobFailed(String),
 }
 
 impl Remote {
@@ -91,5 +96,22 @@ pub async fn run(remote: &Remote, request: Request) -> Result<String, OpsError> 
             Ok(report::render(&d, chrono::Utc::now()))
         }
         Request::Report(id) => Ok(report::from_store(&remote.config, &id).await?),
+        Request::RunJob(job) => {
+            let client = remote.client()?;
+            let run = client.run_job(&job, &remote.by).await?;
+            let done = client.wait_for_run(&job, run).await?;
+            let outcome = done["outcome"].as_str().unwrap_or("unknown").to_string();
+            let text = format!(
+                "job {job}: run {run} (manual, by {}) {outcome}: {}\n{}\n",
+                remote.by,
+                done["summary"].as_str().unwrap_or(""),
+                serde_json::to_string_pretty(&done["data"]).unwrap_or_default()
+            );
+            if outcome == "succeeded" {
+                Ok(text)
+            } else {
+                Err(OpsError::JobFailed(text))
+            }
+        }
     }
 }

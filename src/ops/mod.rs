@@ -165,6 +165,49 @@ impl Client {
         }
         Self::answer(url, r).await
     }
+
+    /// `POST /api/v1/jobs/{job}/run` with `{"by": by}`: the run's id.
+    pub async fn run_job(&self, job: &str, by: &str) -> Result<i64, ClientError> {
+        let url = format!("{}/api/v1/jobs/{job}/run", self.base);
+        let mut r = self.http.post(&url).json(&serde_json::json!({ "by": by }));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        let text = Self::answer(url.clone(), r).await?;
+        let v: serde_json::Value = Self::parse(&url, &text)?;
+        v["run"].as_i64().ok_or_else(|| ClientError::Status {
+            url,
+            status: 202,
+            reason: format!("unexpected answer: no run id in {text}"),
+        })
+    }
+
+    /// Polls `GET /api/v1/jobs/{job}/runs` until run `run` has an outcome
+    /// (every 500 ms; the job's own timeout bounds the run on the server):
+    /// the run as JSON.
+    pub async fn wait_for_run(
+        &self,
+        job: &str,
+        run: i64,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/api/v1/jobs/{job}/runs?limit=100", self.base);
+        loop {
+            let text = Self::answer(url.clone(), self.get(&url)).await?;
+            let runs: Vec<serde_json::Value> = Self::parse(&url, &text)?;
+            match runs.iter().find(|r| r["run"]["id"].as_i64() == Some(run)) {
+                Some(r) if !r["run"]["outcome"].is_null() => return Ok(r["run"].clone()),
+                Some(_) => {}
+                None => {
+                    return Err(ClientError::Status {
+                        url,
+                        status: 200,
+                        reason: format!("run {run} is not among the job's newest runs"),
+                    });
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
 }
 
 /// A table of incidents for a terminal.

@@ -1389,6 +1389,48 @@ targets:
         assert!(e[0].starts_with("r.yaml:13:17: "), "{e:?}");
     }
 
+    /// `persistence:` of a redis check: each mistake at its place.
+    #[test]
+    fn redis_persistence_parameters_are_validated_where_written() {
+        let rule = |check: &str| MINIMAL.replace("{ redis: { target: cache } }", check);
+        let s = ok(&rule(
+            "{ redis: { target: cache, persistence: { appendonly: true, save: required, max_last_save_age: 1h } } }",
+        ));
+        let crate::check::CheckSpec::Redis(p) = &s.symptoms[0].check else {
+            panic!("a redis check");
+        };
+        let pp = p.persistence.as_ref().unwrap();
+        assert_eq!(pp.appendonly, Some(true));
+        assert_eq!(pp.max_last_save_age, Some(Dur::secs(3600)));
+        assert_eq!(
+            errors(&rule(
+                "{ redis: { target: cache, persistence: { save: always, appendonly: false, max_last_save_age: 0s } } }"
+            )),
+            [
+                "r.yaml:7:59: unknown save \"always\" (expected one of: required)",
+                "r.yaml:7:79: appendonly: false requires nothing; write true (AOF must be on) or leave it out",
+                "r.yaml:7:105: max_last_save_age must be longer than 0s",
+            ]
+        );
+        let e = errors(&rule(
+            "{ redis: { target: cache, persistence: { appendonly: yes please } } }",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.yaml:7:"), "{e:?}");
+        let e = errors(&rule(
+            "{ redis: { target: cache, persistence: { aof: true } } }",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("r.yaml:7:") && e[0].contains("unknown field"),
+            "{e:?}"
+        );
+        // Persistence alone is something to test.
+        ok(&rule(
+            "{ redis: { target: cache, ping: false, persistence: { save: required } } }",
+        ));
+    }
+
     /// The docker kinds name a docker target; `tag` is a tag, and `tag` or
     /// `previous`; `window` goes with `max_restarts`: each at its place.
     #[test]

@@ -78,6 +78,8 @@ pub struct AppState {
     pub alerts: crate::config::AlertLimits,
     /// The console's sessions ([`console`]).
     pub console: Arc<console::Console>,
+    /// The config's jobs, for runs by hand (`POST /api/v1/jobs/{name}/run`).
+    pub jobs: Arc<crate::jobs::Manual>,
 }
 
 /// Every route medic serves, each group behind its credential
@@ -89,6 +91,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     use axum::middleware::from_fn_with_state as with;
     let api = OpenApiRouter::new()
         .merge(reload::router())
+        .merge(jobs::run_router().route_layer(axum::middleware::from_fn(auth::json_body)))
         .merge(decisions::router().route_layer(axum::middleware::from_fn(auth::json_body)))
         .merge(public::api_router().route_layer(axum::middleware::from_fn(auth::json_body)))
         .route_layer(with(state.clone(), auth::api));

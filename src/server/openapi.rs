@@ -204,6 +204,7 @@ mod tests {
             pager: tokio::sync::watch::channel(None).1,
             access: Arc::new(crate::server::auth::Access::default().into()),
             alerts: Default::default(),
+            jobs: Default::default(),
             console: Default::default(),
         }
     }
