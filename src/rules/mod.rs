@@ -16,3 +16,8 @@ pub use check::{CheckSummary, check, check_with_env};
 pub use configured::{config_paths, load_configured};
 pub use load::{load_paths, load_str};
 pub use model::{Scenario, Step, Symptom, When};
+
+#[cfg(test)]
+mod config_check_tests;
+#[cfg(all(test, not(feature = "aws"), not(feature = "kubernetes")))]
+mod without_features;
