@@ -79,7 +79,11 @@ if [[ -n $pg ]]; then
 else
   echo "image.sh: no pg_dump on this host; the image's backup jobs will fail" >&2
 fi
-install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+else
+  echo "image.sh: no CA roots on this host (ca-certificates); the image's TLS clients will fail" >&2
+fi
 install -D -m 0644 medic.yaml "$root/etc/medic/medic.yaml"
 cp -r rules "$root/etc/medic/rules"
 printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nmedic:x:65532:65532:medic:/var/lib/medic:/usr/sbin/nologin\n' >"$root/etc/passwd"
