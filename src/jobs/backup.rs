@@ -283,30 +283,15 @@ impl BackupJob {
             json!({ "entries": entries, "sha256": sha256, "size": size }),
         )
         .await;
-        let mut stored = Vec::new();
-        for st in &self.storages {
-            match st {
-                Storage::Local(dir) if dir == work => {
-                    tokio::fs::rename(partial, dir.join(name))
-                        .await
-                        .map_err(|e| format!("rename into {}: {e}", dir.display()))?;
-                }
-                _ => {
-                    let from = match &self.directory {
-                        Some(d) if d.join(name).exists() => d.join(name),
-                        _ => partial.to_path_buf(),
-                    };
-                    st.put(name, &from).await?;
-                }
-            }
-            cx.event(
-                "store",
-                format!("stored {name} in {}", st.describe()),
-                Value::Null,
-            )
-            .await;
-            stored.push(st.describe());
-        }
+        let stored = store_copy(
+            cx,
+            &self.storages,
+            self.directory.as_deref(),
+            work,
+            partial,
+            name,
+        )
+        .await?;
         Ok(json!({
             "file": name,
             "sha256": sha256,
@@ -405,4 +390,43 @@ pub async fn prune(
         }
     }
     Ok(deleted)
+}
+
+/// Puts the verified copy `partial` (named `name`) in every storage of a
+/// backup job, each on the timeline: moved when the storage is the work
+/// directory itself, else uploaded from the directory's copy when there
+/// is one. Returns the storages it went to. Shared by every backup kind.
+pub(crate) async fn store_copy(
+    cx: &JobContext,
+    storages: &[Storage],
+    directory: Option<&Path>,
+    work: &Path,
+    partial: &Path,
+    name: &str,
+) -> Result<Vec<String>, String> {
+    let mut stored = Vec::new();
+    for st in storages {
+        match st {
+            Storage::Local(dir) if dir == work => {
+                tokio::fs::rename(partial, dir.join(name))
+                    .await
+                    .map_err(|e| format!("rename into {}: {e}", dir.display()))?;
+            }
+            _ => {
+                let from = match directory {
+                    Some(d) if d.join(name).exists() => d.join(name),
+                    _ => partial.to_path_buf(),
+                };
+                st.put(name, &from).await?;
+            }
+        }
+        cx.event(
+            "store",
+            format!("stored {name} in {}", st.describe()),
+            Value::Null,
+        )
+        .await;
+        stored.push(st.describe());
+    }
+    Ok(stored)
 }

@@ -17,7 +17,7 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::backup::{retain, scratch_dir, storages_of};
+use super::backup::{retain, scratch_dir, storages_of, store_copy};
 use super::storage::{self, Storage, copy_name};
 use super::{JobContext, JobError, Report};
 use crate::check::redis::info_field;
@@ -155,30 +155,15 @@ impl RedisBackupJob {
             json!({ "rdb_version": rdb.version, "crc64": rdb.crc64_hex(), "sha256": sha256, "size": size }),
         )
         .await;
-        let mut stored = Vec::new();
-        for st in &self.storages {
-            match st {
-                Storage::Local(dir) if dir == work => {
-                    tokio::fs::rename(partial, dir.join(name))
-                        .await
-                        .map_err(|e| format!("rename into {}: {e}", dir.display()))?;
-                }
-                _ => {
-                    let from = match &self.directory {
-                        Some(d) if d.join(name).exists() => d.join(name),
-                        _ => partial.to_path_buf(),
-                    };
-                    st.put(name, &from).await?;
-                }
-            }
-            cx.event(
-                "store",
-                format!("stored {name} in {}", st.describe()),
-                Value::Null,
-            )
-            .await;
-            stored.push(st.describe());
-        }
+        let stored = store_copy(
+            cx,
+            &self.storages,
+            self.directory.as_deref(),
+            work,
+            partial,
+            name,
+        )
+        .await?;
         Ok(json!({
             "file": name,
             "sha256": sha256,
