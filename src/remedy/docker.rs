@@ -117,6 +117,19 @@ async fn found(engine: &Engine, pre: &mut Preflight) -> Option<Vec<ContainerInsp
 }
 
 /// A result that ends `run` early.
+/// The Engine's client and the target's containers (at least one), or
+/// why not: what both actions start from.
+async fn client_and_containers(
+    engine: &Engine,
+) -> Result<(Docker, Vec<ContainerInspectResponse>), String> {
+    let docker = engine.client().await.map_err(|e| e.to_string())?;
+    let cs = engine.containers().await.map_err(|e| e.to_string())?;
+    if cs.is_empty() {
+        return Err(format!("{}: no such container", engine.selector));
+    }
+    Ok((docker, cs))
+}
+
 fn failed(detail: impl Into<String>, data: &Value) -> ActionResult {
     ActionResult::failed(detail, data.clone())
 }
@@ -242,19 +255,9 @@ impl Action for DockerRestart {
         let started = Instant::now();
         let deadline = started + ctx.timeout;
         let mut data = json!({ "target": self.target });
-        let docker = match self.engine.client().await {
-            Ok(d) => d,
-            Err(e) => return failed(e.to_string(), &data),
-        };
-        let cs = match self.engine.containers().await {
-            Ok(cs) if cs.is_empty() => {
-                return failed(
-                    format!("{}: no such container", self.engine.selector),
-                    &data,
-                );
-            }
-            Ok(cs) => cs,
-            Err(e) => return failed(e.to_string(), &data),
+        let (docker, cs) = match client_and_containers(&self.engine).await {
+            Ok(x) => x,
+            Err(why) => return failed(why, &data),
         };
         let mut ids = Vec::new();
         for c in &cs {
@@ -602,19 +605,9 @@ impl Action for DockerRecreate {
         let started = Instant::now();
         let deadline = started + ctx.timeout;
         let mut data = json!({ "target": self.target });
-        let docker = match self.engine.client().await {
-            Ok(d) => d,
-            Err(e) => return failed(e.to_string(), &data),
-        };
-        let cs = match self.engine.containers().await {
-            Ok(cs) if cs.is_empty() => {
-                return failed(
-                    format!("{}: no such container", self.engine.selector),
-                    &data,
-                );
-            }
-            Ok(cs) => cs,
-            Err(e) => return failed(e.to_string(), &data),
+        let (docker, cs) = match client_and_containers(&self.engine).await {
+            Ok(x) => x,
+            Err(why) => return failed(why, &data),
         };
         let plan = match tokio::time::timeout_at(deadline, self.plan(&docker, cs)).await {
             Ok(Ok(p)) => p,
