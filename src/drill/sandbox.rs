@@ -482,6 +482,18 @@ fn adapt(
     Ok(())
 }
 
+/// The injection that SIGKILLs the sandbox's process `pid`, saying `what`.
+fn sigkill(pid: u32, what: &'static str) -> BoxFut<Result<String, String>> {
+    Box::pin(async move {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(what.to_string())
+    })
+}
+
 fn exec(args: Vec<String>) -> ActionSpec {
     ActionSpec::Exec(ExecParams {
         args,
@@ -588,15 +600,10 @@ pub async fn run(
             let (mut sc, config) = sc;
             adapt(&mut sc, &real, swap_restart, &mut notes)?;
             redis_fill(port, 100).await.map_err(fail)?;
-            let child_pid = sb.children[0].1.id() as i32;
-            inject = Box::pin(async move {
-                nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(child_pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                )
-                .map_err(|e| e.to_string())?;
-                Ok("killed redis-server (SIGKILL) holding 100 cached keys".to_string())
-            });
+            inject = sigkill(
+                sb.children[0].1.id(),
+                "killed redis-server (SIGKILL) holding 100 cached keys",
+            );
             loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
                 Box::pin(async move {
                     match redis_count(port).await {
@@ -737,15 +744,10 @@ pub async fn run(
             };
             let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db)?;
             adapt(&mut sc, &real, swap, &mut notes)?;
-            let child_pid = sb.children[0].1.id() as i32;
-            inject = Box::pin(async move {
-                nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(child_pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                )
-                .map_err(|e| e.to_string())?;
-                Ok("killed the backend (SIGKILL): its health URL refuses connections".to_string())
-            });
+            inject = sigkill(
+                sb.children[0].1.id(),
+                "killed the backend (SIGKILL): its health URL refuses connections",
+            );
             loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
                 Box::pin(async move {
                     let back = if http_ok(port).await {
