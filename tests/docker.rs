@@ -4,7 +4,8 @@
 //! on the host's network serving 127.0.0.1 only:
 //! - a container whose process is killed is failing until
 //!   `docker.restart` brings it back, verified running and healthy; once
-//!   the Engine is gone the check is unknown, never failing;
+//!   the Engine is gone the check is unknown, never failing, and the
+//!   target's `source` check (the Engine's `/_ping`) is failing;
 //! - a container its restart policy brought back counts its restarts
 //!   (`max_restarts`, with and without a `window`);
 //! - a Compose service is every container with its labels (one-off `run`
@@ -22,6 +23,7 @@ use common::free_port;
 use common::prom::http_get;
 use medic::check::Check;
 use medic::check::docker::{DockerCheck, DockerParams};
+use medic::check::source::{SourceCheck, SourceParams};
 use medic::observe::Outcome;
 use medic::remedy::docker::{
     DockerRecreate, DockerRecreateParams, DockerRestart, DockerRestartParams,
@@ -142,11 +144,32 @@ async fn killed_container_is_failing_until_docker_restart_brings_it_back() {
     let again = restart.reconcile(&ctx(30)).await.expect("in place");
     assert!(again.ok, "{again:?}");
 
-    // The Engine gone is medic's blindness, not a failing container.
+    // The `source` check of the same target: the Engine answers `/_ping`.
+    let source = SourceCheck::build(
+        &SourceParams {
+            target: "web".into(),
+        },
+        Duration::from_secs(5),
+        &config,
+    )
+    .unwrap();
+    assert_eq!(source.run().await, Outcome::Ok);
+
+    // The Engine gone is medic's blindness, not a failing container; the
+    // `source` check is the one place where it is failing (and pages).
+    let socket = d.socket_str().to_string();
     drop(d);
     let o = web.run().await;
     assert_eq!(o.label(), "unknown", "{o:?}");
     assert!(o.detail().contains("is unreachable"), "{o:?}");
+    let o = source.run().await;
+    assert!(o.is_failing(), "{o:?}");
+    assert!(
+        o.detail().starts_with(&format!(
+            "medic is blind: target web: the Docker Engine at {socket} is unreachable"
+        )),
+        "{o:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

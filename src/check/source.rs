@@ -1,13 +1,13 @@
 //! `source`: can medic see through one of its sources (a Prometheus, a
-//! Kubernetes API)? The monitoring-outage guard.
+//! Kubernetes API, a Docker Engine)? The monitoring-outage guard.
 //!
 //! When a source is unreachable, every symptom observed through it is
 //! *unknown* (never failing), so nothing is remediated on it, and medic
 //! would be silently blind. This check is the one place where "cannot
 //! reach the source" is *failing*: the monitoring-system scenario watches
 //! each source with it and pages about the blindness. It asks a Prometheus
-//! `GET /-/ready` (with the target's credentials) and a Kubernetes API
-//! `GET /version`. It answers within 80 % of the symptom's timeout, so a
+//! `GET /-/ready` (with the target's credentials), a Kubernetes API
+//! `GET /version` and a Docker Engine `GET /_ping` on its socket. It answers within 80 % of the symptom's timeout, so a
 //! hanging source counts as failing rather than as the scheduler's
 //! "timed out" unknown.
 
@@ -20,6 +20,7 @@ use super::kubernetes::{KubernetesCheck, KubernetesParams};
 use super::promql::PrometheusClient;
 use super::{BuildError, Check};
 use crate::config::{Config, TargetConfig};
+use crate::connect::docker::Engine;
 use crate::features::Feature;
 use crate::observe::Outcome;
 
@@ -27,7 +28,7 @@ use crate::observe::Outcome;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceParams {
-    /// A config target of kind `prometheus` or `kubernetes`.
+    /// A config target of kind `prometheus`, `kubernetes` or `docker`.
     pub target: String,
 }
 
@@ -35,6 +36,7 @@ enum Probe {
     Prometheus(PrometheusClient),
     #[cfg(feature = "kubernetes")]
     Kubernetes(Box<KubernetesCheck>),
+    Docker(Engine),
 }
 
 /// A runnable `source` check.
@@ -77,9 +79,12 @@ impl SourceCheck {
                 };
                 Probe::Kubernetes(Box::new(KubernetesCheck::build(&kp, within, config)?))
             }
+            Some(TargetConfig::Docker(t)) => {
+                Probe::Docker(Engine::new(&p.target, t, within).map_err(BuildError::Invalid)?)
+            }
             _ => {
                 return Err(BuildError::Invalid(format!(
-                    "target {:?} is not a prometheus or kubernetes target",
+                    "target {:?} is not a prometheus, kubernetes or docker target",
                     p.target
                 )));
             }
@@ -146,6 +151,22 @@ impl Check for SourceCheck {
                     Ok(Ok(_)) => Outcome::Ok,
                 }
             }
+            Probe::Docker(engine) => {
+                let ping = async {
+                    let docker = engine.client().await?;
+                    docker.ping().await.map_err(|e| engine.error(e))
+                };
+                match tokio::time::timeout(self.within, ping).await {
+                    Err(_) => blind(format!(
+                        "the Docker Engine of target {} at {} did not answer within {}",
+                        self.name,
+                        engine.socket,
+                        humantime::format_duration(self.within)
+                    )),
+                    Ok(Err(e)) => blind(format!("target {}: {e}", self.name)),
+                    Ok(Ok(_)) => Outcome::Ok,
+                }
+            }
         }
     }
 }
@@ -161,7 +182,7 @@ impl super::CheckKind for SourceParams {
             p,
             "target",
             &self.target,
-            &["prometheus", "kubernetes"],
+            &["prometheus", "kubernetes", "docker"],
             "a source check",
         );
         let kubernetes = v
