@@ -969,6 +969,73 @@ impl Cx<'_> {
                     );
                 }
             }
+            if let Some(k) = &job.kubernetes_backup {
+                let at = format!("{at}.kubernetes.backup");
+                match config.targets.get(&k.target) {
+                    Some(TargetConfig::Kubernetes(_)) => {}
+                    Some(other) => self.err(
+                        root,
+                        &format!("{at}.target"),
+                        format!(
+                            "target {:?} is a {} target; a kubernetes one is needed",
+                            k.target,
+                            other.kind()
+                        ),
+                    ),
+                    None => {
+                        let known: Vec<&str> = config.targets.keys().map(String::as_str).collect();
+                        let mut msg = format!("unknown target {:?}", k.target);
+                        if let Some(hint) = did_you_mean(&k.target, known.iter().copied()) {
+                            msg = format!("{msg} ({hint})");
+                        }
+                        self.err(root, &format!("{at}.target"), msg);
+                    }
+                }
+                if let Some(why) = Feature::Kubernetes.missing_for("job `kubernetes.backup`") {
+                    self.err(root, &at, why);
+                }
+                if k.directory.is_none() && k.s3.is_none() {
+                    self.err(root, &at, "a backup needs `directory`, `s3` or both");
+                }
+                if let Some(ns) = &k.namespace
+                    && (ns.is_empty()
+                        || ns.len() > 63
+                        || ns.starts_with('-')
+                        || ns.ends_with('-')
+                        || !ns
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+                {
+                    self.err(
+                        root,
+                        &format!("{at}.namespace"),
+                        format!("{ns:?} is not a namespace name (DNS-1123 label)"),
+                    );
+                }
+                if let Some(e) = &k.encrypt {
+                    if e.recipients.is_empty() && e.recipients_file.is_none() {
+                        self.err(
+                            root,
+                            &format!("{at}.encrypt"),
+                            "`encrypt` needs `recipients`, `recipients_file` or both",
+                        );
+                    }
+                    for (i, r) in e.recipients.iter().enumerate() {
+                        if !r.starts_with("age1") {
+                            self.err(
+                                root,
+                                &format!("{at}.encrypt.recipients[{i}]"),
+                                format!("{r:?} is not an age public key (age1...)"),
+                            );
+                        }
+                    }
+                }
+                if k.s3.is_some()
+                    && let Some(why) = Feature::Aws.missing_for("backup storage `s3`")
+                {
+                    self.err(root, &format!("{at}.s3"), why);
+                }
+            }
             if let Some(v) = &job.verify {
                 any_backup_job(self, &format!("{at}.backup.verify.backup"), &v.backup);
             }

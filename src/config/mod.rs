@@ -1215,6 +1215,8 @@ pub struct JobConfig {
     pub restore_test: Option<RestoreTestJobConfig>,
     #[serde(rename = "redis.backup")]
     pub redis_backup: Option<RedisBackupJobConfig>,
+    #[serde(rename = "kubernetes.backup")]
+    pub kubernetes_backup: Option<KubernetesBackupJobConfig>,
 }
 
 impl JobConfig {
@@ -1224,29 +1226,32 @@ impl JobConfig {
         "backup.verify",
         "postgres.restore-test",
         "redis.backup",
+        "kubernetes.backup",
     ];
 
     /// The kind set, if exactly one is.
     pub fn kind(&self) -> Option<&'static str> {
-        match (
+        let kinds = [
             self.backup.is_some(),
             self.verify.is_some(),
             self.restore_test.is_some(),
             self.redis_backup.is_some(),
-        ) {
-            (true, false, false, false) => Some("postgres.backup"),
-            (false, true, false, false) => Some("backup.verify"),
-            (false, false, true, false) => Some("postgres.restore-test"),
-            (false, false, false, true) => Some("redis.backup"),
+            self.kubernetes_backup.is_some(),
+        ];
+        match kinds.iter().filter(|set| **set).count() {
+            1 => kinds.iter().position(|set| *set).map(|i| Self::KINDS[i]),
             _ => None,
         }
     }
 
-    /// Where a backup job (`postgres.backup` or `redis.backup`) keeps its
-    /// copies: (directory, s3, retention).
+    /// Where a backup job (`postgres.backup`, `redis.backup` or
+    /// `kubernetes.backup`) keeps its copies: (directory, s3, retention).
     pub fn backup_storage(&self) -> Option<(Option<&PathBuf>, Option<&S3Config>, Dur)> {
         if let Some(b) = &self.backup {
             return Some((b.directory.as_ref(), b.s3.as_ref(), b.retention));
+        }
+        if let Some(k) = &self.kubernetes_backup {
+            return Some((k.directory.as_ref(), k.s3.as_ref(), k.retention));
         }
         self.redis_backup
             .as_ref()
@@ -1303,6 +1308,52 @@ pub struct RedisBackupJobConfig {
     /// Default 10m; the job's own `timeout` still bounds the whole run.
     #[serde(default = "default_save_timeout")]
     pub save_timeout: Dur,
+}
+
+/// `kubernetes.backup`: the runbook's "Kubernetes manifests, ConfigMaps
+/// and Secrets" backup. Every namespaced resource of a namespace that the
+/// API lists (objects a controller owns, events, endpoints and leases
+/// aside), as one YAML stream `kubectl apply -f` takes; with `encrypt`,
+/// the whole copy is encrypted to age recipients (Secrets included),
+/// without it Secrets are left out (named only).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesBackupJobConfig {
+    /// A kubernetes target: its API (kubeconfig) and, by default, its
+    /// namespace.
+    pub target: String,
+    /// Another namespace than the target's.
+    pub namespace: Option<String>,
+    /// Resources to leave out, by plural name (`pods`) or `name.group`
+    /// (`ingresses.networking.k8s.io`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Encrypt the copy to these age recipients (Secrets are only backed
+    /// up encrypted).
+    pub encrypt: Option<AgeEncryption>,
+    /// Where copies go: a local directory, S3, or both (at least one).
+    pub directory: Option<PathBuf>,
+    pub s3: Option<S3Config>,
+    /// Copies older than this are deleted, except the newest good one.
+    /// Default 30d (the runbook).
+    #[serde(default = "default_retention")]
+    pub retention: Dur,
+}
+
+/// age encryption of a backup copy: to whom, and (for `backup.verify` to
+/// read the copy back) the identity, by secret reference.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeEncryption {
+    /// Public keys (`age1...`); not secrets, so written inline or in
+    /// `recipients_file` (one per line, `#` comments), or both.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    pub recipients_file: Option<PathBuf>,
+    /// The private key (`AGE-SECRET-KEY-1...`) that `backup.verify`
+    /// decrypts the copy with to count its objects; without it the copy
+    /// is verified by size, sha256 and its age header only.
+    pub identity: Option<SecretRef>,
 }
 
 fn default_save_timeout() -> Dur {

@@ -10,6 +10,9 @@
 //! - [`redis_backup`]: `redis.backup`, `BGSAVE` and a copy of the RDB
 //!   file to a directory and/or S3, verified (magic, CRC64), with the same
 //!   retention.
+//! - `kubernetes_backup`: `kubernetes.backup`, a namespace's manifests,
+//!   ConfigMaps and Secrets as one YAML stream, age-encrypted (with the
+//!   `kubernetes` feature).
 //! - [`storage`]: where copies live (local directory, S3).
 //! - [`schedule`]: cron expressions in a time zone.
 //!
@@ -35,6 +38,8 @@
 //! `backup` check, like any other symptom.
 
 pub mod backup;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes_backup;
 pub mod redis_backup;
 pub mod restore;
 pub mod storage;
@@ -144,6 +149,18 @@ pub fn build(name: &str, job: &JobConfig, config: &Config) -> Result<Arc<dyn Job
         return Ok(Arc::new(redis_backup::RedisBackupJob::build(
             name, r, config,
         )?));
+    }
+    #[cfg(feature = "kubernetes")]
+    if let Some(k) = &job.kubernetes_backup {
+        return Ok(Arc::new(kubernetes_backup::KubernetesBackupJob::build(
+            name, k, config,
+        )?));
+    }
+    #[cfg(not(feature = "kubernetes"))]
+    if job.kubernetes_backup.is_some() {
+        return Err(JobError::Invalid(
+            crate::features::Feature::Kubernetes.needed_by("job `kubernetes.backup`"),
+        ));
     }
     Err(JobError::Invalid(format!(
         "job {name} has no kind (one of {})",

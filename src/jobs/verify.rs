@@ -30,6 +30,9 @@ pub struct VerifyJob {
     bin: Option<PathBuf>,
     /// The backup job is a `redis.backup` (RDB files), not pg_dump's.
     redis: bool,
+    /// The backup job is a `kubernetes.backup` (a YAML stream, maybe
+    /// age-encrypted), with the identity that decrypts it if configured.
+    kubernetes: Option<Option<crate::secret::SecretRef>>,
     state: PathBuf,
 }
 
@@ -53,6 +56,9 @@ impl VerifyJob {
             storages: storages_of(config, directory, s3),
             bin: super::pg_bin(pg_bin),
             redis: j.is_some_and(|j| j.redis_backup.is_some()),
+            kubernetes: j
+                .and_then(|j| j.kubernetes_backup.as_ref())
+                .map(|k| k.encrypt.as_ref().and_then(|e| e.identity.clone())),
             state: state_path(config, name, v),
         })
     }
@@ -185,7 +191,43 @@ impl VerifyJob {
                 json!({ "rdb_version": rdb.version, "crc64": rdb.crc64_hex() }),
             ));
         }
+        if let Some(identity) = &self.kubernetes {
+            return kubernetes_copy(&path, identity.as_ref()).await;
+        }
         let entries = archive_entries(self.bin.as_deref(), &path).await?;
         Ok((format!("{entries} entries"), json!({ "entries": entries })))
     }
+}
+
+/// A `kubernetes.backup` copy read back: its objects counted (decrypted
+/// with the identity when the copy is encrypted and one is configured).
+#[cfg(feature = "kubernetes")]
+async fn kubernetes_copy(
+    path: &Path,
+    identity: Option<&crate::secret::SecretRef>,
+) -> Result<(String, serde_json::Value), String> {
+    use super::kubernetes_backup::read_copy;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("read {}: {e}", path.display()))?;
+    let key = identity
+        .map(|i| i.resolve().map_err(|e| format!("encrypt.identity: {e}")))
+        .transpose()?;
+    match read_copy(&bytes, key.as_ref().map(|k| k.expose()))? {
+        Some(n) => Ok((format!("{n} objects"), json!({ "objects": n }))),
+        None => Ok((
+            "age-encrypted (no identity configured to read it back)".into(),
+            json!({ "encrypted": true }),
+        )),
+    }
+}
+
+/// Without the `kubernetes` feature a `kubernetes.backup` job cannot be
+/// built, so no copy of one is ever verified.
+#[cfg(not(feature = "kubernetes"))]
+async fn kubernetes_copy(
+    _path: &Path,
+    _identity: Option<&crate::secret::SecretRef>,
+) -> Result<(String, serde_json::Value), String> {
+    Err(crate::features::Feature::Kubernetes.needed_by("a kubernetes.backup copy"))
 }
