@@ -429,7 +429,7 @@ fn files(dir: &Path) -> Vec<String> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn keep_tiers_over_800_simulated_days_on_the_paused_clock() {
+async fn keep_tiers_over_790_simulated_days_on_the_paused_clock() {
     let dir = tempfile::tempdir().unwrap();
     let backups: PathBuf = dir.path().join("backups");
     std::fs::create_dir_all(&backups).unwrap();
@@ -454,8 +454,9 @@ async fn keep_tiers_over_800_simulated_days_on_the_paused_clock() {
     });
     let mut kept_per_day = Vec::new();
     let mut on_day_400 = Vec::new();
-    // Daily at 02:00 for 800 days.
-    for _ in 0..800 {
+    // Daily at 02:00 for 400 days, then (the database down) every 10
+    // days for 400 more: failed runs take no copy, retention still runs.
+    for i in 0..440 {
         let run = jobs::run_once(
             &store,
             &clock,
@@ -471,7 +472,8 @@ async fn keep_tiers_over_800_simulated_days_on_the_paused_clock() {
             on_day_400 = now.clone();
         }
         kept_per_day.push((clock.now(), now.len(), run));
-        tokio::time::advance(Duration::from_secs(86_400)).await;
+        let step = if i < 400 { 1 } else { 10 };
+        tokio::time::advance(Duration::from_secs(step * 86_400)).await;
     }
     let name = |s: &str| copy_name("db-backup", day(s));
 
@@ -505,10 +507,10 @@ async fn keep_tiers_over_800_simulated_days_on_the_paused_clock() {
     assert_eq!(on_day_400, want);
     assert_eq!(*n, 41);
 
-    // Day 800: no copy for 396 days, every tier empty; only the newest
+    // 2028-03-01 (day 790): no copy for 391 days, every tier empty; only the newest
     // good copy remains (2027-02-01), not the newer unrecorded ones.
-    let (when, _, last) = &kept_per_day[799];
-    assert_eq!(*when, day("2028-03-10"));
+    let (when, _, last) = &kept_per_day[439];
+    assert_eq!(*when, day("2028-03-01"));
     assert_eq!(files(&backups), [name("2027-02-01")]);
     assert_eq!(last.outcome, Some(JobOutcome::Failed));
     assert_eq!(
@@ -520,8 +522,8 @@ async fn keep_tiers_over_800_simulated_days_on_the_paused_clock() {
     let most = kept_per_day.iter().map(|(_, n, _)| *n).max().unwrap();
     assert!(most <= 43, "{most}");
     assert!(kept_per_day.iter().all(|(_, n, _)| *n >= 1));
-    // When the monthly copies go: on 2027-03-01 02:00 the 2026-02-28 copy
-    // is 366 days old, past 1y (365.25 days).
+    // When the monthly copies go: by 2027-03-07 02:00 the 2026-02-28 copy
+    // is 372 days old, past 1y (365.25 days).
     let on = |s: &str| {
         kept_per_day
             .iter()
@@ -530,11 +532,11 @@ async fn keep_tiers_over_800_simulated_days_on_the_paused_clock() {
             .unwrap()
     };
     assert!(
-        on("2027-03-01")
+        on("2027-03-07")
             .as_array()
             .unwrap()
             .contains(&json!(name("2026-02-28"))),
         "{}",
-        on("2027-03-01")
+        on("2027-03-07")
     );
 }
