@@ -1818,23 +1818,40 @@ fn find(root: &Node, path: &str, on_key: bool) -> Option<Pos> {
         })
         .collect::<Vec<_>>();
     let last = segments.len();
-    for (i, seg) in segments.into_iter().enumerate() {
-        match (seg, node) {
+    let mut i = 0;
+    while i < last {
+        match (&segments[i], node) {
             (Seg::Key(k), Node::Mapping(m)) => {
-                let Some((key, value)) = m.iter().find(|(key, _)| key.as_str() == k) else {
+                // A key with dots in it (`postgres.backup`) spans several
+                // segments: the longest run of them that is a key.
+                let mut found = None;
+                let mut joined = k.to_string();
+                for j in i..last {
+                    if j > i {
+                        let Seg::Key(next) = &segments[j] else { break };
+                        joined = format!("{joined}.{next}");
+                    }
+                    if let Some(kv) = m.iter().find(|(key, _)| key.as_str() == joined) {
+                        found = Some((kv, j));
+                        break;
+                    }
+                }
+                let Some(((key, value), j)) = found else {
                     break;
                 };
                 node = value;
-                at = if on_key && i + 1 == last {
+                at = if on_key && j + 1 == last {
                     key_pos(key)
                 } else {
                     yaml::pos(value)
                 };
+                i = j + 1;
             }
-            (Seg::Index(i), Node::Sequence(s)) => {
-                let Some(item) = s.get(i) else { break };
+            (Seg::Index(n), Node::Sequence(s)) => {
+                let Some(item) = s.get(*n) else { break };
                 node = item;
                 at = yaml::pos(item);
+                i += 1;
             }
             _ => break,
         }
@@ -2059,17 +2076,17 @@ drills:
         let errs = errors(&text, &[]);
         let all = errs.join("\n");
         for e in [
-            ":9:13: use `keep` (tiers) or `retention`, not both",
-            ":9:22: daily must be longer than 0s",
-            ":11:19: the place name \"directory\" is used twice in this job",
-            ":13:30: \"Bad_Name\" is not a storage account name",
-            ":13:51: \"-x\" is not a container name",
+            ":20:13: use `keep` (tiers) or `retention`, not both",
+            ":20:22: daily must be longer than 0s",
+            ":22:19: the place name \"directory\" is used twice in this job",
+            ":24:29: \"Bad_Name\" is not a storage account name",
+            ":24:50: \"-x\" is not a container name",
             "use `key` or `sas`, not both",
             "\"ftp://x\" is not an http(s) URL without a query",
             "\"two kinds\" is not a place name",
             "a place needs exactly one of `directory`, `s3`, `azure`",
             "the bucket must not be empty",
-            ":15:19: the place name \"az\" is used twice in this job",
+            ":26:19: the place name \"az\" is used twice in this job",
             "azure needs a credential: `key` (the account key) or `sas` (a SAS token)",
             "`keep` needs at least one tier: daily, weekly, monthly, yearly",
             "a backup needs at least one place",
