@@ -37,6 +37,8 @@ declare -A pkg_for=(
   [busybox]=busybox-static
   # kubernetes.backup copies are read back by the real age CLI.
   [age]=age
+  # npm installs Azurite below (the Azure Blob backup tests).
+  [npm]=npm
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do
@@ -81,6 +83,16 @@ if ! command -v st >/dev/null 2>&1; then
   echo "installing: schemathesis"
   python3 -m pip install --quiet schemathesis ||
     python3 -m pip install --quiet --break-system-packages schemathesis
+fi
+
+# npm packages: Azurite (Microsoft's Azure Storage emulator) is the Azure
+# Blob place of the backup tests (tests/backup_places.rs); they find it in
+# this cache (tests/common/azurite.rs).
+azurite_dir="${XDG_CACHE_HOME:-$HOME/.cache}/medic-test/azurite"
+if [[ ! -x $azurite_dir/node_modules/.bin/azurite-blob ]]; then
+  echo "installing: azurite (npm, into $azurite_dir)"
+  mkdir -p "$azurite_dir"
+  npm install --prefix "$azurite_dir" --no-audit --no-fund --loglevel=error azurite >/dev/null
 fi
 
 

@@ -33,6 +33,22 @@ pub struct VerifyState {
     pub newest: Option<String>,
     /// Empty when the backup is fine.
     pub problems: Vec<String>,
+    /// Each place on its own (absent in files written before places).
+    #[serde(default)]
+    pub places: Vec<PlaceState>,
+}
+
+/// What the last verification found in one place of the backup job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlaceState {
+    /// The place's name in the backup job's config.
+    pub place: String,
+    /// `s3://bucket/prefix`, for humans.
+    pub storage: String,
+    /// The newest copy found there.
+    pub file: Option<String>,
+    pub ok: bool,
+    pub problem: Option<String>,
 }
 
 /// Where verify job `name` writes its state (and this check reads it).
@@ -119,11 +135,23 @@ impl Check for BackupCheck {
             Err(e) => return Outcome::Unknown(format!("{}: {e}", self.state.display())),
         };
         if !state.problems.is_empty() {
-            return Outcome::Failing(format!(
+            // Which places are still good, so the page says where to
+            // restore from.
+            let intact: Vec<&str> = state
+                .places
+                .iter()
+                .filter(|p| p.ok)
+                .map(|p| p.place.as_str())
+                .collect();
+            let mut why = format!(
                 "backup verification at {}: {}",
                 state.checked_at.format("%Y-%m-%d %H:%M UTC"),
                 state.problems.join("; ")
-            ));
+            );
+            if !intact.is_empty() {
+                why.push_str(&format!(" (intact in {})", intact.join(", ")));
+            }
+            return Outcome::Failing(why);
         }
         if let Some(t) = state.newest_taken_at {
             let age = Utc::now() - t;

@@ -549,6 +549,159 @@ impl Cx<'_> {
         self.y.out.push(d);
     }
 
+    /// A backup job's places (at least one, names unique, exactly one kind
+    /// each, each kind's own fields) and its retention (`retention` or
+    /// `keep`, not both).
+    fn validate_backup_storage(&mut self, root: &Node, at: &str, st: &super::BackupStorage<'_>) {
+        if st.directory.is_none() && st.s3.is_none() && st.places.is_empty() {
+            self.err(
+                root,
+                at,
+                "a backup needs at least one place: `directory`, `s3` or `places`",
+            );
+        }
+        if let Some(s3) = st.s3 {
+            self.validate_s3(root, &format!("{at}.s3"), s3);
+        }
+        // The old keys' places are named `directory` and `s3`.
+        let mut seen: Vec<String> = Vec::new();
+        if st.directory.is_some() {
+            seen.push("directory".into());
+        }
+        if st.s3.is_some() {
+            seen.push("s3".into());
+        }
+        for (i, p) in st.places.iter().enumerate() {
+            let pat = format!("{at}.places[{i}]");
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.err(
+                    root,
+                    &format!("{pat}.name"),
+                    format!(
+                        "{:?} is not a place name (letters, digits, - and _)",
+                        p.name
+                    ),
+                );
+            } else if seen.contains(&p.name) {
+                self.err(
+                    root,
+                    &format!("{pat}.name"),
+                    format!("the place name {:?} is used twice in this job", p.name),
+                );
+            }
+            seen.push(p.name.clone());
+            if p.kinds() != 1 {
+                self.err(
+                    root,
+                    &pat,
+                    "a place needs exactly one of `directory`, `s3`, `azure`",
+                );
+            }
+            if let Some(s3) = &p.s3 {
+                self.validate_s3(root, &format!("{pat}.s3"), s3);
+            }
+            if let Some(az) = &p.azure {
+                self.validate_azure(root, &format!("{pat}.azure"), az);
+            }
+        }
+        if let Some(k) = st.keep {
+            if st.retention.is_some() {
+                self.err(
+                    root,
+                    &format!("{at}.keep"),
+                    "use `keep` (tiers) or `retention`, not both",
+                );
+            }
+            if k.tiers().is_empty() {
+                self.err(
+                    root,
+                    &format!("{at}.keep"),
+                    "`keep` needs at least one tier: daily, weekly, monthly, yearly",
+                );
+            }
+            for (tier, d) in k.tiers() {
+                if d.get().is_zero() {
+                    self.err(
+                        root,
+                        &format!("{at}.keep.{tier}"),
+                        format!("{tier} must be longer than 0s"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn validate_s3(&mut self, root: &Node, at: &str, s3: &super::S3Config) {
+        if let Some(why) = Feature::Aws.missing_for("backup storage `s3`") {
+            self.err(root, at, why);
+        }
+        if s3.bucket.is_empty() {
+            self.err(
+                root,
+                &format!("{at}.bucket"),
+                "the bucket must not be empty",
+            );
+        }
+    }
+
+    /// Azure's naming rules (so a typo fails here, not at 02:00), one
+    /// credential, a usable endpoint.
+    fn validate_azure(&mut self, root: &Node, at: &str, az: &super::AzureConfig) {
+        let a = &az.account;
+        if !(3..=24).contains(&a.len())
+            || !a
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            self.err(
+                root,
+                &format!("{at}.account"),
+                format!("{a:?} is not a storage account name (3-24 lowercase letters and digits)"),
+            );
+        }
+        let c = &az.container;
+        if !(3..=63).contains(&c.len())
+            || !c
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+            || c.starts_with('-')
+            || c.ends_with('-')
+            || c.contains("--")
+        {
+            self.err(
+                root,
+                &format!("{at}.container"),
+                format!(
+                    "{c:?} is not a container name (3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit)"
+                ),
+            );
+        }
+        match (&az.key, &az.sas) {
+            (Some(_), Some(_)) => self.err(root, at, "use `key` or `sas`, not both"),
+            (None, None) => self.err(
+                root,
+                at,
+                "azure needs a credential: `key` (the account key) or `sas` (a SAS token)",
+            ),
+            _ => {}
+        }
+        if let Some(u) = &az.endpoint_url {
+            match reqwest::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.query().is_none() => {}
+                _ => self.err(
+                    root,
+                    &format!("{at}.endpoint_url"),
+                    format!("{u:?} is not an http(s) URL without a query"),
+                ),
+            }
+        }
+    }
+
     /// The intake bounds: each at least 1 and within what one process
     /// can hold (a bound that high is no bound).
     fn validate_alert_limits(&mut self, a: &super::AlertLimits, root: &Node) {
@@ -920,52 +1073,24 @@ impl Cx<'_> {
             if let Some(b) = &job.backup {
                 let at = format!("{at}.postgres.backup");
                 postgres_target(self, &format!("{at}.target"), &b.target);
-                if b.directory.is_none() && b.s3.is_none() {
-                    self.err(root, &at, "a backup needs `directory`, `s3` or both");
-                }
                 if b.compress > 9 {
                     self.err(root, &format!("{at}.compress"), "compress must be 0 to 9");
                 }
-                if b.s3.is_some()
-                    && let Some(why) = Feature::Aws.missing_for("backup storage `s3`")
-                {
-                    self.err(root, &format!("{at}.s3"), why);
-                }
-                if let Some(s3) = &b.s3
-                    && s3.bucket.is_empty()
-                {
-                    self.err(
-                        root,
-                        &format!("{at}.s3.bucket"),
-                        "the bucket must not be empty",
-                    );
+                if let Some(st) = job.backup_storage() {
+                    self.validate_backup_storage(root, &at, &st);
                 }
             }
             if let Some(r) = &job.redis_backup {
                 let at = format!("{at}.redis.backup");
                 redis_target(self, &format!("{at}.target"), &r.target);
-                if r.directory.is_none() && r.s3.is_none() {
-                    self.err(root, &at, "a backup needs `directory`, `s3` or both");
+                if let Some(st) = job.backup_storage() {
+                    self.validate_backup_storage(root, &at, &st);
                 }
                 if r.save_timeout.get().is_zero() {
                     self.err(
                         root,
                         &format!("{at}.save_timeout"),
                         "save_timeout must be longer than 0s",
-                    );
-                }
-                if r.s3.is_some()
-                    && let Some(why) = Feature::Aws.missing_for("backup storage `s3`")
-                {
-                    self.err(root, &format!("{at}.s3"), why);
-                }
-                if let Some(s3) = &r.s3
-                    && s3.bucket.is_empty()
-                {
-                    self.err(
-                        root,
-                        &format!("{at}.s3.bucket"),
-                        "the bucket must not be empty",
                     );
                 }
             }
@@ -994,8 +1119,8 @@ impl Cx<'_> {
                 if let Some(why) = Feature::Kubernetes.missing_for("job `kubernetes.backup`") {
                     self.err(root, &at, why);
                 }
-                if k.directory.is_none() && k.s3.is_none() {
-                    self.err(root, &at, "a backup needs `directory`, `s3` or both");
+                if let Some(st) = job.backup_storage() {
+                    self.validate_backup_storage(root, &at, &st);
                 }
                 if let Some(ns) = &k.namespace
                     && (ns.is_empty()
@@ -1029,11 +1154,6 @@ impl Cx<'_> {
                             );
                         }
                     }
-                }
-                if k.s3.is_some()
-                    && let Some(why) = Feature::Aws.missing_for("backup storage `s3`")
-                {
-                    self.err(root, &format!("{at}.s3"), why);
                 }
             }
             if let Some(v) = &job.verify {
@@ -1760,23 +1880,40 @@ fn find(root: &Node, path: &str, on_key: bool) -> Option<Pos> {
         })
         .collect::<Vec<_>>();
     let last = segments.len();
-    for (i, seg) in segments.into_iter().enumerate() {
-        match (seg, node) {
+    let mut i = 0;
+    while i < last {
+        match (&segments[i], node) {
             (Seg::Key(k), Node::Mapping(m)) => {
-                let Some((key, value)) = m.iter().find(|(key, _)| key.as_str() == k) else {
+                // A key with dots in it (`postgres.backup`) spans several
+                // segments: the longest run of them that is a key.
+                let mut found = None;
+                let mut joined = k.to_string();
+                for j in i..last {
+                    if j > i {
+                        let Seg::Key(next) = &segments[j] else { break };
+                        joined = format!("{joined}.{next}");
+                    }
+                    if let Some(kv) = m.iter().find(|(key, _)| key.as_str() == joined) {
+                        found = Some((kv, j));
+                        break;
+                    }
+                }
+                let Some(((key, value), j)) = found else {
                     break;
                 };
                 node = value;
-                at = if on_key && i + 1 == last {
+                at = if on_key && j + 1 == last {
                     key_pos(key)
                 } else {
                     yaml::pos(value)
                 };
+                i = j + 1;
             }
-            (Seg::Index(i), Node::Sequence(s)) => {
-                let Some(item) = s.get(i) else { break };
+            (Seg::Index(n), Node::Sequence(s)) => {
+                let Some(item) = s.get(*n) else { break };
                 node = item;
                 at = yaml::pos(item);
+                i += 1;
             }
             _ => break,
         }
@@ -1904,7 +2041,7 @@ drills:
             "jobs.both",
             "invalid cron expression \"0 2 * *\"",
             "target \"cache\" is a redis target; a postgres one is needed",
-            "a backup needs `directory`, `s3` or both",
+            "a backup needs at least one place: `directory`, `s3` or `places`",
             "unknown time zone \"Mars/Olympus\"",
             "unknown job \"nope\"",
             "unknown target \"cahce\" (did you mean \"cache\"?)",
@@ -1949,7 +2086,7 @@ drills:
         let all = errs.join("\n");
         for e in [
             "target \"db\" is a postgres target; a redis one is needed",
-            "a backup needs `directory`, `s3` or both",
+            "a backup needs at least one place: `directory`, `s3` or `places`",
             "save_timeout must be longer than 0s",
             "job \"ok\" is not a postgres.backup job",
         ] {
@@ -1974,6 +2111,91 @@ drills:
         let r = c.jobs["ok"].redis_backup.as_ref().unwrap();
         assert_eq!(r.save_timeout.get(), std::time::Duration::from_secs(600));
         assert_eq!(c.jobs["ok"].kind(), Some("redis.backup"));
+    }
+
+    #[test]
+    fn backup_places_and_keep_tiers_are_validated_where_they_are_written() {
+        let text = format!(
+            "{GOOD}jobs:
+  tiers:
+    schedule: '0 2 * * *'
+    postgres.backup:
+      target: db
+      directory: /var/backups
+      retention: 30d
+      keep: {{ daily: 0s }}
+      places:
+        - {{ name: directory, directory: /b }}
+        - name: az
+          azure: {{ account: Bad_Name, container: -x, key: {{ env: K }}, sas: {{ env: S }}, endpoint_url: 'ftp://x' }}
+        - {{ name: 'two kinds', directory: /c, s3: {{ bucket: '' }} }}
+        - {{ name: az, azure: {{ account: okaccount, container: backups }} }}
+  none:
+    schedule: '0 2 * * *'
+    redis.backup: {{ target: cache, keep: {{}} }}
+"
+        );
+        let errs = errors(&text, &[]);
+        let all = errs.join("\n");
+        for e in [
+            ":20:13: use `keep` (tiers) or `retention`, not both",
+            ":20:22: daily must be longer than 0s",
+            ":22:19: the place name \"directory\" is used twice in this job",
+            ":24:29: \"Bad_Name\" is not a storage account name",
+            ":24:50: \"-x\" is not a container name",
+            "use `key` or `sas`, not both",
+            "\"ftp://x\" is not an http(s) URL without a query",
+            "\"two kinds\" is not a place name",
+            "a place needs exactly one of `directory`, `s3`, `azure`",
+            "the bucket must not be empty",
+            ":26:19: the place name \"az\" is used twice in this job",
+            "azure needs a credential: `key` (the account key) or `sas` (a SAS token)",
+            "`keep` needs at least one tier: daily, weekly, monthly, yearly",
+            "a backup needs at least one place",
+        ] {
+            assert!(all.contains(e), "missing {e:?} in:\n{all}");
+        }
+        assert_eq!(errs.len(), 14, "{all}");
+
+        // The old keys and the new ones load side by side.
+        let good = format!(
+            "{GOOD}jobs:
+  old:
+    schedule: '0 2 * * *'
+    postgres.backup: {{ target: db, directory: backups, retention: 7d }}
+  new:
+    schedule: '0 2 * * *'
+    postgres.backup:
+      target: db
+      s3: {{ bucket: b }}
+      places:
+        - {{ name: azure-copy, azure: {{ account: acct1, container: backups, sas: {{ env: SAS }} }} }}
+        - {{ name: local, directory: /var/backups }}
+      keep: {{ daily: 30d, monthly: 1y }}
+"
+        );
+        let c = load_str("medic.yaml", &good).unwrap_or_else(|d| panic!("{d:?}"));
+        let old = c.jobs["old"].backup_storage().unwrap();
+        assert_eq!(
+            old.retention_policy(),
+            super::super::Retention::Within(Dur::secs(7 * 86_400))
+        );
+        let names: Vec<String> = old.places().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["directory"]);
+        let new = c.jobs["new"].backup_storage().unwrap();
+        let names: Vec<String> = new.places().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["s3", "azure-copy", "local"]);
+        assert_eq!(new.work_directory(), Some(PathBuf::from("/var/backups")));
+        let super::super::Retention::Tiers(k) = new.retention_policy() else {
+            panic!("tiers");
+        };
+        assert_eq!(
+            k.tiers(),
+            [
+                ("daily", Dur::secs(30 * 86_400)),
+                ("monthly", Dur::secs(31_557_600))
+            ]
+        );
     }
 
     #[test]

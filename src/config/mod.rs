@@ -1245,18 +1245,168 @@ impl JobConfig {
     }
 
     /// Where a backup job (`postgres.backup`, `redis.backup` or
-    /// `kubernetes.backup`) keeps its copies: (directory, s3, retention).
-    pub fn backup_storage(&self) -> Option<(Option<&PathBuf>, Option<&S3Config>, Dur)> {
+    /// `kubernetes.backup`) keeps its copies, and for how long.
+    pub fn backup_storage(&self) -> Option<BackupStorage<'_>> {
         if let Some(b) = &self.backup {
-            return Some((b.directory.as_ref(), b.s3.as_ref(), b.retention));
+            return Some(BackupStorage {
+                directory: b.directory.as_ref(),
+                s3: b.s3.as_ref(),
+                places: &b.places,
+                retention: b.retention,
+                keep: b.keep.as_ref(),
+            });
         }
         if let Some(k) = &self.kubernetes_backup {
-            return Some((k.directory.as_ref(), k.s3.as_ref(), k.retention));
+            return Some(BackupStorage {
+                directory: k.directory.as_ref(),
+                s3: k.s3.as_ref(),
+                places: &k.places,
+                retention: k.retention,
+                keep: k.keep.as_ref(),
+            });
         }
-        self.redis_backup
-            .as_ref()
-            .map(|r| (r.directory.as_ref(), r.s3.as_ref(), r.retention))
+        self.redis_backup.as_ref().map(|r| BackupStorage {
+            directory: r.directory.as_ref(),
+            s3: r.s3.as_ref(),
+            places: &r.places,
+            retention: r.retention,
+            keep: r.keep.as_ref(),
+        })
     }
+}
+
+/// The storage fields of a backup job (both kinds have the same ones).
+#[derive(Clone, Copy, Debug)]
+pub struct BackupStorage<'a> {
+    pub directory: Option<&'a PathBuf>,
+    pub s3: Option<&'a S3Config>,
+    pub places: &'a [PlaceConfig],
+    pub retention: Option<Dur>,
+    pub keep: Option<&'a KeepConfig>,
+}
+
+impl BackupStorage<'_> {
+    /// Every place, named: the old `directory` (named `directory`) and
+    /// `s3` (named `s3`) keys first, then `places` in order.
+    pub fn places(&self) -> Vec<PlaceConfig> {
+        let mut v = Vec::new();
+        if let Some(d) = self.directory {
+            v.push(PlaceConfig {
+                name: "directory".into(),
+                directory: Some(d.clone()),
+                s3: None,
+                azure: None,
+            });
+        }
+        if let Some(s3) = self.s3 {
+            v.push(PlaceConfig {
+                name: "s3".into(),
+                directory: None,
+                s3: Some(s3.clone()),
+                azure: None,
+            });
+        }
+        v.extend(self.places.iter().cloned());
+        v
+    }
+
+    /// The first local directory among the places: where a copy is
+    /// written first (and moved into), the others upload from it.
+    pub fn work_directory(&self) -> Option<PathBuf> {
+        self.places().into_iter().find_map(|p| p.directory)
+    }
+
+    /// What retention keeps: the tiers of `keep`, else everything younger
+    /// than `retention` (default 30d, the runbook).
+    pub fn retention_policy(&self) -> Retention {
+        match self.keep {
+            Some(k) => Retention::Tiers(k.clone()),
+            None => Retention::Within(self.retention.unwrap_or_else(default_retention)),
+        }
+    }
+}
+
+/// What a backup job's retention keeps (besides the newest good copy,
+/// which it always keeps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retention {
+    /// `retention: 30d`: every copy younger than this.
+    Within(Dur),
+    /// `keep: { daily: 30d, monthly: 1y }`: one copy per period.
+    Tiers(KeepConfig),
+}
+
+/// `keep:` retention tiers. Each keeps, for every period (UTC calendar
+/// day, ISO week, month, year) that has a copy younger than its duration,
+/// the newest such copy (the newest good one, if the period has one). A
+/// copy no tier keeps is deleted, except the newest good copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepConfig {
+    pub daily: Option<Dur>,
+    pub weekly: Option<Dur>,
+    pub monthly: Option<Dur>,
+    pub yearly: Option<Dur>,
+}
+
+impl KeepConfig {
+    /// The tiers set, by name.
+    pub fn tiers(&self) -> Vec<(&'static str, Dur)> {
+        [
+            ("daily", self.daily),
+            ("weekly", self.weekly),
+            ("monthly", self.monthly),
+            ("yearly", self.yearly),
+        ]
+        .into_iter()
+        .filter_map(|(n, d)| Some((n, d?)))
+        .collect()
+    }
+}
+
+/// One named place a backup job keeps copies in: exactly one of
+/// `directory`, `s3`, `azure`. `backup.verify` checks each place on its
+/// own and names the one at fault.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceConfig {
+    /// Unique within the job (`primary`, `azure-copy`); on every timeline
+    /// line and page about the place.
+    pub name: String,
+    pub directory: Option<PathBuf>,
+    pub s3: Option<S3Config>,
+    pub azure: Option<AzureConfig>,
+}
+
+impl PlaceConfig {
+    /// How many kinds are set (exactly one is valid).
+    pub fn kinds(&self) -> usize {
+        usize::from(self.directory.is_some())
+            + usize::from(self.s3.is_some())
+            + usize::from(self.azure.is_some())
+    }
+}
+
+/// An Azure Blob Storage container (or Azurite), signed with the account
+/// key (Shared Key) or a SAS token, each by secret reference.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// The storage account name.
+    pub account: String,
+    pub container: String,
+    /// Blob name prefix, e.g. `postgres/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// The account key (base64, as the portal shows it): Shared Key.
+    pub key: Option<SecretRef>,
+    /// A SAS token (`sv=...&sig=...`, with or without the leading `?`)
+    /// granting read, write, list and delete on the container.
+    pub sas: Option<SecretRef>,
+    /// Another endpoint than `https://ACCOUNT.blob.core.windows.net`:
+    /// Azurite's `http://127.0.0.1:10000/devstoreaccount1`, a private
+    /// endpoint, a sovereign cloud.
+    pub endpoint_url: Option<String>,
 }
 
 fn default_timezone() -> String {
@@ -1276,13 +1426,17 @@ pub struct BackupJobConfig {
     /// The directory holding `pg_dump`/`pg_restore`; default: the newest
     /// `/usr/lib/postgresql/*/bin`, else `PATH`.
     pub pg_bin: Option<PathBuf>,
-    /// Where copies go: a local directory, S3, or both (at least one).
+    /// Where copies go: `directory`, `s3` and/or the named `places`
+    /// (at least one place in all).
     pub directory: Option<PathBuf>,
     pub s3: Option<S3Config>,
+    #[serde(default)]
+    pub places: Vec<PlaceConfig>,
     /// Copies older than this are deleted, except the newest good one.
-    /// Default 30d (the runbook).
-    #[serde(default = "default_retention")]
-    pub retention: Dur,
+    /// Default 30d (the runbook). Not with `keep`.
+    pub retention: Option<Dur>,
+    /// Retention tiers instead of `retention`.
+    pub keep: Option<KeepConfig>,
     /// pg_dump's compression level (0-9). Default 6.
     #[serde(default = "default_compress")]
     pub compress: u8,
@@ -1297,13 +1451,17 @@ pub struct BackupJobConfig {
 pub struct RedisBackupJobConfig {
     /// The redis target (one server, not a cluster of members).
     pub target: String,
-    /// Where copies go: a local directory, S3, or both (at least one).
+    /// Where copies go: `directory`, `s3` and/or the named `places`
+    /// (at least one place in all).
     pub directory: Option<PathBuf>,
     pub s3: Option<S3Config>,
+    #[serde(default)]
+    pub places: Vec<PlaceConfig>,
     /// Copies older than this are deleted, except the newest good one.
-    /// Default 30d (the runbook).
-    #[serde(default = "default_retention")]
-    pub retention: Dur,
+    /// Default 30d (the runbook). Not with `keep`.
+    pub retention: Option<Dur>,
+    /// Retention tiers instead of `retention`.
+    pub keep: Option<KeepConfig>,
     /// Longest wait for the `BGSAVE` to finish (`LASTSAVE` to move).
     /// Default 10m; the job's own `timeout` still bounds the whole run.
     #[serde(default = "default_save_timeout")]
@@ -1331,13 +1489,17 @@ pub struct KubernetesBackupJobConfig {
     /// Encrypt the copy to these age recipients (Secrets are only backed
     /// up encrypted).
     pub encrypt: Option<AgeEncryption>,
-    /// Where copies go: a local directory, S3, or both (at least one).
+    /// Where copies go: `directory`, `s3` and/or the named `places`
+    /// (at least one place in all).
     pub directory: Option<PathBuf>,
     pub s3: Option<S3Config>,
+    #[serde(default)]
+    pub places: Vec<PlaceConfig>,
     /// Copies older than this are deleted, except the newest good one.
-    /// Default 30d (the runbook).
-    #[serde(default = "default_retention")]
-    pub retention: Dur,
+    /// Default 30d (the runbook). Not with `keep`.
+    pub retention: Option<Dur>,
+    /// Retention tiers instead of `retention`.
+    pub keep: Option<KeepConfig>,
 }
 
 /// age encryption of a backup copy: to whom, and (for `backup.verify` to

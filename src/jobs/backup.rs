@@ -1,20 +1,25 @@
 //! `postgres.backup`: `pg_dump --format=custom` (compressed), verified with
-//! `pg_restore --list` and checksummed before it counts, stored in a
-//! directory and/or S3 under a UTC-timestamped name, then retention.
+//! `pg_restore --list` and checksummed before it counts, stored in every
+//! place of the job (directories, S3, Azure Blob) under a UTC-timestamped
+//! name, then retention in each place.
 //!
-//! Retention deletes copies older than `retention`, but never the newest
-//! good one (a copy a succeeded run recorded), even when every copy is old:
-//! a backup job that has been failing for a month must not leave nothing.
+//! Retention ([`super::retention`]: `retention:` or `keep:` tiers) never
+//! deletes the newest good copy of a place (a copy a succeeded run
+//! recorded and `backup.verify` did not find broken there), even when
+//! every copy is old: a backup job that has been failing for a month must
+//! not leave nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use super::storage::{self, Storage, StoredCopy, copy_name};
+use super::storage::{self, Place, Storage, copy_name};
 use super::{JobContext, JobError, Report};
-use crate::config::{BackupJobConfig, Config, PostgresTarget, TargetConfig};
+use crate::config::{
+    BackupJobConfig, BackupStorage, Config, PostgresTarget, Retention, TargetConfig,
+};
 use crate::store::{JobOutcome, prelude::*};
 
 /// A built `postgres.backup` job.
@@ -22,10 +27,14 @@ pub struct BackupJob {
     name: String,
     target: PostgresTarget,
     bin: Option<PathBuf>,
-    /// The local directory, if any (also where the dump is written first).
+    /// The first local directory place, if any (where the dump is
+    /// written first).
     directory: Option<PathBuf>,
-    storages: Vec<Storage>,
-    retention: chrono::Duration,
+    places: Vec<Place>,
+    retention: Retention,
+    /// The `backup.verify` jobs of this job: what they found broken is not
+    /// a good copy to retention.
+    verifiers: Vec<String>,
     compress: u8,
 }
 
@@ -33,39 +42,55 @@ impl BackupJob {
     /// Builds job `name` from its config.
     pub fn build(name: &str, c: &BackupJobConfig, config: &Config) -> Result<Self, JobError> {
         let target = postgres_target(config, &c.target)?;
-        let directory = c.directory.as_ref().map(|d| config.resolve_path(d));
+        let st = storage_of(config, name)?;
         Ok(BackupJob {
             name: name.to_string(),
             target,
             bin: super::pg_bin(c.pg_bin.as_deref()),
-            storages: storages(config, c),
-            directory,
-            retention: chrono::Duration::from_std(c.retention.get())
-                .unwrap_or(chrono::Duration::MAX),
+            places: places_of(config, &st),
+            directory: st.work_directory().map(|d| config.resolve_path(&d)),
+            retention: st.retention_policy(),
+            verifiers: verifiers_of(config, name),
             compress: c.compress,
         })
     }
 }
 
-/// The storages of a backup job's config: the directory first.
-pub fn storages(config: &Config, c: &BackupJobConfig) -> Vec<Storage> {
-    storages_of(config, c.directory.as_ref(), c.s3.as_ref())
+/// The storage fields of backup job `name`.
+pub fn storage_of<'a>(config: &'a Config, name: &str) -> Result<BackupStorage<'a>, JobError> {
+    config
+        .jobs
+        .get(name)
+        .and_then(|j| j.backup_storage())
+        .ok_or_else(|| {
+            JobError::Invalid(format!(
+                "{name:?} is not a postgres.backup, redis.backup or kubernetes.backup job"
+            ))
+        })
 }
 
-/// The storages of a directory and/or bucket: the directory first.
-pub fn storages_of(
-    config: &Config,
-    directory: Option<&PathBuf>,
-    s3: Option<&crate::config::S3Config>,
-) -> Vec<Storage> {
-    let mut v = Vec::new();
-    if let Some(d) = directory {
-        v.push(Storage::Local(config.resolve_path(d)));
-    }
-    if let Some(s3) = s3 {
-        v.push(Storage::s3(s3.clone()));
-    }
-    v
+/// The places of a backup job, in config order (the old `directory` and
+/// `s3` keys first).
+pub fn places_of(config: &Config, st: &BackupStorage<'_>) -> Vec<Place> {
+    st.places()
+        .iter()
+        .filter_map(|p| Place::build(p, |d| config.resolve_path(d)))
+        .collect()
+}
+
+/// The `backup.verify` jobs that check backup job `name`.
+pub fn verifiers_of(config: &Config, name: &str) -> Vec<String> {
+    config
+        .jobs
+        .iter()
+        .filter(|(_, j)| j.verify.as_ref().is_some_and(|v| v.backup == name))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// The places of backup job `name`.
+pub fn places(config: &Config, name: &str) -> Result<Vec<Place>, JobError> {
+    Ok(places_of(config, &storage_of(config, name)?))
 }
 
 /// The PostgreSQL target `name` of the config.
@@ -210,10 +235,14 @@ impl super::Job for BackupJob {
         let mut report = self.dump(cx, &name).await;
         retain(
             cx,
-            &self.name,
-            &self.storages,
+            &Retain {
+                job: &self.name,
+                places: &self.places,
+                policy: &self.retention,
+                verifiers: &self.verifiers,
+            },
             &name,
-            taken_at - self.retention,
+            taken_at,
             &mut report,
         )
         .await;
@@ -285,7 +314,7 @@ impl BackupJob {
         .await;
         let stored = store_copy(
             cx,
-            &self.storages,
+            &self.places,
             self.directory.as_deref(),
             work,
             partial,
@@ -302,131 +331,210 @@ impl BackupJob {
     }
 }
 
-/// Retention after a run of backup job `job` that took copy `name`:
-/// deletes copies older than `cutoff` from every storage except the newest
-/// good one. It runs after failures too: a failing job must not fill the
-/// disk, nor may it delete the last good copy. What it deleted goes into
-/// `report.data.deleted`.
+/// What retention needs to know of a backup job.
+pub struct Retain<'a> {
+    pub job: &'a str,
+    pub places: &'a [Place],
+    pub policy: &'a Retention,
+    /// Its `backup.verify` jobs ([`verifiers_of`]).
+    pub verifiers: &'a [String],
+}
+
+/// Retention after a run of a backup job that took copy `name` at `now`
+/// (the job's clock): in every place, deletes what the policy does not
+/// keep, except the newest good copy of that place. It runs after
+/// failures too: a failing job must not fill the disk, nor may it delete
+/// the last good copy. What it deleted goes into `report.data.deleted`
+/// (names) and `report.data.retention` (per place: kept with why, deleted).
 pub async fn retain(
     cx: &JobContext,
-    job: &str,
-    storages: &[Storage],
+    r: &Retain<'_>,
     name: &str,
-    cutoff: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
     report: &mut Report,
 ) {
-    // Retention runs after failures too: a failing job must not fill
-    // the disk, nor may it delete the last good copy.
-    let good = match recorded_copies(&*cx.store, job).await {
-        Ok(m) => {
-            let mut s: BTreeSet<String> = m.into_keys().collect();
-            if report.outcome == JobOutcome::Succeeded {
-                s.insert(name.to_string());
-            }
-            Some(s)
-        }
+    let mut good: BTreeSet<String> = match recorded_copies(&*cx.store, r.job).await {
+        Ok(m) => m.into_keys().collect(),
         Err(e) => {
             cx.event("retention", format!("retention skipped: {e}"), Value::Null)
                 .await;
-            None
+            return;
         }
     };
-    if let Some(good) = good {
-        let mut deleted = Vec::new();
-        for st in storages {
-            match prune(st, job, &good, cutoff).await {
-                Ok(d) => {
-                    if !d.is_empty() {
-                        cx.event(
-                            "retention",
-                            format!(
-                                "deleted {} copies older than the retention from {}",
-                                d.len(),
-                                st.describe()
-                            ),
-                            json!({ "deleted": d }),
-                        )
-                        .await;
-                    }
-                    deleted.extend(d);
-                }
-                Err(e) => {
+    if report.outcome == JobOutcome::Succeeded {
+        good.insert(name.to_string());
+    }
+    let broken = match verified_broken(&*cx.store, r.verifiers).await {
+        Ok(b) => b,
+        Err(e) => {
+            cx.event("retention", format!("retention skipped: {e}"), Value::Null)
+                .await;
+            return;
+        }
+    };
+    let mut deleted = Vec::new();
+    let mut per_place = serde_json::Map::new();
+    for place in r.places {
+        let good_here: BTreeSet<String> = match broken.get(&place.name) {
+            Some(b) => good.difference(b).cloned().collect(),
+            None => good.clone(),
+        };
+        match prune(&place.storage, r.job, &good_here, r.policy, now).await {
+            Ok(d) => {
+                if !d.delete.is_empty() {
                     cx.event(
                         "retention",
-                        format!("retention on {}: {e}", st.describe()),
-                        Value::Null,
+                        format!(
+                            "deleted {} copies the retention does not keep from {}",
+                            d.delete.len(),
+                            place.describe()
+                        ),
+                        json!({ "place": place.name, "deleted": d.delete, "kept": d.keep }),
                     )
                     .await;
                 }
+                per_place.insert(
+                    place.name.clone(),
+                    json!({ "kept": d.keep, "deleted": d.delete }),
+                );
+                deleted.extend(d.delete);
+            }
+            Err(e) => {
+                cx.event(
+                    "retention",
+                    format!("retention on {}: {e}", place.describe()),
+                    Value::Null,
+                )
+                .await;
             }
         }
-        if let Value::Object(m) = &mut report.data {
-            m.insert("deleted".into(), json!(deleted));
-        }
+    }
+    if let Value::Object(m) = &mut report.data {
+        m.insert("deleted".into(), json!(deleted));
+        m.insert("retention".into(), Value::Object(per_place));
     }
 }
 
-/// Deletes `job`'s copies taken before `cutoff` from `st`, except the
-/// newest good one (the newest of all if none is known good). Returns the
-/// names deleted.
+/// Copies the newest run of each `backup.verify` job in `verifiers` found
+/// broken, by place name (`data.places[].ok == false`); a copy a newer
+/// run found intact again is not broken.
+pub async fn verified_broken(
+    store: &dyn Store,
+    verifiers: &[String],
+) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
+    let mut verdicts: BTreeMap<(String, String), bool> = BTreeMap::new();
+    for v in verifiers {
+        let runs = store
+            .job_runs(v, 1000)
+            .await
+            .map_err(|e| format!("store: {e}"))?;
+        // Newest first: the first verdict on a copy in a place wins.
+        for run in &runs {
+            let Some(places) = run.data.get("places").and_then(Value::as_array) else {
+                continue;
+            };
+            for p in places {
+                let (Some(place), Some(file), Some(ok)) = (
+                    p.get("place").and_then(Value::as_str),
+                    p.get("file").and_then(Value::as_str),
+                    p.get("ok").and_then(Value::as_bool),
+                ) else {
+                    continue;
+                };
+                verdicts
+                    .entry((place.to_string(), file.to_string()))
+                    .or_insert(ok);
+            }
+        }
+    }
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for ((place, file), ok) in verdicts {
+        if !ok {
+            out.entry(place).or_default().insert(file);
+        }
+    }
+    Ok(out)
+}
+
+/// Applies the retention policy to `job`'s copies in `st` at `now`:
+/// deletes what [`super::retention::decide`] does not keep. Returns the
+/// decision (what was kept and why, what was deleted).
 pub async fn prune(
     st: &Storage,
     job: &str,
     good: &BTreeSet<String>,
-    cutoff: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<String>, String> {
-    let copies: Vec<StoredCopy> = st.list(job).await?;
-    let keep = copies
-        .iter()
-        .rev()
-        .find(|c| good.contains(&c.name))
-        .or(copies.last())
-        .map(|c| c.name.clone());
-    let mut deleted = Vec::new();
-    for c in &copies {
-        if c.taken_at < cutoff && Some(&c.name) != keep.as_ref() {
-            st.delete(&c.name).await?;
-            deleted.push(c.name.clone());
-        }
+    policy: &Retention,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<super::retention::Decision, String> {
+    let copies = st.list(job).await?;
+    let d = super::retention::decide(&copies, good, policy, now);
+    for name in &d.delete {
+        st.delete(name).await?;
     }
-    Ok(deleted)
+    Ok(d)
 }
 
-/// Puts the verified copy `partial` (named `name`) in every storage of a
-/// backup job, each on the timeline: moved when the storage is the work
+/// Puts the verified copy `partial` (named `name`) in every place of a
+/// backup job, each on the timeline: moved when the place is the work
 /// directory itself, else uploaded from the directory's copy when there
-/// is one. Returns the storages it went to. Shared by every backup kind.
+/// is one. A place that fails does not stop the others (the copy still
+/// reaches every place that works); the run then fails naming each place
+/// that failed. Returns the places it went to. Shared by every backup kind.
 pub(crate) async fn store_copy(
     cx: &JobContext,
-    storages: &[Storage],
+    places: &[Place],
     directory: Option<&Path>,
     work: &Path,
     partial: &Path,
     name: &str,
 ) -> Result<Vec<String>, String> {
     let mut stored = Vec::new();
-    for st in storages {
-        match st {
-            Storage::Local(dir) if dir == work => {
-                tokio::fs::rename(partial, dir.join(name))
-                    .await
-                    .map_err(|e| format!("rename into {}: {e}", dir.display()))?;
-            }
-            _ => {
+    let mut failed = Vec::new();
+    // The work directory first: the others upload from its copy.
+    let mut order: Vec<&Place> = places.iter().collect();
+    order.sort_by_key(|p| !matches!(&p.storage, Storage::Local(d) if d == work));
+    for place in order {
+        let r = match &place.storage {
+            Storage::Local(dir) if dir == work => tokio::fs::rename(partial, dir.join(name))
+                .await
+                .map_err(|e| format!("rename into {}: {e}", dir.display())),
+            st => {
                 let from = match directory {
                     Some(d) if d.join(name).exists() => d.join(name),
                     _ => partial.to_path_buf(),
                 };
-                st.put(name, &from).await?;
+                st.put(name, &from).await
+            }
+        };
+        match r {
+            Ok(()) => {
+                cx.event(
+                    "store",
+                    format!("stored {name} in {}", place.describe()),
+                    json!({ "place": place.name }),
+                )
+                .await;
+                stored.push(place.describe());
+            }
+            Err(e) => {
+                cx.event(
+                    "store",
+                    format!("storing {name} in {} failed: {e}", place.describe()),
+                    json!({ "place": place.name, "error": e }),
+                )
+                .await;
+                failed.push(format!("{}: {e}", place.describe()));
             }
         }
-        cx.event(
-            "store",
-            format!("stored {name} in {}", st.describe()),
-            Value::Null,
-        )
-        .await;
-        stored.push(st.describe());
     }
-    Ok(stored)
+    if failed.is_empty() {
+        Ok(stored)
+    } else {
+        Err(format!(
+            "stored in {} of {} places; {}",
+            stored.len(),
+            places.len(),
+            failed.join("; ")
+        ))
+    }
 }

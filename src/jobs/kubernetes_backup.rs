@@ -30,10 +30,10 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::discovery::{Discovery, Scope, verbs};
 use serde_json::{Value, json};
 
-use super::backup::{retain, scratch_dir, storages_of, store_copy};
-use super::storage::{self, Storage, copy_name};
+use super::backup::{Retain, places_of, retain, scratch_dir, storage_of, store_copy, verifiers_of};
+use super::storage::{self, Place, copy_name};
 use super::{JobContext, JobError, Report};
-use crate::config::{AgeEncryption, Config, KubernetesBackupJobConfig, TargetConfig};
+use crate::config::{AgeEncryption, Config, KubernetesBackupJobConfig, Retention, TargetConfig};
 
 /// The first line of an ASCII-armored age file.
 pub const AGE_ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
@@ -58,9 +58,12 @@ pub struct KubernetesBackupJob {
     kubeconfig: Option<PathBuf>,
     exclude: Vec<String>,
     recipients: Option<Vec<age::x25519::Recipient>>,
+    /// The first local directory place, if any (the copy lands there
+    /// first).
     directory: Option<PathBuf>,
-    storages: Vec<Storage>,
-    retention: chrono::Duration,
+    places: Vec<Place>,
+    retention: Retention,
+    verifiers: Vec<String>,
 }
 
 /// The recipients of an `encrypt` block: inline and from its file.
@@ -119,16 +122,17 @@ impl KubernetesBackupJob {
             .map(|e| recipients(e, config))
             .transpose()
             .map_err(JobError::Invalid)?;
+        let st = storage_of(config, name)?;
         Ok(KubernetesBackupJob {
             name: name.to_string(),
             namespace: c.namespace.clone().unwrap_or_else(|| t.namespace.clone()),
             kubeconfig: t.kubeconfig.as_ref().map(|k| config.resolve_path(k)),
             exclude: c.exclude.clone(),
             recipients,
-            directory: c.directory.as_ref().map(|d| config.resolve_path(d)),
-            storages: storages_of(config, c.directory.as_ref(), c.s3.as_ref()),
-            retention: chrono::Duration::from_std(c.retention.get())
-                .unwrap_or(chrono::Duration::MAX),
+            directory: st.work_directory().map(|d| config.resolve_path(&d)),
+            places: places_of(config, &st),
+            retention: st.retention_policy(),
+            verifiers: verifiers_of(config, name),
         })
     }
 }
@@ -145,10 +149,14 @@ impl super::Job for KubernetesBackupJob {
         let mut report = self.backup(cx, &name).await;
         retain(
             cx,
-            &self.name,
-            &self.storages,
+            &Retain {
+                job: &self.name,
+                places: &self.places,
+                policy: &self.retention,
+                verifiers: &self.verifiers,
+            },
             &name,
-            taken_at - self.retention,
+            taken_at,
             &mut report,
         )
         .await;
@@ -250,7 +258,7 @@ impl KubernetesBackupJob {
         .await;
         let stored = store_copy(
             cx,
-            &self.storages,
+            &self.places,
             self.directory.as_deref(),
             work,
             partial,

@@ -1,19 +1,23 @@
 //! Scheduled disaster-recovery jobs: the runbook's backup procedures and
 //! restoration tests, run on cron schedules and recorded in the store.
 //!
-//! - [`backup`]: `postgres.backup`, `pg_dump` to a directory and/or S3,
-//!   verified, with retention.
-//! - [`verify`]: `backup.verify`, the newest copy exists, is younger than
-//!   the RPO and is intact; writes the state the `backup` check reads.
+//! - [`backup`]: `postgres.backup`, `pg_dump` to every place of the job
+//!   (directories, S3, Azure Blob), verified, with retention.
+//! - [`verify`]: `backup.verify`, the newest copy exists in each place, is
+//!   younger than the RPO and is intact; writes the state the `backup`
+//!   check reads, naming the place at fault.
 //! - [`restore`]: `postgres.restore-test`, restore into a scratch database,
 //!   integrity queries, measured restore time against the RTO.
 //! - [`redis_backup`]: `redis.backup`, `BGSAVE` and a copy of the RDB
-//!   file to a directory and/or S3, verified (magic, CRC64), with the same
+//!   file to every place of the job, verified (magic, CRC64), with the same
 //!   retention.
 //! - `kubernetes_backup`: `kubernetes.backup`, a namespace's manifests,
 //!   ConfigMaps and Secrets as one YAML stream, age-encrypted (with the
 //!   `kubernetes` feature).
-//! - [`storage`]: where copies live (local directory, S3).
+//! - [`storage`]: where copies live (named places: a local directory, S3,
+//!   Azure Blob).
+//! - [`retention`]: which copies a place keeps (`retention:` or `keep:`
+//!   tiers), on the job's clock.
 //! - [`schedule`]: cron expressions in a time zone.
 //!
 //! # Scheduling
@@ -42,6 +46,7 @@ pub mod backup;
 pub mod kubernetes_backup;
 pub mod redis_backup;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod verify;
 

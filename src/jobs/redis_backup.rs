@@ -1,7 +1,7 @@
 //! `redis.backup`: the runbook's Redis backup. `BGSAVE` on the target,
 //! wait until `LASTSAVE` moves past the value read before (bounded by
 //! `save_timeout`), then copy the RDB file the server names
-//! (`CONFIG GET dir` + `dbfilename`) to the job's directory and/or S3,
+//! (`CONFIG GET dir` + `dbfilename`) to every place of the job,
 //! verified ([`rdb::check`]: the `REDIS` magic and the trailing CRC64) and
 //! checksummed before it counts, with the same retention as
 //! `postgres.backup`.
@@ -17,11 +17,11 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::backup::{retain, scratch_dir, storages_of, store_copy};
-use super::storage::{self, Storage, copy_name};
+use super::backup::{Retain, places_of, retain, scratch_dir, storage_of, store_copy, verifiers_of};
+use super::storage::{self, Place, copy_name};
 use super::{JobContext, JobError, Report};
 use crate::check::redis::info_field;
-use crate::config::{Config, RedisBackupJobConfig, TargetConfig};
+use crate::config::{Config, RedisBackupJobConfig, Retention, TargetConfig};
 
 pub mod rdb;
 
@@ -31,9 +31,12 @@ pub struct RedisBackupJob {
     target: String,
     address: String,
     client: redis::Client,
+    /// The first local directory place, if any (the copy lands there
+    /// first).
     directory: Option<PathBuf>,
-    storages: Vec<Storage>,
-    retention: chrono::Duration,
+    places: Vec<Place>,
+    retention: Retention,
+    verifiers: Vec<String>,
     save_timeout: Duration,
 }
 
@@ -51,15 +54,16 @@ impl RedisBackupJob {
             None => return Err(JobError::Invalid(format!("unknown target {:?}", c.target))),
         };
         let client = crate::connect::redis(&c.target, t).map_err(JobError::Invalid)?;
+        let st = storage_of(config, name)?;
         Ok(RedisBackupJob {
             name: name.to_string(),
             target: c.target.clone(),
             address: t.address.clone(),
             client,
-            directory: c.directory.as_ref().map(|d| config.resolve_path(d)),
-            storages: storages_of(config, c.directory.as_ref(), c.s3.as_ref()),
-            retention: chrono::Duration::from_std(c.retention.get())
-                .unwrap_or(chrono::Duration::MAX),
+            directory: st.work_directory().map(|d| config.resolve_path(&d)),
+            places: places_of(config, &st),
+            retention: st.retention_policy(),
+            verifiers: verifiers_of(config, name),
             save_timeout: c.save_timeout.get(),
         })
     }
@@ -77,10 +81,14 @@ impl super::Job for RedisBackupJob {
         let mut report = self.backup(cx, &name).await;
         retain(
             cx,
-            &self.name,
-            &self.storages,
+            &Retain {
+                job: &self.name,
+                places: &self.places,
+                policy: &self.retention,
+                verifiers: &self.verifiers,
+            },
             &name,
-            taken_at - self.retention,
+            taken_at,
             &mut report,
         )
         .await;
@@ -157,7 +165,7 @@ impl RedisBackupJob {
         .await;
         let stored = store_copy(
             cx,
-            &self.storages,
+            &self.places,
             self.directory.as_deref(),
             work,
             partial,

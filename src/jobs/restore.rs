@@ -15,10 +15,9 @@ use serde_json::{Value, json};
 use tokio_postgres::{Client, NoTls};
 
 use super::backup::{
-    archive_entries, conn_args, postgres_target, recorded_copies, run_program, scratch_dir,
-    storages,
+    archive_entries, conn_args, places, postgres_target, recorded_copies, run_program, scratch_dir,
 };
-use super::storage::Storage;
+use super::storage::Place;
 use super::{JobContext, JobError, Report};
 use crate::config::{Config, PostgresTarget, RestoreTestJobConfig};
 
@@ -26,7 +25,7 @@ use crate::config::{Config, PostgresTarget, RestoreTestJobConfig};
 pub struct RestoreTestJob {
     backup: String,
     target: PostgresTarget,
-    storages: Vec<Storage>,
+    places: Vec<Place>,
     bin: Option<PathBuf>,
     rto: Duration,
     count: Vec<String>,
@@ -47,7 +46,7 @@ impl RestoreTestJob {
         Ok(RestoreTestJob {
             backup: r.backup.clone(),
             target,
-            storages: storages(config, b),
+            places: places(config, &r.backup)?,
             bin: super::pg_bin(b.pg_bin.as_deref()),
             rto: r.rto.get(),
             count: r.count.clone(),
@@ -184,30 +183,70 @@ impl RestoreTestJob {
             .await
             .map_err(fail)?;
         // The newest copy a succeeded backup run recorded, from the first
-        // storage holding it (the directory before S3).
+        // place holding it intact (config order): a copy missing or broken
+        // in one place is restored from the next.
         let mut found = None;
-        for st in &self.storages {
-            let copies = st.list(&self.backup).await.map_err(fail)?;
-            if let Some(c) = copies.iter().rev().find(|c| recorded.contains_key(&c.name)) {
-                found = Some((st, c.clone()));
-                break;
+        let mut passed = Vec::new();
+        for place in &self.places {
+            let copies = match place.storage.list(&self.backup).await {
+                Ok(c) => c,
+                Err(e) => {
+                    passed.push(format!("{}: {e}", place.describe()));
+                    continue;
+                }
+            };
+            let Some(c) = copies.iter().rev().find(|c| recorded.contains_key(&c.name)) else {
+                passed.push(format!("{}: no recorded copy", place.describe()));
+                continue;
+            };
+            if found
+                .as_ref()
+                .is_some_and(|(_, f): &(&Place, super::storage::StoredCopy)| {
+                    f.taken_at >= c.taken_at
+                })
+            {
+                continue;
             }
+            found = Some((place, c.clone()));
         }
-        let Some((st, copy)) = found else {
+        let Some((place, copy)) = found else {
             return Err(fail(format!(
-                "no good backup of {} to restore",
-                self.backup
+                "no good backup of {} to restore ({})",
+                self.backup,
+                passed.join("; ")
             )));
         };
         let started = tokio::time::Instant::now();
-        let path = st.fetch(&copy.name, work).await.map_err(fail)?;
-        let (sha, _) = super::storage::sha256_file(&path).await.map_err(fail)?;
-        if sha != recorded[&copy.name].0 {
-            return Err(fail(format!(
-                "{}: sha256 differs from the recorded one",
+        let mut path = None;
+        let mut from = String::new();
+        // The newest copy, from each place that holds it, until one is intact.
+        for p in std::iter::once(place).chain(self.places.iter().filter(|p| p.name != place.name)) {
+            let fetched = match p.storage.fetch(&copy.name, work).await {
+                Ok(f) => f,
+                Err(e) => {
+                    passed.push(format!("{}: {e}", p.describe()));
+                    continue;
+                }
+            };
+            let (sha, _) = super::storage::sha256_file(&fetched).await.map_err(fail)?;
+            if sha == recorded[&copy.name].0 {
+                path = Some(fetched);
+                from = p.describe();
+                break;
+            }
+            passed.push(format!(
+                "{}: {}: sha256 differs from the recorded one",
+                p.describe(),
                 copy.name
-            )));
+            ));
         }
+        let Some(path) = path else {
+            return Err(fail(format!(
+                "no intact copy of {} in any place: {}",
+                copy.name,
+                passed.join("; ")
+            )));
+        };
         archive_entries(self.bin.as_deref(), &path)
             .await
             .map_err(fail)?;
@@ -217,11 +256,7 @@ impl RestoreTestJob {
             .map_err(|e| fail(format!("create {scratch_db}: {}", pg_err(&e))))?;
         cx.event(
             "restore",
-            format!(
-                "restoring {} from {} into {scratch_db}",
-                copy.name,
-                st.describe()
-            ),
+            format!("restoring {} from {} into {scratch_db}", copy.name, from),
             json!({ "file": copy.name, "database": scratch_db }),
         )
         .await;

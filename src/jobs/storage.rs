@@ -1,13 +1,14 @@
-//! Where backup copies live: a local directory and/or an S3-compatible
-//! bucket. Copies are named `JOB-YYYYMMDDTHHMMSSZ.dump` (UTC), so names
+//! Where backup copies live: named places, each a local directory, an
+//! S3-compatible bucket or an Azure Blob container. Copies are named `JOB-YYYYMMDDTHHMMSSZ.dump` (UTC), so names
 //! sort by time and say when they were taken.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::config::S3Config;
+use crate::config::{AzureConfig, PlaceConfig, S3Config};
 
+pub mod azure;
 mod s3;
 
 /// The timestamp format in copy names: milliseconds, so two runs in one
@@ -43,10 +44,41 @@ pub struct StoredCopy {
     pub size: u64,
 }
 
-/// One place copies are kept.
+/// One kind of place copies are kept in.
 pub enum Storage {
     Local(PathBuf),
     S3(s3::Bucket),
+    Azure(azure::Container),
+}
+
+/// A named place of a backup job: what verify and retention report on.
+#[derive(Debug)]
+pub struct Place {
+    pub name: String,
+    pub storage: Storage,
+}
+
+impl Place {
+    /// The place of a config entry; a relative directory is resolved
+    /// against `base` (`Config::resolve_path`).
+    pub fn build(p: &PlaceConfig, resolve: impl Fn(&Path) -> PathBuf) -> Option<Place> {
+        let storage = if let Some(d) = &p.directory {
+            Storage::Local(resolve(d))
+        } else if let Some(s3) = &p.s3 {
+            Storage::s3(s3.clone())
+        } else {
+            Storage::azure(p.azure.clone()?)
+        };
+        Some(Place {
+            name: p.name.clone(),
+            storage,
+        })
+    }
+
+    /// `azure (azure://account/container/prefix)`, for humans.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.name, self.storage.describe())
+    }
 }
 
 impl std::fmt::Debug for Storage {
@@ -61,11 +93,18 @@ impl Storage {
         Storage::S3(s3::Bucket::new(config))
     }
 
-    /// `directory /x` or `s3://bucket/prefix`, for humans.
+    /// An Azure Blob container (the credential is read on first use).
+    pub fn azure(config: AzureConfig) -> Self {
+        Storage::Azure(azure::Container::new(config))
+    }
+
+    /// `directory /x`, `s3://bucket/prefix` or
+    /// `azure://account/container/prefix`, for humans.
     pub fn describe(&self) -> String {
         match self {
             Storage::Local(d) => format!("directory {}", d.display()),
             Storage::S3(b) => b.describe(),
+            Storage::Azure(c) => c.describe(),
         }
     }
 
@@ -82,6 +121,7 @@ impl Storage {
                 Ok(())
             }
             Storage::S3(b) => b.put(name, from).await,
+            Storage::Azure(c) => c.put(name, from).await,
         }
     }
 
@@ -112,17 +152,19 @@ impl Storage {
                 }
             }
             Storage::S3(b) => b.list(job, &mut out).await?,
+            Storage::Azure(c) => c.list(job, &mut out).await?,
         }
         out.sort_by(|a, b| (a.taken_at, &a.name).cmp(&(b.taken_at, &b.name)));
         Ok(out)
     }
 
     /// A local path holding copy `name`: the file itself for a directory,
-    /// a download into `scratch` for S3.
+    /// a download into `scratch` for S3 and Azure.
     pub async fn fetch(&self, name: &str, scratch: &Path) -> Result<PathBuf, String> {
         match self {
             Storage::Local(dir) => Ok(dir.join(name)),
             Storage::S3(b) => b.fetch(name, scratch).await,
+            Storage::Azure(c) => c.fetch(name, scratch).await,
         }
     }
 
@@ -133,6 +175,7 @@ impl Storage {
                 .await
                 .map_err(|e| format!("delete {name}: {e}")),
             Storage::S3(b) => b.delete(name).await,
+            Storage::Azure(c) => c.delete(name).await,
         }
     }
 }

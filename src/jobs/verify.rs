@@ -1,6 +1,7 @@
 //! `backup.verify`: the newest copy of a backup job exists in every place
-//! it is stored, is younger than the RPO, has the size and sha256 its
-//! backup run recorded, and is readable: `pg_restore --list` reads a
+//! it is stored (each place checked on its own and named: a copy missing
+//! or broken in one place fails that place only), is younger than the
+//! RPO, has the size and sha256 its backup run recorded, and is readable: `pg_restore --list` reads a
 //! PostgreSQL dump; a Redis copy (`redis.backup`) starts with the `REDIS`
 //! magic and its trailing CRC64 matches ([`super::redis_backup::rdb`]).
 //!
@@ -15,10 +16,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::backup::{archive_entries, recorded_copies, scratch_dir, storages_of};
-use super::storage::Storage;
+use super::backup::{archive_entries, places, recorded_copies, scratch_dir};
+use super::storage::Place;
 use super::{JobContext, JobError, Report};
-use crate::check::backup::{VerifyState, human, state_path};
+use crate::check::backup::{PlaceState, VerifyState, human, state_path};
 use crate::config::{Config, VerifyJobConfig};
 
 /// A built `backup.verify` job.
@@ -26,7 +27,7 @@ pub struct VerifyJob {
     name: String,
     backup: String,
     rpo: chrono::Duration,
-    storages: Vec<Storage>,
+    places: Vec<Place>,
     bin: Option<PathBuf>,
     /// The backup job is a `redis.backup` (RDB files), not pg_dump's.
     redis: bool,
@@ -40,12 +41,7 @@ impl VerifyJob {
     /// Builds job `name` from its config.
     pub fn build(name: &str, v: &VerifyJobConfig, config: &Config) -> Result<Self, JobError> {
         let j = config.jobs.get(&v.backup);
-        let (directory, s3, _) = j.and_then(|j| j.backup_storage()).ok_or_else(|| {
-            JobError::Invalid(format!(
-                "{:?} is not a postgres.backup or redis.backup job",
-                v.backup
-            ))
-        })?;
+        let places = places(config, &v.backup)?;
         let pg_bin = j
             .and_then(|j| j.backup.as_ref())
             .and_then(|b| b.pg_bin.as_deref());
@@ -53,7 +49,7 @@ impl VerifyJob {
             name: name.to_string(),
             backup: v.backup.clone(),
             rpo: chrono::Duration::from_std(v.rpo.get()).unwrap_or(chrono::Duration::MAX),
-            storages: storages_of(config, directory, s3),
+            places,
             bin: super::pg_bin(pg_bin),
             redis: j.is_some_and(|j| j.redis_backup.is_some()),
             kubernetes: j
@@ -83,50 +79,30 @@ impl super::Job for VerifyJob {
             Err(e) => return Report::failed(e, json!({})),
         };
         let mut checked = Vec::new();
-        for st in &self.storages {
-            let copies = match st.list(&self.backup).await {
-                Ok(c) => c,
-                Err(e) => {
-                    problems.push(format!("{}: {e}", st.describe()));
-                    continue;
+        let mut place_states = Vec::new();
+        for place in &self.places {
+            let (file, problem) = self
+                .check_place(cx, place, now, &recorded, &scratch, &mut checked)
+                .await;
+            if let Some(f) = &file {
+                // The newest copy of any place (ties: the first place's).
+                let t = super::storage::copy_time(&self.backup, f);
+                if let Some(t) = t
+                    && newest_overall.as_ref().is_none_or(|(n, _)| t > *n)
+                {
+                    newest_overall = Some((t, f.clone()));
                 }
-            };
-            let Some(newest) = copies.last() else {
-                problems.push(format!("no backup of {} in {}", self.backup, st.describe()));
-                continue;
-            };
-            if newest_overall
-                .as_ref()
-                .is_none_or(|(t, _)| newest.taken_at > *t)
-            {
-                newest_overall = Some((newest.taken_at, newest.name.clone()));
             }
-            let age = now - newest.taken_at;
-            if age > self.rpo {
-                problems.push(format!(
-                    "the newest backup {} in {} is {} old, older than the RPO {}",
-                    newest.name,
-                    st.describe(),
-                    human(age),
-                    human(self.rpo)
-                ));
+            if let Some(p) = &problem {
+                problems.push(p.clone());
             }
-            match self.intact(st, &newest.name, &recorded, &scratch).await {
-                Ok((what, detail)) => {
-                    cx.event(
-                        "verify",
-                        format!("{} in {} is intact ({what})", newest.name, st.describe()),
-                        json!({ "file": newest.name, "detail": detail }),
-                    )
-                    .await;
-                    let mut c = json!({ "storage": st.describe(), "file": newest.name });
-                    if let (Some(m), Some(d)) = (c.as_object_mut(), detail.as_object()) {
-                        m.extend(d.clone());
-                    }
-                    checked.push(c);
-                }
-                Err(e) => problems.push(format!("{} in {}: {e}", newest.name, st.describe())),
-            }
+            place_states.push(PlaceState {
+                place: place.name.clone(),
+                storage: place.storage.describe(),
+                file,
+                ok: problem.is_none(),
+                problem,
+            });
         }
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         let state = VerifyState {
@@ -137,6 +113,7 @@ impl super::Job for VerifyJob {
             newest_taken_at: newest_overall.as_ref().map(|(t, _)| *t),
             newest: newest_overall.map(|(_, n)| n),
             problems: problems.clone(),
+            places: place_states.clone(),
         };
         if let Err(e) = state.write(&self.state).await {
             problems.push(e);
@@ -144,7 +121,12 @@ impl super::Job for VerifyJob {
         for p in &problems {
             cx.event("problem", p.clone(), json!({})).await;
         }
-        let data = json!({ "checked": checked, "problems": problems, "state": self.state.display().to_string() });
+        let data = json!({
+            "checked": checked,
+            "problems": problems,
+            "places": place_states,
+            "state": self.state.display().to_string(),
+        });
         if problems.is_empty() {
             Report::ok(
                 format!(
@@ -154,17 +136,96 @@ impl super::Job for VerifyJob {
                 data,
             )
         } else {
-            Report::failed(problems.join("; "), data)
+            let intact: Vec<&str> = place_states
+                .iter()
+                .filter(|p| p.ok)
+                .map(|p| p.place.as_str())
+                .collect();
+            let mut summary = problems.join("; ");
+            if !intact.is_empty() {
+                summary.push_str(&format!(" (intact in {})", intact.join(", ")));
+            }
+            Report::failed(summary, data)
         }
     }
 }
 
 impl VerifyJob {
+    /// One place: its newest copy is there, fresh and intact. Returns the
+    /// newest copy's name (if any) and the place's problem (if any); what
+    /// was found intact goes into `checked` and on the timeline.
+    async fn check_place(
+        &self,
+        cx: &JobContext,
+        place: &Place,
+        now: DateTime<Utc>,
+        recorded: &std::collections::BTreeMap<String, (String, u64)>,
+        scratch: &Path,
+        checked: &mut Vec<serde_json::Value>,
+    ) -> (Option<String>, Option<String>) {
+        let copies = match place.storage.list(&self.backup).await {
+            Ok(c) => c,
+            Err(e) => return (None, Some(format!("{}: {e}", place.describe()))),
+        };
+        let Some(newest) = copies.last() else {
+            return (
+                None,
+                Some(format!(
+                    "no backup of {} in {}",
+                    self.backup,
+                    place.describe()
+                )),
+            );
+        };
+        let file = Some(newest.name.clone());
+        let age = now - newest.taken_at;
+        let mut problem = Vec::new();
+        if age > self.rpo {
+            problem.push(format!(
+                "the newest backup {} in {} is {} old, older than the RPO {}",
+                newest.name,
+                place.describe(),
+                human(age),
+                human(self.rpo)
+            ));
+        }
+        // Each place's own scratch: a download never meets another's.
+        let here = scratch.join(&place.name);
+        if let Err(e) = tokio::fs::create_dir_all(&here).await {
+            problem.push(format!("create {}: {e}", here.display()));
+            return (file, Some(problem.join("; ")));
+        }
+        match self
+            .intact(&place.storage, &newest.name, recorded, &here)
+            .await
+        {
+            Ok((what, detail)) => {
+                cx.event(
+                    "verify",
+                    format!("{} in {} is intact ({what})", newest.name, place.describe()),
+                    json!({ "place": place.name, "file": newest.name, "detail": detail }),
+                )
+                .await;
+                let mut c = json!({
+                    "place": place.name,
+                    "storage": place.storage.describe(),
+                    "file": newest.name,
+                });
+                if let (Some(m), Some(d)) = (c.as_object_mut(), detail.as_object()) {
+                    m.extend(d.clone());
+                }
+                checked.push(c);
+            }
+            Err(e) => problem.push(format!("{} in {}: {e}", newest.name, place.describe())),
+        }
+        (file, (!problem.is_empty()).then(|| problem.join("; ")))
+    }
+
     /// Size and sha256 as recorded, and readable (pg_restore, or the RDB
     /// magic and CRC64): what was found, for humans and as data.
     async fn intact(
         &self,
-        st: &Storage,
+        st: &super::storage::Storage,
         name: &str,
         recorded: &std::collections::BTreeMap<String, (String, u64)>,
         scratch: &Path,

@@ -3,6 +3,7 @@
 //! killed *and waited on* (no zombies) when the test ends.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod browser;
 pub mod docker;
 pub mod fake_kube;
