@@ -1888,9 +1888,9 @@ fn find(root: &Node, path: &str, on_key: bool) -> Option<Pos> {
                 // segments: the longest run of them that is a key.
                 let mut found = None;
                 let mut joined = k.to_string();
-                for j in i..last {
+                for (j, seg) in segments.iter().enumerate().take(last).skip(i) {
                     if j > i {
-                        let Seg::Key(next) = &segments[j] else { break };
+                        let Seg::Key(next) = seg else { break };
                         joined = format!("{joined}.{next}");
                     }
                     if let Some(kv) = m.iter().find(|(key, _)| key.as_str() == joined) {

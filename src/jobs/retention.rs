@@ -190,7 +190,7 @@ mod tests {
             now,
         );
         assert_eq!(kept(&d), [earlier.name.clone(), morning.name.clone()]);
-        assert_eq!(d.delete, [evening.name.clone()]);
+        assert_eq!(d.delete, std::slice::from_ref(&evening.name));
         assert_eq!(d.keep[0].1, "daily 2026-03-30");
     }
 
