@@ -241,6 +241,8 @@ fn shipped_config_is_safe_anywhere() {
     for (name, t) in &c.targets {
         match t {
             TargetConfig::Kubernetes(_) => {}
+            // The Docker Engine on medic's own host, by its unix socket.
+            TargetConfig::Docker(d) => assert!(d.socket.starts_with('/'), "{name}: {}", d.socket),
             // A cluster has no address; its members are checked here.
             TargetConfig::Postgres(p) if p.is_cluster() => {}
             TargetConfig::Route53(r) => assert_eq!(
