@@ -24,17 +24,9 @@ use crate::store::{JobOutcome, prelude::*};
 
 /// A built `postgres.backup` job.
 pub struct BackupJob {
-    name: String,
     target: PostgresTarget,
     bin: Option<PathBuf>,
-    /// The first local directory place, if any (where the dump is
-    /// written first).
-    directory: Option<PathBuf>,
-    places: Vec<Place>,
-    retention: Retention,
-    /// The `backup.verify` jobs of this job: what they found broken is not
-    /// a good copy to retention.
-    verifiers: Vec<String>,
+    copies: Copies,
     compress: u8,
 }
 
@@ -42,17 +34,121 @@ impl BackupJob {
     /// Builds job `name` from its config.
     pub fn build(name: &str, c: &BackupJobConfig, config: &Config) -> Result<Self, JobError> {
         let target = postgres_target(config, &c.target)?;
-        let st = storage_of(config, name)?;
         Ok(BackupJob {
-            name: name.to_string(),
             target,
             bin: super::pg_bin(c.pg_bin.as_deref()),
-            places: places_of(config, &st),
-            directory: st.work_directory().map(|d| config.resolve_path(&d)),
-            retention: st.retention_policy(),
-            verifiers: verifiers_of(config, name),
+            copies: Copies::of(config, name)?,
             compress: c.compress,
         })
+    }
+}
+
+/// What every backup job (`postgres.backup`, `redis.backup`,
+/// `kubernetes.backup`) shares: where its copies go and how long they
+/// stay, and one run's frame around the kind's own work (a work
+/// directory, the partial file, storing, retention).
+pub struct Copies {
+    /// The backup job's name (copies are `JOB-TIMESTAMP.dump`).
+    pub job: String,
+    /// The first local directory place, if any (where the copy is written
+    /// first).
+    pub directory: Option<PathBuf>,
+    pub places: Vec<Place>,
+    pub retention: Retention,
+    /// The `backup.verify` jobs of this job: what they found broken is not
+    /// a good copy to retention.
+    pub verifiers: Vec<String>,
+}
+
+/// What a kind's work produced: the run's summary and data.
+pub type Taken = Result<(String, Value), String>;
+
+impl Copies {
+    /// Backup job `name`'s places and retention.
+    pub fn of(config: &Config, name: &str) -> Result<Self, JobError> {
+        let st = storage_of(config, name)?;
+        Ok(Copies {
+            job: name.to_string(),
+            directory: st.work_directory().map(|d| config.resolve_path(&d)),
+            places: places_of(config, &st),
+            retention: st.retention_policy(),
+            verifiers: verifiers_of(config, name),
+        })
+    }
+
+    /// One run: `take(name, partial, work)` writes the copy to `partial`
+    /// in the work directory (a scratch `scratch` directory when the job
+    /// has no local place) and stores it with [`Copies::store`]; the
+    /// partial file and a scratch directory are removed after, then
+    /// retention runs (after failures too).
+    pub async fn run<F, Fut>(&self, cx: &JobContext, scratch: &str, take: F) -> Report
+    where
+        F: FnOnce(String, PathBuf, PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Taken>,
+    {
+        let taken_at = cx.clock.now();
+        let name = copy_name(&self.job, taken_at);
+        let mut report = self.take(&name, scratch, take).await;
+        retain(
+            cx,
+            &Retain {
+                job: &self.job,
+                places: &self.places,
+                policy: &self.retention,
+                verifiers: &self.verifiers,
+            },
+            &name,
+            taken_at,
+            &mut report,
+        )
+        .await;
+        report
+    }
+
+    async fn take<F, Fut>(&self, name: &str, scratch: &str, take: F) -> Report
+    where
+        F: FnOnce(String, PathBuf, PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Taken>,
+    {
+        let work = match &self.directory {
+            Some(d) => match tokio::fs::create_dir_all(d).await {
+                Ok(()) => d.clone(),
+                Err(e) => return Report::failed(format!("create {}: {e}", d.display()), json!({})),
+            },
+            None => match scratch_dir(scratch) {
+                Ok(d) => d,
+                Err(e) => return Report::failed(e, json!({})),
+            },
+        };
+        let partial = work.join(format!(".{name}.partial"));
+        let r = take(name.to_string(), partial.clone(), work.clone()).await;
+        let _ = tokio::fs::remove_file(&partial).await;
+        if self.directory.is_none() {
+            let _ = tokio::fs::remove_dir_all(&work).await;
+        }
+        match r {
+            Ok((summary, data)) => Report::ok(summary, data),
+            Err(e) => Report::failed(e, json!({ "file": name })),
+        }
+    }
+
+    /// Stores the verified copy at `partial` as `name` in every place.
+    pub async fn store(
+        &self,
+        cx: &JobContext,
+        work: &Path,
+        partial: &Path,
+        name: &str,
+    ) -> Result<Vec<String>, String> {
+        store_copy(
+            cx,
+            &self.places,
+            self.directory.as_deref(),
+            work,
+            partial,
+            name,
+        )
+        .await
     }
 }
 
@@ -230,57 +326,20 @@ impl super::Job for BackupJob {
     }
 
     async fn run(&self, cx: &JobContext) -> Report {
-        let taken_at = cx.clock.now();
-        let name = copy_name(&self.name, taken_at);
-        let mut report = self.dump(cx, &name).await;
-        retain(
-            cx,
-            &Retain {
-                job: &self.name,
-                places: &self.places,
-                policy: &self.retention,
-                verifiers: &self.verifiers,
-            },
-            &name,
-            taken_at,
-            &mut report,
-        )
-        .await;
-        report
+        self.copies
+            .run(cx, "backup", |name, partial, work| async move {
+                let data = self.dump_into(cx, &name, &partial, &work).await?;
+                let summary = format!(
+                    "backup {name} taken, verified and stored ({} bytes)",
+                    data["size"]
+                );
+                Ok((summary, data))
+            })
+            .await
     }
 }
 
 impl BackupJob {
-    /// Dump, verify, checksum, store.
-    async fn dump(&self, cx: &JobContext, name: &str) -> Report {
-        let work = match &self.directory {
-            Some(d) => match tokio::fs::create_dir_all(d).await {
-                Ok(()) => d.clone(),
-                Err(e) => return Report::failed(format!("create {}: {e}", d.display()), json!({})),
-            },
-            None => match scratch_dir("backup") {
-                Ok(d) => d,
-                Err(e) => return Report::failed(e, json!({})),
-            },
-        };
-        let partial = work.join(format!(".{name}.partial"));
-        let r = self.dump_into(cx, name, &partial, &work).await;
-        let _ = tokio::fs::remove_file(&partial).await;
-        if self.directory.is_none() {
-            let _ = tokio::fs::remove_dir_all(&work).await;
-        }
-        match r {
-            Ok(data) => Report::ok(
-                format!(
-                    "backup {name} taken, verified and stored ({} bytes)",
-                    data["size"]
-                ),
-                data,
-            ),
-            Err(e) => Report::failed(e, json!({ "file": name })),
-        }
-    }
-
     async fn dump_into(
         &self,
         cx: &JobContext,
@@ -312,15 +371,7 @@ impl BackupJob {
             json!({ "entries": entries, "sha256": sha256, "size": size }),
         )
         .await;
-        let stored = store_copy(
-            cx,
-            &self.places,
-            self.directory.as_deref(),
-            work,
-            partial,
-            name,
-        )
-        .await?;
+        let stored = self.copies.store(cx, work, partial, name).await?;
         Ok(json!({
             "file": name,
             "sha256": sha256,

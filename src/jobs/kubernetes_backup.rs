@@ -30,10 +30,10 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::discovery::{Discovery, Scope, verbs};
 use serde_json::{Value, json};
 
-use super::backup::{Retain, places_of, retain, scratch_dir, storage_of, store_copy, verifiers_of};
-use super::storage::{self, Place, copy_name};
+use super::backup::Copies;
+use super::storage;
 use super::{JobContext, JobError, Report};
-use crate::config::{AgeEncryption, Config, KubernetesBackupJobConfig, Retention, TargetConfig};
+use crate::config::{AgeEncryption, Config, KubernetesBackupJobConfig, TargetConfig};
 
 /// The first line of an ASCII-armored age file.
 pub const AGE_ARMOR_BEGIN: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
@@ -53,17 +53,11 @@ const CLUSTER_WRITTEN: &[&str] = &[
 
 /// A built `kubernetes.backup` job.
 pub struct KubernetesBackupJob {
-    name: String,
     namespace: String,
     kubeconfig: Option<PathBuf>,
     exclude: Vec<String>,
     recipients: Option<Vec<age::x25519::Recipient>>,
-    /// The first local directory place, if any (the copy lands there
-    /// first).
-    directory: Option<PathBuf>,
-    places: Vec<Place>,
-    retention: Retention,
-    verifiers: Vec<String>,
+    copies: Copies,
 }
 
 /// The recipients of an `encrypt` block: inline and from its file.
@@ -122,17 +116,12 @@ impl KubernetesBackupJob {
             .map(|e| recipients(e, config))
             .transpose()
             .map_err(JobError::Invalid)?;
-        let st = storage_of(config, name)?;
         Ok(KubernetesBackupJob {
-            name: name.to_string(),
             namespace: c.namespace.clone().unwrap_or_else(|| t.namespace.clone()),
             kubeconfig: t.kubeconfig.as_ref().map(|k| config.resolve_path(k)),
             exclude: c.exclude.clone(),
             recipients,
-            directory: st.work_directory().map(|d| config.resolve_path(&d)),
-            places: places_of(config, &st),
-            retention: st.retention_policy(),
-            verifiers: verifiers_of(config, name),
+            copies: Copies::of(config, name)?,
         })
     }
 }
@@ -144,23 +133,19 @@ impl super::Job for KubernetesBackupJob {
     }
 
     async fn run(&self, cx: &JobContext) -> Report {
-        let taken_at = cx.clock.now();
-        let name = copy_name(&self.name, taken_at);
-        let mut report = self.backup(cx, &name).await;
-        retain(
-            cx,
-            &Retain {
-                job: &self.name,
-                places: &self.places,
-                policy: &self.retention,
-                verifiers: &self.verifiers,
-            },
-            &name,
-            taken_at,
-            &mut report,
-        )
-        .await;
-        report
+        self.copies
+            .run(cx, "kubernetes-backup", |name, partial, work| async move {
+                let data = self.backup_into(cx, &name, &partial, &work).await?;
+                let summary = format!(
+                    "kubernetes backup {name} of namespace {} taken, verified and stored ({} objects, {} bytes{})",
+                    self.namespace,
+                    data["objects"],
+                    data["size"],
+                    if self.recipients.is_some() { ", encrypted" } else { "" }
+                );
+                Ok((summary, data))
+            })
+            .await
     }
 }
 
@@ -181,42 +166,6 @@ struct Export {
 }
 
 impl KubernetesBackupJob {
-    async fn backup(&self, cx: &JobContext, name: &str) -> Report {
-        let work = match &self.directory {
-            Some(d) => match tokio::fs::create_dir_all(d).await {
-                Ok(()) => d.clone(),
-                Err(e) => return Report::failed(format!("create {}: {e}", d.display()), json!({})),
-            },
-            None => match scratch_dir("kubernetes-backup") {
-                Ok(d) => d,
-                Err(e) => return Report::failed(e, json!({})),
-            },
-        };
-        let partial = work.join(format!(".{name}.partial"));
-        let r = self.backup_into(cx, name, &partial, &work).await;
-        let _ = tokio::fs::remove_file(&partial).await;
-        if self.directory.is_none() {
-            let _ = tokio::fs::remove_dir_all(&work).await;
-        }
-        match r {
-            Ok(data) => Report::ok(
-                format!(
-                    "kubernetes backup {name} of namespace {} taken, verified and stored ({} objects, {} bytes{})",
-                    self.namespace,
-                    data["objects"],
-                    data["size"],
-                    if self.recipients.is_some() {
-                        ", encrypted"
-                    } else {
-                        ""
-                    }
-                ),
-                data,
-            ),
-            Err(e) => Report::failed(e, json!({ "file": name })),
-        }
-    }
-
     async fn backup_into(
         &self,
         cx: &JobContext,
@@ -256,15 +205,7 @@ impl KubernetesBackupJob {
             json!({ "objects": export.objects, "sha256": sha256, "size": size }),
         )
         .await;
-        let stored = store_copy(
-            cx,
-            &self.places,
-            self.directory.as_deref(),
-            work,
-            partial,
-            name,
-        )
-        .await?;
+        let stored = self.copies.store(cx, work, partial, name).await?;
         Ok(json!({
             "file": name,
             "sha256": sha256,

@@ -17,26 +17,20 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use super::backup::{Retain, places_of, retain, scratch_dir, storage_of, store_copy, verifiers_of};
-use super::storage::{self, Place, copy_name};
+use super::backup::Copies;
+use super::storage;
 use super::{JobContext, JobError, Report};
 use crate::check::redis::info_field;
-use crate::config::{Config, RedisBackupJobConfig, Retention, TargetConfig};
+use crate::config::{Config, RedisBackupJobConfig, TargetConfig};
 
 pub mod rdb;
 
 /// A built `redis.backup` job.
 pub struct RedisBackupJob {
-    name: String,
     target: String,
     address: String,
     client: redis::Client,
-    /// The first local directory place, if any (the copy lands there
-    /// first).
-    directory: Option<PathBuf>,
-    places: Vec<Place>,
-    retention: Retention,
-    verifiers: Vec<String>,
+    copies: Copies,
     save_timeout: Duration,
 }
 
@@ -54,16 +48,11 @@ impl RedisBackupJob {
             None => return Err(JobError::Invalid(format!("unknown target {:?}", c.target))),
         };
         let client = crate::connect::redis(&c.target, t).map_err(JobError::Invalid)?;
-        let st = storage_of(config, name)?;
         Ok(RedisBackupJob {
-            name: name.to_string(),
             target: c.target.clone(),
             address: t.address.clone(),
             client,
-            directory: st.work_directory().map(|d| config.resolve_path(&d)),
-            places: places_of(config, &st),
-            retention: st.retention_policy(),
-            verifiers: verifiers_of(config, name),
+            copies: Copies::of(config, name)?,
             save_timeout: c.save_timeout.get(),
         })
     }
@@ -76,62 +65,24 @@ impl super::Job for RedisBackupJob {
     }
 
     async fn run(&self, cx: &JobContext) -> Report {
-        let taken_at = cx.clock.now();
-        let name = copy_name(&self.name, taken_at);
-        let mut report = self.backup(cx, &name).await;
-        retain(
-            cx,
-            &Retain {
-                job: &self.name,
-                places: &self.places,
-                policy: &self.retention,
-                verifiers: &self.verifiers,
-            },
-            &name,
-            taken_at,
-            &mut report,
-        )
-        .await;
-        report
+        self.copies
+            .run(cx, "redis-backup", |name, partial, work| async move {
+                let data = self.backup_into(cx, &name, &partial, &work).await?;
+                let summary = format!(
+                    "redis backup {name} of {} taken, verified and stored ({} bytes, {} keys)",
+                    self.target, data["size"], data["keys"]
+                );
+                Ok((summary, data))
+            })
+            .await
     }
 }
 
-/// A Redis command's error as text.
 fn rerr(what: &str, e: redis::RedisError) -> String {
     format!("{what}: {e}")
 }
 
 impl RedisBackupJob {
-    /// Save, copy, verify, checksum, store.
-    async fn backup(&self, cx: &JobContext, name: &str) -> Report {
-        let work = match &self.directory {
-            Some(d) => match tokio::fs::create_dir_all(d).await {
-                Ok(()) => d.clone(),
-                Err(e) => return Report::failed(format!("create {}: {e}", d.display()), json!({})),
-            },
-            None => match scratch_dir("redis-backup") {
-                Ok(d) => d,
-                Err(e) => return Report::failed(e, json!({})),
-            },
-        };
-        let partial = work.join(format!(".{name}.partial"));
-        let r = self.backup_into(cx, name, &partial, &work).await;
-        let _ = tokio::fs::remove_file(&partial).await;
-        if self.directory.is_none() {
-            let _ = tokio::fs::remove_dir_all(&work).await;
-        }
-        match r {
-            Ok(data) => Report::ok(
-                format!(
-                    "redis backup {name} of {} taken, verified and stored ({} bytes, {} keys)",
-                    self.target, data["size"], data["keys"]
-                ),
-                data,
-            ),
-            Err(e) => Report::failed(e, json!({ "file": name })),
-        }
-    }
-
     async fn backup_into(
         &self,
         cx: &JobContext,
@@ -163,15 +114,7 @@ impl RedisBackupJob {
             json!({ "rdb_version": rdb.version, "crc64": rdb.crc64_hex(), "sha256": sha256, "size": size }),
         )
         .await;
-        let stored = store_copy(
-            cx,
-            &self.places,
-            self.directory.as_deref(),
-            work,
-            partial,
-            name,
-        )
-        .await?;
+        let stored = self.copies.store(cx, work, partial, name).await?;
         Ok(json!({
             "file": name,
             "sha256": sha256,
