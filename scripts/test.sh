@@ -50,7 +50,15 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # One package that cannot be installed (a held or conflicting one, such
+  # as npm beside a nodejs from elsewhere) fails the whole batch: then each
+  # is installed alone, so the others still come, and what failed is named.
+  if ! apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+    for p in "${missing[@]}"; do
+      apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1 ||
+        echo "apt-get could not install $p: the tests that need it will say so"
+    done
+  fi
 fi
 
 # Python packages: moto_server stands in for Route 53 in the DNS failover tests
