@@ -404,3 +404,261 @@ fn redis_medic_against_monit() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// PostgreSQL: Patroni after node loss. medic's side of the pair is
+// `tests/pg_failover.rs`'s `failover_benchmark` (one fresh cluster per
+// trial, as here); `scripts/peers.sh` alternates the two, one trial each.
+
+/// psql against 127.0.0.1:`port` as postgres; the output or the error.
+fn psql(port: u16, sql: &str) -> Result<String, String> {
+    let out = Command::new(common::pg::pg_bin().join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-p", &port.to_string(), "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "2")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// `GET http://127.0.0.1:port/path` → the status code (Patroni's REST API:
+/// `/primary` and `/replica` answer 200 only on a member in that role).
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Patroni's timing settings for a trial: `PATRONI_TIMING` = `aggressive`
+/// (the lowest Patroni accepts: ttl 20, loop_wait 1, retry_timeout 3) or
+/// `default` (30, 10, 10).
+fn patroni_timing() -> (&'static str, u32, u32, u32) {
+    match std::env::var("PATRONI_TIMING").as_deref() {
+        Ok("default") => ("defaults", 30, 10, 10),
+        _ => ("most aggressive", 20, 1, 3),
+    }
+}
+
+struct Patroni {
+    etcd: Child,
+    nodes: Vec<(Child, u16, u16, PathBuf)>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Patroni {
+    fn drop(&mut self) {
+        for (p, _, _, data) in &mut self.nodes {
+            common::pg::signal_tree(p.id() as i32, nix::sys::signal::Signal::SIGKILL);
+            let _ = p.wait();
+            if let Some(pid) = std::fs::read_to_string(data.join("postmaster.pid"))
+                .ok()
+                .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok())
+            {
+                common::pg::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+        let _ = &self.dir;
+    }
+}
+
+/// etcd and two Patroni members (`node1` the leader, `node2` its streaming
+/// replica), every port private, as the `postgres` user when root.
+fn patroni_cluster() -> Patroni {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (client, peer) = (free_port(), free_port());
+    let etcd = Command::new("etcd")
+        .args(["--name", "peers", "--data-dir"])
+        .arg(d.join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("peers=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("etcd.log")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start etcd ({e}): apt-get install etcd-server"));
+    wait_until(Duration::from_secs(20), "etcd", || {
+        http_status(client, "/health") == Some(200)
+    });
+    let (_, ttl, loop_wait, retry) = patroni_timing();
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    let mut nodes = Vec::new();
+    for n in 1..=2 {
+        let (pg, api) = (free_port(), free_port());
+        let data = d.join(format!("node{n}"));
+        let cfg = d.join(format!("node{n}.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "scope: peers
+name: node{n}
+restapi: {{ listen: '127.0.0.1:{api}', connect_address: '127.0.0.1:{api}' }}
+etcd3: {{ hosts: '127.0.0.1:{client}' }}
+bootstrap:
+  dcs:
+    ttl: {ttl}
+    loop_wait: {loop_wait}
+    retry_timeout: {retry}
+    maximum_lag_on_failover: 1048576
+    postgresql: {{ use_pg_rewind: false, parameters: {{ fsync: 'off', wal_level: replica, hot_standby: 'on' }} }}
+  initdb: [{{ encoding: UTF8 }}, {{ locale: C.UTF-8 }}]
+  pg_hba:
+    - local all all trust
+    - host all all 127.0.0.1/32 trust
+    - host replication all 127.0.0.1/32 trust
+postgresql:
+  listen: '127.0.0.1:{pg}'
+  connect_address: '127.0.0.1:{pg}'
+  data_dir: {data}
+  bin_dir: {bin}
+  pgpass: {d}/pgpass{n}
+  authentication:
+    superuser: {{ username: postgres }}
+    replication: {{ username: postgres }}
+  parameters: {{ unix_socket_directories: '{d}' }}
+",
+                data = data.display(),
+                bin = common::pg::pg_bin().display(),
+                d = d.display(),
+            ),
+        )
+        .unwrap();
+        if root {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&d)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let mut c = if root {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+                "patroni",
+            ]);
+            c
+        } else {
+            Command::new("patroni")
+        };
+        let log = std::fs::File::create(d.join(format!("node{n}.log"))).unwrap();
+        let child = c
+            .arg(&cfg)
+            .env("HOME", &d)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start patroni ({e}): apt-get install patroni"));
+        nodes.push((child, pg, api, data));
+        if n == 1 {
+            wait_until(Duration::from_secs(60), "node1 to lead", || {
+                http_status(api, "/primary") == Some(200)
+            });
+        }
+    }
+    let (api2, pg1) = (nodes[1].2, nodes[0].1);
+    wait_until(
+        Duration::from_secs(90),
+        "node2 to stream from node1",
+        || http_status(api2, "/replica") == Some(200),
+    );
+    psql(pg1, "CREATE TABLE t (x int)").unwrap();
+    Patroni { etcd, nodes, dir }
+}
+
+/// One trial: node1 lost (Patroni and PostgreSQL SIGKILLed at once, as a
+/// host that dies) at a random phase of loop_wait; seconds until node2
+/// accepts an INSERT.
+fn patroni_trial(rng: &mut Rng) -> f64 {
+    let p = patroni_cluster();
+    let (_, _, loop_wait, _) = patroni_timing();
+    std::thread::sleep(Duration::from_secs(loop_wait as u64).mul_f64(rng.unit()));
+    let pg2 = p.nodes[1].1;
+    let postmaster: i32 = std::fs::read_to_string(p.nodes[0].3.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let lost = Instant::now();
+    common::pg::signal_tree(p.nodes[0].0.id() as i32, nix::sys::signal::Signal::SIGKILL);
+    common::pg::signal_tree(postmaster, nix::sys::signal::Signal::SIGKILL);
+    loop {
+        if psql(pg2, "INSERT INTO t VALUES (1)").is_ok() {
+            break;
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(120),
+            "node2 not writable within 120 s: {}",
+            log_tail(&p.dir.path().join("node2.log"), 0, 30)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lost.elapsed().as_secs_f64()
+}
+
+/// `MEDIC_PEERS_RUNS` Patroni trials, each printed as `patroni trial: X s`
+/// for `scripts/peers.sh` to pair with medic's.
+#[test]
+#[ignore = "harness: scripts/peers.sh"]
+fn patroni_node_loss() {
+    let runs: usize = std::env::var("MEDIC_PEERS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut rng = Rng::new();
+    let (what, ttl, loop_wait, retry) = patroni_timing();
+    for _ in 0..runs {
+        let t = patroni_trial(&mut rng);
+        println!(
+            "patroni trial ({what}: ttl {ttl}, loop_wait {loop_wait}, retry_timeout {retry}): {t:.3} s"
+        );
+    }
+}
