@@ -105,6 +105,49 @@ fn sandbox_drill_data_corruption() {
 }
 
 #[test]
+fn sandbox_drill_monitoring_system_failure() {
+    let t = sandbox("monitoring-system-failure");
+    assert!(t.contains("killed Prometheus (SIGKILL) holding "), "{t}");
+    assert!(
+        !t.contains("holding 0 samples"),
+        "scrapes stored first: {t}"
+    );
+    assert!(t.contains("restart-prometheus: succeeded"), "{t}");
+    // The restarted Prometheus answered the probe with what it kept.
+    assert!(
+        t.contains("samples scraped before the kill kept (WAL replayed)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("step restart-prometheus: starts the sandbox's Prometheus again instead (systemd-restart)"),
+        "{t}"
+    );
+    // The Kubernetes API and the scrape targets have nothing to watch here.
+    assert!(t.contains("kube_api_unreachable (source)"), "{t}");
+    assert!(t.contains("scrapes_failing (promql)"), "{t}");
+}
+
+#[test]
+fn sandbox_drill_backup_failure() {
+    let t = sandbox("backup-failure");
+    assert!(t.contains("inverted 64 bytes at offset "), "{t}");
+    // backup.verify found the damage by its checksum, and the incident
+    // paged people (the rule's plan is empty).
+    assert!(t.contains("differs from the recorded"), "{t}");
+    assert!(t.contains("escalated"), "{t}");
+    assert!(
+        t.contains("and took a fresh backup by hand (medic backup run db-backup)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("no data lost (the database was never touched)"),
+        "{t}"
+    );
+    assert!(t.contains("is verified intact"), "{t}");
+    assert!(t.contains("(RPO 1day: met)"), "{t}");
+}
+
+#[test]
 fn sandbox_refuses_scenarios_it_cannot_stage() {
     let out = medic(
         &["drill", "--sandbox", "complete-infrastructure-failure"],
