@@ -16,11 +16,23 @@
 //! - `application-service-failure`: a backend (busybox's `httpd` serving a
 //!   health file, the `app` target); the injection kills it, the plan's
 //!   restart starts it again.
+//! - `monitoring-system-failure`: a Prometheus (the Debian `prometheus`
+//!   binary, a minimal config scraping itself every second, its own data
+//!   dir); the injection kills it (SIGKILL), the plan's restart starts it
+//!   again on the same port and data dir; the data-loss probe asks it how
+//!   many of the samples from before the kill it kept.
+//! - `backup-failure`: a PostgreSQL with the runbook's tables, a real
+//!   `postgres.backup` job into the sandbox and its `backup.verify`, run by
+//!   the sandbox every 2 s; the injection inverts 64 bytes of the newest
+//!   copy. The rule's plan is empty (people fix broken backups): when the
+//!   incident escalates, the drill plays the paged human and takes a fresh
+//!   backup by hand (a manual run, as `medic backup run`); the next
+//!   verification finds it intact.
 //!
 //! The shipped rule file runs in enforce mode with a generated config. What
 //! the sandbox cannot have is adapted, and every adaptation is printed in
-//! the report: symptoms on systems the sandbox lacks (Prometheus, the app)
-//! are dropped; `exec`/Kubernetes restarts of the broken service become an
+//! the report: symptoms on systems the sandbox lacks (Prometheus, the app,
+//! the Kubernetes API) are dropped; `exec`/Kubernetes restarts of the broken service become an
 //! `exec` that restarts the sandbox's; repointing the backend becomes
 //! repointing the TCP front; checks slower than 5 s run every second;
 //! `approval: required` steps are approved by the drill's operator.
