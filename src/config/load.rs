@@ -1094,6 +1094,32 @@ impl Cx<'_> {
                     );
                 }
             }
+            if let Some(d) = &job.drill {
+                let at = format!("{at}.drill.sandbox");
+                let known = crate::drill::sandbox::SCENARIOS;
+                if !known.contains(&d.scenario.as_str()) {
+                    self.err(
+                        root,
+                        &format!("{at}.scenario"),
+                        format!(
+                            "the sandbox drills {}; not {:?}",
+                            known.join(", "),
+                            d.scenario
+                        ),
+                    );
+                }
+                for (i, n) in d.notify.iter().enumerate() {
+                    if !config.notifiers.contains_key(n) {
+                        let names: Vec<&str> =
+                            config.notifiers.keys().map(String::as_str).collect();
+                        let mut msg = format!("unknown notifier {n:?}");
+                        if let Some(hint) = did_you_mean(n, names.iter().copied()) {
+                            msg = format!("{msg} ({hint})");
+                        }
+                        self.err(root, &format!("{at}.notify[{i}]"), msg);
+                    }
+                }
+            }
             if let Some(k) = &job.kubernetes_backup {
                 let at = format!("{at}.kubernetes.backup");
                 match config.targets.get(&k.target) {
