@@ -2091,6 +2091,39 @@ drills:
     }
 
     #[test]
+    fn drill_jobs_name_a_sandbox_scenario_and_known_notifiers() {
+        let text = format!(
+            "{GOOD}jobs:
+  drill:
+    schedule: '0 9 1 1,4,7,10 *'
+    drill.sandbox: {{ scenario: complete-infrastructure-failure, notify: [chanel] }}
+"
+        );
+        let errs = errors(&text, &[]);
+        let all = errs.join("\n");
+        assert!(
+            all.contains("the sandbox drills redis-cache-failure, database-failure"),
+            "{all}"
+        );
+        assert!(
+            all.contains("not \"complete-infrastructure-failure\""),
+            "{all}"
+        );
+        assert!(all.contains("unknown notifier \"chanel\""), "{all}");
+        assert_eq!(errs.len(), 2, "{all}");
+        let good = format!(
+            "{GOOD}jobs:
+  drill:
+    schedule: '0 9 1 1,4,7,10 *'
+    drill.sandbox: {{ scenario: backup-failure }}
+"
+        );
+        let c = load_str("medic.yaml", &good).unwrap();
+        assert_eq!(c.jobs["drill"].kind(), Some("drill.sandbox"));
+        assert!(c.jobs["drill"].drill.as_ref().unwrap().notify.is_empty());
+    }
+
+    #[test]
     fn redis_backup_jobs_are_validated_where_they_are_written() {
         let text = format!(
             "{GOOD}jobs:
