@@ -105,6 +105,49 @@ fn sandbox_drill_data_corruption() {
 }
 
 #[test]
+fn sandbox_drill_monitoring_system_failure() {
+    let t = sandbox("monitoring-system-failure");
+    assert!(t.contains("killed Prometheus (SIGKILL) holding "), "{t}");
+    assert!(
+        !t.contains("holding 0 samples"),
+        "scrapes stored first: {t}"
+    );
+    assert!(t.contains("restart-prometheus: succeeded"), "{t}");
+    // The restarted Prometheus answered the probe with what it kept.
+    assert!(
+        t.contains("samples scraped before the kill kept (WAL replayed)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("step restart-prometheus: starts the sandbox's Prometheus again instead (systemd-restart)"),
+        "{t}"
+    );
+    // The Kubernetes API and the scrape targets have nothing to watch here.
+    assert!(t.contains("kube_api_unreachable (source)"), "{t}");
+    assert!(t.contains("scrapes_failing (promql)"), "{t}");
+}
+
+#[test]
+fn sandbox_drill_backup_failure() {
+    let t = sandbox("backup-failure");
+    assert!(t.contains("inverted 64 bytes at offset "), "{t}");
+    // backup.verify found the damage by its checksum, and the incident
+    // paged people (the rule's plan is empty).
+    assert!(t.contains("differs from the recorded"), "{t}");
+    assert!(t.contains("escalated"), "{t}");
+    assert!(
+        t.contains("and took a fresh backup by hand (medic backup run db-backup)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("no data lost (the database was never touched)"),
+        "{t}"
+    );
+    assert!(t.contains("is verified intact"), "{t}");
+    assert!(t.contains("(RPO 1day: met)"), "{t}");
+}
+
+#[test]
 fn sandbox_refuses_scenarios_it_cannot_stage() {
     let out = medic(
         &["drill", "--sandbox", "complete-infrastructure-failure"],
@@ -250,4 +293,134 @@ fn drill_on_a_marked_target_injects_detects_and_reports() {
     assert!(t.contains(&format!("injected: kill -9 {pid}")), "{t}");
     assert!(t.contains("recovery") && t.contains("(RTO 5m: met)"), "{t}");
     assert!(t.contains("restart-redis: succeeded"), "{t}");
+}
+
+/// A webhook receiver on a free port: every POST body, in order.
+fn receiver() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if tx
+                .send(String::from_utf8_lossy(&body).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// The scheduled DR drill: a `drill.sandbox` job of a running medic, run
+/// now by hand (`medic backup run`, as its schedule would), runs the
+/// sandbox drill in a child medic, stores the report on the run and sends
+/// it to the channel (a webhook).
+#[test]
+fn a_drill_job_runs_the_sandbox_drill_stores_the_report_and_notifies_the_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let (hook, bodies) = receiver();
+    let config = common::enforce_config(dir.path(), http, "2s");
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    yaml.push_str(&format!(
+        "notifiers:\n  log: {{ log: {{}} }}\n  channel: {{ webhook: {{ url: \"http://127.0.0.1:{hook}/drills\" }} }}\n\
+         jobs:\n  quarterly-drill:\n    schedule: \"0 9 1 1,4,7,10 *\"\n    \
+         drill.sandbox: {{ scenario: redis-cache-failure, rules: {}, notify: [channel] }}\n",
+        serde_json::Value::from(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("rules")
+                .display()
+                .to_string()
+        )
+    ));
+    std::fs::write(&config, yaml).unwrap();
+    // The daemon's own scenario: its HTTP port, open while it runs.
+    std::fs::write(
+        dir.path().join("rules/self.yaml"),
+        common::port_closed_rule("self", "medic's port closed", http, 1),
+    )
+    .unwrap();
+    let log = dir.path().join("medic.log");
+    let mut medic = common::Medic::start(&config, &log);
+    let base = format!("http://127.0.0.1:{http}");
+    let get = |url: &str| {
+        common::block_on(async {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(common::TEST_READ_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    wait_until(Duration::from_secs(30), "medic ready", || {
+        get(&format!("{base}/readyz")).0 == 200
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args([
+            "backup",
+            "run",
+            "quarterly-drill",
+            "--url",
+            &base,
+            "--token",
+        ])
+        .arg(common::TEST_API_TOKEN)
+        .args(["--by", "the test"])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    println!("{t}");
+    assert!(out.status.success(), "{t}\n{}", medic.log_text());
+    assert!(t.contains("succeeded"), "{t}");
+
+    let (code, body) = get(&format!("{base}/api/v1/jobs/quarterly-drill/runs"));
+    assert_eq!(code, 200, "{body}");
+    let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let run = &runs[0]["run"];
+    assert_eq!(run["kind"], "drill.sandbox", "{body}");
+    assert_eq!(run["outcome"], "succeeded", "{body}");
+    let report = run["data"]["report"].as_str().unwrap_or_default();
+    assert!(
+        report.starts_with("drill report: redis-cache-failure on cache (sandbox)"),
+        "{body}"
+    );
+    assert!(report.contains("restart-redis: succeeded"), "{body}");
+    assert!(run["data"]["detection_s"].as_f64().is_some(), "{body}");
+    let recovery = run["data"]["recovery_s"].as_f64().unwrap_or(f64::MAX);
+    assert!(recovery < 300.0, "within the RTO of 5m: {body}");
+    assert_eq!(
+        run["data"]["notified"],
+        serde_json::json!(["channel"]),
+        "{body}"
+    );
+
+    let notice = bodies.recv_timeout(Duration::from_secs(10)).unwrap();
+    let n: serde_json::Value = serde_json::from_str(&notice).unwrap();
+    assert_eq!(n["event"], "drill", "{notice}");
+    assert_eq!(n["text"].as_str(), Some(report), "{notice}");
+    // The drill's own incident, resolved.
+    assert_eq!(n["incident"]["scenario"], "redis-cache-failure", "{notice}");
+    assert_eq!(n["incident"]["state"], "resolved", "{notice}");
+    medic.stop();
 }

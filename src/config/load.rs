@@ -1094,6 +1094,32 @@ impl Cx<'_> {
                     );
                 }
             }
+            if let Some(d) = &job.drill {
+                let at = format!("{at}.drill.sandbox");
+                let known = crate::drill::sandbox::SCENARIOS;
+                if !known.contains(&d.scenario.as_str()) {
+                    self.err(
+                        root,
+                        &format!("{at}.scenario"),
+                        format!(
+                            "the sandbox drills {}; not {:?}",
+                            known.join(", "),
+                            d.scenario
+                        ),
+                    );
+                }
+                for (i, n) in d.notify.iter().enumerate() {
+                    if !config.notifiers.contains_key(n) {
+                        let names: Vec<&str> =
+                            config.notifiers.keys().map(String::as_str).collect();
+                        let mut msg = format!("unknown notifier {n:?}");
+                        if let Some(hint) = did_you_mean(n, names.iter().copied()) {
+                            msg = format!("{msg} ({hint})");
+                        }
+                        self.err(root, &format!("{at}.notify[{i}]"), msg);
+                    }
+                }
+            }
             if let Some(k) = &job.kubernetes_backup {
                 let at = format!("{at}.kubernetes.backup");
                 match config.targets.get(&k.target) {
@@ -2062,6 +2088,39 @@ drills:
             all.contains("medic.yaml:15:15: invalid cron expression \"0 2 * *\": 4 fields"),
             "{all}"
         );
+    }
+
+    #[test]
+    fn drill_jobs_name_a_sandbox_scenario_and_known_notifiers() {
+        let text = format!(
+            "{GOOD}jobs:
+  drill:
+    schedule: '0 9 1 1,4,7,10 *'
+    drill.sandbox: {{ scenario: complete-infrastructure-failure, notify: [chanel] }}
+"
+        );
+        let errs = errors(&text, &[]);
+        let all = errs.join("\n");
+        assert!(
+            all.contains("the sandbox drills redis-cache-failure, database-failure"),
+            "{all}"
+        );
+        assert!(
+            all.contains("not \"complete-infrastructure-failure\""),
+            "{all}"
+        );
+        assert!(all.contains("unknown notifier \"chanel\""), "{all}");
+        assert_eq!(errs.len(), 2, "{all}");
+        let good = format!(
+            "{GOOD}jobs:
+  drill:
+    schedule: '0 9 1 1,4,7,10 *'
+    drill.sandbox: {{ scenario: backup-failure }}
+"
+        );
+        let c = load_str("medic.yaml", &good).unwrap();
+        assert_eq!(c.jobs["drill"].kind(), Some("drill.sandbox"));
+        assert!(c.jobs["drill"].drill.as_ref().unwrap().notify.is_empty());
     }
 
     #[test]

@@ -1217,6 +1217,24 @@ pub struct JobConfig {
     pub redis_backup: Option<RedisBackupJobConfig>,
     #[serde(rename = "kubernetes.backup")]
     pub kubernetes_backup: Option<KubernetesBackupJobConfig>,
+    #[serde(rename = "drill.sandbox")]
+    pub drill: Option<DrillJobConfig>,
+}
+
+/// `drill.sandbox`: the runbook's scheduled DR drill. A sandbox drill of a
+/// shipped scenario (`medic drill --sandbox SCENARIO`, in a child process),
+/// its report stored on the job run and sent to `notify`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillJobConfig {
+    /// The scenario drilled: one the sandbox can stage.
+    pub scenario: String,
+    /// The directory of the shipped rule file drilled; default: the first
+    /// of the config's `rules` directories that has `SCENARIO.yaml`.
+    pub rules: Option<PathBuf>,
+    /// The notifiers the report goes to (the team's channel).
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 impl JobConfig {
@@ -1227,6 +1245,7 @@ impl JobConfig {
         "postgres.restore-test",
         "redis.backup",
         "kubernetes.backup",
+        "drill.sandbox",
     ];
 
     /// The kind set, if exactly one is.
@@ -1237,6 +1256,7 @@ impl JobConfig {
             self.restore_test.is_some(),
             self.redis_backup.is_some(),
             self.kubernetes_backup.is_some(),
+            self.drill.is_some(),
         ];
         match kinds.iter().filter(|set| **set).count() {
             1 => kinds.iter().position(|set| *set).map(|i| Self::KINDS[i]),

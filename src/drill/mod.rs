@@ -133,6 +133,11 @@ pub struct Drill {
     pub wait: Duration,
     /// Adaptations to say in the report.
     pub notes: Vec<String>,
+    /// What the paged human does when the incident escalates (a plan that
+    /// leaves the fix to people: the sandbox's backup drill takes a fresh
+    /// backup by hand). The drill then follows the incident on until it
+    /// resolves; without one, an escalation ends the drill.
+    pub responder: Option<BoxFut<Result<String, String>>>,
 }
 
 /// Measures data loss after the drill: (for humans, lost window).
@@ -142,7 +147,7 @@ impl Drill {
     /// Runs medic on the scenario, injects, follows the incident (printing
     /// its timeline to `out` as it grows), and measures.
     pub async fn run(
-        self,
+        mut self,
         inject: BoxFut<Result<String, String>>,
         loss: Option<LossProbe>,
         out: &mut (dyn Write + Send),
@@ -204,7 +209,10 @@ impl Drill {
             stamp(injected_at),
             self.target
         );
-        let result = self.follow(inject, &name, injected_at, out).await;
+        let responder = self.responder.take();
+        let result = self
+            .follow(inject, responder, &name, injected_at, out)
+            .await;
         shutdown.cancel();
         match daemon.await {
             Ok(Ok(())) => {}
@@ -259,11 +267,13 @@ impl Drill {
         })
     }
 
-    /// Injects, then follows the incident until it resolves, escalates or
+    /// Injects, then follows the incident until it resolves, escalates
+    /// (with a `responder`: until it resolves after the responder acted) or
     /// the wait runs out; prints its timeline as it grows.
     async fn follow(
         &self,
         inject: BoxFut<Result<String, String>>,
+        mut responder: Option<BoxFut<Result<String, String>>>,
         name: &str,
         injected_at: DateTime<Utc>,
         out: &mut (dyn Write + Send),
@@ -275,6 +285,7 @@ impl Drill {
             let _ = writeln!(out, "[{}] {said}", stamp(Utc::now()));
         }
         let deadline = tokio::time::Instant::now() + self.wait;
+        let responds = responder.is_some();
         let mut shown = 0;
         let mut incident: Option<Incident> = None;
         loop {
@@ -295,7 +306,20 @@ impl Drill {
                     let _ = writeln!(out, "[{}] {:<8} {}", stamp(e.at), e.kind, e.message);
                 }
                 shown = timeline.len();
-                if matches!(i.state, IncidentState::Resolved | IncidentState::Escalated) {
+                if i.state == IncidentState::Escalated
+                    && let Some(act) = responder.take()
+                {
+                    let said = act.await.map_err(|e| {
+                        DrillError::Failed(format!(
+                            "the drill's operator, paged, could not act: {e}"
+                        ))
+                    })?;
+                    let _ = writeln!(out, "[{}] paged operator: {said}", stamp(Utc::now()));
+                    continue;
+                }
+                if i.state == IncidentState::Resolved
+                    || (i.state == IncidentState::Escalated && !responds)
+                {
                     return Ok(incident);
                 }
             }
@@ -417,6 +441,7 @@ pub fn prepare_real(
             store,
             wait: d.wait.get(),
             notes,
+            responder: None,
         },
         d.inject.clone(),
     ))

@@ -16,11 +16,23 @@
 //! - `application-service-failure`: a backend (busybox's `httpd` serving a
 //!   health file, the `app` target); the injection kills it, the plan's
 //!   restart starts it again.
+//! - `monitoring-system-failure`: a Prometheus (the Debian `prometheus`
+//!   binary, a minimal config scraping itself every second, its own data
+//!   dir); the injection kills it (SIGKILL), the plan's restart starts it
+//!   again on the same port and data dir; the data-loss probe asks it how
+//!   many of the samples from before the kill it kept.
+//! - `backup-failure`: a PostgreSQL with the runbook's tables, a real
+//!   `postgres.backup` job into the sandbox and its `backup.verify`, run by
+//!   the sandbox every 2 s; the injection inverts 64 bytes of the newest
+//!   copy. The rule's plan is empty (people fix broken backups): when the
+//!   incident escalates, the drill plays the paged human and takes a fresh
+//!   backup by hand (a manual run, as `medic backup run`); the next
+//!   verification finds it intact.
 //!
 //! The shipped rule file runs in enforce mode with a generated config. What
 //! the sandbox cannot have is adapted, and every adaptation is printed in
-//! the report: symptoms on systems the sandbox lacks (Prometheus, the app)
-//! are dropped; `exec`/Kubernetes restarts of the broken service become an
+//! the report: symptoms on systems the sandbox lacks (Prometheus, the app,
+//! the Kubernetes API) are dropped; `exec`/Kubernetes restarts of the broken service become an
 //! `exec` that restarts the sandbox's; repointing the backend becomes
 //! repointing the TCP front; checks slower than 5 s run every second;
 //! `approval: required` steps are approved by the drill's operator.
@@ -40,6 +52,7 @@ use crate::duration::Dur;
 use crate::remedy::ActionSpec;
 use crate::remedy::exec::ExecParams;
 use crate::rules::model::{Approval, Scenario, Then};
+use crate::store::Store;
 
 /// The scenarios the sandbox can drill.
 pub const SCENARIOS: &[&str] = &[
@@ -47,6 +60,8 @@ pub const SCENARIOS: &[&str] = &[
     "database-failure",
     "data-corruption",
     "application-service-failure",
+    "monitoring-system-failure",
+    "backup-failure",
 ];
 
 /// Throwaway services: children killed and reaped, pidfiles' processes
@@ -596,7 +611,7 @@ pub async fn run(
                 ActionSpec::RedisFlush(_) => None,
                 _ => Some(None),
             };
-            let sc = load(&rule_path, &rule_text, &targets, &dir, &db)?;
+            let sc = load(&rule_path, &rule_text, &targets, &dir, &db, "")?;
             let (mut sc, config) = sc;
             adapt(&mut sc, &real, swap_restart, &mut notes)?;
             redis_fill(port, 100).await.map_err(fail)?;
@@ -652,7 +667,7 @@ pub async fn run(
                 _ => Some(None),
             }
             };
-            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db)?;
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db, "")?;
             adapt(&mut sc, &real, swap, &mut notes)?;
             // The repoint ends the chain now: verified by the database
             // answering through the front again.
@@ -742,7 +757,7 @@ pub async fn run(
                 ))),
                 _ => Some(None),
             };
-            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db)?;
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db, "")?;
             adapt(&mut sc, &real, swap, &mut notes)?;
             inject = sigkill(
                 sb.children[0].1.id(),
@@ -768,6 +783,309 @@ pub async fn run(
             );
             return finish(sb, sc, config, "app", notes, inject, loss, out).await;
         }
+        "monitoring-system-failure" => {
+            // A private Prometheus scraping itself every second. Its
+            // restart runs it again, same port and data directory (the
+            // TSDB replays its WAL), in a session of its own, pid kept.
+            let prometheus = on_path("prometheus").ok_or_else(|| {
+                fail("the monitoring drill runs a private Prometheus: `prometheus` is not on PATH (install the Debian package `prometheus`)")
+            })?;
+            let conf = dir.join("prometheus.yml");
+            let data = dir.join("prometheus-data");
+            let args = |port: u16| -> Vec<String> {
+                vec![
+                    format!("--config.file={}", conf.display()),
+                    format!("--storage.tsdb.path={}", data.display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                ]
+            };
+            let port = sb
+                .start_service(
+                    "prometheus",
+                    Duration::from_secs(30),
+                    |port| {
+                        std::fs::write(
+                            &conf,
+                            format!(
+                                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+                                 scrape_configs:\n  - job_name: self\n    static_configs: [{{ targets: [\"127.0.0.1:{port}\"] }}]\n"
+                            ),
+                        )
+                        .map_err(|e| fail(format!("write {}: {e}", conf.display())))?;
+                        let mut c = Command::new(&prometheus);
+                        c.args(args(port));
+                        Ok(c)
+                    },
+                    async |port| prometheus_ready(port).await,
+                )
+                .await?;
+            let pidfile = dir.join("prometheus.pid");
+            sb.pidfiles.push(pidfile.clone());
+            targets =
+                format!("prometheus: {{ prometheus: {{ url: \"http://127.0.0.1:{port}\" }} }}\n");
+            real = vec!["prometheus"];
+            let log = dir.join("prometheus.log");
+            let restart = vec![
+                "setsid".to_string(),
+                "sh".to_string(),
+                "-c".to_string(),
+                format!(
+                    "'{}' {} </dev/null >>'{}' 2>&1 & echo $! > '{}'",
+                    prometheus.display(),
+                    args(port)
+                        .iter()
+                        .map(|a| format!("'{a}'"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    log.display(),
+                    pidfile.display()
+                ),
+            ];
+            let swap = move |st: &crate::rules::model::Step| match &st.action {
+                ActionSpec::Exec(_)
+                | ActionSpec::SystemdRestart(_)
+                | ActionSpec::K8sRolloutRestart(_)
+                | ActionSpec::DockerRestart(_) => Some(Some((
+                    exec(restart.clone()),
+                    format!(
+                        "starts the sandbox's Prometheus again instead ({}), same port and data directory",
+                        st.action.kind()
+                    ),
+                ))),
+                _ => Some(None),
+            };
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db, "")?;
+            adapt(&mut sc, &real, swap, &mut notes)?;
+            let pid = sb
+                .children
+                .iter()
+                .find(|(n, _)| n == "prometheus")
+                .map(|(_, c)| c.id() as i32)
+                .ok_or_else(|| fail("the sandbox's Prometheus is not running"))?;
+            // Some scrapes stored first, so the kill has something to lose.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let now = Utc::now().timestamp_millis() as f64 / 1000.0;
+                match prometheus_samples(port, now).await {
+                    Ok(n) if n >= 3 => break,
+                    Ok(n) if tokio::time::Instant::now() >= deadline => {
+                        return Err(fail(format!(
+                            "the sandbox's Prometheus on 127.0.0.1:{port} stored {n} scrapes of itself in 20 s (scraping every second); {}",
+                            says(&log, &log_tail(&log, 0))
+                        )));
+                    }
+                    Err(e) if tokio::time::Instant::now() >= deadline => return Err(fail(e)),
+                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            }
+            // What Prometheus held before the kill, to compare after.
+            let before = Arc::new(std::sync::Mutex::new(None::<(f64, u64)>));
+            let b2 = before.clone();
+            inject = Box::pin(async move {
+                let at = Utc::now().timestamp_millis() as f64 / 1000.0;
+                let n = prometheus_samples(port, at).await?;
+                *b2.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, n));
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "killed Prometheus (SIGKILL) holding {n} samples of its own `up`: /-/ready refuses connections"
+                ))
+            });
+            loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
+                Box::pin(async move {
+                    let Some((at, n)) = *before.lock().unwrap_or_else(|p| p.into_inner()) else {
+                        return ("not measured: the injection did not run".to_string(), None);
+                    };
+                    match prometheus_samples(port, at).await {
+                        Ok(kept) if kept >= n => (
+                            format!(
+                                "all {n} samples scraped before the kill kept (WAL replayed); no scrapes while it was down: a gap in the metrics"
+                            ),
+                            None,
+                        ),
+                        Ok(kept) => (
+                            format!(
+                                "{} of {n} samples scraped before the kill lost; no scrapes while it was down: a gap in the metrics",
+                                n - kept
+                            ),
+                            None,
+                        ),
+                        Err(e) => (format!("not measured: {e}"), None),
+                    }
+                })
+            });
+            let _ = writeln!(
+                out,
+                "sandbox: Prometheus on 127.0.0.1:{port}, scraping itself every second ({} ms)",
+                started.elapsed().as_millis()
+            );
+            return finish(sb, sc, config, "prometheus", notes, inject, loss, out).await;
+        }
+        "backup-failure" => {
+            // A PostgreSQL with the runbook's tables, a real nightly
+            // `postgres.backup` into the sandbox and the `backup.verify`
+            // job the rule's `backup` check reads, run every 2 s.
+            let p1 = sb.pg_primary(&bin).await?;
+            let c = pg_connect(p1).await.map_err(fail)?;
+            c.batch_execute(CORRUPTION_SEED).await.map_err(fail)?;
+            let backups = dir.join("backups");
+            let state = dir.join("backup-verify.json");
+            let js = |p: &Path| serde_json::Value::from(p.display().to_string());
+            let jobs = format!(
+                "jobs:\n  db-backup:\n    schedule: \"0 2 * * *\"\n    \
+                 postgres.backup: {{ target: db, directory: {}, pg_bin: {} }}\n  \
+                 backup-verify:\n    schedule: \"0 3 * * SUN\"\n    \
+                 backup.verify: {{ backup: db-backup, rpo: 24h, state: {} }}\n",
+                js(&backups),
+                js(&bin),
+                js(&state)
+            );
+            targets = format!(
+                "db: {{ postgres: {{ host: 127.0.0.1, port: {p1}, user: postgres, dbname: postgres }} }}\n"
+            );
+            real = vec!["db"];
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db, &jobs)?;
+            adapt(&mut sc, &real, |_| None, &mut notes)?;
+            notes.push(
+                "backup-verify runs every 2s instead of weekly (its schedule 0 3 * * SUN)"
+                    .to_string(),
+            );
+            if sc.plan.is_empty() {
+                notes.push("the plan is empty (the rule leaves the fix to people): paged, the drill's operator takes a fresh backup by hand, as `medic backup run db-backup` does".to_string());
+            }
+            let store = open_store(&config).await?;
+            let clock = crate::clock::Clock::system();
+            let job = |name: &str| -> Result<Arc<dyn crate::jobs::Job>, DrillError> {
+                let jc = config
+                    .jobs
+                    .get(name)
+                    .ok_or_else(|| fail(format!("no job {name} in the sandbox's config")))?;
+                crate::jobs::build(name, jc, &config).map_err(|e| fail(format!("job {name}: {e}")))
+            };
+            let (backup, verify) = (job("db-backup")?, job("backup-verify")?);
+            for (name, j) in [("db-backup", &backup), ("backup-verify", &verify)] {
+                let r = crate::jobs::run_once(
+                    &store,
+                    &clock,
+                    name,
+                    j,
+                    clock.now(),
+                    Duration::from_secs(120),
+                )
+                .await
+                .map_err(|e| fail(format!("job {name}: {e}")))?;
+                if r.outcome != Some(crate::store::JobOutcome::Succeeded) {
+                    return Err(fail(format!(
+                        "the sandbox's first {name} run failed: {}",
+                        r.summary
+                    )));
+                }
+            }
+            let newest = newest_copy(&store).await?;
+            let _ = writeln!(
+                out,
+                "sandbox: nightly backup taken and verified: {}",
+                newest.display()
+            );
+            {
+                let (store, clock) = (store.clone(), clock.clone());
+                sb.tasks.push(tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        if let Err(e) = crate::jobs::run_once(&store, &clock, "backup-verify", &verify, clock.now(), Duration::from_secs(60)).await {
+                            tracing::warn!(error = %e, "the sandbox's backup-verify run could not be recorded");
+                        }
+                    }
+                }));
+            }
+            let file = backups.join(&newest);
+            inject = Box::pin(async move { flip_bytes(&file) });
+            let manual = Arc::new(crate::jobs::Manual::default());
+            manual.set(&config);
+            let responder: BoxFut<Result<String, String>> = {
+                let (store, clock, state) = (store.clone(), clock.clone(), state.clone());
+                Box::pin(async move {
+                    // What the page sends people to: the verification's finding.
+                    let found = read_verify_state(&state)?;
+                    let started = manual
+                        .start("db-backup", "the drill's operator (paged)", &store, &clock)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let run = started
+                        .task
+                        .await
+                        .map_err(|e| format!("the backup run stopped: {e}"))?
+                        .map_err(|e| e.to_string())?;
+                    match run.outcome {
+                        Some(crate::store::JobOutcome::Succeeded) => Ok(format!(
+                            "read backup-verify's finding ({}) and took a fresh backup by hand (medic backup run db-backup): {}",
+                            if found.problems.is_empty() {
+                                "no problem".to_string()
+                            } else {
+                                found.problems.join("; ")
+                            },
+                            run.summary
+                        )),
+                        _ => Err(format!("the fresh backup failed: {}", run.summary)),
+                    }
+                })
+            };
+            let damaged = newest.clone();
+            let damaged_path = backups.join(&newest);
+            loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
+                Box::pin(async move {
+                    let st = match read_verify_state(&state) {
+                        Ok(st) => st,
+                        Err(e) => return (format!("not measured: {e}"), None),
+                    };
+                    match (st.problems.is_empty(), st.newest_taken_at) {
+                        (true, Some(at)) => {
+                            let window = (Utc::now() - at).to_std().unwrap_or(Duration::ZERO);
+                            (
+                                format!(
+                                    "no data lost (the database was never touched); the damaged copy {} {}, the newest copy {} is verified intact: a restore now would lose the last {:.3} s of writes",
+                                    damaged.display(),
+                                    if damaged_path.exists() {
+                                        "stays for people to look at"
+                                    } else {
+                                        "was deleted"
+                                    },
+                                    st.newest.as_deref().unwrap_or("?"),
+                                    window.as_secs_f64()
+                                ),
+                                Some(window),
+                            )
+                        }
+                        _ => (
+                            format!("no intact backup at the end: {}", st.problems.join("; ")),
+                            None,
+                        ),
+                    }
+                })
+            });
+            let _ = writeln!(
+                out,
+                "sandbox: PostgreSQL 127.0.0.1:{p1} with patients, appointments, prescriptions; backups in {} ({} ms)",
+                backups.display(),
+                started.elapsed().as_millis()
+            );
+            return finish_with(
+                sb,
+                sc,
+                config,
+                "db-backup",
+                notes,
+                inject,
+                loss,
+                out,
+                store,
+                Some(responder),
+            )
+            .await;
+        }
         _ => {
             let p1 = sb.pg_primary(&bin).await?;
             let c = pg_connect(p1).await.map_err(fail)?;
@@ -776,7 +1094,7 @@ pub async fn run(
                 "db: {{ postgres: {{ host: 127.0.0.1, port: {p1}, user: postgres, dbname: postgres }} }}\n"
             );
             real = vec!["db"];
-            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db)?;
+            let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db, "")?;
             adapt(&mut sc, &real, |_| None, &mut notes)?;
             inject = Box::pin(async move {
                 let c = pg_connect(p1).await?;
@@ -838,6 +1156,7 @@ fn load(
     targets: &str,
     dir: &Path,
     db: &Path,
+    extra: &str,
 ) -> Result<(Scenario, crate::config::Config), DrillError> {
     // Placeholders for the targets the rule names and the sandbox lacks.
     let placeholders: String = [
@@ -860,7 +1179,7 @@ fn load(
     .map(|(name, t)| format!("  {name}: {t}\n"))
     .collect();
     let yaml = format!(
-        "mode: enforce\nrules: [rules]\nstore: {{ sqlite: {{ path: {} }} }}\nshutdown_grace: 5s\ntargets:\n  {targets}{placeholders}",
+        "mode: enforce\nrules: [rules]\nstore: {{ sqlite: {{ path: {} }} }}\nshutdown_grace: 5s\ntargets:\n  {targets}{placeholders}{extra}",
         // A JSON string is a YAML string: any path stays one scalar.
         serde_json::Value::from(db.display().to_string())
     );
@@ -889,9 +1208,35 @@ async fn finish(
     loss: LossProbe,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<DrillReport, DrillError> {
-    let store = crate::daemon::open_store(&config)
+    let store = open_store(&config).await?;
+    finish_with(
+        sb, sc, config, target, notes, inject, loss, out, store, None,
+    )
+    .await
+}
+
+async fn open_store(config: &crate::config::Config) -> Result<Arc<dyn Store>, DrillError> {
+    crate::daemon::open_store(config)
         .await
-        .map_err(|e| fail(format!("{e:#}")))?;
+        .map_err(|e| fail(format!("the drill's store: {e:#}")))
+}
+
+/// [`finish`] with the store opened already (the sandbox's jobs record
+/// their runs in it) and a `responder`: what the paged human does when
+/// the incident escalates.
+#[allow(clippy::too_many_arguments)]
+async fn finish_with(
+    sb: Sandbox,
+    sc: Scenario,
+    config: crate::config::Config,
+    target: &str,
+    notes: Vec<String>,
+    inject: BoxFut<Result<String, String>>,
+    loss: LossProbe,
+    out: &mut (dyn std::io::Write + Send),
+    store: Arc<dyn Store>,
+    responder: Option<BoxFut<Result<String, String>>>,
+) -> Result<DrillReport, DrillError> {
     let drill = Drill {
         config,
         scenario: sc,
@@ -899,6 +1244,7 @@ async fn finish(
         store,
         wait: Duration::from_secs(180),
         notes,
+        responder,
     };
     let r = drill.run(inject, Some(loss), out).await;
     drop(sb);
@@ -920,8 +1266,120 @@ async fn redis_client(port: u16) -> Result<redis::aio::MultiplexedConnection, St
     .map_err(|e| e.to_string())
 }
 
+/// `name` found in a directory of `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Whether the sandbox's Prometheus says it is ready.
+async fn prometheus_ready(port: u16) -> bool {
+    get_ok(&format!("http://127.0.0.1:{port}/-/ready")).await
+}
+
+/// How many samples of its own `up` the sandbox's Prometheus holds from
+/// the hour before unix time `at`.
+async fn prometheus_samples(port: u16, at: f64) -> Result<u64, String> {
+    let url = reqwest::Url::parse_with_params(
+        &format!("http://127.0.0.1:{port}/api/v1/query"),
+        &[
+            ("query", "count_over_time(up{job=\"self\"}[1h])"),
+            ("time", &format!("{at:.3}")),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let body: serde_json::Value = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("Prometheus on 127.0.0.1:{port}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("Prometheus on 127.0.0.1:{port}: {e}"))?;
+    let value = &body["data"]["result"][0]["value"][1];
+    match value.as_str().and_then(|v| v.parse::<f64>().ok()) {
+        Some(n) => Ok(n as u64),
+        // No series: nothing scraped in that hour.
+        None if body["data"]["result"]
+            .as_array()
+            .is_some_and(|r| r.is_empty()) =>
+        {
+            Ok(0)
+        }
+        None => Err(format!(
+            "Prometheus on 127.0.0.1:{port} answered the sample count with {body}"
+        )),
+    }
+}
+
+/// The file of the newest successful `db-backup` run the store recorded.
+async fn newest_copy(store: &Arc<dyn Store>) -> Result<PathBuf, DrillError> {
+    let runs = store
+        .job_runs("db-backup", 10)
+        .await
+        .map_err(|e| fail(format!("store: {e}")))?;
+    runs.iter()
+        .filter(|r| r.outcome == Some(crate::store::JobOutcome::Succeeded))
+        .find_map(|r| {
+            r.data
+                .get("file")
+                .and_then(|f| f.as_str())
+                .map(PathBuf::from)
+        })
+        .ok_or_else(|| fail("the sandbox's db-backup recorded no file"))
+}
+
+/// The state the sandbox's `backup.verify` job wrote at `path`.
+fn read_verify_state(path: &Path) -> Result<crate::check::backup::VerifyState, String> {
+    let text = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The backup-failure injection: inverts 64 bytes in the middle of the
+/// copy at `path` (its size stays; its sha256 and its archive do not).
+fn flip_bytes(path: &Path) -> Result<String, String> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let size = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    let at = size / 2;
+    let mut buf = vec![0u8; 64.min(size.saturating_sub(at)) as usize];
+    let io = |e: std::io::Error| format!("corrupt {}: {e}", path.display());
+    f.seek(SeekFrom::Start(at)).map_err(io)?;
+    f.read_exact(&mut buf).map_err(io)?;
+    for b in &mut buf {
+        *b = !*b;
+    }
+    f.seek(SeekFrom::Start(at)).map_err(io)?;
+    f.write_all(&buf).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(format!(
+        "inverted {} bytes at offset {at} of the newest backup {} ({size} bytes)",
+        buf.len(),
+        path.display()
+    ))
+}
+
 /// Whether the sandbox's backend answers its health URL with a success.
 async fn http_ok(port: u16) -> bool {
+    get_ok(&format!("http://127.0.0.1:{port}/health")).await
+}
+
+/// Whether `url` answers a GET with a success.
+async fn get_ok(url: &str) -> bool {
     let Ok(client) = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -929,7 +1387,7 @@ async fn http_ok(port: u16) -> bool {
         return false;
     };
     client
-        .get(format!("http://127.0.0.1:{port}/health"))
+        .get(url)
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())

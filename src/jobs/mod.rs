@@ -14,6 +14,8 @@
 //! - `kubernetes_backup`: `kubernetes.backup`, a namespace's manifests,
 //!   ConfigMaps and Secrets as one YAML stream, age-encrypted (with the
 //!   `kubernetes` feature).
+//! - [`drill`]: `drill.sandbox`, the scheduled DR drill: a sandbox drill
+//!   of a shipped scenario, its report on the run and sent to the channel.
 //! - [`storage`]: where copies live (named places: a local directory, S3,
 //!   Azure Blob).
 //! - [`retention`]: which copies a place keeps (`retention:` or `keep:`
@@ -42,6 +44,7 @@
 //! `backup` check, like any other symptom.
 
 pub mod backup;
+pub mod drill;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes_backup;
 pub mod redis_backup;
@@ -160,6 +163,9 @@ pub fn build(name: &str, job: &JobConfig, config: &Config) -> Result<Arc<dyn Job
         return Ok(Arc::new(kubernetes_backup::KubernetesBackupJob::build(
             name, k, config,
         )?));
+    }
+    if let Some(d) = &job.drill {
+        return Ok(Arc::new(drill::DrillJob::build(name, d, config)?));
     }
     #[cfg(not(feature = "kubernetes"))]
     if job.kubernetes_backup.is_some() {
