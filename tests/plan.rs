@@ -181,6 +181,8 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         kill: CancellationToken::new(),
         hold: medic::engine::depend::never(),
         grace: std::time::Duration::ZERO,
+        rpo: None,
+        opened_at: None,
     };
     Run {
         store,

@@ -117,6 +117,10 @@ pub struct PlanContext {
     pub hold: HoldRx,
     /// How long symptoms must outlive a released hold before acting.
     pub grace: Duration,
+    /// The scenario's RPO, for actions that restore from a backup.
+    pub rpo: Option<Duration>,
+    /// When the incident opened (its first detection).
+    pub opened_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Waits while `hold` holds incident `id` (saying so on its timeline);
@@ -499,6 +503,8 @@ impl PlanContext {
             ledger: Some(self.store.clone()),
             now: self.clock.now(),
             preflight: serde_json::Value::Null,
+            rpo: self.rpo,
+            detected_at: self.opened_at,
         }
     }
 

@@ -931,6 +931,18 @@ impl<'a> Cx<'a> {
                 None => {}
             }
         }
+        // The last resorts (a restore from backup) only with a human.
+        if let (Some(a), Some(ap)) = (&action, &approval)
+            && !ap.required()
+            && let Some(why) = a.requires_approval()
+        {
+            let at = self
+                .optional(m, "approval")
+                .or(action_node)
+                .map_or_else(|| pos(node), pos);
+            self.err(at, why);
+            approval = None;
+        }
         let mode = match self.optional(m, "mode") {
             Some(n) => self.mode(n).map(Some),
             None => Some(None),
