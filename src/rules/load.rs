@@ -1401,6 +1401,55 @@ targets:
         assert!(e[0].starts_with("r.yaml:13:17: "), "{e:?}");
     }
 
+    /// The restores from backup are last resorts: a human approves them,
+    /// or the rule file does not load (a diff-only table restore writes
+    /// only its own side schema and may run alone).
+    #[test]
+    fn restores_from_backup_need_approval_required() {
+        let config = crate::config::load_str(
+            "medic.yaml",
+            &format!(
+                "{CONFIG}  standby: {{ postgres: {{ host: 127.0.0.2 }} }}
+jobs:
+  db-backup:
+    schedule: '0 2 * * *'
+    postgres.backup: {{ target: db, directory: /tmp/b }}
+"
+            ),
+        )
+        .unwrap();
+        let rule = |step: &str| MINIMAL.replace("  - action: exec\n    args: [true]\n", step);
+        let restore = "  - action: postgres.restore\n    backup: db-backup\n    target: standby\n    database: keneyapp_restored\n";
+        assert_eq!(
+            errors_with(&rule(restore), &config),
+            ["r.yaml:10:13: postgres.restore replaces the database clients use with a backup: it needs `approval: required`"]
+        );
+        assert_eq!(
+            errors_with(&rule(&format!("{restore}    approval: none\n")), &config),
+            ["r.yaml:14:15: postgres.restore replaces the database clients use with a backup: it needs `approval: required`"]
+        );
+        let s = load_str("r.yaml", &rule(&format!("{restore}    approval: required\n")), &config)
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(s.plan[0].action.kind(), "postgres.restore");
+        let tables = "  - action: postgres.restore-tables\n    backup: db-backup\n    tables: [appointments]\n";
+        let e = errors_with(&rule(tables), &config);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("r.yaml:10:13: postgres.restore-tables copies rows back"), "{e:?}");
+        load_str("r.yaml", &rule(&format!("{tables}    copy_back: false\n")), &config)
+            .unwrap_or_else(|d| panic!("{d}"));
+        // Parameters, each at its place.
+        let bad = "  - action: postgres.restore\n    backup: nightly\n    target: cache\n    database: \"x; DROP\"\n    before: yesterday\n    approval: required\n";
+        assert_eq!(
+            errors_with(&rule(bad), &config),
+            [
+                "r.yaml:11:13: unknown postgres.backup job \"nightly\" (expected one of: db-backup)",
+                "r.yaml:12:13: target \"cache\" is a redis target, but postgres.restore needs a postgres target",
+                "r.yaml:13:15: \"x; DROP\" is not a database name (letters, digits, _)",
+                "r.yaml:14:13: \"yesterday\" is not an RFC 3339 time (e.g. 2026-03-01T02:00:00Z)",
+            ]
+        );
+    }
+
     /// `persistence:` of a redis check: each mistake at its place.
     #[test]
     fn redis_persistence_parameters_are_validated_where_written() {
