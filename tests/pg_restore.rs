@@ -45,6 +45,7 @@ fn config(prod: &PgNode, standby: Option<&PgNode>, dir: &Path) -> Config {
             "
 targets:
   db: {}
+  db-cluster: {{ postgres: {{ members: [db] }} }}
 {standby}jobs:
   db-backup:
     schedule: '0 2 * * *'
@@ -313,6 +314,8 @@ async fn table_restore_brings_back_exactly_the_deleted_rows_and_changes_nothing_
         let p: RestoreTablesParams = serde_json::from_value(json!({
             "backup": "db-backup", "tables": ["appointments"],
             "copy_back": copy_back, "max_rows": 100,
+            // A cluster: the table restore acts on its current primary.
+            "target": "db-cluster",
         }))
         .unwrap();
         RestoreTables::build(&p, &cfg).unwrap()

@@ -798,11 +798,39 @@ impl Action for Restore {
     }
 }
 
+/// The live database of a table restore: one server, or a cluster's
+/// current primary (found when the action runs).
+enum Live {
+    One(Box<PostgresTarget>),
+    Cluster(Arc<crate::connect::pg_cluster::Cluster>),
+}
+
+impl Live {
+    async fn server(&self) -> Result<PostgresTarget, String> {
+        match self {
+            Live::One(t) => Ok((**t).clone()),
+            Live::Cluster(c) => {
+                let view = c.discover(PROBE_TIMEOUT).await;
+                let primary = view.primary.as_deref().ok_or_else(|| {
+                    format!(
+                        "cluster {:?} has no primary that answers: {}",
+                        c.name,
+                        view.summary()
+                    )
+                })?;
+                c.member(primary)
+                    .map(|m| m.target.clone())
+                    .ok_or_else(|| format!("{primary} is not a member of {:?}", c.name))
+            }
+        }
+    }
+}
+
 /// A runnable `postgres.restore-tables`.
 pub struct RestoreTables {
     params: RestoreTablesParams,
     source: Source,
-    target: PostgresTarget,
+    live: Live,
     tables: Vec<(String, String)>,
     schema: String,
     before: Option<DateTime<Utc>>,
@@ -824,7 +852,11 @@ struct TableDiff {
 impl RestoreTables {
     pub fn build(p: &RestoreTablesParams, config: &Config) -> Result<Self, BuildError> {
         let source = Source::build(config, &p.backup)?;
-        let target = one_server(config, p.target.as_deref().unwrap_or(&source.target))?;
+        let name = p.target.as_deref().unwrap_or(&source.target);
+        let live = match crate::connect::pg_cluster::cluster(config, name) {
+            Some(c) => Live::Cluster(c),
+            None => Live::One(Box::new(one_server(config, name)?)),
+        };
         let tables = p
             .tables
             .iter()
@@ -846,7 +878,7 @@ impl RestoreTables {
                 .unwrap_or_else(|| DEFAULT_SIDE_SCHEMA.into()),
             params: p.clone(),
             source,
-            target,
+            live,
             tables,
             before,
         })
@@ -887,7 +919,8 @@ impl RestoreTables {
         // scratch database of the same server, then copied to the side
         // schema over COPY.
         let scratch = format!("medic_restore_tables_{}", ctx.now.format("%Y%m%d%H%M%S%3f"));
-        let admin = connect(&self.target, None, Duration::from_secs(30))
+        let target = self.live.server().await.map_err(fail)?;
+        let admin = connect(&target, None, Duration::from_secs(30))
             .await
             .map_err(fail)?;
         admin
@@ -899,7 +932,7 @@ impl RestoreTables {
                     pg_err(&e)
                 ))
             })?;
-        let r = self.restore_via(&scratch, &file).await;
+        let r = self.restore_via(&target, &scratch, &file).await;
         let _ = admin
             .batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -907,7 +940,7 @@ impl RestoreTables {
             ))
             .await;
         r.map_err(fail)?;
-        let mut live = connect(&self.target, None, Duration::from_secs(30))
+        let mut live = connect(&target, None, Duration::from_secs(30))
             .await
             .map_err(fail)?;
         let (mut diffs, copied) = self.diff_and_copy(&mut live).await.map_err(fail)?;
@@ -964,12 +997,17 @@ impl RestoreTables {
 
     /// pg_restore of the tables into `scratch`, then each copied into the
     /// side schema of the live database (replacing an earlier side copy).
-    async fn restore_via(&self, scratch: &str, file: &Path) -> Result<(), String> {
+    async fn restore_via(
+        &self,
+        target: &PostgresTarget,
+        scratch: &str,
+        file: &Path,
+    ) -> Result<(), String> {
         self.source
-            .pg_restore(&self.target, scratch, file, &self.tables)
+            .pg_restore(target, scratch, file, &self.tables)
             .await?;
-        let src = connect(&self.target, Some(scratch), Duration::from_secs(30)).await?;
-        let dst = connect(&self.target, None, Duration::from_secs(30)).await?;
+        let src = connect(target, Some(scratch), Duration::from_secs(30)).await?;
+        let dst = connect(target, None, Duration::from_secs(30)).await?;
         dst.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {}",
             ident(&self.schema)
@@ -1215,8 +1253,21 @@ impl Action for RestoreTables {
 
     async fn preflight(&self, ctx: &ActionContext) -> Preflight {
         let mut pre = Preflight::default();
-        match connect(&self.target, None, PROBE_TIMEOUT).await {
-            Ok(_) => pre.gate(Gate::pass("reachable", "the live database answers")),
+        let target = match self.live.server().await {
+            Ok(t) => t,
+            Err(e) => {
+                pre.gate(Gate::fail("reachable", e));
+                return pre;
+            }
+        };
+        match connect(&target, None, PROBE_TIMEOUT).await {
+            Ok(_) => pre.gate(Gate::pass(
+                "reachable",
+                format!(
+                    "the live database answers ({}:{})",
+                    target.host, target.port
+                ),
+            )),
             Err(e) => {
                 pre.gate(Gate::fail("reachable", e));
                 return pre;
