@@ -182,6 +182,9 @@ async fn restore_into_a_new_database_has_the_backups_row_counts_and_reports_the_
         took.as_millis()
     );
 
+    // As after a crash: the effect is seen in place, nothing run again.
+    let seen = a.reconcile(&c).await.expect("the restore can tell");
+    assert!(seen.ok, "{seen:#?}");
     // Never over a database that exists: a second attempt refuses.
     let pre = a.preflight(&c).await;
     let g = pre.refusal().expect("refused");

@@ -389,13 +389,9 @@ fn window_gate(ctx: &ActionContext, copy: &StoredCopy) -> (Gate, Value) {
         "rpo_secs": rpo.map(|r| r.as_secs()),
         "within_rpo": within,
     });
-    // Advisory: an old backup is still the last resort; a human approves.
-    let mut g = Gate::pass("data-window", detail);
-    if !within {
-        g.passed = false;
-        g.advisory = true;
-    }
-    (g, data)
+    // Never a refusal: an old backup is still the last resort, and a
+    // human approves the step knowing what it loses.
+    (Gate::pass("data-window", detail), data)
 }
 
 /// A runnable `postgres.restore`.
@@ -795,6 +791,35 @@ impl Action for Restore {
         };
         let _ = tokio::fs::remove_dir_all(&work).await;
         r
+    }
+
+    /// After a crash mid-attempt: the new database is in place when it
+    /// exists and verifies against the newest copy's counts. A partial
+    /// one does not, and stays for a human (a new attempt refuses it).
+    async fn reconcile(&self, ctx: &ActionContext) -> Option<ActionResult> {
+        let store = ctx.ledger.as_deref()?;
+        let (copy, run) = self.source.newest(store, self.before).await.ok()?;
+        let db = &self.params.database;
+        let c = match connect(&self.into, Some(db), PROBE_TIMEOUT).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(ActionResult::failed(
+                    format!("{db} is not restored: {e}"),
+                    json!({}),
+                ));
+            }
+        };
+        let (counts, problems) = self.verify(&c, &run).await.ok()?;
+        let data =
+            json!({ "file": copy.name, "database": db, "counts": counts, "problems": problems });
+        Some(if problems.is_empty() {
+            ActionResult::ok(format!("{db} holds {} and verifies", copy.name), data)
+        } else {
+            ActionResult::failed(
+                format!("{db} exists but does not verify: {}", problems.join("; ")),
+                data,
+            )
+        })
     }
 }
 
@@ -1511,7 +1536,8 @@ mod tests {
         assert_eq!(d["within_rpo"], json!(true));
         ctx.rpo = Some(Duration::from_secs(3600));
         let (g, d) = window_gate(&ctx, &copy);
-        assert!(!g.passed && g.advisory, "{g:?}");
+        assert!(g.passed, "{g:?}");
+        assert_eq!(d["within_rpo"], json!(false));
         assert!(g.detail.contains("MISSED"), "{}", g.detail);
         assert_eq!(d["lost_secs"], json!(3 * 3600));
     }
