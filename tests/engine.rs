@@ -96,6 +96,7 @@ fn scenario(limit: Limit, mode: Option<Mode>) -> Scenario {
             then: Then::Stop,
             only_if: vec![],
             label_patterns: Default::default(),
+            otherwise: None,
         }],
         max_acting: 1,
         quorum: None,

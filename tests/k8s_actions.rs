@@ -468,7 +468,9 @@ async fn the_shipped_database_rule_sets_env_by_secret_key_ref() {
              backend: {{ kubernetes: {{ kind: Deployment, name: backend, namespace: keneyapp, kubeconfig: {} }} }}\n  \
              db: {{ postgres: {{ host: 127.0.0.1, port: 5432, user: medic }} }}\n  \
              db-replica: {{ postgres: {{ host: 127.0.0.1, port: 5433, user: medic }} }}\n  \
-             app: {{ http: {{ url: \"http://127.0.0.1:1/healthz\" }} }}\n",
+             db-restore: {{ postgres: {{ host: 127.0.0.1, port: 5435, user: medic }} }}\n  \
+             app: {{ http: {{ url: \"http://127.0.0.1:1/healthz\" }} }}\n\
+             jobs:\n  db-backup: {{ schedule: '0 2 * * *', postgres.backup: {{ target: db-replica, directory: /tmp/b }} }}\n",
             kubeconfig.display()
         ),
     )

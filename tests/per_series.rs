@@ -68,6 +68,7 @@ fn scenario(args: &[&str], mode: Mode, every: Dur, for_: Dur, clear_for: Dur) ->
             then: Then::Stop,
             only_if: vec![],
             label_patterns: Default::default(),
+            otherwise: None,
         }],
         max_acting: 4,
         quorum: None,

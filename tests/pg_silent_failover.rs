@@ -196,7 +196,10 @@ fn write_config(dir: &Path, c: &Pg, app: &str, kubeconfig: &Path) -> PathBuf {
              \x20 db-main: {}\n\
              \x20 db-replica: {}\n\
              \x20 app: {{ http: {{ url: \"http://{app}/health\" }} }}\n\
-             \x20 backend: {{ kubernetes: {{ kind: Deployment, name: backend, namespace: keneyapp, kubeconfig: {} }} }}\n",
+             \x20 backend: {{ kubernetes: {{ kind: Deployment, name: backend, namespace: keneyapp, kubeconfig: {} }} }}\n\
+             \x20 db-restore: {{ postgres: {{ host: 127.0.0.1, port: 9 }} }}\n\
+             jobs:\n\
+             \x20 db-backup: {{ schedule: '0 2 * * *', postgres.backup: {{ target: db-replica, directory: backups }} }}\n",
             member(&c.primary),
             member(c.replica()),
             kubeconfig.display()

@@ -123,6 +123,7 @@ fn step(name: &str, then: Then, clears: &[&str], attempts: u32) -> Step {
         then,
         only_if: vec![],
         label_patterns: Default::default(),
+        otherwise: None,
     }
 }
 
@@ -181,6 +182,8 @@ async fn setup(config: &Config, mode: Mode) -> Run {
         kill: CancellationToken::new(),
         hold: medic::engine::depend::never(),
         grace: std::time::Duration::ZERO,
+        rpo: None,
+        opened_at: None,
     };
     Run {
         store,
@@ -289,6 +292,102 @@ async fn a_failed_chain_step_runs_no_follow_up_and_ends_the_plan() {
     assert_eq!(repoint.runs.load(Ordering::SeqCst), 0);
     let ledger = r.store.incident_attempts(r.ctx.incident).await.unwrap();
     assert!(ledger.iter().all(|a| a.step == "promote"), "{ledger:#?}");
+}
+
+/// The runbook's database plan: promote → repoint → restart, and only
+/// when the promotion could not be done, restore from backup → repoint to
+/// the restored database. A failed restart after a good promotion must
+/// never start a restore.
+fn with_else_plan(r: &mut Run, promote_ok: bool, restart_ok: bool) -> Vec<Arc<Scripted>> {
+    let names = [
+        "promote",
+        "repoint",
+        "restart",
+        "restore",
+        "repoint-restored",
+    ];
+    let actions: Vec<Arc<Scripted>> = names
+        .iter()
+        .map(|n| {
+            let ok = match *n {
+                "promote" => promote_ok,
+                "restart" => restart_ok,
+                _ => true,
+            };
+            let a = Scripted::new(n, ok);
+            // The steps verified on the symptom clear it when they work.
+            let verified = matches!(*n, "restart" | "repoint-restored");
+            Arc::new(if ok && verified {
+                a.healing(&r.symptom)
+            } else {
+                a
+            })
+        })
+        .collect();
+    let mut promote = step("promote", Then::Continue, &[], 1);
+    promote.otherwise = Some("restore".into());
+    with_steps(
+        r,
+        vec![
+            (promote, actions[0].clone()),
+            (step("repoint", Then::Continue, &[], 1), actions[1].clone()),
+            (
+                step("restart", Then::Stop, &["down"], 1),
+                actions[2].clone(),
+            ),
+            (step("restore", Then::Continue, &[], 1), actions[3].clone()),
+            (
+                step("repoint-restored", Then::Stop, &["down"], 1),
+                actions[4].clone(),
+            ),
+        ],
+    );
+    actions
+}
+
+fn runs(actions: &[Arc<Scripted>]) -> Vec<usize> {
+    actions
+        .iter()
+        .map(|a| a.runs.load(Ordering::SeqCst))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_step_with_else_goes_on_at_that_step_and_only_it_reaches_it() {
+    // The promotion fails: the chain's follow-ups are skipped, the restore
+    // branch runs.
+    let mut r = setup(&Config::default(), Mode::Enforce).await;
+    let a = with_else_plan(&mut r, false, true);
+    let out = plan::execute(&r.ctx).await.unwrap();
+    assert_eq!(
+        out,
+        PlanOutcome::Recovered {
+            step: "repoint-restored".into()
+        }
+    );
+    assert_eq!(runs(&a), [1, 0, 0, 1, 1]);
+    let tl = timeline(&r).await;
+    assert!(
+        has(
+            &tl,
+            "step: step promote did not work; its `else` goes on with step restore"
+        ),
+        "{tl:#?}"
+    );
+
+    // The promotion works but the restart does not: the plan ends at the
+    // branch, no restore.
+    let mut r = setup(&Config::default(), Mode::Enforce).await;
+    let a = with_else_plan(&mut r, true, false);
+    let out = plan::execute(&r.ctx).await.unwrap();
+    let PlanOutcome::Exhausted { reason } = out else {
+        panic!("{out:?}")
+    };
+    assert!(
+        reason.ends_with("step restore runs only as the `else` of step promote"),
+        "{reason}"
+    );
+    assert_eq!(runs(&a), [1, 1, 1, 0, 0]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -294,7 +294,12 @@ async fn a_server_that_never_answers_is_unreachable_until_peer_timeout_then_froz
 /// The three integrity symptoms of the shipped data-corruption scenario,
 /// exactly as the rule file says them.
 fn integrity_symptoms() -> Vec<(String, PostgresParams)> {
-    let mut config = Config::default();
+    // The shipped rule's table restore names a backup job of db.
+    let mut config = medic::config::load_str(
+        "medic.yaml",
+        "targets:\n  db: { postgres: { host: 127.0.0.1 } }\njobs:\n  db-backup: { schedule: '0 2 * * *', postgres.backup: { target: db, directory: /tmp/b } }\n",
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
     config
         .targets
         .insert("db".into(), TargetConfig::Postgres(target(5432)));

@@ -98,6 +98,7 @@ fn scenario(name: &str, address: &str) -> Scenario {
             then: Then::Stop,
             only_if: vec![],
             label_patterns: Default::default(),
+            otherwise: None,
         }],
         max_acting: 1,
         quorum: None,

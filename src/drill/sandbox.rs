@@ -467,6 +467,23 @@ fn adapt(
             s.timeout = s.timeout.min(Dur::secs(5));
         }
     }
+    // The steps only an `else` reaches (from the first of them on: the
+    // restore from backup) are not drilled: the sandbox has no backup.
+    let branch = sc.plan.iter().position(|t| {
+        sc.plan
+            .iter()
+            .any(|s| s.otherwise.as_deref() == Some(&*t.name))
+    });
+    if let Some(i) = branch {
+        let gone: Vec<String> = sc.plan.drain(i..).map(|s| s.name).collect();
+        notes.push(format!(
+            "steps {} run only as an `else` (a restore from backup): the sandbox drills the plan before them",
+            gone.join(", ")
+        ));
+        for st in &mut sc.plan {
+            st.otherwise = None;
+        }
+    }
     let mut plan = Vec::new();
     for mut st in std::mem::take(&mut sc.plan) {
         match swap(&st) {
@@ -1169,6 +1186,10 @@ fn load(
             "backend",
             "{ kubernetes: { kind: Deployment, name: backend, namespace: sandbox } }",
         ),
+        (
+            "db-restore",
+            "{ postgres: { host: 127.0.0.1, port: 9, user: postgres, dbname: postgres } }",
+        ),
     ]
     .into_iter()
     .filter(|(name, _)| {
@@ -1178,8 +1199,18 @@ fn load(
     })
     .map(|(name, t)| format!("  {name}: {t}\n"))
     .collect();
+    // The drill's own jobs (`extra`: the backup-failure drill's real
+    // backup), else the backup job the restore steps name (never run:
+    // those drills run no jobs), where the sandbox has a database.
+    let jobs = if !extra.is_empty() {
+        extra
+    } else if targets.lines().any(|l| l.trim_start().starts_with("db:")) {
+        "jobs:\n  db-backup:\n    schedule: '0 2 * * *'\n    postgres.backup: { target: db, directory: backups }\n"
+    } else {
+        ""
+    };
     let yaml = format!(
-        "mode: enforce\nrules: [rules]\nstore: {{ sqlite: {{ path: {} }} }}\nshutdown_grace: 5s\ntargets:\n  {targets}{placeholders}{extra}",
+        "mode: enforce\nrules: [rules]\nstore: {{ sqlite: {{ path: {} }} }}\nshutdown_grace: 5s\ntargets:\n  {targets}{placeholders}{jobs}",
         // A JSON string is a YAML string: any path stays one scalar.
         serde_json::Value::from(db.display().to_string())
     );

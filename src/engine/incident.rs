@@ -317,6 +317,8 @@ async fn drive_inner(
                 kill: shared.kill.clone(),
                 hold,
                 grace: shared.bounds.grace(),
+                rpo: sc.rpo.map(|r| r.get()),
+                opened_at: Some(incident.opened_at),
             };
             match plan::execute(&ctx).await? {
                 PlanOutcome::Recovered { step } => {

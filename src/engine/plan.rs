@@ -12,8 +12,10 @@
 //! `then: stop` step that worked the plan is done and after one that failed
 //! the next step runs; after a `then: continue` step that worked the next
 //! step runs and after one that failed the plan ends (no follow-up runs
-//! after a failed promotion). When the plan ends without a fix, the caller
-//! escalates.
+//! after a failed promotion). A step that failed and says `else: STEP`
+//! goes on at STEP instead; a step named by an `else` runs only that way
+//! (the steps before it end there). When the plan ends without a fix, the
+//! caller escalates.
 //!
 //! Every decision lands on the incident's timeline and every attempt
 //! (refusals and dry-runs too) in the ledger with its inputs (parameters,
@@ -117,6 +119,10 @@ pub struct PlanContext {
     pub hold: HoldRx,
     /// How long symptoms must outlive a released hold before acting.
     pub grace: Duration,
+    /// The scenario's RPO, for actions that restore from a backup.
+    pub rpo: Option<Duration>,
+    /// When the incident opened (its first detection).
+    pub opened_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Waits while `hold` holds incident `id` (saying so on its timeline);
@@ -499,6 +505,8 @@ impl PlanContext {
             ledger: Some(self.store.clone()),
             now: self.clock.now(),
             preflight: serde_json::Value::Null,
+            rpo: self.rpo,
+            detected_at: self.opened_at,
         }
     }
 
@@ -589,6 +597,31 @@ pub async fn execute(ctx: &PlanContext) -> Result<PlanOutcome, StoreError> {
                 reasons.push(format!("{}: {}", ps.step.name, reason));
                 idx += 1;
             }
+            StepEnd::Failed(reason) if let Some(target) = &ps.step.otherwise => {
+                let Some(j) = ctx.steps.iter().position(|s| s.step.name == *target) else {
+                    // The loader resolves every `else`; a plan built
+                    // otherwise ends here rather than guess.
+                    reasons.push(format!("{}: {}", ps.step.name, reason));
+                    return Ok(PlanOutcome::Exhausted {
+                        reason: format!(
+                            "plan ended ({}); step {target:?} named by `else` of {} is not in the plan",
+                            reasons.join("; "),
+                            ps.step.name
+                        ),
+                    });
+                };
+                ctx.note(
+                    "step",
+                    format!(
+                        "step {} did not work; its `else` goes on with step {target}",
+                        ps.step.name
+                    ),
+                    json!({ "step": ps.step.name, "else": target, "reason": reason }),
+                )
+                .await?;
+                reasons.push(format!("{}: {}", ps.step.name, reason));
+                idx = j;
+            }
             StepEnd::Failed(reason) if ps.step.then == Then::Continue => {
                 let skipped: Vec<&str> = ctx.steps[idx + 1..]
                     .iter()
@@ -613,6 +646,18 @@ pub async fn execute(ctx: &PlanContext) -> Result<PlanOutcome, StoreError> {
             StepEnd::Failed(reason) => {
                 reasons.push(format!("{}: {}", ps.step.name, reason));
                 idx += 1;
+                // A step named by an `else` runs only as that fallback.
+                if let Some(next) = ctx.steps.get(idx)
+                    && let Some(from) = else_of(ctx, &next.step.name)
+                {
+                    return Ok(PlanOutcome::Exhausted {
+                        reason: format!(
+                            "plan exhausted ({}); step {} runs only as the `else` of step {from}",
+                            reasons.join("; "),
+                            next.step.name
+                        ),
+                    });
+                }
             }
         }
     }
@@ -622,6 +667,14 @@ pub async fn execute(ctx: &PlanContext) -> Result<PlanOutcome, StoreError> {
         format!("plan exhausted ({})", reasons.join("; "))
     };
     Ok(PlanOutcome::Exhausted { reason })
+}
+
+/// The step whose `else` names step `name`, if any.
+fn else_of<'a>(ctx: &'a PlanContext, name: &str) -> Option<&'a str> {
+    ctx.steps
+        .iter()
+        .find(|s| s.step.otherwise.as_deref() == Some(name))
+        .map(|s| s.step.name.as_str())
 }
 
 fn then_of(ctx: &PlanContext, idx: usize) -> Then {

@@ -356,6 +356,24 @@ impl BackupJob {
             partial.display().to_string(),
         ]);
         let pg_dump = super::pg_program(self.bin.as_deref(), "pg_dump");
+        // The row count of every table, in the snapshot pg_dump then dumps:
+        // what a restore (`postgres.restore`) must find again. Held open
+        // until pg_dump has imported it.
+        let snapshot = match counted_snapshot(t).await {
+            Ok(s) => {
+                args.push(format!("--snapshot={}", s.id));
+                Some(s)
+            }
+            Err(e) => {
+                cx.event(
+                    "rows",
+                    format!("row counts not recorded ({e}); the dump goes on without them"),
+                    Value::Null,
+                )
+                .await;
+                None
+            }
+        };
         cx.event(
             "dump",
             format!("pg_dump of {}:{}/{}", t.host, t.port, t.dbname),
@@ -363,6 +381,7 @@ impl BackupJob {
         )
         .await;
         run_program(&pg_dump, &args, t).await?;
+        let rows = snapshot.map(|s| s.rows);
         let entries = archive_entries(self.bin.as_deref(), partial).await?;
         let (sha256, size) = storage::sha256_file(partial).await?;
         cx.event(
@@ -378,8 +397,75 @@ impl BackupJob {
             "size": size,
             "entries": entries,
             "stored": stored,
+            "rows": rows,
         }))
     }
+}
+
+/// An exported snapshot (`pg_export_snapshot()`), held open by its
+/// session, with the row count of every table in it.
+struct CountedSnapshot {
+    id: String,
+    /// `schema.table` → rows.
+    rows: BTreeMap<String, i64>,
+    _client: tokio_postgres::Client,
+}
+
+/// Opens a repeatable-read snapshot of `t`'s database, exports it and
+/// counts the rows of every ordinary and partitioned table outside the
+/// system schemas.
+async fn counted_snapshot(t: &PostgresTarget) -> Result<CountedSnapshot, String> {
+    let cfg = crate::connect::postgres(t, "medic-backup", std::time::Duration::from_secs(10))?;
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        e.as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string())
+    })?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let err = |e: tokio_postgres::Error| {
+        e.as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string())
+    };
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(err)?;
+    let id: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(err)?
+        .get(0);
+    let tables = client
+        .query(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_%'
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let mut rows = BTreeMap::new();
+    for r in tables {
+        let (schema, table): (String, String) = (r.get(0), r.get(1));
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let n: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {}.{}", q(&schema), q(&table)),
+                &[],
+            )
+            .await
+            .map_err(err)?
+            .get(0);
+        rows.insert(format!("{schema}.{table}"), n);
+    }
+    Ok(CountedSnapshot {
+        id,
+        rows,
+        _client: client,
+    })
 }
 
 /// What retention needs to know of a backup job.

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod exec;
 pub mod k8s;
 pub mod pg_fence;
+pub mod pg_restore;
 pub mod postgres;
 pub mod redis_flush;
 pub mod route53;
@@ -57,6 +58,13 @@ pub(crate) trait ActionKind {
         Self: Sized,
     {
         &[]
+    }
+
+    /// Why these parameters may only run after a human approved
+    /// (`approval: required`); `None`: no such rule. The rule loader
+    /// refuses the step without it.
+    fn requires_approval(&self) -> Option<&'static str> {
+        None
     }
 
     /// The runnable action.
@@ -137,6 +145,8 @@ action_kinds! {
     "postgres.promote-replica" => PostgresPromoteReplica(postgres::PromoteReplicaParams),
     "postgres.quarantine" => PostgresQuarantine(postgres::QuarantineParams),
     "postgres.fence" => PostgresFence(pg_fence::FenceParams),
+    "postgres.restore" => PostgresRestore(pg_restore::RestoreParams),
+    "postgres.restore-tables" => PostgresRestoreTables(pg_restore::RestoreTablesParams),
     "route53.failover" => Route53Failover(route53::FailoverParams),
     "docker.restart" => DockerRestart(docker::DockerRestartParams),
     "docker.recreate" => DockerRecreate(docker::DockerRecreateParams),
@@ -146,6 +156,11 @@ impl ActionSpec {
     /// The config targets it acts on (maintenance windows name them).
     pub fn targets(&self) -> Vec<String> {
         self.params().targets()
+    }
+
+    /// Why this step may only run with `approval: required`, if it must.
+    pub fn requires_approval(&self) -> Option<&'static str> {
+        self.params().requires_approval()
     }
 
     /// Reads the parameters of an action of kind `kind` (known to be one
@@ -178,6 +193,12 @@ pub struct ActionContext {
     pub now: chrono::DateTime<chrono::Utc>,
     /// What preflight decided (e.g. the chosen candidate), for `run`.
     pub preflight: serde_json::Value,
+    /// The scenario's recovery point objective, if it sets one (a restore
+    /// reports the data it loses against it).
+    pub rpo: Option<std::time::Duration>,
+    /// When the incident was first detected (opened), if there is one: a
+    /// table restore reads a backup taken before it.
+    pub detected_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl std::fmt::Debug for ActionContext {
@@ -202,6 +223,8 @@ impl ActionContext {
             ledger: None,
             now: chrono::Utc::now(),
             preflight: serde_json::Value::Null,
+            rpo: None,
+            detected_at: None,
         }
     }
 }

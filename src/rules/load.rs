@@ -128,6 +128,7 @@ const STEP_FIELDS: &[&str] = &[
     "on_timeout",
     "mode",
     "then",
+    "else",
     "only_if",
     "label_patterns",
 ];
@@ -796,7 +797,39 @@ impl<'a> Cx<'a> {
                 all
             });
         }
-        steps
+        let steps = steps?;
+        let mut ok = true;
+        for (i, s) in steps.iter().enumerate() {
+            let Some(target) = &s.otherwise else { continue };
+            let at = field_pos(&items[i], "else");
+            match steps.iter().position(|t| t.name == *target) {
+                Some(j) if j > i => {
+                    if steps[j - 1].then == Then::Continue {
+                        self.err(
+                            field_pos(&items[j - 1], "then"),
+                            format!(
+                                "step {:?} says `then: continue`, but the next step {target:?} runs only as the `else` of {:?}",
+                                steps[j - 1].name, s.name
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+                Some(_) => {
+                    self.err(
+                        at,
+                        format!("`else: {target}` must name a later step (a plan never goes back)"),
+                    );
+                    ok = false;
+                }
+                None => {
+                    let known: Vec<&str> = steps[i + 1..].iter().map(|t| t.name.as_str()).collect();
+                    self.err(at, unknown_field("step", target, &known));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(steps)
     }
 
     /// One step, and its name with where it is written (or the step's start,
@@ -874,6 +907,11 @@ impl<'a> Cx<'a> {
             None => Some(Then::Stop),
         };
         let verify = self.verify(m, defined, when, then);
+        // Resolved against the other steps' names by `plan`.
+        let otherwise = match self.optional(m, "else") {
+            Some(n) => self.name(n, "step").map(Some),
+            None => Some(None),
+        };
         let only_if = match self.optional(m, "only_if") {
             Some(n) => match self.names(n) {
                 Some(refs) if refs.is_empty() => {
@@ -931,6 +969,18 @@ impl<'a> Cx<'a> {
                 None => {}
             }
         }
+        // The last resorts (a restore from backup) only with a human.
+        if let (Some(a), Some(ap)) = (&action, &approval)
+            && !ap.required()
+            && let Some(why) = a.requires_approval()
+        {
+            let at = self
+                .optional(m, "approval")
+                .or(action_node)
+                .map_or_else(|| pos(node), pos);
+            self.err(at, why);
+            approval = None;
+        }
         let mode = match self.optional(m, "mode") {
             Some(n) => self.mode(n).map(Some),
             None => Some(None),
@@ -945,6 +995,7 @@ impl<'a> Cx<'a> {
                 approval: approval?,
                 mode: mode?,
                 then: then?,
+                otherwise: otherwise?,
                 only_if: only_if?,
                 label_patterns: label_patterns?,
             })
@@ -1389,6 +1440,101 @@ targets:
         assert!(e[0].starts_with("r.yaml:13:17: "), "{e:?}");
     }
 
+    /// `else:` names a later step, and no chain runs into it.
+    #[test]
+    fn else_names_a_later_step_that_only_it_reaches() {
+        let rule = |steps: &str| MINIMAL.replace("  - action: exec\n    args: [true]\n", steps);
+        let s = ok(&rule(
+            "  - { name: a, action: exec, args: [a], else: c }\n  - { name: b, action: exec, args: [b] }\n  - { name: c, action: exec, args: [c] }\n",
+        ));
+        assert_eq!(s.plan[0].otherwise.as_deref(), Some("c"));
+        assert_eq!(s.plan[1].otherwise, None);
+        assert_eq!(
+            errors(&rule(
+                "  - { name: a, action: exec, args: [a], else: d }\n  - { name: c, action: exec, args: [c] }\n"
+            )),
+            ["r.yaml:10:47: unknown step \"d\" (expected one of: c)"]
+        );
+        assert_eq!(
+            errors(&rule(
+                "  - { name: a, action: exec, args: [a] }\n  - { name: b, action: exec, args: [b], else: a }\n"
+            )),
+            ["r.yaml:11:47: `else: a` must name a later step (a plan never goes back)"]
+        );
+        assert_eq!(
+            errors(&rule(
+                "  - { name: a, action: exec, args: [a], then: continue, else: b }\n  - { name: b, action: exec, args: [b] }\n"
+            )),
+            [
+                "r.yaml:10:47: step \"a\" says `then: continue`, but the next step \"b\" runs only as the `else` of \"a\""
+            ]
+        );
+    }
+
+    /// The restores from backup are last resorts: a human approves them,
+    /// or the rule file does not load (a diff-only table restore writes
+    /// only its own side schema and may run alone).
+    #[test]
+    fn restores_from_backup_need_approval_required() {
+        let config = crate::config::load_str(
+            "medic.yaml",
+            &format!(
+                "{CONFIG}  standby: {{ postgres: {{ host: 127.0.0.2 }} }}
+jobs:
+  db-backup:
+    schedule: '0 2 * * *'
+    postgres.backup: {{ target: db, directory: /tmp/b }}
+"
+            ),
+        )
+        .unwrap();
+        let rule = |step: &str| MINIMAL.replace("  - action: exec\n    args: [true]\n", step);
+        let restore = "  - action: postgres.restore\n    backup: db-backup\n    target: standby\n    database: keneyapp_restored\n";
+        assert_eq!(
+            errors_with(&rule(restore), &config),
+            [
+                "r.yaml:10:13: postgres.restore replaces the database clients use with a backup: it needs `approval: required`"
+            ]
+        );
+        assert_eq!(
+            errors_with(&rule(&format!("{restore}    approval: none\n")), &config),
+            [
+                "r.yaml:14:15: postgres.restore replaces the database clients use with a backup: it needs `approval: required`"
+            ]
+        );
+        let s = load_str(
+            "r.yaml",
+            &rule(&format!("{restore}    approval: required\n")),
+            &config,
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(s.plan[0].action.kind(), "postgres.restore");
+        let tables = "  - action: postgres.restore-tables\n    backup: db-backup\n    tables: [appointments]\n";
+        let e = errors_with(&rule(tables), &config);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("r.yaml:10:13: postgres.restore-tables copies rows back"),
+            "{e:?}"
+        );
+        load_str(
+            "r.yaml",
+            &rule(&format!("{tables}    copy_back: false\n")),
+            &config,
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        // Parameters, each at its place.
+        let bad = "  - action: postgres.restore\n    backup: nightly\n    target: cache\n    database: \"x; DROP\"\n    before: yesterday\n    approval: required\n";
+        assert_eq!(
+            errors_with(&rule(bad), &config),
+            [
+                "r.yaml:11:13: unknown postgres.backup job \"nightly\" (expected one of: db-backup)",
+                "r.yaml:12:13: target \"cache\" is a redis target, but postgres.restore needs a postgres target",
+                "r.yaml:13:15: \"x; DROP\" is not a database name (letters, digits, _)",
+                "r.yaml:14:13: \"yesterday\" is not an RFC 3339 time (e.g. 2026-03-01T02:00:00Z)",
+            ]
+        );
+    }
+
     /// `persistence:` of a redis check: each mistake at its place.
     #[test]
     fn redis_persistence_parameters_are_validated_where_written() {
@@ -1742,7 +1888,7 @@ escalation: pager
                 "r.yaml:8:5: unknown field \"evry\" (did you mean \"every\"?)",
                 "r.yaml:10:42: target \"cache\" is a redis target, but a promql check needs a prometheus target",
                 "r.yaml:11:21: undefined symptom \"sloow\" (did you mean \"slow\"?)",
-                "r.yaml:13:13: unknown action \"restart\" (expected one of: exec, systemd-restart, k8s.rollout-restart, k8s.rollout-undo, k8s.set-env, k8s.scale, redis.flush, postgres.promote-replica, postgres.quarantine, postgres.fence, route53.failover, docker.restart, docker.recreate)",
+                "r.yaml:13:13: unknown action \"restart\" (expected one of: exec, systemd-restart, k8s.rollout-restart, k8s.rollout-undo, k8s.set-env, k8s.scale, redis.flush, postgres.promote-replica, postgres.quarantine, postgres.fence, postgres.restore, postgres.restore-tables, route53.failover, docker.restart, docker.recreate)",
                 "r.yaml:17:11: exec needs a program: args: [PROGRAM, ARG...]",
                 "r.yaml:18:30: undefined symptom \"gone\"",
                 "r.yaml:19:11: step name \"again\" is already used at 15:11",

@@ -49,9 +49,9 @@ pub struct Scenario {
     /// In file order.
     pub symptoms: Vec<Symptom>,
     pub when: When,
-    /// Ordered. After a step that failed, the next step runs (a fallback);
-    /// after one that worked, the plan is done, unless the step says
-    /// `then: continue` (see [`Then`]).
+    /// Ordered. After a step that failed, the next step runs (a fallback),
+    /// or the step its `else` names; after one that worked, the plan is
+    /// done, unless the step says `then: continue` (see [`Then`]).
     pub plan: Vec<Step>,
     /// How many incidents of this scenario may run an action at once
     /// (counted from the ledger's attempts in flight). Default 1.
@@ -146,6 +146,12 @@ pub struct Step {
     pub mode: Option<Mode>,
     /// What follows this step when it worked.
     pub then: Then,
+    /// `else: STEP`: when this step did not work, the plan goes on at
+    /// STEP (later in the plan) instead of the next step or its end. A
+    /// step named by an `else` is reached only that way: the steps before
+    /// it end there (e.g. a restore from backup after a promotion that
+    /// could not be done, never after the promotion's follow-ups).
+    pub otherwise: Option<String>,
     /// Runs only while one of these symptoms is active (firing or
     /// clearing); otherwise it is skipped, on the timeline, as a step that
     /// did not work. Empty: always. E.g. the monitoring scenario restarts
