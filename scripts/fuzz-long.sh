@@ -6,7 +6,7 @@
 # fuzz/target/long/TARGET.log; the last lines print each target's
 # executions, exec/s, corpus size and crashes.
 #
-#   scripts/fuzz-long.sh                       # all five, 10M executions each
+#   scripts/fuzz-long.sh                       # all six, 10M executions each
 #   MEDIC_FUZZ_RUNS=1000000 scripts/fuzz-long.sh rules config
 #   MEDIC_FUZZ_MAX_SECS=3600 scripts/fuzz-long.sh   # stop each after an hour
 #   MEDIC_FUZZ_SANITIZER=address scripts/fuzz-long.sh   # under ASan (slower)
@@ -23,7 +23,7 @@ runs=${MEDIC_FUZZ_RUNS:-10000000}
 max_secs=${MEDIC_FUZZ_MAX_SECS:-0}
 sanitizer=${MEDIC_FUZZ_SANITIZER:-none}
 targets=("$@")
-((${#targets[@]})) || targets=(alertmanager slack rules config exposition)
+((${#targets[@]})) || targets=(alertmanager slack rules config exposition selector)
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 cargo fuzz build --sanitizer="$sanitizer" || exit 1
 out=fuzz/target/long

@@ -261,7 +261,7 @@ passed=$((passed + ran - bad))
 # minutes); the long runs (scripts/fuzz-long.sh) use the optimised one.
 fuzz_secs=${MEDIC_FUZZ_SECS:-30}
 fuzz_flags=(-max_len=65536 -timeout=10 -malloc_limit_mb=256 -rss_limit_mb=2048)
-fuzz_targets=(alertmanager slack rules config exposition)
+fuzz_targets=(alertmanager slack rules config exposition selector)
 echo "==> cargo test --no-default-features --lib features (started beside the tests)"
 wait "$nofeat_pid"
 rc=$?

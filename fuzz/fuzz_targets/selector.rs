@@ -1,6 +1,7 @@
-//! The Prometheus text exposition parser behind `scrape` checks, and the
-//! series selectors they match with: the first line is a selector, the rest
-//! an exposition. Any text is samples or an error at a line, never a panic.
+//! The series selectors of `scrape` checks, parsed and matched: the first
+//! line is a selector (its regular expressions compiled, which is most of
+//! each execution's time), the rest an exposition whose samples it is
+//! matched against. Any text is a selector or an error, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
