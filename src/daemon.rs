@@ -773,6 +773,7 @@ impl TermRun {
         let kill = CancellationToken::new();
         // Scheduled DR jobs run on the leader only: one backup per slot.
         if jobs {
+            crate::page::register_report_sinks();
             crate::jobs::start(config, store.clone(), clock.clone(), &tasks, stop.clone());
         }
         // The outbox dispatcher: the only sender of pages, on the leader.

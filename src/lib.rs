@@ -58,8 +58,8 @@
 //! 8   reload server notify ops probe
 //! 7   engine
 //! 6   page
-//! 5   rules jobs
-//! 4   check remedy lead
+//! 5   rules jobs remedy
+//! 4   check lead
 //! 3   store connect
 //! 2   metrics observe
 //! 1   config

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Drill jobs send their reports through the notifiers.
+    medic::page::register_report_sinks();
     match cli.command {
         Command::Version => {
             println!("medic {}", medic::cli::VERSION);

@@ -1096,7 +1096,7 @@ impl Cx<'_> {
             }
             if let Some(d) = &job.drill {
                 let at = format!("{at}.drill.sandbox");
-                let known = crate::drill::sandbox::SCENARIOS;
+                let known = super::SANDBOX_SCENARIOS;
                 if !known.contains(&d.scenario.as_str()) {
                     self.err(
                         root,

@@ -24,6 +24,18 @@ pub use load::{load, load_str, load_str_with_env, load_with_env};
 pub use public::{PublicStatus, Statuspage};
 pub use topology::{TargetBudget, TargetLinks, Topology};
 
+/// The scenarios `medic drill --sandbox` can stage (`drill::sandbox`'s
+/// list; here so config validation of `drill.sandbox` jobs can name them
+/// without importing the drill module above it).
+pub const SANDBOX_SCENARIOS: &[&str] = &[
+    "redis-cache-failure",
+    "database-failure",
+    "data-corruption",
+    "application-service-failure",
+    "monitoring-system-failure",
+    "backup-failure",
+];
+
 /// Whether actions really run: the config's global mode, which scenarios
 /// and plan steps may override.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]

@@ -55,15 +55,7 @@ use crate::rules::model::{Approval, Scenario, Then};
 use crate::store::Store;
 
 /// The scenarios the sandbox can drill.
-pub const SCENARIOS: &[&str] = &[
-    "redis-cache-failure",
-    "database-failure",
-    "data-corruption",
-    "application-service-failure",
-    "monitoring-system-failure",
-    "backup-failure",
-];
-
+pub const SCENARIOS: &[&str] = crate::config::SANDBOX_SCENARIOS;
 /// Throwaway services: children killed and reaped, pidfiles' processes
 /// killed, the directory deleted, on drop.
 struct Sandbox {

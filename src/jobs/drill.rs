@@ -11,22 +11,50 @@
 //! The child is killed if the job's `timeout` passes first: give the job a
 //! timeout beyond the drill's own wait (the default is ample).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::{JobContext, JobError, Report};
 use crate::config::{Config, DrillJobConfig};
-use crate::page::{Notice, NoticeKind, Notifier, View};
 use crate::store::{Incident, IncidentState};
+
+/// Where a drill's report goes: one notifier. `page`, a layer above jobs,
+/// implements it for its notifiers and registers them at start-up
+/// ([`register_notifiers`]), so this module never imports it.
+#[async_trait::async_trait]
+pub trait ReportSink: Send + Sync {
+    /// Sends `text` about `incident` as a notice (event `drill`, dedup key
+    /// `key`); the delivery's detail, or why it failed.
+    async fn report(
+        &self,
+        key: String,
+        text: String,
+        incident: Incident,
+        now: DateTime<Utc>,
+    ) -> Result<String, String>;
+}
+
+/// The config's notifiers, by name, as report sinks.
+pub type Sinks = fn(&Config) -> HashMap<String, Arc<dyn ReportSink>>;
+
+static SINKS: OnceLock<Sinks> = OnceLock::new();
+
+/// Registers how notifiers are built (`page::register_report_sinks`, at
+/// start-up); the first registration stays.
+pub fn register_notifiers(sinks: Sinks) {
+    let _ = SINKS.set(sinks);
+}
 
 /// A built `drill.sandbox` job.
 pub struct DrillJob {
     scenario: String,
     /// Where the scenario's rule file is (`--rules`).
     rules: Result<PathBuf, String>,
-    notify: Vec<(String, Arc<dyn Notifier>)>,
+    notify: Vec<(String, Arc<dyn ReportSink>)>,
 }
 
 impl DrillJob {
@@ -55,7 +83,15 @@ impl DrillJob {
                         .join(", ")
                 )
             });
-        let mut built = crate::page::build_notifiers(config);
+        let mut built = match SINKS.get() {
+            Some(sinks) => sinks(config),
+            None if d.notify.is_empty() => HashMap::new(),
+            None => {
+                return Err(JobError::Invalid(format!(
+                    "job {name}: notifiers are not available in this process (drill jobs run in `medic run`)"
+                )));
+            }
+        };
         let mut notify = Vec::new();
         for n in &d.notify {
             let Some(x) = built.remove(n) else {
@@ -227,42 +263,15 @@ impl DrillJob {
             resolved_at: None,
             cause: None,
         });
-        let notice = Notice {
-            kind: NoticeKind::Notice,
-            key: format!("drill:{}:{}", cx.job, cx.run),
-            level: 0,
-            level_name: None,
-            text: text.to_string(),
-            entries: Vec::new(),
-            view: View {
-                incident,
-                rto: None,
-                targets: Vec::new(),
-                observed: Vec::new(),
-                done: Vec::new(),
-                next: None,
-                awaiting: None,
-                decisions: Vec::new(),
-                dependents: Vec::new(),
-                public: false,
-                checklist: Vec::new(),
-                now,
-            },
-            reference: None,
-            maybe_sent: false,
-            event: "drill".to_string(),
-            mention: false,
-            ping: Vec::new(),
-            public: None,
-        };
         let mut failed = Vec::new();
         let mut sent = Vec::new();
         for (name, n) in &self.notify {
-            match n.send(&notice).await {
-                Ok(d) => {
+            let key = format!("drill:{}:{}", cx.job, cx.run);
+            match n.report(key, text.to_string(), incident.clone(), now).await {
+                Ok(detail) => {
                     cx.event(
                         "notice",
-                        format!("report sent to {name} ({})", d.detail),
+                        format!("report sent to {name} ({detail})"),
                         Value::Null,
                     )
                     .await;

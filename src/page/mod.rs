@@ -306,6 +306,70 @@ pub fn build_notifiers(config: &Config) -> HashMap<String, Arc<dyn Notifier>> {
     build(config).notifiers
 }
 
+/// A notifier as the sink of scheduled drills' reports
+/// ([`crate::jobs::drill`]): the report goes out as a notice with the
+/// drill's incident, event `drill`.
+struct ReportTo(Arc<dyn Notifier>);
+
+#[async_trait::async_trait]
+impl crate::jobs::drill::ReportSink for ReportTo {
+    async fn report(
+        &self,
+        key: String,
+        text: String,
+        incident: crate::store::Incident,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, String> {
+        let notice = Notice {
+            kind: NoticeKind::Notice,
+            key,
+            level: 0,
+            level_name: None,
+            text,
+            entries: Vec::new(),
+            view: View {
+                incident,
+                rto: None,
+                targets: Vec::new(),
+                observed: Vec::new(),
+                done: Vec::new(),
+                next: None,
+                awaiting: None,
+                decisions: Vec::new(),
+                dependents: Vec::new(),
+                public: false,
+                checklist: Vec::new(),
+                now,
+            },
+            reference: None,
+            maybe_sent: false,
+            event: "drill".to_string(),
+            mention: false,
+            ping: Vec::new(),
+            public: None,
+        };
+        self.0
+            .send(&notice)
+            .await
+            .map(|d| d.detail)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Lets drill jobs send their reports to the config's notifiers (jobs sit
+/// below this module and cannot build them); called at start-up.
+pub fn register_report_sinks() {
+    crate::jobs::drill::register_notifiers(|config| {
+        build_notifiers(config)
+            .into_iter()
+            .map(|(name, n)| {
+                let sink: Arc<dyn crate::jobs::drill::ReportSink> = Arc::new(ReportTo(n));
+                (name, sink)
+            })
+            .collect()
+    });
+}
+
 /// What reloads replace.
 struct Settings {
     notifiers: HashMap<String, Arc<dyn Notifier>>,
