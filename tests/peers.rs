@@ -181,7 +181,7 @@ impl Side for MedicSide {
         wait_until(
             Duration::from_secs(30),
             "medic's incident to resolve",
-            || resolved(&db) >= trial,
+            || resolved_incidents(&db) >= trial,
         );
     }
 }
@@ -193,20 +193,6 @@ impl Drop for MedicSide {
         }
         kill_pidfile(&self.pidfile);
     }
-}
-
-fn resolved(db: &Path) -> usize {
-    use medic::store::{IncidentState, SqliteStore, prelude::*};
-    block_on(async {
-        let store = SqliteStore::open(db).await.unwrap();
-        store
-            .recent_incidents(1000)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|i| i.state == IncidentState::Resolved)
-            .count()
-    })
 }
 
 struct MonitSide {

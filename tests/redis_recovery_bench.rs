@@ -11,20 +11,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use medic::store::{IncidentState, SqliteStore, prelude::*};
-
-fn resolved(db: &std::path::Path) -> usize {
-    block_on(async {
-        let store = SqliteStore::open(db).await.unwrap();
-        store
-            .recent_incidents(1000)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|i| i.state == IncidentState::Resolved)
-            .count()
-    })
-}
 
 #[test]
 #[ignore = "benchmark: cargo test --release --test redis_recovery_bench -- --ignored --nocapture"]
@@ -105,7 +91,7 @@ limit: {{ attempts: 1000, per: 1h }}
         eprintln!("run {}: {:.0} ms", i + 1, took * 1000.0);
         times.push(took);
         wait_until(Duration::from_secs(30), "the incident to resolve", || {
-            resolved(&db) == i + 1
+            resolved_incidents(&db) == i + 1
         });
     }
     assert!(medic.stop().success());

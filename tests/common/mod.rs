@@ -236,6 +236,21 @@ impl Drop for Redis {
     }
 }
 
+/// How many incidents in the SQLite store at `db` are resolved.
+pub fn resolved_incidents(db: &Path) -> usize {
+    use medic::store::{IncidentState, SqliteStore, prelude::*};
+    block_on(async {
+        let store = SqliteStore::open(db).await.unwrap();
+        store
+            .recent_incidents(1000)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|i| i.state == IncidentState::Resolved)
+            .count()
+    })
+}
+
 /// Kills the process whose pid is in `pidfile` (daemons medic started).
 pub fn kill_pidfile(pidfile: &Path) {
     if let Ok(s) = std::fs::read_to_string(pidfile)
