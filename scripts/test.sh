@@ -221,7 +221,12 @@ if command -v cargo-nextest >/dev/null 2>&1; then
     ok=$(count "$sum" passed)
     passed=$((passed + ok))
     skipped=$((skipped + $(count "$sum" skipped)))
-    ((run > ok)) && fail "cargo nextest: $((run - ok)) tests (see FAIL above)" $((run - ok))
+    if ((run > ok)); then
+      # Name them here too: the end of the output is what a CI log keeps.
+      names=$(grep -E '^ +(FAIL|SIGSEGV|SIGABRT|SIGKILL|TIMEOUT|LEAK-FAIL) \[' "$log" |
+        sed -E 's/^ +([A-Z-]+) \[[^]]*\] +/\1 /' | sort -u | paste -sd ';' -)
+      fail "cargo nextest: $((run - ok)) tests: ${names:-see FAIL above}" $((run - ok))
+    fi
     ((run == ok && rc != 0)) && fail "cargo nextest (exit $rc)"
   else
     fail "cargo nextest (exit $rc: the tests did not build or run)"
