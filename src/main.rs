@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Drill jobs send their reports through the notifiers.
+    // Drill jobs send their reports through the notifiers; `drill.target`
+    // jobs follow the daemon's own engine (built a layer above the jobs).
     medic::page::register_report_sinks();
+    medic::drill::scheduled::register();
     match cli.command {
         Command::Version => {
             println!("medic {}", medic::cli::VERSION);
@@ -155,6 +157,21 @@ fn run(config: PathBuf) -> ExitCode {
     exit_if(result.is_ok())
 }
 
+/// The first SIGTERM or SIGINT, by name (never, if they cannot be watched).
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
+    }
+}
+
 /// `medic drill`: exit code 0 only when recovery met the scenario's RTO.
 fn drill(a: DrillArgs) -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
@@ -166,11 +183,29 @@ fn drill(a: DrillArgs) -> ExitCode {
     };
     let (mut out, target) = (std::io::stdout(), a.target.unwrap_or_default());
     let result = rt.block_on(async {
-        if a.sandbox {
-            return drill::sandbox::run(&a.scenario, &a.rules, a.store.as_deref(), &mut out).await;
+        let sandbox = a.sandbox;
+        let run = async {
+            if a.sandbox {
+                return drill::sandbox::run(&a.scenario, &a.rules, a.store.as_deref(), &mut out)
+                    .await;
+            }
+            let input = &mut std::io::stdin().lock();
+            drill::real(&a.config, &a.scenario, &target, a.yes, &mut out, input).await
+        };
+        // SIGTERM or SIGINT (a drill job's timeout, Ctrl-C) stops the
+        // drill: dropping it stops the sandbox's services and deletes its
+        // directory before medic exits.
+        tokio::select! {
+            r = run => r,
+            sig = stop_signal() => Err(drill::DrillError::Failed(format!(
+                "stopped by {sig} before the drill ended; {}",
+                if sandbox {
+                    "the sandbox's services were stopped and its directory deleted"
+                } else {
+                    "the target may still be broken: check it"
+                }
+            ))),
         }
-        let input = &mut std::io::stdin().lock();
-        drill::real(&a.config, &a.scenario, &target, a.yes, &mut out, input).await
     });
     match result {
         Ok(report) => {

@@ -376,19 +376,7 @@ fn a_drill_job_runs_the_sandbox_drill_stores_the_report_and_notifies_the_channel
     wait_until(Duration::from_secs(30), "medic ready", || {
         get(&format!("{base}/readyz")).0 == 200
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_medic"))
-        .args([
-            "backup",
-            "run",
-            "quarterly-drill",
-            "--url",
-            &base,
-            "--token",
-        ])
-        .arg(common::TEST_API_TOKEN)
-        .args(["--by", "the test"])
-        .output()
-        .unwrap();
+    let out = run_job(&base, "quarterly-drill");
     let t = text(&out);
     println!("{t}");
     assert!(out.status.success(), "{t}\n{}", medic.log_text());
@@ -417,10 +405,315 @@ fn a_drill_job_runs_the_sandbox_drill_stores_the_report_and_notifies_the_channel
 
     let notice = bodies.recv_timeout(Duration::from_secs(10)).unwrap();
     let n: serde_json::Value = serde_json::from_str(&notice).unwrap();
+    // A report of its own: the sandbox's incident lives in the child's
+    // store, so the message names none of the daemon's incidents.
+    assert_eq!(n["kind"], "report", "{notice}");
     assert_eq!(n["event"], "drill", "{notice}");
+    assert_eq!(
+        n["title"], "drill report: redis-cache-failure (sandbox)",
+        "{notice}"
+    );
     assert_eq!(n["text"].as_str(), Some(report), "{notice}");
-    // The drill's own incident, resolved.
-    assert_eq!(n["incident"]["scenario"], "redis-cache-failure", "{notice}");
-    assert_eq!(n["incident"]["state"], "resolved", "{notice}");
+    assert_eq!(n["data"]["scenario"], "redis-cache-failure", "{notice}");
+    assert!(n.get("incident").is_none(), "{notice}");
+    medic.stop();
+}
+
+/// Runs job `job` of the medic at `base` now (`medic backup run`).
+fn run_job(base: &str, job: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["backup", "run", job, "--url", base, "--token"])
+        .arg(common::TEST_API_TOKEN)
+        .args(["--by", "the test"])
+        .output()
+        .unwrap()
+}
+
+/// The scheduled drill of a real target: a `drill.target` job breaks the
+/// marked Redis with its `inject` command, and the daemon's own engine
+/// (not a second one) detects and restarts it; the run follows that
+/// incident, stores the report and sends it to the channel. While the
+/// scenario has an open incident the job injects nothing.
+#[test]
+fn a_target_drill_job_breaks_the_marked_target_and_reports_the_daemons_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, port) = (free_port(), free_port());
+    let (hook, bodies) = receiver();
+    let argv = redis_argv(port);
+    let mut redis = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "redis", || redis_ping(port));
+    let config = common::enforce_config(dir.path(), http, "2s");
+    let mut args = redis_argv(port);
+    let pidfile = dir.path().join("redis.pid");
+    args.extend(
+        [
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            &pidfile.display().to_string(),
+        ]
+        .map(String::from),
+    );
+    // clear_for 10s: the incident stays open long enough to try the job
+    // again while it is.
+    std::fs::write(
+        dir.path().join("rules/redis.yaml"),
+        RULE.replace("ARGS", &serde_json::to_string(&args).unwrap())
+            .replace("clear_for: 2s", "clear_for: 10s"),
+    )
+    .unwrap();
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    yaml.push_str(&format!(
+        "targets:\n  cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n\
+         drills:\n  cache: {{ drill: allowed, inject: [kill, \"-9\", \"{}\"], wait: 2m }}\n\
+         notifiers:\n  log: {{ log: {{}} }}\n  channel: {{ webhook: {{ url: \"http://127.0.0.1:{hook}/drills\" }} }}\n\
+         jobs:\n  cache-drill:\n    schedule: \"0 9 1 1,4,7,10 *\"\n    \
+         drill.target: {{ scenario: redis-cache-failure, target: cache, notify: [channel] }}\n",
+        redis.id()
+    ));
+    std::fs::write(&config, yaml).unwrap();
+    let log = dir.path().join("medic.log");
+    let mut medic = common::Medic::start(&config, &log);
+    let base = format!("http://127.0.0.1:{http}");
+    let get = |url: &str| {
+        common::block_on(async {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(common::TEST_READ_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    wait_until(Duration::from_secs(30), "medic ready", || {
+        get(&format!("{base}/readyz")).0 == 200
+    });
+
+    let out = run_job(&base, "cache-drill");
+    let _ = redis.wait(); // the original, killed by the injection
+    let t = text(&out);
+    println!("{t}");
+    assert!(out.status.success(), "{t}\n{}", medic.log_text());
+    assert!(t.contains("succeeded"), "{t}");
+    let (code, body) = get(&format!("{base}/api/v1/jobs/cache-drill/runs"));
+    assert_eq!(code, 200, "{body}");
+    let runs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let run = &runs[0]["run"];
+    assert_eq!(run["kind"], "drill.target", "{body}");
+    assert_eq!(run["outcome"], "succeeded", "{body}");
+    let report = run["data"]["report"].as_str().unwrap_or_default();
+    assert!(
+        report.starts_with("drill report: redis-cache-failure on cache\n"),
+        "{body}"
+    );
+    assert!(report.contains("restart-redis: succeeded"), "{body}");
+    assert!(report.contains("(RTO 5m: met)"), "{body}");
+    // The incident is the daemon's own, resolved by its own plan.
+    let id = run["data"]["incident"]
+        .as_i64()
+        .expect("the daemon's incident");
+    let (code, inc) = get(&format!("{base}/api/v1/incidents/{id}"));
+    assert_eq!(code, 200, "{inc}");
+    let inc: serde_json::Value = serde_json::from_str(&inc).unwrap();
+    assert_eq!(inc["incident"]["scenario"], "redis-cache-failure", "{inc}");
+    assert_eq!(inc["incident"]["state"], "resolved", "{inc}");
+    assert!(redis_ping(port), "the restarted redis-server answers");
+    let notice = bodies.recv_timeout(Duration::from_secs(10)).unwrap();
+    let n: serde_json::Value = serde_json::from_str(&notice).unwrap();
+    assert_eq!(n["kind"], "report", "{notice}");
+    assert_eq!(
+        n["title"], "drill report: redis-cache-failure on cache",
+        "{notice}"
+    );
+    assert_eq!(n["text"].as_str(), Some(report), "{notice}");
+    assert_eq!(n["data"]["incident"], id, "{notice}");
+
+    // Broken again (by hand, not by the job): while its incident is open,
+    // the job refuses and injects nothing.
+    kill_pidfile(&pidfile);
+    let open = || {
+        let (_, b) = get(&format!("{base}/api/v1/incidents"));
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+        v["open"].as_array().map_or(0, |o| o.len())
+    };
+    wait_until(Duration::from_secs(30), "a new incident open", || {
+        open() == 1
+    });
+    let out = run_job(&base, "cache-drill");
+    let t = text(&out);
+    let (_, body) = get(&format!("{base}/api/v1/jobs/cache-drill/runs"));
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        body.contains("has an open incident") && body.contains("nothing was injected"),
+        "{t}\n{body}"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the second incident resolved",
+        || open() == 0,
+    );
+    kill_pidfile(&pidfile);
+    medic.stop();
+}
+
+/// The sandbox directories (`medic-sandbox-*`) under `tmp`.
+fn sandboxes(tmp: &Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("medic-sandbox-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Processes whose command line mentions `needle` (the sandbox's services
+/// run with their data and pid files under its directory).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{name}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+/// SIGTERM (or Ctrl-C) stops a sandbox drill before it ends: its private
+/// services are stopped and its directory deleted before medic exits.
+#[test]
+fn a_stopped_sandbox_drill_stops_its_services_and_deletes_its_directory() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["drill", "--sandbox", "redis-cache-failure"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut port = None;
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if let Some(rest) = line.strip_prefix("sandbox: redis-server on 127.0.0.1:") {
+            port = rest
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok());
+            break;
+        }
+    }
+    let port = port.unwrap_or_else(|| {
+        panic!(
+            "the sandbox never started redis-server:\n{}",
+            seen.join("\n")
+        )
+    });
+    assert!(redis_ping(port));
+    assert_eq!(sandboxes(tmp.path()).len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(
+            "stopped by SIGTERM before the drill ended; the sandbox's services were stopped"
+        ),
+        "{stderr}\n{}",
+        rest.join("\n")
+    );
+    assert!(
+        !redis_ping(port),
+        "the sandbox's redis-server still answers"
+    );
+    assert_eq!(sandboxes(tmp.path()), Vec::<String>::new());
+    assert_eq!(
+        processes_mentioning(&tmp.path().display().to_string()),
+        Vec::<String>::new()
+    );
+}
+
+/// A `drill.sandbox` job whose timeout passes before the drill ends stops
+/// the drill's child medic, which stops its services: nothing of the
+/// sandbox outlives the run.
+#[test]
+fn a_drill_job_that_times_out_leaves_no_sandbox_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let http = free_port();
+    let config = common::enforce_config(dir.path(), http, "2s");
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    // The database drill takes far longer than 8 s (two PostgreSQL
+    // servers, a failover).
+    yaml.push_str(&format!(
+        "jobs:\n  quarterly-drill:\n    schedule: \"0 9 1 1,4,7,10 *\"\n    timeout: 8s\n    \
+         drill.sandbox: {{ scenario: database-failure, rules: {} }}\n",
+        serde_json::Value::from(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("rules")
+                .display()
+                .to_string()
+        )
+    ));
+    std::fs::write(&config, yaml).unwrap();
+    std::fs::write(
+        dir.path().join("rules/self.yaml"),
+        common::port_closed_rule("self", "medic's port closed", http, 1),
+    )
+    .unwrap();
+    let log = dir.path().join("medic.log");
+    let mut medic =
+        common::Medic::start_with_env(&config, &log, &[("TMPDIR", tmp.display().to_string())]);
+    let base = format!("http://127.0.0.1:{http}");
+    wait_until(Duration::from_secs(30), "medic ready", || {
+        common::block_on(async {
+            reqwest::get(format!("{base}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+    });
+    let out = run_job(&base, "quarterly-drill");
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("timed out") || t.contains("timeout"), "{t}");
+    // The child got SIGTERM; within its grace everything is gone.
+    let needle = tmp.display().to_string();
+    wait_until(
+        Duration::from_secs(20),
+        "the sandbox cleaned up after the job's timeout",
+        || sandboxes(&tmp).is_empty() && processes_mentioning(&needle).is_empty(),
+    );
+    assert!(
+        medic
+            .log_text()
+            .contains("stopping the drill before it ended"),
+        "{}",
+        medic.log_text()
+    );
     medic.stop();
 }

@@ -549,6 +549,37 @@ impl Cx<'_> {
         self.y.out.push(d);
     }
 
+    /// A drill job's `notify`: known notifiers that take reports (not
+    /// PagerDuty: a report is not a page).
+    fn validate_report_notifiers(
+        &mut self,
+        root: &Node,
+        config: &super::Config,
+        at: &str,
+        notify: &[String],
+    ) {
+        for (i, n) in notify.iter().enumerate() {
+            match config.notifiers.get(n) {
+                None => {
+                    let names: Vec<&str> = config.notifiers.keys().map(String::as_str).collect();
+                    let mut msg = format!("unknown notifier {n:?}");
+                    if let Some(hint) = did_you_mean(n, names.iter().copied()) {
+                        msg = format!("{msg} ({hint})");
+                    }
+                    self.err(root, &format!("{at}.notify[{i}]"), msg);
+                }
+                Some(super::NotifierConfig::PagerDuty(_)) => self.err(
+                    root,
+                    &format!("{at}.notify[{i}]"),
+                    format!(
+                        "notifier {n:?} is PagerDuty, which takes pages, not reports: send drill reports to a channel (slack, email, webhook, log)"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
     /// A backup job's places (at least one, names unique, exactly one kind
     /// each, each kind's own fields) and its retention (`retention` or
     /// `keep`, not both).
@@ -1108,17 +1139,38 @@ impl Cx<'_> {
                         ),
                     );
                 }
-                for (i, n) in d.notify.iter().enumerate() {
-                    if !config.notifiers.contains_key(n) {
-                        let names: Vec<&str> =
-                            config.notifiers.keys().map(String::as_str).collect();
-                        let mut msg = format!("unknown notifier {n:?}");
-                        if let Some(hint) = did_you_mean(n, names.iter().copied()) {
-                            msg = format!("{msg} ({hint})");
-                        }
-                        self.err(root, &format!("{at}.notify[{i}]"), msg);
+                self.validate_report_notifiers(root, config, &at, &d.notify);
+            }
+            if let Some(d) = &job.drill_target {
+                let at = format!("{at}.drill.target");
+                match config.drills.get(&d.target) {
+                    None => self.err(
+                        root,
+                        &format!("{at}.target"),
+                        format!(
+                            "target {:?} is not marked for drills: add it under `drills:` with `drill: allowed` and its `inject` command",
+                            d.target
+                        ),
+                    ),
+                    Some(m) if m.drill != super::DrillPermission::Allowed => self.err(
+                        root,
+                        &format!("{at}.target"),
+                        format!("target {:?} is marked `drill: forbidden`", d.target),
+                    ),
+                    Some(m) if !m.scenarios.is_empty() && !m.scenarios.contains(&d.scenario) => {
+                        self.err(
+                            root,
+                            &format!("{at}.scenario"),
+                            format!(
+                                "target {:?} allows drills of {} only",
+                                d.target,
+                                m.scenarios.join(", ")
+                            ),
+                        )
                     }
+                    Some(_) => {}
                 }
+                self.validate_report_notifiers(root, config, &at, &d.notify);
             }
             if let Some(k) = &job.kubernetes_backup {
                 let at = format!("{at}.kubernetes.backup");
@@ -2096,7 +2148,7 @@ drills:
             "{GOOD}jobs:
   drill:
     schedule: '0 9 1 1,4,7,10 *'
-    drill.sandbox: {{ scenario: complete-infrastructure-failure, notify: [chanel] }}
+    drill.sandbox: {{ scenario: no-such-scenario, notify: [chanel] }}
 "
         );
         let errs = errors(&text, &[]);
@@ -2105,10 +2157,7 @@ drills:
             all.contains("the sandbox drills redis-cache-failure, database-failure"),
             "{all}"
         );
-        assert!(
-            all.contains("not \"complete-infrastructure-failure\""),
-            "{all}"
-        );
+        assert!(all.contains("not \"no-such-scenario\""), "{all}");
         assert!(all.contains("unknown notifier \"chanel\""), "{all}");
         assert_eq!(errs.len(), 2, "{all}");
         let good = format!(
@@ -2121,6 +2170,57 @@ drills:
         let c = load_str("medic.yaml", &good).unwrap();
         assert_eq!(c.jobs["drill"].kind(), Some("drill.sandbox"));
         assert!(c.jobs["drill"].drill.as_ref().unwrap().notify.is_empty());
+    }
+
+    #[test]
+    fn target_drill_jobs_name_a_target_marked_for_drills_and_channels() {
+        let good = GOOD.replace(
+            "  log: { log: {} }\n",
+            "  log: { log: {} }\n  pd: { pagerduty: { routing_key: { env: PD_KEY } } }\n",
+        );
+        let text = format!(
+            "{good}drills:
+  cache: {{ drill: allowed, inject: [redis-cli, shutdown], scenarios: [redis-cache-failure] }}
+  db: {{ drill: forbidden, inject: [\"true\"] }}
+jobs:
+  unmarked:
+    schedule: '0 9 1 * *'
+    drill.target: {{ scenario: redis-cache-failure, target: app }}
+  forbidden:
+    schedule: '0 9 1 * *'
+    drill.target: {{ scenario: database-failure, target: db }}
+  other-scenario:
+    schedule: '0 9 1 * *'
+    drill.target: {{ scenario: database-failure, target: cache, notify: [pd] }}
+  good:
+    schedule: '0 9 1 1,4,7,10 *'
+    drill.target: {{ scenario: redis-cache-failure, target: cache, notify: [log] }}
+"
+        );
+        let errs = errors(&text, &[("PD_KEY", "k")]);
+        let all = errs.join("\n");
+        // Each error at its job's `drill.target` line.
+        let line = |job: &str| 3 + text.lines().position(|l| l == format!("  {job}:")).unwrap();
+        for (job, e) in [
+            ("unmarked", "target \"app\" is not marked for drills"),
+            ("forbidden", "target \"db\" is marked `drill: forbidden`"),
+            (
+                "other-scenario",
+                "target \"cache\" allows drills of redis-cache-failure only",
+            ),
+            (
+                "other-scenario",
+                "notifier \"pd\" is PagerDuty, which takes pages, not reports",
+            ),
+        ] {
+            let line = line(job);
+            assert!(
+                errs.iter()
+                    .any(|x| x.starts_with(&format!("medic.yaml:{line}:")) && x.contains(e)),
+                "missing {e:?} at line {line} in:\n{all}"
+            );
+        }
+        assert_eq!(errs.len(), 4, "{all}");
     }
 
     #[test]

@@ -1231,6 +1231,26 @@ pub struct JobConfig {
     pub kubernetes_backup: Option<KubernetesBackupJobConfig>,
     #[serde(rename = "drill.sandbox")]
     pub drill: Option<DrillJobConfig>,
+    #[serde(rename = "drill.target")]
+    pub drill_target: Option<DrillTargetJobConfig>,
+}
+
+/// `drill.target`: the runbook's scheduled drill against a real target the
+/// config marks for drills (`drills: { TARGET: { drill: allowed, inject:
+/// [...] } }`). The run injects the failure with the target's command and
+/// follows the incident this medic's own engine opens and remediates (no
+/// second engine acts beside it); the report is stored on the run and
+/// sent to `notify`. It is not run while the scenario has an open incident.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillTargetJobConfig {
+    /// The scenario drilled: one of the loaded rule files'.
+    pub scenario: String,
+    /// The target broken: marked `drill: allowed` under `drills:`.
+    pub target: String,
+    /// The notifiers the report goes to (the team's channel).
+    #[serde(default)]
+    pub notify: Vec<String>,
 }
 
 /// `drill.sandbox`: the runbook's scheduled DR drill. A sandbox drill of a
@@ -1258,6 +1278,7 @@ impl JobConfig {
         "redis.backup",
         "kubernetes.backup",
         "drill.sandbox",
+        "drill.target",
     ];
 
     /// The kind set, if exactly one is.
@@ -1269,6 +1290,7 @@ impl JobConfig {
             self.redis_backup.is_some(),
             self.kubernetes_backup.is_some(),
             self.drill.is_some(),
+            self.drill_target.is_some(),
         ];
         match kinds.iter().filter(|set| **set).count() {
             1 => kinds.iter().position(|set| *set).map(|i| Self::KINDS[i]),

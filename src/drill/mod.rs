@@ -10,8 +10,11 @@
 //!   configured injection command. Asks for confirmation unless `--yes`.
 //! - `medic drill --sandbox SCENARIO` ([`sandbox`]): against private
 //!   throwaway services medic starts itself.
+//! - `drill.target` jobs ([`scheduled`]): on a schedule, against a marked
+//!   target, drilling the running daemon itself.
 
 pub mod sandbox;
+pub mod scheduled;
 
 use std::future::Future;
 use std::io::{BufRead, Write};
@@ -48,6 +51,8 @@ pub struct DrillReport {
     pub scenario: String,
     pub target: String,
     pub injected_at: DateTime<Utc>,
+    /// The drill's incident (its id in the drill's store), if it opened.
+    pub incident: Option<i64>,
     /// Injection → incident opened.
     pub detected_after: Option<Duration>,
     /// Injection → incident resolved (its symptoms verified clear).
@@ -153,7 +158,6 @@ impl Drill {
         out: &mut (dyn Write + Send),
     ) -> Result<DrillReport, DrillError> {
         let name = self.scenario.name.clone();
-        let (rto, rpo) = (self.scenario.rto.get(), self.scenario.rpo.map(|d| d.get()));
         let (runtimes, refused) =
             crate::daemon::build_runtimes(&self.config, vec![self.scenario.clone()]);
         if let Some(r) = refused.first() {
@@ -228,113 +232,152 @@ impl Drill {
             }
         }
         let incident = result?;
-        let (data_loss, data_loss_window) = match loss {
-            Some(probe) => probe().await,
-            None => ("not measured for this target".to_string(), None),
-        };
-        let mut steps = Vec::new();
-        if let Some(i) = &incident {
-            for a in self
-                .store
-                .incident_attempts(i.id)
-                .await
-                .map_err(store_err)?
-            {
-                steps.push(format!(
-                    "{}: {}",
-                    a.step,
-                    a.outcome.map_or("in flight", |o| o.as_str())
-                ));
-            }
-        }
-        let since = |t: DateTime<Utc>| (t - injected_at).to_std().ok();
-        Ok(DrillReport {
-            scenario: name,
-            target: self.target,
+        measure(
+            &*self.store,
+            &self.scenario,
+            self.target,
+            self.notes,
+            incident,
             injected_at,
-            detected_after: incident.as_ref().and_then(|i| since(i.opened_at)),
-            recovered_after: incident
-                .as_ref()
-                .and_then(|i| i.resolved_at)
-                .and_then(since),
-            state: incident.as_ref().map(|i| i.state),
-            rto,
-            rpo,
-            data_loss,
-            data_loss_window,
-            steps,
-            notes: self.notes,
-        })
+            loss,
+        )
+        .await
     }
 
-    /// Injects, then follows the incident until it resolves, escalates
-    /// (with a `responder`: until it resolves after the responder acted) or
-    /// the wait runs out; prints its timeline as it grows.
+    /// Injects, then follows the incident (see [`follow`]).
     async fn follow(
         &self,
         inject: BoxFut<Result<String, String>>,
-        mut responder: Option<BoxFut<Result<String, String>>>,
+        responder: Option<BoxFut<Result<String, String>>>,
         name: &str,
         injected_at: DateTime<Utc>,
         out: &mut (dyn Write + Send),
     ) -> Result<Option<Incident>, DrillError> {
-        let said = inject
-            .await
-            .map_err(|e| DrillError::Failed(format!("the injection failed: {e}")))?;
-        if !said.is_empty() {
-            let _ = writeln!(out, "[{}] {said}", stamp(Utc::now()));
+        follow(
+            &*self.store,
+            self.wait,
+            inject,
+            responder,
+            name,
+            injected_at,
+            out,
+        )
+        .await
+    }
+}
+
+/// Injects, then follows the incident of scenario `name` opened since
+/// `injected_at` in `store` until it resolves, escalates (with a
+/// `responder`: until it resolves after the responder acted) or `wait`
+/// runs out; prints its timeline as it grows.
+async fn follow(
+    store: &dyn Store,
+    wait: Duration,
+    inject: BoxFut<Result<String, String>>,
+    mut responder: Option<BoxFut<Result<String, String>>>,
+    name: &str,
+    injected_at: DateTime<Utc>,
+    out: &mut (dyn Write + Send),
+) -> Result<Option<Incident>, DrillError> {
+    let said = inject
+        .await
+        .map_err(|e| DrillError::Failed(format!("the injection failed: {e}")))?;
+    if !said.is_empty() {
+        let _ = writeln!(out, "[{}] {said}", stamp(Utc::now()));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let responds = responder.is_some();
+    let mut shown = 0;
+    let mut incident: Option<Incident> = None;
+    loop {
+        if incident.is_none() {
+            incident = store
+                .recent_incidents(20)
+                .await
+                .map_err(store_err)?
+                .into_iter()
+                .find(|i| i.scenario == name && i.opened_at >= injected_at);
+        } else if let Some(i) = &incident {
+            incident = store.incident(i.id).await.map_err(store_err)?;
         }
-        let deadline = tokio::time::Instant::now() + self.wait;
-        let responds = responder.is_some();
-        let mut shown = 0;
-        let mut incident: Option<Incident> = None;
-        loop {
-            if incident.is_none() {
-                incident = self
-                    .store
-                    .recent_incidents(20)
-                    .await
-                    .map_err(store_err)?
-                    .into_iter()
-                    .find(|i| i.scenario == name && i.opened_at >= injected_at);
-            } else if let Some(i) = &incident {
-                incident = self.store.incident(i.id).await.map_err(store_err)?;
+        if let Some(i) = &incident {
+            let timeline = store.timeline(i.id).await.map_err(store_err)?;
+            for e in timeline.iter().skip(shown) {
+                let _ = writeln!(out, "[{}] {:<8} {}", stamp(e.at), e.kind, e.message);
             }
-            if let Some(i) = &incident {
-                let timeline = self.store.timeline(i.id).await.map_err(store_err)?;
-                for e in timeline.iter().skip(shown) {
-                    let _ = writeln!(out, "[{}] {:<8} {}", stamp(e.at), e.kind, e.message);
-                }
-                shown = timeline.len();
-                if i.state == IncidentState::Escalated
-                    && let Some(act) = responder.take()
-                {
-                    let said = act.await.map_err(|e| {
-                        DrillError::Failed(format!(
-                            "the drill's operator, paged, could not act: {e}"
-                        ))
-                    })?;
-                    let _ = writeln!(out, "[{}] paged operator: {said}", stamp(Utc::now()));
-                    continue;
-                }
-                if i.state == IncidentState::Resolved
-                    || (i.state == IncidentState::Escalated && !responds)
-                {
-                    return Ok(incident);
-                }
+            shown = timeline.len();
+            if i.state == IncidentState::Escalated
+                && let Some(act) = responder.take()
+            {
+                let said = act.await.map_err(|e| {
+                    DrillError::Failed(format!("the drill's operator, paged, could not act: {e}"))
+                })?;
+                let _ = writeln!(out, "[{}] paged operator: {said}", stamp(Utc::now()));
+                continue;
             }
-            if tokio::time::Instant::now() >= deadline {
-                let _ = writeln!(
-                    out,
-                    "[{}] gave up waiting after {}",
-                    stamp(Utc::now()),
-                    humantime::format_duration(self.wait)
-                );
+            if i.state == IncidentState::Resolved
+                || (i.state == IncidentState::Escalated && !responds)
+            {
                 return Ok(incident);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = writeln!(
+                out,
+                "[{}] gave up waiting after {}",
+                stamp(Utc::now()),
+                humantime::format_duration(wait)
+            );
+            return Ok(incident);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a drill measured: the incident's times and steps against the
+/// scenario's RTO and RPO, and the data-loss probe's findings.
+async fn measure(
+    store: &dyn Store,
+    scenario: &Scenario,
+    target: String,
+    notes: Vec<String>,
+    incident: Option<Incident>,
+    injected_at: DateTime<Utc>,
+    loss: Option<LossProbe>,
+) -> Result<DrillReport, DrillError> {
+    let (data_loss, data_loss_window) = match loss {
+        Some(probe) => probe().await,
+        None => ("not measured for this target".to_string(), None),
+    };
+    let mut steps = Vec::new();
+    if let Some(i) = &incident {
+        for a in store.incident_attempts(i.id).await.map_err(store_err)? {
+            steps.push(format!(
+                "{}: {}",
+                a.step,
+                a.outcome.map_or("in flight", |o| o.as_str())
+            ));
         }
     }
+    let since = |t: DateTime<Utc>| (t - injected_at).to_std().ok();
+    Ok(DrillReport {
+        scenario: scenario.name.clone(),
+        target,
+        injected_at,
+        incident: incident.as_ref().map(|i| i.id),
+        detected_after: incident.as_ref().and_then(|i| since(i.opened_at)),
+        recovered_after: incident
+            .as_ref()
+            .and_then(|i| i.resolved_at)
+            .and_then(since),
+        state: incident.as_ref().map(|i| i.state),
+        rto: scenario.rto.get(),
+        rpo: scenario.rpo.map(|d| d.get()),
+        data_loss,
+        data_loss_window,
+        steps,
+        notes,
+    })
 }
 
 fn stamp(t: DateTime<Utc>) -> String {

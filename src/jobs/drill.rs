@@ -1,15 +1,20 @@
-//! `drill.sandbox`: the runbook's scheduled DR drill (quarterly in the
-//! example config). Each run is a sandbox drill of one shipped scenario
-//! (`medic drill --sandbox SCENARIO`, [`crate::drill::sandbox`]) in a child
-//! medic process, so its private services, its engine and its metrics stay
-//! apart from the daemon's. The report is the run's record (its summary,
-//! the full text and the measured seconds in its data) and goes to the
-//! `notify` notifiers (the team's channel) as a notice with the drill's
-//! incident (event `drill`). The run succeeds when the drill recovered
-//! within the scenario's RTO and every notice was delivered.
+//! Scheduled drills: the runbook's DR drills (quarterly in the example
+//! config), their reports stored on the job's runs and sent to the
+//! `notify` notifiers (the team's channel) as messages of their own
+//! (event `drill`), tied to none of the daemon's incidents. A run succeeds
+//! when the drill recovered within the scenario's RTO and every report was
+//! delivered.
 //!
-//! The child is killed if the job's `timeout` passes first: give the job a
-//! timeout beyond the drill's own wait (the default is ample).
+//! - `drill.sandbox`: a sandbox drill of one shipped scenario (`medic drill
+//!   --sandbox SCENARIO`, [`crate::drill::sandbox`]) in a child medic
+//!   process, so its private services, its engine and its metrics stay
+//!   apart from the daemon's. When the job's `timeout` passes first, the
+//!   child is asked to stop (SIGTERM: it stops its services and deletes
+//!   its directory), and its process group is killed [`STOP_GRACE`] later.
+//! - `drill.target`: a drill against a real target marked for drills
+//!   (`drills:`), built by [`crate::drill`] (it follows the daemon's own
+//!   engine): the target's `inject` command breaks it, the daemon detects
+//!   and remediates, the run follows the incident.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,21 +24,22 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::{JobContext, JobError, Report};
-use crate::config::{Config, DrillJobConfig};
-use crate::store::{Incident, IncidentState};
+use crate::config::{Config, DrillJobConfig, DrillTargetJobConfig};
 
 /// Where a drill's report goes: one notifier. `page`, a layer above jobs,
 /// implements it for its notifiers and registers them at start-up
 /// ([`register_notifiers`]), so this module never imports it.
 #[async_trait::async_trait]
 pub trait ReportSink: Send + Sync {
-    /// Sends `text` about `incident` as a notice (event `drill`, dedup key
-    /// `key`); the delivery's detail, or why it failed.
+    /// Sends the report (`title`, `text`, its figures as `data`) as a
+    /// message of its own, tied to no incident (key `key`); the
+    /// delivery's detail, or why it failed.
     async fn report(
         &self,
         key: String,
+        title: String,
         text: String,
-        incident: Incident,
+        data: Value,
         now: DateTime<Utc>,
     ) -> Result<String, String>;
 }
@@ -49,12 +55,143 @@ pub fn register_notifiers(sinks: Sinks) {
     let _ = SINKS.set(sinks);
 }
 
+/// Builds `drill.target` jobs. Such a drill follows the daemon's own
+/// engine, rules and incidents, which live above this layer: `drill`
+/// registers the builder at start-up ([`register_target_drills`]).
+pub type TargetBuilder =
+    fn(&str, &DrillTargetJobConfig, &Config) -> Result<Arc<dyn super::Job>, JobError>;
+
+static TARGET: OnceLock<TargetBuilder> = OnceLock::new();
+
+/// Registers the `drill.target` builder; the first registration stays.
+pub fn register_target_drills(b: TargetBuilder) {
+    let _ = TARGET.set(b);
+}
+
+/// Builds the `drill.target` job `name` with the registered builder.
+pub fn build_target(
+    name: &str,
+    d: &DrillTargetJobConfig,
+    config: &Config,
+) -> Result<Arc<dyn super::Job>, JobError> {
+    match TARGET.get() {
+        Some(b) => b(name, d, config),
+        None => Err(JobError::Invalid(format!(
+            "job {name}: drill.target jobs run in `medic run`"
+        ))),
+    }
+}
+
+/// Named report sinks: a drill job's `notify` list, built.
+pub type Named = Vec<(String, Arc<dyn ReportSink>)>;
+
+/// The report sinks of job `name`'s `notify` list.
+pub fn sinks(name: &str, notify: &[String], config: &Config) -> Result<Named, JobError> {
+    let mut built = match SINKS.get() {
+        Some(sinks) => sinks(config),
+        None if notify.is_empty() => HashMap::new(),
+        None => {
+            return Err(JobError::Invalid(format!(
+                "job {name}: notifiers are not available in this process (drill jobs run in `medic run`)"
+            )));
+        }
+    };
+    notify
+        .iter()
+        .map(|n| match built.remove(n) {
+            Some(x) => Ok((n.clone(), x)),
+            None => Err(JobError::Invalid(format!(
+                "job {name}: unknown notifier {n:?}"
+            ))),
+        })
+        .collect()
+}
+
+/// Sends a drill's report to every sink, each delivery on the run's
+/// timeline; records who took it in `data.notified`; returns the sinks
+/// that did not take it.
+pub async fn send(
+    cx: &JobContext,
+    sinks: &[(String, Arc<dyn ReportSink>)],
+    title: &str,
+    text: &str,
+    data: &mut Value,
+) -> Vec<String> {
+    let now = cx.clock.now();
+    let mut failed = Vec::new();
+    let mut sent = Vec::new();
+    for (name, n) in sinks {
+        let key = format!("drill:{}:{}", cx.job, cx.run);
+        let r = n
+            .report(key, title.to_string(), text.to_string(), data.clone(), now)
+            .await;
+        match r {
+            Ok(detail) => {
+                cx.event(
+                    "notice",
+                    format!("report sent to {name} ({detail})"),
+                    Value::Null,
+                )
+                .await;
+                sent.push(name.clone());
+            }
+            Err(e) => {
+                cx.event(
+                    "notice",
+                    format!("the report could not be sent to {name}: {e}"),
+                    Value::Null,
+                )
+                .await;
+                failed.push(name.clone());
+            }
+        }
+    }
+    if let Value::Object(m) = data {
+        m.insert("notified".into(), sent.into());
+    }
+    failed
+}
+
+/// A drill run's outcome: succeeded when the drill recovered within the
+/// RTO (`ok`) and every sink took the report.
+pub fn outcome(summary: String, ok: bool, failed: Vec<String>, data: Value) -> Report {
+    match (ok, failed.is_empty()) {
+        (true, true) => Report::ok(summary, data),
+        (true, false) => Report::failed(
+            format!(
+                "{summary}; the report was not delivered to {}",
+                failed.join(", ")
+            ),
+            data,
+        ),
+        (false, _) => Report::failed(summary, data),
+    }
+}
+
+/// The run's summary from a report's text: `drill SCENARIO: detection
+/// ...; recovery ...`.
+pub fn summary(scenario: &str, report: &str) -> String {
+    let first = |prefix: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or("?")
+            .trim()
+            .to_string()
+    };
+    format!(
+        "drill {scenario}: detection {}; recovery {}",
+        first("  detection  "),
+        first("  recovery   ")
+    )
+}
+
 /// A built `drill.sandbox` job.
 pub struct DrillJob {
     scenario: String,
     /// Where the scenario's rule file is (`--rules`).
     rules: Result<PathBuf, String>,
-    notify: Vec<(String, Arc<dyn ReportSink>)>,
+    notify: Named,
 }
 
 impl DrillJob {
@@ -83,28 +220,10 @@ impl DrillJob {
                         .join(", ")
                 )
             });
-        let mut built = match SINKS.get() {
-            Some(sinks) => sinks(config),
-            None if d.notify.is_empty() => HashMap::new(),
-            None => {
-                return Err(JobError::Invalid(format!(
-                    "job {name}: notifiers are not available in this process (drill jobs run in `medic run`)"
-                )));
-            }
-        };
-        let mut notify = Vec::new();
-        for n in &d.notify {
-            let Some(x) = built.remove(n) else {
-                return Err(JobError::Invalid(format!(
-                    "job {name}: unknown notifier {n:?}"
-                )));
-            };
-            notify.push((n.clone(), x));
-        }
         Ok(DrillJob {
             scenario: d.scenario.clone(),
             rules,
-            notify,
+            notify: sinks(name, &d.notify, config)?,
         })
     }
 }
@@ -129,11 +248,6 @@ impl super::Job for DrillJob {
                 );
             }
         };
-        let scratch = match super::backup::scratch_dir("drill") {
-            Ok(d) => d,
-            Err(e) => return Report::failed(e, json!({ "scenario": self.scenario })),
-        };
-        let db = scratch.join("drill.db");
         cx.event(
             "drill",
             format!(
@@ -144,16 +258,24 @@ impl super::Job for DrillJob {
             Value::Null,
         )
         .await;
-        let out = tokio::process::Command::new(&exe)
-            .args(["drill", "--sandbox", &self.scenario, "--rules"])
-            .arg(rules)
-            .arg("--store")
-            .arg(&db)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await;
-        let mut report = match out {
+        let out = async {
+            let child = tokio::process::Command::new(&exe)
+                .args(["drill", "--sandbox", &self.scenario, "--rules"])
+                .arg(rules)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0)
+                .spawn()?;
+            // If the run is dropped (its timeout, shutdown) the drill is
+            // stopped so that it cleans up its private services.
+            let mut group = ProcessGroup(child.id());
+            let out = child.wait_with_output().await;
+            group.0 = None;
+            out
+        }
+        .await;
+        match out {
             Ok(o) => {
                 let stdout = String::from_utf8_lossy(&o.stdout);
                 let text = stdout
@@ -168,36 +290,9 @@ impl super::Job for DrillJob {
                 });
                 match (&text, o.status.success()) {
                     (Some(t), ok) => {
-                        let first = |prefix: &str| {
-                            t.lines()
-                                .find_map(|l| l.strip_prefix(prefix))
-                                .unwrap_or("?")
-                                .trim()
-                                .to_string()
-                        };
-                        let summary = format!(
-                            "drill {}: detection {}; recovery {}",
-                            self.scenario,
-                            first("  detection  "),
-                            first("  recovery   ")
-                        );
-                        let incident = drill_incident(&db).await;
-                        if let Err(e) = &incident {
-                            cx.event("notice", format!("the drill's incident: {e}"), Value::Null)
-                                .await;
-                        }
-                        let failed = self.send(cx, t, incident.ok().flatten(), &mut data).await;
-                        match (ok, failed.is_empty()) {
-                            (true, true) => Report::ok(summary, data),
-                            (true, false) => Report::failed(
-                                format!(
-                                    "{summary}; the report was not delivered to {}",
-                                    failed.join(", ")
-                                ),
-                                data,
-                            ),
-                            (false, _) => Report::failed(summary, data),
-                        }
+                        let title = format!("drill report: {} (sandbox)", self.scenario);
+                        let failed = send(cx, &self.notify, &title, t, &mut data).await;
+                        outcome(summary(&self.scenario, t), ok, failed, data)
                     }
                     (None, _) => {
                         let stderr = String::from_utf8_lossy(&o.stderr);
@@ -226,96 +321,50 @@ impl super::Job for DrillJob {
                 format!("cannot run {}: {e}", exe.display()),
                 json!({ "scenario": self.scenario }),
             ),
-        };
-        if let Err(e) = tokio::fs::remove_dir_all(&scratch).await {
-            report.summary = format!(
-                "{}; (the scratch dir {} stays: {e})",
-                report.summary,
-                scratch.display()
-            );
         }
-        report
     }
 }
 
-impl DrillJob {
-    /// Sends the report to every `notify` notifier, each delivery on the
-    /// run's timeline; returns the notifiers that did not take it.
-    async fn send(
-        &self,
-        cx: &JobContext,
-        text: &str,
-        incident: Option<Incident>,
-        data: &mut Value,
-    ) -> Vec<String> {
-        let now = cx.clock.now();
-        // A drill that opened no incident (not detected) is still reported:
-        // the notice then carries a stand-in, numbered 0.
-        let incident = incident.unwrap_or_else(|| Incident {
-            id: 0,
-            scenario: self.scenario.clone(),
-            instance: String::new(),
-            state: IncidentState::Open,
-            severity: String::new(),
-            summary: format!("drill of {}: no incident opened", self.scenario),
-            opened_at: now,
-            updated_at: now,
-            resolved_at: None,
-            cause: None,
-        });
-        let mut failed = Vec::new();
-        let mut sent = Vec::new();
-        for (name, n) in &self.notify {
-            let key = format!("drill:{}:{}", cx.job, cx.run);
-            match n.report(key, text.to_string(), incident.clone(), now).await {
-                Ok(detail) => {
-                    cx.event(
-                        "notice",
-                        format!("report sent to {name} ({detail})"),
-                        Value::Null,
-                    )
-                    .await;
-                    sent.push(name.clone());
+/// The process group of a drill's child medic while the run waits for it.
+/// Dropped before the child ended (the job's timeout passed, medic shuts
+/// down), it asks the drill to stop (SIGTERM: the drill stops its private
+/// services, deletes its directory and exits), and SIGKILLs whatever of
+/// the group is left [`STOP_GRACE`] later.
+struct ProcessGroup(Option<u32>);
+
+/// How long a stopped drill has to clean up before its group is killed.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, killpg};
+        let Some(pid) = self.0.take() else { return };
+        let group = nix::unistd::Pid::from_raw(pid as i32);
+        tracing::warn!(
+            pid,
+            "stopping the drill before it ended: it cleans up its services"
+        );
+        if killpg(group, Signal::SIGTERM).is_err() {
+            return;
+        }
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + STOP_GRACE;
+            // The group exists while any member lives (its leader, once
+            // reaped by the runtime, no longer counts).
+            while std::time::Instant::now() < deadline {
+                if killpg(group, None).is_err() {
+                    return;
                 }
-                Err(e) => {
-                    cx.event(
-                        "notice",
-                        format!("the report could not be sent to {name}: {e}"),
-                        Value::Null,
-                    )
-                    .await;
-                    failed.push(name.clone());
-                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
-        }
-        if let Value::Object(m) = data {
-            m.insert("notified".into(), sent.into());
-        }
-        failed
+            let _ = killpg(group, Signal::SIGKILL);
+        });
     }
-}
-
-/// The drill's incident in its store at `db` (none if it opened none).
-async fn drill_incident(db: &std::path::Path) -> Result<Option<Incident>, String> {
-    let yaml = format!(
-        "store: {{ sqlite: {{ path: {} }} }}\n",
-        serde_json::Value::from(db.display().to_string())
-    );
-    let config = crate::config::load_str("drill-store.yaml", &yaml)
-        .map_err(|d| format!("the drill's store {}: {d:?}", db.display()))?;
-    let store = crate::store::open(&config)
-        .await
-        .map_err(|e| format!("the drill's store {}: {e}", db.display()))?;
-    let found = store
-        .recent_incidents(1)
-        .await
-        .map_err(|e| format!("the drill's store {}: {e}", db.display()))?;
-    Ok(found.into_iter().next())
 }
 
 /// `1.505` from the report line starting `prefix` (`  detection  1.505 s
 /// after the injection`).
-fn seconds(report: &str, prefix: &str) -> Option<f64> {
+pub fn seconds(report: &str, prefix: &str) -> Option<f64> {
     report
         .lines()
         .find_map(|l| l.strip_prefix(prefix))

@@ -14,8 +14,9 @@
 //! - `kubernetes_backup`: `kubernetes.backup`, a namespace's manifests,
 //!   ConfigMaps and Secrets as one YAML stream, age-encrypted (with the
 //!   `kubernetes` feature).
-//! - [`drill`]: `drill.sandbox`, the scheduled DR drill: a sandbox drill
-//!   of a shipped scenario, its report on the run and sent to the channel.
+//! - [`drill`]: the scheduled DR drills: `drill.sandbox` (a sandbox drill
+//!   of a shipped scenario) and `drill.target` (a real target marked for
+//!   drills), the report on the run and sent to the channel.
 //! - [`storage`]: where copies live (named places: a local directory, S3,
 //!   Azure Blob).
 //! - [`retention`]: which copies a place keeps (`retention:` or `keep:`
@@ -166,6 +167,9 @@ pub fn build(name: &str, job: &JobConfig, config: &Config) -> Result<Arc<dyn Job
     }
     if let Some(d) = &job.drill {
         return Ok(Arc::new(drill::DrillJob::build(name, d, config)?));
+    }
+    if let Some(d) = &job.drill_target {
+        return drill::build_target(name, d, config);
     }
     #[cfg(not(feature = "kubernetes"))]
     if job.kubernetes_backup.is_some() {

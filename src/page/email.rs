@@ -31,7 +31,9 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Delivered, Notice, NoticeKind, Notifier, NotifyError, PublicNotice, View, human};
+use super::{
+    Delivered, Notice, NoticeKind, Notifier, NotifyError, PublicNotice, Report, View, human,
+};
 use crate::config::{EmailNotifier as Config, EmailTls};
 use crate::store::IncidentState;
 
@@ -401,11 +403,24 @@ impl EmailNotifier {
                 )));
             }
         };
+        self.envelope(from, subject, &n.key, n.view.now, body)
+            .map(Some)
+    }
+
+    /// A plain-text message from `from` to every recipient.
+    fn envelope(
+        &self,
+        from: &Mailbox,
+        subject: String,
+        key: &str,
+        date: chrono::DateTime<chrono::Utc>,
+        body: String,
+    ) -> Result<Message, NotifyError> {
         let mut b = Message::builder()
             .from(from.clone())
             .subject(subject)
-            .message_id(Some(message_id(&n.key)))
-            .date(SystemTime::from(n.view.now))
+            .message_id(Some(message_id(key)))
+            .date(SystemTime::from(date))
             .header(ContentType::TEXT_PLAIN);
         for m in &self.to {
             b = b.to(m.clone());
@@ -414,8 +429,27 @@ impl EmailNotifier {
             b = b.bcc(m.clone());
         }
         b.body(body)
-            .map(Some)
             .map_err(|e| NotifyError::Permanent(format!("{}: message: {e}", self.name)))
+    }
+
+    /// Sends `msg` through the relay.
+    async fn deliver(&self, msg: Message) -> Result<Delivered, NotifyError> {
+        let transport = self
+            .transport
+            .as_ref()
+            .map_err(|e| NotifyError::Permanent(format!("{}: {e}", self.name)))?;
+        let resp = transport
+            .send(msg)
+            .await
+            .map_err(|e| self.scrub(sorted(e)))?;
+        let code = resp.code().to_string();
+        Ok(Delivered {
+            reference: None,
+            detail: format!(
+                "SMTP {code}: sent to {} recipient(s)",
+                self.to.len() + self.bcc.len()
+            ),
+        })
     }
 }
 
@@ -454,22 +488,19 @@ impl Notifier for EmailNotifier {
                 detail: "nothing for email".into(),
             });
         };
-        let transport = self
-            .transport
+        self.deliver(msg).await
+    }
+
+    /// A report: subject `PREFIX` + its title, the text as the body.
+    async fn report(&self, r: &Report) -> Result<Delivered, NotifyError> {
+        let from = self
+            .from
             .as_ref()
-            .map_err(|e| NotifyError::Permanent(format!("{}: {e}", self.name)))?;
-        let resp = transport
-            .send(msg)
-            .await
-            .map_err(|e| self.scrub(sorted(e)))?;
-        let code = resp.code().to_string();
-        Ok(Delivered {
-            reference: None,
-            detail: format!(
-                "SMTP {code}: sent to {} recipient(s)",
-                self.to.len() + self.bcc.len()
-            ),
-        })
+            .map_err(|e| NotifyError::Permanent(format!("{}: from: {e}", self.name)))?;
+        let subject = one_line(&format!("{}{}", self.prefix, cut(&r.title, 200)));
+        let body = format!("{}\n\n-- \nmedic, {}\n", r.text.trim_end(), r.event);
+        let msg = self.envelope(from, subject, &r.key, r.now, body)?;
+        self.deliver(msg).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `log` notifier: notices written to medic's own log, pages at ERROR
 //! level (an operator must act), as structured fields.
 
-use super::{Delivered, Notice, NoticeKind, Notifier, NotifyError};
+use super::{Delivered, Notice, NoticeKind, Notifier, NotifyError, Report};
 
 /// Writes notices to the log.
 pub struct LogNotifier;
@@ -34,6 +34,11 @@ impl Notifier for LogNotifier {
                 n.text
             ),
         }
+        Ok(Delivered::default())
+    }
+
+    async fn report(&self, r: &Report) -> Result<Delivered, NotifyError> {
+        tracing::warn!(event = %r.event, key = %r.key, "{}\n{}", r.title, r.text);
         Ok(Delivered::default())
     }
 }

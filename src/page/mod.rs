@@ -254,6 +254,33 @@ pub(crate) fn request_error(e: reqwest::Error) -> String {
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
     async fn send(&self, notice: &Notice) -> Result<Delivered, NotifyError>;
+
+    /// Delivers a report that belongs to no incident of this medic (a
+    /// scheduled drill's report): a message of its own, never threaded
+    /// under or updating an incident's message. Notifiers that only page
+    /// (PagerDuty) take none.
+    async fn report(&self, report: &Report) -> Result<Delivered, NotifyError> {
+        Err(NotifyError::Permanent(format!(
+            "this notifier takes no reports ({}): send them to a channel (slack, email, webhook, log)",
+            report.title
+        )))
+    }
+}
+
+/// A report for people that is not about one of this medic's incidents.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Unique per report (the outbox-style key: receivers drop copies).
+    pub key: String,
+    /// What it reports (`drill`).
+    pub event: String,
+    /// What it is, one line (`drill report: redis-cache-failure`).
+    pub title: String,
+    /// The report, plain text (preformatted: keep its lines).
+    pub text: String,
+    /// Its figures as data (webhooks get them).
+    pub data: serde_json::Value,
+    pub now: DateTime<Utc>,
 }
 
 /// Facts about a scenario the pager needs for its incidents.
@@ -307,8 +334,8 @@ pub fn build_notifiers(config: &Config) -> HashMap<String, Arc<dyn Notifier>> {
 }
 
 /// A notifier as the sink of scheduled drills' reports
-/// ([`crate::jobs::drill`]): the report goes out as a notice with the
-/// drill's incident, event `drill`.
+/// ([`crate::jobs::drill`]): the report goes out as a message of its own
+/// ([`Notifier::report`]).
 struct ReportTo(Arc<dyn Notifier>);
 
 #[async_trait::async_trait]
@@ -316,40 +343,21 @@ impl crate::jobs::drill::ReportSink for ReportTo {
     async fn report(
         &self,
         key: String,
+        title: String,
         text: String,
-        incident: crate::store::Incident,
+        data: serde_json::Value,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<String, String> {
-        let notice = Notice {
-            kind: NoticeKind::Notice,
+        let r = Report {
             key,
-            level: 0,
-            level_name: None,
+            event: "drill".into(),
+            title,
             text,
-            entries: Vec::new(),
-            view: View {
-                incident,
-                rto: None,
-                targets: Vec::new(),
-                observed: Vec::new(),
-                done: Vec::new(),
-                next: None,
-                awaiting: None,
-                decisions: Vec::new(),
-                dependents: Vec::new(),
-                public: false,
-                checklist: Vec::new(),
-                now,
-            },
-            reference: None,
-            maybe_sent: false,
-            event: "drill".to_string(),
-            mention: false,
-            ping: Vec::new(),
-            public: None,
+            data,
+            now,
         };
         self.0
-            .send(&notice)
+            .report(&r)
             .await
             .map(|d| d.detail)
             .map_err(|e| e.to_string())

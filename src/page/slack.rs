@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-use super::{Delivered, Notice, Notifier, NotifyError, View, checked, http_client, human};
+use super::{Delivered, Notice, Notifier, NotifyError, Report, View, checked, http_client, human};
 use crate::config::SlackNotifier as Config;
 use crate::secret::Secret;
 use crate::store::IncidentState;
@@ -25,6 +25,8 @@ use crate::store::IncidentState;
 const INCIDENT_EVENT: &str = "medic_incident";
 /// Metadata event type of thread replies.
 const NOTICE_EVENT: &str = "medic_notice";
+/// The metadata event type of reports (drills), which no incident owns.
+const REPORT_EVENT: &str = "medic_report";
 
 /// The Content-Type of every Web API call with a body.
 pub const JSON_UTF8: &str = "application/json; charset=utf-8";
@@ -567,11 +569,69 @@ impl Notifier for SlackNotifier {
             detail: format!("message {ts}"),
         })
     }
+
+    /// A report: a message of its own in the channel (its title, then the
+    /// text as a preformatted block, escaped), tied to no incident's
+    /// message.
+    async fn report(&self, r: &Report) -> Result<Delivered, NotifyError> {
+        let v = self
+            .call(
+                "chat.postMessage",
+                Some(&report_message(&self.channel, r)),
+                &[],
+            )
+            .await?;
+        let ts = v["ts"].as_str().unwrap_or_default().to_string();
+        Ok(Delivered {
+            reference: Some(json!({ "channel": self.channel, "ts": ts })),
+            detail: format!("message {ts}"),
+        })
+    }
+}
+
+/// A report's `chat.postMessage` body: the title as a header, the text
+/// preformatted and escaped (a drill's timeline quotes check output and
+/// labels), the metadata naming no incident.
+fn report_message(channel: &str, r: &Report) -> Value {
+    json!({
+        "channel": channel,
+        "text": esc_cut(&r.title, 300),
+        "blocks": [
+            { "type": "header", "text": plain(&cut(&r.title, 150)) },
+            { "type": "section", "text": mrkdwn(&format!("```{}```", esc_cut(&r.text, 2900))) },
+        ],
+        "metadata": { "event_type": REPORT_EVENT, "event_payload": { "key": r.key, "event": r.event } },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_is_a_message_of_its_own_with_its_text_escaped() {
+        let r = Report {
+            key: "drill:q:7".into(),
+            event: "drill".into(),
+            title: "drill report: redis-cache-failure on cache".into(),
+            text: "  steps      restart-redis: succeeded\n  note       <!channel> & <https://x|y>"
+                .into(),
+            data: json!({}),
+            now: chrono::Utc::now(),
+        };
+        let m = report_message("C1", &r);
+        assert_eq!(m["channel"], "C1");
+        assert_eq!(m["metadata"]["event_type"], REPORT_EVENT);
+        assert!(m["metadata"]["event_payload"].get("incident").is_none());
+        assert_eq!(
+            m["blocks"][0]["text"]["text"],
+            "drill report: redis-cache-failure on cache"
+        );
+        assert_eq!(
+            m["blocks"][1]["text"]["text"],
+            "```  steps      restart-redis: succeeded\n  note       &lt;!channel&gt; &amp; &lt;https://x|y&gt;```"
+        );
+    }
 
     #[test]
     fn outside_text_is_escaped_but_medics_mentions_stay() {

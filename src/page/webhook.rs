@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::{Delivered, Notice, Notifier, NotifyError, checked, http_client};
+use super::{Delivered, Notice, Notifier, NotifyError, Report, checked, http_client};
 use crate::config::WebhookNotifier as Config;
 use crate::secret::Secret;
 
@@ -47,6 +47,26 @@ impl Notifier for WebhookNotifier {
             "view": n.view,
             "entries": n.entries,
         });
+        self.post(&n.key, &body).await
+    }
+
+    /// A report: `{"kind": "report", key, event, title, text, data, at}`.
+    async fn report(&self, r: &Report) -> Result<Delivered, NotifyError> {
+        let body = json!({
+            "kind": "report",
+            "key": r.key,
+            "event": r.event,
+            "title": r.title,
+            "text": r.text,
+            "data": r.data,
+            "at": r.now,
+        });
+        self.post(&r.key, &body).await
+    }
+}
+
+impl WebhookNotifier {
+    async fn post(&self, key: &str, body: &serde_json::Value) -> Result<Delivered, NotifyError> {
         let url = self
             .url
             .as_ref()
@@ -54,8 +74,8 @@ impl Notifier for WebhookNotifier {
         let mut req = self
             .client
             .post(url.expose())
-            .header("Idempotency-Key", &n.key)
-            .json(&body);
+            .header("Idempotency-Key", key)
+            .json(body);
         if let Some(t) = &self.token {
             let t = t
                 .as_ref()
