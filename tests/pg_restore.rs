@@ -424,9 +424,54 @@ async fn table_restore_brings_back_exactly_the_deleted_rows_and_changes_nothing_
         "1205"
     );
     // The scratch databases are gone.
-    assert_eq!(
+    let scratch_dbs = || {
         prod.primary
-            .psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'medic_restore_tables_%'"),
-        "0"
+            .psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'medic_restore_tables_%'")
+    };
+    assert_eq!(scratch_dbs(), "0");
+
+    // After a restart that found an attempt in flight, the live database
+    // tells whether its effect is in place. Here it is: copied back.
+    let seen = build(true).reconcile(&c).await.expect("it can tell");
+    assert!(seen.ok, "{seen:#?}");
+    assert!(
+        seen.detail
+            .contains("the copy back committed before the restart"),
+        "{}",
+        seen.detail
     );
+    // A crash before the copy back committed (one transaction: nothing of
+    // it stays): the side copy is whole, rows are still missing.
+    assert!(build(false).run(&c).await.ok);
+    prod.primary
+        .psql("DELETE FROM appointments WHERE id BETWEEN 20 AND 22");
+    let seen = build(true).reconcile(&c).await.expect("it can tell");
+    assert!(!seen.ok, "{seen:#?}");
+    assert!(
+        seen.detail
+            .contains("did not commit before the restart (one transaction: nothing half-copied): 3 rows still missing"),
+        "{}",
+        seen.detail
+    );
+    // A crash during the side copy: a short side table, and the crashed
+    // attempt's scratch database left behind, which the reconcile drops.
+    prod.primary
+        .psql("DELETE FROM medic_restore.appointments WHERE id > 600");
+    prod.primary
+        .psql("CREATE DATABASE medic_restore_tables_20261207000000000");
+    let seen = build(true).reconcile(&c).await.expect("it can tell");
+    assert!(!seen.ok, "{seen:#?}");
+    assert!(
+        seen.detail.contains("before its side copy was complete")
+            && seen
+                .detail
+                .contains("holds 600 rows, the backup counted 1200"),
+        "{}",
+        seen.detail
+    );
+    assert_eq!(
+        seen.data["dropped"],
+        json!(["medic_restore_tables_20261207000000000"])
+    );
+    assert_eq!(scratch_dbs(), "0");
 }

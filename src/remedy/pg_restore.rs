@@ -919,6 +919,132 @@ impl RestoreTables {
         format!("{}.{}", ident(&self.schema), ident(table))
     }
 
+    /// Per table: `public.t: 7 missing, 3 changed (left as they are), 5
+    /// added since, 7 copied back`.
+    fn summary(&self, diffs: &[TableDiff]) -> Vec<String> {
+        diffs
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: {} missing, {} changed (left as they are), {} added since{}",
+                    d.table,
+                    d.missing,
+                    d.changed,
+                    d.added_since,
+                    if self.params.copies_back() {
+                        format!(", {} copied back", d.copied)
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect()
+    }
+
+    /// After a crash mid-attempt ([`Action::reconcile`]): drops the
+    /// crashed attempt's scratch databases, then tells from the live
+    /// database whether the effect is in place. The side copy must be
+    /// complete (each table as many rows as the backup counted: a crash
+    /// during its COPY leaves a table short); with `copy_back`, the copy
+    /// back (one transaction: all or nothing) committed when no row of the
+    /// backup is missing from the live tables. `None`: the live database
+    /// does not answer, so nothing can be told.
+    async fn reconcile_now(&self, ctx: &ActionContext) -> Option<ActionResult> {
+        let target = self.live.server().await.ok()?;
+        let mut c = connect(&target, None, PROBE_TIMEOUT).await.ok()?;
+        let mut dropped = Vec::new();
+        if let Ok(rows) = c
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'medic\\_restore\\_tables\\_%'",
+                &[],
+            )
+            .await
+        {
+            for r in rows {
+                let name: String = r.get(0);
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(&name));
+                if c.batch_execute(&sql).await.is_ok() {
+                    dropped.push(name);
+                }
+            }
+        }
+        let mut data = json!({ "schema": self.schema, "dropped": dropped });
+        let counted = match ctx.ledger.as_deref() {
+            Some(store) => self
+                .source
+                .newest(store, Some(self.cutoff(ctx)))
+                .await
+                .ok()
+                .and_then(|(copy, run)| {
+                    data["file"] = json!(copy.name);
+                    run.get("rows").cloned()
+                }),
+            None => None,
+        };
+        let mut short = Vec::new();
+        for (schema, table) in &self.tables {
+            let side = self.side(table);
+            let n = c
+                .query_one(&format!("SELECT count(*) FROM {side}"), &[])
+                .await
+                .map(|r| r.get::<_, i64>(0));
+            let want = counted
+                .as_ref()
+                .and_then(|rows| rows.get(format!("{schema}.{table}")))
+                .and_then(Value::as_i64);
+            match (n, want) {
+                (Err(_), _) => short.push(format!("{side} is missing")),
+                (Ok(n), Some(w)) if n != w => {
+                    short.push(format!("{side} holds {n} rows, the backup counted {w}"))
+                }
+                (Ok(_), None) if counted.is_none() => short.push(format!(
+                    "{side}: the backup run recorded no row counts to check it against"
+                )),
+                _ => {}
+            }
+        }
+        if !short.is_empty() {
+            return Some(ActionResult::failed(
+                format!(
+                    "the attempt stopped before its side copy was complete ({}): not restored",
+                    short.join("; ")
+                ),
+                data,
+            ));
+        }
+        let (diffs, _) = match self.diff_and_copy(&mut c, false).await {
+            Ok(d) => d,
+            Err(e) => return Some(ActionResult::failed(format!("the diff failed: {e}"), data)),
+        };
+        let summary = self.summary(&diffs);
+        let missing: i64 = diffs.iter().map(|d| d.missing).sum();
+        data["tables"] = json!(diffs);
+        Some(match (self.params.copies_back(), missing) {
+            (false, _) => ActionResult::ok(
+                format!(
+                    "the side copy in schema {} is complete: {}",
+                    self.schema,
+                    summary.join("; ")
+                ),
+                data,
+            ),
+            (true, 0) => ActionResult::ok(
+                format!(
+                    "the copy back committed before the restart: no row of the backup is missing ({})",
+                    summary.join("; ")
+                ),
+                data,
+            ),
+            (true, n) => ActionResult::failed(
+                format!(
+                    "the copy back did not commit before the restart (one transaction: nothing half-copied): {n} rows still missing; the side copy stays in schema {}",
+                    self.schema
+                ),
+                data,
+            ),
+        })
+    }
+
     async fn restore(
         &self,
         ctx: &ActionContext,
@@ -968,7 +1094,10 @@ impl RestoreTables {
         let mut live = connect(&target, None, Duration::from_secs(30))
             .await
             .map_err(fail)?;
-        let (mut diffs, copied) = self.diff_and_copy(&mut live).await.map_err(fail)?;
+        let (mut diffs, copied) = self
+            .diff_and_copy(&mut live, self.params.copies_back())
+            .await
+            .map_err(fail)?;
         if copied.is_err() {
             // Rolled back: nothing was copied, whatever a table counted.
             for d in &mut diffs {
@@ -979,23 +1108,7 @@ impl RestoreTables {
         data["from"] = json!(from);
         data["schema"] = json!(self.schema);
         data["tables"] = json!(diffs);
-        let summary: Vec<String> = diffs
-            .iter()
-            .map(|d| {
-                format!(
-                    "{}: {} missing, {} changed (left as they are), {} added since{}",
-                    d.table,
-                    d.missing,
-                    d.changed,
-                    d.added_since,
-                    if self.params.copies_back() {
-                        format!(", {} copied back", d.copied)
-                    } else {
-                        String::new()
-                    }
-                )
-            })
-            .collect();
+        let summary = self.summary(&diffs);
         match copied {
             Err(e) => Ok(ActionResult::failed(
                 format!(
@@ -1092,6 +1205,7 @@ impl RestoreTables {
     async fn diff_and_copy(
         &self,
         c: &mut Client,
+        copy: bool,
     ) -> Result<(Vec<TableDiff>, Result<(), String>), String> {
         let tx = c
             .transaction()
@@ -1162,7 +1276,7 @@ impl RestoreTables {
                 copied: 0,
             });
         }
-        if !self.params.copies_back() {
+        if !copy {
             // The diff only: the transaction (locks only) is rolled back.
             return Ok((diffs, Ok(())));
         }
@@ -1343,6 +1457,10 @@ impl Action for RestoreTables {
         };
         let _ = tokio::fs::remove_dir_all(&work).await;
         r
+    }
+
+    async fn reconcile(&self, ctx: &ActionContext) -> Option<ActionResult> {
+        self.reconcile_now(ctx).await
     }
 }
 
