@@ -134,5 +134,63 @@ fn bench_store(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_store);
+/// Reading a long-open incident's timeline: 20,000 entries (a flapping
+/// symptom's transitions) with a decision every 1,000, read whole or by
+/// kind, as the pager reads it for every notice and decision.
+fn bench_long_timeline(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        rt.block_on(SqliteStore::open(&dir.path().join("long.db")))
+            .unwrap(),
+    );
+    let (open, _) = rt
+        .block_on(store.open_incident(incident("bench-long", String::new())))
+        .unwrap();
+    let id = open.id;
+    // Written concurrently so group commit keeps the set-up short.
+    run(&rt, 20_000, WRITERS, {
+        let store = store.clone();
+        move |i| {
+            let store = store.clone();
+            async move {
+                let kind = if i % 1000 == 0 { "decision" } else { "symptom" };
+                let e = TimelineEntry::new(Utc::now(), kind, "symptom redis_down: ok → firing")
+                    .with_data(json!({"symptom": "redis_down", "observation": {"latency_ms": 12.5, "detail": "connection refused"}}));
+                store.append(id, e).await.unwrap()
+            }
+        }
+    });
+    let mut group = c.benchmark_group("timeline_20k");
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("whole", |b| {
+        b.iter(|| rt.block_on(store.timeline(id)).unwrap().len())
+    });
+    group.bench_function("decisions_only", |b| {
+        b.iter(|| {
+            rt.block_on(store.timeline_kinds(id, &["decision"], None))
+                .unwrap()
+                .len()
+        })
+    });
+    group.bench_function("newest_3_symptoms", |b| {
+        b.iter(|| {
+            rt.block_on(store.timeline_kinds(id, &["symptom"], Some(3)))
+                .unwrap()
+                .len()
+        })
+    });
+    group.bench_function("len", |b| {
+        b.iter(|| rt.block_on(store.timeline_len(id)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_store, bench_long_timeline);
 criterion_main!(benches);

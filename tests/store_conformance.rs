@@ -145,6 +145,93 @@ async fn timeline_keeps_order_and_data(store: Arc<dyn Store>) {
     assert_eq!(tl[0].at, t(10));
 }
 
+/// A long timeline read by kind (the newest few of them) and counted, as
+/// the pager and the engine read it; the full history stays.
+async fn timeline_is_read_by_kind_and_counted(store: Arc<dyn Store>) {
+    let (inc, _) = store
+        .open_incident(new_incident("redis", "", 0))
+        .await
+        .unwrap();
+    let id = inc.id;
+    for i in 0..300 {
+        let kind = match i % 100 {
+            7 => "decision",
+            50 => "page",
+            _ => "symptom",
+        };
+        store
+            .append(
+                id,
+                TimelineEntry::new(t(10 + i), kind, format!("{kind} {i}"))
+                    .with_data(json!({ "i": i })),
+            )
+            .await
+            .unwrap();
+    }
+    let msgs = |v: Vec<TimelineEntry>| v.into_iter().map(|e| e.message).collect::<Vec<_>>();
+    assert_eq!(
+        msgs(
+            store
+                .timeline_kinds(id, &["decision", "page"], None)
+                .await
+                .unwrap()
+        ),
+        [
+            "decision 7",
+            "page 50",
+            "decision 107",
+            "page 150",
+            "decision 207",
+            "page 250"
+        ]
+    );
+    let last = store
+        .timeline_kinds(id, &["decision", "page"], Some(3))
+        .await
+        .unwrap();
+    assert_eq!(last[0].data, json!({ "i": 150 }));
+    assert_eq!(msgs(last), ["page 150", "decision 207", "page 250"]);
+    assert_eq!(
+        msgs(
+            store
+                .timeline_kinds(id, &["symptom"], Some(2))
+                .await
+                .unwrap()
+        ),
+        ["symptom 298", "symptom 299"]
+    );
+    assert!(
+        store
+            .timeline_kinds(id, &["nothing"], None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .timeline_kinds(id, &[], Some(5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.timeline_len(id).await.unwrap(), 300);
+    assert_eq!(store.timeline(id).await.unwrap().len(), 300);
+    // An incident with no entries yet counts 0; an unknown one is not found.
+    let (other, _) = store
+        .open_incident(new_incident("redis", "other", 0))
+        .await
+        .unwrap();
+    assert_eq!(store.timeline_len(other.id).await.unwrap(), 0);
+    assert!(matches!(
+        store.timeline_len(other.id + 1000).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.timeline_kinds(other.id + 1000, &["page"], None).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 async fn timeline_keeps_write_order(store: Arc<dyn Store>) {
     let (a, _) = store
         .open_incident(incident_at("redis-cache-failure", "cache", at_ms(0)))
@@ -1614,6 +1701,7 @@ macro_rules! shared {
             concurrent_opens_create_one_incident,
             one_open_incident_per_scenario_and_instance,
             timeline_keeps_order_and_data,
+            timeline_is_read_by_kind_and_counted,
             timeline_keeps_write_order,
             resolution_is_final_and_frees_the_key,
             resolved_incident_does_not_block_a_new_one,

@@ -147,11 +147,11 @@ fn for_labels(steps: &[PlannedStep], labels: &Labels) -> Vec<PlannedStep> {
 async fn human_resolve(shared: &Shared, id: IncidentId) -> Result<Option<String>, StoreError> {
     Ok(shared
         .store
-        .timeline(id)
+        .timeline_kinds(id, &["decision"], None)
         .await?
         .into_iter()
         .rev()
-        .find(|e| e.kind == "decision" && e.data["decision"] == "resolve")
+        .find(|e| e.data["decision"] == "resolve")
         .map(|e| e.message))
 }
 
@@ -224,10 +224,14 @@ async fn drive_inner(
     // A resumed incident whose plan had not ended (it may wait for an
     // approval, escalated or acknowledged meanwhile) runs its plan again.
     let plan_done = resumed
-        && store.timeline(incident.id).await?.iter().any(|e| {
-            (e.kind == "escalate" && e.data["reason"].is_string())
-                || (e.kind == "state" && e.message.starts_with("remediated by step"))
-        });
+        && store
+            .timeline_kinds(incident.id, &["escalate", "state"], None)
+            .await?
+            .iter()
+            .any(|e| {
+                (e.kind == "escalate" && e.data["reason"].is_string())
+                    || (e.kind == "state" && e.message.starts_with("remediated by step"))
+            });
     let state = match incident.state {
         IncidentState::Escalated | IncidentState::Acknowledged if !plan_done => {
             IncidentState::Remediating
@@ -380,8 +384,10 @@ async fn drive_inner(
         IncidentState::Escalated => {
             // Resumed: the chain lives in the outbox; start it only if the
             // crash came before it was written.
-            let timeline = store.timeline(incident.id).await?;
-            let last = timeline.iter().rev().find(|e| e.kind == "escalate");
+            let last = store
+                .timeline_kinds(incident.id, &["escalate"], Some(1))
+                .await?
+                .pop();
             let since = last.map_or(incident.updated_at, |e| e.at);
             shared
                 .pager

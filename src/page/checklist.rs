@@ -145,7 +145,7 @@ impl Pager {
         if self.store.incident(id).await?.is_none() {
             return Err(DecideError::NotFound(id));
         }
-        let timeline = self.store.timeline(id).await?;
+        let timeline = self.store.timeline_kinds(id, &["checklist"], None).await?;
         let now = state(&timeline)
             .into_iter()
             .find(|s| s.id == it.id)

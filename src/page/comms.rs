@@ -165,7 +165,7 @@ impl Pager {
         extra: serde_json::Value,
         due: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let seq = self.store.timeline(id).await?.len();
+        let seq = self.store.timeline_len(id).await?;
         let mut payload = json!({ "text": text, "event": event, "seq": seq, "mention": false });
         if let (Some(p), Some(x)) = (payload.as_object_mut(), extra.as_object()) {
             p.extend(x.clone());
@@ -230,11 +230,11 @@ pub(super) async fn self_healed(
     // named it.
     if !outbox.iter().any(|e| e.kind == "notice")
         && (inc.cause.is_some()
-            || p.store
-                .timeline(inc.id)
+            || !p
+                .store
+                .timeline_kinds(inc.id, &["wait"], Some(1))
                 .await?
-                .iter()
-                .any(|e| e.kind == "wait"))
+                .is_empty())
     {
         return Ok(true);
     }
@@ -285,10 +285,10 @@ pub(super) async fn postmortem(
     if pages.is_empty() {
         return Ok(());
     }
-    let timeline = p.store.timeline(id).await?;
-    let ack = timeline
+    let decisions = p.store.timeline_kinds(id, &["decision"], None).await?;
+    let ack = decisions
         .iter()
-        .find(|e| e.kind == "decision" && e.data["decision"] == "acknowledge");
+        .find(|e| e.data["decision"] == "acknowledge");
     // The level the engineer answered: the highest paged before the
     // acknowledgement (the first level when nobody acknowledged).
     let level = match ack {
@@ -400,7 +400,7 @@ pub(super) async fn fire_rto(p: &Pager, e: &OutboxEntry) -> Result<(), StoreErro
     )
     .await?;
     let epoch = p.epoch(id).await?;
-    let seq = p.store.timeline(id).await?.len();
+    let seq = p.store.timeline_len(id).await?;
     let now = p.clock.now();
     for notifier in &def.notify {
         p.enqueue(
@@ -431,8 +431,8 @@ pub(super) async fn fire_ack_deadline(p: &Pager, e: &OutboxEntry) -> Result<(), 
     let Some(inc) = p.store.incident(id).await? else {
         return mark(p, e, OutboxState::Failed, "incident not found").await;
     };
-    let timeline = p.store.timeline(id).await?;
-    if inc.state == IncidentState::Resolved || super::decision::count(&timeline, "acknowledge") > 0
+    let decisions = p.store.timeline_kinds(id, &["decision"], None).await?;
+    if inc.state == IncidentState::Resolved || super::decision::count(&decisions, "acknowledge") > 0
     {
         return mark(p, e, OutboxState::Cancelled, "acknowledged or resolved").await;
     }

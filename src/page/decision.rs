@@ -462,7 +462,7 @@ impl Pager {
         policy: ApprovalPolicy,
         stop: &CancellationToken,
     ) -> Result<Approval, StoreError> {
-        let timeline = self.store.timeline(id).await?;
+        let timeline = self.store.timeline_kinds(id, &["approval"], None).await?;
         // The latest request for this step, unless it timed out: pending, it
         // is waited on; decided (before a restart), the decision stands.
         let latest = timeline
@@ -530,11 +530,8 @@ impl Pager {
             asked_at + chrono::Duration::from_std(policy.timeout.get()).unwrap_or_default();
         let mut rx = self.decisions();
         loop {
-            let timeline = self.store.timeline(id).await?;
-            if let Some(e) = timeline
-                .iter()
-                .find(|e| e.kind == "decision" && data_str(e, "request") == request)
-            {
+            let decisions = self.store.timeline_kinds(id, &["decision"], None).await?;
+            if let Some(e) = decisions.iter().find(|e| data_str(e, "request") == request) {
                 let by = data_str(e, "by").to_string();
                 return Ok(match data_str(e, "decision") {
                     "approve" => Approval::Approved(by),

@@ -207,12 +207,12 @@ async fn fire_level(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
     let Some(def) = policy.levels.get(level.wrapping_sub(1)) else {
         return mark(p, e, OutboxState::Failed, "no such level").await;
     };
-    let timeline = p.store.timeline(id).await?;
-    let reason = timeline
-        .iter()
-        .rev()
-        .find(|t| t.kind == "escalate" || t.kind == "approval" || t.kind == "reopen")
-        .map(|t| t.message.clone())
+    let reason = p
+        .store
+        .timeline_kinds(id, &["escalate", "approval", "reopen"], Some(1))
+        .await?
+        .pop()
+        .map(|t| t.message)
         .or_else(|| e.payload["why"].as_str().map(String::from))
         .unwrap_or_else(|| {
             let since = (p.clock.now() - inc.opened_at).to_std().unwrap_or_default();
@@ -220,6 +220,7 @@ async fn fire_level(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
         });
     let who = def.name.clone().unwrap_or_else(|| format!("level {level}"));
     let now = p.clock.now();
+    let seq = p.store.timeline_len(id).await?;
     for n in &def.notify {
         p.enqueue(
             id,
@@ -231,7 +232,7 @@ async fn fire_level(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
                 "level": level,
                 "round": round,
                 "name": def.name,
-                "seq": timeline.len(),
+                "seq": seq,
                 "text": format!("{who} paged: {} ({reason})", inc.summary),
             }),
         )
@@ -339,7 +340,10 @@ async fn fire_ack(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
     let Some(inc) = p.store.incident(id).await? else {
         return mark(p, e, OutboxState::Failed, "incident not found").await;
     };
-    let acks = decision::count(&p.store.timeline(id).await?, "acknowledge");
+    let acks = decision::count(
+        &p.store.timeline_kinds(id, &["decision"], None).await?,
+        "acknowledge",
+    );
     if inc.state != IncidentState::Acknowledged || acks != num(e, "ack") as usize {
         return mark(p, e, OutboxState::Cancelled, "no longer acknowledged").await;
     }

@@ -560,11 +560,9 @@ impl Pager {
     async fn epoch(&self, id: IncidentId) -> Result<u64, StoreError> {
         Ok(self
             .store
-            .timeline(id)
+            .timeline_kinds(id, &["reopen"], None)
             .await?
-            .iter()
-            .filter(|e| e.kind == "reopen")
-            .count() as u64)
+            .len() as u64)
     }
 
     /// Starts `policy`'s chain for `incident`, measured from `since`. While
@@ -599,11 +597,9 @@ impl Pager {
             // for approval has told them already).
             let last = self
                 .store
-                .timeline(incident.id)
+                .timeline_kinds(incident.id, &["escalate", "approval"], Some(1))
                 .await?
-                .into_iter()
-                .rev()
-                .find(|e| e.kind == "escalate" || e.kind == "approval");
+                .pop();
             if let Some(e) = last.filter(|e| e.kind == "escalate") {
                 self.changed(incident.id, "escalate", &e.message).await?;
             }
@@ -675,7 +671,7 @@ impl Pager {
     /// place; PagerDuty hears acknowledgements), carrying `text`. `event`
     /// names the change (`acknowledge`, `approval`, `reopen`, `decision`).
     pub async fn changed(&self, id: IncidentId, event: &str, text: &str) -> Result<(), StoreError> {
-        let seq = self.store.timeline(id).await?.len();
+        let seq = self.store.timeline_len(id).await?;
         let now = self.clock.now();
         for n in self.paged(id).await? {
             self.enqueue(

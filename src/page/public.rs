@@ -402,7 +402,7 @@ impl Pager {
                 "incident {id} is resolved: its public page says so already"
             )));
         }
-        let seq = self.store.timeline(id).await?.len();
+        let seq = self.store.timeline_len(id).await?;
         self.note(
             id,
             UPDATE,

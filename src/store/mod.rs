@@ -897,6 +897,34 @@ pub trait IncidentReads: Send + Sync {
 
     /// The whole timeline, in the order written.
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError>;
+
+    /// The timeline's entries of these `kinds` only, in the order written;
+    /// with `last`, only the newest that many of them. Readers that look
+    /// for decisions, pages or steps use this: a long-open incident's
+    /// timeline is mostly symptom transitions, and it is never cut (the
+    /// full history stays in the store).
+    async fn timeline_kinds(
+        &self,
+        id: IncidentId,
+        kinds: &[&str],
+        last: Option<usize>,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        let mut v: Vec<TimelineEntry> = self
+            .timeline(id)
+            .await?
+            .into_iter()
+            .filter(|e| kinds.contains(&e.kind.as_str()))
+            .collect();
+        if let Some(n) = last {
+            v.drain(..v.len().saturating_sub(n));
+        }
+        Ok(v)
+    }
+
+    /// How many entries the timeline holds (the next entry's position).
+    async fn timeline_len(&self, id: IncidentId) -> Result<usize, StoreError> {
+        Ok(self.timeline(id).await?.len())
+    }
 }
 
 /// Reads of the action ledger (the basis of limits, cooldowns and budgets).
@@ -1315,6 +1343,17 @@ impl<T: ReadThrough> IncidentReads for T {
     }
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
         self.reads().timeline(id).await
+    }
+    async fn timeline_kinds(
+        &self,
+        id: IncidentId,
+        kinds: &[&str],
+        last: Option<usize>,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.reads().timeline_kinds(id, kinds, last).await
+    }
+    async fn timeline_len(&self, id: IncidentId) -> Result<usize, StoreError> {
+        self.reads().timeline_len(id).await
     }
 }
 

@@ -191,6 +191,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX IF NOT EXISTS medic_attempts_started ON medic_attempts (started_at);
     ",
+    // 10: a long timeline's decisions, pages and steps found by kind.
+    "
+    CREATE INDEX IF NOT EXISTS medic_timeline_kind ON medic_timeline (incident_id, kind, seq);
+    ",
 ];
 
 /// Advisory lock key serialising migrations across replicas ("medicmig").
@@ -523,6 +527,50 @@ impl IncidentReads for PostgresStore {
             return Err(StoreError::NotFound(id));
         }
         Ok(entries)
+    }
+
+    async fn timeline_kinds(
+        &self,
+        id: IncidentId,
+        kinds: &[&str],
+        last: Option<usize>,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        let c = self.client().await?;
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+        // LIMIT NULL is no limit.
+        let limit: Option<i64> = last.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        let sql = "SELECT at, kind, message, data FROM (
+                SELECT seq, at, kind, message, data FROM medic_timeline
+                WHERE incident_id = $1 AND kind = ANY($2) ORDER BY seq DESC LIMIT $3
+            ) t ORDER BY seq";
+        let entries = query_all(
+            &*c,
+            "read timeline",
+            sql,
+            &[&id, &kinds, &limit],
+            timeline_row,
+        )
+        .await?;
+        if entries.is_empty() && !exists(&*c, id).await? {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(entries)
+    }
+
+    async fn timeline_len(&self, id: IncidentId) -> Result<usize, StoreError> {
+        let c = self.client().await?;
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM medic_timeline WHERE incident_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(db("count timeline"))?
+            .get(0);
+        if n == 0 && !exists(&*c, id).await? {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(usize::try_from(n).unwrap_or_default())
     }
 }
 

@@ -224,6 +224,11 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX attempts_started ON attempts (started_at);
     ",
+    // 10: readers of a long timeline find its decisions, pages and steps
+    // without reading every symptom transition.
+    "
+    CREATE INDEX timeline_kind ON timeline (incident_id, kind, seq);
+    ",
 ];
 
 /// How long a write waits for another connection's lock before failing.
@@ -925,6 +930,49 @@ impl IncidentReads for SqliteStore {
     async fn timeline(&self, id: IncidentId) -> Result<Vec<TimelineEntry>, StoreError> {
         self.timeline_of("timeline", id, StoreError::NotFound(id))
             .await
+    }
+
+    async fn timeline_kinds(
+        &self,
+        id: IncidentId,
+        kinds: &[&str],
+        last: Option<usize>,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        // The kinds as one JSON array parameter; LIMIT -1 is no limit.
+        let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into());
+        let limit = last.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.call(move |conn| {
+            let entries = query_all(
+                conn,
+                "read timeline",
+                "SELECT seq, at, kind, message, data FROM (
+                     SELECT seq, at, kind, message, data FROM timeline
+                     WHERE incident_id = ?1 AND kind IN (SELECT value FROM json_each(?2))
+                     ORDER BY seq DESC LIMIT ?3
+                 ) ORDER BY seq",
+                rusqlite::params![id, kinds, limit],
+                |row| timeline_row(id, row),
+            )?;
+            if entries.is_empty() && !incident_exists(conn, id)? {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn timeline_len(&self, id: IncidentId) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT count(*) FROM timeline WHERE incident_id = ?1")
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+                .map_err(sql("count timeline"))?;
+            if n == 0 && !incident_exists(conn, id)? {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(usize::try_from(n).unwrap_or_default())
+        })
+        .await
     }
 }
 
