@@ -419,8 +419,21 @@ fn a_drill_job_runs_the_sandbox_drill_stores_the_report_and_notifies_the_channel
     medic.stop();
 }
 
-/// Runs job `job` of the medic at `base` now (`medic backup run`).
+/// Runs job `job` of the medic at `base` now (`medic backup run`), once
+/// it leads: jobs run on the leader, and `/readyz` can answer before the
+/// first term is taken.
 fn run_job(base: &str, job: &str) -> Output {
+    wait_until(Duration::from_secs(30), "medic to lead", || {
+        common::block_on(async {
+            match reqwest::get(format!("{base}/metrics")).await {
+                Ok(r) => r
+                    .text()
+                    .await
+                    .is_ok_and(|t| t.lines().any(|l| l == "medic_is_leader 1")),
+                Err(_) => false,
+            }
+        })
+    });
     Command::new(env!("CARGO_BIN_EXE_medic"))
         .args(["backup", "run", job, "--url", base, "--token"])
         .arg(common::TEST_API_TOKEN)
