@@ -147,18 +147,67 @@ fn sandbox_drill_backup_failure() {
     assert!(t.contains("(RPO 1day: met)"), "{t}");
 }
 
+/// Two regions, a Route 53 (moto_server) and fronts that follow its
+/// record: the whole primary region goes down, the replica in the
+/// secondary is promoted, DNS fails over, and the incident resolves.
+#[test]
+fn sandbox_drill_complete_infrastructure_failure() {
+    let t = sandbox("complete-infrastructure-failure");
+    assert!(
+        t.contains("promote-secondary-db: succeeded, dns-failover: succeeded"),
+        "{t}"
+    );
+    assert!(t.contains("the primary region went down at once"), "{t}");
+    // The promotion after the crash, its own verification.
+    assert!(t.contains("timeline 1 → 2"), "{t}");
+    assert!(t.contains("acknowledged writes lost"), "{t}");
+    assert!(t.contains("(RPO 1h: met)"), "{t}");
+    // It ends on the secondary region: DNS there, the database writable.
+    assert!(
+        t.contains("DNS app.sandbox.example. A = 127.0.0.2 (the secondary region)"),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            "the secondary (db-secondary) is writable: not in recovery, an INSERT committed"
+        ),
+        "{t}"
+    );
+    // The shipped minutes, shortened and said.
+    assert!(
+        t.contains("fires after 3s failing and clears after 3s healthy instead of the shipped minutes: app_down (for 2m, clear_for 5m)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("step promote-secondary-db promotes once the primary was unreachable for 4 checks over 5s instead of 12 checks over 2m"),
+        "{t}"
+    );
+    assert!(
+        t.contains("app_down checks every 1s instead of every 10s"),
+        "{t}"
+    );
+    for step in ["promote-secondary-db", "dns-failover"] {
+        assert!(
+            t.contains(&format!(
+                "step {step} needs approval: running the drill gives it"
+            )),
+            "{t}"
+        );
+    }
+}
+
 #[test]
 fn sandbox_refuses_scenarios_it_cannot_stage() {
     let out = medic(
-        &["drill", "--sandbox", "complete-infrastructure-failure"],
+        &["drill", "--sandbox", "no-such-scenario"],
         Path::new(env!("CARGO_MANIFEST_DIR")),
         "",
     );
     assert!(!out.status.success());
+    let t = text(&out);
     assert!(
-        text(&out).contains("the sandbox drills redis-cache-failure"),
-        "{}",
-        text(&out)
+        t.contains("the sandbox drills redis-cache-failure, database-failure, data-corruption, application-service-failure, monitoring-system-failure, backup-failure, complete-infrastructure-failure; not \"no-such-scenario\""),
+        "{t}"
     );
 }
 

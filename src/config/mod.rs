@@ -34,6 +34,7 @@ pub const SANDBOX_SCENARIOS: &[&str] = &[
     "application-service-failure",
     "monitoring-system-failure",
     "backup-failure",
+    "complete-infrastructure-failure",
 ];
 
 /// Whether actions really run: the config's global mode, which scenarios

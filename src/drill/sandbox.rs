@@ -28,6 +28,27 @@
 //!   incident escalates, the drill plays the paged human and takes a fresh
 //!   backup by hand (a manual run, as `medic backup run`); the next
 //!   verification finds it intact.
+//! - `complete-infrastructure-failure`: two regions, as two sets of ports
+//!   on 127.0.0.1. The primary region has a PostgreSQL primary, an app
+//!   (busybox `httpd`) and a `redis-server`; the secondary region a
+//!   streaming replica of that primary (the `db-secondary` target), an app
+//!   and a `redis-server`. A Route 53 (`moto_server`, `pip install
+//!   'moto[server]'`) holds the hosted zone `sandbox.example.` whose record
+//!   `app.sandbox.example.` names the serving region: `127.0.0.1` the
+//!   primary, `127.0.0.2` the secondary (the `app-dns` target). Users reach
+//!   the app, the database and the cache by that name: a resolver reads
+//!   the record every 250 ms, and one front per service (the `app`, `db`
+//!   and `cache` targets) forwards each connection to the service of the
+//!   region the record names, and refuses connections (does not listen)
+//!   while that service is down. So `app_down` clears only when DNS points
+//!   at a region whose app answers. The injection takes the whole primary
+//!   region down at once: its PostgreSQL the way a crash does (immediate
+//!   shutdown) under a writer committing every 20 ms, its app and redis
+//!   SIGKILLed. The plan promotes the replica, then fails DNS over; the
+//!   data-loss probe counts the acknowledged writes missing through the
+//!   front, reads the record (now `127.0.0.2`) and INSERTs into the
+//!   promoted secondary (not in recovery). The rule's minutes (`for: 2m`,
+//!   `clear_for: 5m`, the promotion's 12 checks over 2m) become seconds.
 //!
 //! The shipped rule file runs in enforce mode with a generated config. What
 //! the sandbox cannot have is adapted, and every adaptation is printed in
@@ -53,6 +74,9 @@ use crate::remedy::ActionSpec;
 use crate::remedy::exec::ExecParams;
 use crate::rules::model::{Approval, Scenario, Then};
 use crate::store::Store;
+
+#[cfg(feature = "aws")]
+mod infra;
 
 /// The scenarios the sandbox can drill.
 pub const SCENARIOS: &[&str] = crate::config::SANDBOX_SCENARIOS;
@@ -206,6 +230,92 @@ impl Sandbox {
         self.children.remove(i);
         Some(status)
     }
+
+    /// The pid of our running child `name`.
+    fn pid(&self, name: &str) -> Result<u32, DrillError> {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .ok_or_else(|| fail(format!("the sandbox's {name} is not running")))
+    }
+
+    /// A `redis-server` (no persistence) on a free port; returns the port.
+    async fn redis(&mut self, name: &str) -> Result<u16, DrillError> {
+        let dir = self.dir.clone();
+        self.start_service(
+            name,
+            Duration::from_secs(10),
+            |port| {
+                let argv = redis_argv(&dir, port, None);
+                let mut c = Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                Ok(c)
+            },
+            async |port| redis_ping(port).await,
+        )
+        .await
+    }
+
+    /// A backend: busybox's `httpd` on a free port serving `/health` from
+    /// its own directory (`www-NAME`); returns the port and the directory.
+    async fn httpd(&mut self, name: &str) -> Result<(u16, PathBuf), DrillError> {
+        let busybox = busybox()?;
+        let www = self.dir.join(format!("www-{name}"));
+        std::fs::create_dir_all(&www).map_err(fail)?;
+        std::fs::write(www.join("health"), format!("ok ({name})\n")).map_err(fail)?;
+        let port = self
+            .start_service(
+                name,
+                Duration::from_secs(10),
+                |port| {
+                    let mut c = Command::new(busybox);
+                    c.args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+                        .arg(&www);
+                    Ok(c)
+                },
+                async |port| http_ok(port).await,
+            )
+            .await?;
+        Ok((port, www))
+    }
+}
+
+/// `redis-server` serving `port` (no persistence, files in `dir`), as a
+/// daemon writing `pidfile` when given.
+fn redis_argv(dir: &Path, port: u16, pidfile: Option<&Path>) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "redis-server",
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(p) = pidfile {
+        v.extend([
+            "--daemonize".into(),
+            "yes".into(),
+            "--pidfile".into(),
+            p.display().to_string(),
+        ]);
+    }
+    v
+}
+
+/// busybox (its `httpd` is the sandbox's backend).
+fn busybox() -> Result<&'static str, DrillError> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or_else(|| fail("the sandbox's backend is busybox's httpd: install busybox-static"))
 }
 
 /// How many times a service is started again on a new port when another
@@ -567,46 +677,11 @@ pub async fn run(
     let db = store.map_or_else(|| dir.join("medic.db"), Path::to_path_buf);
     match scenario {
         "redis-cache-failure" => {
-            let argv = |port: u16, daemonize: bool| -> Vec<String> {
-                let mut v: Vec<String> = vec![
-                    "redis-server".into(),
-                    "--port".into(),
-                    port.to_string(),
-                    "--bind".into(),
-                    "127.0.0.1".into(),
-                    "--save".into(),
-                    String::new(),
-                    "--appendonly".into(),
-                    "no".into(),
-                    "--dir".into(),
-                    dir.display().to_string(),
-                ];
-                if daemonize {
-                    v.extend([
-                        "--daemonize".into(),
-                        "yes".into(),
-                        "--pidfile".into(),
-                        dir.join("redis.pid").display().to_string(),
-                    ]);
-                }
-                v
-            };
-            let port = sb
-                .start_service(
-                    "redis-server",
-                    Duration::from_secs(10),
-                    |port| {
-                        let mut c = Command::new("redis-server");
-                        c.args(&argv(port, false)[1..]);
-                        Ok(c)
-                    },
-                    async |port| redis_ping(port).await,
-                )
-                .await?;
+            let port = sb.redis("redis-server").await?;
             sb.pidfiles.push(dir.join("redis.pid"));
             targets = format!("cache: {{ redis: {{ address: \"127.0.0.1:{port}\" }} }}\n");
             real = vec!["cache"];
-            let restart = argv(port, true);
+            let restart = redis_argv(&dir, port, Some(&dir.join("redis.pid")));
             let swap_restart = move |st: &crate::rules::model::Step| match &st.action {
                 ActionSpec::Exec(_)
                 | ActionSpec::SystemdRestart(_)
@@ -625,7 +700,7 @@ pub async fn run(
             adapt(&mut sc, &real, swap_restart, &mut notes)?;
             redis_fill(port, 100).await.map_err(fail)?;
             inject = sigkill(
-                sb.children[0].1.id(),
+                sb.pid("redis-server")?,
                 "killed redis-server (SIGKILL) holding 100 cached keys",
             );
             loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
@@ -687,12 +762,7 @@ pub async fn run(
             }
             let writer = Writer::start(p1).await?;
             let w2 = writer.clone();
-            let primary_pid = sb
-                .children
-                .iter()
-                .find(|(n, _)| n == "primary")
-                .map(|(_, c)| c.id() as i32)
-                .unwrap_or(0);
+            let primary_pid = sb.pid("primary")? as i32;
             inject = Box::pin(async move {
                 nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(primary_pid),
@@ -717,28 +787,8 @@ pub async fn run(
             // The backend: busybox's httpd serving a health file. Its
             // restart runs it again in a session of its own (the exec
             // action's process group ends with the action), its pid kept.
-            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-                .into_iter()
-                .find(|p| Path::new(p).is_file())
-                .ok_or_else(|| {
-                    fail("the application drill's backend is busybox's httpd: install busybox-static".to_string())
-                })?;
-            let www = dir.join("www");
-            std::fs::create_dir_all(&www).map_err(fail)?;
-            std::fs::write(www.join("health"), "ok\n").map_err(fail)?;
-            let port = sb
-                .start_service(
-                    "backend",
-                    Duration::from_secs(10),
-                    |port| {
-                        let mut c = Command::new(busybox);
-                        c.args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
-                            .arg(&www);
-                        Ok(c)
-                    },
-                    async |port| http_ok(port).await,
-                )
-                .await?;
+            let busybox = busybox()?;
+            let (port, www) = sb.httpd("backend").await?;
             let pidfile = dir.join("backend.pid");
             sb.pidfiles.push(pidfile.clone());
             targets = format!("app: {{ http: {{ url: \"http://127.0.0.1:{port}/health\" }} }}\n");
@@ -769,7 +819,7 @@ pub async fn run(
             let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db, "")?;
             adapt(&mut sc, &real, swap, &mut notes)?;
             inject = sigkill(
-                sb.children[0].1.id(),
+                sb.pid("backend")?,
                 "killed the backend (SIGKILL): its health URL refuses connections",
             );
             loss = Box::new(move || -> BoxFut<(String, Option<Duration>)> {
@@ -865,12 +915,7 @@ pub async fn run(
             };
             let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db, "")?;
             adapt(&mut sc, &real, swap, &mut notes)?;
-            let pid = sb
-                .children
-                .iter()
-                .find(|(n, _)| n == "prometheus")
-                .map(|(_, c)| c.id() as i32)
-                .ok_or_else(|| fail("the sandbox's Prometheus is not running"))?;
+            let pid = sb.pid("prometheus")? as i32;
             // Some scrapes stored first, so the kill has something to lose.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             loop {
@@ -1094,6 +1139,15 @@ pub async fn run(
                 Some(responder),
             )
             .await;
+        }
+        "complete-infrastructure-failure" => {
+            #[cfg(feature = "aws")]
+            return infra::run(sb, &rule_path, &rule_text, &bin, &db, out).await;
+            #[cfg(not(feature = "aws"))]
+            return Err(DrillError::Refused(
+                crate::features::Feature::Aws
+                    .needed_by("the sandbox's complete-infrastructure-failure drill (Route 53)"),
+            ));
         }
         _ => {
             let p1 = sb.pg_primary(&bin).await?;
