@@ -536,25 +536,28 @@ impl IncidentReads for PostgresStore {
         last: Option<usize>,
     ) -> Result<Vec<TimelineEntry>, StoreError> {
         let c = self.client().await?;
-        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
-        // LIMIT NULL is no limit.
+        // One indexed range per kind (incident, kind, seq): the newest
+        // `last` of each, merged by position. LIMIT NULL is no limit.
         let limit: Option<i64> = last.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-        let sql = "SELECT at, kind, message, data FROM (
-                SELECT seq, at, kind, message, data FROM medic_timeline
-                WHERE incident_id = $1 AND kind = ANY($2) ORDER BY seq DESC LIMIT $3
-            ) t ORDER BY seq";
-        let entries = query_all(
-            &*c,
-            "read timeline",
-            sql,
-            &[&id, &kinds, &limit],
-            timeline_row,
-        )
-        .await?;
-        if entries.is_empty() && !exists(&*c, id).await? {
+        let sql = "SELECT seq, at, kind, message, data FROM medic_timeline
+                   WHERE incident_id = $1 AND kind = $2 ORDER BY seq DESC LIMIT $3";
+        let mut found: Vec<(i64, TimelineEntry)> = Vec::new();
+        for kind in kinds {
+            found.extend(
+                query_all(&*c, "read timeline", sql, &[&id, kind, &limit], |r| {
+                    Ok((r.get::<_, i64>("seq"), timeline_row(r)?))
+                })
+                .await?,
+            );
+        }
+        if found.is_empty() && !exists(&*c, id).await? {
             return Err(StoreError::NotFound(id));
         }
-        Ok(entries)
+        found.sort_by_key(|(seq, _)| *seq);
+        if let Some(n) = last {
+            found.drain(..found.len().saturating_sub(n));
+        }
+        Ok(found.into_iter().map(|(_, e)| e).collect())
     }
 
     async fn timeline_len(&self, id: IncidentId) -> Result<usize, StoreError> {

@@ -938,25 +938,35 @@ impl IncidentReads for SqliteStore {
         kinds: &[&str],
         last: Option<usize>,
     ) -> Result<Vec<TimelineEntry>, StoreError> {
-        // The kinds as one JSON array parameter; LIMIT -1 is no limit.
-        let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into());
+        // One indexed range per kind (incident, kind, seq): the newest
+        // `last` of each, merged by position. LIMIT -1 is no limit.
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
         let limit = last.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         self.call(move |conn| {
-            let entries = query_all(
-                conn,
-                "read timeline",
-                "SELECT seq, at, kind, message, data FROM (
-                     SELECT seq, at, kind, message, data FROM timeline
-                     WHERE incident_id = ?1 AND kind IN (SELECT value FROM json_each(?2))
-                     ORDER BY seq DESC LIMIT ?3
-                 ) ORDER BY seq",
-                rusqlite::params![id, kinds, limit],
-                |row| timeline_row(id, row),
-            )?;
-            if entries.is_empty() && !incident_exists(conn, id)? {
+            let mut found: Vec<(i64, TimelineEntry)> = Vec::new();
+            for kind in &kinds {
+                found.extend(query_all(
+                    conn,
+                    "read timeline",
+                    // The planner would take the primary key (for the
+                    // order) and read every entry: name the index.
+                    "SELECT seq, at, kind, message, data FROM timeline INDEXED BY timeline_kind
+                     WHERE incident_id = ?1 AND kind = ?2 ORDER BY seq DESC LIMIT ?3",
+                    rusqlite::params![id, kind, limit],
+                    |row| {
+                        let seq: i64 = row.get("seq").map_err(sql("read timeline"))?;
+                        Ok((seq, timeline_row(id, row)?))
+                    },
+                )?);
+            }
+            if found.is_empty() && !incident_exists(conn, id)? {
                 return Err(StoreError::NotFound(id));
             }
-            Ok(entries)
+            found.sort_by_key(|(seq, _)| *seq);
+            if let Some(n) = last {
+                found.drain(..found.len().saturating_sub(n));
+            }
+            Ok(found.into_iter().map(|(_, e)| e).collect())
         })
         .await
     }
