@@ -15,7 +15,9 @@
 //!   failover runs.
 //!
 //! `restart_in_place_trials` (ignored; `MEDIC_TRIALS`, default 5) times
-//! SIGKILL → the primary accepts an INSERT again, for docs/performance.md.
+//! SIGKILL → the primary accepts an INSERT again, and for comparison the
+//! failover without a restart method, for docs/performance.md; on the
+//! tests' clock, or the shipped rule's with `MEDIC_TRIALS_CLOCK=shipped`.
 
 mod common;
 
@@ -32,9 +34,27 @@ struct Setup {
     db: PathBuf,
 }
 
+/// The rule's detection clock: `every`, `timeout`, `for` of `db_down`, and
+/// the promotion's `unreachable_checks` over `unreachable_for`.
+struct Clock(&'static str, &'static str, &'static str, u32, &'static str);
+
+/// The tests' clock.
+const FAST: Clock = Clock("500ms", "500ms", "1s", 3, "1s");
+/// The shipped rule's (rules/database-failure.yaml), for the trials
+/// (`MEDIC_TRIALS_CLOCK=shipped`).
+const SHIPPED: Clock = Clock("2s", "2s", "6s", 4, "10s");
+
+fn clock() -> &'static Clock {
+    match std::env::var("MEDIC_TRIALS_CLOCK").as_deref() {
+        Ok("shipped") => &SHIPPED,
+        _ => &FAST,
+    }
+}
+
 /// medic.yaml and the rule for cluster `c`; `restart` is db-a's method
 /// (`restart: { exec: ... }`), if any.
 fn setup(c: &Pg, restart: Option<&[String]>) -> Setup {
+    let Clock(every, timeout, for_, checks, unreachable_for) = clock();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("rules")).unwrap();
@@ -86,9 +106,9 @@ rto: 2h
 symptoms:
   db_down:
     check: {{ postgres: {{ target: db, ready: true }} }}
-    every: 500ms
-    timeout: 500ms
-    for: 1s
+    every: {every}
+    timeout: {timeout}
+    for: {for_}
     clear_for: 2s
 when: {{ any: [db_down] }}
 plan:
@@ -104,8 +124,8 @@ plan:
     action: postgres.promote-replica
     primary: db
     max_lag_bytes: 1048576
-    unreachable_checks: 3
-    unreachable_for: 1s
+    unreachable_checks: {checks}
+    unreachable_for: {unreachable_for}
     cooldown: 1h
     old_primary_unreachable: proceed
     timeout: 30s
@@ -326,7 +346,16 @@ fn restart_in_place_trials() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let mut all = Vec::new();
+    let summary = |what: &str, mut all: Vec<f64>| {
+        all.sort_by(f64::total_cmp);
+        println!(
+            "{what}, {runs} trials: median {:.2}s, min {:.2}s, max {:.2}s",
+            all[all.len() / 2],
+            all[0],
+            all[all.len() - 1]
+        );
+    };
+    let mut restarts = Vec::new();
     for i in 0..runs {
         let (mut c, s, mut medic) = start(|c| Some(c.primary.pg_ctl_start()));
         let back = kill_and_wait_back(&mut c);
@@ -343,13 +372,35 @@ fn restart_in_place_trials() {
             back.as_secs_f64()
         );
         assert!(c.replica().in_recovery(), "a failover ran");
-        all.push(back.as_secs_f64());
+        restarts.push(back.as_secs_f64());
     }
-    all.sort_by(f64::total_cmp);
-    println!(
-        "restart in place, {runs} trials: median {:.2}s, min {:.2}s, max {:.2}s",
-        all[all.len() / 2],
-        all[0],
-        all[all.len() - 1]
+    // For comparison, on the same clock: no restart method, the failover.
+    let mut failovers = Vec::new();
+    for i in 0..runs {
+        let (mut c, s, mut medic) = start(|_| None);
+        let killed = Instant::now();
+        c.primary.kill9();
+        wait_until(
+            Duration::from_secs(60),
+            "the replica to take writes (the failover)",
+            || c.replica().try_psql("INSERT INTO t VALUES (2)").is_ok(),
+        );
+        let took = killed.elapsed();
+        resolved(&s.db);
+        assert!(medic.stop().success());
+        eprintln!(
+            "failover trial {}: SIGKILL → the promoted replica took an INSERT {:.2}s",
+            i + 1,
+            took.as_secs_f64()
+        );
+        failovers.push(took.as_secs_f64());
+    }
+    summary(
+        "restart in place (SIGKILL → INSERT on the restarted primary)",
+        restarts,
+    );
+    summary(
+        "failover without a restart method (SIGKILL → INSERT on the promoted replica)",
+        failovers,
     );
 }

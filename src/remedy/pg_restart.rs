@@ -332,10 +332,9 @@ impl Restart {
     async fn ledger_gate(&self, ctx: &ActionContext, member: &str) -> Option<Gate> {
         let ledger = ctx.ledger.as_ref()?;
         let past = match ledger
-            .action_attempts_since(
-                "postgres.promote-replica",
-                chrono::DateTime::<chrono::Utc>::MIN_UTC,
-            )
+            // Every promotion the ledger keeps (a store cannot take
+            // DateTime::MIN_UTC as a bound).
+            .action_attempts_since("postgres.promote-replica", chrono::DateTime::UNIX_EPOCH)
             .await
         {
             Ok(p) => p,
