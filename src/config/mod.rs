@@ -500,7 +500,7 @@ pub struct PostgresTarget {
     /// its PostgreSQL in place when the postmaster died but its host is
     /// alive (`postgres.restart`, tried before a failover by the shipped
     /// database-failure rule). Without it, that step is skipped.
-    pub restart: Option<PgRestart>,
+    pub restart: Option<Box<PgRestart>>,
 }
 
 /// `restart:` on a postgres server: one way to start its PostgreSQL again

@@ -234,7 +234,7 @@ impl Method {
 
 /// Where the restart is aimed.
 enum Aim {
-    One(Member),
+    One(Box<Member>),
     Cluster(Arc<Cluster>),
 }
 
@@ -252,10 +252,17 @@ pub struct Restart {
 /// their `restart:` methods; `None` when it is no postgres target.
 fn servers(config: &Config, target: &str) -> Option<Vec<(String, Option<PgRestart>)>> {
     if let Some(members) = config.postgres_members(target) {
-        return Some(members.into_iter().map(|(n, t)| (n, t.restart)).collect());
+        return Some(
+            members
+                .into_iter()
+                .map(|(n, t)| (n, t.restart.map(|r| *r)))
+                .collect(),
+        );
     }
     match config.targets.get(target) {
-        Some(TargetConfig::Postgres(t)) => Some(vec![(target.to_string(), t.restart.clone())]),
+        Some(TargetConfig::Postgres(t)) => {
+            Some(vec![(target.to_string(), t.restart.as_deref().cloned())])
+        }
         _ => None,
     }
 }
@@ -291,10 +298,10 @@ impl Restart {
         let aim = match crate::connect::pg_cluster::cluster(config, &p.target) {
             Some(c) => Aim::Cluster(c),
             None => match config.targets.get(&p.target) {
-                Some(TargetConfig::Postgres(t)) => Aim::One(Member {
+                Some(TargetConfig::Postgres(t)) => Aim::One(Box::new(Member {
                     name: p.target.clone(),
                     target: t.clone(),
-                }),
+                })),
                 _ => unreachable!("servers() found a postgres target"),
             },
         };
@@ -321,7 +328,7 @@ impl Restart {
 
     fn member(&self, name: &str) -> Option<Member> {
         match &self.aim {
-            Aim::One(m) => (m.name == name).then(|| m.clone()),
+            Aim::One(m) => (m.name == name).then(|| (**m).clone()),
             Aim::Cluster(c) => c.member(name).cloned(),
         }
     }
@@ -424,7 +431,7 @@ impl Action for Restart {
         let (member, view) = match &self.aim {
             Aim::One(m) => {
                 pre.gate(Gate::pass("member", format!("{} (one server)", m.name)));
-                (m.clone(), None)
+                ((**m).clone(), None)
             }
             Aim::Cluster(c) => {
                 let view = c.discover(t).await;
