@@ -704,6 +704,11 @@ mod tests {
 
     /// Ports nothing listens on: every server is down.
     fn config(extra: &str) -> Config {
+        config_with(extra, "")
+    }
+
+    /// [`config`] with more targets (lines of `targets:`).
+    fn config_with(extra: &str, more: &str) -> Config {
         crate::config::load_str(
             "medic.yaml",
             &format!(
@@ -712,7 +717,7 @@ mod tests {
                  db-replica: {{ postgres: {{ host: 127.0.0.1, port: 9, user: postgres, dbname: postgres }} }}\n  \
                  pg: {{ postgres: {{ members: [pg-a, pg-b] }} }}\n  \
                  pg-a: {{ postgres: {{ host: 127.0.0.1, port: 9, restart: {{ exec: [\"true\"] }} }} }}\n  \
-                 pg-b: {{ postgres: {{ host: 127.0.0.1, port: 9 }} }}\n"
+                 pg-b: {{ postgres: {{ host: 127.0.0.1, port: 9 }} }}\n{more}"
             ),
         )
         .unwrap()
@@ -819,6 +824,48 @@ mod tests {
             "{}",
             g.detail
         );
+    }
+
+    #[tokio::test]
+    async fn docker_needs_the_engine_to_answer_first() {
+        let cfg = config_with(
+            ", restart: { docker: db-container }",
+            "  db-container: { docker: { container: db, socket: /nonexistent/docker.sock } }\n",
+        );
+        let a = Restart::build(&params("db"), &cfg).unwrap();
+        let pre = a
+            .preflight(&ActionContext::new("t", Duration::from_secs(5)))
+            .await;
+        let g = pre.refusal().expect("refused");
+        assert_eq!(g.name, "host-alive");
+        assert!(
+            g.detail.starts_with("target db-container: docker-engine: "),
+            "{}",
+            g.detail
+        );
+    }
+
+    /// A method that hangs (an ssh to a host that drops packets) is killed
+    /// at the step's timeout less `ready_within`, and the step fails.
+    #[tokio::test]
+    async fn a_method_that_hangs_is_killed_and_the_step_fails() {
+        let cfg = config(", restart: { exec: [sleep, \"30\"] }");
+        let quick = RestartParams {
+            host_timeout: Some(Dur::secs(1)),
+            ready_within: Some(Dur::secs(1)),
+            ..params("db")
+        };
+        let a = Restart::build(&quick, &cfg).unwrap();
+        let mut ctx = ActionContext::new("t", Duration::from_secs(2));
+        ctx.preflight = json!({ "member": "db" });
+        let started = std::time::Instant::now();
+        let r = a.run(&ctx).await;
+        assert!(!r.ok);
+        assert_eq!(
+            r.detail,
+            "restart of db in place (exec) failed: timed out after 1s; process group killed"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{r:?}");
     }
 
     #[tokio::test]
