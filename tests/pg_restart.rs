@@ -12,7 +12,9 @@
 //! - the method fails (its host is gone: the `ssh` exits 255 at once): the
 //!   plan falls back to the promotion and the replica takes writes;
 //! - no method is configured: the step is skipped on the timeline and the
-//!   failover runs.
+//!   failover runs;
+//! - a server that comes back in recovery is no restored primary (the
+//!   action alone).
 //!
 //! `restart_in_place_trials` (ignored; `MEDIC_TRIALS`, default 5) times
 //! SIGKILL → the primary accepts an INSERT again, and for comparison the
@@ -403,4 +405,62 @@ fn restart_in_place_trials() {
         "failover without a restart method (SIGKILL → INSERT on the promoted replica)",
         failovers,
     );
+}
+
+/// A server that comes back in recovery (as one demoted on disk by an
+/// earlier failover does) is not a restored primary: the action fails, so
+/// the plan's failover is the fallback. The action on its own, without
+/// the daemon.
+#[test]
+fn a_server_that_comes_back_as_a_standby_is_not_a_restored_primary() {
+    use medic::remedy::pg_restart::{Restart, RestartParams};
+    use medic::remedy::{Action, ActionContext};
+    let mut c = Pg::primary();
+    let start = c.primary.pg_ctl_start();
+    // standby.signal first, then pg_ctl start (retried while the killed
+    // server's backends still hold its shared memory).
+    let mut argv: Vec<String> = [
+        "sh",
+        "-c",
+        "touch \"$0/standby.signal\"; for i in 1 2 3 4 5 6 7 8 9 10; do \"$@\" && exit 0; sleep 0.3; done; exit 1",
+    ]
+    .map(String::from)
+    .to_vec();
+    argv.push(c.primary.data.display().to_string());
+    argv.extend(start);
+    let cfg = medic::config::load_str(
+        "medic.yaml",
+        &format!(
+            "targets:\n  db: {{ postgres: {{ host: 127.0.0.1, port: {}, user: postgres, dbname: postgres, restart: {{ exec: {} }} }} }}\n",
+            c.primary.port,
+            serde_json::to_string(&argv).unwrap()
+        ),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let a = Restart::build(
+        &RestartParams {
+            target: "db".into(),
+            host_timeout: None,
+            ready_within: Some("10s".parse().unwrap()),
+        },
+        &cfg,
+    )
+    .unwrap();
+    c.primary.kill9();
+    let r = block_on(async {
+        let mut ctx = ActionContext::new("t", Duration::from_secs(30));
+        let pre = a.preflight(&ctx).await;
+        assert_eq!(pre.refusal(), None, "{:#?}", pre.gates);
+        ctx.preflight = pre.data;
+        a.run(&ctx).await
+    });
+    assert!(!r.ok, "{r:#?}");
+    assert!(
+        r.detail.starts_with(
+            "db was restarted (exec: exit status 0) but came back in recovery (a standby), not as a writable primary"
+        ),
+        "{}",
+        r.detail
+    );
+    assert!(c.primary.in_recovery());
 }
