@@ -87,7 +87,7 @@ fn shipped_config_and_rules_check_clean() {
     let summary = check_with_env(Some(&root().join("medic.yaml")), &[], no_env()).unwrap();
     assert_eq!(
         summary.to_string(),
-        "ok: 8 scenarios, 19 symptoms, 20 steps in 8 files"
+        "ok: 8 scenarios, 19 symptoms, 21 steps in 8 files"
     );
 }
 

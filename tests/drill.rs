@@ -85,6 +85,12 @@ fn sandbox_drill_database_failure() {
         "{t}"
     );
     assert!(t.contains("timeline 1 → 2"), "{t}");
+    // The restart in place comes first in the shipped rule; the sandbox
+    // configures no restart method, so it is skipped and the failover drilled.
+    assert!(
+        t.contains("step restart-in-place (postgres.restart) is skipped: the sandbox configures no restart method"),
+        "{t}"
+    );
     // Streaming replication, promotion after a crash: nothing acknowledged
     // may be lost beyond the RPO (here: nothing at all, idle replica).
     assert!(t.contains("acknowledged writes lost"), "{t}");

@@ -1715,6 +1715,53 @@ impl Cx<'_> {
         }
     }
 
+    /// A postgres server's `restart:` method (at `at`).
+    fn validate_pg_restart(
+        &mut self,
+        root: &Node,
+        at: &str,
+        r: &crate::config::PgRestart,
+        targets: &std::collections::BTreeMap<String, TargetConfig>,
+    ) {
+        use crate::config::PgRestart;
+        let here = format!("{at}.restart.{}", r.kind());
+        match r {
+            PgRestart::Systemd(unit) => {
+                if let Err(e) = crate::remedy::template::unit_name(unit) {
+                    self.err(root, &here, format!("not a unit name: {e}"));
+                }
+            }
+            PgRestart::Docker(t) => match targets.get(t) {
+                Some(TargetConfig::Docker(_)) => {}
+                Some(other) => self.err(
+                    root,
+                    &here,
+                    format!(
+                        "target {t:?} is a {} target; restart: {{ docker: TARGET }} names a docker target (the server's container)",
+                        other.kind()
+                    ),
+                ),
+                None => {
+                    let known: Vec<&str> = targets
+                        .iter()
+                        .filter(|(_, v)| matches!(v, TargetConfig::Docker(_)))
+                        .map(|(k, _)| k.as_str())
+                        .collect();
+                    self.err(root, &here, unknown_field("docker target", t, &known));
+                }
+            },
+            PgRestart::Exec(args) => {
+                if args.first().is_none_or(|a| a.trim().is_empty()) {
+                    self.err(
+                        root,
+                        &here,
+                        "restart: { exec: [...] } needs a program: [PROGRAM, ARG...]",
+                    );
+                }
+            }
+        }
+    }
+
     fn validate_target(
         &mut self,
         root: &Node,
@@ -1781,6 +1828,13 @@ impl Cx<'_> {
                         "demote_command belongs to a member (one server), not to the cluster",
                     );
                 }
+                if t.restart.is_some() {
+                    self.err(
+                        root,
+                        &format!("{at}.restart"),
+                        "restart belongs to a member (one server, on its host), not to the cluster",
+                    );
+                }
                 self.validate_members(root, &at, name, &t.members, targets, "postgres");
             }
             TargetConfig::Postgres(t) => {
@@ -1824,6 +1878,9 @@ impl Cx<'_> {
                             d.display().to_string()
                         ),
                     );
+                }
+                if let Some(r) = &t.restart {
+                    self.validate_pg_restart(root, &at, r, targets);
                 }
                 if t.port == 0 {
                     self.err(root, &format!("{at}.port"), "port must not be 0");
@@ -2784,6 +2841,19 @@ escalation:
             [
                 "medic.yaml:3:42: demote_command needs a program: [PROGRAM, ARG...]",
                 "medic.yaml:5:56: data_dir or demote_command: a member is demoted one way",
+            ]
+        );
+        assert_eq!(
+            errors(
+                "targets:\n  db:\n    postgres: { members: [db-a], restart: { exec: [x] } }\n  db-a:\n    postgres: { host: h, restart: { exec: [] } }\n  db-b:\n    postgres: { host: h, restart: { docker: db-contianer } }\n  db-c:\n    postgres: { host: h, restart: { systemd: --now } }\n  db-d:\n    postgres: { host: h, restart: { docker: web } }\n  web:\n    http: { url: \"http://x\" }\n  db-container:\n    docker: { container: db }\n",
+                &[]
+            ),
+            [
+                "medic.yaml:3:43: restart belongs to a member (one server, on its host), not to the cluster",
+                "medic.yaml:5:43: restart: { exec: [...] } needs a program: [PROGRAM, ARG...]",
+                "medic.yaml:7:45: unknown docker target \"db-contianer\" (did you mean \"db-container\"?)",
+                "medic.yaml:9:46: not a unit name: \"--now\" starts with \"-\"",
+                "medic.yaml:11:45: target \"web\" is a http target; restart: { docker: TARGET } names a docker target (the server's container)",
             ]
         );
     }

@@ -496,6 +496,39 @@ pub struct PostgresTarget {
     /// `MEDIC_PRIMARY_HOST`, `MEDIC_PRIMARY_PORT`, `MEDIC_PRIMARY_CONNINFO`
     /// (for its `primary_conninfo`). Exit 0 is demoted.
     pub demote_command: Option<Vec<String>>,
+    /// On a server (a cluster member, or a single server): how to restart
+    /// its PostgreSQL in place when the postmaster died but its host is
+    /// alive (`postgres.restart`, tried before a failover by the shipped
+    /// database-failure rule). Without it, that step is skipped.
+    pub restart: Option<Box<PgRestart>>,
+}
+
+/// `restart:` on a postgres server: one way to start its PostgreSQL again
+/// on the same host and data directory, reusing the actions of that kind.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum PgRestart {
+    /// `{ systemd: UNIT }`: `systemctl restart UNIT` on medic's host (its
+    /// manager must answer first).
+    Systemd(String),
+    /// `{ docker: TARGET }`: `docker.restart` of a docker target (its
+    /// Engine must answer first).
+    Docker(String),
+    /// `{ exec: [PROGRAM, ARG...] }`: a command (no shell), e.g. an `ssh`
+    /// to the host that runs `systemctl restart` there; exit 0 is done,
+    /// and an unreachable host fails it.
+    Exec(Vec<String>),
+}
+
+impl PgRestart {
+    /// `systemd`, `docker` or `exec`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PgRestart::Systemd(_) => "systemd",
+            PgRestart::Docker(_) => "docker",
+            PgRestart::Exec(_) => "exec",
+        }
+    }
 }
 
 /// Default `peer_timeout`.

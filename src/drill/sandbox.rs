@@ -747,12 +747,22 @@ pub async fn run(
                     exec(repoint.clone()),
                     "repoints the sandbox's database front (the `db` target) at the promoted replica instead of setting DATABASE_URL".to_string(),
                 ))),
-                ActionSpec::PostgresPromoteReplica(_) => None,
+                // Kept: the sandbox configures no restart method, so the
+                // step is skipped on the timeline and the failover is drilled.
+                ActionSpec::PostgresPromoteReplica(_) | ActionSpec::PostgresRestart(_) => None,
                 _ => Some(None),
             }
             };
             let (mut sc, config) = load(&rule_path, &rule_text, &targets, &dir, &db, "")?;
             adapt(&mut sc, &real, swap, &mut notes)?;
+            for st in &sc.plan {
+                if let ActionSpec::PostgresRestart(_) = st.action {
+                    notes.push(format!(
+                        "step {} (postgres.restart) is skipped: the sandbox configures no restart method (targets.db.postgres.restart), so the drill is of the failover",
+                        st.name
+                    ));
+                }
+            }
             // The repoint ends the chain now: verified by the database
             // answering through the front again.
             if let Some(last) = sc.plan.last_mut() {

@@ -894,6 +894,18 @@ async fn run_step(
         .await?;
         return Ok(StepEnd::Failed(reason));
     }
+    // Configured to do nothing (no restart method...): skipped, as a step
+    // that did not work, so its fallback runs.
+    if let Some(why) = ps.action.skip() {
+        let reason = format!("skipped: {why}");
+        ctx.note(
+            "step",
+            format!("step {}: {reason}", step.name),
+            json!({ "step": step.name, "skipped": why }),
+        )
+        .await?;
+        return Ok(StepEnd::Failed(reason));
+    }
     // Who holds this step's targets while it acts, and since when it waits.
     let holder = format!(
         "incident #{} ({}) step {}",

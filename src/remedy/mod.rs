@@ -10,6 +10,7 @@ pub mod docker;
 pub mod exec;
 pub mod k8s;
 pub mod pg_fence;
+pub mod pg_restart;
 pub mod pg_restore;
 pub mod postgres;
 pub mod redis_flush;
@@ -64,6 +65,14 @@ pub(crate) trait ActionKind {
     /// (`approval: required`); `None`: no such rule. The rule loader
     /// refuses the step without it.
     fn requires_approval(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Why the config lets this action do nothing at all (e.g. a restart
+    /// in place of a server with no restart method): the step is then
+    /// skipped, on the timeline, as a step that did not work, so a
+    /// fallback runs. `None`: it can run.
+    fn unconfigured(&self, _config: &Config) -> Option<String> {
         None
     }
 
@@ -143,6 +152,7 @@ action_kinds! {
     "k8s.scale" => K8sScale(k8s::ScaleParams),
     "redis.flush" => RedisFlush(redis_flush::RedisFlushParams),
     "postgres.promote-replica" => PostgresPromoteReplica(postgres::PromoteReplicaParams),
+    "postgres.restart" => PostgresRestart(pg_restart::RestartParams),
     "postgres.quarantine" => PostgresQuarantine(postgres::QuarantineParams),
     "postgres.fence" => PostgresFence(pg_fence::FenceParams),
     "postgres.restore" => PostgresRestore(pg_restore::RestoreParams),
@@ -156,6 +166,12 @@ impl ActionSpec {
     /// The config targets it acts on (maintenance windows name them).
     pub fn targets(&self) -> Vec<String> {
         self.params().targets()
+    }
+
+    /// Why the config lets this action do nothing at all (the step is
+    /// skipped), if so; see [`ActionKind::unconfigured`].
+    pub fn unconfigured(&self, config: &Config) -> Option<String> {
+        self.params().unconfigured(config)
     }
 
     /// Why this step may only run with `approval: required`, if it must.
@@ -357,6 +373,12 @@ pub trait Action: Send + Sync {
     async fn preflight(&self, _ctx: &ActionContext) -> Preflight {
         Preflight::default()
     }
+    /// Why it cannot do anything with this config (e.g. no restart method
+    /// configured): the executor skips the step before any guard, saying
+    /// so on the timeline, as a step that did not work (a fallback runs).
+    fn skip(&self) -> Option<String> {
+        None
+    }
     /// Runs it once, after its preflight passed. The executor enforces the
     /// step's timeout around this.
     async fn run(&self, ctx: &ActionContext) -> ActionResult;
@@ -396,6 +418,9 @@ impl Action for Unexpanded {
     }
     fn inputs(&self) -> serde_json::Value {
         self.action.inputs()
+    }
+    fn skip(&self) -> Option<String> {
+        self.action.skip()
     }
     async fn preflight(&self, _ctx: &ActionContext) -> Preflight {
         let mut pre = Preflight::default();

@@ -1888,7 +1888,7 @@ escalation: pager
                 "r.yaml:8:5: unknown field \"evry\" (did you mean \"every\"?)",
                 "r.yaml:10:42: target \"cache\" is a redis target, but a promql check needs a prometheus target",
                 "r.yaml:11:21: undefined symptom \"sloow\" (did you mean \"slow\"?)",
-                "r.yaml:13:13: unknown action \"restart\" (expected one of: exec, systemd-restart, k8s.rollout-restart, k8s.rollout-undo, k8s.set-env, k8s.scale, redis.flush, postgres.promote-replica, postgres.quarantine, postgres.fence, postgres.restore, postgres.restore-tables, route53.failover, docker.restart, docker.recreate)",
+                "r.yaml:13:13: unknown action \"restart\" (expected one of: exec, systemd-restart, k8s.rollout-restart, k8s.rollout-undo, k8s.set-env, k8s.scale, redis.flush, postgres.promote-replica, postgres.restart, postgres.quarantine, postgres.fence, postgres.restore, postgres.restore-tables, route53.failover, docker.restart, docker.recreate)",
                 "r.yaml:17:11: exec needs a program: args: [PROGRAM, ARG...]",
                 "r.yaml:18:30: undefined symptom \"gone\"",
                 "r.yaml:19:11: step name \"again\" is already used at 15:11",

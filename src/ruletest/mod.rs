@@ -257,6 +257,9 @@ struct ScriptedAction {
     kind: &'static str,
     script: Vec<ActionScript>,
     runs: AtomicUsize,
+    /// The config lets the real action do nothing (no restart method...):
+    /// the step is skipped, whatever its script.
+    skip: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -266,6 +269,9 @@ impl Action for ScriptedAction {
     }
     fn inputs(&self) -> serde_json::Value {
         json!({ "scripted": true })
+    }
+    fn skip(&self) -> Option<String> {
+        self.skip.clone()
     }
     async fn run(&self, ctx: &ActionContext) -> ActionResult {
         let n = self.runs.fetch_add(1, Ordering::SeqCst);
@@ -509,6 +515,7 @@ async fn simulate(
                         kind: st.action.kind(),
                         script: scripts.remove(&(k, j)).unwrap_or_default(),
                         runs: AtomicUsize::new(0),
+                        skip: st.action.unconfigured(config),
                     }),
                 })
                 .collect();

@@ -208,6 +208,9 @@ pub struct PgNode {
     socket_dir: PathBuf,
     child: Option<Child>,
     started: bool,
+    /// Started by someone else (`pg_ctl start` from [`PgNode::pg_ctl_start`]):
+    /// stopped with `pg_ctl stop` on drop.
+    outside: bool,
 }
 
 impl PgNode {
@@ -222,7 +225,49 @@ impl PgNode {
             socket_dir: root.to_path_buf(),
             child: None,
             started: false,
+            outside: false,
         }
+    }
+
+    /// The argv that starts this server again the way its host's service
+    /// manager would: `pg_ctl start -w` on its data directory, port and
+    /// socket directory (as `postgres` when we are root), its log in
+    /// `restart.log` of the data directory. For an `exec` restart method;
+    /// the server it starts is not our child, so it is stopped with
+    /// `pg_ctl stop` on drop.
+    pub fn pg_ctl_start(&mut self) -> Vec<String> {
+        assert!(self.started, "{} never started: no port yet", self.name);
+        assert!(
+            self.netns.is_none(),
+            "pg_ctl_start runs in the test's namespace"
+        );
+        self.outside = true;
+        let mut argv: Vec<String> = if is_root() {
+            [
+                "setpriv",
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            Vec::new()
+        };
+        argv.push(pg_bin().join("pg_ctl").display().to_string());
+        argv.extend(["start", "-w", "-t", "20", "-D"].map(String::from));
+        argv.push(self.data.display().to_string());
+        argv.push("-l".into());
+        argv.push(self.data.join("restart.log").display().to_string());
+        argv.push("-o".into());
+        argv.push(format!(
+            "-p {} -c listen_addresses={} -k {}",
+            self.port,
+            self.host,
+            self.socket_dir.display()
+        ));
+        argv
     }
 
     /// Starts the server and waits until it accepts connections: on a free
@@ -385,6 +430,14 @@ impl PgNode {
 impl Drop for PgNode {
     fn drop(&mut self) {
         self.stop_immediate();
+        if self.outside {
+            let mut c = pg_command("pg_ctl");
+            c.args(["stop", "-m", "immediate", "-D"])
+                .arg(&self.data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let _ = c.status();
+        }
     }
 }
 
