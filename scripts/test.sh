@@ -224,7 +224,7 @@ if command -v cargo-nextest >/dev/null 2>&1; then
     if ((run > ok)); then
       # Name them here too: the end of the output is what a CI log keeps.
       names=$(grep -E '^ +(FAIL|SIGSEGV|SIGABRT|SIGKILL|TIMEOUT|LEAK-FAIL) \[' "$log" |
-        sed -E 's/^ +([A-Z-]+) \[[^]]*\] +/\1 /' | sort -u | paste -sd ';' -)
+        sed -E 's/^ +([A-Z-]+) \[[^]]*\] +(\([0-9]+\/[0-9]+\) +)?/\1 /' | sort -u | paste -sd ';' -)
       fail "cargo nextest: $((run - ok)) tests: ${names:-see FAIL above}" $((run - ok))
     fi
     ((run == ok && rc != 0)) && fail "cargo nextest (exit $rc)"

@@ -63,7 +63,7 @@
 //! 3   store connect
 //! 2   metrics observe
 //! 1   config
-//! 0   clock duration schedule secret diag features logging yaml
+//! 0   clock duration schedule secret diag features logging yaml unit
 //! ```
 #![forbid(unsafe_code)]
 
@@ -95,4 +95,5 @@ pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod store;
+pub mod unit;
 pub(crate) mod yaml;

@@ -1727,7 +1727,7 @@ impl Cx<'_> {
         let here = format!("{at}.restart.{}", r.kind());
         match r {
             PgRestart::Systemd(unit) => {
-                if let Err(e) = crate::remedy::template::unit_name(unit) {
+                if let Err(e) = crate::unit::name(unit) {
                     self.err(root, &here, format!("not a unit name: {e}"));
                 }
             }

@@ -32,7 +32,7 @@ impl SystemdRestart {
     pub fn with_program(p: &SystemdRestartParams, program: &str) -> Result<Self, BuildError> {
         // A unit still to be expanded is checked once it is (for_labels).
         if !super::template::has_vars(&p.unit)
-            && let Err(e) = super::template::unit_name(&p.unit)
+            && let Err(e) = crate::unit::name(&p.unit)
         {
             return Err(BuildError::Invalid(format!(
                 "systemd-restart: not a unit name: {e}"
@@ -86,7 +86,7 @@ impl super::ActionKind for SystemdRestartParams {
         // checked by the rule loader.
         let glob = self.unit.contains(['*', '?', '[', ']']);
         if (!super::template::has_vars(&self.unit) || glob)
-            && let Err(e) = super::template::unit_name(&self.unit)
+            && let Err(e) = crate::unit::name(&self.unit)
         {
             v.err(
                 crate::yaml::field_pos(p, "unit"),

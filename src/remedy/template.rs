@@ -224,7 +224,7 @@ impl<'a> Values<'a> {
             Slot::Arg => Ok(value.to_string()),
             Slot::RedisGlob => Ok(redis_escape(value)),
             Slot::Unit => {
-                if let Some(c) = value.chars().find(|c| !unit_value_char(*c)) {
+                if let Some(c) = value.chars().find(|c| !crate::unit::value_char(*c)) {
                     return Err(refuse(format!(
                         "{c:?} is not allowed in a unit name's substituted part (letters, digits, ':', '_', '.', '-')"
                     )));
@@ -247,7 +247,7 @@ fn whole(out: &str, slot: Slot) -> Result<(), TemplateError> {
     let invalid = |why: String| TemplateError::Invalid(format!("{}: {why}", slot.what()));
     match slot {
         Slot::Arg | Slot::RedisGlob => Ok(()),
-        Slot::Unit => unit_name(out).map_err(invalid),
+        Slot::Unit => crate::unit::name(out).map_err(invalid),
         Slot::KubeName => dns1123_subdomain(out).map_err(invalid),
         Slot::KubeNamespace => dns1123_label(out).map_err(invalid),
     }
@@ -282,61 +282,6 @@ pub fn redis_escape(v: &str) -> String {
         out.push(c);
     }
     out
-}
-
-fn unit_value_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-')
-}
-
-/// The unit types `systemctl` knows; a name without one is a `.service`.
-const UNIT_TYPES: &[&str] = &[
-    "service",
-    "socket",
-    "target",
-    "device",
-    "mount",
-    "automount",
-    "swap",
-    "timer",
-    "path",
-    "slice",
-    "scope",
-];
-
-/// A systemd unit name as `systemd.unit(5)` defines it: at most 255 bytes
-/// of letters, digits, `:`, `_`, `.`, `\` and `-` (plus one `@` before a
-/// template's instance), not starting with `-` or `.`; with a unit type
-/// suffix or none (`systemctl` then adds `.service`). No globs: `systemctl
-/// restart` would expand `*`, `?` and `[...]` over every loaded unit.
-pub fn unit_name(u: &str) -> Result<(), String> {
-    if u.is_empty() {
-        return Err("it is empty".into());
-    }
-    if u.len() > 255 {
-        return Err(format!("{} bytes long (at most 255)", u.len()));
-    }
-    if let Some(c) = u.chars().find(|c| matches!(c, '*' | '?' | '[' | ']')) {
-        return Err(format!("{u:?} has the glob character {c:?}"));
-    }
-    if u.starts_with('-') || u.starts_with('.') {
-        return Err(format!("{u:?} starts with {:?}", &u[..1]));
-    }
-    if let Some(c) = u
-        .chars()
-        .find(|c| !(unit_value_char(*c) || matches!(c, '\\' | '@')))
-    {
-        return Err(format!("{u:?} has {c:?}, which a unit name cannot have"));
-    }
-    if u.matches('@').count() > 1 {
-        return Err(format!("{u:?} has more than one '@'"));
-    }
-    if let Some((stem, ty)) = u.rsplit_once('.')
-        && UNIT_TYPES.contains(&ty)
-        && stem.trim_end_matches('@').is_empty()
-    {
-        return Err(format!("{u:?} has no name before .{ty}"));
-    }
-    Ok(())
 }
 
 /// A DNS-1123 label (namespaces, most Kubernetes names): at most 63 of
@@ -597,9 +542,9 @@ mod tests {
             "app@eu-1.service"
         );
         assert_eq!(one(Slot::Unit, "nginx", "${labels.x}").unwrap(), "nginx");
-        assert!(unit_name("prometheus.service").is_ok());
-        assert!(unit_name("getty@tty1.service").is_ok());
-        assert!(unit_name("dev-disk-by\\x2duuid.device").is_ok());
+        assert!(crate::unit::name("prometheus.service").is_ok());
+        assert!(crate::unit::name("getty@tty1.service").is_ok());
+        assert!(crate::unit::name("dev-disk-by\\x2duuid.device").is_ok());
         for bad in [
             "",
             "*.service",
@@ -610,9 +555,9 @@ mod tests {
             "a;b",
             "x?",
         ] {
-            assert!(unit_name(bad).is_err(), "{bad:?}");
+            assert!(crate::unit::name(bad).is_err(), "{bad:?}");
         }
-        assert!(unit_name(&"a".repeat(256)).is_err());
+        assert!(crate::unit::name(&"a".repeat(256)).is_err());
     }
 
     #[test]
