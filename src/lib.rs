@@ -20,6 +20,7 @@
 //! - [`diag`]: diagnostics that point at `path:line:col`.
 //! - [`features`]: the optional Cargo features (`aws`, `kubernetes`) and the refusal of what a build lacks.
 //! - `yaml`: YAML with positions, and the one cursor every loader (config, rules, rule tests) reads it with.
+//! - [`unit`]: systemd unit names as `systemd.unit(5)` defines them, checked alike by the config and the actions.
 //! - [`observe`]: what was observed: outcomes, series and labels, symptom phases and views.
 //! - [`config`]: the daemon config: load (file + `MEDIC_` env), validate.
 //! - [`rules`]: scenario rule files: model, loading with positions, validation.
