@@ -58,7 +58,9 @@ where
     })
 }
 
-fn bench_store(c: &mut Criterion) {
+/// A two-thread runtime and a fresh file-backed store in a temp dir (kept
+/// while the returned dir lives).
+fn setup() -> (Runtime, tempfile::TempDir, Arc<SqliteStore>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -69,6 +71,11 @@ fn bench_store(c: &mut Criterion) {
         rt.block_on(SqliteStore::open(&dir.path().join("bench.db")))
             .unwrap(),
     );
+    (rt, dir, store)
+}
+
+fn bench_store(c: &mut Criterion) {
+    let (rt, _dir, store) = setup();
     let (open, _) = rt
         .block_on(store.open_incident(incident("bench-append", String::new())))
         .unwrap();
@@ -138,16 +145,7 @@ fn bench_store(c: &mut Criterion) {
 /// symptom's transitions) with a decision every 1,000, read whole or by
 /// kind, as the pager reads it for every notice and decision.
 fn bench_long_timeline(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        rt.block_on(SqliteStore::open(&dir.path().join("long.db")))
-            .unwrap(),
-    );
+    let (rt, _dir, store) = setup();
     let (open, _) = rt
         .block_on(store.open_incident(incident("bench-long", String::new())))
         .unwrap();

@@ -417,20 +417,7 @@ fn a_drill_job_runs_the_sandbox_drill_stores_the_report_and_notifies_the_channel
     let log = dir.path().join("medic.log");
     let mut medic = common::Medic::start(&config, &log);
     let base = format!("http://127.0.0.1:{http}");
-    let get = |url: &str| {
-        common::block_on(async {
-            let r = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(common::TEST_READ_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
-    wait_until(Duration::from_secs(30), "medic ready", || {
-        get(&format!("{base}/readyz")).0 == 200
-    });
+    wait_ready(&base);
     let out = run_job(&base, "quarterly-drill");
     let t = text(&out);
     println!("{t}");
@@ -472,6 +459,26 @@ fn a_drill_job_runs_the_sandbox_drill_stores_the_report_and_notifies_the_channel
     assert_eq!(n["data"]["scenario"], "redis-cache-failure", "{notice}");
     assert!(n.get("incident").is_none(), "{notice}");
     medic.stop();
+}
+
+/// GET `url` with the read token: (status, body).
+fn get(url: &str) -> (u16, String) {
+    common::block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(common::TEST_READ_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+/// Waits until the medic at `base` is ready.
+fn wait_ready(base: &str) {
+    wait_until(Duration::from_secs(30), "medic ready", || {
+        get(&format!("{base}/readyz")).0 == 200
+    });
 }
 
 /// Runs job `job` of the medic at `base` now (`medic backup run`), once
@@ -547,20 +554,7 @@ fn a_target_drill_job_breaks_the_marked_target_and_reports_the_daemons_recovery(
     let log = dir.path().join("medic.log");
     let mut medic = common::Medic::start(&config, &log);
     let base = format!("http://127.0.0.1:{http}");
-    let get = |url: &str| {
-        common::block_on(async {
-            let r = reqwest::Client::new()
-                .get(url)
-                .bearer_auth(common::TEST_READ_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
-    };
-    wait_until(Duration::from_secs(30), "medic ready", || {
-        get(&format!("{base}/readyz")).0 == 200
-    });
+    wait_ready(&base);
 
     let out = run_job(&base, "cache-drill");
     let _ = redis.wait(); // the original, killed by the injection
@@ -758,14 +752,16 @@ fn a_drill_job_that_times_out_leaves_no_sandbox_behind() {
     let mut medic =
         common::Medic::start_with_env(&config, &log, &[("TMPDIR", tmp.display().to_string())]);
     let base = format!("http://127.0.0.1:{http}");
-    wait_until(Duration::from_secs(30), "medic ready", || {
-        common::block_on(async {
-            reqwest::get(format!("{base}/readyz"))
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        })
+    wait_ready(&base);
+    let job = {
+        let base = base.clone();
+        std::thread::spawn(move || run_job(&base, "quarterly-drill"))
+    };
+    // The drill is under way (its sandbox exists) before the timeout.
+    wait_until(Duration::from_secs(8), "the drill's sandbox", || {
+        !sandboxes(&tmp).is_empty()
     });
-    let out = run_job(&base, "quarterly-drill");
+    let out = job.join().unwrap();
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("timed out") || t.contains("timeout"), "{t}");

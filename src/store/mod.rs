@@ -883,6 +883,19 @@ pub trait ObservationReads: Send + Sync {
     async fn replicas_since(&self, since: DateTime<Utc>) -> Result<Vec<ReplicaBeat>, StoreError>;
 }
 
+/// Timeline entries found by position (per kind, in any order): in the
+/// order written, only the newest `last` when given.
+pub(crate) fn newest_in_order(
+    mut found: Vec<(i64, TimelineEntry)>,
+    last: Option<usize>,
+) -> Vec<TimelineEntry> {
+    found.sort_by_key(|(seq, _)| *seq);
+    if let Some(n) = last {
+        found.drain(..found.len().saturating_sub(n));
+    }
+    found.into_iter().map(|(_, e)| e).collect()
+}
+
 /// Reads of incidents and their timelines.
 #[async_trait::async_trait]
 pub trait IncidentReads: Send + Sync {
@@ -909,16 +922,15 @@ pub trait IncidentReads: Send + Sync {
         kinds: &[&str],
         last: Option<usize>,
     ) -> Result<Vec<TimelineEntry>, StoreError> {
-        let mut v: Vec<TimelineEntry> = self
+        let found = self
             .timeline(id)
             .await?
             .into_iter()
-            .filter(|e| kinds.contains(&e.kind.as_str()))
+            .enumerate()
+            .filter(|(_, e)| kinds.contains(&e.kind.as_str()))
+            .map(|(i, e)| (i as i64, e))
             .collect();
-        if let Some(n) = last {
-            v.drain(..v.len().saturating_sub(n));
-        }
-        Ok(v)
+        Ok(newest_in_order(found, last))
     }
 
     /// How many entries the timeline holds (the next entry's position).

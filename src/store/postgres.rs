@@ -553,11 +553,7 @@ impl IncidentReads for PostgresStore {
         if found.is_empty() && !exists(&*c, id).await? {
             return Err(StoreError::NotFound(id));
         }
-        found.sort_by_key(|(seq, _)| *seq);
-        if let Some(n) = last {
-            found.drain(..found.len().saturating_sub(n));
-        }
-        Ok(found.into_iter().map(|(_, e)| e).collect())
+        Ok(super::newest_in_order(found, last))
     }
 
     async fn timeline_len(&self, id: IncidentId) -> Result<usize, StoreError> {

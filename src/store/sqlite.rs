@@ -962,11 +962,7 @@ impl IncidentReads for SqliteStore {
             if found.is_empty() && !incident_exists(conn, id)? {
                 return Err(StoreError::NotFound(id));
             }
-            found.sort_by_key(|(seq, _)| *seq);
-            if let Some(n) = last {
-                found.drain(..found.len().saturating_sub(n));
-            }
-            Ok(found.into_iter().map(|(_, e)| e).collect())
+            Ok(super::newest_in_order(found, last))
         })
         .await
     }
