@@ -22,6 +22,8 @@ declare -A pkg_for=(
   [kubectl]=kubernetes-client
   [prometheus]=prometheus
   [prometheus-redis-exporter]=prometheus-redis-exporter
+  # A real Alertmanager delivers to the authenticated intake (tests/http_security.rs).
+  [prometheus-alertmanager]=prometheus-alertmanager
   # The status page is tested in headless Chromium over WebDriver.
   [chromium]=chromium
   [chromedriver]=chromium-driver

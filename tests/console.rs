@@ -324,6 +324,24 @@ fn sessions_csrf_read_token_and_escaping_over_http() {
         "no form for the read token"
     );
     assert!(!body.contains("<script"), "no JavaScript");
+    // A short timeline is drawn whole, with no window; a bad window is 400.
+    assert!(!body.contains("id=\"window\""), "{body}");
+    let (code, _) = get(
+        &format!("{base}/console/incidents/{id}?from=x"),
+        Some(&read),
+        None,
+    );
+    assert_eq!(code, 400);
+    let (code, body) = get(
+        &format!("{base}/console/incidents/{id}?from=1"),
+        Some(&read),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("id=\"window\"") && body.contains("id=\"earlier\""),
+        "{body}"
+    );
     // ...but cannot act: not as a bearer token, nor by logging in.
     let (code, headers, _) = post(&act, &[("csrf", "x")], Some(&read), None);
     assert_eq!(code, 401);

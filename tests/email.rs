@@ -87,6 +87,7 @@ fn notice(kind: NoticeKind, event: &str, key: &str, text: &str, view: View) -> N
         level_name: (kind == NoticeKind::Page).then(|| "primary on-call".into()),
         text: text.into(),
         entries: Vec::new(),
+        more: 0,
         view,
         reference: None,
         maybe_sent: false,

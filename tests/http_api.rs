@@ -147,7 +147,21 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
         attempts[1..].iter().all(|a| a["outcome"] == "refused"),
         "{body}"
     );
-    assert!(d["timeline"].as_array().unwrap().len() >= 3, "{body}");
+    let whole = d["timeline"].as_array().unwrap().clone();
+    assert!(whole.len() >= 3, "{body}");
+    assert_eq!(d["timeline_from"], 0);
+    let total = d["timeline_total"].as_u64().unwrap() as usize;
+    assert!(total >= whole.len(), "{body}");
+    // The timeline by pages: two entries from position 1 are the whole
+    // timeline's second and third (the total read at its own moment).
+    let (code, body) = get(&format!("{base}/api/v1/incidents/{id}?from=1&limit=2"));
+    assert_eq!(code, 200, "{body}");
+    let p: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p["timeline_from"], 1);
+    assert_eq!(p["timeline"].as_array().unwrap()[..], whole[1..3], "{body}");
+    let (_, body) = get(&format!("{base}/api/v1/incidents/{id}?from=100000"));
+    let p: Value = serde_json::from_str(&body).unwrap();
+    assert!(p["timeline"].as_array().unwrap().is_empty(), "{body}");
 
     // Malformed input: 4xx with a reason, never 5xx.
     for (path, want) in [
@@ -157,6 +171,10 @@ fn metrics_api_status_and_cli_against_a_running_medic() {
         ("/api/v1/incidents/99999999999999999999999", 400),
         ("/api/v1/incidents/%FF%FE", 400),
         ("/api/v1/incidents/424242", 404),
+        ("/api/v1/incidents/1?from=-1", 400),
+        ("/api/v1/incidents/1?limit=0", 400),
+        ("/api/v1/incidents/1?limit=10001", 400),
+        ("/api/v1/incidents/1?bogus=1", 400),
         ("/api/v1/incidents?limit=x", 400),
         ("/api/v1/incidents?limit=0", 400),
         ("/api/v1/incidents?limit=1000000", 400),

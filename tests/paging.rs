@@ -270,6 +270,85 @@ async fn ack_at_20_minutes_stops_level_3_and_resolution_reaches_everyone_paged()
     r.stop.cancel();
 }
 
+/// A long-open incident: its first page carries the start of the story,
+/// at most `NOTICE_ENTRIES` entries, and counts the rest; a status update
+/// carries what was written since the previous one, by position, not the
+/// story again.
+#[tokio::test(start_paused = true)]
+async fn a_long_timeline_is_carried_in_bounded_notices() {
+    let (r, _) = rig(RUNBOOK);
+    let (inc, _) = r
+        .store
+        .open_incident(NewIncident {
+            scenario: "app-down".into(),
+            instance: String::new(),
+            severity: "critical".into(),
+            summary: "App down".into(),
+            at: r.clock.now(),
+        })
+        .await
+        .unwrap();
+    let flaps = medic::page::NOTICE_ENTRIES + 150;
+    for i in 0..flaps {
+        r.store
+            .append(
+                inc.id,
+                medic::store::TimelineEntry::new(r.clock.now(), "symptom", format!("flap {i}")),
+            )
+            .await
+            .unwrap();
+    }
+    r.store
+        .set_state(inc.id, IncidentState::Escalated, r.clock.now())
+        .await
+        .unwrap();
+    r.pager
+        .escalate(&inc, "default", r.clock.now(), true)
+        .await
+        .unwrap();
+    r.until_minute(1).await;
+    let page = r.log.lock().unwrap()[0].4.clone();
+    assert_eq!(page.kind, NoticeKind::Page);
+    assert_eq!(page.entries.len(), medic::page::NOTICE_ENTRIES);
+    assert_eq!(page.entries[0].message, "flap 0");
+    // The rest of the story up to the page is counted: the page was
+    // queued when the timeline held `seq` entries.
+    let outbox = r.store.outbox_of(inc.id).await.unwrap();
+    let queued = outbox.iter().find(|o| o.kind == "page").unwrap();
+    let seq = queued.payload["seq"].as_u64().unwrap() as usize;
+    assert!(seq >= flaps, "{seq}");
+    assert_eq!(page.entries.len() + page.more, seq);
+    // The view shows the newest symptoms, not the oldest.
+    assert_eq!(
+        page.view.observed.last().map(String::as_str),
+        Some(format!("flap {}", flaps - 1).as_str())
+    );
+    for i in 0..3 {
+        r.store
+            .append(
+                inc.id,
+                medic::store::TimelineEntry::new(r.clock.now(), "note", format!("later {i}")),
+            )
+            .await
+            .unwrap();
+    }
+    r.until_minute(31).await;
+    let log = r.log.lock().unwrap().clone();
+    let status = log
+        .iter()
+        .map(|l| &l.4)
+        .find(|n| n.kind == NoticeKind::Status)
+        .expect("a status update at 30 minutes");
+    let said: Vec<&str> = status.entries.iter().map(|e| e.message.as_str()).collect();
+    assert!(said.iter().all(|m| !m.starts_with("flap")), "{said:?}");
+    assert!(
+        said.starts_with(&["later 0", "later 1", "later 2"]),
+        "{said:?}"
+    );
+    assert_eq!(status.more, 0);
+    r.stop.cancel();
+}
+
 /// After the last level the chain repeats `repeat` times, then stops and
 /// says so on the timeline.
 #[tokio::test(start_paused = true)]

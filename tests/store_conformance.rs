@@ -216,6 +216,17 @@ async fn timeline_is_read_by_kind_and_counted(store: Arc<dyn Store>) {
     );
     assert_eq!(store.timeline_len(id).await.unwrap(), 300);
     assert_eq!(store.timeline(id).await.unwrap().len(), 300);
+    // Pages by position: 0 is the first entry written.
+    let page = store.timeline_range(id, 0, 2).await.unwrap();
+    assert_eq!(msgs(page), ["symptom 0", "symptom 1"]);
+    let page = store.timeline_range(id, 106, 3).await.unwrap();
+    assert_eq!(msgs(page), ["symptom 106", "decision 107", "symptom 108"]);
+    assert_eq!(
+        msgs(store.timeline_range(id, 298, 10).await.unwrap()),
+        ["symptom 298", "symptom 299"]
+    );
+    assert!(store.timeline_range(id, 300, 10).await.unwrap().is_empty());
+    assert!(store.timeline_range(id, 5, 0).await.unwrap().is_empty());
     // An incident with no entries yet counts 0; an unknown one is not found.
     let (other, _) = store
         .open_incident(new_incident("redis", "other", 0))
@@ -228,6 +239,17 @@ async fn timeline_is_read_by_kind_and_counted(store: Arc<dyn Store>) {
     ));
     assert!(matches!(
         store.timeline_kinds(other.id + 1000, &["page"], None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(
+        store
+            .timeline_range(other.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.timeline_range(other.id + 1000, 0, 10).await,
         Err(StoreError::NotFound(_))
     ));
 }

@@ -125,7 +125,7 @@ impl Pager {
                 "",
                 "status-timer",
                 inc.opened_at + chrono(every.get()),
-                json!({ "n": 1, "since": inc.opened_at }),
+                json!({ "n": 1, "since": inc.opened_at, "from": 0 }),
             )
             .await?;
         }

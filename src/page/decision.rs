@@ -197,7 +197,11 @@ impl Pager {
         if crate::page::public::blank(&d.by) {
             return Err(DecideError::BadRequest("`by` must name who decides".into()));
         }
-        let timeline = self.store.timeline(id).await?;
+        // Decisions and approval requests are all a decision looks at.
+        let timeline = self
+            .store
+            .timeline_kinds(id, &["decision", "approval"], None)
+            .await?;
         if inc.state == IncidentState::Resolved {
             if let Some(e) = last_decision(&timeline, |e| data_str(e, "decision") == "resolve") {
                 return already(e, "already resolved".into());

@@ -157,6 +157,11 @@ pub(super) fn num(e: &OutboxEntry, field: &str) -> u64 {
     e.payload[field].as_u64().unwrap_or_default()
 }
 
+/// A timeline position in the payload, when there is one.
+fn pos(e: &OutboxEntry, field: &str) -> Option<usize> {
+    e.payload[field].as_u64().map(|n| n as usize)
+}
+
 fn time(e: &OutboxEntry, field: &str) -> Option<DateTime<Utc>> {
     e.payload[field]
         .as_str()
@@ -305,6 +310,10 @@ async fn fire_status(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
     }
     let n = num(e, "n");
     let since = time(e, "since").unwrap_or(inc.opened_at);
+    // The update carries the entries written since the previous one, by
+    // position (a timer queued without one starts at the incident's first).
+    let from = pos(e, "from").unwrap_or(0);
+    let to = p.store.timeline_len(id).await?;
     for notifier in p.paged(id).await? {
         p.enqueue(
             id,
@@ -312,7 +321,7 @@ async fn fire_status(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
             &notifier,
             "status",
             e.due_at,
-            json!({ "n": n, "since": since, "until": e.due_at }),
+            json!({ "n": n, "since": since, "until": e.due_at, "from": from, "to": to }),
         )
         .await?;
     }
@@ -327,7 +336,7 @@ async fn fire_status(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError> {
             "",
             "status-timer",
             e.due_at + chrono(every.get()),
-            json!({ "n": n + 1, "since": e.due_at }),
+            json!({ "n": n + 1, "since": e.due_at, "from": to }),
         )
         .await?;
     }
@@ -419,24 +428,35 @@ pub(super) async fn reopen(
     Ok(())
 }
 
-/// What the incident looks like now, for rendering.
-async fn view(
-    p: &Pager,
-    id: IncidentId,
-) -> Result<Option<(View, Vec<crate::store::TimelineEntry>)>, StoreError> {
+/// What the incident looks like now, for rendering. Only the kinds it
+/// shows are read, and of symptoms and steps only the newest: a
+/// long-open incident's timeline is mostly symptom transitions.
+async fn view(p: &Pager, id: IncidentId) -> Result<Option<View>, StoreError> {
     let Some(incident) = p.store.incident(id).await? else {
         return Ok(None);
     };
-    let timeline = p.store.timeline(id).await?;
-    let info = p.info(&incident.scenario);
-    let last = |kinds: &[&str], n: usize| -> Vec<String> {
-        let v: Vec<String> = timeline
-            .iter()
-            .filter(|e| kinds.contains(&e.kind.as_str()))
-            .map(|e| e.message.clone())
-            .collect();
-        v[v.len().saturating_sub(n)..].to_vec()
+    let story = p
+        .store
+        .timeline_kinds(
+            id,
+            &["state", "approval", "decision", "dependent", "checklist"],
+            None,
+        )
+        .await?;
+    let last = |entries: Vec<crate::store::TimelineEntry>| -> Vec<String> {
+        entries.into_iter().map(|e| e.message).collect()
     };
+    let symptoms = last(p.store.timeline_kinds(id, &["symptom"], Some(3)).await?);
+    let done = last(
+        p.store
+            .timeline_kinds(
+                id,
+                &["step", "action", "verify", "guard", "escalate", "reopen"],
+                Some(4),
+            )
+            .await?,
+    );
+    let info = p.info(&incident.scenario);
     let next = p
         .store
         .outbox_pending()
@@ -450,7 +470,7 @@ async fn view(
                 e.due_at.format("%H:%M UTC")
             )
         });
-    let awaiting = decision::awaiting(&timeline).map(|(step, _)| step);
+    let awaiting = decision::awaiting(&story).map(|(step, _)| step);
     let next = match (&awaiting, next) {
         (Some(step), _) => Some(format!("step {step} runs once approved")),
         (None, n) => n,
@@ -458,31 +478,46 @@ async fn view(
     // What the checks saw when the incident opened: with `for: 0s` the
     // symptom fires before the incident exists, so no `symptom` entry
     // carries it.
-    let mut observed = detection(&timeline);
-    observed.extend(last(&["symptom"], 3));
+    let mut observed = detection(&story);
+    observed.extend(symptoms);
     let public = !p.public_components(&incident.scenario).is_empty();
-    let v = View {
+    Ok(Some(View {
         public,
         rto: info.as_ref().map(|i| i.rto),
         targets: info.map(|i| i.targets).unwrap_or_default(),
         observed,
-        done: last(
-            &["step", "action", "verify", "guard", "escalate", "reopen"],
-            4,
-        ),
+        done,
         next,
         awaiting,
-        decisions: decision::firsts(&timeline),
-        dependents: timeline
+        decisions: decision::firsts(&story),
+        dependents: story
             .iter()
             .filter(|e| e.kind == "dependent")
             .map(|e| e.message.clone())
             .collect(),
-        checklist: super::checklist::state(&timeline),
+        checklist: super::checklist::state(&story),
         now: p.clock.now(),
         incident,
-    };
-    Ok(Some((v, timeline)))
+    }))
+}
+
+/// The entries at positions `from..to` for a notice's thread (pages
+/// left out: they are the notices themselves), at most
+/// [`super::NOTICE_ENTRIES`] of them, and how many more the range holds.
+async fn thread(
+    p: &Pager,
+    id: IncidentId,
+    from: usize,
+    to: usize,
+) -> Result<(Vec<crate::store::TimelineEntry>, usize), StoreError> {
+    let n = to.saturating_sub(from);
+    let read = p
+        .store
+        .timeline_range(id, from, n.min(super::NOTICE_ENTRIES))
+        .await?;
+    let more = n - read.len().min(n);
+    let entries = read.into_iter().filter(|t| t.kind != "page").collect();
+    Ok((entries, more))
 }
 
 /// `symptom NAME: firing at detection (failing: DETAIL)` for each symptom
@@ -521,7 +556,7 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         tracing::error!(incident = id, "{why}");
         return fail(p, e, kind, &why).await;
     };
-    let Some((view, timeline)) = view(p, id).await? else {
+    let Some(view) = view(p, id).await? else {
         return mark(p, e, OutboxState::Failed, "incident not found").await;
     };
     if kind == NoticeKind::Resolution
@@ -548,16 +583,27 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
     }
     // What goes to the thread: timeline entries since this notifier's
     // previous notice (pages and updates), or since the last status update.
-    let entries = match kind {
-        NoticeKind::Status => {
-            let since = time(e, "since").unwrap_or(view.incident.opened_at);
-            let until = time(e, "until").unwrap_or(e.due_at);
-            timeline
-                .iter()
-                .filter(|t| t.at > since && t.at <= until && t.kind != "page")
-                .cloned()
-                .collect()
-        }
+    let (entries, more) = match kind {
+        NoticeKind::Status => match (pos(e, "from"), pos(e, "to")) {
+            (Some(from), Some(to)) => thread(p, id, from, to).await?,
+            _ => {
+                // Queued by a medic that recorded no positions: by time.
+                let since = time(e, "since").unwrap_or(view.incident.opened_at);
+                let until = time(e, "until").unwrap_or(e.due_at);
+                let entries: Vec<_> = p
+                    .store
+                    .timeline(id)
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.at > since && t.at <= until && t.kind != "page")
+                    .collect();
+                let more = entries.len().saturating_sub(super::NOTICE_ENTRIES);
+                (
+                    entries.into_iter().take(super::NOTICE_ENTRIES).collect(),
+                    more,
+                )
+            }
+        },
         NoticeKind::Page | NoticeKind::Update | NoticeKind::Notice => {
             let seq = num(e, "seq") as usize;
             let prev = p
@@ -569,15 +615,12 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
                 .filter(|o| o.kind == "page" || o.kind == "update" || o.kind == "notice")
                 .map(|o| num(o, "seq") as usize)
                 .max();
-            // A first page carries the whole story so far.
+            // A first page carries the story so far (its start, and how
+            // much more there is).
             let from = prev.unwrap_or(0).min(seq);
-            timeline[from..seq.min(timeline.len())]
-                .iter()
-                .filter(|t| t.kind != "page")
-                .cloned()
-                .collect()
+            thread(p, id, from, seq).await?
         }
-        NoticeKind::Resolution => Vec::new(),
+        NoticeKind::Resolution => (Vec::new(), 0),
     };
     let status_text = || {
         // What changed since the last update, in words (the entries
@@ -624,7 +667,11 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         },
         false => None,
     };
-    let entries = if users { Vec::new() } else { entries };
+    let (entries, more) = if users {
+        (Vec::new(), 0)
+    } else {
+        (entries, more)
+    };
     let reference = p.store.page_refs(id).await?.remove(&e.notifier);
     let notice = Notice {
         public,
@@ -634,6 +681,7 @@ async fn deliver(p: &Pager, e: &OutboxEntry, kind: NoticeKind) -> Result<(), Sto
         level_name: e.payload["name"].as_str().map(String::from),
         text: body,
         entries,
+        more,
         view,
         reference,
         maybe_sent: e.attempts > 0,

@@ -284,8 +284,9 @@ pub fn body(t: Template, n: &Notice) -> String {
                 cut(&e.message, 500)
             ));
         }
-        if n.entries.len() > 60 {
-            out.push_str(&format!("  … and {} more\n", n.entries.len() - 60));
+        let more = n.entries.len().saturating_sub(60) + n.more;
+        if more > 0 {
+            out.push_str(&format!("  … and {more} more\n"));
         }
     }
     // The last line ends without a line break: SMTP's DATA adds one.

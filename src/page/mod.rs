@@ -138,6 +138,10 @@ pub struct View {
     pub now: DateTime<Utc>,
 }
 
+/// The most timeline entries one notice carries; the rest are counted
+/// ([`Notice::more`]) and stay in the store, the API and the console.
+pub const NOTICE_ENTRIES: usize = 100;
+
 /// One message to deliver, built from an outbox entry.
 #[derive(Clone, Debug)]
 pub struct Notice {
@@ -152,6 +156,9 @@ pub struct Notice {
     pub text: String,
     /// Timeline entries it carries (Slack posts them to the thread).
     pub entries: Vec<TimelineEntry>,
+    /// Entries of the same stretch of the timeline not carried (beyond
+    /// [`NOTICE_ENTRIES`]): a notice says how many.
+    pub more: usize,
     pub view: View,
     /// What this notifier stored for the incident (a Slack message ts).
     pub reference: Option<serde_json::Value>,
@@ -631,13 +638,15 @@ impl Pager {
         .await?;
         if let Some(every) = p.status_every {
             let due = since + chrono::Duration::from_std(every.get()).unwrap_or_default();
+            // The first update carries what is written from now on.
+            let from = self.store.timeline_len(incident.id).await?;
             self.enqueue(
                 incident.id,
                 format!("{}:status-timer:1", incident.id),
                 "",
                 "status-timer",
                 due,
-                json!({ "n": 1, "since": since }),
+                json!({ "n": 1, "since": since, "from": from }),
             )
             .await?;
         }

@@ -205,7 +205,7 @@ pub async fn board(
         if components.is_empty() {
             continue;
         }
-        let timeline = store.timeline(inc.id).await?;
+        let timeline = store.timeline_kinds(inc.id, &[UPDATE], None).await?;
         let p = public_incident(cfg, &inc, components, &timeline);
         if inc.state.is_open() {
             for c in &p.components {
@@ -307,7 +307,7 @@ impl Pager {
         if components.is_empty() {
             return Ok(None);
         }
-        let timeline = self.store.timeline(inc.id).await?;
+        let timeline = self.store.timeline_kinds(inc.id, &[UPDATE], None).await?;
         let incident = public_incident(&cfg, inc, components, &timeline);
         let targets = |s: &str| self.info(s).map(|i| i.targets).unwrap_or_default();
         let b = board(self.store.as_ref(), &cfg, targets, self.clock.now()).await?;
@@ -485,7 +485,7 @@ pub(super) async fn deliver(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError
         return mark(p, e, OutboxState::Sent, "created already").await;
     }
     let components = p.public_components(&inc.scenario);
-    let timeline = p.store.timeline(id).await?;
+    let timeline = p.store.timeline_kinds(id, &[UPDATE], None).await?;
     let mut public = public_incident(&cfg, &inc, components.clone(), &timeline);
     let body = match event.as_str() {
         "resolve" => cfg.resolved_text(&components),
@@ -493,7 +493,8 @@ pub(super) async fn deliver(p: &Pager, e: &OutboxEntry) -> Result<(), StoreError
             // The update this entry was queued for (the timeline is
             // append-only: its position is its identity).
             let seq = e.payload["seq"].as_u64().unwrap_or_default() as usize;
-            let entry = timeline.get(seq).filter(|t| t.kind == UPDATE);
+            let entry = p.store.timeline_range(id, seq, 1).await?.pop();
+            let entry = entry.as_ref().filter(|t| t.kind == UPDATE);
             if let Some(t) = entry {
                 public.status = t.data["status"]
                     .as_str()

@@ -442,8 +442,9 @@ impl SlackNotifier {
                 cut(&e.message, 300)
             ));
         }
-        if n.entries.len() > 40 {
-            out.push_str(&format!("\n… and {} more", n.entries.len() - 40));
+        let more = n.entries.len().saturating_sub(40) + n.more;
+        if more > 0 {
+            out.push_str(&format!("\n… and {more} more"));
         }
         let out = esc_cut(&out, 3500);
         let mut who: Vec<String> = Vec::new();
@@ -734,6 +735,7 @@ mod tests {
             level_name: None,
             text: "Post-mortem due: <b> (acknowledged by <@U0ALICE>)".into(),
             entries: Vec::new(),
+            more: 0,
             view: View {
                 incident: crate::store::Incident {
                     id: 1,

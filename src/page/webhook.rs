@@ -46,6 +46,7 @@ impl Notifier for WebhookNotifier {
             "incident": n.view.incident,
             "view": n.view,
             "entries": n.entries,
+            "more": n.more,
         });
         self.post(&n.key, &body).await
     }

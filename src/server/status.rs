@@ -19,6 +19,8 @@ use crate::store::{Attempt, Incident, IncidentId, TimelineEntry};
 
 /// Recent incidents shown.
 const RECENT: usize = 25;
+/// Timeline entries shown per incident (the newest).
+const PAGE_ENTRIES: usize = 200;
 
 /// The status page routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -141,9 +143,13 @@ async fn page(State(st): State<AppState>, Query(q): Query<HashMap<String, String
         }
         let mut details = Vec::new();
         for i in shown {
-            let timeline = st.store.timeline(i.id).await?;
+            // The newest entries only: a long-open incident's full
+            // timeline is paged by the API and the console.
+            let total = st.store.timeline_len(i.id).await?;
+            let earlier = total.saturating_sub(PAGE_ENTRIES);
+            let timeline = st.store.timeline_range(i.id, earlier, PAGE_ENTRIES).await?;
             let attempts = st.store.incident_attempts(i.id).await?;
-            details.push((i, timeline, attempts));
+            details.push((i, (earlier, timeline), attempts));
         }
         Ok((open, recent, budgets, details))
     }
@@ -272,13 +278,13 @@ async fn page(State(st): State<AppState>, Query(q): Query<HashMap<String, String
         h.push_str("</table>");
     }
 
-    for (i, timeline, attempts) in &details {
+    for (i, (earlier, timeline), attempts) in &details {
         let dependents: Vec<IncidentId> = details
             .iter()
             .filter(|(d, _, _)| d.cause == Some(i.id))
             .map(|(d, _, _)| d.id)
             .collect();
-        incident_section(&mut h, i, timeline, attempts, &dependents);
+        incident_section(&mut h, i, (*earlier, timeline), attempts, &dependents);
     }
     h.push_str("</body></html>");
     Html(h).into_response()
@@ -329,7 +335,7 @@ pub fn rto_clock(i: &Incident, rto: Option<std::time::Duration>, now: DateTime<U
 fn incident_section(
     h: &mut String,
     i: &Incident,
-    timeline: &[TimelineEntry],
+    (earlier, timeline): (usize, &[TimelineEntry]),
     attempts: &[Attempt],
     dependents: &[IncidentId],
 ) {
@@ -359,7 +365,18 @@ fn incident_section(
             links.join(", ")
         );
     }
-    h.push_str("<h3>Timeline</h3><table><tr><th>at</th><th>kind</th><th>what</th></tr>");
+    h.push_str("<h3>Timeline</h3>");
+    if earlier > 0 {
+        let _ = write!(
+            h,
+            "<p class=\"meta earlier\">The newest {} entries; {earlier} earlier ones are in the \
+             <a href=\"/console/incidents/{id}?from=0\">console</a> and the API \
+             (<code>/api/v1/incidents/{id}?from=0</code>).</p>",
+            timeline.len(),
+            id = i.id,
+        );
+    }
+    h.push_str("<table><tr><th>at</th><th>kind</th><th>what</th></tr>");
     for e in timeline {
         let _ = write!(
             h,

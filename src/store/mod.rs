@@ -937,6 +937,24 @@ pub trait IncidentReads: Send + Sync {
     async fn timeline_len(&self, id: IncidentId) -> Result<usize, StoreError> {
         Ok(self.timeline(id).await?.len())
     }
+
+    /// At most `limit` entries from position `from` on (0 is the first
+    /// entry written), in the order written: a page of a long timeline,
+    /// or what was written since a position (a notice's thread).
+    async fn timeline_range(
+        &self,
+        id: IncidentId,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        Ok(self
+            .timeline(id)
+            .await?
+            .into_iter()
+            .skip(from)
+            .take(limit)
+            .collect())
+    }
 }
 
 /// Reads of the action ledger (the basis of limits, cooldowns and budgets).
@@ -1366,6 +1384,14 @@ impl<T: ReadThrough> IncidentReads for T {
     }
     async fn timeline_len(&self, id: IncidentId) -> Result<usize, StoreError> {
         self.reads().timeline_len(id).await
+    }
+    async fn timeline_range(
+        &self,
+        id: IncidentId,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.reads().timeline_range(id, from, limit).await
     }
 }
 

@@ -571,6 +571,33 @@ impl IncidentReads for PostgresStore {
         }
         Ok(usize::try_from(n).unwrap_or_default())
     }
+
+    async fn timeline_range(
+        &self,
+        id: IncidentId,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        let c = self.client().await?;
+        // seq is global here: a position is an offset along the index on
+        // (incident_id, seq).
+        let offset = i64::try_from(from).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = "SELECT at, kind, message, data FROM medic_timeline WHERE incident_id = $1 \
+                   ORDER BY seq OFFSET $2 LIMIT $3";
+        let entries = query_all(
+            &*c,
+            "read timeline",
+            sql,
+            &[&id, &offset, &limit],
+            timeline_row,
+        )
+        .await?;
+        if entries.is_empty() && !exists(&*c, id).await? {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(entries)
+    }
 }
 
 #[async_trait::async_trait]

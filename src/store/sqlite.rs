@@ -980,6 +980,33 @@ impl IncidentReads for SqliteStore {
         })
         .await
     }
+
+    async fn timeline_range(
+        &self,
+        id: IncidentId,
+        from: usize,
+        limit: usize,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        // seq counts from 1 within the incident: position p is seq p + 1,
+        // so a page is one range of the primary key.
+        let after = i64::try_from(from).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let entries = query_all(
+                conn,
+                "read timeline",
+                "SELECT seq, at, kind, message, data FROM timeline \
+                 WHERE incident_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                rusqlite::params![id, after, limit],
+                |row| timeline_row(id, row),
+            )?;
+            if entries.is_empty() && !incident_exists(conn, id)? {
+                return Err(StoreError::NotFound(id));
+            }
+            Ok(entries)
+        })
+        .await
+    }
 }
 
 #[async_trait::async_trait]

@@ -24,7 +24,7 @@ pub mod swimlane;
 use std::fmt::Write as _;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -98,6 +98,18 @@ pub async fn read(State(st): State<AppState>, req: Request, next: Next) -> Respo
         );
     }
     super::auth::read(State(st), req, next).await
+}
+
+/// Timeline entries one incident page draws and lists: the newest, or a
+/// window from `?from=P` (a long-open incident's whole timeline stays in
+/// the store).
+const PAGE_ENTRIES: usize = 2000;
+
+/// `?from=P` of an incident page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Window {
+    from: Option<usize>,
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f4f5f7}\
@@ -344,10 +356,12 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap) -> Response {
     path = "/console/incidents/{id}",
     tag = "console",
     security(("bearer" = []), ("basic" = []), ("session" = [])),
-    params(("id" = i64, Path, minimum = 1, example = 1, description = "The incident's id.")),
+    params(("id" = i64, Path, minimum = 1, example = 1, description = "The incident's id."),
+        ("from" = Option<u32>, Query, minimum = 0, maximum = 1000000000,
+            description = "The position of the first timeline entry shown (0 is the first written; default: the newest 2000).")),
     responses(
         (status = 200, description = "The incident's page.", body = String, content_type = "text/html"),
-        (status = 400, description = "An id that is not a positive integer.", body = String, content_type = "text/html"),
+        (status = 400, description = "An id that is not a positive integer, or a bad window.", body = String, content_type = "text/html"),
         (status = 401, description = "No session and no read token (HTML), or a wrong token (JSON).",
             content((String = "text/html"), (super::openapi::Refusal = "application/json"))),
         (status = 404, description = "No such incident.", body = String, content_type = "text/html"),
@@ -358,6 +372,7 @@ async fn overview(State(st): State<AppState>, headers: HeaderMap) -> Response {
 async fn incident_page(
     State(st): State<AppState>,
     Path(raw): Path<String>,
+    window: Result<Query<Window>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     let session = session_of(&st, &headers);
@@ -365,16 +380,30 @@ async fn incident_page(
         Ok(id) => id,
         Err(why) => return page(StatusCode::BAD_REQUEST, "bad id", "", &esc(&why)),
     };
+    let Ok(Query(window)) = window.map_err(drop).and_then(|w| {
+        match w.from.is_some_and(|f| f > super::incidents::MAX_POSITION) {
+            true => Err(()),
+            false => Ok(w),
+        }
+    }) else {
+        let why = "the query takes only from=P, a timeline position (0 to 1000000000)";
+        return page(StatusCode::BAD_REQUEST, "bad window", "", why);
+    };
     let loaded = async {
         let Some(i) = st.store.incident(id).await? else {
             return Ok(None);
         };
-        let t = st.store.timeline(id).await?;
+        let total = st.store.timeline_len(id).await?;
+        let from = window
+            .from
+            .unwrap_or(total.saturating_sub(PAGE_ENTRIES))
+            .min(total);
+        let t = st.store.timeline_range(id, from, PAGE_ENTRIES).await?;
         let a = st.store.incident_attempts(id).await?;
-        Ok(Some((i, t, a)))
+        Ok(Some((i, (from, total), t, a)))
     }
     .await;
-    let (inc, timeline, attempts) = match loaded {
+    let (inc, (from, total), timeline, attempts) = match loaded {
         Ok(Some(v)) => v,
         Ok(None) => {
             return page(
@@ -423,6 +452,29 @@ async fn incident_page(
         );
     }
     h.push_str("<h2>Swimlane</h2>");
+    if timeline.len() < total {
+        // A window of a long timeline: say which, and link the others.
+        let to = from + timeline.len();
+        let _ = write!(
+            h,
+            "<p class=\"meta\" id=\"window\">Entries {} to {to} of {total}",
+            from + 1
+        );
+        if from > 0 {
+            let _ = write!(
+                h,
+                " · <a href=\"/console/incidents/{id}?from={}\" id=\"earlier\">earlier</a>",
+                from.saturating_sub(PAGE_ENTRIES)
+            );
+        }
+        if to < total {
+            let _ = write!(
+                h,
+                " · <a href=\"/console/incidents/{id}?from={to}\" id=\"later\">later</a>"
+            );
+        }
+        h.push_str("</p>");
+    }
     h.push_str(&swimlane::render(&swimlane::Input {
         incident: &inc,
         timeline: &timeline,
