@@ -112,6 +112,12 @@ fn rig(policy: &str) -> (Rig, Scenario) {
 
 impl Rig {
     async fn escalated_incident(&self) -> Incident {
+        let inc = self.open_incident().await;
+        self.escalate(&inc).await;
+        inc
+    }
+
+    async fn open_incident(&self) -> Incident {
         let (inc, _) = self
             .store
             .open_incident(NewIncident {
@@ -123,15 +129,18 @@ impl Rig {
             })
             .await
             .unwrap();
+        inc
+    }
+
+    async fn escalate(&self, inc: &Incident) {
         self.store
             .set_state(inc.id, IncidentState::Escalated, self.clock.now())
             .await
             .unwrap();
         self.pager
-            .escalate(&inc, "default", self.clock.now(), true)
+            .escalate(inc, "default", self.clock.now(), true)
             .await
             .unwrap();
-        inc
     }
 
     /// (minute, notifier, kind, level) of every notice so far.
@@ -277,17 +286,7 @@ async fn ack_at_20_minutes_stops_level_3_and_resolution_reaches_everyone_paged()
 #[tokio::test(start_paused = true)]
 async fn a_long_timeline_is_carried_in_bounded_notices() {
     let (r, _) = rig(RUNBOOK);
-    let (inc, _) = r
-        .store
-        .open_incident(NewIncident {
-            scenario: "app-down".into(),
-            instance: String::new(),
-            severity: "critical".into(),
-            summary: "App down".into(),
-            at: r.clock.now(),
-        })
-        .await
-        .unwrap();
+    let inc = r.open_incident().await;
     let flaps = medic::page::NOTICE_ENTRIES + 150;
     for i in 0..flaps {
         r.store
@@ -298,14 +297,7 @@ async fn a_long_timeline_is_carried_in_bounded_notices() {
             .await
             .unwrap();
     }
-    r.store
-        .set_state(inc.id, IncidentState::Escalated, r.clock.now())
-        .await
-        .unwrap();
-    r.pager
-        .escalate(&inc, "default", r.clock.now(), true)
-        .await
-        .unwrap();
+    r.escalate(&inc).await;
     r.until_minute(1).await;
     let page = r.log.lock().unwrap()[0].4.clone();
     assert_eq!(page.kind, NoticeKind::Page);
