@@ -33,7 +33,9 @@ use crate::observe::Outcome;
 /// A runnable `http` check.
 #[derive(Debug)]
 pub struct HttpCheck {
-    url: String,
+    /// Parsed once: parsing (and IDNA) on every request was a few per
+    /// cent of medic's CPU at 8,000 http checks per second.
+    url: reqwest::Url,
     client: reqwest::Client,
     status: Vec<u16>,
     max_latency: Option<Duration>,
@@ -64,6 +66,8 @@ impl HttpCheck {
             .map(Regex::new)
             .transpose()
             .map_err(|e| BuildError::Invalid(format!("body: {e}")))?;
+        let url = reqwest::Url::parse(&url)
+            .map_err(|e| BuildError::Invalid(format!("url {url:?}: {e}")))?;
         Ok(HttpCheck {
             url,
             client: shared_client()?,
@@ -101,9 +105,9 @@ fn shared_client() -> Result<reqwest::Client, BuildError> {
 impl Check for HttpCheck {
     async fn run(&self) -> Outcome {
         let start = Instant::now();
-        let resp = match self.client.get(&self.url).send().await {
+        let resp = match self.client.get(self.url.clone()).send().await {
             Ok(r) => r,
-            Err(e) => return classify(&self.url, &e),
+            Err(e) => return classify(self.url.as_str(), &e),
         };
         let code = resp.status().as_u16();
         if !self.status_ok(code) {
@@ -137,7 +141,7 @@ impl Check for HttpCheck {
     }
 
     fn timed_out(&self, after: Duration) -> Outcome {
-        super::silent(&self.url, after)
+        super::silent(self.url.as_str(), after)
     }
 }
 
