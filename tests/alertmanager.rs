@@ -524,21 +524,32 @@ fn a_12000_alert_flood_is_bounded_and_readyz_stays_200() {
 
 /// One webhook body with `n` distinct firing alerts starting at `seq`.
 fn payload(seq: usize, n: usize) -> Vec<u8> {
+    delivery(seq, n, "firing")
+}
+
+/// One webhook body with `n` distinct alerts starting at `seq`, all in
+/// `status` (`firing` or `resolved`, as Alertmanager sends each).
+fn delivery(seq: usize, n: usize, status: &str) -> Vec<u8> {
+    let ends_at = if status == "firing" {
+        "0001-01-01T00:00:00Z"
+    } else {
+        "2026-03-01T00:05:00Z"
+    };
     let alerts: Vec<Value> = (seq..seq + n)
         .map(|i| {
             serde_json::json!({
-                "status": "firing",
+                "status": status,
                 "labels": { "alertname": "HighLatency", "instance": format!("app-{i}"), "severity": "warning" },
                 "annotations": { "summary": "p99 above 500ms" },
                 "startsAt": "2026-03-01T00:00:00.123456789Z",
-                "endsAt": "0001-01-01T00:00:00Z",
+                "endsAt": ends_at,
                 "generatorURL": "http://prometheus:9090/graph?g0.expr=x",
                 "fingerprint": "0000000000000000"
             })
         })
         .collect();
     serde_json::to_vec(&serde_json::json!({
-        "version": "4", "status": "firing", "receiver": "medic", "groupKey": "{}:{}",
+        "version": "4", "status": status, "receiver": "medic", "groupKey": "{}:{}",
         "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
         "externalURL": "http://alertmanager:9093", "alerts": alerts
     }))
@@ -546,66 +557,154 @@ fn payload(seq: usize, n: usize) -> Vec<u8> {
 }
 
 /// Intake at a fixed offered load (open loop: requests leave on schedule,
-/// whatever the answers' latency) against a file-backed SQLite store
-/// (`synchronous=FULL`). Prints alerts/s achieved and response-time
-/// percentiles. Run:
-/// `cargo test --release --test alertmanager -- --ignored --nocapture`.
+/// whatever the answers' latency), with the intake's bearer token checked
+/// and the default bounds (`alerts.max_firing` 10,000 included), into a
+/// file-backed SQLite store (`synchronous=FULL`) and a private PostgreSQL
+/// server. Alerts fire and resolve as in a real outage wave: delivery `k`
+/// carries batch `k/2` firing when `k` is even and, when odd, resolves the
+/// batch that fired `LAG` deliveries earlier, so about 5,000 are firing at
+/// any time. Shapes: 1 alert per delivery at 10,000 deliveries/s, 10 at
+/// 1,000/s and 100 at 100/s (10,000 alerts/s each), then the 1,000
+/// alerts/s of the first measurements. Prints alerts/s achieved and
+/// response-time percentiles per store and shape. Run:
+/// `cargo test --release --test alertmanager -- --ignored --nocapture intake_throughput`
+/// (`MEDIC_INTAKE_SECS`, default 10, is each load's length;
+/// `MEDIC_INTAKE_STORE=sqlite` or `postgres` runs one store).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn intake_throughput_and_latency() {
-    for (per_request, requests_per_s) in [(1usize, 1000u64), (10, 100)] {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("m.db")).await.unwrap());
-        let srv = Server::start(store.clone()).await;
-        let client = reqwest::Client::new();
-        let secs = 10u64;
-        let total = (requests_per_s * secs) as usize;
-        let bodies: Vec<Vec<u8>> = (0..total)
-            .map(|i| payload(i * per_request, per_request))
-            .collect();
-        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / requests_per_s));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let start = std::time::Instant::now();
-        let mut tasks = Vec::with_capacity(total);
-        for body in bodies {
-            tick.tick().await;
-            let (c, url) = (client.clone(), srv.url.clone());
-            tasks.push(tokio::spawn(async move {
-                let t = std::time::Instant::now();
-                let req = c.post(url).header("content-type", "application/json");
-                let req = req.bearer_auth(TEST_INTAKE_TOKEN).body(body);
-                let code = match req.send().await {
-                    Ok(r) => r.status().as_u16(),
-                    Err(_) => 0,
-                };
-                (code, t.elapsed())
-            }));
+    let secs: u64 = std::env::var("MEDIC_INTAKE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let only = std::env::var("MEDIC_INTAKE_STORE").ok();
+    let mut short = Vec::new();
+    for backend in ["sqlite", "postgres"] {
+        if only.as_deref().is_some_and(|o| o != backend) {
+            continue;
         }
-        let mut lat = Vec::with_capacity(total);
-        let mut failed = 0;
-        for t in tasks {
-            let (code, d) = t.await.unwrap();
-            failed += usize::from(code != 200);
-            lat.push(d);
+        for (per_request, requests_per_s) in
+            [(1usize, 10_000u64), (10, 1_000), (100, 100), (1, 1_000)]
+        {
+            if let Err(e) = intake_load(backend, per_request, requests_per_s, secs).await {
+                short.push(e);
+            }
         }
-        assert_eq!(failed, 0, "requests not answered 200");
-        let wall = start.elapsed();
-        lat.sort();
-        let p =
-            |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
-        let recorded = store.firing_alerts().await.unwrap().len();
-        assert_eq!(recorded, total * per_request, "every alert recorded");
-        println!(
-            "{per_request} alert(s)/request at {requests_per_s} req/s: {:.0} alerts/s over {:.1} s; \
-             response p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            recorded as f64 / wall.as_secs_f64(),
-            wall.as_secs_f64(),
-            p(0.50),
-            p(0.99),
-            lat.last().unwrap().as_secs_f64() * 1e3
-        );
     }
+    assert!(
+        short.is_empty(),
+        "loads not answered 200 throughout:\n{}",
+        short.join("\n")
+    );
+}
+
+/// One load; `Err` (after printing its figures) when some deliveries were
+/// not answered 200, with the count per status (0: no answer, the
+/// connection refused or reset).
+async fn intake_load(
+    backend: &str,
+    per_request: usize,
+    requests_per_s: u64,
+    secs: u64,
+) -> Result<(), String> {
+    /// Deliveries between a batch firing and its resolution.
+    const LAG: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut _pg = None;
+    let store: Arc<dyn Store> = match backend {
+        "sqlite" => Arc::new(SqliteStore::open(&dir.path().join("m.db")).await.unwrap()),
+        _ => {
+            let pg = common::pg::Pg::primary();
+            let target = medic::config::PostgresTarget {
+                host: "127.0.0.1".into(),
+                port: pg.primary.port,
+                user: "postgres".into(),
+                dbname: "postgres".into(),
+                ..Default::default()
+            };
+            let store = medic::store::PostgresStore::open(&target).await.unwrap();
+            _pg = Some(pg);
+            Arc::new(store)
+        }
+    };
+    let srv = Server::start(store.clone()).await;
+    let client = reqwest::Client::new();
+    let total = (requests_per_s * secs) as usize;
+    let lag = (LAG / per_request).max(2) & !1;
+    let mut firing = std::collections::BTreeSet::new();
+    let bodies: Vec<Vec<u8>> = (0..total)
+        .map(|k| {
+            if k % 2 == 0 {
+                let batch = k / 2;
+                firing.insert(batch);
+                delivery(batch * per_request, per_request, "firing")
+            } else if k >= lag {
+                let batch = (k - lag) / 2;
+                firing.remove(&batch);
+                delivery(batch * per_request, per_request, "resolved")
+            } else {
+                // Before the first resolutions are due: more firing ones.
+                let fresh = total + k;
+                firing.insert(fresh);
+                delivery(fresh * per_request, per_request, "firing")
+            }
+        })
+        .collect();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / requests_per_s));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for body in bodies {
+        tick.tick().await;
+        let (c, url) = (client.clone(), srv.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            let req = c.post(url).header("content-type", "application/json");
+            let req = req.bearer_auth(TEST_INTAKE_TOKEN).body(body);
+            let code = match req.send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            };
+            (code, t.elapsed())
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let mut codes = std::collections::BTreeMap::<u16, usize>::new();
+    for t in tasks {
+        let (code, d) = t.await.unwrap();
+        *codes.entry(code).or_default() += 1;
+        lat.push(d);
+    }
+    let wall = start.elapsed();
+    let answered = codes.get(&200).copied().unwrap_or(0);
+    if answered < total {
+        let e = format!(
+            "{backend}: {per_request} alert(s)/delivery at {requests_per_s} deliveries/s: \
+             {answered} of {total} answered 200 in {:.1} s; answers by status {codes:?}",
+            wall.as_secs_f64()
+        );
+        println!("{e}");
+        return Err(e);
+    }
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    let still = store.firing_alerts().await.unwrap().len();
+    assert_eq!(
+        still,
+        firing.len() * per_request,
+        "{backend}: the firing alerts left"
+    );
+    println!(
+        "{backend}: {per_request} alert(s)/delivery at {requests_per_s} deliveries/s: {:.0} alerts/s \
+         over {:.1} s ({} firing at the end); response p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        (total * per_request) as f64 / wall.as_secs_f64(),
+        wall.as_secs_f64(),
+        still,
+        p(0.50),
+        p(0.99),
+        lat.last().unwrap().as_secs_f64() * 1e3
+    );
+    Ok(())
 }
 
 /// What an `alert` check's read costs with 10,000 firing alerts that match
