@@ -6,7 +6,10 @@
 # accepts connections. Prints "N of 10 writable" (0 is the goal: medic
 # fenced it first). The members have data_dir (demoted on disk);
 # MEDIC_TRIALS_DEMOTE=none leaves it out (fence on sight only).
+# MEDIC_TRIALS_EVERY_MS (default 500) is the check's interval (`for:` and
+# `unreachable_for:` are two of them); MEDIC_TRIALS_RELEASE=1 measures a
+# release build.
 # Figures: docs/performance.md.
 set -eu
 cd "$(dirname "$0")/.."
-MEDIC_TRIALS="${MEDIC_TRIALS:-10}" MEDIC_TRIALS_DEMOTE="${MEDIC_TRIALS_DEMOTE:-data_dir}" exec cargo test --test pg_cluster_failover -- --ignored fence_trials --nocapture
+MEDIC_TRIALS="${MEDIC_TRIALS:-10}" MEDIC_TRIALS_DEMOTE="${MEDIC_TRIALS_DEMOTE:-data_dir}" exec cargo test ${MEDIC_TRIALS_RELEASE:+--release} --test pg_cluster_failover -- --ignored fence_trials --nocapture

@@ -95,6 +95,14 @@ fn setup(c: &Pg, how: Demote) -> Setup {
         ),
     ])
     .unwrap();
+    // The check's interval: 500 ms, or `MEDIC_TRIALS_EVERY_MS` for the
+    // trials (`for:` and `unreachable_for:` are two intervals, so three
+    // failing checks are in hand when both are met).
+    let every: u64 = std::env::var("MEDIC_TRIALS_EVERY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let for_ = 2 * every;
     // The shipped rule's database steps on a faster clock; the repoint is
     // an exec here (the shipped one is k8s.set-env), verified by the `db`
     // check following the new primary.
@@ -108,9 +116,9 @@ rto: 2h
 symptoms:
   db_down:
     check: {{ postgres: {{ target: db, ready: true }} }}
-    every: 500ms
-    timeout: 500ms
-    for: 1s
+    every: {every}ms
+    timeout: {every}ms
+    for: {for_}ms
     clear_for: 2s
 when: {{ any: [db_down] }}
 plan:
@@ -119,7 +127,7 @@ plan:
     primary: db
     max_lag_bytes: 1048576
     unreachable_checks: 3
-    unreachable_for: 1s
+    unreachable_for: {for_}ms
     cooldown: 1h
     old_primary_unreachable: proceed
     timeout: 30s
