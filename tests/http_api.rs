@@ -531,3 +531,83 @@ fn the_status_page_and_medic_incidents_show_the_incident_tree() {
     });
     assert_eq!(d, c + 1, "the dependent right under its cause: {out}");
 }
+
+/// A long-open incident on the status page: the newest 200 entries, and a
+/// line saying how many earlier ones there are and where they are (the
+/// router over a store holding 250 entries; a running medic would take
+/// minutes to write them).
+#[tokio::test]
+async fn the_status_page_shows_the_newest_200_entries_and_says_where_the_rest_are() {
+    use medic::store::{MemoryStore, NewIncident, Store, TimelineEntry};
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let now = chrono::Utc::now();
+    let (inc, _) = store
+        .open_incident(NewIncident {
+            scenario: "long-one".into(),
+            instance: String::new(),
+            severity: "critical".into(),
+            summary: "A long-open incident".into(),
+            at: now,
+        })
+        .await
+        .unwrap();
+    for n in 0..250 {
+        let entry = TimelineEntry::new(now, "note", format!("entry number {n}."));
+        store.append(inc.id, entry).await.unwrap();
+    }
+    let total = store.timeline(inc.id).await.unwrap().len();
+    assert!(total >= 250, "{total}");
+    let (_tx, readiness) = tokio::sync::watch::channel(medic::server::Readiness::default());
+    let app = medic::server::router(medic::server::AppState {
+        store,
+        clock: medic::clock::Clock::system(),
+        readiness,
+        reload: None,
+        scenarios: tokio::sync::watch::channel(Vec::new()).1,
+        pager: tokio::sync::watch::channel(None).1,
+        access: Arc::new(
+            medic::server::auth::Access {
+                open_reads: true,
+                ..Default::default()
+            }
+            .into(),
+        ),
+        alerts: Default::default(),
+        jobs: Default::default(),
+        console: Default::default(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
+        .await
+        .unwrap();
+    let r = reqwest::get(format!("http://{addr}/status")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    stop.cancel();
+    let earlier = total - 200;
+    let id = inc.id;
+    assert!(
+        html.contains(&format!(
+            "The newest 200 entries; {earlier} earlier ones are in the \
+             <a href=\"/console/incidents/{id}?from=0\">console</a>"
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("/api/v1/incidents/{id}?from=0")),
+        "{html}"
+    );
+    // Exactly the newest 200: the last entry shown, the 200th from the end
+    // shown, the one before it not.
+    assert!(html.contains("entry number 249."), "{html}");
+    assert!(
+        html.contains(&format!("entry number {}.", 250 - 200)),
+        "{html}"
+    );
+    assert!(
+        !html.contains(&format!("entry number {}.", 250 - 201)),
+        "{html}"
+    );
+    let rows = html.matches("<tr><td>").count();
+    assert!(rows >= 200, "{rows} rows");
+}
