@@ -15,8 +15,8 @@ use medic::check::alert::AlertCheck;
 use medic::clock::Clock;
 use medic::observe::{Observation, Outcome};
 use medic::secret::Secret;
+use medic::server;
 use medic::server::auth::{Access, Intake};
-use medic::server::{self, AppState, Readiness};
 use medic::store::{IncidentState, SqliteStore, prelude::*};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -37,28 +37,14 @@ struct Server {
 
 impl Server {
     async fn start(store: Arc<dyn Store>) -> Server {
-        let (_tx, readiness) = tokio::sync::watch::channel(Readiness::default());
-        let app = server::router(AppState {
-            store,
-            clock: Clock::system(),
-            readiness,
-            reload: None,
-            scenarios: tokio::sync::watch::channel(Vec::new()).1,
-            pager: tokio::sync::watch::channel(None).1,
-            access: Arc::new(
-                Access {
-                    intake: Intake::Checked {
-                        bearer: Some(Secret::new(TEST_INTAKE_TOKEN)),
-                        basic: None,
-                    },
-                    ..Access::default()
-                }
-                .into(),
-            ),
-            alerts: Default::default(),
-            jobs: Default::default(),
-            console: Default::default(),
-        });
+        let access = Access {
+            intake: Intake::Checked {
+                bearer: Some(Secret::new(TEST_INTAKE_TOKEN)),
+                basic: None,
+            },
+            ..Access::default()
+        };
+        let app = server::router(app_state(store, Clock::system(), access));
         let stop = CancellationToken::new();
         let (addr, _) = server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
             .await

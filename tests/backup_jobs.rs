@@ -169,25 +169,7 @@ async fn backup_verify_restore_round_trip_keeps_row_counts() {
         r.data["restore_ms"]
     );
     // The runs and their timelines over HTTP.
-    let (_tx, readiness) = tokio::sync::watch::channel(medic::server::Readiness::default());
-    let app = medic::server::router(medic::server::AppState {
-        store: store.clone(),
-        clock: clock.clone(),
-        readiness,
-        reload: None,
-        scenarios: tokio::sync::watch::channel(Vec::new()).1,
-        pager: tokio::sync::watch::channel(None).1,
-        access: std::sync::Arc::new(
-            medic::server::auth::Access {
-                open_reads: true,
-                ..Default::default()
-            }
-            .into(),
-        ),
-        alerts: Default::default(),
-        jobs: Default::default(),
-        console: Default::default(),
-    });
+    let app = medic::server::router(common::open_reads_state(store.clone(), clock.clone()));
     let stop = CancellationToken::new();
     let (addr, server) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
         .await

@@ -557,25 +557,7 @@ async fn the_status_page_shows_the_newest_200_entries_and_says_where_the_rest_ar
     }
     let total = store.timeline(inc.id).await.unwrap().len();
     assert!(total >= 250, "{total}");
-    let (_tx, readiness) = tokio::sync::watch::channel(medic::server::Readiness::default());
-    let app = medic::server::router(medic::server::AppState {
-        store,
-        clock: medic::clock::Clock::system(),
-        readiness,
-        reload: None,
-        scenarios: tokio::sync::watch::channel(Vec::new()).1,
-        pager: tokio::sync::watch::channel(None).1,
-        access: Arc::new(
-            medic::server::auth::Access {
-                open_reads: true,
-                ..Default::default()
-            }
-            .into(),
-        ),
-        alerts: Default::default(),
-        jobs: Default::default(),
-        console: Default::default(),
-    });
+    let app = medic::server::router(open_reads_state(store, medic::clock::Clock::system()));
     let stop = tokio_util::sync::CancellationToken::new();
     let (addr, _) = medic::server::serve("127.0.0.1:0".parse().unwrap(), app, stop.clone())
         .await

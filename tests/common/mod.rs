@@ -551,3 +551,37 @@ plan:
 "#
     )
 }
+
+/// The HTTP server's state over `store` for a router-level test: no
+/// reload, no scenarios, no pager, default bounds, the given `access`.
+pub fn app_state(
+    store: std::sync::Arc<dyn medic::store::Store>,
+    clock: medic::clock::Clock,
+    access: medic::server::auth::Access,
+) -> medic::server::AppState {
+    let (_tx, readiness) = tokio::sync::watch::channel(medic::server::Readiness::default());
+    medic::server::AppState {
+        store,
+        clock,
+        readiness,
+        reload: None,
+        scenarios: tokio::sync::watch::channel(Vec::new()).1,
+        pager: tokio::sync::watch::channel(None).1,
+        access: std::sync::Arc::new(access.into()),
+        alerts: Default::default(),
+        jobs: Default::default(),
+        console: Default::default(),
+    }
+}
+
+/// [`app_state`] with reads open (no token).
+pub fn open_reads_state(
+    store: std::sync::Arc<dyn medic::store::Store>,
+    clock: medic::clock::Clock,
+) -> medic::server::AppState {
+    let access = medic::server::auth::Access {
+        open_reads: true,
+        ..Default::default()
+    };
+    app_state(store, clock, access)
+}
