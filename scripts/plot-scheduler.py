@@ -4,7 +4,7 @@ SVG: medic's CPU (% of one core) and max RSS (MB) against the number of
 checks, the median of each size with its min-max range. Standard library
 only.
 
-    python3 scripts/plot-scheduler.py scheduler.csv docs/scheduler-scaling.svg
+    python3 scripts/plot-scheduler.py scheduler.csv docs/bench/scheduler-scaling.svg
 """
 import csv
 import statistics
